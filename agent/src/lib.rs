@@ -1,0 +1,70 @@
+//! The Drover agent as a library: enrollment, the session with the manager, host
+//! facts and metrics. The `drover-agent` binary is a thin shell around it, and the
+//! load generator in `tests/` uses it to run thousands of synthetic agents in one
+//! process.
+//!
+//! # Code map
+//!
+//! - [`facts`]: what the host is (hostname, addresses, OS, container/VM/physical, disks);
+//!   collected once at start-up.
+//! - [`metrics`]: how the host is doing (CPU, memory, load, disks, network); sampled
+//!   for every heartbeat by a reusable [`metrics::MetricsCollector`].
+//! - [`enroll`]: the one-time exchange of an enrollment token and a CSR for a client
+//!   certificate, and the [`enroll::Identity`] kept in the data directory.
+//! - [`session`]: the long-lived `Session` stream, reconnecting forever with backoff
+//!   ([`backoff`]) until shutdown or a fatal refusal.
+//! - [`error`]: [`error::AgentError`] and the one function deciding which failures are
+//!   fatal ([`error::classify`]).
+//! - [`datadir`]: what the agent keeps on disk and how it is written (atomically, 0600).
+//! - [`labels`]: parsing `--labels k=v,k2=v2`.
+//! - [`roles`]: the roles a host runs, as the manager wants them ([`roles::RoleSpec`])
+//!   and as observed ([`roles::RoleStatus`]).
+//! - [`reconcile`]: the role reconciler, a plain state machine
+//!   `handle(now, Event) -> Vec<Effect>` deciding files, starts, stops, restarts,
+//!   backoff, crash loops and reports.
+//! - [`supervisor`]: its async driver: files ([`files`]), process groups, signals,
+//!   health probes ([`health`]), log rotation, persistence and re-adoption of
+//!   running processes after an agent restart.
+//!
+//! Architecture invariant: generated prost types never leave the gRPC edge. Facts and
+//! metrics are domain structs; the private `wire` module converts them to and from
+//! `drover_proto::v1` types, and only `enroll`, `session` and `supervisor` call it. The session
+//! protocol itself is a plain state machine (private module `protocol`):
+//! `handle(now, Event) -> Vec<Effect>`, driven by the async code in [`session`].
+//!
+//! # Using the library for synthetic agents
+//!
+//! ```no_run
+//! # async fn example(manager: drover_proto::tls::ManagerAddr, token: drover_proto::token::EnrollmentToken) -> Result<(), drover_agent::error::AgentError> {
+//! use std::collections::BTreeMap;
+//! use std::sync::Arc;
+//! use drover_agent::{enroll, facts, metrics::Metrics, session};
+//!
+//! let mut facts = facts::collect(Some("synthetic-0001"));
+//! facts.addresses.clear();
+//! let identity = enroll::enroll(&manager, &token, None, &facts, &BTreeMap::new()).await?;
+//! let config = session::SessionConfig::new(manager, identity, facts);
+//! let observer = Arc::new(session::NoopObserver);
+//! session::run(config, Metrics::default, observer, std::future::pending()).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod backoff;
+pub mod datadir;
+pub mod enroll;
+pub mod error;
+pub mod facts;
+pub mod files;
+pub mod health;
+pub use drover_proto::labels;
+pub mod metrics;
+mod protocol;
+pub mod reconcile;
+pub mod roles;
+pub mod session;
+pub mod supervisor;
+mod wire;
+
+/// This agent's version, reported at enrollment and in every `Hello`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,237 @@
+//! Domain types for the roles a host runs: what the manager wants ([`RoleSpec`])
+//! and what the agent observes ([`RoleStatus`]). The private `wire` module
+//! converts them to and from `drover.agent.v1`; nothing generated appears here.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// The capability an agent announces in `Hello` when it runs roles.
+pub const CAPABILITY: &str = "roles.v1";
+
+/// Placeholder replaced by the role's absolute directory in file contents,
+/// process arguments, environment values and the working directory.
+pub const ROLE_DIR_PLACEHOLDER: &str = "${ROLE_DIR}";
+
+/// Stop grace used when the manager sends 0.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// Health check defaults for zero values.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+
+/// One role the host must run: rendered files, process and desired run state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoleSpec {
+    pub role_id: String,
+    /// `<cluster>/<service>`.
+    pub service: String,
+    pub role_type: String,
+    pub name: String,
+    /// Config revision the files were rendered from.
+    pub config_revision: u64,
+    pub files: Vec<ConfigFile>,
+    pub process: ProcessSpec,
+    pub run_state: RunState,
+    /// Changing it restarts the process.
+    pub restart_nonce: u64,
+    pub health_checks: Vec<HealthCheck>,
+    pub log_files: Vec<String>,
+}
+
+impl RoleSpec {
+    /// The manager's sha256 of each file, by path.
+    pub fn file_digests(&self) -> BTreeMap<String, String> {
+        self.files.iter().map(|f| (f.path.clone(), f.sha256.clone())).collect()
+    }
+}
+
+/// A rendered config file, relative to the role directory.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct ConfigFile {
+    pub path: String,
+    pub content: Vec<u8>,
+    /// sha256 of `content` as sent, lowercase hex (may be empty).
+    pub sha256: String,
+    /// Unix permission bits; 0 means 0644.
+    pub mode: u32,
+}
+
+impl fmt::Debug for ConfigFile {
+    // Contents may hold passwords; never print them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigFile")
+            .field("path", &self.path)
+            .field("bytes", &self.content.len())
+            .field("sha256", &self.sha256)
+            .field("mode", &format_args!("{:o}", self.mode))
+            .finish()
+    }
+}
+
+/// How to run the role's process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessSpec {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Relative to the role directory when not absolute; empty: the role directory.
+    pub working_dir: String,
+    /// Signal name for a graceful stop, e.g. `SIGTERM`; empty: `SIGTERM`.
+    pub stop_signal: String,
+    /// Time between the stop signal and SIGKILL to the process group.
+    pub stop_grace: Duration,
+}
+
+impl Default for ProcessSpec {
+    fn default() -> Self {
+        ProcessSpec {
+            program: String::new(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            working_dir: String::new(),
+            stop_signal: String::new(),
+            stop_grace: DEFAULT_STOP_GRACE,
+        }
+    }
+}
+
+/// Whether the role's process should run. The manager's "unspecified" is
+/// `Stopped`: the agent never starts anything it was not explicitly asked to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RunState {
+    Running,
+    #[default]
+    Stopped,
+}
+
+/// A health probe run by the agent every `interval`; `failure_threshold`
+/// consecutive failures make the role's health bad.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub failure_threshold: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// Connect to `host:port` (host empty: 127.0.0.1).
+    Tcp { host: String, port: u16 },
+    /// `GET url` over plain HTTP/1.0; `expect_status` 0 accepts any 2xx.
+    Http { url: String, expect_status: u16 },
+    /// Run a program; exit status 0 is healthy.
+    Command { program: String, args: Vec<String> },
+    /// A probe kind this agent does not know; never healthy.
+    Unknown,
+}
+
+/// Observed state of one role, reported to the manager on every change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoleStatus {
+    pub role_id: String,
+    pub state: RoleState,
+    /// 0 when not running.
+    pub pid: u32,
+    /// Exit code of the last exit, or -SIGNAL when killed by a signal.
+    pub last_exit_status: i32,
+    /// Restarts after crashes since the agent took charge of the role.
+    pub restart_count: u32,
+    /// Config revision of the files on disk.
+    pub applied_revision: u64,
+    /// Config revision the running process was started with (0: not running).
+    pub running_revision: u64,
+    /// sha256 (hex) of each config file as written on disk, by path.
+    pub file_hashes: BTreeMap<String, String>,
+    pub last_error: String,
+    pub health: RoleHealth,
+    /// Tail of the role's log when it failed.
+    pub last_log_lines: Vec<String>,
+    /// Restart nonce of the running process.
+    pub restart_nonce: u64,
+    /// Wall-clock start of the running process (0: not running).
+    pub started_at_unix_ms: i64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RoleState {
+    #[default]
+    Stopped,
+    Starting,
+    Running,
+    Stopping,
+    /// Crash loop or files that cannot be written; see `last_error`.
+    Failed,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RoleHealth {
+    #[default]
+    Unknown,
+    Good,
+    Bad,
+}
+
+/// Why a role id cannot name a directory, if it cannot.
+pub fn check_role_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id != "."
+        && id != ".."
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("role id {id:?} is not usable as a directory name (1-128 of A-Z a-z 0-9 . _ -)"))
+    }
+}
+
+/// Why a config file path cannot be written inside the role directory, if it
+/// cannot: it must be relative, without `..`, and not inside `logs/`.
+pub fn check_file_path(path: &str) -> Result<(), String> {
+    let p = std::path::Path::new(path);
+    let mut parts = 0;
+    for c in p.components() {
+        match c {
+            std::path::Component::Normal(_) => parts += 1,
+            std::path::Component::CurDir => {}
+            _ => return Err(format!("config file path {path:?} must be relative and stay inside the role directory")),
+        }
+    }
+    if parts == 0 {
+        return Err(format!("config file path {path:?} is empty"));
+    }
+    if p.components().find(|c| matches!(c, std::path::Component::Normal(_))).is_some_and(|c| c.as_os_str() == "logs") {
+        return Err(format!("config file path {path:?} is inside logs/, which the agent owns"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_ids_and_paths_are_checked() {
+        for good in ["r-1", "redis.primary_1", "a"] {
+            assert!(check_role_id(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(129)] {
+            assert!(check_role_id(bad).is_err(), "{bad}");
+        }
+        for good in ["redis.conf", "conf/zoo.cfg", "./myid"] {
+            assert!(check_file_path(good).is_ok(), "{good}");
+        }
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "logs/stdout.log", "."] {
+            assert!(check_file_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn file_contents_are_not_printed() {
+        let f = ConfigFile { path: "p".into(), content: b"secret".to_vec(), sha256: String::new(), mode: 0o600 };
+        let printed = format!("{f:?}");
+        assert!(!printed.contains("secret") && printed.contains("600"), "{printed}");
+    }
+}

@@ -1,0 +1,589 @@
+//! The async driver of the [`Reconciler`]: writes role files, runs processes in
+//! their own process groups, sends signals, runs health probes, rotates logs,
+//! persists what a restarted agent needs, and feeds every outcome back as an
+//! event. It runs for the life of the agent, whether or not the manager is
+//! reachable, enforcing the last desired state it received.
+//!
+//! What it keeps in the data directory, besides `roles/<role_id>/`:
+//!
+//! | file               | written                     | why it must survive a restart              |
+//! |--------------------|-----------------------------|--------------------------------------------|
+//! | `desired-roles.pb` | per new desired state       | enforce it before the manager is reachable |
+//! | `roles-state.json` | per start, exit, file write | re-adopt running processes, know the files |
+//!
+//! Re-adoption: a restarted agent adopts a recorded process only if `/proc/<pid>`
+//! exists, is not a zombie, and has the recorded start time (field 22 of
+//! `/proc/<pid>/stat`), so a recycled pid is never mistaken for the role. An
+//! adopted process is not our child and cannot be waited for: its liveness is
+//! polled every second and its disappearance is an exit with unknown status.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{debug, info, warn};
+
+use crate::datadir;
+use crate::files::{self, FilesError, LogRotation};
+use crate::health;
+use crate::reconcile::{AdoptedProcess, AppliedFiles, Effect, Event, ExitStatus, Policy, Reconciler};
+use crate::roles::{HealthCheck, ProcessSpec, RoleSpec, RoleStatus};
+use crate::wire;
+
+pub const DESIRED_ROLES_FILE: &str = "desired-roles.pb";
+pub const ROLES_STATE_FILE: &str = "roles-state.json";
+/// Log lines reported with a crash loop.
+const LOG_TAIL_LINES: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error(transparent)]
+    Files(#[from] FilesError),
+}
+
+/// How the supervisor runs. Build it with [`SupervisorConfig::supervise`] or
+/// [`SupervisorConfig::files_only`] and adjust the public fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SupervisorConfig {
+    /// Holds `roles/<role_id>/` and, when `persist`, the state files.
+    pub data_dir: PathBuf,
+    pub policy: Policy,
+    pub log_rotation: LogRotation,
+    /// Persist the desired roles and processes, and re-adopt them on start.
+    pub persist: bool,
+    /// How often adopted processes are checked for liveness and logs for size.
+    pub poll_interval: Duration,
+}
+
+impl SupervisorConfig {
+    /// Runs processes, persists state and re-adopts processes on start.
+    pub fn supervise(data_dir: PathBuf) -> Self {
+        SupervisorConfig {
+            data_dir,
+            policy: Policy::default(),
+            log_rotation: LogRotation::default(),
+            persist: true,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Only writes files (synthetic agents of the load generator).
+    pub fn files_only(dir: PathBuf) -> Self {
+        SupervisorConfig {
+            policy: Policy { run_processes: false, ..Policy::default() },
+            persist: false,
+            ..SupervisorConfig::supervise(dir)
+        }
+    }
+}
+
+/// A running supervisor. Dropping it stops supervision but leaves the role
+/// processes running, for the next agent to re-adopt.
+#[derive(Debug)]
+pub struct Supervisor {
+    desired: watch::Sender<Option<(u64, Arc<Vec<RoleSpec>>)>>,
+    statuses: watch::Receiver<Arc<Vec<RoleStatus>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Supervisor {
+    /// Loads what an earlier agent left (when `config.persist`), re-adopts its
+    /// live processes and starts enforcing the last desired state. Must be
+    /// called within a Tokio runtime.
+    pub fn start(config: SupervisorConfig) -> Result<Supervisor, SupervisorError> {
+        datadir::ensure_dir(&config.data_dir)
+            .map_err(|e| FilesError::Invalid(format!("data directory for roles: {e}")))?;
+        let roles_dir = config.data_dir.join(files::ROLES_DIR);
+        std::fs::create_dir_all(&roles_dir).map_err(|source| FilesError::Io {
+            action: "create",
+            path: roles_dir.clone(),
+            source,
+        })?;
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let mut driver = Driver {
+            reconciler: Reconciler::new(config.policy.clone()),
+            records: BTreeMap::new(),
+            dirty: false,
+            procs: HashMap::new(),
+            probes: HashMap::new(),
+            tasks: JoinSet::new(),
+            queue: VecDeque::new(),
+            events_tx,
+            events_rx,
+            status_tx: watch::Sender::new(Arc::new(Vec::new())),
+            config,
+        };
+        if driver.config.persist {
+            driver.restore();
+        }
+        let statuses = driver.status_tx.subscribe();
+        let (desired, desired_rx) = watch::channel(None);
+        let task = tokio::spawn(driver.run(desired_rx));
+        Ok(Supervisor { desired, statuses, task })
+    }
+
+    /// Hands over a new desired state; the latest one wins.
+    pub fn set_desired(&self, generation: u64, roles: Vec<RoleSpec>) {
+        self.desired.send_replace(Some((generation, Arc::new(roles))));
+    }
+
+    /// The observed state of every role, updated on every change.
+    pub fn statuses(&self) -> watch::Receiver<Arc<Vec<RoleStatus>>> {
+        self.statuses.clone()
+    }
+}
+
+/// What `roles-state.json` holds per role.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct Record {
+    applied: Option<AppliedRecord>,
+    process: Option<ProcessRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct AppliedRecord {
+    revision: u64,
+    digests: BTreeMap<String, String>,
+    hashes: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct ProcessRecord {
+    pid: u32,
+    /// Field 22 of /proc/<pid>/stat: clock ticks after boot.
+    start_ticks: u64,
+    revision: u64,
+    nonce: u64,
+    started_at_unix_ms: i64,
+}
+
+#[derive(Debug)]
+struct RunningProc {
+    record: ProcessRecord,
+    /// Not our child: poll /proc instead of waiting.
+    adopted: bool,
+    waiter: Option<AbortHandle>,
+}
+
+struct Driver {
+    config: SupervisorConfig,
+    reconciler: Reconciler,
+    records: BTreeMap<String, Record>,
+    dirty: bool,
+    procs: HashMap<String, RunningProc>,
+    probes: HashMap<String, Vec<AbortHandle>>,
+    /// Waiters and probes; dropping the driver aborts them all.
+    tasks: JoinSet<()>,
+    queue: VecDeque<Event>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    events_rx: mpsc::UnboundedReceiver<Event>,
+    status_tx: watch::Sender<Arc<Vec<RoleStatus>>>,
+}
+
+impl Driver {
+    fn dir(&self, role: &str) -> Result<PathBuf, FilesError> {
+        files::role_dir(&self.config.data_dir, role)
+    }
+
+    /// Queues `Restored` for every recorded role and the persisted desired state.
+    fn restore(&mut self) {
+        let data = self.config.data_dir.clone();
+        let state_path = data.join(ROLES_STATE_FILE);
+        match datadir::read_optional(&state_path) {
+            Ok(Some(text)) => match serde_json::from_str::<BTreeMap<String, Record>>(&text) {
+                Ok(records) => self.records = records,
+                Err(e) => warn!(path = %state_path.display(), error = %e, "ignoring unreadable role state"),
+            },
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "ignoring unreadable role state"),
+        }
+        for (role, record) in &mut self.records {
+            let process = record.process.and_then(|p| {
+                if proc_start_ticks(p.pid) == Some(p.start_ticks) {
+                    info!(role = %role, pid = p.pid, "re-adopted running process");
+                    Some(p)
+                } else {
+                    info!(role = %role, pid = p.pid, "recorded process is gone (or its pid was reused); not adopting it");
+                    None
+                }
+            });
+            record.process = process;
+            if let Some(p) = process {
+                self.procs.insert(role.clone(), RunningProc { record: p, adopted: true, waiter: None });
+            }
+            self.queue.push_back(Event::Restored {
+                role: role.clone(),
+                applied: record.applied.clone().map(|a| AppliedFiles {
+                    revision: a.revision,
+                    digests: a.digests,
+                    hashes: a.hashes,
+                }),
+                process: process.map(|p| AdoptedProcess {
+                    pid: p.pid,
+                    revision: p.revision,
+                    nonce: p.nonce,
+                    started_at_unix_ms: p.started_at_unix_ms,
+                }),
+            });
+        }
+        self.dirty = true;
+        let desired_path = data.join(DESIRED_ROLES_FILE);
+        match std::fs::read(&desired_path) {
+            Ok(bytes) => match wire::decode_desired_roles(&bytes) {
+                Ok((generation, roles)) => {
+                    info!(generation, roles = roles.len(), "enforcing the last desired state received");
+                    self.queue.push_back(Event::DesiredRoles { generation, roles });
+                }
+                Err(e) => warn!(path = %desired_path.display(), error = %e, "ignoring unreadable desired roles"),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(path = %desired_path.display(), error = %e, "ignoring unreadable desired roles"),
+        }
+    }
+
+    async fn run(mut self, mut desired_rx: watch::Receiver<Option<(u64, Arc<Vec<RoleSpec>>)>>) {
+        let mut poll = tokio::time::interval(self.config.poll_interval);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            while let Some(event) = self.queue.pop_front() {
+                let effects = self.reconciler.handle(Instant::now(), event);
+                self.perform(effects);
+            }
+            while self.tasks.try_join_next().is_some() {}
+            self.save_records();
+            let deadline = self.reconciler.deadline();
+            let polling = !self.procs.is_empty();
+            tokio::select! {
+                changed = desired_rx.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let Some((generation, roles)) = desired_rx.borrow_and_update().clone() else { continue };
+                    self.save_desired(generation, &roles);
+                    self.queue.push_back(Event::DesiredRoles { generation, roles: roles.as_ref().clone() });
+                }
+                Some(event) = self.events_rx.recv() => {
+                    if let Event::ProcessExited { role, .. } = &event {
+                        self.exited(&role.clone());
+                    }
+                    self.queue.push_back(event);
+                }
+                () = sleep_until_opt(deadline), if deadline.is_some() => self.queue.push_back(Event::Tick),
+                _ = poll.tick(), if polling => self.poll(),
+            }
+        }
+    }
+
+    fn save_desired(&self, generation: u64, roles: &[RoleSpec]) {
+        if !self.config.persist {
+            return;
+        }
+        let path = self.config.data_dir.join(DESIRED_ROLES_FILE);
+        if let Err(e) = datadir::write_atomic(&path, &wire::encode_desired_roles(generation, roles)) {
+            warn!(error = %e, "could not persist the desired roles; a restarted agent will wait for the manager");
+        }
+    }
+
+    fn save_records(&mut self) {
+        if !self.dirty || !self.config.persist {
+            return;
+        }
+        self.dirty = false;
+        let path = self.config.data_dir.join(ROLES_STATE_FILE);
+        let result = serde_json::to_vec_pretty(&self.records)
+            .map_err(|e| e.to_string())
+            .and_then(|json| datadir::write_atomic(&path, &json).map_err(|e| e.to_string()));
+        if let Err(e) = result {
+            warn!(error = %e, "could not persist role state; a restarted agent may not re-adopt processes");
+        }
+    }
+
+    /// Checks adopted processes for liveness and logs for size.
+    fn poll(&mut self) {
+        let mut gone = Vec::new();
+        for (role, p) in &self.procs {
+            if p.adopted && proc_start_ticks(p.record.pid) != Some(p.record.start_ticks) {
+                gone.push(role.clone());
+            }
+            if let Ok(dir) = self.dir(role)
+                && let Err(e) = files::rotate_log(&dir, self.config.log_rotation)
+            {
+                warn!(role = %role, error = %e, "could not rotate the log");
+            }
+        }
+        for role in gone {
+            self.exited(&role);
+            let log_tail = self.dir(&role).map(|d| files::log_tail(&d, LOG_TAIL_LINES)).unwrap_or_default();
+            self.queue.push_back(Event::ProcessExited { role, status: ExitStatus::Unknown, log_tail });
+        }
+    }
+
+    /// Forgets the process of `role`, which exited.
+    fn exited(&mut self, role: &str) {
+        self.procs.remove(role);
+        if let Some(r) = self.records.get_mut(role) {
+            r.process = None;
+            self.dirty = true;
+        }
+    }
+
+    fn perform(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::WriteFiles { role, revision, files } => {
+                    let digests = files.iter().map(|f| (f.path.clone(), f.sha256.clone())).collect();
+                    let result = self.dir(&role).and_then(|dir| files::write_files(&dir, &files));
+                    match result {
+                        Ok(hashes) => {
+                            debug!(role = %role, revision, files = files.len(), "files written");
+                            let record = self.records.entry(role.clone()).or_default();
+                            record.applied = Some(AppliedRecord {
+                                revision,
+                                digests: BTreeMap::clone(&digests),
+                                hashes: hashes.clone(),
+                            });
+                            self.dirty = true;
+                            self.queue.push_back(Event::FilesWritten { role, revision, digests, hashes });
+                        }
+                        Err(e) => {
+                            warn!(role = %role, revision, error = %e, "could not write role files");
+                            self.queue.push_back(Event::WriteFailed { role, revision, error: e.to_string() });
+                        }
+                    }
+                }
+                Effect::Start { role, process, revision, nonce } => self.start(role, &process, revision, nonce),
+                Effect::Stop { role, pgid, signal } => {
+                    let sig = parse_signal(&signal).unwrap_or_else(|| {
+                        warn!(role = %role, signal = %signal, "unknown stop signal; using SIGTERM");
+                        Signal::SIGTERM
+                    });
+                    info!(role = %role, pgid, signal = %sig, "stopping");
+                    signal_group(&role, pgid, sig);
+                }
+                Effect::KillGroup { role, pgid } => signal_group(&role, pgid, Signal::SIGKILL),
+                Effect::StartProbes { role, checks } => self.start_probes(role, checks),
+                Effect::StopProbes { role } => {
+                    for handle in self.probes.remove(&role).unwrap_or_default() {
+                        handle.abort();
+                    }
+                }
+                Effect::RemoveRoleDir { role } => {
+                    if self.records.remove(&role).is_some() {
+                        self.dirty = true;
+                    }
+                    match self.dir(&role).and_then(|dir| files::remove_dir(&dir)) {
+                        Ok(()) => info!(role = %role, "role removed"),
+                        Err(e) => warn!(role = %role, error = %e, "could not remove the role directory"),
+                    }
+                }
+                Effect::Report(statuses) => {
+                    self.status_tx.send_replace(Arc::new(statuses));
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, role: String, spec: &ProcessSpec, revision: u64, nonce: u64) {
+        let spawned = self.dir(&role).and_then(|dir| {
+            let log = files::open_log(&dir)?;
+            let log_err = log.try_clone().map_err(|source| FilesError::Io {
+                action: "duplicate",
+                path: dir.join(files::LOG_FILE),
+                source,
+            })?;
+            let mut cmd = command(spec, &dir);
+            cmd.stdout(Stdio::from(log)).stderr(Stdio::from(log_err));
+            cmd.spawn().map(|child| (child, dir)).map_err(|e| FilesError::Invalid(format!("{}: {e}", spec.program)))
+        });
+        let (mut child, dir) = match spawned {
+            Ok(ok) => ok,
+            Err(e) => {
+                warn!(role = %role, error = %e, "could not start the process");
+                self.queue.push_back(Event::StartFailed { role, error: e.to_string() });
+                return;
+            }
+        };
+        let Some(pid) = child.id() else {
+            self.queue.push_back(Event::StartFailed { role, error: "the process vanished at once".into() });
+            return;
+        };
+        let started_at_unix_ms =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
+        let record = ProcessRecord {
+            pid,
+            start_ticks: proc_start_ticks(pid).unwrap_or_default(),
+            revision,
+            nonce,
+            started_at_unix_ms,
+        };
+        info!(role = %role, pid, revision, nonce, "process started");
+        let events = self.events_tx.clone();
+        let waiter_role = role.clone();
+        let waiter = self.tasks.spawn(async move {
+            let status = match child.wait().await {
+                Ok(s) => exit_status(s),
+                Err(_) => ExitStatus::Unknown,
+            };
+            let log_tail = files::log_tail(&dir, LOG_TAIL_LINES);
+            let _ = events.send(Event::ProcessExited { role: waiter_role, status, log_tail });
+        });
+        self.records.entry(role.clone()).or_default().process = Some(record);
+        self.dirty = true;
+        self.procs.insert(role.clone(), RunningProc { record, adopted: false, waiter: Some(waiter) });
+        self.queue.push_back(Event::ProcessStarted { role, pid, started_at_unix_ms });
+    }
+
+    fn start_probes(&mut self, role: String, checks: Vec<HealthCheck>) {
+        for handle in self.probes.remove(&role).unwrap_or_default() {
+            handle.abort();
+        }
+        let Ok(dir) = self.dir(&role) else { return };
+        let mut handles = Vec::new();
+        for (check, hc) in checks.into_iter().enumerate() {
+            let events = self.events_tx.clone();
+            let role = role.clone();
+            let dir = dir.clone();
+            handles.push(self.tasks.spawn(async move {
+                let mut ticker = tokio::time::interval_at(Instant::now() + hc.interval, hc.interval);
+                ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                loop {
+                    ticker.tick().await;
+                    let result = health::run(&hc.probe, hc.timeout, &dir).await;
+                    if let Err(reason) = &result {
+                        debug!(role = %role, check, reason = %reason, "health check failed");
+                    }
+                    let ok = result.is_ok();
+                    if events.send(Event::HealthResult { role: role.clone(), check, ok }).is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        self.probes.insert(role, handles);
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Waiters hold the children; aborting them leaves the processes running.
+        for p in self.procs.values() {
+            if let Some(w) = &p.waiter {
+                w.abort();
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The command for a role process: its own process group, a clean environment
+/// (PATH, ROLE_DIR and the spec's variables), `${ROLE_DIR}` substituted.
+fn command(spec: &ProcessSpec, dir: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(files::substitute(&spec.program, dir));
+    cmd.args(spec.args.iter().map(|a| files::substitute(a, dir)));
+    cmd.env_clear();
+    cmd.env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()));
+    cmd.env("ROLE_DIR", dir);
+    for (k, v) in &spec.env {
+        cmd.env(k, files::substitute(v, dir));
+    }
+    let wd = files::substitute(&spec.working_dir, dir);
+    cmd.current_dir(if wd.is_empty() { dir.to_path_buf() } else { dir.join(wd) });
+    cmd.stdin(Stdio::null());
+    cmd.process_group(0);
+    cmd.kill_on_drop(false);
+    cmd
+}
+
+fn exit_status(s: std::process::ExitStatus) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => ExitStatus::Code(c),
+        (None, Some(sig)) => ExitStatus::Signal(sig),
+        (None, None) => ExitStatus::Unknown,
+    }
+}
+
+/// `SIGTERM`, `TERM` or `15`; empty means SIGTERM.
+pub fn parse_signal(name: &str) -> Option<Signal> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Some(Signal::SIGTERM);
+    }
+    if let Ok(n) = name.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let upper = name.to_ascii_uppercase();
+    Signal::from_str(&upper).or_else(|_| Signal::from_str(&format!("SIG{upper}"))).ok()
+}
+
+fn signal_group(role: &str, pgid: u32, signal: Signal) {
+    let Ok(raw) = i32::try_from(pgid) else { return };
+    if raw <= 1 {
+        return;
+    }
+    match killpg(Pid::from_raw(raw), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => warn!(role = %role, pgid, signal = %signal, error = %e, "could not signal the process group"),
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat` (start time in clock ticks after boot), or
+/// `None` if the process does not exist or is a zombie.
+pub fn proc_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (state); field 22 is fields[19].
+    if matches!(fields.first(), Some(&"Z") | Some(&"X") | Some(&"x")) {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_in_every_spelling() {
+        for (name, want) in [
+            ("", Some(Signal::SIGTERM)),
+            ("SIGINT", Some(Signal::SIGINT)),
+            ("quit", Some(Signal::SIGQUIT)),
+            ("9", Some(Signal::SIGKILL)),
+            ("SIGNOPE", None),
+        ] {
+            assert_eq!(parse_signal(name), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn own_start_time_is_readable() {
+        let me = std::process::id();
+        assert!(proc_start_ticks(me).is_some());
+        assert_eq!(proc_start_ticks(me), proc_start_ticks(me));
+        assert_eq!(proc_start_ticks(u32::MAX), None);
+    }
+}

@@ -1,0 +1,432 @@
+//! The gRPC edge: converts the agent's domain types to and from the generated
+//! `drover.agent.v1` types. Only `enroll`, `session` and `supervisor` (which
+//! persists the desired roles in their wire encoding) call it, and nothing
+//! generated leaves those modules.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_proto::v1;
+use drover_proto::v1::{agent_message, health_check, manager_message};
+use prost::Message;
+
+use crate::facts::{HostFacts, HostKind};
+use crate::metrics::Metrics;
+use crate::protocol::{Inbound, Outbound, WelcomeInfo};
+use crate::roles::{
+    self, ConfigFile, HealthCheck, Probe, ProcessSpec, RoleHealth, RoleSpec, RoleState, RoleStatus, RunState,
+};
+
+pub(crate) fn facts(f: &HostFacts) -> v1::HostFacts {
+    v1::HostFacts {
+        hostname: f.hostname.clone(),
+        addresses: f.addresses.iter().map(ToString::to_string).collect(),
+        kind: host_kind(f.kind) as i32,
+        os: f.os.clone(),
+        kernel: f.kernel.clone(),
+        arch: f.arch.clone(),
+        cpu_cores: f.cpu_cores,
+        memory_bytes: f.memory_bytes,
+        disks: f
+            .disks
+            .iter()
+            .map(|d| v1::Disk {
+                mount_point: d.mount_point.clone(),
+                device: d.device.clone(),
+                fs_type: d.fs_type.clone(),
+                total_bytes: d.total_bytes,
+            })
+            .collect(),
+        kind_evidence: f.kind_evidence.clone(),
+    }
+}
+
+fn host_kind(k: HostKind) -> v1::HostKind {
+    match k {
+        HostKind::Container => v1::HostKind::Container,
+        HostKind::Vm => v1::HostKind::Vm,
+        HostKind::Physical => v1::HostKind::Physical,
+    }
+}
+
+pub(crate) fn metrics(m: Metrics) -> v1::Metrics {
+    v1::Metrics {
+        cpu_percent: m.cpu_percent,
+        memory_used_bytes: m.memory_used_bytes,
+        memory_total_bytes: m.memory_total_bytes,
+        load1: m.load1,
+        load5: m.load5,
+        load15: m.load15,
+        disks: m
+            .disks
+            .into_iter()
+            .map(|d| v1::DiskUsage { mount_point: d.mount_point, used_bytes: d.used_bytes, total_bytes: d.total_bytes })
+            .collect(),
+        network_rx_bytes: m.network_rx_bytes,
+        network_tx_bytes: m.network_tx_bytes,
+        uptime_seconds: m.uptime_seconds,
+    }
+}
+
+/// What the session needs to fill in outbound messages the protocol asks for.
+pub(crate) struct OutboundContext<'a, M> {
+    pub facts: &'a v1::HostFacts,
+    pub agent_version: &'a str,
+    pub metrics: &'a mut M,
+    /// Announced in `Hello`.
+    pub capabilities: &'a [&'a str],
+    /// Role statuses to send with every `StatusReport` (agents with roles).
+    pub roles: Option<Arc<Vec<RoleStatus>>>,
+}
+
+pub(crate) fn outbound<M: FnMut() -> Metrics>(msg: Outbound, ctx: &mut OutboundContext<'_, M>) -> v1::AgentMessage {
+    let kind = match msg {
+        Outbound::Hello { applied_generation } => agent_message::Kind::Hello(v1::Hello {
+            facts: Some(ctx.facts.clone()),
+            agent_version: ctx.agent_version.to_owned(),
+            applied_generation,
+            capabilities: ctx.capabilities.iter().map(|c| (*c).to_owned()).collect(),
+        }),
+        Outbound::Heartbeat { seq } => {
+            agent_message::Kind::Heartbeat(v1::Heartbeat { seq, metrics: Some(metrics((ctx.metrics)())) })
+        }
+        Outbound::Pong { nonce } => agent_message::Kind::Pong(v1::Pong { nonce }),
+        Outbound::Status { applied_generation } => agent_message::Kind::Status(v1::StatusReport {
+            applied_generation,
+            error: String::new(),
+            roles: ctx.roles.as_ref().map(|r| r.iter().map(role_status).collect()).unwrap_or_default(),
+        }),
+    };
+    v1::AgentMessage { kind: Some(kind) }
+}
+
+/// A manager message as the protocol sees it. Variants this agent does not know
+/// arrive as an empty oneof and become [`Inbound::Unknown`].
+pub(crate) fn inbound(msg: v1::ManagerMessage) -> Inbound {
+    match msg.kind {
+        Some(manager_message::Kind::Welcome(w)) => Inbound::Welcome(WelcomeInfo {
+            host_id: w.host_id,
+            heartbeat_interval_ms: w.heartbeat_interval_ms,
+            server_time_unix_ms: w.server_time_unix_ms,
+            manager_version: w.manager_version,
+        }),
+        Some(manager_message::Kind::DesiredState(d)) => {
+            Inbound::DesiredState { generation: d.generation, roles: d.roles.into_iter().map(role_spec).collect() }
+        }
+        Some(manager_message::Kind::Ping(p)) => Inbound::Ping { nonce: p.nonce },
+        Some(manager_message::Kind::HeartbeatAck(a)) => Inbound::HeartbeatAck { seq: a.seq },
+        None => Inbound::Unknown,
+    }
+}
+
+pub(crate) fn role_spec(r: v1::RoleSpec) -> RoleSpec {
+    let process = r.process.unwrap_or_default();
+    RoleSpec {
+        role_id: r.role_id,
+        service: r.service,
+        role_type: r.role_type,
+        name: r.name,
+        config_revision: r.config_revision,
+        files: r
+            .files
+            .into_iter()
+            .map(|f| ConfigFile { path: f.path, content: f.content, sha256: f.sha256, mode: f.mode })
+            .collect(),
+        process: ProcessSpec {
+            program: process.program,
+            args: process.args,
+            env: process.env.into_iter().collect(),
+            working_dir: process.working_dir,
+            stop_signal: process.stop_signal,
+            stop_grace: match process.stop_grace_ms {
+                0 => roles::DEFAULT_STOP_GRACE,
+                ms => Duration::from_millis(ms),
+            },
+        },
+        run_state: match v1::RunState::try_from(r.run_state) {
+            Ok(v1::RunState::Running) => RunState::Running,
+            _ => RunState::Stopped,
+        },
+        restart_nonce: r.restart_nonce,
+        health_checks: r.health_checks.into_iter().map(health_check).collect(),
+        log_files: r.log_files,
+    }
+}
+
+fn health_check(h: v1::HealthCheck) -> HealthCheck {
+    let probe = match h.probe {
+        Some(health_check::Probe::Tcp(t)) => match u16::try_from(t.port) {
+            Ok(port) => Probe::Tcp { host: t.host, port },
+            Err(_) => Probe::Unknown,
+        },
+        Some(health_check::Probe::Http(p)) => {
+            Probe::Http { url: p.url, expect_status: u16::try_from(p.expect_status).unwrap_or(0) }
+        }
+        Some(health_check::Probe::Command(c)) => Probe::Command { program: c.program, args: c.args },
+        None => Probe::Unknown,
+    };
+    let ms = |ms: u64, default: Duration| if ms == 0 { default } else { Duration::from_millis(ms) };
+    HealthCheck {
+        probe,
+        interval: ms(h.interval_ms, roles::DEFAULT_PROBE_INTERVAL),
+        timeout: ms(h.timeout_ms, roles::DEFAULT_PROBE_TIMEOUT),
+        failure_threshold: if h.failure_threshold == 0 {
+            roles::DEFAULT_FAILURE_THRESHOLD
+        } else {
+            h.failure_threshold
+        },
+    }
+}
+
+fn role_spec_to_wire(r: &RoleSpec) -> v1::RoleSpec {
+    v1::RoleSpec {
+        role_id: r.role_id.clone(),
+        service: r.service.clone(),
+        role_type: r.role_type.clone(),
+        name: r.name.clone(),
+        config_revision: r.config_revision,
+        files: r
+            .files
+            .iter()
+            .map(|f| v1::ConfigFile {
+                path: f.path.clone(),
+                content: f.content.clone(),
+                sha256: f.sha256.clone(),
+                mode: f.mode,
+            })
+            .collect(),
+        process: Some(v1::ProcessSpec {
+            program: r.process.program.clone(),
+            args: r.process.args.clone(),
+            env: r.process.env.clone().into_iter().collect(),
+            working_dir: r.process.working_dir.clone(),
+            stop_signal: r.process.stop_signal.clone(),
+            stop_grace_ms: r.process.stop_grace.as_millis() as u64,
+        }),
+        run_state: match r.run_state {
+            RunState::Running => v1::RunState::Running,
+            RunState::Stopped => v1::RunState::Stopped,
+        } as i32,
+        restart_nonce: r.restart_nonce,
+        health_checks: r
+            .health_checks
+            .iter()
+            .map(|h| v1::HealthCheck {
+                probe: match &h.probe {
+                    Probe::Tcp { host, port } => {
+                        Some(health_check::Probe::Tcp(v1::TcpProbe { host: host.clone(), port: u32::from(*port) }))
+                    }
+                    Probe::Http { url, expect_status } => Some(health_check::Probe::Http(v1::HttpProbe {
+                        url: url.clone(),
+                        expect_status: u32::from(*expect_status),
+                    })),
+                    Probe::Command { program, args } => Some(health_check::Probe::Command(v1::CommandProbe {
+                        program: program.clone(),
+                        args: args.clone(),
+                    })),
+                    Probe::Unknown => None,
+                },
+                interval_ms: h.interval.as_millis() as u64,
+                timeout_ms: h.timeout.as_millis() as u64,
+                failure_threshold: h.failure_threshold,
+            })
+            .collect(),
+        log_files: r.log_files.clone(),
+    }
+}
+
+pub(crate) fn role_status(s: &RoleStatus) -> v1::RoleStatus {
+    v1::RoleStatus {
+        role_id: s.role_id.clone(),
+        state: match s.state {
+            RoleState::Stopped => v1::RoleState::Stopped,
+            RoleState::Starting => v1::RoleState::Starting,
+            RoleState::Running => v1::RoleState::Running,
+            RoleState::Stopping => v1::RoleState::Stopping,
+            RoleState::Failed => v1::RoleState::Failed,
+        } as i32,
+        pid: s.pid,
+        last_exit_status: s.last_exit_status,
+        restart_count: s.restart_count,
+        applied_revision: s.applied_revision,
+        running_revision: s.running_revision,
+        file_hashes: s.file_hashes.clone().into_iter().collect(),
+        last_error: s.last_error.clone(),
+        health: match s.health {
+            RoleHealth::Unknown => v1::RoleHealth::Unknown,
+            RoleHealth::Good => v1::RoleHealth::Good,
+            RoleHealth::Bad => v1::RoleHealth::Bad,
+        } as i32,
+        last_log_lines: s.last_log_lines.clone(),
+        restart_nonce: s.restart_nonce,
+        started_at_unix_ms: s.started_at_unix_ms,
+    }
+}
+
+/// The desired roles as persisted by the supervisor: a `DesiredState` message.
+pub(crate) fn encode_desired_roles(generation: u64, roles: &[RoleSpec]) -> Vec<u8> {
+    v1::DesiredState { generation, roles: roles.iter().map(role_spec_to_wire).collect() }.encode_to_vec()
+}
+
+pub(crate) fn decode_desired_roles(bytes: &[u8]) -> Result<(u64, Vec<RoleSpec>), prost::DecodeError> {
+    let d = v1::DesiredState::decode(bytes)?;
+    Ok((d.generation, d.roles.into_iter().map(role_spec).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::Disk;
+
+    #[test]
+    fn facts_convert_field_by_field() {
+        let f = HostFacts {
+            hostname: "h1".into(),
+            addresses: vec!["192.0.2.1".parse().expect("ip"), "2001:db8::1".parse().expect("ip")],
+            kind: HostKind::Vm,
+            kind_evidence: "DMI names QEMU".into(),
+            os: "Debian".into(),
+            kernel: "6.1".into(),
+            arch: "x86_64".into(),
+            cpu_cores: 4,
+            memory_bytes: 8,
+            disks: vec![Disk {
+                mount_point: "/".into(),
+                device: "/dev/vda".into(),
+                fs_type: "ext4".into(),
+                total_bytes: 100,
+            }],
+        };
+        let p = facts(&f);
+        assert_eq!(p.addresses, ["192.0.2.1", "2001:db8::1"]);
+        assert_eq!(p.kind, v1::HostKind::Vm as i32);
+        assert_eq!(p.kind_evidence, "DMI names QEMU");
+        assert_eq!((p.cpu_cores, p.memory_bytes), (4, 8));
+        assert_eq!(p.disks[0].device, "/dev/vda");
+    }
+
+    fn full_spec() -> RoleSpec {
+        RoleSpec {
+            role_id: "r-1".into(),
+            service: "c/redis".into(),
+            role_type: "primary".into(),
+            name: "redis-primary-1".into(),
+            config_revision: 4,
+            files: vec![ConfigFile {
+                path: "redis.conf".into(),
+                content: b"port 1".to_vec(),
+                sha256: "ab".into(),
+                mode: 0o640,
+            }],
+            process: ProcessSpec {
+                program: "redis-server".into(),
+                args: vec!["${ROLE_DIR}/redis.conf".into()],
+                env: [("A".to_owned(), "b".to_owned())].into(),
+                working_dir: "data".into(),
+                stop_signal: "SIGINT".into(),
+                stop_grace: Duration::from_millis(1500),
+            },
+            run_state: RunState::Running,
+            restart_nonce: 9,
+            health_checks: vec![
+                HealthCheck {
+                    probe: Probe::Tcp { host: "h".into(), port: 6379 },
+                    interval: Duration::from_secs(2),
+                    timeout: Duration::from_secs(1),
+                    failure_threshold: 4,
+                },
+                HealthCheck {
+                    probe: Probe::Http { url: "http://x/".into(), expect_status: 204 },
+                    interval: Duration::from_secs(2),
+                    timeout: Duration::from_secs(1),
+                    failure_threshold: 1,
+                },
+                HealthCheck {
+                    probe: Probe::Command { program: "true".into(), args: vec!["x".into()] },
+                    interval: Duration::from_secs(2),
+                    timeout: Duration::from_secs(1),
+                    failure_threshold: 1,
+                },
+            ],
+            log_files: vec!["logs/redis.log".into()],
+        }
+    }
+
+    #[test]
+    fn role_specs_round_trip_through_the_persisted_encoding() {
+        let spec = full_spec();
+        let bytes = encode_desired_roles(7, std::slice::from_ref(&spec));
+        let (generation, roles) = decode_desired_roles(&bytes).expect("decode");
+        assert_eq!((generation, roles), (7, vec![spec]));
+        assert!(decode_desired_roles(b"\xff\xff").is_err());
+    }
+
+    #[test]
+    fn zero_and_unknown_wire_values_get_safe_defaults() {
+        let spec = role_spec(v1::RoleSpec {
+            role_id: "r".into(),
+            run_state: 0,
+            health_checks: vec![v1::HealthCheck { probe: None, interval_ms: 0, timeout_ms: 0, failure_threshold: 0 }],
+            ..v1::RoleSpec::default()
+        });
+        assert_eq!(spec.run_state, RunState::Stopped, "unspecified never starts anything");
+        assert_eq!(spec.process.stop_grace, roles::DEFAULT_STOP_GRACE);
+        let hc = &spec.health_checks[0];
+        assert_eq!(hc.probe, Probe::Unknown);
+        assert_eq!(
+            (hc.interval, hc.timeout, hc.failure_threshold),
+            (roles::DEFAULT_PROBE_INTERVAL, roles::DEFAULT_PROBE_TIMEOUT, roles::DEFAULT_FAILURE_THRESHOLD)
+        );
+    }
+
+    #[test]
+    fn role_statuses_convert() {
+        let s = RoleStatus {
+            role_id: "r".into(),
+            state: RoleState::Failed,
+            pid: 0,
+            last_exit_status: -9,
+            restart_count: 3,
+            applied_revision: 2,
+            running_revision: 1,
+            file_hashes: [("a".to_owned(), "h".to_owned())].into(),
+            last_error: "crash loop".into(),
+            health: RoleHealth::Bad,
+            last_log_lines: vec!["x".into()],
+            restart_nonce: 5,
+            started_at_unix_ms: 6,
+        };
+        let p = role_status(&s);
+        assert_eq!(p.state, v1::RoleState::Failed as i32);
+        assert_eq!(p.health, v1::RoleHealth::Bad as i32);
+        assert_eq!((p.last_exit_status, p.restart_count, p.applied_revision, p.running_revision), (-9, 3, 2, 1));
+        assert_eq!(p.file_hashes.get("a").map(String::as_str), Some("h"));
+    }
+
+    #[test]
+    fn hello_announces_capabilities_and_status_carries_roles() {
+        let facts = v1::HostFacts::default();
+        let mut metrics = Metrics::default;
+        let status = RoleStatus { role_id: "r".into(), ..RoleStatus::default() };
+        let mut ctx = OutboundContext {
+            facts: &facts,
+            agent_version: "1",
+            metrics: &mut metrics,
+            capabilities: &[roles::CAPABILITY],
+            roles: Some(Arc::new(vec![status])),
+        };
+        match outbound(Outbound::Hello { applied_generation: 1 }, &mut ctx).kind {
+            Some(agent_message::Kind::Hello(h)) => assert_eq!(h.capabilities, ["roles.v1"]),
+            other => panic!("{other:?}"),
+        }
+        match outbound(Outbound::Status { applied_generation: 1 }, &mut ctx).kind {
+            Some(agent_message::Kind::Status(s)) => assert_eq!(s.roles.len(), 1),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_oneofs_are_ignored() {
+        assert!(matches!(inbound(v1::ManagerMessage { kind: None }), Inbound::Unknown));
+    }
+}

@@ -1,0 +1,186 @@
+//! Authentication: password hashing, API tokens, console sessions and the
+//! first-start admin account.
+//!
+//! Passwords are hashed with argon2id. Verifying one costs tens of
+//! milliseconds by design, so HTTP Basic credentials that verified recently
+//! are remembered (as a salted SHA-256 of user and password, for five minutes)
+//! and automation using Basic auth does not pay argon2 on every call. API
+//! tokens and console session ids are random 256-bit values; the store keeps
+//! only their SHA-256.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use rand::RngCore;
+use rand::distributions::{Alphanumeric, DistString};
+use sha2::{Digest, Sha256};
+
+use crate::model::now_millis;
+use crate::store::{Store, UserRecord};
+
+/// Prefix of API tokens, so they are recognisable in logs and secret scanners.
+pub const API_TOKEN_PREFIX: &str = "drvt_";
+const BASIC_CACHE_TTL: Duration = Duration::from_secs(300);
+const BASIC_CACHE_MAX: usize = 1024;
+
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("hash password: {e}"))
+}
+
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .unwrap_or(false)
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// A random lowercase alphanumeric string (for token ids and secrets).
+pub fn random_token_chars(n: usize) -> String {
+    Alphanumeric.sample_string(&mut rand::thread_rng(), n).to_ascii_lowercase()
+}
+
+/// A new API token value.
+pub fn new_api_token() -> String {
+    let mut b = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut b);
+    format!("{API_TOKEN_PREFIX}{}", hex::encode(b))
+}
+
+/// A new console session id.
+pub fn new_session_id() -> String {
+    let mut b = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// Remembers recently verified Basic credentials.
+pub struct BasicCache {
+    salt: [u8; 16],
+    entries: Mutex<HashMap<[u8; 32], (UserRecord, Instant)>>,
+}
+
+impl std::fmt::Debug for BasicCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BasicCache")
+    }
+}
+
+impl Default for BasicCache {
+    fn default() -> Self {
+        let mut salt = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut salt);
+        BasicCache { salt, entries: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl BasicCache {
+    fn key(&self, user: &str, password: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.salt);
+        h.update((user.len() as u64).to_le_bytes());
+        h.update(user.as_bytes());
+        h.update(password.as_bytes());
+        h.finalize().into()
+    }
+
+    /// Checks Basic credentials: from the cache, else against the store with argon2.
+    pub async fn verify(&self, store: &Store, user: &str, password: &str) -> anyhow::Result<Option<UserRecord>> {
+        let key = self.key(user, password);
+        if let Some((rec, at)) = self.entries.lock().expect("cache lock").get(&key)
+            && at.elapsed() < BASIC_CACHE_TTL
+        {
+            return Ok(Some(rec.clone()));
+        }
+        let Some(rec) = store.user_by_name(user).await? else {
+            return Ok(None);
+        };
+        let hash = rec.password_hash.clone();
+        let password = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .context("password verification task")?;
+        if !ok {
+            return Ok(None);
+        }
+        let mut entries = self.entries.lock().expect("cache lock");
+        if entries.len() >= BASIC_CACHE_MAX {
+            entries.retain(|_, (_, at)| at.elapsed() < BASIC_CACHE_TTL);
+            if entries.len() >= BASIC_CACHE_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (rec.clone(), Instant::now()));
+        Ok(Some(rec))
+    }
+}
+
+/// Creates the `admin` user on first start. The password is
+/// `DROVER_ADMIN_PASSWORD` when given, else generated and written to
+/// `DATA/initial-admin-password` (0600).
+pub async fn bootstrap_admin(store: &Store, data_dir: &Path, password: Option<&str>) -> anyhow::Result<()> {
+    if store.count_users().await? > 0 {
+        return Ok(());
+    }
+    let path = data_dir.join("initial-admin-password");
+    let password = match password {
+        Some(p) if !p.is_empty() => p.to_owned(),
+        _ => {
+            let p = Alphanumeric.sample_string(&mut rand::thread_rng(), 24);
+            crate::pki::write_file(&path, format!("{p}\n").as_bytes(), true)?;
+            tracing::info!(path = %path.display(), "created user admin; its password is in this file");
+            p
+        }
+    };
+    let hash = {
+        let p = password.clone();
+        tokio::task::spawn_blocking(move || hash_password(&p)).await??
+    };
+    store
+        .insert_user(&UserRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            username: "admin".into(),
+            password_hash: hash,
+            role: "admin".into(),
+            created_at: now_millis(),
+        })
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_hashes_verify_and_differ() {
+        let a = hash_password("s3cret").unwrap();
+        let b = hash_password("s3cret").unwrap();
+        assert_ne!(a, b, "salted");
+        assert!(a.starts_with("$argon2id$"));
+        assert!(verify_password("s3cret", &a));
+        assert!(!verify_password("wrong", &a));
+        assert!(!verify_password("s3cret", "not a hash"));
+    }
+
+    #[test]
+    fn tokens_are_random_and_prefixed() {
+        let a = new_api_token();
+        assert!(a.starts_with(API_TOKEN_PREFIX));
+        assert_eq!(a.len(), API_TOKEN_PREFIX.len() + 64);
+        assert_ne!(a, new_api_token());
+        let t = random_token_chars(32);
+        assert!(t.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+    }
+}

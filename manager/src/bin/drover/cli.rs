@@ -1,0 +1,292 @@
+//! The command line of `drover`: global flags (each with a `DROVER_*`
+//! variable) and one subcommand per REST resource. Doc comments here are the
+//! `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use reqwest::Url;
+
+use crate::labels::{Selector, parse_label, parse_selector_arg};
+
+/// Command-line client of the Drover manager's REST API.
+///
+/// Credentials, in order of precedence: --api-token, --password,
+/// --password-file, then ./drover-data/initial-admin-password if it exists
+/// (the file `drover-manager` writes on first start when run from the same
+/// directory).
+#[derive(Debug, Parser)]
+#[command(name = "drover", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct GlobalArgs {
+    /// Base URL of the manager's REST API (its --http-addr).
+    #[arg(long, env = "DROVER_URL", default_value = "http://127.0.0.1:7180", value_parser = parse_base_url, global = true)]
+    pub url: Url,
+
+    /// User to sign in as with a password.
+    #[arg(long, env = "DROVER_USER", default_value = "admin", global = true)]
+    pub user: String,
+
+    /// Password of --user.
+    #[arg(long, env = "DROVER_PASSWORD", hide_env_values = true, global = true)]
+    pub password: Option<String>,
+
+    /// File holding the password of --user (a trailing newline is ignored),
+    /// e.g. ./drover-data/initial-admin-password.
+    #[arg(long, env = "DROVER_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+
+    /// API token (see `drover api-tokens create`), sent as a Bearer token.
+    /// Takes precedence over a password.
+    #[arg(long, env = "DROVER_API_TOKEN", hide_env_values = true, global = true)]
+    pub api_token: Option<String>,
+
+    /// How to print results: aligned tables for people, or the API's JSON.
+    #[arg(long, env = "DROVER_OUTPUT", value_enum, default_value_t = OutputFormat::Table, global = true)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List, inspect, label and decommission enrolled hosts.
+    #[command(subcommand)]
+    Hosts(HostsCommand),
+    /// Create, list and revoke enrollment tokens (what new agents join with).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Create API tokens for scripts and CI (use with --api-token).
+    #[command(subcommand)]
+    ApiTokens(ApiTokensCommand),
+    /// Show who the CLI is signed in as, and how.
+    Whoami,
+    /// Recent events, newest first: hosts enrolled, lost, recovered, decommissioned.
+    Events(EventsArgs),
+    /// The audit log, newest first: who changed what, when, from where.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostsCommand {
+    /// List hosts with their status and latest metrics.
+    ///
+    /// Example: drover hosts list --status healthy --label rack=r1,tier=web
+    List(HostsListArgs),
+    /// Show one host: facts, disks, latest metrics and labels.
+    Show(HostArg),
+    /// Set or remove labels of a host.
+    ///
+    /// Example: drover hosts label 0f3c rack=r1 tier=web --remove old
+    Label(HostsLabelArgs),
+    /// Decommission a host: revoke its certificate and refuse its agent from
+    /// then on. It would have to enroll again with a new token.
+    Decommission(HostsDecommissionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HostsListArgs {
+    /// Only hosts with this status.
+    #[arg(long, value_parser = ["healthy", "lost", "decommissioned"])]
+    pub status: Option<String>,
+
+    /// Only hosts with all these labels: key=value[,key=value...]; may be repeated.
+    #[arg(long, value_name = "SELECTOR", value_parser = parse_selector_arg)]
+    pub label: Vec<Selector>,
+
+    /// Only hosts whose hostname contains this text.
+    #[arg(long, value_name = "SUBSTR")]
+    pub hostname: Option<String>,
+
+    /// Page size, 1-1000 (the manager's default is 100).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+
+    /// Number of matching hosts to skip.
+    #[arg(long)]
+    pub offset: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct HostArg {
+    /// Host ID, or a unique prefix of it of at least 4 characters.
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct HostsLabelArgs {
+    /// Host ID, or a unique prefix of it of at least 4 characters.
+    pub id: String,
+
+    /// Labels to set, as key=value.
+    #[arg(value_name = "KEY=VALUE", value_parser = parse_label, required_unless_present = "remove")]
+    pub set: Vec<(String, String)>,
+
+    /// Label keys to remove; may be repeated or comma-separated.
+    #[arg(long, value_name = "KEY", value_delimiter = ',')]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HostsDecommissionArgs {
+    /// Host ID, or a unique prefix of it of at least 4 characters.
+    pub id: String,
+
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create an enrollment token and print the agent command line that uses it.
+    ///
+    /// Example: drover tokens create --ttl 2h --max-uses 10 --label rack=r1
+    Create(TokensCreateArgs),
+    /// List enrollment tokens (their secrets are never shown again).
+    List,
+    /// Revoke an enrollment token; hosts already enrolled with it are unaffected.
+    Revoke(TokenIdArg),
+}
+
+#[derive(Debug, Args)]
+pub struct TokensCreateArgs {
+    /// How long the token can be used, e.g. 30m, 1h, 7d (at most one year).
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    pub ttl: u64,
+
+    /// How many hosts may enroll with the token.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_uses: u32,
+
+    /// Label given to every host enrolled with the token, as key=value; may be repeated.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub label: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenIdArg {
+    /// Token ID (the first column of `drover tokens list`).
+    pub id: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiTokensCommand {
+    /// Create an API token for the signed-in user; it is printed once.
+    Create(ApiTokensCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApiTokensCreateArgs {
+    /// What the token is for, e.g. ci-pipeline.
+    pub name: String,
+
+    /// Lifetime, e.g. 30d; without it the token never expires.
+    #[arg(long, value_parser = parse_ttl)]
+    pub ttl: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events of this host (ID or unique prefix of at least 4 characters).
+    #[arg(long, value_name = "ID")]
+    pub host: Option<String>,
+
+    /// How many events to show, 1-1000 (the manager's default is 100).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only changes made by this user.
+    #[arg(long)]
+    pub user: Option<String>,
+
+    /// Only changes to this object (a host ID, token ID, ...).
+    #[arg(long, value_name = "ID")]
+    pub object_id: Option<String>,
+
+    /// How many entries to show, 1-1000 (the manager's default is 100).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+}
+
+/// Parses `--url`: an absolute http(s) URL; a path prefix (reverse proxy) is kept.
+pub fn parse_base_url(s: &str) -> Result<Url, String> {
+    let hint = "expected a URL such as http://127.0.0.1:7180";
+    let url = Url::parse(s).map_err(|e| format!("{e}; {hint}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("unsupported URL {s:?}; {hint}"));
+    }
+    Ok(url)
+}
+
+/// Parses a humantime duration into whole seconds, at least one.
+pub fn parse_ttl(s: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e}; expected a duration such as 30m, 1h or 7d"))?;
+    if d.subsec_nanos() != 0 || d.as_secs() == 0 {
+        return Err(format!("{s:?} is not a whole number of seconds of at least 1s"));
+    }
+    Ok(d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(parse_base_url("http://m:7180").unwrap().as_str(), "http://m:7180/");
+        assert_eq!(parse_base_url("https://m/drover/").unwrap().path(), "/drover/");
+        assert!(parse_base_url("manager:7180").is_err());
+        assert!(parse_base_url("ftp://m").is_err());
+        assert!(parse_base_url("").is_err());
+    }
+
+    #[test]
+    fn ttls() {
+        assert_eq!(parse_ttl("1h"), Ok(3600));
+        assert_eq!(parse_ttl("7d"), Ok(7 * 86_400));
+        assert!(parse_ttl("0s").is_err());
+        assert!(parse_ttl("1500ms").is_err());
+        assert!(parse_ttl("soon").is_err());
+    }
+
+    #[test]
+    fn label_command_needs_something_to_change() {
+        assert!(Cli::try_parse_from(["drover", "hosts", "label", "abcd"]).is_err());
+        let cli = Cli::try_parse_from(["drover", "hosts", "label", "abcd", "--remove", "a,b"]).unwrap();
+        let Command::Hosts(HostsCommand::Label(args)) = cli.command else { panic!("wrong command") };
+        assert_eq!(args.remove, ["a", "b"]);
+        assert!(args.set.is_empty());
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli = Cli::try_parse_from(["drover", "hosts", "list", "--output", "json", "--label", "a=1,b=2"]).unwrap();
+        assert_eq!(cli.global.output, OutputFormat::Json);
+        let Command::Hosts(HostsCommand::List(args)) = cli.command else { panic!("wrong command") };
+        assert_eq!(args.label.len(), 1);
+    }
+}

@@ -1,0 +1,64 @@
+//! `drover`: the command-line client of the manager's REST API. It parses the
+//! command line, picks credentials, runs one command and prints its result;
+//! errors go to stderr as `error: ...` with exit code 1 (2 for usage errors).
+
+mod cli;
+mod commands;
+mod labels;
+mod manager_client;
+mod render;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::Cli;
+use crate::commands::{Context, TerminalPrompt};
+use crate::manager_client::{ApiFailure, CredentialOptions, DEFAULT_PASSWORD_FILE, ManagerClient, resolve_credentials};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(output) => {
+            // A closed pipe (`drover hosts list | head`) is not an error.
+            let mut stdout = std::io::stdout().lock();
+            match stdout.write_all(output.as_bytes()).and_then(|()| stdout.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: write to stdout: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if let Some(hint) = e.downcast_ref::<ApiFailure>().and_then(|f| f.hint.as_deref()) {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<String> {
+    let g = cli.global;
+    let options = CredentialOptions {
+        user: g.user,
+        password: g.password,
+        password_file: g.password_file,
+        api_token: g.api_token,
+    };
+    let credentials = resolve_credentials(&options, Path::new(DEFAULT_PASSWORD_FILE))?;
+    let ctx = Context { client: ManagerClient::new(g.url, credentials)?, output: g.output };
+    commands::run(&ctx, cli.command, &mut TerminalPrompt).await
+}

@@ -1,0 +1,352 @@
+//! Service commands: start, stop, restart and rolling restart, persisted and
+//! run asynchronously as ordered steps.
+//!
+//! A command is planned into steps when it is created (start follows the role
+//! types' start order, stop the reverse, rolling restart takes batches of the
+//! service type's batch size) and stored with them; an executor task then
+//! runs the steps one at a time. Each step changes the roles' intent (run state
+//! or restart nonce), pushes it, and waits for the agents to report the
+//! outcome, with a timeout. A step that fails stops the command with a
+//! message naming the role; abort stops it between steps. A manager restart
+//! marks commands that were running as failed, saying why.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::desired;
+use crate::model::now_millis;
+use crate::store::{CommandRec, RoleRec, RoleStatusRec, StepRec};
+
+/// Running commands' abort flags.
+#[derive(Debug, Default)]
+pub struct Commands {
+    aborts: Mutex<HashMap<String, Arc<AtomicBool>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommandName {
+    Start,
+    Stop,
+    Restart,
+    RollingRestart,
+}
+
+impl CommandName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandName::Start => "start",
+            CommandName::Stop => "stop",
+            CommandName::Restart => "restart",
+            CommandName::RollingRestart => "rolling-restart",
+        }
+    }
+}
+
+/// What a step does to its roles before waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Start,
+    Stop,
+    Restart,
+}
+
+/// Plans the steps of a command over `roles` (already filtered).
+pub(crate) fn plan(name: CommandName, roles: &[(RoleRec, u32)], batch_size: u32) -> Vec<(String, Vec<String>)> {
+    // Group by start order.
+    let mut by_order: BTreeMap<u32, Vec<&RoleRec>> = BTreeMap::new();
+    for (r, order) in roles {
+        by_order.entry(*order).or_default().push(r);
+    }
+    let label = |rs: &[&RoleRec]| rs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ");
+    let mut steps = Vec::new();
+    match name {
+        CommandName::Start | CommandName::Restart => {
+            let verb = if name == CommandName::Start { "start" } else { "restart" };
+            for rs in by_order.values() {
+                steps.push((format!("{verb} {}", label(rs)), rs.iter().map(|r| r.id.clone()).collect()));
+            }
+        }
+        CommandName::Stop => {
+            for rs in by_order.values().rev() {
+                steps.push((format!("stop {}", label(rs)), rs.iter().map(|r| r.id.clone()).collect()));
+            }
+        }
+        CommandName::RollingRestart => {
+            for rs in by_order.values() {
+                for batch in rs.chunks(batch_size.max(1) as usize) {
+                    steps.push((
+                        format!("restart {} and wait until healthy", label(batch)),
+                        batch.iter().map(|r| r.id.clone()).collect(),
+                    ));
+                }
+            }
+        }
+    }
+    steps
+}
+
+fn action_of(name: &str) -> Action {
+    match name {
+        "start" => Action::Start,
+        "stop" => Action::Stop,
+        _ => Action::Restart,
+    }
+}
+
+impl Commands {
+    pub(crate) fn flag(&self, id: &str) -> Arc<AtomicBool> {
+        self.aborts.lock().expect("aborts lock").entry(id.to_owned()).or_default().clone()
+    }
+
+    /// Marks commands left running by a previous manager process as failed.
+    pub async fn fail_interrupted(state: &AppState) -> crate::store::Result<()> {
+        for c in state.store.commands_in_state("running").await? {
+            let msg = "the manager restarted while this command was running; check the roles and run it again";
+            if let Some((_, steps)) = state.store.command(&c.id).await? {
+                for s in steps.iter().filter(|s| s.state == "running" || s.state == "pending") {
+                    state.store.update_step(&c.id, s.seq, "aborted", msg, None, Some(now_millis())).await?;
+                }
+            }
+            state.store.finish_command(&c.id, "failed", msg, now_millis()).await?;
+            tracing::warn!(command = %c.id, "marked interrupted command failed");
+        }
+        Ok(())
+    }
+}
+
+/// Runs a command's steps; spawned once per command.
+pub(crate) async fn execute(
+    state: Arc<AppState>,
+    cmd: CommandRec,
+    steps: Vec<StepRec>,
+    healthy_timeout: Duration,
+    wait_healthy: bool,
+) {
+    let abort = state.commands.flag(&cmd.id);
+    let action = action_of(&cmd.name);
+    let mut outcome: (&str, String) = ("succeeded", format!("{} finished", cmd.name));
+    for (i, step) in steps.iter().enumerate() {
+        if abort.load(Ordering::SeqCst) {
+            for s in &steps[i..] {
+                let _ = state
+                    .store
+                    .update_step(&cmd.id, s.seq, "aborted", "aborted by user", None, Some(now_millis()))
+                    .await;
+            }
+            outcome = ("aborted", "aborted by user".into());
+            break;
+        }
+        let _ = state.store.update_step(&cmd.id, step.seq, "running", "", Some(now_millis()), None).await;
+        match run_step(&state, &cmd, action, step, healthy_timeout, wait_healthy, &abort).await {
+            Ok(msg) => {
+                let _ = state.store.update_step(&cmd.id, step.seq, "succeeded", &msg, None, Some(now_millis())).await;
+            }
+            Err(msg) if abort.load(Ordering::SeqCst) => {
+                let _ = state.store.update_step(&cmd.id, step.seq, "aborted", &msg, None, Some(now_millis())).await;
+                for s in &steps[i + 1..] {
+                    let _ = state.store.update_step(&cmd.id, s.seq, "aborted", "aborted by user", None, None).await;
+                }
+                outcome = ("aborted", "aborted by user".into());
+                break;
+            }
+            Err(msg) => {
+                let _ = state.store.update_step(&cmd.id, step.seq, "failed", &msg, None, Some(now_millis())).await;
+                for s in &steps[i + 1..] {
+                    let _ =
+                        state.store.update_step(&cmd.id, s.seq, "skipped", "an earlier step failed", None, None).await;
+                }
+                outcome = ("failed", format!("step {} ({}) failed: {msg}", step.seq, step.description));
+                break;
+            }
+        }
+    }
+    if let Err(e) = state.store.finish_command(&cmd.id, outcome.0, &outcome.1, now_millis()).await {
+        tracing::error!(command = %cmd.id, error = %e, "could not record command outcome");
+    }
+    state.commands.aborts.lock().expect("aborts lock").remove(&cmd.id);
+    tracing::info!(command = %cmd.id, name = %cmd.name, service = %format!("{}/{}", cmd.cluster, cmd.service), state = outcome.0, "command finished");
+}
+
+/// Applies one step and waits for its roles. Ok: a summary; Err: why it failed.
+async fn run_step(
+    state: &AppState,
+    cmd: &CommandRec,
+    action: Action,
+    step: &StepRec,
+    timeout: Duration,
+    wait_healthy: bool,
+    abort: &AtomicBool,
+) -> Result<String, String> {
+    let mut watch = state.registry.watch_roles();
+    let nonces = match action {
+        Action::Start => {
+            state.store.set_run_state(&step.roles, "running").await.map_err(|e| e.to_string())?;
+            HashMap::new()
+        }
+        Action::Stop => {
+            state.store.set_run_state(&step.roles, "stopped").await.map_err(|e| e.to_string())?;
+            HashMap::new()
+        }
+        Action::Restart => state.store.bump_restart_nonce(&step.roles).await.map_err(|e| e.to_string())?,
+    };
+    desired::refresh_service(state, &cmd.cluster, &cmd.service, &[]).await.map_err(|e| e.to_string())?;
+    let roles: Vec<RoleRec> = {
+        let mut out = Vec::new();
+        for id in &step.roles {
+            if let Some(r) = state.store.role(id).await.map_err(|e| e.to_string())? {
+                out.push(r);
+            }
+        }
+        out
+    };
+    let with_checks: HashMap<String, bool> = roles
+        .iter()
+        .map(|r| {
+            let has =
+                state.registry.desired_role(&r.host_id, &r.id).is_some_and(|d| !d.rendered.health_checks.is_empty());
+            (r.id.clone(), has)
+        })
+        .collect();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut waiting = Vec::new();
+        for r in &roles {
+            let s = state.registry.role_status(&r.id);
+            match check(action, s.as_ref(), nonces.get(&r.id).copied(), wait_healthy && with_checks[&r.id]) {
+                Check::Done => {}
+                Check::Failed(why) => return Err(format!("role {} on host {}: {why}", r.name, r.host_id)),
+                Check::Waiting(why) => waiting.push(format!("{} ({why})", r.name)),
+            }
+        }
+        if waiting.is_empty() {
+            let names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
+            return Ok(format!("{} {}", past(action), names.join(", ")));
+        }
+        if abort.load(Ordering::SeqCst) {
+            return Err(format!("aborted while waiting for {}", waiting.join(", ")));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("timed out after {} s waiting for {}", timeout.as_secs(), waiting.join(", ")));
+        }
+        let _ = tokio::time::timeout(left.min(Duration::from_millis(500)), watch.changed()).await;
+    }
+}
+
+fn past(a: Action) -> &'static str {
+    match a {
+        Action::Start => "started",
+        Action::Stop => "stopped",
+        Action::Restart => "restarted",
+    }
+}
+
+enum Check {
+    Done,
+    Waiting(String),
+    Failed(String),
+}
+
+fn check(action: Action, s: Option<&RoleStatusRec>, nonce: Option<u64>, need_health: bool) -> Check {
+    let Some(s) = s else { return Check::Waiting("no report from its agent yet".into()) };
+    match action {
+        Action::Stop => {
+            if s.state == "stopped" || (s.state == "failed" && s.pid == 0) {
+                Check::Done
+            } else {
+                Check::Waiting(format!("is {}", s.state))
+            }
+        }
+        Action::Start | Action::Restart => {
+            if s.state == "failed" && nonce.is_none_or(|n| s.restart_nonce >= n) {
+                let tail = s.last_log_lines.iter().rev().take(5).rev().cloned().collect::<Vec<_>>().join(" | ");
+                return Check::Failed(format!(
+                    "failed to start: {} {}",
+                    s.last_error,
+                    if tail.is_empty() { String::new() } else { format!("(log: {tail})") }
+                ));
+            }
+            if let Some(n) = nonce
+                && s.restart_nonce < n
+            {
+                return Check::Waiting("not restarted yet".into());
+            }
+            if s.state != "running" {
+                return Check::Waiting(format!("is {}", s.state));
+            }
+            if need_health && s.health != "good" {
+                return Check::Waiting(format!("health is {}", s.health));
+            }
+            Check::Done
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(name: &str) -> RoleRec {
+        RoleRec {
+            id: format!("id-{name}"),
+            cluster: "c".into(),
+            service: "s".into(),
+            name: name.into(),
+            role_type: "t".into(),
+            group: "default".into(),
+            host_id: "h".into(),
+            index: 0,
+            run_state: "stopped".into(),
+            restart_nonce: 0,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn plans_follow_start_order_and_batches() {
+        let roles = vec![(role("replica-1"), 2), (role("primary-1"), 1), (role("replica-2"), 2)];
+        let descr = |steps: Vec<(String, Vec<String>)>| steps.into_iter().map(|s| s.0).collect::<Vec<_>>();
+        assert_eq!(descr(plan(CommandName::Start, &roles, 1)), vec!["start primary-1", "start replica-1, replica-2"]);
+        assert_eq!(descr(plan(CommandName::Stop, &roles, 1)), vec!["stop replica-1, replica-2", "stop primary-1"]);
+        assert_eq!(
+            descr(plan(CommandName::RollingRestart, &roles, 1)),
+            vec![
+                "restart primary-1 and wait until healthy",
+                "restart replica-1 and wait until healthy",
+                "restart replica-2 and wait until healthy"
+            ]
+        );
+        assert_eq!(
+            descr(plan(CommandName::RollingRestart, &roles, 2)),
+            vec!["restart primary-1 and wait until healthy", "restart replica-1, replica-2 and wait until healthy"]
+        );
+    }
+
+    fn status(state: &str, nonce: u64, health: &str) -> RoleStatusRec {
+        RoleStatusRec { state: state.into(), restart_nonce: nonce, health: health.into(), pid: 1, ..Default::default() }
+    }
+
+    #[test]
+    fn step_conditions() {
+        assert!(matches!(check(Action::Start, None, None, false), Check::Waiting(_)));
+        assert!(matches!(check(Action::Start, Some(&status("running", 0, "unknown")), None, false), Check::Done));
+        assert!(matches!(check(Action::Start, Some(&status("running", 0, "unknown")), None, true), Check::Waiting(_)));
+        assert!(matches!(check(Action::Start, Some(&status("running", 0, "good")), None, true), Check::Done));
+        assert!(matches!(
+            check(Action::Restart, Some(&status("running", 1, "good")), Some(2), true),
+            Check::Waiting(_)
+        ));
+        assert!(matches!(check(Action::Restart, Some(&status("running", 2, "good")), Some(2), true), Check::Done));
+        assert!(matches!(check(Action::Restart, Some(&status("failed", 2, "bad")), Some(2), true), Check::Failed(_)));
+        // A failure from before the restart does not count.
+        assert!(matches!(check(Action::Restart, Some(&status("failed", 1, "bad")), Some(2), true), Check::Waiting(_)));
+        assert!(matches!(check(Action::Stop, Some(&status("running", 0, "good")), None, false), Check::Waiting(_)));
+        assert!(matches!(check(Action::Stop, Some(&status("stopped", 0, "unknown")), None, false), Check::Done));
+    }
+}

@@ -1,0 +1,104 @@
+//! Operator-facing configuration of `drover-manager`: every flag has a
+//! `DROVER_*` environment variable so container images can set them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Drover manager: keeps the inventory of hosts, serves the REST API and web
+/// console, and holds a mutual-TLS gRPC session with the agent on every host.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "drover-manager", version, about, long_about = None)]
+pub struct ManagerConfig {
+    /// Directory for the embedded database, the CA and the initial admin password.
+    #[arg(long, env = "DROVER_DATA_DIR", default_value = "./drover-data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL: `sqlite://PATH` (default: DATA_DIR/drover.db) or
+    /// `postgres://USER:PASSWORD@HOST/DB` for production.
+    #[arg(long, env = "DROVER_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Address of the REST API and web console.
+    #[arg(long, env = "DROVER_HTTP_ADDR", default_value = "127.0.0.1:7180")]
+    pub http_addr: SocketAddr,
+
+    /// Address agents connect to (gRPC over mutual TLS).
+    #[arg(long, env = "DROVER_GRPC_ADDR", default_value = "0.0.0.0:7182")]
+    pub grpc_addr: SocketAddr,
+
+    /// How often agents send heartbeats (announced to them when they connect).
+    #[arg(long, env = "DROVER_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// A host with no heartbeat for this long is marked `lost`.
+    #[arg(long, env = "DROVER_HOST_LOST_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub host_lost_after: Duration,
+
+    /// Extra DNS names or IP addresses agents use to reach the manager; they go
+    /// into the server certificate (localhost, 127.0.0.1 and ::1 always do).
+    /// Comma-separated or repeated.
+    #[arg(long, env = "DROVER_ADVERTISE", value_delimiter = ',')]
+    pub advertise: Vec<String>,
+
+    /// Password of the `admin` user created on first start. When unset a random
+    /// one is written to DATA_DIR/initial-admin-password.
+    #[arg(long, env = "DROVER_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+
+    /// How often live host state is written to the database.
+    #[arg(long, env = "DROVER_FLUSH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub flush_interval: Duration,
+
+    /// How long minute-resolution host metrics are kept.
+    #[arg(long, env = "DROVER_METRICS_MINUTE_RETENTION", default_value = "2d", value_parser = humantime::parse_duration)]
+    pub metrics_minute_retention: Duration,
+
+    /// How long hour-resolution host metrics are kept.
+    #[arg(long, env = "DROVER_METRICS_HOUR_RETENTION", default_value = "90d", value_parser = humantime::parse_duration)]
+    pub metrics_hour_retention: Duration,
+
+    /// How long events (host lost, recovered, enrolled...) are kept.
+    #[arg(long, env = "DROVER_EVENTS_RETENTION", default_value = "90d", value_parser = humantime::parse_duration)]
+    pub events_retention: Duration,
+
+    /// How long audit log entries are kept.
+    #[arg(long, env = "DROVER_AUDIT_RETENTION", default_value = "400d", value_parser = humantime::parse_duration)]
+    pub audit_retention: Duration,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "DROVER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+impl ManagerConfig {
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("drover.db").display()),
+        }
+    }
+
+    /// A configuration for tests and embedding: defaults with the given data dir.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> ManagerConfig {
+        let mut c = ManagerConfig::parse_from(["drover-manager"]);
+        c.data_dir = data_dir.into();
+        c
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.heartbeat_interval < Duration::from_millis(100) {
+            anyhow::bail!("--heartbeat-interval must be at least 100ms");
+        }
+        if self.host_lost_after <= self.heartbeat_interval {
+            anyhow::bail!(
+                "--host-lost-after ({}) must be longer than --heartbeat-interval ({})",
+                humantime::format_duration(self.host_lost_after),
+                humantime::format_duration(self.heartbeat_interval)
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,253 @@
+//! Desired state: what each host must run, computed from services, roles and
+//! their latest configuration revision, and pushed to agents as soon as it
+//! changes.
+//!
+//! The registry keeps every host's desired roles (intent). Whenever a service's
+//! configuration, roles or commands change, [`refresh_service`] renders the
+//! service's roles again, replaces them on their hosts, and every host whose
+//! desired state actually changed gets a new generation, which its session
+//! pushes at once. Hosts whose state did not change are not touched.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use drover_parcels::config::ConfigValues;
+use drover_parcels::descriptor::ServiceType;
+use drover_parcels::render::{DependencyTopology, RenderedRole, Renderer, RoleInstance, Topology};
+
+use crate::AppState;
+use crate::store::{RoleRec, ServiceRec, StoreError};
+
+/// One role as its host must run it.
+#[derive(Debug, Clone)]
+pub struct DesiredRole {
+    pub role_id: String,
+    pub host_id: String,
+    /// `<cluster>/<service>`.
+    pub service: String,
+    pub role_type: String,
+    pub name: String,
+    pub config_revision: u64,
+    pub rendered: RenderedRole,
+    pub running: bool,
+    pub restart_nonce: u64,
+}
+
+impl DesiredRole {
+    /// A stable digest of everything the agent acts on.
+    pub fn digest_into(&self, h: &mut sha2::Sha256) {
+        use sha2::Digest;
+        h.update(self.role_id.as_bytes());
+        h.update(self.config_revision.to_le_bytes());
+        h.update(self.restart_nonce.to_le_bytes());
+        h.update([u8::from(self.running)]);
+        for f in &self.rendered.files {
+            h.update(f.path.as_bytes());
+            h.update(f.sha256.as_bytes());
+            h.update(f.mode.to_le_bytes());
+        }
+        h.update(format!("{:?}{:?}", self.rendered.process, self.rendered.health_checks).as_bytes());
+    }
+}
+
+/// The desired state of one host.
+#[derive(Debug, Clone, Default)]
+pub struct HostDesired {
+    pub generation: u64,
+    pub roles: Vec<Arc<DesiredRole>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DesiredError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("service type {0:?} is not known to this manager")]
+    UnknownType(String),
+    #[error("render {role}: {message}")]
+    Render { role: String, message: String },
+    #[error("revision {revision} of {service} holds invalid configuration: {message}")]
+    BadRevision { service: String, revision: u64, message: String },
+}
+
+/// Everything needed to render a service's roles.
+pub struct ServiceContext {
+    pub service: ServiceRec,
+    pub service_type: ServiceType,
+    pub values: ConfigValues,
+    pub roles: Vec<RoleRec>,
+    pub topology: Topology,
+}
+
+/// Loads a service with its roles, latest values and topology (including the
+/// services it requires in the same cluster).
+pub async fn load_service(
+    state: &AppState,
+    cluster: &str,
+    service: &str,
+) -> Result<Option<ServiceContext>, DesiredError> {
+    let Some(svc) = state.store.service(cluster, service).await? else { return Ok(None) };
+    let values = revision_values(state, &svc, svc.revision).await?;
+    load_with_values(state, svc, values).await.map(Some)
+}
+
+/// The values of one revision of a service.
+pub async fn revision_values(state: &AppState, svc: &ServiceRec, revision: u64) -> Result<ConfigValues, DesiredError> {
+    let rev =
+        state.store.revision(&svc.cluster, &svc.name, revision).await?.ok_or_else(|| DesiredError::BadRevision {
+            service: format!("{}/{}", svc.cluster, svc.name),
+            revision,
+            message: "revision missing".into(),
+        })?;
+    serde_json::from_value(rev.config).map_err(|e| DesiredError::BadRevision {
+        service: format!("{}/{}", svc.cluster, svc.name),
+        revision,
+        message: e.to_string(),
+    })
+}
+
+/// Builds the render context of a service with the given values (the latest
+/// revision's, or a candidate being validated).
+pub async fn load_with_values(
+    state: &AppState,
+    svc: ServiceRec,
+    values: ConfigValues,
+) -> Result<ServiceContext, DesiredError> {
+    let service_type = state
+        .catalog
+        .get(&svc.service_type)
+        .cloned()
+        .ok_or_else(|| DesiredError::UnknownType(svc.service_type.clone()))?;
+    let roles = state.store.roles_of_service(&svc.cluster, &svc.name).await?;
+    let own = instances(state, &roles).await?;
+    let mut dependencies = BTreeMap::new();
+    for required in &service_type.requires {
+        // The first service of the required type in the same cluster.
+        let candidates = state.store.list_services(&svc.cluster).await?;
+        if let Some(dep) = candidates.into_iter().find(|s| &s.service_type == required) {
+            let dep_values = revision_values(state, &dep, dep.revision).await?;
+            let dep_roles = state.store.roles_of_service(&dep.cluster, &dep.name).await?;
+            let Some(dep_type) = state.catalog.get(&dep.service_type).cloned() else { continue };
+            dependencies.insert(
+                required.clone(),
+                DependencyTopology {
+                    service: dep.name.clone(),
+                    service_type: dep_type,
+                    roles: instances(state, &dep_roles).await?,
+                    values: dep_values,
+                },
+            );
+        }
+    }
+    let topology = Topology { cluster: svc.cluster.clone(), service: svc.name.clone(), roles: own, dependencies };
+    Ok(ServiceContext { service: svc, service_type, values, roles, topology })
+}
+
+async fn instances(state: &AppState, roles: &[RoleRec]) -> Result<Vec<RoleInstance>, DesiredError> {
+    let mut ids: Vec<String> = roles.iter().map(|r| r.host_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let hosts = state.store.host_addresses(&ids).await?;
+    Ok(roles
+        .iter()
+        .map(|r| {
+            let (hostname, addresses) = hosts.get(&r.host_id).cloned().unwrap_or_default();
+            let address = addresses.first().cloned().unwrap_or_else(|| hostname.clone());
+            RoleInstance {
+                role_id: r.id.clone(),
+                name: r.name.clone(),
+                role_type: r.role_type.clone(),
+                group: r.group.clone(),
+                host_id: r.host_id.clone(),
+                hostname,
+                address,
+                index: r.index,
+            }
+        })
+        .collect())
+}
+
+impl ServiceContext {
+    /// Renders every role of the service.
+    pub fn render_all(&self) -> Result<Vec<DesiredRole>, DesiredError> {
+        let mut renderer = Renderer::new(&self.service_type, &self.topology, &self.values)
+            .map_err(|e| DesiredError::Render { role: self.service.name.clone(), message: e.to_string() })?;
+        self.roles
+            .iter()
+            .map(|r| {
+                let rendered = renderer
+                    .render(&r.id)
+                    .map_err(|e| DesiredError::Render { role: r.name.clone(), message: e.to_string() })?;
+                Ok(DesiredRole {
+                    role_id: r.id.clone(),
+                    host_id: r.host_id.clone(),
+                    service: format!("{}/{}", self.service.cluster, self.service.name),
+                    role_type: r.role_type.clone(),
+                    name: r.name.clone(),
+                    config_revision: self.service.revision,
+                    rendered,
+                    running: r.run_state == "running",
+                    restart_nonce: r.restart_nonce,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Renders a service again and pushes the result to every host concerned:
+/// hosts of its roles, hosts that lost one of its roles (`also_hosts`), and
+/// services in the cluster that require this one.
+pub async fn refresh_service(
+    state: &AppState,
+    cluster: &str,
+    service: &str,
+    also_hosts: &[String],
+) -> Result<(), DesiredError> {
+    // One refresh at a time: each reads the latest revisions, so concurrent
+    // changes cannot leave a host with an older state than the store's.
+    let _guard = state.refresh_lock.lock().await;
+    let mut to_refresh = vec![(cluster.to_owned(), service.to_owned())];
+    if let Some(svc) = state.store.service(cluster, service).await? {
+        for other in state.store.list_services(cluster).await? {
+            if let Some(t) = state.catalog.get(&other.service_type)
+                && t.requires.contains(&svc.service_type)
+            {
+                to_refresh.push((other.cluster.clone(), other.name.clone()));
+            }
+        }
+    }
+    for (c, s) in to_refresh {
+        let key = format!("{c}/{s}");
+        let rendered = match load_service(state, &c, &s).await? {
+            Some(ctx) => ctx.render_all()?,
+            None => Vec::new(),
+        };
+        let mut by_host: BTreeMap<String, Vec<Arc<DesiredRole>>> = BTreeMap::new();
+        let mut hosts: BTreeSet<String> = also_hosts.iter().cloned().collect();
+        hosts.extend(state.registry.hosts_with_service(&key));
+        for role in rendered {
+            hosts.insert(role.host_id.clone());
+            by_host.entry(role.host_id.clone()).or_default().push(Arc::new(role));
+        }
+        let mut changed = Vec::new();
+        for host in hosts {
+            let roles = by_host.remove(&host).unwrap_or_default();
+            if let Some(generation) = state.registry.set_service_roles(&host, &key, roles) {
+                tracing::debug!(host = %host, generation, service = %key, "desired state changed");
+                changed.push((host, generation));
+            }
+        }
+        // The push already happened (sessions watch the registry); persist after.
+        state.store.set_desired_generations(&changed).await?;
+    }
+    Ok(())
+}
+
+/// Renders every service at start-up so sessions push the right state.
+pub async fn load_all(state: &AppState) -> Result<(), DesiredError> {
+    for svc in state.store.all_services().await? {
+        if let Err(e) = refresh_service(state, &svc.cluster, &svc.name, &[]).await {
+            tracing::error!(service = %format!("{}/{}", svc.cluster, svc.name), error = %e, "could not compute desired state");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,470 @@
+//! The agent-facing gRPC service: enrollment and the long-lived session.
+//!
+//! Architecture invariant: prost types stop here. Messages are converted to
+//! `crate::model` types on the way in and built from them on the way out.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_proto::identity::peer_identity;
+use drover_proto::token::EnrollmentToken;
+use drover_proto::v1::{
+    self, AgentMessage, EnrollRequest, EnrollResponse, ManagerMessage, agent_message, manager_message,
+};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::AppState;
+use crate::auth::sha256_hex;
+use crate::desired::{DesiredRole, HostDesired};
+use crate::model::{Disk, DiskUsage, HostFacts, HostKind, HostMetrics, now_millis, rfc3339};
+use crate::registry::{Kill, Refusal};
+use crate::store::{AppliedRec, AppliedRevision, EnrollError, NewAudit, NewHost, RoleStatusRec};
+use drover_parcels::render::{RenderedCheck, RenderedHealthCheck};
+
+/// How long a new session may take to send its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Outbound messages buffered per session before acks are dropped.
+const OUTBOUND_BUFFER: usize = 16;
+
+#[derive(Clone)]
+pub struct AgentGrpc {
+    state: Arc<AppState>,
+}
+
+impl AgentGrpc {
+    pub fn new(state: Arc<AppState>) -> Self {
+        AgentGrpc { state }
+    }
+
+    pub fn into_server(self) -> v1::agent_service_server::AgentServiceServer<AgentGrpc> {
+        v1::agent_service_server::AgentServiceServer::new(self)
+    }
+}
+
+pub fn facts_from_proto(f: Option<v1::HostFacts>) -> Result<HostFacts, Status> {
+    let f = f.ok_or_else(|| Status::invalid_argument("host facts are missing"))?;
+    if f.hostname.trim().is_empty() {
+        return Err(Status::invalid_argument("host facts: hostname is empty"));
+    }
+    let kind = match v1::HostKind::try_from(f.kind).unwrap_or(v1::HostKind::Unspecified) {
+        v1::HostKind::Container => HostKind::Container,
+        v1::HostKind::Vm => HostKind::Vm,
+        v1::HostKind::Physical => HostKind::Physical,
+        v1::HostKind::Unspecified => HostKind::Unknown,
+    };
+    Ok(HostFacts {
+        hostname: f.hostname,
+        addresses: f.addresses,
+        kind,
+        kind_evidence: f.kind_evidence,
+        os: f.os,
+        kernel: f.kernel,
+        arch: f.arch,
+        cpu_cores: f.cpu_cores,
+        memory_bytes: f.memory_bytes,
+        disks: f
+            .disks
+            .into_iter()
+            .map(|d| Disk {
+                mount_point: d.mount_point,
+                device: d.device,
+                fs_type: d.fs_type,
+                total_bytes: d.total_bytes,
+            })
+            .collect(),
+    })
+}
+
+fn metrics_from_proto(m: v1::Metrics) -> HostMetrics {
+    HostMetrics {
+        at: rfc3339(now_millis()),
+        cpu_percent: if m.cpu_percent.is_finite() { m.cpu_percent.clamp(0.0, 100.0) } else { 0.0 },
+        memory_used_bytes: m.memory_used_bytes,
+        memory_total_bytes: m.memory_total_bytes,
+        load1: finite(m.load1),
+        load5: finite(m.load5),
+        load15: finite(m.load15),
+        disks: m
+            .disks
+            .into_iter()
+            .map(|d| DiskUsage { mount_point: d.mount_point, used_bytes: d.used_bytes, total_bytes: d.total_bytes })
+            .collect(),
+        network_rx_bytes: m.network_rx_bytes,
+        network_tx_bytes: m.network_tx_bytes,
+        uptime_seconds: m.uptime_seconds,
+    }
+}
+
+fn finite(v: f64) -> f64 {
+    if v.is_finite() && v >= 0.0 { v } else { 0.0 }
+}
+
+fn msg(kind: manager_message::Kind) -> ManagerMessage {
+    ManagerMessage { kind: Some(kind) }
+}
+
+fn refusal_status(r: Refusal) -> Status {
+    match r {
+        Refusal::UnknownHost(_) => Status::permission_denied(r.to_string()),
+        Refusal::Decommissioned { .. } | Refusal::RevokedCertificate { .. } => Status::permission_denied(r.to_string()),
+        Refusal::ShuttingDown => Status::unavailable(r.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl v1::agent_service_server::AgentService for AgentGrpc {
+    async fn enroll(&self, request: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
+        let source = request.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        let req = request.into_inner();
+        let (token_id, secret) = EnrollmentToken::parse_credential(&req.token)
+            .map_err(|e| Status::invalid_argument(format!("enrollment refused: {e}")))?;
+        let facts = facts_from_proto(req.facts)?;
+        for (k, v) in &req.labels {
+            crate::http::validate_label(k, v)
+                .map_err(|e| Status::invalid_argument(format!("enrollment refused: {e}")))?;
+        }
+        let host_id = uuid::Uuid::new_v4().to_string();
+        // Sign before consuming a token use: a bad CSR must not burn the token.
+        let issued = self
+            .state
+            .pki
+            .sign_host_csr(&req.csr_pem, &host_id)
+            .map_err(|e| Status::invalid_argument(format!("enrollment refused: {e}")))?;
+        let new_host = NewHost {
+            id: host_id.clone(),
+            facts,
+            agent_version: req.agent_version,
+            labels: req.labels.into_iter().collect(),
+            cert_serial: issued.serial.clone(),
+        };
+        let now = now_millis();
+        let host = match self.state.store.enroll_host(&token_id, &sha256_hex(&secret), now, &new_host).await {
+            Ok(h) => h,
+            Err(EnrollError::Store(e)) => {
+                tracing::error!(error = %e, "enrollment failed in the store");
+                return Err(Status::unavailable(
+                    "enrollment failed: the manager's database is unavailable; retry later",
+                ));
+            }
+            Err(e @ EnrollError::Unknown(_)) => {
+                tracing::warn!(token = %token_id, %source, "enrollment refused: {e}");
+                return Err(Status::unauthenticated(format!("enrollment refused: {e}")));
+            }
+            Err(e) => {
+                tracing::warn!(token = %token_id, %source, "enrollment refused: {e}");
+                return Err(Status::permission_denied(format!("enrollment refused: {e}")));
+            }
+        };
+        self.state.registry.add_enrolled(&host);
+        self.state
+            .audit(NewAudit {
+                at: now,
+                username: format!("enrollment-token:{token_id}"),
+                source,
+                action: "host.enroll".into(),
+                object_type: "host".into(),
+                object_id: host.id.clone(),
+                summary: format!("enrolled host {} ({}), labels {:?}", host.hostname, host.kind.as_str(), host.labels),
+            })
+            .await;
+        tracing::info!(host = %host.id, hostname = %host.hostname, token = %token_id, "host enrolled");
+        Ok(Response::new(EnrollResponse {
+            host_id,
+            certificate_pem: issued.pem,
+            ca_certificate_pem: self.state.pki.ca_pem().to_owned(),
+        }))
+    }
+
+    type SessionStream = Pin<Box<dyn Stream<Item = Result<ManagerMessage, Status>> + Send + 'static>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let certs = request
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("a session needs the client certificate issued at enrollment"))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("a session needs the client certificate issued at enrollment"))?;
+        let identity = peer_identity(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let remote = request.remote_addr();
+        let opened = match self.state.registry.open_session(&identity.host_id, &identity.serial) {
+            Ok(o) => o,
+            Err(r) => {
+                tracing::warn!(host = %identity.host_id, remote = ?remote, "session refused: {r}");
+                return Err(refusal_status(r));
+            }
+        };
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let host_id = identity.host_id.clone();
+            let session_id = opened.session_id;
+            if let Err(reason) = run_session(&state, &identity.host_id, opened, inbound, &tx).await {
+                tracing::debug!(host = %host_id, %reason, "session ended");
+            }
+            state.registry.close_session(&host_id, session_id);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+type Outbound = mpsc::Sender<Result<ManagerMessage, Status>>;
+
+/// Agents that announce this capability receive roles in `DesiredState`.
+pub const CAPABILITY_ROLES: &str = "roles.v1";
+
+fn desired_message(d: &HostDesired, roles_enabled: bool) -> manager_message::Kind {
+    manager_message::Kind::DesiredState(v1::DesiredState {
+        generation: d.generation,
+        roles: if roles_enabled { d.roles.iter().map(|r| role_spec(r)).collect() } else { Vec::new() },
+    })
+}
+
+fn role_spec(r: &DesiredRole) -> v1::RoleSpec {
+    let p = &r.rendered.process;
+    v1::RoleSpec {
+        role_id: r.role_id.clone(),
+        service: r.service.clone(),
+        role_type: r.role_type.clone(),
+        name: r.name.clone(),
+        config_revision: r.config_revision,
+        files: r
+            .rendered
+            .files
+            .iter()
+            .map(|f| v1::ConfigFile {
+                path: f.path.clone(),
+                content: f.content.clone(),
+                sha256: f.sha256.clone(),
+                mode: f.mode,
+            })
+            .collect(),
+        process: Some(v1::ProcessSpec {
+            program: p.program.clone(),
+            args: p.args.clone(),
+            env: p.env.clone().into_iter().collect(),
+            working_dir: p.working_dir.clone(),
+            stop_signal: p.stop_signal.clone(),
+            stop_grace_ms: p.stop_grace.as_millis() as u64,
+        }),
+        run_state: if r.running { v1::RunState::Running } else { v1::RunState::Stopped } as i32,
+        restart_nonce: r.restart_nonce,
+        health_checks: r.rendered.health_checks.iter().map(health_check).collect(),
+        log_files: r.rendered.log_files.clone(),
+    }
+}
+
+fn health_check(c: &RenderedHealthCheck) -> v1::HealthCheck {
+    let probe = match &c.check {
+        RenderedCheck::Tcp { host, port } => {
+            v1::health_check::Probe::Tcp(v1::TcpProbe { host: host.clone(), port: u32::from(*port) })
+        }
+        RenderedCheck::Http { url, expect_status } => {
+            v1::health_check::Probe::Http(v1::HttpProbe { url: url.clone(), expect_status: u32::from(*expect_status) })
+        }
+        RenderedCheck::Command { program, args } => {
+            v1::health_check::Probe::Command(v1::CommandProbe { program: program.clone(), args: args.clone() })
+        }
+    };
+    v1::HealthCheck {
+        probe: Some(probe),
+        interval_ms: c.interval.as_millis() as u64,
+        timeout_ms: c.timeout.as_millis() as u64,
+        failure_threshold: c.failure_threshold,
+    }
+}
+
+fn role_state_name(s: i32) -> &'static str {
+    match v1::RoleState::try_from(s).unwrap_or(v1::RoleState::Unspecified) {
+        v1::RoleState::Stopped => "stopped",
+        v1::RoleState::Starting => "starting",
+        v1::RoleState::Running => "running",
+        v1::RoleState::Stopping => "stopping",
+        v1::RoleState::Failed => "failed",
+        v1::RoleState::Unspecified => "unknown",
+    }
+}
+
+fn role_health_name(h: i32) -> &'static str {
+    match v1::RoleHealth::try_from(h).unwrap_or(v1::RoleHealth::Unknown) {
+        v1::RoleHealth::Good => "good",
+        v1::RoleHealth::Bad => "bad",
+        v1::RoleHealth::Unknown => "unknown",
+    }
+}
+
+/// Stores what an agent reports about its roles and records when each role
+/// first applied each revision.
+async fn record_role_status(state: &AppState, host_id: &str, roles: Vec<v1::RoleStatus>) {
+    let now = now_millis();
+    let reports: Vec<RoleStatusRec> = roles
+        .into_iter()
+        // Only roles this host is meant to run; anything else is stale news.
+        .filter(|r| state.registry.desired_role(host_id, &r.role_id).is_some())
+        .map(|r| RoleStatusRec {
+            role_id: r.role_id,
+            state: role_state_name(r.state).to_owned(),
+            health: role_health_name(r.health).to_owned(),
+            pid: r.pid,
+            last_exit_status: r.last_exit_status,
+            restart_count: r.restart_count,
+            applied_revision: r.applied_revision,
+            running_revision: r.running_revision,
+            restart_nonce: r.restart_nonce,
+            file_hashes: r.file_hashes.into_iter().collect(),
+            last_error: r.last_error,
+            last_log_lines: r.last_log_lines,
+            started_at: (r.started_at_unix_ms > 0).then_some(r.started_at_unix_ms),
+            updated_at: now,
+        })
+        .collect();
+    // Written to the store by the registry's flusher, in batches.
+    let mut applied = Vec::new();
+    for s in state.registry.update_role_status(reports) {
+        if s.applied_revision == 0 {
+            continue;
+        }
+        if let Some(desired) = state.registry.desired_role(host_id, &s.role_id)
+            && let Some((cluster, service)) = desired.service.split_once('/')
+        {
+            applied.push(AppliedRevision {
+                cluster: cluster.to_owned(),
+                service: service.to_owned(),
+                revision: s.applied_revision,
+                applied: AppliedRec { role_id: s.role_id.clone(), host_id: host_id.to_owned(), applied_at: now },
+            });
+        }
+    }
+    state.registry.queue_applied(applied);
+}
+
+/// Drives one agent session until either side ends it.
+async fn run_session(
+    state: &AppState,
+    host_id: &str,
+    opened: crate::registry::OpenedSession,
+    mut inbound: Streaming<AgentMessage>,
+    tx: &Outbound,
+) -> Result<(), String> {
+    let mut kill = opened.kill;
+    let host_id_owned = host_id.to_owned();
+    let host_id = host_id_owned.as_str();
+    // The first message must be a hello; say why when it is not.
+    let refuse = |status: Status| async move {
+        let reason = status.message().to_owned();
+        let _ = tx.send(Err(status)).await;
+        reason
+    };
+    let first = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+        Err(_) => return Err(refuse(Status::deadline_exceeded("no hello within 30 s of opening the session")).await),
+        Ok(Err(s)) => return Err(format!("stream error before hello: {s}")),
+        Ok(Ok(None)) => return Err("stream closed before hello".into()),
+        Ok(Ok(Some(m))) => m,
+    };
+    let Some(agent_message::Kind::Hello(hello)) = first.kind else {
+        return Err(refuse(Status::failed_precondition("the first session message must be a hello")).await);
+    };
+    let facts = match facts_from_proto(hello.facts) {
+        Ok(f) => f,
+        Err(status) => return Err(refuse(status).await),
+    };
+    if let Err(e) = state.store.update_host_facts(host_id, &facts, &hello.agent_version).await {
+        tracing::error!(host = %host_id, error = %e, "could not store host facts");
+    }
+    if state.registry.applied(host_id, hello.applied_generation) {
+        let _ = state.store.set_applied_generation(host_id, hello.applied_generation).await;
+    }
+    let interval = state.registry.config().heartbeat_interval;
+    let welcome = manager_message::Kind::Welcome(v1::Welcome {
+        host_id: host_id.to_owned(),
+        heartbeat_interval_ms: interval.as_millis() as u64,
+        server_time_unix_ms: now_millis(),
+        manager_version: env!("CARGO_PKG_VERSION").to_owned(),
+    });
+    let roles_enabled = hello.capabilities.iter().any(|c| c == CAPABILITY_ROLES);
+    let mut desired_rx = opened.desired;
+    let current = desired_rx.borrow_and_update().clone();
+    let desired = desired_message(&current, roles_enabled);
+    for m in [welcome, desired] {
+        tx.send(Ok(msg(m))).await.map_err(|_| "agent went away".to_owned())?;
+    }
+    tracing::info!(host = %host_id, hostname = %facts.hostname, agent_version = %hello.agent_version, "agent session open");
+
+    // Ping when the agent has been silent for three heartbeat intervals.
+    let mut ping = tokio::time::interval(interval * 3);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut nonce = 0u64;
+    loop {
+        tokio::select! {
+            k = &mut kill => {
+                let status = match k {
+                    Ok(Kill::Decommissioned(at)) => Status::permission_denied(
+                        Refusal::Decommissioned { host: host_id.to_owned(), at }.to_string()),
+                    Ok(Kill::Superseded) => Status::aborted("session superseded by a newer session of the same host"),
+                    Ok(Kill::Shutdown) => Status::unavailable("the manager is shutting down; reconnect later"),
+                    Err(_) => Status::unavailable("manager is shutting down"),
+                };
+                let _ = tx.send(Err(status.clone())).await;
+                return Err(status.message().to_owned());
+            }
+            m = inbound.message() => {
+                let m = match m {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return Err("agent closed the session".into()),
+                    Err(s) => return Err(format!("stream error: {}", s.message())),
+                };
+                ping.reset();
+                match m.kind {
+                    Some(agent_message::Kind::Heartbeat(hb)) => {
+                        if !state.registry.heartbeat(host_id, metrics_from_proto(hb.metrics.unwrap_or_default())) {
+                            return Err("host no longer admitted".into());
+                        }
+                        // Never block on a slow reader: an ack can be dropped.
+                        let _ = tx.try_send(Ok(msg(manager_message::Kind::HeartbeatAck(v1::HeartbeatAck { seq: hb.seq }))));
+                    }
+                    Some(agent_message::Kind::Status(report)) => {
+                        state.registry.touch(host_id);
+                        if !report.error.is_empty() {
+                            tracing::warn!(host = %host_id, generation = report.applied_generation, error = %report.error, "agent could not apply desired state");
+                        }
+                        if !report.roles.is_empty() {
+                            record_role_status(state, host_id, report.roles).await;
+                        }
+                        if state.registry.applied(host_id, report.applied_generation)
+                            && let Err(e) = state.store.set_applied_generation(host_id, report.applied_generation).await {
+                                tracing::error!(host = %host_id, error = %e, "could not store applied generation");
+                            }
+                    }
+                    Some(agent_message::Kind::Pong(_)) => state.registry.touch(host_id),
+                    Some(agent_message::Kind::Hello(_)) => {
+                        tracing::debug!(host = %host_id, "ignoring a second hello");
+                    }
+                    // A newer agent's message we do not know: ignore it.
+                    None => {}
+                }
+            }
+            changed = desired_rx.changed() => {
+                if changed.is_err() {
+                    return Err("host removed".into());
+                }
+                let current = desired_rx.borrow_and_update().clone();
+                tx.send(Ok(msg(desired_message(&current, roles_enabled)))).await.map_err(|_| "agent went away".to_owned())?;
+                tracing::debug!(host = %host_id, generation = current.generation, roles = current.roles.len(), "desired state pushed");
+            }
+            _ = ping.tick() => {
+                nonce += 1;
+                if tx.try_send(Ok(msg(manager_message::Kind::Ping(v1::Ping { nonce })))).is_err() && tx.is_closed() {
+                    return Err("agent went away".into());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The HTTP side of the manager: REST API under `/api/v1`, the web console at
+//! `/`, `/healthz` and the OpenAPI document.
+//!
+//! Architecture invariant: only this module imports axum. Every error a client
+//! sees is JSON `{"error": {"code", "message"}}` with a 4xx/5xx status; axum's
+//! own rejections (bad JSON, bad query, bad path) are converted too.
+
+pub mod api;
+pub mod commands;
+pub mod console;
+pub mod openapi;
+pub mod services;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use serde::Serialize;
+
+use crate::AppState;
+use crate::auth::sha256_hex;
+use crate::model::now_millis;
+use crate::store::{StoreError, UserRecord};
+
+/// Name of the console session cookie.
+pub const SESSION_COOKIE: &str = "drover_session";
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .nest("/api/v1", api::routes().merge(services::routes()))
+        .route("/healthz", get(healthz))
+        .merge(console::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Enforced by the body extractors, so an oversized body gets the JSON
+        // 413 of `ApiError` (tower-http's limit layer answers in plain text).
+        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+        .with_state(state)
+}
+
+/// Serves the router on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
+/// An error returned by a REST handler.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `not_found`, `invalid_request`.
+    pub code: String,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Unsupported(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message: self.to_string() } };
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"drover\", Bearer"));
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
+            StoreError::Database(sqlx_err) => ApiError::Unavailable(format!("database: {sqlx_err}")),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        ApiError::Internal(format!("{e:#}"))
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::MissingJsonContentType(_) => {
+                ApiError::Unsupported("request body must be JSON with Content-Type: application/json".into())
+            }
+            JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::PayloadTooLarge("request body is larger than 1 MiB".into())
+            }
+            other => ApiError::BadRequest(format!("invalid JSON body: {}", other.body_text())),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::BadRequest(format!("invalid query string: {}", r.body_text()))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::BadRequest(format!("invalid path: {}", r.body_text()))
+    }
+}
+
+/// `axum::Json` with JSON errors.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// `axum::extract::Query` with JSON errors.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// `axum::extract::Path` with JSON errors.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: UserRecord,
+    /// Client address, for the audit log.
+    pub source: String,
+}
+
+impl Caller {
+    pub fn audit(
+        &self,
+        action: &str,
+        object_type: &str,
+        object_id: &str,
+        summary: impl Into<String>,
+    ) -> crate::store::NewAudit {
+        crate::audit_entry(&self.user.username, &self.source, action, object_type, object_id, summary)
+    }
+}
+
+fn source_of(parts: &Parts) -> String {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_else(|| "unknown".into())
+}
+
+/// Reads the console session cookie, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// Authenticates a request: HTTP Basic, `Bearer <api token>`, or (for safe
+/// methods only, so a forged cross-site form cannot change anything) the
+/// console session cookie.
+pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Option<UserRecord>, ApiError> {
+    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let value =
+            value.to_str().map_err(|_| ApiError::Unauthorized("Authorization header is not valid text".into()))?;
+        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+        return match scheme.to_ascii_lowercase().as_str() {
+            "basic" => {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(rest.trim())
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| ApiError::Unauthorized("malformed Basic credentials".into()))?;
+                let (user, password) = decoded
+                    .split_once(':')
+                    .ok_or_else(|| ApiError::Unauthorized("malformed Basic credentials".into()))?;
+                Ok(state.basic_cache.verify(&state.store, user, password).await?)
+            }
+            "bearer" => Ok(state.store.user_by_api_token(&sha256_hex(rest.trim()), now_millis()).await?),
+            _ => {
+                Err(ApiError::Unauthorized(format!("unsupported authorization scheme {scheme:?}; use Basic or Bearer")))
+            }
+        };
+    }
+    if matches!(parts.method, Method::GET | Method::HEAD)
+        && let Some(sid) = session_cookie(&parts.headers)
+    {
+        return Ok(state.store.user_by_web_session(&sha256_hex(&sid), now_millis()).await?);
+    }
+    Ok(None)
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        match authenticate(state, parts).await? {
+            Some(user) => Ok(Caller { user, source: source_of(parts) }),
+            None if parts.headers.contains_key(header::AUTHORIZATION) => Err(ApiError::Unauthorized(
+                "invalid credentials: wrong user name or password, or an unknown or expired API token".into(),
+            )),
+            None => Err(ApiError::Unauthorized(
+                "authentication required: use HTTP Basic (user:password) or Authorization: Bearer <api token>".into(),
+            )),
+        }
+    }
+}
+
+/// Checks a label key and value: the rules of `drover_proto::labels`, which
+/// the agent applies to `--labels` too.
+pub fn validate_label(key: &str, value: &str) -> Result<(), String> {
+    drover_proto::labels::validate(key, value).map_err(|e| e.to_string())
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub database: String,
+    pub version: String,
+    pub uptime_seconds: u64,
+    pub fleet: crate::registry::FleetSummary,
+}
+
+/// Liveness and readiness, without authentication.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn healthz(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
+    let db = state.store.ping().await;
+    let body = Health {
+        status: if db.is_ok() { "ok" } else { "degraded" }.into(),
+        database: match &db {
+            Ok(()) => "ok".into(),
+            Err(e) => e.to_string(),
+        },
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_seconds: state.started_at.elapsed().as_secs(),
+        fleet: state.registry.summary(),
+    };
+    let status = if db.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no such endpoint: {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_label;
+
+    #[test]
+    fn label_rules() {
+        for ok in [("rack", "r1"), ("zone.example/tier", ""), ("a", "x y")] {
+            assert!(validate_label(ok.0, ok.1).is_ok(), "{ok:?}");
+        }
+        for bad in [("", "v"), ("-x", "v"), ("a b", "v"), ("k", "line\nbreak")] {
+            assert!(validate_label(bad.0, bad.1).is_err(), "{bad:?}");
+        }
+        assert!(validate_label(&"k".repeat(64), "v").is_err());
+    }
+}

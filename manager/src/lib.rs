@@ -1,0 +1,288 @@
+//! Drover manager: the store, the live host registry, the agent gRPC service,
+//! the REST API and the web console, assembled by [`Manager::start`].
+//!
+//! `start` takes its listeners from the caller (linkerd2-proxy style), so tests
+//! bind port 0 and run many managers in one process; it returns a
+//! [`ManagerHandle`] for graceful shutdown.
+
+pub mod auth;
+pub mod commands;
+pub mod config;
+pub mod desired;
+pub mod grpc;
+pub mod http;
+pub mod model;
+pub mod pki;
+pub mod registry;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+pub use config::ManagerConfig;
+use model::now_millis;
+use registry::{Registry, RegistryConfig};
+use store::{NewAudit, Store};
+
+/// Everything request handlers share.
+pub struct AppState {
+    pub config: ManagerConfig,
+    pub store: Store,
+    pub registry: Registry,
+    pub pki: pki::Pki,
+    pub basic_cache: auth::BasicCache,
+    pub console: http::console::Templates,
+    /// Service types: built in (`parcels/`) and from DATA_DIR/service-types.
+    pub catalog: drover_parcels::descriptor::Catalog,
+    pub commands: commands::Commands,
+    /// Serialises desired-state refreshes so the latest revision always wins.
+    pub refresh_lock: tokio::sync::Mutex<()>,
+    pub started_at: Instant,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Records a change in the audit log. A failure is logged, not returned:
+    /// the change itself has already happened.
+    pub async fn audit(&self, entry: NewAudit) {
+        if let Err(e) = self.store.insert_audit(&entry).await {
+            tracing::error!(error = %e, action = %entry.action, object = %entry.object_id, "could not write audit entry");
+        }
+    }
+}
+
+/// A running manager.
+pub struct ManagerHandle {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl std::fmt::Debug for ManagerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagerHandle")
+            .field("http_addr", &self.http_addr)
+            .field("grpc_addr", &self.grpc_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ManagerHandle {
+    /// The CA certificate agents trust, PEM.
+    pub fn ca_pem(&self) -> &str {
+        self.state.pki.ca_pem()
+    }
+
+    /// Stops accepting connections, ends sessions, writes pending state and
+    /// waits for every task.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        // Graceful HTTP/2 shutdown waits for open streams, and agent sessions
+        // never end by themselves: end them (agents will reconnect to the next
+        // manager), repeatedly in case one opened meanwhile.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            self.state.registry.end_all_sessions();
+            match tokio::time::timeout(Duration::from_millis(100), self.tasks.join_next()).await {
+                Ok(None) => break,
+                Ok(Some(_)) => {}
+                Err(_) if Instant::now() > deadline => {
+                    tracing::warn!("connections still open after 15 s; closing them");
+                    self.tasks.abort_all();
+                    while self.tasks.join_next().await.is_some() {}
+                    break;
+                }
+                Err(_) => {}
+            }
+        }
+        self.state.registry.close_buckets();
+        if let Err(e) = self.state.registry.flush().await {
+            tracing::error!(error = %e, "final flush failed");
+        }
+        self.state.store.close().await;
+    }
+
+    /// Waits until a task ends on its own (a listener failed).
+    pub async fn wait(&mut self) {
+        self.tasks.join_next().await;
+    }
+}
+
+pub struct Manager;
+
+impl Manager {
+    /// Opens the store, loads the CA and registry, and serves HTTP and gRPC on
+    /// the given listeners.
+    pub async fn start(config: ManagerConfig, http: TcpListener, grpc: TcpListener) -> anyhow::Result<ManagerHandle> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
+        let url = config.database_url();
+        let store = Store::open(&url).await.with_context(|| format!("open database {}", redact_url(&url)))?;
+        auth::bootstrap_admin(&store, &config.data_dir, config.admin_password.as_deref()).await?;
+        let pki = pki::Pki::load_or_create(&config.data_dir, &config.advertise)?;
+        let registry = Registry::load(
+            store.clone(),
+            RegistryConfig { heartbeat_interval: config.heartbeat_interval, host_lost_after: config.host_lost_after },
+        )
+        .await
+        .context("load hosts")?;
+        let user_types = config.data_dir.join("service-types");
+        let extra = if user_types.is_dir() { vec![user_types] } else { Vec::new() };
+        let catalog = drover_parcels::descriptor::Catalog::load(true, &extra).context("load service types")?;
+        let state = Arc::new(AppState {
+            catalog,
+            commands: commands::Commands::default(),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            console: http::console::Templates::load()?,
+            config,
+            store,
+            registry,
+            pki,
+            basic_cache: auth::BasicCache::default(),
+            started_at: Instant::now(),
+        });
+
+        desired::load_all(&state).await.context("compute desired state")?;
+        commands::Commands::fail_interrupted(&state).await.context("recover commands")?;
+
+        let http_addr = http.local_addr()?;
+        let grpc_addr = grpc.local_addr()?;
+        let (shutdown, _) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(&state.pki.server_chain_pem, &state.pki.server_key_pem))
+            .client_ca_root(Certificate::from_pem(state.pki.ca_pem()))
+            .client_auth_optional(true);
+        let grpc_server = Server::builder()
+            .tls_config(tls)
+            .context("gRPC TLS configuration")?
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_service(grpc::AgentGrpc::new(state.clone()).into_server());
+        let mut stop = shutdown.subscribe();
+        tasks.spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+            let res = grpc_server.serve_with_incoming_shutdown(incoming, async move { stopped(&mut stop).await }).await;
+            if let Err(e) = res {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        });
+
+        let mut stop = shutdown.subscribe();
+        tasks.spawn(http::serve(http, state.clone(), async move { stopped(&mut stop).await }));
+
+        tasks.spawn(background(state.clone(), shutdown.subscribe()));
+        tracing::info!(%http_addr, %grpc_addr, ca = %state.pki.ca_fingerprint(), "manager started");
+        Ok(ManagerHandle { http_addr, grpc_addr, state, shutdown, tasks })
+    }
+}
+
+/// Resolves once shutdown has been requested.
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// The flusher, the lost-host watchdog and metrics maintenance.
+async fn background(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let mut flush = tokio::time::interval(state.config.flush_interval);
+    let watchdog_period = (state.config.host_lost_after / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut watchdog = tokio::time::interval(watchdog_period);
+    let mut maintenance = tokio::time::interval(Duration::from_secs(300));
+    for t in [&mut flush, &mut watchdog, &mut maintenance] {
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            _ = flush.tick() => {
+                if let Err(e) = state.registry.flush().await {
+                    tracing::error!(error = %e, "could not write host state; will retry");
+                }
+            }
+            _ = watchdog.tick() => { state.registry.check_lost(); }
+            _ = maintenance.tick() => {
+                if let Err(e) = maintain_metrics(&state).await {
+                    tracing::error!(error = %e, "metrics maintenance failed");
+                }
+            }
+        }
+    }
+}
+
+/// Rolls minute metrics up into hours and applies the retention of metrics,
+/// events and the audit log.
+async fn maintain_metrics(state: &AppState) -> store::Result<()> {
+    const HOUR: i64 = 3_600_000;
+    let now = now_millis();
+    let this_hour = now - now.rem_euclid(HOUR);
+    // Re-roll the last two hours so late minute buckets are counted.
+    state.store.rollup_hourly(this_hour - 2 * HOUR, this_hour + HOUR).await?;
+    let minute_keep = state.config.metrics_minute_retention.as_millis() as i64;
+    let hour_keep = state.config.metrics_hour_retention.as_millis() as i64;
+    state.store.prune_metrics(60, now - minute_keep).await?;
+    state.store.prune_metrics(3600, now - hour_keep).await?;
+    let events_keep = state.config.events_retention.as_millis() as i64;
+    let audit_keep = state.config.audit_retention.as_millis() as i64;
+    state.store.prune_history(now - events_keep, now - audit_keep).await?;
+    Ok(())
+}
+
+/// Hides the password in a database URL for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Records a change made on behalf of a user.
+pub fn audit_entry(
+    username: &str,
+    source: &str,
+    action: &str,
+    object_type: &str,
+    object_id: &str,
+    summary: impl Into<String>,
+) -> NewAudit {
+    NewAudit {
+        at: now_millis(),
+        username: username.to_owned(),
+        source: source.to_owned(),
+        action: action.to_owned(),
+        object_type: object_type.to_owned(),
+        object_id: object_id.to_owned(),
+        summary: summary.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_database_passwords() {
+        assert_eq!(super::redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}

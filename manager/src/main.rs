@@ -1,0 +1,79 @@
+//! `drover-manager`: parses flags, binds the listeners and runs the manager
+//! until SIGINT or SIGTERM.
+
+use anyhow::Context;
+use clap::Parser;
+use drover_manager::{Manager, ManagerConfig};
+use tokio::net::TcpListener;
+
+fn main() -> std::process::ExitCode {
+    let config = ManagerConfig::parse();
+    init_tracing(&config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Each agent holds a connection open: allow as many as the hard limit does.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(error = %e, soft, hard, "could not raise the open-files limit");
+    }
+}
+
+async fn run(config: ManagerConfig) -> anyhow::Result<()> {
+    drover_proto::tls::provider();
+    raise_fd_limit();
+    let http = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("listen on --http-addr {} (is another manager running?)", config.http_addr))?;
+    let grpc = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("listen on --grpc-addr {} (is another manager running?)", config.grpc_addr))?;
+    let data_dir = config.data_dir.clone();
+    let mut handle = Manager::start(config, http, grpc).await?;
+    let password_file = data_dir.join("initial-admin-password");
+    eprintln!("Drover manager {} is running", env!("CARGO_PKG_VERSION"));
+    eprintln!("  console and REST API: http://{}/", handle.http_addr);
+    eprintln!("  agents connect to:    https://{} (CA {})", handle.grpc_addr, handle.state.pki.ca_fingerprint());
+    if password_file.exists() {
+        eprintln!("  sign in as admin with the password in {}", password_file.display());
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        _ = handle.wait() => anyhow::bail!("a listener stopped unexpectedly; see the log above"),
+    }
+    handle.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! Domain types of the manager: what the store persists, the registry keeps
+//! live and the REST API returns. They are plain data; behaviour lives in the
+//! modules that own each concern.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Milliseconds since the Unix epoch; the store keeps every timestamp this way.
+pub type UnixMillis = i64;
+
+pub fn now_millis() -> UnixMillis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// RFC 3339 rendering of a stored timestamp, for API responses.
+pub fn rfc3339(ms: UnixMillis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub type Labels = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HostKind {
+    Container,
+    Vm,
+    Physical,
+    Unknown,
+}
+
+impl HostKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostKind::Container => "container",
+            HostKind::Vm => "vm",
+            HostKind::Physical => "physical",
+            HostKind::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> HostKind {
+        match s {
+            "container" => HostKind::Container,
+            "vm" => HostKind::Vm,
+            "physical" => HostKind::Physical,
+            _ => HostKind::Unknown,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HostStatus {
+    Healthy,
+    Lost,
+    Decommissioned,
+}
+
+impl HostStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostStatus::Healthy => "healthy",
+            HostStatus::Lost => "lost",
+            HostStatus::Decommissioned => "decommissioned",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<HostStatus> {
+        match s {
+            "healthy" => Some(HostStatus::Healthy),
+            "lost" => Some(HostStatus::Lost),
+            "decommissioned" => Some(HostStatus::Decommissioned),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Disk {
+    pub mount_point: String,
+    pub device: String,
+    pub fs_type: String,
+    pub total_bytes: u64,
+}
+
+/// What an agent reports about its host when it enrolls and on every hello.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HostFacts {
+    pub hostname: String,
+    pub addresses: Vec<String>,
+    pub kind: HostKind,
+    pub kind_evidence: String,
+    pub os: String,
+    pub kernel: String,
+    pub arch: String,
+    pub cpu_cores: u32,
+    pub memory_bytes: u64,
+    pub disks: Vec<Disk>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DiskUsage {
+    pub mount_point: String,
+    pub used_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// One heartbeat's worth of host metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HostMetrics {
+    /// When the manager received these metrics (RFC 3339).
+    pub at: String,
+    pub cpu_percent: f64,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    pub load1: f64,
+    pub load5: f64,
+    pub load15: f64,
+    pub disks: Vec<DiskUsage>,
+    pub network_rx_bytes: u64,
+    pub network_tx_bytes: u64,
+    pub uptime_seconds: u64,
+}
+
+/// A host as the REST API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Host {
+    pub id: String,
+    pub hostname: String,
+    pub addresses: Vec<String>,
+    pub kind: HostKind,
+    /// Why the agent classified the host as it did.
+    pub kind_evidence: String,
+    pub os: String,
+    pub kernel: String,
+    pub arch: String,
+    pub cpu_cores: u32,
+    pub memory_bytes: u64,
+    pub disks: Vec<Disk>,
+    pub agent_version: String,
+    pub labels: Labels,
+    pub status: HostStatus,
+    pub enrolled_at: String,
+    pub last_heartbeat_at: Option<String>,
+    pub decommissioned_at: Option<String>,
+    pub applied_generation: u64,
+    pub metrics: Option<HostMetrics>,
+    #[serde(skip)]
+    pub cert_serial: String,
+}
+
+/// A stored enrollment token (the secret itself is never stored).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EnrollmentTokenInfo {
+    pub id: String,
+    pub labels: Labels,
+    pub max_uses: u32,
+    pub uses: u32,
+    pub created_by: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub revoked_at: Option<String>,
+    /// `active`, `expired`, `used_up` or `revoked`.
+    pub state: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub role: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    pub id: i64,
+    pub at: String,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    pub kind: String,
+    pub object_type: String,
+    pub object_id: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: String,
+    pub username: String,
+    /// Client address of the request.
+    pub source: String,
+    pub action: String,
+    pub object_type: String,
+    pub object_id: String,
+    pub summary: String,
+}
+
+/// One downsampled metrics bucket (averages over `resolution_s` seconds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricPoint {
+    pub at: String,
+    pub resolution_s: u32,
+    pub samples: u32,
+    pub cpu_percent: f64,
+    pub memory_used_bytes: u64,
+    pub load1: f64,
+    pub disk_used_bytes: u64,
+    pub network_rx_bytes: u64,
+    pub network_tx_bytes: u64,
+}

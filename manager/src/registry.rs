@@ -1,0 +1,602 @@
+//! The live host registry: per-host *intent* (desired generation) and
+//! *observed* state (session, last heartbeat, latest metrics, status), kept in
+//! memory and flushed to the store in batches.
+//!
+//! Heartbeats never wait on the database: handling one is a map lookup, a
+//! short mutex and a channel send. A flusher task writes the hosts that changed
+//! since its last run, the metric buckets that closed, and the events that
+//! happened, in one transaction per interval. A watchdog marks hosts `lost`
+//! when their heartbeats stop, and a host turns `healthy` again as soon as it
+//! reconnects.
+//!
+//! On start-up the registry is loaded from the store and every host that was
+//! healthy gets a fresh grace period of `--host-lost-after`, so a manager
+//! restart does not flag the whole fleet lost before agents reconnect.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use sha2::Digest;
+use tokio::sync::{oneshot, watch};
+
+use crate::desired::{DesiredRole, HostDesired};
+
+use crate::model::{Host, HostMetrics, HostStatus, UnixMillis, now_millis, rfc3339};
+use crate::store::{AppliedRevision, HeartbeatRow, MetricBucket, NewEvent, RoleStatusRec, Store};
+
+const MINUTE_MS: i64 = 60_000;
+/// Upper bound on queued metric buckets and events if the database is down.
+const MAX_PENDING: usize = 200_000;
+
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    pub heartbeat_interval: Duration,
+    pub host_lost_after: Duration,
+}
+
+/// Why a session is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Refusal {
+    #[error("host {0} is not enrolled with this manager; clear the agent's data dir and enroll again with a new token")]
+    UnknownHost(String),
+    #[error(
+        "host {host} was decommissioned at {at} and its certificate revoked; clear the agent's data dir and enroll again with a new token"
+    )]
+    Decommissioned { host: String, at: String },
+    #[error("certificate {serial} is not the current certificate of host {host}; it has been revoked")]
+    RevokedCertificate { host: String, serial: String },
+    #[error("the manager is shutting down; reconnect later")]
+    ShuttingDown,
+}
+
+/// A reason to end a session from the manager's side.
+#[derive(Debug, Clone)]
+pub enum Kill {
+    /// The host was decommissioned: refuse for good.
+    Decommissioned(String),
+    /// A newer session of the same host took over.
+    Superseded,
+    /// The manager is shutting down; the agent should reconnect later.
+    Shutdown,
+}
+
+struct SessionSlot {
+    id: u64,
+    kill: Option<oneshot::Sender<Kill>>,
+}
+
+/// Running averages for the current minute of one host.
+#[derive(Debug, Clone)]
+struct MinuteAcc {
+    start: UnixMillis,
+    samples: u32,
+    cpu_sum: f64,
+    load_sum: f64,
+    last: HostMetrics,
+}
+
+impl MinuteAcc {
+    fn close(&self, host_id: &str) -> MetricBucket {
+        let n = f64::from(self.samples.max(1));
+        MetricBucket {
+            host_id: host_id.to_owned(),
+            resolution_s: 60,
+            bucket_start: self.start,
+            samples: self.samples,
+            cpu_percent: self.cpu_sum / n,
+            memory_used_bytes: self.last.memory_used_bytes,
+            load1: self.load_sum / n,
+            disk_used_bytes: self.last.disks.iter().map(|d| d.used_bytes).sum(),
+            network_rx_bytes: self.last.network_rx_bytes,
+            network_tx_bytes: self.last.network_tx_bytes,
+        }
+    }
+}
+
+struct HostLive {
+    status: HostStatus,
+    decommissioned_at: Option<String>,
+    cert_serial: String,
+    last_seen: Instant,
+    last_heartbeat_at: UnixMillis,
+    metrics: Option<HostMetrics>,
+    acc: Option<MinuteAcc>,
+    session: Option<SessionSlot>,
+    applied_generation: u64,
+    /// Desired roles by service (`cluster/service`): the host's intent.
+    roles: HashMap<String, Vec<Arc<DesiredRole>>>,
+    roles_digest: [u8; 32],
+    /// The latest desired state; sessions watch it and push every change.
+    desired: watch::Sender<Arc<HostDesired>>,
+}
+
+/// What a newly opened session needs to know.
+#[derive(Debug)]
+pub struct OpenedSession {
+    pub session_id: u64,
+    pub kill: oneshot::Receiver<Kill>,
+    pub desired: watch::Receiver<Arc<HostDesired>>,
+}
+
+/// A point-in-time summary of the fleet, for `/healthz` and the console.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct FleetSummary {
+    pub hosts: usize,
+    pub healthy: usize,
+    pub lost: usize,
+    pub decommissioned: usize,
+    pub connected_sessions: usize,
+}
+
+pub struct Registry {
+    config: RegistryConfig,
+    store: Store,
+    hosts: RwLock<HashMap<String, Arc<Mutex<HostLive>>>>,
+    dirty: Mutex<HashSet<String>>,
+    buckets: Mutex<Vec<MetricBucket>>,
+    events: Mutex<Vec<NewEvent>>,
+    next_session: AtomicU64,
+    heartbeats: AtomicU64,
+    closing: AtomicBool,
+    /// Last reported state of every role, by role id.
+    role_status: Mutex<HashMap<String, RoleStatusRec>>,
+    /// Bumped on every role status change, for commands waiting on roles.
+    role_changes: watch::Sender<u64>,
+    /// Role states and first-applied records waiting for the flusher.
+    pending_roles: Mutex<HashMap<String, RoleStatusRec>>,
+    pending_applied: Mutex<Vec<AppliedRevision>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// Loads every host from the store.
+    pub async fn load(store: Store, config: RegistryConfig) -> crate::store::Result<Registry> {
+        let now = Instant::now();
+        let generations = store.desired_generations().await?;
+        let mut hosts = HashMap::new();
+        for h in store.all_hosts().await? {
+            let generation = generations.get(&h.id).copied().unwrap_or(1);
+            hosts.insert(h.id.clone(), Arc::new(Mutex::new(live_from(&h, now, generation))));
+        }
+        Ok(Registry {
+            config,
+            store,
+            hosts: RwLock::new(hosts),
+            dirty: Mutex::new(HashSet::new()),
+            buckets: Mutex::new(Vec::new()),
+            events: Mutex::new(Vec::new()),
+            next_session: AtomicU64::new(1),
+            heartbeats: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
+            role_status: Mutex::new(HashMap::new()),
+            role_changes: watch::Sender::new(0),
+            pending_roles: Mutex::new(HashMap::new()),
+            pending_applied: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    fn entry(&self, host_id: &str) -> Option<Arc<Mutex<HostLive>>> {
+        self.hosts.read().expect("registry lock").get(host_id).cloned()
+    }
+
+    fn mark_dirty(&self, host_id: &str) {
+        self.dirty.lock().expect("dirty lock").insert(host_id.to_owned());
+    }
+
+    fn push_event(&self, severity: &'static str, kind: &'static str, host_id: &str, message: String) {
+        let mut events = self.events.lock().expect("events lock");
+        if events.len() < MAX_PENDING {
+            events.push(NewEvent {
+                at: now_millis(),
+                severity,
+                kind,
+                object_type: "host",
+                object_id: host_id.to_owned(),
+                message,
+            });
+        }
+    }
+
+    /// Adds a freshly enrolled host.
+    pub fn add_enrolled(&self, host: &Host) {
+        let live = live_from(host, Instant::now(), 1);
+        self.hosts.write().expect("registry lock").insert(host.id.clone(), Arc::new(Mutex::new(live)));
+        self.push_event("info", "host_enrolled", &host.id, format!("host {} enrolled", host.hostname));
+    }
+
+    /// Admits a session for the host named by a verified client certificate.
+    pub fn open_session(&self, host_id: &str, cert_serial: &str) -> Result<OpenedSession, Refusal> {
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(Refusal::ShuttingDown);
+        }
+        let entry = self.entry(host_id).ok_or_else(|| Refusal::UnknownHost(host_id.to_owned()))?;
+        let mut h = entry.lock().expect("host lock");
+        if h.status == HostStatus::Decommissioned {
+            return Err(Refusal::Decommissioned {
+                host: host_id.to_owned(),
+                at: h.decommissioned_at.clone().unwrap_or_default(),
+            });
+        }
+        if !h.cert_serial.eq_ignore_ascii_case(cert_serial) {
+            return Err(Refusal::RevokedCertificate { host: host_id.to_owned(), serial: cert_serial.to_owned() });
+        }
+        let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        if let Some(mut old) = h.session.replace(SessionSlot { id: session_id, kill: Some(tx) })
+            && let Some(k) = old.kill.take()
+        {
+            let _ = k.send(Kill::Superseded);
+        }
+        self.seen(host_id, &mut h);
+        Ok(OpenedSession { session_id, kill: rx, desired: h.desired.subscribe() })
+    }
+
+    /// Refuses new sessions and ends every open one (manager shutdown).
+    /// Returns how many sessions were told to end.
+    pub fn end_all_sessions(&self) -> usize {
+        self.closing.store(true, Ordering::SeqCst);
+        let entries: Vec<Arc<Mutex<HostLive>>> = self.hosts.read().expect("registry lock").values().cloned().collect();
+        let mut ended = 0;
+        for entry in entries {
+            let mut h = entry.lock().expect("host lock");
+            if let Some(k) = h.session.as_mut().and_then(|s| s.kill.take()) {
+                let _ = k.send(Kill::Shutdown);
+                ended += 1;
+            }
+        }
+        ended
+    }
+
+    /// Forgets a session that ended, unless a newer one already replaced it.
+    pub fn close_session(&self, host_id: &str, session_id: u64) {
+        if let Some(entry) = self.entry(host_id) {
+            let mut h = entry.lock().expect("host lock");
+            if h.session.as_ref().is_some_and(|s| s.id == session_id) {
+                h.session = None;
+            }
+        }
+    }
+
+    /// Marks the host alive now; a lost host turns healthy again.
+    fn seen(&self, host_id: &str, h: &mut HostLive) {
+        h.last_seen = Instant::now();
+        h.last_heartbeat_at = now_millis();
+        if h.status == HostStatus::Lost {
+            h.status = HostStatus::Healthy;
+            self.push_event("info", "host_recovered", host_id, "host is healthy again: agent reconnected".into());
+            tracing::info!(host = %host_id, "host healthy again");
+        }
+        self.mark_dirty(host_id);
+    }
+
+    /// Records a heartbeat; returns false if the host is unknown or decommissioned.
+    pub fn heartbeat(&self, host_id: &str, metrics: HostMetrics) -> bool {
+        let Some(entry) = self.entry(host_id) else { return false };
+        let mut h = entry.lock().expect("host lock");
+        if h.status == HostStatus::Decommissioned {
+            return false;
+        }
+        self.seen(host_id, &mut h);
+        let now = h.last_heartbeat_at;
+        let minute = now - now.rem_euclid(MINUTE_MS);
+        match &mut h.acc {
+            Some(acc) if acc.start == minute => {
+                acc.samples += 1;
+                acc.cpu_sum += metrics.cpu_percent;
+                acc.load_sum += metrics.load1;
+                acc.last = metrics.clone();
+            }
+            slot => {
+                if let Some(done) = slot.take() {
+                    let mut buckets = self.buckets.lock().expect("buckets lock");
+                    if buckets.len() < MAX_PENDING {
+                        buckets.push(done.close(host_id));
+                    }
+                }
+                *slot = Some(MinuteAcc {
+                    start: minute,
+                    samples: 1,
+                    cpu_sum: metrics.cpu_percent,
+                    load_sum: metrics.load1,
+                    last: metrics.clone(),
+                });
+            }
+        }
+        h.metrics = Some(metrics);
+        self.heartbeats.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Any sign of life other than a heartbeat (a pong, a status report).
+    pub fn touch(&self, host_id: &str) {
+        if let Some(entry) = self.entry(host_id) {
+            let mut h = entry.lock().expect("host lock");
+            if h.status != HostStatus::Decommissioned {
+                self.seen(host_id, &mut h);
+            }
+        }
+    }
+
+    /// Records the generation an agent reports applied; true if it changed.
+    pub fn applied(&self, host_id: &str, generation: u64) -> bool {
+        let Some(entry) = self.entry(host_id) else { return false };
+        let mut h = entry.lock().expect("host lock");
+        let changed = h.applied_generation != generation;
+        h.applied_generation = generation;
+        changed
+    }
+
+    /// Marks the host decommissioned and ends its session, if any.
+    pub fn decommission(&self, host_id: &str) {
+        let Some(entry) = self.entry(host_id) else { return };
+        let mut h = entry.lock().expect("host lock");
+        h.status = HostStatus::Decommissioned;
+        let at = rfc3339(now_millis());
+        h.decommissioned_at = Some(at.clone());
+        if let Some(mut s) = h.session.take()
+            && let Some(k) = s.kill.take()
+        {
+            let _ = k.send(Kill::Decommissioned(at));
+        }
+        self.push_event("warning", "host_decommissioned", host_id, "host decommissioned; certificate revoked".into());
+    }
+
+    /// Marks hosts lost whose last sign of life is older than `--host-lost-after`.
+    /// Returns how many turned lost.
+    pub fn check_lost(&self) -> usize {
+        let entries: Vec<(String, Arc<Mutex<HostLive>>)> =
+            self.hosts.read().expect("registry lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut lost = 0;
+        for (id, entry) in entries {
+            let mut h = entry.lock().expect("host lock");
+            if h.status == HostStatus::Healthy && h.last_seen.elapsed() > self.config.host_lost_after {
+                h.status = HostStatus::Lost;
+                let silent = h.last_seen.elapsed().as_secs();
+                drop(h);
+                lost += 1;
+                tracing::warn!(host = %id, silent_s = silent, "host lost: no heartbeat");
+                self.push_event(
+                    "critical",
+                    "host_lost",
+                    &id,
+                    format!(
+                        "host lost: no heartbeat for {silent} s (limit {} s)",
+                        self.config.host_lost_after.as_secs()
+                    ),
+                );
+                self.mark_dirty(&id);
+            }
+        }
+        lost
+    }
+
+    /// Writes pending host state, metric buckets and events to the store.
+    /// On failure everything is queued again for the next run.
+    pub async fn flush(&self) -> crate::store::Result<usize> {
+        let dirty: Vec<String> = std::mem::take(&mut *self.dirty.lock().expect("dirty lock")).into_iter().collect();
+        let buckets = std::mem::take(&mut *self.buckets.lock().expect("buckets lock"));
+        let events = std::mem::take(&mut *self.events.lock().expect("events lock"));
+        let mut rows = Vec::with_capacity(dirty.len());
+        for id in &dirty {
+            let Some(entry) = self.entry(id) else { continue };
+            let h = entry.lock().expect("host lock");
+            if h.status == HostStatus::Decommissioned {
+                continue;
+            }
+            rows.push(HeartbeatRow {
+                host_id: id.clone(),
+                status: h.status,
+                last_heartbeat_at: h.last_heartbeat_at,
+                metrics: h.metrics.clone(),
+            });
+        }
+        let roles: Vec<RoleStatusRec> =
+            std::mem::take(&mut *self.pending_roles.lock().expect("pending lock")).into_values().collect();
+        let applied = std::mem::take(&mut *self.pending_applied.lock().expect("pending lock"));
+        let requeue_roles = |roles: Vec<RoleStatusRec>, applied: Vec<AppliedRevision>| {
+            let mut pending = self.pending_roles.lock().expect("pending lock");
+            for r in roles {
+                pending.entry(r.role_id.clone()).or_insert(r);
+            }
+            drop(pending);
+            self.queue_applied(applied);
+        };
+        match self.store.flush(&rows, &buckets, &events).await {
+            Ok(()) => {
+                if let Err(e) = self.store.flush_roles(&roles, &applied).await {
+                    requeue_roles(roles, applied);
+                    return Err(e);
+                }
+                Ok(rows.len())
+            }
+            Err(e) => {
+                requeue_roles(roles, applied);
+                self.dirty.lock().expect("dirty lock").extend(dirty);
+                let mut b = self.buckets.lock().expect("buckets lock");
+                if b.len() + buckets.len() <= MAX_PENDING {
+                    b.extend(buckets);
+                }
+                let mut ev = self.events.lock().expect("events lock");
+                if ev.len() + events.len() <= MAX_PENDING {
+                    ev.extend(events);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Closes every open minute bucket (used at shutdown so no sample is lost).
+    pub fn close_buckets(&self) {
+        let entries: Vec<(String, Arc<Mutex<HostLive>>)> =
+            self.hosts.read().expect("registry lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut out = Vec::new();
+        for (id, entry) in entries {
+            if let Some(acc) = entry.lock().expect("host lock").acc.take() {
+                out.push(acc.close(&id));
+            }
+        }
+        self.buckets.lock().expect("buckets lock").extend(out);
+    }
+
+    pub fn summary(&self) -> FleetSummary {
+        let hosts = self.hosts.read().expect("registry lock");
+        let mut s = FleetSummary { hosts: hosts.len(), ..Default::default() };
+        for entry in hosts.values() {
+            let h = entry.lock().expect("host lock");
+            match h.status {
+                HostStatus::Healthy => s.healthy += 1,
+                HostStatus::Lost => s.lost += 1,
+                HostStatus::Decommissioned => s.decommissioned += 1,
+            }
+            if h.session.is_some() {
+                s.connected_sessions += 1;
+            }
+        }
+        s
+    }
+
+    /// Replaces the desired roles of one service on a host. When the host's
+    /// desired state changes, bumps its generation, publishes it to the
+    /// host's session and returns the new generation.
+    pub fn set_service_roles(&self, host_id: &str, service: &str, roles: Vec<Arc<DesiredRole>>) -> Option<u64> {
+        let entry = self.entry(host_id)?;
+        let mut h = entry.lock().expect("host lock");
+        if roles.is_empty() {
+            h.roles.remove(service);
+        } else {
+            h.roles.insert(service.to_owned(), roles);
+        }
+        let digest = digest_roles(&h.roles);
+        if digest == h.roles_digest {
+            return None;
+        }
+        h.roles_digest = digest;
+        let generation = h.desired.borrow().generation + 1;
+        let mut keys: Vec<&String> = h.roles.keys().collect();
+        keys.sort();
+        let all: Vec<Arc<DesiredRole>> = keys.into_iter().flat_map(|k| h.roles[k].iter().cloned()).collect();
+        h.desired.send_replace(Arc::new(HostDesired { generation, roles: all }));
+        Some(generation)
+    }
+
+    /// Live status of a host.
+    pub fn host_status(&self, host_id: &str) -> Option<HostStatus> {
+        self.entry(host_id).map(|e| e.lock().expect("host lock").status)
+    }
+
+    /// Hosts that have desired roles of a service.
+    pub fn hosts_with_service(&self, service: &str) -> Vec<String> {
+        self.hosts
+            .read()
+            .expect("registry lock")
+            .iter()
+            .filter(|(_, e)| e.lock().expect("host lock").roles.contains_key(service))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The desired role `role_id` on `host_id`, if the host should run it.
+    pub fn desired_role(&self, host_id: &str, role_id: &str) -> Option<Arc<DesiredRole>> {
+        let entry = self.entry(host_id)?;
+        let h = entry.lock().expect("host lock");
+        h.roles.values().flatten().find(|r| r.role_id == role_id).cloned()
+    }
+
+    /// Records reported role states; returns those that changed.
+    pub fn update_role_status(&self, reports: Vec<RoleStatusRec>) -> Vec<RoleStatusRec> {
+        let mut changed = Vec::new();
+        {
+            let mut all = self.role_status.lock().expect("role status lock");
+            for r in reports {
+                let same = all
+                    .get(&r.role_id)
+                    .is_some_and(|old| RoleStatusRec { updated_at: r.updated_at, ..old.clone() } == r);
+                if !same {
+                    all.insert(r.role_id.clone(), r.clone());
+                    changed.push(r);
+                }
+            }
+        }
+        if !changed.is_empty() {
+            let mut pending = self.pending_roles.lock().expect("pending lock");
+            for r in &changed {
+                pending.insert(r.role_id.clone(), r.clone());
+            }
+            drop(pending);
+            self.role_changes.send_modify(|n| *n += 1);
+        }
+        changed
+    }
+
+    /// Queues first-applied records for the flusher.
+    pub fn queue_applied(&self, applied: Vec<AppliedRevision>) {
+        let mut pending = self.pending_applied.lock().expect("pending lock");
+        if pending.len() + applied.len() <= MAX_PENDING {
+            pending.extend(applied);
+        }
+    }
+
+    /// Last reported state of a role, if any since the manager started.
+    pub fn role_status(&self, role_id: &str) -> Option<RoleStatusRec> {
+        self.role_status.lock().expect("role status lock").get(role_id).cloned()
+    }
+
+    /// A receiver that changes whenever some role's status does.
+    pub fn watch_roles(&self) -> watch::Receiver<u64> {
+        self.role_changes.subscribe()
+    }
+
+    /// Total heartbeats handled since start.
+    pub fn heartbeat_count(&self) -> u64 {
+        self.heartbeats.load(Ordering::Relaxed)
+    }
+}
+
+fn live_from(h: &Host, now: Instant, generation: u64) -> HostLive {
+    HostLive {
+        status: h.status,
+        decommissioned_at: h.decommissioned_at.clone(),
+        cert_serial: h.cert_serial.clone(),
+        last_seen: now,
+        // Keep the stored time: a host that never reconnects after a manager
+        // restart must not appear to have sent a heartbeat at start-up.
+        last_heartbeat_at: h
+            .last_heartbeat_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_millis())
+            .unwrap_or(0),
+        metrics: h.metrics.clone(),
+        acc: None,
+        session: None,
+        applied_generation: h.applied_generation,
+        roles: HashMap::new(),
+        roles_digest: digest_roles(&HashMap::new()),
+        desired: watch::Sender::new(Arc::new(HostDesired { generation, roles: Vec::new() })),
+    }
+}
+
+/// Digest of a host's desired roles, in a stable order.
+fn digest_roles(roles: &HashMap<String, Vec<Arc<DesiredRole>>>) -> [u8; 32] {
+    let mut keys: Vec<&String> = roles.keys().collect();
+    keys.sort();
+    let mut h = sha2::Sha256::new();
+    for k in keys {
+        h.update(k.as_bytes());
+        for r in &roles[k] {
+            r.digest_into(&mut h);
+        }
+    }
+    h.finalize().into()
+}

@@ -1,0 +1,146 @@
+//! The manager's database: what must survive a restart, and nothing else.
+//!
+//! Stored here: users, API tokens and console sessions (hashes only), enrollment
+//! tokens (secret hashes), hosts with their facts, labels, status and the serial
+//! of the one client certificate each may use, downsampled host metrics, events
+//! and the audit log. Not stored: live sessions, per-heartbeat state and
+//! partially accumulated metric buckets; those live in [`crate::registry`] and
+//! reach the database in batches from its flusher.
+//!
+//! One code path serves SQLite (embedded, the default) and PostgreSQL through
+//! sqlx's `Any` driver. Queries use `$n` placeholders, which both accept, and
+//! keep to types both share: timestamps are Unix milliseconds in BIGINT, JSON is
+//! TEXT. Migrations live in `schema/sqlite` and `schema/postgres`.
+//!
+//! Architecture invariant: only this module imports sqlx.
+
+mod hosts;
+mod records;
+mod services;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Row};
+
+pub use hosts::{EnrollError, HeartbeatRow, HostFilter, HostPage, MetricBucket, NewHost};
+pub use records::{
+    ApiTokenInfo, ApiTokenRecord, AuditFilter, EnrollmentTokenRecord, EventFilter, NewAudit, NewEvent, UserRecord,
+};
+pub use services::{
+    AppliedRec, AppliedRevision, ClusterRec, CommandRec, RevisionRec, RoleRec, RoleStatusRec, ServiceRec, StepRec,
+};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../schema/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../schema/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
+    BadUrl(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt value in column {column}: {message}")]
+    Corrupt { column: &'static str, message: String },
+    #[error("{0} already exists")]
+    Conflict(String),
+}
+
+impl StoreError {
+    fn corrupt(column: &'static str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt { column, message: e.to_string() }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects, applies pending migrations and returns the store.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::BadUrl(url.to_owned()));
+        };
+        let connect = AnyConnectOptions::from_str(url)?;
+        let options = match backend {
+            // SQLite allows one writer at a time; a few connections serve
+            // concurrent readers under WAL without piling up on the lock.
+            Backend::Sqlite => AnyPoolOptions::new().max_connections(4).after_connect(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Executor;
+                    conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL;")
+                        .await?;
+                    Ok(())
+                })
+            }),
+            Backend::Postgres => AnyPoolOptions::new().max_connections(16),
+        };
+        let pool = options.acquire_timeout(Duration::from_secs(30)).connect_with(connect).await?;
+        if backend == Backend::Sqlite {
+            sqlx::raw_sql("PRAGMA journal_mode = WAL").execute(&pool).await?;
+        }
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Cheap liveness probe used by `/healthz`.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn get<'r, T>(row: &'r AnyRow, column: &'static str) -> Result<T>
+where
+    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get(column).map_err(StoreError::Database)
+}
+
+fn get_json<T: serde::de::DeserializeOwned>(row: &AnyRow, column: &'static str) -> Result<T> {
+    let text: String = get(row, column)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::corrupt(column, e))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.is_unique_violation() || db.message().contains("UNIQUE constraint failed"),
+        _ => false,
+    }
+}

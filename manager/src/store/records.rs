@@ -1,0 +1,439 @@
+//! Users, credentials, enrollment tokens, events and the audit log.
+
+use sqlx::any::AnyRow;
+
+use super::{Result, Store, StoreError, get, get_json, is_unique_violation, to_json};
+use crate::model::{AuditEntry, EnrollmentTokenInfo, Event, Labels, UnixMillis, User, rfc3339};
+
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub role: String,
+    pub created_at: UnixMillis,
+}
+
+impl UserRecord {
+    pub fn to_api(&self) -> User {
+        User {
+            id: self.id.clone(),
+            username: self.username.clone(),
+            role: self.role.clone(),
+            created_at: rfc3339(self.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiTokenRecord {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub token_hash: String,
+    pub created_at: UnixMillis,
+    pub expires_at: Option<UnixMillis>,
+}
+
+/// An API token as listed to its owner.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ApiTokenInfo {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnrollmentTokenRecord {
+    pub id: String,
+    pub secret_hash: String,
+    pub labels: Labels,
+    pub max_uses: u32,
+    pub uses: u32,
+    pub created_by: String,
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+    pub revoked_at: Option<UnixMillis>,
+}
+
+impl EnrollmentTokenRecord {
+    pub fn state(&self, now: UnixMillis) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expires_at <= now {
+            "expired"
+        } else if self.uses >= self.max_uses {
+            "used_up"
+        } else {
+            "active"
+        }
+    }
+
+    pub fn to_api(&self, now: UnixMillis) -> EnrollmentTokenInfo {
+        EnrollmentTokenInfo {
+            id: self.id.clone(),
+            labels: self.labels.clone(),
+            max_uses: self.max_uses,
+            uses: self.uses,
+            created_by: self.created_by.clone(),
+            created_at: rfc3339(self.created_at),
+            expires_at: rfc3339(self.expires_at),
+            revoked_at: self.revoked_at.map(rfc3339),
+            state: self.state(now).to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub at: UnixMillis,
+    pub severity: &'static str,
+    pub kind: &'static str,
+    pub object_type: &'static str,
+    pub object_id: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAudit {
+    pub at: UnixMillis,
+    pub username: String,
+    pub source: String,
+    pub action: String,
+    pub object_type: String,
+    pub object_id: String,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub object_type: Option<String>,
+    pub object_id: Option<String>,
+    pub since: Option<UnixMillis>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub username: Option<String>,
+    pub object_type: Option<String>,
+    pub object_id: Option<String>,
+    pub since: Option<UnixMillis>,
+    pub until: Option<UnixMillis>,
+    pub limit: u32,
+}
+
+pub(super) fn user_from_row(row: &AnyRow) -> Result<UserRecord> {
+    Ok(UserRecord {
+        id: get(row, "id")?,
+        username: get(row, "username")?,
+        password_hash: get(row, "password_hash")?,
+        role: get(row, "role")?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+fn enrollment_token_from_row(row: &AnyRow) -> Result<EnrollmentTokenRecord> {
+    Ok(EnrollmentTokenRecord {
+        id: get(row, "id")?,
+        secret_hash: get(row, "secret_hash")?,
+        labels: get_json(row, "labels")?,
+        max_uses: get::<i64>(row, "max_uses")? as u32,
+        uses: get::<i64>(row, "uses")? as u32,
+        created_by: get(row, "created_by")?,
+        created_at: get(row, "created_at")?,
+        expires_at: get(row, "expires_at")?,
+        revoked_at: get(row, "revoked_at")?,
+    })
+}
+
+const USER_COLUMNS: &str = "u.id, u.username, u.password_hash, u.role, u.created_at";
+
+impl Store {
+    pub async fn count_users(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users").fetch_one(&self.pool).await?;
+        get(&row, "n")
+    }
+
+    pub async fn insert_user(&self, user: &UserRecord) -> Result<()> {
+        sqlx::query("INSERT INTO users (id, username, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&user.id)
+            .bind(&user.username)
+            .bind(&user.password_hash)
+            .bind(&user.role)
+            .bind(user.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict(format!("user {:?}", user.username))
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.username = $1");
+        let row = sqlx::query(&sql).bind(username).fetch_optional(&self.pool).await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    pub async fn insert_api_token(&self, token: &ApiTokenRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&token.id)
+        .bind(&token.user_id)
+        .bind(&token.name)
+        .bind(&token.token_hash)
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The API tokens of a user, newest first (hashes are not returned).
+    pub async fn list_api_tokens(&self, user_id: &str) -> Result<Vec<ApiTokenInfo>> {
+        let rows = sqlx::query(
+            "SELECT id, name, created_at, expires_at FROM api_tokens WHERE user_id = $1 ORDER BY created_at DESC, id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ApiTokenInfo {
+                    id: get(r, "id")?,
+                    name: get(r, "name")?,
+                    created_at: rfc3339(get(r, "created_at")?),
+                    expires_at: get::<Option<i64>>(r, "expires_at")?.map(rfc3339),
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes one of a user's API tokens; false if the user has no such token.
+    pub async fn delete_api_token(&self, id: &str, user_id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM api_tokens WHERE id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Deletes events and audit entries older than the given times.
+    pub async fn prune_history(&self, events_before: UnixMillis, audit_before: UnixMillis) -> Result<(u64, u64)> {
+        let events = sqlx::query("DELETE FROM events WHERE at < $1").bind(events_before).execute(&self.pool).await?;
+        let audit = sqlx::query("DELETE FROM audit_log WHERE at < $1").bind(audit_before).execute(&self.pool).await?;
+        Ok((events.rows_affected(), audit.rows_affected()))
+    }
+
+    /// The user owning an unexpired API token with this hash.
+    pub async fn user_by_api_token(&self, token_hash: &str, now: UnixMillis) -> Result<Option<UserRecord>> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.token_hash = $1 AND (t.expires_at IS NULL OR t.expires_at > $2)"
+        );
+        let row = sqlx::query(&sql).bind(token_hash).bind(now).fetch_optional(&self.pool).await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    pub async fn insert_web_session(
+        &self,
+        id_hash: &str,
+        user_id: &str,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO web_sessions (id_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(id_hash)
+            .bind(user_id)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn user_by_web_session(&self, id_hash: &str, now: UnixMillis) -> Result<Option<UserRecord>> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM web_sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.id_hash = $1 AND s.expires_at > $2"
+        );
+        let row = sqlx::query(&sql).bind(id_hash).bind(now).fetch_optional(&self.pool).await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    pub async fn delete_web_session(&self, id_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM web_sessions WHERE id_hash = $1").bind(id_hash).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn insert_enrollment_token(&self, t: &EnrollmentTokenRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO enrollment_tokens (id, secret_hash, labels, max_uses, uses, created_by, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, 0, $5, $6, $7)",
+        )
+        .bind(&t.id)
+        .bind(&t.secret_hash)
+        .bind(to_json(&t.labels))
+        .bind(i64::from(t.max_uses))
+        .bind(&t.created_by)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!("enrollment token {}", t.id))
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(())
+    }
+
+    pub async fn list_enrollment_tokens(&self) -> Result<Vec<EnrollmentTokenRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM enrollment_tokens ORDER BY created_at DESC, id").fetch_all(&self.pool).await?;
+        rows.iter().map(enrollment_token_from_row).collect()
+    }
+
+    pub async fn enrollment_token(&self, id: &str) -> Result<Option<EnrollmentTokenRecord>> {
+        let row =
+            sqlx::query("SELECT * FROM enrollment_tokens WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(enrollment_token_from_row).transpose()
+    }
+
+    /// Revokes a token; returns false if there is no such token. Revoking twice
+    /// keeps the first revocation time.
+    pub async fn revoke_enrollment_token(&self, id: &str, now: UnixMillis) -> Result<bool> {
+        let done = sqlx::query("UPDATE enrollment_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn insert_event(&self, e: &NewEvent) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        Store::insert_event_in(&mut tx, e).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn insert_event_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, e: &NewEvent) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO events (at, severity, kind, object_type, object_id, message) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(e.at)
+        .bind(e.severity)
+        .bind(e.kind)
+        .bind(e.object_type)
+        .bind(&e.object_id)
+        .bind(&e.message)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn list_events(&self, f: &EventFilter) -> Result<Vec<Event>> {
+        let mut sql = String::from("SELECT * FROM events WHERE 1 = 1");
+        let mut args: Vec<Arg> = Vec::new();
+        push_filter(&mut sql, &mut args, "object_type = ", f.object_type.clone().map(Arg::Text));
+        push_filter(&mut sql, &mut args, "object_id = ", f.object_id.clone().map(Arg::Text));
+        push_filter(&mut sql, &mut args, "at >= ", f.since.map(Arg::Int));
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", f.limit.clamp(1, 1000)));
+        let rows = bind_all(sqlx::query(&sql), &args).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Event {
+                    id: get(row, "id")?,
+                    at: rfc3339(get(row, "at")?),
+                    severity: get(row, "severity")?,
+                    kind: get(row, "kind")?,
+                    object_type: get(row, "object_type")?,
+                    object_id: get(row, "object_id")?,
+                    message: get(row, "message")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn insert_audit(&self, a: &NewAudit) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, username, source, action, object_type, object_id, summary) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(a.at)
+        .bind(&a.username)
+        .bind(&a.source)
+        .bind(&a.action)
+        .bind(&a.object_type)
+        .bind(&a.object_id)
+        .bind(&a.summary)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        let mut sql = String::from("SELECT * FROM audit_log WHERE 1 = 1");
+        let mut args: Vec<Arg> = Vec::new();
+        push_filter(&mut sql, &mut args, "username = ", f.username.clone().map(Arg::Text));
+        push_filter(&mut sql, &mut args, "object_type = ", f.object_type.clone().map(Arg::Text));
+        push_filter(&mut sql, &mut args, "object_id = ", f.object_id.clone().map(Arg::Text));
+        push_filter(&mut sql, &mut args, "at >= ", f.since.map(Arg::Int));
+        push_filter(&mut sql, &mut args, "at < ", f.until.map(Arg::Int));
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", f.limit.clamp(1, 1000)));
+        let rows = bind_all(sqlx::query(&sql), &args).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditEntry {
+                    id: get(row, "id")?,
+                    at: rfc3339(get(row, "at")?),
+                    username: get(row, "username")?,
+                    source: get(row, "source")?,
+                    action: get(row, "action")?,
+                    object_type: get(row, "object_type")?,
+                    object_id: get(row, "object_id")?,
+                    summary: get(row, "summary")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A bind argument of a dynamically built query.
+#[derive(Debug, Clone)]
+pub(super) enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// Appends ` AND <cond>$n` when the filter value is present.
+pub(super) fn push_filter(sql: &mut String, args: &mut Vec<Arg>, cond: &str, value: Option<Arg>) {
+    if let Some(v) = value {
+        args.push(v);
+        sql.push_str(&format!(" AND {cond}${}", args.len()));
+    }
+}
+
+pub(super) fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    args: &'q [Arg],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for a in args {
+        q = match a {
+            Arg::Text(s) => q.bind(s.as_str()),
+            Arg::Int(i) => q.bind(*i),
+        };
+    }
+    q
+}

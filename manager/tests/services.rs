@@ -1,0 +1,503 @@
+//! Services, roles and versioned configuration through the REST API of a real
+//! in-process manager (SQLite in a temp dir): creation and validation, config
+//! revisions with history, diff and rollback, and every bad input rejected
+//! with a clear message and no revision left behind. Agents are not involved
+//! here (see the end-to-end tests); hosts are enrolled through the store.
+
+use drover_manager::auth::sha256_hex;
+use drover_manager::model::{HostFacts, HostKind, Labels, now_millis};
+use drover_manager::store::{EnrollmentTokenRecord, NewHost, RoleStatusRec};
+use drover_manager::{Manager, ManagerConfig, ManagerHandle};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+const PASSWORD: &str = "services-test-password";
+
+struct T {
+    handle: ManagerHandle,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl T {
+    async fn start() -> T {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a manager after `prepare` has filled its data dir.
+    async fn start_with(prepare: impl FnOnce(&std::path::Path)) -> T {
+        let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
+        let mut config = ManagerConfig::for_data_dir(dir.path());
+        config.admin_password = Some(PASSWORD.into());
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let handle = Manager::start(config, http, grpc).await.unwrap();
+        T { handle, client: reqwest::Client::new(), _dir: dir }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("http://{}/api/v1{path}", self.handle.http_addr))
+            .basic_auth("admin", Some(PASSWORD));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+    }
+
+    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.call(method.clone(), path, body).await;
+        assert!((200..300).contains(&status), "{method} {path}: HTTP {status}: {v}");
+        v
+    }
+
+    /// Expects a 4xx and returns the error message.
+    async fn err(&self, method: Method, path: &str, body: Option<Value>, want: u16) -> String {
+        let (status, v) = self.call(method.clone(), path, body).await;
+        assert_eq!(status, want, "{method} {path}: {v}");
+        v["error"]["message"].as_str().unwrap_or_default().to_owned()
+    }
+
+    async fn host(&self, id: &str, hostname: &str, address: &str) {
+        let state = &self.handle.state;
+        let now = now_millis();
+        // One token per host id, so fixtures never collide.
+        let token = format!("token-{id}");
+        state
+            .store
+            .insert_enrollment_token(&EnrollmentTokenRecord {
+                id: token.clone(),
+                secret_hash: sha256_hex("s"),
+                labels: Labels::new(),
+                max_uses: 1,
+                uses: 0,
+                created_by: "admin".into(),
+                created_at: now,
+                expires_at: now + 3_600_000,
+                revoked_at: None,
+            })
+            .await
+            .unwrap();
+        let facts = HostFacts {
+            hostname: hostname.into(),
+            addresses: vec![address.into()],
+            kind: HostKind::Container,
+            kind_evidence: "test".into(),
+            os: "Debian".into(),
+            kernel: "6.1".into(),
+            arch: "x86_64".into(),
+            cpu_cores: 2,
+            memory_bytes: 1 << 30,
+            disks: vec![],
+        };
+        let new_host = NewHost {
+            id: id.into(),
+            facts,
+            agent_version: "0".into(),
+            labels: Labels::new(),
+            cert_serial: format!("s-{id}"),
+        };
+        let host = state.store.enroll_host(&token, &sha256_hex("s"), now, &new_host).await.unwrap();
+        state.registry.add_enrolled(&host);
+    }
+
+    async fn revisions(&self, svc: &str) -> Vec<Value> {
+        self.ok(Method::GET, &format!("/clusters/prod/services/{svc}/config/revisions"), None).await["items"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+async fn redis_setup(t: &T) {
+    t.host("h1", "node-1", "10.0.0.1").await;
+    t.host("h2", "node-2", "10.0.0.2").await;
+    t.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
+    t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "cache", "type": "redis"}))).await;
+    t.ok(Method::POST, "/clusters/prod/services/cache/roles", Some(json!({"role_type": "primary", "host_id": "h1"})))
+        .await;
+    t.ok(Method::POST, "/clusters/prod/services/cache/roles", Some(json!({"role_type": "replica", "host_id": "h2"})))
+        .await;
+}
+
+#[tokio::test]
+async fn service_types_are_listed_with_parameters() {
+    let t = T::start().await;
+    let types = t.ok(Method::GET, "/service-types", None).await;
+    let names: Vec<&str> = types["items"].as_array().unwrap().iter().filter_map(|x| x["name"].as_str()).collect();
+    assert!(names.contains(&"redis") && names.contains(&"zookeeper"), "{names:?}");
+    let redis = t.ok(Method::GET, "/service-types/redis", None).await;
+    let params: Vec<&str> = redis["parameters"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+    assert!(params.contains(&"maxmemory") && params.contains(&"port"), "{params:?}");
+    let doc: Value = t.ok(Method::GET, "/openapi.json", None).await;
+    for path in [
+        "/api/v1/clusters",
+        "/api/v1/clusters/{cluster}/services/{service}/config",
+        "/api/v1/clusters/{cluster}/services/{service}/config/diff",
+        "/api/v1/commands/{id}/abort",
+    ] {
+        assert!(doc["paths"][path].is_object(), "openapi.json lacks {path}");
+    }
+    let msg = t.err(Method::GET, "/service-types/kafka", None, 404).await;
+    assert_eq!(msg, "service type kafka not found");
+    t.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn config_revisions_history_diff_and_rollback() {
+    let t = T::start().await;
+    redis_setup(&t).await;
+    let svc = t.ok(Method::GET, "/clusters/prod/services/cache", None).await;
+    assert_eq!(svc["revision"], 1);
+    assert_eq!(svc["roles"].as_array().unwrap().len(), 2);
+
+    // The replica's replicaof is rendered from the primary's host and port.
+    let patched = t
+        .ok(
+            Method::PATCH,
+            "/clusters/prod/services/cache/config",
+            Some(json!({"values": {"maxmemory": "256mb"}, "message": "cap memory"})),
+        )
+        .await;
+    assert_eq!(patched["revision"], 2);
+    assert_eq!(patched["changed_keys"], json!(["maxmemory"]));
+    let revs = t.revisions("cache").await;
+    assert_eq!(revs.len(), 2);
+    assert_eq!(revs[0]["revision"], 2);
+    assert_eq!(revs[0]["author"], "admin");
+    assert_eq!(revs[0]["message"], "cap memory");
+    assert_eq!(revs[0]["changed_keys"], json!(["maxmemory"]));
+
+    let diff = t.ok(Method::GET, "/clusters/prod/services/cache/config/diff?from=1&to=2", None).await;
+    let roles = diff["roles"].as_array().unwrap();
+    assert_eq!(roles.len(), 2, "{diff}");
+    for r in roles {
+        assert_eq!(r["changes"][0]["parameter"], "maxmemory");
+        let file = &r["files"][0];
+        assert_eq!(file["path"], "redis.conf");
+        let d = file["diff"].as_str().unwrap();
+        assert!(d.contains("-maxmemory") && d.contains("+maxmemory"), "{d}");
+    }
+
+    // Effective values say where they come from.
+    let cfg = t.ok(Method::GET, "/clusters/prod/services/cache/config", None).await;
+    assert_eq!(cfg["revision"], 2);
+    assert_eq!(cfg["service"]["maxmemory"]["source"], "service");
+    assert_eq!(cfg["service"]["port"]["source"], "default");
+
+    // A role-level override (ports apart on one machine).
+    let roles = t.ok(Method::GET, "/clusters/prod/services/cache/roles", None).await;
+    let replica = roles["items"].as_array().unwrap().iter().find(|r| r["role_type"] == "replica").unwrap().clone();
+    let name = replica["name"].as_str().unwrap();
+    t.ok(
+        Method::PATCH,
+        "/clusters/prod/services/cache/config",
+        Some(json!({"values": {"port": 6380}, "message": "replica port", "role": name})),
+    )
+    .await;
+    let cfg = t.ok(Method::GET, "/clusters/prod/services/cache/config", None).await;
+    assert_eq!(cfg["roles"][name]["values"]["port"]["source"], "role");
+
+    // Rollback to revision 1 makes a new revision with revision 1's values.
+    let rb = t
+        .ok(
+            Method::POST,
+            "/clusters/prod/services/cache/config/rollback",
+            Some(json!({"revision": 1, "message": "undo"})),
+        )
+        .await;
+    assert_eq!(rb["revision"], 4);
+    let cfg = t.ok(Method::GET, "/clusters/prod/services/cache/config", None).await;
+    assert_eq!(cfg["service"]["maxmemory"]["source"], "default");
+    let rev4 = t.ok(Method::GET, "/clusters/prod/services/cache/config/revisions/4", None).await;
+    assert_eq!(rev4["message"], "rollback to revision 1: undo");
+
+    // Passwords never show in diffs, not even escaped by a template.
+    let secret = r#"s3"cr\et"#;
+    let patched = t
+        .ok(
+            Method::PATCH,
+            "/clusters/prod/services/cache/config",
+            Some(json!({"values": {"requirepass": secret}, "message": "auth"})),
+        )
+        .await;
+    let rev = patched["revision"].as_u64().unwrap();
+    let diff =
+        t.ok(Method::GET, &format!("/clusters/prod/services/cache/config/diff?from={}&to={rev}", rev - 1), None).await;
+    let text = diff.to_string();
+    assert!(!text.contains("s3") && text.contains("********"), "{text}");
+    let cfg = t.ok(Method::GET, "/clusters/prod/services/cache/config", None).await;
+    assert!(!cfg.to_string().contains("s3"), "{cfg}");
+
+    // Audit trail.
+    let audit = t.ok(Method::GET, "/audit?object_id=prod/cache", None).await;
+    let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().filter_map(|a| a["action"].as_str()).collect();
+    assert!(actions.contains(&"config.update") && actions.contains(&"config.rollback"), "{actions:?}");
+    t.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_inputs_are_rejected_and_leave_no_revision() {
+    let t = T::start().await;
+    redis_setup(&t).await;
+    let patch = |values: Value| Some(json!({"values": values, "message": "m"}));
+    let path = "/clusters/prod/services/cache/config";
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"no_such_thing": 1}), "no_such_thing"),
+        (json!({"port": "not a port"}), "port"),
+        (json!({"port": 70000}), "port"),
+        (json!({"appendonly": "perhaps"}), "appendonly"),
+        (json!({"maxmemory_policy": "random-guess"}), "maxmemory_policy"),
+    ];
+    for (values, names) in cases {
+        let msg = t.err(Method::PATCH, path, patch(values.clone()), 400).await;
+        assert!(msg.contains(names), "{values}: {msg}");
+    }
+    // All errors at once.
+    let msg = t.err(Method::PATCH, path, patch(json!({"port": 0, "bogus": 1})), 400).await;
+    assert!(msg.contains("port") && msg.contains("bogus"), "{msg}");
+    // Missing message; empty values.
+    t.err(Method::PATCH, path, Some(json!({"values": {"port": 6390}, "message": ""})), 400).await;
+    t.err(Method::PATCH, path, Some(json!({"values": {}, "message": "x"})), 400).await;
+    // Role count outside min/max: a second primary.
+    let msg = t
+        .err(
+            Method::POST,
+            "/clusters/prod/services/cache/roles",
+            Some(json!({"role_type": "primary", "host_id": "h2"})),
+            400,
+        )
+        .await;
+    assert!(msg.contains("at most 1"), "{msg}");
+    // Unknown role type, unknown host, decommissioned host.
+    let msg = t
+        .err(
+            Method::POST,
+            "/clusters/prod/services/cache/roles",
+            Some(json!({"role_type": "sentinel", "host_id": "h2"})),
+            400,
+        )
+        .await;
+    assert!(msg.contains("sentinel"), "{msg}");
+    let msg = t
+        .err(
+            Method::POST,
+            "/clusters/prod/services/cache/roles",
+            Some(json!({"role_type": "replica", "host_id": "nope"})),
+            400,
+        )
+        .await;
+    assert!(msg.contains("unknown host"), "{msg}");
+    t.ok(Method::DELETE, "/hosts/h2", None).await;
+    let msg = t
+        .err(
+            Method::POST,
+            "/clusters/prod/services/cache/roles",
+            Some(json!({"role_type": "replica", "host_id": "h2"})),
+            400,
+        )
+        .await;
+    assert!(msg.contains("decommissioned"), "{msg}");
+    // Deleting the only primary would go below the minimum.
+    let roles = t.ok(Method::GET, "/clusters/prod/services/cache/roles", None).await;
+    let primary =
+        roles["items"].as_array().unwrap().iter().find(|r| r["role_type"] == "primary").unwrap()["name"].clone();
+    let msg = t
+        .err(Method::DELETE, &format!("/clusters/prod/services/cache/roles/{}", primary.as_str().unwrap()), None, 409)
+        .await;
+    assert!(msg.contains("at least 1"), "{msg}");
+    // Unknown service type; a service requiring a missing dependency is covered by descriptors.
+    let msg = t.err(Method::POST, "/clusters/prod/services", Some(json!({"name": "q", "type": "kafka"})), 400).await;
+    assert!(msg.contains("unknown service type"), "{msg}");
+    // Bad names.
+    t.err(Method::POST, "/clusters", Some(json!({"name": "Bad Name"})), 400).await;
+    // Unknown revision in diff and rollback.
+    t.err(Method::GET, "/clusters/prod/services/cache/config/diff?from=1&to=9", None, 404).await;
+    t.err(
+        Method::POST,
+        "/clusters/prod/services/cache/config/rollback",
+        Some(json!({"revision": 9, "message": "x"})),
+        404,
+    )
+    .await;
+    // Rolling back to the current values is not a change.
+    t.err(
+        Method::POST,
+        "/clusters/prod/services/cache/config/rollback",
+        Some(json!({"revision": 1, "message": "x"})),
+        400,
+    )
+    .await;
+    // Nothing above created a revision.
+    assert_eq!(t.revisions("cache").await.len(), 1);
+    // A cluster with services cannot be deleted.
+    let msg = t.err(Method::DELETE, "/clusters/prod", None, 409).await;
+    assert!(msg.contains("still has services"), "{msg}");
+    t.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn commands_validate_their_input() {
+    let t = T::start().await;
+    redis_setup(&t).await;
+    let path = "/clusters/prod/services/cache/commands";
+    let msg = t.err(Method::POST, path, Some(json!({"name": "explode"})), 400).await;
+    assert!(msg.contains("unknown command"), "{msg}");
+    let msg = t.err(Method::POST, path, Some(json!({"name": "start", "roles": ["ghost"]})), 400).await;
+    assert!(msg.contains("ghost"), "{msg}");
+    let msg = t.err(Method::POST, path, Some(json!({"name": "rolling-restart", "stale_only": true})), 400).await;
+    assert!(msg.contains("stale"), "{msg}");
+    // A start with no agent connected times out per step, but is accepted and planned.
+    let cmd = t.ok(Method::POST, path, Some(json!({"name": "start"}))).await;
+    let steps = cmd["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{cmd}");
+    assert!(steps[0]["description"].as_str().unwrap().starts_with("start cache-primary"), "{cmd}");
+    let id = cmd["id"].as_str().unwrap();
+    t.ok(Method::POST, &format!("/commands/{id}/abort"), None).await;
+    let done = loop {
+        let c = t.ok(Method::GET, &format!("/commands/{id}"), None).await;
+        if c["state"] != "running" {
+            break c;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["state"], "aborted", "{done}");
+    t.err(Method::GET, "/commands/nope", None, 404).await;
+    t.handle.shutdown().await;
+}
+
+/// A user-supplied service type (DATA_DIR/service-types) that requires ZooKeeper.
+const ECHO: &str = r#"
+name = "echo"
+display_name = "Echo"
+description = "A test service that needs ZooKeeper"
+version = "1"
+requires = ["zookeeper"]
+
+[[role_types]]
+name = "worker"
+description = "sleeps"
+min_instances = 0
+start_order = 0
+
+[role_types.process]
+program = "/bin/sleep"
+args = ["1000"]
+"#;
+
+#[tokio::test]
+async fn user_service_types_and_dependencies() {
+    let t = T::start_with(|dir| {
+        let d = dir.join("service-types/echo");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("service.toml"), ECHO).unwrap();
+    })
+    .await;
+    t.host("h1", "node-1", "10.0.0.1").await;
+    let types = t.ok(Method::GET, "/service-types/echo", None).await;
+    assert_eq!(types["requires"], json!(["zookeeper"]));
+    t.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
+    let msg = t.err(Method::POST, "/clusters/prod/services", Some(json!({"name": "e", "type": "echo"})), 400).await;
+    assert_eq!(msg, "service type echo requires a zookeeper service in cluster prod; create that first");
+    t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "zk", "type": "zookeeper"}))).await;
+    t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "e", "type": "echo"}))).await;
+    t.ok(Method::POST, "/clusters/prod/services/e/roles", Some(json!({"role_type": "worker", "host_id": "h1"}))).await;
+    // Start follows dependencies: ZooKeeper must run first.
+    let msg = t.err(Method::POST, "/clusters/prod/services/e/commands", Some(json!({"name": "start"})), 409).await;
+    assert_eq!(msg, "service e requires zookeeper service zk, which is not running; start zk first");
+    // A required service cannot be deleted from under its dependant.
+    let msg = t.err(Method::DELETE, "/clusters/prod/services/zk", None, 409).await;
+    assert_eq!(msg, "service e requires zk; delete it first");
+    t.ok(Method::DELETE, "/clusters/prod/services/e", None).await;
+    t.ok(Method::DELETE, "/clusters/prod/services/zk", None).await;
+    t.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_peer_change_makes_the_other_servers_stale() {
+    let t = T::start().await;
+    for i in 1..=3 {
+        t.host(&format!("h{i}"), &format!("zk-{i}"), &format!("10.0.0.{i}")).await;
+    }
+    t.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
+    t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "zk", "type": "zookeeper"}))).await;
+    for i in 1..=3 {
+        t.ok(
+            Method::POST,
+            "/clusters/prod/services/zk/roles",
+            Some(json!({"role_type": "server", "host_id": format!("h{i}"), "name": format!("zk-{i}")})),
+        )
+        .await;
+    }
+    // Every server reports running at revision 1.
+    let roles = t.ok(Method::GET, "/clusters/prod/services/zk/roles", None).await;
+    let reports: Vec<RoleStatusRec> = roles["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| RoleStatusRec {
+            role_id: r["id"].as_str().unwrap().to_owned(),
+            state: "running".into(),
+            health: "good".into(),
+            pid: 100,
+            applied_revision: 1,
+            running_revision: 1,
+            updated_at: now_millis(),
+            ..Default::default()
+        })
+        .collect();
+    t.handle.state.registry.update_role_status(reports);
+    // zk-1 moves its peer port: its own key changed, and every server's zoo.cfg
+    // lists it, so the other two are stale through their files.
+    t.ok(
+        Method::PATCH,
+        "/clusters/prod/services/zk/config",
+        Some(json!({"values": {"peer_port": 2999}, "message": "move zk-1's peer port", "role": "zk-1"})),
+    )
+    .await;
+    let roles = t.ok(Method::GET, "/clusters/prod/services/zk/roles", None).await;
+    for r in roles["items"].as_array().unwrap() {
+        assert_eq!(r["stale"], true, "{r}");
+        let keys = r["stale_keys"].as_array().unwrap();
+        if r["name"] == "zk-1" {
+            assert_eq!(keys, &vec![json!("peer_port")], "{r}");
+        } else {
+            assert_eq!(keys, &vec![json!("file:zoo.cfg")], "{r}");
+        }
+    }
+    t.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn roles_can_be_added_in_bulk() {
+    let t = T::start().await;
+    for i in 1..=4 {
+        t.host(&format!("h{i}"), &format!("node-{i}"), &format!("10.0.0.{i}")).await;
+    }
+    t.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
+    t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "cache", "type": "redis"}))).await;
+    let body = json!([
+        {"role_type": "primary", "host_id": "h1"},
+        {"role_type": "replica", "host_id": "h2"},
+        {"role_type": "replica", "host_id": "h3"},
+    ]);
+    let created = t.ok(Method::POST, "/clusters/prod/services/cache/roles", Some(body)).await;
+    let names: Vec<&str> = created["items"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, vec!["cache-primary-1", "cache-replica-1", "cache-replica-2"]);
+    // The whole batch is refused when one entry is bad, and nothing is added.
+    let bad = json!([
+        {"role_type": "replica", "host_id": "h4"},
+        {"role_type": "primary", "host_id": "h4"},
+    ]);
+    let msg = t.err(Method::POST, "/clusters/prod/services/cache/roles", Some(bad), 400).await;
+    assert_eq!(msg, "role 2: role type primary allows at most 1 instances and service cache already has 1");
+    let roles = t.ok(Method::GET, "/clusters/prod/services/cache/roles", None).await;
+    assert_eq!(roles["items"].as_array().unwrap().len(), 3);
+    t.handle.shutdown().await;
+}

@@ -1,0 +1,1355 @@
+//! The store's contract, written once and run against both backends: every
+//! `case_*` below becomes `sqlite::<name>` (a fresh database file in a temp
+//! dir) and `postgres::<name>` (a fresh database on the server named by
+//! `DROVER_TEST_POSTGRES_URL`, created for the test and dropped after it).
+//!
+//! Run `eval "$(scripts/postgres-test-db.sh)"` first; without the variable the
+//! PostgreSQL half fails, unless `DROVER_TEST_SKIP_POSTGRES=1`.
+//!
+//! Every timestamp is explicit (a fixed `T0`), so assertions are exact.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use drover_manager::auth::sha256_hex;
+use drover_manager::model::{
+    AuditEntry, Disk, DiskUsage, EnrollmentTokenInfo, Event, Host, HostFacts, HostKind, HostMetrics, HostStatus,
+    Labels, MetricPoint, rfc3339,
+};
+use drover_manager::store::{
+    ApiTokenRecord, AppliedRec, AppliedRevision, AuditFilter, Backend, ClusterRec, CommandRec, EnrollError,
+    EnrollmentTokenRecord, EventFilter, HeartbeatRow, HostFilter, MetricBucket, NewAudit, NewEvent, NewHost,
+    RevisionRec, RoleRec, RoleStatusRec, ServiceRec, StepRec, Store, StoreError, UserRecord,
+};
+use futures::FutureExt;
+
+/// 2023-11-14T22:00:00Z, on a whole hour.
+const T0: i64 = 1_699_999_200_000;
+const SECOND: i64 = 1_000;
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+
+// ---------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------
+
+/// A database made for one test, removed when the test ends.
+enum TestDb {
+    Sqlite { url: String, _dir: tempfile::TempDir },
+    Postgres { url: String, admin_url: String, name: String },
+}
+
+impl TestDb {
+    /// A fresh, empty database, or None when the PostgreSQL tests are skipped.
+    async fn create(backend: Backend) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("create temp dir");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("drover.db").display());
+                Some(TestDb::Sqlite { url, _dir: dir })
+            }
+            Backend::Postgres => {
+                let admin_url = match std::env::var("DROVER_TEST_POSTGRES_URL") {
+                    Ok(url) if !url.is_empty() => url,
+                    _ if std::env::var("DROVER_TEST_SKIP_POSTGRES").as_deref() == Ok("1") => {
+                        eprintln!("skipped: DROVER_TEST_SKIP_POSTGRES=1");
+                        return None;
+                    }
+                    _ => panic!(
+                        "DROVER_TEST_POSTGRES_URL is not set: run `eval \"$(scripts/postgres-test-db.sh)\"` as root \
+                         first, or set DROVER_TEST_SKIP_POSTGRES=1 to skip the PostgreSQL tests"
+                    ),
+                };
+                let name = format!("drover_test_{}", uuid::Uuid::new_v4().simple());
+                admin_sql(&admin_url, &format!("CREATE DATABASE {name}")).await;
+                let url = with_database(&admin_url, &name);
+                Some(TestDb::Postgres { url, admin_url, name })
+            }
+        }
+    }
+
+    fn url(&self) -> &str {
+        match self {
+            TestDb::Sqlite { url, .. } | TestDb::Postgres { url, .. } => url,
+        }
+    }
+
+    /// Best effort: a database left behind is harmless, only untidy.
+    async fn remove(self) {
+        if let TestDb::Postgres { admin_url, name, .. } = self {
+            use sqlx::{Connection, Executor};
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                if let Err(e) = conn.execute(sql.as_str()).await {
+                    eprintln!("could not drop test database {name}: {e}");
+                }
+                let _ = conn.close().await;
+            }
+        }
+    }
+}
+
+async fn admin_sql(admin_url: &str, sql: &str) {
+    use sqlx::{Connection, Executor};
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("connect to DROVER_TEST_POSTGRES_URL: {e}; is scripts/postgres-test-db.sh run?"));
+    conn.execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let _ = conn.close().await;
+}
+
+/// The admin URL with its database name replaced.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// Runs a case on a freshly opened store and removes the database afterwards,
+/// also when the case panics.
+async fn with_store<F, Fut>(backend: Backend, case: F)
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let outcome = AssertUnwindSafe(async {
+        let store = Store::open(db.url()).await.expect("open store");
+        assert_eq!(store.backend(), backend);
+        case(store.clone()).await;
+        store.close().await;
+    })
+    .catch_unwind()
+    .await;
+    db.remove().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Like [`with_store`] for cases that open the store themselves.
+async fn with_url<F, Fut>(backend: Backend, case: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let outcome = AssertUnwindSafe(case(db.url().to_owned())).catch_unwind().await;
+    db.remove().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// `name => runner(case);` becomes `sqlite::name` and `postgres::name`.
+macro_rules! backend_tests {
+    ($backend:ident; $($test:ident => $runner:ident($case:ident);)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$runner(drover_manager::store::Backend::$backend, super::$case).await;
+            }
+        )*
+    };
+}
+
+macro_rules! store_suite {
+    ($($body:tt)*) => {
+        mod sqlite {
+            backend_tests!(Sqlite; $($body)*);
+        }
+        mod postgres {
+            backend_tests!(Postgres; $($body)*);
+        }
+    };
+}
+
+store_suite! {
+    migrations_apply_once_and_reopen => with_url(case_migrations_apply_once_and_reopen);
+    users_insert_lookup_and_conflict => with_store(case_users_insert_lookup_and_conflict);
+    api_tokens_expire => with_store(case_api_tokens_expire);
+    web_sessions_expire_and_delete => with_store(case_web_sessions_expire_and_delete);
+    enrollment_tokens_insert_list_revoke => with_store(case_enrollment_tokens_insert_list_revoke);
+    enroll_host_merges_token_labels_under_agent_labels => with_store(case_enroll_host_merges_labels);
+    enroll_host_refusals_change_nothing => with_store(case_enroll_host_refusals_change_nothing);
+    enroll_host_race_for_last_uses => with_store(case_enroll_host_race_for_last_uses);
+    enroll_host_duplicate_id_rolls_back_the_use => with_store(case_enroll_host_duplicate_id_rolls_back);
+    list_hosts_filters => with_store(case_list_hosts_filters);
+    list_hosts_hostname_is_a_literal_substring => with_store(case_list_hosts_hostname_literal);
+    list_hosts_pagination_and_total => with_store(case_list_hosts_pagination);
+    set_host_labels_replaces => with_store(case_set_host_labels);
+    update_host_facts => with_store(case_update_host_facts);
+    decommission_host => with_store(case_decommission_host);
+    flush_writes_heartbeats_buckets_and_events => with_store(case_flush);
+    flush_never_resurrects_a_decommissioned_host => with_store(case_flush_never_resurrects);
+    flush_is_atomic => with_store(case_flush_is_atomic);
+    metric_bucket_upsert_merges_weighted => with_store(case_metric_bucket_merge);
+    rollup_hourly_and_prune => with_store(case_rollup_hourly_and_prune);
+    host_metrics_range => with_store(case_host_metrics_range);
+    events_filters_and_order => with_store(case_events);
+    audit_filters_and_order => with_store(case_audit);
+    services_roles_revisions_and_status => with_store(case_services);
+    commands_and_steps => with_store(case_commands);
+}
+
+// ---------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+fn facts(hostname: &str) -> HostFacts {
+    HostFacts {
+        hostname: hostname.to_owned(),
+        addresses: vec!["10.0.0.7".into(), "fe80::7".into()],
+        kind: HostKind::Container,
+        kind_evidence: "/.dockerenv exists".into(),
+        os: "Debian GNU/Linux 12".into(),
+        kernel: "6.1.0-18-amd64".into(),
+        arch: "x86_64".into(),
+        cpu_cores: 4,
+        memory_bytes: 8 << 30,
+        disks: vec![Disk {
+            mount_point: "/".into(),
+            device: "/dev/sda1".into(),
+            fs_type: "ext4".into(),
+            total_bytes: 100 << 30,
+        }],
+    }
+}
+
+fn user(id: &str, username: &str) -> UserRecord {
+    UserRecord {
+        id: id.to_owned(),
+        username: username.to_owned(),
+        password_hash: format!("$argon2id$fake${username}"),
+        role: "admin".into(),
+        created_at: T0,
+    }
+}
+
+fn secret_hash(token_id: &str) -> String {
+    sha256_hex(&format!("secret-of-{token_id}"))
+}
+
+fn token(id: &str, max_uses: u32, expires_at: i64, token_labels: Labels) -> EnrollmentTokenRecord {
+    EnrollmentTokenRecord {
+        id: id.to_owned(),
+        secret_hash: secret_hash(id),
+        labels: token_labels,
+        max_uses,
+        uses: 0,
+        created_by: "admin".into(),
+        created_at: T0,
+        expires_at,
+        revoked_at: None,
+    }
+}
+
+fn new_host(id: &str, hostname: &str, agent_labels: Labels) -> NewHost {
+    NewHost {
+        id: id.to_owned(),
+        facts: facts(hostname),
+        agent_version: "0.1.0".into(),
+        labels: agent_labels,
+        cert_serial: format!("serial-{id}"),
+    }
+}
+
+/// A host as it looks right after enrolling at `T0`.
+fn enrolled(id: &str, hostname: &str, host_labels: Labels) -> Host {
+    let f = facts(hostname);
+    Host {
+        id: id.to_owned(),
+        hostname: f.hostname,
+        addresses: f.addresses,
+        kind: f.kind,
+        kind_evidence: f.kind_evidence,
+        os: f.os,
+        kernel: f.kernel,
+        arch: f.arch,
+        cpu_cores: f.cpu_cores,
+        memory_bytes: f.memory_bytes,
+        disks: f.disks,
+        agent_version: "0.1.0".into(),
+        labels: host_labels,
+        status: HostStatus::Healthy,
+        enrolled_at: rfc3339(T0),
+        last_heartbeat_at: None,
+        decommissioned_at: None,
+        applied_generation: 0,
+        metrics: None,
+        cert_serial: format!("serial-{id}"),
+    }
+}
+
+/// Enrolls a host through its own single-use token.
+async fn add_host(store: &Store, id: &str, hostname: &str, host_labels: Labels) -> Host {
+    let token_id = format!("tok-{id}");
+    store.insert_enrollment_token(&token(&token_id, 1, T0 + HOUR, Labels::new())).await.expect("insert token");
+    store
+        .enroll_host(&token_id, &secret_hash(&token_id), T0, &new_host(id, hostname, host_labels))
+        .await
+        .expect("enroll host")
+}
+
+fn host_metrics(cpu_percent: f64) -> HostMetrics {
+    HostMetrics {
+        at: rfc3339(T0 + 10 * SECOND),
+        cpu_percent,
+        memory_used_bytes: 3 << 30,
+        memory_total_bytes: 8 << 30,
+        load1: 0.5,
+        load5: 0.25,
+        load15: 0.125,
+        disks: vec![DiskUsage { mount_point: "/".into(), used_bytes: 40 << 30, total_bytes: 100 << 30 }],
+        network_rx_bytes: 123_456,
+        network_tx_bytes: 654_321,
+        uptime_seconds: 86_400,
+    }
+}
+
+fn bucket(host_id: &str, resolution_s: u32, start: i64, samples: u32, cpu: f64, load1: f64) -> MetricBucket {
+    MetricBucket {
+        host_id: host_id.to_owned(),
+        resolution_s,
+        bucket_start: start,
+        samples,
+        cpu_percent: cpu,
+        memory_used_bytes: 1_000,
+        load1,
+        disk_used_bytes: 2_000,
+        network_rx_bytes: 3_000,
+        network_tx_bytes: 4_000,
+    }
+}
+
+fn point(b: &MetricBucket) -> MetricPoint {
+    MetricPoint {
+        at: rfc3339(b.bucket_start),
+        resolution_s: b.resolution_s,
+        samples: b.samples,
+        cpu_percent: b.cpu_percent,
+        memory_used_bytes: b.memory_used_bytes,
+        load1: b.load1,
+        disk_used_bytes: b.disk_used_bytes,
+        network_rx_bytes: b.network_rx_bytes,
+        network_tx_bytes: b.network_tx_bytes,
+    }
+}
+
+fn event(at: i64, object_id: &str, message: &str) -> NewEvent {
+    NewEvent {
+        at,
+        severity: "info",
+        kind: "host_enrolled",
+        object_type: "host",
+        object_id: object_id.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+fn audit(at: i64, username: &str, object_type: &str, object_id: &str) -> NewAudit {
+    NewAudit {
+        at,
+        username: username.to_owned(),
+        source: "192.0.2.1".into(),
+        action: format!("{object_type}.update"),
+        object_type: object_type.to_owned(),
+        object_id: object_id.to_owned(),
+        summary: format!("{username} changed {object_id}"),
+    }
+}
+
+fn all(filter: HostFilter) -> HostFilter {
+    HostFilter { limit: 1000, ..filter }
+}
+
+async fn hostnames(store: &Store, filter: HostFilter) -> (Vec<String>, u64) {
+    let page = store.list_hosts(&filter).await.expect("list hosts");
+    (page.items.into_iter().map(|h| h.hostname).collect(), page.total)
+}
+
+async fn uses_of(store: &Store, token_id: &str) -> u32 {
+    store.enrollment_token(token_id).await.expect("read token").expect("token exists").uses
+}
+
+async fn host_count(store: &Store) -> u64 {
+    store.list_hosts(&all(HostFilter::default())).await.expect("list hosts").total
+}
+
+// ---------------------------------------------------------------------------
+// Cases
+// ---------------------------------------------------------------------------
+
+async fn case_migrations_apply_once_and_reopen(url: String) {
+    let store = Store::open(&url).await.expect("first open applies migrations");
+    assert_eq!(store.count_users().await.unwrap(), 0);
+    store.insert_user(&user("u1", "alice")).await.unwrap();
+    store.close().await;
+
+    // A second (and third) open finds every migration applied and keeps data.
+    for _ in 0..2 {
+        let store = Store::open(&url).await.expect("reopen with migrations already applied");
+        store.ping().await.unwrap();
+        assert_eq!(store.count_users().await.unwrap(), 1);
+        assert_eq!(store.user_by_name("alice").await.unwrap().map(|u| u.id), Some("u1".to_owned()));
+        store.close().await;
+    }
+}
+
+async fn case_users_insert_lookup_and_conflict(store: Store) {
+    assert_eq!(store.count_users().await.unwrap(), 0);
+    assert!(store.user_by_name("alice").await.unwrap().is_none());
+
+    store.insert_user(&user("u1", "alice")).await.unwrap();
+    store.insert_user(&user("u2", "bob")).await.unwrap();
+    let alice = store.user_by_name("alice").await.unwrap().expect("alice exists");
+    assert_eq!(
+        (
+            alice.id.as_str(),
+            alice.username.as_str(),
+            alice.password_hash.as_str(),
+            alice.role.as_str(),
+            alice.created_at
+        ),
+        ("u1", "alice", "$argon2id$fake$alice", "admin", T0)
+    );
+    // Lookups are exact, not prefix or case-folded.
+    assert!(store.user_by_name("ali").await.unwrap().is_none());
+    assert!(store.user_by_name("ALICE").await.unwrap().is_none());
+
+    let err = store.insert_user(&user("u3", "alice")).await.expect_err("duplicate username");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(err.to_string(), "user \"alice\" already exists");
+    assert_eq!(store.count_users().await.unwrap(), 2);
+    assert_eq!(store.user_by_name("alice").await.unwrap().map(|u| u.id), Some("u1".to_owned()));
+}
+
+async fn case_api_tokens_expire(store: Store) {
+    store.insert_user(&user("u1", "alice")).await.unwrap();
+    let expiring = ApiTokenRecord {
+        id: "at1".into(),
+        user_id: "u1".into(),
+        name: "ci".into(),
+        token_hash: sha256_hex("drvt_expiring"),
+        created_at: T0,
+        expires_at: Some(T0 + HOUR),
+    };
+    let forever = ApiTokenRecord {
+        id: "at2".into(),
+        name: "backup".into(),
+        token_hash: sha256_hex("drvt_forever"),
+        expires_at: None,
+        ..expiring.clone()
+    };
+    store.insert_api_token(&expiring).await.unwrap();
+    store.insert_api_token(&forever).await.unwrap();
+
+    let owner = |u: Option<UserRecord>| u.map(|u| u.username);
+    let hash = sha256_hex("drvt_expiring");
+    assert_eq!(owner(store.user_by_api_token(&hash, T0).await.unwrap()), Some("alice".into()));
+    assert_eq!(owner(store.user_by_api_token(&hash, T0 + HOUR - 1).await.unwrap()), Some("alice".into()));
+    assert_eq!(owner(store.user_by_api_token(&hash, T0 + HOUR).await.unwrap()), None, "expires at expires_at");
+    let hash = sha256_hex("drvt_forever");
+    assert_eq!(owner(store.user_by_api_token(&hash, T0 + 1000 * 24 * HOUR).await.unwrap()), Some("alice".into()));
+    assert_eq!(owner(store.user_by_api_token(&sha256_hex("drvt_unknown"), T0).await.unwrap()), None);
+}
+
+async fn case_web_sessions_expire_and_delete(store: Store) {
+    store.insert_user(&user("u1", "alice")).await.unwrap();
+    store.insert_user(&user("u2", "bob")).await.unwrap();
+    store.insert_web_session("sid-a", "u1", T0, T0 + HOUR).await.unwrap();
+    store.insert_web_session("sid-b", "u2", T0, T0 + HOUR).await.unwrap();
+
+    let owner = |u: Option<UserRecord>| u.map(|u| u.username);
+    assert_eq!(owner(store.user_by_web_session("sid-a", T0).await.unwrap()), Some("alice".into()));
+    assert_eq!(owner(store.user_by_web_session("sid-a", T0 + HOUR - 1).await.unwrap()), Some("alice".into()));
+    assert_eq!(owner(store.user_by_web_session("sid-a", T0 + HOUR).await.unwrap()), None);
+    assert_eq!(owner(store.user_by_web_session("sid-x", T0).await.unwrap()), None);
+
+    store.delete_web_session("sid-a").await.unwrap();
+    assert_eq!(owner(store.user_by_web_session("sid-a", T0).await.unwrap()), None);
+    // Only that session ended; deleting it again is not an error.
+    assert_eq!(owner(store.user_by_web_session("sid-b", T0).await.unwrap()), Some("bob".into()));
+    store.delete_web_session("sid-a").await.unwrap();
+}
+
+async fn case_enrollment_tokens_insert_list_revoke(store: Store) {
+    assert!(store.list_enrollment_tokens().await.unwrap().is_empty());
+    let older = token("aaaa0001", 3, T0 + HOUR, labels(&[("env", "prod")]));
+    let newer = EnrollmentTokenRecord { created_at: T0 + SECOND, ..token("aaaa0002", 1, T0 + 2 * HOUR, Labels::new()) };
+    store.insert_enrollment_token(&older).await.unwrap();
+    store.insert_enrollment_token(&newer).await.unwrap();
+
+    let info = |id: &str, max_uses, created_at, expires_at, l: Labels, revoked_at: Option<i64>, state: &str| {
+        EnrollmentTokenInfo {
+            id: id.to_owned(),
+            labels: l,
+            max_uses,
+            uses: 0,
+            created_by: "admin".into(),
+            created_at: rfc3339(created_at),
+            expires_at: rfc3339(expires_at),
+            revoked_at: revoked_at.map(rfc3339),
+            state: state.to_owned(),
+        }
+    };
+    let listed: Vec<_> = store.list_enrollment_tokens().await.unwrap().iter().map(|t| t.to_api(T0)).collect();
+    assert_eq!(
+        listed,
+        vec![
+            info("aaaa0002", 1, T0 + SECOND, T0 + 2 * HOUR, Labels::new(), None, "active"),
+            info("aaaa0001", 3, T0, T0 + HOUR, labels(&[("env", "prod")]), None, "active"),
+        ],
+        "newest first"
+    );
+    let stored = store.enrollment_token("aaaa0001").await.unwrap().expect("token exists");
+    assert_eq!(stored.secret_hash, secret_hash("aaaa0001"));
+    assert_eq!(stored.to_api(T0 + HOUR).state, "expired");
+    assert!(store.enrollment_token("zzzz9999").await.unwrap().is_none());
+
+    let err = store.insert_enrollment_token(&older).await.expect_err("duplicate id");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(err.to_string(), "enrollment token aaaa0001 already exists");
+
+    assert!(store.revoke_enrollment_token("aaaa0001", T0 + MINUTE).await.unwrap());
+    assert!(store.revoke_enrollment_token("aaaa0001", T0 + 2 * MINUTE).await.unwrap(), "revoking twice succeeds");
+    assert!(!store.revoke_enrollment_token("zzzz9999", T0).await.unwrap());
+    let revoked = store.enrollment_token("aaaa0001").await.unwrap().expect("token exists");
+    assert_eq!(
+        revoked.to_api(T0 + 3 * MINUTE),
+        info("aaaa0001", 3, T0, T0 + HOUR, labels(&[("env", "prod")]), Some(T0 + MINUTE), "revoked"),
+        "the first revocation time is kept"
+    );
+    assert_eq!(store.enrollment_token("aaaa0002").await.unwrap().map(|t| t.revoked_at), Some(None));
+}
+
+async fn case_enroll_host_merges_labels(store: Store) {
+    let tok = token("tok00001", 2, T0 + HOUR, labels(&[("env", "prod"), ("rack", "r1")]));
+    store.insert_enrollment_token(&tok).await.unwrap();
+    let host = store
+        .enroll_host(
+            "tok00001",
+            &secret_hash("tok00001"),
+            T0,
+            &new_host("h1", "web-1", labels(&[("rack", "r2"), ("role", "db")])),
+        )
+        .await
+        .expect("enroll");
+    let expected = enrolled("h1", "web-1", labels(&[("env", "prod"), ("rack", "r2"), ("role", "db")]));
+    assert_eq!(host, expected);
+    assert_eq!(store.host("h1").await.unwrap(), Some(expected.clone()));
+    assert_eq!(store.all_hosts().await.unwrap(), vec![expected]);
+    assert_eq!(uses_of(&store, "tok00001").await, 1);
+    assert_eq!(store.enrollment_token("tok00001").await.unwrap().unwrap().to_api(T0).state, "active");
+
+    store
+        .enroll_host("tok00001", &secret_hash("tok00001"), T0, &new_host("h2", "web-2", Labels::new()))
+        .await
+        .expect("second use");
+    assert_eq!(uses_of(&store, "tok00001").await, 2);
+    assert_eq!(store.host("h2").await.unwrap().unwrap().labels, labels(&[("env", "prod"), ("rack", "r1")]));
+    assert_eq!(store.enrollment_token("tok00001").await.unwrap().unwrap().to_api(T0).state, "used_up");
+}
+
+async fn case_enroll_host_refusals_change_nothing(store: Store) {
+    let now = T0 + MINUTE;
+    store.insert_enrollment_token(&token("revoked1", 5, T0 + HOUR, Labels::new())).await.unwrap();
+    store.revoke_enrollment_token("revoked1", T0 + SECOND).await.unwrap();
+    store.insert_enrollment_token(&token("expired1", 5, now, Labels::new())).await.unwrap();
+    store.insert_enrollment_token(&token("usedup01", 1, T0 + HOUR, Labels::new())).await.unwrap();
+    store.insert_enrollment_token(&token("good0001", 5, T0 + HOUR, Labels::new())).await.unwrap();
+    // Revoked and expired: revocation is the reason given.
+    store.insert_enrollment_token(&token("both0001", 5, T0, Labels::new())).await.unwrap();
+    store.revoke_enrollment_token("both0001", T0 - SECOND).await.unwrap();
+    store
+        .enroll_host("usedup01", &secret_hash("usedup01"), now, &new_host("h0", "first", Labels::new()))
+        .await
+        .expect("first use");
+
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("nosuch01", secret_hash("nosuch01"), "unknown enrollment token nosuch01"),
+        ("good0001", secret_hash("wrong"), "unknown enrollment token good0001"),
+        ("revoked1", secret_hash("revoked1"), "enrollment token revoked1 was revoked at 2023-11-14T22:00:01.000Z"),
+        ("expired1", secret_hash("expired1"), "enrollment token expired1 expired at 2023-11-14T22:01:00.000Z"),
+        ("usedup01", secret_hash("usedup01"), "enrollment token usedup01 is used up (1 of 1 uses)"),
+        ("both0001", secret_hash("both0001"), "enrollment token both0001 was revoked at 2023-11-14T21:59:59.000Z"),
+    ];
+    for (i, (token_id, hash, message)) in cases.into_iter().enumerate() {
+        let uses_before = store.enrollment_token(token_id).await.unwrap().map(|t| t.uses);
+        let host_id = format!("refused-{i}");
+        let err = store
+            .enroll_host(token_id, &hash, now, &new_host(&host_id, "refused", Labels::new()))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.to_string(), message, "token {token_id}");
+        match (token_id, &err) {
+            ("nosuch01" | "good0001", EnrollError::Unknown(id)) => assert_eq!(id, token_id),
+            ("revoked1" | "both0001", EnrollError::Revoked { id, .. }) => assert_eq!(id, token_id),
+            ("expired1", EnrollError::Expired { id, .. }) => assert_eq!(id, token_id),
+            ("usedup01", EnrollError::UsedUp { id, uses: 1, max_uses: 1 }) => assert_eq!(id, token_id),
+            _ => panic!("token {token_id}: unexpected refusal {err:?}"),
+        }
+        assert_eq!(store.host(&host_id).await.unwrap(), None, "no host created for {token_id}");
+        let uses_after = store.enrollment_token(token_id).await.unwrap().map(|t| t.uses);
+        assert_eq!(uses_after, uses_before, "uses of {token_id} unchanged");
+    }
+    assert_eq!(host_count(&store).await, 1);
+    assert_eq!(uses_of(&store, "good0001").await, 0);
+
+    // One millisecond before expiry the token still works.
+    store
+        .enroll_host("expired1", &secret_hash("expired1"), now - 1, &new_host("h1", "in-time", Labels::new()))
+        .await
+        .expect("enroll before expiry");
+    assert_eq!(uses_of(&store, "expired1").await, 1);
+}
+
+async fn case_enroll_host_race_for_last_uses(store: Store) {
+    store.insert_enrollment_token(&token("race0001", 5, T0 + HOUR, Labels::new())).await.unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .enroll_host(
+                        "race0001",
+                        &secret_hash("race0001"),
+                        T0,
+                        &new_host(&format!("h{i:02}"), &format!("racer-{i:02}"), Labels::new()),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut enrolled = 0;
+    let mut used_up = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(_) => enrolled += 1,
+            Err(EnrollError::UsedUp { uses: 5, max_uses: 5, .. }) => used_up += 1,
+            Err(e) => panic!("unexpected enrollment failure: {e:?}"),
+        }
+    }
+    assert_eq!((enrolled, used_up), (5, 15));
+    assert_eq!(host_count(&store).await, 5);
+    assert_eq!(uses_of(&store, "race0001").await, 5);
+}
+
+async fn case_enroll_host_duplicate_id_rolls_back(store: Store) {
+    add_host(&store, "h1", "web-1", Labels::new()).await;
+    store.insert_enrollment_token(&token("dup00001", 2, T0 + HOUR, Labels::new())).await.unwrap();
+    let err = store
+        .enroll_host("dup00001", &secret_hash("dup00001"), T0, &new_host("h1", "impostor", Labels::new()))
+        .await
+        .expect_err("host id taken");
+    assert!(matches!(err, EnrollError::Store(_)), "{err:?}");
+    assert_eq!(uses_of(&store, "dup00001").await, 0, "the use is given back");
+    assert_eq!(store.host("h1").await.unwrap().map(|h| h.hostname), Some("web-1".into()));
+}
+
+async fn case_list_hosts_filters(store: Store) {
+    add_host(&store, "h1", "web-1", labels(&[("env", "prod"), ("role", "web")])).await;
+    add_host(&store, "h2", "web-2", labels(&[("env", "staging"), ("role", "web")])).await;
+    add_host(&store, "h3", "db-1", labels(&[("env", "prod"), ("role", "db")])).await;
+    add_host(&store, "h4", "cache-1", labels(&[("env", "prod")])).await;
+    store
+        .flush(
+            &[HeartbeatRow { host_id: "h2".into(), status: HostStatus::Lost, last_heartbeat_at: T0, metrics: None }],
+            &[],
+            &[],
+        )
+        .await
+        .unwrap();
+    store.decommission_host("h4", "admin", T0 + MINUTE).await.unwrap();
+
+    let f = |status: Option<HostStatus>, l: &[(&str, &str)], hostname: Option<&str>| {
+        all(HostFilter {
+            status,
+            labels: l.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            hostname: hostname.map(str::to_owned),
+            ..Default::default()
+        })
+    };
+    let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+
+    assert_eq!(hostnames(&store, f(None, &[], None)).await, (names(&["cache-1", "db-1", "web-1", "web-2"]), 4));
+    assert_eq!(hostnames(&store, f(Some(HostStatus::Healthy), &[], None)).await, (names(&["db-1", "web-1"]), 2));
+    assert_eq!(hostnames(&store, f(Some(HostStatus::Lost), &[], None)).await, (names(&["web-2"]), 1));
+    assert_eq!(hostnames(&store, f(Some(HostStatus::Decommissioned), &[], None)).await, (names(&["cache-1"]), 1));
+    assert_eq!(hostnames(&store, f(None, &[("env", "prod")], None)).await, (names(&["cache-1", "db-1", "web-1"]), 3));
+    // Labels are AND-ed.
+    assert_eq!(hostnames(&store, f(None, &[("env", "prod"), ("role", "web")], None)).await, (names(&["web-1"]), 1));
+    assert_eq!(hostnames(&store, f(None, &[("env", "staging"), ("role", "db")], None)).await, (names(&[]), 0));
+    assert_eq!(hostnames(&store, f(None, &[("role", "nope")], None)).await, (names(&[]), 0));
+    // A key's value must match, not just the key.
+    assert_eq!(hostnames(&store, f(None, &[("env", "")], None)).await, (names(&[]), 0));
+    assert_eq!(hostnames(&store, f(None, &[], Some("web"))).await, (names(&["web-1", "web-2"]), 2));
+    assert_eq!(hostnames(&store, f(None, &[], Some("-1"))).await, (names(&["cache-1", "db-1", "web-1"]), 3));
+    // Hostnames are case-insensitive, on both backends.
+    assert_eq!(hostnames(&store, f(None, &[], Some("WEB-1"))).await, (names(&["web-1"]), 1));
+    // All filters together.
+    assert_eq!(
+        hostnames(&store, f(Some(HostStatus::Healthy), &[("env", "prod")], Some("web"))).await,
+        (names(&["web-1"]), 1)
+    );
+    assert_eq!(hostnames(&store, f(Some(HostStatus::Lost), &[("env", "prod")], None)).await, (names(&[]), 0));
+}
+
+async fn case_list_hosts_hostname_literal(store: Store) {
+    for (i, name) in ["a%b", "a_b", "axb", "ab", "a\\b", "a\\%b"].iter().enumerate() {
+        add_host(&store, &format!("h{i}"), name, Labels::new()).await;
+    }
+    let search = |s: &str| all(HostFilter { hostname: Some(s.to_owned()), ..Default::default() });
+    let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(hostnames(&store, search("%")).await, (names(&["a%b", "a\\%b"]), 2));
+    assert_eq!(hostnames(&store, search("a%b")).await, (names(&["a%b"]), 1));
+    assert_eq!(hostnames(&store, search("_")).await, (names(&["a_b"]), 1));
+    assert_eq!(hostnames(&store, search("a_b")).await, (names(&["a_b"]), 1));
+    assert_eq!(hostnames(&store, search("\\")).await, (names(&["a\\%b", "a\\b"]), 2));
+    assert_eq!(hostnames(&store, search("\\%")).await, (names(&["a\\%b"]), 1));
+    assert_eq!(hostnames(&store, search("xb")).await, (names(&["axb"]), 1));
+    assert_eq!(hostnames(&store, search("")).await.1, 6, "an empty substring matches every host");
+}
+
+async fn case_list_hosts_pagination(store: Store) {
+    // Inserted out of order; pages are ordered by hostname.
+    for i in [3, 1, 5, 2, 4] {
+        add_host(&store, &format!("h{i}"), &format!("node-{i:02}"), labels(&[("group", "page")])).await;
+    }
+    add_host(&store, "other", "node-00", labels(&[("group", "other")])).await;
+    let page = |limit, offset| HostFilter {
+        labels: vec![("group".into(), "page".into())],
+        limit,
+        offset,
+        ..Default::default()
+    };
+    let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(hostnames(&store, page(2, 0)).await, (names(&["node-01", "node-02"]), 5));
+    assert_eq!(hostnames(&store, page(2, 2)).await, (names(&["node-03", "node-04"]), 5));
+    assert_eq!(hostnames(&store, page(2, 4)).await, (names(&["node-05"]), 5));
+    assert_eq!(hostnames(&store, page(2, 5)).await, (names(&[]), 5));
+    assert_eq!(hostnames(&store, page(100, 0)).await.0.len(), 5);
+    // A zero limit is raised to one.
+    assert_eq!(hostnames(&store, page(0, 0)).await, (names(&["node-01"]), 5));
+
+    let items = store.list_hosts(&page(1, 2)).await.unwrap().items;
+    assert_eq!(items, vec![enrolled("h3", "node-03", labels(&[("group", "page")]))]);
+}
+
+async fn case_set_host_labels(store: Store) {
+    add_host(&store, "h1", "web-1", labels(&[("env", "prod"), ("rack", "r1")])).await;
+    add_host(&store, "h2", "web-2", labels(&[("env", "prod")])).await;
+
+    assert!(store.set_host_labels("h1", &labels(&[("env", "staging"), ("tier", "gold")])).await.unwrap());
+    assert_eq!(store.host("h1").await.unwrap().unwrap().labels, labels(&[("env", "staging"), ("tier", "gold")]));
+    assert_eq!(store.host("h2").await.unwrap().unwrap().labels, labels(&[("env", "prod")]), "other hosts untouched");
+
+    assert!(store.set_host_labels("h1", &Labels::new()).await.unwrap());
+    assert_eq!(store.host("h1").await.unwrap().unwrap().labels, Labels::new());
+
+    assert!(!store.set_host_labels("nope", &labels(&[("env", "prod")])).await.unwrap());
+    let prod = all(HostFilter { labels: vec![("env".into(), "prod".into())], ..Default::default() });
+    assert_eq!(hostnames(&store, prod).await, (vec!["web-2".to_owned()], 1));
+}
+
+async fn case_update_host_facts(store: Store) {
+    add_host(&store, "h1", "web-1", labels(&[("env", "prod")])).await;
+    let new_facts = HostFacts {
+        hostname: "web-1.example.com".into(),
+        addresses: vec!["10.0.0.8".into()],
+        kind: HostKind::Vm,
+        kind_evidence: "DMI product name is KVM".into(),
+        os: "Ubuntu 24.04".into(),
+        kernel: "6.8.0".into(),
+        arch: "aarch64".into(),
+        cpu_cores: 16,
+        memory_bytes: u64::MAX,
+        disks: vec![],
+    };
+    store.update_host_facts("h1", &new_facts, "0.2.0").await.unwrap();
+    let host = store.host("h1").await.unwrap().unwrap();
+    let expected = Host {
+        hostname: new_facts.hostname.clone(),
+        addresses: new_facts.addresses.clone(),
+        kind: HostKind::Vm,
+        kind_evidence: new_facts.kind_evidence.clone(),
+        os: new_facts.os.clone(),
+        kernel: new_facts.kernel.clone(),
+        arch: new_facts.arch.clone(),
+        cpu_cores: 16,
+        // Saturated at i64::MAX rather than wrapping.
+        memory_bytes: i64::MAX as u64,
+        disks: vec![],
+        agent_version: "0.2.0".into(),
+        ..enrolled("h1", "web-1", labels(&[("env", "prod")]))
+    };
+    assert_eq!(host, expected);
+    // An unknown host is not an error and creates nothing.
+    store.update_host_facts("nope", &new_facts, "0.2.0").await.unwrap();
+    assert_eq!(host_count(&store).await, 1);
+
+    store.set_applied_generation("h1", 7).await.unwrap();
+    assert_eq!(store.host("h1").await.unwrap().unwrap().applied_generation, 7);
+}
+
+async fn case_decommission_host(store: Store) {
+    add_host(&store, "h1", "web-1", Labels::new()).await;
+    let before = store.decommission_host("h1", "alice", T0 + MINUTE).await.unwrap();
+    assert_eq!(before, Some(enrolled("h1", "web-1", Labels::new())), "returns the host as it was");
+    let after = store.host("h1").await.unwrap().unwrap();
+    assert_eq!(
+        after,
+        Host {
+            status: HostStatus::Decommissioned,
+            decommissioned_at: Some(rfc3339(T0 + MINUTE)),
+            ..enrolled("h1", "web-1", Labels::new())
+        }
+    );
+
+    // Again: the first time is kept, and `before` shows it decommissioned.
+    let again = store.decommission_host("h1", "bob", T0 + HOUR).await.unwrap();
+    assert_eq!(again, Some(after.clone()));
+    assert_eq!(store.host("h1").await.unwrap(), Some(after));
+    assert_eq!(store.decommission_host("nope", "alice", T0).await.unwrap(), None);
+}
+
+async fn case_flush(store: Store) {
+    add_host(&store, "h1", "web-1", Labels::new()).await;
+    add_host(&store, "h2", "web-2", Labels::new()).await;
+    store.flush(&[], &[], &[]).await.expect("empty flush");
+
+    let m = host_metrics(12.5);
+    store
+        .flush(
+            &[
+                HeartbeatRow {
+                    host_id: "h1".into(),
+                    status: HostStatus::Healthy,
+                    last_heartbeat_at: T0 + 10 * SECOND,
+                    metrics: Some(m.clone()),
+                },
+                HeartbeatRow {
+                    host_id: "h2".into(),
+                    status: HostStatus::Lost,
+                    last_heartbeat_at: T0 + 5 * SECOND,
+                    metrics: None,
+                },
+                // Rows for hosts that do not exist are ignored.
+                HeartbeatRow {
+                    host_id: "ghost".into(),
+                    status: HostStatus::Healthy,
+                    last_heartbeat_at: T0,
+                    metrics: None,
+                },
+            ],
+            &[bucket("h1", 60, T0, 6, 12.5, 0.5)],
+            &[event(T0 + SECOND, "h2", "host lost"), event(T0 + 2 * SECOND, "h1", "host enrolled")],
+        )
+        .await
+        .expect("flush");
+
+    let h1 = store.host("h1").await.unwrap().unwrap();
+    assert_eq!(
+        h1,
+        Host {
+            last_heartbeat_at: Some(rfc3339(T0 + 10 * SECOND)),
+            metrics: Some(m.clone()),
+            ..enrolled("h1", "web-1", Labels::new())
+        }
+    );
+    let h2 = store.host("h2").await.unwrap().unwrap();
+    assert_eq!(
+        h2,
+        Host {
+            status: HostStatus::Lost,
+            last_heartbeat_at: Some(rfc3339(T0 + 5 * SECOND)),
+            ..enrolled("h2", "web-2", Labels::new())
+        }
+    );
+    assert_eq!(store.host("ghost").await.unwrap(), None);
+
+    // A row without metrics keeps the latest ones.
+    store
+        .flush(
+            &[HeartbeatRow {
+                host_id: "h1".into(),
+                status: HostStatus::Lost,
+                last_heartbeat_at: T0 + MINUTE,
+                metrics: None,
+            }],
+            &[],
+            &[],
+        )
+        .await
+        .unwrap();
+    let h1 = store.host("h1").await.unwrap().unwrap();
+    assert_eq!((h1.status, h1.last_heartbeat_at, h1.metrics), (HostStatus::Lost, Some(rfc3339(T0 + MINUTE)), Some(m)));
+
+    assert_eq!(
+        store.host_metrics("h1", 60, T0, T0 + HOUR).await.unwrap(),
+        vec![point(&bucket("h1", 60, T0, 6, 12.5, 0.5))]
+    );
+    let events = store.list_events(&EventFilter { limit: 10, ..Default::default() }).await.unwrap();
+    let summary: Vec<_> = events.iter().map(|e| (e.at.as_str(), e.object_id.as_str(), e.message.as_str())).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (rfc3339(T0 + 2 * SECOND).as_str(), "h1", "host enrolled"),
+            (rfc3339(T0 + SECOND).as_str(), "h2", "host lost"),
+        ]
+    );
+}
+
+async fn case_flush_never_resurrects(store: Store) {
+    add_host(&store, "h1", "web-1", Labels::new()).await;
+    store.decommission_host("h1", "alice", T0 + MINUTE).await.unwrap();
+    store
+        .flush(
+            &[HeartbeatRow {
+                host_id: "h1".into(),
+                status: HostStatus::Healthy,
+                last_heartbeat_at: T0 + 2 * MINUTE,
+                metrics: Some(host_metrics(50.0)),
+            }],
+            &[],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.host("h1").await.unwrap().unwrap(),
+        Host {
+            status: HostStatus::Decommissioned,
+            decommissioned_at: Some(rfc3339(T0 + MINUTE)),
+            ..enrolled("h1", "web-1", Labels::new())
+        }
+    );
+}
+
+async fn case_flush_is_atomic(store: Store) {
+    add_host(&store, "h1", "web-1", Labels::new()).await;
+    let err = store
+        .flush(
+            &[HeartbeatRow {
+                host_id: "h1".into(),
+                status: HostStatus::Lost,
+                last_heartbeat_at: T0 + MINUTE,
+                metrics: None,
+            }],
+            // A bucket of an unknown host violates the foreign key.
+            &[bucket("h1", 60, T0, 1, 1.0, 1.0), bucket("ghost", 60, T0, 1, 1.0, 1.0)],
+            &[event(T0, "h1", "lost")],
+        )
+        .await
+        .expect_err("foreign key violation");
+    assert!(matches!(err, StoreError::Database(_)), "{err:?}");
+    assert_eq!(store.host("h1").await.unwrap(), Some(enrolled("h1", "web-1", Labels::new())), "nothing written");
+    assert_eq!(store.host_metrics("h1", 60, T0, T0 + HOUR).await.unwrap(), vec![]);
+    assert_eq!(store.list_events(&EventFilter { limit: 10, ..Default::default() }).await.unwrap(), vec![]);
+}
+
+async fn case_metric_bucket_merge(store: Store) {
+    add_host(&store, "h1", "web-1", Labels::new()).await;
+    let first = bucket("h1", 60, T0, 2, 10.0, 1.0);
+    let second = MetricBucket {
+        memory_used_bytes: 1_500,
+        disk_used_bytes: 2_500,
+        network_rx_bytes: 3_500,
+        network_tx_bytes: 4_500,
+        ..bucket("h1", 60, T0, 3, 20.0, 2.0)
+    };
+    store.flush(&[], &[first], &[]).await.unwrap();
+    store.flush(&[], &[second], &[]).await.unwrap();
+    assert_eq!(
+        store.host_metrics("h1", 60, T0, T0 + MINUTE).await.unwrap(),
+        vec![MetricPoint {
+            at: rfc3339(T0),
+            resolution_s: 60,
+            samples: 5,
+            // (10 * 2 + 20 * 3) / 5 and (1 * 2 + 2 * 3) / 5
+            cpu_percent: 16.0,
+            memory_used_bytes: 1_500,
+            load1: 1.6,
+            disk_used_bytes: 2_500,
+            network_rx_bytes: 3_500,
+            network_tx_bytes: 4_500,
+        }]
+    );
+    // The same bucket twice in one batch merges too.
+    let b = bucket("h1", 60, T0 + MINUTE, 1, 30.0, 3.0);
+    store.flush(&[], &[b.clone(), b], &[]).await.unwrap();
+    let points = store.host_metrics("h1", 60, T0 + MINUTE, T0 + 2 * MINUTE).await.unwrap();
+    assert_eq!(points.iter().map(|p| (p.samples, p.cpu_percent, p.load1)).collect::<Vec<_>>(), vec![(2, 30.0, 3.0)]);
+}
+
+async fn case_rollup_hourly_and_prune(store: Store) {
+    add_host(&store, "h1", "web-1", Labels::new()).await;
+    add_host(&store, "h2", "web-2", Labels::new()).await;
+    let minutes = vec![
+        MetricBucket {
+            memory_used_bytes: 100,
+            disk_used_bytes: 1_000,
+            network_rx_bytes: 10,
+            network_tx_bytes: 20,
+            ..bucket("h1", 60, T0, 1, 10.0, 1.0)
+        },
+        MetricBucket {
+            memory_used_bytes: 200,
+            disk_used_bytes: 2_000,
+            network_rx_bytes: 30,
+            network_tx_bytes: 40,
+            ..bucket("h1", 60, T0 + MINUTE, 3, 30.0, 2.0)
+        },
+        bucket("h1", 60, T0 + HOUR, 2, 50.0, 5.0),
+        bucket("h2", 60, T0 + 59 * MINUTE, 4, 80.0, 8.0),
+    ];
+    store.flush(&[], &minutes, &[]).await.unwrap();
+
+    assert_eq!(store.rollup_hourly(T0, T0 + HOUR).await.unwrap(), 2, "one hourly bucket per host");
+    assert_eq!(
+        store.host_metrics("h1", 3600, T0, T0 + 2 * HOUR).await.unwrap(),
+        vec![MetricPoint {
+            at: rfc3339(T0),
+            resolution_s: 3600,
+            samples: 4,
+            // Sample-weighted: (10 * 1 + 30 * 3) / 4 and (1 * 1 + 2 * 3) / 4.
+            cpu_percent: 25.0,
+            memory_used_bytes: 175,
+            load1: 1.75,
+            disk_used_bytes: 1_750,
+            // Counters: the latest (largest) value.
+            network_rx_bytes: 30,
+            network_tx_bytes: 40,
+        }]
+    );
+    assert_eq!(
+        store.host_metrics("h2", 3600, T0, T0 + 2 * HOUR).await.unwrap(),
+        vec![point(&bucket("h2", 3600, T0, 4, 80.0, 8.0))]
+    );
+
+    // A late minute bucket: rolling the hour up again replaces its figures.
+    store.flush(&[], &[bucket("h1", 60, T0 + 2 * MINUTE, 4, 5.0, 1.0)], &[]).await.unwrap();
+    assert_eq!(store.rollup_hourly(T0, T0 + HOUR).await.unwrap(), 2);
+    let hourly = store.host_metrics("h1", 3600, T0, T0 + HOUR).await.unwrap();
+    // (10 + 90 + 20) / 8 = 15; memory (100 + 600 + 4000) / 8 = 587.5 rounds to 588.
+    assert_eq!(
+        hourly.iter().map(|p| (p.samples, p.cpu_percent, p.memory_used_bytes)).collect::<Vec<_>>(),
+        vec![(8, 15.0, 588)]
+    );
+    assert_eq!(store.rollup_hourly(T0 + 2 * HOUR, T0 + 3 * HOUR).await.unwrap(), 0, "nothing in that range");
+
+    // Pruning removes one resolution before the cut-off, nothing else.
+    assert_eq!(store.prune_metrics(60, T0 + MINUTE).await.unwrap(), 1);
+    assert_eq!(
+        store.host_metrics("h1", 60, 0, i64::MAX).await.unwrap().iter().map(|p| p.at.clone()).collect::<Vec<_>>(),
+        vec![rfc3339(T0 + MINUTE), rfc3339(T0 + 2 * MINUTE), rfc3339(T0 + HOUR)]
+    );
+    assert_eq!(store.host_metrics("h1", 3600, 0, i64::MAX).await.unwrap().len(), 1);
+    assert_eq!(store.prune_metrics(3600, T0 + 1).await.unwrap(), 2);
+    assert_eq!(store.host_metrics("h1", 3600, 0, i64::MAX).await.unwrap(), vec![]);
+    assert_eq!(store.prune_metrics(60, T0 + MINUTE).await.unwrap(), 0);
+}
+
+async fn case_host_metrics_range(store: Store) {
+    add_host(&store, "h1", "web-1", Labels::new()).await;
+    add_host(&store, "h2", "web-2", Labels::new()).await;
+    let b0 = bucket("h1", 60, T0, 1, 1.0, 0.1);
+    let b1 = bucket("h1", 60, T0 + MINUTE, 2, 2.0, 0.2);
+    let b2 = bucket("h1", 60, T0 + 2 * MINUTE, 3, 3.0, 0.3);
+    let hourly = bucket("h1", 3600, T0, 6, 2.0, 0.2);
+    let other = bucket("h2", 60, T0 + MINUTE, 9, 9.0, 0.9);
+    // Written out of order; read back ordered by time.
+    store.flush(&[], &[b2.clone(), b0.clone(), hourly.clone(), b1.clone(), other.clone()], &[]).await.unwrap();
+
+    let range = |from, to| store.host_metrics("h1", 60, from, to);
+    assert_eq!(range(T0, T0 + 3 * MINUTE).await.unwrap(), vec![point(&b0), point(&b1), point(&b2)]);
+    // [from, to): the start is included, the end is not.
+    assert_eq!(range(T0 + MINUTE, T0 + 2 * MINUTE).await.unwrap(), vec![point(&b1)]);
+    assert_eq!(range(T0 + 1, T0 + 2 * MINUTE + 1).await.unwrap(), vec![point(&b1), point(&b2)]);
+    assert_eq!(range(T0 + 3 * MINUTE, T0 + HOUR).await.unwrap(), vec![]);
+    assert_eq!(store.host_metrics("h1", 3600, T0, T0 + HOUR).await.unwrap(), vec![point(&hourly)]);
+    assert_eq!(store.host_metrics("h2", 60, T0, T0 + HOUR).await.unwrap(), vec![point(&other)]);
+    assert_eq!(store.host_metrics("nope", 60, T0, T0 + HOUR).await.unwrap(), vec![]);
+}
+
+async fn case_events(store: Store) {
+    // Inserted out of time order: listing is newest-inserted first.
+    store.insert_event(&event(T0 + 2 * SECOND, "h1", "first")).await.unwrap();
+    store.insert_event(&event(T0, "h2", "second")).await.unwrap();
+    store
+        .insert_event(&NewEvent { object_type: "enrollment_token", ..event(T0 + 3 * SECOND, "h1", "third") })
+        .await
+        .unwrap();
+    store.insert_event(&event(T0 + 4 * SECOND, "h1", "fourth")).await.unwrap();
+
+    let messages = |events: Vec<Event>| events.into_iter().map(|e| e.message).collect::<Vec<_>>();
+    let list = |f: EventFilter| {
+        let store = store.clone();
+        async move { messages(store.list_events(&f).await.unwrap()) }
+    };
+    let f = |object_type: Option<&str>, object_id: Option<&str>, since: Option<i64>, limit: u32| EventFilter {
+        object_type: object_type.map(str::to_owned),
+        object_id: object_id.map(str::to_owned),
+        since,
+        limit,
+    };
+    assert_eq!(list(f(None, None, None, 100)).await, ["fourth", "third", "second", "first"]);
+    assert_eq!(list(f(None, None, None, 2)).await, ["fourth", "third"]);
+    assert_eq!(list(f(Some("host"), None, None, 100)).await, ["fourth", "second", "first"]);
+    assert_eq!(list(f(Some("host"), Some("h1"), None, 100)).await, ["fourth", "first"]);
+    assert_eq!(list(f(None, Some("h1"), None, 100)).await, ["fourth", "third", "first"]);
+    assert_eq!(
+        list(f(None, None, Some(T0 + 2 * SECOND), 100)).await,
+        ["fourth", "third", "first"],
+        "since is inclusive"
+    );
+    assert_eq!(list(f(Some("user"), None, None, 100)).await, Vec::<String>::new());
+
+    let newest = store.list_events(&f(None, None, None, 1)).await.unwrap();
+    assert_eq!(newest.len(), 1);
+    let e = &newest[0];
+    assert_eq!(
+        (e.at.as_str(), e.severity.as_str(), e.kind.as_str(), e.object_type.as_str(), e.object_id.as_str()),
+        (rfc3339(T0 + 4 * SECOND).as_str(), "info", "host_enrolled", "host", "h1")
+    );
+    let all = store.list_events(&f(None, None, None, 100)).await.unwrap();
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "ids descend: {all:?}");
+}
+
+async fn case_audit(store: Store) {
+    store.insert_audit(&audit(T0, "alice", "host", "h1")).await.unwrap();
+    store.insert_audit(&audit(T0 + SECOND, "bob", "host", "h2")).await.unwrap();
+    store.insert_audit(&audit(T0 + 2 * SECOND, "alice", "enrollment_token", "t1")).await.unwrap();
+    store.insert_audit(&audit(T0 + 3 * SECOND, "alice", "host", "h2")).await.unwrap();
+
+    let f =
+        |username: Option<&str>, object_type: Option<&str>, object_id: Option<&str>, since, until, limit| AuditFilter {
+            username: username.map(str::to_owned),
+            object_type: object_type.map(str::to_owned),
+            object_id: object_id.map(str::to_owned),
+            since,
+            until,
+            limit,
+        };
+    let list = |filter: AuditFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .list_audit(&filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| format!("{}:{}", a.username, a.object_id))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(f(None, None, None, None, None, 100)).await, ["alice:h2", "alice:t1", "bob:h2", "alice:h1"]);
+    assert_eq!(list(f(None, None, None, None, None, 3)).await, ["alice:h2", "alice:t1", "bob:h2"]);
+    assert_eq!(list(f(Some("alice"), None, None, None, None, 100)).await, ["alice:h2", "alice:t1", "alice:h1"]);
+    assert_eq!(list(f(Some("alice"), Some("host"), None, None, None, 100)).await, ["alice:h2", "alice:h1"]);
+    assert_eq!(list(f(None, Some("host"), Some("h2"), None, None, 100)).await, ["alice:h2", "bob:h2"]);
+    // since is inclusive, until exclusive.
+    assert_eq!(list(f(None, None, None, Some(T0 + SECOND), Some(T0 + 3 * SECOND), 100)).await, ["alice:t1", "bob:h2"]);
+    assert_eq!(list(f(Some("carol"), None, None, None, None, 100)).await, Vec::<String>::new());
+
+    let newest = store.list_audit(&f(None, None, None, None, None, 1)).await.unwrap();
+    let expected = audit(T0 + 3 * SECOND, "alice", "host", "h2");
+    assert_eq!(
+        newest,
+        vec![AuditEntry {
+            id: newest[0].id,
+            at: rfc3339(expected.at),
+            username: expected.username,
+            source: expected.source,
+            action: expected.action,
+            object_type: expected.object_type,
+            object_id: expected.object_id,
+            summary: expected.summary,
+        }]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Services, roles, revisions, role status, commands
+// ---------------------------------------------------------------------------
+
+fn revision(n: u64, message: &str) -> RevisionRec {
+    RevisionRec {
+        cluster: "prod".into(),
+        service: "cache".into(),
+        revision: n,
+        config: serde_json::json!({"service": {"maxmemory": n * 1024}}),
+        changed_keys: vec!["maxmemory".into()],
+        author: "alice".into(),
+        source: "10.0.0.1".into(),
+        message: message.into(),
+        created_at: T0 + n as i64,
+    }
+}
+
+fn role_rec(id: &str, role_type: &str, host: &str) -> RoleRec {
+    RoleRec {
+        id: id.into(),
+        cluster: "prod".into(),
+        service: "cache".into(),
+        name: format!("cache-{id}"),
+        role_type: role_type.into(),
+        group: "default".into(),
+        host_id: host.into(),
+        index: 99,
+        run_state: "stopped".into(),
+        restart_nonce: 0,
+        created_at: T0,
+    }
+}
+
+async fn case_services(store: Store) {
+    add_host(&store, "h1", "web-1", Labels::new()).await;
+    add_host(&store, "h2", "web-2", Labels::new()).await;
+    store
+        .create_cluster(&ClusterRec { name: "prod".into(), created_at: T0, created_by: "alice".into() })
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_cluster(&ClusterRec { name: "prod".into(), created_at: T0, created_by: "bob".into() }).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let svc = ServiceRec {
+        cluster: "prod".into(),
+        name: "cache".into(),
+        service_type: "redis".into(),
+        revision: 1,
+        created_at: T0,
+        created_by: "alice".into(),
+    };
+    store.create_service(&svc, &revision(1, "created")).await.unwrap();
+    assert_eq!(store.service("prod", "cache").await.unwrap(), Some(svc.clone()));
+
+    // Indexes are assigned per role type in creation order.
+    let a = store.insert_role(&role_rec("a", "replica", "h1")).await.unwrap();
+    let b = store.insert_role(&role_rec("b", "replica", "h2")).await.unwrap();
+    let p = store.insert_role(&role_rec("p", "primary", "h1")).await.unwrap();
+    assert_eq!((a.index, b.index, p.index), (0, 1, 0));
+    assert_eq!(store.roles_on_host("h1").await.unwrap().len(), 2);
+
+    // Optimistic concurrency on revisions.
+    assert!(store.insert_revision(&revision(2, "cap"), 1).await.unwrap());
+    assert!(!store.insert_revision(&revision(3, "stale writer"), 1).await.unwrap(), "expected revision 1 is gone");
+    assert_eq!(store.service("prod", "cache").await.unwrap().unwrap().revision, 2);
+    let revs = store.revisions("prod", "cache").await.unwrap();
+    assert_eq!(revs.iter().map(|r| r.revision).collect::<Vec<_>>(), vec![2, 1]);
+    assert_eq!(revs[0], revision(2, "cap"));
+
+    // Run state and restart nonces.
+    store.set_run_state(&["a".into(), "b".into()], "running").await.unwrap();
+    let nonces = store.bump_restart_nonce(&["a".into(), "p".into()]).await.unwrap();
+    assert_eq!((nonces["a"], nonces["p"]), (1, 1));
+    let p = store.role("p").await.unwrap().unwrap();
+    assert_eq!((p.run_state.as_str(), p.restart_nonce), ("running", 1));
+
+    // Role status upserts and first-applied records (a second report keeps the first time).
+    let status = RoleStatusRec {
+        role_id: "a".into(),
+        state: "running".into(),
+        health: "good".into(),
+        pid: 4242,
+        applied_revision: 2,
+        running_revision: 1,
+        file_hashes: [("redis.conf".to_owned(), "ab".to_owned())].into(),
+        last_log_lines: vec!["ready".into()],
+        started_at: Some(T0),
+        updated_at: T0 + 5,
+        ..Default::default()
+    };
+    let applied = |at: i64| AppliedRevision {
+        cluster: "prod".into(),
+        service: "cache".into(),
+        revision: 2,
+        applied: AppliedRec { role_id: "a".into(), host_id: "h1".into(), applied_at: at },
+    };
+    store.flush_roles(std::slice::from_ref(&status), &[applied(T0 + 5)]).await.unwrap();
+    let moved = RoleStatusRec { pid: 4343, updated_at: T0 + 9, ..status.clone() };
+    store.flush_roles(std::slice::from_ref(&moved), &[applied(T0 + 9)]).await.unwrap();
+    let all = store.role_statuses("prod", "cache").await.unwrap();
+    assert_eq!(all.get("a"), Some(&moved));
+    // A report for a role deleted meanwhile is skipped, not an error.
+    let ghost = RoleStatusRec { role_id: "deleted-role".into(), ..status.clone() };
+    store.flush_roles(std::slice::from_ref(&ghost), &[]).await.expect("unknown roles are skipped");
+    assert_eq!(store.role_statuses("prod", "cache").await.unwrap().len(), 1);
+    let rec = store.applied_for_revision("prod", "cache", 2).await.unwrap();
+    assert_eq!(rec, vec![AppliedRec { role_id: "a".into(), host_id: "h1".into(), applied_at: T0 + 5 }]);
+
+    // Desired generations persist per host.
+    store.set_desired_generation("h2", 7).await.unwrap();
+    assert_eq!(store.desired_generations().await.unwrap().get("h2"), Some(&7));
+
+    // Deleting the service takes roles, revisions and statuses with it.
+    assert!(store.delete_service("prod", "cache").await.unwrap());
+    assert!(store.role("a").await.unwrap().is_none());
+    assert!(store.revisions("prod", "cache").await.unwrap().is_empty());
+    assert!(store.roles_on_host("h1").await.unwrap().is_empty());
+    assert!(store.delete_cluster("prod").await.unwrap());
+}
+
+async fn case_commands(store: Store) {
+    let cmd = CommandRec {
+        id: "c1".into(),
+        cluster: "prod".into(),
+        service: "cache".into(),
+        name: "rolling-restart".into(),
+        params: serde_json::json!({"stale_only": true}),
+        state: "running".into(),
+        message: String::new(),
+        created_by: "alice".into(),
+        created_at: T0,
+        finished_at: None,
+    };
+    let step = |seq: u32| StepRec {
+        seq,
+        description: format!("restart batch {seq}"),
+        roles: vec![format!("r{seq}")],
+        state: "pending".into(),
+        message: String::new(),
+        started_at: None,
+        finished_at: None,
+    };
+    store.insert_command(&cmd, &[step(1), step(2)]).await.unwrap();
+    store.update_step("c1", 1, "running", "", Some(T0 + 1), None).await.unwrap();
+    store.update_step("c1", 1, "succeeded", "restarted r1", None, Some(T0 + 2)).await.unwrap();
+    assert_eq!(store.commands_in_state("running").await.unwrap().len(), 1);
+    store.finish_command("c1", "failed", "step 2 failed", T0 + 3).await.unwrap();
+    let (c, steps) = store.command("c1").await.unwrap().unwrap();
+    assert_eq!((c.state.as_str(), c.finished_at), ("failed", Some(T0 + 3)));
+    assert_eq!(
+        steps[0],
+        StepRec {
+            state: "succeeded".into(),
+            message: "restarted r1".into(),
+            started_at: Some(T0 + 1),
+            finished_at: Some(T0 + 2),
+            ..step(1)
+        }
+    );
+    assert_eq!(steps[1], step(2));
+    assert!(store.commands_in_state("running").await.unwrap().is_empty());
+    assert_eq!(store.list_commands("prod", "cache").await.unwrap().len(), 1);
+    assert!(store.command("nope").await.unwrap().is_none());
+}

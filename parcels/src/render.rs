@@ -1,0 +1,509 @@
+//! Renders one role of a service into what its agent needs: config files, the process to run and
+//! its health checks.
+//!
+//! Templates see the context documented in `docs/service-descriptors.md` ("Template context") and
+//! run in handlebars strict mode, so a reference to a missing variable is an error naming the file.
+//! The manager does not know where the agent keeps a role's directory: templates write the literal
+//! `${ROLE_DIR}` where an absolute path is unavoidable and the agent substitutes it (see
+//! [`ROLE_DIR`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use handlebars::{
+    Context, Handlebars, Helper, HelperDef, HelperResult, JsonTruthy, Output, RenderContext, RenderErrorReason,
+    Renderable, handlebars_helper,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::config::{ConfigValues, effective, missing_required};
+use crate::descriptor::{ProbeTemplate, ServiceType};
+
+/// Placeholder for the role's directory on the agent. The agent replaces it in the process
+/// program, args, env values and working dir, in health check commands, and in file contents.
+pub const ROLE_DIR: &str = "${ROLE_DIR}";
+
+/// One role of a service as placed by the manager.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleInstance {
+    pub role_id: String,
+    pub name: String,
+    pub role_type: String,
+    pub group: String,
+    pub host_id: String,
+    pub hostname: String,
+    /// The host's first address, or its hostname when it has none.
+    pub address: String,
+    /// 0-based within its role type, by creation order.
+    pub index: u32,
+}
+
+/// The service being rendered and the services it requires.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Topology {
+    pub cluster: String,
+    pub service: String,
+    pub roles: Vec<RoleInstance>,
+    /// By required service type name.
+    pub dependencies: BTreeMap<String, DependencyTopology>,
+}
+
+/// A service this one requires: enough to render e.g. a ZooKeeper connect string.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DependencyTopology {
+    /// The dependency's service name.
+    pub service: String,
+    /// Its descriptor, to resolve its roles' effective configuration.
+    pub service_type: ServiceType,
+    pub roles: Vec<RoleInstance>,
+    pub values: ConfigValues,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RenderedFile {
+    /// Relative to the role directory.
+    pub path: String,
+    pub content: Vec<u8>,
+    /// sha256 of `content` (before the agent substitutes `${ROLE_DIR}`), lowercase hex.
+    pub sha256: String,
+    pub mode: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RenderedProcess {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Empty: the role directory; relative: inside it.
+    pub working_dir: String,
+    pub stop_signal: String,
+    #[serde(serialize_with = "crate::descriptor::ser_duration")]
+    pub stop_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RenderedCheck {
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    /// `expect_status` 0 means any 2xx.
+    Http {
+        url: String,
+        expect_status: u16,
+    },
+    Command {
+        program: String,
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RenderedHealthCheck {
+    pub check: RenderedCheck,
+    #[serde(serialize_with = "crate::descriptor::ser_duration")]
+    pub interval: Duration,
+    #[serde(serialize_with = "crate::descriptor::ser_duration")]
+    pub timeout: Duration,
+    pub failure_threshold: u32,
+}
+
+/// Everything the agent needs to run one role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RenderedRole {
+    pub files: Vec<RenderedFile>,
+    pub process: RenderedProcess,
+    pub health_checks: Vec<RenderedHealthCheck>,
+    pub log_files: Vec<String>,
+}
+
+/// A role that cannot be rendered. `file` is the template (`parcels/redis/templates/redis.conf.hbs`),
+/// the descriptor (`.../service.toml`) for process and health check fields, or `topology` / `config`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RenderError {
+    pub file: String,
+    pub message: String,
+}
+
+impl fmt::Display for RenderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file, self.message)
+    }
+}
+
+impl std::error::Error for RenderError {}
+
+fn error(file: impl Into<String>, message: impl Into<String>) -> RenderError {
+    RenderError { file: file.into(), message: message.into() }
+}
+
+/// Renders the role `role_id` of the service described by `topo` with configuration `values`.
+/// To render many roles of one service, use a [`Renderer`]: it compiles the templates and builds
+/// the shared part of the context (the topology) once.
+pub fn render_role(
+    st: &ServiceType,
+    topo: &Topology,
+    values: &ConfigValues,
+    role_id: &str,
+) -> Result<RenderedRole, RenderError> {
+    Renderer::new(st, topo, values)?.render(role_id)
+}
+
+/// Renders the roles of one service: templates are compiled and the topology part of the
+/// context is built once, so rendering N roles costs O(N), not O(N²).
+pub struct Renderer<'a> {
+    st: &'a ServiceType,
+    topo: &'a Topology,
+    values: &'a ConfigValues,
+    hb: Handlebars<'static>,
+    /// The context; `role` and `config` are replaced for each role rendered.
+    ctx: handlebars::Context,
+}
+
+impl<'a> Renderer<'a> {
+    pub fn new(st: &'a ServiceType, topo: &'a Topology, values: &'a ConfigValues) -> Result<Renderer<'a>, RenderError> {
+        let mut hb = registry();
+        for rt in &st.role_types {
+            for f in &rt.files {
+                let file = format!("{}/templates/{}", st.source, f.template);
+                hb.register_template_string(&template_key(&rt.name, &f.path), &f.source)
+                    .map_err(|e| error(&file, e.to_string()))?;
+            }
+        }
+        let ctx = handlebars::Context::wraps(shared_context(st, topo, values))
+            .map_err(|e| error("topology", e.to_string()))?;
+        Ok(Renderer { st, topo, values, hb, ctx })
+    }
+
+    /// Renders one role of the service.
+    pub fn render(&mut self, role_id: &str) -> Result<RenderedRole, RenderError> {
+        let (st, topo, values) = (self.st, self.topo, self.values);
+        let role = topo
+            .roles
+            .iter()
+            .find(|r| r.role_id == role_id)
+            .ok_or_else(|| error("topology", format!("role `{role_id}` is not in service `{}`", topo.service)))?;
+        let rt = st.role_type(&role.role_type).ok_or_else(|| {
+            error(
+                "topology",
+                format!("role `{}`: service type `{}` has no role type `{}`", role.name, st.name, role.role_type),
+            )
+        })?;
+        let missing = missing_required(st, values, &role.role_type, &role.group, &role.role_id);
+        if let Some(first) = missing.first() {
+            return Err(error("config", format!("parameter `{first}` is required and has no value")));
+        }
+        for dep in &st.requires {
+            if !topo.dependencies.contains_key(dep) {
+                return Err(error(
+                    "topology",
+                    format!("service `{}` requires a `{dep}` service and none was given", topo.service),
+                ));
+            }
+        }
+
+        if let Value::Object(m) = self.ctx.data_mut() {
+            let mut this = instance_json(role);
+            if let Value::Object(t) = &mut this {
+                t.insert("dir".to_string(), Value::String(ROLE_DIR.to_string()));
+            }
+            m.insert("role".to_string(), this);
+            m.insert("config".to_string(), config_json(st, values, role));
+        }
+        let (hb, ctx) = (&self.hb, &self.ctx);
+        let descriptor = format!("{}/service.toml", st.source);
+        let inline = |field: &str, text: &str| {
+            hb.render_template_with_context(text, ctx)
+                .map_err(|e| error(&descriptor, format!("role type `{}`: {field}: {}", rt.name, reason(&e))))
+        };
+
+        let mut files = Vec::new();
+        for f in &rt.files {
+            let file = format!("{}/templates/{}", st.source, f.template);
+            let text =
+                hb.render_with_context(&template_key(&rt.name, &f.path), ctx).map_err(|e| error(&file, reason(&e)))?;
+            let content = text.into_bytes();
+            let sha256 = hex::encode(Sha256::digest(&content));
+            files.push(RenderedFile { path: f.path.clone(), content, sha256, mode: f.mode });
+        }
+
+        let p = &rt.process;
+        let mut env = BTreeMap::new();
+        for (k, v) in &p.env {
+            env.insert(k.clone(), inline(&format!("process.env.{k}"), v)?);
+        }
+        let process = RenderedProcess {
+            program: inline("process.program", &p.program)?,
+            args: p
+                .args
+                .iter()
+                .enumerate()
+                .map(|(i, a)| inline(&format!("process.args[{i}]"), a))
+                .collect::<Result<_, _>>()?,
+            env,
+            working_dir: inline("process.working_dir", &p.working_dir)?,
+            stop_signal: p.stop_signal.clone(),
+            stop_grace: p.stop_grace,
+        };
+
+        let mut health_checks = Vec::new();
+        for (i, hc) in rt.health_checks.iter().enumerate() {
+            let field = format!("health_checks[{i}]");
+            let check = match &hc.probe {
+                ProbeTemplate::Tcp { host, port } => {
+                    let port_text = inline(&format!("{field}.tcp.port"), port)?;
+                    let port = port_text.trim().parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+                        error(
+                            &descriptor,
+                            format!("role type `{}`: {field}.tcp.port: `{port_text}` is not a port", rt.name),
+                        )
+                    })?;
+                    RenderedCheck::Tcp { host: inline(&format!("{field}.tcp.host"), host)?, port }
+                }
+                ProbeTemplate::Http { url, expect_status } => RenderedCheck::Http {
+                    url: inline(&format!("{field}.http.url"), url)?,
+                    expect_status: *expect_status,
+                },
+                ProbeTemplate::Command { program, args } => RenderedCheck::Command {
+                    program: inline(&format!("{field}.command.program"), program)?,
+                    args: args
+                        .iter()
+                        .enumerate()
+                        .map(|(j, a)| inline(&format!("{field}.command.args[{j}]"), a))
+                        .collect::<Result<_, _>>()?,
+                },
+            };
+            health_checks.push(RenderedHealthCheck {
+                check,
+                interval: hc.interval,
+                timeout: hc.timeout,
+                failure_threshold: hc.failure_threshold,
+            });
+        }
+
+        Ok(RenderedRole { files, process, health_checks, log_files: rt.log_files.clone() })
+    }
+}
+
+fn template_key(role_type: &str, path: &str) -> String {
+    format!("{role_type}/{path}")
+}
+
+/// The parts of the context every role of the service shares.
+fn shared_context(st: &ServiceType, topo: &Topology, values: &ConfigValues) -> Value {
+    let deps: Map<String, Value> = topo
+        .dependencies
+        .iter()
+        .map(|(ty, dep)| {
+            let roles = roles_json(&dep.service_type, &dep.roles, &dep.values);
+            (ty.clone(), json!({ "service": dep.service, "type": dep.service_type.name, "roles": roles }))
+        })
+        .collect();
+    json!({
+        "role": Value::Null,
+        "config": Value::Null,
+        "service": { "name": topo.service, "cluster": topo.cluster, "type": st.name },
+        "roles": roles_json(st, &topo.roles, values),
+        "deps": deps,
+    })
+}
+
+/// The template context of `role`; public so the manager can show it (e.g. a "render preview").
+/// Sensitive values are included unmasked.
+pub fn context(st: &ServiceType, topo: &Topology, values: &ConfigValues, role: &RoleInstance) -> Value {
+    let config = config_json(st, values, role);
+    let mut this = instance_json(role);
+    if let Value::Object(m) = &mut this {
+        m.insert("dir".to_string(), Value::String(ROLE_DIR.to_string()));
+    }
+    let deps: Map<String, Value> = topo
+        .dependencies
+        .iter()
+        .map(|(ty, dep)| {
+            let roles = roles_json(&dep.service_type, &dep.roles, &dep.values);
+            (ty.clone(), json!({ "service": dep.service, "type": dep.service_type.name, "roles": roles }))
+        })
+        .collect();
+    json!({
+        "role": this,
+        "config": config,
+        "service": { "name": topo.service, "cluster": topo.cluster, "type": st.name },
+        "roles": roles_json(st, &topo.roles, values),
+        "deps": deps,
+    })
+}
+
+fn config_json(st: &ServiceType, values: &ConfigValues, role: &RoleInstance) -> Value {
+    Value::Object(
+        effective(st, values, &role.role_type, &role.group, &role.role_id)
+            .into_iter()
+            .map(|(k, e)| (k, e.value))
+            .collect(),
+    )
+}
+
+fn instance_json(r: &RoleInstance) -> Value {
+    json!({
+        "id": r.role_id,
+        "name": r.name,
+        "type": r.role_type,
+        "group": r.group,
+        "index": r.index,
+        "myid": r.index + 1,
+        "host": r.host_id,
+        "hostname": r.hostname,
+        "address": r.address,
+    })
+}
+
+/// Role type -> its roles sorted by index, each with its own effective config. Every role type of
+/// the service has an entry, possibly empty, so templates can iterate without existence checks.
+fn roles_json(st: &ServiceType, roles: &[RoleInstance], values: &ConfigValues) -> Value {
+    let mut by_type: BTreeMap<&str, Vec<&RoleInstance>> =
+        st.role_types.iter().map(|rt| (rt.name.as_str(), Vec::new())).collect();
+    for r in roles {
+        by_type.entry(r.role_type.as_str()).or_default().push(r);
+    }
+    Value::Object(
+        by_type
+            .into_iter()
+            .map(|(ty, mut list)| {
+                list.sort_by_key(|r| (r.index, r.role_id.clone()));
+                let items = list
+                    .into_iter()
+                    .map(|r| {
+                        let mut v = instance_json(r);
+                        if let Value::Object(m) = &mut v {
+                            m.insert("config".to_string(), config_json(st, values, r));
+                        }
+                        v
+                    })
+                    .collect();
+                (ty.to_string(), Value::Array(items))
+            })
+            .collect(),
+    )
+}
+
+/// The handlebars error without the template-name prefix handlebars adds for inline templates.
+fn reason(e: &handlebars::RenderError) -> String {
+    let mut s = match e.reason() {
+        RenderErrorReason::MissingVariable(Some(path)) => format!("missing variable `{path}`"),
+        other => other.to_string(),
+    };
+    if let (Some(line), Some(col)) = (e.line_no, e.column_no) {
+        s = format!("line {line}, column {col}: {s}");
+    }
+    s
+}
+
+/// A registry in strict mode, without HTML escaping, with Drover's helpers.
+fn registry() -> Handlebars<'static> {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(true);
+    hb.register_escape_fn(handlebars::no_escape);
+    register_helpers(&mut hb);
+    hb
+}
+
+handlebars_helper!(yesno: |b: bool| if b { "yes" } else { "no" });
+handlebars_helper!(secs: |ms: u64| ms / 1000);
+handlebars_helper!(mem: |bytes: u64, unit: str| {
+    let div: u64 = match unit.to_ascii_lowercase().as_str() {
+        "k" | "kb" => 1 << 10,
+        "m" | "mb" => 1 << 20,
+        "g" | "gb" => 1 << 30,
+        _ => 1,
+    };
+    bytes / div
+});
+handlebars_helper!(quote: |s: str| {
+    let escaped = s.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("\"{escaped}\"")
+});
+handlebars_helper!(connect_host: |bind: str, address: str| connect_host_of(bind, address));
+
+/// The address a peer should dial to reach a process that listens on `bind` on a host whose
+/// address is `address`: the host address when the process listens on it or on every interface,
+/// otherwise the first address it binds (e.g. `127.0.0.1`).
+fn connect_host_of(bind: &str, address: &str) -> String {
+    let binds: Vec<&str> = bind.split_whitespace().map(|b| b.trim_start_matches('-')).collect();
+    let wildcard = binds.is_empty() || binds.iter().any(|b| matches!(*b, "0.0.0.0" | "*" | "::" | "::*"));
+    if wildcard || binds.contains(&address) { address.to_string() } else { binds[0].to_string() }
+}
+
+/// `{{join list ","}}`: the items of an array separated by `,` (the default). With a third
+/// argument, a dotted field path, joins that field of each item: `{{join roles.server "," "address"}}`.
+fn join(h: &Helper, hb: &Handlebars, _: &Context, _: &mut RenderContext, out: &mut dyn Output) -> HelperResult {
+    let list = h.param(0).ok_or(RenderErrorReason::ParamNotFoundForIndex("join", 0))?;
+    if hb.strict_mode() && list.is_value_missing() {
+        return Err(handlebars::RenderError::strict_error(list.relative_path()));
+    }
+    let sep = match h.param(1) {
+        Some(p) => p.value().as_str().ok_or(RenderErrorReason::InvalidParamType("string separator"))?,
+        None => ",",
+    };
+    let field = match h.param(2) {
+        Some(p) => Some(p.value().as_str().ok_or(RenderErrorReason::InvalidParamType("string field path"))?),
+        None => None,
+    };
+    let items = list.value().as_array().ok_or(RenderErrorReason::InvalidParamType("array"))?;
+    let mut parts = Vec::new();
+    for item in items {
+        let mut v = item;
+        for key in field.iter().flat_map(|f| f.split('.')) {
+            v = v.get(key).ok_or_else(|| RenderErrorReason::Other(format!("join: an item has no field `{key}`")))?;
+        }
+        parts.push(match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+    }
+    out.write(&parts.join(sep))?;
+    Ok(())
+}
+
+/// `if` / `unless` as built in, but strict: a condition on a missing variable is an error, so a
+/// typo (`{{#if config.requirepas}}`) cannot silently drop lines from a config file.
+#[derive(Clone, Copy)]
+struct StrictIf {
+    positive: bool,
+}
+
+impl HelperDef for StrictIf {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        r: &'reg Handlebars<'reg>,
+        ctx: &'rc Context,
+        rc: &mut RenderContext<'reg, 'rc>,
+        out: &mut dyn Output,
+    ) -> HelperResult {
+        let name = if self.positive { "if" } else { "unless" };
+        let param = h.param(0).ok_or(RenderErrorReason::ParamNotFoundForIndex(name, 0))?;
+        if r.strict_mode() && param.is_value_missing() {
+            return Err(handlebars::RenderError::strict_error(param.relative_path()));
+        }
+        let include_zero = h.hash_get("includeZero").and_then(|v| v.value().as_bool()).unwrap_or(false);
+        let value = param.value().is_truthy(include_zero) == self.positive;
+        match if value { h.template() } else { h.inverse() } {
+            Some(t) => t.render(r, ctx, rc, out),
+            None => Ok(()),
+        }
+    }
+}
+
+fn register_helpers(hb: &mut Handlebars<'static>) {
+    hb.register_helper("if", Box::new(StrictIf { positive: true }));
+    hb.register_helper("unless", Box::new(StrictIf { positive: false }));
+    hb.register_helper("join", Box::new(join));
+    hb.register_helper("yesno", Box::new(yesno));
+    hb.register_helper("secs", Box::new(secs));
+    hb.register_helper("mem", Box::new(mem));
+    hb.register_helper("quote", Box::new(quote));
+    hb.register_helper("connect_host", Box::new(connect_host));
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Reproduces the figures in docs/benchmarks.md: builds release binaries, runs
+# a manager on embedded SQLite in a scratch dir, and drives it with the load
+# generator. Everything stays on loopback.
+#
+#   scripts/bench.sh [AGENTS] [FANOUT]   (defaults 10000 and 1000; FANOUT <= AGENTS)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+AGENTS=${1:-10000}
+FANOUT=${2:-1000}
+BIN=target/release
+WORK=$(mktemp -d /tmp/drover-bench.XXXXXX)
+# The fan-out agents' role files go to tmpfs: one disk cannot stand in for
+# the fsyncs of a thousand hosts.
+FILES=$(mktemp -d "$([ -d /dev/shm ] && echo /dev/shm || echo "$WORK")/drover-bench-files.XXXXXX")
+HTTP=127.0.0.1:17180
+GRPC=127.0.0.1:17182
+export DROVER_PASSWORD=bench-password
+export DROVER_ADMIN_PASSWORD=$DROVER_PASSWORD
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+cargo build --release --locked --bin drover-manager --bin drover-agent --bin drover-loadgen >&2
+
+mgr_pid=
+start_manager() {  # $1 = heartbeat interval
+  "$BIN/drover-manager" --data-dir "$WORK/manager" --http-addr $HTTP --grpc-addr $GRPC \
+    --heartbeat-interval "$1" --host-lost-after 60s >"$WORK/manager.log" 2>&1 &
+  mgr_pid=$!
+  for _ in $(seq 1 100); do curl -fsS "http://$HTTP/healthz" >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "manager did not start" >&2; cat "$WORK/manager.log" >&2; exit 1
+}
+stop_manager() { kill -TERM "$mgr_pid"; wait "$mgr_pid" || true; }
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$FILES"' EXIT
+LG() { "$BIN/drover-loadgen" --http $HTTP --manager "https://$GRPC" "$@"; }
+
+echo "## enrollment: 1000 agents"
+start_manager 10s
+LG enroll --count 1000 --concurrency 64
+
+echo "## enrollment of the $AGENTS-agent fleet (identities saved for the session runs)"
+LG enroll --count "$AGENTS" --concurrency 64 --save "$WORK/ids.jsonl" | grep -E 'rate|count|failures'
+
+echo "## $AGENTS agents at a 10 s heartbeat"
+LG sessions --identities "$WORK/ids.jsonl" --duration 60s --manager-pid "$mgr_pid"
+stop_manager
+
+echo "## sustained heartbeat throughput: $AGENTS agents at a 1 s heartbeat (state persisted every second)"
+start_manager 1s
+LG sessions --identities "$WORK/ids.jsonl" --duration 60s --manager-pid "$mgr_pid"
+
+echo "## config push fan-out: 100 roles added one request each (cost of the single-role path)"
+stop_manager
+start_manager 10s
+LG fanout --identities "$WORK/ids.jsonl" --count 100 --roles-per-request 1 --cluster fanout-single \
+  --files-dir "$FILES/single" --manager-pid "$mgr_pid"
+
+echo "## config push fan-out: $FANOUT file-writing agents, one Redis role each, 5 maxmemory changes"
+LG fanout --identities "$WORK/ids.jsonl" --count "$FANOUT" --cluster fanout --files-dir "$FILES/bulk" \
+  --apply-timeout 600s --manager-pid "$mgr_pid"
+
+echo "## idle agent RSS (real drover-agent binary, 60 s after connecting, 10 s heartbeat)"
+stop_manager
+start_manager 10s
+token=$(curl -fsS -u admin:$DROVER_PASSWORD -H 'content-type: application/json' -d '{"max_uses":1}' \
+  "http://$HTTP/api/v1/enrollment-tokens" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+"$BIN/drover-agent" --manager "https://$GRPC" --token "$token" --data-dir "$WORK/agent" --hostname bench-idle \
+  >"$WORK/agent.log" 2>&1 &
+agent_pid=$!
+sleep 60
+awk '/VmRSS|VmHWM/ {printf "agent.%s %.1f MiB\n", $1, $2/1024}' "/proc/$agent_pid/status"
+kill -TERM "$agent_pid"; wait "$agent_pid" || true
+stop_manager
+echo "(work dir: $WORK)"

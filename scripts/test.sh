@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs Drover's whole test suite on a fresh Debian 12 machine: installs the
+# system packages the tests need (PostgreSQL, chromium and chromedriver,
+# redis-server, ZooKeeper and a JRE), starts PostgreSQL with a test role, builds
+# the binaries the end-to-end tests run, then runs every test in the
+# workspace against SQLite and PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+missing=()
+command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql)
+command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+# The console test drives a real browser.
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium chromium-driver)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+# Real services the end-to-end tests run under the agent's supervision.
+[ -x /usr/bin/redis-server ] || missing+=(redis-server)
+[ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper default-jre-headless)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+log "starting PostgreSQL for the store tests"
+pg_env=$(bash scripts/postgres-test-db.sh)
+# Only the export line is trusted; anything else on stdout is reported, not run.
+DROVER_TEST_POSTGRES_URL=$(printf '%s\n' "$pg_env" | sed -n 's/^export DROVER_TEST_POSTGRES_URL=//p' | tail -n1)
+if [ -z "$DROVER_TEST_POSTGRES_URL" ]; then
+  echo "scripts/test.sh: postgres-test-db.sh printed no DROVER_TEST_POSTGRES_URL; it printed: $pg_env" >&2
+  exit 1
+fi
+export DROVER_TEST_POSTGRES_URL
+
+# The end-to-end tests open many sockets.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+
+log "building binaries"
+cargo build --workspace --bins --locked
+
+log "running tests"
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+status=0
+cargo test --workspace --locked "$@" 2>&1 | tee "$out" || status=$?
+# One closing line with the totals of every test binary above.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "\ntotal: %d passed, %d failed\n", p, f }' "$out"
+exit "$status"

@@ -1,0 +1,98 @@
+//! A minimal Redis (RESP2) client for end-to-end tests: enough to SET, GET,
+//! CONFIG GET and INFO against a real redis-server.
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// A RESP reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Vec<Reply>),
+}
+
+impl Reply {
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Reply::Simple(s) => Some(s.clone()),
+            Reply::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// Sends one command on a fresh connection and reads the reply.
+pub async fn command(port: u16, args: &[&str]) -> anyhow::Result<Reply> {
+    let mut stream =
+        TcpStream::connect(("127.0.0.1", port)).await.with_context(|| format!("connect to redis on port {port}"))?;
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    stream.write_all(&out).await?;
+    let mut reader = BufReader::new(stream);
+    read_reply(&mut reader).await
+}
+
+fn read_reply<'a>(
+    r: &'a mut BufReader<TcpStream>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Reply>> + Send + 'a>> {
+    Box::pin(async move {
+        let mut line = String::new();
+        r.read_line(&mut line).await?;
+        let line = line.trim_end_matches("\r\n");
+        let (kind, rest) = line.split_at(1.min(line.len()));
+        Ok(match kind {
+            "+" => Reply::Simple(rest.to_owned()),
+            "-" => Reply::Error(rest.to_owned()),
+            ":" => Reply::Int(rest.parse()?),
+            "$" => {
+                let n: i64 = rest.parse()?;
+                if n < 0 {
+                    Reply::Bulk(None)
+                } else {
+                    let mut buf = vec![0u8; n as usize + 2];
+                    r.read_exact(&mut buf).await?;
+                    buf.truncate(n as usize);
+                    Reply::Bulk(Some(buf))
+                }
+            }
+            "*" => {
+                let n: i64 = rest.parse()?;
+                let mut items = Vec::new();
+                for _ in 0..n.max(0) {
+                    items.push(read_reply(r).await?);
+                }
+                Reply::Array(items)
+            }
+            _ => bail!("unexpected RESP reply {line:?}"),
+        })
+    })
+}
+
+/// `CONFIG GET name` as a string.
+pub async fn config_get(port: u16, name: &str) -> anyhow::Result<String> {
+    match command(port, &["CONFIG", "GET", name]).await? {
+        Reply::Array(items) if items.len() == 2 => items[1].text().context("CONFIG GET value"),
+        other => bail!("unexpected CONFIG GET reply {other:?}"),
+    }
+}
+
+/// Sends a ZooKeeper four-letter word (e.g. `srvr`) and returns the answer
+/// (empty if the server closed the connection without one). A refused
+/// connection is an `std::io::Error` of kind `ConnectionRefused` inside.
+pub async fn four_letter_word(port: u16, word: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("connect to zookeeper on port {port}"))?;
+    stream.write_all(word.as_bytes()).await?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await?;
+    Ok(out)
+}
