@@ -65,6 +65,8 @@ pub enum DesiredError {
     UnknownType(String),
     #[error("render {role}: {message}")]
     Render { role: String, message: String },
+    #[error("{0}")]
+    Internal(String),
     #[error("revision {revision} of {service} holds invalid configuration: {message}")]
     BadRevision { service: String, revision: u64, message: String },
 }
@@ -167,6 +169,17 @@ async fn instances(state: &AppState, roles: &[RoleRec]) -> Result<Vec<RoleInstan
 }
 
 impl ServiceContext {
+    /// [`ServiceContext::render_all`] on the blocking pool: rendering thousands
+    /// of roles must not hold up the async workers that serve agent sessions.
+    pub async fn render_all_blocking(self) -> Result<(Self, Vec<DesiredRole>), DesiredError> {
+        tokio::task::spawn_blocking(move || {
+            let out = self.render_all()?;
+            Ok((self, out))
+        })
+        .await
+        .map_err(|e| DesiredError::Internal(format!("rendering task failed: {e}")))?
+    }
+
     /// Renders every role of the service.
     pub fn render_all(&self) -> Result<Vec<DesiredRole>, DesiredError> {
         let mut renderer = Renderer::new(&self.service_type, &self.topology, &self.values)
@@ -204,7 +217,22 @@ pub async fn refresh_service(
 ) -> Result<(), DesiredError> {
     // One refresh at a time: each reads the latest revisions, so concurrent
     // changes cannot leave a host with an older state than the store's.
-    let _guard = state.refresh_lock.lock().await;
+    let guard = state.refresh_lock.lock().await;
+    refresh_locked(state, &guard, cluster, service, also_hosts, None).await
+}
+
+/// [`refresh_service`] for a caller that already holds `state.refresh_lock`
+/// (the guard proves it). `rendered`, when given, is this service's roles as
+/// rendered under that same lock from the store's current state (a config
+/// change renders once to validate and pushes that very result).
+pub async fn refresh_locked(
+    state: &AppState,
+    _lock: &tokio::sync::MutexGuard<'_, ()>,
+    cluster: &str,
+    service: &str,
+    also_hosts: &[String],
+    mut rendered: Option<Vec<DesiredRole>>,
+) -> Result<(), DesiredError> {
     let mut to_refresh = vec![(cluster.to_owned(), service.to_owned())];
     if let Some(svc) = state.store.service(cluster, service).await? {
         for other in state.store.list_services(cluster).await? {
@@ -217,28 +245,39 @@ pub async fn refresh_service(
     }
     for (c, s) in to_refresh {
         let key = format!("{c}/{s}");
-        let rendered = match load_service(state, &c, &s).await? {
-            Some(ctx) => ctx.render_all()?,
-            None => Vec::new(),
+        // Only the first entry (this service) can have been rendered already.
+        let roles = match rendered.take() {
+            Some(r) => r,
+            None => match load_service(state, &c, &s).await? {
+                Some(ctx) => ctx.render_all_blocking().await?.1,
+                None => Vec::new(),
+            },
         };
-        let mut by_host: BTreeMap<String, Vec<Arc<DesiredRole>>> = BTreeMap::new();
-        let mut hosts: BTreeSet<String> = also_hosts.iter().cloned().collect();
-        hosts.extend(state.registry.hosts_with_service(&key));
-        for role in rendered {
-            hosts.insert(role.host_id.clone());
-            by_host.entry(role.host_id.clone()).or_default().push(Arc::new(role));
-        }
-        let mut changed = Vec::new();
-        for host in hosts {
-            let roles = by_host.remove(&host).unwrap_or_default();
-            if let Some(generation) = state.registry.set_service_roles(&host, &key, roles) {
-                tracing::debug!(host = %host, generation, service = %key, "desired state changed");
-                changed.push((host, generation));
-            }
-        }
-        // The push already happened (sessions watch the registry); persist after.
-        state.store.set_desired_generations(&changed).await?;
+        publish(state, &key, roles, also_hosts).await?;
     }
+    Ok(())
+}
+
+/// Replaces a service's roles on every host concerned; hosts whose desired
+/// state changed get a new generation, which their sessions push at once.
+async fn publish(state: &AppState, key: &str, roles: Vec<DesiredRole>, also_hosts: &[String]) -> Result<(), DesiredError> {
+    let mut by_host: BTreeMap<String, Vec<Arc<DesiredRole>>> = BTreeMap::new();
+    let mut hosts: BTreeSet<String> = also_hosts.iter().cloned().collect();
+    hosts.extend(state.registry.hosts_with_service(key));
+    for role in roles {
+        hosts.insert(role.host_id.clone());
+        by_host.entry(role.host_id.clone()).or_default().push(Arc::new(role));
+    }
+    let mut changed = Vec::new();
+    for host in hosts {
+        let roles = by_host.remove(&host).unwrap_or_default();
+        if let Some(generation) = state.registry.set_service_roles(&host, key, roles) {
+            tracing::debug!(host = %host, generation, service = %key, "desired state changed");
+            changed.push((host, generation));
+        }
+    }
+    // The push already happened (sessions watch the registry); persist after.
+    state.store.set_desired_generations(&changed).await?;
     Ok(())
 }
 

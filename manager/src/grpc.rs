@@ -378,9 +378,7 @@ async fn run_session(
     if let Err(e) = state.store.update_host_facts(host_id, &facts, &hello.agent_version).await {
         tracing::error!(host = %host_id, error = %e, "could not store host facts");
     }
-    if state.registry.applied(host_id, hello.applied_generation) {
-        let _ = state.store.set_applied_generation(host_id, hello.applied_generation).await;
-    }
+    state.registry.applied(host_id, hello.applied_generation);
     let interval = state.registry.config().heartbeat_interval;
     let welcome = manager_message::Kind::Welcome(v1::Welcome {
         host_id: host_id.to_owned(),
@@ -438,10 +436,8 @@ async fn run_session(
                         if !report.roles.is_empty() {
                             record_role_status(state, host_id, report.roles).await;
                         }
-                        if state.registry.applied(host_id, report.applied_generation)
-                            && let Err(e) = state.store.set_applied_generation(host_id, report.applied_generation).await {
-                                tracing::error!(host = %host_id, error = %e, "could not store applied generation");
-                            }
+                        // Persisted by the registry's flusher, in batches.
+                        state.registry.applied(host_id, report.applied_generation);
                     }
                     Some(agent_message::Kind::Pong(_)) => state.registry.touch(host_id),
                     Some(agent_message::Kind::Hello(_)) => {

@@ -147,6 +147,8 @@ pub struct Registry {
     /// Role states and first-applied records waiting for the flusher.
     pending_roles: Mutex<HashMap<String, RoleStatusRec>>,
     pending_applied: Mutex<Vec<AppliedRevision>>,
+    /// Generations agents reported applied, waiting for the flusher.
+    pending_generations: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -179,6 +181,7 @@ impl Registry {
             role_changes: watch::Sender::new(0),
             pending_roles: Mutex::new(HashMap::new()),
             pending_applied: Mutex::new(Vec::new()),
+            pending_generations: Mutex::new(HashMap::new()),
         })
     }
 
@@ -329,11 +332,16 @@ impl Registry {
     }
 
     /// Records the generation an agent reports applied; true if it changed.
+    /// The flusher writes it to the store with the next batch.
     pub fn applied(&self, host_id: &str, generation: u64) -> bool {
         let Some(entry) = self.entry(host_id) else { return false };
         let mut h = entry.lock().expect("host lock");
         let changed = h.applied_generation != generation;
         h.applied_generation = generation;
+        drop(h);
+        if changed {
+            self.pending_generations.lock().expect("pending lock").insert(host_id.to_owned(), generation);
+        }
         changed
     }
 
@@ -404,6 +412,16 @@ impl Registry {
         let roles: Vec<RoleStatusRec> =
             std::mem::take(&mut *self.pending_roles.lock().expect("pending lock")).into_values().collect();
         let applied = std::mem::take(&mut *self.pending_applied.lock().expect("pending lock"));
+        let generations: Vec<(String, u64)> =
+            std::mem::take(&mut *self.pending_generations.lock().expect("pending lock")).into_iter().collect();
+        if let Err(e) = self.store.set_applied_generations(&generations).await {
+            let mut pending = self.pending_generations.lock().expect("pending lock");
+            for (host, generation) in generations {
+                pending.entry(host).or_insert(generation);
+            }
+            drop(pending);
+            tracing::warn!(error = %e, "could not store applied generations; retrying with the next flush");
+        }
         let requeue_roles = |roles: Vec<RoleStatusRec>, applied: Vec<AppliedRevision>| {
             let mut pending = self.pending_roles.lock().expect("pending lock");
             for r in roles {

@@ -714,30 +714,27 @@ pub async fn create_role(
             created_at: now_millis(),
         });
     }
-    let mut created = Vec::with_capacity(new_roles.len());
-    for role in &new_roles {
-        match state.store.insert_role(role).await {
-            Ok(r) => created.push(r),
-            Err(e) => {
-                for r in &created {
-                    state.store.delete_role(&r.id).await?;
-                }
-                return Err(e.into());
-            }
-        }
-    }
+    // Under the refresh lock: the render that checks the new roles is the
+    // one pushed, and no other change can slip in between.
+    let guard = state.refresh_lock.lock().await;
+    let created = state.store.insert_roles(&new_roles).await?;
     // Roles whose files cannot be rendered must not stay.
-    let check = desired::load_service(&state, &cluster, &service).await.and_then(|c| match c {
-        Some(c) => c.render_all().map(drop),
-        None => Ok(()),
-    });
-    if let Err(e) = check {
-        for r in &created {
-            state.store.delete_role(&r.id).await?;
+    let rendered = match desired::load_service(&state, &cluster, &service).await {
+        Ok(Some(c)) => c.render_all_blocking().await.map(|(_, r)| Some(r)),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let rendered = match rendered {
+        Ok(r) => r,
+        Err(e) => {
+            for r in &created {
+                state.store.delete_role(&r.id).await?;
+            }
+            return Err(e.into());
         }
-        return Err(e.into());
-    }
-    desired::refresh_service(&state, &cluster, &service, &[]).await?;
+    };
+    desired::refresh_locked(&state, &guard, &cluster, &service, &[], rendered).await?;
+    drop(guard);
     for role in &created {
         let hostname = hosts.get(&role.host_id).map(|h| h.0.as_str()).unwrap_or_default();
         state
@@ -920,21 +917,36 @@ async fn commit_revision(
     let cluster = ctx.service.cluster.clone();
     let service = ctx.service.name.clone();
     let st = ctx.service_type.clone();
-    // Render every role with the candidate values before storing anything.
-    let candidate = desired::load_with_values(state, ctx.service.clone(), values.clone()).await?;
-    candidate.render_all()?;
     let mut changed = override_diff(&ctx.values, &values);
     if changed.is_empty() {
         return Err(ApiError::BadRequest("the change leaves the configuration as it is; no revision created".into()));
     }
+    let revision = ctx.service.revision + 1;
+    // Render every role with the candidate values before storing anything,
+    // under the refresh lock so that this very render is what gets pushed.
+    let guard = state.refresh_lock.lock().await;
+    let mut next = ctx.service.clone();
+    next.revision = revision;
+    let (_, rendered) = desired::load_with_values(state, next, values.clone()).await?.render_all_blocking().await?;
     let mut keys_by_role = Vec::new();
+    // Roles without role-level overrides share the result of their group.
+    let mut by_group: HashMap<(&str, &str), (Vec<String>, bool)> = HashMap::new();
     for r in &ctx.roles {
-        let (keys, restart) = config::changed_keys(&st, &ctx.values, &values, &r.role_type, &r.group, &r.id);
+        let own = ctx.values.roles.contains_key(&r.id) || values.roles.contains_key(&r.id);
+        let (keys, restart) = match by_group.get(&(r.role_type.as_str(), r.group.as_str())) {
+            Some(done) if !own => done.clone(),
+            _ => {
+                let done = config::changed_keys(&st, &ctx.values, &values, &r.role_type, &r.group, &r.id);
+                if !own {
+                    by_group.insert((r.role_type.as_str(), r.group.as_str()), done.clone());
+                }
+                done
+            }
+        };
         changed.extend(keys.iter().cloned());
         keys_by_role.push((r.name.clone(), keys, restart));
     }
     let changed: Vec<String> = changed.into_iter().collect();
-    let revision = ctx.service.revision + 1;
     let rec = RevisionRec {
         cluster: cluster.clone(),
         service: service.clone(),
@@ -951,7 +963,8 @@ async fn commit_revision(
             "service {service} changed meanwhile (it is no longer at revision {expected}); reload and try again"
         )));
     }
-    desired::refresh_service(state, &cluster, &service, &[]).await?;
+    desired::refresh_locked(state, &guard, &cluster, &service, &[], Some(rendered)).await?;
+    drop(guard);
     let before = masked_values(&st, &ctx.values);
     let after = masked_values(&st, &values);
     state

@@ -327,17 +327,35 @@ impl Store {
         .bind(sat_i64(f.memory_bytes))
         .bind(to_json(&f.disks))
         .bind(agent_version)
+        .bind(&f.fqdn)
+        .bind(&f.container_id)
+        .bind(i64::from(f.machine_cpu_cores))
+        .bind(sat_i64(f.machine_memory_bytes))
+        .bind(&f.capacity_evidence)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     pub async fn set_applied_generation(&self, id: &str, generation: u64) -> Result<()> {
-        sqlx::query("UPDATE hosts SET applied_generation = $2 WHERE id = $1")
-            .bind(id)
-            .bind(sat_i64(generation))
-            .execute(&self.pool)
-            .await?;
+        self.set_applied_generations(&[(id.to_owned(), generation)]).await
+    }
+
+    /// Sets the generation each host last reported applied, in one transaction
+    /// (the registry's flusher batches them).
+    pub async fn set_applied_generations(&self, generations: &[(String, u64)]) -> Result<()> {
+        if generations.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (id, generation) in generations {
+            sqlx::query("UPDATE hosts SET applied_generation = $2 WHERE id = $1")
+                .bind(id)
+                .bind(sat_i64(*generation))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

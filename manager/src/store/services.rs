@@ -335,43 +335,65 @@ impl Store {
 
     /// Inserts a role; its index is the next free one within its role type.
     pub async fn insert_role(&self, role: &RoleRec) -> Result<RoleRec> {
+        let mut out = self.insert_roles(std::slice::from_ref(role)).await?;
+        Ok(out.remove(0))
+    }
+
+    /// Inserts roles (of one service) in one transaction: all or none. Each
+    /// gets the next free index of its role type.
+    pub async fn insert_roles(&self, roles: &[RoleRec]) -> Result<Vec<RoleRec>> {
+        let Some(first) = roles.first() else { return Ok(Vec::new()) };
         let mut tx = self.pool.begin().await?;
         // Take the write lock first (SQLite) so two inserts cannot pick the same index.
         sqlx::query("UPDATE services SET revision = revision WHERE cluster = $1 AND name = $2")
-            .bind(&role.cluster)
-            .bind(&role.service)
+            .bind(&first.cluster)
+            .bind(&first.service)
             .execute(&mut *tx)
             .await?;
-        let row = sqlx::query(
-            "SELECT COALESCE(MAX(idx) + 1, 0) AS next FROM roles WHERE cluster = $1 AND service = $2 AND role_type = $3",
-        )
-        .bind(&role.cluster)
-        .bind(&role.service)
-        .bind(&role.role_type)
-        .fetch_one(&mut *tx)
-        .await?;
-        let mut role = role.clone();
-        role.index = get::<i64>(&row, "next")? as u32;
-        sqlx::query(
-            "INSERT INTO roles (id, cluster, service, name, role_type, group_name, host_id, idx, run_state, restart_nonce, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(&role.id)
-        .bind(&role.cluster)
-        .bind(&role.service)
-        .bind(&role.name)
-        .bind(&role.role_type)
-        .bind(&role.group)
-        .bind(&role.host_id)
-        .bind(i64::from(role.index))
-        .bind(&role.run_state)
-        .bind(i64_of(role.restart_nonce))
-        .bind(role.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| conflict(e, format!("role {:?}", role.name)))?;
+        let mut next: HashMap<(String, String, String), u32> = HashMap::new();
+        let mut out = Vec::with_capacity(roles.len());
+        for role in roles {
+            let key = (role.cluster.clone(), role.service.clone(), role.role_type.clone());
+            let index = match next.get(&key) {
+                Some(n) => *n,
+                None => {
+                    let row = sqlx::query(
+                        "SELECT COALESCE(MAX(idx) + 1, 0) AS next FROM roles \
+                         WHERE cluster = $1 AND service = $2 AND role_type = $3",
+                    )
+                    .bind(&role.cluster)
+                    .bind(&role.service)
+                    .bind(&role.role_type)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    get::<i64>(&row, "next")? as u32
+                }
+            };
+            next.insert(key, index + 1);
+            let mut role = role.clone();
+            role.index = index;
+            sqlx::query(
+                "INSERT INTO roles (id, cluster, service, name, role_type, group_name, host_id, idx, run_state, restart_nonce, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(&role.id)
+            .bind(&role.cluster)
+            .bind(&role.service)
+            .bind(&role.name)
+            .bind(&role.role_type)
+            .bind(&role.group)
+            .bind(&role.host_id)
+            .bind(i64::from(role.index))
+            .bind(&role.run_state)
+            .bind(i64_of(role.restart_nonce))
+            .bind(role.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict(e, format!("role {:?}", role.name)))?;
+            out.push(role);
+        }
         tx.commit().await?;
-        Ok(role)
+        Ok(out)
     }
 
     pub async fn roles_of_service(&self, cluster: &str, service: &str) -> Result<Vec<RoleRec>> {
