@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 usage() {
   cat <<'EOF'
-usage: scripts/build-images.sh [--rebuild] [--agent-bin PATH] [--tag TAG] [IMAGE...]
+usage: scripts/build-images.sh [--rebuild] [--agent-bin PATH] [--tag TAG] [--base-tag TAG] [IMAGE...]
 
 IMAGE is base, agent or sshd (default: all three; a child image builds its
 parent first if that is missing).
@@ -24,12 +24,15 @@ parent first if that is missing).
                     (env DROVER_AGENT_BIN; default target/release/drover-agent,
                     built with cargo if missing)
   --tag TAG         image tag (env DROVER_IMAGE_TAG; default latest)
+  --base-tag TAG    the drover/base tag the other images build on (default:
+                    --tag); lets tests put their own agent on the usual base
 EOF
 }
 
 rebuild=0
 agent_bin=${DROVER_AGENT_BIN:-}
 tag=${DROVER_IMAGE_TAG:-latest}
+base_tag=
 wanted=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -38,6 +41,8 @@ while [ $# -gt 0 ]; do
     --agent-bin=*) agent_bin=${1#*=} ;;
     --tag) tag=${2:?--tag needs a value}; shift ;;
     --tag=*) tag=${1#*=} ;;
+    --base-tag) base_tag=${2:?--base-tag needs a value}; shift ;;
+    --base-tag=*) base_tag=${1#*=} ;;
     -h|--help) usage; exit 0 ;;
     base|agent|sshd) wanted+=("$1") ;;
     *) echo "build-images.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -45,6 +50,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 [ ${#wanted[@]} -gt 0 ] || wanted=(base agent sshd)
+base_tag=${base_tag:-$tag}
 
 started=$SECONDS
 log() { printf '==> [%3ds] %s\n' "$((SECONDS - started))" "$*"; }
@@ -96,7 +102,7 @@ stale() {
 }
 
 build_base() {
-  local name=drover/base:$tag hash old root
+  local name=drover/base:$base_tag hash old root
   hash=$(cat images/base/recipe.env images/base/finish.sh | sha)
   stale "$name" "$hash" || return 0
   command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
@@ -130,7 +136,7 @@ docker_build() {
   local what=$1 ctx=$2 hash=$3 name=drover/$1:$tag old
   shift 3
   old=$(image_id "$name")
-  if ! docker build --quiet --build-arg "BASE=drover/base:$tag" \
+  if ! docker build --quiet --build-arg "BASE=drover/base:$base_tag" \
        --label "drover.inputs=$hash" --label "org.opencontainers.image.title=drover/$what" \
        "$@" -t "$name" "$ctx" > "$ctx.log" 2>&1; then
     cat "$ctx.log" >&2
@@ -140,7 +146,7 @@ docker_build() {
 }
 
 ensure_base() {
-  [ -n "$(image_id "drover/base:$tag")" ] || build_base
+  [ -n "$(image_id "drover/base:$base_tag")" ] || build_base
 }
 
 build_agent() {
@@ -154,7 +160,7 @@ build_agent() {
     log "$name: $bin missing; cargo build --release -p drover-agent"
     cargo build --release --locked -p drover-agent
   fi
-  hash=$( { cat images/agent/Dockerfile; sha < "$bin"; image_id "drover/base:$tag"; } | sha)
+  hash=$( { cat images/agent/Dockerfile; sha < "$bin"; image_id "drover/base:$base_tag"; } | sha)
   stale "$name" "$hash" || return 0
   ctx=$(new_tmp)
   cp images/agent/Dockerfile "$ctx/"
@@ -170,7 +176,7 @@ build_agent() {
 build_sshd() {
   local name=drover/sshd:$tag hash ctx
   ensure_base
-  hash=$( { cat images/sshd/Dockerfile images/sshd/entrypoint.sh; image_id "drover/base:$tag"; } | sha)
+  hash=$( { cat images/sshd/Dockerfile images/sshd/entrypoint.sh; image_id "drover/base:$base_tag"; } | sha)
   stale "$name" "$hash" || return 0
   ctx=$(new_tmp)
   cp images/sshd/Dockerfile images/sshd/entrypoint.sh "$ctx/"
@@ -183,4 +189,4 @@ build_sshd() {
 for image in "${wanted[@]}"; do
   "build_$image"
 done
-log "done: $(for i in "${wanted[@]}"; do printf 'drover/%s:%s ' "$i" "$tag"; done)"
+log "done: $(for i in "${wanted[@]}"; do [ "$i" = base ] && t=$base_tag || t=$tag; printf 'drover/%s:%s ' "$i" "$t"; done)"

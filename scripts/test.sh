@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs Drover's whole test suite on a fresh Debian 12 machine: installs the
 # system packages the tests need (PostgreSQL, chromium and chromedriver,
-# redis-server, ZooKeeper and a JRE), starts PostgreSQL with a test role, builds
-# the binaries the end-to-end tests run, then runs every test in the
-# workspace against SQLite and PostgreSQL.
+# redis-server, ZooKeeper and a JRE, debootstrap), starts PostgreSQL with a
+# test role, builds the binaries the end-to-end tests run and the container
+# images (Docker must be running; nothing is pulled), then runs every test in
+# the workspace against SQLite and PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 # Real services the end-to-end tests run under the agent's supervision.
 [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper default-jre-headless)
+# drover/base is made with debootstrap (scripts/build-images.sh).
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -40,6 +43,12 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
 log "building binaries"
 cargo build --workspace --bins --locked
+
+# The container tests run the agent under test in drover/agent:e2e, on
+# drover/base:latest (a debootstrap the first time, about two minutes; seconds
+# when nothing changed).
+log "building container images"
+scripts/build-images.sh --tag e2e --base-tag latest --agent-bin target/debug/drover-agent agent
 
 log "running tests"
 out=$(mktemp)

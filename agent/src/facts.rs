@@ -2,22 +2,32 @@
 //! whether it is a container, a VM or a physical machine. Collected once at start
 //! and sent at enrollment and in every `Hello`.
 //!
-//! Host-kind detection and OS parsing read files below a root directory given as
-//! an argument, so that tests can build fake `/proc`, `/sys` and `/etc` trees.
+//! Host-kind detection, OS parsing and the FQDN lookup read files below a root
+//! directory given as an argument, so that tests can build fake `/proc`, `/sys`
+//! and `/etc` trees. In a container, [`crate::container`] adds the container id
+//! and lowers `cpu_cores` and `memory_bytes` to the cgroup's limits.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
 use std::net::IpAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use sysinfo::{CpuRefreshKind, DiskRefreshKind, Disks, MemoryRefreshKind, RefreshKind, System};
+
+use crate::container;
 
 /// Everything the manager learns about a host when it enrolls or connects.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostFacts {
-    /// `--hostname`, else the system's host name.
+    /// `--hostname`, else the system's (kernel) host name.
     pub hostname: String,
+    /// The fully qualified name of the kernel host name, when one is known
+    /// (see [`fqdn`]); empty otherwise. Informational: Drover identifies hosts
+    /// by id, never refuses one over its names, and does not need either to
+    /// resolve.
+    pub fqdn: String,
     /// Non-loopback, non-link-local addresses of interfaces that are up.
     pub addresses: Vec<IpAddr>,
     pub kind: HostKind,
@@ -29,9 +39,20 @@ pub struct HostFacts {
     pub kernel: String,
     /// CPU architecture as Rust names it, e.g. "x86_64", "aarch64".
     pub arch: String,
-    /// Logical CPUs.
+    /// Logical CPUs, or fewer when a cgroup limit (a container's `--cpus`,
+    /// a cpuset) allows fewer; a fractional quota is rounded up.
     pub cpu_cores: u32,
+    /// Memory, or the cgroup memory limit when lower.
     pub memory_bytes: u64,
+    /// What the kernel reports for the whole machine, whatever the limits.
+    pub machine_cpu_cores: u32,
+    pub machine_memory_bytes: u64,
+    /// Where `cpu_cores` and `memory_bytes` come from (the cgroup files and
+    /// values that lowered them, or "no cgroup limit ...").
+    pub capacity_evidence: String,
+    /// The id of the container the agent runs in (64 hex digits for Docker),
+    /// when `kind` is container and the runtime shows it; empty otherwise.
+    pub container_id: String,
     /// Real filesystems (see [`is_real_filesystem`]), sorted by mount point.
     pub disks: Vec<Disk>,
 }
@@ -76,29 +97,42 @@ pub fn collect(hostname_override: Option<&str>) -> HostFacts {
     let sys = System::new_with_specifics(
         RefreshKind::nothing().with_cpu(CpuRefreshKind::nothing()).with_memory(MemoryRefreshKind::nothing().with_ram()),
     );
+    let kernel_hostname = System::host_name().unwrap_or_default();
     let hostname = hostname_override
         .map(str::trim)
         .filter(|h| !h.is_empty())
         .map(str::to_owned)
-        .or_else(System::host_name)
-        .unwrap_or_default();
+        .unwrap_or_else(|| kernel_hostname.clone());
+    let fqdn = fqdn(root, &kernel_hostname, |name| resolves(name, FQDN_LOOKUP_TIMEOUT));
     let (kind, kind_evidence) = detect_host_kind(root);
     let os = os_release_name(root).or_else(System::long_os_version).unwrap_or_else(|| std::env::consts::OS.to_owned());
-    let cpu_cores = match sys.cpus().len() {
+    let machine_cpu_cores = match sys.cpus().len() {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
+    };
+    let machine_cpu_cores = u32::try_from(machine_cpu_cores).unwrap_or(u32::MAX);
+    // Limits apply wherever the agent runs (a systemd slice, too), not only in containers.
+    let capacity = container::capacity(machine_cpu_cores, sys.total_memory(), &container::read_limits(root));
+    let container_id = match kind {
+        HostKind::Container => container::container_id(root).unwrap_or_default(),
+        HostKind::Vm | HostKind::Physical => String::new(),
     };
     let disks = Disks::new_with_refreshed_list_specifics(DiskRefreshKind::nothing().with_storage());
     HostFacts {
         hostname,
+        fqdn,
         addresses: addresses(),
         kind,
         kind_evidence,
         os,
         kernel: System::kernel_version().unwrap_or_default(),
         arch: std::env::consts::ARCH.to_owned(),
-        cpu_cores: u32::try_from(cpu_cores).unwrap_or(u32::MAX),
-        memory_bytes: sys.total_memory(),
+        cpu_cores: capacity.cpu_cores,
+        memory_bytes: capacity.memory_bytes,
+        machine_cpu_cores: capacity.machine_cpu_cores,
+        machine_memory_bytes: capacity.machine_memory_bytes,
+        capacity_evidence: capacity.evidence,
+        container_id,
         disks: real_filesystems(&disks)
             .into_iter()
             .map(|d| Disk {
@@ -109,6 +143,70 @@ pub fn collect(hostname_override: Option<&str>) -> HostFacts {
             })
             .collect(),
     }
+}
+
+// ---- names ----
+
+/// How long the agent waits for the resolver when looking for its FQDN. A
+/// container with a broken resolver must not delay the start for long.
+const FQDN_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The fully qualified domain name of `hostname`, or empty when none is known,
+/// much as `hostname -f` finds it: the name itself if it has a dot; else the
+/// canonical (first) name of the `etc/hosts` line below `root` that lists it,
+/// if that has a dot; else `hostname.DOMAIN` for the `domain` (or first
+/// `search`) domain of `etc/resolv.conf`, if `resolves` says it resolves.
+///
+/// Never an error: Ambari's agents refused to register when a container's
+/// hostname and FQDN disagreed or did not resolve. Drover reports both names
+/// as they are and identifies the host by its id.
+pub fn fqdn(root: &Path, hostname: &str, resolves: impl Fn(&str) -> bool) -> String {
+    let hostname = hostname.trim().trim_end_matches('.');
+    if hostname.is_empty() {
+        return String::new();
+    }
+    if hostname.contains('.') {
+        return hostname.to_owned();
+    }
+    let hosts = fs::read_to_string(root.join("etc/hosts")).unwrap_or_default();
+    let canonical = hosts.lines().find_map(|line| {
+        let line = line.split('#').next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        let _address = words.next()?;
+        let names: Vec<&str> = words.collect();
+        names.iter().any(|n| n.eq_ignore_ascii_case(hostname)).then(|| names[0].trim_end_matches('.').to_owned())
+    });
+    if let Some(name) = canonical.filter(|n| n.contains('.')) {
+        return name;
+    }
+    let resolv = fs::read_to_string(root.join("etc/resolv.conf")).unwrap_or_default();
+    let domain = resolv.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        match words.next()? {
+            "domain" | "search" => words.next().map(|d| d.trim_end_matches('.').to_owned()),
+            _ => None,
+        }
+    });
+    match domain.filter(|d| !d.is_empty()) {
+        Some(domain) => {
+            let candidate = format!("{hostname}.{domain}");
+            if resolves(&candidate) { candidate } else { String::new() }
+        }
+        None => String::new(),
+    }
+}
+
+/// Whether the system resolver knows `name`, giving up after `timeout` (the
+/// lookup thread is left to finish on its own).
+pub fn resolves(name: &str, timeout: Duration) -> bool {
+    use std::net::ToSocketAddrs;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = name.to_owned();
+    let spawned = std::thread::Builder::new().name("fqdn-lookup".into()).spawn(move || {
+        let found = (name.as_str(), 0).to_socket_addrs().map(|mut a| a.next().is_some()).unwrap_or(false);
+        let _ = tx.send(found);
+    });
+    spawned.is_ok() && rx.recv_timeout(timeout).unwrap_or(false)
 }
 
 // ---- host kind ----
@@ -651,12 +749,47 @@ mod tests {
         assert_eq!(facts.arch, std::env::consts::ARCH);
         assert!(facts.cpu_cores >= 1, "{facts:?}");
         assert!(facts.memory_bytes > 64 * 1024 * 1024, "{facts:?}");
+        assert!(facts.cpu_cores <= facts.machine_cpu_cores, "{facts:?}");
+        assert!(facts.memory_bytes <= facts.machine_memory_bytes, "{facts:?}");
+        assert!(!facts.capacity_evidence.is_empty(), "{facts:?}");
         assert!(!facts.kind_evidence.is_empty(), "{facts:?}");
         assert!(facts.disks.iter().any(|d| d.mount_point == "/"), "root filesystem missing: {facts:?}");
         assert!(facts.disks.iter().all(|d| d.total_bytes > 0), "{facts:?}");
         assert!(facts.addresses.iter().all(|a| !a.is_loopback()), "{facts:?}");
         let sorted = facts.disks.windows(2).all(|w| w[0].mount_point < w[1].mount_point);
         assert!(sorted, "{facts:?}");
+    }
+
+    #[test]
+    fn fqdn_lookup() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("etc")).expect("mkdir");
+        let never = |_: &str| false;
+        // No files at all: nothing known, and no error.
+        assert_eq!(fqdn(root, "web1", never), "");
+        assert_eq!(fqdn(root, "", never), "");
+        assert_eq!(fqdn(root, "web1.example.com.", never), "web1.example.com");
+        // Docker's /etc/hosts names the container by its short name only.
+        std::fs::write(root.join("etc/hosts"), "127.0.0.1\tlocalhost\n172.18.0.2\td698b8b64b29\n").expect("write");
+        assert_eq!(fqdn(root, "d698b8b64b29", never), "");
+        // docker run --hostname web1 --domainname example.com
+        std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n172.18.0.2 web1.example.com web1 # here\n")
+            .expect("write");
+        assert_eq!(fqdn(root, "web1", never), "web1.example.com");
+        assert_eq!(fqdn(root, "WEB1", never), "web1.example.com");
+        // Only DNS knows the name, through the search domain.
+        std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").expect("write");
+        std::fs::write(root.join("etc/resolv.conf"), "nameserver 127.0.0.11\nsearch corp.example. other.example\n")
+            .expect("write");
+        assert_eq!(fqdn(root, "db1", |n| n == "db1.corp.example"), "db1.corp.example");
+        assert_eq!(fqdn(root, "db2", |n| n == "db1.corp.example"), "");
+    }
+
+    #[test]
+    fn resolving_gives_up_in_time() {
+        assert!(resolves("localhost", Duration::from_secs(5)));
+        assert!(!resolves("no-such-host.invalid", Duration::from_secs(5)));
     }
 
     #[test]

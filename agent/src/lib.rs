@@ -7,6 +7,10 @@
 //!
 //! - [`facts`]: what the host is (hostname, addresses, OS, container/VM/physical, disks);
 //!   collected once at start-up.
+//! - [`container`]: the container id and the cgroup CPU and memory limits that
+//!   become the host's capacity.
+//! - [`init`]: the agent as PID 1 (a container's entry point): a minimal init that
+//!   reaps orphans and runs the agent proper as its child.
 //! - [`metrics`]: how the host is doing (CPU, memory, load, disks, network); sampled
 //!   for every heartbeat by a reusable [`metrics::MetricsCollector`].
 //! - [`enroll`]: the one-time exchange of an enrollment token and a CSR for a client
@@ -51,12 +55,14 @@
 //! ```
 
 pub mod backoff;
+pub mod container;
 pub mod datadir;
 pub mod enroll;
 pub mod error;
 pub mod facts;
 pub mod files;
 pub mod health;
+pub mod init;
 pub use drover_proto::labels;
 pub mod metrics;
 mod protocol;

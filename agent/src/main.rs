@@ -14,6 +14,7 @@ use drover_agent::datadir;
 use drover_agent::enroll::{self, Identity};
 use drover_agent::error::{AgentError, EXIT_FATAL};
 use drover_agent::facts::{self, HostFacts};
+use drover_agent::init;
 use drover_agent::labels::parse_labels;
 use drover_agent::metrics::MetricsCollector;
 use drover_agent::session::{self, NoopObserver, RolesMode, SessionConfig};
@@ -92,10 +93,16 @@ enum LogFormat {
 }
 
 fn main() -> ExitCode {
+    // As the child of our own PID 1 (or of any init), start from a clean mask.
+    init::unblock_signals();
     let cli = Cli::parse();
     if let Err(e) = init_tracing(cli.log_format, cli.log_level.as_deref()) {
         report(&e);
         return ExitCode::from(EXIT_FATAL);
+    }
+    if init::is_pid1() {
+        // A container's entry point: reap orphans here, run the agent as a child.
+        return ExitCode::from(init::run(std::env::args_os().skip(1).collect()));
     }
     // One thread: the agent mostly waits, and must stay small.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -147,19 +154,30 @@ fn init_tracing(format: LogFormat, level: Option<&str>) -> Result<(), String> {
 
 async fn agent(cli: Cli) -> Result<(), AgentError> {
     let stop = shutdown_signal()?;
-    let facts = facts::collect(cli.hostname.as_deref());
+    let mut facts = facts::collect(cli.hostname.as_deref());
     if facts.hostname.is_empty() {
-        return Err(AgentError::Config("could not determine this host's name; pass --hostname".into()));
+        // Any name will do: the host id identifies the host, not its name.
+        facts.hostname = [facts.fqdn.clone(), facts.container_id.chars().take(12).collect()]
+            .into_iter()
+            .find(|n| !n.is_empty())
+            .ok_or_else(|| AgentError::Config("could not determine this host's name; pass --hostname".into()))?;
     }
     info!(
         version = drover_agent::VERSION,
         hostname = %facts.hostname,
+        fqdn = %facts.fqdn,
         kind = %facts.kind,
         evidence = %facts.kind_evidence,
+        container = %facts.container_id,
         os = %facts.os,
         cpus = facts.cpu_cores,
+        memory_bytes = facts.memory_bytes,
+        capacity = %facts.capacity_evidence,
         "drover agent starting"
     );
+    if facts.fqdn.is_empty() {
+        info!(hostname = %facts.hostname, "no fully qualified name known for this host; Drover does not need one");
+    }
 
     let identity = match Identity::load(&cli.data_dir)? {
         Some(identity) => {

@@ -1,5 +1,6 @@
 //! How the host is doing, sampled for every heartbeat: CPU, memory, load, disk
-//! space, network totals and uptime.
+//! space, network totals and uptime. In a container with a memory limit, memory
+//! is the cgroup's usage against its limit.
 //!
 //! The agent must stay small (under 10 MiB resident when idle), so the collector
 //! keeps its sysinfo objects between samples and refreshes only what a sample
@@ -93,10 +94,11 @@ impl MetricsCollector {
                 tx = tx.saturating_add(data.total_transmitted());
             }
         }
+        let (memory_used_bytes, memory_total_bytes) = self.memory();
         Metrics {
             cpu_percent: clamp_percent(f64::from(self.system.global_cpu_usage())),
-            memory_used_bytes: self.system.used_memory(),
-            memory_total_bytes: self.system.total_memory(),
+            memory_used_bytes,
+            memory_total_bytes,
             load1: finite(load.one),
             load5: finite(load.five),
             load15: finite(load.fifteen),
@@ -104,6 +106,23 @@ impl MetricsCollector {
             network_rx_bytes: rx,
             network_tx_bytes: tx,
             uptime_seconds: System::uptime(),
+        }
+    }
+}
+
+impl MetricsCollector {
+    /// Memory used and total: the cgroup's usage and limit when a limit lower
+    /// than the machine's applies (a container's `--memory`), as the host's
+    /// `memory_bytes` fact does; the machine's otherwise.
+    fn memory(&self) -> (u64, u64) {
+        let machine = (self.system.used_memory(), self.system.total_memory());
+        if machine.1 == 0 {
+            // sysinfo's cgroup_limits() insists on a known total.
+            return machine;
+        }
+        match self.system.cgroup_limits() {
+            Some(l) if l.total_memory < machine.1 => (l.total_memory.saturating_sub(l.free_memory), l.total_memory),
+            _ => machine,
         }
     }
 }

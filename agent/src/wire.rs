@@ -38,6 +38,11 @@ pub(crate) fn facts(f: &HostFacts) -> v1::HostFacts {
             })
             .collect(),
         kind_evidence: f.kind_evidence.clone(),
+        fqdn: f.fqdn.clone(),
+        container_id: f.container_id.clone(),
+        machine_cpu_cores: f.machine_cpu_cores,
+        machine_memory_bytes: f.machine_memory_bytes,
+        capacity_evidence: f.capacity_evidence.clone(),
     }
 }
 
@@ -282,6 +287,7 @@ mod tests {
     fn facts_convert_field_by_field() {
         let f = HostFacts {
             hostname: "h1".into(),
+            fqdn: "h1.example.com".into(),
             addresses: vec!["192.0.2.1".parse().expect("ip"), "2001:db8::1".parse().expect("ip")],
             kind: HostKind::Vm,
             kind_evidence: "DMI names QEMU".into(),
@@ -290,6 +296,10 @@ mod tests {
             arch: "x86_64".into(),
             cpu_cores: 4,
             memory_bytes: 8,
+            machine_cpu_cores: 16,
+            machine_memory_bytes: 64,
+            capacity_evidence: "CPU quota 4 CPUs".into(),
+            container_id: "c".repeat(64),
             disks: vec![Disk {
                 mount_point: "/".into(),
                 device: "/dev/vda".into(),
@@ -302,6 +312,9 @@ mod tests {
         assert_eq!(p.kind, v1::HostKind::Vm as i32);
         assert_eq!(p.kind_evidence, "DMI names QEMU");
         assert_eq!((p.cpu_cores, p.memory_bytes), (4, 8));
+        assert_eq!((p.machine_cpu_cores, p.machine_memory_bytes), (16, 64));
+        assert_eq!((p.fqdn.as_str(), p.capacity_evidence.as_str()), ("h1.example.com", "CPU quota 4 CPUs"));
+        assert_eq!(p.container_id, "c".repeat(64));
         assert_eq!(p.disks[0].device, "/dev/vda");
     }
 

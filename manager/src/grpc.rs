@@ -76,6 +76,11 @@ pub fn facts_from_proto(f: Option<v1::HostFacts>) -> Result<HostFacts, Status> {
                 total_bytes: d.total_bytes,
             })
             .collect(),
+        fqdn: f.fqdn,
+        container_id: f.container_id,
+        machine_cpu_cores: f.machine_cpu_cores,
+        machine_memory_bytes: f.machine_memory_bytes,
+        capacity_evidence: f.capacity_evidence,
     })
 }
 

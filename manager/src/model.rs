@@ -98,6 +98,16 @@ pub struct HostFacts {
     pub cpu_cores: u32,
     pub memory_bytes: u64,
     pub disks: Vec<Disk>,
+    /// Fully qualified name of the kernel host name, when the agent knows one.
+    pub fqdn: String,
+    /// The container's id (64 hex digits for Docker) when `kind` is container.
+    pub container_id: String,
+    /// The whole machine's CPUs and memory; `cpu_cores` and `memory_bytes` are
+    /// lower when cgroup limits apply (0: an agent too old to say).
+    pub machine_cpu_cores: u32,
+    pub machine_memory_bytes: u64,
+    /// Where `cpu_cores` and `memory_bytes` come from.
+    pub capacity_evidence: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -139,6 +149,16 @@ pub struct Host {
     pub cpu_cores: u32,
     pub memory_bytes: u64,
     pub disks: Vec<Disk>,
+    /// Fully qualified name of the kernel host name, when the agent knows one.
+    pub fqdn: String,
+    /// The container's id (64 hex digits for Docker) when `kind` is container.
+    pub container_id: String,
+    /// The whole machine's CPUs and memory; `cpu_cores` and `memory_bytes` are
+    /// lower when cgroup limits apply (0: an agent too old to say).
+    pub machine_cpu_cores: u32,
+    pub machine_memory_bytes: u64,
+    /// Where `cpu_cores` and `memory_bytes` come from.
+    pub capacity_evidence: String,
     pub agent_version: String,
     pub labels: Labels,
     pub status: HostStatus,

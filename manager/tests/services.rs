@@ -95,6 +95,11 @@ impl T {
             cpu_cores: 2,
             memory_bytes: 1 << 30,
             disks: vec![],
+            fqdn: String::new(),
+            container_id: String::new(),
+            machine_cpu_cores: 0,
+            machine_memory_bytes: 0,
+            capacity_evidence: String::new(),
         };
         let new_host = NewHost {
             id: id.into(),

@@ -225,6 +225,11 @@ fn facts(hostname: &str) -> HostFacts {
         arch: "x86_64".into(),
         cpu_cores: 4,
         memory_bytes: 8 << 30,
+        fqdn: String::new(),
+        container_id: String::new(),
+        machine_cpu_cores: 4,
+        machine_memory_bytes: 8 << 30,
+        capacity_evidence: "no cgroup limit below the machine's".into(),
         disks: vec![Disk {
             mount_point: "/".into(),
             device: "/dev/sda1".into(),
@@ -287,6 +292,11 @@ fn enrolled(id: &str, hostname: &str, host_labels: Labels) -> Host {
         cpu_cores: f.cpu_cores,
         memory_bytes: f.memory_bytes,
         disks: f.disks,
+        fqdn: f.fqdn,
+        container_id: f.container_id,
+        machine_cpu_cores: f.machine_cpu_cores,
+        machine_memory_bytes: f.machine_memory_bytes,
+        capacity_evidence: f.capacity_evidence,
         agent_version: "0.1.0".into(),
         labels: host_labels,
         status: HostStatus::Healthy,
@@ -783,6 +793,11 @@ async fn case_update_host_facts(store: Store) {
         cpu_cores: 16,
         memory_bytes: u64::MAX,
         disks: vec![],
+        fqdn: "web-1.example.com".into(),
+        container_id: "0123456789abcdef".repeat(4),
+        machine_cpu_cores: 64,
+        machine_memory_bytes: 1 << 40,
+        capacity_evidence: "CPU quota 16 CPUs".into(),
     };
     store.update_host_facts("h1", &new_facts, "0.2.0").await.unwrap();
     let host = store.host("h1").await.unwrap().unwrap();
@@ -798,6 +813,11 @@ async fn case_update_host_facts(store: Store) {
         // Saturated at i64::MAX rather than wrapping.
         memory_bytes: i64::MAX as u64,
         disks: vec![],
+        fqdn: new_facts.fqdn.clone(),
+        container_id: new_facts.container_id.clone(),
+        machine_cpu_cores: 64,
+        machine_memory_bytes: 1 << 40,
+        capacity_evidence: new_facts.capacity_evidence.clone(),
         agent_version: "0.2.0".into(),
         ..enrolled("h1", "web-1", labels(&[("env", "prod")]))
     };

@@ -2,6 +2,7 @@
 //! REST client, polling with deadlines (never sleeps), locating and supervising
 //! the real binaries, and synthetic host facts.
 
+pub mod docker;
 pub mod procs;
 pub mod resp;
 pub mod rest;
@@ -50,6 +51,11 @@ pub fn synthetic_facts(index: usize) -> HostFacts {
         arch: std::env::consts::ARCH.into(),
         cpu_cores: 4,
         memory_bytes: 8 << 30,
+        machine_cpu_cores: 4,
+        machine_memory_bytes: 8 << 30,
+        capacity_evidence: "synthetic".into(),
+        fqdn: String::new(),
+        container_id: String::new(),
         disks: vec![Disk {
             mount_point: "/".into(),
             device: "overlay".into(),

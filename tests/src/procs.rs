@@ -134,6 +134,18 @@ pub struct ManagerProc {
 
 impl ManagerProc {
     pub fn start(data_dir: &Path, http_port: u16, grpc_port: u16, extra: &[&str]) -> anyhow::Result<ManagerProc> {
+        Self::start_on(data_dir, http_port, "127.0.0.1", grpc_port, extra)
+    }
+
+    /// Like [`ManagerProc::start`], with the gRPC listener on `grpc_ip` (e.g. a
+    /// Docker network's gateway, for agents in containers).
+    pub fn start_on(
+        data_dir: &Path,
+        http_port: u16,
+        grpc_ip: &str,
+        grpc_port: u16,
+        extra: &[&str],
+    ) -> anyhow::Result<ManagerProc> {
         fs::create_dir_all(data_dir)?;
         let password = "e2e-admin-password".to_owned();
         let mut cmd = Command::new(bin("drover-manager"));
@@ -146,7 +158,7 @@ impl ManagerProc {
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{http_port}"))
             .arg("--grpc-addr")
-            .arg(format!("127.0.0.1:{grpc_port}"))
+            .arg(format!("{grpc_ip}:{grpc_port}"))
             .args(extra);
         let proc = Proc::spawn("drover-manager", cmd, &data_dir.join("manager.log"))?;
         Ok(ManagerProc { proc, data_dir: data_dir.to_path_buf(), http_port, grpc_port, password })

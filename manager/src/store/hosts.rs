@@ -83,7 +83,7 @@ pub struct MetricBucket {
 
 const HOST_COLUMNS: &str = "id, hostname, addresses, kind, kind_evidence, os, kernel, arch, cpu_cores, memory_bytes, \
     disks, agent_version, status, cert_serial, enrolled_at, last_heartbeat_at, latest_metrics, applied_generation, \
-    decommissioned_at";
+    decommissioned_at, fqdn, container_id, machine_cpu_cores, machine_memory_bytes, capacity_evidence";
 
 fn host_from_row(row: &AnyRow, labels: Labels) -> Result<Host> {
     let status: String = get(row, "status")?;
@@ -102,6 +102,11 @@ fn host_from_row(row: &AnyRow, labels: Labels) -> Result<Host> {
         cpu_cores: get::<i64>(row, "cpu_cores")? as u32,
         memory_bytes: get::<i64>(row, "memory_bytes")? as u64,
         disks: get_json(row, "disks")?,
+        fqdn: get(row, "fqdn")?,
+        container_id: get(row, "container_id")?,
+        machine_cpu_cores: get::<i64>(row, "machine_cpu_cores")? as u32,
+        machine_memory_bytes: get::<i64>(row, "machine_memory_bytes")? as u64,
+        capacity_evidence: get(row, "capacity_evidence")?,
         agent_version: get(row, "agent_version")?,
         labels,
         status: HostStatus::parse(&status).ok_or_else(|| StoreError::corrupt("status", &status))?,
@@ -149,8 +154,9 @@ impl Store {
         let f = &host.facts;
         sqlx::query(
             "INSERT INTO hosts (id, hostname, addresses, kind, kind_evidence, os, kernel, arch, cpu_cores, memory_bytes, \
-             disks, agent_version, status, cert_serial, enrollment_token, enrolled_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'healthy', $13, $14, $15)",
+             disks, agent_version, status, cert_serial, enrollment_token, enrolled_at, fqdn, container_id, \
+             machine_cpu_cores, machine_memory_bytes, capacity_evidence) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'healthy', $13, $14, $15, $16, $17, $18, $19, $20)",
         )
         .bind(&host.id)
         .bind(&f.hostname)
@@ -167,6 +173,11 @@ impl Store {
         .bind(&host.cert_serial)
         .bind(token_id)
         .bind(now)
+        .bind(&f.fqdn)
+        .bind(&f.container_id)
+        .bind(i64::from(f.machine_cpu_cores))
+        .bind(sat_i64(f.machine_memory_bytes))
+        .bind(&f.capacity_evidence)
         .execute(&mut *tx)
         .await?;
         for (k, v) in &labels {
@@ -313,7 +324,9 @@ impl Store {
     pub async fn update_host_facts(&self, id: &str, f: &HostFacts, agent_version: &str) -> Result<()> {
         sqlx::query(
             "UPDATE hosts SET hostname = $2, addresses = $3, kind = $4, kind_evidence = $5, os = $6, kernel = $7, \
-             arch = $8, cpu_cores = $9, memory_bytes = $10, disks = $11, agent_version = $12 WHERE id = $1",
+             arch = $8, cpu_cores = $9, memory_bytes = $10, disks = $11, agent_version = $12, fqdn = $13, \
+             container_id = $14, machine_cpu_cores = $15, machine_memory_bytes = $16, capacity_evidence = $17 \
+             WHERE id = $1",
         )
         .bind(id)
         .bind(&f.hostname)

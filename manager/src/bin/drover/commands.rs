@@ -424,6 +424,11 @@ mod tests {
             cpu_cores: 2,
             memory_bytes: 4 << 30,
             disks: vec![],
+            fqdn: String::new(),
+            container_id: String::new(),
+            machine_cpu_cores: 0,
+            machine_memory_bytes: 0,
+            capacity_evidence: String::new(),
         }
     }
 

@@ -508,6 +508,11 @@ mod tests {
             arch: "x86_64".into(),
             cpu_cores: 4,
             memory_bytes: 8 << 30,
+            fqdn: String::new(),
+            container_id: String::new(),
+            machine_cpu_cores: 0,
+            machine_memory_bytes: 0,
+            capacity_evidence: String::new(),
             disks: vec![Disk {
                 mount_point: "/".into(),
                 device: "/dev/vda1".into(),
