@@ -22,7 +22,7 @@ parent first if that is missing).
   --rebuild         rebuild even when an image is up to date (a new debootstrap too)
   --agent-bin PATH  the drover-agent binary to put in drover/agent
                     (env DROVER_AGENT_BIN; default target/release/drover-agent,
-                    built with cargo if missing)
+                    or under CARGO_TARGET_DIR; built with cargo if missing)
   --tag TAG         image tag (env DROVER_IMAGE_TAG; default latest)
   --base-tag TAG    the drover/base tag the other images build on (default:
                     --tag); lets tests put their own agent on the usual base
@@ -152,7 +152,7 @@ ensure_base() {
 build_agent() {
   local name=drover/agent:$tag hash ctx bin
   ensure_base
-  bin=${agent_bin:-target/release/drover-agent}
+  bin=${agent_bin:-${CARGO_TARGET_DIR:-target}/release/drover-agent}
   if [ ! -x "$bin" ]; then
     if [ -n "$agent_bin" ]; then
       die "agent binary $bin not found or not executable"
