@@ -1,16 +1,20 @@
-//! Drover service descriptors: service types with typed parameters and templates, configuration
-//! resolution, and rendering of a role into the files, process and health checks an agent runs.
+//! Drover service descriptors and parcels. Descriptors: service types with typed parameters and
+//! templates, configuration resolution, and rendering of a role into the files, process and
+//! health checks an agent runs. Parcels: the packages that bring the software itself.
 //!
 //! - [`descriptor`]: `parcels/<service>/service.toml` + `templates/`, validated into a [`Catalog`];
 //! - [`params`]: parameter kinds, validation and normalisation of values, masking of secrets;
 //! - [`config`]: values at service / group / role level, effective values, patches, changes;
-//! - [`render`]: a role's context, templates rendered in strict mode, `${ROLE_DIR}` contract.
+//! - [`render`]: a role's context, templates rendered in strict mode, `${ROLE_DIR}` contract;
+//! - [`parcel`]: the parcel format (`NAME-VERSION-DISTRO.parcel`), its builder from Debian
+//!   packages, safe installation, activation and the repository manifest (`docs/parcels.md`).
 //!
 //! The format is documented in `docs/service-descriptors.md`.
 
 pub mod config;
 pub mod descriptor;
 pub mod params;
+pub mod parcel;
 pub mod render;
 
 pub use descriptor::{Catalog, DescriptorError, ServiceType};

@@ -1,0 +1,161 @@
+//! A parcel repository: a folder of `*.parcel` files plus `manifest.json`, which lists each
+//! parcel with its hash and size so hosts can verify what they download.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::parcel::archive::{ParcelInfo, inspect};
+use crate::parcel::meta::Component;
+use crate::parcel::name::{ParcelId, SUFFIX};
+use crate::parcel::{IoContext, ParcelError, rename_durable, show};
+
+/// The file name of a repository's manifest.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// `manifest.json`. Unknown fields are ignored so an older reader can follow a newer repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// When the manifest was written, Unix milliseconds.
+    pub last_updated: i64,
+    /// Sorted by `parcel_name`.
+    pub parcels: Vec<ManifestParcel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestParcel {
+    /// The file name, `NAME-VERSION-DISTRO.parcel`, relative to the manifest.
+    pub parcel_name: String,
+    pub name: String,
+    pub version: String,
+    pub distro: String,
+    /// Lowercase hex sha256 of the file.
+    pub sha256: String,
+    pub size: u64,
+    #[serde(default)]
+    pub components: Vec<Component>,
+    #[serde(default)]
+    pub depends: Vec<String>,
+    #[serde(default)]
+    pub conflicts: Vec<String>,
+    #[serde(default)]
+    pub provides: Vec<String>,
+}
+
+impl ManifestParcel {
+    /// The manifest entry of a checked parcel file.
+    pub fn from_info(info: &ParcelInfo) -> ManifestParcel {
+        let m = &info.meta;
+        ManifestParcel {
+            parcel_name: format!("{}-{}-{}{SUFFIX}", m.name, m.version, m.distro),
+            name: m.name.clone(),
+            version: m.version.clone(),
+            distro: m.distro.clone(),
+            sha256: info.sha256.clone(),
+            size: info.size,
+            components: m.components.clone(),
+            depends: m.depends.clone(),
+            conflicts: m.conflicts.clone(),
+            provides: m.provides.clone(),
+        }
+    }
+
+    pub fn id(&self) -> Result<ParcelId, ParcelError> {
+        ParcelId::parse(&self.parcel_name)
+    }
+}
+
+impl Manifest {
+    /// Parses and validates a manifest; `file` names it in errors.
+    pub fn parse(bytes: &[u8], file: &str) -> Result<Manifest, ParcelError> {
+        let m: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| ParcelError::Manifest { file: file.to_owned(), message: format!("invalid json: {e}") })?;
+        m.validate(file)?;
+        Ok(m)
+    }
+
+    pub fn load(path: &Path) -> Result<Manifest, ParcelError> {
+        let bytes = fs::read(path).at(path)?;
+        Manifest::parse(&bytes, &show(path))
+    }
+
+    /// Every parcel name parses and agrees with its fields, hashes are 64 hex digits, names are
+    /// unique and sorted.
+    pub fn validate(&self, file: &str) -> Result<(), ParcelError> {
+        let bad = |message: String| ParcelError::Manifest { file: file.to_owned(), message };
+        let mut seen = BTreeSet::new();
+        let mut previous: Option<&str> = None;
+        for (i, p) in self.parcels.iter().enumerate() {
+            let at = format!("parcels[{i}] ({})", p.parcel_name);
+            let id = p.id().map_err(|e| bad(format!("{at}: parcel_name: {e}")))?;
+            if id.name != p.name || id.version != p.version || id.distro != p.distro {
+                return Err(bad(format!("{at}: name, version and distro do not match parcel_name")));
+            }
+            if p.sha256.len() != 64 || !p.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                return Err(bad(format!("{at}: sha256 must be 64 lowercase hex digits")));
+            }
+            if !seen.insert(p.parcel_name.as_str()) {
+                return Err(bad(format!("{at}: listed twice")));
+            }
+            if previous.is_some_and(|prev| prev > p.parcel_name.as_str()) {
+                return Err(bad(format!("{at}: parcels must be sorted by parcel_name")));
+            }
+            previous = Some(&p.parcel_name);
+        }
+        Ok(())
+    }
+
+    /// The entry for a file name.
+    pub fn find(&self, parcel_name: &str) -> Option<&ManifestParcel> {
+        self.parcels.iter().find(|p| p.parcel_name == parcel_name)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(self).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+
+    /// Writes `dir/manifest.json` atomically (temporary file, fsync, rename). Returns its path.
+    pub fn save(&self, dir: &Path) -> Result<PathBuf, ParcelError> {
+        let path = dir.join(MANIFEST_FILE);
+        let mut tmp = tempfile::Builder::new().prefix(".manifest.json.").tempfile_in(dir).at(dir)?;
+        tmp.write_all(&self.to_json()).at(&path)?;
+        tmp.as_file().set_permissions(fs::Permissions::from_mode(0o644)).at(&path)?;
+        tmp.as_file().sync_all().at(&path)?;
+        let tmp_path = tmp.into_temp_path();
+        let kept = tmp_path.keep().map_err(|e| ParcelError::io(&path, e.error))?;
+        if let Err(e) = rename_durable(&kept, &path) {
+            let _ = fs::remove_file(&kept);
+            return Err(e);
+        }
+        Ok(path)
+    }
+}
+
+/// Checks every `*.parcel` file in `dir` (streamed, see [`inspect`]) and returns the manifest
+/// listing them, `last_updated` now. Fails on the first bad file, naming it.
+pub fn index_dir(dir: &Path) -> Result<Manifest, ParcelError> {
+    let mut parcels = Vec::new();
+    for entry in fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        if !name.ends_with(SUFFIX) || name.starts_with('.') || !entry.file_type().at(&path)?.is_file() {
+            continue;
+        }
+        ParcelId::parse(&name)?;
+        let info = inspect(&path)?;
+        parcels.push(ManifestParcel::from_info(&info));
+    }
+    parcels.sort_by(|a, b| a.parcel_name.cmp(&b.parcel_name));
+    let last_updated = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let manifest = Manifest { last_updated, parcels };
+    manifest.validate(&show(&dir.join(MANIFEST_FILE)))?;
+    Ok(manifest)
+}
