@@ -104,6 +104,11 @@ impl Commands {
         self.aborts.lock().expect("aborts lock").entry(id.to_owned()).or_default().clone()
     }
 
+    /// Drops a finished command's abort flag.
+    pub(crate) fn forget(&self, id: &str) {
+        self.aborts.lock().expect("aborts lock").remove(id);
+    }
+
     /// Marks commands left running by a previous manager process as failed.
     pub async fn fail_interrupted(state: &AppState) -> crate::store::Result<()> {
         for c in state.store.commands_in_state("running").await? {
@@ -171,6 +176,18 @@ pub(crate) async fn execute(
     }
     state.commands.aborts.lock().expect("aborts lock").remove(&cmd.id);
     tracing::info!(command = %cmd.id, name = %cmd.name, service = %format!("{}/{}", cmd.cluster, cmd.service), state = outcome.0, "command finished");
+}
+
+/// Restarts one step's roles (of `cmd`'s service) and waits until they are
+/// running and healthy: the restart part of parcel upgrades.
+pub(crate) async fn restart_step(
+    state: &AppState,
+    cmd: &CommandRec,
+    step: &StepRec,
+    timeout: Duration,
+    abort: &AtomicBool,
+) -> Result<String, String> {
+    run_step(state, cmd, Action::Restart, step, timeout, true, abort).await
 }
 
 /// Applies one step and waits for its roles. Ok: a summary; Err: why it failed.

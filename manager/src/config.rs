@@ -68,6 +68,16 @@ pub struct ManagerConfig {
     #[arg(long, env = "DROVER_AUDIT_RETENTION", default_value = "400d", value_parser = humantime::parse_duration)]
     pub audit_retention: Duration,
 
+    /// A remote parcel repository to follow (a URL whose `manifest.json`
+    /// lists parcels). Repeatable or comma-separated. The manager's own
+    /// repository (DATA_DIR/parcel-repo, served at `/repo/`) is always used.
+    #[arg(long = "parcel-repo", env = "DROVER_PARCEL_REPOS", value_delimiter = ',')]
+    pub parcel_repos: Vec<String>,
+
+    /// How often remote parcel repositories' manifests are fetched again.
+    #[arg(long, env = "DROVER_PARCEL_REPO_REFRESH", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub parcel_repo_refresh: Duration,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "DROVER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

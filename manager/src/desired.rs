@@ -29,6 +29,8 @@ pub struct DesiredRole {
     pub name: String,
     pub config_revision: u64,
     pub rendered: RenderedRole,
+    /// Parcels that must be active on the host before the role starts.
+    pub parcels: Vec<String>,
     pub running: bool,
     pub restart_nonce: u64,
 }
@@ -41,6 +43,10 @@ impl DesiredRole {
         h.update(self.config_revision.to_le_bytes());
         h.update(self.restart_nonce.to_le_bytes());
         h.update([u8::from(self.running)]);
+        for p in &self.parcels {
+            h.update(p.as_bytes());
+            h.update([0]);
+        }
         for f in &self.rendered.files {
             h.update(f.path.as_bytes());
             h.update(f.sha256.as_bytes());
@@ -55,6 +61,71 @@ impl DesiredRole {
 pub struct HostDesired {
     pub generation: u64,
     pub roles: Vec<Arc<DesiredRole>>,
+    pub parcels: Vec<DesiredParcel>,
+}
+
+/// A parcel version a host must hold, and whether it must be the active one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DesiredParcel {
+    pub name: String,
+    pub version: String,
+    pub file_name: String,
+    pub sha256: String,
+    pub size: u64,
+    pub active: bool,
+}
+
+/// What an agent reports about one parcel on its host.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct ParcelStatusRec {
+    pub name: String,
+    pub version: String,
+    /// `downloading`, `distributed`, `active` or `failed`.
+    pub state: String,
+    pub downloaded_bytes: u64,
+    pub total_bytes: u64,
+    pub error: String,
+}
+
+/// Recomputes the parcels every host must hold from the clusters it belongs
+/// to and what each cluster wants, and pushes the hosts whose set changed.
+/// When two clusters of one host want different active versions of a name,
+/// the first cluster by name wins.
+pub async fn refresh_parcels(state: &AppState) -> Result<(), DesiredError> {
+    let _guard = state.refresh_lock.lock().await;
+    let members = state.store.all_cluster_hosts().await?;
+    let wanted = state.store.cluster_parcels(None).await?;
+    let mut by_cluster: BTreeMap<&str, Vec<&crate::store::ClusterParcelRec>> = BTreeMap::new();
+    for p in &wanted {
+        by_cluster.entry(p.cluster.as_str()).or_default().push(p);
+    }
+    let mut per_host: BTreeMap<String, BTreeMap<(String, String), DesiredParcel>> = BTreeMap::new();
+    for (cluster, host) in &members {
+        let set = per_host.entry(host.clone()).or_default();
+        for p in by_cluster.get(cluster.as_str()).into_iter().flatten() {
+            let active_taken = set.values().any(|d| d.name == p.name && d.active);
+            let entry = set.entry((p.name.clone(), p.version.clone())).or_insert_with(|| DesiredParcel {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                file_name: p.file_name.clone(),
+                sha256: p.sha256.clone(),
+                size: p.size,
+                active: false,
+            });
+            if p.target == "active" && !active_taken {
+                entry.active = true;
+            }
+        }
+    }
+    let mut changed = Vec::new();
+    for host in state.registry.host_ids() {
+        let parcels: Vec<DesiredParcel> = per_host.remove(&host).map(|m| m.into_values().collect()).unwrap_or_default();
+        if let Some(generation) = state.registry.set_host_parcels(&host, parcels) {
+            changed.push((host, generation));
+        }
+    }
+    state.store.set_desired_generations(&changed).await?;
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +269,7 @@ impl ServiceContext {
                     name: r.name.clone(),
                     config_revision: self.service.revision,
                     rendered,
+                    parcels: self.service_type.parcels.clone(),
                     running: r.run_state == "running",
                     restart_nonce: r.restart_nonce,
                 })
@@ -283,6 +355,7 @@ async fn publish(state: &AppState, key: &str, roles: Vec<DesiredRole>, also_host
 
 /// Renders every service at start-up so sessions push the right state.
 pub async fn load_all(state: &AppState) -> Result<(), DesiredError> {
+    refresh_parcels(state).await?;
     for svc in state.store.all_services().await? {
         if let Err(e) = refresh_service(state, &svc.cluster, &svc.name, &[]).await {
             tracing::error!(service = %format!("{}/{}", svc.cluster, svc.name), error = %e, "could not compute desired state");

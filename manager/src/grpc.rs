@@ -13,13 +13,13 @@ use drover_proto::v1::{
     self, AgentMessage, EnrollRequest, EnrollResponse, ManagerMessage, agent_message, manager_message,
 };
 use tokio::sync::mpsc;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::AppState;
 use crate::auth::sha256_hex;
-use crate::desired::{DesiredRole, HostDesired};
+use crate::desired::{DesiredParcel, DesiredRole, HostDesired, ParcelStatusRec};
 use crate::model::{Disk, DiskUsage, HostFacts, HostKind, HostMetrics, now_millis, rfc3339};
 use crate::registry::{Kill, Refusal};
 use crate::store::{AppliedRec, AppliedRevision, EnrollError, NewAudit, NewHost, RoleStatusRec};
@@ -218,18 +218,92 @@ impl v1::agent_service_server::AgentService for AgentGrpc {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+
+    type FetchParcelStream = Pin<Box<dyn Stream<Item = Result<v1::ParcelChunk, Status>> + Send + 'static>>;
+
+    async fn fetch_parcel(
+        &self,
+        request: Request<v1::FetchParcelRequest>,
+    ) -> Result<Response<Self::FetchParcelStream>, Status> {
+        let certs = request
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("fetching a parcel needs the client certificate issued at enrollment"))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("fetching a parcel needs the client certificate issued at enrollment"))?;
+        let identity = peer_identity(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        self.state.registry.admit(&identity.host_id, &identity.serial).map_err(refusal_status)?;
+        let req = request.into_inner();
+        let (file, total) = self
+            .state
+            .parcels
+            .open_for_download(&req.file_name, req.offset)
+            .await
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        tracing::debug!(host = %identity.host_id, file = %req.file_name, offset = req.offset, "parcel download");
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, PARCEL_CHUNK)
+            .map(move |chunk| match chunk {
+                Ok(data) => Ok(v1::ParcelChunk { data: data.to_vec(), total_size: total }),
+                Err(e) => Err(Status::internal(format!("read parcel: {e}"))),
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
 }
+
+/// Bytes per `ParcelChunk`: big enough to keep the stream busy, small enough
+/// that thousands of concurrent downloads hold little memory.
+const PARCEL_CHUNK: usize = 256 * 1024;
 
 type Outbound = mpsc::Sender<Result<ManagerMessage, Status>>;
 
 /// Agents that announce this capability receive roles in `DesiredState`.
 pub const CAPABILITY_ROLES: &str = "roles.v1";
 
-fn desired_message(d: &HostDesired, roles_enabled: bool) -> manager_message::Kind {
+/// Agents that announce this capability receive parcels in `DesiredState`.
+pub const CAPABILITY_PARCELS: &str = "parcels.v1";
+
+/// What an agent said it understands.
+#[derive(Debug, Clone, Copy)]
+struct Capabilities {
+    roles: bool,
+    parcels: bool,
+}
+
+fn desired_message(d: &HostDesired, caps: Capabilities) -> manager_message::Kind {
     manager_message::Kind::DesiredState(v1::DesiredState {
         generation: d.generation,
-        roles: if roles_enabled { d.roles.iter().map(|r| role_spec(r)).collect() } else { Vec::new() },
+        roles: if caps.roles { d.roles.iter().map(|r| role_spec(r)).collect() } else { Vec::new() },
+        parcels: if caps.parcels { d.parcels.iter().map(parcel_spec).collect() } else { Vec::new() },
     })
+}
+
+fn parcel_spec(p: &DesiredParcel) -> v1::ParcelSpec {
+    v1::ParcelSpec {
+        name: p.name.clone(),
+        version: p.version.clone(),
+        file_name: p.file_name.clone(),
+        sha256: p.sha256.clone(),
+        size: p.size,
+        target: if p.active { v1::ParcelTarget::Active } else { v1::ParcelTarget::Distributed } as i32,
+    }
+}
+
+fn parcel_status(p: v1::ParcelStatus) -> ParcelStatusRec {
+    let state = match v1::ParcelState::try_from(p.state) {
+        Ok(v1::ParcelState::Downloading) => "downloading",
+        Ok(v1::ParcelState::Distributed) => "distributed",
+        Ok(v1::ParcelState::Active) => "active",
+        Ok(v1::ParcelState::Failed) => "failed",
+        _ => "unknown",
+    };
+    ParcelStatusRec {
+        name: p.name,
+        version: p.version,
+        state: state.to_owned(),
+        downloaded_bytes: p.downloaded_bytes,
+        total_bytes: p.total_bytes,
+        error: p.error,
+    }
 }
 
 fn role_spec(r: &DesiredRole) -> v1::RoleSpec {
@@ -263,6 +337,7 @@ fn role_spec(r: &DesiredRole) -> v1::RoleSpec {
         restart_nonce: r.restart_nonce,
         health_checks: r.rendered.health_checks.iter().map(health_check).collect(),
         log_files: r.rendered.log_files.clone(),
+        parcels: r.parcels.clone(),
     }
 }
 
@@ -391,10 +466,13 @@ async fn run_session(
         server_time_unix_ms: now_millis(),
         manager_version: env!("CARGO_PKG_VERSION").to_owned(),
     });
-    let roles_enabled = hello.capabilities.iter().any(|c| c == CAPABILITY_ROLES);
+    let caps = Capabilities {
+        roles: hello.capabilities.iter().any(|c| c == CAPABILITY_ROLES),
+        parcels: hello.capabilities.iter().any(|c| c == CAPABILITY_PARCELS),
+    };
     let mut desired_rx = opened.desired;
     let current = desired_rx.borrow_and_update().clone();
-    let desired = desired_message(&current, roles_enabled);
+    let desired = desired_message(&current, caps);
     for m in [welcome, desired] {
         tx.send(Ok(msg(m))).await.map_err(|_| "agent went away".to_owned())?;
     }
@@ -441,6 +519,9 @@ async fn run_session(
                         if !report.roles.is_empty() {
                             record_role_status(state, host_id, report.roles).await;
                         }
+                        if caps.parcels {
+                            state.registry.set_parcel_status(host_id, report.parcels.into_iter().map(parcel_status).collect());
+                        }
                         // Persisted by the registry's flusher, in batches.
                         state.registry.applied(host_id, report.applied_generation);
                     }
@@ -457,7 +538,7 @@ async fn run_session(
                     return Err("host removed".into());
                 }
                 let current = desired_rx.borrow_and_update().clone();
-                tx.send(Ok(msg(desired_message(&current, roles_enabled)))).await.map_err(|_| "agent went away".to_owned())?;
+                tx.send(Ok(msg(desired_message(&current, caps)))).await.map_err(|_| "agent went away".to_owned())?;
                 tracing::debug!(host = %host_id, generation = current.generation, roles = current.roles.len(), "desired state pushed");
             }
             _ = ping.tick() => {

@@ -12,6 +12,8 @@ pub mod desired;
 pub mod grpc;
 pub mod http;
 pub mod model;
+pub mod parcel_commands;
+pub mod parcels;
 pub mod pki;
 pub mod registry;
 pub mod store;
@@ -44,6 +46,8 @@ pub struct AppState {
     pub commands: commands::Commands,
     /// Serialises desired-state refreshes so the latest revision always wins.
     pub refresh_lock: tokio::sync::Mutex<()>,
+    /// The parcel repository (own and followed).
+    pub parcels: parcels::ParcelRepo,
     pub started_at: Instant,
 }
 
@@ -144,8 +148,11 @@ impl Manager {
         let user_types = config.data_dir.join("service-types");
         let extra = if user_types.is_dir() { vec![user_types] } else { Vec::new() };
         let catalog = drover_parcels::descriptor::Catalog::load(true, &extra).context("load service types")?;
+        let parcels = parcels::ParcelRepo::open(&config.data_dir.join("parcel-repo"), &config.parcel_repos)
+            .context("open the parcel repository")?;
         let state = Arc::new(AppState {
             catalog,
+            parcels,
             commands: commands::Commands::default(),
             refresh_lock: tokio::sync::Mutex::new(()),
             console: http::console::Templates::load()?,
@@ -205,7 +212,8 @@ async fn background(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let watchdog_period = (state.config.host_lost_after / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut watchdog = tokio::time::interval(watchdog_period);
     let mut maintenance = tokio::time::interval(Duration::from_secs(300));
-    for t in [&mut flush, &mut watchdog, &mut maintenance] {
+    let mut repos = tokio::time::interval(state.config.parcel_repo_refresh.max(Duration::from_secs(1)));
+    for t in [&mut flush, &mut watchdog, &mut maintenance, &mut repos] {
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     loop {
@@ -217,6 +225,11 @@ async fn background(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
                 }
             }
             _ = watchdog.tick() => { state.registry.check_lost(); }
+            _ = repos.tick(), if !state.config.parcel_repos.is_empty() => {
+                // Off the loop: a slow remote must not delay the flusher.
+                let s = state.clone();
+                tokio::spawn(async move { s.parcels.refresh_remotes().await });
+            }
             _ = maintenance.tick() => {
                 if let Err(e) = maintain_metrics(&state).await {
                     tracing::error!(error = %e, "metrics maintenance failed");

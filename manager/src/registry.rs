@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use sha2::Digest;
 use tokio::sync::{oneshot, watch};
 
-use crate::desired::{DesiredRole, HostDesired};
+use crate::desired::{DesiredParcel, ParcelStatusRec, DesiredRole, HostDesired};
 
 use crate::model::{Host, HostMetrics, HostStatus, UnixMillis, now_millis, rfc3339};
 use crate::store::{AppliedRevision, HeartbeatRow, MetricBucket, NewEvent, RoleStatusRec, Store};
@@ -108,6 +108,10 @@ struct HostLive {
     /// Desired roles by service (`cluster/service`): the host's intent.
     roles: HashMap<String, Vec<Arc<DesiredRole>>>,
     roles_digest: [u8; 32],
+    /// Parcel versions the host must hold (intent), sorted.
+    parcels: Vec<DesiredParcel>,
+    /// What the agent last reported about its parcels (observed).
+    parcel_status: Vec<ParcelStatusRec>,
     /// The latest desired state; sessions watch it and push every change.
     desired: watch::Sender<Arc<HostDesired>>,
 }
@@ -219,6 +223,27 @@ impl Registry {
     }
 
     /// Admits a session for the host named by a verified client certificate.
+    /// Checks that a client certificate still admits its host (known, not
+    /// decommissioned, the certificate it was last issued), without opening a
+    /// session: for calls such as parcel downloads.
+    pub fn admit(&self, host_id: &str, cert_serial: &str) -> Result<(), Refusal> {
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(Refusal::ShuttingDown);
+        }
+        let entry = self.entry(host_id).ok_or_else(|| Refusal::UnknownHost(host_id.to_owned()))?;
+        let h = entry.lock().expect("host lock");
+        if h.status == HostStatus::Decommissioned {
+            return Err(Refusal::Decommissioned {
+                host: host_id.to_owned(),
+                at: h.decommissioned_at.clone().unwrap_or_default(),
+            });
+        }
+        if !h.cert_serial.eq_ignore_ascii_case(cert_serial) {
+            return Err(Refusal::RevokedCertificate { host: host_id.to_owned(), serial: cert_serial.to_owned() });
+        }
+        Ok(())
+    }
+
     pub fn open_session(&self, host_id: &str, cert_serial: &str) -> Result<OpenedSession, Refusal> {
         if self.closing.load(Ordering::SeqCst) {
             return Err(Refusal::ShuttingDown);
@@ -500,12 +525,38 @@ impl Registry {
             return None;
         }
         h.roles_digest = digest;
-        let generation = h.desired.borrow().generation + 1;
-        let mut keys: Vec<&String> = h.roles.keys().collect();
-        keys.sort();
-        let all: Vec<Arc<DesiredRole>> = keys.into_iter().flat_map(|k| h.roles[k].iter().cloned()).collect();
-        h.desired.send_replace(Arc::new(HostDesired { generation, roles: all }));
-        Some(generation)
+        Some(publish_desired(&h))
+    }
+
+    /// Replaces the parcels a host must hold. Returns the new generation if
+    /// that changed its desired state.
+    pub fn set_host_parcels(&self, host_id: &str, mut parcels: Vec<DesiredParcel>) -> Option<u64> {
+        let entry = self.entry(host_id)?;
+        let mut h = entry.lock().expect("host lock");
+        parcels.sort();
+        if parcels == h.parcels {
+            return None;
+        }
+        h.parcels = parcels;
+        Some(publish_desired(&h))
+    }
+
+    /// Records what an agent reports about its parcels and wakes up commands
+    /// waiting on hosts.
+    pub fn set_parcel_status(&self, host_id: &str, status: Vec<ParcelStatusRec>) {
+        let Some(entry) = self.entry(host_id) else { return };
+        entry.lock().expect("host lock").parcel_status = status;
+        self.role_changes.send_modify(|n| *n += 1);
+    }
+
+    /// What a host last reported about its parcels (empty until it reports).
+    pub fn parcel_status(&self, host_id: &str) -> Vec<ParcelStatusRec> {
+        self.entry(host_id).map(|e| e.lock().expect("host lock").parcel_status.clone()).unwrap_or_default()
+    }
+
+    /// Every host id the registry knows.
+    pub fn host_ids(&self) -> Vec<String> {
+        self.hosts.read().expect("registry lock").keys().cloned().collect()
     }
 
     /// Live status of a host.
@@ -601,8 +652,21 @@ fn live_from(h: &Host, now: Instant, generation: u64) -> HostLive {
         applied_generation: h.applied_generation,
         roles: HashMap::new(),
         roles_digest: digest_roles(&HashMap::new()),
-        desired: watch::Sender::new(Arc::new(HostDesired { generation, roles: Vec::new() })),
+        parcels: Vec::new(),
+        parcel_status: Vec::new(),
+        desired: watch::Sender::new(Arc::new(HostDesired { generation, roles: Vec::new(), parcels: Vec::new() })),
     }
+}
+
+/// Publishes a host's desired state with the next generation; its session
+/// pushes it at once.
+fn publish_desired(h: &HostLive) -> u64 {
+    let generation = h.desired.borrow().generation + 1;
+    let mut keys: Vec<&String> = h.roles.keys().collect();
+    keys.sort();
+    let all: Vec<Arc<DesiredRole>> = keys.into_iter().flat_map(|k| h.roles[k].iter().cloned()).collect();
+    h.desired.send_replace(Arc::new(HostDesired { generation, roles: all, parcels: h.parcels.clone() }));
+    generation
 }
 
 /// Digest of a host's desired roles, in a stable order.

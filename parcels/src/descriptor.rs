@@ -48,6 +48,10 @@ pub struct ServiceType {
     pub version: String,
     /// Service types a service of this type needs in the same cluster (e.g. `["zookeeper"]`).
     pub requires: Vec<String>,
+    /// Parcels the roles run from (e.g. `["redis"]`): each must be active on a
+    /// role's host before the role starts; templates reach them as
+    /// `{{parcel.<name>.home}}`.
+    pub parcels: Vec<String>,
     /// Sorted by `start_order`, then as declared.
     pub role_types: Vec<RoleType>,
     pub parameters: Vec<Parameter>,
@@ -206,6 +210,17 @@ impl ServiceType {
             }
         }
 
+        let mut parcels = Vec::new();
+        for p in raw.parcels {
+            check_name(&p).map_err(|m| err(format!("parcels: `{p}`: {m}")))?;
+            if p.contains('-') {
+                return Err(err(format!("parcels: `{p}`: parcel names have no `-`")));
+            }
+            if !parcels.contains(&p) {
+                parcels.push(p);
+            }
+        }
+
         let rr = raw.rolling_restart.unwrap_or_default();
         let rolling_restart = RollingRestart {
             batch_size: rr.batch_size,
@@ -223,6 +238,7 @@ impl ServiceType {
             description: raw.description,
             version: raw.version,
             requires,
+            parcels,
             role_types,
             parameters,
             rolling_restart,
@@ -382,6 +398,8 @@ struct RawService {
     version: String,
     #[serde(default)]
     requires: Vec<String>,
+    #[serde(default)]
+    parcels: Vec<String>,
     rolling_restart: Option<RawRollingRestart>,
     #[serde(default)]
     role_types: Vec<RawRoleType>,

@@ -26,6 +26,10 @@ use crate::descriptor::{ProbeTemplate, ServiceType};
 /// program, args, env values and working dir, in health check commands, and in file contents.
 pub const ROLE_DIR: &str = "${ROLE_DIR}";
 
+/// The agent's parcels directory (each parcel's active version is
+/// `${PARCELS_ROOT}/<name>`), substituted by the agent like [`ROLE_DIR`].
+pub const PARCELS_ROOT: &str = "${PARCELS_ROOT}";
+
 /// One role of a service as placed by the manager.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleInstance {
@@ -309,6 +313,7 @@ fn shared_context(st: &ServiceType, topo: &Topology, values: &ConfigValues) -> V
         "service": { "name": topo.service, "cluster": topo.cluster, "type": st.name },
         "roles": roles_json(st, &topo.roles, values),
         "deps": deps,
+        "parcel": parcels_json(st),
     })
 }
 
@@ -334,7 +339,16 @@ pub fn context(st: &ServiceType, topo: &Topology, values: &ConfigValues, role: &
         "service": { "name": topo.service, "cluster": topo.cluster, "type": st.name },
         "roles": roles_json(st, &topo.roles, values),
         "deps": deps,
+        "parcel": parcels_json(st),
     })
+}
+
+/// `parcel.<name>.home`: where the active version of each parcel the service
+/// uses lives on the host (`${PARCELS_ROOT}` is replaced by the agent).
+fn parcels_json(st: &ServiceType) -> Value {
+    Value::Object(
+        st.parcels.iter().map(|p| (p.clone(), json!({ "home": format!("{PARCELS_ROOT}/{p}"), "name": p }))).collect(),
+    )
 }
 
 fn config_json(st: &ServiceType, values: &ConfigValues, role: &RoleInstance) -> Value {

@@ -31,9 +31,12 @@ pub struct CreateCommand {
     /// Only roles whose configuration is stale.
     #[serde(default)]
     pub stale_only: bool,
+    /// `upgrade` only: the parcel version to go to.
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
-fn view(c: &CommandRec, steps: &[StepRec]) -> Value {
+pub(crate) fn view(c: &CommandRec, steps: &[StepRec]) -> Value {
     json!({
         "id": c.id,
         "cluster": c.cluster,
@@ -69,12 +72,21 @@ pub async fn create(
         "stop" => CommandName::Stop,
         "restart" => CommandName::Restart,
         "rolling-restart" => CommandName::RollingRestart,
+        "upgrade" | "rollback" => {
+            let rollback = req.name == "rollback";
+            let view =
+                super::parcels::upgrade_or_rollback(&state, &caller, &cluster, &service, rollback, req.version).await?;
+            return Ok((StatusCode::ACCEPTED, Json(view)));
+        }
         other => {
             return Err(ApiError::BadRequest(format!(
-                "unknown command {other:?}: use start, stop, restart or rolling-restart"
+                "unknown command {other:?}: use start, stop, restart, rolling-restart, upgrade or rollback"
             )));
         }
     };
+    if req.version.is_some() {
+        return Err(ApiError::BadRequest("version is only for the upgrade command".into()));
+    }
     let ctx = desired::load_service(&state, &cluster, &service)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("service {service} not found in cluster {cluster}")))?;

@@ -9,6 +9,7 @@ pub mod api;
 pub mod commands;
 pub mod console;
 pub mod openapi;
+pub mod parcels;
 pub mod services;
 
 use std::net::SocketAddr;
@@ -33,7 +34,10 @@ pub const SESSION_COOKIE: &str = "drover_session";
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .nest("/api/v1", api::routes().merge(services::routes()))
+        .nest("/api/v1", api::routes().merge(services::routes()).merge(parcels::routes()))
+        // The parcel repository, read-only and public like a package mirror
+        // (manifest.json and the files, with range requests for resuming).
+        .nest_service("/repo", tower_http::services::ServeDir::new(state.parcels.dir()))
         .route("/healthz", get(healthz))
         .merge(console::routes())
         .fallback(not_found)

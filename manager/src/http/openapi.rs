@@ -51,6 +51,13 @@ use super::api;
         super::commands::list,
         super::commands::get,
         super::commands::abort,
+        super::parcels::list,
+        super::parcels::upload,
+        super::parcels::list_hosts,
+        super::parcels::add_hosts,
+        super::parcels::remove_host,
+        super::parcels::cluster_parcels,
+        super::parcels::create_command,
     ),
     modifiers(&Security)
 )]

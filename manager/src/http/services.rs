@@ -718,6 +718,11 @@ pub async fn create_role(
     // one pushed, and no other change can slip in between.
     let guard = state.refresh_lock.lock().await;
     let created = state.store.insert_roles(&new_roles).await?;
+    // A host running a role of the cluster is a host of the cluster.
+    let mut role_hosts: Vec<String> = created.iter().map(|r| r.host_id.clone()).collect();
+    role_hosts.sort();
+    role_hosts.dedup();
+    state.store.add_cluster_hosts(&cluster, &role_hosts, now_millis()).await?;
     // Roles whose files cannot be rendered must not stay.
     let rendered = match desired::load_service(&state, &cluster, &service).await {
         Ok(Some(c)) => c.render_all_blocking().await.map(|(_, r)| Some(r)),
@@ -735,6 +740,7 @@ pub async fn create_role(
     };
     desired::refresh_locked(&state, &guard, &cluster, &service, &[], rendered).await?;
     drop(guard);
+    desired::refresh_parcels(&state).await?;
     for role in &created {
         let hostname = hosts.get(&role.host_id).map(|h| h.0.as_str()).unwrap_or_default();
         state

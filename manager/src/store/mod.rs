@@ -15,6 +15,7 @@
 //! Architecture invariant: only this module imports sqlx.
 
 mod hosts;
+mod parcels;
 mod records;
 mod services;
 
@@ -25,6 +26,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 
+pub use parcels::ClusterParcelRec;
 pub use hosts::{EnrollError, HeartbeatRow, HostFilter, HostPage, MetricBucket, NewHost};
 pub use records::{
     ApiTokenInfo, ApiTokenRecord, AuditFilter, EnrollmentTokenRecord, EventFilter, NewAudit, NewEvent, UserRecord,

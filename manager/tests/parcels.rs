@@ -1,0 +1,194 @@
+//! The parcel repository and lifecycle commands through the REST API of a real
+//! in-process manager: streamed uploads checked against the stated sha256 and
+//! the parcel's own metadata (nothing stored on any failure), the `/repo/`
+//! mirror with range requests, cluster membership of hosts, and the refusals
+//! that keep the lifecycle safe. Agents are not involved here; the end-to-end
+//! tests run real agents.
+
+use drover_manager::{Manager, ManagerConfig, ManagerHandle};
+use drover_parcels::parcel::archive::build_archive;
+use drover_parcels::parcel::meta::{ParcelMeta, Scripts};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+const PASSWORD: &str = "parcels-test-password";
+
+struct T {
+    handle: ManagerHandle,
+    client: reqwest::Client,
+    dir: tempfile::TempDir,
+}
+
+impl T {
+    async fn start() -> T {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ManagerConfig::for_data_dir(dir.path().join("manager"));
+        config.admin_password = Some(PASSWORD.into());
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let handle = Manager::start(config, http, grpc).await.unwrap();
+        T { handle, client: reqwest::Client::new(), dir }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.handle.http_addr)
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.client.request(method, self.url(&format!("/api/v1{path}"))).basic_auth("admin", Some(PASSWORD));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+    }
+
+    async fn upload(&self, file_name: &str, sha256: &str, bytes: Vec<u8>) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(self.url("/api/v1/parcels"))
+            .query(&[("file_name", file_name), ("sha256", sha256)])
+            .basic_auth("admin", Some(PASSWORD))
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+
+    /// Files in the repository directory other than the manifest.
+    fn repo_files(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(self.dir.path().join("manager/parcel-repo"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "manifest.json")
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Builds a small real parcel; returns (file name, bytes, sha256).
+fn parcel(version: &str) -> (String, Vec<u8>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let staging = dir.path().join("staging");
+    std::fs::create_dir_all(staging.join("bin")).unwrap();
+    std::fs::create_dir_all(staging.join("meta")).unwrap();
+    std::fs::write(staging.join("bin/hello"), format!("#!/bin/sh\necho hello {version}\n")).unwrap();
+    std::fs::write(staging.join("meta/hello_env.sh"), "export HELLO_HOME=\"$PARCELS_ROOT/$PARCEL_DIRNAME\"\n").unwrap();
+    let meta = ParcelMeta {
+        schema_version: 1,
+        name: "hello".into(),
+        version: version.into(),
+        distro: "bookworm".into(),
+        depends: vec![],
+        conflicts: vec![],
+        provides: vec![],
+        components: vec![],
+        scripts: Scripts { defines: "hello_env.sh".into() },
+    };
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let built = build_archive(&staging, &meta, &out).unwrap();
+    let name = built.path.file_name().unwrap().to_string_lossy().into_owned();
+    (name, std::fs::read(&built.path).unwrap(), built.sha256)
+}
+
+#[tokio::test]
+async fn uploads_are_checked_and_served() {
+    let t = T::start().await;
+    let (name, bytes, sha) = parcel("1.0-1");
+
+    // A wrong stated hash stores nothing.
+    let wrong = "0".repeat(64);
+    let (status, body) = t.upload(&name, &wrong, bytes.clone()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("sha256 mismatch"), "{body}");
+    assert!(t.repo_files().is_empty(), "{:?}", t.repo_files());
+
+    // A truncated file with its own (matching) hash is refused as a parcel.
+    let cut = bytes[..bytes.len() / 2].to_vec();
+    let cut_sha = sha256(&cut);
+    let (status, body) = t.upload(&name, &cut_sha, cut).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("not a valid parcel"), "{body}");
+    assert!(t.repo_files().is_empty());
+
+    // A file name that does not match parcel.json is refused.
+    let (status, body) = t.upload("other-1.0-1-bookworm.parcel", &sha, bytes.clone()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(t.repo_files().is_empty());
+
+    // A bad file name and a bad hash string: clear 400s.
+    let (status, body) = t.upload("../../etc/passwd", &sha, bytes.clone()).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = t.upload(&name, "xyz", bytes.clone()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("64 hex digits"), "{body}");
+
+    // The real thing.
+    let (status, body) = t.upload(&name, &sha, bytes.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["sha256"], sha);
+    assert_eq!(body["size"], bytes.len());
+    assert_eq!(t.repo_files(), vec![name.clone()]);
+
+    // Same version, different content: a conflict (versions are immutable).
+    let (other_name, other_bytes, other_sha) = parcel("1.0-1");
+    assert_eq!(other_name, name);
+    assert_eq!(other_sha, sha, "builds are reproducible: same inputs, same hash");
+    let mut tampered = other_bytes.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0xff;
+    let tampered_sha = sha256(&tampered);
+    let (status, body) = t.upload(&name, &tampered_sha, tampered).await;
+    assert_eq!(status, 409, "{body}");
+
+    // Listed, and served at /repo/ with range requests.
+    let (status, list) = t.call(Method::GET, "/parcels", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["items"][0]["parcel_name"], name);
+    assert_eq!(list["items"][0]["source"], "local");
+    let manifest: Value = t.client.get(t.url("/repo/manifest.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(manifest["parcels"][0]["sha256"], sha);
+    let resp = t.client.get(t.url(&format!("/repo/{name}"))).header("range", "bytes=10-19").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 206);
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), &bytes[10..20]);
+
+    let audit = t.call(Method::GET, "/audit?object_type=parcel", None).await.1;
+    assert!(audit.to_string().contains(&name), "{audit}");
+}
+
+#[tokio::test]
+async fn lifecycle_refusals_name_the_problem() {
+    let t = T::start().await;
+    let (name, bytes, sha) = parcel("2.0-1");
+    assert_eq!(t.upload(&name, &sha, bytes).await.0, 201);
+    assert_eq!(t.call(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await.0, 201);
+
+    let cmd = |body: Value| t.call(Method::POST, "/clusters/prod/parcels/commands", Some(body));
+    let (status, body) = cmd(json!({"name": "distribute", "parcel": "hello", "version": "2.0-1"})).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("has no hosts"), "{body}");
+    let (status, body) = cmd(json!({"name": "distribute", "parcel": "hello", "version": "9.9"})).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = cmd(json!({"name": "activate", "parcel": "hello", "version": "2.0-1"})).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("distribute it first"), "{body}");
+    let (status, body) = cmd(json!({"name": "explode", "parcel": "hello", "version": "2.0-1"})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = t.call(Method::POST, "/clusters/prod/hosts", Some(json!({"host_ids": ["nope"]}))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("unknown host"), "{body}");
+    let (status, _) = t.call(Method::GET, "/clusters/nope/parcels", None).await;
+    assert_eq!(status, 404);
+}
