@@ -78,6 +78,64 @@ pub enum Command {
     Events(EventsArgs),
     /// The audit log, newest first: who changed what, when, from where.
     Audit(AuditArgs),
+    /// Build, index and inspect parcel files. Works offline: no manager needed.
+    #[command(subcommand)]
+    Parcel(ParcelCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ParcelCommand {
+    /// Build a parcel from a recipe directory (a folder with parcel.toml, e.g. parcels/redis).
+    ///
+    /// Resolves the recipe's Debian packages and the dependencies a drover/base host lacks,
+    /// downloads them with apt-get (or takes them from --deb-dir), unpacks them with dpkg-deb and
+    /// writes OUT/NAME-VERSION-DISTRO.parcel. The same inputs give the same sha256. Progress
+    /// goes to stderr; the file, its sha256 and size to stdout.
+    ///
+    /// Example: drover parcel build parcels/redis --out ./repo --version 7.0.15-2
+    Build(ParcelBuildArgs),
+    /// Check every *.parcel in a folder and write its manifest.json.
+    ///
+    /// Example: drover parcel index ./repo
+    Index(ParcelIndexArgs),
+    /// Check a parcel file (every entry, checksums, meta/parcel.json) and print its meta.
+    Inspect(ParcelInspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ParcelBuildArgs {
+    /// The recipe directory, holding parcel.toml.
+    pub recipe_dir: PathBuf,
+
+    /// Where to write the parcel (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Version of the parcel instead of the recipe's, e.g. 7.0.15-2.
+    #[arg(long, value_name = "V")]
+    pub version: Option<String>,
+
+    /// Where downloaded .deb files are kept between builds
+    /// (default $XDG_CACHE_HOME/drover/debs or ~/.cache/drover/debs).
+    #[arg(long, value_name = "DIR", env = "DROVER_PARCEL_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Take packages from the .deb files in this directory instead of apt (offline builds,
+    /// tests). Dependencies missing from it are assumed to be on the host.
+    #[arg(long, value_name = "DIR", conflicts_with = "cache_dir")]
+    pub deb_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ParcelIndexArgs {
+    /// The repository folder.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ParcelInspectArgs {
+    /// The .parcel file.
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,6 +338,15 @@ mod tests {
         let Command::Hosts(HostsCommand::Label(args)) = cli.command else { panic!("wrong command") };
         assert_eq!(args.remove, ["a", "b"]);
         assert!(args.set.is_empty());
+    }
+
+    #[test]
+    fn parcel_build_flags() {
+        let cli = Cli::try_parse_from(["drover", "parcel", "build", "parcels/redis", "--out", "r", "--version", "1-2"])
+            .unwrap();
+        let Command::Parcel(ParcelCommand::Build(args)) = cli.command else { panic!("wrong command") };
+        assert_eq!(args.version.as_deref(), Some("1-2"));
+        assert!(Cli::try_parse_from(["drover", "parcel", "build", "parcels/redis"]).is_err(), "--out is required");
     }
 
     #[test]

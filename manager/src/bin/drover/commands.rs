@@ -80,6 +80,8 @@ pub async fn run(ctx: &Context, command: Command, prompt: &mut dyn Prompt) -> an
         Command::Whoami => whoami(ctx).await,
         Command::Events(args) => events(ctx, &args).await,
         Command::Audit(args) => audit(ctx, &args).await,
+        // Handled in main before any connection is made.
+        Command::Parcel(command) => crate::parcel::run(command, ctx.output),
     }
 }
 

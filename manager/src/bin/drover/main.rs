@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod labels;
 mod manager_client;
+mod parcel;
 mod render;
 
 use std::io::Write;
@@ -14,12 +15,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Command, GlobalArgs};
 use crate::commands::{Context, TerminalPrompt};
 use crate::manager_client::{ApiFailure, CredentialOptions, DEFAULT_PASSWORD_FILE, ManagerClient, resolve_credentials};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let Cli { global, command } = Cli::parse();
+    let command = match command {
+        // Local files only: no credentials, no runtime.
+        Command::Parcel(command) => return finish(parcel::run(command, global.output)),
+        other => other,
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -27,7 +33,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    finish(runtime.block_on(run(global, command)))
+}
+
+/// Prints a command's output, or its error with the manager's hint, and picks the exit code.
+fn finish(result: anyhow::Result<String>) -> ExitCode {
+    match result {
         Ok(output) => {
             // A closed pipe (`drover hosts list | head`) is not an error.
             let mut stdout = std::io::stdout().lock();
@@ -50,8 +61,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<String> {
-    let g = cli.global;
+async fn run(g: GlobalArgs, command: Command) -> anyhow::Result<String> {
     let options = CredentialOptions {
         user: g.user,
         password: g.password,
@@ -60,5 +70,5 @@ async fn run(cli: Cli) -> anyhow::Result<String> {
     };
     let credentials = resolve_credentials(&options, Path::new(DEFAULT_PASSWORD_FILE))?;
     let ctx = Context { client: ManagerClient::new(g.url, credentials)?, output: g.output };
-    commands::run(&ctx, cli.command, &mut TerminalPrompt).await
+    commands::run(&ctx, command, &mut TerminalPrompt).await
 }
