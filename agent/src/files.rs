@@ -1,7 +1,7 @@
 //! The role directories on disk: `DATA/roles/<role_id>/` holds the role's config
 //! files (written atomically, with `${ROLE_DIR}` replaced by the directory's
-//! absolute path) and `logs/stdout.log`, the process's stdout and stderr, rotated
-//! by size.
+//! absolute path and `${PARCELS_ROOT}` by the parcels directory's) and
+//! `logs/stdout.log`, the process's stdout and stderr, rotated by size.
 //!
 //! Logs are written by the process itself to a file opened in append mode, not
 //! through a pipe to the agent: a pipe would break (SIGPIPE) the moment the agent
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::roles::{self, ConfigFile, ROLE_DIR_PLACEHOLDER};
+use crate::roles::{self, ConfigFile, PARCELS_ROOT_PLACEHOLDER, ROLE_DIR_PLACEHOLDER};
 
 /// Subdirectory of the data directory holding one directory per role.
 pub const ROLES_DIR: &str = "roles";
@@ -54,18 +54,40 @@ pub fn substitute(text: &str, dir: &Path) -> String {
     text.replace(ROLE_DIR_PLACEHOLDER, &dir.to_string_lossy())
 }
 
-fn substitute_bytes(content: &[u8], dir: &Path) -> Vec<u8> {
-    let needle = ROLE_DIR_PLACEHOLDER.as_bytes();
-    let dir = dir.as_os_str().as_encoded_bytes();
+/// Replaces every `${PARCELS_ROOT}` in `text` with `root`; without a parcels
+/// directory the text is left as it is.
+pub fn substitute_parcels_root(text: &str, root: Option<&Path>) -> String {
+    match root {
+        Some(root) => text.replace(PARCELS_ROOT_PLACEHOLDER, &root.to_string_lossy()),
+        None => text.to_owned(),
+    }
+}
+
+/// `${PARCELS_ROOT}` (when there is a parcels directory), then `${ROLE_DIR}`.
+pub fn substitute_all(text: &str, dir: &Path, parcels_root: Option<&Path>) -> String {
+    substitute(&substitute_parcels_root(text, parcels_root), dir)
+}
+
+fn replace_bytes(content: &[u8], needle: &str, with: &Path) -> Vec<u8> {
+    let needle = needle.as_bytes();
+    let with = with.as_os_str().as_encoded_bytes();
     let mut out = Vec::with_capacity(content.len());
     let mut rest = content;
     while let Some(at) = rest.windows(needle.len()).position(|w| w == needle) {
         out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(dir);
+        out.extend_from_slice(with);
         rest = &rest[at + needle.len()..];
     }
     out.extend_from_slice(rest);
     out
+}
+
+fn substitute_bytes(content: &[u8], dir: &Path, parcels_root: Option<&Path>) -> Vec<u8> {
+    let content = match parcels_root {
+        Some(root) => replace_bytes(content, PARCELS_ROOT_PLACEHOLDER, root),
+        None => content.to_vec(),
+    };
+    replace_bytes(&content, ROLE_DIR_PLACEHOLDER, dir)
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -80,6 +102,15 @@ fn ensure_dir(dir: &Path) -> Result<(), FilesError> {
 /// the sha256 of the bytes written, by path. Files whose content does not match
 /// the sha256 they came with are refused before anything is written.
 pub fn write_files(dir: &Path, files: &[ConfigFile]) -> Result<BTreeMap<String, String>, FilesError> {
+    write_files_with(dir, files, None)
+}
+
+/// [`write_files`], also replacing `${PARCELS_ROOT}` with `parcels_root` when given.
+pub fn write_files_with(
+    dir: &Path,
+    files: &[ConfigFile],
+    parcels_root: Option<&Path>,
+) -> Result<BTreeMap<String, String>, FilesError> {
     for f in files {
         roles::check_file_path(&f.path).map_err(FilesError::Invalid)?;
         if !f.sha256.is_empty() && !f.sha256.eq_ignore_ascii_case(&sha256_hex(&f.content)) {
@@ -93,7 +124,7 @@ pub fn write_files(dir: &Path, files: &[ConfigFile]) -> Result<BTreeMap<String, 
     ensure_dir(&dir.join("logs"))?;
     let mut hashes = BTreeMap::new();
     for f in files {
-        let content = substitute_bytes(&f.content, dir);
+        let content = substitute_bytes(&f.content, dir, parcels_root);
         let path = dir.join(&f.path);
         if let Some(parent) = path.parent() {
             ensure_dir(parent)?;
@@ -221,6 +252,22 @@ mod tests {
         assert!(dir.join("logs").is_dir());
         let names: Vec<_> = fs::read_dir(&dir).expect("ls").filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
         assert_eq!(names.len(), 3, "no temporary files left: {names:?}");
+    }
+
+    #[test]
+    fn parcels_root_is_substituted_when_there_is_one() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = role_dir(tmp.path(), "r1").expect("dir");
+        let root = tmp.path().join("parcels");
+        let text = "bin ${PARCELS_ROOT}/redis/bin in ${ROLE_DIR}\n";
+        write_files_with(&dir, &[file("a.conf", text)], Some(&root)).expect("write");
+        let a = fs::read_to_string(dir.join("a.conf")).expect("read");
+        assert_eq!(a, format!("bin {}/redis/bin in {}\n", root.display(), dir.display()));
+        assert_eq!(
+            substitute_all("${PARCELS_ROOT}:${ROLE_DIR}", &dir, None),
+            format!("${{PARCELS_ROOT}}:{}", dir.display())
+        );
+        assert_eq!(substitute_parcels_root("${PARCELS_ROOT}/x", Some(&root)), format!("{}/x", root.display()));
     }
 
     #[test]

@@ -26,6 +26,9 @@
 //! - [`reconcile`]: the role reconciler, a plain state machine
 //!   `handle(now, Event) -> Vec<Effect>` deciding files, starts, stops, restarts,
 //!   backoff, crash loops and reports.
+//! - [`parcels`]: the parcels the manager wants on the host: downloads with resume,
+//!   verification, install, activation and removal, as a state machine
+//!   ([`parcels::ParcelReconciler`]) and its driver ([`parcels::Parcels`]).
 //! - [`supervisor`]: its async driver: files ([`files`]), process groups, signals,
 //!   health probes ([`health`]), log rotation, persistence and re-adoption of
 //!   running processes after an agent restart.
@@ -65,6 +68,7 @@ pub mod health;
 pub mod init;
 pub use drover_proto::labels;
 pub mod metrics;
+pub mod parcels;
 mod protocol;
 pub mod reconcile;
 pub mod roles;

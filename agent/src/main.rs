@@ -63,6 +63,12 @@ struct Cli {
     #[arg(long, env = "DROVER_DATA_DIR", value_name = "DIR", default_value = "/var/lib/drover-agent")]
     data_dir: PathBuf,
 
+    /// Directory for parcels: unpacked versions (NAME-VERSION/), the active
+    /// version's link (NAME), and downloads in progress (.downloads/). Replaces
+    /// ${PARCELS_ROOT} in role specs. Default: DATA_DIR/parcels.
+    #[arg(long, env = "DROVER_PARCELS_DIR", value_name = "DIR")]
+    parcels_dir: Option<PathBuf>,
+
     /// Host name to report instead of the system's (e.g. when several agents share
     /// a machine, or the system name is not meaningful).
     #[arg(long, env = "DROVER_HOSTNAME", value_name = "NAME")]
@@ -203,6 +209,7 @@ async fn agent(cli: Cli) -> Result<(), AgentError> {
     config.applied_generation = applied_generation;
     config.state_dir = Some(cli.data_dir.clone());
     config.roles = RolesMode::Supervise { data_dir: cli.data_dir.clone() };
+    config.parcels_dir = Some(cli.parcels_dir.clone().unwrap_or_else(|| cli.data_dir.join("parcels")));
     let mut collector = MetricsCollector::new();
     session::run(config, move || collector.sample(), Arc::new(NoopObserver), stopped(stop)).await
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::parcels::ParcelSpec;
 use crate::roles::RoleSpec;
 
 /// Used when the manager announces no heartbeat interval.
@@ -49,6 +50,7 @@ pub(crate) enum Inbound {
     DesiredState {
         generation: u64,
         roles: Vec<RoleSpec>,
+        parcels: Vec<ParcelSpec>,
     },
     Ping {
         nonce: u64,
@@ -97,6 +99,7 @@ pub(crate) enum Effect {
         generation: u64,
         changed: bool,
         roles: Vec<RoleSpec>,
+        parcels: Vec<ParcelSpec>,
     },
     /// The session is dead; no further effects follow.
     Close(String),
@@ -184,11 +187,11 @@ impl Protocol {
                 self.in_flight.drain(..=pos);
                 vec![Effect::Acked { seq, rtt: now.saturating_duration_since(sent) }]
             }
-            Inbound::DesiredState { generation, roles } => {
+            Inbound::DesiredState { generation, roles, parcels } => {
                 let changed = generation != self.applied_generation;
                 self.applied_generation = generation;
                 vec![
-                    Effect::Applied { generation, changed, roles },
+                    Effect::Applied { generation, changed, roles, parcels },
                     Effect::Send(Outbound::Status { applied_generation: generation }),
                 ]
             }
@@ -392,15 +395,21 @@ mod tests {
         let mut p = established(Instant::now(), 1_000);
         let now = Instant::now();
         assert_eq!(
-            p.handle(now, Event::Received(Inbound::DesiredState { generation: 5, roles: Vec::new() })),
+            p.handle(
+                now,
+                Event::Received(Inbound::DesiredState { generation: 5, roles: Vec::new(), parcels: Vec::new() })
+            ),
             vec![
-                Effect::Applied { generation: 5, changed: true, roles: Vec::new() },
+                Effect::Applied { generation: 5, changed: true, roles: Vec::new(), parcels: Vec::new() },
                 Effect::Send(Outbound::Status { applied_generation: 5 }),
             ]
         );
         assert_eq!(p.applied_generation(), 5);
-        let again = p.handle(now, Event::Received(Inbound::DesiredState { generation: 5, roles: Vec::new() }));
-        assert_eq!(again[0], Effect::Applied { generation: 5, changed: false, roles: Vec::new() });
+        let again = p.handle(
+            now,
+            Event::Received(Inbound::DesiredState { generation: 5, roles: Vec::new(), parcels: Vec::new() }),
+        );
+        assert_eq!(again[0], Effect::Applied { generation: 5, changed: false, roles: Vec::new(), parcels: Vec::new() });
         assert_eq!(sends(&again), vec![Outbound::Status { applied_generation: 5 }]);
     }
 

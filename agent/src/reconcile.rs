@@ -19,10 +19,14 @@
 //!   5 runs in a row shorter than 10 s, are a crash loop: the role is `Failed`
 //!   with the last log lines and is not restarted until its desired state
 //!   changes (revision, nonce or run state);
+//! - a role whose spec lists parcels starts only when each of them is active on
+//!   the host; until then it is `Failed` with `parcel NAME is not active on host
+//!   HOST` and is tried again whenever the active parcels change (a change of the
+//!   active parcels never stops or restarts a running process);
 //! - roles that leave the desired state are stopped and their directory removed;
 //! - every change of the observed state is reported, as the full list of roles.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -47,6 +51,8 @@ pub struct Policy {
     pub min_uptime: Duration,
     /// Wait before writing files again after a failed write.
     pub write_retry: Duration,
+    /// The host's name, in messages about it.
+    pub host: String,
 }
 
 impl Default for Policy {
@@ -60,6 +66,7 @@ impl Default for Policy {
             max_crashes: 5,
             min_uptime: Duration::from_secs(10),
             write_retry: Duration::from_secs(10),
+            host: String::new(),
         }
     }
 }
@@ -156,6 +163,10 @@ pub enum Event {
         check: usize,
         ok: bool,
     },
+    /// The parcels active on the host are now these (names).
+    ParcelsChanged {
+        active: BTreeSet<String>,
+    },
     /// The deadline returned by [`Reconciler::deadline`] may have passed.
     Tick,
 }
@@ -175,6 +186,8 @@ pub enum Effect {
         process: ProcessSpec,
         revision: u64,
         nonce: u64,
+        /// Parcels whose env scripts apply to the process.
+        parcels: Vec<String>,
     },
     /// Send `signal` (a name, e.g. `SIGTERM`) to process group `pgid`.
     Stop {
@@ -249,6 +262,8 @@ struct Role {
     backoff: Duration,
     start_at: Option<Instant>,
     failed: bool,
+    /// Why the process cannot start now (a parcel that is not active).
+    blocked: Option<String>,
     probes_for: Option<Vec<HealthCheck>>,
     probes: Vec<Probe>,
 }
@@ -273,6 +288,7 @@ impl Role {
             backoff: policy.initial_backoff,
             start_at: None,
             failed: false,
+            blocked: None,
             probes_for: None,
             probes: Vec::new(),
         }
@@ -322,7 +338,7 @@ impl Role {
                 Proc::Stopping { .. } => RoleState::Stopping,
                 Proc::Starting { .. } => RoleState::Starting,
                 Proc::Down if self.wants_process(policy) => {
-                    if self.write_error.is_some() {
+                    if self.write_error.is_some() || self.blocked.is_some() {
                         RoleState::Failed
                     } else {
                         RoleState::Starting
@@ -341,7 +357,11 @@ impl Role {
             applied_revision: applied.revision,
             running_revision: run.map_or(0, |r| r.revision),
             file_hashes: applied.hashes,
-            last_error: self.invalid.clone().unwrap_or_else(|| self.last_error.clone()),
+            last_error: self
+                .invalid
+                .clone()
+                .or_else(|| self.blocked.clone())
+                .unwrap_or_else(|| self.last_error.clone()),
             health: self.health(),
             last_log_lines: self.last_log_lines.clone(),
             restart_nonce: run.map_or(0, |r| r.nonce),
@@ -358,12 +378,21 @@ pub struct Reconciler {
     /// Until the first desired state, restored roles are left alone.
     have_desired: bool,
     generation: u64,
+    /// Names of the parcels active on the host.
+    active_parcels: BTreeSet<String>,
     reported: Option<Vec<RoleStatus>>,
 }
 
 impl Reconciler {
     pub fn new(policy: Policy) -> Self {
-        Reconciler { policy, roles: BTreeMap::new(), have_desired: false, generation: 0, reported: None }
+        Reconciler {
+            policy,
+            roles: BTreeMap::new(),
+            have_desired: false,
+            generation: 0,
+            active_parcels: BTreeSet::new(),
+            reported: None,
+        }
     }
 
     /// Generation of the last desired state handled.
@@ -466,6 +495,7 @@ impl Reconciler {
                     }
                 }
             }
+            Event::ParcelsChanged { active } => self.active_parcels = active,
             Event::Tick => {
                 for (id, r) in &mut self.roles {
                     if let Proc::Stopping { run, kill_at, killed } = &mut r.proc
@@ -523,6 +553,7 @@ impl Reconciler {
             return;
         }
         let policy = &self.policy;
+        let active_parcels = &self.active_parcels;
         let mut forget = Vec::new();
         for (id, r) in &mut self.roles {
             if r.removing {
@@ -552,9 +583,23 @@ impl Reconciler {
                 });
             }
             let want = r.wants_process(policy);
+            r.blocked = None;
             match &r.proc {
                 Proc::Down => {
-                    if want && !r.failed && files_current && !r.writing && r.start_at.is_none_or(|t| now >= t) {
+                    if want && !r.failed {
+                        r.blocked = spec
+                            .parcels
+                            .iter()
+                            .find(|p| !active_parcels.contains(*p))
+                            .map(|p| format!("parcel {p} is not active on host {}", policy.host));
+                    }
+                    if want
+                        && !r.failed
+                        && r.blocked.is_none()
+                        && files_current
+                        && !r.writing
+                        && r.start_at.is_none_or(|t| now >= t)
+                    {
                         r.start_at = None;
                         r.proc = Proc::Starting { revision: spec.config_revision, nonce: spec.restart_nonce };
                         effects.push(Effect::Start {
@@ -562,6 +607,7 @@ impl Reconciler {
                             process: spec.process.clone(),
                             revision: spec.config_revision,
                             nonce: spec.restart_nonce,
+                            parcels: spec.parcels.clone(),
                         });
                     }
                 }

@@ -13,6 +13,10 @@ pub const CAPABILITY: &str = "roles.v1";
 /// process arguments, environment values and the working directory.
 pub const ROLE_DIR_PLACEHOLDER: &str = "${ROLE_DIR}";
 
+/// Placeholder replaced by the absolute parcels directory wherever
+/// `${ROLE_DIR}` is, and in health check fields.
+pub const PARCELS_ROOT_PLACEHOLDER: &str = "${PARCELS_ROOT}";
+
 /// Stop grace used when the manager sends 0.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 /// Health check defaults for zero values.
@@ -37,6 +41,9 @@ pub struct RoleSpec {
     pub restart_nonce: u64,
     pub health_checks: Vec<HealthCheck>,
     pub log_files: Vec<String>,
+    /// Parcels that must be active on the host before the process starts;
+    /// their env scripts' variables are set for it.
+    pub parcels: Vec<String>,
 }
 
 impl RoleSpec {
@@ -161,7 +168,8 @@ pub enum RoleState {
     Starting,
     Running,
     Stopping,
-    /// Crash loop or files that cannot be written; see `last_error`.
+    /// Crash loop, files that cannot be written or a parcel that is not
+    /// active; see `last_error`.
     Failed,
 }
 

@@ -10,7 +10,11 @@
 //! With roles enabled ([`SessionConfig::roles`]), `run` also starts the
 //! [`Supervisor`] before the first connection attempt and keeps it for its whole
 //! life: desired roles go to it, and every change of their observed state is
-//! reported in a `StatusReport`, at most one every 100 ms.
+//! reported in a `StatusReport`, at most one every 100 ms. With a parcels
+//! directory too ([`SessionConfig::parcels_dir`]), `run` starts the
+//! [`Parcels`] driver, announces `parcels.v1`, hands it the desired parcels,
+//! and reports their state in the same `StatusReport`s; parcel files are
+//! fetched over their own connection with the same client certificate.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -33,6 +37,7 @@ use crate::enroll::Identity;
 use crate::error::{AgentError, Rpc, classify};
 use crate::facts::HostFacts;
 use crate::metrics::Metrics;
+use crate::parcels::{self, ParcelStatus, Parcels, ParcelsConfig, ParcelsView};
 use crate::protocol::{Effect, Event, Protocol};
 use crate::roles::{self, RoleStatus};
 use crate::supervisor::{Supervisor, SupervisorConfig};
@@ -97,6 +102,9 @@ pub struct SessionConfig {
     pub backoff: BackoffConfig,
     /// Whether and how roles are run; [`RolesMode::Disabled`] by default.
     pub roles: RolesMode,
+    /// With roles enabled: the parcels directory, where parcels are downloaded,
+    /// unpacked and activated (`parcels.v1`). `None` (the default): no parcels.
+    pub parcels_dir: Option<PathBuf>,
 }
 
 impl SessionConfig {
@@ -114,6 +122,7 @@ impl SessionConfig {
             welcome_timeout: Duration::from_secs(30),
             backoff: BackoffConfig::default(),
             roles: RolesMode::Disabled,
+            parcels_dir: None,
         }
     }
 }
@@ -165,10 +174,28 @@ pub async fn run(
     let mut backoff = Backoff::new(config.backoff);
     let mut applied = config.applied_generation;
     let host = config.identity.host_id.as_str();
-    let supervisor = match config.roles.supervisor_config() {
+    let mut supervisor_config = config.roles.supervisor_config();
+    let parcels = match (&supervisor_config, &config.parcels_dir) {
+        (Some(_), Some(dir)) => {
+            // Lazy: it connects when the first download starts, and again after a failure.
+            let channel = tls::channel(&config.manager, tls_config.clone(), config.connect_timeout)?;
+            let parcels = Parcels::start(ParcelsConfig::new(dir.clone(), channel))
+                .map_err(|e| AgentError::Config(format!("could not start parcel handling: {e}")))?;
+            Some(parcels)
+        }
+        _ => None,
+    };
+    if let Some(sc) = &mut supervisor_config {
+        sc.parcels_root = parcels.as_ref().map(|p| p.root().to_path_buf());
+        if sc.policy.host.is_empty() {
+            sc.policy.host = config.facts.hostname.clone();
+        }
+    }
+    let supervisor = match supervisor_config {
         None => None,
         Some(sc) => Some(
-            Supervisor::start(sc).map_err(|e| AgentError::Config(format!("could not start role supervision: {e}")))?,
+            Supervisor::start_with_parcels(sc, parcels.as_ref().map(Parcels::view))
+                .map_err(|e| AgentError::Config(format!("could not start role supervision: {e}")))?,
         ),
     };
     loop {
@@ -178,6 +205,7 @@ pub async fn run(
             facts: &facts,
             observer: &*observer,
             supervisor: supervisor.as_ref(),
+            parcels: parcels.as_ref(),
         };
         let (error, up_for) = match attempt.run(&mut applied, &mut metrics, shutdown.as_mut()).await {
             Ended::Shutdown => {
@@ -216,6 +244,21 @@ struct Attempt<'a> {
     facts: &'a v1::HostFacts,
     observer: &'a dyn SessionObserver,
     supervisor: Option<&'a Supervisor>,
+    parcels: Option<&'a Parcels>,
+}
+
+/// Completes when the parcels' view changes; never without parcels.
+async fn parcels_changed(rx: &mut Option<watch::Receiver<Arc<ParcelsView>>>) {
+    if let Some(rx) = rx
+        && rx.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
+fn parcel_statuses(rx: &Option<watch::Receiver<Arc<ParcelsView>>>) -> Option<Arc<Vec<ParcelStatus>>> {
+    rx.as_ref().map(|rx| Arc::new(rx.borrow().statuses.clone()))
 }
 
 /// Completes when the role statuses change; never without a supervisor.
@@ -246,8 +289,15 @@ impl Attempt<'_> {
         };
         let mut client = AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let capabilities: &[&str] = if self.supervisor.is_some() { &[roles::CAPABILITY] } else { &[] };
+        let mut capabilities: Vec<&str> = Vec::new();
+        if self.supervisor.is_some() {
+            capabilities.push(roles::CAPABILITY);
+        }
+        if self.parcels.is_some() {
+            capabilities.push(parcels::CAPABILITY);
+        }
         let mut roles_rx = self.supervisor.map(Supervisor::statuses);
+        let mut parcels_rx = self.parcels.map(Parcels::view);
         // Report the roles once the session is up, then on every change.
         let mut roles_pending = roles_rx.is_some();
         let mut roles_not_before = Instant::now();
@@ -255,8 +305,9 @@ impl Attempt<'_> {
             facts: self.facts,
             agent_version: &config.agent_version,
             metrics,
-            capabilities,
+            capabilities: &capabilities,
             roles: roles_rx.as_ref().map(|rx| rx.borrow().clone()),
+            parcels: parcel_statuses(&parcels_rx),
         };
         if let Err(e) = self.perform(effects, &tx, &mut ctx, applied) {
             return failed(e, &protocol);
@@ -308,6 +359,10 @@ impl Attempt<'_> {
                     roles_pending = true;
                     Vec::new()
                 }
+                () = parcels_changed(&mut parcels_rx), if !roles_pending => {
+                    roles_pending = true;
+                    Vec::new()
+                }
                 () = tokio::time::sleep_until(roles_not_before), if roles_pending && protocol.established_at().is_some() => {
                     roles_pending = false;
                     roles_not_before = Instant::now() + ROLES_REPORT_INTERVAL;
@@ -315,6 +370,7 @@ impl Attempt<'_> {
                 }
             };
             ctx.roles = roles_rx.as_ref().map(|rx| rx.borrow().clone());
+            ctx.parcels = parcel_statuses(&parcels_rx);
             if let Err(e) = self.perform(effects, &tx, &mut ctx, applied) {
                 return failed(e, &protocol);
             }
@@ -366,10 +422,13 @@ impl Attempt<'_> {
                     debug!(host, seq, rtt_ms = rtt.as_secs_f64() * 1000.0, "heartbeat acknowledged");
                     self.observer.heartbeat_acked(rtt);
                 }
-                Effect::Applied { generation, changed, roles } => {
+                Effect::Applied { generation, changed, roles, parcels } => {
                     *applied = generation;
                     if let Some(supervisor) = self.supervisor {
                         supervisor.set_desired(generation, roles);
+                    }
+                    if let Some(p) = self.parcels {
+                        p.set_desired(parcels);
                     }
                     if changed {
                         info!(host, generation, "desired state applied");

@@ -16,6 +16,12 @@
 //! `/proc/<pid>/stat`), so a recycled pid is never mistaken for the role. An
 //! adopted process is not our child and cannot be waited for: its liveness is
 //! polled every second and its disappearance is an exit with unknown status.
+//!
+//! Parcels: given the parcels' view ([`Supervisor::start_with_parcels`]), the
+//! supervisor tells the reconciler which parcels are active, replaces
+//! `${PARCELS_ROOT}` like `${ROLE_DIR}` (and in health check fields), and gives
+//! a role's process the variables of the env scripts of the parcels its spec
+//! lists, under the spec's own environment.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -35,8 +41,9 @@ use tracing::{debug, info, warn};
 use crate::datadir;
 use crate::files::{self, FilesError, LogRotation};
 use crate::health;
+use crate::parcels::ParcelsView;
 use crate::reconcile::{AdoptedProcess, AppliedFiles, Effect, Event, ExitStatus, Policy, Reconciler};
-use crate::roles::{HealthCheck, ProcessSpec, RoleSpec, RoleStatus};
+use crate::roles::{HealthCheck, Probe, ProcessSpec, RoleSpec, RoleStatus};
 use crate::wire;
 
 pub const DESIRED_ROLES_FILE: &str = "desired-roles.pb";
@@ -62,6 +69,9 @@ pub struct SupervisorConfig {
     pub persist: bool,
     /// How often adopted processes are checked for liveness and logs for size.
     pub poll_interval: Duration,
+    /// The absolute parcels directory, what `${PARCELS_ROOT}` stands for;
+    /// `None`: no parcels, the placeholder is left as it is.
+    pub parcels_root: Option<PathBuf>,
 }
 
 impl SupervisorConfig {
@@ -73,6 +83,7 @@ impl SupervisorConfig {
             log_rotation: LogRotation::default(),
             persist: true,
             poll_interval: Duration::from_secs(1),
+            parcels_root: None,
         }
     }
 
@@ -106,6 +117,16 @@ impl Supervisor {
     /// live processes and starts enforcing the last desired state. Must be
     /// called within a Tokio runtime.
     pub fn start(config: SupervisorConfig) -> Result<Supervisor, SupervisorError> {
+        Supervisor::start_with_parcels(config, None)
+    }
+
+    /// [`Supervisor::start`], with the parcels' view: roles that list parcels
+    /// start only once those are active, and get their env scripts' variables.
+    /// Without a view no parcel is active.
+    pub fn start_with_parcels(
+        config: SupervisorConfig,
+        parcels: Option<watch::Receiver<Arc<ParcelsView>>>,
+    ) -> Result<Supervisor, SupervisorError> {
         datadir::ensure_dir(&config.data_dir)
             .map_err(|e| FilesError::Invalid(format!("data directory for roles: {e}")))?;
         let roles_dir = config.data_dir.join(files::ROLES_DIR);
@@ -126,8 +147,11 @@ impl Supervisor {
             events_tx,
             events_rx,
             status_tx: watch::Sender::new(Arc::new(Vec::new())),
+            parcels,
             config,
         };
+        // Before the persisted desired roles, so they do not fail for nothing.
+        driver.parcels_changed();
         if driver.config.persist {
             driver.restore();
         }
@@ -193,9 +217,27 @@ struct Driver {
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
     status_tx: watch::Sender<Arc<Vec<RoleStatus>>>,
+    parcels: Option<watch::Receiver<Arc<ParcelsView>>>,
+}
+
+/// Completes when the parcels' view changes; never without one.
+async fn parcels_changed(rx: &mut Option<watch::Receiver<Arc<ParcelsView>>>) {
+    if let Some(rx) = rx
+        && rx.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 impl Driver {
+    /// Queues the names of the active parcels for the reconciler.
+    fn parcels_changed(&mut self) {
+        let Some(rx) = &mut self.parcels else { return };
+        let active = rx.borrow_and_update().active.keys().cloned().collect();
+        self.queue.push_back(Event::ParcelsChanged { active });
+    }
+
     fn dir(&self, role: &str) -> Result<PathBuf, FilesError> {
         files::role_dir(&self.config.data_dir, role)
     }
@@ -285,6 +327,7 @@ impl Driver {
                 }
                 () = sleep_until_opt(deadline), if deadline.is_some() => self.queue.push_back(Event::Tick),
                 _ = poll.tick(), if polling => self.poll(),
+                () = parcels_changed(&mut self.parcels) => self.parcels_changed(),
             }
         }
     }
@@ -347,7 +390,8 @@ impl Driver {
             match effect {
                 Effect::WriteFiles { role, revision, files } => {
                     let digests = files.iter().map(|f| (f.path.clone(), f.sha256.clone())).collect();
-                    let result = self.dir(&role).and_then(|dir| files::write_files(&dir, &files));
+                    let parcels_root = self.config.parcels_root.as_deref();
+                    let result = self.dir(&role).and_then(|dir| files::write_files_with(&dir, &files, parcels_root));
                     match result {
                         Ok(hashes) => {
                             debug!(role = %role, revision, files = files.len(), "files written");
@@ -366,7 +410,9 @@ impl Driver {
                         }
                     }
                 }
-                Effect::Start { role, process, revision, nonce } => self.start(role, &process, revision, nonce),
+                Effect::Start { role, process, revision, nonce, parcels } => {
+                    self.start(role, &process, &parcels, revision, nonce);
+                }
                 Effect::Stop { role, pgid, signal } => {
                     let sig = parse_signal(&signal).unwrap_or_else(|| {
                         warn!(role = %role, signal = %signal, "unknown stop signal; using SIGTERM");
@@ -398,15 +444,17 @@ impl Driver {
         }
     }
 
-    fn start(&mut self, role: String, spec: &ProcessSpec, revision: u64, nonce: u64) {
+    fn start(&mut self, role: String, spec: &ProcessSpec, parcels: &[String], revision: u64, nonce: u64) {
+        let parcels_root = self.config.parcels_root.clone();
         let spawned = self.dir(&role).and_then(|dir| {
+            let parcel_env = parcel_env(parcels_root.as_deref(), parcels)?;
             let log = files::open_log(&dir)?;
             let log_err = log.try_clone().map_err(|source| FilesError::Io {
                 action: "duplicate",
                 path: dir.join(files::LOG_FILE),
                 source,
             })?;
-            let mut cmd = command(spec, &dir);
+            let mut cmd = command(spec, &dir, parcels_root.as_deref(), parcel_env);
             cmd.stdout(Stdio::from(log)).stderr(Stdio::from(log_err));
             cmd.spawn().map(|child| (child, dir)).map_err(|e| FilesError::Invalid(format!("{}: {e}", spec.program)))
         });
@@ -453,8 +501,10 @@ impl Driver {
             handle.abort();
         }
         let Ok(dir) = self.dir(&role) else { return };
+        let parcels_root = self.config.parcels_root.clone();
         let mut handles = Vec::new();
-        for (check, hc) in checks.into_iter().enumerate() {
+        for (check, mut hc) in checks.into_iter().enumerate() {
+            hc.probe = probe_with_parcels_root(hc.probe, parcels_root.as_deref());
             let events = self.events_tx.clone();
             let role = role.clone();
             let dir = dir.clone();
@@ -496,18 +546,68 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// The command for a role process: its own process group, a clean environment
-/// (PATH, ROLE_DIR and the spec's variables), `${ROLE_DIR}` substituted.
-fn command(spec: &ProcessSpec, dir: &Path) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(files::substitute(&spec.program, dir));
-    cmd.args(spec.args.iter().map(|a| files::substitute(a, dir)));
-    cmd.env_clear();
-    cmd.env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()));
-    cmd.env("ROLE_DIR", dir);
-    for (k, v) in &spec.env {
-        cmd.env(k, files::substitute(v, dir));
+/// The variables the env scripts of `parcels` set, in order: each script sees
+/// the agent's `PATH` and the variables of the scripts before it. An error
+/// when a parcel is not active (any more).
+fn parcel_env(root: Option<&Path>, parcels: &[String]) -> Result<BTreeMap<String, String>, FilesError> {
+    let mut env = BTreeMap::new();
+    if parcels.is_empty() {
+        return Ok(env);
     }
-    let wd = files::substitute(&spec.working_dir, dir);
+    let root = root.ok_or_else(|| FilesError::Invalid("this agent has no parcels directory".into()))?;
+    let mut inherited = BTreeMap::new();
+    inherited.insert("PATH".to_owned(), default_path().to_string_lossy().into_owned());
+    for name in parcels {
+        let vars = drover_parcels::parcel::parcel_env(root, name, &inherited)
+            .map_err(|e| FilesError::Invalid(format!("parcel {name}: {e}")))?;
+        for (k, v) in vars {
+            inherited.insert(k.clone(), v.clone());
+            env.insert(k, v);
+        }
+    }
+    Ok(env)
+}
+
+fn default_path() -> std::ffi::OsString {
+    std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into())
+}
+
+/// `${PARCELS_ROOT}` replaced in every text field of a probe.
+fn probe_with_parcels_root(probe: Probe, root: Option<&Path>) -> Probe {
+    let sub = |t: String| files::substitute_parcels_root(&t, root);
+    match probe {
+        Probe::Tcp { host, port } => Probe::Tcp { host: sub(host), port },
+        Probe::Http { url, expect_status } => Probe::Http { url: sub(url), expect_status },
+        Probe::Command { program, args } => {
+            Probe::Command { program: sub(program), args: args.into_iter().map(sub).collect() }
+        }
+        Probe::Unknown => Probe::Unknown,
+    }
+}
+
+/// The command for a role process: its own process group, a clean environment
+/// (PATH, ROLE_DIR, PARCELS_ROOT, the listed parcels' variables, then the
+/// spec's variables, which win), `${PARCELS_ROOT}` and `${ROLE_DIR}` substituted.
+fn command(
+    spec: &ProcessSpec,
+    dir: &Path,
+    parcels_root: Option<&Path>,
+    parcel_env: BTreeMap<String, String>,
+) -> tokio::process::Command {
+    let sub = |t: &str| files::substitute_all(t, dir, parcels_root);
+    let mut cmd = tokio::process::Command::new(sub(&spec.program));
+    cmd.args(spec.args.iter().map(|a| sub(a)));
+    cmd.env_clear();
+    cmd.env("PATH", default_path());
+    cmd.env("ROLE_DIR", dir);
+    if let Some(root) = parcels_root {
+        cmd.env("PARCELS_ROOT", root);
+    }
+    cmd.envs(parcel_env);
+    for (k, v) in &spec.env {
+        cmd.env(k, sub(v));
+    }
+    let wd = sub(&spec.working_dir);
     cmd.current_dir(if wd.is_empty() { dir.to_path_buf() } else { dir.join(wd) });
     cmd.stdin(Stdio::null());
     cmd.process_group(0);

@@ -1,7 +1,7 @@
 //! The gRPC edge: converts the agent's domain types to and from the generated
-//! `drover.agent.v1` types. Only `enroll`, `session` and `supervisor` (which
-//! persists the desired roles in their wire encoding) call it, and nothing
-//! generated leaves those modules.
+//! `drover.agent.v1` types. Only `enroll`, `session`, `supervisor` (which
+//! persists the desired roles in their wire encoding) and `parcels` (which
+//! fetches parcel files) call it, and nothing generated leaves those modules.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use prost::Message;
 
 use crate::facts::{HostFacts, HostKind};
 use crate::metrics::Metrics;
+use crate::parcels::{ParcelSpec, ParcelState, ParcelStatus, ParcelTarget};
 use crate::protocol::{Inbound, Outbound, WelcomeInfo};
 use crate::roles::{
     self, ConfigFile, HealthCheck, Probe, ProcessSpec, RoleHealth, RoleSpec, RoleState, RoleStatus, RunState,
@@ -82,6 +83,8 @@ pub(crate) struct OutboundContext<'a, M> {
     pub capabilities: &'a [&'a str],
     /// Role statuses to send with every `StatusReport` (agents with roles).
     pub roles: Option<Arc<Vec<RoleStatus>>>,
+    /// Parcel statuses to send with every `StatusReport` (agents with parcels).
+    pub parcels: Option<Arc<Vec<ParcelStatus>>>,
 }
 
 pub(crate) fn outbound<M: FnMut() -> Metrics>(msg: Outbound, ctx: &mut OutboundContext<'_, M>) -> v1::AgentMessage {
@@ -100,6 +103,7 @@ pub(crate) fn outbound<M: FnMut() -> Metrics>(msg: Outbound, ctx: &mut OutboundC
             applied_generation,
             error: String::new(),
             roles: ctx.roles.as_ref().map(|r| r.iter().map(role_status).collect()).unwrap_or_default(),
+            parcels: ctx.parcels.as_ref().map(|p| p.iter().map(parcel_status).collect()).unwrap_or_default(),
         }),
     };
     v1::AgentMessage { kind: Some(kind) }
@@ -115,9 +119,11 @@ pub(crate) fn inbound(msg: v1::ManagerMessage) -> Inbound {
             server_time_unix_ms: w.server_time_unix_ms,
             manager_version: w.manager_version,
         }),
-        Some(manager_message::Kind::DesiredState(d)) => {
-            Inbound::DesiredState { generation: d.generation, roles: d.roles.into_iter().map(role_spec).collect() }
-        }
+        Some(manager_message::Kind::DesiredState(d)) => Inbound::DesiredState {
+            generation: d.generation,
+            roles: d.roles.into_iter().map(role_spec).collect(),
+            parcels: d.parcels.into_iter().map(parcel_spec).collect(),
+        },
         Some(manager_message::Kind::Ping(p)) => Inbound::Ping { nonce: p.nonce },
         Some(manager_message::Kind::HeartbeatAck(a)) => Inbound::HeartbeatAck { seq: a.seq },
         None => Inbound::Unknown,
@@ -155,6 +161,76 @@ pub(crate) fn role_spec(r: v1::RoleSpec) -> RoleSpec {
         restart_nonce: r.restart_nonce,
         health_checks: r.health_checks.into_iter().map(health_check).collect(),
         log_files: r.log_files,
+        parcels: r.parcels,
+    }
+}
+
+pub(crate) fn parcel_spec(p: v1::ParcelSpec) -> ParcelSpec {
+    ParcelSpec {
+        name: p.name,
+        version: p.version,
+        file_name: p.file_name,
+        sha256: p.sha256,
+        size: p.size,
+        // Unspecified or unknown targets never activate anything.
+        target: match v1::ParcelTarget::try_from(p.target) {
+            Ok(v1::ParcelTarget::Active) => ParcelTarget::Active,
+            _ => ParcelTarget::Distributed,
+        },
+    }
+}
+
+pub(crate) fn parcel_status(s: &ParcelStatus) -> v1::ParcelStatus {
+    v1::ParcelStatus {
+        name: s.name.clone(),
+        version: s.version.clone(),
+        state: match s.state {
+            ParcelState::Downloading => v1::ParcelState::Downloading,
+            ParcelState::Distributed => v1::ParcelState::Distributed,
+            ParcelState::Active => v1::ParcelState::Active,
+            ParcelState::Failed => v1::ParcelState::Failed,
+        } as i32,
+        downloaded_bytes: s.downloaded_bytes,
+        total_bytes: s.total_bytes,
+        error: s.error.clone(),
+    }
+}
+
+/// A parcel file arriving from the manager, chunk by chunk.
+pub(crate) struct ParcelChunks {
+    inner: tonic::Streaming<v1::ParcelChunk>,
+}
+
+impl ParcelChunks {
+    /// The next chunk's bytes and the whole file's size; `None` at the end.
+    pub(crate) async fn next(&mut self) -> Result<Option<(Vec<u8>, u64)>, String> {
+        match self.inner.message().await {
+            Ok(Some(c)) => Ok(Some((c.data, c.total_size))),
+            Ok(None) => Ok(None),
+            Err(status) => Err(status_message(&status)),
+        }
+    }
+}
+
+/// Opens `FetchParcel` for `file_name` from `offset` on.
+pub(crate) async fn fetch_parcel(
+    channel: tonic::transport::Channel,
+    file_name: &str,
+    offset: u64,
+) -> Result<ParcelChunks, String> {
+    let mut client = v1::agent_service_client::AgentServiceClient::new(channel);
+    let request = v1::FetchParcelRequest { file_name: file_name.to_owned(), offset };
+    match client.fetch_parcel(request).await {
+        Ok(response) => Ok(ParcelChunks { inner: response.into_inner() }),
+        Err(status) => Err(status_message(&status)),
+    }
+}
+
+fn status_message(status: &tonic::Status) -> String {
+    if status.message().is_empty() {
+        format!("{:?}", status.code())
+    } else {
+        format!("{} ({:?})", status.message(), status.code())
     }
 }
 
@@ -237,6 +313,7 @@ fn role_spec_to_wire(r: &RoleSpec) -> v1::RoleSpec {
             })
             .collect(),
         log_files: r.log_files.clone(),
+        parcels: r.parcels.clone(),
     }
 }
 
@@ -270,7 +347,8 @@ pub(crate) fn role_status(s: &RoleStatus) -> v1::RoleStatus {
 
 /// The desired roles as persisted by the supervisor: a `DesiredState` message.
 pub(crate) fn encode_desired_roles(generation: u64, roles: &[RoleSpec]) -> Vec<u8> {
-    v1::DesiredState { generation, roles: roles.iter().map(role_spec_to_wire).collect() }.encode_to_vec()
+    v1::DesiredState { generation, roles: roles.iter().map(role_spec_to_wire).collect(), parcels: Vec::new() }
+        .encode_to_vec()
 }
 
 pub(crate) fn decode_desired_roles(bytes: &[u8]) -> Result<(u64, Vec<RoleSpec>), prost::DecodeError> {
@@ -362,6 +440,7 @@ mod tests {
                 },
             ],
             log_files: vec!["logs/redis.log".into()],
+            parcels: vec!["redis".into()],
         }
     }
 
@@ -425,15 +504,55 @@ mod tests {
             facts: &facts,
             agent_version: "1",
             metrics: &mut metrics,
-            capabilities: &[roles::CAPABILITY],
+            capabilities: &[roles::CAPABILITY, crate::parcels::CAPABILITY],
             roles: Some(Arc::new(vec![status])),
+            parcels: Some(Arc::new(vec![ParcelStatus {
+                name: "redis".into(),
+                version: "7.0.15".into(),
+                state: ParcelState::Downloading,
+                downloaded_bytes: 5,
+                total_bytes: 10,
+                error: String::new(),
+            }])),
         };
         match outbound(Outbound::Hello { applied_generation: 1 }, &mut ctx).kind {
-            Some(agent_message::Kind::Hello(h)) => assert_eq!(h.capabilities, ["roles.v1"]),
+            Some(agent_message::Kind::Hello(h)) => assert_eq!(h.capabilities, ["roles.v1", "parcels.v1"]),
             other => panic!("{other:?}"),
         }
         match outbound(Outbound::Status { applied_generation: 1 }, &mut ctx).kind {
-            Some(agent_message::Kind::Status(s)) => assert_eq!(s.roles.len(), 1),
+            Some(agent_message::Kind::Status(s)) => {
+                assert_eq!(s.roles.len(), 1);
+                let p = &s.parcels[0];
+                assert_eq!((p.name.as_str(), p.state, p.downloaded_bytes, p.total_bytes), ("redis", 1, 5, 10));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parcel_specs_convert_and_unknown_targets_never_activate() {
+        let wire = |target: i32| v1::ParcelSpec {
+            name: "redis".into(),
+            version: "7.0.15".into(),
+            file_name: "redis-7.0.15-bookworm.parcel".into(),
+            sha256: "ab".into(),
+            size: 3,
+            target,
+        };
+        let p = parcel_spec(wire(v1::ParcelTarget::Active as i32));
+        assert_eq!((p.name.as_str(), p.file_name.as_str(), p.size), ("redis", "redis-7.0.15-bookworm.parcel", 3));
+        assert_eq!(p.target, ParcelTarget::Active);
+        for other in [0, v1::ParcelTarget::Distributed as i32, 99] {
+            assert_eq!(parcel_spec(wire(other)).target, ParcelTarget::Distributed, "{other}");
+        }
+        match inbound(v1::ManagerMessage {
+            kind: Some(manager_message::Kind::DesiredState(v1::DesiredState {
+                generation: 2,
+                roles: Vec::new(),
+                parcels: vec![wire(2)],
+            })),
+        }) {
+            Inbound::DesiredState { parcels, .. } => assert_eq!(parcels, vec![p]),
             other => panic!("{other:?}"),
         }
     }

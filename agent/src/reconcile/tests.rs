@@ -466,3 +466,31 @@ fn reports_are_sent_only_on_change() {
     assert_eq!(reports(h.r.handle(t, started("r1", 9))), 1);
     assert_eq!(reports(h.r.handle(t, desired(vec![running("r1", 1, 0)]))), 0);
 }
+
+#[test]
+fn roles_wait_for_their_parcels_without_crash_looping() {
+    let mut h = H::new(Policy { host: "web1".into(), ..Policy::default() });
+    let mut s = running("r1", 1, 0);
+    s.parcels = vec!["jre".into(), "redis".into()];
+    let active = |names: &[&str]| Event::ParcelsChanged { active: names.iter().map(|n| (*n).to_owned()).collect() };
+    h.run(&[(Duration::ZERO, desired(vec![s.clone()]), &["write r1@1"]), (Duration::ZERO, written("r1", 1), &[])]);
+    let st = h.status("r1");
+    assert_eq!((st.state, st.last_error.as_str()), (RoleState::Failed, "parcel jre is not active on host web1"));
+    assert_eq!(h.r.deadline(), None, "no retry timer: only a parcel change retries");
+    assert!(h.at(SEC, active(&["jre"])).is_empty());
+    assert_eq!(h.status("r1").last_error, "parcel redis is not active on host web1");
+    assert_eq!(h.status("r1").restart_count, 0);
+    assert_eq!(h.at(2 * SEC, active(&["jre", "redis"])), ["start r1@1#0"]);
+    assert_eq!(h.status("r1").state, RoleState::Starting);
+    assert!(h.status("r1").last_error.is_empty());
+    h.at(2 * SEC, started("r1", 42));
+    // Deactivating a parcel leaves a running process alone.
+    assert!(h.at(3 * SEC, active(&[])).is_empty());
+    assert_eq!(h.status("r1").state, RoleState::Running);
+    // A stopped role does not care.
+    let mut stopped = spec("r2", 1, 0, RunState::Stopped);
+    stopped.parcels = vec!["redis".into()];
+    h.at(4 * SEC, desired(vec![s, stopped]));
+    h.at(4 * SEC, written("r2", 1));
+    assert_eq!(h.status("r2").state, RoleState::Stopped);
+}
