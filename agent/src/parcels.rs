@@ -188,10 +188,11 @@ pub enum Event {
     Desired(Vec<ParcelSpec>),
     /// A download in progress reached `downloaded` bytes.
     Progress { name: String, version: String, downloaded: u64 },
-    /// A `Distribute` ended; `local` is the disk as it is now.
-    Distributed { name: String, version: String, result: Result<(), String>, local: LocalParcels },
-    /// A `Run` ended; `local` is the disk as it is now.
-    OpDone { op: Op, result: Result<(), String>, local: LocalParcels },
+    /// A `Distribute` ended; `local` is the disk as it is now (`None`: it could
+    /// not be read, the last look stands).
+    Distributed { name: String, version: String, result: Result<(), String>, local: Option<LocalParcels> },
+    /// A `Run` ended; `local` as for `Distributed`.
+    OpDone { op: Op, result: Result<(), String>, local: Option<LocalParcels> },
     /// The deadline returned by [`ParcelReconciler::deadline`] may have passed.
     Tick,
 }
@@ -299,7 +300,9 @@ impl ParcelReconciler {
                 }
             }
             Event::Distributed { name, version, result, local } => {
-                self.local = local;
+                if let Some(local) = local {
+                    self.local = local;
+                }
                 let key = (name, version);
                 match result {
                     Ok(()) => {
@@ -315,7 +318,9 @@ impl ParcelReconciler {
                 }
             }
             Event::OpDone { op, result, local } => {
-                self.local = local;
+                if let Some(local) = local {
+                    self.local = local;
+                }
                 if self.running_op.as_ref() == Some(&op) {
                     self.running_op = None;
                 }
@@ -631,12 +636,12 @@ impl Driver {
                             })
                         };
                         let (result, local) = match job.await {
-                            Ok((result, Ok(local))) => (result, local),
+                            Ok((result, Ok(local))) => (result, Some(local)),
                             Ok((result, Err(e))) => {
                                 warn!(error = %e, "could not read the parcels directory");
-                                (result, LocalParcels::default())
+                                (result, None)
                             }
-                            Err(e) => (Err(format!("the parcel operation failed: {e}")), LocalParcels::default()),
+                            Err(e) => (Err(format!("the parcel operation failed: {e}")), None),
                         };
                         let _ = events.send(Event::OpDone { op, result, local });
                     });
@@ -658,17 +663,17 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-async fn scan_blocking(root: PathBuf) -> LocalParcels {
+async fn scan_blocking(root: PathBuf) -> Option<LocalParcels> {
     let scanned = tokio::task::spawn_blocking(move || LocalParcels::scan(&root)).await;
     match scanned {
-        Ok(Ok(local)) => local,
+        Ok(Ok(local)) => Some(local),
         Ok(Err(e)) => {
             warn!(error = %e, "could not read the parcels directory");
-            LocalParcels::default()
+            None
         }
         Err(e) => {
             warn!(error = %e, "could not read the parcels directory");
-            LocalParcels::default()
+            None
         }
     }
 }

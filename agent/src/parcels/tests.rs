@@ -83,11 +83,11 @@ impl H {
 }
 
 fn distributed_ok(name: &str, version: &str, disk: &[&str]) -> Event {
-    Event::Distributed { name: name.into(), version: version.into(), result: Ok(()), local: local(disk) }
+    Event::Distributed { name: name.into(), version: version.into(), result: Ok(()), local: Some(local(disk)) }
 }
 
 fn op_ok(op: Op, disk: &[&str]) -> Event {
-    Event::OpDone { op, result: Ok(()), local: local(disk) }
+    Event::OpDone { op, result: Ok(()), local: Some(local(disk)) }
 }
 
 /// A row of the decision table: what it shows, the disk, the desired list, the first effects.
@@ -173,7 +173,7 @@ fn failed_downloads_are_retried_with_backoff_while_others_go_on() {
         name: "a".into(),
         version: "1".into(),
         result: Err("sha256 mismatch".into()),
-        local: local(&[]),
+        local: Some(local(&[])),
     };
     assert_eq!(h.at(SEC, failed.clone()), ["download c-1"], "the free slot goes to the next parcel");
     assert_eq!(h.states(), ["a-1 failed", "b-1 downloading", "c-1 downloading"]);
@@ -186,10 +186,14 @@ fn failed_downloads_are_retried_with_backoff_while_others_go_on() {
         name: "a".into(),
         version: "1".into(),
         result: Err("sha256 mismatch".into()),
-        local: local(&["b-1"]),
+        local: Some(local(&["b-1"])),
     };
     assert!(h.at(7 * SEC, failed).is_empty());
     assert_eq!(h.r.deadline(), Some(h.t0 + 7 * SEC + 10 * SEC));
+    // A disk that could not be read leaves the last look in place.
+    let unread = Event::Distributed { name: "c".into(), version: "1".into(), result: Err("x".into()), local: None };
+    assert!(h.at(8 * SEC, unread).is_empty(), "b-1 is still known to be installed");
+    assert_eq!(h.states(), ["a-1 failed", "b-1 distributed", "c-1 failed"]);
 }
 
 #[test]
@@ -201,7 +205,7 @@ fn a_failed_activation_is_reported_and_leaves_the_previous_version_active() {
     let failed = Event::OpDone {
         op: op.clone(),
         result: Err("could not activate".into()),
-        local: local(&["redis-6*", "redis-7"]),
+        local: Some(local(&["redis-6*", "redis-7"])),
     };
     assert!(h.at(SEC, failed).is_empty());
     assert_eq!(h.states(), ["redis-6 active", "redis-7 failed"]);
@@ -211,7 +215,7 @@ fn a_failed_activation_is_reported_and_leaves_the_previous_version_active() {
     assert!(h.at(3 * SEC, Event::Desired(desired)).is_empty());
     assert_eq!(h.at(31 * SEC, Event::Tick), ["activate redis-7"]);
     // When the manager gives up on 7, the failure is forgotten.
-    h.at(32 * SEC, Event::OpDone { op, result: Err("again".into()), local: local(&["redis-6*", "redis-7"]) });
+    h.at(32 * SEC, Event::OpDone { op, result: Err("again".into()), local: Some(local(&["redis-6*", "redis-7"])) });
     assert_eq!(h.at(33 * SEC, Event::Desired(vec![active("redis", "6")])), ["remove redis-7"]);
     assert_eq!(h.states(), ["redis-6 active", "redis-7 distributed"]);
 }
