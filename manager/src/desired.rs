@@ -332,7 +332,12 @@ pub async fn refresh_locked(
 
 /// Replaces a service's roles on every host concerned; hosts whose desired
 /// state changed get a new generation, which their sessions push at once.
-async fn publish(state: &AppState, key: &str, roles: Vec<DesiredRole>, also_hosts: &[String]) -> Result<(), DesiredError> {
+async fn publish(
+    state: &AppState,
+    key: &str,
+    roles: Vec<DesiredRole>,
+    also_hosts: &[String],
+) -> Result<(), DesiredError> {
     let mut by_host: BTreeMap<String, Vec<Arc<DesiredRole>>> = BTreeMap::new();
     let mut hosts: BTreeSet<String> = also_hosts.iter().cloned().collect();
     hosts.extend(state.registry.hosts_with_service(key));

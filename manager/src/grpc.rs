@@ -13,8 +13,8 @@ use drover_proto::v1::{
     self, AgentMessage, EnrollRequest, EnrollResponse, ManagerMessage, agent_message, manager_message,
 };
 use tokio::sync::mpsc;
-use tokio_stream::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::AppState;
@@ -225,12 +225,12 @@ impl v1::agent_service_server::AgentService for AgentGrpc {
         &self,
         request: Request<v1::FetchParcelRequest>,
     ) -> Result<Response<Self::FetchParcelStream>, Status> {
-        let certs = request
-            .peer_certs()
-            .ok_or_else(|| Status::unauthenticated("fetching a parcel needs the client certificate issued at enrollment"))?;
-        let leaf = certs
-            .first()
-            .ok_or_else(|| Status::unauthenticated("fetching a parcel needs the client certificate issued at enrollment"))?;
+        let certs = request.peer_certs().ok_or_else(|| {
+            Status::unauthenticated("fetching a parcel needs the client certificate issued at enrollment")
+        })?;
+        let leaf = certs.first().ok_or_else(|| {
+            Status::unauthenticated("fetching a parcel needs the client certificate issued at enrollment")
+        })?;
         let identity = peer_identity(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
         self.state.registry.admit(&identity.host_id, &identity.serial).map_err(refusal_status)?;
         let req = request.into_inner();
@@ -241,11 +241,10 @@ impl v1::agent_service_server::AgentService for AgentGrpc {
             .await
             .map_err(|e| Status::not_found(e.to_string()))?;
         tracing::debug!(host = %identity.host_id, file = %req.file_name, offset = req.offset, "parcel download");
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, PARCEL_CHUNK)
-            .map(move |chunk| match chunk {
-                Ok(data) => Ok(v1::ParcelChunk { data: data.to_vec(), total_size: total }),
-                Err(e) => Err(Status::internal(format!("read parcel: {e}"))),
-            });
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, PARCEL_CHUNK).map(move |chunk| match chunk {
+            Ok(data) => Ok(v1::ParcelChunk { data: data.to_vec(), total_size: total }),
+            Err(e) => Err(Status::internal(format!("read parcel: {e}"))),
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -265,7 +265,8 @@ pub async fn execute(
                 let _ = state.store.update_step(&cmd.id, *seq, "running", "", Some(now_millis()), None).await;
                 match commands::restart_step(&state, &cmd, step, healthy_timeout, &abort).await {
                     Ok(msg) => {
-                        let _ = state.store.update_step(&cmd.id, *seq, "succeeded", &msg, None, Some(now_millis())).await;
+                        let _ =
+                            state.store.update_step(&cmd.id, *seq, "succeeded", &msg, None, Some(now_millis())).await;
                         Ok(())
                     }
                     Err(msg) => {
@@ -322,16 +323,25 @@ mod tests {
             HostCheck::Waiting(m) => assert_eq!(m, "downloading 25% (50 of 200 bytes)"),
             _ => panic!("expected waiting"),
         }
-        assert!(matches!(check_host(Phase::Distribute, "redis", v, &[st("distributed", 0, 0, "")]), HostCheck::Done(_)));
+        assert!(matches!(
+            check_host(Phase::Distribute, "redis", v, &[st("distributed", 0, 0, "")]),
+            HostCheck::Done(_)
+        ));
         assert!(matches!(check_host(Phase::Distribute, "redis", v, &[st("active", 0, 0, "")]), HostCheck::Done(_)));
         assert!(matches!(
             check_host(Phase::Distribute, "redis", v, &[st("failed", 0, 0, "sha256 mismatch")]),
             HostCheck::Failed(m) if m == "sha256 mismatch"
         ));
-        assert!(matches!(check_host(Phase::Activate, "redis", v, &[st("distributed", 0, 0, "")]), HostCheck::Waiting(_)));
+        assert!(matches!(
+            check_host(Phase::Activate, "redis", v, &[st("distributed", 0, 0, "")]),
+            HostCheck::Waiting(_)
+        ));
         assert!(matches!(check_host(Phase::Activate, "redis", v, &[st("active", 0, 0, "")]), HostCheck::Done(_)));
         assert!(matches!(check_host(Phase::Deactivate, "redis", v, &[st("active", 0, 0, "")]), HostCheck::Waiting(_)));
-        assert!(matches!(check_host(Phase::Deactivate, "redis", v, &[st("distributed", 0, 0, "")]), HostCheck::Done(_)));
+        assert!(matches!(
+            check_host(Phase::Deactivate, "redis", v, &[st("distributed", 0, 0, "")]),
+            HostCheck::Done(_)
+        ));
         assert!(matches!(check_host(Phase::Remove, "redis", v, &[st("distributed", 0, 0, "")]), HostCheck::Waiting(_)));
         assert!(matches!(check_host(Phase::Remove, "redis", v, &[]), HostCheck::Done(_)));
     }

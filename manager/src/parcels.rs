@@ -137,8 +137,10 @@ impl ParcelRepo {
             .collect();
         for r in self.remotes.read().expect("repo lock").iter() {
             for p in r.manifest.iter().flat_map(|m| m.parcels.iter()) {
-                out.entry(p.parcel_name.clone())
-                    .or_insert_with(|| KnownParcel { parcel: p.clone(), source: Source::Remote { url: r.url.clone() } });
+                out.entry(p.parcel_name.clone()).or_insert_with(|| KnownParcel {
+                    parcel: p.clone(),
+                    source: Source::Remote { url: r.url.clone() },
+                });
             }
         }
         out.into_values().collect()
@@ -153,7 +155,9 @@ impl ParcelRepo {
     /// remote repository first if needed. Returns its manifest entry.
     pub async fn ensure_local(&self, name: &str, version: &str) -> Result<ManifestParcel, RepoError> {
         let known = self.find(name, version).ok_or_else(|| {
-            RepoError::NotFound(format!("no parcel {name} {version} in the manager's repository or any followed repository"))
+            RepoError::NotFound(format!(
+                "no parcel {name} {version} in the manager's repository or any followed repository"
+            ))
         })?;
         let url = match known.source {
             Source::Local => return Ok(known.parcel),
@@ -199,9 +203,7 @@ impl ParcelRepo {
         let id = ParcelId::parse(file_name).map_err(|e| RepoError::BadRequest(e.to_string()))?;
         let stated = stated_sha256.trim().to_ascii_lowercase();
         if stated.len() != 64 || !stated.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(RepoError::BadRequest(format!(
-                "sha256 must be 64 hex digits, got {stated_sha256:?}"
-            )));
+            return Err(RepoError::BadRequest(format!("sha256 must be 64 hex digits, got {stated_sha256:?}")));
         }
         let target = self.dir.join(id.file_name());
         if let Some(existing) = self.local_manifest().find(&id.file_name()) {
@@ -224,7 +226,8 @@ impl ParcelRepo {
             let mut hasher = Sha256::new();
             let mut size = 0u64;
             while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| RepoError::BadRequest(format!("upload of {file_name} interrupted: {e}")))?;
+                let chunk =
+                    chunk.map_err(|e| RepoError::BadRequest(format!("upload of {file_name} interrupted: {e}")))?;
                 hasher.update(&chunk);
                 size += chunk.len() as u64;
                 f.write_all(&chunk).await.map_err(|e| internal("write upload file", e))?;

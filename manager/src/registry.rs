@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use sha2::Digest;
 use tokio::sync::{oneshot, watch};
 
-use crate::desired::{DesiredParcel, ParcelStatusRec, DesiredRole, HostDesired};
+use crate::desired::{DesiredParcel, DesiredRole, HostDesired, ParcelStatusRec};
 
 use crate::model::{Host, HostMetrics, HostStatus, UnixMillis, now_millis, rfc3339};
 use crate::store::{AppliedRevision, HeartbeatRow, MetricBucket, NewEvent, RoleStatusRec, Store};

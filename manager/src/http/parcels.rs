@@ -202,7 +202,9 @@ pub async fn remove_host(
 ) -> Result<StatusCode, ApiError> {
     cluster_exists(&state, &cluster).await?;
     for svc in state.store.list_services(&cluster).await? {
-        if let Some(r) = state.store.roles_of_service(&cluster, &svc.name).await?.into_iter().find(|r| r.host_id == host) {
+        if let Some(r) =
+            state.store.roles_of_service(&cluster, &svc.name).await?.into_iter().find(|r| r.host_id == host)
+        {
             return Err(ApiError::Conflict(format!(
                 "host {host} runs role {} of service {}; delete the role first",
                 r.name, svc.name
@@ -289,27 +291,28 @@ pub async fn create_command(
 ) -> Result<impl IntoResponse, ApiError> {
     cluster_exists(&state, &cluster).await?;
     let phase = Phase::parse(&req.name).ok_or_else(|| {
-        ApiError::BadRequest(format!("unknown parcel command {:?}: use distribute, activate, deactivate or remove", req.name))
+        ApiError::BadRequest(format!(
+            "unknown parcel command {:?}: use distribute, activate, deactivate or remove",
+            req.name
+        ))
     })?;
     let wanted = state.store.cluster_parcels(Some(&cluster)).await?;
     let version = match (&req.version, phase) {
         (Some(v), _) => v.clone(),
-        (None, Phase::Deactivate) => wanted
-            .iter()
-            .find(|w| w.name == req.parcel && w.target == "active")
-            .map(|w| w.version.clone())
-            .ok_or_else(|| ApiError::Conflict(format!("no version of {} is active in cluster {cluster}", req.parcel)))?,
+        (None, Phase::Deactivate) => {
+            wanted.iter().find(|w| w.name == req.parcel && w.target == "active").map(|w| w.version.clone()).ok_or_else(
+                || ApiError::Conflict(format!("no version of {} is active in cluster {cluster}", req.parcel)),
+            )?
+        }
         (None, _) => return Err(ApiError::BadRequest(format!("version is required for {}", req.name))),
     };
     let this = wanted.iter().find(|w| w.name == req.parcel && w.version == version);
     match phase {
-        Phase::Distribute => {
-            if state.parcels.find(&req.parcel, &version).is_none() {
-                return Err(ApiError::NotFound(format!(
-                    "no parcel {} {version} in the manager's repository or any followed repository",
-                    req.parcel
-                )));
-            }
+        Phase::Distribute if state.parcels.find(&req.parcel, &version).is_none() => {
+            return Err(ApiError::NotFound(format!(
+                "no parcel {} {version} in the manager's repository or any followed repository",
+                req.parcel
+            )));
         }
         Phase::Activate if this.is_none() => {
             return Err(ApiError::Conflict(format!(
@@ -324,7 +327,10 @@ pub async fn create_command(
             )));
         }
         Phase::Remove if this.is_none() => {
-            return Err(ApiError::NotFound(format!("{} {version} is not distributed to cluster {cluster}", req.parcel)));
+            return Err(ApiError::NotFound(format!(
+                "{} {version} is not distributed to cluster {cluster}",
+                req.parcel
+            )));
         }
         _ => {}
     }
@@ -337,11 +343,9 @@ pub async fn create_command(
     if phase == Phase::Activate {
         // Never activate where the download is not complete.
         for h in &hosts {
-            let ready = state
-                .registry
-                .parcel_status(h)
-                .iter()
-                .any(|s| s.name == req.parcel && s.version == version && (s.state == "distributed" || s.state == "active"));
+            let ready = state.registry.parcel_status(h).iter().any(|s| {
+                s.name == req.parcel && s.version == version && (s.state == "distributed" || s.state == "active")
+            });
             if !ready {
                 return Err(ApiError::Conflict(format!(
                     "{} {version} is not distributed on host {h} yet; wait for the distribute command",
@@ -399,7 +403,9 @@ pub async fn upgrade_or_rollback(
     let current = wanted.iter().find(|w| w.name == parcel && w.target == "active").map(|w| w.version.clone());
     let target = if rollback {
         if version.is_some() {
-            return Err(ApiError::BadRequest("rollback takes no version: it returns to the previously active one".into()));
+            return Err(ApiError::BadRequest(
+                "rollback takes no version: it returns to the previously active one".into(),
+            ));
         }
         wanted
             .iter()
@@ -407,7 +413,9 @@ pub async fn upgrade_or_rollback(
             .max_by_key(|w| w.activated_at)
             .map(|w| w.version.clone())
             .ok_or_else(|| {
-                ApiError::Conflict(format!("no earlier active version of {parcel} is still distributed in cluster {cluster}"))
+                ApiError::Conflict(format!(
+                    "no earlier active version of {parcel} is still distributed in cluster {cluster}"
+                ))
             })?
     } else {
         let v = version.ok_or_else(|| ApiError::BadRequest("upgrade needs the parcel version to go to".into()))?;
@@ -428,11 +436,8 @@ pub async fn upgrade_or_rollback(
     stages.push(Stage::Hosts { phase: Phase::Distribute, name: parcel.clone(), version: target.clone(), seqs });
     let seqs = host_steps(state, &hosts, Phase::Activate, &parcel, &target, &mut steps).await?;
     stages.push(Stage::Hosts { phase: Phase::Activate, name: parcel.clone(), version: target.clone(), seqs });
-    let ordered: Vec<_> = ctx
-        .roles
-        .iter()
-        .map(|r| (r.clone(), st.role_type(&r.role_type).map(|t| t.start_order).unwrap_or(0)))
-        .collect();
+    let ordered: Vec<_> =
+        ctx.roles.iter().map(|r| (r.clone(), st.role_type(&r.role_type).map(|t| t.start_order).unwrap_or(0))).collect();
     for (description, roles) in plan(CommandName::RollingRestart, &ordered, st.rolling_restart.batch_size) {
         let seq = steps.len() as u32 + 1;
         steps.push(StepRec {

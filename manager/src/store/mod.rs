@@ -26,8 +26,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 
-pub use parcels::ClusterParcelRec;
 pub use hosts::{EnrollError, HeartbeatRow, HostFilter, HostPage, MetricBucket, NewHost};
+pub use parcels::ClusterParcelRec;
 pub use records::{
     ApiTokenInfo, ApiTokenRecord, AuditFilter, EnrollmentTokenRecord, EventFilter, NewAudit, NewEvent, UserRecord,
 };

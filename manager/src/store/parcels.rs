@@ -93,7 +93,11 @@ impl Store {
                     .fetch_all(&self.pool)
                     .await?
             }
-            None => sqlx::query("SELECT * FROM cluster_parcels ORDER BY cluster, name, version").fetch_all(&self.pool).await?,
+            None => {
+                sqlx::query("SELECT * FROM cluster_parcels ORDER BY cluster, name, version")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
         };
         rows.iter().map(parcel_from_row).collect()
     }

@@ -46,7 +46,7 @@ fn bad_descriptors() {
             "unknown field",
             format!("colour = 1\n{BASE}"),
             &[APP],
-            "parcels/svc/service.toml: invalid TOML at line 1, column 1: unknown field `colour`, expected one of `name`, `display_name`, `description`, `version`, `requires`, `rolling_restart`, `role_types`, `parameters`",
+            "parcels/svc/service.toml: invalid TOML at line 1, column 1: unknown field `colour`, expected one of `name`, `display_name`, `description`, `version`, `requires`, `parcels`, `rolling_restart`, `role_types`, `parameters`",
         ),
         (
             "name mismatch",
@@ -203,6 +203,12 @@ fn bad_descriptors() {
             "name = \"svc\"".to_string(),
             &[],
             "parcels/svc/service.toml: role_types: at least one role type is required",
+        ),
+        (
+            "parcel name with a dash",
+            format!("parcels = [\"my-parcel\"]\n{BASE}"),
+            &[APP],
+            "parcels/svc/service.toml: parcels: `my-parcel`: parcel names have no `-`",
         ),
         (
             "batch size 0",
