@@ -204,6 +204,7 @@ store_suite! {
     audit_filters_and_order => with_store(case_audit);
     services_roles_revisions_and_status => with_store(case_services);
     commands_and_steps => with_store(case_commands);
+    cluster_hosts_and_parcels => with_store(case_cluster_parcels);
 }
 
 // ---------------------------------------------------------------------------
@@ -1372,4 +1373,50 @@ async fn case_commands(store: Store) {
     assert!(store.commands_in_state("running").await.unwrap().is_empty());
     assert_eq!(store.list_commands("prod", "cache").await.unwrap().len(), 1);
     assert!(store.command("nope").await.unwrap().is_none());
+}
+
+async fn case_cluster_parcels(store: Store) {
+    use drover_manager::store::ClusterParcelRec;
+    store
+        .create_cluster(&ClusterRec { name: "prod".into(), created_at: T0, created_by: "alice".into() })
+        .await
+        .unwrap();
+    add_host(&store, "h1", "one", Labels::new()).await;
+    add_host(&store, "h2", "two", Labels::new()).await;
+    // Adding twice keeps one membership.
+    store.add_cluster_hosts("prod", &["h2".into(), "h1".into()], T0).await.unwrap();
+    store.add_cluster_hosts("prod", &["h1".into()], T0 + 1).await.unwrap();
+    assert_eq!(store.cluster_hosts("prod").await.unwrap(), vec!["h1".to_string(), "h2".to_string()]);
+    assert!(store.remove_cluster_host("prod", "h2").await.unwrap());
+    assert!(!store.remove_cluster_host("prod", "h2").await.unwrap());
+    assert_eq!(store.all_cluster_hosts().await.unwrap(), vec![("prod".to_string(), "h1".to_string())]);
+
+    let want = |version: &str| ClusterParcelRec {
+        cluster: "prod".into(),
+        name: "redis".into(),
+        version: version.into(),
+        file_name: format!("redis-{version}-bookworm.parcel"),
+        sha256: "ab".repeat(32),
+        size: 1234,
+        target: "distributed".into(),
+        activated_at: 0,
+        updated_at: T0,
+    };
+    store.want_parcel(&want("1")).await.unwrap();
+    store.want_parcel(&want("2")).await.unwrap();
+    // Wanting again changes nothing.
+    store.want_parcel(&want("1")).await.unwrap();
+    assert!(!store.set_active_parcel("prod", "redis", "9", T0 + 5).await.unwrap(), "not wanted");
+    assert!(store.set_active_parcel("prod", "redis", "1", T0 + 10).await.unwrap());
+    assert!(store.set_active_parcel("prod", "redis", "2", T0 + 20).await.unwrap());
+    let got = store.cluster_parcels(Some("prod")).await.unwrap();
+    let target = |v: &str| got.iter().find(|p| p.version == v).map(|p| (p.target.clone(), p.activated_at)).unwrap();
+    assert_eq!(target("1"), ("distributed".to_string(), T0 + 10));
+    assert_eq!(target("2"), ("active".to_string(), T0 + 20));
+    assert_eq!(got[0].size, 1234);
+    store.deactivate_parcel("prod", "redis", T0 + 30).await.unwrap();
+    assert!(store.cluster_parcels(None).await.unwrap().iter().all(|p| p.target == "distributed"));
+    assert!(store.unwant_parcel("prod", "redis", "1").await.unwrap());
+    assert!(!store.unwant_parcel("prod", "redis", "1").await.unwrap());
+    assert_eq!(store.cluster_parcels(Some("prod")).await.unwrap().len(), 1);
 }
