@@ -15,6 +15,7 @@ pub mod model;
 pub mod parcel_commands;
 pub mod parcels;
 pub mod pki;
+pub mod placement;
 pub mod registry;
 pub mod store;
 

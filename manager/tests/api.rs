@@ -518,7 +518,10 @@ async fn hosts_list_and_lookup_errors() {
         ("/api/v1/hosts?status=sleeping", "invalid status \"sleeping\": use healthy, lost or decommissioned"),
         ("/api/v1/hosts?limit=0", "limit must be between 1 and 1000, got 0"),
         ("/api/v1/hosts?limit=1001", "limit must be between 1 and 1000, got 1001"),
-        ("/api/v1/hosts?label=env", "invalid label selector \"env\": expected key=value"),
+        (
+            "/api/v1/hosts?label=env",
+            "invalid label selector \"env\": write key=value or key!=value, separated by commas",
+        ),
     ];
     for (uri, message) in bad {
         let resp = m.get(uri, Auth::Admin).await;

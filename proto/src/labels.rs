@@ -62,6 +62,94 @@ pub fn validate(key: &str, value: &str) -> Result<(), LabelsError> {
     Ok(())
 }
 
+/// One requirement of a [`Selector`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requirement {
+    /// `key=value`: the host has the label with this value.
+    Equals(String, String),
+    /// `key!=value`: the host does not have the label with this value (a host
+    /// without the label matches, as in Kubernetes).
+    NotEquals(String, String),
+}
+
+/// A label selector such as `zk=true,rack!=r1`: every requirement must hold.
+/// The empty selector matches every host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selector {
+    pub requirements: Vec<Requirement>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SelectorError {
+    #[error("invalid label selector {0:?}: write key=value or key!=value, separated by commas")]
+    Syntax(String),
+    #[error("invalid label selector: {0}")]
+    Label(LabelsError),
+}
+
+/// Parses a label selector: `key=value` and `key!=value` requirements
+/// separated by commas, keys and values under the label rules of
+/// [`validate`]. Whitespace around parts is ignored; empty parts are skipped.
+pub fn parse_selector(input: &str) -> Result<Selector, SelectorError> {
+    let mut requirements = Vec::new();
+    for part in input.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value, negated) = match part.split_once('=') {
+            Some((k, v)) if k.ends_with('!') => (&k[..k.len() - 1], v, true),
+            Some((k, v)) => (k, v, false),
+            None => return Err(SelectorError::Syntax(part.to_owned())),
+        };
+        let (key, value) = (key.trim(), value.trim());
+        validate(key, value).map_err(SelectorError::Label)?;
+        requirements.push(if negated {
+            Requirement::NotEquals(key.to_owned(), value.to_owned())
+        } else {
+            Requirement::Equals(key.to_owned(), value.to_owned())
+        });
+    }
+    Ok(Selector { requirements })
+}
+
+impl Selector {
+    /// Whether a host with these labels matches every requirement.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.requirements.iter().all(|r| match r {
+            Requirement::Equals(k, v) => labels.get(k) == Some(v),
+            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
+        })
+    }
+
+    /// The `key=value` requirements alone.
+    pub fn equalities(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.requirements.iter().filter_map(|r| match r {
+            Requirement::Equals(k, v) => Some((k.as_str(), v.as_str())),
+            Requirement::NotEquals(..) => None,
+        })
+    }
+
+    /// The `key!=value` requirements alone.
+    pub fn inequalities(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.requirements.iter().filter_map(|r| match r {
+            Requirement::NotEquals(k, v) => Some((k.as_str(), v.as_str())),
+            Requirement::Equals(..) => None,
+        })
+    }
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, r) in self.requirements.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            match r {
+                Requirement::Equals(k, v) => write!(f, "{k}={v}")?,
+                Requirement::NotEquals(k, v) => write!(f, "{k}!={v}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +202,36 @@ mod tests {
     fn error_messages_say_what_to_do() {
         let msg = parse_labels("rack").unwrap_err().to_string();
         assert!(msg.contains("key=value"), "{msg}");
+    }
+
+    #[test]
+    fn selectors_parse_and_match() {
+        let sel = parse_selector(" zk=true , rack!=r1 ").unwrap();
+        assert_eq!(
+            sel.requirements,
+            vec![Requirement::Equals("zk".into(), "true".into()), Requirement::NotEquals("rack".into(), "r1".into())]
+        );
+        assert_eq!(sel.to_string(), "zk=true,rack!=r1");
+        let cases: &[(&[(&str, &str)], bool)] = &[
+            (&[("zk", "true")], true),
+            (&[("zk", "true"), ("rack", "r2")], true),
+            (&[("zk", "true"), ("rack", "r1")], false),
+            (&[("zk", "false")], false),
+            (&[], false),
+        ];
+        for (labels, want) in cases {
+            assert_eq!(sel.matches(&map(labels)), *want, "{labels:?}");
+        }
+        assert!(parse_selector("").unwrap().matches(&map(&[])));
+        assert_eq!(parse_selector("a=b=c").unwrap().requirements, vec![Requirement::Equals("a".into(), "b=c".into())]);
+    }
+
+    #[test]
+    fn bad_selectors_are_refused() {
+        assert_eq!(parse_selector("zk"), Err(SelectorError::Syntax("zk".into())));
+        assert_eq!(parse_selector("bad key=1"), Err(SelectorError::Label(LabelsError::Key("bad key".into()))));
+        assert_eq!(parse_selector("!=1"), Err(SelectorError::Label(LabelsError::Key("".into()))));
+        let msg = parse_selector("zk").unwrap_err().to_string();
+        assert!(msg.contains("key!=value"), "{msg}");
     }
 }

@@ -163,7 +163,8 @@ pub async fn revoke_enrollment_token(
 pub struct HostQuery {
     /// `healthy`, `lost` or `decommissioned`.
     pub status: Option<String>,
-    /// Label selector `key=value[,key=value...]`; all must match.
+    /// Label selector `key=value[,key!=value...]`; all must hold (a host
+    /// without the label matches `key!=value`).
     pub label: Option<String>,
     /// Substring of the hostname.
     pub hostname: Option<String>,
@@ -182,17 +183,15 @@ pub struct HostList {
     pub offset: u32,
 }
 
-/// Parses a `key=value,key2=value2` label selector.
+/// Parses a `key=value,key2=value2` label selector (equalities only; the
+/// host list and role placement also take `key!=value`, see
+/// [`drover_proto::labels::parse_selector`]).
 pub fn parse_selector(s: &str) -> Result<Vec<(String, String)>, String> {
-    s.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| {
-            let (k, v) =
-                p.split_once('=').ok_or_else(|| format!("invalid label selector {p:?}: expected key=value"))?;
-            validate_label(k.trim(), v.trim())?;
-            Ok((k.trim().to_owned(), v.trim().to_owned()))
-        })
-        .collect()
+    let sel = drover_proto::labels::parse_selector(s).map_err(|e| e.to_string())?;
+    if let Some((k, v)) = sel.inequalities().next() {
+        return Err(format!("invalid label selector {k}!={v}: only key=value is accepted here"));
+    }
+    Ok(sel.equalities().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
 }
 
 /// Lists hosts, filtered by status, labels and hostname, paginated.
@@ -212,13 +211,17 @@ pub async fn list_hosts(
             })
         })
         .transpose()?;
-    let labels = q.label.as_deref().map(parse_selector).transpose().map_err(ApiError::BadRequest)?.unwrap_or_default();
+    let selector = drover_proto::labels::parse_selector(q.label.as_deref().unwrap_or_default())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let labels = selector.equalities().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    let not_labels = selector.inequalities().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::BadRequest(format!("limit must be between 1 and 1000, got {limit}")));
     }
     let offset = q.offset.unwrap_or(0);
-    let page = state.store.list_hosts(&HostFilter { status, labels, hostname: q.hostname, limit, offset }).await?;
+    let page =
+        state.store.list_hosts(&HostFilter { status, labels, not_labels, hostname: q.hostname, limit, offset }).await?;
     Ok(Json(HostList { items: page.items, total: page.total, limit, offset }))
 }
 

@@ -20,6 +20,7 @@ use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller};
 use crate::AppState;
 use crate::desired::{self, DesiredError, ServiceContext};
 use crate::model::{HostStatus, now_millis, rfc3339};
+use crate::placement::{Candidate, Placement};
 use crate::store::{ClusterRec, RevisionRec, RoleRec, RoleStatusRec, ServiceRec};
 
 type Shared = State<Arc<AppState>>;
@@ -457,7 +458,17 @@ async fn group_exists(
 #[serde(deny_unknown_fields)]
 pub struct CreateRole {
     pub role_type: String,
-    pub host_id: String,
+    /// The host to run on. Give either this or `host_selector`.
+    #[serde(default)]
+    pub host_id: Option<String>,
+    /// Label selector (`zk=true,rack!=r1`): the manager picks `count` healthy
+    /// hosts matching it, spreading the service's roles over hosts.
+    #[serde(default)]
+    pub host_selector: Option<String>,
+    /// How many roles to place with `host_selector` (default 1), each on its
+    /// own host.
+    #[serde(default)]
+    pub count: Option<u32>,
     /// Role group (default `default`).
     #[serde(default)]
     pub group: Option<String>,
@@ -647,6 +658,7 @@ pub async fn create_role(
         return Err(ApiError::BadRequest(format!("at most 10000 roles per request, got {}", requests.len())));
     }
     let ctx = context(&state, &cluster, &service).await?;
+    let (requests, single) = place_by_selector(&state, &ctx, requests, single).await?;
     let host_ids: Vec<String> = requests.iter().map(|r| r.host_id.clone()).collect();
     let hosts = state.store.host_addresses(&host_ids).await?;
     let mut counts: HashMap<String, u32> = HashMap::new();
@@ -658,17 +670,9 @@ pub async fn create_role(
     }
     let mut names: std::collections::HashSet<String> = ctx.roles.iter().map(|r| r.name.clone()).collect();
     let mut new_roles = Vec::with_capacity(requests.len());
-    for (i, req) in requests.iter().enumerate() {
-        let which = if single { String::new() } else { format!("role {}: ", i + 1) };
-        let rt = ctx.service_type.role_type(&req.role_type).ok_or_else(|| {
-            let known: Vec<&str> = ctx.service_type.role_types.iter().map(|r| r.name.as_str()).collect();
-            ApiError::BadRequest(format!(
-                "{which}service type {} has no role type {:?}; role types: {}",
-                ctx.service_type.name,
-                req.role_type,
-                known.join(", ")
-            ))
-        })?;
+    for req in &requests {
+        let which = &req.which;
+        let rt = role_type_of(&ctx, &req.role_type, which)?;
         let count = counts.entry(rt.name.clone()).or_default();
         if let Some(max) = rt.max_instances
             && *count >= max
@@ -761,6 +765,137 @@ pub async fn create_role(
         role_views(&state, &ctx).await?.into_iter().filter(|v| ids.contains(v.id.as_str())).collect();
     let body = if single { json!(views.into_iter().next()) } else { json!({ "items": views }) };
     Ok((StatusCode::CREATED, Json(body)))
+}
+
+fn role_type_of<'a>(
+    ctx: &'a ServiceContext,
+    role_type: &str,
+    which: &str,
+) -> Result<&'a drover_parcels::descriptor::RoleType, ApiError> {
+    ctx.service_type.role_type(role_type).ok_or_else(|| {
+        let known: Vec<&str> = ctx.service_type.role_types.iter().map(|r| r.name.as_str()).collect();
+        ApiError::BadRequest(format!(
+            "{which}service type {} has no role type {role_type:?}; role types: {}",
+            ctx.service_type.name,
+            known.join(", ")
+        ))
+    })
+}
+
+/// A role request with its host decided: given, or picked by selector.
+#[derive(Debug)]
+struct PlacedRole {
+    /// `role N: ` in a bulk request (N counts request entries), else empty.
+    which: String,
+    role_type: String,
+    host_id: String,
+    group: Option<String>,
+    name: Option<String>,
+}
+
+/// Most roles one `count` may ask for.
+const MAX_COUNT: u32 = 1000;
+
+/// Turns role requests into one placed role per host: `host_id` requests as
+/// they are, `host_selector` requests onto hosts picked by
+/// [`crate::placement`]. Also says whether the answer is a single role (one
+/// object without `count`). Nothing is stored here.
+async fn place_by_selector(
+    state: &AppState,
+    ctx: &ServiceContext,
+    requests: Vec<CreateRole>,
+    single: bool,
+) -> Result<(Vec<PlacedRole>, bool), ApiError> {
+    let one_role = single && requests.iter().all(|r| r.count.is_none());
+    let mut placement: Option<Placement> = None;
+    let mut out: Vec<PlacedRole> = Vec::with_capacity(requests.len());
+    for (i, req) in requests.into_iter().enumerate() {
+        let which = if single { String::new() } else { format!("role {}: ", i + 1) };
+        match (req.host_id, req.host_selector) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::BadRequest(format!("{which}give either host_id or host_selector, not both")));
+            }
+            (None, None) => {
+                return Err(ApiError::BadRequest(format!(
+                    "{which}host_id or host_selector is required: the host to run on, or a label selector such as zk=true"
+                )));
+            }
+            (Some(host_id), None) => {
+                if req.count.is_some() {
+                    return Err(ApiError::BadRequest(format!(
+                        "{which}count needs host_selector; with host_id, one role is placed"
+                    )));
+                }
+                if let Some(p) = placement.as_mut() {
+                    p.record(&host_id);
+                }
+                out.push(PlacedRole { which, role_type: req.role_type, host_id, group: req.group, name: req.name });
+            }
+            (None, Some(sel)) => {
+                let count = req.count.unwrap_or(1);
+                if !(1..=MAX_COUNT).contains(&count) {
+                    return Err(ApiError::BadRequest(format!(
+                        "{which}count must be between 1 and {MAX_COUNT}, got {count}"
+                    )));
+                }
+                if count > 1 && req.name.is_some() {
+                    return Err(ApiError::BadRequest(format!(
+                        "{which}name can only be given for one role; leave it out with count {count}"
+                    )));
+                }
+                role_type_of(ctx, &req.role_type, &which)?;
+                let selector = drover_proto::labels::parse_selector(&sel)
+                    .map_err(|e| ApiError::BadRequest(format!("{which}{e}")))?;
+                let p = match placement.as_mut() {
+                    Some(p) => p,
+                    None => {
+                        let mut p = candidates(state, ctx).await?;
+                        // Hosts given by id earlier in this body count too.
+                        for earlier in &out {
+                            p.record(&earlier.host_id);
+                        }
+                        placement.insert(p)
+                    }
+                };
+                let picked = p.pick(&selector, count as usize).map_err(|e| {
+                    ApiError::BadRequest(format!("{which}role type {} {}", req.role_type, e.describe()))
+                })?;
+                for host_id in picked {
+                    out.push(PlacedRole {
+                        which: which.clone(),
+                        role_type: req.role_type.clone(),
+                        host_id,
+                        group: req.group.clone(),
+                        name: req.name.clone(),
+                    });
+                }
+            }
+        }
+    }
+    Ok((out, one_role))
+}
+
+/// Every host with its live status, labels and role counts, for placement.
+async fn candidates(state: &AppState, ctx: &ServiceContext) -> Result<Placement, ApiError> {
+    let totals = state.store.role_counts_by_host().await?;
+    let mut of_service: HashMap<&str, u32> = HashMap::new();
+    for r in &ctx.roles {
+        *of_service.entry(r.host_id.as_str()).or_default() += 1;
+    }
+    let hosts = state.store.all_hosts().await?;
+    Ok(Placement::new(
+        hosts
+            .into_iter()
+            .map(|h| Candidate {
+                status: state.registry.host_status(&h.id).unwrap_or(h.status),
+                service_roles: of_service.get(h.id.as_str()).copied().unwrap_or_default(),
+                total_roles: totals.get(&h.id).copied().unwrap_or_default(),
+                id: h.id,
+                hostname: h.hostname,
+                labels: h.labels,
+            })
+            .collect(),
+    ))
 }
 
 /// One role, or an array of roles added in one request (one render and push).

@@ -45,6 +45,8 @@ pub struct HostFilter {
     pub status: Option<HostStatus>,
     /// Every (key, value) must match.
     pub labels: Vec<(String, String)>,
+    /// No (key, value) may match; hosts without the key match.
+    pub not_labels: Vec<(String, String)>,
     /// Substring of the hostname.
     pub hostname: Option<String>,
     pub limit: u32,
@@ -283,6 +285,15 @@ impl Store {
             args.push(Arg::Text(v.clone()));
             cond.push_str(&format!(
                 " AND id IN (SELECT host_id FROM host_labels WHERE key = ${} AND value = ${})",
+                args.len() - 1,
+                args.len()
+            ));
+        }
+        for (k, v) in &f.not_labels {
+            args.push(Arg::Text(k.clone()));
+            args.push(Arg::Text(v.clone()));
+            cond.push_str(&format!(
+                " AND id NOT IN (SELECT host_id FROM host_labels WHERE key = ${} AND value = ${})",
                 args.len() - 1,
                 args.len()
             ));

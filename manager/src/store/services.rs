@@ -413,6 +413,13 @@ impl Store {
         rows.iter().map(role_from_row).collect()
     }
 
+    /// How many roles (of every service) each host runs, for placement.
+    pub async fn role_counts_by_host(&self) -> Result<HashMap<String, u32>> {
+        let rows =
+            sqlx::query("SELECT host_id, COUNT(*) AS n FROM roles GROUP BY host_id").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((get::<String>(r, "host_id")?, get::<i64>(r, "n")? as u32))).collect()
+    }
+
     pub async fn role(&self, id: &str) -> Result<Option<RoleRec>> {
         let row = sqlx::query("SELECT * FROM roles WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
         row.as_ref().map(role_from_row).transpose()
