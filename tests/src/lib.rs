@@ -3,10 +3,12 @@
 //! the real binaries, and synthetic host facts.
 
 pub mod docker;
+pub mod parcels;
 pub mod procs;
 pub mod resp;
 pub mod rest;
 pub mod webdriver;
+pub mod zk;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -213,3 +213,22 @@ pub fn start_agent(data_dir: &Path, manager_url: &str, token: Option<&str>, extr
     }
     Proc::spawn("drover-agent", cmd, &data_dir.join("agent.log"))
 }
+
+/// Kills, when dropped, any process still running from a role directory under
+/// `root`: role processes outlive their agent by design, and a failed test must
+/// not leave JVMs behind on a shared machine.
+pub struct RoleReaper(pub PathBuf);
+
+impl Drop for RoleReaper {
+    fn drop(&mut self) {
+        let needle = self.0.to_string_lossy().into_owned();
+        let Ok(entries) = std::fs::read_dir("/proc") else { return };
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if pid != std::process::id() as i32 && String::from_utf8_lossy(&cmdline).contains(&needle) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}

@@ -44,6 +44,16 @@ impl Rest {
         self.send(req).await
     }
 
+    /// A POST with a raw `application/octet-stream` body (a parcel upload).
+    pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> anyhow::Result<(u16, Value)> {
+        let req = self
+            .client
+            .post(self.url(path))
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        self.send(req).await
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let (status, body) = self.raw(reqwest::Method::GET, path, None).await?;
         if status != 200 {

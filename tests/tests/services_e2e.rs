@@ -1,11 +1,12 @@
-//! End-to-end with the real binaries and a real Redis: a manager and two
-//! agents (separate data dirs, role-level port overrides keep the roles apart
-//! on one machine). Replication, a config change making both roles stale, a
+//! End-to-end with the real binaries and a real Redis from the redis parcel: a
+//! manager and two agents (separate data dirs, role-level port overrides keep
+//! the roles apart on one machine). Replication, a config change making both roles stale, a
 //! rolling restart applying it, rollback, history and diff, and an agent
 //! restart that leaves its role running with the same pid.
 
 use std::time::Duration;
 
+use drover_tests::parcels::{build_parcel, install_parcels};
 use drover_tests::procs::{ManagerProc, free_port, start_agent};
 use drover_tests::resp::{self, Reply};
 use drover_tests::rest::Rest;
@@ -14,13 +15,6 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-fn require(bin: &str) {
-    assert!(
-        std::path::Path::new(bin).exists(),
-        "{bin} is missing: install Debian's redis-server (scripts/test.sh does)"
-    );
-}
 
 async fn call(rest: &Rest, method: Method, path: &str, body: Option<Value>) -> Value {
     let (status, v) = rest.raw(method.clone(), &format!("/api/v1{path}"), body).await.unwrap();
@@ -49,7 +43,7 @@ async fn roles(rest: &Rest, svc: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_primary_and_replica_lifecycle() {
     init_logging();
-    require("/usr/bin/redis-server");
+    let redis_parcel = build_parcel("redis", None);
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let flags = ["--heartbeat-interval", "300ms", "--host-lost-after", "5s", "--flush-interval", "200ms"];
@@ -68,6 +62,7 @@ async fn redis_primary_and_replica_lifecycle() {
     let host_id = |name: &str| hosts.iter().find(|h| h["hostname"] == name).unwrap()["id"].as_str().unwrap().to_owned();
 
     call(&rest, Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
+    install_parcels(&rest, "prod", &[host_id("redis-a"), host_id("redis-b")], &[redis_parcel]).await;
     call(&rest, Method::POST, "/clusters/prod/services", Some(json!({"name": "cache", "type": "redis"}))).await;
     let primary = call(
         &rest,

@@ -93,7 +93,7 @@ fn redis_primary_and_replica() {
     "##]]
     .assert_eq(&file(&replica, "redis.conf"));
 
-    assert_eq!(replica.process.program, "/usr/bin/redis-server");
+    assert_eq!(replica.process.program, "${PARCELS_ROOT}/redis/usr/bin/redis-server");
     assert_eq!(replica.process.args, ["redis.conf"]);
     assert_eq!(replica.process.working_dir, "");
     assert_eq!(replica.process.stop_signal, "SIGTERM");
@@ -180,7 +180,7 @@ fn zookeeper_ensemble_with_per_role_ports() {
     assert_eq!(myids, ["1\n", "2\n", "3\n"]);
 
     let z2 = &rendered[1];
-    expect!["/usr/bin/java -Xmx256m -Dzookeeper.log.dir=${ROLE_DIR} -Dzookeeper.log.file=zookeeper.log -Dlog4j.configuration=file:${ROLE_DIR}/log4j.properties -cp /usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar org.apache.zookeeper.server.quorum.QuorumPeerMain ${ROLE_DIR}/zoo.cfg"].assert_eq(&format!("{} {}", z2.process.program, z2.process.args.join(" ")));
+    expect!["${PARCELS_ROOT}/jre/usr/lib/jvm/default-java/bin/java -Xmx256m -Dzookeeper.log.dir=${ROLE_DIR} -Dzookeeper.log.file=zookeeper.log -Dlog4j.configuration=file:${ROLE_DIR}/log4j.properties org.apache.zookeeper.server.quorum.QuorumPeerMain ${ROLE_DIR}/zoo.cfg"].assert_eq(&format!("{} {}", z2.process.program, z2.process.args.join(" ")));
     assert_eq!(z2.log_files, ["zookeeper.log"]);
     assert_eq!(z2.health_checks[0].check, RenderedCheck::Tcp { host: "127.0.0.1".to_string(), port: 2182 });
     let RenderedCheck::Command { program, args } = &z2.health_checks[1].check else { panic!("command check") };
