@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs Drover's whole test suite on a fresh Debian 12 machine: installs the
 # system packages the tests need (PostgreSQL, chromium and chromedriver,
-# redis-server, ZooKeeper and a JRE, debootstrap), starts PostgreSQL with a
-# test role, builds the binaries the end-to-end tests run and the container
-# images (Docker must be running; nothing is pulled), then runs every test in
-# the workspace against SQLite and PostgreSQL.
+# redis-server, debootstrap; ZooKeeper and Java come from parcels the tests
+# build), starts PostgreSQL with a test role, builds the binaries the
+# end-to-end tests run and the container images (Docker must be running;
+# nothing is pulled), then runs every test in the workspace against SQLite and
+# PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,9 +17,9 @@ command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 # The console test drives a real browser.
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium chromium-driver)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
-# Real services the end-to-end tests run under the agent's supervision.
+# Real services: the agent's supervisor tests run the host's redis-server; the end-to-end
+# tests run Redis and ZooKeeper from parcels they build (target/test-parcels).
 [ -x /usr/bin/redis-server ] || missing+=(redis-server)
-[ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper default-jre-headless)
 # drover/base is made with debootstrap (scripts/build-images.sh).
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -26,6 +27,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# The end-to-end tests build parcels from the recipes in parcels/ (drover parcel build), which
+# resolves and fetches Debian packages with apt-cache and apt-get download: both need the
+# package lists, which a fresh machine or image may not have.
+if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
+  log "fetching the package lists for the parcel builds"
+  apt-get update -qq
 fi
 
 log "starting PostgreSQL for the store tests"
