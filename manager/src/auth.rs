@@ -23,6 +23,39 @@ use sha2::{Digest, Sha256};
 use crate::model::now_millis;
 use crate::store::{Store, UserRecord};
 
+/// Creates and stores an enrollment token; returns its record and the token
+/// to hand to agents (shown once: only the secret's hash is stored). Used by
+/// `POST /enrollment-tokens` and by the Docker provider.
+pub async fn issue_enrollment_token(
+    store: &Store,
+    ca_fingerprint: drover_proto::tls::Fingerprint,
+    created_by: &str,
+    ttl: Duration,
+    max_uses: u32,
+    labels: crate::model::Labels,
+) -> crate::store::Result<(crate::store::EnrollmentTokenRecord, drover_proto::token::EnrollmentToken)> {
+    use drover_proto::token::{EnrollmentToken, ID_LEN, SECRET_LEN};
+    let now = now_millis();
+    let token = EnrollmentToken {
+        id: random_token_chars(ID_LEN),
+        secret: random_token_chars(SECRET_LEN),
+        ca_fingerprint: Some(ca_fingerprint),
+    };
+    let rec = crate::store::EnrollmentTokenRecord {
+        id: token.id.clone(),
+        secret_hash: sha256_hex(&token.secret),
+        labels,
+        max_uses,
+        uses: 0,
+        created_by: created_by.to_owned(),
+        created_at: now,
+        expires_at: now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2),
+        revoked_at: None,
+    };
+    store.insert_enrollment_token(&rec).await?;
+    Ok((rec, token))
+}
+
 /// Prefix of API tokens, so they are recognisable in logs and secret scanners.
 pub const API_TOKEN_PREFIX: &str = "drvt_";
 const BASIC_CACHE_TTL: Duration = Duration::from_secs(300);

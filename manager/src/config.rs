@@ -78,6 +78,17 @@ pub struct ManagerConfig {
     #[arg(long, env = "DROVER_PARCEL_REPO_REFRESH", default_value = "5m", value_parser = humantime::parse_duration)]
     pub parcel_repo_refresh: Duration,
 
+    /// Unix socket of the Docker engine the Docker provider creates container
+    /// hosts on.
+    #[arg(long, env = "DROVER_DOCKER_SOCKET", default_value = "/var/run/docker.sock")]
+    pub docker_socket: PathBuf,
+
+    /// The manager's gRPC URL as containers made by the Docker provider reach
+    /// it (`https://GATEWAY:7182`). Default: the gateway of the container's
+    /// network and the port of --grpc-addr; the gateway must be in --advertise.
+    #[arg(long, env = "DROVER_DOCKER_MANAGER_URL")]
+    pub docker_manager_url: Option<String>,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "DROVER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

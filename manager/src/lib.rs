@@ -16,6 +16,7 @@ pub mod parcel_commands;
 pub mod parcels;
 pub mod pki;
 pub mod placement;
+pub mod providers;
 pub mod registry;
 pub mod store;
 

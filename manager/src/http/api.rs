@@ -9,17 +9,16 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use drover_proto::token::{EnrollmentToken, ID_LEN, SECRET_LEN};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, validate_label};
 use crate::AppState;
-use crate::auth::{new_api_token, random_token_chars, sha256_hex};
+use crate::auth::{new_api_token, sha256_hex};
 use crate::model::{
     AuditEntry, EnrollmentTokenInfo, Event, Host, HostStatus, Labels, MetricPoint, User, now_millis, rfc3339,
 };
-use crate::store::{ApiTokenInfo, ApiTokenRecord, AuditFilter, EnrollmentTokenRecord, EventFilter, HostFilter};
+use crate::store::{ApiTokenInfo, ApiTokenRecord, AuditFilter, EventFilter, HostFilter};
 
 type Shared = State<Arc<AppState>>;
 
@@ -92,24 +91,15 @@ pub async fn create_enrollment_token(
     for (k, v) in &req.labels {
         validate_label(k, v).map_err(ApiError::BadRequest)?;
     }
-    let now = now_millis();
-    let token = EnrollmentToken {
-        id: random_token_chars(ID_LEN),
-        secret: random_token_chars(SECRET_LEN),
-        ca_fingerprint: Some(state.pki.ca_fingerprint()),
-    };
-    let rec = EnrollmentTokenRecord {
-        id: token.id.clone(),
-        secret_hash: sha256_hex(&token.secret),
-        labels: req.labels.clone(),
+    let (rec, token) = crate::auth::issue_enrollment_token(
+        &state.store,
+        state.pki.ca_fingerprint(),
+        &caller.user.username,
+        std::time::Duration::from_secs(ttl),
         max_uses,
-        uses: 0,
-        created_by: caller.user.username.clone(),
-        created_at: now,
-        expires_at: now + (ttl as i64) * 1000,
-        revoked_at: None,
-    };
-    state.store.insert_enrollment_token(&rec).await?;
+        req.labels.clone(),
+    )
+    .await?;
     state
         .audit(caller.audit(
             "enrollment_token.create",

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod console;
 pub mod openapi;
 pub mod parcels;
+pub mod providers;
 pub mod services;
 
 use std::net::SocketAddr;
@@ -34,7 +35,7 @@ pub const SESSION_COOKIE: &str = "drover_session";
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .nest("/api/v1", api::routes().merge(services::routes()).merge(parcels::routes()))
+        .nest("/api/v1", api::routes().merge(services::routes()).merge(parcels::routes()).merge(providers::routes()))
         // The parcel repository, read-only and public like a package mirror
         // (manifest.json and the files, with range requests for resuming).
         .nest_service("/repo", tower_http::services::ServeDir::new(state.parcels.dir()))

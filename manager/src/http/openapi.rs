@@ -58,6 +58,10 @@ use super::api;
         super::parcels::remove_host,
         super::parcels::cluster_parcels,
         super::parcels::create_command,
+        super::providers::create,
+        super::providers::list,
+        super::providers::delete_all,
+        super::providers::delete_one,
     ),
     modifiers(&Security)
 )]

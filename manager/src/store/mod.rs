@@ -2,10 +2,11 @@
 //!
 //! Stored here: users, API tokens and console sessions (hashes only), enrollment
 //! tokens (secret hashes), hosts with their facts, labels, status and the serial
-//! of the one client certificate each may use, downsampled host metrics, events
-//! and the audit log. Not stored: live sessions, per-heartbeat state and
-//! partially accumulated metric buckets; those live in [`crate::registry`] and
-//! reach the database in batches from its flusher.
+//! of the one client certificate each may use, downsampled host metrics, events,
+//! the audit log, and the containers the Docker provider created. Not stored:
+//! live sessions, per-heartbeat state and partially accumulated metric buckets;
+//! those live in [`crate::registry`] and reach the database in batches from its
+//! flusher.
 //!
 //! One code path serves SQLite (embedded, the default) and PostgreSQL through
 //! sqlx's `Any` driver. Queries use `$n` placeholders, which both accept, and
@@ -16,6 +17,7 @@
 
 mod hosts;
 mod parcels;
+mod providers;
 mod records;
 mod services;
 
@@ -28,6 +30,7 @@ use sqlx::{AnyPool, Row};
 
 pub use hosts::{EnrollError, HeartbeatRow, HostFilter, HostPage, MetricBucket, NewHost};
 pub use parcels::ClusterParcelRec;
+pub use providers::ProviderHostRec;
 pub use records::{
     ApiTokenInfo, ApiTokenRecord, AuditFilter, EnrollmentTokenRecord, EventFilter, NewAudit, NewEvent, UserRecord,
 };

@@ -1,0 +1,155 @@
+//! REST handlers of the Docker provider: create container hosts, list them,
+//! remove one or all. The work is in [`crate::providers`]; this file turns
+//! requests into its calls and its errors into JSON errors.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller};
+use crate::AppState;
+use crate::model::Labels;
+use crate::providers::{self, Actor, CreateHosts, CreatedHosts, DEFAULT_IMAGE, ProviderError, ProviderHostView};
+
+type Shared = State<Arc<AppState>>;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/providers/docker/hosts", get(list).post(create).delete(delete_all))
+        .route("/providers/docker/hosts/{id}", delete(delete_one))
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(e: ProviderError) -> Self {
+        match e {
+            ProviderError::Invalid(m) => ApiError::BadRequest(m),
+            ProviderError::NotFound(m) => ApiError::NotFound(m),
+            ProviderError::Forbidden(m) => ApiError::Forbidden(m),
+            ProviderError::Engine(m) => ApiError::Unavailable(m),
+            ProviderError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// A memory limit: bytes, or text such as `256m` or `1g`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Memory {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDockerHosts {
+    /// How many containers (1-100).
+    pub count: u32,
+    /// Agent image (default `drover/agent:latest`).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Docker network to attach them to (default `bridge`).
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Labels the hosts get; `provider=docker` is added.
+    #[serde(default)]
+    pub labels: Labels,
+    /// CPU limit per container, in CPUs (`--cpus`).
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// Memory limit per container (`--memory`): bytes or `256m`, `1g`.
+    #[serde(default)]
+    pub memory: Option<Memory>,
+    /// Container names are this plus 6 random characters (default `drover-`).
+    #[serde(default)]
+    pub name_prefix: Option<String>,
+    /// The manager's gRPC URL as the containers reach it (default
+    /// `--docker-manager-url`, else `https://<network gateway>:<grpc port>`).
+    #[serde(default)]
+    pub manager_url: Option<String>,
+}
+
+/// Starts agent containers on the Docker engine with a fresh enrollment token.
+#[utoipa::path(post, path = "/api/v1/providers/docker/hosts", request_body = CreateDockerHosts,
+    responses((status = 201, body = CreatedHosts), (status = 400, body = super::ErrorBody),
+    (status = 503, body = super::ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+pub async fn create(
+    State(state): Shared,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreateDockerHosts>,
+) -> Result<impl IntoResponse, ApiError> {
+    let memory = match req.memory {
+        None => None,
+        Some(Memory::Bytes(b)) => Some(b),
+        Some(Memory::Text(t)) => Some(providers::docker::parse_memory(&t).map_err(ApiError::BadRequest)?),
+    };
+    let request = CreateHosts {
+        count: req.count,
+        image: req.image.unwrap_or_else(|| DEFAULT_IMAGE.to_owned()),
+        network: req.network.unwrap_or_else(|| "bridge".to_owned()),
+        labels: req.labels,
+        cpus: req.cpus,
+        memory,
+        name_prefix: req.name_prefix.unwrap_or_else(|| "drover-".to_owned()),
+        manager_url: req.manager_url,
+    };
+    let actor = Actor { user: &caller.user.username, source: &caller.source };
+    let created = providers::create_docker_hosts(&state, actor, request).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// The containers this manager created, with their status and host.
+#[utoipa::path(get, path = "/api/v1/providers/docker/hosts",
+    responses((status = 200, description = "`{items: [ProviderHostView]}`")), security(("basic" = []), ("bearer" = [])))]
+pub async fn list(State(state): Shared, _c: Caller) -> Result<Json<serde_json::Value>, ApiError> {
+    let items: Vec<ProviderHostView> = providers::list_docker_hosts(&state).await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteAllQuery {
+    /// Must be `true`: removes every container this manager created.
+    pub all: Option<bool>,
+}
+
+/// Removes every container this manager created, their volumes, and
+/// decommissions their hosts.
+#[utoipa::path(delete, path = "/api/v1/providers/docker/hosts", params(DeleteAllQuery),
+    responses((status = 200, description = "`{items}`: what was removed"), (status = 400, body = super::ErrorBody),
+    (status = 403, body = super::ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+pub async fn delete_all(
+    State(state): Shared,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<DeleteAllQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if q.all != Some(true) {
+        return Err(ApiError::BadRequest(
+            "give ?all=true to remove every container this manager created, or DELETE /providers/docker/hosts/{id}"
+                .into(),
+        ));
+    }
+    let actor = Actor { user: &caller.user.username, source: &caller.source };
+    let items = providers::delete_all_docker_hosts(&state, actor).await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+/// Removes one container (id, 12+ digit id prefix, or name) and its volume,
+/// and decommissions its host.
+#[utoipa::path(delete, path = "/api/v1/providers/docker/hosts/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = ProviderHostView), (status = 403, body = super::ErrorBody),
+    (status = 404, body = super::ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+pub async fn delete_one(
+    State(state): Shared,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ProviderHostView>, ApiError> {
+    let actor = Actor { user: &caller.user.username, source: &caller.source };
+    Ok(Json(providers::delete_docker_host(&state, actor, &id).await?))
+}

@@ -1,0 +1,219 @@
+//! The Docker provider on a real Docker engine: a real manager on a test
+//! network's gateway creates two agent containers with one REST call, they
+//! enroll as container hosts with the requested labels, a ZooKeeper role pair
+//! is placed on them by label selector, and one call removes the containers
+//! and their volumes and decommissions the hosts. Refusals (an image the
+//! engine lacks, a container it did not create) are checked too. Whatever
+//! happens, a guard removes every container and volume the manager made.
+
+use std::time::Duration;
+
+use drover_tests::docker::{DockerEnv, TEST_TAG, docker, ensure_images};
+use drover_tests::eventually;
+use drover_tests::procs::{ManagerProc, free_port};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// Removes the containers and volumes the manager created (named with the
+/// test's prefix), even when the test fails half-way.
+struct ProviderLeftovers {
+    prefix: String,
+}
+
+impl Drop for ProviderLeftovers {
+    fn drop(&mut self) {
+        let filter = format!("name={}", self.prefix);
+        if let Ok(ids) = docker(["ps", "-aq", "--filter", &filter]) {
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                if std::thread::panicking() {
+                    for id in &ids {
+                        let logs = docker(["logs", id]).unwrap_or_default();
+                        eprintln!("---- docker logs {id} ----\n{logs}");
+                    }
+                }
+                let mut args = vec!["rm", "-f", "-v"];
+                args.extend(ids);
+                let _ = docker(&args);
+            }
+        }
+        if let Ok(vols) = docker(["volume", "ls", "-q", "--filter", &filter]) {
+            let vols: Vec<&str> = vols.split_whitespace().collect();
+            if !vols.is_empty() {
+                let mut args = vec!["volume", "rm", "-f"];
+                args.extend(vols);
+                let _ = docker(&args);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_brings_up_container_hosts_and_one_tears_them_down() {
+    ensure_images();
+    let mut env = DockerEnv::new("provider");
+    let (network, gateway) = env.network("net").expect("create network");
+    // Declared after `env`, so it runs first: containers go before the network.
+    let prefix = env.name("h-");
+    let _leftovers = ProviderLeftovers { prefix: prefix.clone() };
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut manager = ManagerProc::start_on(
+        &data.path().join("manager"),
+        free_port(),
+        &gateway,
+        free_port(),
+        &["--advertise", &gateway, "--heartbeat-interval", "1s"],
+    )
+    .expect("start manager");
+    manager.wait_ready().await;
+    let rest = manager.rest();
+    let image = format!("drover/agent:{TEST_TAG}");
+
+    // An image the engine lacks is refused before anything is made.
+    let (status, body) = rest
+        .raw(
+            Method::POST,
+            "/api/v1/providers/docker/hosts",
+            Some(json!({"count": 1, "image": "drover/agent:no-such-tag", "network": network, "name_prefix": prefix})),
+        )
+        .await
+        .expect("POST");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "image drover/agent:no-such-tag not found on the engine; build it with scripts/build-images.sh"
+    );
+
+    // Two container hosts in one call.
+    let (status, created) = rest
+        .raw(
+            Method::POST,
+            "/api/v1/providers/docker/hosts",
+            Some(json!({
+                "count": 2, "image": image, "network": network, "labels": {"zk": "true"},
+                "name_prefix": prefix, "memory": "256m", "cpus": 1
+            })),
+        )
+        .await
+        .expect("POST");
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["manager_url"], format!("https://{gateway}:{}", manager.grpc_port));
+    let items = created["items"].as_array().expect("items").clone();
+    assert_eq!(items.len(), 2, "{created}");
+    let token_labels =
+        rest.get::<Value>("/api/v1/enrollment-tokens").await.expect("tokens")["items"][0]["labels"].clone();
+    assert_eq!(token_labels, json!({"provider": "docker", "zk": "true"}));
+    let mut container_ids = Vec::new();
+    for c in &items {
+        let id = c["id"].as_str().expect("id").to_owned();
+        let name = c["name"].as_str().expect("name");
+        assert!(name.starts_with(&prefix), "{c}");
+        assert_eq!(c["container_status"], "running", "{c}");
+        let labels = docker(["inspect", "-f", "{{json .Config.Labels}}", &id]).expect("inspect");
+        let labels: Value = serde_json::from_str(&labels).expect("labels json");
+        assert_eq!(labels["drover.owner"], c["owner"], "{labels}");
+        assert_eq!(labels["drover.created_by"], "admin", "{labels}");
+        assert!(labels["drover.created_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{labels}");
+        let mounts =
+            docker(["inspect", "-f", "{{range .Mounts}}{{.Name}}:{{.Destination}}{{end}}", &id]).expect("inspect");
+        assert_eq!(mounts, format!("{}:/var/lib/drover-agent", c["volume"].as_str().unwrap_or_default()));
+        let memory = docker(["inspect", "-f", "{{.HostConfig.Memory}}", &id]).expect("inspect");
+        assert_eq!(memory, (256u64 << 20).to_string());
+        container_ids.push(id);
+    }
+    let owner = items[0]["owner"].as_str().expect("owner").to_owned();
+
+    // Both enroll as healthy container hosts with the labels asked for.
+    let hosts = eventually(WAIT, "2 healthy container hosts labelled zk=true", || {
+        let rest = rest.clone();
+        async move {
+            let hosts = rest.hosts("status=healthy&label=zk%3Dtrue,provider%3Ddocker").await.ok()?;
+            (hosts.len() == 2).then_some(hosts)
+        }
+    })
+    .await;
+    for h in &hosts {
+        assert_eq!(h["kind"], "container", "{h}");
+        assert!(container_ids.iter().any(|id| h["container_id"] == id.as_str()), "{h}");
+        assert_eq!(h["memory_bytes"].as_u64(), Some(256 << 20), "{h}");
+    }
+
+    // The list shows the host each container became.
+    let listed = eventually(WAIT, "containers listed with their hosts", || {
+        let rest = rest.clone();
+        async move {
+            let v: Value = rest.get("/api/v1/providers/docker/hosts").await.ok()?;
+            let items = v["items"].as_array()?.clone();
+            (items.len() == 2 && items.iter().all(|c| c["host_status"] == "healthy")).then_some(items)
+        }
+    })
+    .await;
+    let mut host_ids: Vec<String> = listed.iter().map(|c| c["host_id"].as_str().expect("host_id").to_owned()).collect();
+    host_ids.sort();
+
+    // Placement by labels lands on exactly these two hosts.
+    rest.raw(Method::POST, "/api/v1/clusters", Some(json!({"name": "prod"}))).await.expect("cluster");
+    let (status, body) = rest
+        .raw(Method::POST, "/api/v1/clusters/prod/services", Some(json!({"name": "zk", "type": "zookeeper"})))
+        .await
+        .expect("service");
+    assert_eq!(status, 201, "{body}");
+    let (status, placed) = rest
+        .raw(
+            Method::POST,
+            "/api/v1/clusters/prod/services/zk/roles",
+            Some(json!({"role_type": "server", "host_selector": "zk=true", "count": 2})),
+        )
+        .await
+        .expect("roles");
+    assert_eq!(status, 201, "{placed}");
+    let mut placed_on: Vec<String> = placed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|r| r["host_id"].as_str().expect("host_id").to_owned())
+        .collect();
+    placed_on.sort();
+    assert_eq!(placed_on, host_ids);
+    let (status, body) = rest
+        .raw(
+            Method::POST,
+            "/api/v1/clusters/prod/services/zk/roles",
+            Some(json!({"role_type": "server", "host_selector": "zk=true", "count": 3})),
+        )
+        .await
+        .expect("roles");
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("needs 3 hosts matching zk=true; 2 match"));
+
+    // A container this manager did not create is not in its list: 404.
+    let (status, body) =
+        rest.raw(Method::DELETE, "/api/v1/providers/docker/hosts/not-mine", None).await.expect("DELETE");
+    assert_eq!(status, 404, "{body}");
+
+    // One call tears everything down.
+    let (status, removed) =
+        rest.raw(Method::DELETE, "/api/v1/providers/docker/hosts?all=true", None).await.expect("DELETE all");
+    assert_eq!(status, 200, "{removed}");
+    assert_eq!(removed["items"].as_array().map(Vec::len), Some(2), "{removed}");
+    let label = format!("label=drover.owner={owner}");
+    assert_eq!(docker(["ps", "-aq", "--filter", &label]).expect("docker ps"), "");
+    assert_eq!(docker(["volume", "ls", "-q", "--filter", &label]).expect("docker volume ls"), "");
+    for id in &host_ids {
+        let h: Value = rest.get(&format!("/api/v1/hosts/{id}")).await.expect("host");
+        assert_eq!(h["status"], "decommissioned", "{h}");
+    }
+    let v: Value = rest.get("/api/v1/providers/docker/hosts").await.expect("list");
+    assert_eq!(v["items"], json!([]));
+
+    let audit: Value = rest.get("/api/v1/audit?object_type=container").await.expect("audit");
+    let actions: Vec<&str> =
+        audit["items"].as_array().expect("items").iter().filter_map(|a| a["action"].as_str()).collect();
+    assert_eq!(actions.iter().filter(|a| **a == "provider.docker.create").count(), 2, "{actions:?}");
+    assert_eq!(actions.iter().filter(|a| **a == "provider.docker.delete").count(), 2, "{actions:?}");
+
+    let errors = manager.proc.unexpected_errors(&[]);
+    assert!(errors.is_empty(), "unexpected ERROR lines in the manager log:\n{}", errors.join("\n"));
+}
