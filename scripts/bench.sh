@@ -58,6 +58,11 @@ echo "## config push fan-out: $FANOUT file-writing agents, one Redis role each, 
 LG fanout --identities "$WORK/ids.jsonl" --count "$FANOUT" --cluster fanout --files-dir "$FILES/bulk" \
   --apply-timeout 600s --manager-pid "$mgr_pid"
 
+echo "## parcel distribution: a 100 MiB parcel of random data uploaded, then fetched by 10 and by 100 agents at once"
+for n in 10 100; do
+  LG parcels --identities "$WORK/ids.jsonl" --count "$n" --size-mb 100 --manager-pid "$mgr_pid"
+done
+
 echo "## idle agent RSS (real drover-agent binary, 60 s after connecting, 10 s heartbeat)"
 stop_manager
 start_manager 10s

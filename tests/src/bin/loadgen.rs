@@ -6,7 +6,11 @@
 //! drover-loadgen enroll   --count 1000 --save /tmp/ids.jsonl
 //! drover-loadgen sessions --identities /tmp/ids.jsonl --duration 60s --manager-pid $(pidof drover-manager)
 //! drover-loadgen fanout   --identities /tmp/ids.jsonl --count 1000 --changes 5
+//! drover-loadgen parcels  --identities /tmp/ids.jsonl --count 100 --size-mb 100
 //! ```
+
+#[path = "loadgen/parcels.rs"]
+mod parcels;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -126,6 +130,30 @@ enum Command {
         #[arg(long)]
         manager_pid: Option<u32>,
     },
+    /// Measure parcel distribution: build a parcel of SIZE_MB MiB of random
+    /// data, upload it over REST, then let COUNT saved identities download it
+    /// with FetchParcel at once (each verified by size and sha256), sampling
+    /// the manager's RSS and CPU; then one download resumed from the middle.
+    Parcels {
+        /// Identities saved by `enroll --save`.
+        #[arg(long)]
+        identities: PathBuf,
+        /// Use only the first N identities (= downloads).
+        #[arg(long)]
+        count: Option<usize>,
+        /// Size of the random payload in MiB (the parcel is a little larger).
+        #[arg(long, default_value_t = 100)]
+        size_mb: u64,
+        /// Downloads in flight at once (default: all).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// How often to sample the manager's /proc.
+        #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+        sample_interval: Duration,
+        /// Manager process to sample RSS (VmRSS, VmHWM) and CPU time from /proc.
+        #[arg(long)]
+        manager_pid: Option<u32>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -184,6 +212,16 @@ fn main() -> anyhow::Result<()> {
                     manager_pid,
                 };
                 fanout(&cli, &load_identities(identities, count)?, opts).await
+            }
+            Command::Parcels { ref identities, count, size_mb, concurrency, sample_interval, manager_pid } => {
+                let ids = load_identities(identities, count)?;
+                let opts = parcels::ParcelsOptions {
+                    size_mb,
+                    concurrency: concurrency.unwrap_or(ids.len()),
+                    manager_pid,
+                    sample_interval,
+                };
+                parcels::run(&cli, &ids, opts).await
             }
         }
     })
