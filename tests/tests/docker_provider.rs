@@ -207,6 +207,8 @@ async fn one_call_brings_up_container_hosts_and_one_tears_them_down() {
     }
     let v: Value = rest.get("/api/v1/providers/docker/hosts").await.expect("list");
     assert_eq!(v["items"], json!([]));
+    let tokens: Value = rest.get("/api/v1/enrollment-tokens").await.expect("tokens");
+    assert_eq!(tokens["items"][0]["state"], "revoked", "{tokens}");
 
     let audit: Value = rest.get("/api/v1/audit?object_type=container").await.expect("audit");
     let actions: Vec<&str> =

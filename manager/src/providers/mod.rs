@@ -507,5 +507,15 @@ async fn remove(
             .await;
         tracing::info!(container = %rec.name, host = ?view.host_id, "docker host removed");
     }
+    // A token whose containers are all gone must not enroll anything else.
+    let remaining = state.store.provider_hosts(DOCKER).await?;
+    let mut tokens: Vec<&str> = recs.iter().map(|r| r.token_id.as_str()).collect();
+    tokens.sort();
+    tokens.dedup();
+    for token in tokens {
+        if !remaining.iter().any(|r| r.token_id == token) {
+            state.store.revoke_enrollment_token(token, now_millis()).await?;
+        }
+    }
     Ok(views)
 }
