@@ -78,9 +78,17 @@ pub enum Command {
     Events(EventsArgs),
     /// The audit log, newest first: who changed what, when, from where.
     Audit(AuditArgs),
-    /// Build, index and inspect parcel files. Works offline: no manager needed.
+    /// Parcels: build, index and inspect files (offline), upload them to the
+    /// manager, list them, and distribute, activate, deactivate or remove them
+    /// on a cluster's hosts.
     #[command(subcommand)]
     Parcel(ParcelCommand),
+    /// Clusters: which hosts belong to them (and so receive their parcels).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Service commands that change the software a service runs.
+    #[command(subcommand)]
+    Service(ServiceCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +108,154 @@ pub enum ParcelCommand {
     Index(ParcelIndexArgs),
     /// Check a parcel file (every entry, checksums, meta/parcel.json) and print its meta.
     Inspect(ParcelInspectArgs),
+    /// Upload a parcel file to the manager's repository.
+    ///
+    /// The sha256 is computed locally first and the manager checks the file against it.
+    /// The file is streamed, never read whole into memory; progress goes to stderr.
+    ///
+    /// Example: drover parcel upload ./repo/redis-7.0.15-2-bookworm.parcel
+    Upload(ParcelUploadArgs),
+    /// List the parcels the manager knows (its repository and followed ones),
+    /// with each cluster's target and a summary of its hosts' states.
+    List,
+    /// Download a parcel version to every host of a cluster (checked by sha256),
+    /// and follow the command until it ends.
+    ///
+    /// Example: drover parcel distribute --cluster prod redis 7.0.15-2
+    Distribute(ParcelLifecycleArgs),
+    /// Switch every host of a cluster to a distributed version (an atomic symlink switch).
+    Activate(ParcelLifecycleArgs),
+    /// Deactivate a parcel on every host of a cluster (VERSION defaults to the active one).
+    Deactivate(ParcelDeactivateArgs),
+    /// Delete a distributed, inactive version from every host of a cluster.
+    Remove(ParcelLifecycleArgs),
+}
+
+impl ParcelCommand {
+    /// Whether the command works on local files only (no manager, no credentials).
+    pub fn is_local(&self) -> bool {
+        matches!(self, ParcelCommand::Build(_) | ParcelCommand::Index(_) | ParcelCommand::Inspect(_))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ParcelUploadArgs {
+    /// The .parcel file, named NAME-VERSION-DISTRO.parcel.
+    pub file: PathBuf,
+}
+
+/// How long-running commands are followed.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Print the started command and return at once instead of following it.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ParcelLifecycleArgs {
+    /// The cluster whose hosts the command runs on.
+    #[arg(long, env = "DROVER_CLUSTER")]
+    pub cluster: String,
+
+    /// Parcel name, e.g. redis.
+    pub name: String,
+
+    /// Parcel version, e.g. 7.0.15-2.
+    pub version: String,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ParcelDeactivateArgs {
+    /// The cluster whose hosts the command runs on.
+    #[arg(long, env = "DROVER_CLUSTER")]
+    pub cluster: String,
+
+    /// Parcel name, e.g. redis.
+    pub name: String,
+
+    /// The version to deactivate; the active one when omitted.
+    pub version: Option<String>,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Add hosts to a cluster, or list its hosts.
+    #[command(subcommand)]
+    Hosts(ClusterHostsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterHostsCommand {
+    /// Add hosts to a cluster: they receive the cluster's parcels.
+    ///
+    /// Example: drover cluster hosts add prod 0f3c 99aa
+    Add(ClusterHostsAddArgs),
+    /// List the hosts of a cluster.
+    List(ClusterArg),
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterHostsAddArgs {
+    /// The cluster.
+    pub cluster: String,
+
+    /// Host IDs, or unique prefixes of at least 4 characters.
+    #[arg(required = true, value_name = "HOST")]
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArg {
+    /// The cluster.
+    pub cluster: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Upgrade the parcel a service runs from: distribute and activate VERSION on
+    /// the cluster's hosts, then restart the service's roles one batch at a time,
+    /// waiting for health. Follows the command until it ends.
+    ///
+    /// Example: drover service upgrade --cluster prod redis 7.0.15-2
+    Upgrade(ServiceUpgradeArgs),
+    /// Go back to the previously active version of the service's parcel, the same way.
+    Rollback(ServiceRollbackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceUpgradeArgs {
+    /// The service's cluster.
+    #[arg(long, env = "DROVER_CLUSTER")]
+    pub cluster: String,
+
+    /// The service, e.g. redis.
+    pub service: String,
+
+    /// The parcel version to go to.
+    pub version: String,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceRollbackArgs {
+    /// The service's cluster.
+    #[arg(long, env = "DROVER_CLUSTER")]
+    pub cluster: String,
+
+    /// The service, e.g. redis.
+    pub service: String,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 #[derive(Debug, Args)]
@@ -347,6 +503,55 @@ mod tests {
         let Command::Parcel(ParcelCommand::Build(args)) = cli.command else { panic!("wrong command") };
         assert_eq!(args.version.as_deref(), Some("1-2"));
         assert!(Cli::try_parse_from(["drover", "parcel", "build", "parcels/redis"]).is_err(), "--out is required");
+    }
+
+    #[test]
+    fn parcel_repository_and_lifecycle_arguments() {
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("drover").chain(args.iter().copied()));
+        let cli = parse(&["parcel", "upload", "r/redis-1-x.parcel"]).unwrap();
+        let Command::Parcel(ParcelCommand::Upload(args)) = cli.command else { panic!("wrong command") };
+        assert_eq!(args.file, PathBuf::from("r/redis-1-x.parcel"));
+        assert!(parse(&["parcel", "upload"]).is_err(), "FILE is required");
+        assert!(matches!(parse(&["parcel", "list"]).unwrap().command, Command::Parcel(ParcelCommand::List)));
+
+        let cli = parse(&["parcel", "distribute", "--cluster", "prod", "redis", "7.0.15-2"]).unwrap();
+        let Command::Parcel(ParcelCommand::Distribute(args)) = cli.command else { panic!("wrong command") };
+        assert_eq!((args.cluster.as_str(), args.name.as_str(), args.version.as_str()), ("prod", "redis", "7.0.15-2"));
+        assert!(!args.wait.no_wait);
+        let cli = parse(&["parcel", "activate", "redis", "2", "--cluster", "c", "--no-wait"]).unwrap();
+        let Command::Parcel(ParcelCommand::Activate(args)) = cli.command else { panic!("wrong command") };
+        assert!(args.wait.no_wait);
+        assert!(parse(&["parcel", "remove", "--cluster", "c", "redis"]).is_err(), "VERSION is required");
+        let cli = parse(&["parcel", "deactivate", "--cluster", "c", "redis"]).unwrap();
+        let Command::Parcel(ParcelCommand::Deactivate(args)) = cli.command else { panic!("wrong command") };
+        assert_eq!(args.version, None);
+
+        let cli = parse(&["cluster", "hosts", "add", "prod", "0f3c", "99aa"]).unwrap();
+        let Command::Cluster(ClusterCommand::Hosts(ClusterHostsCommand::Add(args))) = cli.command else {
+            panic!("wrong command")
+        };
+        assert_eq!(
+            (args.cluster.as_str(), args.hosts.as_slice()),
+            ("prod", &["0f3c".to_owned(), "99aa".to_owned()][..])
+        );
+        assert!(parse(&["cluster", "hosts", "add", "prod"]).is_err(), "at least one HOST");
+        assert!(parse(&["cluster", "hosts", "list", "prod"]).is_ok());
+
+        let cli = parse(&["service", "upgrade", "--cluster", "prod", "redis", "7.0.15-2", "--no-wait"]).unwrap();
+        let Command::Service(ServiceCommand::Upgrade(args)) = cli.command else { panic!("wrong command") };
+        assert_eq!((args.service.as_str(), args.version.as_str(), args.wait.no_wait), ("redis", "7.0.15-2", true));
+        assert!(
+            parse(&["service", "rollback", "--cluster", "prod", "redis", "1"]).is_err(),
+            "rollback takes no version"
+        );
+        assert!(parse(&["service", "rollback", "--cluster", "prod", "redis"]).is_ok());
+
+        assert!(
+            parse(&["parcel", "inspect", "x"])
+                .map(|c| matches!(c.command, Command::Parcel(p) if p.is_local()))
+                .unwrap()
+        );
+        assert!(!parse(&["parcel", "list"]).map(|c| matches!(c.command, Command::Parcel(p) if p.is_local())).unwrap());
     }
 
     #[test]

@@ -80,12 +80,13 @@ pub async fn run(ctx: &Context, command: Command, prompt: &mut dyn Prompt) -> an
         Command::Whoami => whoami(ctx).await,
         Command::Events(args) => events(ctx, &args).await,
         Command::Audit(args) => audit(ctx, &args).await,
-        // Handled in main before any connection is made.
-        Command::Parcel(command) => crate::parcel::run(command, ctx.output),
+        Command::Parcel(command) => crate::lifecycle::parcel(ctx, command).await,
+        Command::Cluster(command) => crate::lifecycle::cluster(ctx, command).await,
+        Command::Service(command) => crate::lifecycle::service(ctx, command).await,
     }
 }
 
-fn pretty(value: &Value) -> anyhow::Result<String> {
+pub(crate) fn pretty(value: &Value) -> anyhow::Result<String> {
     let mut text = serde_json::to_string_pretty(value).context("format JSON")?;
     text.push('\n');
     Ok(text)
@@ -126,14 +127,14 @@ async fn hosts_list(ctx: &Context, args: &HostsListArgs) -> anyhow::Result<Strin
 
 /// A host found by ID or ID prefix, with its JSON as the manager sent it.
 #[derive(Debug)]
-struct FoundHost {
-    host: Host,
+pub(crate) struct FoundHost {
+    pub(crate) host: Host,
     raw: Value,
 }
 
 /// Finds a host by full ID, else by a unique ID prefix of at least
 /// [`MIN_ID_PREFIX`] characters among all hosts.
-async fn resolve_host(client: &ManagerClient, id: &str) -> anyhow::Result<FoundHost> {
+pub(crate) async fn resolve_host(client: &ManagerClient, id: &str) -> anyhow::Result<FoundHost> {
     match client.get(&["hosts", id], &[]).await {
         Ok(raw) => {
             return Ok(FoundHost { host: decode(raw.clone())?, raw });
@@ -152,7 +153,7 @@ async fn resolve_host(client: &ManagerClient, id: &str) -> anyhow::Result<FoundH
 }
 
 /// Every host, page by page.
-async fn all_hosts(client: &ManagerClient) -> anyhow::Result<Vec<(Host, Value)>> {
+pub(crate) async fn all_hosts(client: &ManagerClient) -> anyhow::Result<Vec<(Host, Value)>> {
     const PAGE: u32 = 1000;
     let mut hosts = Vec::new();
     loop {
@@ -589,6 +590,103 @@ mod tests {
         assert!(failure.hint.as_deref().unwrap().contains("user admin, password from --password"));
 
         handle.shutdown().await;
+    }
+
+    /// A small valid parcel file, built with the parcel library.
+    fn build_parcel(dir: &std::path::Path, name: &str, version: &str) -> std::path::PathBuf {
+        use drover_parcels::parcel::{ParcelMeta, Scripts, build_archive};
+        let staging = dir.join(format!("staging-{name}-{version}"));
+        std::fs::create_dir_all(staging.join("meta")).unwrap();
+        std::fs::create_dir_all(staging.join("bin")).unwrap();
+        std::fs::write(staging.join(format!("meta/{name}_env.sh")), "export X_HOME=$PARCELS_ROOT/$PARCEL_DIRNAME\n")
+            .unwrap();
+        std::fs::write(staging.join("bin/tool"), vec![7u8; 300_000]).unwrap();
+        let meta = ParcelMeta {
+            schema_version: 1,
+            name: name.into(),
+            version: version.into(),
+            distro: "bookworm".into(),
+            depends: vec![],
+            conflicts: vec![],
+            provides: vec![],
+            components: vec![],
+            scripts: Scripts { defines: format!("{name}_env.sh") },
+        };
+        build_archive(&staging, &meta, &dir.join("repo")).unwrap().path
+    }
+
+    #[tokio::test]
+    async fn parcel_upload_list_and_cluster_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = start_manager(&dir.path().join("manager")).await;
+        let table = context(&handle, OutputFormat::Table, admin(PASSWORD));
+        let json = context(&handle, OutputFormat::Json, admin(PASSWORD));
+
+        assert_eq!(
+            drover(&table, &["parcel", "list"]).await.unwrap(),
+            "no parcels; upload one with `drover parcel upload FILE`\n"
+        );
+        let file = build_parcel(dir.path(), "redis", "7.0.15-1");
+        let file = file.to_str().unwrap();
+        let out = drover(&table, &["parcel", "upload", file]).await.unwrap();
+        assert!(out.starts_with("uploaded redis-7.0.15-1-bookworm.parcel ("), "{out}");
+        let err = drover(&table, &["parcel", "upload", &format!("{file}.missing")]).await.unwrap_err();
+        assert!(format!("{err:#}").starts_with("read "), "{err:#}");
+        // The manager checks the name against the parcel inside.
+        let renamed = dir.path().join("repo/redis-9-bookworm.parcel");
+        std::fs::copy(file, &renamed).unwrap();
+        let err = drover(&table, &["parcel", "upload", renamed.to_str().unwrap()]).await.unwrap_err();
+        assert!(format!("{err:#}").contains("(HTTP 4"), "{err:#}");
+
+        let out = drover(&table, &["parcel", "list"]).await.unwrap();
+        assert!(out.starts_with("PARCEL  VERSION   SOURCE"), "{out}");
+        assert!(out.contains("redis   7.0.15-1  local "), "{out}");
+        assert!(out.ends_with("  -        -       -\n1 parcels\n"), "{out}");
+
+        // Cluster membership.
+        ctx_post(&json, &["clusters"], json!({"name": "prod"})).await;
+        let created: Value =
+            serde_json::from_str(&drover(&json, &["tokens", "create", "--max-uses", "2"]).await.unwrap()).unwrap();
+        let token = EnrollmentToken::from_str(created["token"].as_str().unwrap()).unwrap();
+        let web = "0f3c1111-0000-4000-8000-000000000001";
+        let db = "0f3c2222-0000-4000-8000-000000000002";
+        enroll(&handle, &token, web, "web-1").await;
+        enroll(&handle, &token, db, "db-1").await;
+        assert_eq!(
+            drover(&table, &["cluster", "hosts", "list", "prod"]).await.unwrap(),
+            "cluster prod has no hosts; add some with `drover cluster hosts add prod HOST...`\n"
+        );
+        let out = drover(&table, &["cluster", "hosts", "add", "prod", "0f3c1", db]).await.unwrap();
+        assert_eq!(out, "added web-1 (0f3c1111), db-1 (0f3c2222) to cluster prod; it has 2 hosts\n");
+        let out = drover(&table, &["cluster", "hosts", "list", "prod"]).await.unwrap();
+        assert!(out.starts_with("ID        HOSTNAME  STATUS\n"), "{out}");
+        assert!(out.contains("0f3c1111  web-1 ") && out.contains("0f3c2222  db-1 "), "{out}");
+        assert!(out.ends_with("2 hosts in cluster prod\n"), "{out}");
+        let err = drover(&table, &["cluster", "hosts", "add", "prod", "ffff"]).await.unwrap_err().to_string();
+        assert!(err.starts_with("no host has the ID or ID prefix ffff"), "{err}");
+        let err = drover(&table, &["cluster", "hosts", "list", "nope"]).await.unwrap_err().to_string();
+        assert_eq!(err, "cluster nope not found (HTTP 404)");
+
+        // Lifecycle commands: refusals come back as errors, a started command as its ID.
+        let err = drover(&table, &["parcel", "activate", "--cluster", "prod", "redis", "7.0.15-1"])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not distributed to cluster prod") && err.ends_with("(HTTP 409)"), "{err}");
+        let out = drover(&table, &["parcel", "distribute", "--cluster", "prod", "redis", "7.0.15-1", "--no-wait"])
+            .await
+            .unwrap();
+        assert!(out.starts_with("started parcel-distribute command ") && out.contains(" with 2 steps;"), "{out}");
+        let listed: Value = serde_json::from_str(&drover(&json, &["parcel", "list"]).await.unwrap()).unwrap();
+        assert_eq!(listed["items"][0]["clusters"][0]["cluster"], "prod");
+        let err = drover(&table, &["service", "upgrade", "--cluster", "prod", "redis", "2"]).await.unwrap_err();
+        assert_eq!(err.to_string(), "service redis not found in cluster prod (HTTP 404)");
+
+        handle.shutdown().await;
+    }
+
+    async fn ctx_post(ctx: &Context, segments: &[&str], body: Value) -> Value {
+        ctx.client.send_json(Method::POST, segments, Some(&body)).await.unwrap()
     }
 
     #[tokio::test]

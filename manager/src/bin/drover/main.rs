@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod labels;
+mod lifecycle;
 mod manager_client;
 mod parcel;
 mod render;
@@ -23,7 +24,7 @@ fn main() -> ExitCode {
     let Cli { global, command } = Cli::parse();
     let command = match command {
         // Local files only: no credentials, no runtime.
-        Command::Parcel(command) => return finish(parcel::run(command, global.output)),
+        Command::Parcel(command) if command.is_local() => return finish(parcel::run(command, global.output)),
         other => other,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

@@ -192,18 +192,32 @@ impl ManagerClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> anyhow::Result<Option<Value>> {
-        let url = self.endpoint(segments)?;
-        let mut req = self.http.request(method.clone(), url);
-        req = match &self.credentials {
-            Credentials::ApiToken(token) => req.bearer_auth(token),
-            Credentials::Password { user, password, .. } => req.basic_auth(user, Some(password)),
-        };
+        let mut req = self.request(method.clone(), segments)?;
         if !query.is_empty() {
             req = req.query(query);
         }
         if let Some(body) = body {
             req = req.json(body);
         }
+        self.execute(req, &method, segments).await
+    }
+
+    /// A request with credentials, before its query and body.
+    fn request(&self, method: Method, segments: &[&str]) -> anyhow::Result<reqwest::RequestBuilder> {
+        let req = self.http.request(method, self.endpoint(segments)?);
+        Ok(match &self.credentials {
+            Credentials::ApiToken(token) => req.bearer_auth(token),
+            Credentials::Password { user, password, .. } => req.basic_auth(user, Some(password)),
+        })
+    }
+
+    /// Sends a request; returns the JSON body, or `None` for an empty one.
+    async fn execute(
+        &self,
+        req: reqwest::RequestBuilder,
+        method: &Method,
+        segments: &[&str],
+    ) -> anyhow::Result<Option<Value>> {
         let resp = req.send().await.map_err(|e| self.transport_error(e))?;
         let status = resp.status();
         let text = resp.text().await.map_err(|e| self.transport_error(e))?;
@@ -224,6 +238,29 @@ impl ManagerClient {
         serde_json::from_str(&text)
             .map(Some)
             .with_context(|| format!("the manager's answer to {method} /api/v1/{path} is not JSON"))
+    }
+
+    /// `POST` of a streamed, non-JSON body of `length` bytes (a file upload),
+    /// expecting a JSON answer. The request may take up to `timeout`, not the
+    /// usual 30 s.
+    pub async fn post_stream(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: reqwest::Body,
+        length: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let req = self
+            .request(Method::POST, segments)?
+            .query(query)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, length)
+            .timeout(timeout)
+            .body(body);
+        self.execute(req, &Method::POST, segments)
+            .await?
+            .ok_or_else(|| anyhow!("the manager's answer to POST /api/v1/{} is empty", segments.join("/")))
     }
 
     /// `GET`, expecting a JSON body.

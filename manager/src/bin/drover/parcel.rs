@@ -16,6 +16,13 @@ pub fn run(command: ParcelCommand, output: OutputFormat) -> anyhow::Result<Strin
         ParcelCommand::Build(args) => build(args, output),
         ParcelCommand::Index(args) => index(args, output),
         ParcelCommand::Inspect(args) => inspect(args, output),
+        // `lifecycle` runs these: they need the manager.
+        ParcelCommand::Upload(_)
+        | ParcelCommand::List
+        | ParcelCommand::Distribute(_)
+        | ParcelCommand::Activate(_)
+        | ParcelCommand::Deactivate(_)
+        | ParcelCommand::Remove(_) => anyhow::bail!("this parcel command needs the manager"),
     }
 }
 
