@@ -36,7 +36,8 @@ impl T {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.client.request(method, self.url(&format!("/api/v1{path}"))).basic_auth("admin", Some(PASSWORD));
+        let mut req =
+            self.client.request(method, self.url(&format!("/api/v1{path}"))).basic_auth("admin", Some(PASSWORD));
         if let Some(b) = body {
             req = req.json(&b);
         }
