@@ -22,9 +22,16 @@ struct T {
 
 impl T {
     async fn start() -> T {
+        Self::start_following(&[]).await
+    }
+
+    /// A manager that follows the given remote parcel repositories.
+    async fn start_following(repos: &[String]) -> T {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ManagerConfig::for_data_dir(dir.path().join("manager"));
         config.admin_password = Some(PASSWORD.into());
+        config.parcel_repos = repos.to_vec();
+        config.parcel_repo_refresh = std::time::Duration::from_millis(200);
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let handle = Manager::start(config, http, grpc).await.unwrap();
@@ -192,4 +199,53 @@ async fn lifecycle_refusals_name_the_problem() {
     assert!(body["error"]["message"].as_str().unwrap().contains("unknown host"), "{body}");
     let (status, _) = t.call(Method::GET, "/clusters/nope/parcels", None).await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn remote_repositories_are_followed_and_their_parcels_verified() {
+    // Manager A's /repo/ is the remote repository of manager B.
+    let a = T::start().await;
+    let (name, bytes, sha) = parcel("3.0-1");
+    assert_eq!(a.upload(&name, &sha, bytes.clone()).await.0, 201);
+    let b = T::start_following(&[a.url("/repo")]).await;
+
+    // B refreshes A's manifest and lists the parcel as remote.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let listed = loop {
+        let list = b.call(Method::GET, "/parcels", None).await.1;
+        if list["items"].as_array().is_some_and(|i| !i.is_empty()) {
+            break list;
+        }
+        assert!(std::time::Instant::now() < deadline, "B never listed A's parcel: {list}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(listed["items"][0]["parcel_name"], name);
+    assert_eq!(listed["items"][0]["source"]["remote"]["url"], a.url("/repo"));
+    assert_eq!(listed["repositories"][0]["parcels"], 1);
+    assert!(b.repo_files().is_empty());
+
+    // Distributing needs it locally: it is downloaded, verified and kept.
+    let entry = b.handle.state.parcels.ensure_local("hello", "3.0-1").await.unwrap();
+    assert_eq!(entry.sha256, sha);
+    assert_eq!(b.repo_files(), vec![name.clone()]);
+    assert_eq!(std::fs::read(b.dir.path().join("manager/parcel-repo").join(&name)).unwrap(), bytes);
+    let listed = b.call(Method::GET, "/parcels", None).await.1;
+    assert_eq!(listed["items"][0]["source"], "local");
+
+    // A remote file that does not match its manifest entry is refused and not kept.
+    let (name2, bytes2, sha2) = parcel("3.0-2");
+    assert_eq!(a.upload(&name2, &sha2, bytes2).await.0, 201);
+    let repo_a = a.dir.path().join("manager/parcel-repo");
+    let mut tampered = std::fs::read(repo_a.join(&name2)).unwrap();
+    let mid = tampered.len() / 2;
+    tampered[mid] ^= 0x01;
+    std::fs::write(repo_a.join(&name2), tampered).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while b.handle.state.parcels.find("hello", "3.0-2").is_none() {
+        assert!(std::time::Instant::now() < deadline, "B never saw 3.0-2");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let err = b.handle.state.parcels.ensure_local("hello", "3.0-2").await.unwrap_err().to_string();
+    assert!(err.contains("sha256 mismatch"), "{err}");
+    assert_eq!(b.repo_files(), vec![name], "nothing of the tampered download is kept");
 }

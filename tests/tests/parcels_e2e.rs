@@ -343,7 +343,7 @@ async fn redis_upgrade_and_rollback_from_parcels() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zookeeper_upgrade_keeps_quorum_from_parcels() {
+async fn zookeeper_upgrade_and_rollback_keep_quorum_from_parcels() {
     let _serial = ONE_AT_A_TIME.lock().await;
     init_logging();
     let (v1, v2) = ("3.8.0-1", "3.8.0-2");
@@ -418,6 +418,30 @@ async fn zookeeper_upgrade_keeps_quorum_from_parcels() {
     }
     assert_eq!(parcel_states(&rest, "zookeeper", v2).await, ["active"; 3]);
     assert_eq!(parcel_states(&rest, "zookeeper", v1).await, ["distributed"; 3]);
+
+    // Roll back to the previous version the same way, quorum kept again.
+    let client = Client::start(client_ports).await;
+    let rollback_started = Instant::now();
+    let rolled = service_command(&rest, "zk", json!({"name": "rollback"})).await;
+    let rollback_took = rollback_started.elapsed();
+    let rounds = client.finish().await;
+    assert_eq!(rolled["state"], "succeeded", "{rolled}");
+    assert_eq!((&rolled["params"]["from"], &rolled["params"]["to"]), (&json!(v2), &json!(v1)));
+    if let Some(why) = rolling_restart_violation(&rounds) {
+        panic!(
+            "{why} during the rollback; rounds in which not all servers served:
+{}",
+            timeline(&rounds)
+        );
+    }
+    eprintln!("rollback to zookeeper {v1}: {:.1}s, {} client rounds", rollback_took.as_secs_f64(), rounds.len());
+    wait_for_quorum(&client_ports, WAIT, "one leader and two followers after the rollback").await;
+    for (name, pid, host) in role_pids(&rest, "zk").await {
+        let old = agent_dir(&host).join("parcels").join(format!("zookeeper-{v1}/usr/share/java/zookeeper.jar"));
+        assert!(open_jars(pid).contains(&old), "{name} does not run {} after the rollback", old.display());
+    }
+    assert_eq!(parcel_states(&rest, "zookeeper", v1).await, ["active"; 3]);
+    assert_eq!(parcel_states(&rest, "zookeeper", v2).await, ["distributed"; 3]);
 
     succeeded(&rest, "zk", json!({"name": "stop"})).await;
     for proc in std::iter::once(&manager.proc).chain(&agents) {
