@@ -81,6 +81,41 @@ impl Browser {
         Ok(self.call(reqwest::Method::GET, "/source", None).await?.as_str().unwrap_or_default().to_owned())
     }
 
+    /// The page source once it contains `needle`: a click that submits a form
+    /// returns before the next page has loaded, so callers wait for it.
+    pub async fn wait_for_source(&self, needle: &str, timeout: std::time::Duration) -> anyhow::Result<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let page = self.source().await?;
+            if page.contains(needle) {
+                return Ok(page);
+            }
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!("page never contained {needle:?} within {timeout:?}; last source:\n{page}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the current URL satisfies `want` and returns it.
+    pub async fn wait_for_url(
+        &self,
+        want: impl Fn(&str) -> bool,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let url = self.url().await?;
+            if want(&url) {
+                return Ok(url);
+            }
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!("the browser stayed at {url} for {timeout:?}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     async fn element(&self, css: &str) -> anyhow::Result<String> {
         let v =
             self.call(reqwest::Method::POST, "/element", Some(json!({"using": "css selector", "value": css}))).await?;

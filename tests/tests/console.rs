@@ -63,14 +63,15 @@ async fn sign_in_and_see_a_live_host() {
     browser.fill("#username", "admin").await.unwrap();
     browser.fill("#password", "not-the-password").await.unwrap();
     browser.click("#sign-in").await.unwrap();
-    let page = browser.source().await.unwrap();
-    assert!(page.contains("Wrong user name or password."), "{page}");
+    browser.wait_for_source("Wrong user name or password.", Duration::from_secs(15)).await.unwrap();
 
     // The right one opens the hosts page with the live host on it.
     browser.fill("#username", "admin").await.unwrap();
     browser.fill("#password", PASSWORD).await.unwrap();
     browser.click("#sign-in").await.unwrap();
-    assert_eq!(browser.url().await.unwrap(), format!("{base}/"));
+    let home = format!("{base}/");
+    browser.wait_for_url(|u| u == home, Duration::from_secs(15)).await.unwrap();
+    browser.wait_for_source("synthetic-00042", Duration::from_secs(15)).await.unwrap();
     let names = browser.texts("#hosts .hostname").await.unwrap();
     assert_eq!(names, vec!["synthetic-00042".to_owned()]);
     let badges = browser.texts("#hosts .badge").await.unwrap();
@@ -107,6 +108,7 @@ async fn sign_in_and_see_a_live_host() {
 
     // Signing out ends the session: the console asks to sign in again.
     browser.click("form.logout button").await.unwrap();
+    browser.wait_for_url(|u| u.ends_with("/login"), Duration::from_secs(15)).await.unwrap();
     browser.goto(&format!("{base}/")).await.unwrap();
     assert!(browser.url().await.unwrap().ends_with("/login"));
 
