@@ -190,13 +190,7 @@ impl v1::agent_service_server::AgentService for AgentGrpc {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let certs = request
-            .peer_certs()
-            .ok_or_else(|| Status::unauthenticated("a session needs the client certificate issued at enrollment"))?;
-        let leaf = certs
-            .first()
-            .ok_or_else(|| Status::unauthenticated("a session needs the client certificate issued at enrollment"))?;
-        let identity = peer_identity(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let identity = client_identity(&request, "a session")?;
         let remote = request.remote_addr();
         let opened = match self.state.registry.open_session(&identity.host_id, &identity.serial) {
             Ok(o) => o,
@@ -225,13 +219,7 @@ impl v1::agent_service_server::AgentService for AgentGrpc {
         &self,
         request: Request<v1::FetchParcelRequest>,
     ) -> Result<Response<Self::FetchParcelStream>, Status> {
-        let certs = request.peer_certs().ok_or_else(|| {
-            Status::unauthenticated("fetching a parcel needs the client certificate issued at enrollment")
-        })?;
-        let leaf = certs.first().ok_or_else(|| {
-            Status::unauthenticated("fetching a parcel needs the client certificate issued at enrollment")
-        })?;
-        let identity = peer_identity(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let identity = client_identity(&request, "fetching a parcel")?;
         self.state.registry.admit(&identity.host_id, &identity.serial).map_err(refusal_status)?;
         let req = request.into_inner();
         let (file, total) = self
@@ -247,6 +235,15 @@ impl v1::agent_service_server::AgentService for AgentGrpc {
         });
         Ok(Response::new(Box::pin(stream)))
     }
+}
+
+/// The host identity in the client certificate of a call; `what` names the
+/// call in the refusal ("a session needs the client certificate ...").
+fn client_identity<T>(request: &Request<T>, what: &str) -> Result<drover_proto::identity::PeerIdentity, Status> {
+    let missing = || Status::unauthenticated(format!("{what} needs the client certificate issued at enrollment"));
+    let certs = request.peer_certs().ok_or_else(missing)?;
+    let leaf = certs.first().ok_or_else(missing)?;
+    peer_identity(leaf).map_err(|e| Status::unauthenticated(e.to_string()))
 }
 
 /// Bytes per `ParcelChunk`: big enough to keep the stream busy, small enough

@@ -152,15 +152,7 @@ pub async fn create(
     let steps: Vec<StepRec> = planned
         .into_iter()
         .enumerate()
-        .map(|(i, (description, roles))| StepRec {
-            seq: i as u32 + 1,
-            description,
-            roles,
-            state: "pending".into(),
-            message: String::new(),
-            started_at: None,
-            finished_at: None,
-        })
+        .map(|(i, (description, roles))| StepRec::pending(i as u32 + 1, description, roles))
         .collect();
     state.store.insert_command(&cmd, &steps).await?;
     state

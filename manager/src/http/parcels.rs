@@ -254,15 +254,7 @@ async fn host_steps(
     for h in hosts {
         let seq = steps.len() as u32 + 1;
         let hostname = names.get(h).map(|n| n.0.clone()).unwrap_or_default();
-        steps.push(StepRec {
-            seq,
-            description: step_description(phase, name, version, h, &hostname),
-            roles: vec![h.clone()],
-            state: "pending".into(),
-            message: String::new(),
-            started_at: None,
-            finished_at: None,
-        });
+        steps.push(StepRec::pending(seq, step_description(phase, name, version, h, &hostname), vec![h.clone()]));
         seqs.push(seq);
     }
     Ok(seqs)
@@ -440,15 +432,7 @@ pub async fn upgrade_or_rollback(
         ctx.roles.iter().map(|r| (r.clone(), st.role_type(&r.role_type).map(|t| t.start_order).unwrap_or(0))).collect();
     for (description, roles) in plan(CommandName::RollingRestart, &ordered, st.rolling_restart.batch_size) {
         let seq = steps.len() as u32 + 1;
-        steps.push(StepRec {
-            seq,
-            description,
-            roles,
-            state: "pending".into(),
-            message: String::new(),
-            started_at: None,
-            finished_at: None,
-        });
+        steps.push(StepRec::pending(seq, description, roles));
         stages.push(Stage::Restart { seq });
     }
     let name = if rollback { "rollback" } else { "upgrade" };

@@ -117,6 +117,21 @@ pub struct StepRec {
     pub finished_at: Option<UnixMillis>,
 }
 
+impl StepRec {
+    /// A planned step that has not run yet.
+    pub fn pending(seq: u32, description: String, roles: Vec<String>) -> StepRec {
+        StepRec {
+            seq,
+            description,
+            roles,
+            state: "pending".into(),
+            message: String::new(),
+            started_at: None,
+            finished_at: None,
+        }
+    }
+}
+
 fn u64_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
