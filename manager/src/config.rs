@@ -89,6 +89,22 @@ pub struct ManagerConfig {
     #[arg(long, env = "DROVER_DOCKER_MANAGER_URL")]
     pub docker_manager_url: Option<String>,
 
+    /// The agent binary SSH bootstrap uploads to hosts. Default: `drover-agent`
+    /// next to this executable.
+    #[arg(long, env = "DROVER_AGENT_BINARY", value_name = "FILE")]
+    pub agent_binary: Option<PathBuf>,
+
+    /// The manager's gRPC URL as hosts bootstrapped over SSH reach it
+    /// (`https://NAME:7182`; NAME must be in --advertise). Default: the first
+    /// --advertise name and the port of --grpc-addr.
+    #[arg(long, env = "DROVER_AGENT_MANAGER_URL", value_name = "URL")]
+    pub agent_manager_url: Option<String>,
+
+    /// known_hosts file SSH bootstrap checks host keys against (and adds keys
+    /// accepted under `accept-new` to). Default: DATA_DIR/ssh/known_hosts.
+    #[arg(long, env = "DROVER_SSH_KNOWN_HOSTS", value_name = "FILE")]
+    pub ssh_known_hosts: Option<PathBuf>,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "DROVER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

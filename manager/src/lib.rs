@@ -6,6 +6,7 @@
 //! [`ManagerHandle`] for graceful shutdown.
 
 pub mod auth;
+pub mod bootstrap;
 pub mod commands;
 pub mod config;
 pub mod desired;

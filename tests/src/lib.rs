@@ -7,6 +7,7 @@ pub mod parcels;
 pub mod procs;
 pub mod resp;
 pub mod rest;
+pub mod ssh;
 pub mod webdriver;
 pub mod zk;
 

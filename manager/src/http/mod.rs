@@ -6,6 +6,7 @@
 //! own rejections (bad JSON, bad query, bad path) are converted too.
 
 pub mod api;
+pub mod bootstrap;
 pub mod commands;
 pub mod console;
 pub mod openapi;
@@ -35,7 +36,14 @@ pub const SESSION_COOKIE: &str = "drover_session";
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .nest("/api/v1", api::routes().merge(services::routes()).merge(parcels::routes()).merge(providers::routes()))
+        .nest(
+            "/api/v1",
+            api::routes()
+                .merge(services::routes())
+                .merge(parcels::routes())
+                .merge(providers::routes())
+                .merge(bootstrap::routes()),
+        )
         // The parcel repository, read-only and public like a package mirror
         // (manifest.json and the files, with range requests for resuming).
         .nest_service("/repo", tower_http::services::ServeDir::new(state.parcels.dir()))

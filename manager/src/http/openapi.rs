@@ -62,6 +62,7 @@ use super::api;
         super::providers::list,
         super::providers::delete_all,
         super::providers::delete_one,
+        super::bootstrap::create,
     ),
     modifiers(&Security)
 )]

@@ -89,6 +89,88 @@ pub enum Command {
     /// Service commands that change the software a service runs.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Hosts the manager creates itself: `drover provider docker up|down|list`.
+    #[command(subcommand)]
+    Provider(ProviderCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProviderCommand {
+    /// Container hosts on the Docker engine the manager runs beside (its
+    /// --docker-socket), from the drover/agent image.
+    #[command(subcommand)]
+    Docker(DockerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DockerCommand {
+    /// Start N agent containers with a fresh enrollment token and wait until
+    /// all of them are healthy hosts.
+    ///
+    /// Example: drover provider docker up --count 3 --network lab --label zk=true --memory 512m
+    Up(DockerUpArgs),
+    /// Remove containers this manager created, their volumes, and decommission
+    /// their hosts: the given ones, or all with --all.
+    ///
+    /// Example: drover provider docker down --all
+    Down(DockerDownArgs),
+    /// List the containers this manager created, with their host and status.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct DockerUpArgs {
+    /// How many containers (1-100).
+    #[arg(long, short = 'n', value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub count: u32,
+
+    /// Agent image (the manager's default is drover/agent:latest; build it
+    /// with scripts/build-images.sh).
+    #[arg(long, env = "DROVER_DOCKER_IMAGE")]
+    pub image: Option<String>,
+
+    /// Docker network to attach them to (default bridge).
+    #[arg(long, env = "DROVER_DOCKER_NETWORK")]
+    pub network: Option<String>,
+
+    /// Labels the hosts get, as key=value; may be repeated.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub label: Vec<(String, String)>,
+
+    /// CPU limit per container, in CPUs.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+
+    /// Memory limit per container, e.g. 512m or 2g.
+    #[arg(long)]
+    pub memory: Option<String>,
+
+    /// Container names are this plus 6 random characters.
+    #[arg(long)]
+    pub name_prefix: Option<String>,
+
+    /// The manager's gRPC URL as the containers reach it.
+    #[arg(long)]
+    pub manager_url: Option<String>,
+
+    /// How long to wait for every container to enroll and turn healthy.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+
+    /// Return once the containers are started, without waiting for them to enroll.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DockerDownArgs {
+    /// Container ids (12+ characters) or names.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub containers: Vec<String>,
+
+    /// Remove every container this manager created.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -309,6 +391,86 @@ pub enum HostsCommand {
     /// Decommission a host: revoke its certificate and refuse its agent from
     /// then on. It would have to enroll again with a new token.
     Decommission(HostsDecommissionArgs),
+    /// Install the agent over SSH on machines that run sshd (VMs, bare metal,
+    /// containers without an agent) and wait until they are healthy hosts.
+    ///
+    /// One step per address: connect, check the host key, log in, detect OS
+    /// and architecture, upload the agent, install it, start it (systemd unit,
+    /// or a supervisor process without systemd), wait for enrollment. The
+    /// credentials go to the manager for this command only; it never stores
+    /// or logs them.
+    ///
+    /// Example: drover hosts bootstrap 10.0.0.5 10.0.0.6:2222 --user admin --sudo
+    ///   --identity ~/.ssh/id_ed25519 --host-key-policy accept-new --label rack=r1
+    Bootstrap(HostsBootstrapArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HostsBootstrapArgs {
+    /// Host names or addresses, optionally with :PORT.
+    #[arg(required = true, value_name = "ADDRESS")]
+    pub addresses: Vec<String>,
+
+    /// SSH login user.
+    #[arg(long = "ssh-user", env = "DROVER_SSH_USER", default_value = "root")]
+    pub ssh_user: String,
+
+    /// SSH port for addresses without one.
+    #[arg(long = "ssh-port", env = "DROVER_SSH_PORT", default_value_t = 22)]
+    pub ssh_port: u16,
+
+    /// Private key file to log in with (OpenSSH or PEM).
+    #[arg(
+        long,
+        short = 'i',
+        env = "DROVER_SSH_IDENTITY",
+        value_name = "FILE",
+        required_unless_present = "ssh_password_file"
+    )]
+    pub identity: Option<PathBuf>,
+
+    /// File holding the private key's passphrase.
+    #[arg(long, env = "DROVER_SSH_PASSPHRASE_FILE", value_name = "FILE", requires = "identity")]
+    pub passphrase_file: Option<PathBuf>,
+
+    /// File holding the login password (`-`: read it from stdin). Never
+    /// given on the command line, where `ps` would show it.
+    #[arg(long, env = "DROVER_SSH_PASSWORD_FILE", value_name = "FILE", conflicts_with = "identity")]
+    pub ssh_password_file: Option<PathBuf>,
+
+    /// Install with sudo (the default when --ssh-user is not root).
+    #[arg(long)]
+    pub sudo: bool,
+
+    /// Labels the new hosts get, as key=value; may be repeated.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub label: Vec<(String, String)>,
+
+    /// What to do with a host key the manager has never seen: refuse it
+    /// (known-hosts) or accept and record it (accept-new). A changed key is
+    /// always refused.
+    #[arg(long, env = "DROVER_SSH_HOST_KEY_POLICY", value_parser = ["known-hosts", "accept-new"])]
+    pub host_key_policy: Option<String>,
+
+    /// Pin a host's key: ADDRESS=SHA256:... (as `ssh-keygen -l` prints it);
+    /// may be repeated.
+    #[arg(long, value_name = "ADDRESS=FINGERPRINT", value_parser = crate::remote_hosts::parse_pin)]
+    pub fingerprint: Vec<(String, String)>,
+
+    /// The manager's gRPC URL as the hosts reach it.
+    #[arg(long, env = "DROVER_AGENT_MANAGER_URL")]
+    pub manager_url: Option<String>,
+
+    /// Hosts bootstrapped at once.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=200))]
+    pub parallelism: u32,
+
+    /// Per-host limit, enrollment included.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 #[derive(Debug, Args)]

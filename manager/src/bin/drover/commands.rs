@@ -73,6 +73,7 @@ pub async fn run(ctx: &Context, command: Command, prompt: &mut dyn Prompt) -> an
         Command::Hosts(HostsCommand::Show(args)) => hosts_show(ctx, &args.id).await,
         Command::Hosts(HostsCommand::Label(args)) => hosts_label(ctx, &args).await,
         Command::Hosts(HostsCommand::Decommission(args)) => hosts_decommission(ctx, &args, prompt).await,
+        Command::Hosts(HostsCommand::Bootstrap(args)) => crate::remote_hosts::bootstrap(ctx, &args).await,
         Command::Tokens(TokensCommand::Create(args)) => tokens_create(ctx, &args).await,
         Command::Tokens(TokensCommand::List) => tokens_list(ctx).await,
         Command::Tokens(TokensCommand::Revoke(args)) => tokens_revoke(ctx, &args.id).await,
@@ -83,6 +84,7 @@ pub async fn run(ctx: &Context, command: Command, prompt: &mut dyn Prompt) -> an
         Command::Parcel(command) => crate::lifecycle::parcel(ctx, command).await,
         Command::Cluster(command) => crate::lifecycle::cluster(ctx, command).await,
         Command::Service(command) => crate::lifecycle::service(ctx, command).await,
+        Command::Provider(crate::cli::ProviderCommand::Docker(command)) => crate::remote_hosts::docker(ctx, command).await,
     }
 }
 

@@ -435,7 +435,7 @@ pub fn outcome(cmd: &CommandView) -> anyhow::Result<()> {
 
 /// Follows a started command until it ends (unless `--no-wait`), printing
 /// step progress on stderr.
-async fn follow(ctx: &Context, started: Value, wait: &WaitArgs) -> anyhow::Result<String> {
+pub async fn follow(ctx: &Context, started: Value, wait: &WaitArgs) -> anyhow::Result<String> {
     let mut cmd: CommandView = decode(started.clone())?;
     if wait.no_wait {
         return match ctx.output {

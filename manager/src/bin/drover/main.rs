@@ -8,6 +8,7 @@ mod labels;
 mod lifecycle;
 mod manager_client;
 mod parcel;
+mod remote_hosts;
 mod render;
 
 use std::io::Write;

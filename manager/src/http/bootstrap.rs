@@ -1,0 +1,43 @@
+//! `POST /api/v1/hosts/bootstrap`: installs the agent over SSH on machines
+//! that run sshd. The request is checked here (a bad one is a 400 and touches
+//! no host); the work runs as a command in [`crate::bootstrap`].
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::{Json, Router};
+
+use super::{ApiError, ApiJson, Caller};
+use crate::AppState;
+use crate::bootstrap::{self, Actor, BootstrapRequest};
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/hosts/bootstrap", post(create))
+}
+
+/// Starts a bootstrap command with a step per address; follow it at
+/// `GET /api/v1/commands/{id}`.
+#[utoipa::path(post, path = "/api/v1/hosts/bootstrap", request_body = BootstrapRequest,
+    responses((status = 202, description = "the command with a step per host"),
+        (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
+    security(("basic" = []), ("bearer" = [])))]
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiJson(req): ApiJson<BootstrapRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    // Reading and hashing the agent binary is file work: off the async workers.
+    let planned = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || bootstrap::plan(&state, req))
+            .await
+            .map_err(|e| ApiError::Internal(format!("bootstrap planning failed: {e}")))?
+    };
+    let plan = planned.map_err(ApiError::BadRequest)?;
+    let actor = Actor { user: caller.user.username.clone(), source: caller.source.clone() };
+    let (cmd, steps) = bootstrap::start(state.clone(), actor, plan).await?;
+    Ok((StatusCode::ACCEPTED, Json(super::commands::view(&cmd, &steps))))
+}
