@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Drover's whole test suite on a fresh Debian 12 machine: installs the
 # system packages the tests need (PostgreSQL, chromium and chromedriver,
-# redis-server, debootstrap; ZooKeeper and Java come from parcels the tests
+# redis-server, debootstrap, openssh-client; ZooKeeper and Java come from parcels the tests
 # build), starts PostgreSQL with a test role, builds the binaries the
 # end-to-end tests run and the container images (Docker must be running;
 # nothing is pulled), then runs every test in the workspace against SQLite and
@@ -22,6 +22,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 # drover/base is made with debootstrap (scripts/build-images.sh).
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+# The SSH bootstrap tests make a throw-away key pair with ssh-keygen.
+command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -56,7 +58,7 @@ cargo build --workspace --bins --locked
 # drover/base:latest (a debootstrap the first time, about two minutes; seconds
 # when nothing changed).
 log "building container images"
-scripts/build-images.sh --tag e2e --base-tag latest --agent-bin "${CARGO_TARGET_DIR:-target}/debug/drover-agent" agent
+scripts/build-images.sh --tag e2e --base-tag latest --agent-bin "${CARGO_TARGET_DIR:-target}/debug/drover-agent" agent sshd
 
 log "running tests"
 out=$(mktemp)
