@@ -9,6 +9,15 @@
 //!   starts; a change that only touches files never restarts the process: the
 //!   status shows `applied_revision` ahead of `running_revision` and the manager
 //!   decides what is stale;
+//! - reload: when the spec has a `reload_signal`, new files reach the running
+//!   process by that signal (sent to the process, not its group) once they are
+//!   written, provided the spec's `restart_digest` is the one the process
+//!   started (or last reloaded) with, i.e. no parameter that needs a restart
+//!   changed; the process then counts as running the new revision. A process
+//!   up for less than `reload_settle` is signalled only then (it may not handle
+//!   the signal yet, and SIGHUP's default action ends a process). A process
+//!   whose files are unknown (adopted from an agent that did not record them)
+//!   is never reloaded;
 //! - the process runs when the desired run state is `Running`; a new
 //!   `restart_nonce` restarts it; `Stopped` stops it;
 //! - a graceful stop sends the stop signal to the process group, and SIGKILL to
@@ -51,6 +60,8 @@ pub struct Policy {
     pub min_uptime: Duration,
     /// Wait before writing files again after a failed write.
     pub write_retry: Duration,
+    /// A process is sent its reload signal only once it has been up this long.
+    pub reload_settle: Duration,
     /// The host's name, in messages about it.
     pub host: String,
 }
@@ -66,6 +77,7 @@ impl Default for Policy {
             max_crashes: 5,
             min_uptime: Duration::from_secs(10),
             write_retry: Duration::from_secs(10),
+            reload_settle: Duration::from_secs(1),
             host: String::new(),
         }
     }
@@ -110,12 +122,22 @@ pub struct AppliedFiles {
 }
 
 /// A process started by an earlier agent and still running.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdoptedProcess {
     pub pid: u32,
     pub revision: u64,
     pub nonce: u64,
     pub started_at_unix_ms: i64,
+    /// What it last read, when the earlier agent recorded it.
+    pub loaded: Option<Loaded>,
+}
+
+/// The files a running process read, when it started or at its last reload,
+/// and the restart digest of the spec it read them from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    pub digests: BTreeMap<String, String>,
+    pub restart_digest: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,6 +171,15 @@ pub enum Event {
         started_at_unix_ms: i64,
     },
     StartFailed {
+        role: String,
+        error: String,
+    },
+    /// `Reload` was sent at this wall-clock time.
+    Reloaded {
+        role: String,
+        at_unix_ms: i64,
+    },
+    ReloadFailed {
         role: String,
         error: String,
     },
@@ -188,6 +219,8 @@ pub enum Effect {
         nonce: u64,
         /// Parcels whose env scripts apply to the process.
         parcels: Vec<String>,
+        /// The files it starts with (to re-adopt it knowing them).
+        loaded: Loaded,
     },
     /// Send `signal` (a name, e.g. `SIGTERM`) to process group `pgid`.
     Stop {
@@ -199,6 +232,16 @@ pub enum Effect {
     KillGroup {
         role: String,
         pgid: u32,
+    },
+    /// Send `signal` (a name, e.g. `SIGHUP`) to process `pid` so it re-reads
+    /// its files, which are now those of `revision` (`loaded`); answer with
+    /// `Reloaded` or `ReloadFailed`.
+    Reload {
+        role: String,
+        pid: u32,
+        signal: String,
+        revision: u64,
+        loaded: Loaded,
     },
     /// Run these health checks (replacing any running ones) and report
     /// `HealthResult`s.
@@ -266,6 +309,11 @@ struct Role {
     blocked: Option<String>,
     probes_for: Option<Vec<HealthCheck>>,
     probes: Vec<Probe>,
+    /// What the running (or starting) process read; `None`: no process, or
+    /// unknown.
+    loaded: Option<Loaded>,
+    reload_count: u32,
+    reloaded_at_unix_ms: i64,
 }
 
 impl Role {
@@ -291,7 +339,24 @@ impl Role {
             blocked: None,
             probes_for: None,
             probes: Vec::new(),
+            loaded: None,
+            reload_count: 0,
+            reloaded_at_unix_ms: 0,
         }
+    }
+
+    /// Whether new files of `spec` are on disk that the running process can
+    /// take by reload: it has a reload signal, it read other files, and no
+    /// parameter that needs a restart changed since.
+    fn reload_due(&self, spec: &RoleSpec) -> bool {
+        !spec.process.reload_signal.is_empty()
+            && !spec.restart_digest.is_empty()
+            && self.files_current(spec)
+            && !self.writing
+            && self
+                .loaded
+                .as_ref()
+                .is_some_and(|l| l.restart_digest == spec.restart_digest && l.digests != spec.file_digests())
     }
 
     fn files_current(&self, spec: &RoleSpec) -> bool {
@@ -366,6 +431,8 @@ impl Role {
             last_log_lines: self.last_log_lines.clone(),
             restart_nonce: run.map_or(0, |r| r.nonce),
             started_at_unix_ms: run.map_or(0, |r| r.started_at_unix_ms),
+            reload_count: if run.is_some() { self.reload_count } else { 0 },
+            reloaded_at_unix_ms: if run.is_some() { self.reloaded_at_unix_ms } else { 0 },
         }
     }
 }
@@ -412,6 +479,9 @@ impl Reconciler {
             match role.proc {
                 Proc::Stopping { kill_at, killed: false, .. } => consider(Some(kill_at)),
                 Proc::Down if role.wants_process(&self.policy) && !role.failed => consider(role.start_at),
+                Proc::Up { since, .. } if role.spec.as_ref().is_some_and(|s| role.reload_due(s)) => {
+                    consider(Some(since + self.policy.reload_settle))
+                }
                 _ => {}
             }
             if role.write_error.is_some() && !role.removing {
@@ -440,6 +510,7 @@ impl Reconciler {
                         started_at_unix_ms: p.started_at_unix_ms,
                     };
                     r.proc = Proc::Up { run, since: now };
+                    r.loaded = p.loaded;
                 }
             }
             Event::DesiredRoles { generation, roles } => self.desired(generation, roles),
@@ -467,6 +538,20 @@ impl Reconciler {
                     && let Proc::Starting { revision, nonce } = r.proc
                 {
                     r.proc = Proc::Up { run: RunInfo { pid, revision, nonce, started_at_unix_ms }, since: now };
+                }
+            }
+            Event::Reloaded { role, at_unix_ms } => {
+                if let Some(r) = self.roles.get_mut(&role) {
+                    r.reload_count += 1;
+                    r.reloaded_at_unix_ms = at_unix_ms;
+                    if r.last_error.starts_with("could not reload") {
+                        r.last_error.clear();
+                    }
+                }
+            }
+            Event::ReloadFailed { role, error } => {
+                if let Some(r) = self.roles.get_mut(&role) {
+                    r.last_error = format!("could not reload the process: {error}");
                 }
             }
             Event::StartFailed { role, error } => {
@@ -602,19 +687,27 @@ impl Reconciler {
                     {
                         r.start_at = None;
                         r.proc = Proc::Starting { revision: spec.config_revision, nonce: spec.restart_nonce };
+                        let loaded =
+                            Loaded { digests: spec.file_digests(), restart_digest: spec.restart_digest.clone() };
+                        r.loaded = Some(loaded.clone());
+                        r.reload_count = 0;
+                        r.reloaded_at_unix_ms = 0;
                         effects.push(Effect::Start {
                             role: id.clone(),
                             process: spec.process.clone(),
                             revision: spec.config_revision,
                             nonce: spec.restart_nonce,
                             parcels: spec.parcels.clone(),
+                            loaded,
                         });
                     }
                 }
-                Proc::Up { run, .. } => {
+                Proc::Up { run, since } => {
                     if !want || run.nonce != spec.restart_nonce {
                         begin_stop(r, id, now, effects);
-                    } else if r.probes_for.as_deref().unwrap_or_default() != spec.health_checks.as_slice() {
+                        continue;
+                    }
+                    if r.probes_for.as_deref().unwrap_or_default() != spec.health_checks.as_slice() {
                         if spec.health_checks.is_empty() {
                             r.probes_for = None;
                             r.probes.clear();
@@ -628,6 +721,21 @@ impl Reconciler {
                             r.probes_for = Some(spec.health_checks.clone());
                             effects.push(Effect::StartProbes { role: id.clone(), checks: spec.health_checks.clone() });
                         }
+                    }
+                    if r.reload_due(spec) && now >= *since + policy.reload_settle {
+                        let (mut run, since) = (*run, *since);
+                        let loaded =
+                            Loaded { digests: spec.file_digests(), restart_digest: spec.restart_digest.clone() };
+                        effects.push(Effect::Reload {
+                            role: id.clone(),
+                            pid: run.pid,
+                            signal: spec.process.reload_signal.clone(),
+                            revision: spec.config_revision,
+                            loaded: loaded.clone(),
+                        });
+                        run.revision = spec.config_revision;
+                        r.proc = Proc::Up { run, since };
+                        r.loaded = Some(loaded);
                     }
                 }
                 Proc::Starting { .. } | Proc::Stopping { .. } => {}
@@ -661,6 +769,7 @@ fn exited(
         Proc::Down | Proc::Starting { .. } => return,
     };
     r.proc = Proc::Down;
+    r.loaded = None;
     r.last_exit_status = status.reported();
     // Stray members of the group must not outlive their leader.
     effects.push(Effect::KillGroup { role: id.to_owned(), pgid: run.pid });

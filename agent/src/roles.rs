@@ -44,6 +44,10 @@ pub struct RoleSpec {
     /// Parcels that must be active on the host before the process starts;
     /// their env scripts' variables are set for it.
     pub parcels: Vec<String>,
+    /// Digest of the role's parameters that need a restart: new files reach
+    /// a running process by reload only while it runs with this digest.
+    /// Empty (older managers): never reload.
+    pub restart_digest: String,
 }
 
 impl RoleSpec {
@@ -88,6 +92,9 @@ pub struct ProcessSpec {
     pub stop_signal: String,
     /// Time between the stop signal and SIGKILL to the process group.
     pub stop_grace: Duration,
+    /// Signal name that makes the process re-read its files (`SIGHUP`),
+    /// sent to the process itself; empty: file changes wait for a restart.
+    pub reload_signal: String,
 }
 
 impl Default for ProcessSpec {
@@ -99,6 +106,7 @@ impl Default for ProcessSpec {
             working_dir: String::new(),
             stop_signal: String::new(),
             stop_grace: DEFAULT_STOP_GRACE,
+            reload_signal: String::new(),
         }
     }
 }
@@ -159,6 +167,10 @@ pub struct RoleStatus {
     pub restart_nonce: u64,
     /// Wall-clock start of the running process (0: not running).
     pub started_at_unix_ms: i64,
+    /// Reloads of the running process, and the wall-clock time of the last
+    /// one (0: none); both start over with each process.
+    pub reload_count: u32,
+    pub reloaded_at_unix_ms: i64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

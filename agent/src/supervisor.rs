@@ -42,7 +42,7 @@ use crate::datadir;
 use crate::files::{self, FilesError, LogRotation};
 use crate::health;
 use crate::parcels::ParcelsView;
-use crate::reconcile::{AdoptedProcess, AppliedFiles, Effect, Event, ExitStatus, Policy, Reconciler};
+use crate::reconcile::{AdoptedProcess, AppliedFiles, Effect, Event, ExitStatus, Loaded, Policy, Reconciler};
 use crate::roles::{HealthCheck, Probe, ProcessSpec, RoleSpec, RoleStatus};
 use crate::wire;
 
@@ -186,7 +186,7 @@ struct AppliedRecord {
     hashes: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 struct ProcessRecord {
     pid: u32,
     /// Field 22 of /proc/<pid>/stat: clock ticks after boot.
@@ -194,6 +194,22 @@ struct ProcessRecord {
     revision: u64,
     nonce: u64,
     started_at_unix_ms: i64,
+    /// The files the process read (at start or its last reload); absent in
+    /// records of older agents, whose processes are then never reloaded.
+    #[serde(default)]
+    loaded: Option<LoadedRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct LoadedRecord {
+    digests: BTreeMap<String, String>,
+    restart_digest: String,
+}
+
+impl From<Loaded> for LoadedRecord {
+    fn from(l: Loaded) -> Self {
+        LoadedRecord { digests: l.digests, restart_digest: l.restart_digest }
+    }
 }
 
 #[derive(Debug)]
@@ -255,7 +271,7 @@ impl Driver {
             Err(e) => warn!(error = %e, "ignoring unreadable role state"),
         }
         for (role, record) in &mut self.records {
-            let process = record.process.and_then(|p| {
+            let process = record.process.clone().and_then(|p| {
                 if proc_start_ticks(p.pid) == Some(p.start_ticks) {
                     info!(role = %role, pid = p.pid, "re-adopted running process");
                     Some(p)
@@ -264,9 +280,9 @@ impl Driver {
                     None
                 }
             });
-            record.process = process;
-            if let Some(p) = process {
-                self.procs.insert(role.clone(), RunningProc { record: p, adopted: true, waiter: None });
+            record.process.clone_from(&process);
+            if let Some(p) = &process {
+                self.procs.insert(role.clone(), RunningProc { record: p.clone(), adopted: true, waiter: None });
             }
             self.queue.push_back(Event::Restored {
                 role: role.clone(),
@@ -280,6 +296,7 @@ impl Driver {
                     revision: p.revision,
                     nonce: p.nonce,
                     started_at_unix_ms: p.started_at_unix_ms,
+                    loaded: p.loaded.map(|l| Loaded { digests: l.digests, restart_digest: l.restart_digest }),
                 }),
             });
         }
@@ -410,8 +427,11 @@ impl Driver {
                         }
                     }
                 }
-                Effect::Start { role, process, revision, nonce, parcels } => {
-                    self.start(role, &process, &parcels, revision, nonce);
+                Effect::Start { role, process, revision, nonce, parcels, loaded } => {
+                    self.start(role, &process, &parcels, revision, nonce, loaded);
+                }
+                Effect::Reload { role, pid, signal, revision, loaded } => {
+                    self.reload(role, pid, &signal, revision, loaded)
                 }
                 Effect::Stop { role, pgid, signal } => {
                     let sig = parse_signal(&signal).unwrap_or_else(|| {
@@ -444,7 +464,45 @@ impl Driver {
         }
     }
 
-    fn start(&mut self, role: String, spec: &ProcessSpec, parcels: &[String], revision: u64, nonce: u64) {
+    /// Sends the reload signal to the process itself (not its group: nginx's
+    /// workers, for one, must not get the master's SIGHUP) and records that it
+    /// now runs with the new files.
+    fn reload(&mut self, role: String, pid: u32, signal: &str, revision: u64, loaded: Loaded) {
+        let result = match (parse_signal(signal), i32::try_from(pid)) {
+            (Some(sig), Ok(raw)) if raw > 1 => nix::sys::signal::kill(Pid::from_raw(raw), sig)
+                .map_err(|e| format!("{sig} to pid {pid}: {e}"))
+                .map(|()| sig),
+            (None, _) => Err(format!("unknown reload signal {signal:?}")),
+            _ => Err(format!("bad pid {pid}")),
+        };
+        match result {
+            Ok(sig) => {
+                info!(role = %role, pid, signal = %sig, revision, "reloaded with new files");
+                if let Some(p) = self.records.get_mut(&role).and_then(|r| r.process.as_mut()) {
+                    p.revision = revision;
+                    p.loaded = Some(loaded.into());
+                    self.dirty = true;
+                }
+                let at_unix_ms =
+                    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
+                self.queue.push_back(Event::Reloaded { role, at_unix_ms });
+            }
+            Err(error) => {
+                warn!(role = %role, pid, error = %error, "could not reload the process");
+                self.queue.push_back(Event::ReloadFailed { role, error });
+            }
+        }
+    }
+
+    fn start(
+        &mut self,
+        role: String,
+        spec: &ProcessSpec,
+        parcels: &[String],
+        revision: u64,
+        nonce: u64,
+        loaded: Loaded,
+    ) {
         let parcels_root = self.config.parcels_root.clone();
         let spawned = self.dir(&role).and_then(|dir| {
             let parcel_env = parcel_env(parcels_root.as_deref(), parcels)?;
@@ -478,6 +536,7 @@ impl Driver {
             revision,
             nonce,
             started_at_unix_ms,
+            loaded: Some(loaded.into()),
         };
         info!(role = %role, pid, revision, nonce, "process started");
         let events = self.events_tx.clone();
@@ -490,7 +549,7 @@ impl Driver {
             let log_tail = files::log_tail(&dir, LOG_TAIL_LINES);
             let _ = events.send(Event::ProcessExited { role: waiter_role, status, log_tail });
         });
-        self.records.entry(role.clone()).or_default().process = Some(record);
+        self.records.entry(role.clone()).or_default().process = Some(record.clone());
         self.dirty = true;
         self.procs.insert(role.clone(), RunningProc { record, adopted: false, waiter: Some(waiter) });
         self.queue.push_back(Event::ProcessStarted { role, pid, started_at_unix_ms });

@@ -153,6 +153,7 @@ pub(crate) fn role_spec(r: v1::RoleSpec) -> RoleSpec {
                 0 => roles::DEFAULT_STOP_GRACE,
                 ms => Duration::from_millis(ms),
             },
+            reload_signal: process.reload_signal,
         },
         run_state: match v1::RunState::try_from(r.run_state) {
             Ok(v1::RunState::Running) => RunState::Running,
@@ -162,6 +163,7 @@ pub(crate) fn role_spec(r: v1::RoleSpec) -> RoleSpec {
         health_checks: r.health_checks.into_iter().map(health_check).collect(),
         log_files: r.log_files,
         parcels: r.parcels,
+        restart_digest: r.restart_digest,
     }
 }
 
@@ -283,6 +285,7 @@ fn role_spec_to_wire(r: &RoleSpec) -> v1::RoleSpec {
             working_dir: r.process.working_dir.clone(),
             stop_signal: r.process.stop_signal.clone(),
             stop_grace_ms: r.process.stop_grace.as_millis() as u64,
+            reload_signal: r.process.reload_signal.clone(),
         }),
         run_state: match r.run_state {
             RunState::Running => v1::RunState::Running,
@@ -314,6 +317,7 @@ fn role_spec_to_wire(r: &RoleSpec) -> v1::RoleSpec {
             .collect(),
         log_files: r.log_files.clone(),
         parcels: r.parcels.clone(),
+        restart_digest: r.restart_digest.clone(),
     }
 }
 
@@ -342,6 +346,8 @@ pub(crate) fn role_status(s: &RoleStatus) -> v1::RoleStatus {
         last_log_lines: s.last_log_lines.clone(),
         restart_nonce: s.restart_nonce,
         started_at_unix_ms: s.started_at_unix_ms,
+        reload_count: s.reload_count,
+        reloaded_at_unix_ms: s.reloaded_at_unix_ms,
     }
 }
 
@@ -416,6 +422,7 @@ mod tests {
                 working_dir: "data".into(),
                 stop_signal: "SIGINT".into(),
                 stop_grace: Duration::from_millis(1500),
+                reload_signal: "SIGHUP".into(),
             },
             run_state: RunState::Running,
             restart_nonce: 9,
@@ -441,6 +448,7 @@ mod tests {
             ],
             log_files: vec!["logs/redis.log".into()],
             parcels: vec!["redis".into()],
+            restart_digest: "d1".into(),
         }
     }
 
@@ -487,8 +495,11 @@ mod tests {
             last_log_lines: vec!["x".into()],
             restart_nonce: 5,
             started_at_unix_ms: 6,
+            reload_count: 2,
+            reloaded_at_unix_ms: 7,
         };
         let p = role_status(&s);
+        assert_eq!((p.reload_count, p.reloaded_at_unix_ms), (2, 7));
         assert_eq!(p.state, v1::RoleState::Failed as i32);
         assert_eq!(p.health, v1::RoleHealth::Bad as i32);
         assert_eq!((p.last_exit_status, p.restart_count, p.applied_revision, p.running_revision), (-9, 3, 2, 1));

@@ -396,3 +396,52 @@ async fn ping(port: u16) -> String {
     let n = conn.read(&mut buf).await.expect("read PONG");
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
+
+/// A role whose process (a shell) appends its config file to `seen.log` on
+/// SIGHUP, declared as its reload signal, with restart digest `restart`.
+fn reloading(revision: u64, restart: &str) -> RoleSpec {
+    let script = "trap 'cat role.conf >> seen.log' HUP; while :; do sleep 0.1 & wait $!; done";
+    let mut spec = shell("r1", revision, script);
+    spec.process.reload_signal = "SIGHUP".into();
+    spec.restart_digest = restart.into();
+    spec
+}
+
+#[tokio::test]
+async fn new_files_reach_the_running_process_by_its_reload_signal() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let seen = tmp.path().join("roles/r1/seen.log");
+    let read_seen = || std::fs::read_to_string(&seen).unwrap_or_default();
+    let sup = Supervisor::start(config(tmp.path())).expect("start");
+    sup.set_desired(1, vec![reloading(1, "k1")]);
+    let first = running(&sup, "r1").await;
+
+    // Revision 2 changes no restart parameter: same process, new files read.
+    sup.set_desired(2, vec![reloading(2, "k1")]);
+    let s = wait_role(&sup, "r1", "reloaded into revision 2", |s| s.running_revision == 2).await;
+    assert_eq!((s.pid, s.applied_revision, s.reload_count), (first.pid, 2, 1));
+    assert!(s.reloaded_at_unix_ms >= first.started_at_unix_ms);
+    wait_until("the process read revision 2", || read_seen() == "revision 2\n").await;
+
+    // A restarted agent knows what the adopted process read, and reloads it too.
+    drop(sup);
+    let sup = Supervisor::start(config(tmp.path())).expect("restart");
+    running(&sup, "r1").await;
+    sup.set_desired(3, vec![reloading(3, "k1")]);
+    let s = wait_role(&sup, "r1", "reloaded into revision 3", |s| s.running_revision == 3).await;
+    assert_eq!(s.pid, first.pid, "adopted and reloaded, never restarted");
+    wait_until("the process read revision 3", || read_seen() == "revision 2\nrevision 3\n").await;
+
+    // Revision 4 changes a restart parameter: written, not reloaded (stale).
+    sup.set_desired(4, vec![reloading(4, "k2")]);
+    let s = wait_role(&sup, "r1", "revision 4 on disk", |s| s.applied_revision == 4).await;
+    assert_eq!((s.pid, s.running_revision), (first.pid, 3));
+    // A restart applies it.
+    let mut restarted = reloading(4, "k2");
+    restarted.restart_nonce = 1;
+    sup.set_desired(5, vec![restarted]);
+    let s = wait_role(&sup, "r1", "restarted", |s| s.running_revision == 4 && s.pid != first.pid && s.pid != 0).await;
+    assert_eq!(s.reload_count, 0, "a new process starts its count over");
+    assert_eq!(read_seen(), "revision 2\nrevision 3\n", "revision 4 was never sent by reload");
+    kill_group(s.pid);
+}

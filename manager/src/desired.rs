@@ -7,16 +7,24 @@
 //! service's roles again, replaces them on their hosts, and every host whose
 //! desired state actually changed gets a new generation, which its session
 //! pushes at once. Hosts whose state did not change are not touched.
+//!
+//! A service's templates also see the services it depends on: the services of
+//! the types it `requires`, and the services its `service` parameters refer
+//! to by name (an nginx `upstream_service`). A refresh of a service therefore
+//! re-renders the services that depend on it too, and records an event on each
+//! of them whose files changed that way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use drover_parcels::config::ConfigValues;
+use drover_parcels::config::{self, ConfigValues};
 use drover_parcels::descriptor::ServiceType;
+use drover_parcels::params::ParamKind;
 use drover_parcels::render::{DependencyTopology, RenderedRole, Renderer, RoleInstance, Topology};
 
 use crate::AppState;
-use crate::store::{RoleRec, ServiceRec, StoreError};
+use crate::model::now_millis;
+use crate::store::{NewEvent, RoleRec, ServiceRec, StoreError};
 
 /// One role as its host must run it.
 #[derive(Debug, Clone)]
@@ -42,6 +50,7 @@ impl DesiredRole {
         h.update(self.role_id.as_bytes());
         h.update(self.config_revision.to_le_bytes());
         h.update(self.restart_nonce.to_le_bytes());
+        h.update(self.rendered.restart_digest.as_bytes());
         h.update([u8::from(self.running)]);
         for p in &self.parcels {
             h.update(p.as_bytes());
@@ -211,8 +220,103 @@ pub async fn load_with_values(
             );
         }
     }
-    let topology = Topology { cluster: svc.cluster.clone(), service: svc.name.clone(), roles: own, dependencies };
+    // The services its `service` parameters name. One that does not exist is
+    // left out: rendering a role that refers to it then fails, naming it.
+    let mut references = BTreeMap::new();
+    for r in config::service_refs(&service_type, &values) {
+        if references.contains_key(&r.service) || r.service == svc.name {
+            continue;
+        }
+        let Some(other) = state.store.service(&svc.cluster, &r.service).await? else { continue };
+        let Some(other_type) = state.catalog.get(&other.service_type).cloned() else { continue };
+        let other_values = revision_values(state, &other, other.revision).await?;
+        let other_roles = state.store.roles_of_service(&other.cluster, &other.name).await?;
+        references.insert(
+            r.service.clone(),
+            DependencyTopology {
+                service: other.name.clone(),
+                service_type: other_type,
+                roles: instances(state, &other_roles).await?,
+                values: other_values,
+            },
+        );
+    }
+    let topology =
+        Topology { cluster: svc.cluster.clone(), service: svc.name.clone(), roles: own, dependencies, references };
     Ok(ServiceContext { service: svc, service_type, values, roles, topology })
+}
+
+/// What is wrong with the service references of `values` (a candidate
+/// configuration of `svc`): every `service` parameter set at any level must
+/// name another service of the same cluster, of one of the parameter's
+/// `service_types` when it has some. Empty when all is well.
+pub async fn reference_problems(
+    state: &AppState,
+    svc: &ServiceRec,
+    st: &ServiceType,
+    values: &ConfigValues,
+) -> Result<Vec<String>, DesiredError> {
+    let refs = config::service_refs(st, values);
+    if refs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let services = state.store.list_services(&svc.cluster).await?;
+    let mut problems = Vec::new();
+    for r in refs {
+        let param = format!("parameter `{}`", r.parameter);
+        if r.service == svc.name {
+            problems.push(format!("{param}: service {} cannot refer to itself", svc.name));
+            continue;
+        }
+        let Some(other) = services.iter().find(|s| s.name == r.service) else {
+            let mut names: Vec<&str> = services.iter().map(|s| s.name.as_str()).filter(|n| *n != svc.name).collect();
+            names.sort_unstable();
+            let known = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+            problems.push(format!(
+                "{param}: service {} not found in cluster {} (its other services: {known})",
+                r.service, svc.cluster
+            ));
+            continue;
+        };
+        let allowed = match st.parameter(&r.parameter).map(|p| &p.kind) {
+            Some(ParamKind::Service { service_types }) => service_types.as_slice(),
+            _ => &[],
+        };
+        if !allowed.is_empty() && !allowed.contains(&other.service_type) {
+            problems.push(format!(
+                "{param}: service {} is a {} service; expected a service of type {}",
+                other.name,
+                other.service_type,
+                allowed.join(" or ")
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// The services of `cluster` whose current configuration refers to `service`
+/// through a `service` parameter, with the parameter: `(service, parameter)`,
+/// sorted.
+pub async fn referrers(state: &AppState, cluster: &str, service: &str) -> Result<Vec<(String, String)>, DesiredError> {
+    let mut out = Vec::new();
+    for other in state.store.list_services(cluster).await? {
+        if other.name == service {
+            continue;
+        }
+        let Some(st) = state.catalog.get(&other.service_type) else { continue };
+        if !st.parameters.iter().any(|p| matches!(p.kind, ParamKind::Service { .. })) {
+            continue;
+        }
+        let values = revision_values(state, &other, other.revision).await?;
+        for r in config::service_refs(st, &values) {
+            if r.service == service {
+                out.push((other.name.clone(), r.parameter));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 async fn instances(state: &AppState, roles: &[RoleRec]) -> Result<Vec<RoleInstance>, DesiredError> {
@@ -315,7 +419,13 @@ pub async fn refresh_locked(
             }
         }
     }
-    for (c, s) in to_refresh {
+    // Services that refer to this one by a `service` parameter.
+    for (other, _) in referrers(state, cluster, service).await? {
+        if !to_refresh.iter().any(|(_, s)| *s == other) {
+            to_refresh.push((cluster.to_owned(), other));
+        }
+    }
+    for (i, (c, s)) in to_refresh.into_iter().enumerate() {
         let key = format!("{c}/{s}");
         // Only the first entry (this service) can have been rendered already.
         let roles = match rendered.take() {
@@ -325,9 +435,69 @@ pub async fn refresh_locked(
                 None => Vec::new(),
             },
         };
+        let changed = if i > 0 { changed_files(state, &roles) } else { Vec::new() };
+        let reload_signal = roles.first().map(|r| r.rendered.process.reload_signal.clone()).unwrap_or_default();
         publish(state, &key, roles, also_hosts).await?;
+        if !changed.is_empty() {
+            record_rerender(state, &key, &format!("{cluster}/{service}"), &reload_signal, &changed).await;
+        }
     }
     Ok(())
+}
+
+/// Roles whose rendered files differ from those their host holds now, with the
+/// paths that differ: `(role name, paths)`. A role its host does not hold yet
+/// is not counted.
+fn changed_files(state: &AppState, roles: &[DesiredRole]) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for role in roles {
+        let Some(before) = state.registry.desired_role(&role.host_id, &role.role_id) else { continue };
+        let paths: Vec<String> = role
+            .rendered
+            .files
+            .iter()
+            .filter(|f| !before.rendered.files.iter().any(|b| b.path == f.path && b.sha256 == f.sha256))
+            .map(|f| f.path.clone())
+            .collect();
+        if !paths.is_empty() {
+            out.push((role.name.clone(), paths));
+        }
+    }
+    out
+}
+
+/// Records that a service's files changed because a service it depends on
+/// (`because`) did: its revision stays the same, so this event is what shows
+/// the change in its history.
+async fn record_rerender(
+    state: &AppState,
+    service: &str,
+    because: &str,
+    reload_signal: &str,
+    changed: &[(String, Vec<String>)],
+) {
+    let mut paths: Vec<&str> = changed.iter().flat_map(|(_, p)| p.iter().map(String::as_str)).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    let names: Vec<&str> = changed.iter().map(|(n, _)| n.as_str()).collect();
+    let how = if reload_signal.is_empty() {
+        "running roles apply them when restarted".to_string()
+    } else {
+        format!("running roles reload ({reload_signal})")
+    };
+    let message = format!("re-rendered because {because} changed: {} of {}; {how}", paths.join(", "), names.join(", "));
+    tracing::info!(service = %service, because = %because, roles = names.len(), "dependent service re-rendered");
+    let event = NewEvent {
+        at: now_millis(),
+        severity: "info",
+        kind: "config_rerendered",
+        object_type: "service",
+        object_id: service.to_owned(),
+        message,
+    };
+    if let Err(e) = state.store.insert_event(&event).await {
+        tracing::warn!(service = %service, error = %e, "could not record the re-render event");
+    }
 }
 
 /// Replaces a service's roles on every host concerned; hosts whose desired

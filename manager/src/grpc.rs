@@ -328,12 +328,14 @@ fn role_spec(r: &DesiredRole) -> v1::RoleSpec {
             working_dir: p.working_dir.clone(),
             stop_signal: p.stop_signal.clone(),
             stop_grace_ms: p.stop_grace.as_millis() as u64,
+            reload_signal: p.reload_signal.clone(),
         }),
         run_state: if r.running { v1::RunState::Running } else { v1::RunState::Stopped } as i32,
         restart_nonce: r.restart_nonce,
         health_checks: r.rendered.health_checks.iter().map(health_check).collect(),
         log_files: r.rendered.log_files.clone(),
         parcels: r.parcels.clone(),
+        restart_digest: r.rendered.restart_digest.clone(),
     }
 }
 
@@ -398,6 +400,8 @@ async fn record_role_status(state: &AppState, host_id: &str, roles: Vec<v1::Role
             last_error: r.last_error,
             last_log_lines: r.last_log_lines,
             started_at: (r.started_at_unix_ms > 0).then_some(r.started_at_unix_ms),
+            reload_count: r.reload_count,
+            reloaded_at: (r.reloaded_at_unix_ms > 0).then_some(r.reloaded_at_unix_ms),
             updated_at: now,
         })
         .collect();

@@ -213,3 +213,49 @@ pub fn missing_required(
         .map(|(k, _)| k)
         .collect()
 }
+
+/// A digest of the effective values of the role's parameters that need a restart (lowercase hex
+/// sha256). A process started with one digest can take new files by reload (when its type has a
+/// `reload_signal`) only while the digest is unchanged: otherwise a parameter it can only apply
+/// by restarting changed, and the role is stale until it restarts.
+pub fn restart_digest(st: &ServiceType, values: &ConfigValues, role_type: &str, group: &str, role_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (name, e) in effective(st, values, role_type, group, role_id) {
+        if st.parameter(&name).is_some_and(|p| p.restart) {
+            h.update(name.as_bytes());
+            h.update([0]);
+            h.update(e.value.to_string().as_bytes());
+            h.update([0]);
+        }
+    }
+    hex::encode(h.finalize())
+}
+
+/// One reference from a configuration to another service: `parameter` (a `service` parameter)
+/// is set to `service` at some level.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServiceRef {
+    pub parameter: String,
+    pub service: String,
+}
+
+/// Every service named by a `service` parameter at any level of `values`, sorted, without
+/// duplicates. Overrides of parameters the type does not have are ignored.
+pub fn service_refs(st: &ServiceType, values: &ConfigValues) -> Vec<ServiceRef> {
+    let levels = std::iter::once(&values.service).chain(values.groups.values()).chain(values.roles.values());
+    let mut out: Vec<ServiceRef> = levels
+        .flat_map(|level| level.iter())
+        .filter(|(k, _)| st.parameter(k).is_some_and(|p| matches!(p.kind, crate::params::ParamKind::Service { .. })))
+        .filter_map(|(k, v)| v.as_str().map(|s| ServiceRef { parameter: k.clone(), service: s.to_string() }))
+        .collect();
+    // Defaults refer too (a descriptor may name a conventional service).
+    for p in &st.parameters {
+        if let (crate::params::ParamKind::Service { .. }, Some(Value::String(s))) = (&p.kind, &p.default) {
+            out.push(ServiceRef { parameter: p.name.clone(), service: s.clone() });
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}

@@ -102,6 +102,10 @@ pub struct ProcessTemplate {
     pub stop_signal: String,
     #[serde(serialize_with = "ser_duration")]
     pub stop_grace: Duration,
+    /// The signal that makes the running process re-read its files (`SIGHUP` for nginx): a
+    /// file change that no restart-requiring parameter is part of is applied with it instead
+    /// of waiting for a restart. `None`: file changes wait for a restart.
+    pub reload_signal: Option<String>,
 }
 
 /// A health check; the probe's strings are handlebars templates.
@@ -350,10 +354,21 @@ impl Catalog {
         self.types.values()
     }
 
-    /// Every `requires` names a known type, and no type requires itself through others.
+    /// Every `requires` and every `service_types` of a service parameter names a known type,
+    /// and no type requires itself through others.
     fn check_requires(&self) -> Result<(), DescriptorError> {
         for st in self.types.values() {
             let file = format!("{}/service.toml", st.source);
+            for p in &st.parameters {
+                if let ParamKind::Service { service_types } = &p.kind
+                    && let Some(t) = service_types.iter().find(|t| !self.types.contains_key(*t))
+                {
+                    return Err(DescriptorError::invalid(
+                        &file,
+                        format!("parameter `{}`: service_types: `{t}` is not a known service type", p.name),
+                    ));
+                }
+            }
             for r in &st.requires {
                 if !self.types.contains_key(r) {
                     return Err(DescriptorError::invalid(
@@ -455,6 +470,7 @@ struct RawProcess {
     stop_signal: String,
     #[serde(default = "default_stop_grace")]
     stop_grace: String,
+    reload_signal: Option<String>,
 }
 
 fn default_stop_signal() -> String {
@@ -556,6 +572,8 @@ struct RawParameter {
     min: Option<i64>,
     max: Option<i64>,
     values: Option<Vec<String>>,
+    /// `service` parameters only: the types the referenced service may have.
+    service_types: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -597,8 +615,17 @@ impl RawRoleType {
                 SIGNALS.join(", ")
             ));
         }
+        if let Some(sig) = &p.reload_signal
+            && (!SIGNALS.contains(&sig.as_str()) || sig == "SIGKILL")
+        {
+            return Err(format!(
+                "process.reload_signal: `{sig}` cannot ask a process to reload (expected one of {})",
+                SIGNALS.iter().filter(|s| **s != "SIGKILL").copied().collect::<Vec<_>>().join(", ")
+            ));
+        }
         let process = ProcessTemplate {
             stop_grace: duration(&p.stop_grace).map_err(|m| format!("process.stop_grace: {m}"))?,
+            reload_signal: p.reload_signal,
             program: p.program,
             args: p.args,
             env: p.env,
@@ -696,12 +723,27 @@ impl RawParameter {
             "memory_size" => ParamKind::MemorySize,
             "duration" => ParamKind::Duration,
             "password" => ParamKind::Password,
+            "service" => ParamKind::Service { service_types: self.service_types.clone().unwrap_or_default() },
             other => {
                 return Err(format!(
-                    "type: unknown type `{other}` (expected string, integer, boolean, enum, port, path, memory_size, duration or password)"
+                    "type: unknown type `{other}` (expected string, integer, boolean, enum, port, path, memory_size, duration, password or service)"
                 ));
             }
         };
+        match &kind {
+            ParamKind::Service { service_types } => {
+                if self.service_types.as_ref().is_some_and(Vec::is_empty) {
+                    return Err("service_types: the list is empty (leave it out to allow any type)".to_string());
+                }
+                for t in service_types {
+                    check_name(t).map_err(|m| format!("service_types: {m}"))?;
+                }
+            }
+            _ if self.service_types.is_some() => {
+                return Err("service_types: only service parameters have service types".to_string());
+            }
+            _ => {}
+        }
         if !matches!(kind, ParamKind::Integer { .. }) && (self.min.is_some() || self.max.is_some()) {
             return Err("min/max: only integer parameters have a range".to_string());
         }

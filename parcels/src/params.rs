@@ -14,6 +14,11 @@
 //! | `memory_size` | bytes as integer, or `"256mb"`, `"1g"`, `"512KiB"`, ... | integer (bytes)         |
 //! | `duration`    | milliseconds as integer, or `"10s"`, `"1m 30s"`, ...    | integer (milliseconds)  |
 //! | `password`    | string                                                  | string (sensitive)      |
+//! | `service`     | the name of another service of the same cluster         | string                  |
+//!
+//! A `service` value is only checked for its form here; whether that service exists in the
+//! cluster (and is of one of `service_types`) is the manager's business, since only it knows the
+//! cluster.
 //!
 //! No string value may contain a line break or NUL: values end up inside line-based config files.
 
@@ -46,6 +51,12 @@ pub enum ParamKind {
     MemorySize,
     Duration,
     Password,
+    /// A reference to another service of the same cluster, by name (like Cloudera Manager's
+    /// service dependencies). Templates reach the referenced service under `refs.<parameter>`.
+    Service {
+        /// The service types the referenced service may have; empty: any type.
+        service_types: Vec<String>,
+    },
 }
 
 impl ParamKind {
@@ -61,6 +72,7 @@ impl ParamKind {
             ParamKind::MemorySize => "memory_size",
             ParamKind::Duration => "duration",
             ParamKind::Password => "password",
+            ParamKind::Service { .. } => "service",
         }
     }
 }
@@ -115,6 +127,7 @@ impl Serialize for Parameter {
                 }
             }
             ParamKind::Enum { values } => m.serialize_entry("values", values)?,
+            ParamKind::Service { service_types } => m.serialize_entry("service_types", service_types)?,
             _ => {}
         }
         m.serialize_entry("default", &self.default.as_ref().map(|d| mask(self, d)))?;
@@ -221,6 +234,15 @@ impl Parameter {
             ParamKind::Duration => parse_duration_ms(value)
                 .map(Value::from)
                 .ok_or_else(|| format!("expected a duration (milliseconds, or e.g. \"10s\", \"1m 30s\"), got {shown}")),
+            ParamKind::Service { .. } => {
+                let s = plain_string(value, &shown)?.trim();
+                if !is_service_name(s) {
+                    return Err(format!(
+                        "expected the name of a service of the cluster (1-63 lowercase letters, digits or '-', starting with a letter or digit), got {shown}"
+                    ));
+                }
+                Ok(Value::String(s.to_string()))
+            }
         }
     }
 }
@@ -239,6 +261,14 @@ pub fn format_memory(bytes: u64) -> String {
         }
     }
     bytes.to_string()
+}
+
+/// Whether `s` can name a service (the manager's rule for service names).
+pub fn is_service_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 fn describe(value: &Value) -> String {

@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::config::{ConfigValues, effective, missing_required};
+use crate::config::{ConfigValues, effective, missing_required, restart_digest};
 use crate::descriptor::{ProbeTemplate, ServiceType};
+use crate::params::ParamKind;
 
 /// Placeholder for the role's directory on the agent. The agent replaces it in the process
 /// program, args, env values and working dir, in health check commands, and in file contents.
@@ -45,17 +46,22 @@ pub struct RoleInstance {
     pub index: u32,
 }
 
-/// The service being rendered and the services it requires.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The service being rendered, the services it requires and the services its configuration
+/// refers to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Topology {
     pub cluster: String,
     pub service: String,
     pub roles: Vec<RoleInstance>,
     /// By required service type name.
     pub dependencies: BTreeMap<String, DependencyTopology>,
+    /// Services named by `service` parameters, by service name (see
+    /// [`crate::config::service_refs`]). A role whose reference is not here cannot be rendered.
+    pub references: BTreeMap<String, DependencyTopology>,
 }
 
-/// A service this one requires: enough to render e.g. a ZooKeeper connect string.
+/// A service this one requires or refers to: enough to render e.g. a ZooKeeper connect string
+/// or an upstream list.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DependencyTopology {
     /// The dependency's service name.
@@ -86,6 +92,8 @@ pub struct RenderedProcess {
     pub stop_signal: String,
     #[serde(serialize_with = "crate::descriptor::ser_duration")]
     pub stop_grace: Duration,
+    /// Sent to the running process to apply new files without a restart; empty: none.
+    pub reload_signal: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -123,6 +131,9 @@ pub struct RenderedRole {
     pub process: RenderedProcess,
     pub health_checks: Vec<RenderedHealthCheck>,
     pub log_files: Vec<String>,
+    /// [`crate::config::restart_digest`] of the role: a process started under another digest
+    /// does not take new files by reload.
+    pub restart_digest: String,
 }
 
 /// A role that cannot be rendered. `file` is the template (`parcels/redis/templates/redis.conf.hbs`),
@@ -164,8 +175,10 @@ pub struct Renderer<'a> {
     topo: &'a Topology,
     values: &'a ConfigValues,
     hb: Handlebars<'static>,
-    /// The context; `role` and `config` are replaced for each role rendered.
+    /// The context; `role`, `config` and `refs` are replaced for each role rendered.
     ctx: handlebars::Context,
+    /// What `refs.<parameter>` shows of each referenced service, by service name.
+    references: BTreeMap<String, Value>,
 }
 
 impl<'a> Renderer<'a> {
@@ -180,7 +193,8 @@ impl<'a> Renderer<'a> {
         }
         let ctx = handlebars::Context::wraps(shared_context(st, topo, values))
             .map_err(|e| error("topology", e.to_string()))?;
-        Ok(Renderer { st, topo, values, hb, ctx })
+        let references = topo.references.iter().map(|(name, r)| (name.clone(), reference_json(topo, r))).collect();
+        Ok(Renderer { st, topo, values, hb, ctx, references })
     }
 
     /// Renders one role of the service.
@@ -210,13 +224,16 @@ impl<'a> Renderer<'a> {
             }
         }
 
+        let config = config_json(st, values, role);
+        let refs = refs_json(st, topo, &config, &self.references)?;
         if let Value::Object(m) = self.ctx.data_mut() {
             let mut this = instance_json(role);
             if let Value::Object(t) = &mut this {
                 t.insert("dir".to_string(), Value::String(ROLE_DIR.to_string()));
             }
             m.insert("role".to_string(), this);
-            m.insert("config".to_string(), config_json(st, values, role));
+            m.insert("config".to_string(), config);
+            m.insert("refs".to_string(), refs);
         }
         let (hb, ctx) = (&self.hb, &self.ctx);
         let descriptor = format!("{}/service.toml", st.source);
@@ -252,6 +269,7 @@ impl<'a> Renderer<'a> {
             working_dir: inline("process.working_dir", &p.working_dir)?,
             stop_signal: p.stop_signal.clone(),
             stop_grace: p.stop_grace,
+            reload_signal: p.reload_signal.clone().unwrap_or_default(),
         };
 
         let mut health_checks = Vec::new();
@@ -289,7 +307,13 @@ impl<'a> Renderer<'a> {
             });
         }
 
-        Ok(RenderedRole { files, process, health_checks, log_files: rt.log_files.clone() })
+        Ok(RenderedRole {
+            files,
+            process,
+            health_checks,
+            log_files: rt.log_files.clone(),
+            restart_digest: restart_digest(st, values, &role.role_type, &role.group, &role.role_id),
+        })
     }
 }
 
@@ -310,6 +334,7 @@ fn shared_context(st: &ServiceType, topo: &Topology, values: &ConfigValues) -> V
     json!({
         "role": Value::Null,
         "config": Value::Null,
+        "refs": Value::Null,
         "service": { "name": topo.service, "cluster": topo.cluster, "type": st.name },
         "roles": roles_json(st, &topo.roles, values),
         "deps": deps,
@@ -318,9 +343,12 @@ fn shared_context(st: &ServiceType, topo: &Topology, values: &ConfigValues) -> V
 }
 
 /// The template context of `role`; public so the manager can show it (e.g. a "render preview").
-/// Sensitive values are included unmasked.
+/// Sensitive values are included unmasked. A reference to a service missing from the topology
+/// shows as `null`.
 pub fn context(st: &ServiceType, topo: &Topology, values: &ConfigValues, role: &RoleInstance) -> Value {
     let config = config_json(st, values, role);
+    let references = topo.references.iter().map(|(name, r)| (name.clone(), reference_json(topo, r))).collect();
+    let refs = refs_json(st, topo, &config, &references).unwrap_or(Value::Null);
     let mut this = instance_json(role);
     if let Value::Object(m) = &mut this {
         m.insert("dir".to_string(), Value::String(ROLE_DIR.to_string()));
@@ -336,6 +364,7 @@ pub fn context(st: &ServiceType, topo: &Topology, values: &ConfigValues, role: &
     json!({
         "role": this,
         "config": config,
+        "refs": refs,
         "service": { "name": topo.service, "cluster": topo.cluster, "type": st.name },
         "roles": roles_json(st, &topo.roles, values),
         "deps": deps,
@@ -349,6 +378,62 @@ fn parcels_json(st: &ServiceType) -> Value {
     Value::Object(
         st.parcels.iter().map(|p| (p.clone(), json!({ "home": format!("{PARCELS_ROOT}/{p}"), "name": p }))).collect(),
     )
+}
+
+/// `refs.<service>` of one referenced service: `{service, cluster, type, roles}`, `roles` shaped
+/// like the context's own `roles`.
+fn reference_json(topo: &Topology, r: &DependencyTopology) -> Value {
+    json!({
+        "service": r.service,
+        "cluster": topo.cluster,
+        "type": r.service_type.name,
+        "roles": roles_json(&r.service_type, &r.roles, &r.values),
+    })
+}
+
+/// `refs` of one role: every `service` parameter that applies to it, by parameter name, with the
+/// referenced service (see [`reference_json`]) or `null` when the parameter is unset. A
+/// reference to a service that is not in the topology, or of a type the parameter does not
+/// allow, is an error naming the parameter.
+fn refs_json(
+    st: &ServiceType,
+    topo: &Topology,
+    config: &Value,
+    references: &BTreeMap<String, Value>,
+) -> Result<Value, RenderError> {
+    let mut out = Map::new();
+    for p in &st.parameters {
+        let ParamKind::Service { service_types } = &p.kind else { continue };
+        let Some(value) = config.get(&p.name) else { continue };
+        let shown = match value.as_str() {
+            None => Value::Null,
+            Some(name) => {
+                let r = references.get(name).ok_or_else(|| {
+                    error(
+                        "config",
+                        format!(
+                            "parameter `{}`: service `{name}` does not exist in cluster `{}`",
+                            p.name, topo.cluster
+                        ),
+                    )
+                })?;
+                let ty = r["type"].as_str().unwrap_or_default();
+                if !service_types.is_empty() && !service_types.iter().any(|t| t == ty) {
+                    return Err(error(
+                        "config",
+                        format!(
+                            "parameter `{}`: service `{name}` is of type `{ty}`; expected a service of type {}",
+                            p.name,
+                            service_types.join(" or ")
+                        ),
+                    ));
+                }
+                r.clone()
+            }
+        };
+        out.insert(p.name.clone(), shown);
+    }
+    Ok(Value::Object(out))
 }
 
 fn config_json(st: &ServiceType, values: &ConfigValues, role: &RoleInstance) -> Value {
@@ -520,4 +605,85 @@ fn register_helpers(hb: &mut Handlebars<'static>) {
     hb.register_helper("mem", Box::new(mem));
     hb.register_helper("quote", Box::new(quote));
     hb.register_helper("connect_host", Box::new(connect_host));
+    hb.register_helper("endpoints", Box::new(Endpoints));
+}
+
+/// `(endpoints refs.upstream "server" "port" bind="bind")`: the roles of one role type of a
+/// referenced service as `host:port` endpoints, for a subexpression (`{{#each (endpoints ...)}}`).
+/// Each item is `{id, name, type, index, host, hostname, address, port}`, sorted by index, where
+/// `port` is the role's own effective value of the port parameter and `address` the address to
+/// dial: with `bind="<parameter>"`, [`connect_host_of`] of that parameter of the role (when the
+/// role has it) and its host address, else the host address.
+///
+/// Errors, so that a wrong parameter fails the render instead of writing an empty list: the
+/// reference is `null`, its service has no such role type, or a role has no port under that
+/// parameter name.
+#[derive(Clone, Copy)]
+struct Endpoints;
+
+impl HelperDef for Endpoints {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        r: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<handlebars::ScopedJson<'rc>, handlebars::RenderError> {
+        let param = |i: usize| {
+            let p = h.param(i).ok_or(RenderErrorReason::ParamNotFoundForIndex("endpoints", i))?;
+            if r.strict_mode() && p.is_value_missing() {
+                return Err(handlebars::RenderError::strict_error(p.relative_path()));
+            }
+            Ok(p.value())
+        };
+        let other = |m: String| handlebars::RenderError::from(RenderErrorReason::Other(format!("endpoints: {m}")));
+        let reference = param(0)?;
+        let role_type = param(1)?.as_str().ok_or(RenderErrorReason::InvalidParamType("role type name"))?;
+        let port_param = param(2)?.as_str().ok_or(RenderErrorReason::InvalidParamType("port parameter name"))?;
+        let bind_param = match h.hash_get("bind") {
+            Some(b) => Some(b.value().as_str().ok_or(RenderErrorReason::InvalidParamType("bind parameter name"))?),
+            None => None,
+        };
+        if reference.is_null() {
+            return Err(other("the service reference is not set".into()));
+        }
+        let service = reference.get("service").and_then(Value::as_str).unwrap_or("?");
+        let roles = reference
+            .get("roles")
+            .and_then(Value::as_object)
+            .ok_or_else(|| other(format!("`{service}` is not a service reference")))?;
+        let list = roles.get(role_type).and_then(Value::as_array).ok_or_else(|| {
+            let known: Vec<&str> = roles.keys().map(String::as_str).collect();
+            other(format!("service `{service}` has no role type `{role_type}`; role types: {}", known.join(", ")))
+        })?;
+        let mut out = Vec::with_capacity(list.len());
+        for role in list {
+            let name = role.get("name").and_then(Value::as_str).unwrap_or("?");
+            let config = role.get("config");
+            let port = config
+                .and_then(|c| c.get(port_param))
+                .ok_or_else(|| other(format!("role `{name}` of service `{service}` has no parameter `{port_param}`")))?
+                .as_u64()
+                .filter(|p| (1..=65535).contains(p))
+                .ok_or_else(|| {
+                    other(format!("parameter `{port_param}` of role `{name}` of service `{service}` is not a port"))
+                })?;
+            let host_address = role.get("address").and_then(Value::as_str).unwrap_or_default();
+            let address = match bind_param.and_then(|b| config.and_then(|c| c.get(b)).and_then(Value::as_str)) {
+                Some(bind) => connect_host_of(bind, host_address),
+                None => host_address.to_string(),
+            };
+            out.push(json!({
+                "id": role.get("id"),
+                "name": name,
+                "type": role.get("type"),
+                "index": role.get("index"),
+                "host": role.get("host"),
+                "hostname": role.get("hostname"),
+                "address": address,
+                "port": port,
+            }));
+        }
+        Ok(handlebars::ScopedJson::Derived(Value::Array(out)))
+    }
 }

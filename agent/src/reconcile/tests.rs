@@ -39,6 +39,7 @@ fn render(e: &Effect) -> Option<String> {
         Effect::Start { role, revision, nonce, .. } => format!("start {role}@{revision}#{nonce}"),
         Effect::Stop { role, pgid, signal } => format!("stop {role} {pgid} {signal}"),
         Effect::KillGroup { role, pgid } => format!("kill {role} {pgid}"),
+        Effect::Reload { role, pid, signal, revision, .. } => format!("reload {role} {pid} {signal}@{revision}"),
         Effect::StartProbes { role, checks } => format!("probes {role} {}", checks.len()),
         Effect::StopProbes { role } => format!("unprobes {role}"),
         Effect::RemoveRoleDir { role } => format!("rmdir {role}"),
@@ -362,11 +363,11 @@ fn adopted_processes_are_kept_without_a_restart() {
         digests: BTreeMap::from([("a.conf".into(), "d1".into())]),
         hashes: BTreeMap::from([("a.conf".into(), "h1".into())]),
     };
-    let process = AdoptedProcess { pid: 77, revision: 1, nonce: 0, started_at_unix_ms: 5 };
+    let process = AdoptedProcess { pid: 77, revision: 1, nonce: 0, started_at_unix_ms: 5, loaded: None };
     h.run(&[
         (
             Duration::ZERO,
-            Event::Restored { role: "r1".into(), applied: Some(applied.clone()), process: Some(process) },
+            Event::Restored { role: "r1".into(), applied: Some(applied.clone()), process: Some(process.clone()) },
             &[],
         ),
         (
@@ -374,7 +375,7 @@ fn adopted_processes_are_kept_without_a_restart() {
             Event::Restored {
                 role: "gone".into(),
                 applied: Some(applied),
-                process: Some(AdoptedProcess { pid: 78, ..process }),
+                process: Some(AdoptedProcess { pid: 78, ..process.clone() }),
             },
             &[],
         ),
@@ -403,7 +404,7 @@ fn an_adopted_process_with_an_old_nonce_is_restarted() {
         digests: BTreeMap::from([("a.conf".into(), "d1".into())]),
         hashes: BTreeMap::new(),
     };
-    let process = AdoptedProcess { pid: 77, revision: 1, nonce: 0, started_at_unix_ms: 5 };
+    let process = AdoptedProcess { pid: 77, revision: 1, nonce: 0, started_at_unix_ms: 5, loaded: None };
     h.at(Duration::ZERO, Event::Restored { role: "r1".into(), applied: Some(applied), process: Some(process) });
     h.run(&[
         (SEC, desired(vec![running("r1", 1, 3)]), &["stop r1 77 SIGTERM"]),
@@ -493,4 +494,131 @@ fn roles_wait_for_their_parcels_without_crash_looping() {
     h.at(4 * SEC, desired(vec![s, stopped]));
     h.at(4 * SEC, written("r2", 1));
     assert_eq!(h.status("r2").state, RoleState::Stopped);
+}
+
+/// A role of a type with a reload signal: revision `revision`, restart digest
+/// `restart`, one file whose manager digest is `digest`.
+fn reloadable(revision: u64, restart: &str, digest: &str) -> RoleSpec {
+    let mut s = running("r1", revision, 0);
+    s.process.reload_signal = "SIGHUP".into();
+    s.restart_digest = restart.into();
+    s.files[0].sha256 = digest.into();
+    s
+}
+
+fn written_digest(revision: u64, digest: &str) -> Event {
+    let digests = BTreeMap::from([("a.conf".to_owned(), digest.to_owned())]);
+    let hashes = BTreeMap::from([("a.conf".to_owned(), format!("h-{digest}"))]);
+    Event::FilesWritten { role: "r1".into(), revision, digests, hashes }
+}
+
+/// `r1` up with pid 100 since t = 0, from `reloadable(1, "k1", "d1")`.
+fn reloadable_up() -> H {
+    let mut h = H::new(Policy::default());
+    h.run(&[
+        (Duration::ZERO, desired(vec![reloadable(1, "k1", "d1")]), &["write r1@1"]),
+        (Duration::ZERO, written_digest(1, "d1"), &["start r1@1#0"]),
+        (Duration::ZERO, started("r1", 100), &[]),
+    ]);
+    h
+}
+
+#[test]
+fn new_files_are_applied_by_reload_when_no_restart_parameter_changed() {
+    let mut h = reloadable_up();
+    // A new revision whose restart digest is unchanged: write, then reload the
+    // process itself; it now runs revision 2.
+    h.run(&[
+        (2 * SEC, desired(vec![reloadable(2, "k1", "d2")]), &["write r1@2"]),
+        (2 * SEC, written_digest(2, "d2"), &["reload r1 100 SIGHUP@2"]),
+        (2 * SEC, Event::Reloaded { role: "r1".into(), at_unix_ms: 5_000 }, &[]),
+    ]);
+    let s = h.status("r1");
+    assert_eq!((s.state, s.pid, s.applied_revision, s.running_revision), (RoleState::Running, 100, 2, 2));
+    assert_eq!((s.reload_count, s.reloaded_at_unix_ms), (1, 5_000));
+    // The same revision with other files (a service it refers to changed):
+    // reloaded again; the same files again: nothing.
+    h.run(&[
+        (3 * SEC, desired(vec![reloadable(2, "k1", "d2b")]), &["write r1@2"]),
+        (3 * SEC, written_digest(2, "d2b"), &["reload r1 100 SIGHUP@2"]),
+        (3 * SEC, Event::Reloaded { role: "r1".into(), at_unix_ms: 6_000 }, &[]),
+        (4 * SEC, desired(vec![reloadable(2, "k1", "d2b")]), &[]),
+    ]);
+    assert_eq!(h.status("r1").reload_count, 2);
+    // A restart starts the count over.
+    let mut restarted = reloadable(2, "k1", "d2b");
+    restarted.restart_nonce = 1;
+    h.run(&[
+        (5 * SEC, desired(vec![restarted]), &["stop r1 100 SIGTERM"]),
+        (5 * SEC, exited("r1", 0), &["kill r1 100", "start r1@2#1"]),
+        (5 * SEC, started("r1", 101), &[]),
+    ]);
+    let s = h.status("r1");
+    assert_eq!((s.pid, s.reload_count, s.reloaded_at_unix_ms), (101, 0, 0));
+}
+
+#[test]
+fn a_restart_parameter_change_is_never_applied_by_reload() {
+    let mut h = reloadable_up();
+    h.run(&[
+        (2 * SEC, desired(vec![reloadable(2, "k2", "d2")]), &["write r1@2"]),
+        (2 * SEC, written_digest(2, "d2"), &[]),
+        // Later file changes wait for the restart too: the process still runs
+        // with the old restart parameters.
+        (3 * SEC, desired(vec![reloadable(2, "k2", "d3")]), &["write r1@2"]),
+        (3 * SEC, written_digest(2, "d3"), &[]),
+    ]);
+    let s = h.status("r1");
+    assert_eq!((s.pid, s.applied_revision, s.running_revision, s.reload_count), (100, 2, 1, 0), "stale");
+    assert_eq!(h.r.deadline(), None);
+}
+
+#[test]
+fn a_young_process_is_reloaded_once_it_has_settled() {
+    let mut h = reloadable_up();
+    h.run(&[
+        (100 * MS, desired(vec![reloadable(2, "k1", "d2")]), &["write r1@2"]),
+        (100 * MS, written_digest(2, "d2"), &[]),
+    ]);
+    assert_eq!(h.r.deadline(), Some(h.t0 + SEC), "waits for reload_settle");
+    h.run(&[(SEC, Event::Tick, &["reload r1 100 SIGHUP@2"])]);
+    assert_eq!(h.r.deadline(), None);
+}
+
+#[test]
+fn no_reload_without_a_signal_a_digest_or_known_files() {
+    // No reload signal: the classic "files only" change.
+    let mut h = up();
+    h.run(&[(2 * SEC, desired(vec![running("r1", 2, 0)]), &["write r1@2"]), (2 * SEC, written("r1", 2), &[])]);
+    // An older manager sends no restart digest.
+    let mut h = reloadable_up();
+    h.run(&[
+        (2 * SEC, desired(vec![reloadable(2, "", "d2")]), &["write r1@2"]),
+        (2 * SEC, written_digest(2, "d2"), &[]),
+    ]);
+    // A process adopted from an agent that did not record what it read.
+    let mut h = H::new(Policy::default());
+    let applied = AppliedFiles {
+        revision: 1,
+        digests: BTreeMap::from([("a.conf".to_owned(), "d1".to_owned())]),
+        hashes: BTreeMap::new(),
+    };
+    let process = AdoptedProcess { pid: 77, revision: 1, nonce: 0, started_at_unix_ms: 5, loaded: None };
+    h.at(Duration::ZERO, Event::Restored { role: "r1".into(), applied: Some(applied), process: Some(process) });
+    h.run(&[
+        (2 * SEC, desired(vec![reloadable(2, "k1", "d2")]), &["write r1@2"]),
+        (2 * SEC, written_digest(2, "d2"), &[]),
+    ]);
+    // One that recorded them is reloaded.
+    let mut h = H::new(Policy::default());
+    let loaded =
+        Loaded { digests: BTreeMap::from([("a.conf".to_owned(), "d1".to_owned())]), restart_digest: "k1".into() };
+    let process = AdoptedProcess { pid: 77, revision: 1, nonce: 0, started_at_unix_ms: 5, loaded: Some(loaded) };
+    h.at(Duration::ZERO, Event::Restored { role: "r1".into(), applied: None, process: Some(process) });
+    h.run(&[
+        (2 * SEC, desired(vec![reloadable(2, "k1", "d2")]), &["write r1@2"]),
+        (2 * SEC, written_digest(2, "d2"), &["reload r1 77 SIGHUP@2"]),
+        (2 * SEC, Event::ReloadFailed { role: "r1".into(), error: "ESRCH".into() }, &[]),
+    ]);
+    assert_eq!(h.status("r1").last_error, "could not reload the process: ESRCH");
 }

@@ -73,6 +73,11 @@ pub struct RoleStatusRec {
     pub last_error: String,
     pub last_log_lines: Vec<String>,
     pub started_at: Option<UnixMillis>,
+    /// Reloads of the running process and when the last one was sent. Not
+    /// stored: 0 and `None` until the role's agent reports after a manager
+    /// restart.
+    pub reload_count: u32,
+    pub reloaded_at: Option<UnixMillis>,
     pub updated_at: UnixMillis,
 }
 
@@ -196,6 +201,8 @@ fn status_from_row(r: &AnyRow) -> Result<RoleStatusRec> {
         last_error: get(r, "last_error")?,
         last_log_lines: get_json(r, "last_log_lines")?,
         started_at: get(r, "started_at")?,
+        reload_count: 0,
+        reloaded_at: None,
         updated_at: get(r, "updated_at")?,
     })
 }

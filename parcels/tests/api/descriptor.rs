@@ -130,7 +130,7 @@ fn bad_descriptors() {
             "unknown type",
             param("name = \"x\"\ntype = \"float\""),
             &[APP],
-            "parcels/svc/service.toml: parameter `x`: type: unknown type `float` (expected string, integer, boolean, enum, port, path, memory_size, duration or password)",
+            "parcels/svc/service.toml: parameter `x`: type: unknown type `float` (expected string, integer, boolean, enum, port, path, memory_size, duration, password or service)",
         ),
         (
             "port default",
@@ -228,10 +228,10 @@ fn bad_descriptors() {
 }
 
 #[test]
-fn builtin_catalog_has_redis_and_zookeeper() {
+fn builtin_catalog_has_nginx_redis_and_zookeeper() {
     let catalog = Catalog::builtin().unwrap();
     let names: Vec<&str> = catalog.iter().map(|st| st.name.as_str()).collect();
-    assert_eq!(names, ["redis", "zookeeper"]);
+    assert_eq!(names, ["nginx", "redis", "zookeeper"]);
     let redis = catalog.get("redis").unwrap();
     assert_eq!(redis.source, "parcels/redis");
     let order: Vec<(&str, u32, Option<u32>)> =

@@ -38,6 +38,7 @@ fn redis_topology() -> Topology {
         service: "cache".to_string(),
         roles: vec![role("r-replica", "replica", 0, 2), role("r-primary", "primary", 0, 1)],
         dependencies: BTreeMap::new(),
+        references: BTreeMap::new(),
     }
 }
 
@@ -136,6 +137,7 @@ fn zk_topology() -> Topology {
         // Three servers on one machine, kept apart by role-level port overrides.
         roles: vec![role("z1", "server", 0, 1), role("z2", "server", 1, 1), role("z3", "server", 2, 1)],
         dependencies: BTreeMap::new(),
+        references: BTreeMap::new(),
     }
 }
 
@@ -199,6 +201,7 @@ fn svc_topology() -> Topology {
         service: "s".to_string(),
         roles: vec![role("m1", "main", 0, 1), role("m2", "main", 1, 2)],
         dependencies: BTreeMap::new(),
+        references: BTreeMap::new(),
     }
 }
 
