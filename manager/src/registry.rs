@@ -564,6 +564,15 @@ impl Registry {
         self.entry(host_id).map(|e| e.lock().expect("host lock").status)
     }
 
+    /// Live status of a host and its last sign of life (0: none since it was
+    /// enrolled), for saying why a host's roles are not known to run.
+    pub fn host_liveness(&self, host_id: &str) -> Option<(HostStatus, UnixMillis)> {
+        self.entry(host_id).map(|e| {
+            let h = e.lock().expect("host lock");
+            (h.status, h.last_heartbeat_at)
+        })
+    }
+
     /// Hosts that have desired roles of a service.
     pub fn hosts_with_service(&self, service: &str) -> Vec<String> {
         self.hosts

@@ -4,8 +4,10 @@
 //! with a clear message and no revision left behind. Agents are not involved
 //! here (see the end-to-end tests); hosts are enrolled through the store.
 
+use std::time::{Duration, Instant};
+
 use drover_manager::auth::sha256_hex;
-use drover_manager::model::{HostFacts, HostKind, Labels, now_millis};
+use drover_manager::model::{HostFacts, HostKind, HostStatus, Labels, now_millis};
 use drover_manager::store::{EnrollmentTokenRecord, NewHost, RoleStatusRec};
 use drover_manager::{Manager, ManagerConfig, ManagerHandle};
 use reqwest::Method;
@@ -27,10 +29,17 @@ impl T {
 
     /// Starts a manager after `prepare` has filled its data dir.
     async fn start_with(prepare: impl FnOnce(&std::path::Path)) -> T {
+        Self::start_configured(prepare, |_| {}).await
+    }
+
+    /// Starts a manager after `prepare` has filled its data dir and
+    /// `configure` has adjusted its configuration.
+    async fn start_configured(prepare: impl FnOnce(&std::path::Path), configure: impl FnOnce(&mut ManagerConfig)) -> T {
         let dir = tempfile::tempdir().unwrap();
         prepare(dir.path());
         let mut config = ManagerConfig::for_data_dir(dir.path());
         config.admin_password = Some(PASSWORD.into());
+        configure(&mut config);
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let handle = Manager::start(config, http, grpc).await.unwrap();
@@ -504,5 +513,89 @@ async fn roles_can_be_added_in_bulk() {
     assert_eq!(msg, "role 2: role type primary allows at most 1 instances and service cache already has 1");
     let roles = t.ok(Method::GET, "/clusters/prod/services/cache/roles", None).await;
     assert_eq!(roles["items"].as_array().unwrap().len(), 3);
+    t.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn roles_on_a_lost_host_are_reported_down_with_the_reason() {
+    let lost_after = Duration::from_millis(600);
+    let t = T::start_configured(
+        |_| {},
+        |c| {
+            c.host_lost_after = lost_after;
+            c.heartbeat_interval = lost_after / 4;
+        },
+    )
+    .await;
+    redis_setup(&t).await;
+    // Both roles report running and healthy at the service's revision.
+    let roles = t.ok(Method::GET, "/clusters/prod/services/cache/roles", None).await;
+    let reports: Vec<RoleStatusRec> = roles["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| RoleStatusRec {
+            role_id: r["id"].as_str().unwrap().to_owned(),
+            state: "running".into(),
+            health: "good".into(),
+            pid: 100,
+            applied_revision: 1,
+            running_revision: 1,
+            updated_at: now_millis(),
+            ..Default::default()
+        })
+        .collect();
+    let registry = &t.handle.state.registry;
+    registry.update_role_status(reports);
+    // h2's last sign of life; then it goes silent and turns lost while h1 stays alive.
+    registry.touch("h2");
+    let before = now_millis();
+    let deadline = Instant::now() + lost_after * 20;
+    while registry.host_status("h2") != Some(HostStatus::Lost) {
+        assert!(Instant::now() < deadline, "h2 never turned lost");
+        registry.touch("h1");
+        tokio::time::sleep(lost_after / 10).await;
+    }
+    registry.touch("h1");
+
+    let roles = t.ok(Method::GET, "/clusters/prod/services/cache/roles", None).await;
+    let by_name = |name: &str| roles["items"].as_array().unwrap().iter().find(|r| r["name"] == name).unwrap().clone();
+    let replica = by_name("cache-replica-1");
+    assert_eq!((&replica["status"], &replica["health"]), (&json!("unknown"), &json!("bad")), "{replica}");
+    let why = replica["last_error"].as_str().unwrap();
+    let since = why
+        .strip_prefix("host node-2 (h2) is lost: no heartbeat since ")
+        .unwrap_or_else(|| panic!("unexpected last_error {why:?}"));
+    let since = chrono::DateTime::parse_from_rfc3339(since).unwrap().timestamp_millis();
+    assert!(since <= before, "last sign of life {since} after the reports at {before}");
+    let primary = by_name("cache-primary-1");
+    assert_eq!(
+        (&primary["status"], &primary["health"], &primary["last_error"]),
+        (&json!("running"), &json!("good"), &json!(""))
+    );
+    let one = t.ok(Method::GET, "/clusters/prod/services/cache/roles/cache-replica-1", None).await;
+    assert_eq!(one["last_error"], replica["last_error"]);
+
+    // The console's services page shows the same reason.
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let base = format!("http://{}", t.handle.http_addr);
+    let login = client
+        .post(format!("{base}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("username=admin&password={PASSWORD}"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let page = client.get(format!("{base}/services")).header("cookie", cookie).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains(why), "the console does not show {why:?}:\n{html}");
+
+    // Decommissioned: the reason changes; the role is still not running.
+    t.ok(Method::DELETE, "/hosts/h2", None).await;
+    let replica = t.ok(Method::GET, "/clusters/prod/services/cache/roles/cache-replica-1", None).await;
+    assert_eq!((&replica["status"], &replica["health"]), (&json!("unknown"), &json!("bad")), "{replica}");
+    assert_eq!(replica["last_error"], "host node-2 (h2) is decommissioned");
     t.handle.shutdown().await;
 }

@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller};
 use crate::AppState;
 use crate::desired::{self, DesiredError, ServiceContext};
-use crate::model::{HostStatus, now_millis, rfc3339};
+use crate::model::{HostStatus, UnixMillis, now_millis, rfc3339};
 use crate::placement::{Candidate, Placement};
 use crate::store::{ClusterRec, RevisionRec, RoleRec, RoleStatusRec, ServiceRec};
 
@@ -487,9 +487,10 @@ pub struct RoleView {
     pub hostname: String,
     /// What the role should be doing: `running` or `stopped`.
     pub run_state: String,
-    /// What the agent reports: `running`, `stopped`, `starting`, `stopping`, `failed` or `unknown`.
+    /// What the agent reports: `running`, `stopped`, `starting`, `stopping`, `failed` or `unknown`
+    /// (no report yet, or the host is not healthy).
     pub status: String,
-    /// `good`, `bad` or `unknown`.
+    /// `good`, `bad` or `unknown`; `bad` while the host is lost or decommissioned.
     pub health: String,
     pub pid: Option<u32>,
     pub restart_count: u32,
@@ -498,6 +499,8 @@ pub struct RoleView {
     /// Running with an older revision whose changes need a restart.
     pub stale: bool,
     pub stale_keys: Vec<String>,
+    /// Why the role failed, or why its host's report cannot be trusted
+    /// (`host NAME (ID) is lost: no heartbeat since TIME`).
     pub last_error: String,
     pub last_log_lines: Vec<String>,
     pub updated_at: Option<String>,
@@ -577,6 +580,19 @@ async fn changed_files(
     Ok(out)
 }
 
+/// Why a role's last report cannot be trusted, when its host is not healthy:
+/// the message a role view shows as `last_error`.
+fn host_down(liveness: Option<(HostStatus, UnixMillis)>, hostname: &str, host_id: &str) -> Option<String> {
+    let host = if hostname.is_empty() { host_id.to_owned() } else { format!("{hostname} ({host_id})") };
+    match liveness {
+        Some((HostStatus::Healthy, _)) => None,
+        Some((HostStatus::Lost, 0)) => Some(format!("host {host} is lost: no heartbeat received from its agent")),
+        Some((HostStatus::Lost, last)) => Some(format!("host {host} is lost: no heartbeat since {}", rfc3339(last))),
+        Some((HostStatus::Decommissioned, _)) => Some(format!("host {host} is decommissioned")),
+        None => Some(format!("host {host} is unknown to this manager")),
+    }
+}
+
 pub async fn role_views(state: &AppState, ctx: &ServiceContext) -> Result<Vec<RoleView>, ApiError> {
     let stored = state.store.role_statuses(&ctx.service.cluster, &ctx.service.name).await?;
     let statuses: Vec<Option<RoleStatusRec>> =
@@ -609,12 +625,22 @@ pub async fn role_views(state: &AppState, ctx: &ServiceContext) -> Result<Vec<Ro
             }
         }
         let inst = ctx.topology.roles.iter().find(|i| i.role_id == r.id);
-        // A role on a lost or decommissioned host is not known to be running.
-        let host_ok = state.registry.host_status(&r.host_id) == Some(HostStatus::Healthy);
+        let hostname = inst.map(|i| i.hostname.clone()).unwrap_or_default();
+        // A role on a lost or decommissioned host is not known to be running:
+        // its status is unknown, its health bad, and last_error says why.
+        let host_down = host_down(state.registry.host_liveness(&r.host_id), &hostname, &r.host_id);
         let status = match s {
-            Some(s) if host_ok => s.state.clone(),
-            Some(_) => "unknown".into(),
-            None => "unknown".into(),
+            Some(s) if host_down.is_none() => s.state.clone(),
+            _ => "unknown".into(),
+        };
+        let health = match (&host_down, s) {
+            (Some(_), _) => "bad".into(),
+            (None, Some(s)) => s.health.clone(),
+            (None, None) => "unknown".into(),
+        };
+        let last_error = match host_down {
+            Some(why) => why,
+            None => s.as_ref().map(|s| s.last_error.clone()).unwrap_or_default(),
         };
         out.push(RoleView {
             id: r.id.clone(),
@@ -622,17 +648,17 @@ pub async fn role_views(state: &AppState, ctx: &ServiceContext) -> Result<Vec<Ro
             role_type: r.role_type.clone(),
             group: r.group.clone(),
             host_id: r.host_id.clone(),
-            hostname: inst.map(|i| i.hostname.clone()).unwrap_or_default(),
+            hostname,
             run_state: r.run_state.clone(),
             status,
-            health: s.as_ref().filter(|_| host_ok).map(|s| s.health.clone()).unwrap_or_else(|| "unknown".into()),
+            health,
             pid: s.as_ref().filter(|s| s.pid > 0).map(|s| s.pid),
             restart_count: s.as_ref().map(|s| s.restart_count).unwrap_or(0),
             applied_revision: s.as_ref().map(|s| s.applied_revision).filter(|r| *r > 0),
             running_revision: s.as_ref().map(|s| s.running_revision).filter(|r| *r > 0),
             stale,
             stale_keys,
-            last_error: s.as_ref().map(|s| s.last_error.clone()).unwrap_or_default(),
+            last_error,
             last_log_lines: s.as_ref().map(|s| s.last_log_lines.clone()).unwrap_or_default(),
             updated_at: s.as_ref().map(|s| rfc3339(s.updated_at)),
         });
