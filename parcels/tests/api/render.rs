@@ -57,6 +57,7 @@ fn redis_primary_and_replica() {
         # Do not edit: changes are overwritten by the next configuration push.
         port 7000
         bind 0.0.0.0
+        protected-mode yes
         daemonize no
         supervised no
         # Logs go to stdout, which the agent captures and rotates.
@@ -77,6 +78,7 @@ fn redis_primary_and_replica() {
         # Do not edit: changes are overwritten by the next configuration push.
         port 6379
         bind 0.0.0.0
+        protected-mode yes
         daemonize no
         supervised no
         # Logs go to stdout, which the agent captures and rotates.
@@ -113,6 +115,7 @@ fn redis_defaults_on_loopback() {
         # Do not edit: changes are overwritten by the next configuration push.
         port 6379
         bind 127.0.0.1
+        protected-mode yes
         daemonize no
         supervised no
         # Logs go to stdout, which the agent captures and rotates.
