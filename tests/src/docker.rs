@@ -66,6 +66,26 @@ pub fn ensure_images() {
     *built = true;
 }
 
+/// A network made by [`DockerEnv::fixed_network`]: a /24 whose `.1` is the
+/// gateway (this machine's address on it).
+#[derive(Debug, Clone)]
+pub struct FixedNetwork {
+    pub name: String,
+    prefix: [u8; 3],
+}
+
+impl FixedNetwork {
+    /// The address `.last` of the subnet (2 to 254 are free for containers).
+    pub fn ip(&self, last: u8) -> std::net::Ipv4Addr {
+        let [a, b, c] = self.prefix;
+        std::net::Ipv4Addr::new(a, b, c, last)
+    }
+
+    pub fn gateway(&self) -> std::net::Ipv4Addr {
+        self.ip(1)
+    }
+}
+
 /// Containers, networks and volumes created by one test, removed on drop.
 #[derive(Debug)]
 pub struct DockerEnv {
@@ -99,6 +119,31 @@ impl DockerEnv {
         let gateway = docker(["network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}} {{end}}", &name])?;
         let gateway = gateway.split_whitespace().find(|g| g.contains('.')).context("network has no IPv4 gateway")?;
         Ok((name, gateway.to_owned()))
+    }
+
+    /// Creates a user-defined bridge network with a /24 subnet of its own
+    /// (a free one in 10.231.0.0/16), so that containers can be given fixed
+    /// addresses (`docker run --ip`, `docker network connect --ip`) that they
+    /// keep across `docker start` and reconnects.
+    pub fn fixed_network(&mut self, what: &str) -> anyhow::Result<FixedNetwork> {
+        let name = self.name(what);
+        let mut last = None;
+        for _ in 0..20 {
+            let third = rand::random::<u8>();
+            let subnet = format!("10.231.{third}.0/24");
+            let gateway = format!("10.231.{third}.1");
+            match docker(["network", "create", "--driver", "bridge", "--subnet", &subnet, "--gateway", &gateway, &name])
+            {
+                Ok(_) => {
+                    self.networks.push(name.clone());
+                    return Ok(FixedNetwork { name, prefix: [10, 231, third] });
+                }
+                // Another network (perhaps another test's) holds that subnet: try another.
+                Err(e) if e.to_string().contains("overlap") => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no free subnet")).context("create a network with a free subnet"))
     }
 
     /// Records a named volume for removal (docker run creates it on first use).

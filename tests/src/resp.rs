@@ -1,5 +1,8 @@
 //! A minimal Redis (RESP2) client for end-to-end tests: enough to SET, GET,
-//! CONFIG GET and INFO against a real redis-server.
+//! CONFIG GET and INFO against a real redis-server, on this machine or in a
+//! container (the `_at` variants take an address).
+
+use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -25,10 +28,14 @@ impl Reply {
     }
 }
 
-/// Sends one command on a fresh connection and reads the reply.
+/// Sends one command on a fresh connection to 127.0.0.1:`port` and reads the reply.
 pub async fn command(port: u16, args: &[&str]) -> anyhow::Result<Reply> {
-    let mut stream =
-        TcpStream::connect(("127.0.0.1", port)).await.with_context(|| format!("connect to redis on port {port}"))?;
+    command_at(local(port), args).await
+}
+
+/// Sends one command on a fresh connection to `addr` and reads the reply.
+pub async fn command_at(addr: SocketAddr, args: &[&str]) -> anyhow::Result<Reply> {
+    let mut stream = TcpStream::connect(addr).await.with_context(|| format!("connect to redis at {addr}"))?;
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
     for a in args {
         out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
@@ -76,9 +83,18 @@ fn read_reply<'a>(
     })
 }
 
-/// `CONFIG GET name` as a string.
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// `CONFIG GET name` as a string, from 127.0.0.1:`port`.
 pub async fn config_get(port: u16, name: &str) -> anyhow::Result<String> {
-    match command(port, &["CONFIG", "GET", name]).await? {
+    config_get_at(local(port), name).await
+}
+
+/// `CONFIG GET name` as a string, from `addr`.
+pub async fn config_get_at(addr: SocketAddr, name: &str) -> anyhow::Result<String> {
+    match command_at(addr, &["CONFIG", "GET", name]).await? {
         Reply::Array(items) if items.len() == 2 => items[1].text().context("CONFIG GET value"),
         other => bail!("unexpected CONFIG GET reply {other:?}"),
     }
@@ -88,9 +104,12 @@ pub async fn config_get(port: u16, name: &str) -> anyhow::Result<String> {
 /// (empty if the server closed the connection without one). A refused
 /// connection is an `std::io::Error` of kind `ConnectionRefused` inside.
 pub async fn four_letter_word(port: u16, word: &str) -> anyhow::Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .with_context(|| format!("connect to zookeeper on port {port}"))?;
+    four_letter_word_at(local(port), word).await
+}
+
+/// [`four_letter_word`] to a server at `addr`.
+pub async fn four_letter_word_at(addr: SocketAddr, word: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(addr).await.with_context(|| format!("connect to zookeeper at {addr}"))?;
     stream.write_all(word.as_bytes()).await?;
     let mut out = String::new();
     stream.read_to_string(&mut out).await?;

@@ -1,9 +1,11 @@
-//! ZooKeeper from the outside, for end-to-end tests: asking servers `srvr`, waiting for a
+//! ZooKeeper from the outside, for end-to-end tests: asking servers `srvr` (on
+//! this machine's ports, or at container addresses with the `_at` variants), waiting for a
 //! quorum, and a client that polls an ensemble through a rolling restart and
 //! judges what it saw (never two servers down, each restart only while the
 //! whole ensemble served).
 
 use std::io::ErrorKind::ConnectionRefused;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -25,8 +27,14 @@ pub enum Srvr {
     Serving(String),
 }
 
+/// `srvr` to the server on 127.0.0.1:`port`.
 pub async fn srvr(port: u16) -> Srvr {
-    match tokio::time::timeout(PROBE_TIMEOUT, resp::four_letter_word(port, "srvr")).await {
+    srvr_at(local(port)).await
+}
+
+/// `srvr` to the server at `addr`.
+pub async fn srvr_at(addr: SocketAddr) -> Srvr {
+    match tokio::time::timeout(PROBE_TIMEOUT, resp::four_letter_word_at(addr, "srvr")).await {
         Ok(Ok(text)) => match text.lines().find_map(|l| l.strip_prefix("Mode: ")) {
             Some(mode) => Srvr::Serving(mode.trim().to_owned()),
             None => Srvr::NotServing,
@@ -38,12 +46,22 @@ pub async fn srvr(port: u16) -> Srvr {
     }
 }
 
-/// Waits until the servers on `ports` are one leader and followers.
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Waits until the servers on `ports` of 127.0.0.1 are one leader and followers.
 pub async fn wait_for_quorum(ports: &[u16], within: Duration, what: &str) {
+    let addrs: Vec<SocketAddr> = ports.iter().map(|p| local(*p)).collect();
+    wait_for_quorum_at(&addrs, within, what).await
+}
+
+/// Waits until the three servers at `addrs` are one leader and two followers.
+pub async fn wait_for_quorum_at(addrs: &[SocketAddr], within: Duration, what: &str) {
     crate::eventually(within, what, || async {
         let mut modes = Vec::new();
-        for &port in ports {
-            let Srvr::Serving(mode) = srvr(port).await else { return None };
+        for &addr in addrs {
+            let Srvr::Serving(mode) = srvr_at(addr).await else { return None };
             modes.push(mode);
         }
         modes.sort();
@@ -74,8 +92,15 @@ pub struct Client {
 }
 
 impl Client {
-    /// Starts polling and returns once the first round is recorded.
+    /// Starts polling the servers on `ports` of 127.0.0.1 and returns once
+    /// the first round is recorded.
     pub async fn start(ports: [u16; 3]) -> Client {
+        Client::start_at(ports.map(local)).await
+    }
+
+    /// Starts polling the servers at `addrs` and returns once the first
+    /// round is recorded.
+    pub async fn start_at(addrs: [SocketAddr; 3]) -> Client {
         let done = Arc::new(AtomicBool::new(false));
         let (first_tx, first_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn({
@@ -88,7 +113,7 @@ impl Client {
                 pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 while !done.load(Ordering::SeqCst) {
                     pace.tick().await;
-                    let replies = futures::future::join_all(ports.map(srvr)).await;
+                    let replies = futures::future::join_all(addrs.map(srvr_at)).await;
                     rounds.push(Round {
                         at: start.elapsed(),
                         up: std::array::from_fn(|i| replies[i] != Srvr::Down),
