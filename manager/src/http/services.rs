@@ -360,6 +360,11 @@ pub async fn delete_service(
             return Err(ApiError::Conflict(format!("service {} requires {service}; delete it first", other.name)));
         }
     }
+    if let Some((other, parameter)) = desired::referrers(&state, &cluster, &service).await?.into_iter().next() {
+        return Err(ApiError::Conflict(format!(
+            "service {other} refers to {service} (parameter {parameter}); change that first"
+        )));
+    }
     let hosts: Vec<String> =
         state.store.roles_of_service(&cluster, &service).await?.into_iter().map(|r| r.host_id).collect();
     state.store.delete_service(&cluster, &service).await?;
@@ -494,6 +499,10 @@ pub struct RoleView {
     pub health: String,
     pub pid: Option<u32>,
     pub restart_count: u32,
+    /// Reloads of the running process (new files applied by its reload
+    /// signal), and when the last one was sent.
+    pub reload_count: u32,
+    pub last_reload_at: Option<String>,
     pub applied_revision: Option<u64>,
     pub running_revision: Option<u64>,
     /// Running with an older revision whose changes need a restart.
@@ -654,6 +663,8 @@ pub async fn role_views(state: &AppState, ctx: &ServiceContext) -> Result<Vec<Ro
             health,
             pid: s.as_ref().filter(|s| s.pid > 0).map(|s| s.pid),
             restart_count: s.as_ref().map(|s| s.restart_count).unwrap_or(0),
+            reload_count: s.as_ref().map(|s| s.reload_count).unwrap_or(0),
+            last_reload_at: s.as_ref().and_then(|s| s.reloaded_at).map(rfc3339),
             applied_revision: s.as_ref().map(|s| s.applied_revision).filter(|r| *r > 0),
             running_revision: s.as_ref().map(|s| s.running_revision).filter(|r| *r > 0),
             stale,
@@ -1087,6 +1098,10 @@ async fn commit_revision(
     let mut changed = override_diff(&ctx.values, &values);
     if changed.is_empty() {
         return Err(ApiError::BadRequest("the change leaves the configuration as it is; no revision created".into()));
+    }
+    let problems = desired::reference_problems(state, &ctx.service, &st, &values).await?;
+    if !problems.is_empty() {
+        return Err(ApiError::BadRequest(problems.join("; ")));
     }
     let revision = ctx.service.revision + 1;
     // Render every role with the candidate values before storing anything,

@@ -1,0 +1,274 @@
+//! Service references through the REST API of a real in-process manager
+//! (SQLite in a temp dir, hosts enrolled through the store, no agents): an
+//! nginx `lb` whose `upstream_service` names an nginx `web`. References are
+//! validated when set (unknown service, itself, a type the parameter does not
+//! allow: 400 and no revision), the referring service is re-rendered when the
+//! referenced one's roles or ports change (the new desired files list them,
+//! with an event saying why, and no new revision of `lb`), and a referenced
+//! service cannot be deleted.
+
+use drover_manager::auth::sha256_hex;
+use drover_manager::model::{HostFacts, HostKind, Labels, now_millis};
+use drover_manager::store::{EnrollmentTokenRecord, NewHost};
+use drover_manager::{Manager, ManagerConfig, ManagerHandle};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+const PASSWORD: &str = "service-refs-test-password";
+
+/// A user service type whose `backend` parameter only takes Redis services.
+const CLIENT_TYPE: &str = r#"
+name = "client"
+version = "1"
+[[role_types]]
+name = "main"
+files = [{ path = "app.conf" }]
+[role_types.process]
+program = "/bin/true"
+[[parameters]]
+name = "backend"
+type = "service"
+service_types = ["redis"]
+"#;
+
+struct T {
+    handle: ManagerHandle,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl T {
+    async fn start() -> T {
+        let dir = tempfile::tempdir().unwrap();
+        let client_type = dir.path().join("service-types/client");
+        std::fs::create_dir_all(client_type.join("templates")).unwrap();
+        std::fs::write(client_type.join("service.toml"), CLIENT_TYPE).unwrap();
+        std::fs::write(client_type.join("templates/app.conf.hbs"), "{{refs.backend.service}}\n").unwrap();
+        let mut config = ManagerConfig::for_data_dir(dir.path());
+        config.admin_password = Some(PASSWORD.into());
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let handle = Manager::start(config, http, grpc).await.unwrap();
+        T { handle, client: reqwest::Client::new(), _dir: dir }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("http://{}/api/v1{path}", self.handle.http_addr))
+            .basic_auth("admin", Some(PASSWORD));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+    }
+
+    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.call(method.clone(), path, body).await;
+        assert!((200..300).contains(&status), "{method} {path}: HTTP {status}: {v}");
+        v
+    }
+
+    async fn err(&self, method: Method, path: &str, body: Option<Value>, want: u16) -> String {
+        let (status, v) = self.call(method.clone(), path, body).await;
+        assert_eq!(status, want, "{method} {path}: {v}");
+        v["error"]["message"].as_str().unwrap_or_default().to_owned()
+    }
+
+    async fn host(&self, id: &str, address: &str) {
+        let state = &self.handle.state;
+        let now = now_millis();
+        let token = format!("token-{id}");
+        state
+            .store
+            .insert_enrollment_token(&EnrollmentTokenRecord {
+                id: token.clone(),
+                secret_hash: sha256_hex("s"),
+                labels: Labels::new(),
+                max_uses: 1,
+                uses: 0,
+                created_by: "admin".into(),
+                created_at: now,
+                expires_at: now + 3_600_000,
+                revoked_at: None,
+            })
+            .await
+            .unwrap();
+        let facts = HostFacts {
+            hostname: format!("node-{id}"),
+            addresses: vec![address.into()],
+            kind: HostKind::Container,
+            kind_evidence: "test".into(),
+            os: "Debian".into(),
+            kernel: "6.1".into(),
+            arch: "x86_64".into(),
+            cpu_cores: 2,
+            memory_bytes: 1 << 30,
+            disks: vec![],
+            fqdn: String::new(),
+            container_id: String::new(),
+            machine_cpu_cores: 0,
+            machine_memory_bytes: 0,
+            capacity_evidence: String::new(),
+        };
+        let new_host = NewHost {
+            id: id.into(),
+            facts,
+            agent_version: "0".into(),
+            labels: Labels::new(),
+            cert_serial: format!("s-{id}"),
+        };
+        let host = state.store.enroll_host(&token, &sha256_hex("s"), now, &new_host).await.unwrap();
+        state.registry.add_enrolled(&host);
+    }
+
+    async fn role(&self, svc: &str, host: &str) -> String {
+        let body = json!({"role_type": "server", "host_id": host});
+        let r = self.ok(Method::POST, &format!("/clusters/prod/services/{svc}/roles"), Some(body)).await;
+        r["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn patch(&self, svc: &str, body: Value) -> (u16, Value) {
+        self.call(Method::PATCH, &format!("/clusters/prod/services/{svc}/config"), Some(body)).await
+    }
+
+    async fn revision(&self, svc: &str) -> u64 {
+        self.ok(Method::GET, &format!("/clusters/prod/services/{svc}"), None).await["revision"].as_u64().unwrap()
+    }
+
+    /// The nginx.conf the manager wants on `host` for role `role_id`.
+    fn desired_conf(&self, host: &str, role_id: &str) -> String {
+        let role = self.handle.state.registry.desired_role(host, role_id).expect("desired role");
+        let file = role.rendered.files.iter().find(|f| f.path == "nginx.conf").expect("nginx.conf");
+        String::from_utf8(file.content.clone()).unwrap()
+    }
+
+    async fn events(&self, object_id: &str) -> Vec<String> {
+        let v = self.ok(Method::GET, &format!("/events?object_type=service&object_id={object_id}"), None).await;
+        v["items"].as_array().unwrap().iter().map(|e| format!("{}: {}", e["kind"], e["message"])).collect()
+    }
+}
+
+/// Upstream lines of an nginx.conf: `address:port # role`.
+fn upstreams(conf: &str) -> Vec<String> {
+    conf.lines()
+        .filter_map(|l| l.trim().strip_prefix("server ").filter(|rest| rest.contains(" # ")))
+        .map(|l| l.replace(';', "").replace(" on node-", " @").trim().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn nginx_follows_the_roles_of_the_service_it_refers_to() {
+    let t = T::start().await;
+    for (id, address) in [("h1", "10.0.0.1"), ("h2", "10.0.0.2"), ("h3", "10.0.0.3"), ("h4", "10.0.0.4")] {
+        t.host(id, address).await;
+    }
+    t.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
+    for svc in ["web", "lb"] {
+        t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": svc, "type": "nginx"}))).await;
+    }
+    let w1 = t.role("web", "h1").await;
+    t.role("web", "h2").await;
+    let lb = t.role("lb", "h4").await;
+    assert!(t.desired_conf("h4", &lb).contains("return 200 \"lb-server-1 on node-h4 (service prod/lb)\\n\";"));
+
+    // The service type describes the reference parameter.
+    let ty = t.ok(Method::GET, "/service-types/nginx", None).await;
+    let param = ty["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "upstream_service").unwrap();
+    assert_eq!((&param["type"], &param["kind"]["service_types"]), (&json!("service"), &json!([])));
+
+    // Bad references: 400, nothing stored.
+    let before = t.revision("lb").await;
+    let cases = [
+        (
+            json!("nope"),
+            "parameter `upstream_service`: service nope not found in cluster prod (its other services: web)",
+        ),
+        (json!("lb"), "parameter `upstream_service`: service lb cannot refer to itself"),
+        (json!("Web!"), "parameter `upstream_service`: expected the name of a service of the cluster"),
+    ];
+    for (value, want) in cases {
+        let body = json!({"values": {"upstream_service": value}, "message": "point at it"});
+        let message = t.err(Method::PATCH, "/clusters/prod/services/lb/config", Some(body), 400).await;
+        assert!(message.starts_with(want), "{message}");
+    }
+    // At role level too.
+    let body = json!({"values": {"upstream_service": "nope"}, "role": "lb-server-1", "message": "point at it"});
+    t.err(Method::PATCH, "/clusters/prod/services/lb/config", Some(body), 400).await;
+    assert_eq!(t.revision("lb").await, before, "no revision stored");
+
+    // lb -> web: one upstream entry per web role, on its host address and port.
+    let (status, v) = t.patch("lb", json!({"values": {"upstream_service": "web"}, "message": "balance web"})).await;
+    assert_eq!(status, 200, "{v}");
+    let lb_revision = t.revision("lb").await;
+    assert_eq!(
+        upstreams(&t.desired_conf("h4", &lb)),
+        ["10.0.0.1:8080 # web-server-1 @h1", "10.0.0.2:8080 # web-server-2 @h2"]
+    );
+
+    // A third web role: lb's files follow, without a new revision of lb, and an event says why.
+    let w3 = t.role("web", "h3").await;
+    assert_eq!(
+        upstreams(&t.desired_conf("h4", &lb)),
+        ["10.0.0.1:8080 # web-server-1 @h1", "10.0.0.2:8080 # web-server-2 @h2", "10.0.0.3:8080 # web-server-3 @h3"]
+    );
+    assert_eq!(t.revision("lb").await, lb_revision);
+    let events = t.events("prod/lb").await;
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some(
+            "\"config_rerendered\": \"re-rendered because prod/web changed: nginx.conf of lb-server-1; running roles reload (SIGHUP)\""
+        )
+    );
+    let desired = t.handle.state.registry.desired_role("h4", &lb).unwrap();
+    assert_eq!(desired.rendered.process.reload_signal, "SIGHUP");
+    assert_eq!(desired.rendered.restart_digest.len(), 64);
+
+    // A web role's own port feeds its upstream entry.
+    let body = json!({"values": {"port": 9090}, "role": "web-server-3", "message": "move it"});
+    assert_eq!(t.patch("web", body).await.0, 200);
+    assert!(upstreams(&t.desired_conf("h4", &lb)).contains(&"10.0.0.3:9090 # web-server-3 @h3".to_owned()));
+    assert_eq!(t.events("prod/lb").await.len(), 2);
+
+    // Removing web roles: they leave the list; with none left lb answers 503.
+    t.ok(Method::DELETE, &format!("/clusters/prod/services/web/roles/{w3}"), None).await;
+    assert_eq!(
+        upstreams(&t.desired_conf("h4", &lb)),
+        ["10.0.0.1:8080 # web-server-1 @h1", "10.0.0.2:8080 # web-server-2 @h2"]
+    );
+    t.ok(Method::DELETE, &format!("/clusters/prod/services/web/roles/{w1}"), None).await;
+    assert_eq!(upstreams(&t.desired_conf("h4", &lb)), ["10.0.0.2:8080 # web-server-2 @h2"]);
+
+    // A referenced service cannot go; once nothing refers to it, it can.
+    let message = t.err(Method::DELETE, "/clusters/prod/services/web", None, 409).await;
+    assert_eq!(message, "service lb refers to web (parameter upstream_service); change that first");
+    let (status, _) = t.patch("lb", json!({"values": {"upstream_service": null}, "message": "serve alone"})).await;
+    assert_eq!(status, 200);
+    assert!(upstreams(&t.desired_conf("h4", &lb)).is_empty());
+    t.ok(Method::DELETE, "/clusters/prod/services/web", None).await;
+}
+
+#[tokio::test]
+async fn a_reference_must_have_an_allowed_type() {
+    let t = T::start().await;
+    t.host("h1", "10.0.0.1").await;
+    t.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
+    t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "web", "type": "nginx"}))).await;
+    t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "cache", "type": "redis"}))).await;
+    t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "app", "type": "client"}))).await;
+    let (status, v) = t.patch("app", json!({"values": {"backend": "web"}, "message": "use web"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        v["error"]["message"],
+        "parameter `backend`: service web is a nginx service; expected a service of type redis"
+    );
+    let (status, v) = t.patch("app", json!({"values": {"backend": "cache"}, "message": "use the cache"})).await;
+    assert_eq!(status, 200, "{v}");
+    // Rolling back to before the reference is a change like any other.
+    t.ok(Method::POST, "/clusters/prod/services/app/config/rollback", Some(json!({"revision": 1, "message": "undo"})))
+        .await;
+}
