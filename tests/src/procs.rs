@@ -215,8 +215,10 @@ pub fn start_agent(data_dir: &Path, manager_url: &str, token: Option<&str>, extr
 }
 
 /// Kills, when dropped, any process still running from a role directory under
-/// `root`: role processes outlive their agent by design, and a failed test must
-/// not leave JVMs behind on a shared machine.
+/// `root`, with its process group when it leads one (as role processes do: an
+/// nginx worker's command line does not name the directory): role processes
+/// outlive their agent by design, and a failed test must not leave JVMs or
+/// listening servers behind on a shared machine.
 pub struct RoleReaper(pub PathBuf);
 
 impl Drop for RoleReaper {
@@ -227,7 +229,11 @@ impl Drop for RoleReaper {
             let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
             if pid != std::process::id() as i32 && String::from_utf8_lossy(&cmdline).contains(&needle) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let pid = nix::unistd::Pid::from_raw(pid);
+                if nix::unistd::getpgid(Some(pid)).ok() == Some(pid) {
+                    let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+                }
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             }
         }
     }
