@@ -66,8 +66,9 @@ pub enum RolesMode {
     /// Only write the files under `dir/roles/`; no processes, nothing persisted
     /// (synthetic agents measuring config push).
     FilesOnly { dir: PathBuf },
-    /// A supervisor configured by the caller (tests, tuning).
-    Custom(SupervisorConfig),
+    /// A supervisor configured by the caller (tests, tuning); boxed, as the
+    /// configuration is much larger than the other variants.
+    Custom(Box<SupervisorConfig>),
 }
 
 impl RolesMode {
@@ -76,7 +77,7 @@ impl RolesMode {
             RolesMode::Disabled => None,
             RolesMode::Supervise { data_dir } => Some(SupervisorConfig::supervise(data_dir.clone())),
             RolesMode::FilesOnly { dir } => Some(SupervisorConfig::files_only(dir.clone())),
-            RolesMode::Custom(config) => Some(config.clone()),
+            RolesMode::Custom(config) => Some(SupervisorConfig::clone(config)),
         }
     }
 }

@@ -154,6 +154,8 @@ fn nginx_proxies_to_the_roles_of_the_referenced_service() {
                     proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
                     proxy_connect_timeout 5000ms;
                     proxy_read_timeout 60000ms;
+                    # Large responses stream through instead of going to temporary files.
+                    proxy_max_temp_file_size 0;
                     # A role that refuses the connection (stopped, restarting) is skipped.
                     proxy_next_upstream error timeout;
                 }
