@@ -294,6 +294,16 @@ impl Scenario {
     fn manager_errors(&self) -> Vec<String> {
         self.manager.proc.unexpected_errors(&[])
     }
+
+    /// ERROR lines in the agents' logs, each prefixed with its host.
+    fn agent_errors(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for h in self.hosts.values() {
+            let logs = self.env.logs(&h.container);
+            out.extend(logs.lines().filter(|l| l.contains(" ERROR ")).map(|l| format!("{}: {l}", h.hostname)));
+        }
+        out
+    }
 }
 
 /// What a ZooKeeper server says to `mntr`, as key → value.
@@ -361,6 +371,8 @@ async fn cluster_of_containers_survives_restarts_kills_and_partitions() {
 
     let errors = s.manager_errors();
     assert!(errors.is_empty(), "unexpected ERROR lines in the manager log:\n{}", errors.join("\n"));
+    let errors = s.agent_errors();
+    assert!(errors.is_empty(), "unexpected ERROR lines in the agents' logs:\n{}", errors.join("\n"));
     eprintln!("scenario finished in {:.1}s", started.elapsed().as_secs_f64());
 }
 
