@@ -1,7 +1,11 @@
 //! One cluster on real containers, end to end, driven through the REST API as
-//! an operator would: a manager on this machine and three `drover/agent`
-//! containers on a network the test creates, each with a fixed address.
+//! an operator would: a manager on this machine, three `drover/agent`
+//! containers and one `drover/sshd` container (sshd only, like a VM) that the
+//! manager bootstraps over SSH, on a network the test creates, each with a
+//! fixed address.
 //!
+//! 0. The sshd host is bootstrapped with a key and a pinned host key and joins
+//!    as a host like the others.
 //! 1. A 3-server ZooKeeper ensemble and a Redis primary with a replica are
 //!    deployed from parcels and checked from this process at the containers'
 //!    addresses (one leader and two followers; a key written on the primary
@@ -9,6 +13,9 @@
 //! 2. A ZooKeeper setting changes and a rolling restart applies it while a
 //!    client keeps polling the ensemble: quorum is never lost, and the new
 //!    value is live on every server.
+//! 2b. nginx: `web` serves a page on two agent containers, `lb` on the SSH
+//!    host balances over web's roles; a third web role appears in lb's
+//!    upstream by itself and answers through lb, lb reloading, not restarting.
 //! 3. A container is killed: its host turns `lost` with an event, its role is
 //!    reported down with the reason; started again, it comes back by itself.
 //! 4. A container is cut off from the network while its Redis replica gets a
@@ -32,6 +39,7 @@ use drover_tests::parcels::{build_parcel, install_parcels, wait_command};
 use drover_tests::procs::{ManagerProc, free_port};
 use drover_tests::resp::{self, Reply};
 use drover_tests::rest::Rest;
+use drover_tests::ssh::{KeyPair, SshdOptions, bootstrap, enrolled_host_id, ensure_sshd_image, host_fingerprint};
 use drover_tests::zk::{self, Client, Srvr, longest_outage, rolling_restart_violation, timeline, wait_for_quorum_at};
 use drover_tests::{eventually, init_logging};
 use reqwest::Method;
@@ -48,6 +56,12 @@ const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 const ZK_SERVERS: [(&str, &str); 3] = [("zk-1", "node-a"), ("zk-2", "node-b"), ("zk-3", "node-c")];
 const REDIS_PRIMARY: (&str, &str) = ("cache-primary", "node-a");
 const REDIS_REPLICA: (&str, &str) = ("cache-replica", "node-b");
+/// The host bootstrapped over SSH, and the nginx roles: web on two agent
+/// containers (a third later on node-c), lb on the SSH host.
+const SSH_HOST: &str = "edge";
+const WEB: [(&str, &str); 3] = [("web-1", "node-a"), ("web-2", "node-b"), ("web-3", "node-c")];
+const LB: (&str, &str) = ("lb-1", SSH_HOST);
+const NGINX_PORT: u16 = 8080;
 const ZK_CLIENT_PORT: u16 = 2181;
 const REDIS_PORT: u16 = 6379;
 
@@ -61,6 +75,9 @@ struct TestHost {
     ip: Ipv4Addr,
     /// Its id at the manager.
     id: String,
+    /// Bootstrapped over SSH (drover/sshd): the agent logs to a file, not to
+    /// the container's output, and runs under the supervisor, not as PID 1.
+    via_ssh: bool,
 }
 
 /// The manager, the Docker environment and the hosts of the scenario.
@@ -81,6 +98,7 @@ impl Scenario {
     /// gateway with short heartbeat and lost-host timings.
     async fn start() -> Scenario {
         ensure_images();
+        ensure_sshd_image();
         let mut env = DockerEnv::new("cluster");
         let network = env.fixed_network("net").expect("create network");
         let gateway = network.gateway().to_string();
@@ -154,7 +172,51 @@ impl Scenario {
             container,
             ip,
             id: host["id"].as_str().expect("host id").to_owned(),
+            via_ssh: false,
         };
+        self.hosts.insert(hostname.to_owned(), host.clone());
+        host
+    }
+
+    /// Starts a `drover/sshd` container (no agent, no systemd) at the next
+    /// free address and has the manager bootstrap it over SSH: key login as
+    /// an unprivileged user with sudo, the host key pinned to the fingerprint
+    /// the container printed. Waits until it is a healthy host.
+    async fn add_ssh_host(&mut self, hostname: &str) -> TestHost {
+        let ip = self.network.ip(10 + self.hosts.len() as u8);
+        let key = KeyPair::generate(self._data.path());
+        let ip_arg = ip.to_string();
+        let opts = SshdOptions {
+            user: Some("ops"),
+            authorized_key: Some(&key.public),
+            sudo: true,
+            docker_args: ["--network", &self.network.name, "--ip", &ip_arg, "--hostname", hostname]
+                .map(str::to_owned)
+                .to_vec(),
+            ..Default::default()
+        };
+        let container = drover_tests::ssh::start_sshd(&mut self.env, hostname, &opts);
+        drover_tests::ssh::wait_for_sshd(&ip_arg).await;
+        let fingerprint = host_fingerprint(&self.env, &container).await;
+        let cmd = bootstrap(
+            &self.rest,
+            json!({
+                "addresses": [ip_arg],
+                "user": "ops",
+                "auth": {"private_key": key.private_pem()},
+                "host_key_fingerprints": {ip_arg.clone(): fingerprint},
+                "labels": {"via": "ssh"},
+            }),
+        )
+        .await;
+        assert_eq!(cmd["state"], "succeeded", "bootstrap of {hostname}: {cmd:#}");
+        let step = &cmd["steps"][0];
+        assert!(step["message"].as_str().unwrap_or_default().contains(&format!("host key {fingerprint} (pinned)")));
+        let id = enrolled_host_id(step).expect("host id in the bootstrap step");
+        let h = self.get(&format!("/hosts/{id}")).await;
+        assert_eq!((h["status"].as_str(), h["hostname"].as_str()), (Some("healthy"), Some(hostname)), "{h:#}");
+        assert_eq!((h["kind"].as_str(), h["labels"]["via"].as_str()), (Some("container"), Some("ssh")), "{h:#}");
+        let host = TestHost { hostname: hostname.to_owned(), container, ip, id, via_ssh: true };
         self.hosts.insert(hostname.to_owned(), host.clone());
         host
     }
@@ -299,7 +361,11 @@ impl Scenario {
     fn agent_errors(&self) -> Vec<String> {
         let mut out = Vec::new();
         for h in self.hosts.values() {
-            let logs = self.env.logs(&h.container);
+            let logs = if h.via_ssh {
+                self.exec(&h.hostname, &["cat", "/var/log/drover-agent.log"])
+            } else {
+                self.env.logs(&h.container)
+            };
             out.extend(logs.lines().filter(|l| l.contains(" ERROR ")).map(|l| format!("{}: {l}", h.hostname)));
         }
         out
@@ -325,7 +391,7 @@ async fn replication(addr: SocketAddr) -> HashMap<String, String> {
 }
 
 fn parcels() -> Vec<PathBuf> {
-    ["jre", "zookeeper", "redis"].map(|p| build_parcel(p, None)).to_vec()
+    ["jre", "zookeeper", "redis", "nginx"].map(|p| build_parcel(p, None)).to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,6 +411,9 @@ async fn cluster_of_containers_survives_restarts_kills_and_partitions() {
         s.add_agent_container(node, &token).await;
     }
     lap("manager and 3 agent containers up");
+    // Phase 0: a machine that only runs sshd becomes a host too.
+    s.add_ssh_host(SSH_HOST).await;
+    lap("phase 0: sshd container bootstrapped over SSH");
 
     // Phase 1: deploy from parcels and check the services from outside.
     s.call(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
@@ -357,6 +426,10 @@ async fn cluster_of_containers_survives_restarts_kills_and_partitions() {
     zookeeper_rolling_config_change(&s).await;
     lap("phase 2: rolling configuration change");
 
+    // Phase 2b: nginx on the SSH host balances over another service's roles.
+    nginx_upstream_follows_web_roles(&s).await;
+    lap("phase 2b: nginx upstream rendered from web's roles");
+
     // Phase 3: a killed container is lost, then comes back.
     killed_host_is_lost_and_comes_back(&s, "node-c").await;
     lap("phase 3: container killed and started again");
@@ -367,7 +440,8 @@ async fn cluster_of_containers_survives_restarts_kills_and_partitions() {
 
     // Phase 5: the agent restarts inside a container; its roles do not.
     agent_restart_keeps_roles_running(&s, "node-a").await;
-    lap("phase 5: agent restart");
+    ssh_host_agent_restart_keeps_lb_running(&s).await;
+    lap("phase 5: agent restarts");
 
     let errors = s.manager_errors();
     assert!(errors.is_empty(), "unexpected ERROR lines in the manager log:\n{}", errors.join("\n"));
@@ -631,4 +705,105 @@ async fn agent_restart_keeps_roles_running(s: &Scenario, node: &str) {
         "true 0"
     );
     s.wait_host_status(node, "healthy").await;
+}
+
+/// The backend named by a web page (`web-1 on node-a (service prod/web)`).
+fn backend(page: &str) -> String {
+    page.split_whitespace().next().unwrap_or_default().to_owned()
+}
+
+/// GETs through lb until every one of `want` has answered; fails on an
+/// answer that is not a web page. Returns how many requests it took.
+async fn wait_for_backends(lb: SocketAddr, want: &[&str]) -> usize {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client");
+    let seen = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let mut requests = 0;
+    eventually(WAIT, &format!("answers through lb from {want:?}"), || {
+        requests += 1;
+        let request = client.get(format!("http://{lb}/")).send();
+        let seen = &seen;
+        async move {
+            if let Ok(r) = request.await
+                && r.status() == 200
+                && let Ok(page) = r.text().await
+            {
+                assert!(page.starts_with("web-"), "lb answered with something else: {page:?}");
+                seen.borrow_mut().insert(backend(&page));
+            }
+            want.iter().all(|w| seen.borrow().contains(*w)).then_some(())
+        }
+    })
+    .await;
+    requests
+}
+
+/// `web` (nginx serving its own page) on node-a and node-b, `lb` (nginx with
+/// `upstream_service = web`) on the SSH host: HTTP through lb reaches both;
+/// a third web role on node-c appears in lb's upstream without anyone
+/// touching lb's configuration, and lb takes it by reload (same pid).
+async fn nginx_upstream_follows_web_roles(s: &Scenario) {
+    s.call(Method::POST, "/clusters/prod/services", Some(json!({"name": "web", "type": "nginx"}))).await;
+    for (name, node) in &WEB[..2] {
+        s.add_role("web", "server", name, node).await;
+    }
+    s.run_command("web", json!({"name": "start"})).await;
+    let page = reqwest::get(format!("http://{}/", SocketAddr::from((s.host(WEB[0].1).ip, NGINX_PORT))))
+        .await
+        .expect("GET web-1")
+        .text()
+        .await
+        .expect("page");
+    assert_eq!(page, "web-1 on node-a (service prod/web)\n");
+
+    s.call(Method::POST, "/clusters/prod/services", Some(json!({"name": "lb", "type": "nginx"}))).await;
+    s.patch_config("lb", json!({"upstream_service": "web"}), None, "balance over web").await;
+    s.add_role("lb", "server", LB.0, LB.1).await;
+    s.run_command("lb", json!({"name": "start"})).await;
+    let lb_addr = SocketAddr::from((s.host(LB.1).ip, NGINX_PORT));
+    wait_for_backends(lb_addr, &["web-1", "web-2"]).await;
+    let lb = s.role("lb", LB.0).await;
+    let (lb_pid, lb_revision) = (lb["pid"].as_u64().expect("lb pid"), lb["running_revision"].clone());
+
+    // A third web instance: lb's rendered upstream follows on the SSH host.
+    let (name, node) = WEB[2];
+    s.add_role("web", "server", name, node).await;
+    let listed = format!("server {}:{NGINX_PORT}; # {name} on {node}", s.host(node).ip);
+    let conf = format!("/var/lib/drover-agent/roles/{}/nginx.conf", lb["id"].as_str().expect("lb id"));
+    eventually(WAIT, "lb's nginx.conf on the SSH host to list web-3", || async {
+        docker(["exec", &s.host(LB.1).container, "cat", &conf]).ok().filter(|c| c.contains(&listed)).map(|_| ())
+    })
+    .await;
+    s.wait_role("lb", LB.0, "reloaded", |r| r["reload_count"].as_u64().unwrap_or(0) >= 1).await;
+    s.run_command("web", json!({"name": "start", "roles": [name]})).await;
+    let requests = wait_for_backends(lb_addr, &["web-1", "web-2", "web-3"]).await;
+    eprintln!("nginx: web-3 answered through lb after {requests} requests");
+    let lb = s.role("lb", LB.0).await;
+    assert_eq!((lb["pid"].as_u64(), &lb["running_revision"]), (Some(lb_pid), &lb_revision), "lb restarted: {lb:#}");
+    assert_eq!((&lb["status"], &lb["health"], &lb["stale"]), (&json!("running"), &json!("good"), &json!(false)));
+}
+
+/// The agent on the SSH host runs under the bootstrap's supervisor: killed,
+/// it is started again, adopts lb (same pid) and reports it running.
+async fn ssh_host_agent_restart_keeps_lb_running(s: &Scenario) {
+    let before = s.role("lb", LB.0).await;
+    let pid = before["pid"].as_u64().expect("lb pid");
+    let agent = s.exec(SSH_HOST, &["pgrep", "-x", "drover-agent"]);
+    let restarted_at = rfc3339(now_millis());
+    s.exec(SSH_HOST, &["pkill", "-TERM", "-x", "drover-agent"]);
+    eventually(WAIT, "the supervisor to start a new agent", || async {
+        let now = docker(["exec", &s.host(SSH_HOST).container, "pgrep", "-x", "drover-agent"]).unwrap_or_default();
+        (!now.is_empty() && now != agent).then_some(())
+    })
+    .await;
+    let r = s
+        .wait_role("lb", LB.0, "reported running by the new agent", |r| {
+            r["status"] == "running" && r["updated_at"].as_str().is_some_and(|t| t >= restarted_at.as_str())
+        })
+        .await;
+    assert_eq!(r["pid"].as_u64(), Some(pid), "lb has another pid after the agent restart: {r:#}");
+    wait_for_backends(SocketAddr::from((s.host(LB.1).ip, NGINX_PORT)), &["web-1"]).await;
 }
