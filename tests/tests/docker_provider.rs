@@ -219,3 +219,85 @@ async fn one_call_brings_up_container_hosts_and_one_tears_them_down() {
     let errors = manager.proc.unexpected_errors(&[]);
     assert!(errors.is_empty(), "unexpected ERROR lines in the manager log:\n{}", errors.join("\n"));
 }
+
+/// Runs the `drover` CLI against the manager; returns (success, stdout, stderr).
+fn drover_cli(manager: &ManagerProc, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(drover_tests::procs::bin("drover"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DROVER_URL", format!("http://127.0.0.1:{}", manager.http_port))
+        .env("DROVER_PASSWORD", &manager.password)
+        .args(args)
+        .output()
+        .expect("run drover");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `drover provider docker up` waits until the containers are healthy hosts
+/// and prints them; `list` shows them; `down --all` removes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_brings_an_environment_up_and_down() {
+    ensure_images();
+    let mut env = DockerEnv::new("providercli");
+    let (network, gateway) = env.network("net").expect("create network");
+    let prefix = env.name("h-");
+    let _leftovers = ProviderLeftovers { prefix: prefix.clone() };
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut manager = ManagerProc::start_on(
+        &data.path().join("manager"),
+        free_port(),
+        &gateway,
+        free_port(),
+        &["--advertise", &gateway, "--heartbeat-interval", "1s"],
+    )
+    .expect("start manager");
+    manager.wait_ready().await;
+    let image = format!("drover/agent:{TEST_TAG}");
+
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        drover_cli(
+            &manager,
+            &[
+                "provider",
+                "docker",
+                "up",
+                "--count",
+                "2",
+                "--image",
+                &image,
+                "--network",
+                &network,
+                "--name-prefix",
+                &prefix,
+                "--label",
+                "env=cli",
+                "--memory",
+                "256m",
+                "--timeout",
+                "90s",
+            ],
+        )
+    });
+    assert!(ok, "provider docker up failed:\n{out}\n{err}");
+    assert!(err.contains("2 of 2 container host(s) healthy"), "{err}");
+    assert!(out.contains("2 host(s) up in") && out.matches(&prefix).count() >= 2, "{out}");
+    let hosts = manager.rest().hosts("status=healthy&label=env=cli").await.expect("hosts");
+    assert_eq!(hosts.len(), 2, "{hosts:#?}");
+    assert!(hosts.iter().all(|h| h["memory_bytes"] == 256u64 << 20), "{hosts:#?}");
+
+    let (ok, out, err) = tokio::task::block_in_place(|| drover_cli(&manager, &["provider", "docker", "list"]));
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().filter(|l| l.contains("running") && l.contains("healthy")).count(), 2, "{out}");
+
+    let (ok, out, err) = tokio::task::block_in_place(|| drover_cli(&manager, &["provider", "docker", "down", "--all"]));
+    assert!(ok, "provider docker down failed:\n{out}\n{err}");
+    assert!(out.contains("removed 2 container host(s)"), "{out}");
+    let left = docker(["ps", "-aq", "--filter", &format!("name={prefix}")]).expect("docker ps");
+    assert!(left.is_empty(), "containers left: {left}");
+    let decommissioned = manager.rest().hosts("status=decommissioned").await.expect("hosts");
+    assert_eq!(decommissioned.len(), 2, "{decommissioned:#?}");
+}
