@@ -12,17 +12,18 @@
 //!    is read on the replica).
 //! 2. A ZooKeeper setting changes and a rolling restart applies it while a
 //!    client keeps polling the ensemble: quorum is never lost, and the new
-//!    value is live on every server.
-//! 2b. nginx: `web` serves a page on two agent containers, `lb` on the SSH
-//!    host balances over web's roles; a third web role appears in lb's
-//!    upstream by itself and answers through lb, lb reloading, not restarting.
+//!    value is live on every server. Then (2b) nginx: `web` serves a page on
+//!    two agent containers, `lb` on the SSH host balances over web's roles; a
+//!    third web role appears in lb's upstream by itself and answers through
+//!    lb, lb reloading, not restarting.
 //! 3. A container is killed: its host turns `lost` with an event, its role is
 //!    reported down with the reason; started again, it comes back by itself.
 //! 4. A container is cut off from the network while its Redis replica gets a
 //!    new setting and a restart: once reconnected, the agent converges by
 //!    itself and the new value is live in the running process.
 //! 5. The agent inside a container restarts (SIGHUP to PID 1): the roles keep
-//!    running with the same pids and the new agent reports them.
+//!    running with the same pids and the new agent reports them; so does the
+//!    agent on the SSH host, killed and started again by its supervisor.
 //!
 //! The phases share one [`Scenario`] (manager, Docker environment, hosts by
 //! name), so more hosts (e.g. one bootstrapped over SSH) and more services can

@@ -84,7 +84,9 @@ pub async fn run(ctx: &Context, command: Command, prompt: &mut dyn Prompt) -> an
         Command::Parcel(command) => crate::lifecycle::parcel(ctx, command).await,
         Command::Cluster(command) => crate::lifecycle::cluster(ctx, command).await,
         Command::Service(command) => crate::lifecycle::service(ctx, command).await,
-        Command::Provider(crate::cli::ProviderCommand::Docker(command)) => crate::remote_hosts::docker(ctx, command).await,
+        Command::Provider(crate::cli::ProviderCommand::Docker(command)) => {
+            crate::remote_hosts::docker(ctx, command).await
+        }
     }
 }
 
