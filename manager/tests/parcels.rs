@@ -5,53 +5,28 @@
 //! that keep the lifecycle safe. Agents are not involved here; the end-to-end
 //! tests run real agents.
 
-use drover_manager::{Manager, ManagerConfig, ManagerHandle};
 use drover_parcels::parcel::archive::build_archive;
 use drover_parcels::parcel::meta::{ParcelMeta, Scripts};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
-const PASSWORD: &str = "parcels-test-password";
-
-struct T {
-    handle: ManagerHandle,
-    client: reqwest::Client,
-    dir: tempfile::TempDir,
-}
+mod common;
+use common::{PASSWORD, T};
 
 impl T {
-    async fn start() -> T {
-        Self::start_following(&[]).await
-    }
-
-    /// A manager that follows the given remote parcel repositories.
+    /// A manager (data dir `manager/` in the temp dir) that follows the given
+    /// remote parcel repositories.
     async fn start_following(repos: &[String]) -> T {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = ManagerConfig::for_data_dir(dir.path().join("manager"));
-        config.admin_password = Some(PASSWORD.into());
-        config.parcel_repos = repos.to_vec();
-        config.parcel_repo_refresh = std::time::Duration::from_millis(200);
-        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let handle = Manager::start(config, http, grpc).await.unwrap();
-        T { handle, client: reqwest::Client::new(), dir }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.handle.http_addr)
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req =
-            self.client.request(method, self.url(&format!("/api/v1{path}"))).basic_auth("admin", Some(PASSWORD));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+        let repos = repos.to_vec();
+        T::start_configured(
+            |_| {},
+            |c| {
+                c.data_dir = c.data_dir.join("manager");
+                c.parcel_repos = repos;
+                c.parcel_repo_refresh = std::time::Duration::from_millis(200);
+            },
+        )
+        .await
     }
 
     async fn upload(&self, file_name: &str, sha256: &str, bytes: Vec<u8>) -> (u16, Value) {
@@ -113,7 +88,7 @@ fn parcel(version: &str) -> (String, Vec<u8>, String) {
 
 #[tokio::test]
 async fn uploads_are_checked_and_served() {
-    let t = T::start().await;
+    let t = T::start_following(&[]).await;
     let (name, bytes, sha) = parcel("1.0-1");
 
     // A wrong stated hash stores nothing.
@@ -178,7 +153,7 @@ async fn uploads_are_checked_and_served() {
 
 #[tokio::test]
 async fn lifecycle_refusals_name_the_problem() {
-    let t = T::start().await;
+    let t = T::start_following(&[]).await;
     let (name, bytes, sha) = parcel("2.0-1");
     assert_eq!(t.upload(&name, &sha, bytes).await.0, 201);
     assert_eq!(t.call(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await.0, 201);
@@ -204,7 +179,7 @@ async fn lifecycle_refusals_name_the_problem() {
 #[tokio::test]
 async fn remote_repositories_are_followed_and_their_parcels_verified() {
     // Manager A's /repo/ is the remote repository of manager B.
-    let a = T::start().await;
+    let a = T::start_following(&[]).await;
     let (name, bytes, sha) = parcel("3.0-1");
     assert_eq!(a.upload(&name, &sha, bytes.clone()).await.0, 201);
     let b = T::start_following(&[a.url("/repo")]).await;

@@ -6,103 +6,36 @@
 
 use std::time::{Duration, Instant};
 
-use drover_manager::auth::sha256_hex;
-use drover_manager::model::{HostFacts, HostKind, HostStatus, Labels, now_millis};
-use drover_manager::store::{EnrollmentTokenRecord, NewHost};
-use drover_manager::{Manager, ManagerConfig, ManagerHandle};
+use drover_manager::model::HostStatus;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
-const PASSWORD: &str = "placement-test-password";
-
-struct T {
-    handle: ManagerHandle,
-    client: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
+mod common;
+use common::T;
 
 impl T {
-    async fn start(host_lost_after: Duration) -> T {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = ManagerConfig::for_data_dir(dir.path());
-        config.admin_password = Some(PASSWORD.into());
-        config.host_lost_after = host_lost_after;
-        config.heartbeat_interval = host_lost_after / 4;
-        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let handle = Manager::start(config, http, grpc).await.unwrap();
-        T { handle, client: reqwest::Client::new(), _dir: dir }
+    /// A manager that marks hosts lost after `host_lost_after`.
+    async fn start_lost_after(host_lost_after: Duration) -> T {
+        T::start_configured(
+            |_| {},
+            |c| {
+                c.host_lost_after = host_lost_after;
+                c.heartbeat_interval = host_lost_after / 4;
+            },
+        )
+        .await
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(method, format!("http://{}/api/v1{path}", self.handle.http_addr))
-            .basic_auth("admin", Some(PASSWORD));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+    /// Enrolls host `id` (hostname `node-<id>`, address `10.0.0.<n>` for `h<n>`)
+    /// with `labels`.
+    async fn node(&self, id: &str, labels: &[(&str, &str)]) {
+        let address = format!("10.0.0.{}", id.trim_start_matches('h'));
+        self.host_labelled(id, &format!("node-{id}"), &address, labels).await
     }
 
-    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let (status, v) = self.call(method.clone(), path, body).await;
-        assert!((200..300).contains(&status), "{method} {path}: HTTP {status}: {v}");
-        v
-    }
-
-    async fn err(&self, path: &str, body: Value) -> String {
-        let (status, v) = self.call(Method::POST, path, Some(body)).await;
-        assert_eq!(status, 400, "POST {path}: {v}");
-        v["error"]["message"].as_str().unwrap_or_default().to_owned()
-    }
-
-    /// Enrolls host `id` (hostname `node-<id>`) with `labels` through the store.
-    async fn host(&self, id: &str, labels: &[(&str, &str)]) {
-        let state = &self.handle.state;
-        let now = now_millis();
-        let token = format!("token-{id}");
-        let labels: Labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        state
-            .store
-            .insert_enrollment_token(&EnrollmentTokenRecord {
-                id: token.clone(),
-                secret_hash: sha256_hex("s"),
-                labels: Labels::new(),
-                max_uses: 1,
-                uses: 0,
-                created_by: "admin".into(),
-                created_at: now,
-                expires_at: now + 3_600_000,
-                revoked_at: None,
-            })
-            .await
-            .unwrap();
-        let facts = HostFacts {
-            hostname: format!("node-{id}"),
-            addresses: vec![format!("10.0.0.{}", id.trim_start_matches('h'))],
-            kind: HostKind::Container,
-            kind_evidence: "test".into(),
-            os: "Debian".into(),
-            kernel: "6.1".into(),
-            arch: "x86_64".into(),
-            cpu_cores: 2,
-            memory_bytes: 1 << 30,
-            disks: vec![],
-            fqdn: String::new(),
-            container_id: String::new(),
-            machine_cpu_cores: 0,
-            machine_memory_bytes: 0,
-            capacity_evidence: String::new(),
-        };
-        let new_host =
-            NewHost { id: id.into(), facts, agent_version: "0".into(), labels, cert_serial: format!("s-{id}") };
-        let host = state.store.enroll_host(&token, &sha256_hex("s"), now, &new_host).await.unwrap();
-        state.registry.add_enrolled(&host);
+    /// A POST that must be refused with 400; returns the message.
+    async fn refused(&self, path: &str, body: Value) -> String {
+        self.err(Method::POST, path, Some(body), 400).await
     }
 
     /// Host ids of a service's roles, by role name.
@@ -125,12 +58,12 @@ fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn roles_are_placed_by_selector_and_spread_over_hosts() {
-    let t = T::start(Duration::from_secs(30)).await;
-    t.host("h1", &[("zk", "true"), ("rack", "r1")]).await;
-    t.host("h2", &[("zk", "true"), ("rack", "r2")]).await;
-    t.host("h3", &[("zk", "true"), ("rack", "r2")]).await;
-    t.host("h4", &[("zk", "true"), ("rack", "r3")]).await;
-    t.host("h5", &[("cache", "true")]).await;
+    let t = T::start_lost_after(Duration::from_secs(30)).await;
+    t.node("h1", &[("zk", "true"), ("rack", "r1")]).await;
+    t.node("h2", &[("zk", "true"), ("rack", "r2")]).await;
+    t.node("h3", &[("zk", "true"), ("rack", "r2")]).await;
+    t.node("h4", &[("zk", "true"), ("rack", "r3")]).await;
+    t.node("h5", &[("cache", "true")]).await;
     t.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
 
     // A Redis primary on h2 (by id) makes h2 the busiest zk host.
@@ -181,9 +114,9 @@ async fn roles_are_placed_by_selector_and_spread_over_hosts() {
 
 #[tokio::test]
 async fn bulk_requests_mix_ids_and_selectors_and_spread_within_the_body() {
-    let t = T::start(Duration::from_secs(30)).await;
+    let t = T::start_lost_after(Duration::from_secs(30)).await;
     for id in ["h1", "h2", "h3"] {
-        t.host(id, &[("cache", "true")]).await;
+        t.node(id, &[("cache", "true")]).await;
     }
     t.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
     t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "cache", "type": "redis"}))).await;
@@ -203,20 +136,20 @@ async fn bulk_requests_mix_ids_and_selectors_and_spread_within_the_body() {
 #[tokio::test]
 async fn too_few_matching_hosts_is_refused_naming_them_and_nothing_is_stored() {
     let lost_after = Duration::from_millis(800);
-    let t = T::start(lost_after).await;
+    let t = T::start_lost_after(lost_after).await;
     t.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
     t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "zk", "type": "zookeeper"}))).await;
 
     // h9 goes silent and turns lost; the others are enrolled afterwards and kept alive.
-    t.host("h9", &[("zk", "true")]).await;
+    t.node("h9", &[("zk", "true")]).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while t.handle.state.registry.host_status("h9") != Some(HostStatus::Lost) {
         assert!(Instant::now() < deadline, "h9 never turned lost");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    t.host("h1", &[("zk", "true")]).await;
-    t.host("h2", &[("zk", "false")]).await;
-    t.host("h3", &[("zk", "true")]).await;
+    t.node("h1", &[("zk", "true")]).await;
+    t.node("h2", &[("zk", "false")]).await;
+    t.node("h3", &[("zk", "true")]).await;
     t.ok(Method::DELETE, "/hosts/h3", None).await;
     let keep_alive = || {
         for id in ["h1", "h2"] {
@@ -226,14 +159,17 @@ async fn too_few_matching_hosts_is_refused_naming_them_and_nothing_is_stored() {
 
     keep_alive();
     let msg = t
-        .err("/clusters/prod/services/zk/roles", json!({"role_type": "server", "host_selector": "zk=true", "count": 3}))
+        .refused(
+            "/clusters/prod/services/zk/roles",
+            json!({"role_type": "server", "host_selector": "zk=true", "count": 3}),
+        )
         .await;
     assert_eq!(msg, "role type server needs 3 hosts matching zk=true; 2 match (node-h1, node-h9), 1 of them is lost");
 
     // In a bulk request the entry is named and the valid entries before it are not kept.
     keep_alive();
     let msg = t
-        .err(
+        .refused(
             "/clusters/prod/services/zk/roles",
             json!([
                 {"role_type": "server", "host_id": "h1"},
@@ -259,8 +195,8 @@ async fn too_few_matching_hosts_is_refused_naming_them_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn bad_placement_requests_are_refused() {
-    let t = T::start(Duration::from_secs(30)).await;
-    t.host("h1", &[("zk", "true")]).await;
+    let t = T::start_lost_after(Duration::from_secs(30)).await;
+    t.node("h1", &[("zk", "true")]).await;
     t.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
     t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "zk", "type": "zookeeper"}))).await;
     let path = "/clusters/prod/services/zk/roles";
@@ -295,7 +231,7 @@ async fn bad_placement_requests_are_refused() {
         ),
     ];
     for (body, want) in cases {
-        assert_eq!(t.err(path, body.clone()).await, want, "{body}");
+        assert_eq!(t.refused(path, body.clone()).await, want, "{body}");
     }
     assert!(t.placement("zk").await.is_empty());
     t.handle.shutdown().await;
@@ -303,10 +239,10 @@ async fn bad_placement_requests_are_refused() {
 
 #[tokio::test]
 async fn the_host_list_takes_the_same_selectors() {
-    let t = T::start(Duration::from_secs(30)).await;
-    t.host("h1", &[("zk", "true"), ("rack", "r1")]).await;
-    t.host("h2", &[("zk", "true"), ("rack", "r2")]).await;
-    t.host("h3", &[("zk", "true")]).await;
+    let t = T::start_lost_after(Duration::from_secs(30)).await;
+    t.node("h1", &[("zk", "true"), ("rack", "r1")]).await;
+    t.node("h2", &[("zk", "true"), ("rack", "r2")]).await;
+    t.node("h3", &[("zk", "true")]).await;
     let hosts = t.ok(Method::GET, "/hosts?label=zk%3Dtrue,rack!%3Dr1", None).await;
     let ids: Vec<&str> = hosts["items"].as_array().unwrap().iter().filter_map(|h| h["id"].as_str()).collect();
     assert_eq!(ids, ["h2", "h3"]);

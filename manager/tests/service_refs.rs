@@ -7,15 +7,8 @@
 //! with an event saying why, and no new revision of `lb`), and a referenced
 //! service cannot be deleted.
 
-use drover_manager::auth::sha256_hex;
-use drover_manager::model::{HostFacts, HostKind, Labels, now_millis};
-use drover_manager::store::{EnrollmentTokenRecord, NewHost};
-use drover_manager::{Manager, ManagerConfig, ManagerHandle};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-
-const PASSWORD: &str = "service-refs-test-password";
 
 /// A user service type whose `backend` parameter only takes Redis services.
 const CLIENT_TYPE: &str = r#"
@@ -32,98 +25,24 @@ type = "service"
 service_types = ["redis"]
 "#;
 
-struct T {
-    handle: ManagerHandle,
-    client: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
+mod common;
+use common::T;
 
-impl T {
-    async fn start() -> T {
-        let dir = tempfile::tempdir().unwrap();
-        let client_type = dir.path().join("service-types/client");
+/// A manager with the `client` service type in its data dir.
+async fn start() -> T {
+    T::start_with(|dir| {
+        let client_type = dir.join("service-types/client");
         std::fs::create_dir_all(client_type.join("templates")).unwrap();
         std::fs::write(client_type.join("service.toml"), CLIENT_TYPE).unwrap();
         std::fs::write(client_type.join("templates/app.conf.hbs"), "{{refs.backend.service}}\n").unwrap();
-        let mut config = ManagerConfig::for_data_dir(dir.path());
-        config.admin_password = Some(PASSWORD.into());
-        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let handle = Manager::start(config, http, grpc).await.unwrap();
-        T { handle, client: reqwest::Client::new(), _dir: dir }
-    }
+    })
+    .await
+}
 
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(method, format!("http://{}/api/v1{path}", self.handle.http_addr))
-            .basic_auth("admin", Some(PASSWORD));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
-    }
-
-    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let (status, v) = self.call(method.clone(), path, body).await;
-        assert!((200..300).contains(&status), "{method} {path}: HTTP {status}: {v}");
-        v
-    }
-
-    async fn err(&self, method: Method, path: &str, body: Option<Value>, want: u16) -> String {
-        let (status, v) = self.call(method.clone(), path, body).await;
-        assert_eq!(status, want, "{method} {path}: {v}");
-        v["error"]["message"].as_str().unwrap_or_default().to_owned()
-    }
-
-    async fn host(&self, id: &str, address: &str) {
-        let state = &self.handle.state;
-        let now = now_millis();
-        let token = format!("token-{id}");
-        state
-            .store
-            .insert_enrollment_token(&EnrollmentTokenRecord {
-                id: token.clone(),
-                secret_hash: sha256_hex("s"),
-                labels: Labels::new(),
-                max_uses: 1,
-                uses: 0,
-                created_by: "admin".into(),
-                created_at: now,
-                expires_at: now + 3_600_000,
-                revoked_at: None,
-            })
-            .await
-            .unwrap();
-        let facts = HostFacts {
-            hostname: format!("node-{id}"),
-            addresses: vec![address.into()],
-            kind: HostKind::Container,
-            kind_evidence: "test".into(),
-            os: "Debian".into(),
-            kernel: "6.1".into(),
-            arch: "x86_64".into(),
-            cpu_cores: 2,
-            memory_bytes: 1 << 30,
-            disks: vec![],
-            fqdn: String::new(),
-            container_id: String::new(),
-            machine_cpu_cores: 0,
-            machine_memory_bytes: 0,
-            capacity_evidence: String::new(),
-        };
-        let new_host = NewHost {
-            id: id.into(),
-            facts,
-            agent_version: "0".into(),
-            labels: Labels::new(),
-            cert_serial: format!("s-{id}"),
-        };
-        let host = state.store.enroll_host(&token, &sha256_hex("s"), now, &new_host).await.unwrap();
-        state.registry.add_enrolled(&host);
+impl T {
+    /// Enrolls host `id` as `node-<id>` at `address`.
+    async fn node(&self, id: &str, address: &str) {
+        self.host(id, &format!("node-{id}"), address).await
     }
 
     async fn role(&self, svc: &str, host: &str) -> String {
@@ -163,9 +82,9 @@ fn upstreams(conf: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn nginx_follows_the_roles_of_the_service_it_refers_to() {
-    let t = T::start().await;
+    let t = start().await;
     for (id, address) in [("h1", "10.0.0.1"), ("h2", "10.0.0.2"), ("h3", "10.0.0.3"), ("h4", "10.0.0.4")] {
-        t.host(id, address).await;
+        t.node(id, address).await;
     }
     t.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
     for svc in ["web", "lb"] {
@@ -254,8 +173,8 @@ async fn nginx_follows_the_roles_of_the_service_it_refers_to() {
 
 #[tokio::test]
 async fn a_reference_must_have_an_allowed_type() {
-    let t = T::start().await;
-    t.host("h1", "10.0.0.1").await;
+    let t = start().await;
+    t.node("h1", "10.0.0.1").await;
     t.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
     t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "web", "type": "nginx"}))).await;
     t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "cache", "type": "redis"}))).await;

@@ -6,121 +6,15 @@
 
 use std::time::{Duration, Instant};
 
-use drover_manager::auth::sha256_hex;
-use drover_manager::model::{HostFacts, HostKind, HostStatus, Labels, now_millis};
-use drover_manager::store::{EnrollmentTokenRecord, NewHost, RoleStatusRec};
-use drover_manager::{Manager, ManagerConfig, ManagerHandle};
+use drover_manager::model::{HostStatus, now_millis};
+use drover_manager::store::RoleStatusRec;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
-const PASSWORD: &str = "services-test-password";
-
-struct T {
-    handle: ManagerHandle,
-    client: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
+mod common;
+use common::{PASSWORD, T};
 
 impl T {
-    async fn start() -> T {
-        Self::start_with(|_| {}).await
-    }
-
-    /// Starts a manager after `prepare` has filled its data dir.
-    async fn start_with(prepare: impl FnOnce(&std::path::Path)) -> T {
-        Self::start_configured(prepare, |_| {}).await
-    }
-
-    /// Starts a manager after `prepare` has filled its data dir and
-    /// `configure` has adjusted its configuration.
-    async fn start_configured(prepare: impl FnOnce(&std::path::Path), configure: impl FnOnce(&mut ManagerConfig)) -> T {
-        let dir = tempfile::tempdir().unwrap();
-        prepare(dir.path());
-        let mut config = ManagerConfig::for_data_dir(dir.path());
-        config.admin_password = Some(PASSWORD.into());
-        configure(&mut config);
-        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let handle = Manager::start(config, http, grpc).await.unwrap();
-        T { handle, client: reqwest::Client::new(), _dir: dir }
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(method, format!("http://{}/api/v1{path}", self.handle.http_addr))
-            .basic_auth("admin", Some(PASSWORD));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
-    }
-
-    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let (status, v) = self.call(method.clone(), path, body).await;
-        assert!((200..300).contains(&status), "{method} {path}: HTTP {status}: {v}");
-        v
-    }
-
-    /// Expects a 4xx and returns the error message.
-    async fn err(&self, method: Method, path: &str, body: Option<Value>, want: u16) -> String {
-        let (status, v) = self.call(method.clone(), path, body).await;
-        assert_eq!(status, want, "{method} {path}: {v}");
-        v["error"]["message"].as_str().unwrap_or_default().to_owned()
-    }
-
-    async fn host(&self, id: &str, hostname: &str, address: &str) {
-        let state = &self.handle.state;
-        let now = now_millis();
-        // One token per host id, so fixtures never collide.
-        let token = format!("token-{id}");
-        state
-            .store
-            .insert_enrollment_token(&EnrollmentTokenRecord {
-                id: token.clone(),
-                secret_hash: sha256_hex("s"),
-                labels: Labels::new(),
-                max_uses: 1,
-                uses: 0,
-                created_by: "admin".into(),
-                created_at: now,
-                expires_at: now + 3_600_000,
-                revoked_at: None,
-            })
-            .await
-            .unwrap();
-        let facts = HostFacts {
-            hostname: hostname.into(),
-            addresses: vec![address.into()],
-            kind: HostKind::Container,
-            kind_evidence: "test".into(),
-            os: "Debian".into(),
-            kernel: "6.1".into(),
-            arch: "x86_64".into(),
-            cpu_cores: 2,
-            memory_bytes: 1 << 30,
-            disks: vec![],
-            fqdn: String::new(),
-            container_id: String::new(),
-            machine_cpu_cores: 0,
-            machine_memory_bytes: 0,
-            capacity_evidence: String::new(),
-        };
-        let new_host = NewHost {
-            id: id.into(),
-            facts,
-            agent_version: "0".into(),
-            labels: Labels::new(),
-            cert_serial: format!("s-{id}"),
-        };
-        let host = state.store.enroll_host(&token, &sha256_hex("s"), now, &new_host).await.unwrap();
-        state.registry.add_enrolled(&host);
-    }
-
     async fn revisions(&self, svc: &str) -> Vec<Value> {
         self.ok(Method::GET, &format!("/clusters/prod/services/{svc}/config/revisions"), None).await["items"]
             .as_array()

@@ -50,14 +50,26 @@ impl Drop for ProviderLeftovers {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_call_brings_up_container_hosts_and_one_tears_them_down() {
+/// A manager on a test network's gateway, and the names the test's
+/// containers get. Fields drop in order: the manager stops, the containers it
+/// made go, then the network, then the data dir.
+struct Setup {
+    manager: ManagerProc,
+    _leftovers: ProviderLeftovers,
+    _env: DockerEnv,
+    _data: tempfile::TempDir,
+    network: String,
+    gateway: String,
+    /// Name prefix for the containers the manager makes.
+    prefix: String,
+    image: String,
+}
+
+async fn setup(test: &str) -> Setup {
     ensure_images();
-    let mut env = DockerEnv::new("provider");
+    let mut env = DockerEnv::new(test);
     let (network, gateway) = env.network("net").expect("create network");
-    // Declared after `env`, so it runs first: containers go before the network.
     let prefix = env.name("h-");
-    let _leftovers = ProviderLeftovers { prefix: prefix.clone() };
     let data = tempfile::tempdir().expect("tempdir");
     let mut manager = ManagerProc::start_on(
         &data.path().join("manager"),
@@ -68,8 +80,23 @@ async fn one_call_brings_up_container_hosts_and_one_tears_them_down() {
     )
     .expect("start manager");
     manager.wait_ready().await;
+    Setup {
+        manager,
+        _leftovers: ProviderLeftovers { prefix: prefix.clone() },
+        _env: env,
+        _data: data,
+        network,
+        gateway,
+        prefix,
+        image: format!("drover/agent:{TEST_TAG}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_brings_up_container_hosts_and_one_tears_them_down() {
+    let s = setup("provider").await;
+    let (manager, network, gateway, prefix, image) = (&s.manager, &s.network, &s.gateway, &s.prefix, &s.image);
     let rest = manager.rest();
-    let image = format!("drover/agent:{TEST_TAG}");
 
     // An image the engine lacks is refused before anything is made.
     let (status, body) = rest
@@ -109,7 +136,7 @@ async fn one_call_brings_up_container_hosts_and_one_tears_them_down() {
     for c in &items {
         let id = c["id"].as_str().expect("id").to_owned();
         let name = c["name"].as_str().expect("name");
-        assert!(name.starts_with(&prefix), "{c}");
+        assert!(name.starts_with(prefix.as_str()), "{c}");
         assert_eq!(c["container_status"], "running", "{c}");
         let labels = docker(["inspect", "-f", "{{json .Config.Labels}}", &id]).expect("inspect");
         let labels: Value = serde_json::from_str(&labels).expect("labels json");
@@ -241,22 +268,8 @@ fn drover_cli(manager: &ManagerProc, args: &[&str]) -> (bool, String, String) {
 /// and prints them; `list` shows them; `down --all` removes them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_brings_an_environment_up_and_down() {
-    ensure_images();
-    let mut env = DockerEnv::new("providercli");
-    let (network, gateway) = env.network("net").expect("create network");
-    let prefix = env.name("h-");
-    let _leftovers = ProviderLeftovers { prefix: prefix.clone() };
-    let data = tempfile::tempdir().expect("tempdir");
-    let mut manager = ManagerProc::start_on(
-        &data.path().join("manager"),
-        free_port(),
-        &gateway,
-        free_port(),
-        &["--advertise", &gateway, "--heartbeat-interval", "1s"],
-    )
-    .expect("start manager");
-    manager.wait_ready().await;
-    let image = format!("drover/agent:{TEST_TAG}");
+    let s = setup("providercli").await;
+    let (manager, network, prefix, image) = (&s.manager, &s.network, &s.prefix, &s.image);
 
     let (ok, out, err) = tokio::task::block_in_place(|| {
         drover_cli(
@@ -284,7 +297,7 @@ async fn the_cli_brings_an_environment_up_and_down() {
     });
     assert!(ok, "provider docker up failed:\n{out}\n{err}");
     assert!(err.contains("2 of 2 container host(s) healthy"), "{err}");
-    assert!(out.contains("2 host(s) up in") && out.matches(&prefix).count() >= 2, "{out}");
+    assert!(out.contains("2 host(s) up in") && out.matches(prefix.as_str()).count() >= 2, "{out}");
     let hosts = manager.rest().hosts("status=healthy&label=env=cli").await.expect("hosts");
     assert_eq!(hosts.len(), 2, "{hosts:#?}");
     assert!(hosts.iter().all(|h| h["memory_bytes"] == 256u64 << 20), "{hosts:#?}");

@@ -689,8 +689,7 @@ async fn install_and_enroll(
     let script = if host.systemd { remote::start_systemd() } else { remote::start_supervised() };
     let out = privileged(conn, plan, &script).await.map_err(|e| fail("start agent", e))?;
     if !out.success() {
-        let log =
-            privileged(conn, plan, &remote::log_tail(host.systemd)).await.map(|o| o.stdout_text()).unwrap_or_default();
+        let log = agent_log(conn, plan, host.systemd).await;
         return Err(fail("start agent", format!("{}; agent log: {log}", out.error_text())));
     }
 
@@ -710,10 +709,7 @@ async fn install_and_enroll(
             break;
         }
         if Instant::now() > deadline {
-            let log = privileged(conn, plan, &remote::log_tail(host.systemd))
-                .await
-                .map(|o| o.stdout_text())
-                .unwrap_or_default();
+            let log = agent_log(conn, plan, host.systemd).await;
             let what = if host_id.is_empty() {
                 "the agent did not enroll".to_owned()
             } else {
@@ -732,6 +728,12 @@ async fn install_and_enroll(
         "enrolled as host {host_id} ({hostname}); {} {}, {}; agent under {how}",
         host.os, host.arch, host.kernel
     ))
+}
+
+/// The last lines of the agent's log (journal or log file), for an error
+/// message; empty when they cannot be read.
+async fn agent_log(conn: &Connection, plan: &Plan, systemd: bool) -> String {
+    privileged(conn, plan, &remote::log_tail(systemd)).await.map(|o| o.stdout_text()).unwrap_or_default()
 }
 
 /// Streams the agent binary to the host and checks its SHA-256 there.

@@ -1,0 +1,136 @@
+//! The in-process manager that the REST test binaries share: a real
+//! `Manager` (SQLite in a temp dir, HTTP and gRPC on ephemeral loopback ports)
+//! driven through its REST API with reqwest, and hosts enrolled straight
+//! through the store (no agents). Each test binary includes this module with
+//! `mod common;` and adds its own helpers in an `impl T` block.
+#![allow(dead_code)] // every test binary uses a different part of it
+
+use std::path::Path;
+
+use drover_manager::auth::sha256_hex;
+use drover_manager::model::{HostFacts, HostKind, Labels, now_millis};
+use drover_manager::store::{EnrollmentTokenRecord, NewHost};
+use drover_manager::{Manager, ManagerConfig, ManagerHandle};
+use reqwest::Method;
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+/// The `admin` password of every test manager.
+pub const PASSWORD: &str = "rest-test-admin-password";
+
+/// A running test manager.
+pub struct T {
+    pub handle: ManagerHandle,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+impl T {
+    pub async fn start() -> T {
+        Self::start_configured(|_| {}, |_| {}).await
+    }
+
+    /// Starts a manager after `prepare` has filled its data dir.
+    pub async fn start_with(prepare: impl FnOnce(&Path)) -> T {
+        Self::start_configured(prepare, |_| {}).await
+    }
+
+    /// Starts a manager after `prepare` has filled the temp dir (the data dir
+    /// unless `configure` moves it) and `configure` has adjusted its
+    /// configuration.
+    pub async fn start_configured(prepare: impl FnOnce(&Path), configure: impl FnOnce(&mut ManagerConfig)) -> T {
+        let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
+        let mut config = ManagerConfig::for_data_dir(dir.path());
+        config.admin_password = Some(PASSWORD.into());
+        configure(&mut config);
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let handle = Manager::start(config, http, grpc).await.unwrap();
+        T { handle, client: reqwest::Client::new(), dir }
+    }
+
+    /// `http://ADDR{path}` of this manager.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.handle.http_addr)
+    }
+
+    /// A call under `/api/v1` as admin; returns the status and the JSON body
+    /// (`null` when empty).
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req =
+            self.client.request(method, self.url(&format!("/api/v1{path}"))).basic_auth("admin", Some(PASSWORD));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+    }
+
+    /// A call that must succeed (2xx); returns the body.
+    pub async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.call(method.clone(), path, body).await;
+        assert!((200..300).contains(&status), "{method} {path}: HTTP {status}: {v}");
+        v
+    }
+
+    /// Expects status `want` and returns the error message.
+    pub async fn err(&self, method: Method, path: &str, body: Option<Value>, want: u16) -> String {
+        let (status, v) = self.call(method.clone(), path, body).await;
+        assert_eq!(status, want, "{method} {path}: {v}");
+        v["error"]["message"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Enrolls host `id` through the store (a container with 2 CPUs and
+    /// 1 GiB) and registers it live, as an agent's enrollment would.
+    pub async fn host(&self, id: &str, hostname: &str, address: &str) {
+        self.host_labelled(id, hostname, address, &[]).await
+    }
+
+    /// [`T::host`] with labels.
+    pub async fn host_labelled(&self, id: &str, hostname: &str, address: &str, labels: &[(&str, &str)]) {
+        let state = &self.handle.state;
+        let now = now_millis();
+        // One token per host id, so fixtures never collide.
+        let token = format!("token-{id}");
+        state
+            .store
+            .insert_enrollment_token(&EnrollmentTokenRecord {
+                id: token.clone(),
+                secret_hash: sha256_hex("s"),
+                labels: Labels::new(),
+                max_uses: 1,
+                uses: 0,
+                created_by: "admin".into(),
+                created_at: now,
+                expires_at: now + 3_600_000,
+                revoked_at: None,
+            })
+            .await
+            .unwrap();
+        let facts = HostFacts {
+            hostname: hostname.into(),
+            addresses: vec![address.into()],
+            kind: HostKind::Container,
+            kind_evidence: "test".into(),
+            os: "Debian".into(),
+            kernel: "6.1".into(),
+            arch: "x86_64".into(),
+            cpu_cores: 2,
+            memory_bytes: 1 << 30,
+            disks: vec![],
+            fqdn: String::new(),
+            container_id: String::new(),
+            machine_cpu_cores: 0,
+            machine_memory_bytes: 0,
+            capacity_evidence: String::new(),
+        };
+        let labels: Labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let new_host =
+            NewHost { id: id.into(), facts, agent_version: "0".into(), labels, cert_serial: format!("s-{id}") };
+        let host = state.store.enroll_host(&token, &sha256_hex("s"), now, &new_host).await.unwrap();
+        state.registry.add_enrolled(&host);
+    }
+}
