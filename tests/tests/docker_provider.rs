@@ -273,7 +273,7 @@ async fn the_cli_brings_an_environment_up_and_down() {
 
     let (ok, out, err) = tokio::task::block_in_place(|| {
         drover_cli(
-            &manager,
+            manager,
             &[
                 "provider",
                 "docker",
@@ -281,11 +281,11 @@ async fn the_cli_brings_an_environment_up_and_down() {
                 "--count",
                 "2",
                 "--image",
-                &image,
+                image,
                 "--network",
-                &network,
+                network,
                 "--name-prefix",
-                &prefix,
+                prefix,
                 "--label",
                 "env=cli",
                 "--memory",
@@ -302,11 +302,11 @@ async fn the_cli_brings_an_environment_up_and_down() {
     assert_eq!(hosts.len(), 2, "{hosts:#?}");
     assert!(hosts.iter().all(|h| h["memory_bytes"] == 256u64 << 20), "{hosts:#?}");
 
-    let (ok, out, err) = tokio::task::block_in_place(|| drover_cli(&manager, &["provider", "docker", "list"]));
+    let (ok, out, err) = tokio::task::block_in_place(|| drover_cli(manager, &["provider", "docker", "list"]));
     assert!(ok, "{err}");
     assert_eq!(out.lines().filter(|l| l.contains("running") && l.contains("healthy")).count(), 2, "{out}");
 
-    let (ok, out, err) = tokio::task::block_in_place(|| drover_cli(&manager, &["provider", "docker", "down", "--all"]));
+    let (ok, out, err) = tokio::task::block_in_place(|| drover_cli(manager, &["provider", "docker", "down", "--all"]));
     assert!(ok, "provider docker down failed:\n{out}\n{err}");
     assert!(out.contains("removed 2 container host(s)"), "{out}");
     let left = docker(["ps", "-aq", "--filter", &format!("name={prefix}")]).expect("docker ps");
