@@ -4,6 +4,7 @@
 #   drover/base   minimal Debian (debootstrap --variant=minbase + docker import)
 #   drover/agent  drover/base + drover-agent as the entry point
 #   drover/sshd   drover/base + openssh-server, no agent
+#   drover/sshd-systemd  drover/sshd + systemd as PID 1 (built only when asked for)
 #
 # Each image carries a `drover.inputs` label, a hash of what it was built from
 # (recipe files, the agent binary, the parent image). An image whose label
@@ -16,7 +17,7 @@ usage() {
   cat <<'EOF'
 usage: scripts/build-images.sh [--rebuild] [--agent-bin PATH] [--tag TAG] [--base-tag TAG] [IMAGE...]
 
-IMAGE is base, agent or sshd (default: all three; a child image builds its
+IMAGE is base, agent, sshd or sshd-systemd (default: the first three; a child image builds its
 parent first if that is missing).
 
   --rebuild         rebuild even when an image is up to date (a new debootstrap too)
@@ -44,7 +45,7 @@ while [ $# -gt 0 ]; do
     --base-tag) base_tag=${2:?--base-tag needs a value}; shift ;;
     --base-tag=*) base_tag=${1#*=} ;;
     -h|--help) usage; exit 0 ;;
-    base|agent|sshd) wanted+=("$1") ;;
+    base|agent|sshd|sshd-systemd) wanted+=("$1") ;;
     *) echo "build-images.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
   shift
@@ -183,6 +184,18 @@ build_sshd() {
   log "$name: docker build (apt-get install openssh-server)"
   # The host's network: apt must reach the Debian mirror the way the host does.
   docker_build sshd "$ctx" "$hash" --network host
+  log "$name: built ($(size_of "$name"))"
+}
+
+build_sshd-systemd() {
+  local name=drover/sshd-systemd:$tag hash ctx
+  build_sshd
+  hash=$( { cat images/sshd-systemd/Dockerfile; image_id "drover/sshd:$tag"; } | sha)
+  stale "$name" "$hash" || return 0
+  ctx=$(new_tmp)
+  cp images/sshd-systemd/Dockerfile "$ctx/"
+  log "$name: docker build (apt-get install systemd)"
+  docker_build sshd-systemd "$ctx" "$hash" --network host --build-arg "SSHD=drover/sshd:$tag"
   log "$name: built ($(size_of "$name"))"
 }
 

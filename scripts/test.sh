@@ -58,7 +58,7 @@ cargo build --workspace --bins --locked
 # drover/base:latest (a debootstrap the first time, about two minutes; seconds
 # when nothing changed).
 log "building container images"
-scripts/build-images.sh --tag e2e --base-tag latest --agent-bin "${CARGO_TARGET_DIR:-target}/debug/drover-agent" agent sshd
+scripts/build-images.sh --tag e2e --base-tag latest --agent-bin "${CARGO_TARGET_DIR:-target}/debug/drover-agent" agent sshd sshd-systemd
 
 log "running tests"
 out=$(mktemp)

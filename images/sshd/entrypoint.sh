@@ -9,6 +9,8 @@
 #                            (default /etc/drover-sshd/authorized_keys)
 #   SSH_PASSWORD             enables password login for SSH_USER with this password
 #   SSH_SUDO                 1: SSH_USER may sudo without a password
+#   DROVER_SSHD_INIT         systemd: exec /sbin/init (drover/sshd-systemd),
+#                            which starts sshd as ssh.service
 set -eu
 
 user=${SSH_USER:-root}
@@ -67,4 +69,7 @@ for key in /etc/ssh/ssh_host_*_key.pub; do
 done
 echo "sshd: user $user, password login $password_auth"
 
+if [ "${DROVER_SSHD_INIT:-}" = systemd ]; then
+  exec /sbin/init
+fi
 exec /usr/sbin/sshd -D -e

@@ -17,24 +17,53 @@ use crate::rest::Rest;
 /// Builds (or confirms up to date) `drover/sshd:e2e` on `drover/base:latest`.
 pub fn ensure_sshd_image() {
     static BUILT: Mutex<bool> = Mutex::new(false);
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    build_once(&BUILT, "sshd");
+}
+
+/// Builds (or confirms up to date) `drover/sshd-systemd:e2e`: sshd under
+/// systemd as PID 1, where bootstrap installs a systemd unit.
+pub fn ensure_sshd_systemd_image() {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    build_once(&BUILT, "sshd-systemd");
+}
+
+fn build_once(built: &Mutex<bool>, image: &str) {
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
     if *built {
         return;
     }
     let root = crate::parcels::repo_root();
     let out = Command::new(root.join("scripts/build-images.sh"))
         .current_dir(&root)
-        .args(["--tag", TEST_TAG, "--base-tag", "latest", "sshd"])
+        .args(["--tag", TEST_TAG, "--base-tag", "latest", image])
         .output()
         .expect("run scripts/build-images.sh");
     assert!(
         out.status.success(),
-        "scripts/build-images.sh sshd failed ({}):\n{}\n{}",
+        "scripts/build-images.sh {image} failed ({}):\n{}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     *built = true;
+}
+
+/// What `docker run` needs to give systemd as PID 1 in an unprivileged
+/// container: tmpfs for /run, and the cgroup hierarchy (cgroup v1 hosts
+/// mount it read-only; on cgroup v2 a private cgroup namespace).
+pub fn systemd_run_args() -> Vec<String> {
+    let mut args: Vec<String> = ["--tmpfs", "/run", "--tmpfs", "/run/lock"].map(str::to_owned).to_vec();
+    let v2 = Command::new("stat")
+        .args(["-fc", "%T", "/sys/fs/cgroup"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "cgroup2fs")
+        .unwrap_or(false);
+    if v2 {
+        args.extend(["--cgroupns", "private"].map(str::to_owned));
+    } else {
+        args.extend(["-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro"].map(str::to_owned));
+    }
+    args
 }
 
 /// An ed25519 key pair in a directory of its own.
@@ -73,6 +102,8 @@ pub struct SshdOptions<'a> {
     pub sudo: bool,
     /// Extra `docker run` arguments (network, --ip, --hostname...).
     pub docker_args: Vec<String>,
+    /// `drover/sshd-systemd` (systemd as PID 1) instead of `drover/sshd`.
+    pub systemd: bool,
 }
 
 /// Starts a `drover/sshd:e2e` container; returns its name.
@@ -95,7 +126,12 @@ pub fn start_sshd(env: &mut DockerEnv, what: &str, o: &SshdOptions<'_>) -> Strin
         set("SSH_SUDO", "1");
     }
     args.extend(o.docker_args.iter().cloned());
-    args.push(format!("drover/sshd:{TEST_TAG}"));
+    if o.systemd {
+        args.extend(systemd_run_args());
+        args.push(format!("drover/sshd-systemd:{TEST_TAG}"));
+    } else {
+        args.push(format!("drover/sshd:{TEST_TAG}"));
+    }
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     env.run(what, &refs).expect("docker run drover/sshd")
 }

@@ -293,3 +293,59 @@ async fn password_login_with_a_pinned_key_and_failures_that_name_host_and_step()
     let cmd_params = cmd["params"].to_string();
     assert!(!cmd_params.contains(PASSWORD) && cmd_params.contains("\"auth_method\":\"password\""), "{cmd_params}");
 }
+
+/// Where systemd runs, bootstrap installs and enables a unit: the agent runs
+/// under systemd, restarts with `systemctl restart` as the same host, and the
+/// unit leaves role processes alone when the agent stops (`KillMode=process`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_systemd_host_gets_an_enabled_unit() {
+    drover_tests::ssh::ensure_sshd_systemd_image();
+    let mut s = setup("sshsystemd").await;
+    let public = s.key.public.clone();
+    let (c, ip) =
+        s.sshd("sd", 31, SshdOptions { authorized_key: Some(&public), systemd: true, ..Default::default() }).await;
+    let state = exec(&c, "systemctl is-system-running --wait 2>/dev/null || true");
+    assert!(state == "running" || state == "degraded", "systemd in the container is {state:?}");
+    let fp = host_fingerprint(&s.env, &c).await;
+    let rest = s.manager.rest();
+
+    let cmd = bootstrap(
+        &rest,
+        json!({"addresses": [ip], "auth": {"private_key": s.key.private_pem()}, "host_key_fingerprints": {ip.clone(): fp}}),
+    )
+    .await;
+    assert_eq!(cmd["state"], "succeeded", "{cmd:#}");
+    assert_eq!(cmd["params"]["sudo"], false, "root needs no sudo");
+    let step = &steps(&cmd)[0];
+    let msg = step["message"].as_str().unwrap();
+    assert!(msg.contains("agent under systemd unit drover-agent.service"), "{msg}");
+    let id = enrolled_host_id(step).expect("host id");
+
+    assert_eq!(exec(&c, "systemctl is-enabled drover-agent"), "enabled");
+    assert_eq!(exec(&c, "systemctl is-active drover-agent"), "active");
+    assert_eq!(exec(&c, "systemctl show -p KillMode --value drover-agent"), "process");
+    assert_eq!(exec(&c, "grep -c DROVER_TOKEN /etc/drover-agent/agent.env || true"), "0");
+    let journal = exec(&c, "journalctl -u drover-agent --no-pager -o cat");
+    assert!(journal.contains("session established"), "{journal}");
+    assert!(!exec(&c, "ps -eo comm=").contains("supervise"), "no supervisor where systemd runs");
+
+    // systemd restarts the agent; it comes back as the same host.
+    let before = exec(&c, "systemctl show -p MainPID --value drover-agent");
+    exec(&c, "systemctl restart drover-agent");
+    let after = exec(&c, "systemctl show -p MainPID --value drover-agent");
+    assert_ne!(before, after, "the agent was not restarted");
+    eventually(WAIT, "the restarted agent's session", || {
+        let c = c.clone();
+        async move {
+            exec(&c, "journalctl -u drover-agent --no-pager -o cat")
+                .matches("session established")
+                .count()
+                .ge(&2)
+                .then_some(())
+        }
+    })
+    .await;
+    let h = s.host(&id).await;
+    assert_eq!(h["status"], "healthy", "{h:#}");
+    assert_eq!(rest.hosts("").await.expect("hosts").len(), 1);
+}
