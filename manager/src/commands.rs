@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::desired;
-use crate::model::now_millis;
+use crate::model::{HostStatus, now_millis};
 use crate::store::{CommandRec, RoleRec, RoleStatusRec, StepRec};
 
 /// Running commands' abort flags.
@@ -234,6 +234,16 @@ async fn run_step(
     loop {
         let mut waiting = Vec::new();
         for r in &roles {
+            // A role's last report says nothing once its host has gone quiet:
+            // wait for the host to come back (or the step to time out).
+            match state.registry.host_status(&r.host_id) {
+                Some(HostStatus::Healthy) => {}
+                other => {
+                    let status = other.map(|s| s.as_str()).unwrap_or("unknown");
+                    waiting.push(format!("{} (its host {} is {status})", r.name, r.host_id));
+                    continue;
+                }
+            }
             let s = state.registry.role_status(&r.id);
             match check(action, s.as_ref(), nonces.get(&r.id).copied(), wait_healthy && with_checks[&r.id]) {
                 Check::Done => {}

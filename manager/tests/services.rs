@@ -486,6 +486,36 @@ async fn roles_on_a_lost_host_are_reported_down_with_the_reason() {
     let html = page.text().await.unwrap();
     assert!(html.contains(why), "the console does not show {why:?}:\n{html}");
 
+    // A command does not take the last report of a role on a lost host as
+    // done: it waits for the host, and says so when aborted.
+    let cmd = t
+        .ok(
+            Method::POST,
+            "/clusters/prod/services/cache/commands",
+            Some(json!({"name": "start", "roles": ["cache-replica-1"]})),
+        )
+        .await;
+    let id = cmd["id"].as_str().unwrap().to_owned();
+    for _ in 0..5 {
+        registry.touch("h1");
+        tokio::time::sleep(lost_after / 3).await;
+    }
+    let c = t.ok(Method::GET, &format!("/commands/{id}"), None).await;
+    assert_eq!(c["state"], "running", "a start on a lost host finished from a stale report: {c:#}");
+    t.ok(Method::POST, &format!("/commands/{id}/abort"), None).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let c = loop {
+        let c = t.ok(Method::GET, &format!("/commands/{id}"), None).await;
+        if c["state"] != "running" {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the aborted command never ended: {c:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(c["state"], "aborted", "{c:#}");
+    let step = c["steps"][0]["message"].as_str().unwrap();
+    assert!(step.contains("cache-replica-1 (its host h2 is lost)"), "{step}");
+
     // Decommissioned: the reason changes; the role is still not running.
     t.ok(Method::DELETE, "/hosts/h2", None).await;
     let replica = t.ok(Method::GET, "/clusters/prod/services/cache/roles/cache-replica-1", None).await;
