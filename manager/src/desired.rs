@@ -382,6 +382,20 @@ impl ServiceContext {
     }
 }
 
+/// A host's name or addresses changed (reported in its hello): peers render
+/// them into their files (ZooKeeper's server list, Redis's `replicaof`,
+/// nginx upstreams), so every service with a role on the host is rendered
+/// again and pushed, with the services that require or refer to it.
+pub async fn host_identity_changed(state: &AppState, host_id: &str) -> Result<(), DesiredError> {
+    let mut services: Vec<(String, String)> =
+        state.store.roles_on_host(host_id).await?.into_iter().map(|r| (r.cluster, r.service)).collect();
+    services.dedup();
+    for (cluster, service) in services {
+        refresh_service(state, &cluster, &service, &[]).await?;
+    }
+    Ok(())
+}
+
 /// Renders a service again and pushes the result to every host concerned:
 /// hosts of its roles, hosts that lost one of its roles (`also_hosts`), and
 /// services in the cluster that require this one.

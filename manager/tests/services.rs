@@ -523,3 +523,46 @@ async fn roles_on_a_lost_host_are_reported_down_with_the_reason() {
     assert_eq!(replica["last_error"], "host node-2 (h2) is decommissioned");
     t.handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_host_with_a_new_address_is_rendered_into_its_peers_files() {
+    let t = T::start().await;
+    redis_setup(&t).await;
+    let body = json!({"values": {"bind": "0.0.0.0"}, "message": "listen on every address"});
+    t.ok(Method::PATCH, "/clusters/prod/services/cache/config", Some(body)).await;
+    let replica = t.ok(Method::GET, "/clusters/prod/services/cache/roles/cache-replica-1", None).await;
+    let replica_id = replica["id"].as_str().unwrap().to_owned();
+    let state = &t.handle.state;
+    let conf = |state: &drover_manager::AppState| {
+        let role = state.registry.desired_role("h2", &replica_id).expect("replica's desired state");
+        let file = role.rendered.files.iter().find(|f| f.path == "redis.conf").expect("redis.conf").clone();
+        String::from_utf8(file.content).unwrap()
+    };
+    assert!(conf(state).contains("replicaof 10.0.0.1 6379"), "{}", conf(state));
+
+    // h1 comes back with another address (a container started again, a new
+    // DHCP lease): its hello updates the facts and renders its services again.
+    let mut host = state.store.host("h1").await.unwrap().unwrap();
+    host.addresses = vec!["10.0.0.91".into()];
+    let facts = drover_manager::model::HostFacts {
+        hostname: host.hostname.clone(),
+        addresses: host.addresses.clone(),
+        kind: host.kind,
+        kind_evidence: String::new(),
+        os: host.os.clone(),
+        kernel: host.kernel.clone(),
+        arch: host.arch.clone(),
+        cpu_cores: host.cpu_cores,
+        memory_bytes: host.memory_bytes,
+        disks: vec![],
+        fqdn: String::new(),
+        container_id: String::new(),
+        machine_cpu_cores: 0,
+        machine_memory_bytes: 0,
+        capacity_evidence: String::new(),
+    };
+    state.store.update_host_facts("h1", &facts, "0").await.unwrap();
+    drover_manager::desired::host_identity_changed(state, "h1").await.unwrap();
+    assert!(conf(state).contains("replicaof 10.0.0.91 6379"), "{}", conf(state));
+    t.handle.shutdown().await;
+}
