@@ -189,7 +189,7 @@ build_sshd() {
 
 build_sshd-systemd() {
   local name=drover/sshd-systemd:$tag hash ctx
-  build_sshd
+  build_once sshd
   hash=$( { cat images/sshd-systemd/Dockerfile; image_id "drover/sshd:$tag"; } | sha)
   stale "$name" "$hash" || return 0
   ctx=$(new_tmp)
@@ -199,7 +199,15 @@ build_sshd-systemd() {
   log "$name: built ($(size_of "$name"))"
 }
 
+# Each image at most once per run, whichever asks for it first.
+finished=" "
+build_once() {
+  case $finished in *" $1 "*) return 0 ;; esac
+  "build_$1"
+  finished+="$1 "
+}
+
 for image in "${wanted[@]}"; do
-  "build_$image"
+  build_once "$image"
 done
 log "done: $(for i in "${wanted[@]}"; do [ "$i" = base ] && t=$base_tag || t=$tag; printf 'drover/%s:%s ' "$i" "$t"; done)"
