@@ -15,6 +15,28 @@ mod common;
 use common::{PASSWORD, T};
 
 impl T {
+    /// Every role of `svc` reports running and healthy at revision 1, as its
+    /// agent would.
+    async fn report_running(&self, svc: &str) {
+        let roles = self.ok(Method::GET, &format!("/clusters/prod/services/{svc}/roles"), None).await;
+        let reports: Vec<RoleStatusRec> = roles["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| RoleStatusRec {
+                role_id: r["id"].as_str().unwrap().to_owned(),
+                state: "running".into(),
+                health: "good".into(),
+                pid: 100,
+                applied_revision: 1,
+                running_revision: 1,
+                updated_at: now_millis(),
+                ..Default::default()
+            })
+            .collect();
+        self.handle.state.registry.update_role_status(reports);
+    }
+
     async fn revisions(&self, svc: &str) -> Vec<Value> {
         self.ok(Method::GET, &format!("/clusters/prod/services/{svc}/config/revisions"), None).await["items"]
             .as_array()
@@ -344,23 +366,7 @@ async fn a_peer_change_makes_the_other_servers_stale() {
         .await;
     }
     // Every server reports running at revision 1.
-    let roles = t.ok(Method::GET, "/clusters/prod/services/zk/roles", None).await;
-    let reports: Vec<RoleStatusRec> = roles["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| RoleStatusRec {
-            role_id: r["id"].as_str().unwrap().to_owned(),
-            state: "running".into(),
-            health: "good".into(),
-            pid: 100,
-            applied_revision: 1,
-            running_revision: 1,
-            updated_at: now_millis(),
-            ..Default::default()
-        })
-        .collect();
-    t.handle.state.registry.update_role_status(reports);
+    t.report_running("zk").await;
     // zk-1 moves its peer port: its own key changed, and every server's zoo.cfg
     // lists it, so the other two are stale through their files.
     t.ok(
@@ -423,24 +429,8 @@ async fn roles_on_a_lost_host_are_reported_down_with_the_reason() {
     .await;
     redis_setup(&t).await;
     // Both roles report running and healthy at the service's revision.
-    let roles = t.ok(Method::GET, "/clusters/prod/services/cache/roles", None).await;
-    let reports: Vec<RoleStatusRec> = roles["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| RoleStatusRec {
-            role_id: r["id"].as_str().unwrap().to_owned(),
-            state: "running".into(),
-            health: "good".into(),
-            pid: 100,
-            applied_revision: 1,
-            running_revision: 1,
-            updated_at: now_millis(),
-            ..Default::default()
-        })
-        .collect();
+    t.report_running("cache").await;
     let registry = &t.handle.state.registry;
-    registry.update_role_status(reports);
     // h2's last sign of life; then it goes silent and turns lost while h1 stays alive.
     registry.touch("h2");
     let before = now_millis();

@@ -44,6 +44,16 @@ impl Rest {
         self.send(req).await
     }
 
+    /// A call under `/api/v1` that must succeed (2xx); returns the body.
+    pub async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self
+            .raw(method.clone(), &format!("/api/v1{path}"), body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert!((200..300).contains(&status), "{method} {path}: HTTP {status}: {v}");
+        v
+    }
+
     /// A POST with a raw `application/octet-stream` body (a parcel upload).
     pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> anyhow::Result<(u16, Value)> {
         let req = self

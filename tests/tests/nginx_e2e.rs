@@ -24,15 +24,9 @@ use tokio::sync::Mutex;
 const WAIT: Duration = Duration::from_secs(90);
 const HOSTS: [&str; 3] = ["nginx-a", "nginx-b", "nginx-c"];
 
-async fn call(rest: &Rest, method: Method, path: &str, body: Option<Value>) -> Value {
-    let (status, v) = rest.raw(method.clone(), &format!("/api/v1{path}"), body).await.unwrap();
-    assert!((200..300).contains(&status), "{method} {path}: HTTP {status}: {v}");
-    v
-}
-
 /// Runs a command on a service of cluster `prod` and waits until it succeeds.
 async fn run_command(rest: &Rest, svc: &str, body: Value) {
-    let cmd = call(rest, Method::POST, &format!("/clusters/prod/services/{svc}/commands"), Some(body)).await;
+    let cmd = rest.ok(Method::POST, &format!("/clusters/prod/services/{svc}/commands"), Some(body)).await;
     let id = cmd["id"].as_str().unwrap().to_owned();
     let done = eventually(WAIT, &format!("command {id} to finish"), || async {
         let c: Value = rest.get(&format!("/api/v1/commands/{id}")).await.ok()?;
@@ -138,28 +132,28 @@ async fn lb_follows_web_roles_by_reload_without_failed_requests() {
     .await;
     let host_id = |name: &str| hosts.iter().find(|h| h["hostname"] == name).unwrap()["id"].as_str().unwrap().to_owned();
 
-    call(&rest, Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
+    rest.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
     let ids: Vec<String> = HOSTS.iter().map(|h| host_id(h)).collect();
     install_parcels(&rest, "prod", &ids, &[nginx_parcel]).await;
 
     // web: every role on 127.0.0.1; the service-level port is the one a new
     // role gets (the third, later), the first two have their own.
     let (p1, p2, p3, lb_port) = (free_port(), free_port(), free_port(), free_port());
-    call(&rest, Method::POST, "/clusters/prod/services", Some(json!({"name": "web", "type": "nginx"}))).await;
+    rest.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "web", "type": "nginx"}))).await;
     let body = json!({"values": {"bind": "127.0.0.1", "port": p3}, "message": "loopback only"});
-    call(&rest, Method::PATCH, "/clusters/prod/services/web/config", Some(body)).await;
+    rest.ok(Method::PATCH, "/clusters/prod/services/web/config", Some(body)).await;
     for (name, host, port) in [("web-server-1", "nginx-a", p1), ("web-server-2", "nginx-b", p2)] {
         let body = json!({"role_type": "server", "host_id": host_id(host), "name": name});
-        call(&rest, Method::POST, "/clusters/prod/services/web/roles", Some(body)).await;
+        rest.ok(Method::POST, "/clusters/prod/services/web/roles", Some(body)).await;
         let body = json!({"values": {"port": port}, "role": name, "message": format!("{name} on its own port")});
-        call(&rest, Method::PATCH, "/clusters/prod/services/web/config", Some(body)).await;
+        rest.ok(Method::PATCH, "/clusters/prod/services/web/config", Some(body)).await;
     }
     run_command(&rest, "web", json!({"name": "start"})).await;
     let page = reqwest::get(format!("http://127.0.0.1:{p1}/")).await.unwrap().text().await.unwrap();
     assert_eq!(page, "web-server-1 on nginx-a (service prod/web)\n");
 
     // lb: a bad reference first (400, no revision), then web.
-    call(&rest, Method::POST, "/clusters/prod/services", Some(json!({"name": "lb", "type": "nginx"}))).await;
+    rest.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "lb", "type": "nginx"}))).await;
     let lb_created: Value = rest.get("/api/v1/clusters/prod/services/lb").await.unwrap();
     let (status, v) = patch(&rest, "lb", json!({"values": {"upstream_service": "nope"}, "message": "typo"})).await;
     assert_eq!(status, 400, "{v}");
@@ -172,7 +166,7 @@ async fn lb_follows_web_roles_by_reload_without_failed_requests() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["revision"], lb_created["revision"].as_u64().unwrap() + 1, "the typo stored nothing");
     let body = json!({"role_type": "server", "host_id": host_id("nginx-c"), "name": "lb-server-1"});
-    let lb_role = call(&rest, Method::POST, "/clusters/prod/services/lb/roles", Some(body)).await;
+    let lb_role = rest.ok(Method::POST, "/clusters/prod/services/lb/roles", Some(body)).await;
     run_command(&rest, "lb", json!({"name": "start"})).await;
     let lb_conf = root.join("nginx-c/roles").join(lb_role["id"].as_str().unwrap()).join("nginx.conf");
     let lb = role(&rest, "lb", "lb-server-1").await;
@@ -187,7 +181,7 @@ async fn lb_follows_web_roles_by_reload_without_failed_requests() {
     // A third web role: lb's file on its host lists it, lb reloads, and once
     // the role runs its answers arrive through lb.
     let body = json!({"role_type": "server", "host_id": host_id("nginx-c"), "name": "web-server-3"});
-    call(&rest, Method::POST, "/clusters/prod/services/web/roles", Some(body)).await;
+    rest.ok(Method::POST, "/clusters/prod/services/web/roles", Some(body)).await;
     let listed = format!("server 127.0.0.1:{p3}; # web-server-3 on nginx-c");
     eventually(WAIT, "lb's nginx.conf to list web-server-3", || async {
         std::fs::read_to_string(&lb_conf).ok().filter(|c| c.contains(&listed)).map(|_| ())

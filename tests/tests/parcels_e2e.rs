@@ -31,15 +31,9 @@ const WAIT: Duration = Duration::from_secs(120);
 /// they run one after the other.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn call(rest: &Rest, method: Method, path: &str, body: Option<Value>) -> Value {
-    let (status, v) = rest.raw(method.clone(), &format!("/api/v1{path}"), body).await.unwrap();
-    assert!((200..300).contains(&status), "{method} {path}: HTTP {status}: {v}");
-    v
-}
-
 /// Runs a command on a service of cluster `prod` and waits until it finishes.
 async fn service_command(rest: &Rest, svc: &str, body: Value) -> Value {
-    let cmd = call(rest, Method::POST, &format!("/clusters/prod/services/{svc}/commands"), Some(body)).await;
+    let cmd = rest.ok(Method::POST, &format!("/clusters/prod/services/{svc}/commands"), Some(body)).await;
     wait_command(rest, cmd["id"].as_str().unwrap(), WAIT * 4).await
 }
 
@@ -206,7 +200,7 @@ async fn redis_upgrade_and_rollback_from_parcels() {
     let started = Instant::now();
 
     // v1 distributed and active on the three hosts, v2 uploaded.
-    call(&rest, Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
+    rest.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
     install_parcels(&rest, "prod", &ids, &files[..1]).await;
     upload_parcel(&rest, &files[1]).await;
     for h in hosts {
@@ -215,7 +209,7 @@ async fn redis_upgrade_and_rollback_from_parcels() {
     }
 
     // A primary and two replicas, persistent so a restarted primary keeps its data.
-    call(&rest, Method::POST, "/clusters/prod/services", Some(json!({"name": "cache", "type": "redis"}))).await;
+    rest.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "cache", "type": "redis"}))).await;
     let mut ports = Vec::new();
     for (i, (role_type, name)) in
         [("primary", "cache-primary"), ("replica", "cache-replica-1"), ("replica", "cache-replica-2")]
@@ -223,14 +217,14 @@ async fn redis_upgrade_and_rollback_from_parcels() {
             .enumerate()
     {
         let body = json!({"role_type": role_type, "host_id": ids[i], "name": name});
-        call(&rest, Method::POST, "/clusters/prod/services/cache/roles", Some(body)).await;
+        rest.ok(Method::POST, "/clusters/prod/services/cache/roles", Some(body)).await;
         let port = free_port();
         ports.push(port);
         let patch = json!({"values": {"port": port}, "message": format!("{name} on its own port"), "role": name});
-        call(&rest, Method::PATCH, "/clusters/prod/services/cache/config", Some(patch)).await;
+        rest.ok(Method::PATCH, "/clusters/prod/services/cache/config", Some(patch)).await;
     }
     let patch = json!({"values": {"appendonly": true}, "message": "keep every write across restarts"});
-    call(&rest, Method::PATCH, "/clusters/prod/services/cache/config", Some(patch)).await;
+    rest.ok(Method::PATCH, "/clusters/prod/services/cache/config", Some(patch)).await;
     succeeded(&rest, "cache", json!({"name": "start"})).await;
     let primary = ports[0];
     assert_eq!(resp::config_get(primary, "appendonly").await.unwrap(), "yes");
@@ -359,19 +353,19 @@ async fn zookeeper_upgrade_and_rollback_keep_quorum_from_parcels() {
     let agent_dir = |host_id: &str| root.join(hosts[ids.iter().position(|h| h == host_id).unwrap()]);
     let started = Instant::now();
 
-    call(&rest, Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
+    rest.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
     install_parcels(&rest, "prod", &ids, &[jre, zk1]).await;
     upload_parcel(&rest, &zk2).await;
-    call(&rest, Method::POST, "/clusters/prod/services", Some(json!({"name": "zk", "type": "zookeeper"}))).await;
+    rest.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "zk", "type": "zookeeper"}))).await;
     let mut client_ports = [0u16; 3];
     for (i, id) in ids.iter().enumerate() {
         let name = format!("zk-{}", i + 1);
         let body = json!({"role_type": "server", "host_id": id, "name": name});
-        call(&rest, Method::POST, "/clusters/prod/services/zk/roles", Some(body)).await;
+        rest.ok(Method::POST, "/clusters/prod/services/zk/roles", Some(body)).await;
         client_ports[i] = free_port();
         let values = json!({"client_port": client_ports[i], "peer_port": free_port(), "election_port": free_port()});
         let patch = json!({"values": values, "message": format!("{name} on its own ports"), "role": name});
-        call(&rest, Method::PATCH, "/clusters/prod/services/zk/config", Some(patch)).await;
+        rest.ok(Method::PATCH, "/clusters/prod/services/zk/config", Some(patch)).await;
     }
     succeeded(&rest, "zk", json!({"name": "start"})).await;
     wait_for_quorum(&client_ports, WAIT, "one leader and two followers").await;

@@ -16,15 +16,9 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-async fn call(rest: &Rest, method: Method, path: &str, body: Option<Value>) -> Value {
-    let (status, v) = rest.raw(method.clone(), &format!("/api/v1{path}"), body).await.unwrap();
-    assert!((200..300).contains(&status), "{method} {path}: HTTP {status}: {v}");
-    v
-}
-
 /// Runs a service command and waits until it succeeds.
 async fn run_command(rest: &Rest, svc: &str, body: Value) -> Value {
-    let cmd = call(rest, Method::POST, &format!("/clusters/prod/services/{svc}/commands"), Some(body)).await;
+    let cmd = rest.ok(Method::POST, &format!("/clusters/prod/services/{svc}/commands"), Some(body)).await;
     let id = cmd["id"].as_str().unwrap().to_owned();
     let done = eventually(WAIT, &format!("command {id} to finish"), || async {
         let c: Value = rest.get(&format!("/api/v1/commands/{id}")).await.ok()?;
@@ -61,28 +55,27 @@ async fn redis_primary_and_replica_lifecycle() {
     .await;
     let host_id = |name: &str| hosts.iter().find(|h| h["hostname"] == name).unwrap()["id"].as_str().unwrap().to_owned();
 
-    call(&rest, Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
+    rest.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
     install_parcels(&rest, "prod", &[host_id("redis-a"), host_id("redis-b")], &[redis_parcel]).await;
-    call(&rest, Method::POST, "/clusters/prod/services", Some(json!({"name": "cache", "type": "redis"}))).await;
-    let primary = call(
-        &rest,
-        Method::POST,
-        "/clusters/prod/services/cache/roles",
-        Some(json!({"role_type": "primary", "host_id": host_id("redis-a"), "name": "cache-primary"})),
-    )
-    .await;
-    let replica = call(
-        &rest,
-        Method::POST,
-        "/clusters/prod/services/cache/roles",
-        Some(json!({"role_type": "replica", "host_id": host_id("redis-b"), "name": "cache-replica"})),
-    )
-    .await;
+    rest.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "cache", "type": "redis"}))).await;
+    let primary = rest
+        .ok(
+            Method::POST,
+            "/clusters/prod/services/cache/roles",
+            Some(json!({"role_type": "primary", "host_id": host_id("redis-a"), "name": "cache-primary"})),
+        )
+        .await;
+    let replica = rest
+        .ok(
+            Method::POST,
+            "/clusters/prod/services/cache/roles",
+            Some(json!({"role_type": "replica", "host_id": host_id("redis-b"), "name": "cache-replica"})),
+        )
+        .await;
     assert_eq!(primary["run_state"], "stopped");
     let (p_port, r_port) = (free_port(), free_port());
     for (role, port) in [("cache-primary", p_port), ("cache-replica", r_port)] {
-        call(
-            &rest,
+        rest.ok(
             Method::PATCH,
             "/clusters/prod/services/cache/config",
             Some(json!({"values": {"port": port}, "message": format!("{role} on its own port"), "role": role})),
@@ -107,15 +100,14 @@ async fn redis_primary_and_replica_lifecycle() {
     .await;
 
     // A config change needing a restart: new revision, both roles stale.
-    let before =
-        call(&rest, Method::GET, "/clusters/prod/services/cache/config", None).await["revision"].as_u64().unwrap();
-    let patched = call(
-        &rest,
-        Method::PATCH,
-        "/clusters/prod/services/cache/config",
-        Some(json!({"values": {"maxmemory": "256mb"}, "message": "cap memory at 256 MiB"})),
-    )
-    .await;
+    let before = rest.ok(Method::GET, "/clusters/prod/services/cache/config", None).await["revision"].as_u64().unwrap();
+    let patched = rest
+        .ok(
+            Method::PATCH,
+            "/clusters/prod/services/cache/config",
+            Some(json!({"values": {"maxmemory": "256mb"}, "message": "cap memory at 256 MiB"})),
+        )
+        .await;
     let capped = patched["revision"].as_u64().unwrap();
     assert_eq!(capped, before + 1);
     eventually(WAIT, "both roles to be stale", || async {
@@ -147,8 +139,7 @@ async fn redis_primary_and_replica_lifecycle() {
     assert_eq!(rev["applied"].as_array().unwrap().len(), 2, "{rev}");
 
     // Rollback restores the old value after another rolling restart.
-    call(
-        &rest,
+    rest.ok(
         Method::POST,
         "/clusters/prod/services/cache/config/rollback",
         Some(json!({"revision": before, "message": "memory cap too tight"})),

@@ -19,15 +19,9 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(120);
 const HOSTS: [&str; 3] = ["zk-a", "zk-b", "zk-c"];
 
-async fn call(rest: &Rest, method: Method, path: &str, body: Option<Value>) -> Value {
-    let (status, v) = rest.raw(method.clone(), &format!("/api/v1{path}"), body).await.unwrap();
-    assert!((200..300).contains(&status), "{method} {path}: HTTP {status}: {v}");
-    v
-}
-
 /// Runs a command on service `zk` and waits until it succeeds.
 async fn run_command(rest: &Rest, body: Value) -> Value {
-    let cmd = call(rest, Method::POST, "/clusters/prod/services/zk/commands", Some(body)).await;
+    let cmd = rest.ok(Method::POST, "/clusters/prod/services/zk/commands", Some(body)).await;
     let id = cmd["id"].as_str().unwrap().to_owned();
     let done = eventually(WAIT * 3, &format!("command {id} to finish"), || async {
         let c: Value = rest.get(&format!("/api/v1/commands/{id}")).await.ok()?;
@@ -74,10 +68,10 @@ async fn zookeeper_ensemble_keeps_quorum_through_rolling_restart() {
     .await;
     let host_id = |name: &str| hosts.iter().find(|h| h["hostname"] == name).unwrap()["id"].as_str().unwrap().to_owned();
 
-    call(&rest, Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
+    rest.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
     let ids: Vec<String> = HOSTS.iter().map(|h| host_id(h)).collect();
     install_parcels(&rest, "prod", &ids, &parcels).await;
-    call(&rest, Method::POST, "/clusters/prod/services", Some(json!({"name": "zk", "type": "zookeeper"}))).await;
+    rest.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "zk", "type": "zookeeper"}))).await;
     // zoo.cfg lists `server.N=<host address>:<peer>:<election>`: the address
     // is each agent's first non-loopback address, the same local address for
     // all three here, so peers reach each other on it without any override
@@ -86,8 +80,7 @@ async fn zookeeper_ensemble_keeps_quorum_through_rolling_restart() {
     let mut client_ports = [0u16; 3];
     for (i, host) in HOSTS.iter().enumerate() {
         let name = format!("zk-{}", i + 1);
-        call(
-            &rest,
+        rest.ok(
             Method::POST,
             "/clusters/prod/services/zk/roles",
             Some(json!({"role_type": "server", "host_id": host_id(host), "name": name})),
@@ -95,8 +88,7 @@ async fn zookeeper_ensemble_keeps_quorum_through_rolling_restart() {
         .await;
         client_ports[i] = free_port();
         let values = json!({"client_port": client_ports[i], "peer_port": free_port(), "election_port": free_port()});
-        call(
-            &rest,
+        rest.ok(
             Method::PATCH,
             "/clusters/prod/services/zk/config",
             Some(json!({"values": values, "message": format!("{name} on its own ports"), "role": name})),
