@@ -314,6 +314,10 @@ struct Role {
     loaded: Option<Loaded>,
     reload_count: u32,
     reloaded_at_unix_ms: i64,
+    /// The restart nonce of the last start attempt: reported while no
+    /// process runs, so a crash loop after a restart is told apart from an
+    /// older failure.
+    attempt_nonce: u64,
 }
 
 impl Role {
@@ -342,6 +346,7 @@ impl Role {
             loaded: None,
             reload_count: 0,
             reloaded_at_unix_ms: 0,
+            attempt_nonce: 0,
         }
     }
 
@@ -429,7 +434,7 @@ impl Role {
                 .unwrap_or_else(|| self.last_error.clone()),
             health: self.health(),
             last_log_lines: self.last_log_lines.clone(),
-            restart_nonce: run.map_or(0, |r| r.nonce),
+            restart_nonce: run.map_or(self.attempt_nonce, |r| r.nonce),
             started_at_unix_ms: run.map_or(0, |r| r.started_at_unix_ms),
             reload_count: if run.is_some() { self.reload_count } else { 0 },
             reloaded_at_unix_ms: if run.is_some() { self.reloaded_at_unix_ms } else { 0 },
@@ -686,6 +691,7 @@ impl Reconciler {
                         && r.start_at.is_none_or(|t| now >= t)
                     {
                         r.start_at = None;
+                        r.attempt_nonce = spec.restart_nonce;
                         r.proc = Proc::Starting { revision: spec.config_revision, nonce: spec.restart_nonce };
                         let loaded =
                             Loaded { digests: spec.file_digests(), restart_digest: spec.restart_digest.clone() };

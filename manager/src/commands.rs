@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::desired;
 use crate::model::{HostStatus, now_millis};
 use crate::store::{CommandRec, RoleRec, RoleStatusRec, StepRec};
 
@@ -200,7 +199,19 @@ async fn run_step(
     wait_healthy: bool,
     abort: &AtomicBool,
 ) -> Result<String, String> {
-    let mut watch = state.registry.watch_roles();
+    let roles: Vec<RoleRec> = {
+        let mut out = Vec::new();
+        for id in &step.roles {
+            if let Some(r) = state.store.role(id).await.map_err(|e| e.to_string())? {
+                out.push(r);
+            }
+        }
+        out
+    };
+    // Woken by reports of these roles and status changes of their hosts only;
+    // registered before the intent changes so no report is missed.
+    let hosts: Vec<String> = roles.iter().map(|r| r.host_id.clone()).collect();
+    let watch = state.registry.watch(&step.roles, &hosts);
     let nonces = match action {
         Action::Start => {
             state.store.set_run_state(&step.roles, "running").await.map_err(|e| e.to_string())?;
@@ -212,16 +223,7 @@ async fn run_step(
         }
         Action::Restart => state.store.bump_restart_nonce(&step.roles).await.map_err(|e| e.to_string())?,
     };
-    desired::refresh_service(state, &cmd.cluster, &cmd.service, &[]).await.map_err(|e| e.to_string())?;
-    let roles: Vec<RoleRec> = {
-        let mut out = Vec::new();
-        for id in &step.roles {
-            if let Some(r) = state.store.role(id).await.map_err(|e| e.to_string())? {
-                out.push(r);
-            }
-        }
-        out
-    };
+    state.desired.refresh_service(state, &cmd.cluster, &cmd.service, &[]).await.map_err(|e| e.to_string())?;
     let with_checks: HashMap<String, bool> = roles
         .iter()
         .map(|r| {
@@ -262,7 +264,7 @@ async fn run_step(
         if left.is_zero() {
             return Err(format!("timed out after {} s waiting for {}", timeout.as_secs(), waiting.join(", ")));
         }
-        let _ = tokio::time::timeout(left.min(Duration::from_millis(500)), watch.changed()).await;
+        let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), watch.changed()).await;
     }
 }
 

@@ -52,6 +52,12 @@ pub struct ManagerConfig {
     #[arg(long, env = "DROVER_FLUSH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub flush_interval: Duration,
 
+    /// How often every host's desired state is derived again from the store
+    /// and any drift corrected (level-triggered desired state; an event names
+    /// each correction).
+    #[arg(long, env = "DROVER_DESIRED_RESYNC_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub desired_resync_interval: Duration,
+
     /// How long minute-resolution host metrics are kept.
     #[arg(long, env = "DROVER_METRICS_MINUTE_RETENTION", default_value = "2d", value_parser = humantime::parse_duration)]
     pub metrics_minute_retention: Duration,
@@ -135,6 +141,9 @@ impl ManagerConfig {
                 humantime::format_duration(self.host_lost_after),
                 humantime::format_duration(self.heartbeat_interval)
             );
+        }
+        if self.desired_resync_interval < Duration::from_secs(1) {
+            anyhow::bail!("--desired-resync-interval must be at least 1s");
         }
         Ok(())
     }

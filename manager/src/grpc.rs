@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::AppState;
 use crate::auth::sha256_hex;
-use crate::desired::{self, DesiredParcel, DesiredRole, HostDesired, ParcelStatusRec};
+use crate::desired::{DesiredParcel, DesiredRole, HostDesired, ParcelStatusRec};
 use crate::model::{Disk, DiskUsage, HostFacts, HostKind, HostMetrics, now_millis, rfc3339};
 use crate::registry::{Kill, Refusal};
 use crate::store::{AppliedRec, AppliedRevision, EnrollError, NewAudit, NewHost, RoleStatusRec};
@@ -462,7 +462,7 @@ async fn run_session(
         // A container started again elsewhere, a VM with a new lease: the
         // files of its peers name it, so render them again.
         tracing::info!(host = %host_id, hostname = %facts.hostname, addresses = ?facts.addresses, "host name or addresses changed; rendering its services again");
-        if let Err(e) = desired::host_identity_changed(state, host_id).await {
+        if let Err(e) = state.desired.host_identity_changed(state, host_id).await {
             tracing::error!(host = %host_id, error = %e, "could not render the services of a host whose addresses changed");
         }
     }

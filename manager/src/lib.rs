@@ -10,6 +10,7 @@ pub mod bootstrap;
 pub mod commands;
 pub mod config;
 pub mod desired;
+pub mod domain;
 pub mod grpc;
 pub mod http;
 pub mod model;
@@ -47,8 +48,8 @@ pub struct AppState {
     /// Service types: built in (`parcels/`) and from DATA_DIR/service-types.
     pub catalog: drover_parcels::descriptor::Catalog,
     pub commands: commands::Commands,
-    /// Serialises desired-state refreshes so the latest revision always wins.
-    pub refresh_lock: tokio::sync::Mutex<()>,
+    /// The owner of every host's intent: per-service ordering, resync, retry.
+    pub desired: desired::Desired,
     /// The parcel repository (own and followed).
     pub parcels: parcels::ParcelRepo,
     pub started_at: Instant,
@@ -66,6 +67,13 @@ impl AppState {
     pub async fn audit(&self, entry: NewAudit) {
         if let Err(e) = self.store.insert_audit(&entry).await {
             tracing::error!(error = %e, action = %entry.action, object = %entry.object_id, "could not write audit entry");
+        }
+    }
+
+    /// [`AppState::audit`] for many entries, in one transaction.
+    pub async fn audit_many(&self, entries: Vec<NewAudit>) {
+        if let Err(e) = self.store.insert_audits(&entries).await {
+            tracing::error!(error = %e, entries = entries.len(), "could not write audit entries");
         }
     }
 }
@@ -157,7 +165,7 @@ impl Manager {
             catalog,
             parcels,
             commands: commands::Commands::default(),
-            refresh_lock: tokio::sync::Mutex::new(()),
+            desired: desired::Desired::new(config.desired_resync_interval),
             console: http::console::Templates::load()?,
             config,
             store,
@@ -167,7 +175,7 @@ impl Manager {
             started_at: Instant::now(),
         });
 
-        desired::load_all(&state).await.context("compute desired state")?;
+        state.desired.load_all(&state).await.context("compute desired state")?;
         commands::Commands::fail_interrupted(&state).await.context("recover commands")?;
 
         let http_addr = http.local_addr()?;
@@ -199,6 +207,7 @@ impl Manager {
         tasks.spawn(http::serve(http, state.clone(), async move { stopped(&mut stop).await }));
 
         tasks.spawn(background(state.clone(), shutdown.subscribe()));
+        tasks.spawn(desired_loop(state.clone(), shutdown.subscribe()));
         tracing::info!(%http_addr, %grpc_addr, ca = %state.pki.ca_fingerprint(), "manager started");
         Ok(ManagerHandle { http_addr, grpc_addr, state, shutdown, tasks })
     }
@@ -238,6 +247,29 @@ async fn background(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
                     tracing::error!(error = %e, "metrics maintenance failed");
                 }
             }
+        }
+    }
+}
+
+/// The desired-state owner's own work: retries of failed refreshes (checked
+/// every second) and the periodic resync. Apart from the flusher, so a long
+/// resync never delays host state writes.
+async fn desired_loop(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let mut retry = tokio::time::interval(Duration::from_secs(1));
+    let period = state.desired.resync_interval();
+    let mut resync = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    for t in [&mut retry, &mut resync] {
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            _ = retry.tick() => state.desired.retry_due(&state).await,
+            _ = resync.tick() => match state.desired.resync(&state).await {
+                Ok(r) if r.corrections > 0 => tracing::warn!(services = r.services, corrections = r.corrections, "resync corrected drifted desired state"),
+                Ok(r) => tracing::debug!(services = r.services, "resync found no drift"),
+                Err(e) => tracing::error!(error = %e, "desired-state resync failed; will run again"),
+            },
         }
     }
 }

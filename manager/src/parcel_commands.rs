@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::AppState;
 use crate::commands;
-use crate::desired::{self, ParcelStatusRec};
+use crate::desired::ParcelStatusRec;
 use crate::model::now_millis;
 use crate::store::{ClusterParcelRec, CommandRec, StepRec};
 
@@ -142,7 +142,7 @@ pub async fn set_intent(
             state.store.unwant_parcel(cluster, name, version).await.map_err(|e| e.to_string())?;
         }
     }
-    desired::refresh_parcels(state).await.map_err(|e| e.to_string())
+    state.desired.refresh_parcels(state).await.map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// Runs the host steps `steps` of one phase side by side until every host is
@@ -165,7 +165,8 @@ pub async fn run_phase(
         }
         return Err(e);
     }
-    let mut watch = state.registry.watch_roles();
+    let hosts: Vec<String> = steps.iter().filter_map(|s| s.roles.first().cloned()).collect();
+    let watch = state.registry.watch(&[], &hosts);
     let deadline = Instant::now() + phase.timeout();
     let mut open: HashMap<u32, &StepRec> = steps.iter().map(|s| (s.seq, s)).collect();
     let mut shown: HashMap<u32, String> = HashMap::new();

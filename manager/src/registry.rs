@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use sha2::Digest;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::desired::{DesiredParcel, DesiredRole, HostDesired, ParcelStatusRec};
 
@@ -146,8 +146,9 @@ pub struct Registry {
     closing: AtomicBool,
     /// Last reported state of every role, by role id.
     role_status: Mutex<HashMap<String, RoleStatusRec>>,
-    /// Bumped on every role status change, for commands waiting on roles.
-    role_changes: watch::Sender<u64>,
+    /// Tasks (commands) waiting on some roles or hosts, by [`WatchKey`]:
+    /// a report wakes only those waiting on what it is about.
+    waiters: Mutex<HashMap<WatchKey, Vec<Arc<Notify>>>>,
     /// Role states and first-applied records waiting for the flusher.
     pending_roles: Mutex<HashMap<String, RoleStatusRec>>,
     pending_applied: Mutex<Vec<AppliedRevision>>,
@@ -182,7 +183,7 @@ impl Registry {
             heartbeats: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             role_status: Mutex::new(HashMap::new()),
-            role_changes: watch::Sender::new(0),
+            waiters: Mutex::new(HashMap::new()),
             pending_roles: Mutex::new(HashMap::new()),
             pending_applied: Mutex::new(Vec::new()),
             pending_generations: Mutex::new(HashMap::new()),
@@ -302,6 +303,7 @@ impl Registry {
         h.last_heartbeat_at = now_millis();
         if h.status == HostStatus::Lost {
             h.status = HostStatus::Healthy;
+            self.wake(&WatchKey::Host(host_id.to_owned()));
             self.push_event("info", "host_recovered", host_id, "host is healthy again: agent reconnected".into());
             tracing::info!(host = %host_id, "host healthy again");
         }
@@ -382,6 +384,8 @@ impl Registry {
         {
             let _ = k.send(Kill::Decommissioned(at));
         }
+        drop(h);
+        self.wake(&WatchKey::Host(host_id.to_owned()));
         self.push_event("warning", "host_decommissioned", host_id, "host decommissioned; certificate revoked".into());
     }
 
@@ -397,6 +401,7 @@ impl Registry {
                 h.status = HostStatus::Lost;
                 let silent = h.last_seen.elapsed().as_secs();
                 drop(h);
+                self.wake(&WatchKey::Host(id.clone()));
                 lost += 1;
                 tracing::warn!(host = %id, silent_s = silent, "host lost: no heartbeat");
                 self.push_event(
@@ -546,7 +551,7 @@ impl Registry {
     pub fn set_parcel_status(&self, host_id: &str, status: Vec<ParcelStatusRec>) {
         let Some(entry) = self.entry(host_id) else { return };
         entry.lock().expect("host lock").parcel_status = status;
-        self.role_changes.send_modify(|n| *n += 1);
+        self.wake(&WatchKey::Host(host_id.to_owned()));
     }
 
     /// What a host last reported about its parcels (empty until it reports).
@@ -584,6 +589,15 @@ impl Registry {
             .collect()
     }
 
+    /// Every service (`cluster/service`) some host has desired roles of.
+    pub fn service_keys(&self) -> Vec<String> {
+        let mut keys = HashSet::new();
+        for entry in self.hosts.read().expect("registry lock").values() {
+            keys.extend(entry.lock().expect("host lock").roles.keys().cloned());
+        }
+        keys.into_iter().collect()
+    }
+
     /// The desired role `role_id` on `host_id`, if the host should run it.
     pub fn desired_role(&self, host_id: &str, role_id: &str) -> Option<Arc<DesiredRole>> {
         let entry = self.entry(host_id)?;
@@ -612,7 +626,9 @@ impl Registry {
                 pending.insert(r.role_id.clone(), r.clone());
             }
             drop(pending);
-            self.role_changes.send_modify(|n| *n += 1);
+            for r in &changed {
+                self.wake(&WatchKey::Role(r.role_id.clone()));
+            }
         }
         changed
     }
@@ -630,14 +646,76 @@ impl Registry {
         self.role_status.lock().expect("role status lock").get(role_id).cloned()
     }
 
-    /// A receiver that changes whenever some role's status does.
-    pub fn watch_roles(&self) -> watch::Receiver<u64> {
-        self.role_changes.subscribe()
+    /// Starts watching roles and hosts: [`Watch::changed`] resolves when one
+    /// of the roles reports a new state or one of the hosts changes status
+    /// or reports its parcels. Reports about anything else do not wake it.
+    pub fn watch(&self, roles: &[String], hosts: &[String]) -> Watch<'_> {
+        let notify = Arc::new(Notify::new());
+        let keys: Vec<WatchKey> = roles
+            .iter()
+            .map(|r| WatchKey::Role(r.clone()))
+            .chain(hosts.iter().map(|h| WatchKey::Host(h.clone())))
+            .collect();
+        let mut waiters = self.waiters.lock().expect("waiters lock");
+        for k in &keys {
+            waiters.entry(k.clone()).or_default().push(notify.clone());
+        }
+        Watch { registry: self, keys, notify }
+    }
+
+    fn wake(&self, key: &WatchKey) {
+        let waiters = self.waiters.lock().expect("waiters lock");
+        for n in waiters.get(key).into_iter().flatten() {
+            // Stores a permit when nobody is waiting yet: no lost wake-up.
+            n.notify_one();
+        }
+    }
+
+    /// How many tasks wait on something, for tests and metrics.
+    pub fn waiter_count(&self) -> usize {
+        self.waiters.lock().expect("waiters lock").values().map(Vec::len).sum()
     }
 
     /// Total heartbeats handled since start.
     pub fn heartbeat_count(&self) -> u64 {
         self.heartbeats.load(Ordering::Relaxed)
+    }
+}
+
+/// What a [`Watch`] waits on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum WatchKey {
+    Role(String),
+    Host(String),
+}
+
+/// A registration to be woken when some roles or hosts change; dropping it
+/// unregisters.
+pub struct Watch<'a> {
+    registry: &'a Registry,
+    keys: Vec<WatchKey>,
+    notify: Arc<Notify>,
+}
+
+impl Watch<'_> {
+    /// Resolves at the next change of a watched role or host (at once if one
+    /// happened since the last call).
+    pub async fn changed(&self) {
+        self.notify.notified().await;
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        let mut waiters = self.registry.waiters.lock().expect("waiters lock");
+        for k in &self.keys {
+            if let Some(list) = waiters.get_mut(k) {
+                list.retain(|n| !Arc::ptr_eq(n, &self.notify));
+                if list.is_empty() {
+                    waiters.remove(k);
+                }
+            }
+        }
     }
 }
 

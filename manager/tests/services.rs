@@ -4,7 +4,9 @@
 //! with a clear message and no revision left behind. Agents are not involved
 //! here (see the end-to-end tests); hosts are enrolled through the store.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use drover_testkit::{eventually, eventually_true};
 
 use drover_manager::model::{HostStatus, now_millis};
 use drover_manager::store::RoleStatusRec;
@@ -35,6 +37,15 @@ impl T {
             })
             .collect();
         self.handle.state.registry.update_role_status(reports);
+    }
+
+    /// Waits until command `id` is no longer running; returns it.
+    async fn finished(&self, id: &str) -> Value {
+        eventually(Duration::from_secs(30), &format!("command {id} to finish"), || async {
+            let c = self.ok(Method::GET, &format!("/commands/{id}"), None).await;
+            (c["state"] != "running").then_some(c)
+        })
+        .await
     }
 
     async fn revisions(&self, svc: &str) -> Vec<Value> {
@@ -290,13 +301,7 @@ async fn commands_validate_their_input() {
     assert!(steps[0]["description"].as_str().unwrap().starts_with("start cache-primary"), "{cmd}");
     let id = cmd["id"].as_str().unwrap();
     t.ok(Method::POST, &format!("/commands/{id}/abort"), None).await;
-    let done = loop {
-        let c = t.ok(Method::GET, &format!("/commands/{id}"), None).await;
-        if c["state"] != "running" {
-            break c;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let done = t.finished(id).await;
     assert_eq!(done["state"], "aborted", "{done}");
     t.err(Method::GET, "/commands/nope", None, 404).await;
     t.handle.shutdown().await;
@@ -434,12 +439,11 @@ async fn roles_on_a_lost_host_are_reported_down_with_the_reason() {
     // h2's last sign of life; then it goes silent and turns lost while h1 stays alive.
     registry.touch("h2");
     let before = now_millis();
-    let deadline = Instant::now() + lost_after * 20;
-    while registry.host_status("h2") != Some(HostStatus::Lost) {
-        assert!(Instant::now() < deadline, "h2 never turned lost");
+    eventually_true(lost_after * 20, "h2 to turn lost", || {
         registry.touch("h1");
-        tokio::time::sleep(lost_after / 10).await;
-    }
+        registry.host_status("h2") == Some(HostStatus::Lost)
+    })
+    .await;
     registry.touch("h1");
 
     let roles = t.ok(Method::GET, "/clusters/prod/services/cache/roles", None).await;
@@ -493,15 +497,7 @@ async fn roles_on_a_lost_host_are_reported_down_with_the_reason() {
     let c = t.ok(Method::GET, &format!("/commands/{id}"), None).await;
     assert_eq!(c["state"], "running", "a start on a lost host finished from a stale report: {c:#}");
     t.ok(Method::POST, &format!("/commands/{id}/abort"), None).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let c = loop {
-        let c = t.ok(Method::GET, &format!("/commands/{id}"), None).await;
-        if c["state"] != "running" {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "the aborted command never ended: {c:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let c = t.finished(&id).await;
     assert_eq!(c["state"], "aborted", "{c:#}");
     let step = c["steps"][0]["message"].as_str().unwrap();
     assert!(step.contains("cache-replica-1 (its host h2 is lost)"), "{step}");
@@ -551,8 +547,260 @@ async fn a_host_with_a_new_address_is_rendered_into_its_peers_files() {
         machine_memory_bytes: 0,
         capacity_evidence: String::new(),
     };
+    // The replica runs (started before the move) with the old redis.conf.
+    let mut report = RoleStatusRec {
+        role_id: replica_id.clone(),
+        state: "running".into(),
+        health: "good".into(),
+        pid: 100,
+        applied_revision: 2,
+        running_revision: 2,
+        started_at: Some(now_millis() - 1000),
+        updated_at: now_millis(),
+        ..Default::default()
+    };
+    state.registry.update_role_status(vec![report.clone()]);
+    let before = t.ok(Method::GET, "/clusters/prod/services/cache/roles/cache-replica-1", None).await;
+    assert_eq!(before["stale"], false, "{before}");
     state.store.update_host_facts("h1", &facts, "0").await.unwrap();
-    drover_manager::desired::host_identity_changed(state, "h1").await.unwrap();
+    state.desired.host_identity_changed(state, "h1").await.unwrap();
     assert!(conf(state).contains("replicaof 10.0.0.91 6379"), "{}", conf(state));
+    // Its files changed under the same revision: stale, with the reason,
+    // exactly as a config change would show it.
+    let after = t.ok(Method::GET, "/clusters/prod/services/cache/roles/cache-replica-1", None).await;
+    assert_eq!((&after["stale"], &after["stale_keys"]), (&json!(true), &json!(["file:redis.conf"])), "{after}");
+    let events = t.ok(Method::GET, "/events?object_type=service&object_id=prod/cache", None).await;
+    assert!(
+        events["items"].as_array().unwrap().iter().any(|e| e["kind"] == "config_rerendered"
+            && e["message"].as_str().unwrap().contains("redis.conf of cache-replica-1")),
+        "{events:#}"
+    );
+    // A restart (a process started after the re-render) clears it.
+    report.started_at = Some(now_millis() + 1);
+    report.pid = 101;
+    state.registry.update_role_status(vec![report]);
+    let restarted = t.ok(Method::GET, "/clusters/prod/services/cache/roles/cache-replica-1", None).await;
+    assert_eq!(restarted["stale"], false, "{restarted}");
+    t.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_roles_on_one_host_cannot_share_a_port() {
+    let t = T::start().await;
+    redis_setup(&t).await;
+    let roles = "/clusters/prod/services/cache/roles";
+    // A replica beside the primary on h1, both on the default 6379.
+    let msg = t.err(Method::POST, roles, Some(json!({"role_type": "replica", "host_id": "h1"})), 400).await;
+    assert_eq!(
+        msg,
+        "port clash on host node-1 (h1): role cache-primary-1 of prod/cache (parameter port) and role \
+         cache-replica-2 of prod/cache (parameter port) would both listen on port 6379; give one of them another port"
+    );
+    let listed = t.ok(Method::GET, roles, None).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2, "nothing stored: {listed}");
+    // With its own port (set on the replicas' group first) it is placed.
+    let group = json!({"values": {"port": 6380}, "message": "replicas listen on 6380",
+                       "group": {"role_type": "replica", "name": "replica-default"}});
+    t.ok(Method::PATCH, "/clusters/prod/services/cache/config", Some(group)).await;
+    t.ok(Method::POST, roles, Some(json!({"role_type": "replica", "host_id": "h1", "name": "near"}))).await;
+    // A change that moves the replica onto the primary's port is refused
+    // before anything is stored.
+    let revisions = t.revisions("cache").await.len();
+    let clash = json!({"values": {"port": 6379}, "message": "oops", "role": "near"});
+    let msg = t.err(Method::PATCH, "/clusters/prod/services/cache/config", Some(clash), 400).await;
+    assert!(msg.contains("host node-1 (h1)") && msg.contains("cache-primary-1") && msg.contains("near"), "{msg}");
+    assert!(msg.contains("port 6379"), "{msg}");
+    assert_eq!(t.revisions("cache").await.len(), revisions, "a refused change leaves no revision");
+    // Across services: a second Redis whose primary lands on h1's 6379.
+    t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "sessions", "type": "redis"}))).await;
+    let msg = t
+        .err(
+            Method::POST,
+            "/clusters/prod/services/sessions/roles",
+            Some(json!({"role_type": "primary", "host_id": "h1"})),
+            400,
+        )
+        .await;
+    assert!(
+        msg.contains("role sessions-primary-1 of prod/sessions") && msg.contains("role cache-primary-1 of prod/cache"),
+        "{msg}"
+    );
+    // On another port it is fine, and a later change of cache onto that port
+    // is refused naming the other service.
+    t.ok(
+        Method::PATCH,
+        "/clusters/prod/services/sessions/config",
+        Some(json!({"values": {"port": 7000}, "message": "own port"})),
+    )
+    .await;
+    t.ok(
+        Method::POST,
+        "/clusters/prod/services/sessions/roles",
+        Some(json!({"role_type": "primary", "host_id": "h1"})),
+    )
+    .await;
+    let msg = t
+        .err(
+            Method::PATCH,
+            "/clusters/prod/services/cache/config",
+            Some(json!({"values": {"port": 7000}, "message": "collide", "role": "cache-primary-1"})),
+            400,
+        )
+        .await;
+    assert!(
+        msg.contains("role sessions-primary-1 of prod/sessions (parameter port)") && msg.contains("port 7000"),
+        "{msg}"
+    );
+    t.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restart_fails_as_soon_as_a_role_reports_a_crash_loop() {
+    let t = T::start().await;
+    redis_setup(&t).await;
+    t.report_running("cache").await;
+    let state = &t.handle.state;
+    let cmd = t
+        .ok(
+            Method::POST,
+            "/clusters/prod/services/cache/commands",
+            Some(json!({"name": "restart", "roles": ["cache-replica-1"]})),
+        )
+        .await;
+    let id = cmd["id"].as_str().unwrap().to_owned();
+    let replica = t.ok(Method::GET, "/clusters/prod/services/cache/roles/cache-replica-1", None).await;
+    let role_id = replica["id"].as_str().unwrap().to_owned();
+    // The agent gets the new restart nonce ...
+    let nonce = eventually(Duration::from_secs(10), "the restart to be pushed", || {
+        let nonce = state.registry.desired_role("h2", &role_id).map(|d| d.restart_nonce).unwrap_or(0);
+        std::future::ready((nonce > 0).then_some(nonce))
+    })
+    .await;
+    // ... and the restarted process crash-loops (port taken): the agent
+    // reports it failed, with that nonce and no process.
+    state.registry.update_role_status(vec![RoleStatusRec {
+        role_id: role_id.clone(),
+        state: "failed".into(),
+        health: "unknown".into(),
+        restart_nonce: nonce,
+        applied_revision: 1,
+        last_error: "crash loop: the process exited with status 1; 5 exits within 2m".into(),
+        last_log_lines: vec![
+            "# Could not create server TCP listening socket *:6380: bind: Address already in use".into(),
+        ],
+        updated_at: now_millis(),
+        ..Default::default()
+    }]);
+    // The command fails at once (its step timeout is minutes), naming the
+    // role, its error and its log.
+    let done = t.finished(&id).await;
+    assert_eq!(done["state"], "failed", "{done:#}");
+    let step = done["steps"][0]["message"].as_str().unwrap();
+    assert!(
+        step.contains("cache-replica-1") && step.contains("crash loop") && step.contains("Address already in use"),
+        "{step}"
+    );
+    // Waiting commands register only on their roles and hosts, and leave none behind.
+    assert_eq!(state.registry.waiter_count(), 0);
+    t.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn resync_corrects_intent_that_drifted_from_the_store() {
+    let t = T::start().await;
+    redis_setup(&t).await;
+    let state = &t.handle.state;
+    let primary = t.ok(Method::GET, "/clusters/prod/services/cache/roles/cache-primary-1", None).await;
+    let role_id = primary["id"].as_str().unwrap().to_owned();
+    assert!(!state.registry.desired_role("h1", &role_id).unwrap().running);
+    // Nothing drifted: a resync changes nothing.
+    let quiet = state.desired.resync(state).await.unwrap();
+    assert_eq!((quiet.services, quiet.corrections, quiet.failed), (1, 0, 0));
+    // The store says running, but nobody refreshed the hosts (as if a
+    // refresh had been lost): the next resync corrects exactly that host.
+    state.store.set_run_state(std::slice::from_ref(&role_id), "running").await.unwrap();
+    let report = state.desired.resync(state).await.unwrap();
+    assert_eq!((report.corrections, report.failed), (1, 0), "{report:?}");
+    assert!(state.registry.desired_role("h1", &role_id).unwrap().running);
+    let events = t.ok(Method::GET, "/events?object_type=service&object_id=prod/cache", None).await;
+    assert!(events["items"].as_array().unwrap().iter().any(|e| e["kind"] == "desired_state_corrected"), "{events:#}");
+    let health: Value = t.client.get(t.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["desired_state"]["corrections"], 1, "{health:#}");
+    assert_eq!(health["desired_state"]["resyncs"], 2, "{health:#}");
+    t.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failing_refresh_is_retried_and_shows_as_degraded() {
+    let t = T::start().await;
+    redis_setup(&t).await;
+    let state = &t.handle.state;
+    // A revision that cannot be read (written behind the manager's back).
+    let svc = state.store.service("prod", "cache").await.unwrap().unwrap();
+    let bad = drover_manager::store::RevisionRec {
+        cluster: "prod".into(),
+        service: "cache".into(),
+        revision: svc.revision + 1,
+        config: json!("not a configuration"),
+        changed_keys: vec![],
+        author: "test".into(),
+        source: "test".into(),
+        message: "corrupt".into(),
+        created_at: now_millis(),
+    };
+    assert!(state.store.insert_revision(&bad, svc.revision).await.unwrap());
+    assert!(state.desired.refresh_service(state, "prod", "cache", &[]).await.is_err());
+    let health = t.client.get(t.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "the manager still serves");
+    let health: Value = health.json().await.unwrap();
+    assert_eq!((&health["status"], &health["desired_state"]["status"]), (&json!("degraded"), &json!("degraded")));
+    let failing = &health["desired_state"]["failing"][0];
+    assert_eq!(failing["service"], "prod/cache", "{health:#}");
+    assert!(failing["error"].as_str().unwrap().contains("holds invalid configuration"), "{health:#}");
+    // Repaired in the store: the retry (1 s backoff) picks it up by itself.
+    let good = drover_manager::store::RevisionRec {
+        revision: svc.revision + 2,
+        config: json!({"service": {}, "groups": {}, "roles": {}}),
+        message: "repaired".into(),
+        ..bad
+    };
+    assert!(state.store.insert_revision(&good, svc.revision + 1).await.unwrap());
+    eventually(Duration::from_secs(30), "the failing refresh to be retried", || async {
+        let h: Value = t.client.get(t.url("/healthz")).send().await.unwrap().json().await.unwrap();
+        (h["status"] == "ok").then_some(())
+    })
+    .await;
+    t.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn changes_to_different_services_do_not_wait_for_each_other() {
+    let t = T::start().await;
+    redis_setup(&t).await;
+    t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "other", "type": "redis"}))).await;
+    let state = &t.handle.state;
+    // While cache's lock is held (a long change of cache under way) ...
+    let guard = state.desired.lock_service("prod", "cache").await;
+    // ... a change of another service completes ...
+    let other = json!({"values": {"port": 7001}, "message": "independent"});
+    t.ok(Method::PATCH, "/clusters/prod/services/other/config", Some(other)).await;
+    // ... while a change of cache waits its turn, and then applies.
+    let done = {
+        let patch = {
+            let t = &t;
+            async move {
+                let body = json!({"values": {"maxmemory": "64mb"}, "message": "queued"});
+                t.ok(Method::PATCH, "/clusters/prod/services/cache/config", Some(body)).await
+            }
+        };
+        tokio::pin!(patch);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut patch).await.is_err(),
+            "a change of cache went through while cache's lock was held"
+        );
+        drop(guard);
+        patch.await
+    };
+    assert_eq!(done["revision"], 2, "{done}");
     t.handle.shutdown().await;
 }

@@ -11,31 +11,10 @@ pub mod ssh;
 pub mod webdriver;
 pub mod zk;
 
-use std::future::Future;
-use std::time::{Duration, Instant};
-
 use drover_agent::facts::{Disk, HostFacts, HostKind};
 use drover_agent::metrics::{DiskUsage, Metrics};
 
-/// Polls `check` until it returns `Some`, or panics with `what` after `within`.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    let mut pause = Duration::from_millis(10);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {within:?} waiting for: {what}");
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(250));
-    }
-}
+pub use drover_testkit::{eventually, eventually_true};
 
 /// Facts of a made-up host, for synthetic agents.
 pub fn synthetic_facts(index: usize) -> HostFacts {

@@ -238,6 +238,30 @@ fn five_exits_within_two_minutes_is_a_crash_loop() {
 }
 
 #[test]
+fn a_crash_loop_after_a_restart_reports_the_restart_nonce() {
+    // The manager waits for a restart (nonce 7) to succeed or fail: a crash
+    // loop of the restarted process must carry nonce 7 although no process
+    // runs, or the manager cannot tell it from an older failure.
+    let mut h = up();
+    h.run(&[
+        (SEC, desired(vec![running("r1", 1, 7)]), &["stop r1 100 SIGTERM"]),
+        (2 * SEC, exited("r1", 0), &["kill r1 100", "start r1@1#7"]),
+    ]);
+    let mut t = 2 * SEC;
+    for pid in 101..105 {
+        h.at(t, started("r1", pid));
+        h.at(t, exited("r1", 1));
+        t = h.r.deadline().expect("restart") - h.t0;
+        h.at(t, Event::Tick);
+    }
+    h.at(t, started("r1", 105));
+    h.at(t, exited("r1", 1));
+    let s = h.status("r1");
+    assert_eq!((s.state, s.pid, s.restart_nonce), (RoleState::Failed, 0, 7), "{}", s.last_error);
+    assert!(s.last_error.starts_with("crash loop"), "{}", s.last_error);
+}
+
+#[test]
 fn five_short_runs_in_a_row_is_a_crash_loop_even_spread_out() {
     // A tiny window: only the short-run rule can fire.
     let policy = Policy { crash_window: SEC, max_backoff: 100 * SEC, ..Policy::default() };

@@ -39,5 +39,5 @@ pub async fn create(
     let plan = planned.map_err(ApiError::BadRequest)?;
     let actor = Actor { user: caller.user.username.clone(), source: caller.source.clone() };
     let (cmd, steps) = bootstrap::start(state.clone(), actor, plan).await?;
-    Ok((StatusCode::ACCEPTED, Json(super::commands::view(&cmd, &steps))))
+    Ok((StatusCode::ACCEPTED, Json(crate::domain::commands::view(&cmd, &steps))))
 }

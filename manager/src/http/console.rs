@@ -150,27 +150,23 @@ async fn services_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -
 }
 
 async fn services_data(state: &AppState) -> Result<Vec<serde_json::Value>, super::ApiError> {
+    use crate::domain;
     let mut clusters = Vec::new();
-    for c in state.store.list_clusters().await? {
+    for c in domain::clusters::list(state).await? {
         let mut services = Vec::new();
-        for s in state.store.list_services(&c.name).await? {
-            let Some(ctx) = crate::desired::load_service(state, &c.name, &s.name).await? else { continue };
-            let roles = super::services::role_views(state, &ctx).await?;
-            let revisions: Vec<serde_json::Value> = state
-                .store
-                .revisions(&c.name, &s.name)
+        for s in domain::services::list(state, &c.name).await? {
+            let revisions: Vec<serde_json::Value> = domain::config::revisions(state, &c.name, &s.name)
                 .await?
                 .into_iter()
                 .take(5)
                 .map(|r| {
                     json!({"revision": r.revision, "author": r.author, "message": r.message,
-                           "at": crate::model::rfc3339(r.created_at), "changed": r.changed_keys.join(", ")})
+                           "at": r.created_at, "changed": r.changed_keys.join(", ")})
                 })
                 .collect();
-            let health = super::services::rollup(&roles);
             services.push(json!({
-                "name": s.name, "type": s.service_type, "revision": s.revision, "health": health,
-                "roles": roles, "revisions": revisions,
+                "name": s.name, "type": s.service_type, "revision": s.revision, "health": s.health,
+                "roles": s.roles, "revisions": revisions,
             }));
         }
         clusters.push(json!({"name": c.name, "services": services}));

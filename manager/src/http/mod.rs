@@ -150,6 +150,37 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::domain::DomainError> for ApiError {
+    fn from(e: crate::domain::DomainError) -> Self {
+        use crate::domain::DomainError as D;
+        match e {
+            D::Invalid(m) => ApiError::BadRequest(m),
+            D::NotFound(m) => ApiError::NotFound(m),
+            D::Conflict(m) => ApiError::Conflict(m),
+            D::Unavailable(m) => ApiError::Unavailable(m),
+            D::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<crate::desired::DesiredError> for ApiError {
+    fn from(e: crate::desired::DesiredError) -> Self {
+        crate::domain::DomainError::from(e).into()
+    }
+}
+
+/// A list answer: `{"items": [...]}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Items<T> {
+    pub items: Vec<T>,
+}
+
+impl<T> Items<T> {
+    pub fn new(items: Vec<T>) -> Self {
+        Items { items }
+    }
+}
+
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
         ApiError::Internal(format!("{e:#}"))
@@ -206,6 +237,11 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Who asks, as the domain layer records it.
+    pub fn actor(&self) -> crate::domain::Actor {
+        crate::domain::Actor { username: self.user.username.clone(), source: self.source.clone() }
+    }
+
     pub fn audit(
         &self,
         action: &str,
@@ -296,14 +332,18 @@ pub struct Health {
     pub version: String,
     pub uptime_seconds: u64,
     pub fleet: crate::registry::FleetSummary,
+    /// The desired-state owner: `degraded` while a service's desired state
+    /// cannot be computed (retried with backoff).
+    pub desired_state: crate::desired::DesiredHealth,
 }
 
 /// Liveness and readiness, without authentication.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn healthz(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
     let db = state.store.ping().await;
+    let desired_state = state.desired.health();
     let body = Health {
-        status: if db.is_ok() { "ok" } else { "degraded" }.into(),
+        status: if db.is_ok() && desired_state.failing.is_empty() { "ok" } else { "degraded" }.into(),
         database: match &db {
             Ok(()) => "ok".into(),
             Err(e) => e.to_string(),
@@ -311,6 +351,7 @@ pub async fn healthz(axum::extract::State(state): axum::extract::State<Arc<AppSt
         version: env!("CARGO_PKG_VERSION").into(),
         uptime_seconds: state.started_at.elapsed().as_secs(),
         fleet: state.registry.summary(),
+        desired_state,
     };
     let status = if db.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()

@@ -383,6 +383,29 @@ impl Store {
         Ok(())
     }
 
+    /// Records many entries in one transaction (a bulk change audits every
+    /// object it touched).
+    pub async fn insert_audits(&self, entries: &[NewAudit]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for a in entries {
+            sqlx::query(
+                "INSERT INTO audit_log (at, username, source, action, object_type, object_id, summary) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(a.at)
+            .bind(&a.username)
+            .bind(&a.source)
+            .bind(&a.action)
+            .bind(&a.object_type)
+            .bind(&a.object_id)
+            .bind(&a.summary)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
         let mut sql = String::from("SELECT * FROM audit_log WHERE 1 = 1");
         let mut args: Vec<Arg> = Vec::new();

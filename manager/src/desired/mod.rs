@@ -2,11 +2,18 @@
 //! their latest configuration revision, and pushed to agents as soon as it
 //! changes.
 //!
-//! The registry keeps every host's desired roles (intent). Whenever a service's
-//! configuration, roles or commands change, [`refresh_service`] renders the
+//! The registry keeps every host's desired roles (intent); [`Desired`]
+//! (in `owner.rs`) is the one component that changes it. Whenever a
+//! service's configuration, roles or commands change, it renders the
 //! service's roles again, replaces them on their hosts, and every host whose
 //! desired state actually changed gets a new generation, which its session
-//! pushes at once. Hosts whose state did not change are not touched.
+//! pushes at once. Hosts whose state did not change are not touched. It is
+//! also level-triggered: a periodic resync re-derives everything and corrects
+//! drift, and failed refreshes are retried with backoff.
+//!
+//! This file holds the types and the pure-ish loading and rendering of a
+//! service ([`ServiceContext`]); `owner.rs` the ordering, publishing, resync
+//! and retry.
 //!
 //! A service's templates also see the services it depends on: the services of
 //! the types it `requires`, and the services its `service` parameters refer
@@ -14,7 +21,7 @@
 //! re-renders the services that depend on it too, and records an event on each
 //! of them whose files changed that way.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use drover_parcels::config::{self, ConfigValues};
@@ -22,9 +29,12 @@ use drover_parcels::descriptor::ServiceType;
 use drover_parcels::params::ParamKind;
 use drover_parcels::render::{DependencyTopology, RenderedRole, Renderer, RoleInstance, Topology};
 
+mod owner;
+
+pub use owner::{Desired, DesiredHealth, FailingRefresh, ServiceGuard};
+
 use crate::AppState;
-use crate::model::now_millis;
-use crate::store::{NewEvent, RoleRec, ServiceRec, StoreError};
+use crate::store::{RoleRec, ServiceRec, StoreError};
 
 /// One role as its host must run it.
 #[derive(Debug, Clone)]
@@ -94,47 +104,6 @@ pub struct ParcelStatusRec {
     pub downloaded_bytes: u64,
     pub total_bytes: u64,
     pub error: String,
-}
-
-/// Recomputes the parcels every host must hold from the clusters it belongs
-/// to and what each cluster wants, and pushes the hosts whose set changed.
-/// When two clusters of one host want different active versions of a name,
-/// the first cluster by name wins.
-pub async fn refresh_parcels(state: &AppState) -> Result<(), DesiredError> {
-    let _guard = state.refresh_lock.lock().await;
-    let members = state.store.all_cluster_hosts().await?;
-    let wanted = state.store.cluster_parcels(None).await?;
-    let mut by_cluster: BTreeMap<&str, Vec<&crate::store::ClusterParcelRec>> = BTreeMap::new();
-    for p in &wanted {
-        by_cluster.entry(p.cluster.as_str()).or_default().push(p);
-    }
-    let mut per_host: BTreeMap<String, BTreeMap<(String, String), DesiredParcel>> = BTreeMap::new();
-    for (cluster, host) in &members {
-        let set = per_host.entry(host.clone()).or_default();
-        for p in by_cluster.get(cluster.as_str()).into_iter().flatten() {
-            let active_taken = set.values().any(|d| d.name == p.name && d.active);
-            let entry = set.entry((p.name.clone(), p.version.clone())).or_insert_with(|| DesiredParcel {
-                name: p.name.clone(),
-                version: p.version.clone(),
-                file_name: p.file_name.clone(),
-                sha256: p.sha256.clone(),
-                size: p.size,
-                active: false,
-            });
-            if p.target == "active" && !active_taken {
-                entry.active = true;
-            }
-        }
-    }
-    let mut changed = Vec::new();
-    for host in state.registry.host_ids() {
-        let parcels: Vec<DesiredParcel> = per_host.remove(&host).map(|m| m.into_values().collect()).unwrap_or_default();
-        if let Some(generation) = state.registry.set_host_parcels(&host, parcels) {
-            changed.push((host, generation));
-        }
-    }
-    state.store.set_desired_generations(&changed).await?;
-    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -380,175 +349,4 @@ impl ServiceContext {
             })
             .collect()
     }
-}
-
-/// A host's name or addresses changed (reported in its hello): peers render
-/// them into their files (ZooKeeper's server list, Redis's `replicaof`,
-/// nginx upstreams), so every service with a role on the host is rendered
-/// again and pushed, with the services that require or refer to it.
-pub async fn host_identity_changed(state: &AppState, host_id: &str) -> Result<(), DesiredError> {
-    let mut services: Vec<(String, String)> =
-        state.store.roles_on_host(host_id).await?.into_iter().map(|r| (r.cluster, r.service)).collect();
-    services.dedup();
-    for (cluster, service) in services {
-        refresh_service(state, &cluster, &service, &[]).await?;
-    }
-    Ok(())
-}
-
-/// Renders a service again and pushes the result to every host concerned:
-/// hosts of its roles, hosts that lost one of its roles (`also_hosts`), and
-/// services in the cluster that require this one.
-pub async fn refresh_service(
-    state: &AppState,
-    cluster: &str,
-    service: &str,
-    also_hosts: &[String],
-) -> Result<(), DesiredError> {
-    // One refresh at a time: each reads the latest revisions, so concurrent
-    // changes cannot leave a host with an older state than the store's.
-    let guard = state.refresh_lock.lock().await;
-    refresh_locked(state, &guard, cluster, service, also_hosts, None).await
-}
-
-/// [`refresh_service`] for a caller that already holds `state.refresh_lock`
-/// (the guard proves it). `rendered`, when given, is this service's roles as
-/// rendered under that same lock from the store's current state (a config
-/// change renders once to validate and pushes that very result).
-pub async fn refresh_locked(
-    state: &AppState,
-    _lock: &tokio::sync::MutexGuard<'_, ()>,
-    cluster: &str,
-    service: &str,
-    also_hosts: &[String],
-    mut rendered: Option<Vec<DesiredRole>>,
-) -> Result<(), DesiredError> {
-    let mut to_refresh = vec![(cluster.to_owned(), service.to_owned())];
-    if let Some(svc) = state.store.service(cluster, service).await? {
-        for other in state.store.list_services(cluster).await? {
-            if let Some(t) = state.catalog.get(&other.service_type)
-                && t.requires.contains(&svc.service_type)
-            {
-                to_refresh.push((other.cluster.clone(), other.name.clone()));
-            }
-        }
-    }
-    // Services that refer to this one by a `service` parameter.
-    for (other, _) in referrers(state, cluster, service).await? {
-        if !to_refresh.iter().any(|(_, s)| *s == other) {
-            to_refresh.push((cluster.to_owned(), other));
-        }
-    }
-    for (i, (c, s)) in to_refresh.into_iter().enumerate() {
-        let key = format!("{c}/{s}");
-        // Only the first entry (this service) can have been rendered already.
-        let roles = match rendered.take() {
-            Some(r) => r,
-            None => match load_service(state, &c, &s).await? {
-                Some(ctx) => ctx.render_all_blocking().await?.1,
-                None => Vec::new(),
-            },
-        };
-        let changed = if i > 0 { changed_files(state, &roles) } else { Vec::new() };
-        let reload_signal = roles.first().map(|r| r.rendered.process.reload_signal.clone()).unwrap_or_default();
-        publish(state, &key, roles, also_hosts).await?;
-        if !changed.is_empty() {
-            record_rerender(state, &key, &format!("{cluster}/{service}"), &reload_signal, &changed).await;
-        }
-    }
-    Ok(())
-}
-
-/// Roles whose rendered files differ from those their host holds now, with the
-/// paths that differ: `(role name, paths)`. A role its host does not hold yet
-/// is not counted.
-fn changed_files(state: &AppState, roles: &[DesiredRole]) -> Vec<(String, Vec<String>)> {
-    let mut out = Vec::new();
-    for role in roles {
-        let Some(before) = state.registry.desired_role(&role.host_id, &role.role_id) else { continue };
-        let paths: Vec<String> = role
-            .rendered
-            .files
-            .iter()
-            .filter(|f| !before.rendered.files.iter().any(|b| b.path == f.path && b.sha256 == f.sha256))
-            .map(|f| f.path.clone())
-            .collect();
-        if !paths.is_empty() {
-            out.push((role.name.clone(), paths));
-        }
-    }
-    out
-}
-
-/// Records that a service's files changed because a service it depends on
-/// (`because`) did: its revision stays the same, so this event is what shows
-/// the change in its history.
-async fn record_rerender(
-    state: &AppState,
-    service: &str,
-    because: &str,
-    reload_signal: &str,
-    changed: &[(String, Vec<String>)],
-) {
-    let mut paths: Vec<&str> = changed.iter().flat_map(|(_, p)| p.iter().map(String::as_str)).collect();
-    paths.sort_unstable();
-    paths.dedup();
-    let names: Vec<&str> = changed.iter().map(|(n, _)| n.as_str()).collect();
-    let how = if reload_signal.is_empty() {
-        "running roles apply them when restarted".to_string()
-    } else {
-        format!("running roles reload ({reload_signal})")
-    };
-    let message = format!("re-rendered because {because} changed: {} of {}; {how}", paths.join(", "), names.join(", "));
-    tracing::info!(service = %service, because = %because, roles = names.len(), "dependent service re-rendered");
-    let event = NewEvent {
-        at: now_millis(),
-        severity: "info",
-        kind: "config_rerendered",
-        object_type: "service",
-        object_id: service.to_owned(),
-        message,
-    };
-    if let Err(e) = state.store.insert_event(&event).await {
-        tracing::warn!(service = %service, error = %e, "could not record the re-render event");
-    }
-}
-
-/// Replaces a service's roles on every host concerned; hosts whose desired
-/// state changed get a new generation, which their sessions push at once.
-async fn publish(
-    state: &AppState,
-    key: &str,
-    roles: Vec<DesiredRole>,
-    also_hosts: &[String],
-) -> Result<(), DesiredError> {
-    let mut by_host: BTreeMap<String, Vec<Arc<DesiredRole>>> = BTreeMap::new();
-    let mut hosts: BTreeSet<String> = also_hosts.iter().cloned().collect();
-    hosts.extend(state.registry.hosts_with_service(key));
-    for role in roles {
-        hosts.insert(role.host_id.clone());
-        by_host.entry(role.host_id.clone()).or_default().push(Arc::new(role));
-    }
-    let mut changed = Vec::new();
-    for host in hosts {
-        let roles = by_host.remove(&host).unwrap_or_default();
-        if let Some(generation) = state.registry.set_service_roles(&host, key, roles) {
-            tracing::debug!(host = %host, generation, service = %key, "desired state changed");
-            changed.push((host, generation));
-        }
-    }
-    // The push already happened (sessions watch the registry); persist after.
-    state.store.set_desired_generations(&changed).await?;
-    Ok(())
-}
-
-/// Renders every service at start-up so sessions push the right state.
-pub async fn load_all(state: &AppState) -> Result<(), DesiredError> {
-    refresh_parcels(state).await?;
-    for svc in state.store.all_services().await? {
-        if let Err(e) = refresh_service(state, &svc.cluster, &svc.name, &[]).await {
-            tracing::error!(service = %format!("{}/{}", svc.cluster, svc.name), error = %e, "could not compute desired state");
-        }
-    }
-    Ok(())
 }

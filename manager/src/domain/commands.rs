@@ -1,0 +1,341 @@
+//! Service commands as users start and follow them: start, stop, restart and
+//! rolling restart with the dependency rules, their views, abort. Planning and
+//! execution are in [`crate::commands`]; parcel commands in
+//! [`super::parcels`].
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use super::roles::role_views;
+use super::{Actor, DomainError, Result, context};
+use crate::AppState;
+use crate::commands::{CommandName, execute, plan};
+use crate::desired::ServiceContext;
+use crate::model::{now_millis, rfc3339};
+use crate::store::{CommandRec, RoleRec, StepRec};
+
+/// A command's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandState {
+    Running,
+    Succeeded,
+    Failed,
+    Aborted,
+}
+
+impl CommandState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandState::Running => "running",
+            CommandState::Succeeded => "succeeded",
+            CommandState::Failed => "failed",
+            CommandState::Aborted => "aborted",
+        }
+    }
+
+    pub fn parse(s: &str) -> CommandState {
+        match s {
+            "running" => CommandState::Running,
+            "succeeded" => CommandState::Succeeded,
+            "aborted" => CommandState::Aborted,
+            _ => CommandState::Failed,
+        }
+    }
+}
+
+/// A step's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StepState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Aborted,
+    Skipped,
+}
+
+impl StepState {
+    pub fn parse(s: &str) -> StepState {
+        match s {
+            "pending" => StepState::Pending,
+            "running" => StepState::Running,
+            "succeeded" => StepState::Succeeded,
+            "aborted" => StepState::Aborted,
+            "skipped" => StepState::Skipped,
+            _ => StepState::Failed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StepView {
+    pub seq: u32,
+    pub description: String,
+    /// Role ids, or host ids for steps that act on hosts.
+    pub roles: Vec<String>,
+    pub state: StepState,
+    pub message: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CommandView {
+    pub id: String,
+    pub cluster: String,
+    /// Empty for cluster-level commands.
+    pub service: String,
+    pub name: String,
+    #[schema(value_type = Object)]
+    pub params: Value,
+    pub state: CommandState,
+    pub message: String,
+    pub created_by: String,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    /// Empty in lists.
+    pub steps: Vec<StepView>,
+}
+
+pub fn view(c: &CommandRec, steps: &[StepRec]) -> CommandView {
+    CommandView {
+        id: c.id.clone(),
+        cluster: c.cluster.clone(),
+        service: c.service.clone(),
+        name: c.name.clone(),
+        params: c.params.clone(),
+        state: CommandState::parse(&c.state),
+        message: c.message.clone(),
+        created_by: c.created_by.clone(),
+        created_at: rfc3339(c.created_at),
+        finished_at: c.finished_at.map(rfc3339),
+        steps: steps
+            .iter()
+            .map(|s| StepView {
+                seq: s.seq,
+                description: s.description.clone(),
+                roles: s.roles.clone(),
+                state: StepState::parse(&s.state),
+                message: s.message.clone(),
+                started_at: s.started_at.map(rfc3339),
+                finished_at: s.finished_at.map(rfc3339),
+            })
+            .collect(),
+    }
+}
+
+/// A command to run on a service.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCommand {
+    /// `start`, `stop`, `restart`, `rolling-restart`, `upgrade` or `rollback`.
+    pub name: String,
+    /// Role names or ids; all roles of the service when omitted.
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
+    /// Only roles whose configuration is stale.
+    #[serde(default)]
+    pub stale_only: bool,
+    /// `upgrade` only: the parcel version to go to.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// Plans a command over a service's roles, stores it and starts it.
+pub async fn create(
+    state: &Arc<AppState>,
+    actor: &Actor,
+    cluster: &str,
+    service: &str,
+    req: NewCommand,
+) -> Result<CommandView> {
+    let name = match req.name.as_str() {
+        "start" => CommandName::Start,
+        "stop" => CommandName::Stop,
+        "restart" => CommandName::Restart,
+        "rolling-restart" => CommandName::RollingRestart,
+        "upgrade" | "rollback" => {
+            let rollback = req.name == "rollback";
+            return super::parcels::upgrade_or_rollback(state, actor, cluster, service, rollback, req.version).await;
+        }
+        other => {
+            return Err(DomainError::Invalid(format!(
+                "unknown command {other:?}: use start, stop, restart, rolling-restart, upgrade or rollback"
+            )));
+        }
+    };
+    if req.version.is_some() {
+        return Err(DomainError::Invalid("version is only for the upgrade command".into()));
+    }
+    let ctx = context(state, cluster, service).await?;
+    check_dependencies(state, &ctx, name).await?;
+    if name != CommandName::Stop {
+        for rt in &ctx.service_type.role_types {
+            let n = ctx.roles.iter().filter(|r| r.role_type == rt.name).count() as u32;
+            if n < rt.min_instances {
+                return Err(DomainError::Conflict(format!(
+                    "role type {} needs at least {} instances and service {service} has {n}; add roles first",
+                    rt.name, rt.min_instances
+                )));
+            }
+        }
+    }
+    let mut selected: Vec<RoleRec> = match &req.roles {
+        None => ctx.roles.clone(),
+        Some(names) => {
+            let mut out = Vec::new();
+            for n in names {
+                let r =
+                    ctx.roles.iter().find(|r| &r.id == n || &r.name == n).ok_or_else(|| {
+                        DomainError::Invalid(format!("role {n:?} is not a role of service {service}"))
+                    })?;
+                out.push(r.clone());
+            }
+            out
+        }
+    };
+    if req.stale_only {
+        let views = role_views(state, &ctx).await?;
+        selected.retain(|r| views.iter().any(|v| v.id == r.id && v.stale));
+    }
+    if selected.is_empty() {
+        return Err(DomainError::Invalid(if req.stale_only {
+            "no role of the selection is stale; nothing to restart".into()
+        } else {
+            format!("service {service} has no roles to {}", name.as_str())
+        }));
+    }
+    let st = &ctx.service_type;
+    let ordered: Vec<(RoleRec, u32)> = selected
+        .into_iter()
+        .map(|r| {
+            let order = st.role_type(&r.role_type).map(|t| t.start_order).unwrap_or(0);
+            (r, order)
+        })
+        .collect();
+    let planned = plan(name, &ordered, st.rolling_restart.batch_size);
+    let id = uuid::Uuid::new_v4().to_string();
+    let cmd = CommandRec {
+        id: id.clone(),
+        cluster: cluster.to_owned(),
+        service: service.to_owned(),
+        name: name.as_str().to_owned(),
+        params: json!({"roles": req.roles, "stale_only": req.stale_only}),
+        state: CommandState::Running.as_str().into(),
+        message: String::new(),
+        created_by: actor.username.clone(),
+        created_at: now_millis(),
+        finished_at: None,
+    };
+    let steps: Vec<StepRec> = planned
+        .into_iter()
+        .enumerate()
+        .map(|(i, (description, roles))| StepRec::pending(i as u32 + 1, description, roles))
+        .collect();
+    state.store.insert_command(&cmd, &steps).await?;
+    state
+        .audit(actor.audit(
+            &format!("command.{}", name.as_str()),
+            "service",
+            &format!("{cluster}/{service}"),
+            format!("command {id}: {} ({} steps)", name.as_str(), steps.len()),
+        ))
+        .await;
+    let out = view(&cmd, &steps);
+    let timeout = st.rolling_restart.healthy_timeout.max(Duration::from_secs(10));
+    let wait_healthy = st.rolling_restart.wait_for_healthy;
+    state.commands.flag(&id);
+    tokio::spawn(execute(state.clone(), cmd, steps, timeout, wait_healthy));
+    Ok(out)
+}
+
+/// Starting needs the services this one requires to be running; stopping
+/// needs the services that require this one to be stopped.
+async fn check_dependencies(state: &AppState, ctx: &ServiceContext, name: CommandName) -> Result<()> {
+    let cluster = &ctx.service.cluster;
+    let others = state.store.list_services(cluster).await?;
+    match name {
+        CommandName::Start | CommandName::Restart | CommandName::RollingRestart => {
+            for required in &ctx.service_type.requires {
+                let Some(dep) = others.iter().find(|s| &s.service_type == required) else {
+                    return Err(DomainError::Conflict(format!(
+                        "service {} requires a {required} service in cluster {cluster}, and there is none",
+                        ctx.service.name
+                    )));
+                };
+                if !service_running(state, cluster, &dep.name).await? {
+                    return Err(DomainError::Conflict(format!(
+                        "service {} requires {required} service {}, which is not running; start {} first",
+                        ctx.service.name, dep.name, dep.name
+                    )));
+                }
+            }
+        }
+        CommandName::Stop => {
+            for other in &others {
+                let needs_us = state
+                    .catalog
+                    .get(&other.service_type)
+                    .is_some_and(|t| t.requires.contains(&ctx.service.service_type));
+                if needs_us && any_role_running(state, cluster, &other.name).await? {
+                    return Err(DomainError::Conflict(format!(
+                        "service {} requires {} and is running; stop {} first",
+                        other.name, ctx.service.name, other.name
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// True when some role of the service reports running.
+async fn any_role_running(state: &AppState, cluster: &str, service: &str) -> Result<bool> {
+    let roles = state.store.roles_of_service(cluster, service).await?;
+    Ok(roles.iter().any(|r| state.registry.role_status(&r.id).is_some_and(|s| s.state == "running")))
+}
+
+/// True when the service has roles and every one reports running.
+async fn service_running(state: &AppState, cluster: &str, service: &str) -> Result<bool> {
+    let roles = state.store.roles_of_service(cluster, service).await?;
+    Ok(!roles.is_empty()
+        && roles.iter().all(|r| state.registry.role_status(&r.id).is_some_and(|s| s.state == "running")))
+}
+
+pub async fn get(state: &AppState, id: &str) -> Result<CommandView> {
+    let (c, steps) =
+        state.store.command(id).await?.ok_or_else(|| DomainError::NotFound(format!("command {id} not found")))?;
+    Ok(view(&c, &steps))
+}
+
+/// Recent commands of a service, without their steps.
+pub async fn list(state: &AppState, cluster: &str, service: &str) -> Result<Vec<CommandView>> {
+    super::load_service(state, cluster, service).await?;
+    Ok(state.store.list_commands(cluster, service).await?.iter().map(|c| view(c, &[])).collect())
+}
+
+/// Asks a running command to stop between steps (or while a step waits).
+pub async fn abort(state: &AppState, actor: &Actor, id: &str) -> Result<()> {
+    let (c, _) =
+        state.store.command(id).await?.ok_or_else(|| DomainError::NotFound(format!("command {id} not found")))?;
+    if c.state != CommandState::Running.as_str() {
+        return Err(DomainError::Conflict(format!("command {id} is already {}", c.state)));
+    }
+    state.commands.flag(id).store(true, Ordering::SeqCst);
+    state
+        .audit(actor.audit(
+            "command.abort",
+            "command",
+            id,
+            format!("abort requested for {} of {}/{}", c.name, c.cluster, c.service),
+        ))
+        .await;
+    Ok(())
+}

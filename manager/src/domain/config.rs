@@ -1,0 +1,554 @@
+//! Versioned configuration: effective values, changes, history, diff and
+//! rollback.
+//!
+//! A change goes validate -> render -> compare-and-set -> publish, under the
+//! service's lock in [`crate::desired::Desired`]: values are checked
+//! ([`config::validate_patch`]), service references resolved, every role
+//! rendered with the candidate values and ports checked against every role on
+//! the same hosts, and only then is the revision stored (optimistic
+//! concurrency on the service's revision) and that very render pushed. A
+//! refused change leaves no revision, no push and no audit entry.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::roles::{check_ports, find_role};
+use super::services::group_exists;
+use super::{Actor, DomainError, Result, context, load_service};
+use crate::AppState;
+use crate::desired::{self, DesiredRole, ServiceContext};
+use crate::model::{now_millis, rfc3339};
+use crate::store::RevisionRec;
+use drover_parcels::config::{self, ConfigValues, Level};
+use drover_parcels::descriptor::ServiceType;
+use drover_parcels::params::{MASK, mask};
+
+/// Overrides at each level, sensitive values masked.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct ValuesView {
+    #[schema(value_type = Object)]
+    pub service: BTreeMap<String, Value>,
+    /// Role group name -> parameter -> value.
+    #[schema(value_type = Object)]
+    pub groups: BTreeMap<String, BTreeMap<String, Value>>,
+    /// Role id -> parameter -> value.
+    #[schema(value_type = Object)]
+    pub roles: BTreeMap<String, BTreeMap<String, Value>>,
+}
+
+/// Masks sensitive values.
+fn masked_values(st: &ServiceType, v: &ConfigValues) -> ValuesView {
+    let m = |map: &BTreeMap<String, Value>| -> BTreeMap<String, Value> {
+        map.iter().map(|(k, v)| (k.clone(), st.parameter(k).map(|p| mask(p, v)).unwrap_or_else(|| v.clone()))).collect()
+    };
+    ValuesView {
+        service: m(&v.service),
+        groups: v.groups.iter().map(|(g, vals)| (g.clone(), m(vals))).collect(),
+        roles: v.roles.iter().map(|(r, vals)| (r.clone(), m(vals))).collect(),
+    }
+}
+
+/// A service-level value: set at the service, or the type's default.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ServiceValue {
+    #[schema(value_type = Option<Object>)]
+    pub value: Option<Value>,
+    /// `service` or `default`.
+    pub source: String,
+    pub restart: bool,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// An effective value of a role and where it comes from.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EffectiveValue {
+    #[schema(value_type = Object)]
+    pub value: Value,
+    /// `role`, `group`, `service` or `default`.
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RoleConfig {
+    pub id: String,
+    pub role_type: String,
+    pub group: String,
+    pub values: BTreeMap<String, EffectiveValue>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConfigView {
+    pub revision: u64,
+    pub service: BTreeMap<String, ServiceValue>,
+    pub overrides: ValuesView,
+    /// Role name -> its effective values.
+    pub roles: BTreeMap<String, RoleConfig>,
+}
+
+/// The effective configuration of every role, with the source of each value.
+pub async fn get(state: &AppState, cluster: &str, service: &str) -> Result<ConfigView> {
+    let ctx = context(state, cluster, service).await?;
+    let st = &ctx.service_type;
+    let mut roles = BTreeMap::new();
+    for r in &ctx.roles {
+        let eff = config::effective(st, &ctx.values, &r.role_type, &r.group, &r.id);
+        let values = eff
+            .into_iter()
+            .map(|(k, e)| {
+                let value = st.parameter(&k).map(|p| mask(p, &e.value)).unwrap_or(e.value);
+                (k, EffectiveValue { value, source: e.source.to_string() })
+            })
+            .collect();
+        roles.insert(
+            r.name.clone(),
+            RoleConfig { id: r.id.clone(), role_type: r.role_type.clone(), group: r.group.clone(), values },
+        );
+    }
+    let service_level = st
+        .parameters
+        .iter()
+        .map(|p| {
+            let (value, source) = match ctx.values.service.get(&p.name) {
+                Some(v) => (Some(mask(p, v)), "service"),
+                None => (p.default.as_ref().map(|d| mask(p, d)), "default"),
+            };
+            (
+                p.name.clone(),
+                ServiceValue { value, source: source.into(), restart: p.restart, kind: p.kind.name().into() },
+            )
+        })
+        .collect();
+    Ok(ConfigView {
+        revision: ctx.service.revision,
+        service: service_level,
+        overrides: masked_values(st, &ctx.values),
+        roles,
+    })
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupRef {
+    pub role_type: String,
+    pub name: String,
+}
+
+/// A change of configuration values at one level.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigPatch {
+    /// Parameter name -> value; `null` removes the override at this level.
+    #[schema(value_type = Object)]
+    pub values: BTreeMap<String, Value>,
+    /// Why: shown in the history.
+    pub message: String,
+    /// Apply to a role group instead of the service.
+    #[serde(default)]
+    pub group: Option<GroupRef>,
+    /// Apply to one role (id or name) instead of the service.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Refuse unless the service is still at this revision.
+    #[serde(default)]
+    pub expected_revision: Option<u64>,
+}
+
+/// The revision a change created.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConfigChange {
+    pub revision: u64,
+    pub changed_keys: Vec<String>,
+    pub message: String,
+    pub author: String,
+    /// Roles that must restart for the change to take effect.
+    pub roles_needing_restart: Vec<String>,
+}
+
+/// Validates a change, stores it as a new revision and pushes it.
+pub async fn patch(
+    state: &AppState,
+    actor: &Actor,
+    cluster: &str,
+    service: &str,
+    req: ConfigPatch,
+) -> Result<ConfigChange> {
+    let ctx = context(state, cluster, service).await?;
+    if req.message.trim().is_empty() {
+        return Err(DomainError::Invalid("message is required: say why the configuration changes".into()));
+    }
+    if req.values.is_empty() {
+        return Err(DomainError::Invalid("values is empty: nothing to change".into()));
+    }
+    if req.group.is_some() && req.role.is_some() {
+        return Err(DomainError::Invalid("give either group or role, not both".into()));
+    }
+    let expected = req.expected_revision.unwrap_or(ctx.service.revision);
+    let role_ref = match &req.role {
+        Some(role) => Some(find_role(&ctx, role)?.clone()),
+        None => None,
+    };
+    if let Some(g) = &req.group
+        && !group_exists(state, cluster, service, &g.role_type, &g.name).await?
+    {
+        return Err(DomainError::Invalid(format!("role type {} has no role group {:?}", g.role_type, g.name)));
+    }
+    let level = match (&req.group, &role_ref) {
+        (Some(g), _) => Level::Group { role_type: &g.role_type, group: &g.name },
+        (None, Some(r)) => Level::Role { role_type: &r.role_type, role_id: &r.id },
+        (None, None) => Level::Service,
+    };
+    let normalised = config::validate_patch(&ctx.service_type, &level, &req.values).map_err(|errors| {
+        DomainError::Invalid(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+    })?;
+    let mut values = ctx.values.clone();
+    values.apply_patch(&level, &normalised);
+    commit_revision(state, actor, ctx, values, req.message.trim(), expected, "config.update").await
+}
+
+/// Stores `values` as a new revision of the latest one's successor after
+/// rendering every role with them, and pushes the result. Nothing is stored
+/// when anything fails.
+async fn commit_revision(
+    state: &AppState,
+    actor: &Actor,
+    ctx: ServiceContext,
+    values: ConfigValues,
+    message: &str,
+    expected: u64,
+    action: &str,
+) -> Result<ConfigChange> {
+    let cluster = ctx.service.cluster.clone();
+    let service = ctx.service.name.clone();
+    let st = ctx.service_type.clone();
+    let mut changed = override_diff(&ctx.values, &values);
+    if changed.is_empty() {
+        return Err(DomainError::Invalid("the change leaves the configuration as it is; no revision created".into()));
+    }
+    let problems = desired::reference_problems(state, &ctx.service, &st, &values).await?;
+    if !problems.is_empty() {
+        return Err(DomainError::Invalid(problems.join("; ")));
+    }
+    check_ports(state, &cluster, &service, &st, &values, &ctx.roles).await?;
+    let revision = ctx.service.revision + 1;
+    // Render every role with the candidate values before storing anything,
+    // under the service's lock so that this very render is what gets pushed.
+    let guard = state.desired.lock_service(&cluster, &service).await;
+    let mut next = ctx.service.clone();
+    next.revision = revision;
+    let (_, rendered) = desired::load_with_values(state, next, values.clone()).await?.render_all_blocking().await?;
+    let mut keys_by_role = Vec::new();
+    // Roles without role-level overrides share the result of their group.
+    let mut by_group: HashMap<(&str, &str), (Vec<String>, bool)> = HashMap::new();
+    for r in &ctx.roles {
+        let own = ctx.values.roles.contains_key(&r.id) || values.roles.contains_key(&r.id);
+        let (keys, restart) = match by_group.get(&(r.role_type.as_str(), r.group.as_str())) {
+            Some(done) if !own => done.clone(),
+            _ => {
+                let done = config::changed_keys(&st, &ctx.values, &values, &r.role_type, &r.group, &r.id);
+                if !own {
+                    by_group.insert((r.role_type.as_str(), r.group.as_str()), done.clone());
+                }
+                done
+            }
+        };
+        changed.extend(keys.iter().cloned());
+        keys_by_role.push((r.name.clone(), keys, restart));
+    }
+    let changed: Vec<String> = changed.into_iter().collect();
+    let rec = RevisionRec {
+        cluster: cluster.clone(),
+        service: service.clone(),
+        revision,
+        config: serde_json::to_value(&values).map_err(|e| DomainError::Internal(e.to_string()))?,
+        changed_keys: changed.clone(),
+        author: actor.username.clone(),
+        source: actor.source.clone(),
+        message: message.to_owned(),
+        created_at: now_millis(),
+    };
+    if !state.store.insert_revision(&rec, expected).await? {
+        return Err(DomainError::Conflict(format!(
+            "service {service} changed meanwhile (it is no longer at revision {expected}); reload and try again"
+        )));
+    }
+    state.desired.publish(state, guard, &[], Some(rendered)).await?;
+    let before = serde_json::to_string(&masked_values(&st, &ctx.values)).unwrap_or_default();
+    let after = serde_json::to_string(&masked_values(&st, &values)).unwrap_or_default();
+    state
+        .audit(actor.audit(
+            action,
+            "service",
+            &format!("{cluster}/{service}"),
+            format!("revision {revision} ({message}): changed {changed:?}; before {before}; after {after}"),
+        ))
+        .await;
+    let roles_needing_restart = keys_by_role.into_iter().filter(|(_, _, r)| *r).map(|(n, _, _)| n).collect();
+    Ok(ConfigChange {
+        revision,
+        changed_keys: changed,
+        message: message.to_owned(),
+        author: actor.username.clone(),
+        roles_needing_restart,
+    })
+}
+
+/// Parameters whose override differs between two sets of values, at any level.
+fn override_diff(a: &ConfigValues, b: &ConfigValues) -> BTreeSet<String> {
+    fn diff_maps(x: Option<&BTreeMap<String, Value>>, y: Option<&BTreeMap<String, Value>>, out: &mut BTreeSet<String>) {
+        let empty = BTreeMap::new();
+        let (x, y) = (x.unwrap_or(&empty), y.unwrap_or(&empty));
+        for k in x.keys().chain(y.keys()) {
+            if x.get(k) != y.get(k) {
+                out.insert(k.clone());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    diff_maps(Some(&a.service), Some(&b.service), &mut out);
+    for g in a.groups.keys().chain(b.groups.keys()) {
+        diff_maps(a.groups.get(g), b.groups.get(g), &mut out);
+    }
+    for r in a.roles.keys().chain(b.roles.keys()) {
+        diff_maps(a.roles.get(r), b.roles.get(r), &mut out);
+    }
+    out
+}
+
+/// Makes a new revision with the values of an older one.
+pub async fn rollback(
+    state: &AppState,
+    actor: &Actor,
+    cluster: &str,
+    service: &str,
+    to: u64,
+    message: &str,
+) -> Result<ConfigChange> {
+    let ctx = context(state, cluster, service).await?;
+    if message.trim().is_empty() {
+        return Err(DomainError::Invalid("message is required: say why the configuration is rolled back".into()));
+    }
+    let target = state
+        .store
+        .revision(cluster, service, to)
+        .await?
+        .ok_or_else(|| DomainError::NotFound(format!("revision {to} of service {service} not found")))?;
+    let values: ConfigValues =
+        serde_json::from_value(target.config).map_err(|e| DomainError::Internal(e.to_string()))?;
+    let expected = ctx.service.revision;
+    let message = format!("rollback to revision {to}: {}", message.trim());
+    commit_revision(state, actor, ctx, values, &message, expected, "config.rollback").await
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RevisionSummary {
+    pub revision: u64,
+    pub author: String,
+    pub source: String,
+    pub created_at: String,
+    pub message: String,
+    pub changed_keys: Vec<String>,
+}
+
+fn summary(r: &RevisionRec) -> RevisionSummary {
+    RevisionSummary {
+        revision: r.revision,
+        author: r.author.clone(),
+        source: r.source.clone(),
+        created_at: rfc3339(r.created_at),
+        message: r.message.clone(),
+        changed_keys: r.changed_keys.clone(),
+    }
+}
+
+/// Revisions, newest first.
+pub async fn revisions(state: &AppState, cluster: &str, service: &str) -> Result<Vec<RevisionSummary>> {
+    load_service(state, cluster, service).await?;
+    Ok(state.store.revisions(cluster, service).await?.iter().map(summary).collect())
+}
+
+/// Where a revision took effect: a role that applied it, and when.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AppliedOn {
+    pub role_id: String,
+    pub role: Option<String>,
+    pub host_id: String,
+    pub hostname: Option<String>,
+    pub applied_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RevisionDetail {
+    #[serde(flatten)]
+    pub summary: RevisionSummary,
+    pub values: ValuesView,
+    pub applied: Vec<AppliedOn>,
+}
+
+pub async fn revision(state: &AppState, cluster: &str, service: &str, revision: u64) -> Result<RevisionDetail> {
+    let ctx = context(state, cluster, service).await?;
+    let r = state
+        .store
+        .revision(cluster, service, revision)
+        .await?
+        .ok_or_else(|| DomainError::NotFound(format!("revision {revision} of service {service} not found")))?;
+    let values: ConfigValues =
+        serde_json::from_value(r.config.clone()).map_err(|e| DomainError::Internal(e.to_string()))?;
+    let applied = state
+        .store
+        .applied_for_revision(cluster, service, revision)
+        .await?
+        .into_iter()
+        .map(|a| {
+            let role = ctx.roles.iter().find(|x| x.id == a.role_id);
+            let hostname = ctx.topology.roles.iter().find(|x| x.role_id == a.role_id).map(|x| x.hostname.clone());
+            AppliedOn {
+                role: role.map(|x| x.name.clone()),
+                role_id: a.role_id,
+                host_id: a.host_id,
+                hostname,
+                applied_at: rfc3339(a.applied_at),
+            }
+        })
+        .collect();
+    Ok(RevisionDetail { summary: summary(&r), values: masked_values(&ctx.service_type, &values), applied })
+}
+
+/// One parameter whose effective value differs.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ValueChange {
+    pub parameter: String,
+    #[schema(value_type = Option<Object>)]
+    pub from: Option<Value>,
+    #[schema(value_type = Object)]
+    pub to: Value,
+    pub source: String,
+    pub restart: bool,
+}
+
+/// A unified diff of one rendered file.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FileDiff {
+    pub path: String,
+    pub diff: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RoleDiff {
+    pub role_id: String,
+    pub role: String,
+    pub host_id: String,
+    pub hostname: Option<String>,
+    pub changes: Vec<ValueChange>,
+    pub files: Vec<FileDiff>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConfigDiff {
+    pub from: u64,
+    pub to: u64,
+    pub roles: Vec<RoleDiff>,
+}
+
+/// Value changes and unified diffs of the rendered files of every role
+/// between two revisions (with today's topology), secrets masked.
+pub async fn diff(state: &AppState, cluster: &str, service: &str, from: u64, to: u64) -> Result<ConfigDiff> {
+    let ctx = context(state, cluster, service).await?;
+    let load =
+        |rev: u64| {
+            let svc = ctx.service.clone();
+            async move {
+                state.store.revision(&svc.cluster, &svc.name, rev).await?.ok_or_else(|| {
+                    DomainError::NotFound(format!("revision {rev} of service {} not found", svc.name))
+                })?;
+                desired::revision_values(state, &svc, rev).await.map_err(DomainError::from)
+            }
+        };
+    let a = load(from).await?;
+    let b = load(to).await?;
+    let st = &ctx.service_type;
+    let mut sensitive: Vec<String> = [&a, &b]
+        .iter()
+        .flat_map(|v| std::iter::once(&v.service).chain(v.groups.values()).chain(v.roles.values()))
+        .flat_map(|m| m.iter())
+        .filter(|(k, _)| st.parameter(k).is_some_and(|p| p.sensitive()))
+        .filter_map(|(_, v)| v.as_str().map(str::to_owned))
+        .filter(|s| !s.is_empty())
+        // Templates may render a secret escaped (e.g. the `quote` helper).
+        .flat_map(|s| {
+            let escaped = s.replace('\\', "\\\\").replace('"', "\\\"");
+            [s, escaped]
+        })
+        .collect();
+    sensitive.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let redact = |text: String| sensitive.iter().fold(text, |t, s| t.replace(s.as_str(), MASK));
+    let render = |values: &ConfigValues| {
+        let svc = ctx.service.clone();
+        let values = values.clone();
+        async move { desired::load_with_values(state, svc, values).await?.render_all().map_err(DomainError::from) }
+    };
+    let ra = render(&a).await?;
+    let rb = render(&b).await?;
+    let mut roles = Vec::new();
+    for r in &ctx.roles {
+        let eff_a = config::effective(st, &a, &r.role_type, &r.group, &r.id);
+        let eff_b = config::effective(st, &b, &r.role_type, &r.group, &r.id);
+        let mut changes = Vec::new();
+        for (k, vb) in &eff_b {
+            let va = eff_a.get(k);
+            if va.map(|x| &x.value) != Some(&vb.value) {
+                let p = st.parameter(k);
+                let show = |v: &Value| p.map(|p| mask(p, v)).unwrap_or_else(|| v.clone());
+                changes.push(ValueChange {
+                    parameter: k.clone(),
+                    from: va.map(|x| show(&x.value)),
+                    to: show(&vb.value),
+                    source: vb.source.to_string(),
+                    restart: p.is_some_and(|p| p.restart),
+                });
+            }
+        }
+        let fa = ra.iter().find(|x| x.role_id == r.id);
+        let fb = rb.iter().find(|x| x.role_id == r.id);
+        let mut files = Vec::new();
+        if let (Some(fa), Some(fb)) = (fa, fb) {
+            let mut paths: Vec<&String> = fa.rendered.files.iter().chain(&fb.rendered.files).map(|f| &f.path).collect();
+            paths.sort();
+            paths.dedup();
+            for path in paths {
+                let text = |d: &DesiredRole| {
+                    d.rendered
+                        .files
+                        .iter()
+                        .find(|f| &f.path == path)
+                        .map(|f| String::from_utf8_lossy(&f.content).into_owned())
+                        .unwrap_or_default()
+                };
+                let (ta, tb) = (text(fa), text(fb));
+                if ta != tb {
+                    let diff = similar::TextDiff::from_lines(&ta, &tb)
+                        .unified_diff()
+                        .context_radius(3)
+                        .header(&format!("r{from}/{path}"), &format!("r{to}/{path}"))
+                        .to_string();
+                    files.push(FileDiff { path: path.clone(), diff: redact(diff) });
+                }
+            }
+        }
+        if !changes.is_empty() || !files.is_empty() {
+            let hostname = ctx.topology.roles.iter().find(|x| x.role_id == r.id).map(|x| x.hostname.clone());
+            roles.push(RoleDiff {
+                role_id: r.id.clone(),
+                role: r.name.clone(),
+                host_id: r.host_id.clone(),
+                hostname,
+                changes,
+                files,
+            });
+        }
+    }
+    Ok(ConfigDiff { from, to, roles })
+}

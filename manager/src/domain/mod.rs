@@ -1,0 +1,121 @@
+//! The domain layer: what Drover does with clusters, services, roles,
+//! configuration and commands, with no HTTP in it.
+//!
+//! Every REST handler and console page that reads or changes the service
+//! model calls one function here; the rules (names, instance counts, port
+//! clashes, validation before storing, audit of every change) are written once.
+//! Functions take the shared [`AppState`](crate::AppState), the [`Actor`] who
+//! asks (for the audit log) and plain arguments, and answer typed views or a
+//! [`DomainError`] that `http` maps to a status code.
+//!
+//! - [`clusters`]: create, list, show, delete;
+//! - [`services`]: service types, services, role groups, health roll-up;
+//! - [`roles`]: role views (status, staleness), placement, add and remove,
+//!   port clashes;
+//! - [`config`]: effective values, changes (validate -> render -> store ->
+//!   publish), history, diff and rollback;
+//! - [`commands`]: start, stop, restart and rolling restart, with the
+//!   dependency rules; upgrade and rollback are in [`crate::parcel_commands`].
+//!
+//! Architecture invariant: nothing here imports axum, sqlx or prost.
+
+pub mod clusters;
+pub mod commands;
+pub mod config;
+pub mod parcels;
+pub mod roles;
+pub mod services;
+
+use crate::AppState;
+use crate::desired::{self, DesiredError, ServiceContext};
+use crate::store::{ClusterRec, NewAudit, ServiceRec, StoreError};
+
+/// Why a domain operation was refused or failed. `http` maps each variant to
+/// a status code (400, 404, 409, 503, 500).
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// The request itself is wrong: a bad name, value or combination.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is fine but the current state forbids it.
+    #[error("{0}")]
+    Conflict(String),
+    /// A dependency (the database) is unavailable; trying again may work.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for DomainError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => DomainError::Conflict(format!("{what} already exists")),
+            StoreError::Database(sqlx_err) => DomainError::Unavailable(format!("database: {sqlx_err}")),
+            other => DomainError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<DesiredError> for DomainError {
+    fn from(e: DesiredError) -> Self {
+        match e {
+            DesiredError::Store(s) => s.into(),
+            DesiredError::Render { .. } => DomainError::Invalid(e.to_string()),
+            other => DomainError::Internal(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T, E = DomainError> = std::result::Result<T, E>;
+
+/// Who asks, for the audit log: a user and the address they came from.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub username: String,
+    pub source: String,
+}
+
+impl Actor {
+    pub fn audit(&self, action: &str, object_type: &str, object_id: &str, summary: impl Into<String>) -> NewAudit {
+        crate::audit_entry(&self.username, &self.source, action, object_type, object_id, summary)
+    }
+}
+
+/// Names of clusters, services, roles and groups.
+pub fn validate_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(DomainError::Invalid(format!(
+            "invalid {what} name {name:?}: 1-63 lowercase letters, digits or '-', starting with a letter or digit"
+        )))
+    }
+}
+
+pub(crate) async fn load_cluster(state: &AppState, name: &str) -> Result<ClusterRec> {
+    state.store.cluster(name).await?.ok_or_else(|| DomainError::NotFound(format!("cluster {name} not found")))
+}
+
+pub(crate) async fn load_service(state: &AppState, cluster: &str, service: &str) -> Result<ServiceRec> {
+    load_cluster(state, cluster).await?;
+    state
+        .store
+        .service(cluster, service)
+        .await?
+        .ok_or_else(|| DomainError::NotFound(format!("service {service} not found in cluster {cluster}")))
+}
+
+/// A service with its type, latest values, roles and topology.
+pub async fn context(state: &AppState, cluster: &str, service: &str) -> Result<ServiceContext> {
+    load_service(state, cluster, service).await?;
+    desired::load_service(state, cluster, service)
+        .await?
+        .ok_or_else(|| DomainError::NotFound(format!("service {service} not found in cluster {cluster}")))
+}

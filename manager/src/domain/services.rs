@@ -1,0 +1,364 @@
+//! Service types, services and role groups, and the health roll-up of a
+//! service from its roles.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::roles::{RoleView, role_views};
+use super::{Actor, DomainError, Result, context, load_cluster, load_service, validate_name};
+use crate::AppState;
+use crate::desired::{self, ServiceContext};
+use crate::model::{now_millis, rfc3339};
+use crate::store::{RevisionRec, ServiceRec};
+use drover_parcels::config::ConfigValues;
+use drover_parcels::descriptor::ServiceType;
+use drover_parcels::params::mask;
+
+// ---------- service types ----------
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RoleTypeView {
+    pub name: String,
+    pub description: String,
+    pub min_instances: u32,
+    pub max_instances: Option<u32>,
+    pub start_order: u32,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ParameterView {
+    pub name: String,
+    /// `string`, `integer`, `boolean`, `enum`, `port`, `path`, `memory_size`,
+    /// `duration`, `password` or `service`.
+    #[serde(rename = "type")]
+    pub kind_name: String,
+    /// The type with its constraints (`min`, `max`, `values`, `service_types`).
+    #[schema(value_type = Object)]
+    pub kind: Value,
+    /// Masked when the parameter is sensitive.
+    #[schema(value_type = Option<Object>)]
+    pub default: Option<Value>,
+    pub description: String,
+    /// The role types it applies to (`all` or a list).
+    #[schema(value_type = Object)]
+    pub scope: Value,
+    /// A change needs a restart of the roles to take effect.
+    pub restart: bool,
+    pub sensitive: bool,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RollingRestartView {
+    pub batch_size: u32,
+    pub wait_for_healthy: bool,
+    pub healthy_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ServiceTypeView {
+    pub name: String,
+    pub display_name: String,
+    pub description: String,
+    pub version: String,
+    pub requires: Vec<String>,
+    pub role_types: Vec<RoleTypeView>,
+    /// Only in the detail view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Vec<ParameterView>>,
+    /// Only in the detail view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolling_restart: Option<RollingRestartView>,
+}
+
+fn type_view(t: &ServiceType, detail: bool) -> ServiceTypeView {
+    ServiceTypeView {
+        name: t.name.clone(),
+        display_name: t.display_name.clone(),
+        description: t.description.clone(),
+        version: t.version.clone(),
+        requires: t.requires.clone(),
+        role_types: t
+            .role_types
+            .iter()
+            .map(|r| RoleTypeView {
+                name: r.name.clone(),
+                description: r.description.clone(),
+                min_instances: r.min_instances,
+                max_instances: r.max_instances,
+                start_order: r.start_order,
+            })
+            .collect(),
+        parameters: detail.then(|| {
+            t.parameters
+                .iter()
+                .map(|p| ParameterView {
+                    name: p.name.clone(),
+                    kind_name: p.kind.name().to_owned(),
+                    kind: serde_json::to_value(&p.kind).unwrap_or(Value::Null),
+                    default: p.default.as_ref().map(|d| mask(p, d)),
+                    description: p.description.clone(),
+                    scope: serde_json::to_value(&p.scope).unwrap_or(Value::Null),
+                    restart: p.restart,
+                    sensitive: p.sensitive(),
+                })
+                .collect()
+        }),
+        rolling_restart: detail.then_some(RollingRestartView {
+            batch_size: t.rolling_restart.batch_size,
+            wait_for_healthy: t.rolling_restart.wait_for_healthy,
+            healthy_timeout_seconds: t.rolling_restart.healthy_timeout.as_secs(),
+        }),
+    }
+}
+
+pub fn list_types(state: &AppState) -> Vec<ServiceTypeView> {
+    state.catalog.iter().map(|t| type_view(t, false)).collect()
+}
+
+pub fn get_type(state: &AppState, name: &str) -> Result<ServiceTypeView> {
+    let t = state.catalog.get(name).ok_or_else(|| DomainError::NotFound(format!("service type {name} not found")))?;
+    Ok(type_view(t, true))
+}
+
+// ---------- services ----------
+
+/// Service health rolled up from its roles: good when every role that should
+/// run is running and not unhealthy, bad when none is, concerning otherwise,
+/// stopped when no role should run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceHealth {
+    Good,
+    Concerning,
+    Bad,
+    Stopped,
+}
+
+impl ServiceHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceHealth::Good => "good",
+            ServiceHealth::Concerning => "concerning",
+            ServiceHealth::Bad => "bad",
+            ServiceHealth::Stopped => "stopped",
+        }
+    }
+}
+
+pub fn rollup(roles: &[RoleView]) -> ServiceHealth {
+    use super::roles::{Health, RoleState, RunState};
+    let wanted: Vec<&RoleView> = roles.iter().filter(|r| r.run_state == RunState::Running).collect();
+    if wanted.is_empty() {
+        return if roles.is_empty() { ServiceHealth::Good } else { ServiceHealth::Stopped };
+    }
+    let ok = wanted.iter().filter(|r| r.status == RoleState::Running && r.health != Health::Bad).count();
+    if ok == wanted.len() {
+        ServiceHealth::Good
+    } else if ok == 0 {
+        ServiceHealth::Bad
+    } else {
+        ServiceHealth::Concerning
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ServiceView {
+    pub cluster: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub service_type: String,
+    /// The latest configuration revision.
+    pub revision: u64,
+    pub created_at: String,
+    pub created_by: String,
+    pub health: ServiceHealth,
+    pub roles: Vec<RoleView>,
+}
+
+pub async fn service_view(state: &AppState, ctx: &ServiceContext) -> Result<ServiceView> {
+    let roles = role_views(state, ctx).await?;
+    Ok(ServiceView {
+        cluster: ctx.service.cluster.clone(),
+        name: ctx.service.name.clone(),
+        service_type: ctx.service.service_type.clone(),
+        revision: ctx.service.revision,
+        created_at: rfc3339(ctx.service.created_at),
+        created_by: ctx.service.created_by.clone(),
+        health: rollup(&roles),
+        roles,
+    })
+}
+
+/// Creates a service of a type with the default configuration (revision 1).
+pub async fn create(
+    state: &AppState,
+    actor: &Actor,
+    cluster: &str,
+    name: &str,
+    service_type: &str,
+) -> Result<ServiceView> {
+    load_cluster(state, cluster).await?;
+    validate_name("service", name)?;
+    let t = state.catalog.get(service_type).ok_or_else(|| {
+        let known: Vec<&str> = state.catalog.iter().map(|t| t.name.as_str()).collect();
+        DomainError::Invalid(format!("unknown service type {service_type:?}; known types: {}", known.join(", ")))
+    })?;
+    let existing = state.store.list_services(cluster).await?;
+    for required in &t.requires {
+        if !existing.iter().any(|s| &s.service_type == required) {
+            return Err(DomainError::Invalid(format!(
+                "service type {} requires a {required} service in cluster {cluster}; create that first",
+                t.name
+            )));
+        }
+    }
+    let now = now_millis();
+    let svc = ServiceRec {
+        cluster: cluster.to_owned(),
+        name: name.to_owned(),
+        service_type: t.name.clone(),
+        revision: 1,
+        created_at: now,
+        created_by: actor.username.clone(),
+    };
+    let first = RevisionRec {
+        cluster: cluster.to_owned(),
+        service: name.to_owned(),
+        revision: 1,
+        config: serde_json::to_value(ConfigValues::default()).map_err(|e| DomainError::Internal(e.to_string()))?,
+        changed_keys: Vec::new(),
+        author: actor.username.clone(),
+        source: actor.source.clone(),
+        message: "service created with default configuration".into(),
+        created_at: now,
+    };
+    state.store.create_service(&svc, &first).await?;
+    state
+        .audit(actor.audit(
+            "service.create",
+            "service",
+            &format!("{cluster}/{name}"),
+            format!("created {} service", t.name),
+        ))
+        .await;
+    let ctx = context(state, cluster, name).await?;
+    service_view(state, &ctx).await
+}
+
+pub async fn list(state: &AppState, cluster: &str) -> Result<Vec<ServiceView>> {
+    load_cluster(state, cluster).await?;
+    let mut items = Vec::new();
+    for s in state.store.list_services(cluster).await? {
+        let ctx = context(state, cluster, &s.name).await?;
+        items.push(service_view(state, &ctx).await?);
+    }
+    Ok(items)
+}
+
+pub async fn get(state: &AppState, cluster: &str, service: &str) -> Result<ServiceView> {
+    let ctx = context(state, cluster, service).await?;
+    service_view(state, &ctx).await
+}
+
+/// Deletes a service and its roles, unless another service needs it.
+pub async fn delete(state: &AppState, actor: &Actor, cluster: &str, service: &str) -> Result<()> {
+    let svc = load_service(state, cluster, service).await?;
+    for other in state.store.list_services(cluster).await? {
+        if let Some(t) = state.catalog.get(&other.service_type)
+            && t.requires.contains(&svc.service_type)
+        {
+            return Err(DomainError::Conflict(format!("service {} requires {service}; delete it first", other.name)));
+        }
+    }
+    if let Some((other, parameter)) = desired::referrers(state, cluster, service).await?.into_iter().next() {
+        return Err(DomainError::Conflict(format!(
+            "service {other} refers to {service} (parameter {parameter}); change that first"
+        )));
+    }
+    let hosts: Vec<String> =
+        state.store.roles_of_service(cluster, service).await?.into_iter().map(|r| r.host_id).collect();
+    state.store.delete_service(cluster, service).await?;
+    state.desired.refresh_service(state, cluster, service, &hosts).await?;
+    state
+        .audit(actor.audit(
+            "service.delete",
+            "service",
+            &format!("{cluster}/{service}"),
+            "deleted service and its roles",
+        ))
+        .await;
+    Ok(())
+}
+
+// ---------- role groups ----------
+
+/// The default role group of a role type (CM-style, one per role type).
+/// Group overrides are keyed by group name, so the role type is part of it.
+pub fn default_group(role_type: &str) -> String {
+    format!("{role_type}-default")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RoleGroup {
+    pub role_type: String,
+    pub name: String,
+}
+
+pub async fn list_groups(state: &AppState, cluster: &str, service: &str) -> Result<Vec<RoleGroup>> {
+    let ctx = context(state, cluster, service).await?;
+    let named = state.store.role_groups(cluster, service).await?;
+    let mut items: Vec<RoleGroup> = ctx
+        .service_type
+        .role_types
+        .iter()
+        .map(|r| RoleGroup { role_type: r.name.clone(), name: default_group(&r.name) })
+        .collect();
+    items.extend(named.into_iter().map(|(role_type, name)| RoleGroup { role_type, name }));
+    Ok(items)
+}
+
+pub async fn create_group(
+    state: &AppState,
+    actor: &Actor,
+    cluster: &str,
+    service: &str,
+    role_type: &str,
+    name: &str,
+) -> Result<RoleGroup> {
+    let ctx = context(state, cluster, service).await?;
+    if ctx.service_type.role_type(role_type).is_none() {
+        return Err(DomainError::Invalid(format!(
+            "service type {} has no role type {role_type:?}",
+            ctx.service_type.name
+        )));
+    }
+    validate_name("role group", name)?;
+    // Group overrides are keyed by group name, so names are unique per service.
+    let taken = state.store.role_groups(cluster, service).await?.into_iter().any(|(_, g)| g == name);
+    let is_default = ctx.service_type.role_types.iter().any(|r| default_group(&r.name) == name);
+    if is_default || taken {
+        return Err(DomainError::Conflict(format!("role group {name} already exists in service {service}")));
+    }
+    state.store.create_role_group(cluster, service, role_type, name, now_millis()).await?;
+    state
+        .audit(actor.audit(
+            "role_group.create",
+            "service",
+            &format!("{cluster}/{service}"),
+            format!("created role group {name} for {role_type}"),
+        ))
+        .await;
+    Ok(RoleGroup { role_type: role_type.to_owned(), name: name.to_owned() })
+}
+
+pub(crate) async fn group_exists(
+    state: &AppState,
+    cluster: &str,
+    service: &str,
+    role_type: &str,
+    group: &str,
+) -> Result<bool> {
+    Ok(group == default_group(role_type)
+        || state.store.role_groups(cluster, service).await?.iter().any(|(rt, g)| rt == role_type && g == group))
+}
