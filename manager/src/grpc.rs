@@ -129,7 +129,7 @@ impl v1::agent_service_server::AgentService for AgentGrpc {
             .map_err(|e| Status::invalid_argument(format!("enrollment refused: {e}")))?;
         let facts = facts_from_proto(req.facts)?;
         for (k, v) in &req.labels {
-            crate::http::validate_label(k, v)
+            drover_proto::labels::validate(k, v)
                 .map_err(|e| Status::invalid_argument(format!("enrollment refused: {e}")))?;
         }
         let host_id = uuid::Uuid::new_v4().to_string();

@@ -53,7 +53,7 @@ impl From<StoreError> for DomainError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(what) => DomainError::Conflict(format!("{what} already exists")),
-            StoreError::Database(sqlx_err) => DomainError::Unavailable(format!("database: {sqlx_err}")),
+            StoreError::Database(db) => DomainError::Unavailable(format!("database: {db}")),
             other => DomainError::Internal(other.to_string()),
         }
     }
