@@ -13,12 +13,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so tests can pause and advance it (step timeouts).
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::model::{HostStatus, now_millis};
+use crate::registry::{Registry, Watch};
 use crate::store::{CommandRec, RoleRec, RoleStatusRec, StepRec};
 
 /// Running commands' abort flags.
@@ -232,13 +236,39 @@ async fn run_step(
             (r.id.clone(), has)
         })
         .collect();
+    let wanted = Wanted { action, nonces, with_checks, wait_healthy };
+    wait_for_roles(&state.registry, &watch, &roles, &wanted, timeout, abort).await
+}
+
+/// What a step waits for.
+struct Wanted {
+    action: Action,
+    /// Restart nonces the roles must reach (restarts only).
+    nonces: HashMap<String, u64>,
+    /// Roles that have health checks.
+    with_checks: HashMap<String, bool>,
+    wait_healthy: bool,
+}
+
+/// Waits until every role of a step is done, one fails, the step times out
+/// or it is aborted, reading only the registry (woken by `watch`). Ok: a
+/// summary; Err: why it failed.
+async fn wait_for_roles(
+    registry: &Registry,
+    watch: &Watch<'_>,
+    roles: &[RoleRec],
+    wanted: &Wanted,
+    timeout: Duration,
+    abort: &AtomicBool,
+) -> Result<String, String> {
+    let action = wanted.action;
     let deadline = Instant::now() + timeout;
     loop {
         let mut waiting = Vec::new();
-        for r in &roles {
+        for r in roles {
             // A role's last report says nothing once its host has gone quiet:
             // wait for the host to come back (or the step to time out).
-            match state.registry.host_status(&r.host_id) {
+            match registry.host_status(&r.host_id) {
                 Some(HostStatus::Healthy) => {}
                 other => {
                     let status = other.map(|s| s.as_str()).unwrap_or("unknown");
@@ -246,8 +276,9 @@ async fn run_step(
                     continue;
                 }
             }
-            let s = state.registry.role_status(&r.id);
-            match check(action, s.as_ref(), nonces.get(&r.id).copied(), wait_healthy && with_checks[&r.id]) {
+            let s = registry.role_status(&r.id);
+            let need_health = wanted.wait_healthy && wanted.with_checks.get(&r.id).copied().unwrap_or(false);
+            match check(action, s.as_ref(), wanted.nonces.get(&r.id).copied(), need_health) {
                 Check::Done => {}
                 Check::Failed(why) => return Err(format!("role {} on host {}: {why}", r.name, r.host_id)),
                 Check::Waiting(why) => waiting.push(format!("{} ({why})", r.name)),
@@ -359,6 +390,50 @@ mod tests {
 
     fn status(state: &str, nonce: u64, health: &str) -> RoleStatusRec {
         RoleStatusRec { state: state.into(), restart_nonce: nonce, health: health.into(), pid: 1, ..Default::default() }
+    }
+
+    /// A step whose role never reports times out exactly at its timeout on
+    /// tokio's paused clock, naming what it waited for; a report that
+    /// arrives in time ends it at once.
+    #[tokio::test]
+    async fn a_step_times_out_at_its_deadline_and_ends_on_the_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = crate::registry::testing::registry(dir.path(), &["h"], Duration::from_secs(3600)).await;
+        let roles = vec![role("primary-1")];
+        let wanted =
+            Wanted { action: Action::Start, nonces: HashMap::new(), with_checks: HashMap::new(), wait_healthy: false };
+        let abort = AtomicBool::new(false);
+        tokio::time::pause();
+        let start = Instant::now();
+        let watch = registry.watch(&["id-primary-1".to_owned()], &["h".to_owned()]);
+        let err =
+            wait_for_roles(&registry, &watch, &roles, &wanted, Duration::from_secs(120), &abort).await.unwrap_err();
+        assert_eq!(err, "timed out after 120 s waiting for primary-1 (no report from its agent yet)");
+        // tokio's timers round up to the millisecond.
+        let took = start.elapsed();
+        assert!((Duration::from_secs(120)..Duration::from_millis(120_010)).contains(&took), "{took:?}");
+
+        let wait = wait_for_roles(&registry, &watch, &roles, &wanted, Duration::from_secs(120), &abort);
+        let report = async {
+            tokio::time::sleep(Duration::from_millis(7_500)).await;
+            registry.update_role_status(
+                vec![status("running", 0, "unknown")]
+                    .into_iter()
+                    .map(|mut s| {
+                        s.role_id = "id-primary-1".into();
+                        s
+                    })
+                    .collect(),
+            );
+        };
+        let start = Instant::now();
+        let (done, ()) = tokio::join!(wait, report);
+        assert_eq!(done.unwrap(), "started primary-1");
+        let took = start.elapsed();
+        assert!(
+            (Duration::from_millis(7_500)..Duration::from_millis(7_510)).contains(&took),
+            "woken by the report: {took:?}"
+        );
     }
 
     #[test]

@@ -16,7 +16,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so tests can pause and advance it (lost-host detection).
+use tokio::time::Instant;
 
 use sha2::Digest;
 use tokio::sync::{Notify, oneshot, watch};
@@ -768,4 +771,100 @@ fn digest_roles(roles: &HashMap<String, Vec<Arc<DesiredRole>>>) -> [u8; 32] {
         }
     }
     h.finalize().into()
+}
+
+/// A registry over a fresh store in `dir` with healthy hosts `ids`, for unit
+/// tests (of the registry and of what waits on it).
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::model::HostKind;
+
+    pub(crate) async fn registry(dir: &std::path::Path, ids: &[&str], host_lost_after: Duration) -> Registry {
+        let store = Store::open(&format!("sqlite://{}/t.db?mode=rwc", dir.display())).await.expect("store");
+        let config = RegistryConfig { heartbeat_interval: host_lost_after / 4, host_lost_after };
+        let registry = Registry::load(store, config).await.expect("registry");
+        for id in ids {
+            registry.add_enrolled(&Host {
+                id: (*id).to_owned(),
+                hostname: format!("node-{id}"),
+                addresses: vec!["10.0.0.1".into()],
+                kind: HostKind::Container,
+                kind_evidence: String::new(),
+                os: String::new(),
+                kernel: String::new(),
+                arch: String::new(),
+                cpu_cores: 1,
+                memory_bytes: 1 << 30,
+                disks: Vec::new(),
+                fqdn: String::new(),
+                container_id: String::new(),
+                machine_cpu_cores: 1,
+                machine_memory_bytes: 1 << 30,
+                capacity_evidence: String::new(),
+                agent_version: String::new(),
+                labels: Default::default(),
+                status: HostStatus::Healthy,
+                enrolled_at: String::new(),
+                last_heartbeat_at: None,
+                decommissioned_at: None,
+                applied_generation: 0,
+                metrics: None,
+                cert_serial: "01".into(),
+            });
+        }
+        registry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lost-host detection on tokio's paused clock: exact, whatever the
+    /// machine's speed.
+    #[tokio::test]
+    async fn a_host_turns_lost_exactly_after_host_lost_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let lost_after = Duration::from_secs(30);
+        let registry = testing::registry(dir.path(), &["h1", "h2"], lost_after).await;
+        tokio::time::pause();
+        registry.touch("h1");
+        registry.touch("h2");
+        tokio::time::advance(lost_after - Duration::from_millis(1)).await;
+        registry.touch("h2");
+        assert_eq!(registry.check_lost(), 0, "nothing is lost before host_lost_after");
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert_eq!(registry.check_lost(), 1);
+        assert_eq!(registry.host_status("h1"), Some(HostStatus::Lost));
+        assert_eq!(registry.host_status("h2"), Some(HostStatus::Healthy));
+        // A sign of life brings it back, and wakes whoever waits on the host.
+        let watch = registry.watch(&[], &["h1".to_owned()]);
+        registry.touch("h1");
+        assert_eq!(registry.host_status("h1"), Some(HostStatus::Healthy));
+        tokio::time::timeout(Duration::from_secs(1), watch.changed()).await.expect("the watcher was woken");
+    }
+
+    #[tokio::test]
+    async fn a_watch_wakes_only_for_its_roles_and_unregisters_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = testing::registry(dir.path(), &["h1"], Duration::from_secs(30)).await;
+        let report = |id: &str, state: &str| RoleStatusRec {
+            role_id: id.to_owned(),
+            state: state.to_owned(),
+            ..Default::default()
+        };
+        let watch = registry.watch(&["r1".to_owned()], &[]);
+        assert_eq!(registry.waiter_count(), 1);
+        tokio::time::pause();
+        registry.update_role_status(vec![report("r2", "running")]);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), watch.changed()).await.is_err(),
+            "a report about another role woke the watcher"
+        );
+        registry.update_role_status(vec![report("r1", "running")]);
+        tokio::time::timeout(Duration::from_secs(5), watch.changed()).await.expect("woken by r1's report");
+        drop(watch);
+        assert_eq!(registry.waiter_count(), 0);
+    }
 }
