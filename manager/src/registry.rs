@@ -157,6 +157,9 @@ pub struct Registry {
     pending_applied: Mutex<Vec<AppliedRevision>>,
     /// Generations agents reported applied, waiting for the flusher.
     pending_generations: Mutex<HashMap<String, u64>>,
+    /// Desired generations published, waiting for the flusher: a change
+    /// never waits on the database for them.
+    pending_desired: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -172,7 +175,9 @@ impl Registry {
         let generations = store.desired_generations().await?;
         let mut hosts = HashMap::new();
         for h in store.all_hosts().await? {
-            let generation = generations.get(&h.id).copied().unwrap_or(1);
+            // Never below what the agent applied: a desired generation the
+            // flusher had not written before a crash is not handed out twice.
+            let generation = generations.get(&h.id).copied().unwrap_or(1).max(h.applied_generation);
             hosts.insert(h.id.clone(), Arc::new(Mutex::new(live_from(&h, now, generation))));
         }
         Ok(Registry {
@@ -190,6 +195,7 @@ impl Registry {
             pending_roles: Mutex::new(HashMap::new()),
             pending_applied: Mutex::new(Vec::new()),
             pending_generations: Mutex::new(HashMap::new()),
+            pending_desired: Mutex::new(HashMap::new()),
         })
     }
 
@@ -447,6 +453,16 @@ impl Registry {
         let applied = std::mem::take(&mut *self.pending_applied.lock().expect("pending lock"));
         let generations: Vec<(String, u64)> =
             std::mem::take(&mut *self.pending_generations.lock().expect("pending lock")).into_iter().collect();
+        let desired: Vec<(String, u64)> =
+            std::mem::take(&mut *self.pending_desired.lock().expect("pending lock")).into_iter().collect();
+        if let Err(e) = self.store.set_desired_generations(&desired).await {
+            let mut pending = self.pending_desired.lock().expect("pending lock");
+            for (host, generation) in desired {
+                pending.entry(host).or_insert(generation);
+            }
+            drop(pending);
+            tracing::warn!(error = %e, "could not store desired generations; retrying with the next flush");
+        }
         if let Err(e) = self.store.set_applied_generations(&generations).await {
             let mut pending = self.pending_generations.lock().expect("pending lock");
             for (host, generation) in generations {
@@ -533,7 +549,10 @@ impl Registry {
             return None;
         }
         h.roles_digest = digest;
-        Some(publish_desired(&h))
+        let generation = publish_desired(&h);
+        drop(h);
+        self.pending_desired.lock().expect("pending lock").insert(host_id.to_owned(), generation);
+        Some(generation)
     }
 
     /// Replaces the parcels a host must hold. Returns the new generation if
@@ -546,7 +565,10 @@ impl Registry {
             return None;
         }
         h.parcels = parcels;
-        Some(publish_desired(&h))
+        let generation = publish_desired(&h);
+        drop(h);
+        self.pending_desired.lock().expect("pending lock").insert(host_id.to_owned(), generation);
+        Some(generation)
     }
 
     /// Records what an agent reports about its parcels and wakes up commands

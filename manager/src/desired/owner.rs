@@ -336,7 +336,6 @@ impl Desired {
                 changed.push((host, generation));
             }
         }
-        state.store.set_desired_generations(&changed).await?;
         Ok(changed.len())
     }
 
@@ -489,8 +488,8 @@ async fn push(
             changed.push((host, generation));
         }
     }
-    // The push already happened (sessions watch the registry); persist after.
-    state.store.set_desired_generations(&changed).await?;
+    // Sessions push at once (they watch the registry); the registry's
+    // flusher stores the generations with its next batch.
     Ok(changed.len())
 }
 

@@ -19,7 +19,7 @@ use super::roles::{check_ports, find_role};
 use super::services::group_exists;
 use super::{Actor, DomainError, Result, context, load_service};
 use crate::AppState;
-use crate::desired::{self, DesiredRole, ServiceContext};
+use crate::desired::{self, DesiredRole, ServiceContext, ServiceGuard};
 use crate::model::{now_millis, rfc3339};
 use crate::store::RevisionRec;
 use drover_parcels::config::{self, ConfigValues, Level};
@@ -176,6 +176,9 @@ pub async fn patch(
     service: &str,
     req: ConfigPatch,
 ) -> Result<ConfigChange> {
+    // The whole change, from reading the service to publishing, under its
+    // lock: one load, one render, and nothing else of it can interleave.
+    let guard = state.desired.lock_service(cluster, service).await;
     let ctx = context(state, cluster, service).await?;
     if req.message.trim().is_empty() {
         return Err(DomainError::Invalid("message is required: say why the configuration changes".into()));
@@ -206,15 +209,17 @@ pub async fn patch(
     })?;
     let mut values = ctx.values.clone();
     values.apply_patch(&level, &normalised);
-    commit_revision(state, actor, ctx, values, req.message.trim(), expected, "config.update").await
+    commit_revision(state, actor, guard, ctx, values, req.message.trim(), expected, "config.update").await
 }
 
 /// Stores `values` as a new revision of the latest one's successor after
 /// rendering every role with them, and pushes the result. Nothing is stored
 /// when anything fails.
+#[allow(clippy::too_many_arguments)]
 async fn commit_revision(
     state: &AppState,
     actor: &Actor,
+    guard: ServiceGuard,
     ctx: ServiceContext,
     values: ConfigValues,
     message: &str,
@@ -234,9 +239,8 @@ async fn commit_revision(
     }
     check_ports(state, &cluster, &service, &st, &values, &ctx.roles).await?;
     let revision = ctx.service.revision + 1;
-    // Render every role with the candidate values before storing anything,
-    // under the service's lock so that this very render is what gets pushed.
-    let guard = state.desired.lock_service(&cluster, &service).await;
+    // Render every role with the candidate values before storing anything;
+    // under the service's lock, this very render is what gets pushed.
     let mut next = ctx.service.clone();
     next.revision = revision;
     let (_, rendered) = desired::load_with_values(state, next, values.clone()).await?.render_all_blocking().await?;
@@ -327,6 +331,7 @@ pub async fn rollback(
     to: u64,
     message: &str,
 ) -> Result<ConfigChange> {
+    let guard = state.desired.lock_service(cluster, service).await;
     let ctx = context(state, cluster, service).await?;
     if message.trim().is_empty() {
         return Err(DomainError::Invalid("message is required: say why the configuration is rolled back".into()));
@@ -340,7 +345,7 @@ pub async fn rollback(
         serde_json::from_value(target.config).map_err(|e| DomainError::Internal(e.to_string()))?;
     let expected = ctx.service.revision;
     let message = format!("rollback to revision {to}: {}", message.trim());
-    commit_revision(state, actor, ctx, values, &message, expected, "config.rollback").await
+    commit_revision(state, actor, guard, ctx, values, &message, expected, "config.rollback").await
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -397,16 +402,18 @@ pub async fn revision(state: &AppState, cluster: &str, service: &str, revision: 
         .ok_or_else(|| DomainError::NotFound(format!("revision {revision} of service {service} not found")))?;
     let values: ConfigValues =
         serde_json::from_value(r.config.clone()).map_err(|e| DomainError::Internal(e.to_string()))?;
+    let names: HashMap<&str, &str> = ctx.roles.iter().map(|r| (r.id.as_str(), r.name.as_str())).collect();
+    let hostnames: HashMap<&str, &str> =
+        ctx.topology.roles.iter().map(|i| (i.role_id.as_str(), i.hostname.as_str())).collect();
     let applied = state
         .store
         .applied_for_revision(cluster, service, revision)
         .await?
         .into_iter()
         .map(|a| {
-            let role = ctx.roles.iter().find(|x| x.id == a.role_id);
-            let hostname = ctx.topology.roles.iter().find(|x| x.role_id == a.role_id).map(|x| x.hostname.clone());
+            let hostname = hostnames.get(a.role_id.as_str()).map(|h| (*h).to_owned());
             AppliedOn {
-                role: role.map(|x| x.name.clone()),
+                role: names.get(a.role_id.as_str()).map(|n| (*n).to_owned()),
                 role_id: a.role_id,
                 host_id: a.host_id,
                 hostname,
@@ -490,8 +497,13 @@ pub async fn diff(state: &AppState, cluster: &str, service: &str, from: u64, to:
         let values = values.clone();
         async move { desired::load_with_values(state, svc, values).await?.render_all().map_err(DomainError::from) }
     };
-    let ra = render(&a).await?;
-    let rb = render(&b).await?;
+    let by_id = |roles: Vec<DesiredRole>| -> HashMap<String, DesiredRole> {
+        roles.into_iter().map(|d| (d.role_id.clone(), d)).collect()
+    };
+    let ra = by_id(render(&a).await?);
+    let rb = by_id(render(&b).await?);
+    let hostnames: HashMap<&str, &str> =
+        ctx.topology.roles.iter().map(|i| (i.role_id.as_str(), i.hostname.as_str())).collect();
     let mut roles = Vec::new();
     for r in &ctx.roles {
         let eff_a = config::effective(st, &a, &r.role_type, &r.group, &r.id);
@@ -511,8 +523,8 @@ pub async fn diff(state: &AppState, cluster: &str, service: &str, from: u64, to:
                 });
             }
         }
-        let fa = ra.iter().find(|x| x.role_id == r.id);
-        let fb = rb.iter().find(|x| x.role_id == r.id);
+        let fa = ra.get(&r.id);
+        let fb = rb.get(&r.id);
         let mut files = Vec::new();
         if let (Some(fa), Some(fb)) = (fa, fb) {
             let mut paths: Vec<&String> = fa.rendered.files.iter().chain(&fb.rendered.files).map(|f| &f.path).collect();
@@ -539,7 +551,7 @@ pub async fn diff(state: &AppState, cluster: &str, service: &str, from: u64, to:
             }
         }
         if !changes.is_empty() || !files.is_empty() {
-            let hostname = ctx.topology.roles.iter().find(|x| x.role_id == r.id).map(|x| x.hostname.clone());
+            let hostname = hostnames.get(r.id.as_str()).map(|h| (*h).to_owned());
             roles.push(RoleDiff {
                 role_id: r.id.clone(),
                 role: r.name.clone(),

@@ -188,20 +188,21 @@ async fn changed_files(
     ctx: &ServiceContext,
     old: &ConfigValues,
     role_id: &str,
-    cache: &mut HashMap<u64, Vec<DesiredRole>>,
-    current: &mut Option<Vec<DesiredRole>>,
+    cache: &mut HashMap<u64, HashMap<String, DesiredRole>>,
+    current: &mut Option<HashMap<String, DesiredRole>>,
     revision: u64,
 ) -> Result<Vec<String>> {
+    let by_id = |roles: Vec<DesiredRole>| roles.into_iter().map(|d| (d.role_id.clone(), d)).collect();
     if let std::collections::hash_map::Entry::Vacant(slot) = cache.entry(revision) {
         let rendered =
             desired::load_with_values(state, ctx.service.clone(), old.clone()).await?.render_all().unwrap_or_default();
-        slot.insert(rendered);
+        slot.insert(by_id(rendered));
     }
-    let Some(before) = cache[&revision].iter().find(|d| d.role_id == role_id) else { return Ok(Vec::new()) };
+    let Some(before) = cache[&revision].get(role_id) else { return Ok(Vec::new()) };
     if current.is_none() {
-        *current = Some(ctx.render_all()?);
+        *current = Some(by_id(ctx.render_all()?));
     }
-    let Some(after) = current.iter().flatten().find(|d| d.role_id == role_id) else { return Ok(Vec::new()) };
+    let Some(after) = current.as_ref().and_then(|c| c.get(role_id)) else { return Ok(Vec::new()) };
     let mut out = Vec::new();
     for f in &after.rendered.files {
         let same = before.rendered.files.iter().any(|b| b.path == f.path && b.sha256 == f.sha256);
@@ -233,8 +234,10 @@ pub async fn role_views(state: &AppState, ctx: &ServiceContext) -> Result<Vec<Ro
     let statuses: Vec<Option<RoleStatusRec>> =
         ctx.roles.iter().map(|r| state.registry.role_status(&r.id).or_else(|| stored.get(&r.id).cloned())).collect();
     let values = values_by_revision(state, ctx, &statuses).await?;
-    let mut rendered_cache: HashMap<u64, Vec<DesiredRole>> = HashMap::new();
-    let mut current: Option<Vec<DesiredRole>> = None;
+    let mut rendered_cache: HashMap<u64, HashMap<String, DesiredRole>> = HashMap::new();
+    let mut current: Option<HashMap<String, DesiredRole>> = None;
+    let hostnames: HashMap<&str, &str> =
+        ctx.topology.roles.iter().map(|i| (i.role_id.as_str(), i.hostname.as_str())).collect();
     let mut out = Vec::new();
     for (r, s) in ctx.roles.iter().zip(&statuses) {
         let (mut stale, mut stale_keys) = staleness(&ctx.service_type, r, s.as_ref(), ctx.service.revision, &values);
@@ -269,8 +272,7 @@ pub async fn role_views(state: &AppState, ctx: &ServiceContext) -> Result<Vec<Ro
             stale = true;
             stale_keys = reason;
         }
-        let inst = ctx.topology.roles.iter().find(|i| i.role_id == r.id);
-        let hostname = inst.map(|i| i.hostname.clone()).unwrap_or_default();
+        let hostname = hostnames.get(r.id.as_str()).map(|h| (*h).to_owned()).unwrap_or_default();
         // A role on a lost or decommissioned host is not known to be running:
         // its status is unknown, its health bad, and last_error says why.
         let host_down = host_down(state.registry.host_liveness(&r.host_id), &hostname, &r.host_id);
@@ -407,6 +409,10 @@ pub async fn create(
             requests.len()
         )));
     }
+    // Under the service's lock from reading it to publishing: the render that
+    // checks the new roles is the one pushed, and nothing else of the
+    // service can slip in between.
+    let guard = state.desired.lock_service(cluster, service).await;
     let ctx = context(state, cluster, service).await?;
     let requests = place_by_selector(state, &ctx, requests, single).await?;
     let host_ids: Vec<String> = requests.iter().map(|r| r.host_id.clone()).collect();
@@ -470,9 +476,6 @@ pub async fn create(
             created_at: now_millis(),
         });
     }
-    // Under the service's lock: the render that checks the new roles is the
-    // one pushed, and no other change of the service can slip in between.
-    let guard = state.desired.lock_service(cluster, service).await;
     let mut all: Vec<RoleRec> = ctx.roles.clone();
     all.extend(new_roles.iter().cloned());
     check_ports(state, &ctx.service.cluster, &ctx.service.name, &ctx.service_type, &ctx.values, &all).await?;
