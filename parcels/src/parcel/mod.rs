@@ -24,7 +24,8 @@ pub mod recipe;
 use std::path::{Path, PathBuf};
 
 pub use activate::{
-    InstalledVersion, activate, active_version, cleanup_partials, deactivate, installed, parcel_env, remove,
+    InstalledVersion, activate, active_version, check_relations, cleanup_partials, deactivate, installed, parcel_env,
+    remove,
 };
 pub use archive::{
     ArchiveOptions, BuiltParcel, Expected, InstalledParcel, ParcelInfo, build_archive, build_archive_with, inspect,
@@ -69,6 +70,9 @@ pub enum ParcelError {
     Active { root: String, name: String, version: String },
     #[error("parcel {name} is not active in {root}")]
     NotActive { root: String, name: String },
+    /// Activation refused by `depends` or `conflicts`; `message` names both parcels.
+    #[error("activate {parcel}: {message}")]
+    Refused { parcel: String, message: String },
     #[error("{file}: line {line}: {message}")]
     InvalidEnv { file: String, line: usize, message: String },
     #[error("{file}: {message}")]
