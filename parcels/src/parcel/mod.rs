@@ -7,7 +7,7 @@
 //! - [`env`]: the env script subset (`export VAR=value`) and its evaluation without a shell;
 //! - [`archive`]: reproducible [`build_archive`], streamed [`inspect`] and safe [`install`];
 //! - [`activate`]: the `NAME -> NAME-VERSION` symlink switch, listing and removal;
-//! - [`manifest`]: a repository's `manifest.json` and [`index_dir`];
+//! - [`manifest`]: a repository's `manifest.json`, [`index_dir`] and [`index_dir_cached`];
 //! - [`recipe`]: `parcels/<name>/parcel.toml` and the builder that turns Debian packages into a
 //!   parcel.
 //!
@@ -31,7 +31,7 @@ pub use archive::{
     ArchiveOptions, BuiltParcel, Expected, InstalledParcel, ParcelInfo, build_archive, build_archive_with, inspect,
     install,
 };
-pub use manifest::{Manifest, ManifestParcel, index_dir};
+pub use manifest::{IndexCache, Indexed, Manifest, ManifestParcel, index_dir, index_dir_cached};
 pub use meta::{Component, Dependency, ParcelMeta, Scripts};
 pub use name::ParcelId;
 
