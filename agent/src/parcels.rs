@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_parcels::parcel::{self, Expected, ParcelError, ParcelId};
+use drover_parcels::{self as parcel, Expected, ParcelError, ParcelId};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};

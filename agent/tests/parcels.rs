@@ -18,7 +18,7 @@ use drover_agent::parcels::{ParcelPolicy, ParcelSpec, ParcelState, ParcelTarget,
 use drover_agent::reconcile::Policy;
 use drover_agent::roles::{ConfigFile, ProcessSpec, RoleSpec, RoleState, RoleStatus, RunState};
 use drover_agent::supervisor::{Supervisor, SupervisorConfig};
-use drover_parcels::parcel::{BuiltParcel, ParcelMeta, Scripts, build_archive};
+use drover_parcels::{BuiltParcel, ParcelMeta, Scripts, build_archive};
 use drover_proto::v1;
 use drover_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
 use tokio::time::Instant;

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 use std::time::Duration;
 
-use drover_parcels::parcel::archive::{self, Expected};
-use drover_parcels::parcel::manifest::{MANIFEST_FILE, Manifest, ManifestParcel, index_dir};
-use drover_parcels::parcel::name::ParcelId;
+use drover_parcels::archive::{self, Expected};
+use drover_parcels::manifest::{MANIFEST_FILE, Manifest, ManifestParcel, index_dir};
+use drover_parcels::name::ParcelId;
 use futures::{Stream, StreamExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};

@@ -5,8 +5,8 @@
 //! that keep the lifecycle safe. Agents are not involved here; the end-to-end
 //! tests run real agents.
 
-use drover_parcels::parcel::archive::build_archive;
-use drover_parcels::parcel::meta::{ParcelMeta, Scripts};
+use drover_parcels::archive::build_archive;
+use drover_parcels::meta::{ParcelMeta, Scripts};
 use reqwest::Method;
 use serde_json::{Value, json};
 

@@ -9,9 +9,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use drover_parcels::config::{self, ConfigValues, Level};
-use drover_parcels::descriptor::ServiceType;
-use drover_parcels::params::mask;
+use drover_service_types::config::{self, ConfigValues, Level};
+use drover_service_types::descriptor::ServiceType;
+use drover_service_types::params::mask;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -808,7 +808,7 @@ fn role_type_of<'a>(
     ctx: &'a ServiceContext,
     role_type: &str,
     which: &str,
-) -> Result<&'a drover_parcels::descriptor::RoleType, ApiError> {
+) -> Result<&'a drover_service_types::descriptor::RoleType, ApiError> {
     ctx.service_type.role_type(role_type).ok_or_else(|| {
         let known: Vec<&str> = ctx.service_type.role_types.iter().map(|r| r.name.as_str()).collect();
         ApiError::BadRequest(format!(
@@ -1377,7 +1377,8 @@ pub async fn diff_config(
         .collect::<Vec<_>>();
     let mut sensitive = sensitive;
     sensitive.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    let redact = |text: String| sensitive.iter().fold(text, |t, s| t.replace(s.as_str(), drover_parcels::params::MASK));
+    let redact =
+        |text: String| sensitive.iter().fold(text, |t, s| t.replace(s.as_str(), drover_service_types::params::MASK));
     let render = |values: &ConfigValues| {
         let svc = ctx.service.clone();
         let values = values.clone();

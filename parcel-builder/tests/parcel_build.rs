@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use drover_parcels::parcel::recipe::{BuildOptions, Recipe, build};
-use drover_parcels::parcel::{Component, activate, inspect, install, parcel_env};
+use drover_parcel_builder::{BuildOptions, Recipe, build};
+use drover_parcels::{Component, activate, inspect, install, parcel_env};
 
 /// Builds `dir/NAME_VERSION_all.deb` holding `files` (path -> (content, executable)) and `links`.
 fn make_deb(
@@ -199,7 +199,7 @@ fn version_override_and_errors_name_the_culprit() {
 
 #[test]
 fn shipped_recipes_are_valid() {
-    let parcels = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let parcels = Path::new(env!("CARGO_MANIFEST_DIR")).join("../parcels");
     for name in ["redis", "zookeeper", "nginx", "jre"] {
         let r = Recipe::load(&parcels.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(r.name, name);

@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::parcel::ParcelError;
-use crate::parcel::name::{validate_distro, validate_name, validate_version};
+use crate::ParcelError;
+use crate::name::{validate_distro, validate_name, validate_version};
 
 /// The only `schema_version` this code reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -102,7 +102,7 @@ impl ParcelMeta {
 
     /// `NAME-VERSION`.
     pub fn dir_name(&self) -> String {
-        crate::parcel::name::dir_name(&self.name, &self.version)
+        crate::name::dir_name(&self.name, &self.version)
     }
 
     /// The parsed `depends` list (valid after [`ParcelMeta::validate`]).
