@@ -27,6 +27,12 @@
 //!   neither listed nor active is removed. One such operation runs at a time;
 //!   a failed one is reported `FAILED` on that version and retried later (a
 //!   failed activation leaves the previous version active);
+//! - activation enforces the parcel's `depends` and `conflicts` against the
+//!   other active parcels (in the parcel library): a refusal names both
+//!   parcels and is reported `FAILED` like any failed activation; since
+//!   another activation or deactivation may settle it, every failed
+//!   activation is tried again at once after one succeeds (activations run in
+//!   name order, so `app` depending on `base` waits for `base`);
 //! - switching the active version never restarts a role: processes keep the
 //!   versioned directory they started with, and the manager's upgrade command
 //!   restarts roles when it wants them on the new version.
@@ -331,6 +337,14 @@ impl ParcelReconciler {
                 match result {
                     Ok(()) => {
                         self.op_failures.remove(&key);
+                        if matches!(op, Op::Activate { .. } | Op::Deactivate { .. }) {
+                            // The active set changed: a refused activation may pass now.
+                            for f in self.op_failures.values_mut() {
+                                if matches!(f.op, Op::Activate { .. }) {
+                                    f.retry_at = now;
+                                }
+                            }
+                        }
                     }
                     Err(error) => {
                         let retry_at = now + self.policy.op_retry;
@@ -713,8 +727,11 @@ async fn scan_blocking(root: PathBuf) -> Option<LocalParcels> {
 fn run_op(root: &Path, op: &Op) -> Result<(), String> {
     match op {
         Op::Activate { name, version } => {
-            let previous = parcel::activate(root, name, version)
-                .map_err(|e| format!("could not activate parcel {name} {version}: {e}"))?;
+            let previous = parcel::activate(root, name, version).map_err(|e| match e {
+                // Already "activate NAME-VERSION: ..." naming both parcels.
+                ParcelError::Refused { .. } => e.to_string(),
+                e => format!("could not activate parcel {name} {version}: {e}"),
+            })?;
             info!(parcel = %name, version = %version, previous = ?previous, "parcel activated");
         }
         Op::Deactivate { name, version } => {

@@ -17,6 +17,13 @@ pub const ROLE_DIR_PLACEHOLDER: &str = "${ROLE_DIR}";
 /// `${ROLE_DIR}` is, and in health check fields.
 pub const PARCELS_ROOT_PLACEHOLDER: &str = "${PARCELS_ROOT}";
 
+/// Placeholder replaced by the staging directory holding a role's new files
+/// in the program and arguments of its config check.
+pub const CHECK_DIR_PLACEHOLDER: &str = "${CHECK_DIR}";
+
+/// Config check timeout used when the manager sends 0.
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Stop grace used when the manager sends 0.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 /// Health check defaults for zero values.
@@ -95,6 +102,20 @@ pub struct ProcessSpec {
     /// Signal name that makes the process re-read its files (`SIGHUP`),
     /// sent to the process itself; empty: file changes wait for a restart.
     pub reload_signal: String,
+    /// Checks new files before they replace the live ones; `None`: no check.
+    pub config_check: Option<ConfigCheck>,
+}
+
+/// A command run on a role's new files, in a staging directory, before they
+/// replace the live ones (`nginx -t`). Exit status 0 lets them through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigCheck {
+    /// May hold `${CHECK_DIR}` (the staging directory), `${ROLE_DIR}` and
+    /// `${PARCELS_ROOT}`, like `args`.
+    pub program: String,
+    pub args: Vec<String>,
+    /// The check is killed after this long, and fails.
+    pub timeout: Duration,
 }
 
 impl Default for ProcessSpec {
@@ -107,6 +128,7 @@ impl Default for ProcessSpec {
             stop_signal: String::new(),
             stop_grace: DEFAULT_STOP_GRACE,
             reload_signal: String::new(),
+            config_check: None,
         }
     }
 }

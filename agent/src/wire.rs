@@ -156,6 +156,14 @@ pub(crate) fn role_spec(r: v1::RoleSpec) -> RoleSpec {
                 ms => Duration::from_millis(ms),
             },
             reload_signal: process.reload_signal,
+            config_check: process.config_check.map(|c| roles::ConfigCheck {
+                program: c.program,
+                args: c.args,
+                timeout: match c.timeout_ms {
+                    0 => roles::DEFAULT_CHECK_TIMEOUT,
+                    ms => Duration::from_millis(ms),
+                },
+            }),
         },
         run_state: match v1::RunState::try_from(r.run_state) {
             Ok(v1::RunState::Running) => RunState::Running,
@@ -276,6 +284,11 @@ fn role_spec_to_wire(r: &RoleSpec) -> v1::RoleSpec {
             stop_signal: r.process.stop_signal.clone(),
             stop_grace_ms: r.process.stop_grace.as_millis() as u64,
             reload_signal: r.process.reload_signal.clone(),
+            config_check: r.process.config_check.as_ref().map(|c| v1::ConfigCheck {
+                program: c.program.clone(),
+                args: c.args.clone(),
+                timeout_ms: c.timeout.as_millis() as u64,
+            }),
         }),
         run_state: match r.run_state {
             RunState::Running => v1::RunState::Running,
@@ -413,6 +426,11 @@ mod tests {
                 stop_signal: "SIGINT".into(),
                 stop_grace: Duration::from_millis(1500),
                 reload_signal: "SIGHUP".into(),
+                config_check: Some(roles::ConfigCheck {
+                    program: "redis-server".into(),
+                    args: vec!["--test-memory".into(), "${CHECK_DIR}/redis.conf".into()],
+                    timeout: Duration::from_secs(7),
+                }),
             },
             run_state: RunState::Running,
             restart_nonce: 9,
@@ -457,10 +475,15 @@ mod tests {
             role_id: "r".into(),
             run_state: 0,
             health_checks: vec![v1::HealthCheck { probe: None, interval_ms: 0, timeout_ms: 0, failure_threshold: 0 }],
+            process: Some(v1::ProcessSpec {
+                config_check: Some(v1::ConfigCheck { program: "p".into(), args: vec![], timeout_ms: 0 }),
+                ..v1::ProcessSpec::default()
+            }),
             ..v1::RoleSpec::default()
         });
         assert_eq!(spec.run_state, RunState::Stopped, "unspecified never starts anything");
         assert_eq!(spec.process.stop_grace, roles::DEFAULT_STOP_GRACE);
+        assert_eq!(spec.process.config_check.map(|c| c.timeout), Some(roles::DEFAULT_CHECK_TIMEOUT));
         let hc = &spec.health_checks[0];
         assert_eq!(hc.probe, Probe::Unknown);
         assert_eq!(

@@ -329,6 +329,11 @@ fn role_spec(r: &DesiredRole) -> v1::RoleSpec {
             stop_signal: p.stop_signal.clone(),
             stop_grace_ms: p.stop_grace.as_millis() as u64,
             reload_signal: p.reload_signal.clone(),
+            config_check: p.config_check.as_ref().map(|c| v1::ConfigCheck {
+                program: c.program.clone(),
+                args: c.args.clone(),
+                timeout_ms: c.timeout.as_millis() as u64,
+            }),
         }),
         run_state: if r.running { v1::RunState::Running } else { v1::RunState::Stopped } as i32,
         restart_nonce: r.restart_nonce,

@@ -8,7 +8,7 @@
 //! - [`env`]: the env script subset (`export VAR=value`) and its evaluation without a shell;
 //! - [`archive`]: reproducible [`build_archive`], streamed [`inspect`] and safe [`install`];
 //! - [`activate`]: the `NAME -> NAME-VERSION` symlink switch, listing and removal;
-//! - [`manifest`]: a repository's `manifest.json` and [`index_dir`].
+//! - [`manifest`]: a repository's `manifest.json`, [`index_dir`] and [`index_dir_cached`].
 //!
 //! The format and its differences from Cloudera's parcels are documented in `docs/parcels.md`.
 
@@ -22,13 +22,14 @@ pub mod name;
 use std::path::{Path, PathBuf};
 
 pub use activate::{
-    InstalledVersion, activate, active_version, cleanup_partials, deactivate, installed, parcel_env, remove,
+    InstalledVersion, activate, active_version, check_relations, cleanup_partials, deactivate, installed, parcel_env,
+    remove,
 };
 pub use archive::{
     ArchiveOptions, BuiltParcel, Expected, InstalledParcel, ParcelInfo, build_archive, build_archive_with, inspect,
     install,
 };
-pub use manifest::{Manifest, ManifestParcel, index_dir};
+pub use manifest::{IndexCache, Indexed, Manifest, ManifestParcel, index_dir, index_dir_cached};
 pub use meta::{Component, Dependency, ParcelMeta, Scripts};
 pub use name::ParcelId;
 
@@ -67,6 +68,9 @@ pub enum ParcelError {
     Active { root: String, name: String, version: String },
     #[error("parcel {name} is not active in {root}")]
     NotActive { root: String, name: String },
+    /// Activation refused by `depends` or `conflicts`; `message` names both parcels.
+    #[error("activate {parcel}: {message}")]
+    Refused { parcel: String, message: String },
     #[error("{file}: line {line}: {message}")]
     InvalidEnv { file: String, line: usize, message: String },
     #[error("{file}: {message}")]

@@ -94,6 +94,18 @@ pub struct RenderedProcess {
     pub stop_grace: Duration,
     /// Sent to the running process to apply new files without a restart; empty: none.
     pub reload_signal: String,
+    /// Run by the agent on new files before they replace the live ones; `None`: no check.
+    pub config_check: Option<RenderedConfigCheck>,
+}
+
+/// A rendered config check (`program` and `args` may hold `${CHECK_DIR}`, the agent's staging
+/// directory with the new files, and `${ROLE_DIR}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RenderedConfigCheck {
+    pub program: String,
+    pub args: Vec<String>,
+    #[serde(serialize_with = "crate::descriptor::ser_duration")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -270,6 +282,19 @@ impl<'a> Renderer<'a> {
             stop_signal: p.stop_signal.clone(),
             stop_grace: p.stop_grace,
             reload_signal: p.reload_signal.clone().unwrap_or_default(),
+            config_check: match &p.config_check {
+                None => None,
+                Some(c) => Some(RenderedConfigCheck {
+                    program: inline("process.config_check.program", &c.program)?,
+                    args: c
+                        .args
+                        .iter()
+                        .enumerate()
+                        .map(|(i, a)| inline(&format!("process.config_check.args[{i}]"), a))
+                        .collect::<Result<_, _>>()?,
+                    timeout: c.timeout,
+                }),
+            },
         };
 
         let mut health_checks = Vec::new();
