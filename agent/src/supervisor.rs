@@ -701,7 +701,7 @@ fn parcel_env(root: Option<&Path>, parcels: &[String]) -> Result<BTreeMap<String
     let mut inherited = BTreeMap::new();
     inherited.insert("PATH".to_owned(), default_path().to_string_lossy().into_owned());
     for name in parcels {
-        let vars = drover_parcels::parcel::parcel_env(root, name, &inherited)
+        let vars = drover_parcels::parcel_env(root, name, &inherited)
             .map_err(|e| FilesError::Invalid(format!("parcel {name}: {e}")))?;
         for (k, v) in vars {
             inherited.insert(k.clone(), v.clone());

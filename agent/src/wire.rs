@@ -1,7 +1,8 @@
 //! The gRPC edge: converts the agent's domain types to and from the generated
-//! `drover.agent.v1` types. Only `enroll`, `session`, `supervisor` (which
-//! persists the desired roles in their wire encoding) and `parcels` (which
-//! fetches parcel files) call it, and nothing generated leaves those modules.
+//! `drover.agent.v1` types. Only `enroll`, `session` (which also fetches
+//! parcel files for the parcel driver) and `supervisor` (which persists the
+//! desired roles in their wire encoding) call it, and nothing generated leaves
+//! those modules.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +10,11 @@ use std::time::Duration;
 use drover_proto::v1;
 use drover_proto::v1::{agent_message, health_check, manager_message};
 use prost::Message;
+use tokio_stream::StreamExt;
 
 use crate::facts::{HostFacts, HostKind};
 use crate::metrics::Metrics;
-use crate::parcels::{ParcelSpec, ParcelState, ParcelStatus, ParcelTarget};
+use crate::parcels::{ParcelChunk, ParcelChunks, ParcelSpec, ParcelState, ParcelStatus, ParcelTarget};
 use crate::protocol::{Inbound, Outbound, WelcomeInfo};
 use crate::roles::{
     self, ConfigFile, HealthCheck, Probe, ProcessSpec, RoleHealth, RoleSpec, RoleState, RoleStatus, RunState,
@@ -206,23 +208,8 @@ pub(crate) fn parcel_status(s: &ParcelStatus) -> v1::ParcelStatus {
     }
 }
 
-/// A parcel file arriving from the manager, chunk by chunk.
-pub(crate) struct ParcelChunks {
-    inner: tonic::Streaming<v1::ParcelChunk>,
-}
-
-impl ParcelChunks {
-    /// The next chunk's bytes and the whole file's size; `None` at the end.
-    pub(crate) async fn next(&mut self) -> Result<Option<(Vec<u8>, u64)>, String> {
-        match self.inner.message().await {
-            Ok(Some(c)) => Ok(Some((c.data, c.total_size))),
-            Ok(None) => Ok(None),
-            Err(status) => Err(status_message(&status)),
-        }
-    }
-}
-
-/// Opens `FetchParcel` for `file_name` from `offset` on.
+/// Opens `FetchParcel` for `file_name` from `offset` on: the file as it
+/// arrives from the manager, chunk by chunk.
 pub(crate) async fn fetch_parcel(
     channel: tonic::transport::Channel,
     file_name: &str,
@@ -231,7 +218,10 @@ pub(crate) async fn fetch_parcel(
     let mut client = v1::agent_service_client::AgentServiceClient::new(channel);
     let request = v1::FetchParcelRequest { file_name: file_name.to_owned(), offset };
     match client.fetch_parcel(request).await {
-        Ok(response) => Ok(ParcelChunks { inner: response.into_inner() }),
+        Ok(response) => Ok(Box::pin(response.into_inner().map(|chunk| match chunk {
+            Ok(c) => Ok(ParcelChunk { data: c.data, total_size: c.total_size }),
+            Err(status) => Err(status_message(&status)),
+        }))),
         Err(status) => Err(status_message(&status)),
     }
 }

@@ -17,8 +17,9 @@ use drover_agent::files;
 use drover_agent::parcels::{ParcelPolicy, ParcelSpec, ParcelState, ParcelTarget, Parcels, ParcelsConfig, ParcelsView};
 use drover_agent::reconcile::Policy;
 use drover_agent::roles::{ConfigFile, ProcessSpec, RoleSpec, RoleState, RoleStatus, RunState};
+use drover_agent::session::ManagerParcelFetcher;
 use drover_agent::supervisor::{Supervisor, SupervisorConfig};
-use drover_parcels::parcel::{BuiltParcel, ParcelMeta, Scripts, build_archive};
+use drover_parcels::{BuiltParcel, ParcelMeta, Scripts, build_archive};
 use drover_proto::v1;
 use drover_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
 use tokio::time::Instant;
@@ -192,8 +193,8 @@ async fn setup(break_first_after: Option<u64>) -> Setup {
 
 impl Setup {
     fn start(&self, policy: ParcelPolicy) -> Parcels {
-        Parcels::start(ParcelsConfig { dir: self.root.clone(), policy, channel: self.channel.clone() })
-            .expect("start parcels")
+        let fetcher = Arc::new(ManagerParcelFetcher::new(self.channel.clone()));
+        Parcels::start(ParcelsConfig { dir: self.root.clone(), policy, fetcher }).expect("start parcels")
     }
 }
 

@@ -23,7 +23,7 @@ use crate::desired::{DesiredParcel, DesiredRole, HostDesired, ParcelStatusRec};
 use crate::model::{Disk, DiskUsage, HostFacts, HostKind, HostMetrics, now_millis, rfc3339};
 use crate::registry::{Kill, Refusal};
 use crate::store::{AppliedRec, AppliedRevision, EnrollError, NewAudit, NewHost, RoleStatusRec};
-use drover_parcels::render::{RenderedCheck, RenderedHealthCheck};
+use drover_service_types::render::{RenderedCheck, RenderedHealthCheck};
 
 /// How long a new session may take to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);

@@ -46,7 +46,7 @@ pub struct AppState {
     pub basic_cache: auth::BasicCache,
     pub console: http::console::Templates,
     /// Service types: built in (`parcels/`) and from DATA_DIR/service-types.
-    pub catalog: drover_parcels::descriptor::Catalog,
+    pub catalog: drover_service_types::descriptor::Catalog,
     pub commands: commands::Commands,
     /// The owner of every host's intent: per-service ordering, resync, retry.
     pub desired: desired::Desired,
@@ -158,7 +158,7 @@ impl Manager {
         .context("load hosts")?;
         let user_types = config.data_dir.join("service-types");
         let extra = if user_types.is_dir() { vec![user_types] } else { Vec::new() };
-        let catalog = drover_parcels::descriptor::Catalog::load(true, &extra).context("load service types")?;
+        let catalog = drover_service_types::descriptor::Catalog::load(true, &extra).context("load service types")?;
         let parcels = parcels::ParcelRepo::open(&config.data_dir.join("parcel-repo"), &config.parcel_repos)
             .context("open the parcel repository")?;
         let state = Arc::new(AppState {

@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
-use drover_parcels::parcel::archive::{self, Expected};
-use drover_parcels::parcel::manifest::{IndexCache, MANIFEST_FILE, Manifest, ManifestParcel, index_dir_cached};
-use drover_parcels::parcel::name::ParcelId;
+use drover_parcels::archive::{self, Expected};
+use drover_parcels::manifest::{IndexCache, MANIFEST_FILE, Manifest, ManifestParcel, index_dir_cached};
+use drover_parcels::name::ParcelId;
 use futures::{Stream, StreamExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};

@@ -7,9 +7,9 @@
 //! tests run real agents.
 
 use drover_manager::parcels::ParcelRepo;
-use drover_parcels::parcel::archive::build_archive;
-use drover_parcels::parcel::manifest::{INDEX_CACHE_FILE, MANIFEST_FILE};
-use drover_parcels::parcel::meta::{ParcelMeta, Scripts};
+use drover_parcels::archive::build_archive;
+use drover_parcels::manifest::{INDEX_CACHE_FILE, MANIFEST_FILE};
+use drover_parcels::meta::{ParcelMeta, Scripts};
 use reqwest::Method;
 use serde_json::{Value, json};
 

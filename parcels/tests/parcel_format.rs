@@ -9,8 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use drover_parcels::parcel::env;
-use drover_parcels::parcel::{
+use drover_parcels::env;
+use drover_parcels::{
     ArchiveOptions, Dependency, IndexCache, Manifest, ParcelId, ParcelMeta, build_archive, build_archive_with,
     index_dir, index_dir_cached, inspect, install,
 };

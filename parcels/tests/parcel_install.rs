@@ -8,8 +8,8 @@ use std::fs;
 use std::path::Path;
 
 use common::*;
-use drover_parcels::parcel::{
-    self, Expected, ParcelError, activate, active_version, cleanup_partials, deactivate, install, installed,
+use drover_parcels::{
+    self as parcel, Expected, ParcelError, activate, active_version, cleanup_partials, deactivate, install, installed,
     parcel_env, remove,
 };
 use tar::EntryType;

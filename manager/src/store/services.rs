@@ -47,7 +47,7 @@ pub struct RevisionRec {
     pub cluster: String,
     pub service: String,
     pub revision: u64,
-    /// The complete overrides at every level (`drover_parcels::config::ConfigValues`).
+    /// The complete overrides at every level (`drover_service_types::config::ConfigValues`).
     pub config: serde_json::Value,
     pub changed_keys: Vec<String>,
     pub author: String,

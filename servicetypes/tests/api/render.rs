@@ -1,8 +1,10 @@
 use std::collections::BTreeMap;
 
-use drover_parcels::config::ConfigValues;
-use drover_parcels::descriptor::{Catalog, ServiceType};
-use drover_parcels::render::{DependencyTopology, RenderedCheck, RenderedRole, RoleInstance, Topology, render_role};
+use drover_service_types::config::ConfigValues;
+use drover_service_types::descriptor::{Catalog, ServiceType};
+use drover_service_types::render::{
+    DependencyTopology, RenderedCheck, RenderedRole, RoleInstance, Topology, render_role,
+};
 use expect_test::expect;
 use serde_json::{Value, json};
 

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use drover_parcels::descriptor::{Catalog, ServiceType};
+use drover_service_types::descriptor::{Catalog, ServiceType};
 use expect_test::expect;
 
 use crate::{BASE, templates};

@@ -289,8 +289,12 @@ pub struct Catalog {
     types: BTreeMap<String, ServiceType>,
 }
 
+/// The built-in descriptors: `parcels/<service>/service.toml` and `templates/`, nothing else of
+/// that folder (recipes, env scripts).
 #[derive(RustEmbed)]
-#[folder = "."]
+#[folder = "../parcels"]
+#[include = "*/service.toml"]
+#[include = "*/templates/**"]
 struct Builtin;
 
 impl Catalog {
@@ -929,4 +933,20 @@ fn read_templates(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) 
 
 pub(crate) fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Builtin;
+
+    #[test]
+    fn only_descriptors_and_templates_are_embedded() {
+        let files: Vec<String> = Builtin::iter().map(|f| f.into_owned()).collect();
+        assert!(files.iter().any(|f| f == "redis/service.toml"), "{files:?}");
+        assert!(files.iter().any(|f| f == "zookeeper/templates/zoo.cfg.hbs"), "{files:?}");
+        for f in &files {
+            let (_, rest) = f.split_once('/').unwrap_or(("", f));
+            assert!(rest == "service.toml" || rest.starts_with("templates/"), "{f} is embedded");
+        }
+    }
 }

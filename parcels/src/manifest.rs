@@ -16,10 +16,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::parcel::archive::{ParcelInfo, inspect};
-use crate::parcel::meta::Component;
-use crate::parcel::name::{ParcelId, SUFFIX};
-use crate::parcel::{IoContext, ParcelError, rename_durable, show};
+use crate::archive::{ParcelInfo, inspect};
+use crate::meta::Component;
+use crate::name::{ParcelId, SUFFIX};
+use crate::{IoContext, ParcelError, rename_durable, show};
 
 /// The file name of a repository's manifest.
 pub const MANIFEST_FILE: &str = "manifest.json";

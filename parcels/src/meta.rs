@@ -6,8 +6,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::parcel::ParcelError;
-use crate::parcel::name::{validate_distro, validate_name, validate_version};
+use crate::ParcelError;
+use crate::name::{validate_distro, validate_name, validate_version};
 
 /// The only `schema_version` this code reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -183,7 +183,7 @@ impl ParcelMeta {
 
     /// `NAME-VERSION`.
     pub fn dir_name(&self) -> String {
-        crate::parcel::name::dir_name(&self.name, &self.version)
+        crate::name::dir_name(&self.name, &self.version)
     }
 
     /// The parsed `depends` list (valid after [`ParcelMeta::validate`]).
@@ -200,7 +200,7 @@ impl ParcelMeta {
     /// without a version, by a name in `provides`.
     pub fn satisfies(&self, item: &Dependency) -> bool {
         (self.name == item.name && item.accepts(&self.version))
-            || (item.constraint.is_none() && self.provides.iter().any(|p| *p == item.name))
+            || (item.constraint.is_none() && self.provides.contains(&item.name))
     }
 
     /// Checks every field; the error names the first bad one.
@@ -253,6 +253,12 @@ impl ParcelMeta {
     }
 }
 
+/// The upstream part of a Debian version: `5:7.0.15-1~deb12u10` -> `7.0.15`.
+pub fn upstream_version(pkg_version: &str) -> &str {
+    let no_epoch = pkg_version.split_once(':').map_or(pkg_version, |(_, v)| v);
+    no_epoch.rsplit_once('-').map_or(no_epoch, |(v, _)| v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,10 +296,4 @@ mod tests {
         assert!(dep("jre (<= 17.0-1)").accepts("17.0~rc1-1"));
         assert_eq!(dep("jre ( >= 17 )").to_string(), "jre (>= 17)");
     }
-}
-
-/// The upstream part of a Debian version: `5:7.0.15-1~deb12u10` -> `7.0.15`.
-pub fn upstream_version(pkg_version: &str) -> &str {
-    let no_epoch = pkg_version.split_once(':').map_or(pkg_version, |(_, v)| v);
-    no_epoch.rsplit_once('-').map_or(no_epoch, |(v, _)| v)
 }

@@ -13,10 +13,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::parcel::archive::{read_installed_env, read_installed_meta, read_marker};
-use crate::parcel::meta::ParcelMeta;
-use crate::parcel::name::{dir_name, parse_dir_name, validate_name, validate_version};
-use crate::parcel::{IoContext, ParcelError, rename_durable, show, sync_parent};
+use crate::archive::{read_installed_env, read_installed_meta, read_marker};
+use crate::meta::ParcelMeta;
+use crate::name::{dir_name, parse_dir_name, validate_name, validate_version};
+use crate::{IoContext, ParcelError, rename_durable, show, sync_parent};
 
 /// One complete install under a parcels root.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
