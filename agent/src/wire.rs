@@ -5,10 +5,9 @@
 //! those modules.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use drover_proto::v1;
-use drover_proto::v1::{agent_message, health_check, manager_message};
+use drover_proto::v1::{agent_message, manager_message};
 use prost::Message;
 use tokio_stream::StreamExt;
 
@@ -16,9 +15,7 @@ use crate::facts::{HostFacts, HostKind};
 use crate::metrics::Metrics;
 use crate::parcels::{ParcelChunk, ParcelChunks, ParcelSpec, ParcelState, ParcelStatus, ParcelTarget};
 use crate::protocol::{Inbound, Outbound, WelcomeInfo};
-use crate::roles::{
-    self, ConfigFile, HealthCheck, Probe, ProcessSpec, RoleHealth, RoleSpec, RoleState, RoleStatus, RunState,
-};
+use crate::roles::{ConfigFile, HealthCheck, ProcessSpec, RoleHealth, RoleSpec, RoleState, RoleStatus, RunState};
 
 pub(crate) fn facts(f: &HostFacts) -> v1::HostFacts {
     v1::HostFacts {
@@ -133,44 +130,20 @@ pub(crate) fn inbound(msg: v1::ManagerMessage) -> Inbound {
 }
 
 pub(crate) fn role_spec(r: v1::RoleSpec) -> RoleSpec {
-    let process = r.process.unwrap_or_default();
     RoleSpec {
         role_id: r.role_id,
         service: r.service,
         role_type: r.role_type,
         name: r.name,
         config_revision: r.config_revision,
-        files: r
-            .files
-            .into_iter()
-            .map(|f| ConfigFile { path: f.path, content: f.content, sha256: f.sha256, mode: f.mode })
-            .collect(),
-        process: ProcessSpec {
-            program: process.program,
-            args: process.args,
-            env: process.env.into_iter().collect(),
-            working_dir: process.working_dir,
-            stop_signal: process.stop_signal,
-            stop_grace: match process.stop_grace_ms {
-                0 => roles::DEFAULT_STOP_GRACE,
-                ms => Duration::from_millis(ms),
-            },
-            reload_signal: process.reload_signal,
-            config_check: process.config_check.map(|c| roles::ConfigCheck {
-                program: c.program,
-                args: c.args,
-                timeout: match c.timeout_ms {
-                    0 => roles::DEFAULT_CHECK_TIMEOUT,
-                    ms => Duration::from_millis(ms),
-                },
-            }),
-        },
+        files: r.files.into_iter().map(ConfigFile::from).collect(),
+        process: ProcessSpec::from(r.process.unwrap_or_default()),
         run_state: match v1::RunState::try_from(r.run_state) {
             Ok(v1::RunState::Running) => RunState::Running,
             _ => RunState::Stopped,
         },
         restart_nonce: r.restart_nonce,
-        health_checks: r.health_checks.into_iter().map(health_check).collect(),
+        health_checks: r.health_checks.into_iter().map(HealthCheck::from).collect(),
         log_files: r.log_files,
         parcels: r.parcels,
         restart_digest: r.restart_digest,
@@ -234,31 +207,6 @@ fn status_message(status: &tonic::Status) -> String {
     }
 }
 
-fn health_check(h: v1::HealthCheck) -> HealthCheck {
-    let probe = match h.probe {
-        Some(health_check::Probe::Tcp(t)) => match u16::try_from(t.port) {
-            Ok(port) => Probe::Tcp { host: t.host, port },
-            Err(_) => Probe::Unknown,
-        },
-        Some(health_check::Probe::Http(p)) => {
-            Probe::Http { url: p.url, expect_status: u16::try_from(p.expect_status).unwrap_or(0) }
-        }
-        Some(health_check::Probe::Command(c)) => Probe::Command { program: c.program, args: c.args },
-        None => Probe::Unknown,
-    };
-    let ms = |ms: u64, default: Duration| if ms == 0 { default } else { Duration::from_millis(ms) };
-    HealthCheck {
-        probe,
-        interval: ms(h.interval_ms, roles::DEFAULT_PROBE_INTERVAL),
-        timeout: ms(h.timeout_ms, roles::DEFAULT_PROBE_TIMEOUT),
-        failure_threshold: if h.failure_threshold == 0 {
-            roles::DEFAULT_FAILURE_THRESHOLD
-        } else {
-            h.failure_threshold
-        },
-    }
-}
-
 fn role_spec_to_wire(r: &RoleSpec) -> v1::RoleSpec {
     v1::RoleSpec {
         role_id: r.role_id.clone(),
@@ -266,58 +214,14 @@ fn role_spec_to_wire(r: &RoleSpec) -> v1::RoleSpec {
         role_type: r.role_type.clone(),
         name: r.name.clone(),
         config_revision: r.config_revision,
-        files: r
-            .files
-            .iter()
-            .map(|f| v1::ConfigFile {
-                path: f.path.clone(),
-                content: f.content.clone(),
-                sha256: f.sha256.clone(),
-                mode: f.mode,
-            })
-            .collect(),
-        process: Some(v1::ProcessSpec {
-            program: r.process.program.clone(),
-            args: r.process.args.clone(),
-            env: r.process.env.clone().into_iter().collect(),
-            working_dir: r.process.working_dir.clone(),
-            stop_signal: r.process.stop_signal.clone(),
-            stop_grace_ms: r.process.stop_grace.as_millis() as u64,
-            reload_signal: r.process.reload_signal.clone(),
-            config_check: r.process.config_check.as_ref().map(|c| v1::ConfigCheck {
-                program: c.program.clone(),
-                args: c.args.clone(),
-                timeout_ms: c.timeout.as_millis() as u64,
-            }),
-        }),
+        files: r.files.iter().map(v1::ConfigFile::from).collect(),
+        process: Some(v1::ProcessSpec::from(&r.process)),
         run_state: match r.run_state {
             RunState::Running => v1::RunState::Running,
             RunState::Stopped => v1::RunState::Stopped,
         } as i32,
         restart_nonce: r.restart_nonce,
-        health_checks: r
-            .health_checks
-            .iter()
-            .map(|h| v1::HealthCheck {
-                probe: match &h.probe {
-                    Probe::Tcp { host, port } => {
-                        Some(health_check::Probe::Tcp(v1::TcpProbe { host: host.clone(), port: u32::from(*port) }))
-                    }
-                    Probe::Http { url, expect_status } => Some(health_check::Probe::Http(v1::HttpProbe {
-                        url: url.clone(),
-                        expect_status: u32::from(*expect_status),
-                    })),
-                    Probe::Command { program, args } => Some(health_check::Probe::Command(v1::CommandProbe {
-                        program: program.clone(),
-                        args: args.clone(),
-                    })),
-                    Probe::Unknown => None,
-                },
-                interval_ms: h.interval.as_millis() as u64,
-                timeout_ms: h.timeout.as_millis() as u64,
-                failure_threshold: h.failure_threshold,
-            })
-            .collect(),
+        health_checks: r.health_checks.iter().map(v1::HealthCheck::from).collect(),
         log_files: r.log_files.clone(),
         parcels: r.parcels.clone(),
         restart_digest: r.restart_digest.clone(),
@@ -367,8 +271,11 @@ pub(crate) fn decode_desired_roles(bytes: &[u8]) -> Result<(u64, Vec<RoleSpec>),
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::facts::Disk;
+    use crate::roles::{self, Probe};
 
     #[test]
     fn facts_convert_field_by_field() {

@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 
 use drover_service_types::config::{ConfigValues, Level, ServiceRef, restart_digest, service_refs, validate_patch};
 use drover_service_types::descriptor::{Catalog, ServiceType};
-use drover_service_types::render::{
-    DependencyTopology, RenderedCheck, RenderedRole, RoleInstance, Topology, render_role,
-};
+use drover_service_types::render::{DependencyTopology, Probe, RenderedRole, RoleInstance, Topology, render_role};
 use expect_test::expect;
 use serde_json::{Value, json};
 
@@ -124,8 +122,8 @@ fn nginx_serves_a_page_naming_itself_by_default() {
     assert_eq!(check.args, ["-t", "-q", "-p", "${ROLE_DIR}/", "-c", "${CHECK_DIR}/nginx.conf", "-e", "stderr"]);
     assert_eq!(check.timeout, std::time::Duration::from_secs(30));
     assert_eq!(
-        r.health_checks[0].check,
-        RenderedCheck::Http { url: "http://10.0.0.3:8080/drover-health".into(), expect_status: 200 }
+        r.health_checks[0].probe,
+        Probe::Http { url: "http://10.0.0.3:8080/drover-health".into(), expect_status: 200 }
     );
 }
 
