@@ -44,6 +44,10 @@
 //!   active parcels never stops or restarts a running process);
 //! - roles that leave the desired state are stopped and their directory removed;
 //! - every change of the observed state is reported, as the full list of roles.
+//!
+//! While no process runs, a role reports the `attempt_nonce` of its last
+//! start attempt, so a crash loop after a restart carries that restart's nonce
+//! and is told apart from an older failure.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;

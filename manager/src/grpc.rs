@@ -2,6 +2,14 @@
 //!
 //! Architecture invariant: prost types stop here. Messages are converted to
 //! `crate::model` types on the way in and built from them on the way out.
+//!
+//! The session: a `Hello` must come within 30 s; its facts are stored (and a
+//! changed hostname or address re-renders the host's services through
+//! `Desired::host_identity_changed`). A second session of a host supersedes
+//! the first (`ABORTED`). `run_session` pushes every new desired state seen on
+//! the host's watch channel, roles only to agents announcing `roles.v1` and
+//! parcels only with `parcels.v1`; reports about roles the host is not meant
+//! to run are dropped. `FetchParcel` streams a repository file by offset.
 
 use std::pin::Pin;
 use std::sync::Arc;

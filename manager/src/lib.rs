@@ -4,6 +4,16 @@
 //! `start` takes its listeners from the caller (linkerd2-proxy style), so tests
 //! bind port 0 and run many managers in one process; it returns a
 //! [`ManagerHandle`] for graceful shutdown.
+//!
+//! Start order: config checked, data dir, database and migrations, first
+//! admin, CA and a fresh server certificate, registry, service type catalog (a
+//! bad descriptor stops the start), parcel repository, every host's desired
+//! state (`Desired::load_all`), interrupted commands marked failed; then gRPC
+//! and HTTP are served and the background tasks spawned (flusher, lost-host
+//! watchdog, metrics maintenance, the desired-state resync and retry loop).
+//! `ManagerHandle::shutdown` ends every agent session with `UNAVAILABLE` (HTTP/2
+//! graceful shutdown would wait on them forever), closes open metric buckets
+//! and flushes.
 
 pub mod auth;
 pub mod bootstrap;
