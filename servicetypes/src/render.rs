@@ -7,7 +7,7 @@
 //! `${ROLE_DIR}` where an absolute path is unavoidable and the agent substitutes it (see
 //! [`ROLE_DIR`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use handlebars::{
@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 pub use drover_role_spec::{ConfigCheck, ConfigFile, HealthCheck, PARCELS_ROOT, Probe, ProcessSpec, ROLE_DIR};
 
 use crate::config::{ConfigValues, effective, missing_required, restart_digest};
-use crate::descriptor::{ProbeTemplate, ServiceType};
+use crate::descriptor::{ProbeTemplate, RoleType, ServiceType};
 use crate::params::ParamKind;
 
 /// One role of a service as placed by the manager.
@@ -120,6 +120,10 @@ pub struct Renderer<'a> {
     ctx: handlebars::Context,
     /// What `refs.<parameter>` shows of each referenced service, by service name.
     references: BTreeMap<String, Value>,
+    /// Position of each role in `topo.roles`, by role id.
+    index: HashMap<&'a str, usize>,
+    /// The inline templates (process, checks) compiled so far, by their text.
+    inline: HashSet<String>,
 }
 
 impl<'a> Renderer<'a> {
@@ -135,16 +139,53 @@ impl<'a> Renderer<'a> {
         let ctx = handlebars::Context::wraps(shared_context(st, topo, values))
             .map_err(|e| error("topology", e.to_string()))?;
         let references = topo.references.iter().map(|(name, r)| (name.clone(), reference_json(topo, r))).collect();
-        Ok(Renderer { st, topo, values, hb, ctx, references })
+        let index = topo.roles.iter().enumerate().map(|(i, r)| (r.role_id.as_str(), i)).collect();
+        let mut renderer = Renderer { st, topo, values, hb, ctx, references, index, inline: HashSet::new() };
+        for rt in &st.role_types {
+            renderer.compile_inline(rt);
+        }
+        Ok(renderer)
+    }
+
+    /// Compiles the inline templates of a role type once (a string without
+    /// `{{` is used as it is, uncompiled). One that does not compile is left
+    /// to render from its text, which reports the error.
+    fn compile_inline(&mut self, rt: &RoleType) {
+        let p = &rt.process;
+        let mut texts: Vec<&String> = vec![&p.program, &p.working_dir];
+        texts.extend(&p.args);
+        texts.extend(p.env.values());
+        if let Some(c) = &p.config_check {
+            texts.push(&c.program);
+            texts.extend(&c.args);
+        }
+        for hc in &rt.health_checks {
+            match &hc.probe {
+                ProbeTemplate::Tcp { host, port } => texts.extend([host, port]),
+                ProbeTemplate::Http { url, .. } => texts.push(url),
+                ProbeTemplate::Command { program, args } => {
+                    texts.push(program);
+                    texts.extend(args);
+                }
+            }
+        }
+        for t in texts {
+            if t.contains("{{")
+                && !self.inline.contains(t)
+                && self.hb.register_template_string(&inline_key(t), t).is_ok()
+            {
+                self.inline.insert(t.clone());
+            }
+        }
     }
 
     /// Renders one role of the service.
     pub fn render(&mut self, role_id: &str) -> Result<RenderedRole, RenderError> {
         let (st, topo, values) = (self.st, self.topo, self.values);
-        let role = topo
-            .roles
-            .iter()
-            .find(|r| r.role_id == role_id)
+        let role = self
+            .index
+            .get(role_id)
+            .map(|i| &topo.roles[*i])
             .ok_or_else(|| error("topology", format!("role `{role_id}` is not in service `{}`", topo.service)))?;
         let rt = st.role_type(&role.role_type).ok_or_else(|| {
             error(
@@ -176,11 +217,18 @@ impl<'a> Renderer<'a> {
             m.insert("config".to_string(), config);
             m.insert("refs".to_string(), refs);
         }
-        let (hb, ctx) = (&self.hb, &self.ctx);
+        let (hb, ctx, compiled) = (&self.hb, &self.ctx, &self.inline);
         let descriptor = format!("{}/service.toml", st.source);
         let inline = |field: &str, text: &str| {
-            hb.render_template_with_context(text, ctx)
-                .map_err(|e| error(&descriptor, format!("role type `{}`: {field}: {}", rt.name, reason(&e))))
+            if !text.contains("{{") {
+                return Ok(text.to_owned());
+            }
+            let rendered = if compiled.contains(text) {
+                hb.render_with_context(&inline_key(text), ctx)
+            } else {
+                hb.render_template_with_context(text, ctx)
+            };
+            rendered.map_err(|e| error(&descriptor, format!("role type `{}`: {field}: {}", rt.name, reason(&e))))
         };
 
         let mut files = Vec::new();
@@ -268,6 +316,10 @@ impl<'a> Renderer<'a> {
             restart_digest: restart_digest(st, values, &role.role_type, &role.group, &role.role_id),
         })
     }
+}
+
+fn inline_key(text: &str) -> String {
+    format!("inline:{text}")
 }
 
 fn template_key(role_type: &str, path: &str) -> String {
