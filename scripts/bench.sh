@@ -58,6 +58,33 @@ echo "## config push fan-out: $FANOUT file-writing agents, one Redis role each, 
 LG fanout --identities "$WORK/ids.jsonl" --count "$FANOUT" --cluster fanout --files-dir "$FILES/bulk" \
   --apply-timeout 600s --manager-pid "$mgr_pid"
 
+echo "## two services on disjoint halves of $AGENTS agents: 5 changes to the first alone, then 5 to both at once"
+stop_manager
+start_manager 10s
+LG fanout --identities "$WORK/ids.jsonl" --count "$AGENTS" --services 2 --cluster fanout-pair \
+  --files-dir "$FILES/pair" --apply-timeout 600s --manager-pid "$mgr_pid"
+
+echo "## config push fan-out: $AGENTS agents (their $AGENTS roles added in one request), 5 changes, then a manager restart"
+stop_manager
+start_manager 10s
+rm -f "$WORK/restart-ready" "$WORK/restart-pid"
+LG fanout --identities "$WORK/ids.jsonl" --count "$AGENTS" --cluster fanout-big --files-dir "$FILES/big" \
+  --apply-timeout 600s --manager-pid "$mgr_pid" \
+  --restart-ready-file "$WORK/restart-ready" --restart-pid-file "$WORK/restart-pid" &
+lg_pid=$!
+while [ ! -e "$WORK/restart-ready" ] && kill -0 "$lg_pid" 2>/dev/null; do sleep 0.2; done
+if [ -e "$WORK/restart-ready" ]; then
+  echo "manager before the restart: $(grep -E 'VmRSS|VmHWM' /proc/$mgr_pid/status | tr -s ' \t\n' ' ')"
+  stop_manager
+  # The new manager's pid goes to the load generator at once: it samples the
+  # process while the sessions come back.
+  "$BIN/drover-manager" --data-dir "$WORK/manager" --http-addr $HTTP --grpc-addr $GRPC \
+    --heartbeat-interval 10s --host-lost-after 60s >"$WORK/manager-restarted.log" 2>&1 &
+  mgr_pid=$!
+  echo "$mgr_pid" >"$WORK/restart-pid"
+fi
+wait "$lg_pid"
+
 echo "## parcel distribution: a 100 MiB parcel of random data uploaded, then fetched by 10 and by 100 agents at once"
 for n in 10 100; do
   LG parcels --identities "$WORK/ids.jsonl" --count "$n" --size-mb 100 --manager-pid "$mgr_pid"
@@ -75,4 +102,15 @@ sleep 60
 awk '/VmRSS|VmHWM/ {printf "agent.%s %.1f MiB\n", $1, $2/1024}' "/proc/$agent_pid/status"
 kill -TERM "$agent_pid"; wait "$agent_pid" || true
 stop_manager
+echo "## where the manager's memory goes: heaptrack over $AGENTS connected agents and $AGENTS roles, one change"
+command -v heaptrack >/dev/null || sudo apt-get install -y heaptrack >&2
+heaptrack -o "$WORK/heaptrack.manager" "$BIN/drover-manager" --data-dir "$WORK/manager" --http-addr $HTTP \
+  --grpc-addr $GRPC --heartbeat-interval 10s --host-lost-after 60s >"$WORK/manager.log" 2>&1 &
+for _ in $(seq 1 300); do curl -fsS "http://$HTTP/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+mgr_pid=$(pgrep -n -f "$BIN/drover-manager --data-dir $WORK/manager")
+LG fanout --identities "$WORK/ids.jsonl" --count "$AGENTS" --changes 1 --cluster fanout-heap \
+  --files-dir "$FILES/heap" --apply-timeout 600s --manager-pid "$mgr_pid" --keep | grep -E 'rss|applied_from_request_p99|setup_seconds'
+kill -TERM "$mgr_pid"; wait || true  # heaptrack writes its file as the manager exits
+heaptrack_print -f "$WORK"/heaptrack.manager.*.zst --print-peaks 1 --print-allocators 0 --print-temporary 0 \
+  --print-leaks 0 --peak-limit 12 --sub-peak-limit 4 2>/dev/null | sed -n '/MOST MEMORY CONSUMED/,/^total runtime/p'
 echo "(work dir: $WORK)"

@@ -748,7 +748,7 @@ async fn a_failing_refresh_is_retried_and_shows_as_degraded() {
         message: "corrupt".into(),
         created_at: now_millis(),
     };
-    assert!(state.store.insert_revision(&bad, svc.revision).await.unwrap());
+    assert!(state.store.insert_revision(&bad, svc.revision, None).await.unwrap());
     assert!(state.desired.refresh_service(state, "prod", "cache", &[]).await.is_err());
     let health = t.client.get(t.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200, "the manager still serves");
@@ -764,7 +764,7 @@ async fn a_failing_refresh_is_retried_and_shows_as_degraded() {
         message: "repaired".into(),
         ..bad
     };
-    assert!(state.store.insert_revision(&good, svc.revision + 1).await.unwrap());
+    assert!(state.store.insert_revision(&good, svc.revision + 1, None).await.unwrap());
     eventually(Duration::from_secs(30), "the failing refresh to be retried", || async {
         let h: Value = t.client.get(t.url("/healthz")).send().await.unwrap().json().await.unwrap();
         (h["status"] == "ok").then_some(())

@@ -1272,8 +1272,11 @@ async fn case_services(store: Store) {
     assert_eq!(store.roles_on_host("h1").await.unwrap().len(), 2);
 
     // Optimistic concurrency on revisions.
-    assert!(store.insert_revision(&revision(2, "cap"), 1).await.unwrap());
-    assert!(!store.insert_revision(&revision(3, "stale writer"), 1).await.unwrap(), "expected revision 1 is gone");
+    assert!(store.insert_revision(&revision(2, "cap"), 1, None).await.unwrap());
+    assert!(
+        !store.insert_revision(&revision(3, "stale writer"), 1, None).await.unwrap(),
+        "expected revision 1 is gone"
+    );
     assert_eq!(store.service("prod", "cache").await.unwrap().unwrap().revision, 2);
     let revs = store.revisions("prod", "cache").await.unwrap();
     assert_eq!(revs.iter().map(|r| r.revision).collect::<Vec<_>>(), vec![2, 1]);

@@ -10,6 +10,7 @@
 //! refused change leaves no revision, no push and no audit entry.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -178,6 +179,7 @@ pub async fn patch(
 ) -> Result<ConfigChange> {
     // The whole change, from reading the service to publishing, under its
     // lock: one load, one render, and nothing else of it can interleave.
+    let started = Instant::now();
     let guard = state.desired.lock_service(cluster, service).await;
     let ctx = context(state, cluster, service).await?;
     if req.message.trim().is_empty() {
@@ -209,16 +211,19 @@ pub async fn patch(
     })?;
     let mut values = ctx.values.clone();
     values.apply_patch(&level, &normalised);
-    commit_revision(state, actor, guard, ctx, values, req.message.trim(), expected, "config.update").await
+    commit_revision(state, actor, started, guard, ctx, values, req.message.trim(), expected, "config.update").await
 }
 
 /// Stores `values` as a new revision of the latest one's successor after
 /// rendering every role with them, and pushes the result. Nothing is stored
-/// when anything fails.
+/// when anything fails; the revision and its audit entry are stored together.
+/// The context loaded under the lock is reused for the render (its topology
+/// only depends on the values through the services they refer to).
 #[allow(clippy::too_many_arguments)]
 async fn commit_revision(
     state: &AppState,
     actor: &Actor,
+    started: Instant,
     guard: ServiceGuard,
     ctx: ServiceContext,
     values: ConfigValues,
@@ -226,6 +231,7 @@ async fn commit_revision(
     expected: u64,
     action: &str,
 ) -> Result<ConfigChange> {
+    let loaded = started.elapsed();
     let cluster = ctx.service.cluster.clone();
     let service = ctx.service.name.clone();
     let st = ctx.service_type.clone();
@@ -238,13 +244,9 @@ async fn commit_revision(
         return Err(DomainError::Invalid(problems.join("; ")));
     }
     check_ports(state, &cluster, &service, &st, &values, &ctx.roles).await?;
+    let checked = started.elapsed();
     let revision = ctx.service.revision + 1;
-    // Render every role with the candidate values before storing anything;
-    // under the service's lock, this very render is what gets pushed.
-    let mut next = ctx.service.clone();
-    next.revision = revision;
-    let (_, rendered) = desired::load_with_values(state, next, values.clone()).await?.render_all_blocking().await?;
-    let mut keys_by_role = Vec::new();
+    let mut keys_by_role = Vec::with_capacity(ctx.roles.len());
     // Roles without role-level overrides share the result of their group.
     let mut by_group: HashMap<(&str, &str), (Vec<String>, bool)> = HashMap::new();
     for r in &ctx.roles {
@@ -260,9 +262,29 @@ async fn commit_revision(
             }
         };
         changed.extend(keys.iter().cloned());
-        keys_by_role.push((r.name.clone(), keys, restart));
+        if restart {
+            keys_by_role.push(r.name.clone());
+        }
     }
+    drop(by_group);
     let changed: Vec<String> = changed.into_iter().collect();
+    let before = serde_json::to_string(&masked_values(&st, &ctx.values)).unwrap_or_default();
+    let after = serde_json::to_string(&masked_values(&st, &values)).unwrap_or_default();
+
+    // Render every role with the candidate values before storing anything;
+    // under the service's lock, this very render is what gets pushed.
+    let same_refs = config::service_refs(&st, &ctx.values) == config::service_refs(&st, &values);
+    let mut next = ctx.service.clone();
+    next.revision = revision;
+    let candidate = if same_refs {
+        ServiceContext { service: next, values: values.clone(), ..ctx }
+    } else {
+        drop(ctx);
+        desired::load_with_values(state, next, values.clone()).await?
+    };
+    let (_, rendered) = candidate.render_all_blocking().await?;
+    let render = started.elapsed();
+
     let rec = RevisionRec {
         cluster: cluster.clone(),
         service: service.clone(),
@@ -274,29 +296,37 @@ async fn commit_revision(
         message: message.to_owned(),
         created_at: now_millis(),
     };
-    if !state.store.insert_revision(&rec, expected).await? {
+    let audit = actor.audit(
+        action,
+        "service",
+        &format!("{cluster}/{service}"),
+        format!("revision {revision} ({message}): changed {changed:?}; before {before}; after {after}"),
+    );
+    if !state.store.insert_revision(&rec, expected, Some(&audit)).await? {
         return Err(DomainError::Conflict(format!(
             "service {service} changed meanwhile (it is no longer at revision {expected}); reload and try again"
         )));
     }
+    let stored = started.elapsed();
+    let roles = rendered.len();
     state.desired.publish(state, guard, &[], Some(rendered)).await?;
-    let before = serde_json::to_string(&masked_values(&st, &ctx.values)).unwrap_or_default();
-    let after = serde_json::to_string(&masked_values(&st, &values)).unwrap_or_default();
-    state
-        .audit(actor.audit(
-            action,
-            "service",
-            &format!("{cluster}/{service}"),
-            format!("revision {revision} ({message}): changed {changed:?}; before {before}; after {after}"),
-        ))
-        .await;
-    let roles_needing_restart = keys_by_role.into_iter().filter(|(_, _, r)| *r).map(|(n, _, _)| n).collect();
+    tracing::info!(
+        service = %format!("{cluster}/{service}"),
+        revision,
+        roles,
+        load_ms = loaded.as_millis() as u64,
+        check_ms = (checked - loaded).as_millis() as u64,
+        render_ms = (render - checked).as_millis() as u64,
+        store_ms = (stored - render).as_millis() as u64,
+        publish_ms = (started.elapsed() - stored).as_millis() as u64,
+        "configuration revision committed and pushed"
+    );
     Ok(ConfigChange {
         revision,
         changed_keys: changed,
         message: message.to_owned(),
         author: actor.username.clone(),
-        roles_needing_restart,
+        roles_needing_restart: keys_by_role,
     })
 }
 
@@ -331,6 +361,7 @@ pub async fn rollback(
     to: u64,
     message: &str,
 ) -> Result<ConfigChange> {
+    let started = Instant::now();
     let guard = state.desired.lock_service(cluster, service).await;
     let ctx = context(state, cluster, service).await?;
     if message.trim().is_empty() {
@@ -345,7 +376,7 @@ pub async fn rollback(
         serde_json::from_value(target.config).map_err(|e| DomainError::Internal(e.to_string()))?;
     let expected = ctx.service.revision;
     let message = format!("rollback to revision {to}: {}", message.trim());
-    commit_revision(state, actor, guard, ctx, values, &message, expected, "config.rollback").await
+    commit_revision(state, actor, started, guard, ctx, values, &message, expected, "config.rollback").await
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -373,19 +373,7 @@ impl Store {
     /// Sets the generation each host last reported applied, in one transaction
     /// (the registry's flusher batches them).
     pub async fn set_applied_generations(&self, generations: &[(String, u64)]) -> Result<()> {
-        if generations.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        for (id, generation) in generations {
-            sqlx::query("UPDATE hosts SET applied_generation = $2 WHERE id = $1")
-                .bind(id)
-                .bind(sat_i64(*generation))
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.set_host_generations("applied_generation", generations).await
     }
 
     /// Marks a host decommissioned and its certificate revoked. Returns the
@@ -418,18 +406,23 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for hb in heartbeats {
+        for chunk in heartbeats.chunks(super::BATCH_ROWS) {
             // Never resurrect a host decommissioned while the batch was queued.
-            sqlx::query(
-                "UPDATE hosts SET status = $2, last_heartbeat_at = $3, latest_metrics = COALESCE($4, latest_metrics) \
-                 WHERE id = $1 AND status <> 'decommissioned'",
-            )
-            .bind(&hb.host_id)
-            .bind(hb.status.as_str())
-            .bind(hb.last_heartbeat_at)
-            .bind(hb.metrics.as_ref().map(to_json))
-            .execute(&mut *tx)
-            .await?;
+            let sql = format!(
+                "UPDATE hosts SET status = v.column2, last_heartbeat_at = v.column3, \
+                 latest_metrics = COALESCE(v.column4, hosts.latest_metrics) FROM (VALUES {}) AS v \
+                 WHERE hosts.id = v.column1 AND hosts.status <> 'decommissioned'",
+                super::values_placeholders(chunk.len(), 4)
+            );
+            let mut q = sqlx::query(&sql);
+            for hb in chunk {
+                q = q
+                    .bind(&hb.host_id)
+                    .bind(hb.status.as_str())
+                    .bind(hb.last_heartbeat_at)
+                    .bind(hb.metrics.as_ref().map(to_json));
+            }
+            q.execute(&mut *tx).await?;
         }
         for b in buckets {
             upsert_bucket(&mut tx, b).await?;

@@ -127,6 +127,31 @@ impl Store {
     }
 }
 
+/// Rows per multi-row statement of the batched writes: each statement is
+/// one round trip to the database (for SQLite, to its worker thread), and
+/// 500 rows of the widest batch (14 columns) stay well under both backends'
+/// parameter limits (SQLite 32,766, PostgreSQL 65,535).
+const BATCH_ROWS: usize = 500;
+
+/// `($1, $2), ($3, $4)`: the placeholders of `rows` rows of `cols` values,
+/// for a multi-row `VALUES` list. Both backends name its columns `column1`,
+/// `column2`, ... when it is used as a table (`FROM (VALUES ...) AS v`).
+fn values_placeholders(rows: usize, cols: usize) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(rows * (cols * 6 + 4));
+    for r in 0..rows {
+        s.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..cols {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            let _ = write!(s, "${}", r * cols + c + 1);
+        }
+        s.push(')');
+    }
+    s
+}
+
 fn get<'r, T>(row: &'r AnyRow, column: &'static str) -> Result<T>
 where
     T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,

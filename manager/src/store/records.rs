@@ -367,20 +367,8 @@ impl Store {
     }
 
     pub async fn insert_audit(&self, a: &NewAudit) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit_log (at, username, source, action, object_type, object_id, summary) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(a.at)
-        .bind(&a.username)
-        .bind(&a.source)
-        .bind(&a.action)
-        .bind(&a.object_type)
-        .bind(&a.object_id)
-        .bind(&a.summary)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        insert_audit_row(&mut conn, a).await
     }
 
     /// Records many entries in one transaction (a bulk change audits every
@@ -388,19 +376,7 @@ impl Store {
     pub async fn insert_audits(&self, entries: &[NewAudit]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for a in entries {
-            sqlx::query(
-                "INSERT INTO audit_log (at, username, source, action, object_type, object_id, summary) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(a.at)
-            .bind(&a.username)
-            .bind(&a.source)
-            .bind(&a.action)
-            .bind(&a.object_type)
-            .bind(&a.object_id)
-            .bind(&a.summary)
-            .execute(&mut *tx)
-            .await?;
+            insert_audit_row(&mut tx, a).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -459,4 +435,22 @@ pub(super) fn bind_all<'q>(
         };
     }
     q
+}
+
+/// One audit entry, on a connection or inside the caller's transaction.
+pub(super) async fn insert_audit_row(conn: &mut sqlx::AnyConnection, a: &NewAudit) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, username, source, action, object_type, object_id, summary) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(a.at)
+    .bind(&a.username)
+    .bind(&a.source)
+    .bind(&a.action)
+    .bind(&a.object_type)
+    .bind(&a.object_id)
+    .bind(&a.summary)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

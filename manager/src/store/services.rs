@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::any::AnyRow;
 
-use super::{Result, Store, StoreError, get, get_json, is_unique_violation, to_json};
+use super::{NewAudit, Result, Store, StoreError, get, get_json, is_unique_violation, to_json};
 use crate::model::UnixMillis;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -493,7 +493,9 @@ impl Store {
 
     /// Stores a new revision if the service is still at `expected` (optimistic
     /// concurrency: two admins editing at once cannot overwrite each other).
-    pub async fn insert_revision(&self, rev: &RevisionRec, expected: u64) -> Result<bool> {
+    /// Stores `rev` if the service is still at `expected`, with its audit
+    /// entry in the same transaction: a revision is never stored unaudited.
+    pub async fn insert_revision(&self, rev: &RevisionRec, expected: u64, audit: Option<&NewAudit>) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query("UPDATE services SET revision = $3 WHERE cluster = $1 AND name = $2 AND revision = $4")
             .bind(&rev.cluster)
@@ -507,6 +509,9 @@ impl Store {
             return Ok(false);
         }
         insert_revision_row(&mut tx, rev).await?;
+        if let Some(a) = audit {
+            super::records::insert_audit_row(&mut tx, a).await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -541,11 +546,11 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for s in statuses {
-            upsert_role_status_in(&mut tx, s).await?;
+        for chunk in statuses.chunks(super::BATCH_ROWS) {
+            upsert_role_statuses_in(&mut tx, chunk).await?;
         }
-        for a in applied {
-            record_applied_in(&mut tx, a).await?;
+        for chunk in applied.chunks(super::BATCH_ROWS) {
+            record_applied_in(&mut tx, chunk).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -599,16 +604,26 @@ impl Store {
 
     /// Sets the desired generation of many hosts in one transaction.
     pub async fn set_desired_generations(&self, generations: &[(String, u64)]) -> Result<()> {
+        self.set_host_generations("desired_generation", generations).await
+    }
+
+    /// Sets `column` (a generation column of `hosts`) of many hosts, a
+    /// batch of rows per statement, in one transaction.
+    pub(super) async fn set_host_generations(&self, column: &'static str, generations: &[(String, u64)]) -> Result<()> {
         if generations.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for (host, generation) in generations {
-            sqlx::query("UPDATE hosts SET desired_generation = $2 WHERE id = $1")
-                .bind(host)
-                .bind(i64_of(*generation))
-                .execute(&mut *tx)
-                .await?;
+        for chunk in generations.chunks(super::BATCH_ROWS) {
+            let sql = format!(
+                "UPDATE hosts SET {column} = v.column2 FROM (VALUES {}) AS v WHERE hosts.id = v.column1",
+                super::values_placeholders(chunk.len(), 2)
+            );
+            let mut q = sqlx::query(&sql);
+            for (host, generation) in chunk {
+                q = q.bind(host).bind(i64_of(*generation));
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -756,48 +771,61 @@ async fn insert_revision_row(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rev: &Re
 
 /// Upserts a role's status; a role deleted since its agent reported is
 /// skipped rather than failing the batch forever.
-async fn upsert_role_status_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, s: &RoleStatusRec) -> Result<()> {
-    sqlx::query(
+/// Upserts the statuses of roles that still exist, many rows per statement
+/// (role ids unique within `rows`: they come from a map).
+async fn upsert_role_statuses_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rows: &[RoleStatusRec]) -> Result<()> {
+    // `WHERE` keeps SQLite from reading `ON CONFLICT` as a join constraint.
+    let sql = format!(
         "INSERT INTO role_status (role_id, state, health, pid, last_exit_status, restart_count, applied_revision, \
          running_revision, restart_nonce, file_hashes, last_error, last_log_lines, started_at, updated_at) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 WHERE EXISTS (SELECT 1 FROM roles WHERE id = $1) \
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8, v.column9, \
+         v.column10, v.column11, v.column12, v.column13, v.column14 FROM (VALUES {}) AS v \
+         WHERE EXISTS (SELECT 1 FROM roles WHERE id = v.column1) \
          ON CONFLICT (role_id) DO UPDATE SET state = excluded.state, health = excluded.health, pid = excluded.pid, \
          last_exit_status = excluded.last_exit_status, restart_count = excluded.restart_count, \
          applied_revision = excluded.applied_revision, running_revision = excluded.running_revision, \
          restart_nonce = excluded.restart_nonce, file_hashes = excluded.file_hashes, last_error = excluded.last_error, \
          last_log_lines = excluded.last_log_lines, started_at = excluded.started_at, updated_at = excluded.updated_at",
-    )
-    .bind(&s.role_id)
-    .bind(&s.state)
-    .bind(&s.health)
-    .bind(i64::from(s.pid))
-    .bind(i64::from(s.last_exit_status))
-    .bind(i64::from(s.restart_count))
-    .bind(i64_of(s.applied_revision))
-    .bind(i64_of(s.running_revision))
-    .bind(i64_of(s.restart_nonce))
-    .bind(to_json(&s.file_hashes))
-    .bind(&s.last_error)
-    .bind(to_json(&s.last_log_lines))
-    .bind(s.started_at)
-    .bind(s.updated_at)
-    .execute(&mut **tx)
-    .await?;
+        super::values_placeholders(rows.len(), 14)
+    );
+    let mut q = sqlx::query(&sql);
+    for s in rows {
+        q = q
+            .bind(&s.role_id)
+            .bind(&s.state)
+            .bind(&s.health)
+            .bind(i64::from(s.pid))
+            .bind(i64::from(s.last_exit_status))
+            .bind(i64::from(s.restart_count))
+            .bind(i64_of(s.applied_revision))
+            .bind(i64_of(s.running_revision))
+            .bind(i64_of(s.restart_nonce))
+            .bind(to_json(&s.file_hashes))
+            .bind(&s.last_error)
+            .bind(to_json(&s.last_log_lines))
+            .bind(s.started_at)
+            .bind(s.updated_at);
+    }
+    q.execute(&mut **tx).await?;
     Ok(())
 }
 
-async fn record_applied_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, a: &AppliedRevision) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO revision_applied (cluster, service, revision, role_id, host_id, applied_at) VALUES ($1, $2, $3, $4, $5, $6) \
+async fn record_applied_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rows: &[AppliedRevision]) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO revision_applied (cluster, service, revision, role_id, host_id, applied_at) VALUES {} \
          ON CONFLICT (cluster, service, revision, role_id) DO NOTHING",
-    )
-    .bind(&a.cluster)
-    .bind(&a.service)
-    .bind(i64_of(a.revision))
-    .bind(&a.applied.role_id)
-    .bind(&a.applied.host_id)
-    .bind(a.applied.applied_at)
-    .execute(&mut **tx)
-    .await?;
+        super::values_placeholders(rows.len(), 6)
+    );
+    let mut q = sqlx::query(&sql);
+    for a in rows {
+        q = q
+            .bind(&a.cluster)
+            .bind(&a.service)
+            .bind(i64_of(a.revision))
+            .bind(&a.applied.role_id)
+            .bind(&a.applied.host_id)
+            .bind(a.applied.applied_at);
+    }
+    q.execute(&mut **tx).await?;
     Ok(())
 }

@@ -9,10 +9,12 @@
 //! drover-loadgen parcels  --identities /tmp/ids.jsonl --count 100 --size-mb 100
 //! ```
 
+#[path = "loadgen/fanout.rs"]
+mod fanout;
 #[path = "loadgen/parcels.rs"]
 mod parcels;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -23,14 +25,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use drover_agent::enroll::{self, Identity};
-use drover_agent::session::{RolesMode, SessionConfig, SessionObserver};
+use drover_agent::session::{SessionConfig, SessionObserver};
 use drover_proto::tls::ManagerAddr;
 use drover_proto::token::EnrollmentToken;
 use drover_tests::rest::Rest;
 use drover_tests::{spawn_synthetic_session, synthetic_facts};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
 /// Load generator for the Drover manager.
@@ -100,6 +101,10 @@ enum Command {
         /// Configuration changes to time.
         #[arg(long, default_value_t = 5)]
         changes: usize,
+        /// Split the hosts into this many services on disjoint hosts; the
+        /// changes are timed on the first alone, then on all at once.
+        #[arg(long, default_value_t = 1)]
+        services: usize,
         /// Roles added per `POST .../roles` during setup (the manager takes up
         /// to 10,000 as one array; 1 sends single-role requests).
         #[arg(long, default_value_t = 10_000)]
@@ -129,6 +134,17 @@ enum Command {
         /// Manager process to sample CPU time and RSS from /proc.
         #[arg(long)]
         manager_pid: Option<u32>,
+        /// End with a manager restart: write this file when ready for it (the
+        /// caller then restarts the manager and writes its pid to
+        /// --restart-pid-file), then time every session's return.
+        #[arg(long, requires = "restart_pid_file")]
+        restart_ready_file: Option<PathBuf>,
+        /// Where the caller writes the restarted manager's pid.
+        #[arg(long, requires = "restart_ready_file")]
+        restart_pid_file: Option<PathBuf>,
+        /// Give up waiting for the sessions to come back after this long.
+        #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
+        restart_within: Duration,
     },
     /// Measure parcel distribution: build a parcel of SIZE_MB MiB of random
     /// data, upload it over REST, then let COUNT saved identities download it
@@ -189,6 +205,7 @@ fn main() -> anyhow::Result<()> {
                 ref identities,
                 count,
                 changes,
+                services,
                 roles_per_request,
                 create_concurrency,
                 connect_rate,
@@ -198,9 +215,19 @@ fn main() -> anyhow::Result<()> {
                 apply_timeout,
                 keep,
                 manager_pid,
+                ref restart_ready_file,
+                ref restart_pid_file,
+                restart_within,
             } => {
-                let opts = FanoutOptions {
+                let restart = match (restart_ready_file, restart_pid_file) {
+                    (Some(ready), Some(pid)) => {
+                        Some(fanout::RestartOptions { ready: ready.clone(), pid: pid.clone(), within: restart_within })
+                    }
+                    _ => None,
+                };
+                let opts = fanout::FanoutOptions {
                     changes,
+                    services,
                     roles_per_request,
                     create_concurrency,
                     connect_rate,
@@ -210,8 +237,9 @@ fn main() -> anyhow::Result<()> {
                     apply_timeout,
                     keep,
                     manager_pid,
+                    restart,
                 };
-                fanout(&cli, &load_identities(identities, count)?, opts).await
+                fanout::run(&cli, &load_identities(identities, count)?, opts).await
             }
             Command::Parcels { ref identities, count, size_mb, concurrency, sample_interval, manager_pid } => {
                 let ids = load_identities(identities, count)?;
@@ -417,487 +445,6 @@ async fn sessions(
         if let Ok(Err(e)) = t.await {
             eprintln!("session ended with error: {e}");
         }
-    }
-    Ok(())
-}
-
-// ---------- config push fan-out ----------
-
-struct FanoutOptions {
-    changes: usize,
-    roles_per_request: usize,
-    create_concurrency: usize,
-    connect_rate: u64,
-    files_dir: Option<PathBuf>,
-    cluster: String,
-    setup_timeout: Duration,
-    apply_timeout: Duration,
-    keep: bool,
-    manager_pid: Option<u32>,
-}
-
-const FANOUT_SERVICE: &str = "redis-fanout";
-
-/// What the fan-out sessions saw, one slot per agent.
-struct FanoutAgents {
-    connected: AtomicU64,
-    disconnects: AtomicU64,
-    /// Latest desired-state generation each agent received and handed to its
-    /// supervisor.
-    generation: Vec<AtomicU64>,
-    /// When (Unix µs) that generation arrived.
-    received_us: Vec<AtomicU64>,
-}
-
-/// The observer of one agent's session.
-struct AgentProbe {
-    all: Arc<FanoutAgents>,
-    slot: usize,
-}
-
-impl SessionObserver for AgentProbe {
-    fn connected(&self) {
-        self.all.connected.fetch_add(1, Ordering::Relaxed);
-    }
-    fn disconnected(&self, _reason: &str) {
-        self.all.disconnects.fetch_add(1, Ordering::Relaxed);
-    }
-    fn desired_state(&self, generation: u64) {
-        let current = &self.all.generation[self.slot];
-        if generation > current.load(Ordering::Acquire) {
-            self.all.received_us[self.slot].store(unix_us(), Ordering::Relaxed);
-            current.store(generation, Ordering::Release);
-        }
-    }
-}
-
-impl FanoutAgents {
-    fn generations(&self) -> Vec<u64> {
-        self.generation.iter().map(|g| g.load(Ordering::Acquire)).collect()
-    }
-
-    /// Agents whose generation moved past `before`, with when it arrived.
-    fn received_since(&self, before: &[u64]) -> Vec<u64> {
-        self.generation
-            .iter()
-            .zip(before)
-            .zip(&self.received_us)
-            .filter(|((g, old), _)| g.load(Ordering::Acquire) > **old)
-            .map(|(_, at)| at.load(Ordering::Relaxed))
-            .collect()
-    }
-}
-
-/// Starts one files-only session per identity, writing under `root/<slot>`,
-/// and waits until all are connected.
-async fn start_file_agents(
-    addr: &ManagerAddr,
-    ids: &[SavedIdentity],
-    root: &std::path::Path,
-    connect_rate: u64,
-    stop: &watch::Receiver<bool>,
-) -> anyhow::Result<(Arc<FanoutAgents>, Vec<tokio::task::JoinHandle<Result<(), drover_agent::error::AgentError>>>)> {
-    let n = ids.len();
-    let agents = Arc::new(FanoutAgents {
-        connected: AtomicU64::new(0),
-        disconnects: AtomicU64::new(0),
-        generation: (0..n).map(|_| AtomicU64::new(0)).collect(),
-        received_us: (0..n).map(|_| AtomicU64::new(0)).collect(),
-    });
-    let mut sessions = Vec::with_capacity(n);
-    let pace = Duration::from_secs_f64(1.0 / connect_rate.max(1) as f64);
-    for (slot, saved) in ids.iter().enumerate() {
-        let identity = Identity {
-            host_id: saved.host_id.clone(),
-            key_pem: saved.key_pem.clone(),
-            cert_pem: saved.cert_pem.clone(),
-            ca_pem: saved.ca_pem.clone(),
-        };
-        let mut config = SessionConfig::new(addr.clone(), identity, synthetic_facts(saved.index));
-        config.roles = RolesMode::FilesOnly { dir: root.join(slot.to_string()) };
-        let observer: Arc<dyn SessionObserver> = Arc::new(AgentProbe { all: agents.clone(), slot });
-        sessions.push(spawn_synthetic_session(config, observer, stop.clone()));
-        tokio::time::sleep(pace).await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while agents.connected.load(Ordering::Relaxed) < n as u64 {
-        if Instant::now() > deadline {
-            bail!("only {} of {n} sessions connected", agents.connected.load(Ordering::Relaxed));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok((agents, sessions))
-}
-
-fn unix_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
-}
-
-fn ms(us: u64) -> f64 {
-    us as f64 / 1000.0
-}
-
-/// A REST call that must answer `expect`; returns the JSON body.
-async fn call(rest: &Rest, method: reqwest::Method, path: &str, body: Value, expect: u16) -> anyhow::Result<Value> {
-    let (status, resp) = rest.raw(method.clone(), path, Some(body)).await?;
-    if status != expect {
-        bail!("{method} {path}: HTTP {status}: {resp}");
-    }
-    Ok(resp)
-}
-
-/// `role_id -> applied_at` (Unix µs, millisecond precision) of every role
-/// that reported `revision` applied, as the manager recorded it.
-async fn applied_at(rest: &Rest, base: &str, revision: u64) -> anyhow::Result<HashMap<String, u64>> {
-    let rev: Value = rest.get(&format!("{base}/config/revisions/{revision}")).await?;
-    let mut out = HashMap::new();
-    for a in rev["applied"].as_array().context("revision without an applied list")? {
-        let role = a["role_id"].as_str().context("applied entry without role_id")?;
-        let at = a["applied_at"].as_str().context("applied entry without applied_at")?;
-        let at = humantime::parse_rfc3339(at).with_context(|| format!("applied_at {at:?}"))?;
-        out.insert(role.to_owned(), at.duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64);
-    }
-    Ok(out)
-}
-
-/// Polls the revision until `want` roles reported it applied, or `within` passes.
-async fn wait_applied(
-    rest: &Rest,
-    base: &str,
-    revision: u64,
-    want: usize,
-    within: Duration,
-) -> anyhow::Result<HashMap<String, u64>> {
-    let deadline = Instant::now() + within;
-    loop {
-        let applied = applied_at(rest, base, revision).await?;
-        if applied.len() >= want || Instant::now() >= deadline {
-            return Ok(applied);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Manager CPU seconds and RSS (MiB) since `before`, when a pid was given.
-fn manager_usage(pid: Option<u32>, before: Option<(u64, u64, u64)>) -> Option<(f64, f64)> {
-    let (t0, _, _) = before?;
-    let (t1, rss, _) = proc_sample(pid?).ok()?;
-    Some(((t1 - t0) as f64 / 100.0, rss as f64 / 1048576.0))
-}
-
-/// Creates the cluster, the service and its roles (the primary on the first
-/// host, a replica on each other one), `roles_per_request` per `POST`;
-/// returns the role id of each host.
-async fn create_roles(rest: &Rest, ids: &[SavedIdentity], opts: &FanoutOptions) -> anyhow::Result<Vec<String>> {
-    let n = ids.len();
-    let cpu_before = opts.manager_pid.and_then(|p| proc_sample(p).ok());
-    let started = Instant::now();
-    let cluster = opts.cluster.as_str();
-    call(rest, reqwest::Method::POST, "/api/v1/clusters", json!({ "name": cluster }), 201)
-        .await
-        .with_context(|| format!("create cluster {cluster} (pick another --cluster if it exists)"))?;
-    let services = format!("/api/v1/clusters/{cluster}/services");
-    call(rest, reqwest::Method::POST, &services, json!({ "name": FANOUT_SERVICE, "type": "redis" }), 201).await?;
-    let roles_path = format!("{services}/{FANOUT_SERVICE}/roles");
-    let name = |slot: usize| if slot == 0 { "primary-0".to_owned() } else { format!("replica-{slot}") };
-    let body = |slot: usize| {
-        let role_type = if slot == 0 { "primary" } else { "replica" };
-        json!({ "role_type": role_type, "host_id": ids[slot].host_id, "name": name(slot) })
-    };
-    let per_request = opts.roles_per_request.clamp(1, 10_000);
-    let slot_of: HashMap<String, usize> = (0..n).map(|slot| (name(slot), slot)).collect();
-    let latency = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
-    let mut role_ids = vec![String::new(); n];
-    // The primary first, so replicas always render against it.
-    let t = Instant::now();
-    let primary = call(rest, reqwest::Method::POST, &roles_path, body(0), 201).await?;
-    latency.lock().expect("hist").record(t.elapsed().as_micros() as u64).ok();
-    role_ids[0] = primary["id"].as_str().context("role without id")?.to_owned();
-    let mut created = 1;
-    let mut failures = 0;
-    let sem = Arc::new(Semaphore::new(opts.create_concurrency.max(1)));
-    let deadline = started + opts.setup_timeout;
-    let slots: Vec<usize> = (1..n).collect();
-    let mut requests = Vec::new();
-    for batch in slots.chunks(per_request) {
-        let payload = match batch {
-            [one] if per_request == 1 => body(*one),
-            many => Value::Array(many.iter().map(|s| body(*s)).collect()),
-        };
-        let (rest, path, sem, latency) = (rest.clone(), roles_path.clone(), sem.clone(), latency.clone());
-        requests.push(tokio::spawn(async move {
-            let _permit = sem.acquire_owned().await.expect("semaphore");
-            if Instant::now() > deadline {
-                return Ok(None);
-            }
-            let t = Instant::now();
-            let answer = call(&rest, reqwest::Method::POST, &path, payload, 201).await?;
-            let took = t.elapsed();
-            latency.lock().expect("hist").record(took.as_micros() as u64).ok();
-            let roles = match answer.get("items") {
-                Some(items) => items.as_array().cloned().context("items is not an array")?,
-                None => vec![answer],
-            };
-            anyhow::Ok(Some((roles, took)))
-        }));
-    }
-    let mut next_report = 0;
-    for r in requests {
-        match r.await? {
-            Ok(Some((roles, took))) => {
-                for role in roles {
-                    let name = role["name"].as_str().context("role without name")?;
-                    let slot = *slot_of.get(name).with_context(|| format!("unexpected role {name:?}"))?;
-                    role_ids[slot] = role["id"].as_str().context("role without id")?.to_owned();
-                    created += 1;
-                }
-                if created >= next_report {
-                    eprintln!(
-                        "setup: {created}/{n} roles after {:.1} s (last request {:.0} ms)",
-                        started.elapsed().as_secs_f64(),
-                        took.as_secs_f64() * 1000.0
-                    );
-                    next_report = created + (n / 10).max(1);
-                }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                failures += 1;
-                if failures <= 5 {
-                    eprintln!("role creation failed: {e:#}");
-                }
-            }
-        }
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let h = latency.lock().expect("hist");
-    println!("fanout.setup_roles_per_request {per_request}");
-    println!("fanout.setup_roles_created    {created}");
-    println!("fanout.setup_request_failures {failures}");
-    println!("fanout.setup_seconds          {secs:.1}");
-    println!("fanout.setup_roles_per_s      {:.1}", created as f64 / secs);
-    println!("fanout.setup_request_p50_ms   {:.1}", ms(h.value_at_quantile(0.5)));
-    println!("fanout.setup_request_p99_ms   {:.1}", ms(h.value_at_quantile(0.99)));
-    println!("fanout.setup_request_max_ms   {:.1}", ms(h.max()));
-    if let Some((cpu, rss)) = manager_usage(opts.manager_pid, cpu_before) {
-        println!("fanout.setup_manager_cpu_s    {cpu:.1}");
-        println!("fanout.setup_manager_rss_mib  {rss:.1}");
-    }
-    if created < n {
-        bail!(
-            "only {created} of {n} roles created within {} ({failures} requests failed); fan-out not measured",
-            humantime::format_duration(opts.setup_timeout)
-        );
-    }
-    Ok(role_ids)
-}
-
-/// Figures over every agent and every measured change.
-struct ChangeStats {
-    /// PATCH request to response.
-    patch: Histogram<u64>,
-    /// PATCH response to the applied report (0 when the report came first).
-    from_response: Histogram<u64>,
-    /// PATCH request to the applied report.
-    from_request: Histogram<u64>,
-    /// PATCH request to the desired state reaching the load generator's session.
-    received: Histogram<u64>,
-    /// Per change: PATCH response to the last applied report.
-    last_agent: Histogram<u64>,
-    /// Per change: first to last applied report.
-    spread: Histogram<u64>,
-    before_response: u64,
-    missing: usize,
-}
-
-impl ChangeStats {
-    fn new() -> anyhow::Result<ChangeStats> {
-        Ok(ChangeStats {
-            patch: Histogram::new(3)?,
-            from_response: Histogram::new(3)?,
-            from_request: Histogram::new(3)?,
-            received: Histogram::new(3)?,
-            last_agent: Histogram::new(3)?,
-            spread: Histogram::new(3)?,
-            before_response: 0,
-            missing: 0,
-        })
-    }
-
-    fn print(&self) {
-        let q = |h: &Histogram<u64>, q: f64| ms(h.value_at_quantile(q));
-        println!("fanout.patch_p50_ms           {:.0}", q(&self.patch, 0.5));
-        println!("fanout.patch_max_ms           {:.0}", ms(self.patch.max()));
-        println!("fanout.applied_p50_ms         {:.0}", q(&self.from_response, 0.5));
-        println!("fanout.applied_p99_ms         {:.0}", q(&self.from_response, 0.99));
-        println!("fanout.applied_max_ms         {:.0}", ms(self.from_response.max()));
-        println!("fanout.last_agent_p50_ms      {:.0}", q(&self.last_agent, 0.5));
-        println!("fanout.last_agent_max_ms      {:.0}", ms(self.last_agent.max()));
-        println!("fanout.applied_before_response {} of {}", self.before_response, self.from_response.len());
-        println!("fanout.applied_from_request_p50_ms {:.0}", q(&self.from_request, 0.5));
-        println!("fanout.applied_from_request_p99_ms {:.0}", q(&self.from_request, 0.99));
-        println!("fanout.applied_from_request_max_ms {:.0}", ms(self.from_request.max()));
-        println!("fanout.received_from_request_p50_ms {:.0}", q(&self.received, 0.5));
-        println!("fanout.received_from_request_p99_ms {:.0}", q(&self.received, 0.99));
-        println!("fanout.push_spread_max_ms     {:.0}", ms(self.spread.max()));
-        println!("fanout.missing_reports        {}", self.missing);
-    }
-}
-
-/// One measured change: PATCH `maxmemory`, then wait for every agent to
-/// receive it (seen by the session observers) and every role to report it
-/// applied (the manager's record, same clock as ours).
-#[allow(clippy::too_many_arguments)]
-async fn measure_change(
-    rest: &Rest,
-    base: &str,
-    agents: &FanoutAgents,
-    role_ids: &[String],
-    change: usize,
-    value_mb: u64,
-    within: Duration,
-    stats: &mut ChangeStats,
-) -> anyhow::Result<()> {
-    let n = role_ids.len();
-    let before = agents.generations();
-    let body = json!({
-        "values": { "maxmemory": format!("{value_mb}mb") },
-        "message": format!("fan-out benchmark: change {change}"),
-    });
-    let t_request = unix_us();
-    let r = call(rest, reqwest::Method::PATCH, &format!("{base}/config"), body, 200).await?;
-    let t_response = unix_us();
-    let revision = r["revision"].as_u64().context("PATCH answer without revision")?;
-    stats.patch.record(t_response - t_request).ok();
-
-    let deadline = Instant::now() + within;
-    let mut received = agents.received_since(&before);
-    while received.len() < n && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        received = agents.received_since(&before);
-    }
-    for at in &received {
-        stats.received.record(at.saturating_sub(t_request)).ok();
-    }
-    let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(10));
-    let applied = wait_applied(rest, base, revision, n, remaining).await?;
-    let (mut first, mut last) = (u64::MAX, 0u64);
-    for at in role_ids.iter().filter_map(|id| applied.get(id)).copied() {
-        stats.before_response += u64::from(at < t_response);
-        stats.from_response.record(at.saturating_sub(t_response)).ok();
-        stats.from_request.record(at.saturating_sub(t_request)).ok();
-        first = first.min(at);
-        last = last.max(at);
-    }
-    let first = first.min(last);
-    stats.last_agent.record(last.saturating_sub(t_response)).ok();
-    stats.spread.record(last - first).ok();
-    stats.missing += n - applied.len().min(n);
-    println!(
-        "fanout.change {change} revision {revision}: PATCH {:.0} ms; desired state received by {}/{n}; \
-         applied by {}/{n} within {:.0} ms, the first {:.0} ms after the request, the last {:.0} ms after the response",
-        ms(t_response - t_request),
-        received.len(),
-        applied.len(),
-        ms(last - first),
-        ms(first.saturating_sub(t_request)),
-        ms(last.saturating_sub(t_response)),
-    );
-    Ok(())
-}
-
-async fn fanout(cli: &Cli, ids: &[SavedIdentity], opts: FanoutOptions) -> anyhow::Result<()> {
-    let n = ids.len();
-    if n < 2 {
-        bail!("fan-out needs at least 2 identities (one primary and one replica)");
-    }
-    let password = cli.password.clone().context("--password (or DROVER_PASSWORD) is needed for the REST API")?;
-    let rest = Rest::new(&cli.http, &cli.user, &password);
-    let addr: ManagerAddr = cli.manager.parse()?;
-    let temp = tempfile::tempdir().context("create a directory for role files")?;
-    let files_root = opts.files_dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
-
-    // 1. One session per host, announcing roles.v1 and only writing files.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let started = Instant::now();
-    let (agents, sessions) = start_file_agents(&addr, ids, &files_root, opts.connect_rate, &stop_rx).await?;
-    println!("fanout.agents                 {n}");
-    println!("fanout.connect_seconds        {:.1}", started.elapsed().as_secs_f64());
-
-    // 2. The service and its roles.
-    let role_ids = create_roles(&rest, ids, &opts).await?;
-    let base = format!("/api/v1/clusters/{}/services/{FANOUT_SERVICE}", opts.cluster);
-
-    // 3. Every role applied its first revision. Should some host never get
-    // its role, one unmeasured change brings every host up to date.
-    let service: Value = rest.get(&base).await?;
-    let revision = service["revision"].as_u64().context("service without revision")?;
-    let mut value_mb = 100u64;
-    let settle = Duration::from_secs(30) + Duration::from_millis(5 * n as u64);
-    let initial = wait_applied(&rest, &base, revision, n, settle).await?.len();
-    println!("fanout.initial_applied        {initial}/{n} (revision {revision})");
-    if initial < n {
-        eprintln!("{} roles did not report revision {revision}; pushing one unmeasured change", n - initial);
-        let body =
-            json!({ "values": { "maxmemory": format!("{value_mb}mb") }, "message": "fan-out benchmark: baseline" });
-        let t = Instant::now();
-        let r = call(&rest, reqwest::Method::PATCH, &format!("{base}/config"), body, 200).await?;
-        println!("fanout.baseline_patch_ms      {:.0}", t.elapsed().as_secs_f64() * 1000.0);
-        let revision = r["revision"].as_u64().context("PATCH answer without revision")?;
-        let applied = wait_applied(&rest, &base, revision, n, opts.apply_timeout).await?;
-        println!("fanout.baseline_applied       {}/{n} (revision {revision})", applied.len());
-        if applied.len() < n {
-            bail!("only {} of {n} roles applied the baseline revision {revision}", applied.len());
-        }
-    }
-
-    // 4. The measured changes.
-    let cpu_before = opts.manager_pid.and_then(|p| proc_sample(p).ok());
-    let changes_started = Instant::now();
-    let mut stats = ChangeStats::new()?;
-    for change in 1..=opts.changes {
-        value_mb += 1;
-        measure_change(&rest, &base, &agents, &role_ids, change, value_mb, opts.apply_timeout, &mut stats).await?;
-    }
-    println!("fanout.changes                {}", opts.changes);
-    stats.print();
-    println!("fanout.disconnects            {}", agents.disconnects.load(Ordering::Relaxed));
-    if let Some((cpu, rss)) = manager_usage(opts.manager_pid, cpu_before) {
-        let secs = changes_started.elapsed().as_secs_f64();
-        println!("fanout.changes_manager_cpu_s  {cpu:.1} over {secs:.1} s");
-        println!("fanout.manager_rss_mib        {rss:.1}");
-    }
-
-    // 5. The files on the synthetic hosts hold the last value.
-    let expected = format!("maxmemory {}\n", value_mb << 20);
-    let verified = role_ids
-        .iter()
-        .enumerate()
-        .filter(|(slot, id)| {
-            let path = files_root.join(slot.to_string()).join("roles").join(id).join("redis.conf");
-            fs::read_to_string(path).is_ok_and(|text| text.contains(&expected))
-        })
-        .count();
-    println!("fanout.files_verified         {verified}/{n}");
-
-    if !opts.keep {
-        let cluster = format!("/api/v1/clusters/{}", opts.cluster);
-        for path in [&base, &cluster] {
-            let (status, body) = rest.raw(reqwest::Method::DELETE, path, None).await?;
-            if status != 204 {
-                eprintln!("could not delete {path}: HTTP {status}: {body}");
-                break;
-            }
-        }
-    }
-    stop_tx.send(true)?;
-    for s in sessions {
-        if let Ok(Err(e)) = s.await {
-            eprintln!("session ended with error: {e}");
-        }
-    }
-    if stats.missing > 0 || verified < n {
-        bail!("{} applied reports missing, {} agents without the last file", stats.missing, n - verified);
     }
     Ok(())
 }
