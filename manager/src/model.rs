@@ -182,8 +182,29 @@ pub struct EnrollmentTokenInfo {
     pub created_at: String,
     pub expires_at: String,
     pub revoked_at: Option<String>,
-    /// `active`, `expired`, `used_up` or `revoked`.
-    pub state: String,
+    pub state: EnrollmentTokenState,
+}
+
+/// Whether an enrollment token can still be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EnrollmentTokenState {
+    Active,
+    Expired,
+    /// Every use has been spent.
+    UsedUp,
+    Revoked,
+}
+
+impl EnrollmentTokenState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnrollmentTokenState::Active => "active",
+            EnrollmentTokenState::Expired => "expired",
+            EnrollmentTokenState::UsedUp => "used_up",
+            EnrollmentTokenState::Revoked => "revoked",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -25,6 +25,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
 use serde::Serialize;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
 use crate::AppState;
 use crate::auth::sha256_hex;
@@ -170,7 +171,7 @@ impl From<crate::desired::DesiredError> for ApiError {
 }
 
 /// A list answer: `{"items": [...]}`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Items<T> {
     pub items: Vec<T>,
 }
@@ -213,10 +214,59 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-/// `axum::Json` with JSON errors.
-#[derive(Debug, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `axum::Json` with JSON errors, which also refuses an array where the
+/// body's schema says object (serde's derived `Deserialize` of a struct takes
+/// the fields as an array too).
+#[derive(Debug)]
 pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned + utoipa::PartialSchema,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::Unsupported("request body must be JSON with Content-Type: application/json".into()));
+        }
+        let bytes = bytes::Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge("request body is larger than 1 MiB".into())
+            } else {
+                ApiError::BadRequest(format!("could not read the request body: {}", e.body_text()))
+            }
+        })?;
+        if bytes.trim_ascii_start().starts_with(b"[") && requires_object(&T::schema()) {
+            return Err(ApiError::BadRequest("invalid JSON body: expected an object, got an array".into()));
+        }
+        let Json(value) = Json::<T>::from_bytes(&bytes)?;
+        Ok(ApiJson(value))
+    }
+}
+
+/// `Content-Type: application/json` or `application/*+json`, as axum's `Json` takes it.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(mime) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = mime.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence
+        .strip_prefix("application/")
+        .is_some_and(|subtype| subtype == "json" || (subtype.ends_with("+json") && !subtype.contains('/')))
+}
+
+/// Whether every value a schema admits is an object.
+fn requires_object(schema: &utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>) -> bool {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{Schema, SchemaType};
+    match schema {
+        RefOr::T(Schema::Object(o)) => o.schema_type == SchemaType::Type(Type::Object),
+        RefOr::T(Schema::OneOf(one)) => !one.items.is_empty() && one.items.iter().all(requires_object),
+        _ => false,
+    }
+}
 
 /// `axum::extract::Query` with JSON errors.
 #[derive(Debug, FromRequestParts)]
@@ -325,9 +375,131 @@ pub fn validate_label(key: &str, value: &str) -> Result<(), String> {
     drover_proto::labels::validate(key, value).map_err(|e| e.to_string())
 }
 
+/// The label key rule of [`validate_label`] as an ECMA-262 pattern.
+pub const LABEL_KEY_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$";
+/// The label value rule of [`validate_label`]: no control characters
+/// (`char::is_control`), at most [`drover_proto::labels::MAX_VALUE_LEN`].
+pub const LABEL_VALUE_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
+
+fn label_value_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(drover_proto::labels::MAX_VALUE_LEN))
+        .pattern(Some(LABEL_VALUE_PATTERN))
+}
+
+/// The schema of labels in a request, with the rules of [`validate_label`].
+pub fn labels_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(ObjectBuilder::new().schema_type(Type::String).pattern(Some(LABEL_KEY_PATTERN))))
+        .additional_properties(Some(label_value_schema()))
+        .description(Some(
+            "Labels: keys of 1-63 letters, digits, '.', '_', '-' or '/' starting with a letter or digit; \
+             values of at most 253 characters without control characters.",
+        ))
+        .build()
+}
+
+/// The schema of a labels merge patch: a string sets a label, null removes it.
+pub fn labels_patch_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(ObjectBuilder::new().schema_type(Type::String).pattern(Some(LABEL_KEY_PATTERN))))
+        .additional_properties(Some(
+            label_value_schema()
+                .schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null])),
+        ))
+        .description(Some("JSON merge patch of the labels: a string sets a label, null removes it."))
+        .build()
+}
+
+/// Integer fields of request bodies: JSON has one number type, so `3.0` is the
+/// integer 3 (JSON Schema agrees, and clients that compute in floating point
+/// send it so). Use as `#[serde(default, deserialize_with = "whole::option")]`.
+pub mod whole {
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::de::{Error, Unexpected, Visitor};
+
+    struct Whole;
+
+    impl Visitor<'_> for Whole {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a non-negative integer")
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<u64, E> {
+            // 2^64 is the first float past u64::MAX.
+            if v.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&v) {
+                Ok(v as u64)
+            } else {
+                Err(E::invalid_value(Unexpected::Float(v), &self))
+            }
+        }
+    }
+
+    struct OptionalWhole;
+
+    impl<'de> Visitor<'de> for OptionalWhole {
+        type Value = Option<u64>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a non-negative integer or null")
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(Whole).map(Some)
+        }
+    }
+
+    /// An optional integer field (`null` or absent: `None`).
+    pub fn option<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<u64>,
+    {
+        match d.deserialize_option(OptionalWhole)? {
+            None => Ok(None),
+            Some(v) => T::try_from(v).map(Some).map_err(|_| D::Error::custom(format!("{v} is out of range"))),
+        }
+    }
+}
+
+/// Whether the manager can do its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+    /// The database is unreachable, or a service's desired state cannot be
+    /// computed.
+    Degraded,
+}
+
+/// The answer of `/healthz`.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct Health {
-    pub status: String,
+pub struct HealthReport {
+    pub status: HealthStatus,
+    /// `ok`, or why the database cannot be reached.
     pub database: String,
     pub version: String,
     pub uptime_seconds: u64,
@@ -338,12 +510,13 @@ pub struct Health {
 }
 
 /// Liveness and readiness, without authentication.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health), (status = 503, body = Health)))]
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz",
+    responses((status = 200, body = HealthReport), (status = 503, description = "the database is unreachable", body = HealthReport)))]
 pub async fn healthz(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
     let db = state.store.ping().await;
     let desired_state = state.desired.health();
-    let body = Health {
-        status: if db.is_ok() && desired_state.failing.is_empty() { "ok" } else { "degraded" }.into(),
+    let body = HealthReport {
+        status: if db.is_ok() && desired_state.failing.is_empty() { HealthStatus::Ok } else { HealthStatus::Degraded },
         database: match &db {
             Ok(()) => "ok".into(),
             Err(e) => e.to_string(),

@@ -1,6 +1,16 @@
 //! The OpenAPI document, generated from the handlers' annotations.
+//!
+//! A handler's annotation lists what the handler itself answers; the errors
+//! of the shared extractors are added here to every operation that uses them,
+//! so none can be forgotten: `401` and `503` (the credentials are checked
+//! against the database) where the operation is authenticated, `400`, `413`
+//! and `415` where it takes a JSON body, `400` where it takes path or query
+//! parameters. `scripts/schemathesis.sh` checks the server against the result.
 
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref};
 use utoipa::{Modify, OpenApi};
 
 use super::api;
@@ -64,7 +74,7 @@ use super::api;
         super::providers::delete_one,
         super::bootstrap::create,
     ),
-    modifiers(&Security)
+    modifiers(&Security, &ExtractorErrors)
 )]
 pub struct ApiDoc;
 
@@ -75,6 +85,53 @@ impl Modify for Security {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("basic", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
         components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// Documents the errors of [`super::Caller`], [`super::ApiJson`],
+/// [`super::ApiQuery`] and [`super::ApiPath`] on every operation that uses
+/// them (see the module comment).
+struct ExtractorErrors;
+
+fn error(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+        .build()
+}
+
+fn add(op: &mut Operation, status: &str, description: &str) {
+    op.responses.responses.entry(status.to_owned()).or_insert_with(|| error(description).into());
+}
+
+impl Modify for ExtractorErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for op in ops.into_iter().flatten() {
+                if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    add(op, "401", "no credentials, or wrong ones");
+                    add(op, "503", "the database is unavailable");
+                }
+                if op.request_body.as_ref().is_some_and(|b| b.content.contains_key("application/json")) {
+                    add(op, "400", "the body is not JSON of the documented shape");
+                    add(op, "413", "the body is larger than 1 MiB");
+                    add(op, "415", "the body is not sent as application/json");
+                }
+                if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                    add(op, "400", "a path or query parameter is invalid");
+                }
+            }
+        }
     }
 }
 
