@@ -352,14 +352,25 @@ async fn basic_auth_then_api_token_bearer() {
         .expect_error(StatusCode::NOT_FOUND, "not_found");
     assert_eq!(message, format!("API token {id} not found"));
 
+    let name_rule = "name must be 1-100 characters, not only spaces, without control characters";
     let bad = [
-        (json!({"name": ""}), "name must be 1-100 characters"),
+        (json!({"name": ""}), name_rule),
+        (json!({"name": "   "}), name_rule),
+        (json!({"name": "ci\tpipeline"}), name_rule),
+        (json!({"name": "é".repeat(101)}), name_rule),
         (json!({"name": "x", "ttl_seconds": 0}), "ttl_seconds must be between 1 and 315360000"),
     ];
     for (body, message) in bad {
         let resp = m.json(Method::POST, "/api/v1/api-tokens", Auth::Admin, &body).await;
-        assert_eq!(resp.expect_error(StatusCode::BAD_REQUEST, "invalid_request"), message);
+        assert_eq!(resp.expect_error(StatusCode::BAD_REQUEST, "invalid_request"), message, "{body}");
     }
+    // Characters, not bytes, are counted; JSON's 60.0 is the integer 60; an
+    // array is not an object even when serde could read it as the fields.
+    let body = json!({"name": "é".repeat(100), "ttl_seconds": 60.0});
+    assert_eq!(m.json(Method::POST, "/api/v1/api-tokens", Auth::Admin, &body).await.status, StatusCode::CREATED);
+    let resp = m.json(Method::POST, "/api/v1/api-tokens", Auth::Admin, &json!(["array", 60])).await;
+    let message = resp.expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(message, "invalid JSON body: expected an object, got an array");
     m.stop().await;
 }
 
@@ -518,6 +529,9 @@ async fn hosts_list_and_lookup_errors() {
         ("/api/v1/hosts?status=sleeping", "invalid status \"sleeping\": use healthy, lost or decommissioned"),
         ("/api/v1/hosts?limit=0", "limit must be between 1 and 1000, got 0"),
         ("/api/v1/hosts?limit=1001", "limit must be between 1 and 1000, got 1001"),
+        ("/api/v1/hosts?offset=2147483648", "offset must be at most 2147483647, got 2147483648"),
+        ("/api/v1/events?limit=1001", "limit must be between 1 and 1000, got 1001"),
+        ("/api/v1/audit?limit=0", "limit must be between 1 and 1000, got 0"),
         (
             "/api/v1/hosts?label=env",
             "invalid label selector \"env\": write key=value or key!=value, separated by commas",
@@ -744,6 +758,12 @@ async fn patch_labels_and_decommission() {
 
     let message = m
         .json(Method::PATCH, "/api/v1/hosts/h1", Auth::Admin, &json!({"labels": {"bad key": "v"}}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(message.contains("invalid label key \"bad key\""), "{message}");
+    // Removing a label no host can have is a mistake too.
+    let message = m
+        .json(Method::PATCH, "/api/v1/hosts/h1", Auth::Admin, &json!({"labels": {"bad key": null}}))
         .await
         .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
     assert!(message.contains("invalid label key \"bad key\""), "{message}");
