@@ -21,6 +21,9 @@ use crate::roles::{self, ConfigFile, PARCELS_ROOT_PLACEHOLDER, ROLE_DIR_PLACEHOL
 
 /// Subdirectory of the data directory holding one directory per role.
 pub const ROLES_DIR: &str = "roles";
+/// Subdirectory of the data directory where new files wait for their config
+/// check, one directory per check; emptied when the supervisor starts.
+pub const STAGING_DIR: &str = "staging";
 /// The process log, relative to the role directory.
 pub const LOG_FILE: &str = "logs/stdout.log";
 /// Mode of config files sent with mode 0.
@@ -134,6 +137,44 @@ pub fn write_files_with(
         hashes.insert(f.path.clone(), sha256_hex(&content));
     }
     Ok(hashes)
+}
+
+/// Writes `files` into `stage` (replacing whatever was there) with the bytes
+/// [`write_files_with`] would write into `role_dir`: `${ROLE_DIR}` becomes
+/// `role_dir`, not `stage`, so the files checked are the files installed.
+/// `role_dir` is created (empty) if missing, for checks that open paths in
+/// it. The same refusals as [`write_files`], before anything is written.
+pub fn stage_files(
+    stage: &Path,
+    role_dir: &Path,
+    files: &[ConfigFile],
+    parcels_root: Option<&Path>,
+) -> Result<(), FilesError> {
+    for f in files {
+        roles::check_file_path(&f.path).map_err(FilesError::Invalid)?;
+        if !f.sha256.is_empty() && !f.sha256.eq_ignore_ascii_case(&sha256_hex(&f.content)) {
+            return Err(FilesError::Invalid(format!(
+                "config file {:?} does not match its sha256; the manager must resend it",
+                f.path
+            )));
+        }
+    }
+    remove_dir(stage)?;
+    ensure_dir(stage)?;
+    ensure_dir(role_dir)?;
+    for f in files {
+        let content = substitute_bytes(&f.content, role_dir, parcels_root);
+        let path = stage.join(&f.path);
+        if let Some(parent) = path.parent() {
+            ensure_dir(parent)?;
+        }
+        let mode = if f.mode == 0 { DEFAULT_FILE_MODE } else { f.mode & 0o7777 };
+        let mut file =
+            OpenOptions::new().write(true).create_new(true).mode(mode).open(&path).map_err(io_err("create", &path))?;
+        file.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_err("set the mode of", &path))?;
+        file.write_all(&content).map_err(io_err("write", &path))?;
+    }
+    Ok(())
 }
 
 /// Temporary file next to `path`, fsync, rename over `path`, fsync of the directory.
@@ -282,6 +323,30 @@ mod tests {
             assert!(!dir.exists());
         }
         assert!(role_dir(tmp.path(), "../x").is_err());
+    }
+
+    #[test]
+    fn staged_files_are_the_bytes_the_role_directory_would_get() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = role_dir(tmp.path(), "r1").expect("dir");
+        let stage = tmp.path().join(STAGING_DIR).join("r1.1");
+        let root = tmp.path().join("parcels");
+        let mut secret = file("conf/secret", "pw in ${ROLE_DIR}");
+        secret.mode = 0o600;
+        let files = [file("a.conf", "dir ${ROLE_DIR} bin ${PARCELS_ROOT}/x\n"), secret];
+        std::fs::create_dir_all(stage.join("old")).expect("leftover");
+        stage_files(&stage, &dir, &files, Some(&root)).expect("stage");
+        assert!(!stage.join("old").exists(), "the staging directory starts empty");
+        assert!(dir.is_dir(), "the role directory exists for the check");
+        assert_eq!(fs::read_dir(&dir).expect("ls").count(), 0, "and nothing is written into it");
+        write_files_with(&dir, &files, Some(&root)).expect("write");
+        for f in ["a.conf", "conf/secret"] {
+            assert_eq!(fs::read(stage.join(f)).expect("staged"), fs::read(dir.join(f)).expect("live"), "{f}");
+        }
+        let mode = fs::metadata(stage.join("conf/secret")).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+        assert_eq!(mode, 0o600);
+        let err = stage_files(&stage, &dir, &[file("../x", "1")], None).expect_err("refused");
+        assert!(matches!(err, FilesError::Invalid(_)), "{err}");
     }
 
     #[test]

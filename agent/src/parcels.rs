@@ -1,8 +1,10 @@
 //! Parcels on the agent: the versions the manager wants on this host
 //! ([`ParcelSpec`], from `DesiredState.parcels`), what is on disk, and the work
-//! in between: download with `FetchParcel` (resumed from the partial file,
-//! two at a time, after a free-space check), verify and unpack with the parcel
-//! library's [`install`], then `activate`, `deactivate` and `remove`.
+//! in between: download through a [`ParcelFetcher`] (resumed from the partial
+//! file, two at a time, after a free-space check), verify and unpack with the
+//! parcel library's [`install`], then `activate`, `deactivate` and `remove`.
+//! The fetcher is injected: the session's calls the manager's `FetchParcel`,
+//! so this module knows nothing of gRPC.
 //!
 //! The decisions are a plain state machine, [`ParcelReconciler`]:
 //! `handle(now, Event) -> Vec<Effect>`, with no I/O and no clock, so every
@@ -25,24 +27,31 @@
 //!   neither listed nor active is removed. One such operation runs at a time;
 //!   a failed one is reported `FAILED` on that version and retried later (a
 //!   failed activation leaves the previous version active);
+//! - activation enforces the parcel's `depends` and `conflicts` against the
+//!   other active parcels (in the parcel library): a refusal names both
+//!   parcels and is reported `FAILED` like any failed activation; since
+//!   another activation or deactivation may settle it, every failed
+//!   activation is tried again at once after one succeeds (activations run in
+//!   name order, so `app` depending on `base` waits for `base`);
 //! - switching the active version never restarts a role: processes keep the
 //!   versioned directory they started with, and the manager's upgrade command
 //!   restarts roles when it wants them on the new version.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_parcels::parcel::{self, Expected, ParcelError, ParcelId};
+use drover_parcels::{self as parcel, Expected, ParcelError, ParcelId};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
-use tonic::transport::Channel;
+use tokio_stream::{Stream, StreamExt};
 use tracing::{debug, info, warn};
-
-use crate::wire;
 
 /// The capability an agent announces in `Hello` when it handles parcels.
 pub const CAPABILITY: &str = "parcels.v1";
@@ -328,6 +337,14 @@ impl ParcelReconciler {
                 match result {
                     Ok(()) => {
                         self.op_failures.remove(&key);
+                        if matches!(op, Op::Activate { .. } | Op::Deactivate { .. }) {
+                            // The active set changed: a refused activation may pass now.
+                            for f in self.op_failures.values_mut() {
+                                if matches!(f.op, Op::Activate { .. }) {
+                                    f.retry_at = now;
+                                }
+                            }
+                        }
                     }
                     Err(error) => {
                         let retry_at = now + self.policy.op_retry;
@@ -483,19 +500,48 @@ fn status(key: &Key, state: ParcelState, downloaded: u64, total: u64, error: Str
 
 // ---- the driver ----
 
+/// One piece of a parcel file: its bytes and the size of the whole file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParcelChunk {
+    pub data: Vec<u8>,
+    pub total_size: u64,
+}
+
+/// The rest of a parcel file, chunk by chunk. An `Err` item means the download
+/// broke off; the message says why.
+pub type ParcelChunks = Pin<Box<dyn Stream<Item = Result<ParcelChunk, String>> + Send>>;
+
+/// A download being opened by [`ParcelFetcher::fetch`].
+pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<ParcelChunks, String>> + Send + 'a>>;
+
+/// Where the driver gets parcel files from. The agent's fetcher
+/// ([`crate::session::ManagerParcelFetcher`]) calls the manager's
+/// `FetchParcel`; tests may serve files from memory.
+pub trait ParcelFetcher: Send + Sync {
+    /// Opens `file_name` (`NAME-VERSION-DISTRO.parcel`) from byte `offset` on.
+    /// The error is a message naming what failed.
+    fn fetch<'a>(&'a self, file_name: &'a str, offset: u64) -> FetchFuture<'a>;
+}
+
 /// Where parcels live and how they are fetched.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ParcelsConfig {
     /// The parcels root: `NAME-VERSION/` installs, `NAME` links, `.downloads/`.
     pub dir: PathBuf,
     pub policy: ParcelPolicy,
-    /// A channel to the manager, authenticated like the session.
-    pub channel: Channel,
+    /// Where parcel files come from.
+    pub fetcher: Arc<dyn ParcelFetcher>,
 }
 
 impl ParcelsConfig {
-    pub fn new(dir: PathBuf, channel: Channel) -> Self {
-        ParcelsConfig { dir, policy: ParcelPolicy::default(), channel }
+    pub fn new(dir: PathBuf, fetcher: Arc<dyn ParcelFetcher>) -> Self {
+        ParcelsConfig { dir, policy: ParcelPolicy::default(), fetcher }
+    }
+}
+
+impl fmt::Debug for ParcelsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ParcelsConfig").field("dir", &self.dir).field("policy", &self.policy).finish_non_exhaustive()
     }
 }
 
@@ -610,12 +656,12 @@ impl Driver {
             match effect {
                 Effect::Distribute(spec) => {
                     info!(parcel = %spec.name, version = %spec.version, file = %spec.file_name, "distributing parcel");
-                    let channel = self.config.channel.clone();
+                    let fetcher = self.config.fetcher.clone();
                     let root = self.root.clone();
                     let policy = self.config.policy.clone();
                     let events = self.events_tx.clone();
                     self.tasks.spawn(async move {
-                        let result = distribute(channel, &root, &spec, &policy, &events).await;
+                        let result = distribute(fetcher.as_ref(), &root, &spec, &policy, &events).await;
                         match &result {
                             Ok(()) => info!(parcel = %spec.name, version = %spec.version, "parcel distributed"),
                             Err(e) => warn!(parcel = %spec.name, version = %spec.version, error = %e, "parcel distribution failed"),
@@ -681,8 +727,11 @@ async fn scan_blocking(root: PathBuf) -> Option<LocalParcels> {
 fn run_op(root: &Path, op: &Op) -> Result<(), String> {
     match op {
         Op::Activate { name, version } => {
-            let previous = parcel::activate(root, name, version)
-                .map_err(|e| format!("could not activate parcel {name} {version}: {e}"))?;
+            let previous = parcel::activate(root, name, version).map_err(|e| match e {
+                // Already "activate NAME-VERSION: ..." naming both parcels.
+                ParcelError::Refused { .. } => e.to_string(),
+                e => format!("could not activate parcel {name} {version}: {e}"),
+            })?;
             info!(parcel = %name, version = %version, previous = ?previous, "parcel activated");
         }
         Op::Deactivate { name, version } => {
@@ -739,7 +788,7 @@ pub fn check_space(spec: &ParcelSpec, have: u64, free: u64, reserve: u64, root: 
 /// Downloads (resuming), verifies and installs one parcel; the archive is
 /// deleted afterwards, whatever the outcome of the install.
 async fn distribute(
-    channel: Channel,
+    fetcher: &dyn ParcelFetcher,
     root: &Path,
     spec: &ParcelSpec,
     policy: &ParcelPolicy,
@@ -756,7 +805,7 @@ async fn distribute(
     let complete = downloads.join(&spec.file_name);
     if tokio::fs::metadata(&complete).await.is_err() {
         let part = downloads.join(format!("{}{PART_SUFFIX}", spec.file_name));
-        download(channel, root, &part, spec, policy, events).await?;
+        download(fetcher, root, &part, spec, policy, events).await?;
         tokio::fs::rename(&part, &complete)
             .await
             .map_err(|e| format!("could not rename {} into place: {e}", part.display()))?;
@@ -776,7 +825,7 @@ async fn distribute(
 
 /// Appends the rest of the file to `part`, starting at its current length.
 async fn download(
-    channel: Channel,
+    fetcher: &dyn ParcelFetcher,
     root: &Path,
     part: &Path,
     spec: &ParcelSpec,
@@ -810,14 +859,13 @@ async fn download(
     debug!(file = %spec.file_name, offset = have, "fetching parcel");
     let mut last_progress = Instant::now();
     let received = async {
-        let mut chunks = wire::fetch_parcel(channel, &spec.file_name, have)
+        let mut chunks = fetcher
+            .fetch(&spec.file_name, have)
             .await
             .map_err(|e| format!("could not fetch {} from the manager: {e}", spec.file_name))?;
-        while let Some((data, total)) = chunks
-            .next()
-            .await
-            .map_err(|e| format!("the download of {} broke off after {have} bytes: {e}", spec.file_name))?
-        {
+        while let Some(chunk) = chunks.next().await {
+            let ParcelChunk { data, total_size: total } =
+                chunk.map_err(|e| format!("the download of {} broke off after {have} bytes: {e}", spec.file_name))?;
             if total != spec.size {
                 return Err(format!(
                     "the manager has {} with {total} bytes, the desired state says {}",

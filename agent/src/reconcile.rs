@@ -18,6 +18,16 @@
 //!   the signal yet, and SIGHUP's default action ends a process). A process
 //!   whose files are unknown (adopted from an agent that did not record them)
 //!   is never reloaded;
+//! - config check: when the spec has a `config_check`, new files are first
+//!   checked (`CheckFiles`: the driver writes them to a staging directory and
+//!   runs the check) and written to the role directory only once the check
+//!   passed. While a check runs or after it failed, the live files and the
+//!   running process are left alone: no reload, and a restart a new
+//!   `restart_nonce` asks for waits for files that pass (a stop does not
+//!   wait). A failed check is the role's `last_error` (a role whose process is
+//!   not running is `Failed`), and is run again when the files change, when
+//!   the active parcels change, or after `check_retry`. The check waits for
+//!   the spec's parcels to be active (it usually runs a program from one);
 //! - the process runs when the desired run state is `Running`; a new
 //!   `restart_nonce` restarts it; `Stopped` stops it;
 //! - a graceful stop sends the stop signal to the process group, and SIGKILL to
@@ -34,13 +44,19 @@
 //!   active parcels never stops or restarts a running process);
 //! - roles that leave the desired state are stopped and their directory removed;
 //! - every change of the observed state is reported, as the full list of roles.
+//!
+//! While no process runs, a role reports the `attempt_nonce` of its last
+//! start attempt, so a crash loop after a restart carries that restart's nonce
+//! and is told apart from an older failure.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::roles::{self, ConfigFile, HealthCheck, ProcessSpec, RoleHealth, RoleSpec, RoleState, RoleStatus, RunState};
+use crate::roles::{
+    self, ConfigCheck, ConfigFile, HealthCheck, ProcessSpec, RoleHealth, RoleSpec, RoleState, RoleStatus, RunState,
+};
 
 /// Timing and limits of the reconciler. [`Policy::default`] holds the values
 /// in the module documentation.
@@ -62,6 +78,8 @@ pub struct Policy {
     pub write_retry: Duration,
     /// A process is sent its reload signal only once it has been up this long.
     pub reload_settle: Duration,
+    /// Wait before running a failed config check again on the same files.
+    pub check_retry: Duration,
     /// The host's name, in messages about it.
     pub host: String,
 }
@@ -78,6 +96,7 @@ impl Default for Policy {
             min_uptime: Duration::from_secs(10),
             write_retry: Duration::from_secs(10),
             reload_settle: Duration::from_secs(1),
+            check_retry: Duration::from_secs(60),
             host: String::new(),
         }
     }
@@ -103,7 +122,7 @@ impl ExitStatus {
         }
     }
 
-    fn describe(self) -> String {
+    pub(crate) fn describe(self) -> String {
         match self {
             ExitStatus::Code(c) => format!("exited with status {c}"),
             ExitStatus::Signal(s) => format!("was killed by signal {s}"),
@@ -165,6 +184,21 @@ pub enum Event {
         revision: u64,
         error: String,
     },
+    /// The config check of `CheckFiles` for `revision` passed: these files
+    /// (the manager's `digests`) may replace the live ones.
+    CheckPassed {
+        role: String,
+        revision: u64,
+        digests: BTreeMap<String, String>,
+    },
+    /// The config check of `CheckFiles` failed or could not run; `error` says
+    /// how (exit status and output, trimmed and bounded).
+    CheckFailed {
+        role: String,
+        revision: u64,
+        digests: BTreeMap<String, String>,
+        error: String,
+    },
     ProcessStarted {
         role: String,
         pid: u32,
@@ -209,6 +243,18 @@ pub enum Effect {
         role: String,
         revision: u64,
         files: Vec<ConfigFile>,
+    },
+    /// Write the files into a staging directory (the live ones stay as they
+    /// are) and run `check` on them with the process's environment (`env`, the
+    /// env scripts of `parcels`); answer with `CheckPassed` or `CheckFailed`,
+    /// or `WriteFailed` when the staging files cannot be written.
+    CheckFiles {
+        role: String,
+        revision: u64,
+        files: Vec<ConfigFile>,
+        check: ConfigCheck,
+        env: BTreeMap<String, String>,
+        parcels: Vec<String>,
     },
     /// Start the process in its own process group; answer with
     /// `ProcessStarted` or `StartFailed`, later `ProcessExited`.
@@ -276,6 +322,15 @@ enum Proc {
     Stopping { run: RunInfo, kill_at: Instant, killed: bool },
 }
 
+/// Files whose config check failed, and when to run it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CheckFailure {
+    revision: u64,
+    digests: BTreeMap<String, String>,
+    message: String,
+    retry_at: Instant,
+}
+
 #[derive(Clone, Debug, Default)]
 struct Probe {
     failures: u32,
@@ -292,8 +347,12 @@ struct Role {
     /// Why the role id is unusable; such a role never touches the disk.
     invalid: Option<String>,
     applied: Option<AppliedFiles>,
+    /// A write or a config check is under way.
     writing: bool,
     write_error: Option<String>,
+    /// The files (revision, manager digests) that last passed their config check.
+    checked: Option<(u64, BTreeMap<String, String>)>,
+    check_failure: Option<CheckFailure>,
     write_retry_at: Option<Instant>,
     proc: Proc,
     restart_count: u32,
@@ -329,6 +388,8 @@ impl Role {
             applied: None,
             writing: false,
             write_error: None,
+            checked: None,
+            check_failure: None,
             write_retry_at: None,
             proc: Proc::Down,
             restart_count: 0,
@@ -366,6 +427,23 @@ impl Role {
 
     fn files_current(&self, spec: &RoleSpec) -> bool {
         self.applied.as_ref().is_some_and(|a| a.revision == spec.config_revision && a.digests == spec.file_digests())
+    }
+
+    /// Whether the spec's files must pass a config check before they are
+    /// written and have not yet.
+    fn check_pending(&self, spec: &RoleSpec, policy: &Policy) -> bool {
+        policy.run_processes
+            && spec.process.config_check.is_some()
+            && !self.files_current(spec)
+            && self.checked.as_ref().is_none_or(|(r, d)| *r != spec.config_revision || *d != spec.file_digests())
+    }
+
+    /// The failed config check of the spec's files, while they are not on disk.
+    fn check_failed(&self, spec: &RoleSpec) -> Option<&CheckFailure> {
+        self.check_failure
+            .as_ref()
+            .filter(|f| f.revision == spec.config_revision && f.digests == spec.file_digests())
+            .filter(|_| !self.files_current(spec))
     }
 
     fn wants_process(&self, policy: &Policy) -> bool {
@@ -408,7 +486,8 @@ impl Role {
                 Proc::Stopping { .. } => RoleState::Stopping,
                 Proc::Starting { .. } => RoleState::Starting,
                 Proc::Down if self.wants_process(policy) => {
-                    if self.write_error.is_some() || self.blocked.is_some() {
+                    let check_failed = self.spec.as_ref().is_some_and(|s| self.check_failed(s).is_some());
+                    if self.write_error.is_some() || self.blocked.is_some() || check_failed {
                         RoleState::Failed
                     } else {
                         RoleState::Starting
@@ -431,6 +510,7 @@ impl Role {
                 .invalid
                 .clone()
                 .or_else(|| self.blocked.clone())
+                .or_else(|| self.spec.as_ref().and_then(|s| self.check_failed(s)).map(|f| f.message.clone()))
                 .unwrap_or_else(|| self.last_error.clone()),
             health: self.health(),
             last_log_lines: self.last_log_lines.clone(),
@@ -489,8 +569,17 @@ impl Reconciler {
                 }
                 _ => {}
             }
-            if role.write_error.is_some() && !role.removing {
+            // A check that waits for a parcel waits for `ParcelsChanged`, not a time.
+            let waits_for_parcel = role.spec.as_ref().is_some_and(|s| {
+                role.check_pending(s, &self.policy) && s.parcels.iter().any(|p| !self.active_parcels.contains(p))
+            });
+            // While a check runs, its outcome is what comes next.
+            let idle = !role.writing && !role.removing && !waits_for_parcel;
+            if role.write_error.is_some() && idle {
                 consider(role.write_retry_at);
+            }
+            if idle && let Some(f) = role.spec.as_ref().and_then(|s| role.check_failed(s)) {
+                consider(Some(role.write_retry_at.map_or(f.retry_at, |w| w.max(f.retry_at))));
             }
         }
         at
@@ -528,6 +617,26 @@ impl Reconciler {
                         r.last_error.clear();
                     }
                     r.applied = Some(AppliedFiles { revision, digests, hashes });
+                }
+            }
+            Event::CheckPassed { role, revision, digests } => {
+                if let Some(r) = self.roles.get_mut(&role) {
+                    r.writing = false;
+                    r.check_failure = None;
+                    r.checked = Some((revision, digests));
+                }
+            }
+            Event::CheckFailed { role, revision, digests, error } => {
+                if let Some(r) = self.roles.get_mut(&role) {
+                    r.writing = false;
+                    r.check_failure = Some(CheckFailure {
+                        revision,
+                        digests,
+                        message: format!(
+                            "config check of revision {revision} failed; its files were not applied: {error}"
+                        ),
+                        retry_at: now + self.policy.check_retry,
+                    });
                 }
             }
             Event::WriteFailed { role, revision, error } => {
@@ -585,7 +694,17 @@ impl Reconciler {
                     }
                 }
             }
-            Event::ParcelsChanged { active } => self.active_parcels = active,
+            Event::ParcelsChanged { active } => {
+                if active != self.active_parcels {
+                    // A failed check may have lacked a program from a parcel: run it again.
+                    for r in self.roles.values_mut() {
+                        if let Some(f) = &mut r.check_failure {
+                            f.retry_at = now;
+                        }
+                    }
+                }
+                self.active_parcels = active;
+            }
             Event::Tick => {
                 for (id, r) in &mut self.roles {
                     if let Proc::Stopping { run, kill_at, killed } = &mut r.proc
@@ -664,16 +783,42 @@ impl Reconciler {
                 continue;
             }
             let files_current = r.files_current(spec);
+            let check_pending = r.check_pending(spec, policy);
+            let missing_parcel = spec.parcels.iter().find(|p| !active_parcels.contains(*p));
+            let mut check_waits = None;
             if !files_current && !r.writing && r.write_retry_at.is_none_or(|t| now >= t) {
-                r.writing = true;
-                effects.push(Effect::WriteFiles {
-                    role: id.clone(),
-                    revision: spec.config_revision,
-                    files: spec.files.clone(),
-                });
+                match (&spec.process.config_check, check_pending) {
+                    (Some(check), true) => {
+                        let retry_due = r.check_failed(spec).is_none_or(|f| now >= f.retry_at);
+                        if let Some(p) = missing_parcel {
+                            check_waits = Some(format!(
+                                "parcel {p} is not active on host {}; the config check of revision {} waits for it",
+                                policy.host, spec.config_revision
+                            ));
+                        } else if retry_due {
+                            r.writing = true;
+                            effects.push(Effect::CheckFiles {
+                                role: id.clone(),
+                                revision: spec.config_revision,
+                                files: spec.files.clone(),
+                                check: check.clone(),
+                                env: spec.process.env.clone(),
+                                parcels: spec.parcels.clone(),
+                            });
+                        }
+                    }
+                    _ => {
+                        r.writing = true;
+                        effects.push(Effect::WriteFiles {
+                            role: id.clone(),
+                            revision: spec.config_revision,
+                            files: spec.files.clone(),
+                        });
+                    }
+                }
             }
             let want = r.wants_process(policy);
-            r.blocked = None;
+            r.blocked = check_waits;
             match &r.proc {
                 Proc::Down => {
                     if want && !r.failed {
@@ -709,7 +854,11 @@ impl Reconciler {
                     }
                 }
                 Proc::Up { run, since } => {
-                    if !want || run.nonce != spec.restart_nonce {
+                    // A restart waits for new files to pass their check, so a
+                    // process is never stopped for files that will not come.
+                    let restart = run.nonce != spec.restart_nonce
+                        && !(spec.process.config_check.is_some() && policy.run_processes && !files_current);
+                    if !want || restart {
                         begin_stop(r, id, now, effects);
                         continue;
                     }

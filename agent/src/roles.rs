@@ -1,28 +1,30 @@
 //! Domain types for the roles a host runs: what the manager wants ([`RoleSpec`])
-//! and what the agent observes ([`RoleStatus`]). The private `wire` module
-//! converts them to and from `drover.agent.v1`; nothing generated appears here.
+//! and what the agent observes ([`RoleStatus`]). A role's files, process and
+//! health checks are the role spec types the manager renders
+//! (`drover-role-spec`, re-exported here). The private `wire` module converts
+//! them to and from `drover.agent.v1`; nothing generated appears here.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::time::Duration;
 
 /// The capability an agent announces in `Hello` when it runs roles.
 pub const CAPABILITY: &str = "roles.v1";
 
+pub use drover_role_spec::{
+    ConfigCheck, ConfigFile, DEFAULT_CHECK_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_PROBE_INTERVAL,
+    DEFAULT_PROBE_TIMEOUT, DEFAULT_STOP_GRACE, HealthCheck, Probe, ProcessSpec,
+};
+
 /// Placeholder replaced by the role's absolute directory in file contents,
 /// process arguments, environment values and the working directory.
-pub const ROLE_DIR_PLACEHOLDER: &str = "${ROLE_DIR}";
+pub const ROLE_DIR_PLACEHOLDER: &str = drover_role_spec::ROLE_DIR;
 
 /// Placeholder replaced by the absolute parcels directory wherever
 /// `${ROLE_DIR}` is, and in health check fields.
-pub const PARCELS_ROOT_PLACEHOLDER: &str = "${PARCELS_ROOT}";
+pub const PARCELS_ROOT_PLACEHOLDER: &str = drover_role_spec::PARCELS_ROOT;
 
-/// Stop grace used when the manager sends 0.
-pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
-/// Health check defaults for zero values.
-pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
-pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+/// Placeholder replaced by the staging directory holding a role's new files
+/// in the program and arguments of its config check.
+pub const CHECK_DIR_PLACEHOLDER: &str = drover_role_spec::CHECK_DIR;
 
 /// One role the host must run: rendered files, process and desired run state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -57,60 +59,6 @@ impl RoleSpec {
     }
 }
 
-/// A rendered config file, relative to the role directory.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct ConfigFile {
-    pub path: String,
-    pub content: Vec<u8>,
-    /// sha256 of `content` as sent, lowercase hex (may be empty).
-    pub sha256: String,
-    /// Unix permission bits; 0 means 0644.
-    pub mode: u32,
-}
-
-impl fmt::Debug for ConfigFile {
-    // Contents may hold passwords; never print them.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConfigFile")
-            .field("path", &self.path)
-            .field("bytes", &self.content.len())
-            .field("sha256", &self.sha256)
-            .field("mode", &format_args!("{:o}", self.mode))
-            .finish()
-    }
-}
-
-/// How to run the role's process.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProcessSpec {
-    pub program: String,
-    pub args: Vec<String>,
-    pub env: BTreeMap<String, String>,
-    /// Relative to the role directory when not absolute; empty: the role directory.
-    pub working_dir: String,
-    /// Signal name for a graceful stop, e.g. `SIGTERM`; empty: `SIGTERM`.
-    pub stop_signal: String,
-    /// Time between the stop signal and SIGKILL to the process group.
-    pub stop_grace: Duration,
-    /// Signal name that makes the process re-read its files (`SIGHUP`),
-    /// sent to the process itself; empty: file changes wait for a restart.
-    pub reload_signal: String,
-}
-
-impl Default for ProcessSpec {
-    fn default() -> Self {
-        ProcessSpec {
-            program: String::new(),
-            args: Vec::new(),
-            env: BTreeMap::new(),
-            working_dir: String::new(),
-            stop_signal: String::new(),
-            stop_grace: DEFAULT_STOP_GRACE,
-            reload_signal: String::new(),
-        }
-    }
-}
-
 /// Whether the role's process should run. The manager's "unspecified" is
 /// `Stopped`: the agent never starts anything it was not explicitly asked to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -118,28 +66,6 @@ pub enum RunState {
     Running,
     #[default]
     Stopped,
-}
-
-/// A health probe run by the agent every `interval`; `failure_threshold`
-/// consecutive failures make the role's health bad.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HealthCheck {
-    pub probe: Probe,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub failure_threshold: u32,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Probe {
-    /// Connect to `host:port` (host empty: 127.0.0.1).
-    Tcp { host: String, port: u16 },
-    /// `GET url` over plain HTTP/1.0; `expect_status` 0 accepts any 2xx.
-    Http { url: String, expect_status: u16 },
-    /// Run a program; exit status 0 is healthy.
-    Command { program: String, args: Vec<String> },
-    /// A probe kind this agent does not know; never healthy.
-    Unknown,
 }
 
 /// Observed state of one role, reported to the manager on every change.

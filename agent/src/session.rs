@@ -14,7 +14,8 @@
 //! directory too ([`SessionConfig::parcels_dir`]), `run` starts the
 //! [`Parcels`] driver, announces `parcels.v1`, hands it the desired parcels,
 //! and reports their state in the same `StatusReport`s; parcel files are
-//! fetched over their own connection with the same client certificate.
+//! fetched over their own connection with the same client certificate
+//! ([`ManagerParcelFetcher`]).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -37,7 +38,7 @@ use crate::enroll::Identity;
 use crate::error::{AgentError, Rpc, classify};
 use crate::facts::HostFacts;
 use crate::metrics::Metrics;
-use crate::parcels::{self, ParcelStatus, Parcels, ParcelsConfig, ParcelsView};
+use crate::parcels::{self, FetchFuture, ParcelFetcher, ParcelStatus, Parcels, ParcelsConfig, ParcelsView};
 use crate::protocol::{Effect, Event, Protocol};
 use crate::roles::{self, RoleStatus};
 use crate::supervisor::{Supervisor, SupervisorConfig};
@@ -156,6 +157,26 @@ pub struct NoopObserver;
 
 impl SessionObserver for NoopObserver {}
 
+/// Fetches parcel files for the [`Parcels`] driver with the manager's
+/// `FetchParcel`, over a channel of its own authenticated like the session.
+#[derive(Clone, Debug)]
+pub struct ManagerParcelFetcher {
+    channel: tonic::transport::Channel,
+}
+
+impl ManagerParcelFetcher {
+    /// `channel` may be lazy: it connects when the first download starts.
+    pub fn new(channel: tonic::transport::Channel) -> Self {
+        ManagerParcelFetcher { channel }
+    }
+}
+
+impl ParcelFetcher for ManagerParcelFetcher {
+    fn fetch<'a>(&'a self, file_name: &'a str, offset: u64) -> FetchFuture<'a> {
+        Box::pin(wire::fetch_parcel(self.channel.clone(), file_name, offset))
+    }
+}
+
 /// Runs the session until `shutdown` completes (returns `Ok`, after closing the
 /// stream) or the manager refuses the agent for good (returns the fatal error).
 /// Every other failure is logged and retried with backoff.
@@ -180,7 +201,8 @@ pub async fn run(
         (Some(_), Some(dir)) => {
             // Lazy: it connects when the first download starts, and again after a failure.
             let channel = tls::channel(&config.manager, tls_config.clone(), config.connect_timeout)?;
-            let parcels = Parcels::start(ParcelsConfig::new(dir.clone(), channel))
+            let fetcher = Arc::new(ManagerParcelFetcher::new(channel));
+            let parcels = Parcels::start(ParcelsConfig::new(dir.clone(), fetcher))
                 .map_err(|e| AgentError::Config(format!("could not start parcel handling: {e}")))?;
             Some(parcels)
         }

@@ -17,6 +17,14 @@
 //! adopted process is not our child and cannot be waited for: its liveness is
 //! polled every second and its disappearance is an exit with unknown status.
 //!
+//! Config checks: new files of a role with a config check are written to
+//! `staging/<role_id>.<n>/` (the role directory's layout, `${ROLE_DIR}` in
+//! them already the role directory), the check runs there as a task with the
+//! process's environment and a timeout (its process group is killed at the
+//! timeout), and its outcome comes back as `CheckPassed` or `CheckFailed`; the
+//! staging directory is then deleted. Only then are the files written into
+//! the role directory, as without a check.
+//!
 //! Parcels: given the parcels' view ([`Supervisor::start_with_parcels`]), the
 //! supervisor tells the reconciler which parcels are active, replaces
 //! `${PARCELS_ROOT}` like `${ROLE_DIR}` (and in health check fields), and gives
@@ -43,13 +51,17 @@ use crate::files::{self, FilesError, LogRotation};
 use crate::health;
 use crate::parcels::ParcelsView;
 use crate::reconcile::{AdoptedProcess, AppliedFiles, Effect, Event, ExitStatus, Loaded, Policy, Reconciler};
-use crate::roles::{HealthCheck, Probe, ProcessSpec, RoleSpec, RoleStatus};
+use crate::roles::{self, ConfigCheck, HealthCheck, Probe, ProcessSpec, RoleSpec, RoleStatus};
 use crate::wire;
 
 pub const DESIRED_ROLES_FILE: &str = "desired-roles.pb";
 pub const ROLES_STATE_FILE: &str = "roles-state.json";
 /// Log lines reported with a crash loop.
 const LOG_TAIL_LINES: usize = 20;
+/// Bytes read of each of a config check's stdout and stderr (the rest is discarded).
+const CHECK_READ_BYTES: u64 = 16 * 1024;
+/// Characters of a config check's output kept in the role's last error.
+const CHECK_OUTPUT_CHARS: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
@@ -129,6 +141,8 @@ impl Supervisor {
     ) -> Result<Supervisor, SupervisorError> {
         datadir::ensure_dir(&config.data_dir)
             .map_err(|e| FilesError::Invalid(format!("data directory for roles: {e}")))?;
+        // Checks of an earlier agent are over.
+        files::remove_dir(&config.data_dir.join(files::STAGING_DIR))?;
         let roles_dir = config.data_dir.join(files::ROLES_DIR);
         std::fs::create_dir_all(&roles_dir).map_err(|source| FilesError::Io {
             action: "create",
@@ -148,6 +162,7 @@ impl Supervisor {
             events_rx,
             status_tx: watch::Sender::new(Arc::new(Vec::new())),
             parcels,
+            checks: 0,
             config,
         };
         // Before the persisted desired roles, so they do not fail for nothing.
@@ -234,6 +249,8 @@ struct Driver {
     events_rx: mpsc::UnboundedReceiver<Event>,
     status_tx: watch::Sender<Arc<Vec<RoleStatus>>>,
     parcels: Option<watch::Receiver<Arc<ParcelsView>>>,
+    /// Config checks started, naming their staging directories.
+    checks: u64,
 }
 
 /// Completes when the parcels' view changes; never without one.
@@ -427,6 +444,9 @@ impl Driver {
                         }
                     }
                 }
+                Effect::CheckFiles { role, revision, files, check, env, parcels } => {
+                    self.check(role, revision, &files, check, env, &parcels);
+                }
                 Effect::Start { role, process, revision, nonce, parcels, loaded } => {
                     self.start(role, &process, &parcels, revision, nonce, loaded);
                 }
@@ -492,6 +512,70 @@ impl Driver {
                 self.queue.push_back(Event::ReloadFailed { role, error });
             }
         }
+    }
+
+    /// Stages the files and runs the config check on them in a task.
+    fn check(
+        &mut self,
+        role: String,
+        revision: u64,
+        files: &[roles::ConfigFile],
+        check: ConfigCheck,
+        env: BTreeMap<String, String>,
+        parcels: &[String],
+    ) {
+        let digests: BTreeMap<String, String> = files.iter().map(|f| (f.path.clone(), f.sha256.clone())).collect();
+        self.checks += 1;
+        let stage = self.config.data_dir.join(files::STAGING_DIR).join(format!("{role}.{}", self.checks));
+        let parcels_root = self.config.parcels_root.clone();
+        let staged = self.dir(&role).and_then(|dir| {
+            files::stage_files(&stage, &dir, files, parcels_root.as_deref())?;
+            Ok(dir)
+        });
+        let dir = match staged {
+            Ok(dir) => dir,
+            Err(e) => {
+                warn!(role = %role, revision, error = %e, "could not stage role files for their config check");
+                let _ = files::remove_dir(&stage);
+                self.queue.push_back(Event::WriteFailed { role, revision, error: e.to_string() });
+                return;
+            }
+        };
+        let cmd = parcel_env(parcels_root.as_deref(), parcels).map(|parcel_env| {
+            let at_stage = |t: &str| t.replace(roles::CHECK_DIR_PLACEHOLDER, &stage.to_string_lossy());
+            let spec = ProcessSpec {
+                program: at_stage(&check.program),
+                args: check.args.iter().map(|a| at_stage(a)).collect(),
+                env,
+                working_dir: stage.to_string_lossy().into_owned(),
+                ..ProcessSpec::default()
+            };
+            let mut cmd = command(&spec, &dir, parcels_root.as_deref(), parcel_env);
+            cmd.env("CHECK_DIR", &stage);
+            (cmd, spec.program)
+        });
+        let events = self.events_tx.clone();
+        self.tasks.spawn(async move {
+            let result = match cmd {
+                Ok((cmd, program)) => run_check(cmd, &program, check.timeout).await,
+                Err(e) => Err(format!("could not run the check: {e}")),
+            };
+            // A few small files: not worth the blocking pool.
+            if let Err(e) = files::remove_dir(&stage) {
+                warn!(role = %role, error = %e, "could not remove the staging directory of a config check");
+            }
+            let event = match result {
+                Ok(()) => {
+                    info!(role = %role, revision, "config check passed");
+                    Event::CheckPassed { role, revision, digests }
+                }
+                Err(error) => {
+                    warn!(role = %role, revision, error = %error, "config check failed; the role keeps its files");
+                    Event::CheckFailed { role, revision, digests, error }
+                }
+            };
+            let _ = events.send(event);
+        });
     }
 
     fn start(
@@ -617,7 +701,7 @@ fn parcel_env(root: Option<&Path>, parcels: &[String]) -> Result<BTreeMap<String
     let mut inherited = BTreeMap::new();
     inherited.insert("PATH".to_owned(), default_path().to_string_lossy().into_owned());
     for name in parcels {
-        let vars = drover_parcels::parcel::parcel_env(root, name, &inherited)
+        let vars = drover_parcels::parcel_env(root, name, &inherited)
             .map_err(|e| FilesError::Invalid(format!("parcel {name}: {e}")))?;
         for (k, v) in vars {
             inherited.insert(k.clone(), v.clone());
@@ -672,6 +756,63 @@ fn command(
     cmd.process_group(0);
     cmd.kill_on_drop(false);
     cmd
+}
+
+/// Runs a config check to its end or `timeout` (then SIGKILL to its process
+/// group): `Ok` on exit status 0, else how it ended with its output.
+async fn run_check(mut cmd: tokio::process::Command, program: &str, timeout: Duration) -> Result<(), String> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| format!("could not run {program}: {e}"))?;
+    let pid = child.id();
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let ran = tokio::time::timeout(timeout, async {
+        let (out, err) = tokio::join!(read_bounded(stdout), read_bounded(stderr));
+        (child.wait().await, out, err)
+    })
+    .await;
+    match ran {
+        Ok((Ok(status), _, _)) if status.success() => Ok(()),
+        Ok((Ok(status), out, err)) => {
+            Err(format!("{program} {}: {}", exit_status(status).describe(), check_output(&out, &err)))
+        }
+        Ok((Err(e), _, _)) => Err(format!("could not wait for {program}: {e}")),
+        Err(_) => {
+            if let Some(pid) = pid {
+                signal_group("config check", pid, Signal::SIGKILL);
+            }
+            let _ = child.kill().await;
+            Err(format!("{program} did not finish within {}", humantime::format_duration(timeout)))
+        }
+    }
+}
+
+/// The first [`CHECK_READ_BYTES`] of a pipe; the rest is read and dropped so
+/// the writer never blocks on it.
+async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let Some(mut pipe) = pipe else { return Vec::new() };
+    let mut buf = Vec::new();
+    let _ = (&mut pipe).take(CHECK_READ_BYTES).read_to_end(&mut buf).await;
+    let _ = tokio::io::copy(&mut pipe, &mut tokio::io::sink()).await;
+    buf
+}
+
+/// A check's stdout and stderr as one text for the role's last error: lines
+/// trimmed, blank ones dropped, at most [`CHECK_OUTPUT_CHARS`] characters.
+fn check_output(stdout: &[u8], stderr: &[u8]) -> String {
+    let text = [stdout, stderr]
+        .iter()
+        .flat_map(|b| String::from_utf8_lossy(b).lines().map(|l| l.trim().to_owned()).collect::<Vec<_>>())
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    if text.is_empty() {
+        return "no output".into();
+    }
+    match text.char_indices().nth(CHECK_OUTPUT_CHARS) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
+    }
 }
 
 fn exit_status(s: std::process::ExitStatus) -> ExitStatus {
@@ -736,6 +877,16 @@ mod tests {
         ] {
             assert_eq!(parse_signal(name), want, "{name}");
         }
+    }
+
+    #[test]
+    fn check_output_is_trimmed_and_bounded() {
+        assert_eq!(check_output(b"  ok line \n\n", b"err: bad\n"), "ok line\nerr: bad");
+        assert_eq!(check_output(b"", b" \n"), "no output");
+        let long = "é".repeat(3 * CHECK_OUTPUT_CHARS);
+        let out = check_output(long.as_bytes(), b"");
+        assert_eq!(out.chars().count(), CHECK_OUTPUT_CHARS + 3);
+        assert!(out.ends_with("..."));
     }
 
     #[test]

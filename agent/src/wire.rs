@@ -1,22 +1,21 @@
 //! The gRPC edge: converts the agent's domain types to and from the generated
-//! `drover.agent.v1` types. Only `enroll`, `session`, `supervisor` (which
-//! persists the desired roles in their wire encoding) and `parcels` (which
-//! fetches parcel files) call it, and nothing generated leaves those modules.
+//! `drover.agent.v1` types. Only `enroll`, `session` (which also fetches
+//! parcel files for the parcel driver) and `supervisor` (which persists the
+//! desired roles in their wire encoding) call it, and nothing generated leaves
+//! those modules.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use drover_proto::v1;
-use drover_proto::v1::{agent_message, health_check, manager_message};
+use drover_proto::v1::{agent_message, manager_message};
 use prost::Message;
+use tokio_stream::StreamExt;
 
 use crate::facts::{HostFacts, HostKind};
 use crate::metrics::Metrics;
-use crate::parcels::{ParcelSpec, ParcelState, ParcelStatus, ParcelTarget};
+use crate::parcels::{ParcelChunk, ParcelChunks, ParcelSpec, ParcelState, ParcelStatus, ParcelTarget};
 use crate::protocol::{Inbound, Outbound, WelcomeInfo};
-use crate::roles::{
-    self, ConfigFile, HealthCheck, Probe, ProcessSpec, RoleHealth, RoleSpec, RoleState, RoleStatus, RunState,
-};
+use crate::roles::{ConfigFile, HealthCheck, ProcessSpec, RoleHealth, RoleSpec, RoleState, RoleStatus, RunState};
 
 pub(crate) fn facts(f: &HostFacts) -> v1::HostFacts {
     v1::HostFacts {
@@ -131,36 +130,20 @@ pub(crate) fn inbound(msg: v1::ManagerMessage) -> Inbound {
 }
 
 pub(crate) fn role_spec(r: v1::RoleSpec) -> RoleSpec {
-    let process = r.process.unwrap_or_default();
     RoleSpec {
         role_id: r.role_id,
         service: r.service,
         role_type: r.role_type,
         name: r.name,
         config_revision: r.config_revision,
-        files: r
-            .files
-            .into_iter()
-            .map(|f| ConfigFile { path: f.path, content: f.content, sha256: f.sha256, mode: f.mode })
-            .collect(),
-        process: ProcessSpec {
-            program: process.program,
-            args: process.args,
-            env: process.env.into_iter().collect(),
-            working_dir: process.working_dir,
-            stop_signal: process.stop_signal,
-            stop_grace: match process.stop_grace_ms {
-                0 => roles::DEFAULT_STOP_GRACE,
-                ms => Duration::from_millis(ms),
-            },
-            reload_signal: process.reload_signal,
-        },
+        files: r.files.into_iter().map(ConfigFile::from).collect(),
+        process: ProcessSpec::from(r.process.unwrap_or_default()),
         run_state: match v1::RunState::try_from(r.run_state) {
             Ok(v1::RunState::Running) => RunState::Running,
             _ => RunState::Stopped,
         },
         restart_nonce: r.restart_nonce,
-        health_checks: r.health_checks.into_iter().map(health_check).collect(),
+        health_checks: r.health_checks.into_iter().map(HealthCheck::from).collect(),
         log_files: r.log_files,
         parcels: r.parcels,
         restart_digest: r.restart_digest,
@@ -198,23 +181,8 @@ pub(crate) fn parcel_status(s: &ParcelStatus) -> v1::ParcelStatus {
     }
 }
 
-/// A parcel file arriving from the manager, chunk by chunk.
-pub(crate) struct ParcelChunks {
-    inner: tonic::Streaming<v1::ParcelChunk>,
-}
-
-impl ParcelChunks {
-    /// The next chunk's bytes and the whole file's size; `None` at the end.
-    pub(crate) async fn next(&mut self) -> Result<Option<(Vec<u8>, u64)>, String> {
-        match self.inner.message().await {
-            Ok(Some(c)) => Ok(Some((c.data, c.total_size))),
-            Ok(None) => Ok(None),
-            Err(status) => Err(status_message(&status)),
-        }
-    }
-}
-
-/// Opens `FetchParcel` for `file_name` from `offset` on.
+/// Opens `FetchParcel` for `file_name` from `offset` on: the file as it
+/// arrives from the manager, chunk by chunk.
 pub(crate) async fn fetch_parcel(
     channel: tonic::transport::Channel,
     file_name: &str,
@@ -223,7 +191,10 @@ pub(crate) async fn fetch_parcel(
     let mut client = v1::agent_service_client::AgentServiceClient::new(channel);
     let request = v1::FetchParcelRequest { file_name: file_name.to_owned(), offset };
     match client.fetch_parcel(request).await {
-        Ok(response) => Ok(ParcelChunks { inner: response.into_inner() }),
+        Ok(response) => Ok(Box::pin(response.into_inner().map(|chunk| match chunk {
+            Ok(c) => Ok(ParcelChunk { data: c.data, total_size: c.total_size }),
+            Err(status) => Err(status_message(&status)),
+        }))),
         Err(status) => Err(status_message(&status)),
     }
 }
@@ -236,31 +207,6 @@ fn status_message(status: &tonic::Status) -> String {
     }
 }
 
-fn health_check(h: v1::HealthCheck) -> HealthCheck {
-    let probe = match h.probe {
-        Some(health_check::Probe::Tcp(t)) => match u16::try_from(t.port) {
-            Ok(port) => Probe::Tcp { host: t.host, port },
-            Err(_) => Probe::Unknown,
-        },
-        Some(health_check::Probe::Http(p)) => {
-            Probe::Http { url: p.url, expect_status: u16::try_from(p.expect_status).unwrap_or(0) }
-        }
-        Some(health_check::Probe::Command(c)) => Probe::Command { program: c.program, args: c.args },
-        None => Probe::Unknown,
-    };
-    let ms = |ms: u64, default: Duration| if ms == 0 { default } else { Duration::from_millis(ms) };
-    HealthCheck {
-        probe,
-        interval: ms(h.interval_ms, roles::DEFAULT_PROBE_INTERVAL),
-        timeout: ms(h.timeout_ms, roles::DEFAULT_PROBE_TIMEOUT),
-        failure_threshold: if h.failure_threshold == 0 {
-            roles::DEFAULT_FAILURE_THRESHOLD
-        } else {
-            h.failure_threshold
-        },
-    }
-}
-
 fn role_spec_to_wire(r: &RoleSpec) -> v1::RoleSpec {
     v1::RoleSpec {
         role_id: r.role_id.clone(),
@@ -268,53 +214,14 @@ fn role_spec_to_wire(r: &RoleSpec) -> v1::RoleSpec {
         role_type: r.role_type.clone(),
         name: r.name.clone(),
         config_revision: r.config_revision,
-        files: r
-            .files
-            .iter()
-            .map(|f| v1::ConfigFile {
-                path: f.path.clone(),
-                content: f.content.clone(),
-                sha256: f.sha256.clone(),
-                mode: f.mode,
-            })
-            .collect(),
-        process: Some(v1::ProcessSpec {
-            program: r.process.program.clone(),
-            args: r.process.args.clone(),
-            env: r.process.env.clone().into_iter().collect(),
-            working_dir: r.process.working_dir.clone(),
-            stop_signal: r.process.stop_signal.clone(),
-            stop_grace_ms: r.process.stop_grace.as_millis() as u64,
-            reload_signal: r.process.reload_signal.clone(),
-        }),
+        files: r.files.iter().map(v1::ConfigFile::from).collect(),
+        process: Some(v1::ProcessSpec::from(&r.process)),
         run_state: match r.run_state {
             RunState::Running => v1::RunState::Running,
             RunState::Stopped => v1::RunState::Stopped,
         } as i32,
         restart_nonce: r.restart_nonce,
-        health_checks: r
-            .health_checks
-            .iter()
-            .map(|h| v1::HealthCheck {
-                probe: match &h.probe {
-                    Probe::Tcp { host, port } => {
-                        Some(health_check::Probe::Tcp(v1::TcpProbe { host: host.clone(), port: u32::from(*port) }))
-                    }
-                    Probe::Http { url, expect_status } => Some(health_check::Probe::Http(v1::HttpProbe {
-                        url: url.clone(),
-                        expect_status: u32::from(*expect_status),
-                    })),
-                    Probe::Command { program, args } => Some(health_check::Probe::Command(v1::CommandProbe {
-                        program: program.clone(),
-                        args: args.clone(),
-                    })),
-                    Probe::Unknown => None,
-                },
-                interval_ms: h.interval.as_millis() as u64,
-                timeout_ms: h.timeout.as_millis() as u64,
-                failure_threshold: h.failure_threshold,
-            })
-            .collect(),
+        health_checks: r.health_checks.iter().map(v1::HealthCheck::from).collect(),
         log_files: r.log_files.clone(),
         parcels: r.parcels.clone(),
         restart_digest: r.restart_digest.clone(),
@@ -364,8 +271,11 @@ pub(crate) fn decode_desired_roles(bytes: &[u8]) -> Result<(u64, Vec<RoleSpec>),
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::facts::Disk;
+    use crate::roles::{self, Probe};
 
     #[test]
     fn facts_convert_field_by_field() {
@@ -423,6 +333,11 @@ mod tests {
                 stop_signal: "SIGINT".into(),
                 stop_grace: Duration::from_millis(1500),
                 reload_signal: "SIGHUP".into(),
+                config_check: Some(roles::ConfigCheck {
+                    program: "redis-server".into(),
+                    args: vec!["--test-memory".into(), "${CHECK_DIR}/redis.conf".into()],
+                    timeout: Duration::from_secs(7),
+                }),
             },
             run_state: RunState::Running,
             restart_nonce: 9,
@@ -467,10 +382,15 @@ mod tests {
             role_id: "r".into(),
             run_state: 0,
             health_checks: vec![v1::HealthCheck { probe: None, interval_ms: 0, timeout_ms: 0, failure_threshold: 0 }],
+            process: Some(v1::ProcessSpec {
+                config_check: Some(v1::ConfigCheck { program: "p".into(), args: vec![], timeout_ms: 0 }),
+                ..v1::ProcessSpec::default()
+            }),
             ..v1::RoleSpec::default()
         });
         assert_eq!(spec.run_state, RunState::Stopped, "unspecified never starts anything");
         assert_eq!(spec.process.stop_grace, roles::DEFAULT_STOP_GRACE);
+        assert_eq!(spec.process.config_check.map(|c| c.timeout), Some(roles::DEFAULT_CHECK_TIMEOUT));
         let hc = &spec.health_checks[0];
         assert_eq!(hc.probe, Probe::Unknown);
         assert_eq!(

@@ -17,8 +17,9 @@ use drover_agent::files;
 use drover_agent::parcels::{ParcelPolicy, ParcelSpec, ParcelState, ParcelTarget, Parcels, ParcelsConfig, ParcelsView};
 use drover_agent::reconcile::Policy;
 use drover_agent::roles::{ConfigFile, ProcessSpec, RoleSpec, RoleState, RoleStatus, RunState};
+use drover_agent::session::ManagerParcelFetcher;
 use drover_agent::supervisor::{Supervisor, SupervisorConfig};
-use drover_parcels::parcel::{BuiltParcel, ParcelMeta, Scripts, build_archive};
+use drover_parcels::{BuiltParcel, ParcelMeta, Scripts, build_archive};
 use drover_proto::v1;
 use drover_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
 use tokio::time::Instant;
@@ -192,8 +193,8 @@ async fn setup(break_first_after: Option<u64>) -> Setup {
 
 impl Setup {
     fn start(&self, policy: ParcelPolicy) -> Parcels {
-        Parcels::start(ParcelsConfig { dir: self.root.clone(), policy, channel: self.channel.clone() })
-            .expect("start parcels")
+        let fetcher = Arc::new(ManagerParcelFetcher::new(self.channel.clone()));
+        Parcels::start(ParcelsConfig { dir: self.root.clone(), policy, fetcher }).expect("start parcels")
     }
 }
 
@@ -414,4 +415,67 @@ async fn a_role_waits_for_its_parcel_and_runs_with_its_environment() {
         assert!(Instant::now() < deadline, "timed out waiting for the role to be removed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `NAME-1.0-bookworm.parcel`: an env script and the given `depends` and `conflicts`.
+fn build_related(work: &Path, name: &str, depends: &[&str], conflicts: &[&str]) -> BuiltParcel {
+    let staging = work.join(format!("staging-{name}"));
+    std::fs::create_dir_all(staging.join("meta")).expect("mkdir");
+    let script = format!("{name}_env.sh");
+    std::fs::write(staging.join("meta").join(&script), format!("export {}_HOME=x\n", name.to_uppercase()))
+        .expect("write");
+    let meta = ParcelMeta {
+        schema_version: 1,
+        name: name.into(),
+        version: "1.0".into(),
+        distro: "bookworm".into(),
+        depends: depends.iter().map(|d| (*d).to_owned()).collect(),
+        conflicts: conflicts.iter().map(|c| (*c).to_owned()).collect(),
+        provides: Vec::new(),
+        components: Vec::new(),
+        scripts: Scripts { defines: script },
+    };
+    build_archive(&staging, &meta, &work.join("repo")).expect("build parcel")
+}
+
+#[tokio::test]
+async fn activation_is_refused_by_depends_and_conflicts_naming_both_parcels() {
+    let s = setup(None).await;
+    let app = build_related(&s.work, "app", &["base"], &[]);
+    let base = build_related(&s.work, "base", &[], &[]);
+    let other = build_related(&s.work, "other", &[], &["app"]);
+    for p in [&app, &base, &other] {
+        s.repo.add(p);
+    }
+    // A long operation retry: only the rule "retry after another activation" can settle `app`.
+    let parcels = s.start(ParcelPolicy { op_retry: Duration::from_secs(3600), ..fast() });
+    let status = |v: &ParcelsView, name: &str| v.statuses.iter().find(|s| s.name == name).cloned();
+
+    // `app` alone: its dependency is not active.
+    parcels.set_desired(vec![spec(&app, ParcelTarget::Active)]);
+    let view =
+        wait_view(&parcels, "app refused", |v| status(v, "app").is_some_and(|s| s.state == ParcelState::Failed)).await;
+    let st = status(&view, "app").expect("app");
+    assert_eq!(st.error, "activate app-1.0: depends on base, which is not active on this host");
+    assert!(view.active.is_empty() && !s.root.join("app").exists(), "nothing activated");
+
+    // With `base` listed too, `app` (first in name order) is refused once more, then activated
+    // right after `base`.
+    parcels.set_desired(vec![spec(&app, ParcelTarget::Active), spec(&base, ParcelTarget::Active)]);
+    wait_view(&parcels, "app and base active", |v| v.active.len() == 2).await;
+
+    // `other` conflicts with the active `app`.
+    parcels.set_desired(vec![
+        spec(&app, ParcelTarget::Active),
+        spec(&base, ParcelTarget::Active),
+        spec(&other, ParcelTarget::Active),
+    ]);
+    let view =
+        wait_view(&parcels, "other refused", |v| status(v, "other").is_some_and(|s| s.state == ParcelState::Failed))
+            .await;
+    assert_eq!(
+        status(&view, "other").expect("other").error,
+        "activate other-1.0: conflicts with active parcel app-1.0 (declared by other-1.0)"
+    );
+    assert!(!view.active.contains_key("other") && !s.root.join("other").exists());
 }

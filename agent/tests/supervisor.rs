@@ -1,8 +1,9 @@
 //! The role supervisor with real processes (`/bin/sh`, `sleep`) in temporary
 //! data directories: process groups, graceful stop then SIGKILL, crash restarts
 //! and crash loops, restarts on a new nonce, file-only changes, removal,
-//! re-adoption after a restart of the supervisor, `${ROLE_DIR}`, log rotation
-//! and health checks. No sleeps as synchronisation: every wait polls the
+//! re-adoption after a restart of the supervisor, `${ROLE_DIR}`, log rotation,
+//! health checks, reloads and config checks (a shell script, and the real
+//! `nginx -t` when nginx is at hand). No sleeps as synchronisation: every wait polls the
 //! reported statuses with a deadline.
 
 use std::collections::BTreeMap;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use drover_agent::files::{self, LogRotation};
 use drover_agent::reconcile::Policy;
 use drover_agent::roles::{
-    ConfigFile, HealthCheck, Probe, ProcessSpec, RoleHealth, RoleSpec, RoleState, RoleStatus, RunState,
+    ConfigCheck, ConfigFile, HealthCheck, Probe, ProcessSpec, RoleHealth, RoleSpec, RoleState, RoleStatus, RunState,
 };
 use drover_agent::supervisor::{self, ROLES_STATE_FILE, Supervisor, SupervisorConfig};
 use tokio::time::Instant;
@@ -444,4 +445,176 @@ async fn new_files_reach_the_running_process_by_its_reload_signal() {
     assert_eq!(s.reload_count, 0, "a new process starts its count over");
     assert_eq!(read_seen(), "revision 2\nrevision 3\n", "revision 4 was never sent by reload");
     kill_group(s.pid);
+}
+
+/// [`reloading`] with `content` as `role.conf` and a config check (a shell)
+/// that passes only for content starting with `ok`, run in the staging
+/// directory `$CHECK_DIR` with the new file.
+fn config_checked(revision: u64, content: &str) -> RoleSpec {
+    let mut spec = reloading(revision, "k1");
+    spec.files = vec![file("role.conf", content)];
+    let script = r#"test "$PWD" = "$CHECK_DIR" && test "$1" = "$CHECK_DIR/role.conf" || exit 9
+grep -q '^ok' "$1" || { echo "  bad config: $(head -n 1 "$1")" >&2; echo; exit 3; }"#;
+    spec.process.config_check = Some(ConfigCheck {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), script.into(), "check".into(), "${CHECK_DIR}/role.conf".into()],
+        timeout: Duration::from_secs(10),
+    });
+    spec
+}
+
+#[tokio::test]
+async fn a_failed_config_check_keeps_the_old_files_and_process() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("roles/r1");
+    let seen = dir.join("seen.log");
+    let read_seen = || std::fs::read_to_string(&seen).unwrap_or_default();
+    let sup = Supervisor::start(config(tmp.path())).expect("start");
+    sup.set_desired(1, vec![config_checked(1, "ok 1 in ${ROLE_DIR}\n")]);
+    let first = running(&sup, "r1").await;
+    let live = format!("ok 1 in {}\n", dir.display());
+    assert_eq!(std::fs::read_to_string(dir.join("role.conf")).expect("live file"), live);
+
+    // Revision 2 fails its check: nothing written, no reload, the output reported.
+    sup.set_desired(2, vec![config_checked(2, "bad 2\n")]);
+    let s = wait_role(&sup, "r1", "check of revision 2 failed", |s| !s.last_error.is_empty()).await;
+    assert_eq!(
+        s.last_error,
+        "config check of revision 2 failed; its files were not applied: /bin/sh exited with status 3: bad config: bad 2"
+    );
+    assert_eq!((s.state, s.pid, s.applied_revision, s.running_revision), (RoleState::Running, first.pid, 1, 1));
+    assert_eq!(s.reload_count, 0);
+    assert_eq!(std::fs::read_to_string(dir.join("role.conf")).expect("live file"), live, "the old file");
+    assert_eq!(read_seen(), "", "never reloaded");
+    let staging = tmp.path().join(files::STAGING_DIR);
+    wait_until("the staging directory is cleaned up", || {
+        std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0) == 0
+    })
+    .await;
+
+    // Revision 3 passes: written and reloaded as usual.
+    sup.set_desired(3, vec![config_checked(3, "ok 3\n")]);
+    let s = wait_role(&sup, "r1", "reloaded into revision 3", |s| s.running_revision == 3).await;
+    assert_eq!((s.pid, s.applied_revision, s.reload_count, s.last_error.as_str()), (first.pid, 3, 1, ""));
+    wait_until("the process read revision 3", || read_seen() == "ok 3\n").await;
+    kill_group(s.pid);
+}
+
+#[tokio::test]
+async fn a_config_check_that_hangs_is_killed_and_fails() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sup = Supervisor::start(config(tmp.path())).expect("start");
+    let mut spec = config_checked(1, "ok 1\n");
+    spec.process.config_check = Some(ConfigCheck {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), "sleep 1000 & echo $! > \"$ROLE_DIR/sleeper.pid\"; wait".into()],
+        timeout: Duration::from_millis(300),
+    });
+    sup.set_desired(1, vec![spec]);
+    let s = wait_role(&sup, "r1", "check timed out", |s| !s.last_error.is_empty()).await;
+    assert_eq!(
+        s.last_error,
+        "config check of revision 1 failed; its files were not applied: /bin/sh did not finish within 300ms"
+    );
+    assert_eq!((s.state, s.pid, s.applied_revision), (RoleState::Failed, 0, 0), "no files, no process");
+    let pid_file = tmp.path().join("roles/r1/sleeper.pid");
+    let sleeper: u32 = std::fs::read_to_string(&pid_file).expect("pid").trim().parse().expect("number");
+    wait_until("the check's whole process group is gone", || !alive(sleeper)).await;
+}
+
+/// The real `nginx -t` as the config check of a real nginx role: a
+/// configuration nginx refuses never reaches it; the next good one does, by
+/// reload. nginx is `$DROVER_TEST_NGINX` or `/usr/sbin/nginx`.
+#[tokio::test]
+async fn nginx_checks_its_configuration_before_it_is_reloaded() {
+    let installed = std::env::var("DROVER_TEST_NGINX")
+        .ok()
+        .into_iter()
+        .chain(["/usr/sbin/nginx".to_owned()])
+        .find(|p| Path::new(p).exists());
+    let Some(program) = installed else {
+        if std::env::var("DROVER_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!("nginx is not installed but DROVER_REQUIRE_SERVICES=1; apt-get install -y nginx");
+        }
+        println!("skipped: nginx not installed (or set DROVER_TEST_NGINX)");
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sup = Supervisor::start(config(tmp.path())).expect("start");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let conf = |revision: u64, extra: &str| {
+        format!(
+            "daemon off;\nmaster_process on;\nworker_processes 1;\npid ${{ROLE_DIR}}/nginx.pid;\nerror_log stderr warn;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path ${{ROLE_DIR}}/client_body_temp;\n\
+             proxy_temp_path ${{ROLE_DIR}}/proxy_temp;\n  fastcgi_temp_path ${{ROLE_DIR}}/fastcgi_temp;\n\
+             uwsgi_temp_path ${{ROLE_DIR}}/uwsgi_temp;\n  scgi_temp_path ${{ROLE_DIR}}/scgi_temp;\n\
+             server {{ listen 127.0.0.1:{port}; {extra} location / {{ return 200 \"revision {revision}\\n\"; }} }}\n}}\n"
+        )
+    };
+    let spec = |revision: u64, extra: &str| RoleSpec {
+        role_id: "web-1".into(),
+        config_revision: revision,
+        files: vec![file("nginx.conf", &conf(revision, extra))],
+        process: ProcessSpec {
+            program: program.clone(),
+            args: ["-p", "${ROLE_DIR}/", "-c", "${ROLE_DIR}/nginx.conf", "-e", "stderr"].map(String::from).to_vec(),
+            stop_signal: "SIGQUIT".into(),
+            stop_grace: Duration::from_secs(5),
+            reload_signal: "SIGHUP".into(),
+            config_check: Some(ConfigCheck {
+                program: program.clone(),
+                args: ["-t", "-q", "-p", "${ROLE_DIR}/", "-c", "${CHECK_DIR}/nginx.conf", "-e", "stderr"]
+                    .map(String::from)
+                    .to_vec(),
+                timeout: Duration::from_secs(10),
+            }),
+            ..ProcessSpec::default()
+        },
+        run_state: RunState::Running,
+        restart_digest: "k1".into(),
+        ..RoleSpec::default()
+    };
+    let get = || async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut conn) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return String::new() };
+        let _ = conn.write_all(b"GET / HTTP/1.0\r\n\r\n").await;
+        let mut out = String::new();
+        let _ = conn.read_to_string(&mut out).await;
+        out.lines().last().unwrap_or_default().to_owned()
+    };
+    let answers = |want: &'static str| async move {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let got = get().await;
+            if got == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "nginx answers {got:?}, not {want:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+
+    sup.set_desired(1, vec![spec(1, "")]);
+    let first = running(&sup, "web-1").await;
+    answers("revision 1").await;
+
+    // A directive nginx does not know: refused by `nginx -t`, never reloaded.
+    sup.set_desired(2, vec![spec(2, "bogus_directive on;")]);
+    let s = wait_role(&sup, "web-1", "check of revision 2 failed", |s| !s.last_error.is_empty()).await;
+    assert!(s.last_error.starts_with("config check of revision 2 failed"), "{}", s.last_error);
+    assert!(s.last_error.contains("unknown directive \"bogus_directive\""), "{}", s.last_error);
+    assert_eq!((s.pid, s.applied_revision, s.running_revision, s.reload_count), (first.pid, 1, 1, 0));
+    answers("revision 1").await;
+
+    // A good revision reaches nginx by reload.
+    sup.set_desired(3, vec![spec(3, "")]);
+    let s = wait_role(&sup, "web-1", "reloaded into revision 3", |s| s.running_revision == 3).await;
+    assert_eq!((s.pid, s.applied_revision, s.reload_count, s.last_error.as_str()), (first.pid, 3, 1, ""));
+    answers("revision 3").await;
+
+    let mut stopped = spec(3, "");
+    stopped.run_state = RunState::Stopped;
+    sup.set_desired(4, vec![stopped]);
+    wait_role(&sup, "web-1", "stopped", |s| s.state == RoleState::Stopped).await;
 }

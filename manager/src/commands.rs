@@ -9,6 +9,11 @@
 //! outcome, with a timeout. A step that fails stops the command with a
 //! message naming the role; abort stops it between steps. A manager restart
 //! marks commands that were running as failed, saying why.
+//!
+//! A step waits in `wait_for_roles`, which reads only the registry (never the
+//! store) and is woken by `Registry::watch` for the step's roles and hosts.
+//! After a restart, `Commands::fail_interrupted` marks open steps `aborted`;
+//! the intent a command already wrote stays and agents keep enforcing it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,6 +2,14 @@
 //!
 //! Architecture invariant: prost types stop here. Messages are converted to
 //! `crate::model` types on the way in and built from them on the way out.
+//!
+//! The session: a `Hello` must come within 30 s; its facts are stored (and a
+//! changed hostname or address re-renders the host's services through
+//! `Desired::host_identity_changed`). A second session of a host supersedes
+//! the first (`ABORTED`). `run_session` pushes every new desired state seen on
+//! the host's watch channel, roles only to agents announcing `roles.v1` and
+//! parcels only with `parcels.v1`; reports about roles the host is not meant
+//! to run are dropped. `FetchParcel` streams a repository file by offset.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,7 +31,6 @@ use crate::desired::{DesiredParcel, DesiredRole, HostDesired, ParcelStatusRec};
 use crate::model::{Disk, DiskUsage, HostFacts, HostKind, HostMetrics, now_millis, rfc3339};
 use crate::registry::{Kill, Refusal};
 use crate::store::{AppliedRec, AppliedRevision, EnrollError, NewAudit, NewHost, RoleStatusRec};
-use drover_parcels::render::{RenderedCheck, RenderedHealthCheck};
 
 /// How long a new session may take to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -303,59 +310,20 @@ fn parcel_status(p: v1::ParcelStatus) -> ParcelStatusRec {
 }
 
 fn role_spec(r: &DesiredRole) -> v1::RoleSpec {
-    let p = &r.rendered.process;
     v1::RoleSpec {
         role_id: r.role_id.clone(),
         service: r.service.clone(),
         role_type: r.role_type.clone(),
         name: r.name.clone(),
         config_revision: r.config_revision,
-        files: r
-            .rendered
-            .files
-            .iter()
-            .map(|f| v1::ConfigFile {
-                path: f.path.clone(),
-                content: f.content.clone(),
-                sha256: f.sha256.clone(),
-                mode: f.mode,
-            })
-            .collect(),
-        process: Some(v1::ProcessSpec {
-            program: p.program.clone(),
-            args: p.args.clone(),
-            env: p.env.clone().into_iter().collect(),
-            working_dir: p.working_dir.clone(),
-            stop_signal: p.stop_signal.clone(),
-            stop_grace_ms: p.stop_grace.as_millis() as u64,
-            reload_signal: p.reload_signal.clone(),
-        }),
+        files: r.rendered.files.iter().map(v1::ConfigFile::from).collect(),
+        process: Some(v1::ProcessSpec::from(&r.rendered.process)),
         run_state: if r.running { v1::RunState::Running } else { v1::RunState::Stopped } as i32,
         restart_nonce: r.restart_nonce,
-        health_checks: r.rendered.health_checks.iter().map(health_check).collect(),
+        health_checks: r.rendered.health_checks.iter().map(v1::HealthCheck::from).collect(),
         log_files: r.rendered.log_files.clone(),
         parcels: r.parcels.clone(),
         restart_digest: r.rendered.restart_digest.clone(),
-    }
-}
-
-fn health_check(c: &RenderedHealthCheck) -> v1::HealthCheck {
-    let probe = match &c.check {
-        RenderedCheck::Tcp { host, port } => {
-            v1::health_check::Probe::Tcp(v1::TcpProbe { host: host.clone(), port: u32::from(*port) })
-        }
-        RenderedCheck::Http { url, expect_status } => {
-            v1::health_check::Probe::Http(v1::HttpProbe { url: url.clone(), expect_status: u32::from(*expect_status) })
-        }
-        RenderedCheck::Command { program, args } => {
-            v1::health_check::Probe::Command(v1::CommandProbe { program: program.clone(), args: args.clone() })
-        }
-    };
-    v1::HealthCheck {
-        probe: Some(probe),
-        interval_ms: c.interval.as_millis() as u64,
-        timeout_ms: c.timeout.as_millis() as u64,
-        failure_threshold: c.failure_threshold,
     }
 }
 

@@ -4,6 +4,16 @@
 //! `start` takes its listeners from the caller (linkerd2-proxy style), so tests
 //! bind port 0 and run many managers in one process; it returns a
 //! [`ManagerHandle`] for graceful shutdown.
+//!
+//! Start order: config checked, data dir, database and migrations, first
+//! admin, CA and a fresh server certificate, registry, service type catalog (a
+//! bad descriptor stops the start), parcel repository, every host's desired
+//! state (`Desired::load_all`), interrupted commands marked failed; then gRPC
+//! and HTTP are served and the background tasks spawned (flusher, lost-host
+//! watchdog, metrics maintenance, the desired-state resync and retry loop).
+//! `ManagerHandle::shutdown` ends every agent session with `UNAVAILABLE` (HTTP/2
+//! graceful shutdown would wait on them forever), closes open metric buckets
+//! and flushes.
 
 pub mod auth;
 pub mod bootstrap;
@@ -46,7 +56,7 @@ pub struct AppState {
     pub basic_cache: auth::BasicCache,
     pub console: http::console::Templates,
     /// Service types: built in (`parcels/`) and from DATA_DIR/service-types.
-    pub catalog: drover_parcels::descriptor::Catalog,
+    pub catalog: drover_service_types::descriptor::Catalog,
     pub commands: commands::Commands,
     /// The owner of every host's intent: per-service ordering, resync, retry.
     pub desired: desired::Desired,
@@ -158,7 +168,7 @@ impl Manager {
         .context("load hosts")?;
         let user_types = config.data_dir.join("service-types");
         let extra = if user_types.is_dir() { vec![user_types] } else { Vec::new() };
-        let catalog = drover_parcels::descriptor::Catalog::load(true, &extra).context("load service types")?;
+        let catalog = drover_service_types::descriptor::Catalog::load(true, &extra).context("load service types")?;
         let parcels = parcels::ParcelRepo::open(&config.data_dir.join("parcel-repo"), &config.parcel_repos)
             .context("open the parcel repository")?;
         let state = Arc::new(AppState {

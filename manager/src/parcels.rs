@@ -8,15 +8,21 @@
 //! then renamed into the repository. A remote parcel is first downloaded into
 //! the local repository (verified the same way); agents only ever fetch from
 //! the manager, over their mutual-TLS channel.
+//!
+//! At start the repository is indexed again, but a file is read and hashed
+//! only when it is new or changed: `.index-cache.json` (next to
+//! `manifest.json`) records the size, mtime, ctime, device and inode of every
+//! file when it was checked (at an earlier start or when it was stored), with
+//! its manifest entry, and an entry is trusted only while all of those match.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
-use drover_parcels::parcel::archive::{self, Expected};
-use drover_parcels::parcel::manifest::{MANIFEST_FILE, Manifest, ManifestParcel, index_dir};
-use drover_parcels::parcel::name::ParcelId;
+use drover_parcels::archive::{self, Expected};
+use drover_parcels::manifest::{IndexCache, MANIFEST_FILE, Manifest, ManifestParcel, index_dir_cached};
+use drover_parcels::name::ParcelId;
 use futures::{Stream, StreamExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -68,9 +74,21 @@ pub struct RemoteState {
     manifest: Option<Manifest>,
 }
 
+/// How the repository was indexed when it was opened: file names, sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexReport {
+    /// Read and checked: new or changed since they were last checked.
+    pub checked: Vec<String>,
+    /// Taken from `.index-cache.json` without reading them.
+    pub trusted: Vec<String>,
+}
+
 pub struct ParcelRepo {
     dir: PathBuf,
     local: RwLock<Manifest>,
+    /// What `.index-cache.json` holds; updated when a parcel is stored.
+    cache: Mutex<IndexCache>,
+    opened: IndexReport,
     remotes: RwLock<Vec<RemoteState>>,
     http: reqwest::Client,
     /// One remote download at a time per file.
@@ -85,7 +103,10 @@ impl std::fmt::Debug for ParcelRepo {
 
 impl ParcelRepo {
     /// Opens (or creates) the repository in `dir` and indexes what is there:
-    /// every parcel file is checked and hashed, and `manifest.json` rewritten.
+    /// every parcel file that is new or changed since it was last checked is
+    /// checked and hashed, the others are taken from `.index-cache.json`, and
+    /// `manifest.json` and the cache are rewritten. A bad file fails the open,
+    /// naming it.
     pub fn open(dir: &Path, remotes: &[String]) -> anyhow::Result<ParcelRepo> {
         std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
         // Leftovers of interrupted uploads.
@@ -96,8 +117,20 @@ impl ParcelRepo {
                 }
             }
         }
-        let manifest = index_dir(dir).map_err(|e| anyhow::anyhow!("index parcel repository: {e}"))?;
+        let cache = IndexCache::load(dir).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring the parcel index cache; every parcel is checked again");
+            IndexCache::default()
+        });
+        let indexed = index_dir_cached(dir, &cache).map_err(|e| anyhow::anyhow!("index parcel repository: {e}"))?;
+        let manifest = indexed.manifest;
         manifest.save(dir).map_err(|e| anyhow::anyhow!("write parcel manifest: {e}"))?;
+        indexed.cache.save(dir).map_err(|e| anyhow::anyhow!("write parcel index cache: {e}"))?;
+        tracing::info!(
+            dir = %dir.display(),
+            checked = indexed.checked.len(),
+            unchanged = indexed.trusted.len(),
+            "parcel repository indexed"
+        );
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()
@@ -109,6 +142,8 @@ impl ParcelRepo {
         Ok(ParcelRepo {
             dir: dir.to_owned(),
             local: RwLock::new(manifest),
+            cache: Mutex::new(indexed.cache),
+            opened: IndexReport { checked: indexed.checked, trusted: indexed.trusted },
             remotes: RwLock::new(remotes),
             http,
             fetching: tokio::sync::Mutex::new(()),
@@ -117,6 +152,11 @@ impl ParcelRepo {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Which files [`ParcelRepo::open`] read and which it trusted.
+    pub fn index_report(&self) -> &IndexReport {
+        &self.opened
     }
 
     pub fn local_manifest(&self) -> Manifest {
@@ -277,6 +317,14 @@ impl ParcelRepo {
             m.clone()
         };
         manifest.save(&self.dir).map_err(|e| internal("write parcel manifest", e))?;
+        // Checked just now: the next start need not read it again.
+        let cached = {
+            let mut cache = self.cache.lock().expect("repo cache lock");
+            cache.record(&self.dir, &entry).and_then(|()| cache.save(&self.dir))
+        };
+        if let Err(e) = cached {
+            tracing::warn!(file = %entry.parcel_name, error = %e, "could not record the parcel in the index cache; it is checked again at the next start");
+        }
         Ok(entry)
     }
 

@@ -12,6 +12,15 @@
 //! On start-up the registry is loaded from the store and every host that was
 //! healthy gets a fresh grace period of `--host-lost-after`, so a manager
 //! restart does not flag the whole fleet lost before agents reconnect.
+//!
+//! Also here: each host's intent as `Desired` set it (desired roles and
+//! parcels, with a generation bumped only when their digest changes, published
+//! on a `watch` channel the session pushes from) and what its agent last
+//! reported about roles and parcels. Role states, first-applied records and
+//! desired and applied generations reach the store through the same flusher.
+//! `watch(roles, hosts)` wakes only the waiters of those roles and hosts, so a
+//! command waiting on three roles is not woken by a fleet's reports. Time is
+//! the tokio clock (`tokio::time::Instant`), so tests pause and advance it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,12 +1,15 @@
 //! The parcel repository and lifecycle commands through the REST API of a real
 //! in-process manager: streamed uploads checked against the stated sha256 and
 //! the parcel's own metadata (nothing stored on any failure), the `/repo/`
-//! mirror with range requests, cluster membership of hosts, and the refusals
+//! mirror with range requests, re-indexing at start that reads only new or
+//! changed files, cluster membership of hosts, and the refusals
 //! that keep the lifecycle safe. Agents are not involved here; the end-to-end
 //! tests run real agents.
 
-use drover_parcels::parcel::archive::build_archive;
-use drover_parcels::parcel::meta::{ParcelMeta, Scripts};
+use drover_manager::parcels::ParcelRepo;
+use drover_parcels::archive::build_archive;
+use drover_parcels::manifest::{INDEX_CACHE_FILE, MANIFEST_FILE};
+use drover_parcels::meta::{ParcelMeta, Scripts};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -43,12 +46,12 @@ impl T {
         (status, resp.json().await.unwrap())
     }
 
-    /// Files in the repository directory other than the manifest.
+    /// Files in the repository directory other than the manifest and the index cache.
     fn repo_files(&self) -> Vec<String> {
         let mut out: Vec<String> = std::fs::read_dir(self.dir.path().join("manager/parcel-repo"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n != "manifest.json")
+            .filter(|n| n != MANIFEST_FILE && n != INDEX_CACHE_FILE)
             .collect();
         out.sort();
         out
@@ -225,4 +228,49 @@ async fn remote_repositories_are_followed_and_their_parcels_verified() {
     let err = b.handle.state.parcels.ensure_local("hello", "3.0-2").await.unwrap_err().to_string();
     assert!(err.contains("sha256 mismatch"), "{err}");
     assert_eq!(b.repo_files(), vec![name], "nothing of the tampered download is kept");
+}
+
+/// At start the repository reads a parcel file only when it is new or changed since it was
+/// last checked (at an earlier start, or when it was uploaded); a changed file is checked as
+/// before the cache existed.
+#[tokio::test]
+async fn a_restart_reads_only_new_or_changed_parcel_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("parcel-repo");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (n1, b1, s1) = parcel("1.0-1");
+    let (n2, b2, _) = parcel("2.0-1");
+    std::fs::write(dir.join(&n1), &b1).unwrap();
+    std::fs::write(dir.join(&n2), &b2).unwrap();
+
+    let repo = ParcelRepo::open(&dir, &[]).unwrap();
+    assert_eq!(repo.index_report().checked, [n1.clone(), n2.clone()]);
+    assert!(repo.index_report().trusted.is_empty());
+    // Checked on its way in: not read at the next start either.
+    let (n3, b3, s3) = parcel("3.0-1");
+    let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(b3))]);
+    repo.upload(&n3, &s3, body).await.unwrap();
+    drop(repo);
+
+    let repo = ParcelRepo::open(&dir, &[]).unwrap();
+    assert!(repo.index_report().checked.is_empty(), "{:?}", repo.index_report());
+    assert_eq!(repo.index_report().trusted, [n1.clone(), n2.clone(), n3.clone()]);
+    assert_eq!(repo.expected(&n1).unwrap().sha256, s1);
+    assert_eq!(repo.expected(&n3).unwrap().sha256, s3);
+    drop(repo);
+
+    // A file changed on disk is read again; this one fails the check, so the repository does
+    // not open, naming it.
+    let mut tampered = b2.clone();
+    let mid = tampered.len() / 2;
+    tampered[mid] ^= 0x01;
+    std::fs::write(dir.join(&n2), &tampered).unwrap();
+    let err = format!("{:#}", ParcelRepo::open(&dir, &[]).unwrap_err());
+    assert!(err.contains(&n2), "{err}");
+
+    // Put back, it is read once more; the others are still trusted.
+    std::fs::write(dir.join(&n2), &b2).unwrap();
+    let repo = ParcelRepo::open(&dir, &[]).unwrap();
+    assert_eq!(repo.index_report().checked, [n2]);
+    assert_eq!(repo.index_report().trusted, [n1, n3]);
 }

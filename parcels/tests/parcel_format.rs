@@ -9,10 +9,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use drover_parcels::parcel::env;
-use drover_parcels::parcel::{
-    ArchiveOptions, Dependency, Manifest, ParcelId, ParcelMeta, build_archive, build_archive_with, index_dir, inspect,
-    install,
+use drover_parcels::env;
+use drover_parcels::{
+    ArchiveOptions, Dependency, IndexCache, Manifest, ParcelId, ParcelMeta, build_archive, build_archive_with,
+    index_dir, index_dir_cached, inspect, install,
 };
 
 #[test]
@@ -243,4 +243,64 @@ fn manifest_index_round_trip() {
     write_raw(&repo, "nginx-1-bookworm.parcel", &bad);
     let err = index_dir(&repo).unwrap_err().to_string();
     assert!(err.contains("nginx-1-bookworm.parcel") && err.contains(".."), "{err}");
+}
+
+#[test]
+fn the_index_cache_trusts_only_files_whose_stat_is_unchanged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let staging = staging(tmp.path(), "redis");
+    for v in ["1", "2", "3"] {
+        build_archive(&staging, &meta("redis", v), &repo).unwrap();
+    }
+    let name = |v: &str| format!("redis-{v}-bookworm.parcel");
+
+    // First index: everything is read; the cache round-trips through its file.
+    let first = index_dir_cached(&repo, &IndexCache::default()).unwrap();
+    assert_eq!(first.checked, [name("1"), name("2"), name("3")]);
+    assert!(first.trusted.is_empty());
+    first.cache.save(&repo).unwrap();
+    let cache = IndexCache::load(&repo).unwrap();
+    assert_eq!(cache, first.cache);
+    assert_eq!(IndexCache::load(&tmp.path().join("none")).unwrap(), IndexCache::default());
+
+    // Nothing changed: nothing is read, the manifest is the same.
+    let second = index_dir_cached(&repo, &cache).unwrap();
+    assert!(second.checked.is_empty(), "{:?}", second.checked);
+    assert_eq!(second.trusted.len(), 3);
+    assert_eq!(second.manifest.parcels, first.manifest.parcels);
+
+    // One byte changed in place, same size, mtime put back: the ctime gives it away, and the
+    // check that follows refuses the file, naming it.
+    let path = repo.join(name("2"));
+    let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+    fs::File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+    let err = index_dir_cached(&repo, &cache).unwrap_err().to_string();
+    assert!(err.contains(&name("2")), "{err}");
+
+    // Replaced by another valid build of the same version: read again, the manifest updated.
+    fs::remove_file(&path).unwrap();
+    let mut other = meta("redis", "2");
+    other.components[0].pkg_version = "1.0-2".into();
+    let rebuilt = build_archive(&staging, &other, &repo).unwrap();
+    // A new file appears, another disappears.
+    build_archive(&staging, &meta("redis", "4"), &repo).unwrap();
+    fs::remove_file(repo.join(name("3"))).unwrap();
+    let third = index_dir_cached(&repo, &cache).unwrap();
+    assert_eq!(third.checked, [name("2"), name("4")]);
+    assert_eq!(third.trusted, [name("1")]);
+    assert_eq!(third.manifest.find(&name("2")).unwrap().sha256, rebuilt.sha256);
+    assert!(third.manifest.find(&name("3")).is_none());
+    assert_eq!(third.cache.files.keys().cloned().collect::<Vec<_>>(), [name("1"), name("2"), name("4")]);
+    assert_eq!(index_dir(&repo).unwrap().parcels, third.manifest.parcels, "the same manifest as without a cache");
+
+    // A cache entry whose stat matches is believed as it is: that is the point of it.
+    let mut lying = third.cache.clone();
+    lying.files.get_mut(&name("1")).unwrap().entry.size = 1;
+    assert_eq!(index_dir_cached(&repo, &lying).unwrap().manifest.find(&name("1")).unwrap().size, 1);
 }

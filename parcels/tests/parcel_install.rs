@@ -8,8 +8,8 @@ use std::fs;
 use std::path::Path;
 
 use common::*;
-use drover_parcels::parcel::{
-    self, Expected, ParcelError, activate, active_version, cleanup_partials, deactivate, install, installed,
+use drover_parcels::{
+    self as parcel, Expected, ParcelError, activate, active_version, cleanup_partials, deactivate, install, installed,
     parcel_env, remove,
 };
 use tar::EntryType;
@@ -260,4 +260,81 @@ fn incomplete_installs_cannot_be_activated_and_are_cleaned_up() {
     // NAME that is a real directory is never replaced.
     fs::create_dir(root.join("nginx")).unwrap();
     assert!(active_version(root, "nginx").is_err());
+}
+
+/// Installs `NAME-VERSION` under `root` with these `depends`, `conflicts` and `provides`.
+fn install_related(tmp: &Path, root: &Path, id: (&str, &str), depends: &[&str], conflicts: &[&str], provides: &[&str]) {
+    let (name, version) = id;
+    let mut m = meta(name, version);
+    let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    (m.depends, m.conflicts, m.provides) = (strings(depends), strings(conflicts), strings(provides));
+    let json_path = format!("{name}-{version}/meta/parcel.json");
+    let entries: Vec<Raw> = good_entries(name, version)
+        .into_iter()
+        .map(|e| if e.path == json_path.as_bytes() { file(&json_path, &m.to_json()) } else { e })
+        .collect();
+    let dir = tmp.join(format!("src-{name}-{version}"));
+    fs::create_dir_all(&dir).unwrap();
+    install(&write_raw(&dir, &format!("{name}-{version}-bookworm.parcel"), &entries), None, root).unwrap();
+}
+
+#[test]
+fn depends_and_conflicts_are_enforced_at_activation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("parcels");
+    install_related(tmp.path(), &root, ("jre", "11.0-1"), &[], &[], &[]);
+    install_related(tmp.path(), &root, ("jre", "17.0-1"), &[], &[], &["java"]);
+    install_related(tmp.path(), &root, ("zookeeper", "3.8.0-1"), &["jre (>= 17)"], &[], &[]);
+    install_related(tmp.path(), &root, ("app", "1.0"), &["java"], &[], &[]);
+    install_related(tmp.path(), &root, ("tool", "1.0"), &["java (>= 17)", "zookeeper"], &[], &[]);
+    install_related(tmp.path(), &root, ("redis", "7.0.15"), &[], &["keydb"], &[]);
+    install_related(tmp.path(), &root, ("keydb", "6.2"), &[], &[], &[]);
+    install_related(tmp.path(), &root, ("cache", "1.0"), &[], &["redis (<< 7)"], &["memstore"]);
+    install_related(tmp.path(), &root, ("web", "1.0"), &[], &["memstore"], &[]);
+    let refused = |name: &str, version: &str| match activate(&root, name, version) {
+        Err(e @ ParcelError::Refused { .. }) => {
+            assert_eq!(active_version(&root, name).unwrap(), None, "{name}: nothing activated");
+            e.to_string()
+        }
+        other => panic!("activating {name} {version} should be refused: {other:?}"),
+    };
+
+    // Depends: not active, then an active version too old, then met.
+    assert_eq!(
+        refused("zookeeper", "3.8.0-1"),
+        "activate zookeeper-3.8.0-1: depends on jre (>= 17), which is not active on this host"
+    );
+    activate(&root, "jre", "11.0-1").unwrap();
+    assert_eq!(
+        refused("zookeeper", "3.8.0-1"),
+        "activate zookeeper-3.8.0-1: depends on jre (>= 17), but the active version is jre-11.0-1"
+    );
+    assert_eq!(refused("app", "1.0"), "activate app-1.0: depends on java, which is not active on this host");
+    activate(&root, "jre", "17.0-1").unwrap();
+    activate(&root, "zookeeper", "3.8.0-1").unwrap();
+    // `provides` meets a dependency without a version only.
+    activate(&root, "app", "1.0").unwrap();
+    deactivate(&root, "zookeeper").unwrap();
+    assert_eq!(
+        refused("tool", "1.0"),
+        "activate tool-1.0: depends on java (>= 17), which is not active on this host; \
+         depends on zookeeper, which is not active on this host"
+    );
+
+    // Conflicts, declared by the parcel being activated, then by the active one.
+    activate(&root, "keydb", "6.2").unwrap();
+    assert_eq!(
+        refused("redis", "7.0.15"),
+        "activate redis-7.0.15: conflicts with active parcel keydb-6.2 (declared by redis-7.0.15)"
+    );
+    deactivate(&root, "keydb").unwrap();
+    activate(&root, "redis", "7.0.15").unwrap();
+    assert_eq!(
+        refused("keydb", "6.2"),
+        "activate keydb-6.2: conflicts with active parcel redis-7.0.15 (declared by redis-7.0.15)"
+    );
+    // A versioned conflict that the active version does not meet; a conflict with a provided name.
+    activate(&root, "cache", "1.0").unwrap();
+    assert_eq!(refused("web", "1.0"), "activate web-1.0: conflicts with active parcel cache-1.0 (declared by web-1.0)");
+    assert_eq!(active_version(&root, "redis").unwrap().as_deref(), Some("7.0.15"));
 }

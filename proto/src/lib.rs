@@ -4,10 +4,12 @@
 //!
 //! Architecture invariant: generated prost types never leave the gRPC edge. The
 //! manager and the agent convert them to their own domain types at the point
-//! where a message is sent or received.
+//! where a message is sent or received. The role spec they share
+//! (`drover-role-spec`) has its one set of conversions here, in [`rolespec`].
 
 pub mod identity;
 pub mod labels;
+pub mod rolespec;
 pub mod tls;
 pub mod token;
 

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use drover_parcels::parcel::ParcelId;
+use drover_parcels::ParcelId;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 

@@ -221,6 +221,25 @@ fn a_failed_activation_is_reported_and_leaves_the_previous_version_active() {
 }
 
 #[test]
+fn a_refused_activation_is_tried_again_once_another_one_succeeds() {
+    let mut h = H::new(&["app-1", "base-1"]);
+    // `app` depends on `base`; activations run in name order.
+    assert_eq!(h.at(Duration::ZERO, Event::Desired(vec![active("app", "1"), active("base", "1")])), ["activate app-1"]);
+    let refused = Event::OpDone {
+        op: Op::Activate { name: "app".into(), version: "1".into() },
+        result: Err("activate app-1: depends on base, which is not active on this host".into()),
+        local: Some(local(&["app-1", "base-1"])),
+    };
+    assert_eq!(h.at(SEC, refused), ["activate base-1"]);
+    assert_eq!(h.states(), ["app-1 failed", "base-1 distributed"]);
+    let op = Op::Activate { name: "base".into(), version: "1".into() };
+    assert_eq!(h.at(2 * SEC, op_ok(op, &["app-1", "base-1*"])), ["activate app-1"], "not after op_retry");
+    let op = Op::Activate { name: "app".into(), version: "1".into() };
+    assert!(h.at(2 * SEC, op_ok(op, &["app-1*", "base-1*"])).is_empty());
+    assert_eq!(h.states(), ["app-1 active", "base-1 active"]);
+}
+
+#[test]
 fn operations_run_one_at_a_time() {
     let mut h = H::new(&["a-1", "b-1", "c-1*"]);
     assert_eq!(h.at(Duration::ZERO, Event::Desired(vec![active("a", "1")])), ["activate a-1"]);

@@ -36,6 +36,7 @@ fn running(id: &str, revision: u64, nonce: u64) -> RoleSpec {
 fn render(e: &Effect) -> Option<String> {
     Some(match e {
         Effect::WriteFiles { role, revision, .. } => format!("write {role}@{revision}"),
+        Effect::CheckFiles { role, revision, .. } => format!("check {role}@{revision}"),
         Effect::Start { role, revision, nonce, .. } => format!("start {role}@{revision}#{nonce}"),
         Effect::Stop { role, pgid, signal } => format!("stop {role} {pgid} {signal}"),
         Effect::KillGroup { role, pgid } => format!("kill {role} {pgid}"),
@@ -645,4 +646,164 @@ fn no_reload_without_a_signal_a_digest_or_known_files() {
         (2 * SEC, Event::ReloadFailed { role: "r1".into(), error: "ESRCH".into() }, &[]),
     ]);
     assert_eq!(h.status("r1").last_error, "could not reload the process: ESRCH");
+}
+
+/// `reloadable(revision, "k1", digest)` whose files pass `nginx -t`-like check first.
+fn checked(revision: u64, nonce: u64, digest: &str) -> RoleSpec {
+    let mut s = reloadable(revision, "k1", digest);
+    s.restart_nonce = nonce;
+    s.process.config_check =
+        Some(ConfigCheck { program: "check".into(), args: vec!["${CHECK_DIR}/a.conf".into()], timeout: 5 * SEC });
+    s
+}
+
+fn check_passed(revision: u64, digest: &str) -> Event {
+    let digests = BTreeMap::from([("a.conf".to_owned(), digest.to_owned())]);
+    Event::CheckPassed { role: "r1".into(), revision, digests }
+}
+
+fn check_failed(revision: u64, digest: &str) -> Event {
+    let digests = BTreeMap::from([("a.conf".to_owned(), digest.to_owned())]);
+    let error = "check exited with status 1: bad config".to_owned();
+    Event::CheckFailed { role: "r1".into(), revision, digests, error }
+}
+
+/// `r1` up with pid 100 since t = 0, from `checked(1, 0, "d1")`.
+fn checked_up() -> H {
+    let mut h = H::new(Policy::default());
+    h.run(&[
+        (Duration::ZERO, desired(vec![checked(1, 0, "d1")]), &["check r1@1"]),
+        (Duration::ZERO, Event::Tick, &[]),
+        (Duration::ZERO, check_passed(1, "d1"), &["write r1@1"]),
+        (Duration::ZERO, written_digest(1, "d1"), &["start r1@1#0"]),
+        (Duration::ZERO, started("r1", 100), &[]),
+    ]);
+    h
+}
+
+#[test]
+fn new_files_are_written_only_after_their_config_check_passed() {
+    let mut h = checked_up();
+    // Checked, written, then reloaded as without a check.
+    h.run(&[
+        (2 * SEC, desired(vec![checked(2, 0, "d2")]), &["check r1@2"]),
+        (2 * SEC, Event::Tick, &[]),
+        (3 * SEC, check_passed(2, "d2"), &["write r1@2"]),
+        (3 * SEC, written_digest(2, "d2"), &["reload r1 100 SIGHUP@2"]),
+    ]);
+    let s = h.status("r1");
+    assert_eq!((s.pid, s.applied_revision, s.running_revision, s.last_error.as_str()), (100, 2, 2, ""));
+}
+
+#[test]
+fn a_failed_config_check_leaves_the_files_and_the_process_alone() {
+    let mut h = checked_up();
+    h.run(&[
+        (2 * SEC, desired(vec![checked(2, 0, "d2")]), &["check r1@2"]),
+        // Neither written nor reloaded.
+        (3 * SEC, check_failed(2, "d2"), &[]),
+    ]);
+    let s = h.status("r1");
+    assert_eq!((s.state, s.pid, s.applied_revision, s.running_revision), (RoleState::Running, 100, 1, 1));
+    assert_eq!(s.reload_count, 0);
+    assert_eq!(
+        s.last_error,
+        "config check of revision 2 failed; its files were not applied: check exited with status 1: bad config"
+    );
+    assert_eq!(s.file_hashes.get("a.conf").map(String::as_str), Some("h-d1"), "the old files");
+    // Run again only after check_retry, or at once for other files.
+    assert_eq!(h.r.deadline(), Some(h.t0 + 63 * SEC));
+    h.run(&[(62 * SEC, Event::Tick, &[]), (63 * SEC, Event::Tick, &["check r1@2"])]);
+    assert_eq!(h.r.deadline(), None, "while the check runs, its outcome is what comes next");
+    h.run(&[
+        (63 * SEC, check_failed(2, "d2"), &[]),
+        // A restart waits for files that pass: the process is not stopped.
+        (64 * SEC, desired(vec![checked(2, 1, "d2")]), &[]),
+        (65 * SEC, Event::Tick, &[]),
+    ]);
+    let s = h.status("r1");
+    assert_eq!((s.state, s.pid, s.restart_nonce), (RoleState::Running, 100, 0));
+    assert!(s.last_error.starts_with("config check of revision 2 failed"), "{}", s.last_error);
+    // A stop does not wait.
+    let mut stopped = checked(2, 1, "d2");
+    stopped.run_state = RunState::Stopped;
+    h.run(&[
+        (66 * SEC, desired(vec![stopped]), &["stop r1 100 SIGTERM"]),
+        (66 * SEC, exited("r1", 0), &["kill r1 100"]),
+    ]);
+    let s = h.status("r1");
+    assert_eq!((s.state, s.applied_revision), (RoleState::Stopped, 1));
+    assert!(s.last_error.starts_with("config check of revision 2 failed"), "{}", s.last_error);
+    // Started again on files that fail their check: it does not start, and says why.
+    h.run(&[(67 * SEC, desired(vec![checked(2, 1, "d2")]), &[]), (68 * SEC, Event::Tick, &[])]);
+    let s = h.status("r1");
+    assert_eq!((s.state, s.pid), (RoleState::Failed, 0));
+    assert!(s.last_error.starts_with("config check of revision 2 failed"), "{}", s.last_error);
+    // A later good revision applies normally.
+    h.run(&[
+        (70 * SEC, desired(vec![checked(3, 1, "d3")]), &["check r1@3"]),
+        (70 * SEC, check_passed(3, "d3"), &["write r1@3"]),
+        (70 * SEC, written_digest(3, "d3"), &["start r1@3#1"]),
+        (70 * SEC, started("r1", 101), &[]),
+    ]);
+    let s = h.status("r1");
+    assert_eq!((s.state, s.pid, s.applied_revision, s.running_revision), (RoleState::Running, 101, 3, 3));
+    assert_eq!(s.last_error, "");
+    assert_eq!(h.r.deadline(), None);
+}
+
+#[test]
+fn a_restart_waits_for_the_check_and_then_uses_the_new_files() {
+    let mut h = checked_up();
+    h.run(&[
+        // New files and a new nonce at once: the stop waits for the check.
+        (2 * SEC, desired(vec![checked(2, 1, "d2")]), &["check r1@2"]),
+        (3 * SEC, check_passed(2, "d2"), &["write r1@2"]),
+        (3 * SEC, written_digest(2, "d2"), &["stop r1 100 SIGTERM"]),
+        (4 * SEC, exited("r1", 0), &["kill r1 100", "start r1@2#1"]),
+    ]);
+    // A nonce alone restarts at once: the files on disk passed.
+    h.run(&[
+        (5 * SEC, started("r1", 101), &[]),
+        (6 * SEC, desired(vec![checked(2, 2, "d2")]), &["stop r1 101 SIGTERM"]),
+    ]);
+}
+
+#[test]
+fn a_config_check_waits_for_the_parcels_and_reruns_when_they_change() {
+    let mut h = H::new(Policy { host: "web1".into(), ..Policy::default() });
+    let mut s = checked(1, 0, "d1");
+    s.parcels = vec!["nginx".into()];
+    h.run(&[(Duration::ZERO, desired(vec![s.clone()]), &[])]);
+    let st = h.status("r1");
+    assert_eq!((st.state, st.last_error.as_str()), (RoleState::Failed, "parcel nginx is not active on host web1"));
+    let active = |names: &[&str]| Event::ParcelsChanged { active: names.iter().map(|n| (*n).to_owned()).collect() };
+    h.run(&[
+        (SEC, active(&["nginx"]), &["check r1@1"]),
+        (SEC, check_failed(1, "d1"), &[]),
+        // The parcel goes away: the check waits for it, with no timer to spin on.
+        (SEC, active(&[]), &[]),
+    ]);
+    assert_eq!(h.r.deadline(), None);
+    h.run(&[
+        // Another version of the parcel: the check runs again at once.
+        (2 * SEC, active(&["nginx", "jre"]), &["check r1@1"]),
+        (2 * SEC, Event::Tick, &[]),
+        (2 * SEC, check_passed(1, "d1"), &["write r1@1"]),
+        (2 * SEC, written_digest(1, "d1"), &["start r1@1#0"]),
+    ]);
+    // A stopped role says why its files wait.
+    let mut stopped = checked(2, 0, "d2");
+    stopped.parcels = vec!["nginx".into()];
+    stopped.run_state = RunState::Stopped;
+    h.run(&[(3 * SEC, started("r1", 100), &[]), (3 * SEC, active(&[]), &[])]);
+    h.run(&[(4 * SEC, desired(vec![stopped]), &["stop r1 100 SIGTERM"])]);
+    let st = h.status("r1");
+    assert_eq!(st.last_error, "parcel nginx is not active on host web1; the config check of revision 2 waits for it");
+}
+
+#[test]
+fn files_only_agents_write_without_checking() {
+    let mut h = H::new(Policy { run_processes: false, ..Policy::default() });
+    h.run(&[(Duration::ZERO, desired(vec![checked(1, 0, "d1")]), &["write r1@1"])]);
 }

@@ -24,10 +24,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use drover_parcels::config::{self, ConfigValues};
-use drover_parcels::descriptor::ServiceType;
-use drover_parcels::params::ParamKind;
-use drover_parcels::render::{DependencyTopology, RenderedRole, Renderer, RoleInstance, Topology};
+use drover_service_types::config::{self, ConfigValues};
+use drover_service_types::descriptor::ServiceType;
+use drover_service_types::params::ParamKind;
+use drover_service_types::render::{DependencyTopology, RenderedRole, Renderer, RoleInstance, Topology};
 
 mod owner;
 

@@ -22,9 +22,9 @@ use crate::AppState;
 use crate::desired::{self, DesiredRole, ServiceContext, ServiceGuard};
 use crate::model::{now_millis, rfc3339};
 use crate::store::RevisionRec;
-use drover_parcels::config::{self, ConfigValues, Level};
-use drover_parcels::descriptor::ServiceType;
-use drover_parcels::params::{MASK, mask};
+use drover_service_types::config::{self, ConfigValues, Level};
+use drover_service_types::descriptor::ServiceType;
+use drover_service_types::params::{MASK, mask};
 
 /// Overrides at each level, sensitive values masked.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]

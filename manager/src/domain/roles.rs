@@ -14,9 +14,9 @@ use crate::desired::{self, DesiredRole, ServiceContext};
 use crate::model::{HostStatus, UnixMillis, now_millis, rfc3339};
 use crate::placement::{Candidate, Placement};
 use crate::store::{RoleRec, RoleStatusRec};
-use drover_parcels::config::{self, ConfigValues};
-use drover_parcels::descriptor::{RoleType, ServiceType};
-use drover_parcels::params::ParamKind;
+use drover_service_types::config::{self, ConfigValues};
+use drover_service_types::descriptor::{RoleType, ServiceType};
+use drover_service_types::params::ParamKind;
 
 /// What a role should be doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -11,9 +11,9 @@ use crate::AppState;
 use crate::desired::{self, ServiceContext};
 use crate::model::{now_millis, rfc3339};
 use crate::store::{RevisionRec, ServiceRec};
-use drover_parcels::config::ConfigValues;
-use drover_parcels::descriptor::ServiceType;
-use drover_parcels::params::mask;
+use drover_service_types::config::ConfigValues;
+use drover_service_types::descriptor::ServiceType;
+use drover_service_types::params::mask;
 
 // ---------- service types ----------
 

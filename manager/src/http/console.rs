@@ -1,5 +1,6 @@
-//! The web console: login, logout and the hosts page, rendered server-side
-//! from the handlebars templates in `web/templates` (embedded in the binary).
+//! The web console: login, logout, the hosts page and the read-only services
+//! page, rendered server-side from the handlebars templates in
+//! `web/templates` (embedded in the binary).
 
 use std::sync::Arc;
 

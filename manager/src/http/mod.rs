@@ -4,6 +4,14 @@
 //! Architecture invariant: only this module imports axum. Every error a client
 //! sees is JSON `{"error": {"code", "message"}}` with a 4xx/5xx status; axum's
 //! own rejections (bad JSON, bad query, bad path) are converted too.
+//!
+//! Codes: `invalid_request` 400, `unauthorized` 401, `forbidden` 403,
+//! `not_found` 404, `method_not_allowed` 405, `conflict` 409,
+//! `payload_too_large` 413, `unsupported_media_type` 415, `internal` 500,
+//! `unavailable` 503; server errors are logged where they become a response.
+//! Every list is answered as `Items<T>`. The console cookie authenticates REST
+//! calls only for GET and HEAD: a change needs an `Authorization` header,
+//! which a cross-site form cannot add.
 
 pub mod api;
 pub mod bootstrap;

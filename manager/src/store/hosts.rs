@@ -1,4 +1,9 @@
 //! Hosts: enrollment, inventory queries, status, labels and metric time series.
+//!
+//! `enroll_host` is one transaction that consumes a token use only if the
+//! token is valid and has uses left, then inserts the host; when nothing
+//! matches it says why (unknown, revoked, expired, used up). The flusher's
+//! batched update never touches a `decommissioned` row.
 
 use std::collections::HashMap;
 

@@ -1,5 +1,10 @@
 //! Clusters, services, role groups, roles, immutable config revisions, the
 //! state agents report for roles, and commands.
+//!
+//! A new revision is a compare-and-set: `insert_revision(rev, expected)`
+//! moves `services.revision` only while it is still `expected` and inserts the
+//! immutable row in the same transaction (optimistic concurrency, a 409 above).
+//! A role's index is the next free one within its role type.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -47,7 +52,7 @@ pub struct RevisionRec {
     pub cluster: String,
     pub service: String,
     pub revision: u64,
-    /// The complete overrides at every level (`drover_parcels::config::ConfigValues`).
+    /// The complete overrides at every level (`drover_service_types::config::ConfigValues`).
     pub config: serde_json::Value,
     pub changed_keys: Vec<String>,
     pub author: String,

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use drover_parcels::parcel::{Component, ParcelMeta, Scripts};
+use drover_parcels::{Component, ParcelMeta, Scripts};
 use tar::{EntryType, Header};
 
 pub fn meta(name: &str, version: &str) -> ParcelMeta {

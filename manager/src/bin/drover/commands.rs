@@ -598,7 +598,7 @@ mod tests {
 
     /// A small valid parcel file, built with the parcel library.
     fn build_parcel(dir: &std::path::Path, name: &str, version: &str) -> std::path::PathBuf {
-        use drover_parcels::parcel::{ParcelMeta, Scripts, build_archive};
+        use drover_parcels::{ParcelMeta, Scripts, build_archive};
         let staging = dir.join(format!("staging-{name}-{version}"));
         std::fs::create_dir_all(staging.join("meta")).unwrap();
         std::fs::create_dir_all(staging.join("bin")).unwrap();

@@ -1,12 +1,13 @@
 //! `drover parcel build|index|inspect`: the parcel tools. They work on local files only and
-//! never contact the manager; the format and builder live in `drover_parcels::parcel`.
+//! never contact the manager; the format lives in `drover_parcels`, the builder in
+//! `drover_parcel_builder`.
 
 use std::fmt::Write as _;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use drover_parcels::parcel::recipe::{self, BuildOptions};
-use drover_parcels::parcel::{self, ParcelMeta, index_dir};
+use drover_parcel_builder::{self as recipe, BuildOptions};
+use drover_parcels::{self as parcel, ParcelMeta, index_dir};
 use serde_json::json;
 
 use crate::cli::{OutputFormat, ParcelBuildArgs, ParcelCommand, ParcelIndexArgs, ParcelInspectArgs};

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use drover_parcels::parcel::{ParcelMeta, Scripts, build_archive};
+use drover_parcels::{ParcelMeta, Scripts, build_archive};
 use drover_proto::tls::{self, ClientIdentity, ManagerAddr, ServerTrust};
 use drover_proto::v1;
 use hdrhistogram::Histogram;

@@ -22,10 +22,10 @@ use flate2::bufread::GzDecoder;
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
-use crate::parcel::env::{self, EnvScript};
-use crate::parcel::meta::{MAX_META_FILE, ParcelMeta};
-use crate::parcel::name::{ParcelId, parse_dir_name};
-use crate::parcel::{INSTALLED_MARKER, IoContext, ParcelError, rename_durable, show, sync_parent};
+use crate::env::{self, EnvScript};
+use crate::meta::{MAX_META_FILE, ParcelMeta};
+use crate::name::{ParcelId, parse_dir_name};
+use crate::{INSTALLED_MARKER, IoContext, ParcelError, rename_durable, show, sync_parent};
 
 /// gzip level of every parcel. Part of the reproducibility contract: changing it changes every
 /// parcel's sha256.

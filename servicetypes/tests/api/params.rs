@@ -1,4 +1,4 @@
-use drover_parcels::params::{MASK, ParamKind, Parameter, Scope, format_memory, mask};
+use drover_service_types::params::{MASK, ParamKind, Parameter, Scope, format_memory, mask};
 use serde_json::{Value, json};
 
 fn param(kind: ParamKind) -> Parameter {

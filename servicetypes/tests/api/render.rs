@@ -1,8 +1,8 @@
 use std::collections::BTreeMap;
 
-use drover_parcels::config::ConfigValues;
-use drover_parcels::descriptor::{Catalog, ServiceType};
-use drover_parcels::render::{DependencyTopology, RenderedCheck, RenderedRole, RoleInstance, Topology, render_role};
+use drover_service_types::config::ConfigValues;
+use drover_service_types::descriptor::{Catalog, ServiceType};
+use drover_service_types::render::{DependencyTopology, Probe, RenderedRole, RoleInstance, Topology, render_role};
 use expect_test::expect;
 use serde_json::{Value, json};
 
@@ -102,8 +102,8 @@ fn redis_primary_and_replica() {
     assert_eq!(replica.process.stop_signal, "SIGTERM");
     assert_eq!(replica.files[0].mode, 0o640);
     assert_eq!(replica.files[0].sha256.len(), 64);
-    assert_eq!(replica.health_checks[0].check, RenderedCheck::Tcp { host: "10.0.0.2".to_string(), port: 6379 });
-    assert_eq!(primary.health_checks[0].check, RenderedCheck::Tcp { host: "10.0.0.1".to_string(), port: 7000 });
+    assert_eq!(replica.health_checks[0].probe, Probe::Tcp { host: "10.0.0.2".to_string(), port: 6379 });
+    assert_eq!(primary.health_checks[0].probe, Probe::Tcp { host: "10.0.0.1".to_string(), port: 7000 });
 }
 
 #[test]
@@ -130,7 +130,7 @@ fn redis_defaults_on_loopback() {
         replica-read-only yes
     "##]]
     .assert_eq(&file(&replica, "redis.conf"));
-    assert_eq!(replica.health_checks[0].check, RenderedCheck::Tcp { host: "127.0.0.1".to_string(), port: 6379 });
+    assert_eq!(replica.health_checks[0].probe, Probe::Tcp { host: "127.0.0.1".to_string(), port: 6379 });
 }
 
 fn zk_topology() -> Topology {
@@ -187,8 +187,8 @@ fn zookeeper_ensemble_with_per_role_ports() {
     let z2 = &rendered[1];
     expect!["${PARCELS_ROOT}/jre/usr/lib/jvm/default-java/bin/java -Xmx256m -Dzookeeper.log.dir=${ROLE_DIR} -Dzookeeper.log.file=zookeeper.log -Dlog4j.configuration=file:${ROLE_DIR}/log4j.properties org.apache.zookeeper.server.quorum.QuorumPeerMain ${ROLE_DIR}/zoo.cfg"].assert_eq(&format!("{} {}", z2.process.program, z2.process.args.join(" ")));
     assert_eq!(z2.log_files, ["zookeeper.log"]);
-    assert_eq!(z2.health_checks[0].check, RenderedCheck::Tcp { host: "127.0.0.1".to_string(), port: 2182 });
-    let RenderedCheck::Command { program, args } = &z2.health_checks[1].check else { panic!("command check") };
+    assert_eq!(z2.health_checks[0].probe, Probe::Tcp { host: "127.0.0.1".to_string(), port: 2182 });
+    let Probe::Command { program, args } = &z2.health_checks[1].probe else { panic!("command check") };
     assert_eq!(program, "/bin/bash");
     assert_eq!(args[1], "exec 3<>/dev/tcp/127.0.0.1/2182 && printf srvr >&3 && grep -q '^Mode: ' <&3");
     assert!(file(z2, "log4j.properties").contains("${zookeeper.log.dir}/${zookeeper.log.file}"));

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use drover_parcels::parcel::recipe::{BuildOptions, Recipe, build};
-use drover_parcels::parcel::{Component, activate, inspect, install, parcel_env};
+use drover_parcel_builder::{BuildOptions, Recipe, build};
+use drover_parcels::{Component, activate, inspect, install, parcel_env};
 
 /// Builds `dir/NAME_VERSION_all.deb` holding `files` (path -> (content, executable)) and `links`.
 fn make_deb(
@@ -136,6 +136,26 @@ fn recipe_builds_reproducibly_from_local_debs() {
     assert_eq!(fs::read_to_string(inst.dir.join("etc/hello.txt")).unwrap(), "hello\n");
     assert_eq!(fs::metadata(inst.dir.join("usr/bin/fakesrv")).unwrap().permissions().mode() & 0o777, 0o755);
 
+    // It depends on jre: activation is refused until a jre is active.
+    let err = activate(&root, "fakesrv", "1.2.3-1").unwrap_err().to_string();
+    assert_eq!(err, "activate fakesrv-1.2.3-1: depends on jre, which is not active on this host");
+    let jre_stage = tmp.path().join("jre-staging");
+    fs::create_dir_all(jre_stage.join("meta")).unwrap();
+    fs::write(jre_stage.join("meta/jre_env.sh"), "export JAVA_HOME=$PARCELS_ROOT/$PARCEL_DIRNAME\n").unwrap();
+    let jre_meta = drover_parcels::ParcelMeta {
+        schema_version: 1,
+        name: "jre".into(),
+        version: "17".into(),
+        distro: "bookworm".into(),
+        depends: vec![],
+        conflicts: vec![],
+        provides: vec![],
+        components: vec![],
+        scripts: drover_parcels::Scripts { defines: "jre_env.sh".into() },
+    };
+    let jre = drover_parcels::build_archive(&jre_stage, &jre_meta, &tmp.path().join("jre-out")).unwrap();
+    install(&jre.path, None, &root).unwrap();
+    activate(&root, "jre", "17").unwrap();
     activate(&root, "fakesrv", "1.2.3-1").unwrap();
     let env: BTreeMap<String, String> = parcel_env(&root, "fakesrv", &BTreeMap::new()).unwrap().into_iter().collect();
     let home = format!("{}/fakesrv-1.2.3-1", root.display());
@@ -199,7 +219,7 @@ fn version_override_and_errors_name_the_culprit() {
 
 #[test]
 fn shipped_recipes_are_valid() {
-    let parcels = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let parcels = Path::new(env!("CARGO_MANIFEST_DIR")).join("../parcels");
     for name in ["redis", "zookeeper", "nginx", "jre"] {
         let r = Recipe::load(&parcels.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(r.name, name);

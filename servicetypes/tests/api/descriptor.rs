@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use drover_parcels::descriptor::{Catalog, ServiceType};
+use drover_service_types::descriptor::{Catalog, ServiceType};
 use expect_test::expect;
 
 use crate::{BASE, templates};
@@ -35,6 +35,10 @@ type Case<'a> = (&'a str, String, &'a [(&'a str, &'a str)], &'a str);
 fn bad_descriptors() {
     let param = |p: &str| format!("{BASE}\n[[parameters]]\n{p}\n");
     let role = |r: &str| format!("{BASE}\n[[role_types]]\n{r}\n");
+    let check = |c: &str| {
+        let args = "args = [\"--port\", \"{{config.port}}\"]\n";
+        BASE.replace(args, &format!("{args}[role_types.process.config_check]\n{c}\n"))
+    };
     let cases: Vec<Case> = vec![
         (
             "not toml",
@@ -211,6 +215,36 @@ fn bad_descriptors() {
             "parcels/svc/service.toml: parcels: `my-parcel`: parcel names have no `-`",
         ),
         (
+            "empty config check program",
+            check("program = \" \""),
+            &[APP],
+            "parcels/svc/service.toml: role type `main`: process.config_check.program: must not be empty",
+        ),
+        (
+            "config check argument that does not parse",
+            check("program = \"/bin/app\"\nargs = [\"-t\", \"{{#if config.port}}\"]"),
+            &[APP],
+            "parcels/svc/service.toml: role type `main`: process.config_check.args[1]: invalid template at line 1, column 20: invalid handlebars syntax: expected escape, expression, html_expression, decorator_expression, partial_expression, invert_tag, invert_chain_tag, helper_block_start, helper_block_end, decorator_block_start, partial_block_start, raw_block_start, hbs_comment, or hbs_comment_compact",
+        ),
+        (
+            "config check timeout",
+            check("program = \"/bin/app\"\ntimeout = \"soon\""),
+            &[APP],
+            "parcels/svc/service.toml: role type `main`: process.config_check.timeout: `soon` is not a duration (expected number at 0)",
+        ),
+        (
+            "config check timeout 0",
+            check("program = \"/bin/app\"\ntimeout = \"0s\""),
+            &[APP],
+            "parcels/svc/service.toml: role type `main`: process.config_check.timeout: must be greater than zero",
+        ),
+        (
+            "unknown config check field",
+            check("program = \"/bin/app\"\nshell = true"),
+            &[APP],
+            "parcels/svc/service.toml: invalid TOML at line 15, column 1: unknown field `shell`, expected one of `program`, `args`, `timeout`",
+        ),
+        (
             "batch size 0",
             format!("{BASE}\n[rolling_restart]\nbatch_size = 0\n"),
             &[APP],
@@ -294,6 +328,17 @@ fn load_dir_reads_templates_and_names_bad_ones() {
     std::fs::remove_file(dir.join("templates/unused.hbs")).unwrap();
     let st = ServiceType::load_dir(&dir).unwrap();
     assert_eq!(st.role_type("main").unwrap().files[0].source, "port={{config.port}}\n");
+}
+
+#[test]
+fn a_config_check_is_parsed_with_its_default_timeout() {
+    let args = "args = [\"--port\", \"{{config.port}}\"]\n";
+    let check = "[role_types.process.config_check]\nprogram = \"/bin/app\"\nargs = [\"--check\", \"${CHECK_DIR}/app.conf\", \"{{config.port}}\"]\n";
+    let toml = BASE.replace(args, &format!("{args}{check}"));
+    let st = ServiceType::parse("parcels/svc", &toml, &templates(&[APP])).unwrap();
+    let c = st.role_type("main").unwrap().process.config_check.clone().unwrap();
+    assert_eq!((c.program.as_str(), c.args.len(), c.timeout), ("/bin/app", 3, std::time::Duration::from_secs(30)));
+    assert_eq!(st.role_type("worker").unwrap().process.config_check, None);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::parcel::ParcelError;
+use crate::ParcelError;
 
 /// The suffix of every parcel file.
 pub const SUFFIX: &str = ".parcel";

@@ -2,7 +2,7 @@
 //! Debian packages: resolve the packages and the dependencies a minimal base image lacks,
 //! download them, `dpkg-deb -x` each into a staging tree, drop excluded paths, make absolute
 //! symlinks relative, add extra files, meta and env script, and write the archive with
-//! [`build_archive_with`](crate::parcel::archive::build_archive_with).
+//! [`build_archive_with`](drover_parcels::archive::build_archive_with).
 //!
 //! Packages come from a [`DebSource`]: [`AptSource`] (apt-cache, apt-get download, a cache
 //! directory) or [`DirSource`] (a directory of `.deb` files, for tests and offline builds).
@@ -16,11 +16,42 @@ use std::process::{Command, Stdio};
 
 use serde::Deserialize;
 
-use crate::parcel::archive::{ArchiveOptions, BuiltParcel, build_archive_with};
-use crate::parcel::env;
-use crate::parcel::meta::{Component, ParcelMeta, SCHEMA_VERSION, Scripts, upstream_version};
-use crate::parcel::name::ParcelId;
-use crate::parcel::{IoContext, ParcelError, show};
+use drover_parcels::ParcelError;
+use drover_parcels::archive::{ArchiveOptions, BuiltParcel, build_archive_with};
+use drover_parcels::env;
+use drover_parcels::meta::{Component, ParcelMeta, SCHEMA_VERSION, Scripts, upstream_version};
+use drover_parcels::name::ParcelId;
+
+/// Why a recipe could not be loaded or built. Every message names the file, command or parcel
+/// involved.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{file}: {message}")]
+    Recipe { file: String, message: String },
+    #[error("{command}: {message}")]
+    Command { command: String, message: String },
+    /// The parcel format refused something: a name, the meta, the archive.
+    #[error(transparent)]
+    Parcel(#[from] ParcelError),
+}
+
+/// Attaches the path to an `io::Error`.
+trait IoContext<T> {
+    fn at(self, path: impl AsRef<Path>) -> Result<T, BuildError>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl AsRef<Path>) -> Result<T, BuildError> {
+        self.map_err(|source| BuildError::Io { path: show(path.as_ref()), source })
+    }
+}
+
+/// `path` shown in messages.
+fn show(path: &Path) -> String {
+    path.display().to_string()
+}
 
 /// The recipe's file name inside its directory.
 pub const RECIPE_FILE: &str = "parcel.toml";
@@ -78,21 +109,21 @@ pub struct ExtraFile {
 
 impl Recipe {
     /// Reads and validates `dir/parcel.toml`.
-    pub fn load(dir: &Path) -> Result<Recipe, ParcelError> {
+    pub fn load(dir: &Path) -> Result<Recipe, BuildError> {
         let path = dir.join(RECIPE_FILE);
         let text = fs::read_to_string(&path).at(&path)?;
         Recipe::parse(&text, &show(&path))
     }
 
-    pub fn parse(text: &str, file: &str) -> Result<Recipe, ParcelError> {
+    pub fn parse(text: &str, file: &str) -> Result<Recipe, BuildError> {
         let recipe: Recipe =
-            toml::from_str(text).map_err(|e| ParcelError::Recipe { file: file.to_owned(), message: e.to_string() })?;
+            toml::from_str(text).map_err(|e| BuildError::Recipe { file: file.to_owned(), message: e.to_string() })?;
         recipe.validate(file)?;
         Ok(recipe)
     }
 
-    pub fn validate(&self, file: &str) -> Result<(), ParcelError> {
-        let bad = |message: String| ParcelError::Recipe { file: file.to_owned(), message };
+    pub fn validate(&self, file: &str) -> Result<(), BuildError> {
+        let bad = |message: String| BuildError::Recipe { file: file.to_owned(), message };
         ParcelId::new(&self.name, &self.version, &self.distro).map_err(|e| bad(e.to_string()))?;
         if self.packages.is_empty() && self.extra_files.is_empty() {
             return Err(bad("`packages` and `extra_files` are both empty: nothing to put in the parcel".into()));
@@ -135,7 +166,7 @@ impl Recipe {
             }
         }
         let meta = self.meta(&self.version, Vec::new());
-        meta.validate(file)
+        Ok(meta.validate(file)?)
     }
 
     /// The env script's file name in `meta/`.
@@ -212,7 +243,7 @@ pub struct Arch {
 }
 
 impl Arch {
-    pub fn from_debian(debian: &str) -> Result<Arch, ParcelError> {
+    pub fn from_debian(debian: &str) -> Result<Arch, BuildError> {
         let multiarch = match debian {
             "amd64" => "x86_64-linux-gnu",
             "arm64" => "aarch64-linux-gnu",
@@ -222,7 +253,7 @@ impl Arch {
             "s390x" => "s390x-linux-gnu",
             "riscv64" => "riscv64-linux-gnu",
             other => {
-                return Err(ParcelError::Command {
+                return Err(BuildError::Command {
                     command: "dpkg --print-architecture".into(),
                     message: format!("unknown architecture {other:?}"),
                 });
@@ -232,7 +263,7 @@ impl Arch {
     }
 
     /// Asks dpkg.
-    pub fn host() -> Result<Arch, ParcelError> {
+    pub fn host() -> Result<Arch, BuildError> {
         let out = run(Command::new("dpkg").arg("--print-architecture"))?;
         Arch::from_debian(String::from_utf8_lossy(&out).trim())
     }
@@ -255,10 +286,10 @@ pub trait DebSource {
         roots: &[String],
         skip: &BTreeSet<String>,
         progress: &mut dyn FnMut(&str),
-    ) -> Result<Vec<DebPackage>, ParcelError>;
+    ) -> Result<Vec<DebPackage>, BuildError>;
 
     /// A local `.deb` file of `pkg`, downloading it if needed.
-    fn fetch(&mut self, pkg: &DebPackage) -> Result<PathBuf, ParcelError>;
+    fn fetch(&mut self, pkg: &DebPackage) -> Result<PathBuf, BuildError>;
 }
 
 /// One alternative of a dependency: a real package, or a virtual one with its providers.
@@ -286,9 +317,9 @@ type DependsMap = BTreeMap<String, Vec<Group>>;
 fn closure(
     roots: &[String],
     stop: &BTreeSet<String>,
-    depends_of: &mut dyn FnMut(&[String]) -> Result<DependsMap, ParcelError>,
+    depends_of: &mut dyn FnMut(&[String]) -> Result<DependsMap, BuildError>,
     progress: &mut dyn FnMut(&str),
-) -> Result<Vec<String>, ParcelError> {
+) -> Result<Vec<String>, BuildError> {
     let mut chosen: Vec<String> = Vec::new();
     let mut chosen_set: BTreeSet<String> = BTreeSet::new();
     let mut level: Vec<String> = Vec::new();
@@ -356,7 +387,7 @@ impl AptSource {
         std::env::temp_dir().join("drover-debs")
     }
 
-    fn apt_depends(pkgs: &[String]) -> Result<DependsMap, ParcelError> {
+    fn apt_depends(pkgs: &[String]) -> Result<DependsMap, BuildError> {
         let mut cmd = Command::new("apt-cache");
         cmd.args([
             "depends",
@@ -373,23 +404,23 @@ impl AptSource {
     }
 
     /// Required and essential packages (streamed from `apt-cache dumpavail`).
-    fn required() -> Result<BTreeSet<String>, ParcelError> {
+    fn required() -> Result<BTreeSet<String>, BuildError> {
         let mut child = Command::new("apt-cache")
             .arg("dumpavail")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| ParcelError::Command { command: "apt-cache dumpavail".into(), message: e.to_string() })?;
+            .map_err(|e| BuildError::Command { command: "apt-cache dumpavail".into(), message: e.to_string() })?;
         let mut text = String::new();
         if let Some(mut out) = child.stdout.take() {
             out.read_to_string(&mut text)
-                .map_err(|e| ParcelError::Command { command: "apt-cache dumpavail".into(), message: e.to_string() })?;
+                .map_err(|e| BuildError::Command { command: "apt-cache dumpavail".into(), message: e.to_string() })?;
         }
         let status = child
             .wait()
-            .map_err(|e| ParcelError::Command { command: "apt-cache dumpavail".into(), message: e.to_string() })?;
+            .map_err(|e| BuildError::Command { command: "apt-cache dumpavail".into(), message: e.to_string() })?;
         if !status.success() {
-            return Err(ParcelError::Command { command: "apt-cache dumpavail".into(), message: status.to_string() });
+            return Err(BuildError::Command { command: "apt-cache dumpavail".into(), message: status.to_string() });
         }
         let mut set = BTreeSet::new();
         for para in text.split("\n\n") {
@@ -407,7 +438,7 @@ impl AptSource {
             }
         }
         if set.is_empty() {
-            return Err(ParcelError::Command {
+            return Err(BuildError::Command {
                 command: "apt-cache dumpavail".into(),
                 message: "no required packages listed; run `apt-get update` first".into(),
             });
@@ -415,7 +446,7 @@ impl AptSource {
         Ok(set)
     }
 
-    fn candidate_versions(pkgs: &[String]) -> Result<BTreeMap<String, String>, ParcelError> {
+    fn candidate_versions(pkgs: &[String]) -> Result<BTreeMap<String, String>, BuildError> {
         let mut cmd = Command::new("apt-cache");
         cmd.args(["show", "--no-all-versions"]).args(pkgs);
         let out = run(&mut cmd)?;
@@ -437,7 +468,7 @@ impl DebSource for AptSource {
         roots: &[String],
         skip: &BTreeSet<String>,
         progress: &mut dyn FnMut(&str),
-    ) -> Result<Vec<DebPackage>, ParcelError> {
+    ) -> Result<Vec<DebPackage>, BuildError> {
         let required = AptSource::required()?;
         let mut base_roots: Vec<String> = required.iter().cloned().collect();
         base_roots.extend(self.extra_base.iter().cloned());
@@ -457,7 +488,7 @@ impl DebSource for AptSource {
             .into_iter()
             .map(|name| match versions.get(&name) {
                 Some(v) => Ok(DebPackage { version: v.clone(), name }),
-                None => Err(ParcelError::Command {
+                None => Err(BuildError::Command {
                     command: format!("apt-cache show {name}"),
                     message: "no candidate version (unknown package? run `apt-get update`)".into(),
                 }),
@@ -465,14 +496,14 @@ impl DebSource for AptSource {
             .collect()
     }
 
-    fn fetch(&mut self, pkg: &DebPackage) -> Result<PathBuf, ParcelError> {
+    fn fetch(&mut self, pkg: &DebPackage) -> Result<PathBuf, BuildError> {
         fs::create_dir_all(&self.cache_dir).at(&self.cache_dir)?;
         if let Some(found) = find_deb(&self.cache_dir, pkg)? {
             return Ok(found);
         }
         let spec = format!("{}={}", pkg.name, pkg.version);
         run(Command::new("apt-get").args(["download", "-q", &spec]).current_dir(&self.cache_dir))?;
-        find_deb(&self.cache_dir, pkg)?.ok_or_else(|| ParcelError::Command {
+        find_deb(&self.cache_dir, pkg)?.ok_or_else(|| BuildError::Command {
             command: format!("apt-get download {spec}"),
             message: format!("no .deb for it appeared in {}", show(&self.cache_dir)),
         })
@@ -480,7 +511,7 @@ impl DebSource for AptSource {
 }
 
 /// A `.deb` of exactly `pkg` in `dir`, checked with `dpkg-deb -f`.
-fn find_deb(dir: &Path, pkg: &DebPackage) -> Result<Option<PathBuf>, ParcelError> {
+fn find_deb(dir: &Path, pkg: &DebPackage) -> Result<Option<PathBuf>, BuildError> {
     let prefix = format!("{}_", pkg.name);
     let mut candidates: Vec<PathBuf> = fs::read_dir(dir)
         .at(dir)?
@@ -501,7 +532,7 @@ fn find_deb(dir: &Path, pkg: &DebPackage) -> Result<Option<PathBuf>, ParcelError
 }
 
 /// Control fields of a `.deb`: Package, Version, Depends, Pre-Depends.
-pub fn deb_fields(deb: &Path) -> Result<BTreeMap<String, String>, ParcelError> {
+pub fn deb_fields(deb: &Path) -> Result<BTreeMap<String, String>, BuildError> {
     let out = run(Command::new("dpkg-deb").arg("-f").arg(deb).args(["Package", "Version", "Depends", "Pre-Depends"]))?;
     let mut fields = BTreeMap::new();
     let mut last: Option<String> = None;
@@ -615,7 +646,7 @@ impl DirSource {
         DirSource { dir, index: None }
     }
 
-    fn index(&mut self) -> Result<&BTreeMap<String, LocalDeb>, ParcelError> {
+    fn index(&mut self) -> Result<&BTreeMap<String, LocalDeb>, BuildError> {
         if self.index.is_none() {
             let mut index = BTreeMap::new();
             let mut files: Vec<PathBuf> = fs::read_dir(&self.dir)
@@ -628,7 +659,7 @@ impl DirSource {
             for f in files {
                 let fields = deb_fields(&f)?;
                 let (Some(name), Some(version)) = (fields.get("Package"), fields.get("Version")) else {
-                    return Err(ParcelError::Command {
+                    return Err(BuildError::Command {
                         command: format!("dpkg-deb -f {}", show(&f)),
                         message: "no Package or Version field".into(),
                     });
@@ -653,12 +684,12 @@ impl DebSource for DirSource {
         roots: &[String],
         skip: &BTreeSet<String>,
         progress: &mut dyn FnMut(&str),
-    ) -> Result<Vec<DebPackage>, ParcelError> {
+    ) -> Result<Vec<DebPackage>, BuildError> {
         let dir = show(&self.dir);
         let index = self.index()?.clone();
         for r in roots {
             if !index.contains_key(r) && !skip.contains(r) {
-                return Err(ParcelError::Command {
+                return Err(BuildError::Command {
                     command: format!("--deb-dir {dir}"),
                     message: format!("package {r} not found"),
                 });
@@ -678,7 +709,7 @@ impl DebSource for DirSource {
         }
         stop.extend(absent);
         let roots: Vec<String> = roots.iter().filter(|r| !skip.contains(*r)).cloned().collect();
-        let mut depends_of = |pkgs: &[String]| -> Result<DependsMap, ParcelError> {
+        let mut depends_of = |pkgs: &[String]| -> Result<DependsMap, BuildError> {
             Ok(pkgs
                 .iter()
                 .map(|p| {
@@ -697,12 +728,12 @@ impl DebSource for DirSource {
             .collect())
     }
 
-    fn fetch(&mut self, pkg: &DebPackage) -> Result<PathBuf, ParcelError> {
+    fn fetch(&mut self, pkg: &DebPackage) -> Result<PathBuf, BuildError> {
         let dir = show(&self.dir);
         let index = self.index()?;
         match index.get(&pkg.name) {
             Some(deb) if deb.version == pkg.version => Ok(deb.path.clone()),
-            _ => Err(ParcelError::Command {
+            _ => Err(BuildError::Command {
                 command: format!("--deb-dir {dir}"),
                 message: format!("package {} {} not found", pkg.name, pkg.version),
             }),
@@ -736,7 +767,7 @@ pub fn build(
     recipe_dir: &Path,
     options: &BuildOptions,
     progress: &mut dyn FnMut(&str),
-) -> Result<BuildReport, ParcelError> {
+) -> Result<BuildReport, BuildError> {
     let recipe = Recipe::load(recipe_dir)?;
     match &options.deb_dir {
         Some(dir) => build_with(&recipe, recipe_dir, &mut DirSource::new(dir.clone()), options, progress),
@@ -754,7 +785,7 @@ pub fn build_with(
     source: &mut dyn DebSource,
     options: &BuildOptions,
     progress: &mut dyn FnMut(&str),
-) -> Result<BuildReport, ParcelError> {
+) -> Result<BuildReport, BuildError> {
     let recipe_file = show(&recipe_dir.join(RECIPE_FILE));
     let version = options.version.clone().unwrap_or_else(|| recipe.version.clone());
     let id = ParcelId::new(&recipe.name, &version, &recipe.distro)?;
@@ -801,7 +832,7 @@ pub fn build_with(
         let src = recipe_dir.join(&f.src);
         let dest = staging.join(&f.dest);
         if !fs::metadata(&src).at(&src)?.is_file() {
-            return Err(ParcelError::Recipe {
+            return Err(BuildError::Recipe {
                 file: recipe_file,
                 message: format!("extra file {} is not a file", f.src),
             });
@@ -814,7 +845,7 @@ pub fn build_with(
 
     let meta_dir = staging.join("meta");
     if fs::symlink_metadata(&meta_dir).is_ok() {
-        return Err(ParcelError::Recipe {
+        return Err(BuildError::Recipe {
             file: recipe_file,
             message: "the packages put something at meta/, which the builder writes".into(),
         });
@@ -840,7 +871,7 @@ pub fn build_with(
 }
 
 /// Removes every path matching a pattern; returns how many were removed.
-fn apply_excludes(root: &Path, rel: &Path, patterns: &[Vec<String>]) -> Result<usize, ParcelError> {
+fn apply_excludes(root: &Path, rel: &Path, patterns: &[Vec<String>]) -> Result<usize, BuildError> {
     let dir = root.join(rel);
     let mut removed = 0;
     let depth = rel.components().count();
@@ -899,7 +930,7 @@ fn glob(pattern: &str, text: &str) -> bool {
 
 /// Rewrites absolute symlink targets (`/etc/java-17-openjdk`) as relative ones inside the parcel
 /// (`../../../../etc/java-17-openjdk`), so they point at the parcel's copy, not the host's.
-fn relativize_symlinks(root: &Path, rel: &Path) -> Result<(), ParcelError> {
+fn relativize_symlinks(root: &Path, rel: &Path) -> Result<(), BuildError> {
     let dir = root.join(rel);
     for entry in fs::read_dir(&dir).at(&dir)? {
         let entry = entry.at(&dir)?;
@@ -949,7 +980,7 @@ fn relative_target(link: &Path, target: &Path) -> PathBuf {
 }
 
 /// Runs a command, returning its stdout; the error names the command and quotes its stderr.
-fn run(cmd: &mut Command) -> Result<Vec<u8>, ParcelError> {
+fn run(cmd: &mut Command) -> Result<Vec<u8>, BuildError> {
     let shown = format!(
         "{} {}",
         cmd.get_program().to_string_lossy(),
@@ -959,12 +990,12 @@ fn run(cmd: &mut Command) -> Result<Vec<u8>, ParcelError> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| ParcelError::Command { command: shown.clone(), message: format!("could not run it: {e}") })?;
+        .map_err(|e| BuildError::Command { command: shown.clone(), message: format!("could not run it: {e}") })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         let tail = tail[tail.len().saturating_sub(5)..].join("; ");
-        return Err(ParcelError::Command { command: shown, message: format!("{}: {tail}", out.status) });
+        return Err(BuildError::Command { command: shown, message: format!("{}: {tail}", out.status) });
     }
     Ok(out.stdout)
 }

@@ -1,4 +1,4 @@
-//! Tests of the public API of drover-parcels: descriptors, parameters, config resolution, rendering.
+//! Tests of the public API of drover-service-types: descriptors, parameters, config resolution, rendering.
 
 mod config;
 mod descriptor;
@@ -8,7 +8,7 @@ mod render;
 
 use std::collections::BTreeMap;
 
-use drover_parcels::descriptor::ServiceType;
+use drover_service_types::descriptor::ServiceType;
 
 /// A small valid descriptor; tests splice extra TOML into it.
 pub const BASE: &str = r#"

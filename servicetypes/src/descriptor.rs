@@ -106,6 +106,18 @@ pub struct ProcessTemplate {
     /// file change that no restart-requiring parameter is part of is applied with it instead
     /// of waiting for a restart. `None`: file changes wait for a restart.
     pub reload_signal: Option<String>,
+    /// A command that checks new files before they replace the role's live ones (`nginx -t`).
+    pub config_check: Option<ConfigCheckTemplate>,
+}
+
+/// A config check: `program` and `args` are handlebars templates; the agent runs it on new files
+/// in a staging directory (`${CHECK_DIR}`) and installs them only when it exits 0.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConfigCheckTemplate {
+    pub program: String,
+    pub args: Vec<String>,
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
 }
 
 /// A health check; the probe's strings are handlebars templates.
@@ -277,8 +289,12 @@ pub struct Catalog {
     types: BTreeMap<String, ServiceType>,
 }
 
+/// The built-in descriptors: `parcels/<service>/service.toml` and `templates/`, nothing else of
+/// that folder (recipes, env scripts).
 #[derive(RustEmbed)]
-#[folder = "."]
+#[folder = "../parcels"]
+#[include = "*/service.toml"]
+#[include = "*/templates/**"]
 struct Builtin;
 
 impl Catalog {
@@ -471,6 +487,21 @@ struct RawProcess {
     #[serde(default = "default_stop_grace")]
     stop_grace: String,
     reload_signal: Option<String>,
+    config_check: Option<RawConfigCheck>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfigCheck {
+    program: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default = "default_check_timeout")]
+    timeout: String,
+}
+
+fn default_check_timeout() -> String {
+    "30s".to_string()
 }
 
 fn default_stop_signal() -> String {
@@ -623,7 +654,25 @@ impl RawRoleType {
                 SIGNALS.iter().filter(|s| **s != "SIGKILL").copied().collect::<Vec<_>>().join(", ")
             ));
         }
+        let config_check = match p.config_check {
+            None => None,
+            Some(c) => {
+                if c.program.trim().is_empty() {
+                    return Err("process.config_check.program: must not be empty".to_string());
+                }
+                inline("process.config_check.program", &c.program)?;
+                for (i, a) in c.args.iter().enumerate() {
+                    inline(&format!("process.config_check.args[{i}]"), a)?;
+                }
+                let timeout = duration(&c.timeout).map_err(|m| format!("process.config_check.timeout: {m}"))?;
+                if timeout.is_zero() {
+                    return Err("process.config_check.timeout: must be greater than zero".to_string());
+                }
+                Some(ConfigCheckTemplate { program: c.program, args: c.args, timeout })
+            }
+        };
         let process = ProcessTemplate {
+            config_check,
             stop_grace: duration(&p.stop_grace).map_err(|m| format!("process.stop_grace: {m}"))?,
             reload_signal: p.reload_signal,
             program: p.program,
@@ -884,4 +933,20 @@ fn read_templates(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) 
 
 pub(crate) fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Builtin;
+
+    #[test]
+    fn only_descriptors_and_templates_are_embedded() {
+        let files: Vec<String> = Builtin::iter().map(|f| f.into_owned()).collect();
+        assert!(files.iter().any(|f| f == "redis/service.toml"), "{files:?}");
+        assert!(files.iter().any(|f| f == "zookeeper/templates/zoo.cfg.hbs"), "{files:?}");
+        for f in &files {
+            let (_, rest) = f.split_once('/').unwrap_or(("", f));
+            assert!(rest == "service.toml" || rest.starts_with("templates/"), "{f} is embedded");
+        }
+    }
 }

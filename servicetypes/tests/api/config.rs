@@ -1,6 +1,8 @@
 use std::collections::BTreeMap;
 
-use drover_parcels::config::{ConfigValues, Level, Source, changed_keys, effective, missing_required, validate_patch};
+use drover_service_types::config::{
+    ConfigValues, Level, Source, changed_keys, effective, missing_required, validate_patch,
+};
 use serde_json::{Value, json};
 
 fn map(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
@@ -15,7 +17,7 @@ fn values() -> ConfigValues {
     }
 }
 
-fn show(e: &BTreeMap<String, drover_parcels::config::Effective>) -> String {
+fn show(e: &BTreeMap<String, drover_service_types::config::Effective>) -> String {
     e.iter().map(|(k, v)| format!("{k}={} ({})", v.value, v.source)).collect::<Vec<_>>().join(", ")
 }
 
@@ -143,9 +145,12 @@ fn changed_keys_and_restart_flag() {
 #[test]
 fn missing_required_parameters() {
     let toml = format!("{}\n[[parameters]]\nname = \"token\"\ntype = \"password\"\nrequired = true\n", crate::BASE);
-    let st =
-        drover_parcels::descriptor::ServiceType::parse("test/svc", &toml, &crate::templates(&[("app.conf.hbs", "x")]))
-            .unwrap();
+    let st = drover_service_types::descriptor::ServiceType::parse(
+        "test/svc",
+        &toml,
+        &crate::templates(&[("app.conf.hbs", "x")]),
+    )
+    .unwrap();
     let mut v = ConfigValues::default();
     assert_eq!(missing_required(&st, &v, "main", "g", "r1"), ["token"]);
     let errors = validate_patch(&st, &Level::Service, &map(&[("token", Value::Null)])).unwrap_err();

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use drover_parcels::config::{ConfigValues, Level, ServiceRef, restart_digest, service_refs, validate_patch};
-use drover_parcels::descriptor::{Catalog, ServiceType};
-use drover_parcels::render::{DependencyTopology, RenderedCheck, RenderedRole, RoleInstance, Topology, render_role};
+use drover_service_types::config::{ConfigValues, Level, ServiceRef, restart_digest, service_refs, validate_patch};
+use drover_service_types::descriptor::{Catalog, ServiceType};
+use drover_service_types::render::{DependencyTopology, Probe, RenderedRole, RoleInstance, Topology, render_role};
 use expect_test::expect;
 use serde_json::{Value, json};
 
@@ -117,9 +117,13 @@ fn nginx_serves_a_page_naming_itself_by_default() {
     assert_eq!(r.process.program, "${PARCELS_ROOT}/nginx/usr/sbin/nginx");
     assert_eq!(r.process.args, ["-p", "${ROLE_DIR}/", "-c", "${ROLE_DIR}/nginx.conf", "-e", "stderr"]);
     assert_eq!((r.process.stop_signal.as_str(), r.process.reload_signal.as_str()), ("SIGQUIT", "SIGHUP"));
+    let check = r.process.config_check.as_ref().expect("nginx -t before new files are installed");
+    assert_eq!(check.program, "${PARCELS_ROOT}/nginx/usr/sbin/nginx");
+    assert_eq!(check.args, ["-t", "-q", "-p", "${ROLE_DIR}/", "-c", "${CHECK_DIR}/nginx.conf", "-e", "stderr"]);
+    assert_eq!(check.timeout, std::time::Duration::from_secs(30));
     assert_eq!(
-        r.health_checks[0].check,
-        RenderedCheck::Http { url: "http://10.0.0.3:8080/drover-health".into(), expect_status: 200 }
+        r.health_checks[0].probe,
+        Probe::Http { url: "http://10.0.0.3:8080/drover-health".into(), expect_status: 200 }
     );
 }
 

@@ -1,5 +1,5 @@
 //! Renders one role of a service into what its agent needs: config files, the process to run and
-//! its health checks.
+//! its health checks, as the role spec types of `drover-role-spec` the agent uses too.
 //!
 //! Templates see the context documented in `docs/service-descriptors.md` ("Template context") and
 //! run in handlebars strict mode, so a reference to a missing variable is an error naming the file.
@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
 
 use handlebars::{
     Context, Handlebars, Helper, HelperDef, HelperResult, JsonTruthy, Output, RenderContext, RenderErrorReason,
@@ -19,17 +18,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+pub use drover_role_spec::{ConfigCheck, ConfigFile, HealthCheck, PARCELS_ROOT, Probe, ProcessSpec, ROLE_DIR};
+
 use crate::config::{ConfigValues, effective, missing_required, restart_digest};
 use crate::descriptor::{ProbeTemplate, ServiceType};
 use crate::params::ParamKind;
-
-/// Placeholder for the role's directory on the agent. The agent replaces it in the process
-/// program, args, env values and working dir, in health check commands, and in file contents.
-pub const ROLE_DIR: &str = "${ROLE_DIR}";
-
-/// The agent's parcels directory (each parcel's active version is
-/// `${PARCELS_ROOT}/<name>`), substituted by the agent like [`ROLE_DIR`].
-pub const PARCELS_ROOT: &str = "${PARCELS_ROOT}";
 
 /// One role of a service as placed by the manager.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,64 +65,12 @@ pub struct DependencyTopology {
     pub values: ConfigValues,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RenderedFile {
-    /// Relative to the role directory.
-    pub path: String,
-    pub content: Vec<u8>,
-    /// sha256 of `content` (before the agent substitutes `${ROLE_DIR}`), lowercase hex.
-    pub sha256: String,
-    pub mode: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RenderedProcess {
-    pub program: String,
-    pub args: Vec<String>,
-    pub env: BTreeMap<String, String>,
-    /// Empty: the role directory; relative: inside it.
-    pub working_dir: String,
-    pub stop_signal: String,
-    #[serde(serialize_with = "crate::descriptor::ser_duration")]
-    pub stop_grace: Duration,
-    /// Sent to the running process to apply new files without a restart; empty: none.
-    pub reload_signal: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RenderedCheck {
-    Tcp {
-        host: String,
-        port: u16,
-    },
-    /// `expect_status` 0 means any 2xx.
-    Http {
-        url: String,
-        expect_status: u16,
-    },
-    Command {
-        program: String,
-        args: Vec<String>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RenderedHealthCheck {
-    pub check: RenderedCheck,
-    #[serde(serialize_with = "crate::descriptor::ser_duration")]
-    pub interval: Duration,
-    #[serde(serialize_with = "crate::descriptor::ser_duration")]
-    pub timeout: Duration,
-    pub failure_threshold: u32,
-}
-
 /// Everything the agent needs to run one role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RenderedRole {
-    pub files: Vec<RenderedFile>,
-    pub process: RenderedProcess,
-    pub health_checks: Vec<RenderedHealthCheck>,
+    pub files: Vec<ConfigFile>,
+    pub process: ProcessSpec,
+    pub health_checks: Vec<HealthCheck>,
     pub log_files: Vec<String>,
     /// [`crate::config::restart_digest`] of the role: a process started under another digest
     /// does not take new files by reload.
@@ -249,7 +190,7 @@ impl<'a> Renderer<'a> {
                 hb.render_with_context(&template_key(&rt.name, &f.path), ctx).map_err(|e| error(&file, reason(&e)))?;
             let content = text.into_bytes();
             let sha256 = hex::encode(Sha256::digest(&content));
-            files.push(RenderedFile { path: f.path.clone(), content, sha256, mode: f.mode });
+            files.push(ConfigFile { path: f.path.clone(), content, sha256, mode: f.mode });
         }
 
         let p = &rt.process;
@@ -257,7 +198,7 @@ impl<'a> Renderer<'a> {
         for (k, v) in &p.env {
             env.insert(k.clone(), inline(&format!("process.env.{k}"), v)?);
         }
-        let process = RenderedProcess {
+        let process = ProcessSpec {
             program: inline("process.program", &p.program)?,
             args: p
                 .args
@@ -270,12 +211,25 @@ impl<'a> Renderer<'a> {
             stop_signal: p.stop_signal.clone(),
             stop_grace: p.stop_grace,
             reload_signal: p.reload_signal.clone().unwrap_or_default(),
+            config_check: match &p.config_check {
+                None => None,
+                Some(c) => Some(ConfigCheck {
+                    program: inline("process.config_check.program", &c.program)?,
+                    args: c
+                        .args
+                        .iter()
+                        .enumerate()
+                        .map(|(i, a)| inline(&format!("process.config_check.args[{i}]"), a))
+                        .collect::<Result<_, _>>()?,
+                    timeout: c.timeout,
+                }),
+            },
         };
 
         let mut health_checks = Vec::new();
         for (i, hc) in rt.health_checks.iter().enumerate() {
             let field = format!("health_checks[{i}]");
-            let check = match &hc.probe {
+            let probe = match &hc.probe {
                 ProbeTemplate::Tcp { host, port } => {
                     let port_text = inline(&format!("{field}.tcp.port"), port)?;
                     let port = port_text.trim().parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
@@ -284,13 +238,12 @@ impl<'a> Renderer<'a> {
                             format!("role type `{}`: {field}.tcp.port: `{port_text}` is not a port", rt.name),
                         )
                     })?;
-                    RenderedCheck::Tcp { host: inline(&format!("{field}.tcp.host"), host)?, port }
+                    Probe::Tcp { host: inline(&format!("{field}.tcp.host"), host)?, port }
                 }
-                ProbeTemplate::Http { url, expect_status } => RenderedCheck::Http {
-                    url: inline(&format!("{field}.http.url"), url)?,
-                    expect_status: *expect_status,
-                },
-                ProbeTemplate::Command { program, args } => RenderedCheck::Command {
+                ProbeTemplate::Http { url, expect_status } => {
+                    Probe::Http { url: inline(&format!("{field}.http.url"), url)?, expect_status: *expect_status }
+                }
+                ProbeTemplate::Command { program, args } => Probe::Command {
                     program: inline(&format!("{field}.command.program"), program)?,
                     args: args
                         .iter()
@@ -299,8 +252,8 @@ impl<'a> Renderer<'a> {
                         .collect::<Result<_, _>>()?,
                 },
             };
-            health_checks.push(RenderedHealthCheck {
-                check,
+            health_checks.push(HealthCheck {
+                probe,
                 interval: hc.interval,
                 timeout: hc.timeout,
                 failure_threshold: hc.failure_threshold,

@@ -1,10 +1,13 @@
 //! `meta/parcel.json`: what a parcel is, what it needs and what it contains. Modelled on
 //! Cloudera's `parcel.json`; the differences are listed in `docs/parcels.md`.
 
+use std::cmp::Ordering;
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
-use crate::parcel::ParcelError;
-use crate::parcel::name::{validate_distro, validate_name, validate_version};
+use crate::ParcelError;
+use crate::name::{validate_distro, validate_name, validate_version};
 
 /// The only `schema_version` this code reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -81,6 +84,84 @@ impl Dependency {
         validate_name(name).map_err(|e| format!("{s:?}: {e}"))?;
         Ok(Dependency { name: name.to_owned(), constraint })
     }
+
+    /// Whether `version` of a parcel named [`Dependency::name`] meets the
+    /// constraint (always, without one).
+    pub fn accepts(&self, version: &str) -> bool {
+        let Some((op, wanted)) = &self.constraint else { return true };
+        let order = compare_versions(version, wanted);
+        match op.as_str() {
+            ">=" => order != Ordering::Less,
+            "<=" => order != Ordering::Greater,
+            "=" => order == Ordering::Equal,
+            ">>" => order == Ordering::Greater,
+            "<<" => order == Ordering::Less,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Dependency {
+    /// `NAME` or `NAME (OP VERSION)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.constraint {
+            None => write!(f, "{}", self.name),
+            Some((op, version)) => write!(f, "{} ({op} {version})", self.name),
+        }
+    }
+}
+
+/// Debian's order of versions (`dpkg --compare-versions`) for parcel versions, which have no
+/// epoch: the upstream part first, then the revision after the last `-` (none counts as `0`).
+/// Within each, runs of non-digits compare character by character with letters before other
+/// characters and `~` before everything, even the end; runs of digits compare as numbers.
+pub fn compare_versions(a: &str, b: &str) -> Ordering {
+    let split = |v: &str| -> (String, String) {
+        match v.rsplit_once('-') {
+            Some((upstream, revision)) => (upstream.to_owned(), revision.to_owned()),
+            None => (v.to_owned(), String::new()),
+        }
+    };
+    let (a_up, a_rev) = split(a);
+    let (b_up, b_rev) = split(b);
+    compare_part(a_up.as_bytes(), b_up.as_bytes()).then_with(|| compare_part(a_rev.as_bytes(), b_rev.as_bytes()))
+}
+
+/// dpkg's `verrevcmp`.
+fn compare_part(mut a: &[u8], mut b: &[u8]) -> Ordering {
+    fn weight(c: Option<&u8>) -> i32 {
+        match c {
+            None => 0,
+            Some(c) if c.is_ascii_digit() => 0,
+            Some(c) if c.is_ascii_alphabetic() => i32::from(*c),
+            Some(b'~') => -1,
+            Some(c) => i32::from(*c) + 256,
+        }
+    }
+    let digit = |s: &[u8]| s.first().is_some_and(u8::is_ascii_digit);
+    while !a.is_empty() || !b.is_empty() {
+        while (!a.is_empty() && !digit(a)) || (!b.is_empty() && !digit(b)) {
+            let (wa, wb) = (weight(a.first()), weight(b.first()));
+            if wa != wb {
+                return wa.cmp(&wb);
+            }
+            a = a.get(1..).unwrap_or_default();
+            b = b.get(1..).unwrap_or_default();
+        }
+        let zeros = |s: &[u8]| s.iter().take_while(|c| **c == b'0').count();
+        a = &a[zeros(a)..];
+        b = &b[zeros(b)..];
+        let (na, nb) =
+            (a.iter().take_while(|c| c.is_ascii_digit()).count(), b.iter().take_while(|c| c.is_ascii_digit()).count());
+        // Without leading zeros, the longer number is the larger; equal lengths compare digit by digit.
+        let order = na.cmp(&nb).then_with(|| a[..na].cmp(&b[..nb]));
+        if order != Ordering::Equal {
+            return order;
+        }
+        a = &a[na..];
+        b = &b[nb..];
+    }
+    Ordering::Equal
 }
 
 impl ParcelMeta {
@@ -102,12 +183,24 @@ impl ParcelMeta {
 
     /// `NAME-VERSION`.
     pub fn dir_name(&self) -> String {
-        crate::parcel::name::dir_name(&self.name, &self.version)
+        crate::name::dir_name(&self.name, &self.version)
     }
 
     /// The parsed `depends` list (valid after [`ParcelMeta::validate`]).
     pub fn dependencies(&self) -> Vec<Dependency> {
         self.depends.iter().filter_map(|d| Dependency::parse(d).ok()).collect()
+    }
+
+    /// The parsed `conflicts` list (valid after [`ParcelMeta::validate`]).
+    pub fn conflict_list(&self) -> Vec<Dependency> {
+        self.conflicts.iter().filter_map(|d| Dependency::parse(d).ok()).collect()
+    }
+
+    /// Whether this parcel is what `item` names: by its name and version, or, for an item
+    /// without a version, by a name in `provides`.
+    pub fn satisfies(&self, item: &Dependency) -> bool {
+        (self.name == item.name && item.accepts(&self.version))
+            || (item.constraint.is_none() && self.provides.contains(&item.name))
     }
 
     /// Checks every field; the error names the first bad one.
@@ -164,4 +257,43 @@ impl ParcelMeta {
 pub fn upstream_version(pkg_version: &str) -> &str {
     let no_epoch = pkg_version.split_once(':').map_or(pkg_version, |(_, v)| v);
     no_epoch.rsplit_once('-').map_or(no_epoch, |(v, _)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_like_dpkg() {
+        use Ordering::{Equal, Greater, Less};
+        for (a, b, want) in [
+            ("7.0.15-1", "7.0.15-2", Less),
+            ("7.0.15-10", "7.0.15-9", Greater),
+            ("7.0.9", "7.0.15", Less),
+            ("17.0-1", "17", Greater),
+            ("17", "17-0", Equal),
+            ("1.0~rc1", "1.0", Less),
+            ("1.0", "1.0a", Less),
+            ("1.0a", "1.0+b1", Less),
+            ("1.007", "1.7", Equal),
+            ("3.8.0-1", "3.8.0-1", Equal),
+            ("2", "10", Less),
+        ] {
+            assert_eq!(compare_versions(a, b), want, "{a} vs {b}");
+            assert_eq!(compare_versions(b, a), want.reverse(), "{b} vs {a}");
+        }
+    }
+
+    #[test]
+    fn constraints_accept_versions() {
+        let dep = |s: &str| Dependency::parse(s).expect("parses");
+        assert!(dep("jre").accepts("1"));
+        assert!(dep("jre (>= 17)").accepts("17.0-1"));
+        assert!(!dep("jre (>= 17)").accepts("11.0-1"));
+        assert!(dep("jre (<< 18)").accepts("17.0-1"));
+        assert!(!dep("jre (>> 17.0-1)").accepts("17.0-1"));
+        assert!(dep("jre (= 17.0-1)").accepts("17.0-1"));
+        assert!(dep("jre (<= 17.0-1)").accepts("17.0~rc1-1"));
+        assert_eq!(dep("jre ( >= 17 )").to_string(), "jre (>= 17)");
+    }
 }

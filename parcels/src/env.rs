@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::parcel::ParcelError;
+use crate::ParcelError;
 
 /// A parsed env script: the assignments in order, values still unexpanded.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

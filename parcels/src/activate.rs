@@ -3,15 +3,20 @@
 //!
 //! Switching versions creates `.NAME.link-tmp` and renames it over `NAME`, so at every instant
 //! `NAME` points at one complete version; the previous version stays on disk for a rollback.
+//!
+//! Activation enforces `depends` and `conflicts` of `meta/parcel.json` against the other parcels
+//! active under the same root ([`check_relations`]): a parcel whose dependencies are not active,
+//! or that conflicts with an active parcel (declared on either side), is not activated.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::parcel::archive::{read_installed_env, read_installed_meta, read_marker};
-use crate::parcel::name::{dir_name, parse_dir_name, validate_name, validate_version};
-use crate::parcel::{IoContext, ParcelError, rename_durable, show, sync_parent};
+use crate::archive::{read_installed_env, read_installed_meta, read_marker};
+use crate::meta::ParcelMeta;
+use crate::name::{dir_name, parse_dir_name, validate_name, validate_version};
+use crate::{IoContext, ParcelError, rename_durable, show, sync_parent};
 
 /// One complete install under a parcels root.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -25,18 +30,21 @@ pub struct InstalledVersion {
 }
 
 /// Makes `name`-`version` the active version. Returns the version that was active before, if any.
-/// Refused when that version is not a complete install or when `root/NAME` is not a symlink.
-/// Activating the active version again is a no-op.
+/// Refused when that version is not a complete install, when `root/NAME` is not a symlink, and
+/// ([`ParcelError::Refused`]) when its `depends` are not active or it conflicts with an active
+/// parcel (see [`check_relations`]); nothing changes then. Activating the active version again is
+/// a no-op.
 pub fn activate(root: &Path, name: &str, version: &str) -> Result<Option<String>, ParcelError> {
     validate_name(name)?;
     validate_version(version)?;
     let dir = dir_name(name, version);
-    check_complete(root, name, version)?;
+    let meta = check_complete(root, name, version)?;
     let link = root.join(name);
     let previous = active_version(root, name)?;
     if previous.as_deref() == Some(version) {
         return Ok(previous);
     }
+    check_relations(&meta, &active_metas(root, name)?)?;
     let tmp = root.join(format!(".{name}.link-tmp"));
     match fs::remove_file(&tmp) {
         Ok(()) => {}
@@ -192,7 +200,49 @@ pub fn parcel_env(
     Ok(script.evaluate(&root.to_string_lossy(), &dir_name, inherited))
 }
 
-fn check_complete(root: &Path, name: &str, version: &str) -> Result<(), ParcelError> {
+/// Checks that `parcel` may be active together with the `active` parcels (other names than its
+/// own): each of its `depends` is met by an active parcel of that name whose version meets the
+/// constraint (or, for an item without a version, by one that `provides` the name), and none of
+/// its `conflicts` names an active parcel, nor does any active parcel's `conflicts` name it.
+/// The error lists every problem, naming both parcels, e.g. `activate redis-7.0.15-1: conflicts
+/// with active parcel keydb-6.2 (declared by redis-7.0.15-1)`.
+pub fn check_relations(parcel: &ParcelMeta, active: &[ParcelMeta]) -> Result<(), ParcelError> {
+    let this = parcel.dir_name();
+    let mut problems = Vec::new();
+    for dep in parcel.dependencies() {
+        if active.iter().any(|a| a.satisfies(&dep)) {
+            continue;
+        }
+        match active.iter().find(|a| a.name == dep.name) {
+            Some(a) => problems.push(format!("depends on {dep}, but the active version is {}", a.dir_name())),
+            None => problems.push(format!("depends on {dep}, which is not active on this host")),
+        }
+    }
+    for item in parcel.conflict_list() {
+        for a in active.iter().filter(|a| a.satisfies(&item)) {
+            problems.push(format!("conflicts with active parcel {} (declared by {this})", a.dir_name()));
+        }
+    }
+    for a in active {
+        if a.conflict_list().iter().any(|item| parcel.satisfies(item)) {
+            problems.push(format!("conflicts with active parcel {0} (declared by {0})", a.dir_name()));
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(ParcelError::Refused { parcel: this, message: problems.join("; ") }) }
+}
+
+/// The metadata of every parcel active under `root` other than `except`.
+fn active_metas(root: &Path, except: &str) -> Result<Vec<ParcelMeta>, ParcelError> {
+    let mut metas = Vec::new();
+    for v in installed(root)? {
+        if v.active && v.name != except {
+            metas.push(read_installed_meta(&v.dir)?);
+        }
+    }
+    Ok(metas)
+}
+
+fn check_complete(root: &Path, name: &str, version: &str) -> Result<ParcelMeta, ParcelError> {
     let dir = root.join(dir_name(name, version));
     let not_installed = || ParcelError::NotInstalled { root: show(root), name: name.into(), version: version.into() };
     if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
@@ -208,5 +258,5 @@ fn check_complete(root: &Path, name: &str, version: &str) -> Result<(), ParcelEr
             message: format!("meta/parcel.json names {} {}", meta.name, meta.version),
         });
     }
-    Ok(())
+    Ok(meta)
 }

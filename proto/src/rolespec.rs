@@ -1,0 +1,186 @@
+//! The one set of conversions between the role spec (`drover-role-spec`) and its wire form in
+//! `drover.agent.v1`, used by the manager to send a role and by the agent to read it (and to
+//! persist it in the same encoding).
+//!
+//! Reading never fails: a 0 duration or threshold means the default of `drover-role-spec`, and a
+//! probe this side does not know, or a TCP port out of range, is [`Probe::Unknown`], which is
+//! never healthy.
+
+use std::time::Duration;
+
+use drover_role_spec::{
+    ConfigCheck, ConfigFile, DEFAULT_CHECK_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_PROBE_INTERVAL,
+    DEFAULT_PROBE_TIMEOUT, DEFAULT_STOP_GRACE, HealthCheck, Probe, ProcessSpec,
+};
+
+use crate::v1;
+use crate::v1::health_check;
+
+/// Milliseconds on the wire, saturated (a role spec never holds 584 million years).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `ms`, or `default` when the wire says 0.
+fn millis_or(ms: u64, default: Duration) -> Duration {
+    if ms == 0 { default } else { Duration::from_millis(ms) }
+}
+
+impl From<&ConfigFile> for v1::ConfigFile {
+    fn from(f: &ConfigFile) -> Self {
+        v1::ConfigFile { path: f.path.clone(), content: f.content.clone(), sha256: f.sha256.clone(), mode: f.mode }
+    }
+}
+
+impl From<v1::ConfigFile> for ConfigFile {
+    fn from(f: v1::ConfigFile) -> Self {
+        ConfigFile { path: f.path, content: f.content, sha256: f.sha256, mode: f.mode }
+    }
+}
+
+impl From<&ProcessSpec> for v1::ProcessSpec {
+    fn from(p: &ProcessSpec) -> Self {
+        v1::ProcessSpec {
+            program: p.program.clone(),
+            args: p.args.clone(),
+            env: p.env.clone().into_iter().collect(),
+            working_dir: p.working_dir.clone(),
+            stop_signal: p.stop_signal.clone(),
+            stop_grace_ms: millis(p.stop_grace),
+            reload_signal: p.reload_signal.clone(),
+            config_check: p.config_check.as_ref().map(v1::ConfigCheck::from),
+        }
+    }
+}
+
+impl From<v1::ProcessSpec> for ProcessSpec {
+    fn from(p: v1::ProcessSpec) -> Self {
+        ProcessSpec {
+            program: p.program,
+            args: p.args,
+            env: p.env.into_iter().collect(),
+            working_dir: p.working_dir,
+            stop_signal: p.stop_signal,
+            stop_grace: millis_or(p.stop_grace_ms, DEFAULT_STOP_GRACE),
+            reload_signal: p.reload_signal,
+            config_check: p.config_check.map(ConfigCheck::from),
+        }
+    }
+}
+
+impl From<&ConfigCheck> for v1::ConfigCheck {
+    fn from(c: &ConfigCheck) -> Self {
+        v1::ConfigCheck { program: c.program.clone(), args: c.args.clone(), timeout_ms: millis(c.timeout) }
+    }
+}
+
+impl From<v1::ConfigCheck> for ConfigCheck {
+    fn from(c: v1::ConfigCheck) -> Self {
+        ConfigCheck { program: c.program, args: c.args, timeout: millis_or(c.timeout_ms, DEFAULT_CHECK_TIMEOUT) }
+    }
+}
+
+impl From<&HealthCheck> for v1::HealthCheck {
+    fn from(h: &HealthCheck) -> Self {
+        let probe = match &h.probe {
+            Probe::Tcp { host, port } => {
+                Some(health_check::Probe::Tcp(v1::TcpProbe { host: host.clone(), port: u32::from(*port) }))
+            }
+            Probe::Http { url, expect_status } => Some(health_check::Probe::Http(v1::HttpProbe {
+                url: url.clone(),
+                expect_status: u32::from(*expect_status),
+            })),
+            Probe::Command { program, args } => {
+                Some(health_check::Probe::Command(v1::CommandProbe { program: program.clone(), args: args.clone() }))
+            }
+            Probe::Unknown => None,
+        };
+        v1::HealthCheck {
+            probe,
+            interval_ms: millis(h.interval),
+            timeout_ms: millis(h.timeout),
+            failure_threshold: h.failure_threshold,
+        }
+    }
+}
+
+impl From<v1::HealthCheck> for HealthCheck {
+    fn from(h: v1::HealthCheck) -> Self {
+        let probe = match h.probe {
+            Some(health_check::Probe::Tcp(t)) => match u16::try_from(t.port) {
+                Ok(port) => Probe::Tcp { host: t.host, port },
+                Err(_) => Probe::Unknown,
+            },
+            Some(health_check::Probe::Http(p)) => {
+                Probe::Http { url: p.url, expect_status: u16::try_from(p.expect_status).unwrap_or(0) }
+            }
+            Some(health_check::Probe::Command(c)) => Probe::Command { program: c.program, args: c.args },
+            None => Probe::Unknown,
+        };
+        HealthCheck {
+            probe,
+            interval: millis_or(h.interval_ms, DEFAULT_PROBE_INTERVAL),
+            timeout: millis_or(h.timeout_ms, DEFAULT_PROBE_TIMEOUT),
+            failure_threshold: if h.failure_threshold == 0 { DEFAULT_FAILURE_THRESHOLD } else { h.failure_threshold },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_spec_parts_round_trip() {
+        let process = ProcessSpec {
+            program: "${PARCELS_ROOT}/nginx/usr/sbin/nginx".into(),
+            args: vec!["-c".into(), "${ROLE_DIR}/nginx.conf".into()],
+            env: [("A".to_owned(), "1".to_owned())].into(),
+            working_dir: "data".into(),
+            stop_signal: "SIGQUIT".into(),
+            stop_grace: Duration::from_millis(2500),
+            reload_signal: "SIGHUP".into(),
+            config_check: Some(ConfigCheck {
+                program: "nginx".into(),
+                args: vec!["-t".into()],
+                timeout: Duration::from_secs(7),
+            }),
+        };
+        assert_eq!(ProcessSpec::from(v1::ProcessSpec::from(&process)), process);
+        let file = ConfigFile { path: "a".into(), content: b"x".to_vec(), sha256: "h".into(), mode: 0o600 };
+        assert_eq!(ConfigFile::from(v1::ConfigFile::from(&file)), file);
+        for probe in [
+            Probe::Tcp { host: "h".into(), port: 6379 },
+            Probe::Http { url: "http://h/".into(), expect_status: 204 },
+            Probe::Command { program: "p".into(), args: vec!["a".into()] },
+            Probe::Unknown,
+        ] {
+            let hc = HealthCheck {
+                probe,
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(1),
+                failure_threshold: 4,
+            };
+            assert_eq!(HealthCheck::from(v1::HealthCheck::from(&hc)), hc);
+        }
+    }
+
+    #[test]
+    fn zero_and_out_of_range_wire_values_get_safe_defaults() {
+        let p = ProcessSpec::from(v1::ProcessSpec {
+            config_check: Some(v1::ConfigCheck { program: "p".into(), args: vec![], timeout_ms: 0 }),
+            ..v1::ProcessSpec::default()
+        });
+        assert_eq!(p.stop_grace, DEFAULT_STOP_GRACE);
+        assert_eq!(p.config_check.map(|c| c.timeout), Some(DEFAULT_CHECK_TIMEOUT));
+        let hc = HealthCheck::from(v1::HealthCheck {
+            probe: Some(health_check::Probe::Tcp(v1::TcpProbe { host: "h".into(), port: 70000 })),
+            ..v1::HealthCheck::default()
+        });
+        assert_eq!(hc.probe, Probe::Unknown);
+        assert_eq!(
+            (hc.interval, hc.timeout, hc.failure_threshold),
+            (DEFAULT_PROBE_INTERVAL, DEFAULT_PROBE_TIMEOUT, DEFAULT_FAILURE_THRESHOLD)
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! The role spec: what an agent runs for one role (config files, process, config check, health
+//! checks), one set of plain types shared by the manager, which renders them from a service type
+//! (`drover-service-types`), and the agent, which acts on them. `drover-proto` converts them to
+//! and from the wire; nothing here knows handlebars or prost.
+//!
+//! Paths and arguments may hold the placeholders the agent substitutes: [`ROLE_DIR`],
+//! [`PARCELS_ROOT`] and, in a config check, [`CHECK_DIR`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Placeholder for the role's absolute directory on the agent, in file contents, the process
+/// program, args, env values and working dir, and health check commands.
+pub const ROLE_DIR: &str = "${ROLE_DIR}";
+
+/// Placeholder for the agent's parcels directory (each parcel's active version is
+/// `${PARCELS_ROOT}/<name>`), wherever [`ROLE_DIR`] is substituted and in health check fields.
+pub const PARCELS_ROOT: &str = "${PARCELS_ROOT}";
+
+/// Placeholder for the staging directory holding a role's new files, in the program and
+/// arguments of its config check.
+pub const CHECK_DIR: &str = "${CHECK_DIR}";
+
+/// Stop grace when the wire says 0.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// Config check timeout when the wire says 0.
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Health check interval when the wire says 0.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
+/// Health check timeout when the wire says 0.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Consecutive failures that make a role unhealthy when the wire says 0.
+pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+
+/// A rendered config file, relative to the role directory.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigFile {
+    pub path: String,
+    pub content: Vec<u8>,
+    /// sha256 of `content` as rendered (before the agent substitutes `${ROLE_DIR}`), lowercase
+    /// hex; may be empty.
+    pub sha256: String,
+    /// Unix permission bits; 0 means 0644.
+    pub mode: u32,
+}
+
+impl fmt::Debug for ConfigFile {
+    // Contents may hold passwords; never print them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigFile")
+            .field("path", &self.path)
+            .field("bytes", &self.content.len())
+            .field("sha256", &self.sha256)
+            .field("mode", &format_args!("{:o}", self.mode))
+            .finish()
+    }
+}
+
+/// How to run the role's process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Relative to the role directory when not absolute; empty: the role directory.
+    pub working_dir: String,
+    /// Signal name for a graceful stop, e.g. `SIGTERM`; empty: `SIGTERM`.
+    pub stop_signal: String,
+    /// Time between the stop signal and SIGKILL to the process group.
+    #[serde(with = "humantime_duration")]
+    pub stop_grace: Duration,
+    /// Signal name that makes the process re-read its files (`SIGHUP`), sent to the process
+    /// itself; empty: file changes wait for a restart.
+    pub reload_signal: String,
+    /// Checks new files before they replace the live ones; `None`: no check.
+    pub config_check: Option<ConfigCheck>,
+}
+
+impl Default for ProcessSpec {
+    fn default() -> Self {
+        ProcessSpec {
+            program: String::new(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            working_dir: String::new(),
+            stop_signal: String::new(),
+            stop_grace: DEFAULT_STOP_GRACE,
+            reload_signal: String::new(),
+            config_check: None,
+        }
+    }
+}
+
+/// A command run on a role's new files, in a staging directory, before they replace the live
+/// ones (`nginx -t`). Exit status 0 lets them through.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigCheck {
+    /// May hold [`CHECK_DIR`] (the staging directory), [`ROLE_DIR`] and [`PARCELS_ROOT`], like
+    /// `args`.
+    pub program: String,
+    pub args: Vec<String>,
+    /// The check is killed after this long, and fails.
+    #[serde(with = "humantime_duration")]
+    pub timeout: Duration,
+}
+
+/// A health probe run by the agent every `interval`; `failure_threshold` consecutive failures
+/// make the role's health bad.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub probe: Probe,
+    #[serde(with = "humantime_duration")]
+    pub interval: Duration,
+    #[serde(with = "humantime_duration")]
+    pub timeout: Duration,
+    pub failure_threshold: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Probe {
+    /// Connect to `host:port` (host empty: 127.0.0.1).
+    Tcp { host: String, port: u16 },
+    /// `GET url` over plain HTTP/1.0; `expect_status` 0 accepts any 2xx.
+    Http { url: String, expect_status: u16 },
+    /// Run a program; exit status 0 is healthy.
+    Command { program: String, args: Vec<String> },
+    /// A probe kind the agent does not know (from a newer manager); never healthy. The manager
+    /// never renders it.
+    Unknown,
+}
+
+/// Durations as humantime text (`10s`, `1m 30s`), as in service descriptors.
+mod humantime_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_contents_never_show_in_debug() {
+        let f = ConfigFile {
+            path: "a.conf".into(),
+            content: b"requirepass s3cret".to_vec(),
+            sha256: "ab".into(),
+            mode: 0o600,
+        };
+        let shown = format!("{f:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("bytes: 18") && shown.contains("mode: 600"), "{shown}");
+    }
+
+    #[test]
+    fn durations_serialize_as_humantime_and_back() {
+        let hc = HealthCheck {
+            probe: Probe::Tcp { host: String::new(), port: 6379 },
+            interval: Duration::from_secs(90),
+            timeout: Duration::from_millis(1500),
+            failure_threshold: 3,
+        };
+        let json = serde_json::to_value(&hc).expect("serialize");
+        assert_eq!(json["interval"], "1m 30s");
+        assert_eq!(json["timeout"], "1s 500ms");
+        assert_eq!(json["probe"]["tcp"]["port"], 6379);
+        let back: HealthCheck = serde_json::from_value(json).expect("deserialize");
+        assert_eq!(back, hc);
+    }
+}
