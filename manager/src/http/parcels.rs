@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use drover_parcels::parcel::manifest::ManifestParcel;
+use drover_parcels::manifest::ManifestParcel;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -267,7 +267,7 @@ pub async fn list(State(state): Shared, _c: Caller) -> Result<Json<ParcelList>, 
 #[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// `NAME-VERSION-DISTRO.parcel`, under the rules of
-    /// [`drover_parcels::parcel::name`].
+    /// [`drover_parcels::name`].
     #[param(
         pattern = r"^[a-z0-9][a-z0-9_]{0,63}-[A-Za-z0-9][A-Za-z0-9.+~_-]{0,127}-[a-z0-9][a-z0-9._]{0,31}\.parcel$"
     )]
