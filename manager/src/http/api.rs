@@ -12,12 +12,13 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, ErrorBody, Items, validate_label, whole};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, ErrorBody, Items, validate_label};
 use crate::AppState;
 use crate::auth::{new_api_token, sha256_hex};
 use crate::model::{
     AuditEntry, EnrollmentTokenInfo, Event, Host, HostStatus, Labels, MetricPoint, User, now_millis, rfc3339,
 };
+use crate::whole;
 
 /// The largest page offset (the query says `int32`).
 const MAX_OFFSET: u32 = i32::MAX as u32;

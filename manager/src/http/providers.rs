@@ -12,10 +12,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, ErrorBody, Items, whole};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, ErrorBody, Items};
 use crate::AppState;
 use crate::model::Labels;
 use crate::providers::{self, Actor, CreateHosts, CreatedHosts, DEFAULT_IMAGE, ProviderError, ProviderHostView};
+use crate::whole;
 
 type Shared = State<Arc<AppState>>;
 
@@ -42,19 +43,15 @@ impl From<ProviderError> for ApiError {
 #[serde(untagged)]
 pub enum Memory {
     #[schema(value_type = u64)]
-    Bytes(#[serde(deserialize_with = "whole_u64")] u64),
+    Bytes(#[serde(deserialize_with = "whole::required")] u64),
     Text(String),
-}
-
-fn whole_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    whole::option(d)?.ok_or_else(|| serde::de::Error::custom("expected a number of bytes"))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDockerHosts {
     /// How many containers (1-100).
-    #[serde(deserialize_with = "whole_u32")]
+    #[serde(deserialize_with = "whole::required")]
     #[schema(minimum = 1, maximum = 100)]
     pub count: u32,
     /// Agent image (default `drover/agent:latest`).
@@ -80,10 +77,6 @@ pub struct CreateDockerHosts {
     /// `--docker-manager-url`, else `https://<network gateway>:<grpc port>`).
     #[serde(default)]
     pub manager_url: Option<String>,
-}
-
-fn whole_u32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    whole::option(d)?.ok_or_else(|| serde::de::Error::custom("expected a count"))
 }
 
 /// Starts agent containers on the Docker engine with a fresh enrollment token.
