@@ -177,9 +177,7 @@ pub struct HostQuery {
     ///
     /// Whitespace around parts, keys and values is ignored; keys and values
     /// follow the label rules.
-    #[param(
-        pattern = r"^\s*(?:(?:[A-Za-z0-9][A-Za-z0-9._/-]{0,62}\s*!?=\s*(?:[^,\s\x00-\x1f\x7f-\x9f](?:[^,\x00-\x1f\x7f-\x9f]{0,251}[^,\s\x00-\x1f\x7f-\x9f])?)?)\s*)?(?:,\s*(?:[A-Za-z0-9][A-Za-z0-9._/-]{0,62}\s*!?=\s*(?:[^,\s\x00-\x1f\x7f-\x9f](?:[^,\x00-\x1f\x7f-\x9f]{0,251}[^,\s\x00-\x1f\x7f-\x9f])?)?)?\s*)*$"
-    )]
+    #[param(schema_with = crate::model::label_selector_schema)]
     pub label: Option<String>,
     /// Substring of the hostname.
     pub hostname: Option<String>,
@@ -573,8 +571,8 @@ pub async fn me(caller: Caller) -> Json<User> {
 
 /// This API's OpenAPI 3 document (no authentication needed).
 #[utoipa::path(get, path = "/api/v1/openapi.json", responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(super::openapi::document())
+pub async fn openapi(State(state): Shared) -> Json<utoipa::openapi::OpenApi> {
+    Json(super::openapi::document(&state.catalog))
 }
 
 #[cfg(test)]

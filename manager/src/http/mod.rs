@@ -7,8 +7,12 @@
 //!
 //! Codes: `invalid_request` 400, `unauthorized` 401, `forbidden` 403,
 //! `not_found` 404, `method_not_allowed` 405, `conflict` 409,
-//! `payload_too_large` 413, `unsupported_media_type` 415, `internal` 500,
-//! `unavailable` 503; server errors are logged where they become a response.
+//! `payload_too_large` 413, `unsupported_media_type` 415, `unprocessable`
+//! 422, `internal` 500, `unavailable` 503; server errors are logged where
+//! they become a response. 400 is for requests the OpenAPI document rules
+//! out; a request it allows is refused with 404 (a named object does not
+//! exist), 409 (the current state forbids it) or 422 (the service's type
+//! does not allow it), see [`crate::domain::DomainError`].
 //! Every list is answered as `Items<T>`. The console cookie authenticates REST
 //! calls only for GET and HEAD: a change needs an `Authorization` header,
 //! which a cross-site form cannot add.
@@ -97,6 +101,8 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("service unavailable: {0}")]
@@ -127,6 +133,7 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unsupported(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
@@ -166,6 +173,7 @@ impl From<crate::domain::DomainError> for ApiError {
             D::Invalid(m) => ApiError::BadRequest(m),
             D::NotFound(m) => ApiError::NotFound(m),
             D::Conflict(m) => ApiError::Conflict(m),
+            D::Unsuitable(m) => ApiError::Unprocessable(m),
             D::Unavailable(m) => ApiError::Unavailable(m),
             D::Internal(m) => ApiError::Internal(m),
         }
@@ -272,6 +280,8 @@ fn requires_object(schema: &utoipa::openapi::RefOr<utoipa::openapi::schema::Sche
     match schema {
         RefOr::T(Schema::Object(o)) => o.schema_type == SchemaType::Type(Type::Object),
         RefOr::T(Schema::OneOf(one)) => !one.items.is_empty() && one.items.iter().all(requires_object),
+        RefOr::T(Schema::AnyOf(any)) => !any.items.is_empty() && any.items.iter().all(requires_object),
+        RefOr::T(Schema::AllOf(all)) => all.items.iter().any(requires_object),
         _ => false,
     }
 }

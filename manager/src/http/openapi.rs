@@ -7,10 +7,14 @@
 //! and `415` where it takes a JSON body, `400` where it takes path or query
 //! parameters. `scripts/schemathesis.sh` checks the server against the result.
 
+use std::collections::BTreeSet;
+
+use drover_service_types::descriptor::Catalog;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use super::api;
@@ -135,6 +139,26 @@ impl Modify for ExtractorErrors {
     }
 }
 
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// The document of this manager: the names its catalog holds (service types,
+/// role types, parameters) narrow the schemas `ServiceTypeName`,
+/// `RoleTypeName` and `ParameterName` to enums.
+pub fn document(catalog: &Catalog) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    let service_types: BTreeSet<&str> = catalog.iter().map(|t| t.name.as_str()).collect();
+    let role_types: BTreeSet<&str> = catalog.iter().flat_map(|t| &t.role_types).map(|r| r.name.as_str()).collect();
+    let parameters: BTreeSet<&str> = catalog.iter().flat_map(|t| &t.parameters).map(|p| p.name.as_str()).collect();
+    if let Some(components) = doc.components.as_mut() {
+        for (schema, names) in
+            [("ServiceTypeName", service_types), ("RoleTypeName", role_types), ("ParameterName", parameters)]
+        {
+            // An empty enum would refuse everything; without names the
+            // schema stays a plain string.
+            if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut(schema)
+                && !names.is_empty()
+            {
+                o.enum_values = Some(names.into_iter().map(Into::into).collect());
+            }
+        }
+    }
+    doc
 }
