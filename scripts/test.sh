@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs Drover's whole test suite on a fresh Debian 12 machine: installs the
 # system packages the tests need (PostgreSQL, chromium and chromedriver,
-# redis-server, debootstrap, openssh-client; ZooKeeper and Java come from parcels the tests
-# build), starts PostgreSQL with a test role, builds the binaries the
-# end-to-end tests run, checks the REST API against its OpenAPI document with
-# schemathesis (scripts/schemathesis.sh; installed from PyPI into target/ the
-# first time), builds the container images (Docker must be running; nothing is
-# pulled), then runs every test in the workspace against SQLite and
+# redis-server, debootstrap, openssh-client, python3-venv; ZooKeeper and Java
+# come from parcels the tests build), starts PostgreSQL with a test role, builds
+# the binaries the end-to-end tests run, checks the REST API against its OpenAPI
+# document with schemathesis (scripts/schemathesis.sh; installed from PyPI into
+# target/ the first time), builds the container images (Docker must be running;
+# nothing is pulled), then runs every test in the workspace against SQLite and
 # PostgreSQL. Exits non-zero when schemathesis or any test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
