@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs Drover's whole test suite on a fresh Debian 12 machine: installs the
 # system packages the tests need (PostgreSQL, chromium and chromedriver,
-# redis-server, debootstrap, openssh-client; ZooKeeper and Java come from parcels the tests
-# build), starts PostgreSQL with a test role, builds the binaries the
-# end-to-end tests run and the container images (Docker must be running;
+# redis-server, debootstrap, openssh-client, python3-venv; ZooKeeper and Java
+# come from parcels the tests build), starts PostgreSQL with a test role, builds
+# the binaries the end-to-end tests run, checks the REST API against its OpenAPI
+# document with schemathesis (scripts/schemathesis.sh; installed from PyPI into
+# target/ the first time), builds the container images (Docker must be running;
 # nothing is pulled), then runs every test in the workspace against SQLite and
-# PostgreSQL.
+# PostgreSQL. Exits non-zero when schemathesis or any test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +26,9 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 # The SSH bootstrap tests make a throw-away key pair with ssh-keygen.
 command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+# scripts/schemathesis.sh installs schemathesis into a virtualenv.
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -54,6 +59,12 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 log "building binaries"
 cargo build --workspace --bins --locked
 
+# Every operation of the REST API against its own OpenAPI document. A failure
+# fails the run, but only at the end: the tests below still run.
+log "checking the REST API against its OpenAPI document (schemathesis)"
+api_status=0
+bash scripts/schemathesis.sh "${CARGO_TARGET_DIR:-target}/debug/drover-manager" || api_status=$?
+
 # The container tests run the agent under test in drover/agent:e2e, on
 # drover/base:latest (a debootstrap the first time, about two minutes; seconds
 # when nothing changed).
@@ -69,4 +80,10 @@ cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$out" || status=
 # One closing line with the totals of every test binary above.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "\ntotal: %d passed, %d failed\n", p, f }' "$out"
+if [ "$api_status" -eq 0 ]; then
+  echo "schemathesis: passed"
+else
+  echo "schemathesis: failed (exit $api_status); see its report above"
+  [ "$status" -ne 0 ] || status=$api_status
+fi
 exit "$status"

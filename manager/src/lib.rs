@@ -31,6 +31,7 @@ pub mod placement;
 pub mod providers;
 pub mod registry;
 pub mod store;
+pub mod whole;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -21,6 +21,32 @@ pub fn rfc3339(ms: UnixMillis) -> String {
 
 pub type Labels = BTreeMap<String, String>;
 
+/// The characters `char::is_whitespace` (and so `str::trim`) takes, as the
+/// inside of an ECMA-262 character class. Patterns in the OpenAPI document
+/// use it rather than `\s`, whose meaning differs between regex engines.
+pub const WHITESPACE_CHARS: &str = r"\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+/// What [`drover_proto::labels::parse_selector`] accepts, as an ECMA-262
+/// pattern: `key=value` or `key!=value` requirements separated by commas,
+/// whitespace around parts, keys and values ignored, empty parts skipped;
+/// keys and values follow the label rules.
+pub fn label_selector_pattern() -> String {
+    let ws = format!("[{WHITESPACE_CHARS}]*");
+    let key = r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}";
+    // A value: at most 253 characters, no control characters or commas, no
+    // whitespace at either end (it would be trimmed away).
+    let inner = r"[^,\x00-\x1f\x7f-\x9f]";
+    let edge = format!(r"[^,\x00-\x1f\x7f-\x9f{}]", WHITESPACE_CHARS.trim_start_matches(r"\t-\r"));
+    let part = format!("{key}{ws}!?={ws}(?:{edge}(?:{inner}{{0,251}}{edge})?)?");
+    format!("^{ws}(?:{part}{ws})?(?:,{ws}(?:{part}{ws})?)*$")
+}
+
+/// The schema of a label selector ([`label_selector_pattern`]).
+pub fn label_selector_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new().schema_type(Type::String).pattern(Some(label_selector_pattern())).build()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HostKind {
@@ -182,8 +208,29 @@ pub struct EnrollmentTokenInfo {
     pub created_at: String,
     pub expires_at: String,
     pub revoked_at: Option<String>,
-    /// `active`, `expired`, `used_up` or `revoked`.
-    pub state: String,
+    pub state: EnrollmentTokenState,
+}
+
+/// Whether an enrollment token can still be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EnrollmentTokenState {
+    Active,
+    Expired,
+    /// Every use has been spent.
+    UsedUp,
+    Revoked,
+}
+
+impl EnrollmentTokenState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnrollmentTokenState::Active => "active",
+            EnrollmentTokenState::Expired => "expired",
+            EnrollmentTokenState::UsedUp => "used_up",
+            EnrollmentTokenState::Revoked => "revoked",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -231,4 +278,43 @@ pub struct MetricPoint {
     pub disk_used_bytes: u64,
     pub network_rx_bytes: u64,
     pub network_tx_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{WHITESPACE_CHARS, label_selector_pattern};
+
+    #[test]
+    fn the_whitespace_class_is_char_is_whitespace() {
+        let class = regex::Regex::new(&format!("^[{WHITESPACE_CHARS}]$")).unwrap();
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            assert_eq!(class.is_match(c.encode_utf8(&mut [0; 4])), c.is_whitespace(), "U+{:04X}", c as u32);
+        }
+    }
+
+    /// Every string of up to five characters from an alphabet with the
+    /// selector's syntax, whitespace of both kinds and characters the rules
+    /// refuse: the pattern matches exactly those `parse_selector` accepts.
+    #[test]
+    fn the_selector_pattern_is_parse_selector() {
+        let pattern = regex::Regex::new(&label_selector_pattern()).unwrap();
+        let alphabet = ['a', '1', '=', '!', ',', ' ', '\t', '\u{1c}', '\u{85}', '\u{a0}', '.', 'é'];
+        let mut strings = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..5 {
+            last = last.iter().flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}"))).collect();
+            strings.extend(last.iter().cloned());
+        }
+        let long = "v".repeat(253);
+        strings.extend([
+            format!("a={long}"),
+            format!("a= {long} "),
+            format!("a={long}v"),
+            format!("{}=1", "k".repeat(64)),
+        ]);
+        for s in &strings {
+            let parsed = drover_proto::labels::parse_selector(s);
+            assert_eq!(pattern.is_match(s), parsed.is_ok(), "{s:?}: {parsed:?}");
+        }
+    }
 }

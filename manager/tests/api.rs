@@ -352,14 +352,25 @@ async fn basic_auth_then_api_token_bearer() {
         .expect_error(StatusCode::NOT_FOUND, "not_found");
     assert_eq!(message, format!("API token {id} not found"));
 
+    let name_rule = "name must be 1-100 characters, not only spaces, without control characters";
     let bad = [
-        (json!({"name": ""}), "name must be 1-100 characters"),
+        (json!({"name": ""}), name_rule),
+        (json!({"name": "   "}), name_rule),
+        (json!({"name": "ci\tpipeline"}), name_rule),
+        (json!({"name": "é".repeat(101)}), name_rule),
         (json!({"name": "x", "ttl_seconds": 0}), "ttl_seconds must be between 1 and 315360000"),
     ];
     for (body, message) in bad {
         let resp = m.json(Method::POST, "/api/v1/api-tokens", Auth::Admin, &body).await;
-        assert_eq!(resp.expect_error(StatusCode::BAD_REQUEST, "invalid_request"), message);
+        assert_eq!(resp.expect_error(StatusCode::BAD_REQUEST, "invalid_request"), message, "{body}");
     }
+    // Characters, not bytes, are counted; JSON's 60.0 is the integer 60; an
+    // array is not an object even when serde could read it as the fields.
+    let body = json!({"name": "é".repeat(100), "ttl_seconds": 60.0});
+    assert_eq!(m.json(Method::POST, "/api/v1/api-tokens", Auth::Admin, &body).await.status, StatusCode::CREATED);
+    let resp = m.json(Method::POST, "/api/v1/api-tokens", Auth::Admin, &json!(["array", 60])).await;
+    let message = resp.expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(message, "invalid JSON body: expected an object, got an array");
     m.stop().await;
 }
 
@@ -518,6 +529,9 @@ async fn hosts_list_and_lookup_errors() {
         ("/api/v1/hosts?status=sleeping", "invalid status \"sleeping\": use healthy, lost or decommissioned"),
         ("/api/v1/hosts?limit=0", "limit must be between 1 and 1000, got 0"),
         ("/api/v1/hosts?limit=1001", "limit must be between 1 and 1000, got 1001"),
+        ("/api/v1/hosts?offset=2147483648", "offset must be at most 2147483647, got 2147483648"),
+        ("/api/v1/events?limit=1001", "limit must be between 1 and 1000, got 1001"),
+        ("/api/v1/audit?limit=0", "limit must be between 1 and 1000, got 0"),
         (
             "/api/v1/hosts?label=env",
             "invalid label selector \"env\": write key=value or key!=value, separated by commas",
@@ -747,6 +761,12 @@ async fn patch_labels_and_decommission() {
         .await
         .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
     assert!(message.contains("invalid label key \"bad key\""), "{message}");
+    // Removing a label no host can have is a mistake too.
+    let message = m
+        .json(Method::PATCH, "/api/v1/hosts/h1", Auth::Admin, &json!({"labels": {"bad key": null}}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(message.contains("invalid label key \"bad key\""), "{message}");
     let message = m
         .json(Method::PATCH, "/api/v1/hosts/h1", Auth::Admin, &json!({"labels": {}, "status": "lost"}))
         .await
@@ -791,5 +811,114 @@ async fn patch_labels_and_decommission() {
     assert_eq!((listed["total"].clone(), listed["items"][0]["id"].clone()), (json!(1), json!("h1")));
     let listed = m.get("/api/v1/hosts?status=healthy", Auth::Admin).await.json();
     assert_eq!((listed["total"].clone(), listed["items"][0]["id"].clone()), (json!(1), json!("h2")));
+    m.stop().await;
+}
+
+/// Creates cluster `prod` with a Redis service `cache` and returns the URI
+/// prefix of the service.
+async fn redis_service(m: &TestManager) -> &'static str {
+    let resp = m.json(Method::POST, "/api/v1/clusters", Auth::Admin, &json!({"name": "prod"})).await;
+    assert_eq!(resp.status, StatusCode::CREATED, "{}", resp.text());
+    let body = json!({"name": "cache", "type": "redis"});
+    let resp = m.json(Method::POST, "/api/v1/clusters/prod/services", Auth::Admin, &body).await;
+    assert_eq!(resp.status, StatusCode::CREATED, "{}", resp.text());
+    "/api/v1/clusters/prod/services/cache"
+}
+
+#[tokio::test]
+async fn whole_floats_are_accepted_for_revisions() {
+    let m = TestManager::start().await;
+    let service = redis_service(&m).await;
+    let config = format!("{service}/config");
+    // JSON has one number type: 1.0 is the revision 1.
+    let body = json!({"values": {"maxmemory": "64mb"}, "message": "cap it", "expected_revision": 1.0});
+    let resp = m.json(Method::PATCH, &config, Auth::Admin, &body).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.json()["revision"], 2);
+    // A stale revision is still a conflict, a fraction still no revision.
+    let body = json!({"values": {"maxmemory": "32mb"}, "message": "less", "expected_revision": 1.0});
+    m.json(Method::PATCH, &config, Auth::Admin, &body).await.expect_error(StatusCode::CONFLICT, "conflict");
+    let body = json!({"values": {"maxmemory": "32mb"}, "message": "less", "expected_revision": 2.5});
+    let message = m
+        .json(Method::PATCH, &config, Auth::Admin, &body)
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(message.contains("expected_revision"), "{message}");
+    // Rollback takes a whole float too.
+    let body = json!({"revision": 1.0, "message": "undo"});
+    let resp = m.json(Method::POST, &format!("{config}/rollback"), Auth::Admin, &body).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.json()["revision"], 3);
+    // Rolling back to the values the service has is no change: a conflict
+    // with its state, not a malformed request.
+    let message = m
+        .json(Method::POST, &format!("{config}/rollback"), Auth::Admin, &body)
+        .await
+        .expect_error(StatusCode::CONFLICT, "conflict");
+    assert!(message.contains("leaves the configuration as it is"), "{message}");
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn service_requests_the_document_rules_out_get_400_and_the_rest_what_refused_them() {
+    let m = TestManager::start().await;
+    let service = redis_service(&m).await;
+    let commands = format!("{service}/commands");
+    // An unknown command name is not in the document's enum.
+    let message = m
+        .json(Method::POST, &commands, Auth::Admin, &json!({"name": "explode"}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(message.contains("unknown variant `explode`") && message.contains("rolling-restart"), "{message}");
+    // A role list that is empty, an array read as a role's fields.
+    let roles = format!("{service}/roles");
+    m.json(Method::POST, &roles, Auth::Admin, &json!([]))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    m.json(Method::POST, &roles, Auth::Admin, &json!(["primary", "h1"]))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    // A name the name rule refuses.
+    m.json(Method::POST, "/api/v1/clusters", Auth::Admin, &json!({"name": "Prod"}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    // Fits the document, but the service's type refuses it: 422.
+    let body = json!({"values": {"tick_time": 2000}, "message": "a ZooKeeper parameter"});
+    let message = m
+        .json(Method::PATCH, &format!("{service}/config"), Auth::Admin, &body)
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable");
+    assert!(message.contains("unknown parameter of service type `redis`"), "{message}");
+    let body = json!({"role_type": "server", "name": "extra"});
+    m.json(Method::POST, &format!("{service}/role-groups"), Auth::Admin, &body)
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable");
+    // A host that does not exist: 404.
+    let body = json!({"role_type": "primary", "host_id": "nope"});
+    m.json(Method::POST, &roles, Auth::Admin, &body).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn the_document_names_this_managers_service_types() {
+    let m = TestManager::start().await;
+    let doc = m.get("/api/v1/openapi.json", Auth::None).await.json();
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["ServiceTypeName"]["enum"], json!(["nginx", "redis", "zookeeper"]));
+    assert_eq!(schemas["RoleTypeName"]["enum"], json!(["primary", "replica", "server"]));
+    let parameters = schemas["ParameterName"]["enum"].as_array().expect("parameter names");
+    assert!(parameters.contains(&json!("maxmemory")) && parameters.contains(&json!("tick_time")), "{parameters:?}");
+    assert_eq!(schemas["CreateService"]["properties"]["type"]["$ref"], "#/components/schemas/ServiceTypeName");
+    assert_eq!(schemas["CreateCluster"]["properties"]["name"]["pattern"], drover_manager::domain::NAME_PATTERN);
+    // The diff's revisions are query parameters.
+    let diff = &doc["paths"]["/api/v1/clusters/{cluster}/services/{service}/config/diff"]["get"];
+    let query: Vec<&str> = diff["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .filter(|p| p["in"] == "query")
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(query, ["from", "to"]);
     m.stop().await;
 }

@@ -172,8 +172,10 @@ async fn lifecycle_refusals_name_the_problem() {
     assert!(body["error"]["message"].as_str().unwrap().contains("distribute it first"), "{body}");
     let (status, body) = cmd(json!({"name": "explode", "parcel": "hello", "version": "2.0-1"})).await;
     assert_eq!(status, 400, "{body}");
+    let (status, body) = cmd(json!({"name": "distribute", "parcel": "hello"})).await;
+    assert_eq!(status, 400, "a version is required but for deactivate: {body}");
     let (status, body) = t.call(Method::POST, "/clusters/prod/hosts", Some(json!({"host_ids": ["nope"]}))).await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 404, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("unknown host"), "{body}");
     let (status, _) = t.call(Method::GET, "/clusters/nope/parcels", None).await;
     assert_eq!(status, 404);

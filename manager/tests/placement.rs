@@ -1,7 +1,7 @@
 //! Placement of roles by label selector through the REST API of a real
 //! in-process manager: `host_selector` and `count` instead of `host_id`,
 //! spreading over hosts, bulk requests, lost and decommissioned hosts, and
-//! the 400 that names what matched when too few hosts do, with nothing stored.
+//! the 409 that names what matched when too few hosts do, with nothing stored.
 //! Hosts are enrolled through the store, with labels.
 
 use std::time::{Duration, Instant};
@@ -33,9 +33,9 @@ impl T {
         self.host_labelled(id, &format!("node-{id}"), &address, labels).await
     }
 
-    /// A POST that must be refused with 400; returns the message.
-    async fn refused(&self, path: &str, body: Value) -> String {
-        self.err(Method::POST, path, Some(body), 400).await
+    /// A POST that must be refused with `status`; returns the message.
+    async fn refused(&self, path: &str, body: Value, status: u16) -> String {
+        self.err(Method::POST, path, Some(body), status).await
     }
 
     /// Host ids of a service's roles, by role name.
@@ -162,6 +162,7 @@ async fn too_few_matching_hosts_is_refused_naming_them_and_nothing_is_stored() {
         .refused(
             "/clusters/prod/services/zk/roles",
             json!({"role_type": "server", "host_selector": "zk=true", "count": 3}),
+            409,
         )
         .await;
     assert_eq!(msg, "role type server needs 3 hosts matching zk=true; 2 match (node-h1, node-h9), 1 of them is lost");
@@ -175,6 +176,7 @@ async fn too_few_matching_hosts_is_refused_naming_them_and_nothing_is_stored() {
                 {"role_type": "server", "host_id": "h1"},
                 {"role_type": "server", "host_selector": "zk=maybe"},
             ]),
+            409,
         )
         .await;
     assert_eq!(msg, "role 2: role type server needs 1 host matching zk=maybe; 0 match");
@@ -225,14 +227,16 @@ async fn bad_placement_requests_are_refused() {
             json!({"role_type": "server", "host_selector": "zk"}),
             "invalid label selector \"zk\": write key=value or key!=value, separated by commas",
         ),
-        (
-            json!({"role_type": "observer", "host_selector": "zk=true"}),
-            "service type zookeeper has no role type \"observer\"; role types: server",
-        ),
     ];
+    // All of these the OpenAPI document rules out: 400.
     for (body, want) in cases {
-        assert_eq!(t.refused(path, body.clone()).await, want, "{body}");
+        assert_eq!(t.refused(path, body.clone(), 400).await, want, "{body}");
     }
+    // A role type of another service type: the document allows it, the
+    // service's type does not (422).
+    let body = json!({"role_type": "observer", "host_selector": "zk=true"});
+    let want = "service type zookeeper has no role type \"observer\"; role types: server";
+    assert_eq!(t.refused(path, body, 422).await, want);
     assert!(t.placement("zk").await.is_empty());
     t.handle.shutdown().await;
 }

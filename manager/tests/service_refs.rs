@@ -1,8 +1,8 @@
 //! Service references through the REST API of a real in-process manager
 //! (SQLite in a temp dir, hosts enrolled through the store, no agents): an
 //! nginx `lb` whose `upstream_service` names an nginx `web`. References are
-//! validated when set (unknown service, itself, a type the parameter does not
-//! allow: 400 and no revision), the referring service is re-rendered when the
+//! validated when set (an unknown service: 404; itself, a type the parameter
+//! does not allow: 409; no revision either way), the referring service is re-rendered when the
 //! referenced one's roles or ports change (the new desired files list them,
 //! with an event saying why, and no new revision of `lb`), and a referenced
 //! service cannot be deleted.
@@ -100,24 +100,26 @@ async fn nginx_follows_the_roles_of_the_service_it_refers_to() {
     let param = ty["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "upstream_service").unwrap();
     assert_eq!((&param["type"], &param["kind"]["service_types"]), (&json!("service"), &json!([])));
 
-    // Bad references: 400, nothing stored.
+    // Bad references, nothing stored: a service that does not exist (404),
+    // the service itself (409), no service name at all (422).
     let before = t.revision("lb").await;
     let cases = [
         (
             json!("nope"),
+            404,
             "parameter `upstream_service`: service nope not found in cluster prod (its other services: web)",
         ),
-        (json!("lb"), "parameter `upstream_service`: service lb cannot refer to itself"),
-        (json!("Web!"), "parameter `upstream_service`: expected the name of a service of the cluster"),
+        (json!("lb"), 409, "parameter `upstream_service`: service lb cannot refer to itself"),
+        (json!("Web!"), 422, "parameter `upstream_service`: expected the name of a service of the cluster"),
     ];
-    for (value, want) in cases {
+    for (value, status, want) in cases {
         let body = json!({"values": {"upstream_service": value}, "message": "point at it"});
-        let message = t.err(Method::PATCH, "/clusters/prod/services/lb/config", Some(body), 400).await;
+        let message = t.err(Method::PATCH, "/clusters/prod/services/lb/config", Some(body), status).await;
         assert!(message.starts_with(want), "{message}");
     }
     // At role level too.
     let body = json!({"values": {"upstream_service": "nope"}, "role": "lb-server-1", "message": "point at it"});
-    t.err(Method::PATCH, "/clusters/prod/services/lb/config", Some(body), 400).await;
+    t.err(Method::PATCH, "/clusters/prod/services/lb/config", Some(body), 404).await;
     assert_eq!(t.revision("lb").await, before, "no revision stored");
 
     // lb -> web: one upstream entry per web role, on its host address and port.
@@ -180,7 +182,7 @@ async fn a_reference_must_have_an_allowed_type() {
     t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "cache", "type": "redis"}))).await;
     t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "app", "type": "client"}))).await;
     let (status, v) = t.patch("app", json!({"values": {"backend": "web"}, "message": "use web"})).await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 409);
     assert_eq!(
         v["error"]["message"],
         "parameter `backend`: service web is a nginx service; expected a service of type redis"

@@ -196,33 +196,44 @@ async fn bad_inputs_are_rejected_and_leave_no_revision() {
         (json!({"appendonly": "perhaps"}), "appendonly"),
         (json!({"maxmemory_policy": "random-guess"}), "maxmemory_policy"),
     ];
+    // What the service's type refuses: 422.
     for (values, names) in cases {
-        let msg = t.err(Method::PATCH, path, patch(values.clone()), 400).await;
+        let msg = t.err(Method::PATCH, path, patch(values.clone()), 422).await;
         assert!(msg.contains(names), "{values}: {msg}");
     }
     // All errors at once.
-    let msg = t.err(Method::PATCH, path, patch(json!({"port": 0, "bogus": 1})), 400).await;
+    let msg = t.err(Method::PATCH, path, patch(json!({"port": 0, "bogus": 1})), 422).await;
     assert!(msg.contains("port") && msg.contains("bogus"), "{msg}");
-    // Missing message; empty values.
+    // What the OpenAPI document rules out: 400. A blank message; empty
+    // values; both a group and a role.
     t.err(Method::PATCH, path, Some(json!({"values": {"port": 6390}, "message": ""})), 400).await;
+    t.err(Method::PATCH, path, Some(json!({"values": {"port": 6390}, "message": " \t"})), 400).await;
     t.err(Method::PATCH, path, Some(json!({"values": {}, "message": "x"})), 400).await;
+    let both =
+        json!({"values": {"port": 6390}, "message": "x", "role": "r", "group": {"role_type": "replica", "name": "g"}});
+    t.err(Method::PATCH, path, Some(both), 400).await;
+    // An unknown group or role: 404.
+    let group = json!({"values": {"port": 6390}, "message": "x", "group": {"role_type": "replica", "name": "nope"}});
+    t.err(Method::PATCH, path, Some(group), 404).await;
+    t.err(Method::PATCH, path, Some(json!({"values": {"port": 6390}, "message": "x", "role": "nope"})), 404).await;
     // Role count outside min/max: a second primary.
     let msg = t
         .err(
             Method::POST,
             "/clusters/prod/services/cache/roles",
             Some(json!({"role_type": "primary", "host_id": "h2"})),
-            400,
+            409,
         )
         .await;
     assert!(msg.contains("at most 1"), "{msg}");
-    // Unknown role type, unknown host, decommissioned host.
+    // A role type the service's type lacks (422), an unknown host (404), a
+    // decommissioned host (409).
     let msg = t
         .err(
             Method::POST,
             "/clusters/prod/services/cache/roles",
             Some(json!({"role_type": "sentinel", "host_id": "h2"})),
-            400,
+            422,
         )
         .await;
     assert!(msg.contains("sentinel"), "{msg}");
@@ -231,17 +242,17 @@ async fn bad_inputs_are_rejected_and_leave_no_revision() {
             Method::POST,
             "/clusters/prod/services/cache/roles",
             Some(json!({"role_type": "replica", "host_id": "nope"})),
-            400,
+            404,
         )
         .await;
-    assert!(msg.contains("unknown host"), "{msg}");
+    assert!(msg.contains("host nope not found"), "{msg}");
     t.ok(Method::DELETE, "/hosts/h2", None).await;
     let msg = t
         .err(
             Method::POST,
             "/clusters/prod/services/cache/roles",
             Some(json!({"role_type": "replica", "host_id": "h2"})),
-            400,
+            409,
         )
         .await;
     assert!(msg.contains("decommissioned"), "{msg}");
@@ -272,7 +283,7 @@ async fn bad_inputs_are_rejected_and_leave_no_revision() {
         Method::POST,
         "/clusters/prod/services/cache/config/rollback",
         Some(json!({"revision": 1, "message": "x"})),
-        400,
+        409,
     )
     .await;
     // Nothing above created a revision.
@@ -289,10 +300,17 @@ async fn commands_validate_their_input() {
     redis_setup(&t).await;
     let path = "/clusters/prod/services/cache/commands";
     let msg = t.err(Method::POST, path, Some(json!({"name": "explode"})), 400).await;
-    assert!(msg.contains("unknown command"), "{msg}");
-    let msg = t.err(Method::POST, path, Some(json!({"name": "start", "roles": ["ghost"]})), 400).await;
+    assert!(msg.contains("unknown variant `explode`"), "{msg}");
+    let msg = t.err(Method::POST, path, Some(json!({"name": "start", "roles": ["ghost"]})), 404).await;
     assert!(msg.contains("ghost"), "{msg}");
-    let msg = t.err(Method::POST, path, Some(json!({"name": "rolling-restart", "stale_only": true})), 400).await;
+    let msg = t.err(Method::POST, path, Some(json!({"name": "start", "roles": []})), 400).await;
+    assert!(msg.contains("roles is empty"), "{msg}");
+    let msg = t.err(Method::POST, path, Some(json!({"name": "start", "version": "1"})), 400).await;
+    assert!(msg.contains("only for the upgrade"), "{msg}");
+    let msg =
+        t.err(Method::POST, path, Some(json!({"name": "upgrade", "version": "1", "stale_only": true})), 400).await;
+    assert!(msg.contains("not for upgrade and rollback"), "{msg}");
+    let msg = t.err(Method::POST, path, Some(json!({"name": "rolling-restart", "stale_only": true})), 409).await;
     assert!(msg.contains("stale"), "{msg}");
     // A start with no agent connected times out per step, but is accepted and planned.
     let cmd = t.ok(Method::POST, path, Some(json!({"name": "start"}))).await;
@@ -338,7 +356,7 @@ async fn user_service_types_and_dependencies() {
     let types = t.ok(Method::GET, "/service-types/echo", None).await;
     assert_eq!(types["requires"], json!(["zookeeper"]));
     t.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
-    let msg = t.err(Method::POST, "/clusters/prod/services", Some(json!({"name": "e", "type": "echo"})), 400).await;
+    let msg = t.err(Method::POST, "/clusters/prod/services", Some(json!({"name": "e", "type": "echo"})), 409).await;
     assert_eq!(msg, "service type echo requires a zookeeper service in cluster prod; create that first");
     t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "zk", "type": "zookeeper"}))).await;
     t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "e", "type": "echo"}))).await;
@@ -414,7 +432,7 @@ async fn roles_can_be_added_in_bulk() {
         {"role_type": "replica", "host_id": "h4"},
         {"role_type": "primary", "host_id": "h4"},
     ]);
-    let msg = t.err(Method::POST, "/clusters/prod/services/cache/roles", Some(bad), 400).await;
+    let msg = t.err(Method::POST, "/clusters/prod/services/cache/roles", Some(bad), 409).await;
     assert_eq!(msg, "role 2: role type primary allows at most 1 instances and service cache already has 1");
     let roles = t.ok(Method::GET, "/clusters/prod/services/cache/roles", None).await;
     assert_eq!(roles["items"].as_array().unwrap().len(), 3);
@@ -590,7 +608,7 @@ async fn two_roles_on_one_host_cannot_share_a_port() {
     redis_setup(&t).await;
     let roles = "/clusters/prod/services/cache/roles";
     // A replica beside the primary on h1, both on the default 6379.
-    let msg = t.err(Method::POST, roles, Some(json!({"role_type": "replica", "host_id": "h1"})), 400).await;
+    let msg = t.err(Method::POST, roles, Some(json!({"role_type": "replica", "host_id": "h1"})), 409).await;
     assert_eq!(
         msg,
         "port clash on host node-1 (h1): role cache-primary-1 of prod/cache (parameter port) and role \
@@ -607,7 +625,7 @@ async fn two_roles_on_one_host_cannot_share_a_port() {
     // before anything is stored.
     let revisions = t.revisions("cache").await.len();
     let clash = json!({"values": {"port": 6379}, "message": "oops", "role": "near"});
-    let msg = t.err(Method::PATCH, "/clusters/prod/services/cache/config", Some(clash), 400).await;
+    let msg = t.err(Method::PATCH, "/clusters/prod/services/cache/config", Some(clash), 409).await;
     assert!(msg.contains("host node-1 (h1)") && msg.contains("cache-primary-1") && msg.contains("near"), "{msg}");
     assert!(msg.contains("port 6379"), "{msg}");
     assert_eq!(t.revisions("cache").await.len(), revisions, "a refused change leaves no revision");
@@ -618,7 +636,7 @@ async fn two_roles_on_one_host_cannot_share_a_port() {
             Method::POST,
             "/clusters/prod/services/sessions/roles",
             Some(json!({"role_type": "primary", "host_id": "h1"})),
-            400,
+            409,
         )
         .await;
     assert!(
@@ -644,7 +662,7 @@ async fn two_roles_on_one_host_cannot_share_a_port() {
             Method::PATCH,
             "/clusters/prod/services/cache/config",
             Some(json!({"values": {"port": 7000}, "message": "collide", "role": "cache-primary-1"})),
-            400,
+            409,
         )
         .await;
     assert!(

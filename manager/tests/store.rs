@@ -13,8 +13,8 @@ use std::panic::AssertUnwindSafe;
 
 use drover_manager::auth::sha256_hex;
 use drover_manager::model::{
-    AuditEntry, Disk, DiskUsage, EnrollmentTokenInfo, Event, Host, HostFacts, HostKind, HostMetrics, HostStatus,
-    Labels, MetricPoint, rfc3339,
+    AuditEntry, Disk, DiskUsage, EnrollmentTokenInfo, EnrollmentTokenState, Event, Host, HostFacts, HostKind,
+    HostMetrics, HostStatus, Labels, MetricPoint, rfc3339,
 };
 use drover_manager::store::{
     ApiTokenRecord, AppliedRec, AppliedRevision, AuditFilter, Backend, ClusterRec, CommandRec, EnrollError,
@@ -509,8 +509,8 @@ async fn case_enrollment_tokens_insert_list_revoke(store: Store) {
     store.insert_enrollment_token(&older).await.unwrap();
     store.insert_enrollment_token(&newer).await.unwrap();
 
-    let info = |id: &str, max_uses, created_at, expires_at, l: Labels, revoked_at: Option<i64>, state: &str| {
-        EnrollmentTokenInfo {
+    let info =
+        |id: &str, max_uses, created_at, expires_at, l: Labels, revoked_at: Option<i64>, state| EnrollmentTokenInfo {
             id: id.to_owned(),
             labels: l,
             max_uses,
@@ -519,21 +519,20 @@ async fn case_enrollment_tokens_insert_list_revoke(store: Store) {
             created_at: rfc3339(created_at),
             expires_at: rfc3339(expires_at),
             revoked_at: revoked_at.map(rfc3339),
-            state: state.to_owned(),
-        }
-    };
+            state,
+        };
     let listed: Vec<_> = store.list_enrollment_tokens().await.unwrap().iter().map(|t| t.to_api(T0)).collect();
     assert_eq!(
         listed,
         vec![
-            info("aaaa0002", 1, T0 + SECOND, T0 + 2 * HOUR, Labels::new(), None, "active"),
-            info("aaaa0001", 3, T0, T0 + HOUR, labels(&[("env", "prod")]), None, "active"),
+            info("aaaa0002", 1, T0 + SECOND, T0 + 2 * HOUR, Labels::new(), None, EnrollmentTokenState::Active),
+            info("aaaa0001", 3, T0, T0 + HOUR, labels(&[("env", "prod")]), None, EnrollmentTokenState::Active),
         ],
         "newest first"
     );
     let stored = store.enrollment_token("aaaa0001").await.unwrap().expect("token exists");
     assert_eq!(stored.secret_hash, secret_hash("aaaa0001"));
-    assert_eq!(stored.to_api(T0 + HOUR).state, "expired");
+    assert_eq!(stored.to_api(T0 + HOUR).state, EnrollmentTokenState::Expired);
     assert!(store.enrollment_token("zzzz9999").await.unwrap().is_none());
 
     let err = store.insert_enrollment_token(&older).await.expect_err("duplicate id");
@@ -546,7 +545,15 @@ async fn case_enrollment_tokens_insert_list_revoke(store: Store) {
     let revoked = store.enrollment_token("aaaa0001").await.unwrap().expect("token exists");
     assert_eq!(
         revoked.to_api(T0 + 3 * MINUTE),
-        info("aaaa0001", 3, T0, T0 + HOUR, labels(&[("env", "prod")]), Some(T0 + MINUTE), "revoked"),
+        info(
+            "aaaa0001",
+            3,
+            T0,
+            T0 + HOUR,
+            labels(&[("env", "prod")]),
+            Some(T0 + MINUTE),
+            EnrollmentTokenState::Revoked
+        ),
         "the first revocation time is kept"
     );
     assert_eq!(store.enrollment_token("aaaa0002").await.unwrap().map(|t| t.revoked_at), Some(None));
@@ -569,7 +576,10 @@ async fn case_enroll_host_merges_labels(store: Store) {
     assert_eq!(store.host("h1").await.unwrap(), Some(expected.clone()));
     assert_eq!(store.all_hosts().await.unwrap(), vec![expected]);
     assert_eq!(uses_of(&store, "tok00001").await, 1);
-    assert_eq!(store.enrollment_token("tok00001").await.unwrap().unwrap().to_api(T0).state, "active");
+    assert_eq!(
+        store.enrollment_token("tok00001").await.unwrap().unwrap().to_api(T0).state,
+        EnrollmentTokenState::Active
+    );
 
     store
         .enroll_host("tok00001", &secret_hash("tok00001"), T0, &new_host("h2", "web-2", Labels::new()))
@@ -577,7 +587,10 @@ async fn case_enroll_host_merges_labels(store: Store) {
         .expect("second use");
     assert_eq!(uses_of(&store, "tok00001").await, 2);
     assert_eq!(store.host("h2").await.unwrap().unwrap().labels, labels(&[("env", "prod"), ("rack", "r1")]));
-    assert_eq!(store.enrollment_token("tok00001").await.unwrap().unwrap().to_api(T0).state, "used_up");
+    assert_eq!(
+        store.enrollment_token("tok00001").await.unwrap().unwrap().to_api(T0).state,
+        EnrollmentTokenState::UsedUp
+    );
 }
 
 async fn case_enroll_host_refusals_change_nothing(store: Store) {

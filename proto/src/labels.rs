@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 /// Longest label key the manager accepts.
 pub const MAX_KEY_LEN: usize = 63;
-/// Longest label value the manager accepts.
+/// Longest label value the manager accepts, in characters.
 pub const MAX_VALUE_LEN: usize = 253;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub fn validate(key: &str, value: &str) -> Result<(), LabelsError> {
     if !key_ok {
         return Err(LabelsError::Key(key.to_owned()));
     }
-    if value.len() > MAX_VALUE_LEN || value.chars().any(char::is_control) {
+    if value.chars().count() > MAX_VALUE_LEN || value.chars().any(char::is_control) {
         return Err(LabelsError::Value(key.to_owned()));
     }
     Ok(())

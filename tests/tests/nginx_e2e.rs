@@ -152,11 +152,12 @@ async fn lb_follows_web_roles_by_reload_without_failed_requests() {
     let page = reqwest::get(format!("http://127.0.0.1:{p1}/")).await.unwrap().text().await.unwrap();
     assert_eq!(page, "web-server-1 on nginx-a (service prod/web)\n");
 
-    // lb: a bad reference first (400, no revision), then web.
+    // lb: a reference to a service that does not exist first (404, no
+    // revision), then web.
     rest.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "lb", "type": "nginx"}))).await;
     let lb_created: Value = rest.get("/api/v1/clusters/prod/services/lb").await.unwrap();
     let (status, v) = patch(&rest, "lb", json!({"values": {"upstream_service": "nope"}, "message": "typo"})).await;
-    assert_eq!(status, 400, "{v}");
+    assert_eq!(status, 404, "{v}");
     assert_eq!(
         v["error"]["message"],
         "parameter `upstream_service`: service nope not found in cluster prod (its other services: web)"

@@ -215,6 +215,15 @@ pub async fn load_with_values(
     Ok(ServiceContext { service: svc, service_type, values, roles, topology })
 }
 
+/// A `service` parameter that names a service it cannot refer to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefProblem {
+    /// No service of that name exists in the cluster (otherwise it is the
+    /// service itself, or one of a type the parameter does not take).
+    pub missing: bool,
+    pub message: String,
+}
+
 /// What is wrong with the service references of `values` (a candidate
 /// configuration of `svc`): every `service` parameter set at any level must
 /// name another service of the same cluster, of one of the parameter's
@@ -224,7 +233,7 @@ pub async fn reference_problems(
     svc: &ServiceRec,
     st: &ServiceType,
     values: &ConfigValues,
-) -> Result<Vec<String>, DesiredError> {
+) -> Result<Vec<RefProblem>, DesiredError> {
     let refs = config::service_refs(st, values);
     if refs.is_empty() {
         return Ok(Vec::new());
@@ -234,17 +243,23 @@ pub async fn reference_problems(
     for r in refs {
         let param = format!("parameter `{}`", r.parameter);
         if r.service == svc.name {
-            problems.push(format!("{param}: service {} cannot refer to itself", svc.name));
+            problems.push(RefProblem {
+                missing: false,
+                message: format!("{param}: service {} cannot refer to itself", svc.name),
+            });
             continue;
         }
         let Some(other) = services.iter().find(|s| s.name == r.service) else {
             let mut names: Vec<&str> = services.iter().map(|s| s.name.as_str()).filter(|n| *n != svc.name).collect();
             names.sort_unstable();
             let known = if names.is_empty() { "none".to_string() } else { names.join(", ") };
-            problems.push(format!(
-                "{param}: service {} not found in cluster {} (its other services: {known})",
-                r.service, svc.cluster
-            ));
+            problems.push(RefProblem {
+                missing: true,
+                message: format!(
+                    "{param}: service {} not found in cluster {} (its other services: {known})",
+                    r.service, svc.cluster
+                ),
+            });
             continue;
         };
         let allowed = match st.parameter(&r.parameter).map(|p| &p.kind) {
@@ -252,12 +267,15 @@ pub async fn reference_problems(
             _ => &[],
         };
         if !allowed.is_empty() && !allowed.contains(&other.service_type) {
-            problems.push(format!(
-                "{param}: service {} is a {} service; expected a service of type {}",
-                other.name,
-                other.service_type,
-                allowed.join(" or ")
-            ));
+            problems.push(RefProblem {
+                missing: false,
+                message: format!(
+                    "{param}: service {} is a {} service; expected a service of type {}",
+                    other.name,
+                    other.service_type,
+                    allowed.join(" or ")
+                ),
+            });
         }
     }
     Ok(problems)

@@ -131,22 +131,101 @@ pub fn view(c: &CommandRec, steps: &[StepRec]) -> CommandView {
     }
 }
 
+/// The commands a service takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceCommand {
+    Start,
+    Stop,
+    Restart,
+    RollingRestart,
+    /// Distribute and activate another parcel version, then restart every
+    /// role in batches.
+    Upgrade,
+    /// Back to the previously active parcel version, the same way.
+    Rollback,
+}
+
 /// A command to run on a service.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewCommand {
-    /// `start`, `stop`, `restart`, `rolling-restart`, `upgrade` or `rollback`.
-    pub name: String,
-    /// Role names or ids; all roles of the service when omitted.
+    pub name: ServiceCommand,
+    /// Role names or ids; all roles of the service when omitted. Not for
+    /// `upgrade` and `rollback`, which restart every role.
     #[serde(default)]
     pub roles: Option<Vec<String>>,
-    /// Only roles whose configuration is stale.
+    /// Only roles whose configuration is stale. Not for `upgrade` and
+    /// `rollback`.
     #[serde(default)]
     pub stale_only: bool,
-    /// `upgrade` only: the parcel version to go to.
+    /// `upgrade` only, and required there: the parcel version to go to.
     #[serde(default)]
     pub version: Option<String>,
 }
+
+// Written out: one variant per kind of command, so the document says which
+// fields each takes (the derived schema would allow `version` for `start`).
+impl utoipa::PartialSchema for NewCommand {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, SchemaType, Type,
+        };
+        let null = || ObjectBuilder::new().schema_type(Type::Null);
+        let names = |names: &[&str]| ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names.to_vec()));
+        let variant = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .description(Some(description))
+                .required("name")
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        };
+        let whole_service = |o: ObjectBuilder| {
+            o.property("roles", null())
+                .property("stale_only", ObjectBuilder::new().schema_type(Type::Boolean).enum_values(Some([false])))
+        };
+        OneOfBuilder::new()
+            .description(Some("A command to run on a service."))
+            .item(
+                variant("Start, stop or restart roles, all at once per start order or (`rolling-restart`) in batches.")
+                    .property("name", names(&["start", "stop", "restart", "rolling-restart"]))
+                    .property(
+                        "roles",
+                        ArrayBuilder::new()
+                            .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+                            .items(ObjectBuilder::new().schema_type(Type::String))
+                            .min_items(Some(1))
+                            .description(Some("Role names or ids; all roles of the service when omitted.")),
+                    )
+                    .property(
+                        "stale_only",
+                        ObjectBuilder::new()
+                            .schema_type(Type::Boolean)
+                            .description(Some("Only roles whose configuration is stale.")),
+                    )
+                    .property("version", null()),
+            )
+            .item(whole_service(
+                variant("Distribute and activate another parcel version, then restart every role in batches.")
+                    .property("name", names(&["upgrade"]))
+                    .property(
+                        "version",
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .description(Some("The parcel version to go to.")),
+                    )
+                    .required("version"),
+            ))
+            .item(whole_service(
+                variant("Back to the previously active parcel version, the same way.")
+                    .property("name", names(&["rollback"]))
+                    .property("version", null()),
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for NewCommand {}
 
 /// Plans a command over a service's roles, stores it and starts it.
 pub async fn create(
@@ -156,23 +235,26 @@ pub async fn create(
     service: &str,
     req: NewCommand,
 ) -> Result<CommandView> {
-    let name = match req.name.as_str() {
-        "start" => CommandName::Start,
-        "stop" => CommandName::Stop,
-        "restart" => CommandName::Restart,
-        "rolling-restart" => CommandName::RollingRestart,
-        "upgrade" | "rollback" => {
-            let rollback = req.name == "rollback";
+    let name = match req.name {
+        ServiceCommand::Start => CommandName::Start,
+        ServiceCommand::Stop => CommandName::Stop,
+        ServiceCommand::Restart => CommandName::Restart,
+        ServiceCommand::RollingRestart => CommandName::RollingRestart,
+        ServiceCommand::Upgrade | ServiceCommand::Rollback => {
+            if req.roles.is_some() || req.stale_only {
+                return Err(DomainError::Invalid(
+                    "roles and stale_only are not for upgrade and rollback: they restart every role".into(),
+                ));
+            }
+            let rollback = req.name == ServiceCommand::Rollback;
             return super::parcels::upgrade_or_rollback(state, actor, cluster, service, rollback, req.version).await;
-        }
-        other => {
-            return Err(DomainError::Invalid(format!(
-                "unknown command {other:?}: use start, stop, restart, rolling-restart, upgrade or rollback"
-            )));
         }
     };
     if req.version.is_some() {
         return Err(DomainError::Invalid("version is only for the upgrade command".into()));
+    }
+    if req.roles.as_ref().is_some_and(Vec::is_empty) {
+        return Err(DomainError::Invalid("roles is empty: name some roles, or leave it out for all of them".into()));
     }
     let ctx = context(state, cluster, service).await?;
     check_dependencies(state, &ctx, name).await?;
@@ -194,7 +276,7 @@ pub async fn create(
             for n in names {
                 let r =
                     ctx.roles.iter().find(|r| &r.id == n || &r.name == n).ok_or_else(|| {
-                        DomainError::Invalid(format!("role {n:?} is not a role of service {service}"))
+                        DomainError::NotFound(format!("role {n:?} is not a role of service {service}"))
                     })?;
                 out.push(r.clone());
             }
@@ -206,7 +288,7 @@ pub async fn create(
         selected.retain(|r| views.iter().any(|v| v.id == r.id && v.stale));
     }
     if selected.is_empty() {
-        return Err(DomainError::Invalid(if req.stale_only {
+        return Err(DomainError::Conflict(if req.stale_only {
             "no role of the selection is stale; nothing to restart".into()
         } else {
             format!("service {service} has no roles to {}", name.as_str())

@@ -55,7 +55,8 @@ fn masked_values(st: &ServiceType, v: &ConfigValues) -> ValuesView {
 /// A service-level value: set at the service, or the type's default.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ServiceValue {
-    #[schema(value_type = Option<Object>)]
+    /// Any JSON value the parameter's type allows; absent or `null` when the
+    /// parameter has no value.
     pub value: Option<Value>,
     /// `service` or `default`.
     pub source: String,
@@ -67,7 +68,7 @@ pub struct ServiceValue {
 /// An effective value of a role and where it comes from.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct EffectiveValue {
-    #[schema(value_type = Object)]
+    /// Any JSON value the parameter's type allows.
     pub value: Value,
     /// `role`, `group`, `service` or `default`.
     pub source: String,
@@ -131,19 +132,20 @@ pub async fn get(state: &AppState, cluster: &str, service: &str) -> Result<Confi
     })
 }
 
+/// A role group, by role type and name.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupRef {
+    #[schema(value_type = super::services::RoleTypeName)]
     pub role_type: String,
     pub name: String,
 }
 
 /// A change of configuration values at one level.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigPatch {
     /// Parameter name -> value; `null` removes the override at this level.
-    #[schema(value_type = Object)]
     pub values: BTreeMap<String, Value>,
     /// Why: shown in the history.
     pub message: String,
@@ -154,8 +156,86 @@ pub struct ConfigPatch {
     #[serde(default)]
     pub role: Option<String>,
     /// Refuse unless the service is still at this revision.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::option")]
     pub expected_revision: Option<u64>,
+}
+
+// Written out: the derived schema cannot say that `group` and `role` exclude
+// each other, nor narrow the keys of `values`.
+impl utoipa::PartialSchema for ConfigPatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, AllOfBuilder, AnyOfBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema,
+            SchemaFormat, SchemaType, Type,
+        };
+        use utoipa::openapi::{Ref, RefOr};
+        let null = || ObjectBuilder::new().schema_type(Type::Null);
+        let values = || {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .min_properties(Some(1))
+                .property_names(Some(Schema::AllOf(
+                    AllOfBuilder::new().item(Ref::from_schema_name("ParameterName")).build(),
+                )))
+                .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::Object(
+                    ObjectBuilder::new().schema_type(SchemaType::AnyValue).build(),
+                )))))
+                .description(Some(
+                    "Parameter name -> value; `null` removes the override at this level. Which parameters a service \
+                 takes, at which levels and with which values, its type says (`GET /api/v1/service-types/{name}`); \
+                 what the type refuses is answered 422.",
+                ))
+        };
+        let group = || {
+            OneOfBuilder::new()
+                .item(Ref::from_schema_name("GroupRef"))
+                .item(null())
+                .description(Some("Apply to a role group instead of the service."))
+        };
+        let role = || {
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                .description(Some("Apply to one role (id or name) instead of the service."))
+        };
+        // `group` and `role` exclude each other: one of them is absent or null.
+        let variant = |group_allowed: bool| {
+            let o = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property("values", values())
+                .required("values")
+                .property("message", super::not_blank_schema())
+                .required("message")
+                .property(
+                    "expected_revision",
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                        .minimum(Some(0))
+                        .maximum(Some(i64::MAX))
+                        .description(Some("Refuse (409) unless the service is still at this revision.")),
+                )
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+            if group_allowed {
+                o.property("group", group()).property("role", null())
+            } else {
+                o.property("group", null()).property("role", role())
+            }
+        };
+        AnyOfBuilder::new()
+            .description(Some("A change of configuration values at one level: the service, a role group or a role."))
+            .item(variant(true))
+            .item(variant(false))
+            .into()
+    }
+}
+
+impl ToSchema for ConfigPatch {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        use super::services::ParameterName;
+        schemas.push((ParameterName::name().into(), <ParameterName as utoipa::PartialSchema>::schema()));
+        schemas.push((GroupRef::name().into(), <GroupRef as utoipa::PartialSchema>::schema()));
+        <GroupRef as ToSchema>::schemas(schemas);
+    }
 }
 
 /// The revision a change created.
@@ -199,7 +279,7 @@ pub async fn patch(
     if let Some(g) = &req.group
         && !group_exists(state, cluster, service, &g.role_type, &g.name).await?
     {
-        return Err(DomainError::Invalid(format!("role type {} has no role group {:?}", g.role_type, g.name)));
+        return Err(DomainError::NotFound(format!("role type {} has no role group {:?}", g.role_type, g.name)));
     }
     let level = match (&req.group, &role_ref) {
         (Some(g), _) => Level::Group { role_type: &g.role_type, group: &g.name },
@@ -207,7 +287,7 @@ pub async fn patch(
         (None, None) => Level::Service,
     };
     let normalised = config::validate_patch(&ctx.service_type, &level, &req.values).map_err(|errors| {
-        DomainError::Invalid(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+        DomainError::Unsuitable(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
     })?;
     let mut values = ctx.values.clone();
     values.apply_patch(&level, &normalised);
@@ -237,11 +317,19 @@ async fn commit_revision(
     let st = ctx.service_type.clone();
     let mut changed = override_diff(&ctx.values, &values);
     if changed.is_empty() {
-        return Err(DomainError::Invalid("the change leaves the configuration as it is; no revision created".into()));
+        return Err(DomainError::Conflict("the change leaves the configuration as it is; no revision created".into()));
     }
     let problems = desired::reference_problems(state, &ctx.service, &st, &values).await?;
     if !problems.is_empty() {
-        return Err(DomainError::Invalid(problems.join("; ")));
+        let message = problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; ");
+        // A reference to a service that does not exist is a missing object;
+        // one to itself or to a service of the wrong type conflicts with the
+        // cluster as it is.
+        return Err(if problems.iter().all(|p| p.missing) {
+            DomainError::NotFound(message)
+        } else {
+            DomainError::Conflict(message)
+        });
     }
     check_ports(state, &cluster, &service, &st, &values, &ctx.roles).await?;
     let checked = started.elapsed();
@@ -459,9 +547,9 @@ pub async fn revision(state: &AppState, cluster: &str, service: &str, revision: 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ValueChange {
     pub parameter: String,
-    #[schema(value_type = Option<Object>)]
+    /// Any JSON value; absent or `null` when there was none.
     pub from: Option<Value>,
-    #[schema(value_type = Object)]
+    /// Any JSON value.
     pub to: Value,
     pub source: String,
     pub restart: bool,

@@ -31,17 +31,30 @@ use crate::desired::{self, DesiredError, ServiceContext};
 use crate::store::{ClusterRec, NewAudit, ServiceRec, StoreError};
 
 /// Why a domain operation was refused or failed. `http` maps each variant to
-/// a status code (400, 404, 409, 503, 500).
+/// a status code (400, 404, 409, 422, 503, 500).
+///
+/// The line between `Invalid` and the others is the OpenAPI document: a
+/// request it already rules out (a bad name, a missing field, an impossible
+/// combination) is `Invalid`; a request it allows is refused only for what
+/// the document cannot know: an object that does not exist (`NotFound`), the
+/// state of the fleet (`Conflict`), or what the service's type allows
+/// (`Unsuitable`). `scripts/schemathesis.sh` holds the server to that.
 #[derive(Debug, thiserror::Error)]
 pub enum DomainError {
     /// The request itself is wrong: a bad name, value or combination.
     #[error("{0}")]
     Invalid(String),
+    /// An object the request names does not exist.
     #[error("{0}")]
     NotFound(String),
     /// The request is fine but the current state forbids it.
     #[error("{0}")]
     Conflict(String),
+    /// The service's type does not allow it: a role type or parameter it
+    /// lacks, a value its parameter refuses, files its templates cannot
+    /// render. `GET /api/v1/service-types/{name}` says what a type allows.
+    #[error("{0}")]
+    Unsuitable(String),
     /// A dependency (the database) is unavailable; trying again may work.
     #[error("{0}")]
     Unavailable(String),
@@ -63,7 +76,7 @@ impl From<DesiredError> for DomainError {
     fn from(e: DesiredError) -> Self {
         match e {
             DesiredError::Store(s) => s.into(),
-            DesiredError::Render { .. } => DomainError::Invalid(e.to_string()),
+            DesiredError::Render { .. } => DomainError::Unsuitable(e.to_string()),
             other => DomainError::Internal(other.to_string()),
         }
     }
@@ -82,6 +95,37 @@ impl Actor {
     pub fn audit(&self, action: &str, object_type: &str, object_id: &str, summary: impl Into<String>) -> NewAudit {
         crate::audit_entry(&self.username, &self.source, action, object_type, object_id, summary)
     }
+}
+
+/// [`validate_name`]'s rule as an ECMA-262 pattern, for the OpenAPI document.
+pub const NAME_PATTERN: &str = "^[a-z0-9][a-z0-9-]{0,62}$";
+
+/// The schema of a name [`validate_name`] accepts.
+pub fn name_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(63))
+        .pattern(Some(NAME_PATTERN))
+        .description(Some("1-63 lowercase letters, digits or '-', starting with a letter or digit."))
+        .build()
+}
+
+/// A text that is not blank after `str::trim`, as an ECMA-262 pattern: some
+/// character that is not whitespace.
+pub fn not_blank_pattern() -> String {
+    format!("[^{}]", crate::model::WHITESPACE_CHARS)
+}
+
+/// The schema of a text that must not be blank (a change's reason).
+pub fn not_blank_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(not_blank_pattern()))
+        .description(Some("Why: shown in the history. Not blank."))
+        .build()
 }
 
 /// Names of clusters, services, roles and groups.
@@ -118,4 +162,27 @@ pub async fn context(state: &AppState, cluster: &str, service: &str) -> Result<S
     desired::load_service(state, cluster, service)
         .await?
         .ok_or_else(|| DomainError::NotFound(format!("service {service} not found in cluster {cluster}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{NAME_PATTERN, not_blank_pattern, validate_name};
+
+    #[test]
+    fn the_name_pattern_is_validate_name() {
+        let pattern = regex::Regex::new(NAME_PATTERN).unwrap();
+        let long = "a".repeat(63);
+        let too_long = "a".repeat(64);
+        for name in ["a", "0", "a-b", "9-", "zk-1", &long, "", "-a", "A", "a_b", "a.b", "a b", "é", &too_long, "a\n"] {
+            assert_eq!(pattern.is_match(name), validate_name("x", name).is_ok(), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn not_blank_is_trim_not_empty() {
+        let pattern = regex::Regex::new(&not_blank_pattern()).unwrap();
+        for text in ["x", " x ", "\u{3000}x\t", "", " ", "\t\n\r\u{85}\u{a0}\u{2028}\u{3000}", "\u{feff}", "\u{1c}"] {
+            assert_eq!(pattern.is_match(text), !text.trim().is_empty(), "{text:?}");
+        }
+    }
 }

@@ -174,7 +174,7 @@ pub async fn upgrade_or_rollback(
     let ctx = context(state, cluster, service).await?;
     let st = &ctx.service_type;
     let parcel = st.parcels.first().cloned().ok_or_else(|| {
-        DomainError::Invalid(format!("service type {} runs from no parcel; nothing to upgrade", st.name))
+        DomainError::Unsuitable(format!("service type {} runs from no parcel; nothing to upgrade", st.name))
     })?;
     let wanted = state.store.cluster_parcels(Some(cluster)).await?;
     let current = wanted.iter().find(|w| w.name == parcel && w.target == "active").map(|w| w.version.clone());

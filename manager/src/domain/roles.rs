@@ -200,7 +200,9 @@ async fn changed_files(
     }
     let Some(before) = cache[&revision].get(role_id) else { return Ok(Vec::new()) };
     if current.is_none() {
-        *current = Some(by_id(ctx.render_all()?));
+        // A render that fails says nothing about staleness; a view must not
+        // fail for it.
+        *current = Some(by_id(ctx.render_all().unwrap_or_default()));
     }
     let Some(after) = current.as_ref().and_then(|c| c.get(role_id)) else { return Ok(Vec::new()) };
     let mut out = Vec::new();
@@ -336,7 +338,7 @@ pub async fn get(state: &AppState, cluster: &str, service: &str, role: &str) -> 
 
 /// A role to add: on a host given by id, or on `count` hosts picked by a
 /// label selector.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewRole {
     pub role_type: String,
@@ -349,8 +351,7 @@ pub struct NewRole {
     pub host_selector: Option<String>,
     /// How many roles to place with `host_selector` (default 1), each on its
     /// own host.
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "crate::whole::option")]
     pub count: Option<u32>,
     /// Role group (default `<role type>-default`).
     #[serde(default)]
@@ -360,10 +361,92 @@ pub struct NewRole {
     pub name: Option<String>,
 }
 
+// Written out: one variant per way of placing, so the document says what
+// [`place_by_selector`] refuses (neither or both of `host_id` and
+// `host_selector`, `count` without a selector, `name` for several roles).
+impl utoipa::PartialSchema for NewRole {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, SchemaType, Type};
+        use utoipa::openapi::{Ref, RefOr};
+        let null = || ObjectBuilder::new().schema_type(Type::Null);
+        let nullable = |t: Type| ObjectBuilder::new().schema_type(SchemaType::from_iter([t, Type::Null]));
+        let name = || {
+            ObjectBuilder::from(super::name_schema())
+                .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                .description(Some("Defaults to `<service>-<role type>-<n>`."))
+        };
+        // The fields every variant has; `host_id`, `host_selector`, `count`
+        // and `name` as the variant allows them.
+        let variant = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .description(Some(description))
+                .property("role_type", RefOr::Ref(Ref::from_schema_name("RoleTypeName")))
+                .required("role_type")
+                .property(
+                    "group",
+                    nullable(Type::String).description(Some("Role group (default `<role type>-default`).")),
+                )
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        };
+        let selector = || {
+            ObjectBuilder::from(crate::model::label_selector_schema()).description(Some(
+                "Label selector (`zk=true,rack!=r1`): the manager picks `count` healthy hosts matching it, \
+                 spreading the service's roles over hosts.",
+            ))
+        };
+        OneOfBuilder::new()
+            .description(Some("A role to add: on a host given by id, or on `count` hosts picked by a label selector."))
+            .item(
+                variant("One role on the host given by id.")
+                    .property(
+                        "host_id",
+                        ObjectBuilder::new().schema_type(Type::String).description(Some("The host to run on.")),
+                    )
+                    .required("host_id")
+                    .property("host_selector", null())
+                    .property("count", null())
+                    .property("name", name()),
+            )
+            .item(
+                variant("One role on a host picked by label selector; it may be named.")
+                    .property("host_id", null())
+                    .property("host_selector", selector())
+                    .required("host_selector")
+                    .property("count", nullable(Type::Integer).minimum(Some(1)).maximum(Some(1)))
+                    .property("name", name()),
+            )
+            .item(
+                variant("`count` roles, each on its own host picked by label selector, named by the manager.")
+                    .property("host_id", null())
+                    .property("host_selector", selector())
+                    .required("host_selector")
+                    .property(
+                        "count",
+                        ObjectBuilder::new()
+                            .schema_type(Type::Integer)
+                            .minimum(Some(2))
+                            .maximum(Some(MAX_COUNT))
+                            .description(Some("How many roles to place.")),
+                    )
+                    .required("count")
+                    .property("name", null()),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for NewRole {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        use super::services::RoleTypeName;
+        schemas.push((RoleTypeName::name().into(), <RoleTypeName as utoipa::PartialSchema>::schema()));
+    }
+}
+
 fn role_type_of<'a>(ctx: &'a ServiceContext, role_type: &str, which: &str) -> Result<&'a RoleType> {
     ctx.service_type.role_type(role_type).ok_or_else(|| {
         let known: Vec<&str> = ctx.service_type.role_types.iter().map(|r| r.name.as_str()).collect();
-        DomainError::Invalid(format!(
+        DomainError::Unsuitable(format!(
             "{which}service type {} has no role type {role_type:?}; role types: {}",
             ctx.service_type.name,
             known.join(", ")
@@ -386,6 +469,15 @@ struct PlacedRole {
 pub const MAX_COUNT: u32 = 1000;
 /// Most roles one request may add.
 pub const MAX_ROLES_PER_REQUEST: usize = 10_000;
+
+/// The name of the `n`th role of a type when the request names none:
+/// `<service>-<role type>-<n>`, a valid role name for any service and role
+/// type (`_` in a role type becomes `-`, and a long service name is cut).
+fn default_name(service: &str, role_type: &str, n: u32) -> String {
+    let suffix = format!("-{}-{n}", role_type.replace('_', "-"));
+    let keep = 63usize.saturating_sub(suffix.chars().count()).max(1);
+    service.chars().take(keep).chain(suffix.chars()).take(63).collect()
+}
 
 /// Adds roles in one step: places them (by id or selector), checks instance
 /// counts, hosts, groups, names and ports, stores them, renders the service
@@ -434,30 +526,30 @@ pub async fn create(
         if let Some(max) = rt.max_instances
             && *count >= max
         {
-            return Err(DomainError::Invalid(format!(
+            return Err(DomainError::Conflict(format!(
                 "{which}role type {} allows at most {max} instances and service {service} already has {count}",
                 rt.name
             )));
         }
         *count += 1;
         if !hosts.contains_key(&req.host_id) {
-            return Err(DomainError::Invalid(format!("{which}unknown host {:?}", req.host_id)));
+            return Err(DomainError::NotFound(format!("{which}host {} not found", req.host_id)));
         }
         if state.registry.host_status(&req.host_id) == Some(HostStatus::Decommissioned) {
             let hostname = &hosts[&req.host_id].0;
-            return Err(DomainError::Invalid(format!("{which}host {} ({hostname}) is decommissioned", req.host_id)));
+            return Err(DomainError::Conflict(format!("{which}host {} ({hostname}) is decommissioned", req.host_id)));
         }
         let group = req.group.clone().unwrap_or_else(|| default_group(&rt.name));
         let known_group = group == default_group(&rt.name) || groups.iter().any(|(t, g)| *t == rt.name && *g == group);
         if !known_group {
-            return Err(DomainError::Invalid(format!(
+            return Err(DomainError::NotFound(format!(
                 "{which}role type {} of service {service} has no role group {group:?}",
                 rt.name
             )));
         }
         let n = next.entry(rt.name.clone()).or_default();
         *n += 1;
-        let name = req.name.clone().unwrap_or_else(|| format!("{service}-{}-{n}", rt.name));
+        let name = req.name.clone().unwrap_or_else(|| default_name(service, &rt.name, *n));
         validate_name("role", &name)?;
         if !names.insert(name.clone()) {
             return Err(DomainError::Conflict(format!("{which}role {name:?} already exists in service {service}")));
@@ -583,7 +675,7 @@ async fn place_by_selector(
                     }
                 };
                 let picked = p.pick(&selector, count as usize).map_err(|e| {
-                    DomainError::Invalid(format!("{which}role type {} {}", req.role_type, e.describe()))
+                    DomainError::Conflict(format!("{which}role type {} {}", req.role_type, e.describe()))
                 })?;
                 for host_id in picked {
                     out.push(PlacedRole {
@@ -748,5 +840,30 @@ pub(crate) async fn check_ports(
             format!("port clash on host {hostname} ({host}): {what} on port {port}")
         })
         .collect();
-    Err(DomainError::Invalid(format!("{}; give one of them another port", lines.join("; "))))
+    Err(DomainError::Conflict(format!("{}; give one of them another port", lines.join("; "))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_name;
+    use crate::domain::validate_name;
+
+    #[test]
+    fn default_names_are_valid_role_names() {
+        let long = "s".repeat(63);
+        let cases = [
+            ("cache", "replica", 2, "cache-replica-2".to_owned()),
+            ("etl", "data_node", 1, "etl-data-node-1".to_owned()),
+            (&long, "server", 12, format!("{}-server-12", "s".repeat(53))),
+        ];
+        for (service, role_type, n, want) in cases {
+            let name = default_name(service, role_type, n);
+            assert_eq!(name, want);
+            assert!(validate_name("role", &name).is_ok(), "{name}");
+        }
+        // A role type as long as a descriptor allows still leaves a name
+        // that starts with the service.
+        let name = default_name("a", &"r".repeat(64), 1);
+        assert!(name.starts_with("a-r") && validate_name("role", &name).is_ok(), "{name}");
+    }
 }

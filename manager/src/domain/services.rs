@@ -17,6 +17,53 @@ use drover_service_types::params::mask;
 
 // ---------- service types ----------
 
+/// A string schema whose values the served OpenAPI document narrows to the
+/// names in this manager's catalog (see `http::openapi::document`).
+fn catalog_name(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new().schema_type(Type::String).description(Some(description)).into()
+}
+
+/// The name of a service type of the manager's catalog.
+pub struct ServiceTypeName;
+
+impl utoipa::PartialSchema for ServiceTypeName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        catalog_name("A service type of this manager (`GET /api/v1/service-types`).")
+    }
+}
+
+impl ToSchema for ServiceTypeName {}
+
+/// The name of a role type of some service type of the catalog; which ones a
+/// service has depends on its type.
+pub struct RoleTypeName;
+
+impl utoipa::PartialSchema for RoleTypeName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        catalog_name(
+            "A role type of some service type of this manager; a service takes those of its own type \
+             (`GET /api/v1/service-types/{name}`), others are refused with 422.",
+        )
+    }
+}
+
+impl ToSchema for RoleTypeName {}
+
+/// The name of a parameter of some service type of the catalog.
+pub struct ParameterName;
+
+impl utoipa::PartialSchema for ParameterName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        catalog_name(
+            "A parameter of some service type of this manager; a service takes those of its own type \
+             (`GET /api/v1/service-types/{name}`), others are refused with 422.",
+        )
+    }
+}
+
+impl ToSchema for ParameterName {}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RoleTypeView {
     pub name: String,
@@ -36,12 +83,12 @@ pub struct ParameterView {
     /// The type with its constraints (`min`, `max`, `values`, `service_types`).
     #[schema(value_type = Object)]
     pub kind: Value,
-    /// Masked when the parameter is sensitive.
-    #[schema(value_type = Option<Object>)]
+    /// Any JSON value the parameter's type allows (normalised); masked when
+    /// the parameter is sensitive; absent or `null` when there is none.
     pub default: Option<Value>,
     pub description: String,
-    /// The role types it applies to (`all` or a list).
-    #[schema(value_type = Object)]
+    /// The role types it applies to: `"service"` (all of them) or a list of
+    /// role type names.
     pub scope: Value,
     /// A change needs a restart of the roles to take effect.
     pub restart: bool,
@@ -207,7 +254,7 @@ pub async fn create(
     let existing = state.store.list_services(cluster).await?;
     for required in &t.requires {
         if !existing.iter().any(|s| &s.service_type == required) {
-            return Err(DomainError::Invalid(format!(
+            return Err(DomainError::Conflict(format!(
                 "service type {} requires a {required} service in cluster {cluster}; create that first",
                 t.name
             )));
@@ -328,7 +375,7 @@ pub async fn create_group(
 ) -> Result<RoleGroup> {
     let ctx = context(state, cluster, service).await?;
     if ctx.service_type.role_type(role_type).is_none() {
-        return Err(DomainError::Invalid(format!(
+        return Err(DomainError::Unsuitable(format!(
             "service type {} has no role type {role_type:?}",
             ctx.service_type.name
         )));

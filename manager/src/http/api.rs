@@ -12,15 +12,34 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, validate_label};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, ErrorBody, Items, validate_label};
 use crate::AppState;
 use crate::auth::{new_api_token, sha256_hex};
 use crate::model::{
     AuditEntry, EnrollmentTokenInfo, Event, Host, HostStatus, Labels, MetricPoint, User, now_millis, rfc3339,
 };
+use crate::whole;
+
+/// The largest page offset (the query says `int32`).
+const MAX_OFFSET: u32 = i32::MAX as u32;
+
+/// Checks a page size: 1-1000.
+fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest(format!("limit must be between 1 and 1000, got {limit}")));
+    }
+    Ok(limit)
+}
 use crate::store::{ApiTokenInfo, ApiTokenRecord, AuditFilter, EventFilter, HostFilter};
 
 type Shared = State<Arc<AppState>>;
+
+/// The answers of the list operations, by name (the `drover` CLI reads them).
+pub type EnrollmentTokenList = Items<EnrollmentTokenInfo>;
+pub type EventList = Items<Event>;
+pub type AuditList = Items<AuditEntry>;
+pub type ApiTokenList = Items<ApiTokenInfo>;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -43,13 +62,16 @@ const MAX_TOKEN_TTL_S: u64 = 365 * 24 * 3600;
 #[serde(deny_unknown_fields)]
 pub struct CreateEnrollmentToken {
     /// Lifetime in seconds (default 3600, at most one year).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::option")]
+    #[schema(minimum = 1, maximum = 31_536_000)]
     pub ttl_seconds: Option<u64>,
     /// How many hosts may enroll with the token (default 1, at most 100000).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::option")]
+    #[schema(minimum = 1, maximum = 100_000)]
     pub max_uses: Option<u32>,
     /// Labels given to every host enrolled with the token.
     #[serde(default)]
+    #[schema(schema_with = super::labels_schema)]
     pub labels: Labels,
 }
 
@@ -66,14 +88,9 @@ pub struct CreatedEnrollmentToken {
     pub ca_fingerprint: String,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct EnrollmentTokenList {
-    pub items: Vec<EnrollmentTokenInfo>,
-}
-
 /// Creates an enrollment token.
 #[utoipa::path(post, path = "/api/v1/enrollment-tokens", request_body = CreateEnrollmentToken,
-    responses((status = 201, body = CreatedEnrollmentToken), (status = 400, body = super::ErrorBody)),
+    responses((status = 201, body = CreatedEnrollmentToken), (status = 400, body = ErrorBody)),
     security(("basic" = []), ("bearer" = [])))]
 pub async fn create_enrollment_token(
     State(state): Shared,
@@ -122,20 +139,20 @@ pub async fn create_enrollment_token(
 }
 
 /// Lists enrollment tokens (secrets are never shown again).
-#[utoipa::path(get, path = "/api/v1/enrollment-tokens", responses((status = 200, body = EnrollmentTokenList)),
+#[utoipa::path(get, path = "/api/v1/enrollment-tokens", responses((status = 200, body = Items<EnrollmentTokenInfo>)),
     security(("basic" = []), ("bearer" = [])))]
 pub async fn list_enrollment_tokens(
     State(state): Shared,
     _caller: Caller,
-) -> Result<Json<EnrollmentTokenList>, ApiError> {
+) -> Result<Json<Items<EnrollmentTokenInfo>>, ApiError> {
     let now = now_millis();
-    let items = state.store.list_enrollment_tokens().await?.iter().map(|t| t.to_api(now)).collect();
-    Ok(Json(EnrollmentTokenList { items }))
+    Ok(Json(Items::new(state.store.list_enrollment_tokens().await?.iter().map(|t| t.to_api(now)).collect())))
 }
 
 /// Revokes an enrollment token; hosts already enrolled with it are unaffected.
 #[utoipa::path(delete, path = "/api/v1/enrollment-tokens/{id}", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = super::ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+    responses((status = 204, description = "revoked"), (status = 404, body = ErrorBody)),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn revoke_enrollment_token(
     State(state): Shared,
     caller: Caller,
@@ -150,20 +167,29 @@ pub async fn revoke_enrollment_token(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HostQuery {
-    /// `healthy`, `lost` or `decommissioned`.
+    /// Only hosts in this state.
+    #[param(value_type = Option<HostStatus>)]
     pub status: Option<String>,
     /// Label selector `key=value[,key!=value...]`; all must hold (a host
     /// without the label matches `key!=value`).
+    ///
+    /// Whitespace around parts, keys and values is ignored; keys and values
+    /// follow the label rules.
+    #[param(schema_with = crate::model::label_selector_schema)]
     pub label: Option<String>,
     /// Substring of the hostname.
     pub hostname: Option<String>,
     /// Page size, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Hosts to skip (default 0).
+    #[param(minimum = 0, maximum = 2_147_483_647)]
     pub offset: Option<u32>,
 }
 
+/// A page of hosts.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct HostList {
     pub items: Vec<Host>,
@@ -186,7 +212,7 @@ pub fn parse_selector(s: &str) -> Result<Vec<(String, String)>, String> {
 
 /// Lists hosts, filtered by status, labels and hostname, paginated.
 #[utoipa::path(get, path = "/api/v1/hosts", params(HostQuery), responses((status = 200, body = HostList),
-    (status = 400, body = super::ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+    (status = 400, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn list_hosts(
     State(state): Shared,
     _caller: Caller,
@@ -205,11 +231,11 @@ pub async fn list_hosts(
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let labels = selector.equalities().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
     let not_labels = selector.inequalities().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest(format!("limit must be between 1 and 1000, got {limit}")));
-    }
+    let limit = page_limit(q.limit)?;
     let offset = q.offset.unwrap_or(0);
+    if offset > MAX_OFFSET {
+        return Err(ApiError::BadRequest(format!("offset must be at most {MAX_OFFSET}, got {offset}")));
+    }
     let page =
         state.store.list_hosts(&HostFilter { status, labels, not_labels, hostname: q.hostname, limit, offset }).await?;
     Ok(Json(HostList { items: page.items, total: page.total, limit, offset }))
@@ -221,7 +247,7 @@ async fn load_host(state: &AppState, id: &str) -> Result<Host, ApiError> {
 
 /// One host with its facts, labels, status and latest metrics.
 #[utoipa::path(get, path = "/api/v1/hosts/{id}", params(("id" = String, Path)),
-    responses((status = 200, body = Host), (status = 404, body = super::ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+    responses((status = 200, body = Host), (status = 404, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn get_host(
     State(state): Shared,
     _caller: Caller,
@@ -234,13 +260,15 @@ pub async fn get_host(
 #[serde(deny_unknown_fields)]
 pub struct PatchHost {
     /// JSON merge patch of the labels: a string sets a label, null removes it.
+    #[schema(schema_with = super::labels_patch_schema)]
     pub labels: BTreeMap<String, Option<String>>,
 }
 
 /// Changes a host's labels.
 #[utoipa::path(patch, path = "/api/v1/hosts/{id}", params(("id" = String, Path)), request_body = PatchHost,
-    responses((status = 200, body = Host), (status = 400, body = super::ErrorBody), (status = 404, body = super::ErrorBody),
-    (status = 409, body = super::ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+    responses((status = 200, body = Host), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 409, description = "the host is decommissioned", body = ErrorBody)),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn patch_host(
     State(state): Shared,
     caller: Caller,
@@ -259,6 +287,8 @@ pub async fn patch_host(
                 labels.insert(k.clone(), v.clone());
             }
             None => {
+                // A key no label can have is a mistake, not a no-op.
+                validate_label(k, "").map_err(ApiError::BadRequest)?;
                 labels.remove(k);
             }
         }
@@ -275,7 +305,8 @@ pub async fn patch_host(
 /// Decommissions a host: revokes its certificate and closes its session. The
 /// agent is refused from then on.
 #[utoipa::path(delete, path = "/api/v1/hosts/{id}", params(("id" = String, Path)),
-    responses((status = 200, body = Host), (status = 404, body = super::ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+    responses((status = 200, description = "the host, decommissioned", body = Host), (status = 404, body = ErrorBody)),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn decommission_host(
     State(state): Shared,
     caller: Caller,
@@ -306,17 +337,36 @@ pub async fn decommission_host(
     Ok(Json(load_host(&state, &id).await?))
 }
 
+/// A metrics bucket size in seconds: 60 or 3600.
+pub struct Resolution;
+
+impl utoipa::PartialSchema for Resolution {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .enum_values(Some([60, 3600]))
+            .into()
+    }
+}
+
+impl ToSchema for Resolution {}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct MetricsQuery {
     /// Bucket size in seconds: 60 (default) or 3600.
+    #[param(inline, value_type = Option<Resolution>)]
     pub resolution: Option<u32>,
     /// Start, RFC 3339 (default: one hour ago for minutes, seven days ago for hours).
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// End, RFC 3339 (default: now).
+    #[param(format = DateTime)]
     pub to: Option<String>,
 }
 
+/// A host's metrics history.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct MetricSeries {
     pub host_id: String,
@@ -332,7 +382,8 @@ fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
 
 /// Downsampled metrics history of a host.
 #[utoipa::path(get, path = "/api/v1/hosts/{id}/metrics", params(("id" = String, Path), MetricsQuery),
-    responses((status = 200, body = MetricSeries), (status = 404, body = super::ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+    responses((status = 200, body = MetricSeries), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn host_metrics(
     State(state): Shared,
     _caller: Caller,
@@ -354,82 +405,91 @@ pub async fn host_metrics(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventQuery {
+    /// Only events about this kind of object, e.g. `host`.
     pub object_type: Option<String>,
+    /// Only events about this object.
     pub object_id: Option<String>,
-    /// RFC 3339.
+    /// Only events at or after this time, RFC 3339.
+    #[param(format = DateTime)]
     pub since: Option<String>,
-    /// At most 1000 (default 100).
+    /// How many, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct EventList {
-    pub items: Vec<Event>,
-}
-
 /// Recent events (newest first): hosts enrolled, lost, recovered, decommissioned.
-#[utoipa::path(get, path = "/api/v1/events", params(EventQuery), responses((status = 200, body = EventList)),
-    security(("basic" = []), ("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/events", params(EventQuery), responses((status = 200, body = Items<Event>),
+    (status = 400, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn list_events(
     State(state): Shared,
     _caller: Caller,
     ApiQuery(q): ApiQuery<EventQuery>,
-) -> Result<Json<EventList>, ApiError> {
+) -> Result<Json<Items<Event>>, ApiError> {
     let filter = EventFilter {
         object_type: q.object_type,
         object_id: q.object_id,
         since: q.since.as_deref().map(|s| parse_time("since", s)).transpose()?,
-        limit: q.limit.unwrap_or(100),
+        limit: page_limit(q.limit)?,
     };
-    Ok(Json(EventList { items: state.store.list_events(&filter).await? }))
+    Ok(Json(Items::new(state.store.list_events(&filter).await?)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// Only changes by this user.
     pub user: Option<String>,
+    /// Only changes to this kind of object, e.g. `cluster`.
     pub object_type: Option<String>,
+    /// Only changes to this object.
     pub object_id: Option<String>,
-    /// RFC 3339.
+    /// Only changes at or after this time, RFC 3339.
+    #[param(format = DateTime)]
     pub since: Option<String>,
-    /// RFC 3339.
+    /// Only changes before this time, RFC 3339.
+    #[param(format = DateTime)]
     pub until: Option<String>,
-    /// At most 1000 (default 100).
+    /// How many, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AuditList {
-    pub items: Vec<AuditEntry>,
-}
-
 /// The audit log (newest first): who changed what, when, from where.
-#[utoipa::path(get, path = "/api/v1/audit", params(AuditQuery), responses((status = 200, body = AuditList)),
-    security(("basic" = []), ("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/audit", params(AuditQuery), responses((status = 200, body = Items<AuditEntry>),
+    (status = 400, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn list_audit(
     State(state): Shared,
     _caller: Caller,
     ApiQuery(q): ApiQuery<AuditQuery>,
-) -> Result<Json<AuditList>, ApiError> {
+) -> Result<Json<Items<AuditEntry>>, ApiError> {
     let filter = AuditFilter {
         username: q.user,
         object_type: q.object_type,
         object_id: q.object_id,
         since: q.since.as_deref().map(|s| parse_time("since", s)).transpose()?,
         until: q.until.as_deref().map(|s| parse_time("until", s)).transpose()?,
-        limit: q.limit.unwrap_or(100),
+        limit: page_limit(q.limit)?,
     };
-    Ok(Json(AuditList { items: state.store.list_audit(&filter).await? }))
+    Ok(Json(Items::new(state.store.list_audit(&filter).await?)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiToken {
-    /// What the token is for, e.g. "ci-pipeline".
+    /// What the token is for, e.g. "ci-pipeline": 1-100 characters, not only
+    /// spaces, no control characters (spaces around it are dropped).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
-    /// Lifetime in seconds; omitted means it never expires.
-    #[serde(default)]
+    /// Lifetime in seconds (at most ten years); omitted means it never expires.
+    #[serde(default, deserialize_with = "whole::option")]
+    #[schema(minimum = 1, maximum = 315_360_000)]
     pub ttl_seconds: Option<u64>,
 }
 
@@ -444,15 +504,17 @@ pub struct CreatedApiToken {
 
 /// Creates an API token for the calling user.
 #[utoipa::path(post, path = "/api/v1/api-tokens", request_body = CreateApiToken,
-    responses((status = 201, body = CreatedApiToken), (status = 400, body = super::ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+    responses((status = 201, body = CreatedApiToken), (status = 400, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn create_api_token(
     State(state): Shared,
     caller: Caller,
     ApiJson(req): ApiJson<CreateApiToken>,
 ) -> Result<impl IntoResponse, ApiError> {
     let name = req.name.trim();
-    if name.is_empty() || name.len() > 100 {
-        return Err(ApiError::BadRequest("name must be 1-100 characters".into()));
+    if name.is_empty() || req.name.chars().count() > 100 || req.name.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "name must be 1-100 characters, not only spaces, without control characters".into(),
+        ));
     }
     if let Some(ttl) = req.ttl_seconds
         && (ttl == 0 || ttl > 10 * MAX_TOKEN_TTL_S)
@@ -477,21 +539,17 @@ pub async fn create_api_token(
     ))
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ApiTokenList {
-    pub items: Vec<ApiTokenInfo>,
-}
-
 /// Lists the calling user's API tokens (the tokens themselves are never shown again).
-#[utoipa::path(get, path = "/api/v1/api-tokens", responses((status = 200, body = ApiTokenList)),
+#[utoipa::path(get, path = "/api/v1/api-tokens", responses((status = 200, body = Items<ApiTokenInfo>)),
     security(("basic" = []), ("bearer" = [])))]
-pub async fn list_api_tokens(State(state): Shared, caller: Caller) -> Result<Json<ApiTokenList>, ApiError> {
-    Ok(Json(ApiTokenList { items: state.store.list_api_tokens(&caller.user.id).await? }))
+pub async fn list_api_tokens(State(state): Shared, caller: Caller) -> Result<Json<Items<ApiTokenInfo>>, ApiError> {
+    Ok(Json(Items::new(state.store.list_api_tokens(&caller.user.id).await?)))
 }
 
 /// Revokes one of the calling user's API tokens.
 #[utoipa::path(delete, path = "/api/v1/api-tokens/{id}", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = super::ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+    responses((status = 204, description = "revoked"), (status = 404, body = ErrorBody)),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn revoke_api_token(
     State(state): Shared,
     caller: Caller,
@@ -505,16 +563,16 @@ pub async fn revoke_api_token(
 }
 
 /// The calling user.
-#[utoipa::path(get, path = "/api/v1/users/me", responses((status = 200, body = User), (status = 401, body = super::ErrorBody)),
+#[utoipa::path(get, path = "/api/v1/users/me", responses((status = 200, body = User), (status = 401, body = ErrorBody)),
     security(("basic" = []), ("bearer" = [])))]
 pub async fn me(caller: Caller) -> Json<User> {
     Json(caller.user.to_api())
 }
 
 /// This API's OpenAPI 3 document (no authentication needed).
-#[utoipa::path(get, path = "/api/v1/openapi.json", responses((status = 200, description = "OpenAPI document")))]
-pub async fn openapi() -> impl IntoResponse {
-    Json(super::openapi::document())
+#[utoipa::path(get, path = "/api/v1/openapi.json", responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
+pub async fn openapi(State(state): Shared) -> Json<utoipa::openapi::OpenApi> {
+    Json(super::openapi::document(&state.catalog))
 }
 
 #[cfg(test)]

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 
-use super::{ApiError, ApiJson, Caller};
+use super::{ApiError, ApiJson, Caller, ErrorBody};
 use crate::AppState;
 use crate::bootstrap::{self, Actor, BootstrapRequest};
+use crate::domain::commands::CommandView;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/hosts/bootstrap", post(create))
@@ -20,15 +20,15 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 /// Starts a bootstrap command with a step per address; follow it at
 /// `GET /api/v1/commands/{id}`.
-#[utoipa::path(post, path = "/api/v1/hosts/bootstrap", request_body = BootstrapRequest,
-    responses((status = 202, description = "the command with a step per host"),
-        (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
+#[utoipa::path(post, path = "/api/v1/hosts/bootstrap", operation_id = "bootstrap_hosts", request_body = BootstrapRequest,
+    responses((status = 202, description = "the command with a step per host", body = CommandView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("basic" = []), ("bearer" = [])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     ApiJson(req): ApiJson<BootstrapRequest>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<(StatusCode, Json<CommandView>), ApiError> {
     // Reading and hashing the agent binary is file work: off the async workers.
     let planned = {
         let state = state.clone();

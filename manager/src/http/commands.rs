@@ -14,7 +14,7 @@ use super::{ApiError, ApiJson, ApiPath, Caller, ErrorBody, Items};
 use crate::AppState;
 use crate::domain::commands::{self, CommandView, NewCommand};
 
-#[utoipa::path(post, path = "/api/v1/clusters/{cluster}/services/{service}/commands", params(("cluster" = String, Path), ("service" = String, Path)), request_body = NewCommand, responses((status = 202, description = "the command with its planned steps", body = CommandView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/clusters/{cluster}/services/{service}/commands", params(("cluster" = String, Path), ("service" = String, Path)), request_body = NewCommand, responses((status = 202, description = "the command with its planned steps", body = CommandView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, description = "the service's type runs from no parcel (upgrade, rollback)", body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -7,8 +7,12 @@
 //!
 //! Codes: `invalid_request` 400, `unauthorized` 401, `forbidden` 403,
 //! `not_found` 404, `method_not_allowed` 405, `conflict` 409,
-//! `payload_too_large` 413, `unsupported_media_type` 415, `internal` 500,
-//! `unavailable` 503; server errors are logged where they become a response.
+//! `payload_too_large` 413, `unsupported_media_type` 415, `unprocessable`
+//! 422, `internal` 500, `unavailable` 503; server errors are logged where
+//! they become a response. 400 is for requests the OpenAPI document rules
+//! out; a request it allows is refused with 404 (a named object does not
+//! exist), 409 (the current state forbids it) or 422 (the service's type
+//! does not allow it), see [`crate::domain::DomainError`].
 //! Every list is answered as `Items<T>`. The console cookie authenticates REST
 //! calls only for GET and HEAD: a change needs an `Authorization` header,
 //! which a cross-site form cannot add.
@@ -33,6 +37,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
 use serde::Serialize;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
 use crate::AppState;
 use crate::auth::sha256_hex;
@@ -96,6 +101,8 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("service unavailable: {0}")]
@@ -126,6 +133,7 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unsupported(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
@@ -165,6 +173,7 @@ impl From<crate::domain::DomainError> for ApiError {
             D::Invalid(m) => ApiError::BadRequest(m),
             D::NotFound(m) => ApiError::NotFound(m),
             D::Conflict(m) => ApiError::Conflict(m),
+            D::Unsuitable(m) => ApiError::Unprocessable(m),
             D::Unavailable(m) => ApiError::Unavailable(m),
             D::Internal(m) => ApiError::Internal(m),
         }
@@ -178,7 +187,7 @@ impl From<crate::desired::DesiredError> for ApiError {
 }
 
 /// A list answer: `{"items": [...]}`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Items<T> {
     pub items: Vec<T>,
 }
@@ -221,10 +230,61 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-/// `axum::Json` with JSON errors.
-#[derive(Debug, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `axum::Json` with JSON errors, which also refuses an array where the
+/// body's schema says object (serde's derived `Deserialize` of a struct takes
+/// the fields as an array too).
+#[derive(Debug)]
 pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned + utoipa::PartialSchema,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::Unsupported("request body must be JSON with Content-Type: application/json".into()));
+        }
+        let bytes = bytes::Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge("request body is larger than 1 MiB".into())
+            } else {
+                ApiError::BadRequest(format!("could not read the request body: {}", e.body_text()))
+            }
+        })?;
+        if bytes.trim_ascii_start().starts_with(b"[") && requires_object(&T::schema()) {
+            return Err(ApiError::BadRequest("invalid JSON body: expected an object, got an array".into()));
+        }
+        let Json(value) = Json::<T>::from_bytes(&bytes)?;
+        Ok(ApiJson(value))
+    }
+}
+
+/// `Content-Type: application/json` or `application/*+json`, as axum's `Json` takes it.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(mime) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = mime.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence
+        .strip_prefix("application/")
+        .is_some_and(|subtype| subtype == "json" || (subtype.ends_with("+json") && !subtype.contains('/')))
+}
+
+/// Whether every value a schema admits is an object.
+fn requires_object(schema: &utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>) -> bool {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{Schema, SchemaType};
+    match schema {
+        RefOr::T(Schema::Object(o)) => o.schema_type == SchemaType::Type(Type::Object),
+        RefOr::T(Schema::OneOf(one)) => !one.items.is_empty() && one.items.iter().all(requires_object),
+        RefOr::T(Schema::AnyOf(any)) => !any.items.is_empty() && any.items.iter().all(requires_object),
+        RefOr::T(Schema::AllOf(all)) => all.items.iter().any(requires_object),
+        _ => false,
+    }
+}
 
 /// `axum::extract::Query` with JSON errors.
 #[derive(Debug, FromRequestParts)]
@@ -333,9 +393,60 @@ pub fn validate_label(key: &str, value: &str) -> Result<(), String> {
     drover_proto::labels::validate(key, value).map_err(|e| e.to_string())
 }
 
+/// The label key rule of [`validate_label`] as an ECMA-262 pattern.
+pub const LABEL_KEY_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$";
+/// The label value rule of [`validate_label`]: no control characters
+/// (`char::is_control`), at most [`drover_proto::labels::MAX_VALUE_LEN`].
+pub const LABEL_VALUE_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
+
+fn label_value_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(drover_proto::labels::MAX_VALUE_LEN))
+        .pattern(Some(LABEL_VALUE_PATTERN))
+}
+
+/// The schema of labels in a request, with the rules of [`validate_label`].
+pub fn labels_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(ObjectBuilder::new().schema_type(Type::String).pattern(Some(LABEL_KEY_PATTERN))))
+        .additional_properties(Some(label_value_schema()))
+        .description(Some(
+            "Labels: keys of 1-63 letters, digits, '.', '_', '-' or '/' starting with a letter or digit; \
+             values of at most 253 characters without control characters.",
+        ))
+        .build()
+}
+
+/// The schema of a labels merge patch: a string sets a label, null removes it.
+pub fn labels_patch_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(ObjectBuilder::new().schema_type(Type::String).pattern(Some(LABEL_KEY_PATTERN))))
+        .additional_properties(Some(
+            label_value_schema()
+                .schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null])),
+        ))
+        .description(Some("JSON merge patch of the labels: a string sets a label, null removes it."))
+        .build()
+}
+
+/// Whether the manager can do its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+    /// The database is unreachable, or a service's desired state cannot be
+    /// computed.
+    Degraded,
+}
+
+/// The answer of `/healthz`.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct Health {
-    pub status: String,
+pub struct HealthReport {
+    pub status: HealthStatus,
+    /// `ok`, or why the database cannot be reached.
     pub database: String,
     pub version: String,
     pub uptime_seconds: u64,
@@ -346,12 +457,13 @@ pub struct Health {
 }
 
 /// Liveness and readiness, without authentication.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health), (status = 503, body = Health)))]
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz",
+    responses((status = 200, body = HealthReport), (status = 503, description = "the database is unreachable", body = HealthReport)))]
 pub async fn healthz(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
     let db = state.store.ping().await;
     let desired_state = state.desired.health();
-    let body = Health {
-        status: if db.is_ok() && desired_state.failing.is_empty() { "ok" } else { "degraded" }.into(),
+    let body = HealthReport {
+        status: if db.is_ok() && desired_state.failing.is_empty() { HealthStatus::Ok } else { HealthStatus::Degraded },
         database: match &db {
             Ok(()) => "ok".into(),
             Err(e) => e.to_string(),

@@ -1,6 +1,20 @@
 //! The OpenAPI document, generated from the handlers' annotations.
+//!
+//! A handler's annotation lists what the handler itself answers; the errors
+//! of the shared extractors are added here to every operation that uses them,
+//! so none can be forgotten: `401` and `503` (the credentials are checked
+//! against the database) where the operation is authenticated, `400`, `413`
+//! and `415` where it takes a JSON body, `400` where it takes path or query
+//! parameters. `scripts/schemathesis.sh` checks the server against the result.
 
+use std::collections::BTreeSet;
+
+use drover_service_types::descriptor::Catalog;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use super::api;
@@ -64,7 +78,7 @@ use super::api;
         super::providers::delete_one,
         super::bootstrap::create,
     ),
-    modifiers(&Security)
+    modifiers(&Security, &ExtractorErrors)
 )]
 pub struct ApiDoc;
 
@@ -78,6 +92,73 @@ impl Modify for Security {
     }
 }
 
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// Documents the errors of [`super::Caller`], [`super::ApiJson`],
+/// [`super::ApiQuery`] and [`super::ApiPath`] on every operation that uses
+/// them (see the module comment).
+struct ExtractorErrors;
+
+fn error(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+        .build()
+}
+
+fn add(op: &mut Operation, status: &str, description: &str) {
+    op.responses.responses.entry(status.to_owned()).or_insert_with(|| error(description).into());
+}
+
+impl Modify for ExtractorErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for op in ops.into_iter().flatten() {
+                if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    add(op, "401", "no credentials, or wrong ones");
+                    add(op, "503", "the database is unavailable");
+                }
+                if op.request_body.as_ref().is_some_and(|b| b.content.contains_key("application/json")) {
+                    add(op, "400", "the body is not JSON of the documented shape");
+                    add(op, "413", "the body is larger than 1 MiB");
+                    add(op, "415", "the body is not sent as application/json");
+                }
+                if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                    add(op, "400", "a path or query parameter is invalid");
+                }
+            }
+        }
+    }
+}
+
+/// The document of this manager: the names its catalog holds (service types,
+/// role types, parameters) narrow the schemas `ServiceTypeName`,
+/// `RoleTypeName` and `ParameterName` to enums.
+pub fn document(catalog: &Catalog) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    let service_types: BTreeSet<&str> = catalog.iter().map(|t| t.name.as_str()).collect();
+    let role_types: BTreeSet<&str> = catalog.iter().flat_map(|t| &t.role_types).map(|r| r.name.as_str()).collect();
+    let parameters: BTreeSet<&str> = catalog.iter().flat_map(|t| &t.parameters).map(|p| p.name.as_str()).collect();
+    if let Some(components) = doc.components.as_mut() {
+        for (schema, names) in
+            [("ServiceTypeName", service_types), ("RoleTypeName", role_types), ("ParameterName", parameters)]
+        {
+            // An empty enum would refuse everything; without names the
+            // schema stays a plain string.
+            if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut(schema)
+                && !names.is_empty()
+            {
+                o.enum_values = Some(names.into_iter().map(Into::into).collect());
+            }
+        }
+    }
+    doc
 }

@@ -12,17 +12,20 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use drover_parcels::manifest::ManifestParcel;
 use futures::TryStreamExt;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, ErrorBody, Items};
 use crate::AppState;
 use crate::desired;
 use crate::domain;
+use crate::domain::commands::CommandView;
 use crate::domain::parcels::ParcelCommand;
 use crate::model::{HostStatus, now_millis};
-use crate::parcels::RepoError;
+use crate::parcels::{RemoteState, RepoError, Source};
+use crate::store::ClusterParcelRec;
 
 type Shared = State<Arc<AppState>>;
 
@@ -53,9 +56,151 @@ async fn cluster_exists(state: &AppState, cluster: &str) -> Result<(), ApiError>
     }
 }
 
+/// One piece of software in a parcel.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParcelComponent {
+    /// The Debian package name, e.g. `redis-server`.
+    pub name: String,
+    /// The upstream version, e.g. `7.0.15`.
+    pub version: String,
+    /// The full package version, e.g. `5:7.0.15-1~deb12u10`.
+    pub pkg_version: String,
+}
+
+/// A parcel's entry in a repository manifest.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParcelEntry {
+    /// The file name, `NAME-VERSION-DISTRO.parcel`.
+    pub parcel_name: String,
+    pub name: String,
+    pub version: String,
+    pub distro: String,
+    /// Lowercase hex sha256 of the file.
+    pub sha256: String,
+    pub size: u64,
+    pub components: Vec<ParcelComponent>,
+    pub depends: Vec<String>,
+    pub conflicts: Vec<String>,
+    pub provides: Vec<String>,
+}
+
+impl From<ManifestParcel> for ParcelEntry {
+    fn from(p: ManifestParcel) -> Self {
+        // Every field named, so a new one in the manifest does not go unseen here.
+        let ManifestParcel {
+            parcel_name,
+            name,
+            version,
+            distro,
+            sha256,
+            size,
+            components,
+            depends,
+            conflicts,
+            provides,
+        } = p;
+        let components = components
+            .into_iter()
+            .map(|c| ParcelComponent { name: c.name, version: c.version, pkg_version: c.pkg_version })
+            .collect();
+        ParcelEntry { parcel_name, name, version, distro, sha256, size, components, depends, conflicts, provides }
+    }
+}
+
+/// Where a cluster wants a parcel version to be on its hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ParcelTarget {
+    /// On every host, unpacked, not in use.
+    Distributed,
+    /// In use: the version its services run.
+    Active,
+}
+
+impl ParcelTarget {
+    fn parse(s: &str) -> Result<ParcelTarget, ApiError> {
+        match s {
+            "distributed" => Ok(ParcelTarget::Distributed),
+            "active" => Ok(ParcelTarget::Active),
+            other => Err(ApiError::Internal(format!("stored parcel target {other:?} is not distributed or active"))),
+        }
+    }
+}
+
+/// A parcel version on one host, as its agent last reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HostParcelState {
+    /// Not on the host.
+    Available,
+    Downloading,
+    Distributed,
+    Active,
+    Failed,
+    /// The agent reported a state this manager does not know.
+    Unknown,
+}
+
+impl HostParcelState {
+    fn parse(s: &str) -> HostParcelState {
+        match s {
+            "downloading" => HostParcelState::Downloading,
+            "distributed" => HostParcelState::Distributed,
+            "active" => HostParcelState::Active,
+            "failed" => HostParcelState::Failed,
+            _ => HostParcelState::Unknown,
+        }
+    }
+}
+
+/// A parcel version on one host of a cluster.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HostParcel {
+    pub host_id: String,
+    pub state: HostParcelState,
+    /// How much is downloaded, while `downloading`.
+    pub percent: Option<u64>,
+    /// Why it `failed`; empty otherwise.
+    pub error: String,
+}
+
+/// A parcel version in one cluster.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParcelInCluster {
+    pub cluster: String,
+    /// What the cluster wants; null when it does not use this version.
+    pub target: Option<ParcelTarget>,
+    pub hosts: Vec<HostParcel>,
+}
+
+/// A known parcel with its state in every cluster.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParcelView {
+    pub parcel_name: String,
+    pub name: String,
+    pub version: String,
+    pub distro: String,
+    pub sha256: String,
+    pub size: u64,
+    pub components: Vec<ParcelComponent>,
+    pub depends: Vec<String>,
+    pub source: Source,
+    pub clusters: Vec<ParcelInCluster>,
+}
+
+/// The answer of `GET /parcels`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParcelList {
+    pub items: Vec<ParcelView>,
+    /// The remote repositories this manager follows.
+    pub repositories: Vec<RemoteState>,
+}
+
 /// Every known parcel with its state on every host of each cluster.
-#[utoipa::path(get, path = "/api/v1/parcels", responses((status = 200, description = "known parcels, followed repositories, per-cluster and per-host state")), security(("basic" = []), ("bearer" = [])))]
-pub async fn list(State(state): Shared, _c: Caller) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/parcels", operation_id = "list_parcels",
+    responses((status = 200, description = "known parcels, followed repositories, per-cluster and per-host state", body = ParcelList)),
+    security(("basic" = []), ("bearer" = [])))]
+pub async fn list(State(state): Shared, _c: Caller) -> Result<Json<ParcelList>, ApiError> {
     let wanted = state.store.cluster_parcels(None).await?;
     let members = state.store.all_cluster_hosts().await?;
     let mut hosts_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -65,70 +210,80 @@ pub async fn list(State(state): Shared, _c: Caller) -> Result<Json<Value>, ApiEr
     let clusters: Vec<String> = state.store.list_clusters().await?.into_iter().map(|c| c.name).collect();
     let status: BTreeMap<&str, Vec<desired::ParcelStatusRec>> =
         members.iter().map(|(_, h)| (h.as_str(), state.registry.parcel_status(h))).collect();
-    let items: Vec<Value> = state
-        .parcels
-        .list()
-        .into_iter()
-        .map(|k| {
-            let p = &k.parcel;
-            let per_cluster: Vec<Value> = clusters
+    let host_parcel = |h: &str, name: &str, version: &str| {
+        let s = status.get(h).and_then(|all| all.iter().find(|s| s.name == name && s.version == version));
+        match s {
+            None => HostParcel {
+                host_id: h.to_owned(),
+                state: HostParcelState::Available,
+                percent: None,
+                error: String::new(),
+            },
+            Some(s) => {
+                let st = HostParcelState::parse(&s.state);
+                HostParcel {
+                    host_id: h.to_owned(),
+                    state: st,
+                    percent: (st == HostParcelState::Downloading && s.total_bytes > 0)
+                        .then(|| s.downloaded_bytes * 100 / s.total_bytes),
+                    error: s.error.clone(),
+                }
+            }
+        }
+    };
+    let mut items = Vec::new();
+    for k in state.parcels.list() {
+        let p = k.parcel;
+        let mut per_cluster = Vec::new();
+        for c in &clusters {
+            let target = wanted
                 .iter()
-                .map(|c| {
-                    let target = wanted
-                        .iter()
-                        .find(|w| &w.cluster == c && w.name == p.name && w.version == p.version)
-                        .map(|w| w.target.clone());
-                    let hosts: Vec<Value> = hosts_of
-                        .get(c.as_str())
-                        .into_iter()
-                        .flatten()
-                        .map(|h| {
-                            let s = status
-                                .get(h)
-                                .and_then(|all| all.iter().find(|s| s.name == p.name && s.version == p.version));
-                            let (st, percent, error) = match s {
-                                None => ("available", None, String::new()),
-                                Some(s) => (
-                                    s.state.as_str(),
-                                    (s.state == "downloading" && s.total_bytes > 0)
-                                        .then(|| s.downloaded_bytes * 100 / s.total_bytes),
-                                    s.error.clone(),
-                                ),
-                            };
-                            json!({"host_id": h, "state": st, "percent": percent, "error": error})
-                        })
-                        .collect();
-                    json!({"cluster": c, "target": target, "hosts": hosts})
-                })
-                .collect();
-            json!({
-                "parcel_name": p.parcel_name,
-                "name": p.name,
-                "version": p.version,
-                "distro": p.distro,
-                "sha256": p.sha256,
-                "size": p.size,
-                "components": p.components,
-                "depends": p.depends,
-                "source": k.source,
-                "clusters": per_cluster,
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "items": items, "repositories": state.parcels.remotes() })))
+                .find(|w| &w.cluster == c && w.name == p.name && w.version == p.version)
+                .map(|w| ParcelTarget::parse(&w.target))
+                .transpose()?;
+            let hosts =
+                hosts_of.get(c.as_str()).into_iter().flatten().map(|h| host_parcel(h, &p.name, &p.version)).collect();
+            per_cluster.push(ParcelInCluster { cluster: c.clone(), target, hosts });
+        }
+        let entry = ParcelEntry::from(p);
+        items.push(ParcelView {
+            parcel_name: entry.parcel_name,
+            name: entry.name,
+            version: entry.version,
+            distro: entry.distro,
+            sha256: entry.sha256,
+            size: entry.size,
+            components: entry.components,
+            depends: entry.depends,
+            source: k.source,
+            clusters: per_cluster,
+        });
+    }
+    Ok(Json(ParcelList { items, repositories: state.parcels.remotes() }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
-    /// `NAME-VERSION-DISTRO.parcel`.
+    /// `NAME-VERSION-DISTRO.parcel`, under the rules of
+    /// [`drover_parcels::name`].
+    #[param(
+        pattern = r"^[a-z0-9][a-z0-9_]{0,63}-[A-Za-z0-9][A-Za-z0-9.+~_-]{0,127}-[a-z0-9][a-z0-9._]{0,31}\.parcel$"
+    )]
     pub file_name: String,
     /// What the uploader says the file's sha256 is (hex); checked.
+    #[param(pattern = r"^\s*[0-9A-Fa-f]{64}\s*$")]
     pub sha256: String,
 }
 
 /// Uploads a parcel file (the raw bytes as the body), streamed to disk.
-#[utoipa::path(post, path = "/api/v1/parcels", params(UploadQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 201, description = "the stored parcel's manifest entry"), (status = 400, body = crate::http::ErrorBody), (status = 409, body = crate::http::ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/parcels", operation_id = "upload_parcel", params(UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the parcel file"),
+    responses((status = 201, description = "the stored parcel's manifest entry", body = ParcelEntry),
+        (status = 400, description = "not a parcel, or not the one the name and sha256 describe", body = ErrorBody),
+        (status = 409, description = "another build of this parcel version is in the repository", body = ErrorBody)),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn upload(
     State(state): Shared,
     caller: Caller,
@@ -145,33 +300,45 @@ pub async fn upload(
             format!("uploaded {} ({} bytes, sha256 {})", entry.parcel_name, entry.size, entry.sha256),
         ))
         .await;
-    Ok((StatusCode::CREATED, Json(json!(entry))))
+    Ok((StatusCode::CREATED, Json(ParcelEntry::from(entry))))
 }
 
-#[utoipa::path(get, path = "/api/v1/clusters/{cluster}/hosts", params(("cluster" = String, Path)), responses((status = 200, description = "host ids of the cluster")), security(("basic" = []), ("bearer" = [])))]
+/// The hosts of a cluster, by id.
+#[utoipa::path(get, path = "/api/v1/clusters/{cluster}/hosts", operation_id = "list_cluster_hosts",
+    params(("cluster" = String, Path)),
+    responses((status = 200, description = "host ids of the cluster", body = Items<String>), (status = 404, body = ErrorBody)),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn list_hosts(
     State(state): Shared,
     _c: Caller,
     ApiPath(cluster): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Items<String>>, ApiError> {
     cluster_exists(&state, &cluster).await?;
-    Ok(Json(json!({ "items": state.store.cluster_hosts(&cluster).await? })))
+    Ok(Json(Items::new(state.store.cluster_hosts(&cluster).await?)))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddHosts {
+    /// Ids of enrolled hosts that are not decommissioned.
+    #[schema(min_items = 1)]
     pub host_ids: Vec<String>,
 }
 
 /// Adds hosts to a cluster: they receive the cluster's parcels.
-#[utoipa::path(post, path = "/api/v1/clusters/{cluster}/hosts", params(("cluster" = String, Path)), request_body = AddHosts, responses((status = 200, description = "host ids of the cluster"), (status = 400, body = crate::http::ErrorBody), (status = 404, body = crate::http::ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/clusters/{cluster}/hosts", operation_id = "add_cluster_hosts",
+    params(("cluster" = String, Path)), request_body = AddHosts,
+    responses((status = 200, description = "host ids of the cluster", body = Items<String>),
+        (status = 400, body = ErrorBody),
+        (status = 404, description = "no such cluster or host", body = ErrorBody),
+        (status = 409, description = "a host is decommissioned", body = ErrorBody)),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn add_hosts(
     State(state): Shared,
     caller: Caller,
     ApiPath(cluster): ApiPath<String>,
     ApiJson(req): ApiJson<AddHosts>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Items<String>>, ApiError> {
     cluster_exists(&state, &cluster).await?;
     if req.host_ids.is_empty() {
         return Err(ApiError::BadRequest("host_ids is empty".into()));
@@ -179,10 +346,10 @@ pub async fn add_hosts(
     let known = state.store.host_addresses(&req.host_ids).await?;
     for h in &req.host_ids {
         if !known.contains_key(h) {
-            return Err(ApiError::BadRequest(format!("unknown host {h:?}")));
+            return Err(ApiError::NotFound(format!("unknown host {h:?}: no host has this id")));
         }
         if state.registry.host_status(h) == Some(HostStatus::Decommissioned) {
-            return Err(ApiError::BadRequest(format!("host {h} is decommissioned")));
+            return Err(ApiError::Conflict(format!("host {h} is decommissioned")));
         }
     }
     state.store.add_cluster_hosts(&cluster, &req.host_ids, now_millis()).await?;
@@ -190,10 +357,15 @@ pub async fn add_hosts(
     state
         .audit(caller.audit("cluster.hosts.add", "cluster", &cluster, format!("added hosts {:?}", req.host_ids)))
         .await;
-    Ok(Json(json!({ "items": state.store.cluster_hosts(&cluster).await? })))
+    Ok(Json(Items::new(state.store.cluster_hosts(&cluster).await?)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/clusters/{cluster}/hosts/{host}", params(("cluster" = String, Path), ("host" = String, Path)), responses((status = 204), (status = 404, body = crate::http::ErrorBody), (status = 409, body = crate::http::ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+/// Removes a host from a cluster; it must run no role of the cluster.
+#[utoipa::path(delete, path = "/api/v1/clusters/{cluster}/hosts/{host}", operation_id = "remove_cluster_host",
+    params(("cluster" = String, Path), ("host" = String, Path)),
+    responses((status = 204, description = "removed"), (status = 404, body = ErrorBody),
+        (status = 409, description = "the host runs a role of the cluster", body = ErrorBody)),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn remove_host(
     State(state): Shared,
     caller: Caller,
@@ -218,24 +390,139 @@ pub async fn remove_host(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/api/v1/clusters/{cluster}/parcels", params(("cluster" = String, Path)), responses((status = 200, description = "parcel versions the cluster wants, with their target")), security(("basic" = []), ("bearer" = [])))]
+/// A parcel version a cluster wants on its hosts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterParcel {
+    pub cluster: String,
+    pub name: String,
+    pub version: String,
+    pub file_name: String,
+    pub sha256: String,
+    pub size: u64,
+    pub target: ParcelTarget,
+    /// When it was last activated, Unix milliseconds (0: never).
+    pub activated_at: i64,
+    /// When the target last changed, Unix milliseconds.
+    pub updated_at: i64,
+}
+
+impl TryFrom<ClusterParcelRec> for ClusterParcel {
+    type Error = ApiError;
+
+    fn try_from(r: ClusterParcelRec) -> Result<Self, ApiError> {
+        Ok(ClusterParcel {
+            target: ParcelTarget::parse(&r.target)?,
+            cluster: r.cluster,
+            name: r.name,
+            version: r.version,
+            file_name: r.file_name,
+            sha256: r.sha256,
+            size: r.size,
+            activated_at: r.activated_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+/// The parcel versions a cluster wants, with their target.
+#[utoipa::path(get, path = "/api/v1/clusters/{cluster}/parcels", operation_id = "list_cluster_parcels",
+    params(("cluster" = String, Path)),
+    responses((status = 200, description = "parcel versions the cluster wants, with their target", body = Items<ClusterParcel>),
+        (status = 404, body = ErrorBody)),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn cluster_parcels(
     State(state): Shared,
     _c: Caller,
     ApiPath(cluster): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Items<ClusterParcel>>, ApiError> {
     cluster_exists(&state, &cluster).await?;
-    Ok(Json(json!({ "items": state.store.cluster_parcels(Some(&cluster)).await? })))
+    let items = state.store.cluster_parcels(Some(&cluster)).await?.into_iter().map(ClusterParcel::try_from);
+    Ok(Json(Items::new(items.collect::<Result<_, _>>()?)))
+}
+
+/// A cluster-level parcel command: which one, for which parcel version.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "name", rename_all = "lowercase", deny_unknown_fields)]
+pub enum NewParcelCommand {
+    /// Download and unpack the version on every host of the cluster.
+    Distribute { parcel: String, version: String },
+    /// Make the (distributed) version the one the cluster's services use.
+    Activate { parcel: String, version: String },
+    /// Stop using the version (default: the active one).
+    Deactivate {
+        parcel: String,
+        #[serde(default)]
+        version: Option<String>,
+    },
+    /// Delete the (inactive) version from every host.
+    Remove { parcel: String, version: String },
+}
+
+// Written out: the derived schema of an internally tagged enum would let
+// through the unknown fields the server refuses.
+impl utoipa::PartialSchema for NewParcelCommand {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+        let variant = |name: &str, description: &str, version_required: bool| {
+            let string = || ObjectBuilder::new().schema_type(Type::String);
+            let mut o = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .description(Some(description))
+                .property("name", string().enum_values(Some([name])))
+                .required("name")
+                .property("parcel", string().description(Some("Parcel name, e.g. `redis`.")))
+                .required("parcel")
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+            if version_required {
+                o = o.property("version", string()).required("version");
+            } else {
+                o = o.property(
+                    "version",
+                    ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null]))
+                        .description(Some("Default: the active version.")),
+                );
+            }
+            o
+        };
+        OneOfBuilder::new()
+            .description(Some("A cluster-level parcel command: which one, for which parcel version."))
+            .item(variant("distribute", "Download and unpack the version on every host of the cluster.", true))
+            .item(variant("activate", "Make the (distributed) version the one the cluster's services use.", true))
+            .item(variant("deactivate", "Stop using the version (default: the active one).", false))
+            .item(variant("remove", "Delete the (inactive) version from every host.", true))
+            .into()
+    }
+}
+
+impl ToSchema for NewParcelCommand {}
+
+impl From<NewParcelCommand> for ParcelCommand {
+    fn from(c: NewParcelCommand) -> Self {
+        let (name, parcel, version) = match c {
+            NewParcelCommand::Distribute { parcel, version } => ("distribute", parcel, Some(version)),
+            NewParcelCommand::Activate { parcel, version } => ("activate", parcel, Some(version)),
+            NewParcelCommand::Deactivate { parcel, version } => ("deactivate", parcel, version),
+            NewParcelCommand::Remove { parcel, version } => ("remove", parcel, Some(version)),
+        };
+        ParcelCommand { name: name.to_owned(), parcel, version }
+    }
 }
 
 /// Starts a cluster-level parcel command with one step per host.
-#[utoipa::path(post, path = "/api/v1/clusters/{cluster}/parcels/commands", params(("cluster" = String, Path)), request_body = crate::domain::parcels::ParcelCommand, responses((status = 202, description = "the command with a step per host"), (status = 400, body = crate::http::ErrorBody), (status = 404, body = crate::http::ErrorBody), (status = 409, body = crate::http::ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/clusters/{cluster}/parcels/commands", operation_id = "create_parcel_command",
+    params(("cluster" = String, Path)), request_body = NewParcelCommand,
+    responses((status = 202, description = "the command with a step per host", body = CommandView),
+        (status = 400, body = ErrorBody),
+        (status = 404, description = "no such cluster, or no such parcel version", body = ErrorBody),
+        (status = 409, description = "the cluster's state does not allow it (no hosts, not distributed, active)", body = ErrorBody)),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn create_command(
     State(state): Shared,
     caller: Caller,
     ApiPath(cluster): ApiPath<String>,
-    ApiJson(req): ApiJson<ParcelCommand>,
-) -> Result<impl IntoResponse, ApiError> {
-    let view = domain::parcels::create_command(&state, &caller.actor(), &cluster, req).await?;
+    ApiJson(req): ApiJson<NewParcelCommand>,
+) -> Result<(StatusCode, Json<CommandView>), ApiError> {
+    let view = domain::parcels::create_command(&state, &caller.actor(), &cluster, req.into()).await?;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }

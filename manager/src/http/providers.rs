@@ -10,13 +10,13 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, ErrorBody, Items};
 use crate::AppState;
 use crate::model::Labels;
 use crate::providers::{self, Actor, CreateHosts, CreatedHosts, DEFAULT_IMAGE, ProviderError, ProviderHostView};
+use crate::whole;
 
 type Shared = State<Arc<AppState>>;
 
@@ -42,7 +42,8 @@ impl From<ProviderError> for ApiError {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Memory {
-    Bytes(u64),
+    #[schema(value_type = u64)]
+    Bytes(#[serde(deserialize_with = "whole::required")] u64),
     Text(String),
 }
 
@@ -50,6 +51,8 @@ pub enum Memory {
 #[serde(deny_unknown_fields)]
 pub struct CreateDockerHosts {
     /// How many containers (1-100).
+    #[serde(deserialize_with = "whole::required")]
+    #[schema(minimum = 1, maximum = 100)]
     pub count: u32,
     /// Agent image (default `drover/agent:latest`).
     #[serde(default)]
@@ -59,6 +62,7 @@ pub struct CreateDockerHosts {
     pub network: Option<String>,
     /// Labels the hosts get; `provider=docker` is added.
     #[serde(default)]
+    #[schema(schema_with = super::labels_schema)]
     pub labels: Labels,
     /// CPU limit per container, in CPUs (`--cpus`).
     #[serde(default)]
@@ -76,9 +80,11 @@ pub struct CreateDockerHosts {
 }
 
 /// Starts agent containers on the Docker engine with a fresh enrollment token.
-#[utoipa::path(post, path = "/api/v1/providers/docker/hosts", request_body = CreateDockerHosts,
-    responses((status = 201, body = CreatedHosts), (status = 400, body = super::ErrorBody),
-    (status = 503, body = super::ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/providers/docker/hosts", operation_id = "create_docker_hosts",
+    request_body = CreateDockerHosts,
+    responses((status = 201, body = CreatedHosts), (status = 400, body = ErrorBody),
+    (status = 503, description = "the Docker engine is unreachable or failed", body = ErrorBody)),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn create(
     State(state): Shared,
     caller: Caller,
@@ -105,15 +111,17 @@ pub async fn create(
 }
 
 /// The containers this manager created, with their status and host.
-#[utoipa::path(get, path = "/api/v1/providers/docker/hosts",
-    responses((status = 200, description = "`{items: [ProviderHostView]}`")), security(("basic" = []), ("bearer" = [])))]
-pub async fn list(State(state): Shared, _c: Caller) -> Result<Json<serde_json::Value>, ApiError> {
-    let items: Vec<ProviderHostView> = providers::list_docker_hosts(&state).await?;
-    Ok(Json(json!({ "items": items })))
+#[utoipa::path(get, path = "/api/v1/providers/docker/hosts", operation_id = "list_docker_hosts",
+    responses((status = 200, body = Items<ProviderHostView>),
+    (status = 503, description = "the Docker engine is unreachable or failed", body = ErrorBody)),
+    security(("basic" = []), ("bearer" = [])))]
+pub async fn list(State(state): Shared, _c: Caller) -> Result<Json<Items<ProviderHostView>>, ApiError> {
+    Ok(Json(Items::new(providers::list_docker_hosts(&state).await?)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteAllQuery {
     /// Must be `true`: removes every container this manager created.
     pub all: Option<bool>,
@@ -121,14 +129,17 @@ pub struct DeleteAllQuery {
 
 /// Removes every container this manager created, their volumes, and
 /// decommissions their hosts.
-#[utoipa::path(delete, path = "/api/v1/providers/docker/hosts", params(DeleteAllQuery),
-    responses((status = 200, description = "`{items}`: what was removed"), (status = 400, body = super::ErrorBody),
-    (status = 403, body = super::ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/providers/docker/hosts", operation_id = "delete_all_docker_hosts",
+    params(DeleteAllQuery),
+    responses((status = 200, description = "what was removed", body = Items<ProviderHostView>),
+    (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+    (status = 503, description = "the Docker engine is unreachable or failed", body = ErrorBody)),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn delete_all(
     State(state): Shared,
     caller: Caller,
     ApiQuery(q): ApiQuery<DeleteAllQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Items<ProviderHostView>>, ApiError> {
     if q.all != Some(true) {
         return Err(ApiError::BadRequest(
             "give ?all=true to remove every container this manager created, or DELETE /providers/docker/hosts/{id}"
@@ -136,15 +147,17 @@ pub async fn delete_all(
         ));
     }
     let actor = Actor { user: &caller.user.username, source: &caller.source };
-    let items = providers::delete_all_docker_hosts(&state, actor).await?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(Items::new(providers::delete_all_docker_hosts(&state, actor).await?)))
 }
 
 /// Removes one container (id, 12+ digit id prefix, or name) and its volume,
 /// and decommissions its host.
-#[utoipa::path(delete, path = "/api/v1/providers/docker/hosts/{id}", params(("id" = String, Path)),
-    responses((status = 200, body = ProviderHostView), (status = 403, body = super::ErrorBody),
-    (status = 404, body = super::ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/providers/docker/hosts/{id}", operation_id = "delete_docker_host",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "the removed container", body = ProviderHostView),
+    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 503, description = "the Docker engine is unreachable or failed", body = ErrorBody)),
+    security(("basic" = []), ("bearer" = [])))]
 pub async fn delete_one(
     State(state): Shared,
     caller: Caller,

@@ -17,7 +17,7 @@ use crate::AppState;
 use crate::domain::clusters::Cluster;
 use crate::domain::config::{ConfigChange, ConfigDiff, ConfigPatch, ConfigView, RevisionDetail, RevisionSummary};
 use crate::domain::roles::{NewRole, RoleView};
-use crate::domain::services::{RoleGroup, ServiceTypeView, ServiceView};
+use crate::domain::services::{RoleGroup, RoleTypeName, ServiceTypeName, ServiceTypeView, ServiceView};
 use crate::domain::{clusters, config, roles, services};
 
 type Shared = State<Arc<AppState>>;
@@ -51,6 +51,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCluster {
+    #[schema(schema_with = crate::domain::name_schema)]
     pub name: String,
 }
 
@@ -109,8 +110,10 @@ pub async fn get_service_type(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateService {
+    #[schema(schema_with = crate::domain::name_schema)]
     pub name: String,
     #[serde(rename = "type")]
+    #[schema(value_type = ServiceTypeName)]
     pub service_type: String,
 }
 
@@ -164,7 +167,7 @@ pub async fn list_groups(
     Ok(Json(Items::new(services::list_groups(&state, &cluster, &service).await?)))
 }
 
-#[utoipa::path(post, path = "/api/v1/clusters/{cluster}/services/{service}/role-groups", params(("cluster" = String, Path), ("service" = String, Path)), request_body = CreateGroup, responses((status = 201, body = RoleGroup), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/clusters/{cluster}/services/{service}/role-groups", params(("cluster" = String, Path), ("service" = String, Path)), request_body = CreateGroup, responses((status = 201, body = RoleGroup), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, description = "the service's type does not allow it", body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn create_group(
     State(state): Shared,
     caller: Caller,
@@ -178,18 +181,72 @@ pub async fn create_group(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroup {
+    #[schema(value_type = RoleTypeName)]
     pub role_type: String,
+    #[schema(schema_with = crate::domain::name_schema)]
     pub name: String,
 }
 
 // ---------- roles ----------
 
 /// One role, or an array of roles added in one request (one render and push).
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum CreateRoles {
     One(NewRole),
     Many(Vec<NewRole>),
+}
+
+/// An object is one role, an array several: decided by the JSON's type, so
+/// an array is never read as a struct's fields in order.
+impl<'de> Deserialize<'de> for CreateRoles {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+        use serde::de::{MapAccess, SeqAccess, Visitor};
+
+        struct Roles;
+
+        impl<'de> Visitor<'de> for Roles {
+            type Value = CreateRoles;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a role object or an array of role objects")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<CreateRoles, A::Error> {
+                NewRole::deserialize(MapAccessDeserializer::new(map)).map(CreateRoles::One)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<CreateRoles, A::Error> {
+                Vec::deserialize(SeqAccessDeserializer::new(seq)).map(CreateRoles::Many)
+            }
+        }
+
+        d.deserialize_any(Roles)
+    }
+}
+
+impl utoipa::PartialSchema for CreateRoles {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::Ref;
+        use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder};
+        OneOfBuilder::new()
+            .description(Some("One role, or an array of roles added in one request (one render and push)."))
+            .item(Ref::from_schema_name("NewRole"))
+            .item(
+                ArrayBuilder::new()
+                    .items(Ref::from_schema_name("NewRole"))
+                    .min_items(Some(1))
+                    .max_items(Some(roles::MAX_ROLES_PER_REQUEST)),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for CreateRoles {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        schemas.push((NewRole::name().into(), <NewRole as utoipa::PartialSchema>::schema()));
+        <NewRole as ToSchema>::schemas(schemas);
+    }
 }
 
 /// The answer to adding roles: one role for one object placed on one host,
@@ -201,7 +258,7 @@ pub enum CreatedRoles {
     Many(Items<RoleView>),
 }
 
-#[utoipa::path(post, path = "/api/v1/clusters/{cluster}/services/{service}/roles", params(("cluster" = String, Path), ("service" = String, Path)), request_body = CreateRoles, responses((status = 201, description = "the role (or `{items}` for an array or a count)", body = CreatedRoles), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/clusters/{cluster}/services/{service}/roles", params(("cluster" = String, Path), ("service" = String, Path)), request_body = CreateRoles, responses((status = 201, description = "the role (or `{items}` for an array or a count)", body = CreatedRoles), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, description = "the service's type has no such role type, or cannot render the new roles' files", body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn create_role(
     State(state): Shared,
     caller: Caller,
@@ -263,7 +320,7 @@ pub async fn get_config(
     Ok(Json(config::get(&state, &cluster, &service).await?))
 }
 
-#[utoipa::path(patch, path = "/api/v1/clusters/{cluster}/services/{service}/config", params(("cluster" = String, Path), ("service" = String, Path)), request_body = ConfigPatch, responses((status = 200, description = "the new revision", body = ConfigChange), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+#[utoipa::path(patch, path = "/api/v1/clusters/{cluster}/services/{service}/config", params(("cluster" = String, Path), ("service" = String, Path)), request_body = ConfigPatch, responses((status = 200, description = "the new revision", body = ConfigChange), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, description = "the service's type refuses a parameter or value, or cannot render its files with them", body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn patch_config(
     State(state): Shared,
     caller: Caller,
@@ -276,11 +333,15 @@ pub async fn patch_config(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rollback {
+    /// The revision whose values the new one takes.
+    #[serde(deserialize_with = "crate::whole::required")]
+    #[schema(minimum = 0)]
     pub revision: u64,
+    #[schema(schema_with = crate::domain::not_blank_schema)]
     pub message: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/clusters/{cluster}/services/{service}/config/rollback", params(("cluster" = String, Path), ("service" = String, Path)), request_body = Rollback, responses((status = 200, description = "the new revision", body = ConfigChange), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/clusters/{cluster}/services/{service}/config/rollback", params(("cluster" = String, Path), ("service" = String, Path)), request_body = Rollback, responses((status = 200, description = "the new revision", body = ConfigChange), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, description = "the service's type cannot render its files with the old values", body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn rollback_config(
     State(state): Shared,
     caller: Caller,
@@ -310,12 +371,15 @@ pub async fn get_revision(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DiffQuery {
+    /// The older revision.
     pub from: u64,
+    /// The newer revision.
     pub to: u64,
 }
 
-#[utoipa::path(get, path = "/api/v1/clusters/{cluster}/services/{service}/config/diff", params(("cluster" = String, Path), ("service" = String, Path), DiffQuery), responses((status = 200, description = "value changes and unified diffs of rendered files per role", body = ConfigDiff), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/clusters/{cluster}/services/{service}/config/diff", params(("cluster" = String, Path), ("service" = String, Path), DiffQuery), responses((status = 200, description = "value changes and unified diffs of rendered files per role", body = ConfigDiff), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, description = "a revision's files cannot be rendered with today's roles", body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn diff_config(
     State(state): Shared,
     _c: Caller,

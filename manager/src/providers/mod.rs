@@ -106,7 +106,7 @@ pub struct ProviderHostView {
     /// agent reports), once it has.
     pub host_id: Option<String>,
     pub hostname: Option<String>,
-    pub host_status: Option<String>,
+    pub host_status: Option<crate::model::HostStatus>,
 }
 
 fn engine_error(e: DockerError) -> ProviderError {
@@ -381,7 +381,7 @@ async fn views(
             container_status,
             host_id: host.map(|h| h.id.clone()),
             hostname: host.map(|h| h.hostname.clone()),
-            host_status: host.map(|h| state.registry.host_status(&h.id).unwrap_or(h.status).as_str().to_owned()),
+            host_status: host.map(|h| state.registry.host_status(&h.id).unwrap_or(h.status)),
             id: rec.id,
             name: rec.name,
             engine: rec.engine,
@@ -491,7 +491,7 @@ async fn remove(
                     ),
                 ))
                 .await;
-            view.host_status = Some("decommissioned".into());
+            view.host_status = Some(crate::model::HostStatus::Decommissioned);
         }
         state.store.delete_provider_host(&rec.id).await?;
         view.container_status = "removed".into();

@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 
 use super::{Result, Store, StoreError, get, get_json, is_unique_violation, to_json};
-use crate::model::{AuditEntry, EnrollmentTokenInfo, Event, Labels, UnixMillis, User, rfc3339};
+use crate::model::{AuditEntry, EnrollmentTokenInfo, EnrollmentTokenState, Event, Labels, UnixMillis, User, rfc3339};
 
 #[derive(Debug, Clone)]
 pub struct UserRecord {
@@ -58,15 +58,15 @@ pub struct EnrollmentTokenRecord {
 }
 
 impl EnrollmentTokenRecord {
-    pub fn state(&self, now: UnixMillis) -> &'static str {
+    pub fn state(&self, now: UnixMillis) -> EnrollmentTokenState {
         if self.revoked_at.is_some() {
-            "revoked"
+            EnrollmentTokenState::Revoked
         } else if self.expires_at <= now {
-            "expired"
+            EnrollmentTokenState::Expired
         } else if self.uses >= self.max_uses {
-            "used_up"
+            EnrollmentTokenState::UsedUp
         } else {
-            "active"
+            EnrollmentTokenState::Active
         }
     }
 
@@ -80,7 +80,7 @@ impl EnrollmentTokenRecord {
             created_at: rfc3339(self.created_at),
             expires_at: rfc3339(self.expires_at),
             revoked_at: self.revoked_at.map(rfc3339),
-            state: self.state(now).to_owned(),
+            state: self.state(now),
         }
     }
 }

@@ -322,7 +322,7 @@ pub fn tokens_table(list: &EnrollmentTokenList, now: DateTime<Utc>) -> String {
     for t in &list.items {
         table.push(vec![
             t.id.clone(),
-            t.state.clone(),
+            t.state.as_str().to_owned(),
             format!("{}/{}", t.uses, t.max_uses),
             relative_time(now, &t.expires_at),
             t.created_by.clone(),
@@ -413,7 +413,9 @@ pub fn whoami(user: &User, manager: &str, credentials: &str, now: DateTime<Utc>)
 
 #[cfg(test)]
 mod tests {
-    use drover_manager::model::{AuditEntry, Disk, DiskUsage, EnrollmentTokenInfo, Event, HostKind};
+    use drover_manager::model::{
+        AuditEntry, Disk, DiskUsage, EnrollmentTokenInfo, EnrollmentTokenState, Event, HostKind,
+    };
 
     use super::*;
 
@@ -630,7 +632,7 @@ Metrics (reported 12s ago):
                 created_at: "2026-03-01T11:00:00Z".into(),
                 expires_at: "2026-03-01T12:30:00Z".into(),
                 revoked_at: None,
-                state: "active".into(),
+                state: EnrollmentTokenState::Active,
             }],
         };
         let want = "\
