@@ -57,6 +57,34 @@ pub struct RestartOptions {
     pub within: Duration,
 }
 
+/// Sends the timed PATCH requests as an operator's client would: from its
+/// own thread and runtime, so the request is not queued behind the
+/// thousands of agent sessions this process also runs.
+#[derive(Clone)]
+struct Operator {
+    http: String,
+    user: String,
+    password: String,
+}
+
+impl Operator {
+    /// PATCHes `path`; returns the JSON answer with when (Unix µs) the
+    /// request went out and when its answer was in.
+    async fn patch(&self, path: String, body: Value) -> anyhow::Result<(Value, u64, u64)> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let rest = Rest::new(&me.http, &me.user, &me.password);
+                let t_request = unix_us();
+                let answer = call(&rest, reqwest::Method::PATCH, &path, body, 200).await?;
+                Ok((answer, t_request, unix_us()))
+            })
+        })
+        .await?
+    }
+}
+
 /// One service of the run and the hosts it holds.
 struct Service {
     name: String,
@@ -420,6 +448,7 @@ impl ChangeStats {
 /// every role to report it applied (the manager's record, same clock as ours).
 async fn measure_change(
     rest: &Rest,
+    operator: &Operator,
     svc: &mut Service,
     agents: &FanoutAgents,
     change: usize,
@@ -433,9 +462,7 @@ async fn measure_change(
         "values": { "maxmemory": format!("{}mb", svc.value_mb) },
         "message": format!("fan-out benchmark: change {change}"),
     });
-    let t_request = unix_us();
-    let r = call(rest, reqwest::Method::PATCH, &format!("{}/config", svc.base), body, 200).await?;
-    let t_response = unix_us();
+    let (r, t_request, t_response) = operator.patch(format!("{}/config", svc.base), body).await?;
     let revision = r["revision"].as_u64().context("PATCH answer without revision")?;
     stats.patch.record(t_response - t_request).ok();
 
@@ -512,6 +539,7 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: FanoutOptions) -> anyho
     }
     let password = cli.password.clone().context("--password (or DROVER_PASSWORD) is needed for the REST API")?;
     let rest = Rest::new(&cli.http, &cli.user, &password);
+    let operator = Operator { http: cli.http.clone(), user: cli.user.clone(), password: password.clone() };
     let addr: ManagerAddr = cli.manager.parse()?;
     let temp = tempfile::tempdir().context("create a directory for role files")?;
     let files_root = opts.files_dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
@@ -549,7 +577,7 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: FanoutOptions) -> anyho
     let changes_started = Instant::now();
     let mut lone = ChangeStats::new()?;
     for change in 1..=opts.changes {
-        measure_change(&rest, &mut services[0], &agents, change, opts.apply_timeout, &mut lone).await?;
+        measure_change(&rest, &operator, &mut services[0], &agents, change, opts.apply_timeout, &mut lone).await?;
     }
     println!("fanout.changes                {}", opts.changes);
     lone.print("fanout");
@@ -560,7 +588,7 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: FanoutOptions) -> anyho
             let rounds = services
                 .iter_mut()
                 .zip(parallel.iter_mut())
-                .map(|(svc, stats)| measure_change(&rest, svc, &agents, change, opts.apply_timeout, stats));
+                .map(|(svc, stats)| measure_change(&rest, &operator, svc, &agents, change, opts.apply_timeout, stats));
             for r in futures::future::join_all(rounds).await {
                 r?;
             }
