@@ -416,7 +416,7 @@ impl ChangeStats {
         })
     }
 
-    fn from_request_p99_ms(&self) -> f64 {
+    fn p99_since_request_ms(&self) -> f64 {
         ms(self.from_request.value_at_quantile(0.99))
     }
 
@@ -593,14 +593,14 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: FanoutOptions) -> anyho
                 r?;
             }
         }
-        let alone = lone.from_request_p99_ms();
+        let alone = lone.p99_since_request_ms();
         for (svc, stats) in services.iter().zip(&parallel) {
             stats.print(&format!("fanout.parallel.{}", svc.name));
             println!(
                 "{:<40} {:.2} (p99 from the request, {:.0} ms, against {alone:.0} ms for the first service alone)",
                 format!("fanout.parallel.{}.ratio_to_lone", svc.name),
-                stats.from_request_p99_ms() / alone.max(1.0),
-                stats.from_request_p99_ms(),
+                stats.p99_since_request_ms() / alone.max(1.0),
+                stats.p99_since_request_ms(),
             );
             missing += stats.missing;
         }
@@ -704,11 +704,11 @@ async fn reconnect(
     let deadline = Instant::now() + restart.within;
     let (back, resynced) = loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        if new_pid.is_none() {
-            if let Some(pid) = read_pid().filter(|p| Some(*p) != old_pid) {
-                new_pid = Some(pid);
-                t_started = Some(unix_us());
-            }
+        if new_pid.is_none()
+            && let Some(pid) = read_pid().filter(|p| Some(*p) != old_pid)
+        {
+            new_pid = Some(pid);
+            t_started = Some(unix_us());
         }
         let connects = agents.connects();
         let back = connects.iter().zip(&before).filter(|(c, b)| c > b).count();
