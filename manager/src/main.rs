@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 /// from several threads, glibc's per-thread arenas fragment and keep freed
 /// memory (RSS grew by hundreds of MiB over a 10,000-host config push), and
 /// allocation was a tenth of the CPU profile. See docs/benchmarks.md.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

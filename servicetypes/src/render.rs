@@ -228,7 +228,14 @@ impl<'a> Renderer<'a> {
             } else {
                 hb.render_template_with_context(text, ctx)
             };
-            rendered.map_err(|e| error(&descriptor, format!("role type `{}`: {field}: {}", rt.name, reason(&e))))
+            // handlebars renders into an 8 KiB buffer: keep only what the
+            // text needs, it lives in every host's desired state.
+            rendered
+                .map(|mut s| {
+                    s.shrink_to_fit();
+                    s
+                })
+                .map_err(|e| error(&descriptor, format!("role type `{}`: {field}: {}", rt.name, reason(&e))))
         };
 
         let mut files = Vec::new();
@@ -236,7 +243,8 @@ impl<'a> Renderer<'a> {
             let file = format!("{}/templates/{}", st.source, f.template);
             let text =
                 hb.render_with_context(&template_key(&rt.name, &f.path), ctx).map_err(|e| error(&file, reason(&e)))?;
-            let content = text.into_bytes();
+            let mut content = text.into_bytes();
+            content.shrink_to_fit();
             let sha256 = hex::encode(Sha256::digest(&content));
             files.push(ConfigFile { path: f.path.clone(), content, sha256, mode: f.mode });
         }
