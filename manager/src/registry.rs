@@ -798,7 +798,7 @@ fn digest_roles(roles: &HashMap<String, Vec<Arc<DesiredRole>>>) -> [u8; 32] {
     for k in keys {
         h.update(k.as_bytes());
         for r in &roles[k] {
-            r.digest_into(&mut h);
+            h.update(r.digest);
         }
     }
     h.finalize().into()

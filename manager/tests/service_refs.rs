@@ -59,6 +59,16 @@ impl T {
         self.ok(Method::GET, &format!("/clusters/prod/services/{svc}"), None).await["revision"].as_u64().unwrap()
     }
 
+    /// The upstream lines of `role_id`'s nginx.conf on `host` once they
+    /// satisfy `want` (a change answers once stored; the push follows).
+    async fn upstreams_when(&self, host: &str, role_id: &str, want: impl Fn(&[String]) -> bool) -> Vec<String> {
+        drover_testkit::eventually(std::time::Duration::from_secs(10), "lb's upstreams change", || {
+            let got = upstreams(&self.desired_conf(host, role_id));
+            std::future::ready(want(&got).then_some(got))
+        })
+        .await
+    }
+
     /// The nginx.conf the manager wants on `host` for role `role_id`.
     fn desired_conf(&self, host: &str, role_id: &str) -> String {
         let role = self.handle.state.registry.desired_role(host, role_id).expect("desired role");
@@ -126,10 +136,8 @@ async fn nginx_follows_the_roles_of_the_service_it_refers_to() {
     let (status, v) = t.patch("lb", json!({"values": {"upstream_service": "web"}, "message": "balance web"})).await;
     assert_eq!(status, 200, "{v}");
     let lb_revision = t.revision("lb").await;
-    assert_eq!(
-        upstreams(&t.desired_conf("h4", &lb)),
-        ["10.0.0.1:8080 # web-server-1 @h1", "10.0.0.2:8080 # web-server-2 @h2"]
-    );
+    t.upstreams_when("h4", &lb, |u| u == ["10.0.0.1:8080 # web-server-1 @h1", "10.0.0.2:8080 # web-server-2 @h2"])
+        .await;
 
     // A third web role: lb's files follow, without a new revision of lb, and an event says why.
     let w3 = t.role("web", "h3").await;
@@ -152,8 +160,11 @@ async fn nginx_follows_the_roles_of_the_service_it_refers_to() {
     // A web role's own port feeds its upstream entry.
     let body = json!({"values": {"port": 9090}, "role": "web-server-3", "message": "move it"});
     assert_eq!(t.patch("web", body).await.0, 200);
-    assert!(upstreams(&t.desired_conf("h4", &lb)).contains(&"10.0.0.3:9090 # web-server-3 @h3".to_owned()));
-    assert_eq!(t.events("prod/lb").await.len(), 2);
+    t.upstreams_when("h4", &lb, |u| u.iter().any(|l| l == "10.0.0.3:9090 # web-server-3 @h3")).await;
+    drover_testkit::eventually(std::time::Duration::from_secs(10), "a second event on lb", || async {
+        (t.events("prod/lb").await.len() == 2).then_some(())
+    })
+    .await;
 
     // Removing web roles: they leave the list; with none left lb answers 503.
     t.ok(Method::DELETE, &format!("/clusters/prod/services/web/roles/{w3}"), None).await;
@@ -169,7 +180,7 @@ async fn nginx_follows_the_roles_of_the_service_it_refers_to() {
     assert_eq!(message, "service lb refers to web (parameter upstream_service); change that first");
     let (status, _) = t.patch("lb", json!({"values": {"upstream_service": null}, "message": "serve alone"})).await;
     assert_eq!(status, 200);
-    assert!(upstreams(&t.desired_conf("h4", &lb)).is_empty());
+    t.upstreams_when("h4", &lb, <[String]>::is_empty).await;
     t.ok(Method::DELETE, "/clusters/prod/services/web", None).await;
 }
 

@@ -7,6 +7,7 @@
 //! where a message is sent or received. The role spec they share
 //! (`drover-role-spec`) has its one set of conversions here, in [`rolespec`].
 
+pub mod codec;
 pub mod identity;
 pub mod labels;
 pub mod rolespec;

@@ -51,12 +51,16 @@ pub struct DesiredRole {
     pub parcels: Vec<String>,
     pub running: bool,
     pub restart_nonce: u64,
+    /// [`DesiredRole::compute_digest`], taken once when the role is rendered
+    /// (on the blocking pool), not on every host's publish.
+    pub digest: [u8; 32],
 }
 
 impl DesiredRole {
     /// A stable digest of everything the agent acts on.
-    pub fn digest_into(&self, h: &mut sha2::Sha256) {
+    pub fn compute_digest(&self) -> [u8; 32] {
         use sha2::Digest;
+        let mut h = sha2::Sha256::new();
         h.update(self.role_id.as_bytes());
         h.update(self.config_revision.to_le_bytes());
         h.update(self.restart_nonce.to_le_bytes());
@@ -72,6 +76,7 @@ impl DesiredRole {
             h.update(f.mode.to_le_bytes());
         }
         h.update(format!("{:?}{:?}", self.rendered.process, self.rendered.health_checks).as_bytes());
+        h.finalize().into()
     }
 }
 
@@ -342,17 +347,38 @@ impl ServiceContext {
         .map_err(|e| DesiredError::Internal(format!("rendering task failed: {e}")))?
     }
 
-    /// Renders every role of the service.
+    /// Renders every role of the service. A large service is rendered in
+    /// chunks on as many threads as the machine has cores: before a change
+    /// is pushed, rendering is all the manager has to do.
     pub fn render_all(&self) -> Result<Vec<DesiredRole>, DesiredError> {
+        const MIN_CHUNK: usize = 256;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = self.roles.len().div_ceil(threads).max(MIN_CHUNK);
+        if self.roles.len() <= chunk {
+            return self.render_roles(&self.roles);
+        }
+        std::thread::scope(|scope| {
+            let parts: Vec<_> =
+                self.roles.chunks(chunk).map(|roles| scope.spawn(move || self.render_roles(roles))).collect();
+            let mut out = Vec::with_capacity(self.roles.len());
+            for part in parts {
+                out.extend(part.join().map_err(|_| DesiredError::Internal("a rendering thread panicked".into()))??);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Renders `roles` (some of this service's) in order.
+    fn render_roles(&self, roles: &[RoleRec]) -> Result<Vec<DesiredRole>, DesiredError> {
         let mut renderer = Renderer::new(&self.service_type, &self.topology, &self.values)
             .map_err(|e| DesiredError::Render { role: self.service.name.clone(), message: e.to_string() })?;
-        self.roles
+        roles
             .iter()
             .map(|r| {
                 let rendered = renderer
                     .render(&r.id)
                     .map_err(|e| DesiredError::Render { role: r.name.clone(), message: e.to_string() })?;
-                Ok(DesiredRole {
+                let mut role = DesiredRole {
                     role_id: r.id.clone(),
                     host_id: r.host_id.clone(),
                     service: format!("{}/{}", self.service.cluster, self.service.name),
@@ -363,7 +389,10 @@ impl ServiceContext {
                     parcels: self.service_type.parcels.clone(),
                     running: r.run_state == "running",
                     restart_nonce: r.restart_nonce,
-                })
+                    digest: [0; 32],
+                };
+                role.digest = role.compute_digest();
+                Ok(role)
             })
             .collect()
     }

@@ -10,6 +10,7 @@
 //! refused change leaves no revision, no push and no audit entry.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -251,7 +252,7 @@ pub struct ConfigChange {
 
 /// Validates a change, stores it as a new revision and pushes it.
 pub async fn patch(
-    state: &AppState,
+    state: &Arc<AppState>,
     actor: &Actor,
     cluster: &str,
     service: &str,
@@ -299,9 +300,14 @@ pub async fn patch(
 /// when anything fails; the revision and its audit entry are stored together.
 /// The context loaded under the lock is reused for the render (its topology
 /// only depends on the values through the services they refer to).
+///
+/// Answers once the revision is stored: the push to every host goes on in a
+/// task that keeps the service's lock, so the next change of the service
+/// still waits for it, and a failed push is retried like any failed refresh
+/// (`GET .../config/revisions/{rev}` shows where the revision is applied).
 #[allow(clippy::too_many_arguments)]
 async fn commit_revision(
-    state: &AppState,
+    state: &Arc<AppState>,
     actor: &Actor,
     started: Instant,
     guard: ServiceGuard,
@@ -397,18 +403,27 @@ async fn commit_revision(
     }
     let stored = started.elapsed();
     let roles = rendered.len();
-    state.desired.publish(state, guard, &[], Some(rendered)).await?;
-    tracing::info!(
-        service = %format!("{cluster}/{service}"),
-        revision,
-        roles,
-        load_ms = loaded.as_millis() as u64,
-        check_ms = (checked - loaded).as_millis() as u64,
-        render_ms = (render - checked).as_millis() as u64,
-        store_ms = (stored - render).as_millis() as u64,
-        publish_ms = (started.elapsed() - stored).as_millis() as u64,
-        "configuration revision committed and pushed"
-    );
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        let key = format!("{cluster}/{service}");
+        let outcome = state.desired.publish(&state, guard, &[], Some(rendered)).await;
+        let publish_ms = (started.elapsed() - stored).as_millis() as u64;
+        match outcome {
+            Ok(()) => tracing::info!(
+                service = %key,
+                revision,
+                roles,
+                load_ms = loaded.as_millis() as u64,
+                check_ms = (checked - loaded).as_millis() as u64,
+                render_ms = (render - checked).as_millis() as u64,
+                store_ms = (stored - render).as_millis() as u64,
+                publish_ms,
+                "configuration revision committed and pushed"
+            ),
+            // The owner records the failure, shows it in /healthz and retries.
+            Err(e) => tracing::error!(service = %key, revision, error = %e, "configuration revision stored, push failed"),
+        }
+    });
     Ok(ConfigChange {
         revision,
         changed_keys: changed,
@@ -442,7 +457,7 @@ fn override_diff(a: &ConfigValues, b: &ConfigValues) -> BTreeSet<String> {
 
 /// Makes a new revision with the values of an older one.
 pub async fn rollback(
-    state: &AppState,
+    state: &Arc<AppState>,
     actor: &Actor,
     cluster: &str,
     service: &str,
