@@ -222,9 +222,10 @@ impl Store {
     async fn labels_of(&self, ids: &[String]) -> Result<HashMap<String, Labels>> {
         let mut out: HashMap<String, Labels> = HashMap::new();
         for chunk in ids.chunks(500) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql =
-                format!("SELECT host_id, key, value FROM host_labels WHERE host_id IN ({})", placeholders.join(", "));
+            let sql = format!(
+                "SELECT host_id, key, value FROM host_labels WHERE host_id IN ({})",
+                super::list_placeholders(self.backend, chunk.len())
+            );
             let mut q = sqlx::query(&sql);
             for id in chunk {
                 q = q.bind(id.as_str());
@@ -253,8 +254,10 @@ impl Store {
     pub async fn host_addresses(&self, ids: &[String]) -> Result<HashMap<String, (String, Vec<String>)>> {
         let mut out = HashMap::new();
         for chunk in ids.chunks(500) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!("SELECT id, hostname, addresses FROM hosts WHERE id IN ({})", placeholders.join(", "));
+            let sql = format!(
+                "SELECT id, hostname, addresses FROM hosts WHERE id IN ({})",
+                super::list_placeholders(self.backend, chunk.len())
+            );
             let mut q = sqlx::query(&sql);
             for id in chunk {
                 q = q.bind(id.as_str());
@@ -412,7 +415,7 @@ impl Store {
                 "UPDATE hosts SET status = v.column2, last_heartbeat_at = v.column3, \
                  latest_metrics = COALESCE(v.column4, hosts.latest_metrics) FROM (VALUES {}) AS v \
                  WHERE hosts.id = v.column1 AND hosts.status <> 'decommissioned'",
-                super::values_placeholders(chunk.len(), 4)
+                super::values_placeholders(self.backend, chunk.len(), 4)
             );
             let mut q = sqlx::query(&sql);
             for hb in chunk {

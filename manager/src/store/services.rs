@@ -547,10 +547,10 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         for chunk in statuses.chunks(super::BATCH_ROWS) {
-            upsert_role_statuses_in(&mut tx, chunk).await?;
+            upsert_role_statuses_in(&mut tx, self.backend, chunk).await?;
         }
         for chunk in applied.chunks(super::BATCH_ROWS) {
-            record_applied_in(&mut tx, chunk).await?;
+            record_applied_in(&mut tx, self.backend, chunk).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -617,7 +617,7 @@ impl Store {
         for chunk in generations.chunks(super::BATCH_ROWS) {
             let sql = format!(
                 "UPDATE hosts SET {column} = v.column2 FROM (VALUES {}) AS v WHERE hosts.id = v.column1",
-                super::values_placeholders(chunk.len(), 2)
+                super::values_placeholders(self.backend, chunk.len(), 2)
             );
             let mut q = sqlx::query(&sql);
             for (host, generation) in chunk {
@@ -773,7 +773,11 @@ async fn insert_revision_row(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rev: &Re
 /// skipped rather than failing the batch forever.
 /// Upserts the statuses of roles that still exist, many rows per statement
 /// (role ids unique within `rows`: they come from a map).
-async fn upsert_role_statuses_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rows: &[RoleStatusRec]) -> Result<()> {
+async fn upsert_role_statuses_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: super::Backend,
+    rows: &[RoleStatusRec],
+) -> Result<()> {
     // `WHERE` keeps SQLite from reading `ON CONFLICT` as a join constraint.
     let sql = format!(
         "INSERT INTO role_status (role_id, state, health, pid, last_exit_status, restart_count, applied_revision, \
@@ -786,7 +790,7 @@ async fn upsert_role_statuses_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rows
          applied_revision = excluded.applied_revision, running_revision = excluded.running_revision, \
          restart_nonce = excluded.restart_nonce, file_hashes = excluded.file_hashes, last_error = excluded.last_error, \
          last_log_lines = excluded.last_log_lines, started_at = excluded.started_at, updated_at = excluded.updated_at",
-        super::values_placeholders(rows.len(), 14)
+        super::values_placeholders(backend, rows.len(), 14)
     );
     let mut q = sqlx::query(&sql);
     for s in rows {
@@ -810,11 +814,15 @@ async fn upsert_role_statuses_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rows
     Ok(())
 }
 
-async fn record_applied_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rows: &[AppliedRevision]) -> Result<()> {
+async fn record_applied_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: super::Backend,
+    rows: &[AppliedRevision],
+) -> Result<()> {
     let sql = format!(
         "INSERT INTO revision_applied (cluster, service, revision, role_id, host_id, applied_at) VALUES {} \
          ON CONFLICT (cluster, service, revision, role_id) DO NOTHING",
-        super::values_placeholders(rows.len(), 6)
+        super::values_placeholders(backend, rows.len(), 6)
     );
     let mut q = sqlx::query(&sql);
     for a in rows {
