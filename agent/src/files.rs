@@ -114,15 +114,7 @@ pub fn write_files_with(
     files: &[ConfigFile],
     parcels_root: Option<&Path>,
 ) -> Result<BTreeMap<String, String>, FilesError> {
-    for f in files {
-        roles::check_file_path(&f.path).map_err(FilesError::Invalid)?;
-        if !f.sha256.is_empty() && !f.sha256.eq_ignore_ascii_case(&sha256_hex(&f.content)) {
-            return Err(FilesError::Invalid(format!(
-                "config file {:?} does not match its sha256; the manager must resend it",
-                f.path
-            )));
-        }
-    }
+    check_files(files)?;
     ensure_dir(dir)?;
     ensure_dir(&dir.join("logs"))?;
     let mut hashes = BTreeMap::new();
@@ -132,7 +124,7 @@ pub fn write_files_with(
         if let Some(parent) = path.parent() {
             ensure_dir(parent)?;
         }
-        let mode = if f.mode == 0 { DEFAULT_FILE_MODE } else { f.mode & 0o7777 };
+        let mode = file_mode(f);
         write_atomic(&path, &content, mode)?;
         hashes.insert(f.path.clone(), sha256_hex(&content));
     }
@@ -150,15 +142,7 @@ pub fn stage_files(
     files: &[ConfigFile],
     parcels_root: Option<&Path>,
 ) -> Result<(), FilesError> {
-    for f in files {
-        roles::check_file_path(&f.path).map_err(FilesError::Invalid)?;
-        if !f.sha256.is_empty() && !f.sha256.eq_ignore_ascii_case(&sha256_hex(&f.content)) {
-            return Err(FilesError::Invalid(format!(
-                "config file {:?} does not match its sha256; the manager must resend it",
-                f.path
-            )));
-        }
-    }
+    check_files(files)?;
     remove_dir(stage)?;
     ensure_dir(stage)?;
     ensure_dir(role_dir)?;
@@ -168,13 +152,34 @@ pub fn stage_files(
         if let Some(parent) = path.parent() {
             ensure_dir(parent)?;
         }
-        let mode = if f.mode == 0 { DEFAULT_FILE_MODE } else { f.mode & 0o7777 };
+        let mode = file_mode(f);
         let mut file =
             OpenOptions::new().write(true).create_new(true).mode(mode).open(&path).map_err(io_err("create", &path))?;
         file.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_err("set the mode of", &path))?;
         file.write_all(&content).map_err(io_err("write", &path))?;
     }
     Ok(())
+}
+
+/// The refusals shared by [`write_files_with`] and [`stage_files`], made
+/// before anything is written: a path outside the role directory, or content
+/// that does not match its sha256.
+fn check_files(files: &[ConfigFile]) -> Result<(), FilesError> {
+    for f in files {
+        roles::check_file_path(&f.path).map_err(FilesError::Invalid)?;
+        if !f.sha256.is_empty() && !f.sha256.eq_ignore_ascii_case(&sha256_hex(&f.content)) {
+            return Err(FilesError::Invalid(format!(
+                "config file {:?} does not match its sha256; the manager must resend it",
+                f.path
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The permission bits a file is written with (0: the default).
+fn file_mode(f: &ConfigFile) -> u32 {
+    if f.mode == 0 { DEFAULT_FILE_MODE } else { f.mode & 0o7777 }
 }
 
 /// Temporary file next to `path`, fsync, rename over `path`, fsync of the directory.

@@ -366,23 +366,11 @@ pub fn context(st: &ServiceType, topo: &Topology, values: &ConfigValues, role: &
     if let Value::Object(m) = &mut this {
         m.insert("dir".to_string(), Value::String(ROLE_DIR.to_string()));
     }
-    let deps: Map<String, Value> = topo
-        .dependencies
-        .iter()
-        .map(|(ty, dep)| {
-            let roles = roles_json(&dep.service_type, &dep.roles, &dep.values);
-            (ty.clone(), json!({ "service": dep.service, "type": dep.service_type.name, "roles": roles }))
-        })
-        .collect();
-    json!({
-        "role": this,
-        "config": config,
-        "refs": refs,
-        "service": { "name": topo.service, "cluster": topo.cluster, "type": st.name },
-        "roles": roles_json(st, &topo.roles, values),
-        "deps": deps,
-        "parcel": parcels_json(st),
-    })
+    let mut ctx = shared_context(st, topo, values);
+    ctx["role"] = this;
+    ctx["config"] = config;
+    ctx["refs"] = refs;
+    ctx
 }
 
 /// `parcel.<name>.home`: where the active version of each parcel the service

@@ -421,7 +421,9 @@ async fn commit_revision(
                 "configuration revision committed and pushed"
             ),
             // The owner records the failure, shows it in /healthz and retries.
-            Err(e) => tracing::error!(service = %key, revision, error = %e, "configuration revision stored, push failed"),
+            Err(e) => {
+                tracing::error!(service = %key, revision, error = %e, "configuration revision stored, push failed")
+            }
         }
     });
     Ok(ConfigChange {
