@@ -7,19 +7,22 @@ use std::net::IpAddr;
 
 use anyhow::{Context as _, anyhow, bail};
 use chrono::Utc;
-use drover_manager::http::api::{CreatedApiToken, CreatedEnrollmentToken, EnrollmentTokenList, HostList};
-use drover_manager::model::{Host, HostStatus, User};
-use drover_proto::tls::ManagerAddr;
+use drover_api::history::{AuditQuery, EventQuery};
+use drover_api::hosts::{HostList, HostQuery};
+use drover_api::model::{Host, HostStatus, User};
+use drover_api::tokens::{
+    CreateApiToken, CreateEnrollmentToken, CreatedApiToken, CreatedEnrollmentToken, EnrollmentTokenList,
+};
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::cli::{
     ApiTokensCommand, ApiTokensCreateArgs, AuditArgs, Command, EventsArgs, HostsCommand, HostsDecommissionArgs,
     HostsLabelArgs, HostsListArgs, OutputFormat, TokensCommand, TokensCreateArgs,
 };
 use crate::labels::{label_patch, labels_map, selector_query};
-use crate::manager_client::{ApiFailure, ManagerClient, decode};
+use crate::manager_client::{ApiFailure, ManagerClient, NO_BODY, NO_QUERY, decode};
 use crate::render;
 
 /// The port agents connect to unless the manager's --grpc-addr says otherwise.
@@ -109,22 +112,13 @@ fn present<T: DeserializeOwned>(
 }
 
 async fn hosts_list(ctx: &Context, args: &HostsListArgs) -> anyhow::Result<String> {
-    let mut query = Vec::new();
-    if let Some(status) = &args.status {
-        query.push(("status", status.clone()));
-    }
-    if let Some(selector) = selector_query(&args.label) {
-        query.push(("label", selector));
-    }
-    if let Some(hostname) = &args.hostname {
-        query.push(("hostname", hostname.clone()));
-    }
-    if let Some(limit) = args.limit {
-        query.push(("limit", limit.to_string()));
-    }
-    if let Some(offset) = args.offset {
-        query.push(("offset", offset.to_string()));
-    }
+    let query = HostQuery {
+        status: args.status.clone(),
+        label: selector_query(&args.label),
+        hostname: args.hostname.clone(),
+        limit: args.limit,
+        offset: args.offset,
+    };
     let value = ctx.client.get(&["hosts"], &query).await?;
     present(ctx, value, |list: &HostList| render::hosts_table(list, Utc::now()))
 }
@@ -139,7 +133,7 @@ pub(crate) struct FoundHost {
 /// Finds a host by full ID, else by a unique ID prefix of at least
 /// [`MIN_ID_PREFIX`] characters among all hosts.
 pub(crate) async fn resolve_host(client: &ManagerClient, id: &str) -> anyhow::Result<FoundHost> {
-    match client.get(&["hosts", id], &[]).await {
+    match client.get(&["hosts", id], NO_QUERY).await {
         Ok(raw) => {
             return Ok(FoundHost { host: decode(raw.clone())?, raw });
         }
@@ -161,7 +155,8 @@ pub(crate) async fn all_hosts(client: &ManagerClient) -> anyhow::Result<Vec<(Hos
     const PAGE: u32 = 1000;
     let mut hosts = Vec::new();
     loop {
-        let query = [("limit", PAGE.to_string()), ("offset", hosts.len().to_string())];
+        let offset = u32::try_from(hosts.len()).context("too many hosts")?;
+        let query = HostQuery { limit: Some(PAGE), offset: Some(offset), ..HostQuery::default() };
         let page = client.get(&["hosts"], &query).await?;
         let raw_items = page.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
         let list: HostList = decode(page)?;
@@ -235,7 +230,7 @@ async fn hosts_decommission(
             bail!("not confirmed; host {name} was not decommissioned");
         }
     }
-    let value = ctx.client.send_json(Method::DELETE, &["hosts", &host.id], None).await?;
+    let value = ctx.client.send_json(Method::DELETE, &["hosts", &host.id], NO_BODY).await?;
     present(ctx, value, |h: &Host| format!("decommissioned host {} ({})\n", h.hostname, h.id))
 }
 
@@ -244,12 +239,17 @@ async fn hosts_decommission(
 pub fn agent_manager_url(base: &Url) -> (String, bool) {
     let host = base.host_str().unwrap_or("localhost").trim_start_matches('[').trim_end_matches(']').to_owned();
     let loopback = host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    (ManagerAddr { host, port: AGENT_PORT }.to_string(), loopback)
+    let url = if host.contains(':') {
+        format!("https://[{host}]:{AGENT_PORT}")
+    } else {
+        format!("https://{host}:{AGENT_PORT}")
+    };
+    (url, loopback)
 }
 
 async fn tokens_create(ctx: &Context, args: &TokensCreateArgs) -> anyhow::Result<String> {
     let labels = labels_map(&args.label).map_err(|e| anyhow!(e))?;
-    let body = json!({ "ttl_seconds": args.ttl, "max_uses": args.max_uses, "labels": labels });
+    let body = CreateEnrollmentToken { ttl_seconds: Some(args.ttl), max_uses: Some(args.max_uses), labels };
     let value = ctx.client.send_json(Method::POST, &["enrollment-tokens"], Some(&body)).await?;
     let (agent_url, loopback) = agent_manager_url(ctx.client.base_url());
     if loopback && ctx.output == OutputFormat::Table {
@@ -262,12 +262,12 @@ async fn tokens_create(ctx: &Context, args: &TokensCreateArgs) -> anyhow::Result
 }
 
 async fn tokens_list(ctx: &Context) -> anyhow::Result<String> {
-    let value = ctx.client.get(&["enrollment-tokens"], &[]).await?;
+    let value = ctx.client.get(&["enrollment-tokens"], NO_QUERY).await?;
     present(ctx, value, |list: &EnrollmentTokenList| render::tokens_table(list, Utc::now()))
 }
 
 async fn tokens_revoke(ctx: &Context, id: &str) -> anyhow::Result<String> {
-    ctx.client.call(Method::DELETE, &["enrollment-tokens", id], &[], None).await?;
+    ctx.client.call(Method::DELETE, &["enrollment-tokens", id], NO_QUERY, NO_BODY).await?;
     Ok(match ctx.output {
         OutputFormat::Json => String::new(),
         OutputFormat::Table => format!("revoked enrollment token {id}\n"),
@@ -275,43 +275,36 @@ async fn tokens_revoke(ctx: &Context, id: &str) -> anyhow::Result<String> {
 }
 
 async fn api_tokens_create(ctx: &Context, args: &ApiTokensCreateArgs) -> anyhow::Result<String> {
-    let body = json!({ "name": args.name, "ttl_seconds": args.ttl });
+    let body = CreateApiToken { name: args.name.clone(), ttl_seconds: args.ttl };
     let value = ctx.client.send_json(Method::POST, &["api-tokens"], Some(&body)).await?;
     present(ctx, value, |t: &CreatedApiToken| render::created_api_token(t, Utc::now()))
 }
 
 async fn whoami(ctx: &Context) -> anyhow::Result<String> {
-    let value = ctx.client.get(&["users", "me"], &[]).await?;
+    let value = ctx.client.get(&["users", "me"], NO_QUERY).await?;
     let manager = ctx.client.display_url();
     let credentials = ctx.client.credentials().describe();
     present(ctx, value, |u: &User| render::whoami(u, &manager, &credentials, Utc::now()))
 }
 
 async fn events(ctx: &Context, args: &EventsArgs) -> anyhow::Result<String> {
-    let mut query = Vec::new();
+    let mut query = EventQuery { limit: args.limit, ..EventQuery::default() };
     if let Some(host) = &args.host {
         let found = resolve_host(&ctx.client, host).await?;
-        query.push(("object_type", "host".to_owned()));
-        query.push(("object_id", found.host.id));
-    }
-    if let Some(limit) = args.limit {
-        query.push(("limit", limit.to_string()));
+        query.object_type = Some("host".to_owned());
+        query.object_id = Some(found.host.id);
     }
     let value = ctx.client.get(&["events"], &query).await?;
     present(ctx, value, render::events_table)
 }
 
 async fn audit(ctx: &Context, args: &AuditArgs) -> anyhow::Result<String> {
-    let mut query = Vec::new();
-    if let Some(user) = &args.user {
-        query.push(("user", user.clone()));
-    }
-    if let Some(object_id) = &args.object_id {
-        query.push(("object_id", object_id.clone()));
-    }
-    if let Some(limit) = args.limit {
-        query.push(("limit", limit.to_string()));
-    }
+    let query = AuditQuery {
+        user: args.user.clone(),
+        object_id: args.object_id.clone(),
+        limit: args.limit,
+        ..AuditQuery::default()
+    };
     let value = ctx.client.get(&["audit"], &query).await?;
     present(ctx, value, render::audit_table)
 }
@@ -326,6 +319,7 @@ mod tests {
     use drover_manager::store::{HeartbeatRow, NewEvent, NewHost};
     use drover_manager::{Manager, ManagerConfig, ManagerHandle};
     use drover_proto::token::EnrollmentToken;
+    use serde_json::json;
     use tokio::net::TcpListener;
 
     use super::*;

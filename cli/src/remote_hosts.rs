@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cli::{DockerCommand, DockerDownArgs, DockerUpArgs, HostsBootstrapArgs, OutputFormat};
 use crate::commands::{Context, pretty};
+use crate::manager_client::{NO_BODY, NO_QUERY};
 use crate::render::{Table, short_id};
 
 /// `ADDRESS=SHA256:...`.
@@ -88,7 +89,7 @@ pub async fn docker(ctx: &Context, command: DockerCommand) -> anyhow::Result<Str
         DockerCommand::Up(args) => up(ctx, &args).await,
         DockerCommand::Down(args) => down(ctx, &args).await,
         DockerCommand::List => {
-            let listed = ctx.client.get(&["providers", "docker", "hosts"], &[]).await?;
+            let listed = ctx.client.get(&["providers", "docker", "hosts"], NO_QUERY).await?;
             present(ctx, &listed)
         }
     }
@@ -154,7 +155,7 @@ async fn up(ctx: &Context, args: &DockerUpArgs) -> anyhow::Result<String> {
     let t = Instant::now();
     let mut last = String::new();
     loop {
-        let listed = ctx.client.get(&["providers", "docker", "hosts"], &[]).await?;
+        let listed = ctx.client.get(&["providers", "docker", "hosts"], NO_QUERY).await?;
         let ours: Vec<Value> = items(&listed)
             .iter()
             .filter(|c| c["id"].as_str().is_some_and(|id| ids.iter().any(|i| i == id)))
@@ -201,14 +202,14 @@ async fn down(ctx: &Context, args: &DockerDownArgs) -> anyhow::Result<String> {
     let removed: Vec<Value> = if args.all {
         let v = ctx
             .client
-            .call(Method::DELETE, &["providers", "docker", "hosts"], &[("all", "true".to_owned())], None)
+            .call(Method::DELETE, &["providers", "docker", "hosts"], &[("all", "true")], NO_BODY)
             .await?
             .unwrap_or_default();
         items(&v).to_vec()
     } else {
         let mut out = Vec::new();
         for id in &args.containers {
-            out.push(ctx.client.send_json(Method::DELETE, &["providers", "docker", "hosts", id], None).await?);
+            out.push(ctx.client.send_json(Method::DELETE, &["providers", "docker", "hosts", id], NO_BODY).await?);
         }
         out
     };

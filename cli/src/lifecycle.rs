@@ -22,7 +22,7 @@ use crate::cli::{
     ParcelLifecycleArgs, ParcelUploadArgs, ServiceCommand, WaitArgs,
 };
 use crate::commands::{Context, all_hosts, pretty, resolve_host};
-use crate::manager_client::decode;
+use crate::manager_client::{NO_QUERY, decode};
 use crate::render::{Table, human_bytes, short_id};
 
 /// How often a followed command is polled.
@@ -216,7 +216,7 @@ pub struct HostParcelState {
 }
 
 async fn list(ctx: &Context) -> anyhow::Result<String> {
-    let value = ctx.client.get(&["parcels"], &[]).await?;
+    let value = ctx.client.get(&["parcels"], NO_QUERY).await?;
     match ctx.output {
         OutputFormat::Json => pretty(&value),
         OutputFormat::Table => Ok(parcels_table(&decode(value)?)),
@@ -314,7 +314,7 @@ async fn hosts_add(ctx: &Context, args: &ClusterHostsAddArgs) -> anyhow::Result<
 }
 
 async fn hosts_list(ctx: &Context, cluster: &str) -> anyhow::Result<String> {
-    let value = ctx.client.get(&["clusters", cluster, "hosts"], &[]).await?;
+    let value = ctx.client.get(&["clusters", cluster, "hosts"], NO_QUERY).await?;
     if ctx.output == OutputFormat::Json {
         return pretty(&value);
     }
@@ -463,8 +463,11 @@ pub async fn follow(ctx: &Context, started: Value, wait: &WaitArgs) -> anyhow::R
             break;
         }
         tokio::time::sleep(POLL_INTERVAL).await;
-        raw =
-            ctx.client.get(&["commands", &cmd.id], &[]).await.with_context(|| format!("follow command {}", cmd.id))?;
+        raw = ctx
+            .client
+            .get(&["commands", &cmd.id], NO_QUERY)
+            .await
+            .with_context(|| format!("follow command {}", cmd.id))?;
         cmd = decode(raw.clone())?;
     }
     outcome(&cmd)?;
