@@ -93,7 +93,7 @@ pub async fn run(ctx: &Context, command: Command, prompt: &mut dyn Prompt) -> an
     }
 }
 
-pub(crate) fn pretty(value: &Value) -> anyhow::Result<String> {
+pub(crate) fn pretty<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
     let mut text = serde_json::to_string_pretty(value).context("format JSON")?;
     text.push('\n');
     Ok(text)

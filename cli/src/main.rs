@@ -1,6 +1,10 @@
 //! `drover`: the command-line client of the manager's REST API. It parses the
 //! command line, picks credentials, runs one command and prints its result;
 //! errors go to stderr as `error: ...` with exit code 1 (2 for usage errors).
+//!
+//! A client only: what it sends and reads are the types of `drover-api`, the
+//! ones the manager serves, and nothing of the server (store, HTTP server,
+//! gRPC) is linked in (`tests/tests/architecture.rs` checks it).
 
 mod cli;
 mod commands;
