@@ -23,7 +23,6 @@ pub mod desired;
 pub mod domain;
 pub mod grpc;
 pub mod http;
-pub mod model;
 pub mod parcel_commands;
 pub mod parcels;
 pub mod pki;
@@ -31,7 +30,10 @@ pub mod placement;
 pub mod providers;
 pub mod registry;
 pub mod store;
-pub mod whole;
+
+/// The plain data types shared with the REST API (`drover-api`), under the
+/// paths the manager's modules have always used.
+pub use drover_api::{model, whole};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -46,16 +46,6 @@ fn internal(what: &str, e: impl std::fmt::Display) -> RepoError {
     RepoError::Internal(format!("{what}: {e}"))
 }
 
-/// Where a parcel can be had from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Source {
-    /// In the manager's own repository: agents can fetch it now.
-    Local,
-    /// Only in a remote repository; distributing it downloads it first.
-    Remote { url: String },
-}
-
 /// One known parcel with where it is.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KnownParcel {
@@ -64,13 +54,12 @@ pub struct KnownParcel {
     pub source: Source,
 }
 
-#[derive(Debug, Default, Clone, Serialize, utoipa::ToSchema)]
-pub struct RemoteState {
-    pub url: String,
-    pub refreshed_at: Option<i64>,
-    pub error: Option<String>,
-    pub parcels: usize,
-    #[serde(skip)]
+pub use drover_api::parcels::{RemoteState, Source};
+
+/// A followed remote repository: what the API shows of it, and its manifest.
+#[derive(Debug, Clone)]
+struct Remote {
+    state: RemoteState,
     manifest: Option<Manifest>,
 }
 
@@ -89,7 +78,7 @@ pub struct ParcelRepo {
     /// What `.index-cache.json` holds; updated when a parcel is stored.
     cache: Mutex<IndexCache>,
     opened: IndexReport,
-    remotes: RwLock<Vec<RemoteState>>,
+    remotes: RwLock<Vec<Remote>>,
     http: reqwest::Client,
     /// One remote download at a time per file.
     fetching: tokio::sync::Mutex<()>,
@@ -137,7 +126,10 @@ impl ParcelRepo {
             .map_err(|e| anyhow::anyhow!("http client: {e}"))?;
         let remotes = remotes
             .iter()
-            .map(|u| RemoteState { url: u.trim_end_matches('/').to_owned(), ..Default::default() })
+            .map(|u| Remote {
+                state: RemoteState { url: u.trim_end_matches('/').to_owned(), ..Default::default() },
+                manifest: None,
+            })
             .collect();
         Ok(ParcelRepo {
             dir: dir.to_owned(),
@@ -164,7 +156,7 @@ impl ParcelRepo {
     }
 
     pub fn remotes(&self) -> Vec<RemoteState> {
-        self.remotes.read().expect("repo lock").clone()
+        self.remotes.read().expect("repo lock").iter().map(|r| r.state.clone()).collect()
     }
 
     /// Every known parcel: local ones first, then remote ones not held locally.
@@ -179,7 +171,7 @@ impl ParcelRepo {
             for p in r.manifest.iter().flat_map(|m| m.parcels.iter()) {
                 out.entry(p.parcel_name.clone()).or_insert_with(|| KnownParcel {
                     parcel: p.clone(),
-                    source: Source::Remote { url: r.url.clone() },
+                    source: Source::Remote { url: r.state.url.clone() },
                 });
             }
         }
@@ -365,17 +357,17 @@ impl ParcelRepo {
             }
             .await;
             let mut remotes = self.remotes.write().expect("repo lock");
-            let Some(r) = remotes.iter_mut().find(|r| r.url == url) else { continue };
+            let Some(r) = remotes.iter_mut().find(|r| r.state.url == url) else { continue };
             match result {
                 Ok(m) => {
-                    r.parcels = m.parcels.len();
+                    r.state.parcels = m.parcels.len();
                     r.manifest = Some(m);
-                    r.refreshed_at = Some(now_millis());
-                    r.error = None;
+                    r.state.refreshed_at = Some(now_millis());
+                    r.state.error = None;
                 }
                 Err(e) => {
                     tracing::warn!(url = %manifest_url, error = %e, "could not refresh parcel repository");
-                    r.error = Some(format!("{manifest_url}: {e}"));
+                    r.state.error = Some(format!("{manifest_url}: {e}"));
                 }
             }
         }

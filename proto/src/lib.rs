@@ -9,10 +9,13 @@
 
 pub mod codec;
 pub mod identity;
-pub mod labels;
 pub mod rolespec;
 pub mod tls;
 pub mod token;
+
+/// The host label rules, from `drover-labels`, under the name agent and
+/// manager have always used.
+pub use drover_labels as labels;
 
 /// Generated types and service stubs for `drover.agent.v1`.
 #[allow(clippy::all, missing_docs)]

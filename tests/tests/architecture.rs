@@ -9,7 +9,10 @@
 //! - arrows point down: nothing below `http` imports it;
 //! - in the agent, only `enroll`, `session` and `supervisor` call `wire`;
 //! - SQLite and PostgreSQL migrations come in pairs, equal unless listed as
-//!   backend-specific.
+//!   backend-specific;
+//! - the `drover` CLI is a client: neither its source nor its dependency
+//!   tree (`cargo tree`) holds anything of the server, the database, gRPC or
+//!   templating; nor does the agent's hold service types or the builder.
 
 use std::path::{Path, PathBuf};
 
@@ -67,20 +70,68 @@ fn assert_none(rule: &str, found: Vec<String>) {
     assert!(found.is_empty(), "architecture rule broken: {rule}\n{}", found.join("\n"));
 }
 
+/// The crates on the client side: the CLI and the API types and label rules
+/// it links. No server framework, database or gRPC in their source.
+const CLIENT_SIDE: &[&str] = &["cli/src", "api/src", "labels/src"];
+
+/// [`uses`] over every file of the client-side crates.
+fn client_side_uses(needles: &[&str]) -> Vec<String> {
+    CLIENT_SIDE.iter().flat_map(|dir| uses(dir, needles, |_| true)).collect()
+}
+
+/// The crates in the normal (not dev, not build) dependency tree of
+/// `package`, as `name vX.Y.Z`, from `cargo tree` on the lock file.
+fn normal_dependencies(package: &str) -> Vec<String> {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "-p", package, "-e", "normal", "--prefix", "none"])
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| panic!("run cargo tree -p {package}: {e}"));
+    assert!(out.status.success(), "cargo tree -p {package} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let mut crates: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            Some(format!("{} {}", words.next()?, words.next()?))
+        })
+        .collect();
+    crates.sort();
+    crates.dedup();
+    crates
+}
+
+/// The crates of `package`'s normal dependency tree named `forbidden`, or
+/// one of their parts (`sqlx-core` for `sqlx`).
+fn forbidden_dependencies(package: &str, forbidden: &[&str]) -> Vec<String> {
+    normal_dependencies(package)
+        .into_iter()
+        .filter(|c| {
+            let name = c.split(' ').next().unwrap_or_default();
+            forbidden.iter().any(|f| name == *f || name.strip_prefix(f).is_some_and(|rest| rest.starts_with('-')))
+        })
+        .map(|c| {
+            format!(
+                "{package} depends on {c} (see `cargo tree -p {package} -e normal -i {}`)",
+                c.split(' ').next().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn only_the_store_uses_sqlx() {
-    assert_none(
-        "only manager/src/store uses sqlx",
-        uses("manager/src", &["sqlx::", "use sqlx"], |f| !f.starts_with("manager/src/store/")),
-    );
+    let needles = ["sqlx::", "use sqlx"];
+    let mut found = uses("manager/src", &needles, |f| !f.starts_with("manager/src/store/"));
+    found.extend(client_side_uses(&needles));
+    assert_none("only manager/src/store uses sqlx", found);
 }
 
 #[test]
 fn only_http_uses_axum() {
-    assert_none(
-        "only manager/src/http uses axum",
-        uses("manager/src", &["axum::", "use axum"], |f| !f.starts_with("manager/src/http/")),
-    );
+    let needles = ["axum::", "use axum"];
+    let mut found = uses("manager/src", &needles, |f| !f.starts_with("manager/src/http/"));
+    found.extend(client_side_uses(&needles));
+    assert_none("only manager/src/http uses axum", found);
 }
 
 #[test]
@@ -89,7 +140,8 @@ fn generated_protocol_types_stay_at_the_grpc_edges() {
     let needles = ["drover_proto::v1", "prost::", "use prost"];
     let mut found = uses("manager/src", &needles, |f| !edges.contains(&f));
     found.extend(uses("agent/src", &needles, |f| !edges.contains(&f)));
-    assert_none("generated prost types only at the gRPC edges", found);
+    found.extend(client_side_uses(&["drover_proto", "prost::", "use prost", "tonic::", "use tonic"]));
+    assert_none("generated prost types only at the gRPC edges, and no gRPC on the client side", found);
 }
 
 #[test]
@@ -111,8 +163,33 @@ fn nothing_below_http_imports_it() {
     assert_none(
         "only manager/src/lib.rs and http itself refer to crate::http",
         uses("manager/src", &["crate::http", "super::http"], |f| {
-            !f.starts_with("manager/src/http/") && f != "manager/src/lib.rs" && !f.starts_with("manager/src/bin/")
+            !f.starts_with("manager/src/http/") && f != "manager/src/lib.rs"
         }),
+    );
+}
+
+#[test]
+fn the_cli_names_nothing_of_the_manager() {
+    // Its tests against a real manager are in cli/tests, which may.
+    assert_none("nothing in cli/src names drover_manager", uses("cli/src", &["drover_manager"], |_| true));
+}
+
+#[test]
+fn the_cli_links_nothing_of_the_server() {
+    assert_none(
+        "the drover CLI links no server, database, gRPC or templating crate",
+        forbidden_dependencies(
+            "drover-cli",
+            &["drover-manager", "drover-proto", "sqlx", "axum", "tonic", "handlebars"],
+        ),
+    );
+}
+
+#[test]
+fn the_agent_links_no_service_types_or_builder() {
+    assert_none(
+        "the agent links neither service types, the parcel builder nor handlebars",
+        forbidden_dependencies("drover-agent", &["drover-service-types", "drover-parcel-builder", "handlebars"]),
     );
 }
 

@@ -18,17 +18,7 @@ use russh::{ChannelMsg, Disconnect};
 use tokio::io::AsyncRead;
 
 use super::Secret;
-
-/// How an unknown host key is treated (a pinned fingerprint overrides both).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum HostKeyPolicy {
-    /// The key must already be in the manager's known_hosts file.
-    KnownHosts,
-    /// An unknown key is accepted, recorded in known_hosts and in the audit
-    /// log; a key different from a recorded one is refused.
-    AcceptNew,
-}
+pub use drover_api::bootstrap::HostKeyPolicy;
 
 /// The outcome of the host key check.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,20 +1,10 @@
 //! Clusters: named groups of hosts and services.
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
 use super::{Actor, DomainError, Result, load_cluster, validate_name};
 use crate::AppState;
 use crate::model::{now_millis, rfc3339};
 use crate::store::ClusterRec;
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Cluster {
-    pub name: String,
-    pub created_at: String,
-    pub created_by: String,
-    pub services: Vec<String>,
-}
+pub use drover_api::clusters::Cluster;
 
 async fn view(state: &AppState, c: ClusterRec) -> Result<Cluster> {
     let services = state.store.list_services(&c.name).await?.into_iter().map(|s| s.name).collect();

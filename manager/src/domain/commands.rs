@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-use utoipa::ToSchema;
+use serde_json::json;
 
 use super::roles::role_views;
 use super::{Actor, DomainError, Result, context};
@@ -18,91 +16,7 @@ use crate::commands::{CommandName, execute, plan};
 use crate::desired::ServiceContext;
 use crate::model::{now_millis, rfc3339};
 use crate::store::{CommandRec, RoleRec, StepRec};
-
-/// A command's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum CommandState {
-    Running,
-    Succeeded,
-    Failed,
-    Aborted,
-}
-
-impl CommandState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CommandState::Running => "running",
-            CommandState::Succeeded => "succeeded",
-            CommandState::Failed => "failed",
-            CommandState::Aborted => "aborted",
-        }
-    }
-
-    pub fn parse(s: &str) -> CommandState {
-        match s {
-            "running" => CommandState::Running,
-            "succeeded" => CommandState::Succeeded,
-            "aborted" => CommandState::Aborted,
-            _ => CommandState::Failed,
-        }
-    }
-}
-
-/// A step's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum StepState {
-    Pending,
-    Running,
-    Succeeded,
-    Failed,
-    Aborted,
-    Skipped,
-}
-
-impl StepState {
-    pub fn parse(s: &str) -> StepState {
-        match s {
-            "pending" => StepState::Pending,
-            "running" => StepState::Running,
-            "succeeded" => StepState::Succeeded,
-            "aborted" => StepState::Aborted,
-            "skipped" => StepState::Skipped,
-            _ => StepState::Failed,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct StepView {
-    pub seq: u32,
-    pub description: String,
-    /// Role ids, or host ids for steps that act on hosts.
-    pub roles: Vec<String>,
-    pub state: StepState,
-    pub message: String,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct CommandView {
-    pub id: String,
-    pub cluster: String,
-    /// Empty for cluster-level commands.
-    pub service: String,
-    pub name: String,
-    #[schema(value_type = Object)]
-    pub params: Value,
-    pub state: CommandState,
-    pub message: String,
-    pub created_by: String,
-    pub created_at: String,
-    pub finished_at: Option<String>,
-    /// Empty in lists.
-    pub steps: Vec<StepView>,
-}
+pub use drover_api::commands::{CommandState, CommandView, NewCommand, ServiceCommand, StepState, StepView};
 
 pub fn view(c: &CommandRec, steps: &[StepRec]) -> CommandView {
     CommandView {
@@ -130,102 +44,6 @@ pub fn view(c: &CommandRec, steps: &[StepRec]) -> CommandView {
             .collect(),
     }
 }
-
-/// The commands a service takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ServiceCommand {
-    Start,
-    Stop,
-    Restart,
-    RollingRestart,
-    /// Distribute and activate another parcel version, then restart every
-    /// role in batches.
-    Upgrade,
-    /// Back to the previously active parcel version, the same way.
-    Rollback,
-}
-
-/// A command to run on a service.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewCommand {
-    pub name: ServiceCommand,
-    /// Role names or ids; all roles of the service when omitted. Not for
-    /// `upgrade` and `rollback`, which restart every role.
-    #[serde(default)]
-    pub roles: Option<Vec<String>>,
-    /// Only roles whose configuration is stale. Not for `upgrade` and
-    /// `rollback`.
-    #[serde(default)]
-    pub stale_only: bool,
-    /// `upgrade` only, and required there: the parcel version to go to.
-    #[serde(default)]
-    pub version: Option<String>,
-}
-
-// Written out: one variant per kind of command, so the document says which
-// fields each takes (the derived schema would allow `version` for `start`).
-impl utoipa::PartialSchema for NewCommand {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{
-            AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, SchemaType, Type,
-        };
-        let null = || ObjectBuilder::new().schema_type(Type::Null);
-        let names = |names: &[&str]| ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names.to_vec()));
-        let variant = |description: &str| {
-            ObjectBuilder::new()
-                .schema_type(Type::Object)
-                .description(Some(description))
-                .required("name")
-                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
-        };
-        let whole_service = |o: ObjectBuilder| {
-            o.property("roles", null())
-                .property("stale_only", ObjectBuilder::new().schema_type(Type::Boolean).enum_values(Some([false])))
-        };
-        OneOfBuilder::new()
-            .description(Some("A command to run on a service."))
-            .item(
-                variant("Start, stop or restart roles, all at once per start order or (`rolling-restart`) in batches.")
-                    .property("name", names(&["start", "stop", "restart", "rolling-restart"]))
-                    .property(
-                        "roles",
-                        ArrayBuilder::new()
-                            .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
-                            .items(ObjectBuilder::new().schema_type(Type::String))
-                            .min_items(Some(1))
-                            .description(Some("Role names or ids; all roles of the service when omitted.")),
-                    )
-                    .property(
-                        "stale_only",
-                        ObjectBuilder::new()
-                            .schema_type(Type::Boolean)
-                            .description(Some("Only roles whose configuration is stale.")),
-                    )
-                    .property("version", null()),
-            )
-            .item(whole_service(
-                variant("Distribute and activate another parcel version, then restart every role in batches.")
-                    .property("name", names(&["upgrade"]))
-                    .property(
-                        "version",
-                        ObjectBuilder::new()
-                            .schema_type(Type::String)
-                            .description(Some("The parcel version to go to.")),
-                    )
-                    .required("version"),
-            ))
-            .item(whole_service(
-                variant("Back to the previously active parcel version, the same way.")
-                    .property("name", names(&["rollback"]))
-                    .property("version", null()),
-            ))
-            .into()
-    }
-}
-
-impl ToSchema for NewCommand {}
 
 /// Plans a command over a service's roles, stores it and starts it.
 pub async fn create(

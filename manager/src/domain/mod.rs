@@ -26,6 +26,8 @@ pub mod parcels;
 pub mod roles;
 pub mod services;
 
+pub use drover_api::names::{NAME_PATTERN, name_schema, not_blank_pattern, not_blank_schema};
+
 use crate::AppState;
 use crate::desired::{self, DesiredError, ServiceContext};
 use crate::store::{ClusterRec, NewAudit, ServiceRec, StoreError};
@@ -97,37 +99,6 @@ impl Actor {
     }
 }
 
-/// [`validate_name`]'s rule as an ECMA-262 pattern, for the OpenAPI document.
-pub const NAME_PATTERN: &str = "^[a-z0-9][a-z0-9-]{0,62}$";
-
-/// The schema of a name [`validate_name`] accepts.
-pub fn name_schema() -> utoipa::openapi::schema::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .min_length(Some(1))
-        .max_length(Some(63))
-        .pattern(Some(NAME_PATTERN))
-        .description(Some("1-63 lowercase letters, digits or '-', starting with a letter or digit."))
-        .build()
-}
-
-/// A text that is not blank after `str::trim`, as an ECMA-262 pattern: some
-/// character that is not whitespace.
-pub fn not_blank_pattern() -> String {
-    format!("[^{}]", crate::model::WHITESPACE_CHARS)
-}
-
-/// The schema of a text that must not be blank (a change's reason).
-pub fn not_blank_schema() -> utoipa::openapi::schema::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .pattern(Some(not_blank_pattern()))
-        .description(Some("Why: shown in the history. Not blank."))
-        .build()
-}
-
 /// Names of clusters, services, roles and groups.
 pub fn validate_name(what: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -166,7 +137,7 @@ pub async fn context(state: &AppState, cluster: &str, service: &str) -> Result<S
 
 #[cfg(test)]
 mod tests {
-    use super::{NAME_PATTERN, not_blank_pattern, validate_name};
+    use super::{NAME_PATTERN, validate_name};
 
     #[test]
     fn the_name_pattern_is_validate_name() {
@@ -175,14 +146,6 @@ mod tests {
         let too_long = "a".repeat(64);
         for name in ["a", "0", "a-b", "9-", "zk-1", &long, "", "-a", "A", "a_b", "a.b", "a b", "é", &too_long, "a\n"] {
             assert_eq!(pattern.is_match(name), validate_name("x", name).is_ok(), "{name:?}");
-        }
-    }
-
-    #[test]
-    fn not_blank_is_trim_not_empty() {
-        let pattern = regex::Regex::new(&not_blank_pattern()).unwrap();
-        for text in ["x", " x ", "\u{3000}x\t", "", " ", "\t\n\r\u{85}\u{a0}\u{2028}\u{3000}", "\u{feff}", "\u{1c}"] {
-            assert_eq!(pattern.is_match(text), !text.trim().is_empty(), "{text:?}");
         }
     }
 }

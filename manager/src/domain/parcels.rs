@@ -5,9 +5,7 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
 use serde_json::json;
-use utoipa::ToSchema;
 
 use super::commands::{CommandView, view};
 use super::{Actor, DomainError, Result, context, load_cluster};
@@ -16,19 +14,7 @@ use crate::commands::{CommandName, plan};
 use crate::model::now_millis;
 use crate::parcel_commands::{self, Phase, Stage, step_description};
 use crate::store::{CommandRec, StepRec};
-
-/// A parcel lifecycle command for every host of a cluster.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ParcelCommand {
-    /// `distribute`, `activate`, `deactivate` or `remove`.
-    pub name: String,
-    /// Parcel name, e.g. `redis`.
-    pub parcel: String,
-    /// Version; for `deactivate` it may be omitted.
-    #[serde(default)]
-    pub version: Option<String>,
-}
+pub use drover_api::parcels::ParcelCommand;
 
 async fn host_steps(
     state: &AppState,

@@ -4,9 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
 use super::services::default_group;
 use super::{Actor, DomainError, Result, context, validate_name};
 use crate::AppState;
@@ -14,129 +11,10 @@ use crate::desired::{self, DesiredRole, ServiceContext};
 use crate::model::{HostStatus, UnixMillis, now_millis, rfc3339};
 use crate::placement::{Candidate, Placement};
 use crate::store::{RoleRec, RoleStatusRec};
+pub use drover_api::roles::{Health, MAX_COUNT, MAX_ROLES_PER_REQUEST, NewRole, RoleState, RoleView, RunState};
 use drover_service_types::config::{self, ConfigValues};
 use drover_service_types::descriptor::{RoleType, ServiceType};
 use drover_service_types::params::ParamKind;
-
-/// What a role should be doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RunState {
-    Running,
-    Stopped,
-}
-
-impl RunState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Running => "running",
-            RunState::Stopped => "stopped",
-        }
-    }
-
-    pub fn parse(s: &str) -> RunState {
-        if s == "running" { RunState::Running } else { RunState::Stopped }
-    }
-}
-
-/// What the agent reports a role's process is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RoleState {
-    Running,
-    Stopped,
-    Starting,
-    Stopping,
-    Failed,
-    /// No report yet, or the host is not healthy.
-    Unknown,
-}
-
-impl RoleState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RoleState::Running => "running",
-            RoleState::Stopped => "stopped",
-            RoleState::Starting => "starting",
-            RoleState::Stopping => "stopping",
-            RoleState::Failed => "failed",
-            RoleState::Unknown => "unknown",
-        }
-    }
-
-    pub fn parse(s: &str) -> RoleState {
-        match s {
-            "running" => RoleState::Running,
-            "stopped" => RoleState::Stopped,
-            "starting" => RoleState::Starting,
-            "stopping" => RoleState::Stopping,
-            "failed" => RoleState::Failed,
-            _ => RoleState::Unknown,
-        }
-    }
-}
-
-/// A role's health from its checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    Good,
-    Bad,
-    Unknown,
-}
-
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::Good => "good",
-            Health::Bad => "bad",
-            Health::Unknown => "unknown",
-        }
-    }
-
-    pub fn parse(s: &str) -> Health {
-        match s {
-            "good" => Health::Good,
-            "bad" => Health::Bad,
-            _ => Health::Unknown,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct RoleView {
-    pub id: String,
-    pub name: String,
-    pub role_type: String,
-    pub group: String,
-    pub host_id: String,
-    pub hostname: String,
-    /// What the role should be doing.
-    pub run_state: RunState,
-    /// What the agent reports; `unknown` when there is no report yet or the
-    /// host is not healthy.
-    pub status: RoleState,
-    /// `bad` while the host is lost or decommissioned.
-    pub health: Health,
-    pub pid: Option<u32>,
-    pub restart_count: u32,
-    /// Reloads of the running process (new files applied by its reload
-    /// signal), and when the last one was sent.
-    pub reload_count: u32,
-    pub last_reload_at: Option<String>,
-    /// The revision whose files are on the host.
-    pub applied_revision: Option<u64>,
-    /// The revision the running process started with.
-    pub running_revision: Option<u64>,
-    /// Running with an older revision whose changes need a restart.
-    pub stale: bool,
-    pub stale_keys: Vec<String>,
-    /// Why the role failed, or why its host's report cannot be trusted
-    /// (`host NAME (ID) is lost: no heartbeat since TIME`).
-    pub last_error: String,
-    pub last_log_lines: Vec<String>,
-    pub updated_at: Option<String>,
-}
 
 /// Decides staleness: the role runs a revision older than the current one
 /// and some parameter that needs a restart changed since.
@@ -336,113 +214,6 @@ pub async fn get(state: &AppState, cluster: &str, service: &str, role: &str) -> 
     view.ok_or_else(|| DomainError::NotFound(format!("role {role} not found")))
 }
 
-/// A role to add: on a host given by id, or on `count` hosts picked by a
-/// label selector.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewRole {
-    pub role_type: String,
-    /// The host to run on. Give either this or `host_selector`.
-    #[serde(default)]
-    pub host_id: Option<String>,
-    /// Label selector (`zk=true,rack!=r1`): the manager picks `count` healthy
-    /// hosts matching it, spreading the service's roles over hosts.
-    #[serde(default)]
-    pub host_selector: Option<String>,
-    /// How many roles to place with `host_selector` (default 1), each on its
-    /// own host.
-    #[serde(default, deserialize_with = "crate::whole::option")]
-    pub count: Option<u32>,
-    /// Role group (default `<role type>-default`).
-    #[serde(default)]
-    pub group: Option<String>,
-    /// Defaults to `<service>-<role type>-<n>`.
-    #[serde(default)]
-    pub name: Option<String>,
-}
-
-// Written out: one variant per way of placing, so the document says what
-// [`place_by_selector`] refuses (neither or both of `host_id` and
-// `host_selector`, `count` without a selector, `name` for several roles).
-impl utoipa::PartialSchema for NewRole {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, SchemaType, Type};
-        use utoipa::openapi::{Ref, RefOr};
-        let null = || ObjectBuilder::new().schema_type(Type::Null);
-        let nullable = |t: Type| ObjectBuilder::new().schema_type(SchemaType::from_iter([t, Type::Null]));
-        let name = || {
-            ObjectBuilder::from(super::name_schema())
-                .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
-                .description(Some("Defaults to `<service>-<role type>-<n>`."))
-        };
-        // The fields every variant has; `host_id`, `host_selector`, `count`
-        // and `name` as the variant allows them.
-        let variant = |description: &str| {
-            ObjectBuilder::new()
-                .schema_type(Type::Object)
-                .description(Some(description))
-                .property("role_type", RefOr::Ref(Ref::from_schema_name("RoleTypeName")))
-                .required("role_type")
-                .property(
-                    "group",
-                    nullable(Type::String).description(Some("Role group (default `<role type>-default`).")),
-                )
-                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
-        };
-        let selector = || {
-            ObjectBuilder::from(crate::model::label_selector_schema()).description(Some(
-                "Label selector (`zk=true,rack!=r1`): the manager picks `count` healthy hosts matching it, \
-                 spreading the service's roles over hosts.",
-            ))
-        };
-        OneOfBuilder::new()
-            .description(Some("A role to add: on a host given by id, or on `count` hosts picked by a label selector."))
-            .item(
-                variant("One role on the host given by id.")
-                    .property(
-                        "host_id",
-                        ObjectBuilder::new().schema_type(Type::String).description(Some("The host to run on.")),
-                    )
-                    .required("host_id")
-                    .property("host_selector", null())
-                    .property("count", null())
-                    .property("name", name()),
-            )
-            .item(
-                variant("One role on a host picked by label selector; it may be named.")
-                    .property("host_id", null())
-                    .property("host_selector", selector())
-                    .required("host_selector")
-                    .property("count", nullable(Type::Integer).minimum(Some(1)).maximum(Some(1)))
-                    .property("name", name()),
-            )
-            .item(
-                variant("`count` roles, each on its own host picked by label selector, named by the manager.")
-                    .property("host_id", null())
-                    .property("host_selector", selector())
-                    .required("host_selector")
-                    .property(
-                        "count",
-                        ObjectBuilder::new()
-                            .schema_type(Type::Integer)
-                            .minimum(Some(2))
-                            .maximum(Some(MAX_COUNT))
-                            .description(Some("How many roles to place.")),
-                    )
-                    .required("count")
-                    .property("name", null()),
-            )
-            .into()
-    }
-}
-
-impl ToSchema for NewRole {
-    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
-        use super::services::RoleTypeName;
-        schemas.push((RoleTypeName::name().into(), <RoleTypeName as utoipa::PartialSchema>::schema()));
-    }
-}
-
 fn role_type_of<'a>(ctx: &'a ServiceContext, role_type: &str, which: &str) -> Result<&'a RoleType> {
     ctx.service_type.role_type(role_type).ok_or_else(|| {
         let known: Vec<&str> = ctx.service_type.role_types.iter().map(|r| r.name.as_str()).collect();
@@ -464,11 +235,6 @@ struct PlacedRole {
     group: Option<String>,
     name: Option<String>,
 }
-
-/// Most roles one `count` may ask for.
-pub const MAX_COUNT: u32 = 1000;
-/// Most roles one request may add.
-pub const MAX_ROLES_PER_REQUEST: usize = 10_000;
 
 /// The name of the `n`th role of a type when the request names none:
 /// `<service>-<role type>-<n>`, a valid role name for any service and role

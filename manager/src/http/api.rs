@@ -1,7 +1,6 @@
 //! REST handlers under `/api/v1`: enrollment tokens, hosts, users, API tokens,
 //! events, the audit log and the OpenAPI document.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -9,16 +8,16 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+pub use drover_api::history::{AuditList, AuditQuery, EventList, EventQuery};
+pub use drover_api::hosts::{HostList, HostQuery, MetricSeries, MetricsQuery, PatchHost, Resolution, parse_selector};
+pub use drover_api::tokens::{
+    ApiTokenList, CreateApiToken, CreateEnrollmentToken, CreatedApiToken, CreatedEnrollmentToken, EnrollmentTokenList,
+};
 
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, ErrorBody, Items, validate_label};
 use crate::AppState;
 use crate::auth::{new_api_token, sha256_hex};
-use crate::model::{
-    AuditEntry, EnrollmentTokenInfo, Event, Host, HostStatus, Labels, MetricPoint, User, now_millis, rfc3339,
-};
-use crate::whole;
+use crate::model::{AuditEntry, EnrollmentTokenInfo, Event, Host, HostStatus, User, now_millis, rfc3339};
 
 /// The largest page offset (the query says `int32`).
 const MAX_OFFSET: u32 = i32::MAX as u32;
@@ -34,12 +33,6 @@ fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
 use crate::store::{ApiTokenInfo, ApiTokenRecord, AuditFilter, EventFilter, HostFilter};
 
 type Shared = State<Arc<AppState>>;
-
-/// The answers of the list operations, by name (the `drover` CLI reads them).
-pub type EnrollmentTokenList = Items<EnrollmentTokenInfo>;
-pub type EventList = Items<Event>;
-pub type AuditList = Items<AuditEntry>;
-pub type ApiTokenList = Items<ApiTokenInfo>;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -57,36 +50,6 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 const MAX_TOKEN_TTL_S: u64 = 365 * 24 * 3600;
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateEnrollmentToken {
-    /// Lifetime in seconds (default 3600, at most one year).
-    #[serde(default, deserialize_with = "whole::option")]
-    #[schema(minimum = 1, maximum = 31_536_000)]
-    pub ttl_seconds: Option<u64>,
-    /// How many hosts may enroll with the token (default 1, at most 100000).
-    #[serde(default, deserialize_with = "whole::option")]
-    #[schema(minimum = 1, maximum = 100_000)]
-    pub max_uses: Option<u32>,
-    /// Labels given to every host enrolled with the token.
-    #[serde(default)]
-    #[schema(schema_with = super::labels_schema)]
-    pub labels: Labels,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CreatedEnrollmentToken {
-    pub id: String,
-    /// The token to give agents (`--token` / `DROVER_TOKEN`). It carries the
-    /// CA fingerprint; it is shown once and cannot be retrieved later.
-    pub token: String,
-    pub expires_at: String,
-    pub max_uses: u32,
-    pub labels: Labels,
-    /// SHA-256 of the manager's CA certificate.
-    pub ca_fingerprint: String,
-}
 
 /// Creates an enrollment token.
 #[utoipa::path(post, path = "/api/v1/enrollment-tokens", request_body = CreateEnrollmentToken,
@@ -165,51 +128,6 @@ pub async fn revoke_enrollment_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct HostQuery {
-    /// Only hosts in this state.
-    #[param(value_type = Option<HostStatus>)]
-    pub status: Option<String>,
-    /// Label selector `key=value[,key!=value...]`; all must hold (a host
-    /// without the label matches `key!=value`).
-    ///
-    /// Whitespace around parts, keys and values is ignored; keys and values
-    /// follow the label rules.
-    #[param(schema_with = crate::model::label_selector_schema)]
-    pub label: Option<String>,
-    /// Substring of the hostname.
-    pub hostname: Option<String>,
-    /// Page size, 1-1000 (default 100).
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u32>,
-    /// Hosts to skip (default 0).
-    #[param(minimum = 0, maximum = 2_147_483_647)]
-    pub offset: Option<u32>,
-}
-
-/// A page of hosts.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct HostList {
-    pub items: Vec<Host>,
-    /// Hosts matching the filter, across all pages.
-    pub total: u64,
-    pub limit: u32,
-    pub offset: u32,
-}
-
-/// Parses a `key=value,key2=value2` label selector (equalities only; the
-/// host list and role placement also take `key!=value`, see
-/// [`drover_proto::labels::parse_selector`]).
-pub fn parse_selector(s: &str) -> Result<Vec<(String, String)>, String> {
-    let sel = drover_proto::labels::parse_selector(s).map_err(|e| e.to_string())?;
-    if let Some((k, v)) = sel.inequalities().next() {
-        return Err(format!("invalid label selector {k}!={v}: only key=value is accepted here"));
-    }
-    Ok(sel.equalities().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
-}
-
 /// Lists hosts, filtered by status, labels and hostname, paginated.
 #[utoipa::path(get, path = "/api/v1/hosts", params(HostQuery), responses((status = 200, body = HostList),
     (status = 400, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
@@ -254,14 +172,6 @@ pub async fn get_host(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Host>, ApiError> {
     Ok(Json(load_host(&state, &id).await?))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PatchHost {
-    /// JSON merge patch of the labels: a string sets a label, null removes it.
-    #[schema(schema_with = super::labels_patch_schema)]
-    pub labels: BTreeMap<String, Option<String>>,
 }
 
 /// Changes a host's labels.
@@ -337,43 +247,6 @@ pub async fn decommission_host(
     Ok(Json(load_host(&state, &id).await?))
 }
 
-/// A metrics bucket size in seconds: 60 or 3600.
-pub struct Resolution;
-
-impl utoipa::PartialSchema for Resolution {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::schema::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::Integer)
-            .enum_values(Some([60, 3600]))
-            .into()
-    }
-}
-
-impl ToSchema for Resolution {}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct MetricsQuery {
-    /// Bucket size in seconds: 60 (default) or 3600.
-    #[param(inline, value_type = Option<Resolution>)]
-    pub resolution: Option<u32>,
-    /// Start, RFC 3339 (default: one hour ago for minutes, seven days ago for hours).
-    #[param(format = DateTime)]
-    pub from: Option<String>,
-    /// End, RFC 3339 (default: now).
-    #[param(format = DateTime)]
-    pub to: Option<String>,
-}
-
-/// A host's metrics history.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct MetricSeries {
-    pub host_id: String,
-    pub resolution_s: u32,
-    pub points: Vec<MetricPoint>,
-}
-
 fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())
@@ -403,22 +276,6 @@ pub async fn host_metrics(
     Ok(Json(MetricSeries { host_id: id, resolution_s: resolution, points }))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct EventQuery {
-    /// Only events about this kind of object, e.g. `host`.
-    pub object_type: Option<String>,
-    /// Only events about this object.
-    pub object_id: Option<String>,
-    /// Only events at or after this time, RFC 3339.
-    #[param(format = DateTime)]
-    pub since: Option<String>,
-    /// How many, 1-1000 (default 100).
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u32>,
-}
-
 /// Recent events (newest first): hosts enrolled, lost, recovered, decommissioned.
 #[utoipa::path(get, path = "/api/v1/events", params(EventQuery), responses((status = 200, body = Items<Event>),
     (status = 400, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
@@ -434,27 +291,6 @@ pub async fn list_events(
         limit: page_limit(q.limit)?,
     };
     Ok(Json(Items::new(state.store.list_events(&filter).await?)))
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct AuditQuery {
-    /// Only changes by this user.
-    pub user: Option<String>,
-    /// Only changes to this kind of object, e.g. `cluster`.
-    pub object_type: Option<String>,
-    /// Only changes to this object.
-    pub object_id: Option<String>,
-    /// Only changes at or after this time, RFC 3339.
-    #[param(format = DateTime)]
-    pub since: Option<String>,
-    /// Only changes before this time, RFC 3339.
-    #[param(format = DateTime)]
-    pub until: Option<String>,
-    /// How many, 1-1000 (default 100).
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u32>,
 }
 
 /// The audit log (newest first): who changed what, when, from where.
@@ -474,32 +310,6 @@ pub async fn list_audit(
         limit: page_limit(q.limit)?,
     };
     Ok(Json(Items::new(state.store.list_audit(&filter).await?)))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateApiToken {
-    /// What the token is for, e.g. "ci-pipeline": 1-100 characters, not only
-    /// spaces, no control characters (spaces around it are dropped).
-    #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-    )]
-    pub name: String,
-    /// Lifetime in seconds (at most ten years); omitted means it never expires.
-    #[serde(default, deserialize_with = "whole::option")]
-    #[schema(minimum = 1, maximum = 315_360_000)]
-    pub ttl_seconds: Option<u64>,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CreatedApiToken {
-    pub id: String,
-    pub name: String,
-    /// Use as `Authorization: Bearer <token>`. Shown once.
-    pub token: String,
-    pub expires_at: Option<String>,
 }
 
 /// Creates an API token for the calling user.
@@ -573,17 +383,4 @@ pub async fn me(caller: Caller) -> Json<User> {
 #[utoipa::path(get, path = "/api/v1/openapi.json", responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
 pub async fn openapi(State(state): Shared) -> Json<utoipa::openapi::OpenApi> {
     Json(super::openapi::document(&state.catalog))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_selector;
-
-    #[test]
-    fn selectors() {
-        assert_eq!(parse_selector("a=1, b=2").unwrap(), vec![("a".into(), "1".into()), ("b".into(), "2".into())]);
-        assert_eq!(parse_selector("").unwrap(), vec![]);
-        assert!(parse_selector("novalue").is_err());
-        assert!(parse_selector("bad key=1").is_err());
-    }
 }

@@ -7,12 +7,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::{ApiError, ApiJson, ApiPath, Caller, ErrorBody, Items};
 use crate::AppState;
 use crate::domain::commands::{self, CommandView, NewCommand};
+pub use drover_api::commands::Aborting;
 
 #[utoipa::path(post, path = "/api/v1/clusters/{cluster}/services/{service}/commands", params(("cluster" = String, Path), ("service" = String, Path)), request_body = NewCommand, responses((status = 202, description = "the command with its planned steps", body = CommandView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, description = "the service's type runs from no parcel (upgrade, rollback)", body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn create(
@@ -41,14 +40,6 @@ pub async fn list(
     ApiPath((cluster, service)): ApiPath<(String, String)>,
 ) -> Result<Json<Items<CommandView>>, ApiError> {
     Ok(Json(Items::new(commands::list(&state, &cluster, &service).await?)))
-}
-
-/// The answer to an abort request.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Aborting {
-    pub id: String,
-    /// Always `aborting`: the command stops between steps or while waiting.
-    pub state: String,
 }
 
 #[utoipa::path(post, path = "/api/v1/commands/{id}/abort", params(("id" = String, Path)), responses((status = 200, description = "abort requested", body = Aborting), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]

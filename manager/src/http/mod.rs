@@ -36,8 +36,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
+pub use drover_api::hosts::{
+    LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN, labels_patch_schema, labels_schema, validate_label,
+};
+pub use drover_api::{ErrorBody, ErrorDetail, Items};
 use serde::Serialize;
-use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::openapi::schema::Type;
 
 use crate::AppState;
 use crate::auth::sha256_hex;
@@ -109,19 +113,6 @@ pub enum ApiError {
     Unavailable(String),
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    /// Stable machine-readable code, e.g. `not_found`, `invalid_request`.
-    pub code: String,
-    /// What went wrong, for a person.
-    pub message: String,
-}
-
 impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
@@ -183,18 +174,6 @@ impl From<crate::domain::DomainError> for ApiError {
 impl From<crate::desired::DesiredError> for ApiError {
     fn from(e: crate::desired::DesiredError) -> Self {
         crate::domain::DomainError::from(e).into()
-    }
-}
-
-/// A list answer: `{"items": [...]}`.
-#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct Items<T> {
-    pub items: Vec<T>,
-}
-
-impl<T> Items<T> {
-    pub fn new(items: Vec<T>) -> Self {
-        Items { items }
     }
 }
 
@@ -387,51 +366,6 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     }
 }
 
-/// Checks a label key and value: the rules of `drover_proto::labels`, which
-/// the agent applies to `--labels` too.
-pub fn validate_label(key: &str, value: &str) -> Result<(), String> {
-    drover_proto::labels::validate(key, value).map_err(|e| e.to_string())
-}
-
-/// The label key rule of [`validate_label`] as an ECMA-262 pattern.
-pub const LABEL_KEY_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$";
-/// The label value rule of [`validate_label`]: no control characters
-/// (`char::is_control`), at most [`drover_proto::labels::MAX_VALUE_LEN`].
-pub const LABEL_VALUE_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
-
-fn label_value_schema() -> ObjectBuilder {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .max_length(Some(drover_proto::labels::MAX_VALUE_LEN))
-        .pattern(Some(LABEL_VALUE_PATTERN))
-}
-
-/// The schema of labels in a request, with the rules of [`validate_label`].
-pub fn labels_schema() -> Object {
-    ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .property_names(Some(ObjectBuilder::new().schema_type(Type::String).pattern(Some(LABEL_KEY_PATTERN))))
-        .additional_properties(Some(label_value_schema()))
-        .description(Some(
-            "Labels: keys of 1-63 letters, digits, '.', '_', '-' or '/' starting with a letter or digit; \
-             values of at most 253 characters without control characters.",
-        ))
-        .build()
-}
-
-/// The schema of a labels merge patch: a string sets a label, null removes it.
-pub fn labels_patch_schema() -> Object {
-    ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .property_names(Some(ObjectBuilder::new().schema_type(Type::String).pattern(Some(LABEL_KEY_PATTERN))))
-        .additional_properties(Some(
-            label_value_schema()
-                .schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null])),
-        ))
-        .description(Some("JSON merge patch of the labels: a string sets a label, null removes it."))
-        .build()
-}
-
 /// Whether the manager can do its work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -483,20 +417,4 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::validate_label;
-
-    #[test]
-    fn label_rules() {
-        for ok in [("rack", "r1"), ("zone.example/tier", ""), ("a", "x y")] {
-            assert!(validate_label(ok.0, ok.1).is_ok(), "{ok:?}");
-        }
-        for bad in [("", "v"), ("-x", "v"), ("a b", "v"), ("k", "line\nbreak")] {
-            assert!(validate_label(bad.0, bad.1).is_err(), "{bad:?}");
-        }
-        assert!(validate_label(&"k".repeat(64), "v").is_err());
-    }
 }

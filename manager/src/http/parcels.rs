@@ -12,19 +12,21 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+pub use drover_api::clusters::AddHosts;
+pub use drover_api::parcels::{
+    ClusterParcel, HostParcel, HostParcelState, NewParcelCommand, ParcelComponent, ParcelEntry, ParcelInCluster,
+    ParcelList, ParcelTarget, ParcelView, UploadQuery,
+};
 use drover_parcels::manifest::ManifestParcel;
 use futures::TryStreamExt;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, ErrorBody, Items};
 use crate::AppState;
 use crate::desired;
 use crate::domain;
 use crate::domain::commands::CommandView;
-use crate::domain::parcels::ParcelCommand;
 use crate::model::{HostStatus, now_millis};
-use crate::parcels::{RemoteState, RepoError, Source};
+use crate::parcels::RepoError;
 use crate::store::ClusterParcelRec;
 
 type Shared = State<Arc<AppState>>;
@@ -56,144 +58,22 @@ async fn cluster_exists(state: &AppState, cluster: &str) -> Result<(), ApiError>
     }
 }
 
-/// One piece of software in a parcel.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ParcelComponent {
-    /// The Debian package name, e.g. `redis-server`.
-    pub name: String,
-    /// The upstream version, e.g. `7.0.15`.
-    pub version: String,
-    /// The full package version, e.g. `5:7.0.15-1~deb12u10`.
-    pub pkg_version: String,
+/// A manifest entry as the API shows it.
+fn parcel_entry(p: ManifestParcel) -> ParcelEntry {
+    // Every field named, so a new one in the manifest does not go unseen here.
+    let ManifestParcel { parcel_name, name, version, distro, sha256, size, components, depends, conflicts, provides } =
+        p;
+    let components = components
+        .into_iter()
+        .map(|c| ParcelComponent { name: c.name, version: c.version, pkg_version: c.pkg_version })
+        .collect();
+    ParcelEntry { parcel_name, name, version, distro, sha256, size, components, depends, conflicts, provides }
 }
 
-/// A parcel's entry in a repository manifest.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ParcelEntry {
-    /// The file name, `NAME-VERSION-DISTRO.parcel`.
-    pub parcel_name: String,
-    pub name: String,
-    pub version: String,
-    pub distro: String,
-    /// Lowercase hex sha256 of the file.
-    pub sha256: String,
-    pub size: u64,
-    pub components: Vec<ParcelComponent>,
-    pub depends: Vec<String>,
-    pub conflicts: Vec<String>,
-    pub provides: Vec<String>,
-}
-
-impl From<ManifestParcel> for ParcelEntry {
-    fn from(p: ManifestParcel) -> Self {
-        // Every field named, so a new one in the manifest does not go unseen here.
-        let ManifestParcel {
-            parcel_name,
-            name,
-            version,
-            distro,
-            sha256,
-            size,
-            components,
-            depends,
-            conflicts,
-            provides,
-        } = p;
-        let components = components
-            .into_iter()
-            .map(|c| ParcelComponent { name: c.name, version: c.version, pkg_version: c.pkg_version })
-            .collect();
-        ParcelEntry { parcel_name, name, version, distro, sha256, size, components, depends, conflicts, provides }
-    }
-}
-
-/// Where a cluster wants a parcel version to be on its hosts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ParcelTarget {
-    /// On every host, unpacked, not in use.
-    Distributed,
-    /// In use: the version its services run.
-    Active,
-}
-
-impl ParcelTarget {
-    fn parse(s: &str) -> Result<ParcelTarget, ApiError> {
-        match s {
-            "distributed" => Ok(ParcelTarget::Distributed),
-            "active" => Ok(ParcelTarget::Active),
-            other => Err(ApiError::Internal(format!("stored parcel target {other:?} is not distributed or active"))),
-        }
-    }
-}
-
-/// A parcel version on one host, as its agent last reported it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum HostParcelState {
-    /// Not on the host.
-    Available,
-    Downloading,
-    Distributed,
-    Active,
-    Failed,
-    /// The agent reported a state this manager does not know.
-    Unknown,
-}
-
-impl HostParcelState {
-    fn parse(s: &str) -> HostParcelState {
-        match s {
-            "downloading" => HostParcelState::Downloading,
-            "distributed" => HostParcelState::Distributed,
-            "active" => HostParcelState::Active,
-            "failed" => HostParcelState::Failed,
-            _ => HostParcelState::Unknown,
-        }
-    }
-}
-
-/// A parcel version on one host of a cluster.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct HostParcel {
-    pub host_id: String,
-    pub state: HostParcelState,
-    /// How much is downloaded, while `downloading`.
-    pub percent: Option<u64>,
-    /// Why it `failed`; empty otherwise.
-    pub error: String,
-}
-
-/// A parcel version in one cluster.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ParcelInCluster {
-    pub cluster: String,
-    /// What the cluster wants; null when it does not use this version.
-    pub target: Option<ParcelTarget>,
-    pub hosts: Vec<HostParcel>,
-}
-
-/// A known parcel with its state in every cluster.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ParcelView {
-    pub parcel_name: String,
-    pub name: String,
-    pub version: String,
-    pub distro: String,
-    pub sha256: String,
-    pub size: u64,
-    pub components: Vec<ParcelComponent>,
-    pub depends: Vec<String>,
-    pub source: Source,
-    pub clusters: Vec<ParcelInCluster>,
-}
-
-/// The answer of `GET /parcels`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ParcelList {
-    pub items: Vec<ParcelView>,
-    /// The remote repositories this manager follows.
-    pub repositories: Vec<RemoteState>,
+/// A stored parcel target; anything else in the database is an internal error.
+fn parcel_target(s: &str) -> Result<ParcelTarget, ApiError> {
+    ParcelTarget::parse(s)
+        .ok_or_else(|| ApiError::Internal(format!("stored parcel target {s:?} is not distributed or active")))
 }
 
 /// Every known parcel with its state on every host of each cluster.
@@ -239,13 +119,13 @@ pub async fn list(State(state): Shared, _c: Caller) -> Result<Json<ParcelList>, 
             let target = wanted
                 .iter()
                 .find(|w| &w.cluster == c && w.name == p.name && w.version == p.version)
-                .map(|w| ParcelTarget::parse(&w.target))
+                .map(|w| parcel_target(&w.target))
                 .transpose()?;
             let hosts =
                 hosts_of.get(c.as_str()).into_iter().flatten().map(|h| host_parcel(h, &p.name, &p.version)).collect();
             per_cluster.push(ParcelInCluster { cluster: c.clone(), target, hosts });
         }
-        let entry = ParcelEntry::from(p);
+        let entry = parcel_entry(p);
         items.push(ParcelView {
             parcel_name: entry.parcel_name,
             name: entry.name,
@@ -260,21 +140,6 @@ pub async fn list(State(state): Shared, _c: Caller) -> Result<Json<ParcelList>, 
         });
     }
     Ok(Json(ParcelList { items, repositories: state.parcels.remotes() }))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct UploadQuery {
-    /// `NAME-VERSION-DISTRO.parcel`, under the rules of
-    /// [`drover_parcels::name`].
-    #[param(
-        pattern = r"^[a-z0-9][a-z0-9_]{0,63}-[A-Za-z0-9][A-Za-z0-9.+~_-]{0,127}-[a-z0-9][a-z0-9._]{0,31}\.parcel$"
-    )]
-    pub file_name: String,
-    /// What the uploader says the file's sha256 is (hex); checked.
-    #[param(pattern = r"^\s*[0-9A-Fa-f]{64}\s*$")]
-    pub sha256: String,
 }
 
 /// Uploads a parcel file (the raw bytes as the body), streamed to disk.
@@ -300,7 +165,7 @@ pub async fn upload(
             format!("uploaded {} ({} bytes, sha256 {})", entry.parcel_name, entry.size, entry.sha256),
         ))
         .await;
-    Ok((StatusCode::CREATED, Json(ParcelEntry::from(entry))))
+    Ok((StatusCode::CREATED, Json(parcel_entry(entry))))
 }
 
 /// The hosts of a cluster, by id.
@@ -315,14 +180,6 @@ pub async fn list_hosts(
 ) -> Result<Json<Items<String>>, ApiError> {
     cluster_exists(&state, &cluster).await?;
     Ok(Json(Items::new(state.store.cluster_hosts(&cluster).await?)))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AddHosts {
-    /// Ids of enrolled hosts that are not decommissioned.
-    #[schema(min_items = 1)]
-    pub host_ids: Vec<String>,
 }
 
 /// Adds hosts to a cluster: they receive the cluster's parcels.
@@ -390,28 +247,12 @@ pub async fn remove_host(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A parcel version a cluster wants on its hosts.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ClusterParcel {
-    pub cluster: String,
-    pub name: String,
-    pub version: String,
-    pub file_name: String,
-    pub sha256: String,
-    pub size: u64,
-    pub target: ParcelTarget,
-    /// When it was last activated, Unix milliseconds (0: never).
-    pub activated_at: i64,
-    /// When the target last changed, Unix milliseconds.
-    pub updated_at: i64,
-}
-
 impl TryFrom<ClusterParcelRec> for ClusterParcel {
     type Error = ApiError;
 
     fn try_from(r: ClusterParcelRec) -> Result<Self, ApiError> {
         Ok(ClusterParcel {
-            target: ParcelTarget::parse(&r.target)?,
+            target: parcel_target(&r.target)?,
             cluster: r.cluster,
             name: r.name,
             version: r.version,
@@ -438,75 +279,6 @@ pub async fn cluster_parcels(
     cluster_exists(&state, &cluster).await?;
     let items = state.store.cluster_parcels(Some(&cluster)).await?.into_iter().map(ClusterParcel::try_from);
     Ok(Json(Items::new(items.collect::<Result<_, _>>()?)))
-}
-
-/// A cluster-level parcel command: which one, for which parcel version.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "name", rename_all = "lowercase", deny_unknown_fields)]
-pub enum NewParcelCommand {
-    /// Download and unpack the version on every host of the cluster.
-    Distribute { parcel: String, version: String },
-    /// Make the (distributed) version the one the cluster's services use.
-    Activate { parcel: String, version: String },
-    /// Stop using the version (default: the active one).
-    Deactivate {
-        parcel: String,
-        #[serde(default)]
-        version: Option<String>,
-    },
-    /// Delete the (inactive) version from every host.
-    Remove { parcel: String, version: String },
-}
-
-// Written out: the derived schema of an internally tagged enum would let
-// through the unknown fields the server refuses.
-impl utoipa::PartialSchema for NewParcelCommand {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
-        let variant = |name: &str, description: &str, version_required: bool| {
-            let string = || ObjectBuilder::new().schema_type(Type::String);
-            let mut o = ObjectBuilder::new()
-                .schema_type(Type::Object)
-                .description(Some(description))
-                .property("name", string().enum_values(Some([name])))
-                .required("name")
-                .property("parcel", string().description(Some("Parcel name, e.g. `redis`.")))
-                .required("parcel")
-                .additional_properties(Some(AdditionalProperties::FreeForm(false)));
-            if version_required {
-                o = o.property("version", string()).required("version");
-            } else {
-                o = o.property(
-                    "version",
-                    ObjectBuilder::new()
-                        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null]))
-                        .description(Some("Default: the active version.")),
-                );
-            }
-            o
-        };
-        OneOfBuilder::new()
-            .description(Some("A cluster-level parcel command: which one, for which parcel version."))
-            .item(variant("distribute", "Download and unpack the version on every host of the cluster.", true))
-            .item(variant("activate", "Make the (distributed) version the one the cluster's services use.", true))
-            .item(variant("deactivate", "Stop using the version (default: the active one).", false))
-            .item(variant("remove", "Delete the (inactive) version from every host.", true))
-            .into()
-    }
-}
-
-impl ToSchema for NewParcelCommand {}
-
-impl From<NewParcelCommand> for ParcelCommand {
-    fn from(c: NewParcelCommand) -> Self {
-        let (name, parcel, version) = match c {
-            NewParcelCommand::Distribute { parcel, version } => ("distribute", parcel, Some(version)),
-            NewParcelCommand::Activate { parcel, version } => ("activate", parcel, Some(version)),
-            NewParcelCommand::Deactivate { parcel, version } => ("deactivate", parcel, version),
-            NewParcelCommand::Remove { parcel, version } => ("remove", parcel, Some(version)),
-        };
-        ParcelCommand { name: name.to_owned(), parcel, version }
-    }
 }
 
 /// Starts a cluster-level parcel command with one step per host.

@@ -9,14 +9,11 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, ErrorBody, Items};
 use crate::AppState;
-use crate::model::Labels;
 use crate::providers::{self, Actor, CreateHosts, CreatedHosts, DEFAULT_IMAGE, ProviderError, ProviderHostView};
-use crate::whole;
+pub use drover_api::providers::{CreateDockerHosts, DeleteAllQuery, Memory};
 
 type Shared = State<Arc<AppState>>;
 
@@ -36,47 +33,6 @@ impl From<ProviderError> for ApiError {
             ProviderError::Store(s) => s.into(),
         }
     }
-}
-
-/// A memory limit: bytes, or text such as `256m` or `1g`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(untagged)]
-pub enum Memory {
-    #[schema(value_type = u64)]
-    Bytes(#[serde(deserialize_with = "whole::required")] u64),
-    Text(String),
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateDockerHosts {
-    /// How many containers (1-100).
-    #[serde(deserialize_with = "whole::required")]
-    #[schema(minimum = 1, maximum = 100)]
-    pub count: u32,
-    /// Agent image (default `drover/agent:latest`).
-    #[serde(default)]
-    pub image: Option<String>,
-    /// Docker network to attach them to (default `bridge`).
-    #[serde(default)]
-    pub network: Option<String>,
-    /// Labels the hosts get; `provider=docker` is added.
-    #[serde(default)]
-    #[schema(schema_with = super::labels_schema)]
-    pub labels: Labels,
-    /// CPU limit per container, in CPUs (`--cpus`).
-    #[serde(default)]
-    pub cpus: Option<f64>,
-    /// Memory limit per container (`--memory`): bytes or `256m`, `1g`.
-    #[serde(default)]
-    pub memory: Option<Memory>,
-    /// Container names are this plus 6 random characters (default `drover-`).
-    #[serde(default)]
-    pub name_prefix: Option<String>,
-    /// The manager's gRPC URL as the containers reach it (default
-    /// `--docker-manager-url`, else `https://<network gateway>:<grpc port>`).
-    #[serde(default)]
-    pub manager_url: Option<String>,
 }
 
 /// Starts agent containers on the Docker engine with a fresh enrollment token.
@@ -117,14 +73,6 @@ pub async fn create(
     security(("basic" = []), ("bearer" = [])))]
 pub async fn list(State(state): Shared, _c: Caller) -> Result<Json<Items<ProviderHostView>>, ApiError> {
     Ok(Json(Items::new(providers::list_docker_hosts(&state).await?)))
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct DeleteAllQuery {
-    /// Must be `true`: removes every container this manager created.
-    pub all: Option<bool>,
 }
 
 /// Removes every container this manager created, their volumes, and

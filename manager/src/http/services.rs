@@ -9,16 +9,18 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use utoipa::ToSchema;
 
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, ErrorBody, Items};
 use crate::AppState;
 use crate::domain::clusters::Cluster;
 use crate::domain::config::{ConfigChange, ConfigDiff, ConfigPatch, ConfigView, RevisionDetail, RevisionSummary};
-use crate::domain::roles::{NewRole, RoleView};
-use crate::domain::services::{RoleGroup, RoleTypeName, ServiceTypeName, ServiceTypeView, ServiceView};
+use crate::domain::roles::RoleView;
+use crate::domain::services::{RoleGroup, ServiceTypeView, ServiceView};
 use crate::domain::{clusters, config, roles, services};
+pub use drover_api::clusters::CreateCluster;
+pub use drover_api::config::{DiffQuery, Rollback};
+pub use drover_api::roles::{CreateRoles, CreatedRoles};
+pub use drover_api::services::{CreateGroup, CreateService};
 
 type Shared = State<Arc<AppState>>;
 
@@ -47,13 +49,6 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 // ---------- clusters ----------
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateCluster {
-    #[schema(schema_with = crate::domain::name_schema)]
-    pub name: String,
-}
 
 #[utoipa::path(post, path = "/api/v1/clusters", request_body = CreateCluster, responses((status = 201, body = Cluster), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn create_cluster(
@@ -106,16 +101,6 @@ pub async fn get_service_type(
 }
 
 // ---------- services ----------
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateService {
-    #[schema(schema_with = crate::domain::name_schema)]
-    pub name: String,
-    #[serde(rename = "type")]
-    #[schema(value_type = ServiceTypeName)]
-    pub service_type: String,
-}
 
 #[utoipa::path(post, path = "/api/v1/clusters/{cluster}/services", params(("cluster" = String, Path)), request_body = CreateService, responses((status = 201, body = ServiceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn create_service(
@@ -178,85 +163,7 @@ pub async fn create_group(
     Ok((StatusCode::CREATED, Json(g)))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateGroup {
-    #[schema(value_type = RoleTypeName)]
-    pub role_type: String,
-    #[schema(schema_with = crate::domain::name_schema)]
-    pub name: String,
-}
-
 // ---------- roles ----------
-
-/// One role, or an array of roles added in one request (one render and push).
-#[derive(Debug)]
-pub enum CreateRoles {
-    One(NewRole),
-    Many(Vec<NewRole>),
-}
-
-/// An object is one role, an array several: decided by the JSON's type, so
-/// an array is never read as a struct's fields in order.
-impl<'de> Deserialize<'de> for CreateRoles {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
-        use serde::de::{MapAccess, SeqAccess, Visitor};
-
-        struct Roles;
-
-        impl<'de> Visitor<'de> for Roles {
-            type Value = CreateRoles;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a role object or an array of role objects")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<CreateRoles, A::Error> {
-                NewRole::deserialize(MapAccessDeserializer::new(map)).map(CreateRoles::One)
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<CreateRoles, A::Error> {
-                Vec::deserialize(SeqAccessDeserializer::new(seq)).map(CreateRoles::Many)
-            }
-        }
-
-        d.deserialize_any(Roles)
-    }
-}
-
-impl utoipa::PartialSchema for CreateRoles {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::Ref;
-        use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder};
-        OneOfBuilder::new()
-            .description(Some("One role, or an array of roles added in one request (one render and push)."))
-            .item(Ref::from_schema_name("NewRole"))
-            .item(
-                ArrayBuilder::new()
-                    .items(Ref::from_schema_name("NewRole"))
-                    .min_items(Some(1))
-                    .max_items(Some(roles::MAX_ROLES_PER_REQUEST)),
-            )
-            .into()
-    }
-}
-
-impl ToSchema for CreateRoles {
-    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
-        schemas.push((NewRole::name().into(), <NewRole as utoipa::PartialSchema>::schema()));
-        <NewRole as ToSchema>::schemas(schemas);
-    }
-}
-
-/// The answer to adding roles: one role for one object placed on one host,
-/// `{items}` otherwise.
-#[derive(Debug, serde::Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum CreatedRoles {
-    One(Box<RoleView>),
-    Many(Items<RoleView>),
-}
 
 #[utoipa::path(post, path = "/api/v1/clusters/{cluster}/services/{service}/roles", params(("cluster" = String, Path), ("service" = String, Path)), request_body = CreateRoles, responses((status = 201, description = "the role (or `{items}` for an array or a count)", body = CreatedRoles), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, description = "the service's type has no such role type, or cannot render the new roles' files", body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn create_role(
@@ -330,17 +237,6 @@ pub async fn patch_config(
     Ok(Json(config::patch(&state, &caller.actor(), &cluster, &service, req).await?))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Rollback {
-    /// The revision whose values the new one takes.
-    #[serde(deserialize_with = "crate::whole::required")]
-    #[schema(minimum = 0)]
-    pub revision: u64,
-    #[schema(schema_with = crate::domain::not_blank_schema)]
-    pub message: String,
-}
-
 #[utoipa::path(post, path = "/api/v1/clusters/{cluster}/services/{service}/config/rollback", params(("cluster" = String, Path), ("service" = String, Path)), request_body = Rollback, responses((status = 200, description = "the new revision", body = ConfigChange), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, description = "the service's type cannot render its files with the old values", body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn rollback_config(
     State(state): Shared,
@@ -367,16 +263,6 @@ pub async fn get_revision(
     ApiPath((cluster, service, revision)): ApiPath<(String, String, u64)>,
 ) -> Result<Json<RevisionDetail>, ApiError> {
     Ok(Json(config::revision(&state, &cluster, &service, revision).await?))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct DiffQuery {
-    /// The older revision.
-    pub from: u64,
-    /// The newer revision.
-    pub to: u64,
 }
 
 #[utoipa::path(get, path = "/api/v1/clusters/{cluster}/services/{service}/config/diff", params(("cluster" = String, Path), ("service" = String, Path), DiffQuery), responses((status = 200, description = "value changes and unified diffs of rendered files per role", body = ConfigDiff), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, description = "a revision's files cannot be rendered with today's roles", body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]

@@ -13,12 +13,11 @@ pub mod docker;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::AppState;
 use crate::model::{Labels, now_millis, rfc3339};
 use crate::store::{ProviderHostRec, StoreError};
 use docker::{ContainerSpec, DockerClient, DockerError};
+pub use drover_api::providers::{CreatedHosts, ProviderHostView};
 
 /// The provider name in records, labels and routes.
 pub const DOCKER: &str = "docker";
@@ -73,40 +72,6 @@ pub struct CreateHosts {
     pub memory: Option<u64>,
     pub name_prefix: String,
     pub manager_url: Option<String>,
-}
-
-/// What a create call did.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct CreatedHosts {
-    /// The enrollment token the containers enroll with (`max_uses` = count).
-    pub token_id: String,
-    /// The gRPC URL the containers were given.
-    pub manager_url: String,
-    pub items: Vec<ProviderHostView>,
-}
-
-/// A container host as the API shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ProviderHostView {
-    /// The engine's container id.
-    pub id: String,
-    pub name: String,
-    pub engine: String,
-    pub owner: String,
-    pub image: String,
-    pub network: String,
-    pub volume: String,
-    pub labels: Labels,
-    pub created_by: String,
-    pub created_at: String,
-    /// What the engine says: `running`, `exited`, ... or `missing` when the
-    /// container no longer exists.
-    pub container_status: String,
-    /// The host the container enrolled as (matched on the container id the
-    /// agent reports), once it has.
-    pub host_id: Option<String>,
-    pub hostname: Option<String>,
-    pub host_status: Option<crate::model::HostStatus>,
 }
 
 fn engine_error(e: DockerError) -> ProviderError {

@@ -1,5 +1,6 @@
 //! Users, credentials, enrollment tokens, events and the audit log.
 
+pub use drover_api::tokens::ApiTokenInfo;
 use sqlx::any::AnyRow;
 
 use super::{Result, Store, StoreError, get, get_json, is_unique_violation, to_json};
@@ -33,15 +34,6 @@ pub struct ApiTokenRecord {
     pub token_hash: String,
     pub created_at: UnixMillis,
     pub expires_at: Option<UnixMillis>,
-}
-
-/// An API token as listed to its owner.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct ApiTokenInfo {
-    pub id: String,
-    pub name: String,
-    pub created_at: String,
-    pub expires_at: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -6,14 +6,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use drover_api::ErrorBody;
 use reqwest::{Method, StatusCode, Url};
-use serde::Deserialize;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// How long one request may take, connecting included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// No query parameters.
+pub const NO_QUERY: &[(&str, &str)] = &[];
+/// No request body.
+pub const NO_BODY: Option<&()> = None;
 
 /// The password file `drover-manager` writes on first start, relative to the
 /// directory it was started in.
@@ -102,16 +108,6 @@ pub struct ApiFailure {
     pub hint: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    message: String,
-}
-
 /// Reads the manager's `{"error": {"code", "message"}}` body; anything else
 /// (a proxy's page, say) is summarised.
 pub fn api_failure(status: StatusCode, body: &str) -> ApiFailure {
@@ -184,18 +180,17 @@ impl ManagerClient {
         Ok(url)
     }
 
-    /// Sends a request; returns the JSON body, or `None` for an empty one (204).
-    pub async fn call(
+    /// Sends a request with a query (a struct of the API or `(name, value)`
+    /// pairs; absent fields are left out) and a JSON body; returns the JSON
+    /// answer, or `None` for an empty one (204).
+    pub async fn call<Q: Serialize + ?Sized, B: Serialize + ?Sized>(
         &self,
         method: Method,
         segments: &[&str],
-        query: &[(&str, String)],
-        body: Option<&Value>,
+        query: &Q,
+        body: Option<&B>,
     ) -> anyhow::Result<Option<Value>> {
-        let mut req = self.request(method.clone(), segments)?;
-        if !query.is_empty() {
-            req = req.query(query);
-        }
+        let mut req = self.request(method.clone(), segments)?.query(query);
         if let Some(body) = body {
             req = req.json(body);
         }
@@ -243,10 +238,10 @@ impl ManagerClient {
     /// `POST` of a streamed, non-JSON body of `length` bytes (a file upload),
     /// expecting a JSON answer. The request may take up to `timeout`, not the
     /// usual 30 s.
-    pub async fn post_stream(
+    pub async fn post_stream<Q: Serialize + ?Sized>(
         &self,
         segments: &[&str],
-        query: &[(&str, String)],
+        query: &Q,
         body: reqwest::Body,
         length: u64,
         timeout: Duration,
@@ -264,16 +259,23 @@ impl ManagerClient {
     }
 
     /// `GET`, expecting a JSON body.
-    pub async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> anyhow::Result<Value> {
-        self.call(Method::GET, segments, query, None)
+    pub async fn get<Q: Serialize + ?Sized>(&self, segments: &[&str], query: &Q) -> anyhow::Result<Value> {
+        self.call(Method::GET, segments, query, NO_BODY)
             .await?
             .ok_or_else(|| anyhow!("the manager's answer to GET /api/v1/{} is empty", segments.join("/")))
     }
 
     /// A request with a JSON answer expected.
-    pub async fn send_json(&self, method: Method, segments: &[&str], body: Option<&Value>) -> anyhow::Result<Value> {
+    pub async fn send_json<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&B>,
+    ) -> anyhow::Result<Value> {
         let what = format!("{method} /api/v1/{}", segments.join("/"));
-        self.call(method, segments, &[], body).await?.ok_or_else(|| anyhow!("the manager's answer to {what} is empty"))
+        self.call(method, segments, NO_QUERY, body)
+            .await?
+            .ok_or_else(|| anyhow!("the manager's answer to {what} is empty"))
     }
 
     fn transport_error(&self, e: reqwest::Error) -> anyhow::Error {

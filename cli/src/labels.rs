@@ -3,10 +3,10 @@
 //! ([`validate_label`], [`parse_selector`]), so a bad label fails before any
 //! request is sent.
 
-use drover_manager::http::api::parse_selector;
-use drover_manager::http::validate_label;
-use drover_manager::model::Labels;
-use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+use drover_api::hosts::{PatchHost, parse_selector, validate_label};
+use drover_api::model::Labels;
 
 /// Parses one `key=value` argument. The value is taken verbatim and may
 /// contain `=` and `,`.
@@ -48,23 +48,26 @@ pub fn labels_map(pairs: &[(String, String)]) -> Result<Labels, String> {
 
 /// The JSON merge patch body of `PATCH /hosts/{id}`: a string sets a label,
 /// null removes it.
-pub fn label_patch(set: &[(String, String)], remove: &[String]) -> Result<Value, String> {
-    let mut labels: Map<String, Value> = labels_map(set)?.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+pub fn label_patch(set: &[(String, String)], remove: &[String]) -> Result<PatchHost, String> {
+    let mut labels: BTreeMap<String, Option<String>> =
+        labels_map(set)?.into_iter().map(|(k, v)| (k, Some(v))).collect();
     for key in remove {
         validate_label(key, "")?;
-        if labels.get(key).is_some_and(|v| !v.is_null()) {
+        if labels.get(key).is_some_and(Option::is_some) {
             return Err(format!("label {key:?} is both set and removed"));
         }
-        labels.insert(key.clone(), Value::Null);
+        labels.insert(key.clone(), None);
     }
     if labels.is_empty() {
         return Err("nothing to change: give key=value labels to set or --remove KEY".into());
     }
-    Ok(json!({ "labels": labels }))
+    Ok(PatchHost { labels })
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn pair(k: &str, v: &str) -> (String, String) {
@@ -93,9 +96,10 @@ mod tests {
 
     #[test]
     fn patches() {
+        let body = |p: PatchHost| serde_json::to_value(p).unwrap();
         let patch = label_patch(&[pair("rack", "r1")], &["old".into(), "old".into()]).unwrap();
-        assert_eq!(patch, json!({ "labels": { "rack": "r1", "old": null } }));
-        assert_eq!(label_patch(&[], &["x".into()]).unwrap(), json!({ "labels": { "x": null } }));
+        assert_eq!(body(patch), json!({ "labels": { "rack": "r1", "old": null } }));
+        assert_eq!(body(label_patch(&[], &["x".into()]).unwrap()), json!({ "labels": { "x": null } }));
         assert!(label_patch(&[], &[]).unwrap_err().contains("nothing to change"));
         assert!(label_patch(&[pair("a", "1")], &["a".into()]).unwrap_err().contains("both set and removed"));
         assert!(label_patch(&[pair("a", "1"), pair("a", "2")], &[]).unwrap_err().contains("more than once"));

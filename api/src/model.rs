@@ -1,6 +1,6 @@
-//! Domain types of the manager: what the store persists, the registry keeps
-//! live and the REST API returns. They are plain data; behaviour lives in the
-//! modules that own each concern.
+//! The plain data types of hosts, users, tokens, events and metrics: what the
+//! REST API returns, and what the manager's store persists and its registry
+//! keeps live. Behaviour lives in the manager's modules that own each concern.
 
 use std::collections::BTreeMap;
 
@@ -26,7 +26,7 @@ pub type Labels = BTreeMap<String, String>;
 /// use it rather than `\s`, whose meaning differs between regex engines.
 pub const WHITESPACE_CHARS: &str = r"\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
 
-/// What [`drover_proto::labels::parse_selector`] accepts, as an ECMA-262
+/// What [`drover_labels::parse_selector`] accepts, as an ECMA-262
 /// pattern: `key=value` or `key!=value` requirements separated by commas,
 /// whitespace around parts, keys and values ignored, empty parts skipped;
 /// keys and values follow the label rules.
@@ -313,7 +313,7 @@ mod tests {
             format!("{}=1", "k".repeat(64)),
         ]);
         for s in &strings {
-            let parsed = drover_proto::labels::parse_selector(s);
+            let parsed = drover_labels::parse_selector(s);
             assert_eq!(pattern.is_match(s), parsed.is_ok(), "{s:?}: {parsed:?}");
         }
     }

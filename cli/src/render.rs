@@ -5,10 +5,10 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use drover_manager::http::api::{
-    AuditList, CreatedApiToken, CreatedEnrollmentToken, EnrollmentTokenList, EventList, HostList,
-};
-use drover_manager::model::{Host, HostMetrics, HostStatus, Labels, User};
+use drover_api::history::{AuditList, EventList};
+use drover_api::hosts::HostList;
+use drover_api::model::{Host, HostMetrics, HostStatus, Labels, User};
+use drover_api::tokens::{CreatedApiToken, CreatedEnrollmentToken, EnrollmentTokenList};
 
 /// Placeholder for a value that is not known.
 const NONE: &str = "-";
@@ -413,9 +413,7 @@ pub fn whoami(user: &User, manager: &str, credentials: &str, now: DateTime<Utc>)
 
 #[cfg(test)]
 mod tests {
-    use drover_manager::model::{
-        AuditEntry, Disk, DiskUsage, EnrollmentTokenInfo, EnrollmentTokenState, Event, HostKind,
-    };
+    use drover_api::model::{AuditEntry, Disk, DiskUsage, EnrollmentTokenInfo, EnrollmentTokenState, Event, HostKind};
 
     use super::*;
 

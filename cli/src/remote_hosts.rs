@@ -7,11 +7,16 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use drover_api::Items;
+use drover_api::bootstrap::{AuthRequest, BootstrapRequest, HostKeyPolicy, Secret};
+use drover_api::model::HostStatus;
+use drover_api::providers::{CreateDockerHosts, CreatedHosts, DeleteAllQuery, Memory, ProviderHostView};
 use reqwest::Method;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use crate::cli::{DockerCommand, DockerDownArgs, DockerUpArgs, HostsBootstrapArgs, OutputFormat};
 use crate::commands::{Context, pretty};
+use crate::manager_client::{NO_BODY, NO_QUERY, decode};
 use crate::render::{Table, short_id};
 
 /// `ADDRESS=SHA256:...`.
@@ -39,42 +44,43 @@ fn read_secret(path: &Path, what: &str) -> anyhow::Result<String> {
 }
 
 /// The request body of `POST /api/v1/hosts/bootstrap`.
-pub fn bootstrap_body(args: &HostsBootstrapArgs) -> anyhow::Result<Value> {
-    let mut auth = Map::new();
-    match (&args.identity, &args.ssh_password_file) {
+pub fn bootstrap_body(args: &HostsBootstrapArgs) -> anyhow::Result<BootstrapRequest> {
+    let auth = match (&args.identity, &args.ssh_password_file) {
         (Some(key), None) => {
             let pem =
                 std::fs::read_to_string(key).with_context(|| format!("read the private key {}", key.display()))?;
-            auth.insert("private_key".into(), Value::String(pem));
-            if let Some(p) = &args.passphrase_file {
-                auth.insert("passphrase".into(), Value::String(read_secret(p, "passphrase")?));
-            }
+            let passphrase = match &args.passphrase_file {
+                Some(p) => Some(Secret::new(read_secret(p, "passphrase")?)),
+                None => None,
+            };
+            AuthRequest { private_key: Some(Secret::new(pem)), passphrase, password: None }
         }
-        (None, Some(p)) => {
-            auth.insert("password".into(), Value::String(read_secret(p, "SSH password")?));
-        }
+        (None, Some(p)) => AuthRequest {
+            private_key: None,
+            passphrase: None,
+            password: Some(Secret::new(read_secret(p, "SSH password")?)),
+        },
         _ => bail!("give --identity FILE or --ssh-password-file FILE"),
-    }
-    let mut body = json!({
-        "addresses": args.addresses,
-        "port": args.ssh_port,
-        "user": args.ssh_user,
-        "auth": auth,
-        "host_key_fingerprints": args.fingerprint.iter().map(|(a, f)| (a.clone(), Value::String(f.clone()))).collect::<Map<String, Value>>(),
-        "parallelism": args.parallelism,
-        "timeout_seconds": args.timeout.as_secs(),
-    });
-    body["labels"] = Value::Object(args.label.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect());
-    if args.sudo {
-        body["sudo"] = json!(true);
-    }
-    if let Some(p) = &args.host_key_policy {
-        body["host_key_policy"] = json!(p);
-    }
-    if let Some(u) = &args.manager_url {
-        body["manager_url"] = json!(u);
-    }
-    Ok(body)
+    };
+    let host_key_policy = match args.host_key_policy.as_deref() {
+        None => None,
+        Some("known-hosts") => Some(HostKeyPolicy::KnownHosts),
+        Some("accept-new") => Some(HostKeyPolicy::AcceptNew),
+        Some(other) => bail!("unknown host key policy {other:?}: use known-hosts or accept-new"),
+    };
+    Ok(BootstrapRequest {
+        addresses: args.addresses.clone(),
+        port: args.ssh_port,
+        user: args.ssh_user.clone(),
+        auth,
+        sudo: args.sudo.then_some(true),
+        labels: args.label.iter().cloned().collect(),
+        host_key_policy,
+        host_key_fingerprints: args.fingerprint.iter().cloned().collect(),
+        manager_url: args.manager_url.clone(),
+        parallelism: Some(args.parallelism),
+        timeout_seconds: Some(args.timeout.as_secs()),
+    })
 }
 
 pub async fn bootstrap(ctx: &Context, args: &HostsBootstrapArgs) -> anyhow::Result<String> {
@@ -88,102 +94,80 @@ pub async fn docker(ctx: &Context, command: DockerCommand) -> anyhow::Result<Str
         DockerCommand::Up(args) => up(ctx, &args).await,
         DockerCommand::Down(args) => down(ctx, &args).await,
         DockerCommand::List => {
-            let listed = ctx.client.get(&["providers", "docker", "hosts"], &[]).await?;
-            present(ctx, &listed)
+            let listed = ctx.client.get(&["providers", "docker", "hosts"], NO_QUERY).await?;
+            present(ctx, listed)
         }
     }
 }
 
-fn items(v: &Value) -> &[Value] {
-    v["items"].as_array().map(Vec::as_slice).unwrap_or(&[])
-}
-
-fn text(v: &Value, key: &str) -> String {
-    v[key].as_str().unwrap_or("-").to_owned()
-}
-
-fn table(list: &[Value]) -> String {
+fn table(list: &[ProviderHostView]) -> String {
     let mut t = Table::new(&["CONTAINER", "NAME", "STATUS", "HOST", "HOSTNAME", "HOST STATUS", "IMAGE", "NETWORK"]);
     for c in list {
         t.push(vec![
-            short_id(&text(c, "id")),
-            text(c, "name"),
-            text(c, "container_status"),
-            c["host_id"].as_str().map(short_id).unwrap_or_else(|| "-".into()),
-            text(c, "hostname"),
-            text(c, "host_status"),
-            text(c, "image"),
-            text(c, "network"),
+            short_id(&c.id),
+            c.name.clone(),
+            c.container_status.clone(),
+            c.host_id.as_deref().map_or_else(|| "-".into(), short_id),
+            c.hostname.clone().unwrap_or_else(|| "-".into()),
+            c.host_status.map_or("-", HostStatus::as_str).to_owned(),
+            c.image.clone(),
+            c.network.clone(),
         ]);
     }
     t.render()
 }
 
-fn present(ctx: &Context, v: &Value) -> anyhow::Result<String> {
+/// A list of container hosts: the API's JSON, or a table.
+fn present(ctx: &Context, v: Value) -> anyhow::Result<String> {
     match ctx.output {
-        OutputFormat::Json => pretty(v),
-        OutputFormat::Table => Ok(table(items(v))),
+        OutputFormat::Json => pretty(&v),
+        OutputFormat::Table => Ok(table(&decode::<Items<ProviderHostView>>(v)?.items)),
     }
 }
 
 async fn up(ctx: &Context, args: &DockerUpArgs) -> anyhow::Result<String> {
-    let mut body = json!({
-        "count": args.count,
-        "labels": args.label.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<Map<String, Value>>(),
-    });
-    for (key, value) in [
-        ("image", &args.image),
-        ("network", &args.network),
-        ("memory", &args.memory),
-        ("name_prefix", &args.name_prefix),
-        ("manager_url", &args.manager_url),
-    ] {
-        if let Some(v) = value {
-            body[key] = json!(v);
-        }
-    }
-    if let Some(c) = args.cpus {
-        body["cpus"] = json!(c);
-    }
-    let created = ctx.client.send_json(Method::POST, &["providers", "docker", "hosts"], Some(&body)).await?;
-    let ids: Vec<String> = items(&created).iter().filter_map(|c| c["id"].as_str().map(str::to_owned)).collect();
-    eprintln!("started {} container(s); they enroll at {}", ids.len(), text(&created, "manager_url"));
+    let body = CreateDockerHosts {
+        count: args.count,
+        image: args.image.clone(),
+        network: args.network.clone(),
+        labels: args.label.iter().cloned().collect(),
+        cpus: args.cpus,
+        memory: args.memory.clone().map(Memory::Text),
+        name_prefix: args.name_prefix.clone(),
+        manager_url: args.manager_url.clone(),
+    };
+    let raw = ctx.client.send_json(Method::POST, &["providers", "docker", "hosts"], Some(&body)).await?;
+    let created: CreatedHosts = decode(raw.clone())?;
+    let ids: Vec<String> = created.items.iter().map(|c| c.id.clone()).collect();
+    eprintln!("started {} container(s); they enroll at {}", ids.len(), created.manager_url);
     if args.no_wait {
-        return present(ctx, &created);
+        return match ctx.output {
+            OutputFormat::Json => pretty(&raw),
+            OutputFormat::Table => Ok(table(&created.items)),
+        };
     }
     let t = Instant::now();
     let mut last = String::new();
     loop {
-        let listed = ctx.client.get(&["providers", "docker", "hosts"], &[]).await?;
-        let ours: Vec<Value> = items(&listed)
-            .iter()
-            .filter(|c| c["id"].as_str().is_some_and(|id| ids.iter().any(|i| i == id)))
-            .cloned()
-            .collect();
-        let healthy = ours.iter().filter(|c| c["host_status"] == "healthy").count();
+        let listed: Items<ProviderHostView> =
+            decode(ctx.client.get(&["providers", "docker", "hosts"], NO_QUERY).await?)?;
+        let ours: Vec<ProviderHostView> = listed.items.into_iter().filter(|c| ids.contains(&c.id)).collect();
+        let healthy = ours.iter().filter(|c| c.host_status == Some(HostStatus::Healthy)).count();
         let line = format!("{healthy} of {} container host(s) healthy", ids.len());
         if line != last {
             eprintln!("{line}");
             last = line;
         }
         if healthy == ids.len() {
-            let done = json!({ "items": ours });
             return match ctx.output {
-                OutputFormat::Json => pretty(&done),
+                OutputFormat::Json => pretty(&Items::new(ours)),
                 OutputFormat::Table => {
                     Ok(format!("{}{} host(s) up in {:.1}s\n", table(&ours), ids.len(), t.elapsed().as_secs_f64()))
                 }
             };
         }
-        if let Some(gone) =
-            ours.iter().find(|c| c["container_status"] == "exited" || c["container_status"] == "missing")
-        {
-            bail!(
-                "container {} is {}; see `docker logs {}`",
-                text(gone, "name"),
-                text(gone, "container_status"),
-                text(gone, "name")
-            );
+        if let Some(gone) = ours.iter().find(|c| c.container_status == "exited" || c.container_status == "missing") {
+            bail!("container {} is {}; see `docker logs {}`", gone.name, gone.container_status, gone.name);
         }
         if t.elapsed() > args.timeout {
             bail!(
@@ -198,22 +182,23 @@ async fn up(ctx: &Context, args: &DockerUpArgs) -> anyhow::Result<String> {
 }
 
 async fn down(ctx: &Context, args: &DockerDownArgs) -> anyhow::Result<String> {
-    let removed: Vec<Value> = if args.all {
-        let v = ctx
-            .client
-            .call(Method::DELETE, &["providers", "docker", "hosts"], &[("all", "true".to_owned())], None)
-            .await?
-            .unwrap_or_default();
-        items(&v).to_vec()
+    let removed: Vec<ProviderHostView> = if args.all {
+        let query = DeleteAllQuery { all: Some(true) };
+        let v = ctx.client.call(Method::DELETE, &["providers", "docker", "hosts"], &query, NO_BODY).await?;
+        match v {
+            Some(v) => decode::<Items<ProviderHostView>>(v)?.items,
+            None => Vec::new(),
+        }
     } else {
         let mut out = Vec::new();
         for id in &args.containers {
-            out.push(ctx.client.send_json(Method::DELETE, &["providers", "docker", "hosts", id], None).await?);
+            let v = ctx.client.send_json(Method::DELETE, &["providers", "docker", "hosts", id], NO_BODY).await?;
+            out.push(decode(v)?);
         }
         out
     };
     match ctx.output {
-        OutputFormat::Json => pretty(&json!({ "items": removed })),
+        OutputFormat::Json => pretty(&Items::new(removed)),
         OutputFormat::Table => Ok(format!("{}removed {} container host(s)\n", table(&removed), removed.len())),
     }
 }
@@ -222,6 +207,7 @@ async fn down(ctx: &Context, args: &DockerDownArgs) -> anyhow::Result<String> {
 mod tests {
     use super::*;
     use clap::Parser;
+    use serde_json::json;
 
     fn args(extra: &[&str]) -> HostsBootstrapArgs {
         let mut argv = vec!["drover", "hosts", "bootstrap"];
@@ -253,7 +239,7 @@ mod tests {
             "--timeout",
             "2m",
         ]);
-        let body = bootstrap_body(&a).unwrap();
+        let body = serde_json::to_value(bootstrap_body(&a).unwrap()).unwrap();
         assert_eq!(body["addresses"], json!(["10.0.0.5", "db1:2222"]));
         assert_eq!(body["user"], "admin");
         assert_eq!(body["auth"], json!({"password": "s3cret"}));

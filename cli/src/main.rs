@@ -1,25 +1,19 @@
 //! `drover`: the command-line client of the manager's REST API. It parses the
 //! command line, picks credentials, runs one command and prints its result;
 //! errors go to stderr as `error: ...` with exit code 1 (2 for usage errors).
-
-mod cli;
-mod commands;
-mod labels;
-mod lifecycle;
-mod manager_client;
-mod parcel;
-mod remote_hosts;
-mod render;
+//! The commands are in the `drover_cli` library.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-
-use crate::cli::{Cli, Command, GlobalArgs};
-use crate::commands::{Context, TerminalPrompt};
-use crate::manager_client::{ApiFailure, CredentialOptions, DEFAULT_PASSWORD_FILE, ManagerClient, resolve_credentials};
+use drover_cli::cli::{Cli, Command, GlobalArgs};
+use drover_cli::commands::{self, Context, TerminalPrompt};
+use drover_cli::manager_client::{
+    ApiFailure, CredentialOptions, DEFAULT_PASSWORD_FILE, ManagerClient, resolve_credentials,
+};
+use drover_cli::parcel;
 
 fn main() -> ExitCode {
     let Cli { global, command } = Cli::parse();

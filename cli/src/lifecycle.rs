@@ -11,18 +11,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
+use drover_api::Items;
+use drover_api::clusters::AddHosts;
+use drover_api::commands::{CommandState, CommandView, NewCommand, ServiceCommand as Command, StepState};
+use drover_api::parcels::{HostParcel, HostParcelState, NewParcelCommand, ParcelList, Source, UploadQuery};
 use futures::TryStreamExt;
 use reqwest::Method;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::cli::{
     ClusterCommand, ClusterHostsAddArgs, ClusterHostsCommand, OutputFormat, ParcelCommand, ParcelDeactivateArgs,
-    ParcelLifecycleArgs, ParcelUploadArgs, ServiceCommand, WaitArgs,
+    ParcelUploadArgs, ServiceCommand, WaitArgs,
 };
 use crate::commands::{Context, all_hosts, pretty, resolve_host};
-use crate::manager_client::decode;
+use crate::manager_client::{NO_QUERY, decode};
 use crate::render::{Table, human_bytes, short_id};
 
 /// How often a followed command is polled.
@@ -35,9 +38,18 @@ pub async fn parcel(ctx: &Context, command: ParcelCommand) -> anyhow::Result<Str
     match command {
         ParcelCommand::Upload(args) => upload(ctx, &args).await,
         ParcelCommand::List => list(ctx).await,
-        ParcelCommand::Distribute(args) => lifecycle(ctx, "distribute", &args).await,
-        ParcelCommand::Activate(args) => lifecycle(ctx, "activate", &args).await,
-        ParcelCommand::Remove(args) => lifecycle(ctx, "remove", &args).await,
+        ParcelCommand::Distribute(args) => {
+            let body = NewParcelCommand::Distribute { parcel: args.name.clone(), version: args.version.clone() };
+            start_parcel_command(ctx, &args.cluster, &body, &args.wait).await
+        }
+        ParcelCommand::Activate(args) => {
+            let body = NewParcelCommand::Activate { parcel: args.name.clone(), version: args.version.clone() };
+            start_parcel_command(ctx, &args.cluster, &body, &args.wait).await
+        }
+        ParcelCommand::Remove(args) => {
+            let body = NewParcelCommand::Remove { parcel: args.name.clone(), version: args.version.clone() };
+            start_parcel_command(ctx, &args.cluster, &body, &args.wait).await
+        }
         ParcelCommand::Deactivate(args) => deactivate(ctx, &args).await,
         local @ (ParcelCommand::Build(_) | ParcelCommand::Index(_) | ParcelCommand::Inspect(_)) => {
             crate::parcel::run(local, ctx.output)
@@ -53,11 +65,12 @@ pub async fn cluster(ctx: &Context, command: ClusterCommand) -> anyhow::Result<S
 }
 
 pub async fn service(ctx: &Context, command: ServiceCommand) -> anyhow::Result<String> {
+    let command_of = |name, version| NewCommand { name, roles: None, stale_only: false, version };
     let (cluster, service, body, wait) = match &command {
         ServiceCommand::Upgrade(a) => {
-            (&a.cluster, &a.service, json!({"name": "upgrade", "version": a.version}), &a.wait)
+            (&a.cluster, &a.service, command_of(Command::Upgrade, Some(a.version.clone())), &a.wait)
         }
-        ServiceCommand::Rollback(a) => (&a.cluster, &a.service, json!({"name": "rollback"}), &a.wait),
+        ServiceCommand::Rollback(a) => (&a.cluster, &a.service, command_of(Command::Rollback, None), &a.wait),
     };
     let segments = ["clusters", cluster.as_str(), "services", service.as_str(), "commands"];
     let started = ctx.client.send_json(Method::POST, &segments, Some(&body)).await?;
@@ -104,7 +117,7 @@ async fn upload(ctx: &Context, args: &ParcelUploadArgs) -> anyhow::Result<String
     // Slow links are fine: at least 10 minutes, and a second per MiB beyond that.
     let timeout = Duration::from_secs(600 + size / (1 << 20));
     let started = Instant::now();
-    let query = [("file_name", file_name.clone()), ("sha256", sha256.clone())];
+    let query = UploadQuery { file_name: file_name.clone(), sha256: sha256.clone() };
     let result = ctx.client.post_stream(&["parcels"], &query, reqwest::Body::wrap_stream(stream), size, timeout).await;
     if let Some(line) = progress.lock().expect("progress lock").finish() {
         eprint!("{line}");
@@ -185,38 +198,8 @@ impl Progress {
     }
 }
 
-/// `GET /api/v1/parcels`, as far as the table needs it.
-#[derive(Debug, Deserialize)]
-pub struct ParcelListing {
-    pub items: Vec<ListedParcel>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ListedParcel {
-    pub name: String,
-    pub version: String,
-    pub size: u64,
-    pub source: Value,
-    #[serde(default)]
-    pub clusters: Vec<ClusterParcelState>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ClusterParcelState {
-    pub cluster: String,
-    pub target: Option<String>,
-    #[serde(default)]
-    pub hosts: Vec<HostParcelState>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct HostParcelState {
-    pub state: String,
-    pub percent: Option<u64>,
-}
-
 async fn list(ctx: &Context) -> anyhow::Result<String> {
-    let value = ctx.client.get(&["parcels"], &[]).await?;
+    let value = ctx.client.get(&["parcels"], NO_QUERY).await?;
     match ctx.output {
         OutputFormat::Json => pretty(&value),
         OutputFormat::Table => Ok(parcels_table(&decode(value)?)),
@@ -224,23 +207,29 @@ async fn list(ctx: &Context) -> anyhow::Result<String> {
 }
 
 /// `local`, or the URL of the remote repository.
-fn source(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.pointer("/remote/url").and_then(Value::as_str).unwrap_or("?").to_owned(),
+fn source(s: &Source) -> String {
+    match s {
+        Source::Local => "local".into(),
+        Source::Remote { url } => url.clone(),
     }
 }
 
 /// Counts of the hosts' states, e.g. `2 active, 1 downloading 45%, 1 failed`.
-pub fn host_summary(hosts: &[HostParcelState]) -> String {
+pub fn host_summary(hosts: &[HostParcel]) -> String {
     if hosts.is_empty() {
         return "no hosts".into();
     }
-    let mut counts: BTreeMap<usize, (String, u64, Option<u64>)> = BTreeMap::new();
-    const ORDER: [&str; 5] = ["active", "distributed", "downloading", "failed", "available"];
+    let mut counts: BTreeMap<usize, (&str, u64, Option<u64>)> = BTreeMap::new();
+    const ORDER: [HostParcelState; 5] = [
+        HostParcelState::Active,
+        HostParcelState::Distributed,
+        HostParcelState::Downloading,
+        HostParcelState::Failed,
+        HostParcelState::Available,
+    ];
     for h in hosts {
         let rank = ORDER.iter().position(|s| *s == h.state).unwrap_or(ORDER.len());
-        let e = counts.entry(rank).or_insert_with(|| (h.state.clone(), 0, None));
+        let e = counts.entry(rank).or_insert_with(|| (h.state.as_str(), 0, None));
         e.1 += 1;
         if let Some(p) = h.percent {
             e.2 = Some(e.2.map_or(p, |q| q.min(p)));
@@ -259,7 +248,7 @@ pub fn host_summary(hosts: &[HostParcelState]) -> String {
 
 /// `parcel list`: a row per parcel and cluster that wants it or has it on a
 /// host; parcels no cluster has get one row.
-pub fn parcels_table(listing: &ParcelListing) -> String {
+pub fn parcels_table(listing: &ParcelList) -> String {
     if listing.items.is_empty() {
         return "no parcels; upload one with `drover parcel upload FILE`\n".into();
     }
@@ -277,16 +266,16 @@ pub fn parcels_table(listing: &ParcelListing) -> String {
                 hosts,
             ]
         };
-        let relevant: Vec<&ClusterParcelState> = p
+        let relevant: Vec<_> = p
             .clusters
             .iter()
-            .filter(|c| c.target.is_some() || c.hosts.iter().any(|h| h.state != "available"))
+            .filter(|c| c.target.is_some() || c.hosts.iter().any(|h| h.state != HostParcelState::Available))
             .collect();
         if relevant.is_empty() {
             table.push(row("-", "-", "-".into()));
         }
         for c in relevant {
-            table.push(row(&c.cluster, c.target.as_deref().unwrap_or("-"), host_summary(&c.hosts)));
+            table.push(row(&c.cluster, c.target.map_or("-", |t| t.as_str()), host_summary(&c.hosts)));
         }
     }
     let mut out = table.render();
@@ -302,29 +291,21 @@ async fn hosts_add(ctx: &Context, args: &ClusterHostsAddArgs) -> anyhow::Result<
         names.push(format!("{} ({})", found.host.hostname, short_id(&found.host.id)));
         ids.push(found.host.id);
     }
-    let value = ctx
-        .client
-        .send_json(Method::POST, &["clusters", &args.cluster, "hosts"], Some(&json!({ "host_ids": ids })))
-        .await?;
+    let body = AddHosts { host_ids: ids };
+    let value = ctx.client.send_json(Method::POST, &["clusters", &args.cluster, "hosts"], Some(&body)).await?;
     if ctx.output == OutputFormat::Json {
         return pretty(&value);
     }
-    let total = value.get("items").and_then(Value::as_array).map_or(0, Vec::len);
+    let total = decode::<Items<String>>(value)?.items.len();
     Ok(format!("added {} to cluster {}; it has {total} hosts\n", names.join(", "), args.cluster))
 }
 
 async fn hosts_list(ctx: &Context, cluster: &str) -> anyhow::Result<String> {
-    let value = ctx.client.get(&["clusters", cluster, "hosts"], &[]).await?;
+    let value = ctx.client.get(&["clusters", cluster, "hosts"], NO_QUERY).await?;
     if ctx.output == OutputFormat::Json {
         return pretty(&value);
     }
-    let members: Vec<String> = value
-        .get("items")
-        .and_then(Value::as_array)
-        .ok_or_else(|| anyhow!("unexpected response from the manager: no items"))?
-        .iter()
-        .filter_map(|v| v.as_str().map(str::to_owned))
-        .collect();
+    let members = decode::<Items<String>>(value)?.items;
     if members.is_empty() {
         return Ok(format!(
             "cluster {cluster} has no hosts; add some with `drover cluster hosts add {cluster} HOST...`\n"
@@ -343,49 +324,25 @@ async fn hosts_list(ctx: &Context, cluster: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
-async fn lifecycle(ctx: &Context, name: &str, args: &ParcelLifecycleArgs) -> anyhow::Result<String> {
-    let body = json!({"name": name, "parcel": args.name, "version": args.version});
-    start_parcel_command(ctx, &args.cluster, &body, &args.wait).await
-}
-
 async fn deactivate(ctx: &Context, args: &ParcelDeactivateArgs) -> anyhow::Result<String> {
-    let mut body = json!({"name": "deactivate", "parcel": args.name});
-    if let Some(v) = &args.version {
-        body["version"] = json!(v);
-    }
+    let body = NewParcelCommand::Deactivate { parcel: args.name.clone(), version: args.version.clone() };
     start_parcel_command(ctx, &args.cluster, &body, &args.wait).await
 }
 
-async fn start_parcel_command(ctx: &Context, cluster: &str, body: &Value, wait: &WaitArgs) -> anyhow::Result<String> {
+async fn start_parcel_command(
+    ctx: &Context,
+    cluster: &str,
+    body: &NewParcelCommand,
+    wait: &WaitArgs,
+) -> anyhow::Result<String> {
     let started = ctx.client.send_json(Method::POST, &["clusters", cluster, "parcels", "commands"], Some(body)).await?;
     follow(ctx, started, wait).await
-}
-
-/// A command as `GET /api/v1/commands/{id}` shows it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct CommandView {
-    pub id: String,
-    pub name: String,
-    pub state: String,
-    #[serde(default)]
-    pub message: String,
-    #[serde(default)]
-    pub steps: Vec<StepView>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct StepView {
-    pub seq: u32,
-    pub description: String,
-    pub state: String,
-    #[serde(default)]
-    pub message: String,
 }
 
 /// Remembers what was last printed of each step, to print only changes.
 #[derive(Debug, Default)]
 pub struct StepPrinter {
-    seen: BTreeMap<u32, (String, String)>,
+    seen: BTreeMap<u32, (StepState, String)>,
 }
 
 impl StepPrinter {
@@ -395,11 +352,11 @@ impl StepPrinter {
         let total = cmd.steps.len();
         let mut lines = Vec::new();
         for s in &cmd.steps {
-            let now = (s.state.clone(), s.message.clone());
-            if s.state == "pending" || self.seen.get(&s.seq) == Some(&now) {
+            let now = (s.state, s.message.clone());
+            if s.state == StepState::Pending || self.seen.get(&s.seq) == Some(&now) {
                 continue;
             }
-            let mut line = format!("[{}/{total}] {:<9} {}", s.seq, s.state, s.description);
+            let mut line = format!("[{}/{total}] {:<9} {}", s.seq, s.state.as_str(), s.description);
             if !s.message.is_empty() {
                 let _ = write!(line, ": {}", s.message);
             }
@@ -413,23 +370,26 @@ impl StepPrinter {
 /// What a finished command means for the exit status: `Err` with the failing
 /// step's message unless it succeeded.
 pub fn outcome(cmd: &CommandView) -> anyhow::Result<()> {
-    if cmd.state == "succeeded" {
+    if cmd.state == CommandState::Succeeded {
         return Ok(());
     }
-    let step =
-        cmd.steps.iter().find(|s| s.state == "failed").or_else(|| cmd.steps.iter().find(|s| s.state == "aborted"));
+    let step = cmd
+        .steps
+        .iter()
+        .find(|s| s.state == StepState::Failed)
+        .or_else(|| cmd.steps.iter().find(|s| s.state == StepState::Aborted));
     match step {
         Some(s) => bail!(
             "{} command {} {}: step {} ({}) {}: {}",
             cmd.name,
             cmd.id,
-            cmd.state,
+            cmd.state.as_str(),
             s.seq,
             s.description,
-            s.state,
+            s.state.as_str(),
             if s.message.is_empty() { &cmd.message } else { &s.message }
         ),
-        None => bail!("{} command {} {}: {}", cmd.name, cmd.id, cmd.state, cmd.message),
+        None => bail!("{} command {} {}: {}", cmd.name, cmd.id, cmd.state.as_str(), cmd.message),
     }
 }
 
@@ -459,12 +419,15 @@ pub async fn follow(ctx: &Context, started: Value, wait: &WaitArgs) -> anyhow::R
             let _ = writeln!(err, "{line}");
         }
         drop(err);
-        if cmd.state != "running" {
+        if cmd.state != CommandState::Running {
             break;
         }
         tokio::time::sleep(POLL_INTERVAL).await;
-        raw =
-            ctx.client.get(&["commands", &cmd.id], &[]).await.with_context(|| format!("follow command {}", cmd.id))?;
+        raw = ctx
+            .client
+            .get(&["commands", &cmd.id], NO_QUERY)
+            .await
+            .with_context(|| format!("follow command {}", cmd.id))?;
         cmd = decode(raw.clone())?;
     }
     outcome(&cmd)?;
@@ -484,21 +447,32 @@ pub async fn follow(ctx: &Context, started: Value, wait: &WaitArgs) -> anyhow::R
 mod tests {
     use super::*;
 
+    use drover_api::commands::StepView;
+
     fn step(seq: u32, state: &str, message: &str) -> StepView {
         StepView {
             seq,
             description: format!("distribute redis 2 to host-{seq}"),
-            state: state.into(),
+            roles: vec![format!("host-{seq}")],
+            state: StepState::parse(state),
             message: message.into(),
+            started_at: None,
+            finished_at: None,
         }
     }
 
     fn command(state: &str, steps: Vec<StepView>) -> CommandView {
         CommandView {
             id: "c1".into(),
+            cluster: "prod".into(),
+            service: String::new(),
             name: "parcel-distribute".into(),
-            state: state.into(),
+            params: Value::Null,
+            state: CommandState::parse(state),
             message: "m".into(),
+            created_by: "admin".into(),
+            created_at: "2026-03-01T12:00:00.000Z".into(),
+            finished_at: None,
             steps,
         }
     }
@@ -540,11 +514,17 @@ mod tests {
 
     #[test]
     fn host_summaries() {
-        let h = |state: &str, percent: Option<u64>| HostParcelState { state: state.into(), percent };
+        use HostParcelState::{Active, Available, Downloading, Failed};
+        let h = |state: HostParcelState, percent: Option<u64>| HostParcel {
+            host_id: "h".into(),
+            state,
+            percent,
+            error: String::new(),
+        };
         assert_eq!(host_summary(&[]), "no hosts");
-        let hosts = [h("failed", None), h("active", None), h("downloading", Some(60)), h("active", None)];
+        let hosts = [h(Failed, None), h(Active, None), h(Downloading, Some(60)), h(Active, None)];
         assert_eq!(host_summary(&hosts), "2 active, 1 downloading 60%, 1 failed");
-        let hosts = [h("downloading", Some(60)), h("downloading", Some(45)), h("available", None)];
+        let hosts = [h(Downloading, Some(60)), h(Downloading, Some(45)), h(Available, None)];
         assert_eq!(host_summary(&hosts), "2 downloading (slowest 45%), 1 available");
     }
 

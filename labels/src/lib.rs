@@ -1,7 +1,12 @@
-//! Host label rules shared by the agent and the manager. The agent parses
-//! `--labels k=v,k2=v2` into the labels it asks for at enrollment,
-//! with the same rules the manager applies, so a typo fails here with a clear
-//! message instead of burning a one-time token on a refused enrollment.
+//! Host label rules shared by the agent, the manager and the `drover` CLI.
+//! The agent parses `--labels k=v,k2=v2` into the labels it asks for at
+//! enrollment with the same rules the manager applies, so a typo fails there
+//! with a clear message instead of burning a one-time token on a refused
+//! enrollment; the CLI checks labels and selectors before sending them.
+//!
+//! A crate of its own, with no dependency but `thiserror`, so that both
+//! `drover-proto` (the agent's side) and `drover-api` (the REST side, which
+//! the CLI links without any of gRPC) can use it.
 
 use std::collections::BTreeMap;
 

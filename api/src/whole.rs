@@ -1,7 +1,7 @@
 //! Integer fields of request bodies: JSON has one number type, so `3.0` is the
 //! integer 3 (JSON Schema agrees, and clients that compute in floating point
 //! send it so). serde's derived `u64` refuses it; these deserializers take it.
-//! Shared by the REST handlers and the domain's request types.
+//! Every request type with an integer field uses them.
 //!
 //! Use as `#[serde(deserialize_with = "whole::required")]`, or
 //! `#[serde(default, deserialize_with = "whole::option")]` for an optional

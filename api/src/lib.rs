@@ -1,0 +1,43 @@
+//! The request and response types of Drover's REST API (`/api/v1`), with
+//! their OpenAPI schemas, shared by the manager, which serves them, and the
+//! `drover` CLI, which sends and reads them: a renamed field breaks the
+//! build of both, not a user's command.
+//!
+//! Nothing of the server is here: no axum, no sqlx, no gRPC, only serde,
+//! utoipa, chrono, zeroize (for credentials) and the label rules of
+//! `drover-labels`. Each module holds one area of the API:
+//!
+//! - [`model`]: hosts, users, tokens, events, metrics, as the store keeps
+//!   them and the API returns them; timestamps;
+//! - [`hosts`]: the host list, labels and metrics, and the label rules;
+//! - [`tokens`]: enrollment and API tokens;
+//! - [`history`]: events and the audit log;
+//! - [`clusters`], [`services`], [`roles`], [`config`], [`commands`]: the
+//!   service model, versioned configuration and commands;
+//! - [`parcels`]: the repository and the parcel lifecycle of clusters;
+//! - [`providers`], [`bootstrap`]: hosts from the Docker provider and over
+//!   SSH;
+//! - [`envelope`]: [`Items`] (every list) and [`ErrorBody`] (every error);
+//! - [`names`]: the name and reason rules as schemas;
+//! - [`whole`]: integer fields that also take `3.0`.
+//!
+//! Types are plain data with small pure methods (`as_str`, `parse`); every
+//! rule beyond what a schema states is the manager's.
+
+pub mod bootstrap;
+pub mod clusters;
+pub mod commands;
+pub mod config;
+pub mod envelope;
+pub mod history;
+pub mod hosts;
+pub mod model;
+pub mod names;
+pub mod parcels;
+pub mod providers;
+pub mod roles;
+pub mod services;
+pub mod tokens;
+pub mod whole;
+
+pub use envelope::{ErrorBody, ErrorDetail, Items};
