@@ -149,6 +149,14 @@ async fn uploads_are_checked_and_served() {
     let resp = t.client.get(t.url(&format!("/repo/{name}"))).header("range", "bytes=10-19").send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 206);
     assert_eq!(resp.bytes().await.unwrap().as_ref(), &bytes[10..20]);
+    // The repository's own hidden files are not served, however the path is spelt.
+    assert!(t.handle.state.parcels.dir().join(".index-cache.json").is_file(), "the index cache exists");
+    for path in ["/repo/.index-cache.json", "/repo/%2eindex-cache.json", "/repo/%2Eindex-cache.json"] {
+        let resp = t.client.get(t.url(path)).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 404, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found", "{path}: {body}");
+    }
 
     let audit = t.call(Method::GET, "/audit?object_type=parcel", None).await.1;
     assert!(audit.to_string().contains(&name), "{audit}");

@@ -62,8 +62,14 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .merge(bootstrap::routes()),
         )
         // The parcel repository, read-only and public like a package mirror
-        // (manifest.json and the files, with range requests for resuming).
-        .nest_service("/repo", tower_http::services::ServeDir::new(state.parcels.dir()))
+        // (manifest.json and the files, with range requests for resuming);
+        // its hidden files (the index cache, uploads in progress) are not.
+        .nest(
+            "/repo",
+            Router::new()
+                .fallback_service(tower_http::services::ServeDir::new(state.parcels.dir()))
+                .layer(axum::middleware::from_fn(hide_dot_files)),
+        )
         .route("/healthz", get(healthz))
         .merge(console::routes())
         .fallback(not_found)
@@ -409,6 +415,20 @@ pub async fn healthz(axum::extract::State(state): axum::extract::State<Arc<AppSt
     };
     let status = if db.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
+}
+
+/// 404 for any path of the repository with a segment that starts with a
+/// dot, percent-encoded or not: those files are the repository's own.
+async fn hide_dot_files(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let hidden = req
+        .uri()
+        .path()
+        .split('/')
+        .any(|seg| seg.starts_with('.') || seg.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("%2e")));
+    if hidden {
+        return not_found(req.uri().clone()).await.into_response();
+    }
+    next.run(req).await
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
