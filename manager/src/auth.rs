@@ -136,6 +136,11 @@ impl BasicCache {
         {
             return Ok(Some(rec.clone()));
         }
+        // No user name holds a NUL, and PostgreSQL cannot even compare one:
+        // wrong credentials, not a database error.
+        if user.contains('\0') {
+            return Ok(None);
+        }
         let Some(rec) = store.user_by_name(user).await? else {
             return Ok(None);
         };

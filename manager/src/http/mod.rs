@@ -77,6 +77,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Enforced by the body extractors, so an oversized body gets the JSON
         // 413 of `ApiError` (tower-http's limit layer answers in plain text).
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+        .layer(axum::middleware::from_fn(refuse_nul_in_url))
         .with_state(state)
 }
 
@@ -242,9 +243,43 @@ where
         if bytes.trim_ascii_start().starts_with(b"[") && requires_object(&T::schema()) {
             return Err(ApiError::BadRequest("invalid JSON body: expected an object, got an array".into()));
         }
+        if has_escaped_nul(&bytes) {
+            return Err(ApiError::BadRequest(NUL_REFUSED.into()));
+        }
         let Json(value) = Json::<T>::from_bytes(&bytes)?;
         Ok(ApiJson(value))
     }
+}
+
+/// Why a request with a NUL character is refused.
+const NUL_REFUSED: &str = "invalid request: text may not contain the NUL character (\\u0000 in JSON, %00 in a URL); PostgreSQL cannot store it";
+
+/// Whether JSON text holds an escaped NUL (`\u0000`) in a string: JSON has
+/// no raw NUL and no backslash outside strings, so a lexical scan of escapes
+/// is exact (`\\u0000` is a backslash and `u0000`, not a NUL).
+fn has_escaped_nul(json: &[u8]) -> bool {
+    let mut i = 0;
+    while i < json.len() {
+        if json[i] == b'\\' {
+            if json.get(i + 1..i + 6) == Some(b"u0000") {
+                return true;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// Refuses, with the JSON 400 of every other bad request, a URL whose path
+/// or query holds an encoded NUL (`%00`): no route takes one, and
+/// PostgreSQL cannot compare or store text that has it.
+async fn refuse_nul_in_url(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    if req.uri().path_and_query().is_some_and(|pq| pq.as_str().contains("%00")) {
+        return ApiError::BadRequest(NUL_REFUSED.into()).into_response();
+    }
+    next.run(req).await
 }
 
 /// `Content-Type: application/json` or `application/*+json`, as axum's `Json` takes it.
