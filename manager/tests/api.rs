@@ -374,7 +374,7 @@ async fn basic_auth_then_api_token_bearer() {
     m.stop().await;
 }
 
-/// NUL is refused in every body and URL with the same 400 on both backends
+/// NUL is refused in every body and URL with the same 422 on both backends
 /// (PostgreSQL cannot store it; it used to answer 503 there), while an
 /// escaped backslash followed by `u0000` is ordinary text.
 #[tokio::test]
@@ -383,12 +383,12 @@ async fn nul_characters_are_refused_before_the_database() {
     let nul = "invalid request: text may not contain the NUL character (\\u0000 in JSON, %00 in a URL); PostgreSQL cannot store it";
     let body = json!({"name": "ci\u{0}pipeline"});
     let resp = m.json(Method::POST, "/api/v1/api-tokens", Auth::Admin, &body).await;
-    assert_eq!(resp.expect_error(StatusCode::BAD_REQUEST, "invalid_request"), nul);
+    assert_eq!(resp.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"), nul);
     let body = json!({"name": "ci\\u0000pipeline"});
     assert_eq!(m.json(Method::POST, "/api/v1/api-tokens", Auth::Admin, &body).await.status, StatusCode::CREATED);
     for uri in ["/api/v1/hosts?hostname=a%00b", "/api/v1/events?object_id=%00", "/api/v1/hosts/a%00b"] {
         let resp = m.get(uri, Auth::Admin).await;
-        assert_eq!(resp.expect_error(StatusCode::BAD_REQUEST, "invalid_request"), nul, "{uri}");
+        assert_eq!(resp.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"), nul, "{uri}");
     }
     // A user name with a NUL is wrong credentials (401), not a database error.
     let resp = m.get("/api/v1/hosts", Auth::Basic("ad\u{0}min", "secret")).await;

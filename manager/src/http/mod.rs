@@ -244,14 +244,15 @@ where
             return Err(ApiError::BadRequest("invalid JSON body: expected an object, got an array".into()));
         }
         if has_escaped_nul(&bytes) {
-            return Err(ApiError::BadRequest(NUL_REFUSED.into()));
+            return Err(ApiError::Unprocessable(NUL_REFUSED.into()));
         }
         let Json(value) = Json::<T>::from_bytes(&bytes)?;
         Ok(ApiJson(value))
     }
 }
 
-/// Why a request with a NUL character is refused.
+/// Why a request with a NUL character is refused (422: the OpenAPI document
+/// allows any string, so by the API's status rules this is not a 400).
 const NUL_REFUSED: &str = "invalid request: text may not contain the NUL character (\\u0000 in JSON, %00 in a URL); PostgreSQL cannot store it";
 
 /// Whether JSON text holds an escaped NUL (`\u0000`) in a string: JSON has
@@ -272,12 +273,12 @@ fn has_escaped_nul(json: &[u8]) -> bool {
     false
 }
 
-/// Refuses, with the JSON 400 of every other bad request, a URL whose path
+/// Refuses, with a JSON 422, a URL whose path
 /// or query holds an encoded NUL (`%00`): no route takes one, and
 /// PostgreSQL cannot compare or store text that has it.
 async fn refuse_nul_in_url(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     if req.uri().path_and_query().is_some_and(|pq| pq.as_str().contains("%00")) {
-        return ApiError::BadRequest(NUL_REFUSED.into()).into_response();
+        return ApiError::Unprocessable(NUL_REFUSED.into()).into_response();
     }
     next.run(req).await
 }
