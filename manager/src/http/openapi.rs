@@ -3,9 +3,9 @@
 //! A handler's annotation lists what the handler itself answers; the errors
 //! of the shared extractors are added here to every operation that uses them,
 //! so none can be forgotten: `401` and `503` (the credentials are checked
-//! against the database) where the operation is authenticated, `400`, `413`
-//! and `415` where it takes a JSON body, `400` where it takes path or query
-//! parameters. `scripts/schemathesis.sh` checks the server against the result.
+//! against the database) where the operation is authenticated, `400`, `413`,
+//! `415` and `422` (a NUL in text) where it takes a JSON body, `400` and
+//! `422` where it takes path or query parameters. `scripts/schemathesis.sh` checks the server against the result.
 
 use std::collections::BTreeSet;
 
@@ -130,9 +130,11 @@ impl Modify for ExtractorErrors {
                     add(op, "400", "the body is not JSON of the documented shape");
                     add(op, "413", "the body is larger than 1 MiB");
                     add(op, "415", "the body is not sent as application/json");
+                    add(op, "422", "a text value holds the NUL character");
                 }
                 if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
                     add(op, "400", "a path or query parameter is invalid");
+                    add(op, "422", "a text value holds the NUL character");
                 }
             }
         }
