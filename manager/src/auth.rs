@@ -128,6 +128,11 @@ impl BasicCache {
         h.finalize().into()
     }
 
+    /// Drops every cached credential of a user (after a password change).
+    pub fn forget_user(&self, user_id: &str) {
+        self.entries.lock().expect("cache lock").retain(|_, (rec, _)| rec.id != user_id);
+    }
+
     /// Checks Basic credentials: from the cache, else against the store with argon2.
     pub async fn verify(&self, store: &Store, user: &str, password: &str) -> anyhow::Result<Option<UserRecord>> {
         let key = self.key(user, password);

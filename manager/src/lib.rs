@@ -155,8 +155,16 @@ pub struct Manager;
 impl Manager {
     /// Opens the store, loads the CA and registry, and serves HTTP and gRPC on
     /// the given listeners.
-    pub async fn start(config: ManagerConfig, http: TcpListener, grpc: TcpListener) -> anyhow::Result<ManagerHandle> {
+    pub async fn start(
+        mut config: ManagerConfig,
+        http: TcpListener,
+        grpc: TcpListener,
+    ) -> anyhow::Result<ManagerHandle> {
         config.validate()?;
+        // The addresses actually bound (a port 0 asked for becomes a real one),
+        // for the URLs the manager gives out.
+        config.http_addr = http.local_addr()?;
+        config.grpc_addr = grpc.local_addr()?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
         let url = config.database_url();

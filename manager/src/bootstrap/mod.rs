@@ -151,7 +151,7 @@ pub fn agent_binary_path(state: &AppState) -> PathBuf {
 
 /// The gRPC URL bootstrapped agents are given: it must be one the manager's
 /// certificate names, or the agents would refuse the manager.
-fn manager_url(state: &AppState, asked: Option<&str>) -> Result<String, String> {
+pub(crate) fn manager_url(state: &AppState, asked: Option<&str>) -> Result<String, String> {
     let port = state.config.grpc_addr.port();
     let url = match asked.map(str::to_owned).or_else(|| state.config.agent_manager_url.clone()) {
         Some(u) => u,

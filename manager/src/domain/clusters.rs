@@ -47,3 +47,51 @@ pub async fn delete(state: &AppState, actor: &Actor, name: &str) -> Result<()> {
     state.audit(actor.audit("cluster.delete", "cluster", name, "deleted cluster")).await;
     Ok(())
 }
+
+/// The ids of a cluster's hosts.
+pub async fn hosts(state: &AppState, cluster: &str) -> Result<Vec<String>> {
+    load_cluster(state, cluster).await?;
+    Ok(state.store.cluster_hosts(cluster).await?)
+}
+
+/// Adds enrolled, not decommissioned hosts to a cluster: they receive the
+/// cluster's parcels. Answers the cluster's host ids.
+pub async fn add_hosts(state: &AppState, actor: &Actor, cluster: &str, host_ids: &[String]) -> Result<Vec<String>> {
+    load_cluster(state, cluster).await?;
+    if host_ids.is_empty() {
+        return Err(DomainError::Invalid("host_ids is empty".into()));
+    }
+    let known = state.store.host_addresses(host_ids).await?;
+    for h in host_ids {
+        if !known.contains_key(h) {
+            return Err(DomainError::NotFound(format!("unknown host {h:?}: no host has this id")));
+        }
+        if state.registry.host_status(h) == Some(crate::model::HostStatus::Decommissioned) {
+            return Err(DomainError::Conflict(format!("host {h} is decommissioned")));
+        }
+    }
+    state.store.add_cluster_hosts(cluster, host_ids, now_millis()).await?;
+    state.desired.refresh_parcels(state).await?;
+    state.audit(actor.audit("cluster.hosts.add", "cluster", cluster, format!("added hosts {host_ids:?}"))).await;
+    Ok(state.store.cluster_hosts(cluster).await?)
+}
+
+/// Removes a host from a cluster; it must run no role of the cluster.
+pub async fn remove_host(state: &AppState, actor: &Actor, cluster: &str, host: &str) -> Result<()> {
+    load_cluster(state, cluster).await?;
+    for svc in state.store.list_services(cluster).await? {
+        if let Some(r) = state.store.roles_of_service(cluster, &svc.name).await?.into_iter().find(|r| r.host_id == host)
+        {
+            return Err(DomainError::Conflict(format!(
+                "host {host} runs role {} of service {}; delete the role first",
+                r.name, svc.name
+            )));
+        }
+    }
+    if !state.store.remove_cluster_host(cluster, host).await? {
+        return Err(DomainError::NotFound(format!("host {host} is not in cluster {cluster}")));
+    }
+    state.desired.refresh_parcels(state).await?;
+    state.audit(actor.audit("cluster.hosts.remove", "cluster", cluster, format!("removed host {host}"))).await;
+    Ok(())
+}

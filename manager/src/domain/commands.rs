@@ -221,6 +221,17 @@ pub async fn list(state: &AppState, cluster: &str, service: &str) -> Result<Vec<
     Ok(state.store.list_commands(cluster, service).await?.iter().map(|c| view(c, &[])).collect())
 }
 
+/// Commands of every cluster matching `filter`, newest first, without their
+/// steps.
+pub async fn search(state: &AppState, filter: &crate::store::CommandFilter) -> Result<Vec<CommandView>> {
+    if let Some(s) = &filter.state
+        && CommandState::parse(s).as_str() != s
+    {
+        return Err(DomainError::Invalid(format!("invalid command state {s:?}: use running, succeeded, failed or aborted")));
+    }
+    Ok(state.store.search_commands(filter).await?.iter().map(|c| view(c, &[])).collect())
+}
+
 /// Asks a running command to stop between steps (or while a step waits).
 pub async fn abort(state: &AppState, actor: &Actor, id: &str) -> Result<()> {
     let (c, _) =

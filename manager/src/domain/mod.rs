@@ -1,5 +1,5 @@
-//! The domain layer: what Drover does with clusters, services, roles,
-//! configuration and commands, with no HTTP in it.
+//! The domain layer: what Drover does with hosts, credentials, clusters,
+//! services, roles, configuration and commands, with no HTTP in it.
 //!
 //! Every REST handler and console page that reads or changes the service
 //! model calls one function here; the rules (names, instance counts, port
@@ -8,7 +8,9 @@
 //! asks (for the audit log) and plain arguments, and answer typed views or a
 //! [`DomainError`] that `http` maps to a status code.
 //!
-//! - [`clusters`]: create, list, show, delete;
+//! - [`hosts`]: filters, labels, decommissioning, metric history;
+//! - [`accounts`]: enrollment tokens, API tokens, passwords;
+//! - [`clusters`]: create, list, show, delete, member hosts;
 //! - [`services`]: service types, services, role groups, health roll-up;
 //! - [`roles`]: role views (status, staleness), placement, add and remove,
 //!   port clashes;
@@ -19,8 +21,10 @@
 //!
 //! Architecture invariant: nothing here imports axum, sqlx or prost.
 
+pub mod accounts;
 pub mod clusters;
 pub mod commands;
+pub mod hosts;
 pub mod config;
 pub mod parcels;
 pub mod roles;

@@ -14,14 +14,12 @@ pub use drover_api::tokens::{
     ApiTokenList, CreateApiToken, CreateEnrollmentToken, CreatedApiToken, CreatedEnrollmentToken, EnrollmentTokenList,
 };
 
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, ErrorBody, Items, validate_label};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, ErrorBody, Items};
 use crate::AppState;
-use crate::auth::{new_api_token, sha256_hex};
-use crate::model::{AuditEntry, EnrollmentTokenInfo, Event, Host, HostStatus, User, now_millis, rfc3339};
+use crate::domain;
+use crate::model::{AuditEntry, EnrollmentTokenInfo, Event, Host, User, now_millis};
 
 /// The largest page offset (the query says `int32`).
-const MAX_OFFSET: u32 = i32::MAX as u32;
-
 /// Checks a page size: 1-1000.
 fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     let limit = limit.unwrap_or(100);
@@ -30,7 +28,7 @@ fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     }
     Ok(limit)
 }
-use crate::store::{ApiTokenInfo, ApiTokenRecord, AuditFilter, EventFilter, HostFilter};
+use crate::store::{ApiTokenInfo, AuditFilter, EventFilter, HostFilter};
 
 type Shared = State<Arc<AppState>>;
 
@@ -49,8 +47,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/openapi.json", get(openapi))
 }
 
-const MAX_TOKEN_TTL_S: u64 = 365 * 24 * 3600;
-
 /// Creates an enrollment token.
 #[utoipa::path(post, path = "/api/v1/enrollment-tokens", request_body = CreateEnrollmentToken,
     responses((status = 201, body = CreatedEnrollmentToken), (status = 400, body = ErrorBody)),
@@ -60,45 +56,10 @@ pub async fn create_enrollment_token(
     caller: Caller,
     ApiJson(req): ApiJson<CreateEnrollmentToken>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let ttl = req.ttl_seconds.unwrap_or(3600);
-    if ttl == 0 || ttl > MAX_TOKEN_TTL_S {
-        return Err(ApiError::BadRequest(format!("ttl_seconds must be between 1 and {MAX_TOKEN_TTL_S}, got {ttl}")));
-    }
-    let max_uses = req.max_uses.unwrap_or(1);
-    if !(1..=100_000).contains(&max_uses) {
-        return Err(ApiError::BadRequest(format!("max_uses must be between 1 and 100000, got {max_uses}")));
-    }
-    for (k, v) in &req.labels {
-        validate_label(k, v).map_err(ApiError::BadRequest)?;
-    }
-    let (rec, token) = crate::auth::issue_enrollment_token(
-        &state.store,
-        state.pki.ca_fingerprint(),
-        &caller.user.username,
-        std::time::Duration::from_secs(ttl),
-        max_uses,
-        req.labels.clone(),
-    )
-    .await?;
-    state
-        .audit(caller.audit(
-            "enrollment_token.create",
-            "enrollment_token",
-            &rec.id,
-            format!("created enrollment token: ttl {ttl}s, max_uses {max_uses}, labels {:?}", rec.labels),
-        ))
-        .await;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedEnrollmentToken {
-            id: rec.id,
-            token: token.to_string(),
-            expires_at: rfc3339(rec.expires_at),
-            max_uses,
-            labels: rec.labels,
-            ca_fingerprint: state.pki.ca_fingerprint().to_string(),
-        }),
-    ))
+    let created =
+        domain::accounts::create_enrollment_token(&state, &caller.actor(), req.ttl_seconds, req.max_uses, &req.labels)
+            .await?;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// Lists enrollment tokens (secrets are never shown again).
@@ -108,8 +69,7 @@ pub async fn list_enrollment_tokens(
     State(state): Shared,
     _caller: Caller,
 ) -> Result<Json<Items<EnrollmentTokenInfo>>, ApiError> {
-    let now = now_millis();
-    Ok(Json(Items::new(state.store.list_enrollment_tokens().await?.iter().map(|t| t.to_api(now)).collect())))
+    Ok(Json(Items::new(domain::accounts::list_enrollment_tokens(&state).await?)))
 }
 
 /// Revokes an enrollment token; hosts already enrolled with it are unaffected.
@@ -121,10 +81,7 @@ pub async fn revoke_enrollment_token(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    if !state.store.revoke_enrollment_token(&id, now_millis()).await? {
-        return Err(ApiError::NotFound(format!("enrollment token {id} not found")));
-    }
-    state.audit(caller.audit("enrollment_token.revoke", "enrollment_token", &id, "revoked enrollment token")).await;
+    domain::accounts::revoke_enrollment_token(&state, &caller.actor(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -136,32 +93,18 @@ pub async fn list_hosts(
     _caller: Caller,
     ApiQuery(q): ApiQuery<HostQuery>,
 ) -> Result<Json<HostList>, ApiError> {
-    let status = q
-        .status
-        .as_deref()
-        .map(|s| {
-            HostStatus::parse(s).ok_or_else(|| {
-                ApiError::BadRequest(format!("invalid status {s:?}: use healthy, lost or decommissioned"))
-            })
-        })
-        .transpose()?;
-    let selector = drover_proto::labels::parse_selector(q.label.as_deref().unwrap_or_default())
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let labels = selector.equalities().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-    let not_labels = selector.inequalities().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-    let limit = page_limit(q.limit)?;
-    let offset = q.offset.unwrap_or(0);
-    if offset > MAX_OFFSET {
-        return Err(ApiError::BadRequest(format!("offset must be at most {MAX_OFFSET}, got {offset}")));
-    }
-    let page =
-        state.store.list_hosts(&HostFilter { status, labels, not_labels, hostname: q.hostname, limit, offset }).await?;
-    Ok(Json(HostList { items: page.items, total: page.total, limit, offset }))
+    let mut filter = HostFilter {
+        status: q.status.as_deref().map(domain::hosts::parse_status).transpose()?,
+        hostname: q.hostname,
+        limit: q.limit.unwrap_or(100),
+        offset: q.offset.unwrap_or(0),
+        ..Default::default()
+    };
+    domain::hosts::apply_selector(&mut filter, q.label.as_deref().unwrap_or_default())?;
+    let page = domain::hosts::list(&state, &filter).await?;
+    Ok(Json(HostList { items: page.items, total: page.total, limit: filter.limit, offset: filter.offset }))
 }
 
-async fn load_host(state: &AppState, id: &str) -> Result<Host, ApiError> {
-    state.store.host(id).await?.ok_or_else(|| ApiError::NotFound(format!("host {id} not found")))
-}
 
 /// One host with its facts, labels, status and latest metrics.
 #[utoipa::path(get, path = "/api/v1/hosts/{id}", params(("id" = String, Path)),
@@ -171,7 +114,7 @@ pub async fn get_host(
     _caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Host>, ApiError> {
-    Ok(Json(load_host(&state, &id).await?))
+    Ok(Json(domain::hosts::get(&state, &id).await?))
 }
 
 /// Changes a host's labels.
@@ -185,31 +128,8 @@ pub async fn patch_host(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<PatchHost>,
 ) -> Result<Json<Host>, ApiError> {
-    let before = load_host(&state, &id).await?;
-    if before.status == HostStatus::Decommissioned {
-        return Err(ApiError::Conflict(format!("host {id} is decommissioned; its labels can no longer change")));
-    }
-    let mut labels = before.labels.clone();
-    for (k, v) in &req.labels {
-        match v {
-            Some(v) => {
-                validate_label(k, v).map_err(ApiError::BadRequest)?;
-                labels.insert(k.clone(), v.clone());
-            }
-            None => {
-                // A key no label can have is a mistake, not a no-op.
-                validate_label(k, "").map_err(ApiError::BadRequest)?;
-                labels.remove(k);
-            }
-        }
-    }
-    if !state.store.set_host_labels(&id, &labels).await? {
-        return Err(ApiError::NotFound(format!("host {id} not found")));
-    }
-    state
-        .audit(caller.audit("host.update_labels", "host", &id, format!("labels {:?} -> {:?}", before.labels, labels)))
-        .await;
-    Ok(Json(load_host(&state, &id).await?))
+    let changes = req.labels.into_iter().collect();
+    Ok(Json(domain::hosts::set_labels(&state, &caller.actor(), &id, &changes).await?))
 }
 
 /// Decommissions a host: revokes its certificate and closes its session. The
@@ -222,29 +142,7 @@ pub async fn decommission_host(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Host>, ApiError> {
-    let before = state
-        .store
-        .decommission_host(&id, &caller.user.username, now_millis())
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("host {id} not found")))?;
-    if before.status != HostStatus::Decommissioned {
-        state.registry.decommission(&id);
-        state
-            .audit(caller.audit(
-                "host.decommission",
-                "host",
-                &id,
-                format!(
-                    "decommissioned host {} (was {}); certificate {} revoked",
-                    before.hostname,
-                    before.status.as_str(),
-                    before.cert_serial
-                ),
-            ))
-            .await;
-        tracing::info!(host = %id, by = %caller.user.username, "host decommissioned");
-    }
-    Ok(Json(load_host(&state, &id).await?))
+    Ok(Json(domain::hosts::decommission(&state, &caller.actor(), &id).await?))
 }
 
 fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
@@ -263,16 +161,11 @@ pub async fn host_metrics(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<MetricsQuery>,
 ) -> Result<Json<MetricSeries>, ApiError> {
-    load_host(&state, &id).await?;
     let resolution = q.resolution.unwrap_or(60);
-    let span = match resolution {
-        60 => 3_600_000,
-        3600 => 7 * 24 * 3_600_000,
-        other => return Err(ApiError::BadRequest(format!("resolution must be 60 or 3600, got {other}"))),
-    };
+    let span = domain::hosts::default_span_ms(resolution)?;
     let to = q.to.as_deref().map(|s| parse_time("to", s)).transpose()?.unwrap_or_else(now_millis);
     let from = q.from.as_deref().map(|s| parse_time("from", s)).transpose()?.unwrap_or(to - span);
-    let points = state.store.host_metrics(&id, resolution, from, to).await?;
+    let points = domain::hosts::metrics(&state, &id, resolution, from, to).await?;
     Ok(Json(MetricSeries { host_id: id, resolution_s: resolution, points }))
 }
 
@@ -320,40 +213,16 @@ pub async fn create_api_token(
     caller: Caller,
     ApiJson(req): ApiJson<CreateApiToken>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let name = req.name.trim();
-    if name.is_empty() || req.name.chars().count() > 100 || req.name.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(
-            "name must be 1-100 characters, not only spaces, without control characters".into(),
-        ));
-    }
-    if let Some(ttl) = req.ttl_seconds
-        && (ttl == 0 || ttl > 10 * MAX_TOKEN_TTL_S)
-    {
-        return Err(ApiError::BadRequest(format!("ttl_seconds must be between 1 and {}", 10 * MAX_TOKEN_TTL_S)));
-    }
-    let now = now_millis();
-    let token = new_api_token();
-    let rec = ApiTokenRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        user_id: caller.user.id.clone(),
-        name: name.to_owned(),
-        token_hash: sha256_hex(&token),
-        created_at: now,
-        expires_at: req.ttl_seconds.map(|t| now + (t as i64) * 1000),
-    };
-    state.store.insert_api_token(&rec).await?;
-    state.audit(caller.audit("api_token.create", "api_token", &rec.id, format!("created API token {name:?}"))).await;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedApiToken { id: rec.id, name: rec.name, token, expires_at: rec.expires_at.map(rfc3339) }),
-    ))
+    let created =
+        domain::accounts::create_api_token(&state, &caller.actor(), &caller.user, &req.name, req.ttl_seconds).await?;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// Lists the calling user's API tokens (the tokens themselves are never shown again).
 #[utoipa::path(get, path = "/api/v1/api-tokens", responses((status = 200, body = Items<ApiTokenInfo>)),
     security(("basic" = []), ("bearer" = [])))]
 pub async fn list_api_tokens(State(state): Shared, caller: Caller) -> Result<Json<Items<ApiTokenInfo>>, ApiError> {
-    Ok(Json(Items::new(state.store.list_api_tokens(&caller.user.id).await?)))
+    Ok(Json(Items::new(domain::accounts::list_api_tokens(&state, &caller.user).await?)))
 }
 
 /// Revokes one of the calling user's API tokens.
@@ -365,10 +234,7 @@ pub async fn revoke_api_token(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    if !state.store.delete_api_token(&id, &caller.user.id).await? {
-        return Err(ApiError::NotFound(format!("API token {id} not found")));
-    }
-    state.audit(caller.audit("api_token.revoke", "api_token", &id, "revoked API token")).await;
+    domain::accounts::revoke_api_token(&state, &caller.actor(), &caller.user, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

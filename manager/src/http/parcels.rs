@@ -25,7 +25,6 @@ use crate::AppState;
 use crate::desired;
 use crate::domain;
 use crate::domain::commands::CommandView;
-use crate::model::{HostStatus, now_millis};
 use crate::parcels::RepoError;
 use crate::store::ClusterParcelRec;
 
@@ -178,8 +177,7 @@ pub async fn list_hosts(
     _c: Caller,
     ApiPath(cluster): ApiPath<String>,
 ) -> Result<Json<Items<String>>, ApiError> {
-    cluster_exists(&state, &cluster).await?;
-    Ok(Json(Items::new(state.store.cluster_hosts(&cluster).await?)))
+    Ok(Json(Items::new(domain::clusters::hosts(&state, &cluster).await?)))
 }
 
 /// Adds hosts to a cluster: they receive the cluster's parcels.
@@ -196,25 +194,7 @@ pub async fn add_hosts(
     ApiPath(cluster): ApiPath<String>,
     ApiJson(req): ApiJson<AddHosts>,
 ) -> Result<Json<Items<String>>, ApiError> {
-    cluster_exists(&state, &cluster).await?;
-    if req.host_ids.is_empty() {
-        return Err(ApiError::BadRequest("host_ids is empty".into()));
-    }
-    let known = state.store.host_addresses(&req.host_ids).await?;
-    for h in &req.host_ids {
-        if !known.contains_key(h) {
-            return Err(ApiError::NotFound(format!("unknown host {h:?}: no host has this id")));
-        }
-        if state.registry.host_status(h) == Some(HostStatus::Decommissioned) {
-            return Err(ApiError::Conflict(format!("host {h} is decommissioned")));
-        }
-    }
-    state.store.add_cluster_hosts(&cluster, &req.host_ids, now_millis()).await?;
-    state.desired.refresh_parcels(&state).await?;
-    state
-        .audit(caller.audit("cluster.hosts.add", "cluster", &cluster, format!("added hosts {:?}", req.host_ids)))
-        .await;
-    Ok(Json(Items::new(state.store.cluster_hosts(&cluster).await?)))
+    Ok(Json(Items::new(domain::clusters::add_hosts(&state, &caller.actor(), &cluster, &req.host_ids).await?)))
 }
 
 /// Removes a host from a cluster; it must run no role of the cluster.
@@ -228,22 +208,7 @@ pub async fn remove_host(
     caller: Caller,
     ApiPath((cluster, host)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    cluster_exists(&state, &cluster).await?;
-    for svc in state.store.list_services(&cluster).await? {
-        if let Some(r) =
-            state.store.roles_of_service(&cluster, &svc.name).await?.into_iter().find(|r| r.host_id == host)
-        {
-            return Err(ApiError::Conflict(format!(
-                "host {host} runs role {} of service {}; delete the role first",
-                r.name, svc.name
-            )));
-        }
-    }
-    if !state.store.remove_cluster_host(&cluster, &host).await? {
-        return Err(ApiError::NotFound(format!("host {host} is not in cluster {cluster}")));
-    }
-    state.desired.refresh_parcels(&state).await?;
-    state.audit(caller.audit("cluster.hosts.remove", "cluster", &cluster, format!("removed host {host}"))).await;
+    domain::clusters::remove_host(&state, &caller.actor(), &cluster, &host).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

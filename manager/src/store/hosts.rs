@@ -54,8 +54,76 @@ pub struct HostFilter {
     pub not_labels: Vec<(String, String)>,
     /// Substring of the hostname.
     pub hostname: Option<String>,
+    /// Only hosts of this kind.
+    pub kind: Option<crate::model::HostKind>,
+    /// Substring of the hostname or of one of the addresses.
+    pub text: Option<String>,
+    /// Order of the page; ties are broken by hostname, then id.
+    pub sort: HostSort,
+    pub descending: bool,
     pub limit: u32,
     pub offset: u32,
+}
+
+/// Columns a host list can be sorted by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HostSort {
+    #[default]
+    Hostname,
+    Status,
+    Kind,
+    Cores,
+    Memory,
+    Heartbeat,
+    Enrolled,
+}
+
+impl HostSort {
+    pub const ALL: [HostSort; 7] = [
+        HostSort::Hostname,
+        HostSort::Status,
+        HostSort::Kind,
+        HostSort::Cores,
+        HostSort::Memory,
+        HostSort::Heartbeat,
+        HostSort::Enrolled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostSort::Hostname => "hostname",
+            HostSort::Status => "status",
+            HostSort::Kind => "kind",
+            HostSort::Cores => "cores",
+            HostSort::Memory => "memory",
+            HostSort::Heartbeat => "heartbeat",
+            HostSort::Enrolled => "enrolled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<HostSort> {
+        HostSort::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The column, from a fixed list: never text from a request.
+    fn column(self) -> &'static str {
+        match self {
+            HostSort::Hostname => "hostname",
+            HostSort::Status => "status",
+            HostSort::Kind => "kind",
+            HostSort::Cores => "cpu_cores",
+            HostSort::Memory => "memory_bytes",
+            HostSort::Heartbeat => "last_heartbeat_at",
+            HostSort::Enrolled => "enrolled_at",
+        }
+    }
+}
+
+/// A `LIKE` pattern matching `text` anywhere, with the wildcards escaped
+/// (used with `ESCAPE '\'`), lower-cased.
+fn contains_pattern(text: &str) -> String {
+    let t = text.to_ascii_lowercase();
+    format!("%{}%", t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
 }
 
 #[derive(Debug, Clone)]
@@ -283,10 +351,18 @@ impl Store {
         if let Some(h) = &f.hostname {
             // Case-insensitive on both backends (SQLite's LIKE folds ASCII case,
             // PostgreSQL's does not); hostnames are ASCII.
-            let h = h.to_ascii_lowercase();
-            let pattern = format!("%{}%", h.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-            args.push(Arg::Text(pattern));
+            args.push(Arg::Text(contains_pattern(h)));
             cond.push_str(&format!(" AND LOWER(hostname) LIKE ${} ESCAPE '\\'", args.len()));
+        }
+        push_filter(&mut cond, &mut args, "kind = ", f.kind.map(|k| Arg::Text(k.as_str().to_owned())));
+        if let Some(t) = &f.text {
+            args.push(Arg::Text(contains_pattern(t)));
+            args.push(Arg::Text(contains_pattern(t)));
+            let n = args.len();
+            cond.push_str(&format!(
+                " AND (LOWER(hostname) LIKE ${} ESCAPE '\\' OR LOWER(addresses) LIKE ${n} ESCAPE '\\')",
+                n - 1
+            ));
         }
         for (k, v) in &f.labels {
             args.push(Arg::Text(k.clone()));
@@ -309,7 +385,9 @@ impl Store {
         let count_sql = format!("SELECT COUNT(*) AS n FROM hosts{cond}");
         let total: i64 = get(&bind_all(sqlx::query(&count_sql), &args).fetch_one(&self.pool).await?, "n")?;
         let sql = format!(
-            "SELECT {HOST_COLUMNS} FROM hosts{cond} ORDER BY hostname, id LIMIT {} OFFSET {}",
+            "SELECT {HOST_COLUMNS} FROM hosts{cond} ORDER BY {} {}, hostname, id LIMIT {} OFFSET {}",
+            f.sort.column(),
+            if f.descending { "DESC" } else { "ASC" },
             f.limit.clamp(1, 1000),
             f.offset
         );

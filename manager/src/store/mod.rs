@@ -28,14 +28,14 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 
-pub use hosts::{EnrollError, HeartbeatRow, HostFilter, HostPage, MetricBucket, NewHost};
+pub use hosts::{EnrollError, HeartbeatRow, HostFilter, HostPage, HostSort, MetricBucket, NewHost};
 pub use parcels::ClusterParcelRec;
 pub use providers::ProviderHostRec;
 pub use records::{
     ApiTokenInfo, ApiTokenRecord, AuditFilter, EnrollmentTokenRecord, EventFilter, NewAudit, NewEvent, UserRecord,
 };
 pub use services::{
-    AppliedRec, AppliedRevision, ClusterRec, CommandRec, RevisionRec, RoleRec, RoleStatusRec, ServiceRec, StepRec,
+    AppliedRec, AppliedRevision, ClusterRec, CommandFilter, CommandRec, RevisionRec, RoleRec, RoleStatusRec, ServiceRec, StepRec,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../schema/sqlite");

@@ -173,6 +173,21 @@ impl Store {
         row.as_ref().map(user_from_row).transpose()
     }
 
+    /// Replaces a user's password hash and ends their console sessions;
+    /// returns false if the user does not exist.
+    pub async fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+            .bind(user_id)
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM web_sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
     pub async fn insert_api_token(&self, token: &ApiTokenRecord) -> Result<()> {
         sqlx::query(
             "INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",

@@ -102,6 +102,17 @@ pub struct AppliedRevision {
     pub applied: AppliedRec,
 }
 
+/// Which commands a search answers.
+#[derive(Debug, Clone, Default)]
+pub struct CommandFilter {
+    pub state: Option<String>,
+    pub cluster: Option<String>,
+    pub service: Option<String>,
+    pub created_by: Option<String>,
+    pub limit: u32,
+    pub offset: u32,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommandRec {
     pub id: String,
@@ -735,6 +746,23 @@ impl Store {
             .bind(state)
             .fetch_all(&self.pool)
             .await?;
+        rows.iter().map(command_from_row).collect()
+    }
+
+    /// Commands matching `f`, newest first.
+    pub async fn search_commands(&self, f: &CommandFilter) -> Result<Vec<CommandRec>> {
+        let mut sql = String::from("SELECT * FROM commands WHERE 1 = 1");
+        let mut args: Vec<super::records::Arg> = Vec::new();
+        for (cond, value) in [
+            ("state = ", &f.state),
+            ("cluster = ", &f.cluster),
+            ("service = ", &f.service),
+            ("created_by = ", &f.created_by),
+        ] {
+            super::records::push_filter(&mut sql, &mut args, cond, value.clone().map(super::records::Arg::Text));
+        }
+        sql.push_str(&format!(" ORDER BY created_at DESC, id LIMIT {} OFFSET {}", f.limit.clamp(1, 1000), f.offset));
+        let rows = super::records::bind_all(sqlx::query(&sql), &args).fetch_all(&self.pool).await?;
         rows.iter().map(command_from_row).collect()
     }
 

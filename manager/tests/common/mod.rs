@@ -134,3 +134,122 @@ impl T {
         state.registry.add_enrolled(&host);
     }
 }
+
+/// A signed-in console user, as a browser without scripts is: pages are
+/// fetched with the session cookie, forms are posted with the page's CSRF
+/// token, redirects are not followed (so a test sees where a form leads).
+pub struct Console {
+    base: String,
+    client: reqwest::Client,
+    cookie: String,
+    pub csrf: String,
+}
+
+/// A console answer: status, `Location` of a redirect, flash cookie, body.
+#[derive(Debug)]
+pub struct Page {
+    pub status: u16,
+    pub location: Option<String>,
+    /// The flash message a redirect sets (`ok=...` or `error=...`, decoded).
+    pub flash: Option<String>,
+    pub html: String,
+}
+
+impl T {
+    /// Signs in to the console as admin.
+    pub async fn console(&self) -> Console {
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let resp = client
+            .post(self.url("/login"))
+            .form(&[("username", "admin"), ("password", PASSWORD), ("next", "/")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 303, "sign-in: {:?}", resp.text().await);
+        let cookie = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("drover_session="))
+            .and_then(|v| v.split(';').next())
+            .unwrap()
+            .to_owned();
+        let mut c = Console { base: self.url(""), client, cookie, csrf: String::new() };
+        let home = c.get("/hosts").await;
+        assert_eq!(home.status, 200, "{}", home.html);
+        c.csrf = between(&home.html, "name=\"_csrf\" value=\"", "\"").expect("a CSRF token on the page").to_owned();
+        c
+    }
+}
+
+impl Console {
+    pub async fn get(&self, path: &str) -> Page {
+        let resp = self.client.get(format!("{}{path}", self.base)).header("cookie", &self.cookie).send().await.unwrap();
+        Self::page(resp).await
+    }
+
+    /// Posts a form with the session's CSRF token added.
+    pub async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let mut form: Vec<(&str, &str)> = vec![("_csrf", &self.csrf)];
+        form.extend_from_slice(fields);
+        self.post_raw(path, &form).await
+    }
+
+    /// Posts a form exactly as given (no CSRF token added).
+    pub async fn post_raw(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .form(fields)
+            .send()
+            .await
+            .unwrap();
+        Self::page(resp).await
+    }
+
+    async fn page(resp: reqwest::Response) -> Page {
+        let status = resp.status().as_u16();
+        let location = resp.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let flash = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("drover_flash=") && !v.starts_with("drover_flash=;"))
+            .and_then(|v| v.trim_start_matches("drover_flash=").split(';').next())
+            .map(|v| {
+                let (k, m) = v.split_once('=').unwrap_or((v, ""));
+                let m = m.replace('+', " ");
+                let bytes: Vec<u8> = percent_decode(&m);
+                format!("{k}={}", String::from_utf8_lossy(&bytes))
+            });
+        Page { status, location, flash, html: resp.text().await.unwrap() }
+    }
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// The text between the first `start` and the next `end`.
+pub fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = text.find(start)? + start.len();
+    let len = text[from..].find(end)?;
+    Some(&text[from..from + len])
+}
