@@ -34,6 +34,7 @@ pub use providers::ProviderHostRec;
 pub use records::{
     ApiTokenInfo, ApiTokenRecord, AuditFilter, EnrollmentTokenRecord, EventFilter, NewAudit, NewEvent, UserRecord,
 };
+pub use records::{AuditSearch, EventSearch, MAX_SEARCH_OFFSET};
 pub use services::{
     AppliedRec, AppliedRevision, ClusterRec, CommandFilter, CommandRec, RevisionRec, RoleRec, RoleStatusRec, ServiceRec, StepRec,
 };

@@ -116,6 +116,63 @@ pub struct AuditFilter {
     pub limit: u32,
 }
 
+/// Events a console page asks for: [`EventFilter`]'s conditions plus
+/// severity, kind, an end of the time range and an offset for pagination.
+#[derive(Debug, Clone, Default)]
+pub struct EventSearch {
+    pub severity: Option<String>,
+    pub kind: Option<String>,
+    pub object_type: Option<String>,
+    pub object_id: Option<String>,
+    pub since: Option<UnixMillis>,
+    pub until: Option<UnixMillis>,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+impl From<&EventFilter> for EventSearch {
+    fn from(f: &EventFilter) -> Self {
+        EventSearch {
+            object_type: f.object_type.clone(),
+            object_id: f.object_id.clone(),
+            since: f.since,
+            limit: f.limit,
+            ..Default::default()
+        }
+    }
+}
+
+/// Audit entries a console page asks for: [`AuditFilter`]'s conditions plus
+/// the action and an offset for pagination.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSearch {
+    pub username: Option<String>,
+    pub action: Option<String>,
+    pub object_type: Option<String>,
+    pub object_id: Option<String>,
+    pub since: Option<UnixMillis>,
+    pub until: Option<UnixMillis>,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+impl From<&AuditFilter> for AuditSearch {
+    fn from(f: &AuditFilter) -> Self {
+        AuditSearch {
+            username: f.username.clone(),
+            object_type: f.object_type.clone(),
+            object_id: f.object_id.clone(),
+            since: f.since,
+            until: f.until,
+            limit: f.limit,
+            ..Default::default()
+        }
+    }
+}
+
+/// The deepest offset a paginated search of events or audit entries goes to.
+pub const MAX_SEARCH_OFFSET: u32 = 1_000_000;
+
 pub(super) fn user_from_row(row: &AnyRow) -> Result<UserRecord> {
     Ok(UserRecord {
         id: get(row, "id")?,
@@ -351,12 +408,24 @@ impl Store {
     }
 
     pub async fn list_events(&self, f: &EventFilter) -> Result<Vec<Event>> {
+        self.search_events(&EventSearch::from(f)).await
+    }
+
+    /// Events matching `f`, newest first, from `f.offset`.
+    pub async fn search_events(&self, f: &EventSearch) -> Result<Vec<Event>> {
         let mut sql = String::from("SELECT * FROM events WHERE 1 = 1");
         let mut args: Vec<Arg> = Vec::new();
+        push_filter(&mut sql, &mut args, "severity = ", f.severity.clone().map(Arg::Text));
+        push_filter(&mut sql, &mut args, "kind = ", f.kind.clone().map(Arg::Text));
         push_filter(&mut sql, &mut args, "object_type = ", f.object_type.clone().map(Arg::Text));
         push_filter(&mut sql, &mut args, "object_id = ", f.object_id.clone().map(Arg::Text));
         push_filter(&mut sql, &mut args, "at >= ", f.since.map(Arg::Int));
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", f.limit.clamp(1, 1000)));
+        push_filter(&mut sql, &mut args, "at < ", f.until.map(Arg::Int));
+        sql.push_str(&format!(
+            " ORDER BY id DESC LIMIT {} OFFSET {}",
+            f.limit.clamp(1, 1000),
+            f.offset.min(MAX_SEARCH_OFFSET)
+        ));
         let rows = bind_all(sqlx::query(&sql), &args).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| {
@@ -390,14 +459,24 @@ impl Store {
     }
 
     pub async fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        self.search_audit(&AuditSearch::from(f)).await
+    }
+
+    /// Audit entries matching `f`, newest first, from `f.offset`.
+    pub async fn search_audit(&self, f: &AuditSearch) -> Result<Vec<AuditEntry>> {
         let mut sql = String::from("SELECT * FROM audit_log WHERE 1 = 1");
         let mut args: Vec<Arg> = Vec::new();
         push_filter(&mut sql, &mut args, "username = ", f.username.clone().map(Arg::Text));
+        push_filter(&mut sql, &mut args, "action = ", f.action.clone().map(Arg::Text));
         push_filter(&mut sql, &mut args, "object_type = ", f.object_type.clone().map(Arg::Text));
         push_filter(&mut sql, &mut args, "object_id = ", f.object_id.clone().map(Arg::Text));
         push_filter(&mut sql, &mut args, "at >= ", f.since.map(Arg::Int));
         push_filter(&mut sql, &mut args, "at < ", f.until.map(Arg::Int));
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", f.limit.clamp(1, 1000)));
+        sql.push_str(&format!(
+            " ORDER BY id DESC LIMIT {} OFFSET {}",
+            f.limit.clamp(1, 1000),
+            f.offset.min(MAX_SEARCH_OFFSET)
+        ));
         let rows = bind_all(sqlx::query(&sql), &args).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| {
