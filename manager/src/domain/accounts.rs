@@ -32,9 +32,7 @@ pub async fn create_enrollment_token(
     }
     let max_uses = max_uses.unwrap_or(1);
     if !(1..=MAX_TOKEN_USES).contains(&max_uses) {
-        return Err(DomainError::Invalid(format!(
-            "max_uses must be between 1 and {MAX_TOKEN_USES}, got {max_uses}"
-        )));
+        return Err(DomainError::Invalid(format!("max_uses must be between 1 and {MAX_TOKEN_USES}, got {max_uses}")));
     }
     for (k, v) in labels {
         drover_api::hosts::validate_label(k, v).map_err(DomainError::Invalid)?;
@@ -162,6 +160,8 @@ pub async fn change_password(
         return Err(DomainError::NotFound(format!("user {} not found", user.username)));
     }
     state.basic_cache.forget_user(&user.id);
-    state.audit(actor.audit("user.change_password", "user", &user.id, "changed password; console sessions ended")).await;
+    state
+        .audit(actor.audit("user.change_password", "user", &user.id, "changed password; console sessions ended"))
+        .await;
     Ok(())
 }

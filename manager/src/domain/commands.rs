@@ -53,6 +53,27 @@ pub async fn create(
     service: &str,
     req: NewCommand,
 ) -> Result<CommandView> {
+    create_with_batch_size(state, actor, cluster, service, req, None).await
+}
+
+/// [`create`] with the batch size of a rolling restart chosen by the caller
+/// (the console's rolling-restart form) instead of the service type's.
+pub async fn create_with_batch_size(
+    state: &Arc<AppState>,
+    actor: &Actor,
+    cluster: &str,
+    service: &str,
+    req: NewCommand,
+    batch_size: Option<u32>,
+) -> Result<CommandView> {
+    if let Some(n) = batch_size {
+        if req.name != ServiceCommand::RollingRestart {
+            return Err(DomainError::Invalid("a batch size is only for a rolling restart".into()));
+        }
+        if n == 0 {
+            return Err(DomainError::Invalid("the batch size must be at least 1".into()));
+        }
+    }
     let name = match req.name {
         ServiceCommand::Start => CommandName::Start,
         ServiceCommand::Stop => CommandName::Stop,
@@ -120,7 +141,7 @@ pub async fn create(
             (r, order)
         })
         .collect();
-    let planned = plan(name, &ordered, st.rolling_restart.batch_size);
+    let planned = plan(name, &ordered, batch_size.unwrap_or(st.rolling_restart.batch_size));
     let id = uuid::Uuid::new_v4().to_string();
     let cmd = CommandRec {
         id: id.clone(),
@@ -227,7 +248,9 @@ pub async fn search(state: &AppState, filter: &crate::store::CommandFilter) -> R
     if let Some(s) = &filter.state
         && CommandState::parse(s).as_str() != s
     {
-        return Err(DomainError::Invalid(format!("invalid command state {s:?}: use running, succeeded, failed or aborted")));
+        return Err(DomainError::Invalid(format!(
+            "invalid command state {s:?}: use running, succeeded, failed or aborted"
+        )));
     }
     Ok(state.store.search_commands(filter).await?.iter().map(|c| view(c, &[])).collect())
 }

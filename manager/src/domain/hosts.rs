@@ -83,7 +83,9 @@ pub async fn set_labels(
     if !state.store.set_host_labels(id, &labels).await? {
         return Err(DomainError::NotFound(format!("host {id} not found")));
     }
-    state.audit(actor.audit("host.update_labels", "host", id, format!("labels {:?} -> {:?}", before.labels, labels))).await;
+    state
+        .audit(actor.audit("host.update_labels", "host", id, format!("labels {:?} -> {:?}", before.labels, labels)))
+        .await;
     get(state, id).await
 }
 

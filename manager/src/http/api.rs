@@ -105,7 +105,6 @@ pub async fn list_hosts(
     Ok(Json(HostList { items: page.items, total: page.total, limit: filter.limit, offset: filter.offset }))
 }
 
-
 /// One host with its facts, labels, status and latest metrics.
 #[utoipa::path(get, path = "/api/v1/hosts/{id}", params(("id" = String, Path)),
     responses((status = 200, body = Host), (status = 404, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]

@@ -36,7 +36,8 @@ pub use records::{
 };
 pub use records::{AuditSearch, EventSearch, MAX_SEARCH_OFFSET};
 pub use services::{
-    AppliedRec, AppliedRevision, ClusterRec, CommandFilter, CommandRec, RevisionRec, RoleRec, RoleStatusRec, ServiceRec, StepRec,
+    AppliedRec, AppliedRevision, ClusterRec, CommandFilter, CommandRec, RevisionRec, RoleRec, RoleStatusRec,
+    ServiceRec, StepRec,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../schema/sqlite");

@@ -152,6 +152,7 @@ pub struct Page {
     pub location: Option<String>,
     /// The flash message a redirect sets (`ok=...` or `error=...`, decoded).
     pub flash: Option<String>,
+    /// The body, with the entities handlebars writes for `= ' \` < > &` decoded.
     pub html: String,
 }
 
@@ -184,6 +185,11 @@ impl T {
 }
 
 impl Console {
+    /// The `drover_session=...` cookie pair.
+    pub fn cookie(&self) -> &str {
+        &self.cookie
+    }
+
     pub async fn get(&self, path: &str) -> Page {
         let resp = self.client.get(format!("{}{path}", self.base)).header("cookie", &self.cookie).send().await.unwrap();
         Self::page(resp).await
@@ -225,7 +231,18 @@ impl Console {
                 let bytes: Vec<u8> = percent_decode(&m);
                 format!("{k}={}", String::from_utf8_lossy(&bytes))
             });
-        Page { status, location, flash, html: resp.text().await.unwrap() }
+        // Handlebars escapes `=`, quotes and backticks as entities; tests read the text.
+        let html = resp
+            .text()
+            .await
+            .unwrap()
+            .replace("&#x3D;", "=")
+            .replace("&#x27;", "'")
+            .replace("&#x60;", "`")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&");
+        Page { status, location, flash, html }
     }
 }
 

@@ -109,7 +109,12 @@ mod tests {
 
     #[test]
     fn a_chart_has_its_points_and_a_summary() {
-        let s = Series { title: "CPU", points: vec![(0, 10.0), (30_000, 50.0), (60_000, 20.0)], format: |v| format!("{v:.0}%"), max: Some(100.0) };
+        let s = Series {
+            title: "CPU",
+            points: vec![(0, 10.0), (30_000, 50.0), (60_000, 20.0)],
+            format: |v| format!("{v:.0}%"),
+            max: Some(100.0),
+        };
         let (svg, summary) = svg(&s, 0, 60_000);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"), "{svg}");
         assert_eq!(svg.matches("<polyline").count(), 1);

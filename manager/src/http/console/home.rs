@@ -58,7 +58,11 @@ async fn home(State(state): State<Arc<AppState>>, session: Session) -> PageResul
         .filter(|c| c.finished_at.is_some())
         .take(10)
         .collect();
-    let events = state.store.list_events(&EventFilter { limit: 10, ..Default::default() }).await.map_err(domain::DomainError::from)?;
+    let events = state
+        .store
+        .list_events(&EventFilter { limit: 10, ..Default::default() })
+        .await
+        .map_err(domain::DomainError::from)?;
     Ok(session.page(
         &state,
         "home",
@@ -69,6 +73,7 @@ async fn home(State(state): State<Arc<AppState>>, session: Session) -> PageResul
             "hosts_total": fleet.hosts,
             "host_counts": host_counts,
             "connected": fleet.connected_sessions,
+            "running_count": running.len(),
             "running": running.iter().map(super::commands_row).collect::<Vec<_>>(),
             "recent": recent.iter().map(super::commands_row).collect::<Vec<_>>(),
             "events": events,

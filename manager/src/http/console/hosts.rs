@@ -226,7 +226,11 @@ async fn bulk(State(state): State<Arc<AppState>>, CsrfForm(session, form): CsrfF
         form.host.clone()
     };
     if ids.is_empty() {
-        return Ok(redirect_with(&back, false, "no host selected: tick hosts in the list, or choose all filtered hosts"));
+        return Ok(redirect_with(
+            &back,
+            false,
+            "no host selected: tick hosts in the list, or choose all filtered hosts",
+        ));
     }
     if ids.len() > MAX_BULK {
         return Ok(redirect_with(&back, false, &format!("at most {MAX_BULK} hosts at once; narrow the filter")));
@@ -244,7 +248,9 @@ async fn bulk(State(state): State<Arc<AppState>>, CsrfForm(session, form): CsrfF
         "cluster" if form.cluster.is_empty() => return Ok(redirect_with(&back, false, "choose a cluster")),
         "cluster" => (format!("Add {n} host(s) to cluster {}", form.cluster), false),
         "decommission" => (
-            format!("Decommission {n} host(s): their certificates are revoked and their agents disconnected. This cannot be undone."),
+            format!(
+                "Decommission {n} host(s): their certificates are revoked and their agents disconnected. This cannot be undone."
+            ),
             true,
         ),
         other => return Err(ConsoleError::new(StatusCode::BAD_REQUEST, format!("unknown bulk action {other:?}"))),
@@ -258,7 +264,12 @@ async fn bulk(State(state): State<Arc<AppState>>, CsrfForm(session, form): CsrfF
             ("confirmed".into(), "yes".into()),
         ];
         hidden.extend(ids.iter().map(|id| ("host".to_owned(), id.clone())));
-        for (k, v) in [("status", &form.filter.status), ("kind", &form.filter.kind), ("label", &form.filter.label), ("q", &form.filter.q)] {
+        for (k, v) in [
+            ("status", &form.filter.status),
+            ("kind", &form.filter.kind),
+            ("label", &form.filter.label),
+            ("q", &form.filter.q),
+        ] {
             hidden.push((k.into(), v.clone()));
         }
         return Ok(confirm_page(&session, &state, &what, destructive, "/hosts/bulk", &hidden, &back, names, n));
@@ -279,7 +290,11 @@ async fn bulk(State(state): State<Arc<AppState>>, CsrfForm(session, form): CsrfF
             if failed.is_empty() {
                 Ok(format!("labels set on {done} host(s)"))
             } else {
-                Err(DomainError::Conflict(format!("labels set on {done} host(s); {} refused: {}", failed.len(), failed.join("; "))))
+                Err(DomainError::Conflict(format!(
+                    "labels set on {done} host(s); {} refused: {}",
+                    failed.len(),
+                    failed.join("; ")
+                )))
             }
         }
         "cluster" => domain::clusters::add_hosts(&state, &actor, &form.cluster, &ids)
@@ -350,7 +365,8 @@ struct ShowQuery {
 }
 
 /// Chart ranges: name, span, metric resolution.
-const RANGES: [(&str, i64, u32); 3] = [("1h", 3_600_000, 60), ("24h", 24 * 3_600_000, 3600), ("7d", 7 * 24 * 3_600_000, 3600)];
+const RANGES: [(&str, i64, u32); 3] =
+    [("1h", 3_600_000, 60), ("24h", 24 * 3_600_000, 3600), ("7d", 7 * 24 * 3_600_000, 3600)];
 
 async fn show(
     State(state): State<Arc<AppState>>,
@@ -371,7 +387,12 @@ async fn show(
     let memory_total = host.memory_bytes as f64;
     let disk_total: f64 = host.disks.iter().map(|d| d.total_bytes as f64).sum();
     let charts: Vec<Value> = [
-        Series { title: "CPU used", points: series(|p| p.cpu_percent), format: |v| format!("{v:.0}%"), max: Some(100.0) },
+        Series {
+            title: "CPU used",
+            points: series(|p| p.cpu_percent),
+            format: |v| format!("{v:.0}%"),
+            max: Some(100.0),
+        },
         Series {
             title: "Memory used",
             points: series(|p| p.memory_used_bytes as f64),
@@ -431,7 +452,12 @@ async fn show(
         .collect();
     let events = state
         .store
-        .list_events(&EventFilter { object_type: Some("host".into()), object_id: Some(id.clone()), since: None, limit: 20 })
+        .list_events(&EventFilter {
+            object_type: Some("host".into()),
+            object_id: Some(id.clone()),
+            since: None,
+            limit: 20,
+        })
         .await
         .map_err(DomainError::from)?;
     let m = host.metrics.as_ref();
@@ -533,7 +559,17 @@ async fn decommission(
         );
         let hidden = vec![("confirmed".to_owned(), "yes".to_owned())];
         let action = format!("{back}/decommission");
-        return Ok(confirm_page(&session, &state, &what, true, &action, &hidden, &back, vec![host.hostname.clone()], 1));
+        return Ok(confirm_page(
+            &session,
+            &state,
+            &what,
+            true,
+            &action,
+            &hidden,
+            &back,
+            vec![host.hostname.clone()],
+            1,
+        ));
     }
     domain::hosts::decommission(&state, &session.actor(), &id).await?;
     Ok(redirect_with(&back, true, &format!("host {} decommissioned", host.hostname)))
@@ -560,7 +596,13 @@ async fn add_page_with(
                    "revoke": format!("/hosts/add/tokens/{}/revoke", url_encode(&t.id))})
         })
         .collect();
-    Ok(session.page(state, "hosts_add", "Add hosts", "hosts", json!({"tokens": tokens, "created": created, "error": error})))
+    Ok(session.page(
+        state,
+        "hosts_add",
+        "Add hosts",
+        "hosts",
+        json!({"tokens": tokens, "created": created, "error": error}),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

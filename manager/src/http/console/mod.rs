@@ -246,7 +246,8 @@ pub fn redirect_with(to: &str, ok: bool, message: &str) -> Response {
     let value: String =
         form_urlencoded::Serializer::new(String::new()).append_pair(if ok { "ok" } else { "error" }, message).finish();
     let mut resp = Redirect::to(to).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("{FLASH_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=120"))
+    if let Ok(v) =
+        HeaderValue::from_str(&format!("{FLASH_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=120"))
     {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -345,10 +346,9 @@ async fn login(
         Ok(Some(u)) => u,
         Ok(None) => {
             tracing::warn!(user = %form.username, source = %addr.ip(), "console login failed");
-            let page = state.console.render(
-                "login",
-                &json!({"title": "Sign in", "error": "Wrong user name or password.", "next": next}),
-            );
+            let page = state
+                .console
+                .render("login", &json!({"title": "Sign in", "error": "Wrong user name or password.", "next": next}));
             return (StatusCode::UNAUTHORIZED, page).into_response();
         }
         Err(e) => {
@@ -393,7 +393,11 @@ pub(crate) async fn start_session(state: &AppState, user: &UserRecord) -> Result
 #[derive(Deserialize)]
 struct Empty {}
 
-async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap, CsrfForm(_s, Empty {}): CsrfForm<Empty>) -> Response {
+async fn logout(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    CsrfForm(_s, Empty {}): CsrfForm<Empty>,
+) -> Response {
     if let Some(sid) = session_cookie(&headers)
         && let Err(e) = state.store.delete_web_session(&sha256_hex(&sid)).await
     {
