@@ -633,3 +633,121 @@ mod tests {
         assert!(name.starts_with("a-r") && validate_name("role", &name).is_ok(), "{name}");
     }
 }
+
+// ---------- one role in detail ----------
+
+/// One rendered file of a role, sensitive values masked.
+#[derive(Debug, Clone)]
+pub struct RoleFile {
+    pub path: String,
+    pub mode: u32,
+    pub content: String,
+}
+
+/// A role with what its agent is told to run (files, process, health
+/// checks), secrets masked, and what the manager knows of its process.
+#[derive(Debug, Clone)]
+pub struct RoleDetail {
+    pub view: RoleView,
+    /// When the running process started, as last reported.
+    pub started_at: Option<String>,
+    /// The exit status of the last process that ended (0 when none did).
+    pub last_exit_status: i32,
+    pub files: Vec<RoleFile>,
+    /// Program and arguments, secrets masked.
+    pub command_line: String,
+    /// One line per health check: probe, interval, timeout, threshold.
+    pub health_checks: Vec<String>,
+    pub log_files: Vec<String>,
+    /// Why the role's files cannot be rendered with the current values.
+    pub render_error: Option<String>,
+}
+
+pub async fn detail(state: &AppState, cluster: &str, service: &str, role: &str) -> Result<RoleDetail> {
+    use drover_service_types::params::MASK;
+    use drover_service_types::render::Probe;
+    let ctx = context(state, cluster, service).await?;
+    let rec = find_role(&ctx, role)?.clone();
+    let view = role_views(state, &ctx)
+        .await?
+        .into_iter()
+        .find(|v| v.id == rec.id)
+        .ok_or_else(|| DomainError::NotFound(format!("role {role} not found")))?;
+    let status = match state.registry.role_status(&rec.id) {
+        Some(s) => Some(s),
+        None => state.store.role_statuses(cluster, service).await?.remove(&rec.id),
+    };
+    let st = ctx.service_type.clone();
+    // Every sensitive value the role sees, longest first, also as templates
+    // may escape it.
+    let mut secrets: Vec<String> = config::effective(&st, &ctx.values, &rec.role_type, &rec.group, &rec.id)
+        .into_iter()
+        .filter(|(k, _)| st.parameter(k).is_some_and(|p| p.sensitive()))
+        .filter_map(|(_, e)| e.value.as_str().map(str::to_owned))
+        .filter(|s| !s.is_empty())
+        .flat_map(|s| {
+            let escaped = s.replace('\\', "\\\\").replace('"', "\\\"");
+            [s, escaped]
+        })
+        .collect();
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let redact = |text: String| secrets.iter().fold(text, |t, s| t.replace(s.as_str(), MASK));
+    let (files, command_line, health_checks, log_files, render_error) =
+        match ctx.render_all_blocking().await.map(|(_, r)| r.into_iter().find(|d| d.role_id == rec.id)) {
+            Ok(Some(d)) => {
+                let r = d.rendered;
+                let files = r
+                    .files
+                    .iter()
+                    .map(|f| RoleFile {
+                        path: f.path.clone(),
+                        mode: if f.mode == 0 { 0o644 } else { f.mode },
+                        content: redact(String::from_utf8_lossy(&f.content).into_owned()),
+                    })
+                    .collect();
+                let command_line = redact(
+                    std::iter::once(&r.process.program).chain(&r.process.args).cloned().collect::<Vec<_>>().join(" "),
+                );
+                let checks = r
+                    .health_checks
+                    .iter()
+                    .map(|h| {
+                        let probe = match &h.probe {
+                            Probe::Tcp { host, port } => {
+                                format!("TCP connect to {}:{port}", if host.is_empty() { "127.0.0.1" } else { host })
+                            }
+                            Probe::Http { url, expect_status } => {
+                                let want =
+                                    if *expect_status == 0 { "any 2xx".to_string() } else { expect_status.to_string() };
+                                format!("HTTP GET {} expecting {want}", redact(url.clone()))
+                            }
+                            Probe::Command { program, args } => {
+                                format!("run {}", redact(format!("{program} {}", args.join(" "))))
+                            }
+                            Probe::Unknown => "unknown probe".to_string(),
+                        };
+                        format!(
+                            "{probe}, every {}, timeout {}, unhealthy after {} failure(s)",
+                            humantime::format_duration(h.interval),
+                            humantime::format_duration(h.timeout),
+                            h.failure_threshold
+                        )
+                    })
+                    .collect();
+                (files, command_line, checks, r.log_files.clone(), None)
+            }
+            Ok(None) => (Vec::new(), String::new(), Vec::new(), Vec::new(), None),
+            Err(e) => (Vec::new(), String::new(), Vec::new(), Vec::new(), Some(redact(e.to_string()))),
+        };
+    let view = RoleView { last_log_lines: view.last_log_lines.into_iter().map(&redact).collect(), ..view };
+    Ok(RoleDetail {
+        view,
+        started_at: status.as_ref().and_then(|s| s.started_at).map(rfc3339),
+        last_exit_status: status.as_ref().map(|s| s.last_exit_status).unwrap_or(0),
+        files,
+        command_line,
+        health_checks,
+        log_files,
+        render_error,
+    })
+}

@@ -267,3 +267,226 @@ pub(crate) async fn group_exists(
     Ok(group == default_group(role_type)
         || state.store.role_groups(cluster, service).await?.iter().any(|(rt, g)| rt == role_type && g == group))
 }
+
+// ---------- a new service checked before anything is created ----------
+
+/// A service to create with its roles and service-level configuration, as
+/// the console's add-service wizard gathers it over several steps. Nothing
+/// of it exists until it is created.
+#[derive(Debug, Clone, Default)]
+pub struct NewServicePlan {
+    pub name: String,
+    pub service_type: String,
+    /// One role per `(role type, host id)`; `None`: placement not checked.
+    pub roles: Option<Vec<(String, String)>>,
+    /// Service-level values as typed (text is fine: it is normalised);
+    /// `None`: configuration not checked.
+    pub values: Option<std::collections::BTreeMap<String, Value>>,
+}
+
+/// What [`check_plan`] found wrong, by field, and the values to store.
+#[derive(Debug, Clone, Default)]
+pub struct PlanProblems {
+    pub name: Option<String>,
+    pub service_type: Option<String>,
+    /// By role type; `""` for the placement as a whole (hosts, ports).
+    pub roles: std::collections::BTreeMap<String, String>,
+    /// By parameter; `""` for the configuration as a whole.
+    pub values: std::collections::BTreeMap<String, String>,
+    /// The values normalised as they would be stored, without those equal
+    /// to their parameter's default.
+    pub normalised: std::collections::BTreeMap<String, Value>,
+}
+
+impl PlanProblems {
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.service_type.is_none() && self.roles.is_empty() && self.values.is_empty()
+    }
+}
+
+/// Checks a new service, its roles and its configuration the way
+/// [`create`], [`super::roles::create`] and [`super::config::patch`] will,
+/// before any of them runs: name, type and the services it requires; each
+/// role type's minimum and maximum instance count (which `roles::create`
+/// alone does not hold a new service to), the hosts, port clashes on them;
+/// every value against its parameter and required parameters without a
+/// default. Stores nothing.
+pub async fn check_plan(state: &AppState, cluster: &str, plan: &NewServicePlan) -> Result<PlanProblems> {
+    use drover_service_types::config::{Level, validate_patch};
+    load_cluster(state, cluster).await?;
+    let mut out = PlanProblems::default();
+    if let Err(e) = validate_name("service", &plan.name) {
+        out.name = Some(e.to_string());
+    } else if state.store.service(cluster, &plan.name).await?.is_some() {
+        out.name = Some(format!("service {} already exists in cluster {cluster}; choose another name", plan.name));
+    }
+    let Some(t) = state.catalog.get(&plan.service_type) else {
+        let known: Vec<&str> = state.catalog.iter().map(|t| t.name.as_str()).collect();
+        out.service_type =
+            Some(format!("unknown service type {:?}; known types: {}", plan.service_type, known.join(", ")));
+        return Ok(out);
+    };
+    let existing = state.store.list_services(cluster).await?;
+    let missing: Vec<&String> = t.requires.iter().filter(|r| !existing.iter().any(|s| &s.service_type == *r)).collect();
+    if !missing.is_empty() {
+        out.service_type = Some(format!(
+            "service type {} requires a {} service in cluster {cluster}; create that first",
+            t.name,
+            missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" and a ")
+        ));
+    }
+    let mut values = ConfigValues::default();
+    if let Some(given) = &plan.values {
+        match validate_patch(t, &Level::Service, given) {
+            Ok(normalised) => {
+                for (k, v) in normalised {
+                    let default = t.parameter(&k).and_then(|p| p.default.as_ref());
+                    if !v.is_null() && default != Some(&v) {
+                        out.normalised.insert(k, v);
+                    }
+                }
+            }
+            Err(errors) => {
+                for e in errors {
+                    out.values.insert(e.parameter.clone(), e.message.clone());
+                }
+            }
+        }
+        for p in &t.parameters {
+            if p.required
+                && p.default.is_none()
+                && !out.normalised.contains_key(&p.name)
+                && !out.values.contains_key(&p.name)
+            {
+                out.values.insert(p.name.clone(), "is required and has no default: give a value".into());
+            }
+        }
+        values.service = out.normalised.clone();
+    }
+    if let Some(roles) = &plan.roles {
+        for (rt, _) in roles {
+            if t.role_type(rt).is_none() {
+                out.roles.insert(String::new(), format!("service type {} has no role type {rt:?}", t.name));
+            }
+        }
+        for rt in &t.role_types {
+            let n = roles.iter().filter(|(r, _)| r == &rt.name).count() as u32;
+            let range = match rt.max_instances {
+                Some(max) if max == rt.min_instances => format!("exactly {max}"),
+                Some(max) => format!("{} to {max}", rt.min_instances),
+                None => format!("at least {}", rt.min_instances),
+            };
+            if n < rt.min_instances || rt.max_instances.is_some_and(|max| n > max) {
+                out.roles.insert(rt.name.clone(), format!("role type {} takes {range} role(s); {n} placed", rt.name));
+            }
+        }
+        let ids: Vec<String> = roles.iter().map(|(_, h)| h.clone()).collect();
+        let hosts = state.store.host_addresses(&ids).await?;
+        for (rt, h) in roles {
+            if !hosts.contains_key(h) {
+                out.roles.insert(rt.clone(), format!("host {h} not found"));
+            } else if state.registry.host_status(h) == Some(crate::model::HostStatus::Decommissioned) {
+                out.roles.insert(rt.clone(), format!("host {} ({h}) is decommissioned", hosts[h].0));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (rt, h) in roles {
+            if !seen.insert((rt, h)) {
+                out.roles.insert(rt.clone(), format!("host {h} is chosen twice for role type {rt}"));
+            }
+        }
+        if out.roles.is_empty() && out.values.is_empty() {
+            let now = now_millis();
+            let recs: Vec<crate::store::RoleRec> = roles
+                .iter()
+                .enumerate()
+                .map(|(i, (rt, h))| crate::store::RoleRec {
+                    id: format!("planned-{i}"),
+                    cluster: cluster.to_owned(),
+                    service: plan.name.clone(),
+                    name: format!("{rt} on {}", hosts.get(h).map(|x| x.0.as_str()).unwrap_or(h)),
+                    role_type: rt.clone(),
+                    group: default_group(rt),
+                    host_id: h.clone(),
+                    index: 0,
+                    run_state: "stopped".into(),
+                    restart_nonce: 0,
+                    created_at: now,
+                })
+                .collect();
+            if let Err(e) = super::roles::check_ports(state, cluster, &plan.name, t, &values, &recs).await {
+                match e {
+                    DomainError::Conflict(m) => {
+                        out.roles.insert(String::new(), m);
+                    }
+                    other => return Err(other),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+// ---------- what a service needs and what needs it ----------
+
+/// The services a service depends on and those that depend on it.
+#[derive(Debug, Clone, Default)]
+pub struct Dependencies {
+    /// Required service types, with the cluster's service of that type.
+    pub requires: Vec<(String, Option<String>)>,
+    /// Services whose type requires this service's type.
+    pub required_by: Vec<String>,
+    /// `(parameter, service)` this service's configuration refers to.
+    pub refers_to: Vec<(String, String)>,
+    /// `(service, parameter)` whose configuration refers to this service.
+    pub referred_by: Vec<(String, String)>,
+}
+
+pub async fn dependencies(state: &AppState, cluster: &str, service: &str) -> Result<Dependencies> {
+    let ctx = context(state, cluster, service).await?;
+    let others = state.store.list_services(cluster).await?;
+    let requires = ctx
+        .service_type
+        .requires
+        .iter()
+        .map(|t| (t.clone(), others.iter().find(|s| &s.service_type == t).map(|s| s.name.clone())))
+        .collect();
+    let required_by = others
+        .iter()
+        .filter(|o| o.name != service)
+        .filter(|o| state.catalog.get(&o.service_type).is_some_and(|t| t.requires.contains(&ctx.service.service_type)))
+        .map(|o| o.name.clone())
+        .collect();
+    let refers_to = drover_service_types::config::service_refs(&ctx.service_type, &ctx.values)
+        .into_iter()
+        .map(|r| (r.parameter, r.service))
+        .collect();
+    let referred_by = desired::referrers(state, cluster, service).await?;
+    Ok(Dependencies { requires, required_by, refers_to, referred_by })
+}
+
+/// The parcel a service runs from, as its upgrade and rollback see it.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceParcel {
+    pub name: String,
+    /// The version active in the cluster.
+    pub active: Option<String>,
+    /// Versions distributed to the cluster (active one included).
+    pub distributed: Vec<String>,
+    /// Versions the repositories offer (local and followed remote ones).
+    pub available: Vec<String>,
+}
+
+/// `None` when the service's type runs from no parcel.
+pub async fn parcel(state: &AppState, cluster: &str, service: &str) -> Result<Option<ServiceParcel>> {
+    let ctx = context(state, cluster, service).await?;
+    let Some(name) = ctx.service_type.parcels.first().cloned() else { return Ok(None) };
+    let wanted = state.store.cluster_parcels(Some(cluster)).await?;
+    let active = wanted.iter().find(|w| w.name == name && w.target == "active").map(|w| w.version.clone());
+    let distributed = wanted.iter().filter(|w| w.name == name).map(|w| w.version.clone()).collect();
+    let mut available: Vec<String> =
+        state.parcels.list().into_iter().filter(|k| k.parcel.name == name).map(|k| k.parcel.version).collect();
+    available.sort();
+    available.dedup();
+    Ok(Some(ServiceParcel { name, active, distributed, available }))
+}
