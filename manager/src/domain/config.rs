@@ -28,7 +28,7 @@ pub use drover_api::config::{
 };
 use drover_service_types::config::{self, ConfigValues, Level};
 use drover_service_types::descriptor::ServiceType;
-use drover_service_types::params::{MASK, mask};
+use drover_service_types::params::{self as config_params, MASK, mask};
 
 /// Masks sensitive values.
 fn masked_values(st: &ServiceType, v: &ConfigValues) -> ValuesView {
@@ -115,17 +115,42 @@ pub async fn patch(
     {
         return Err(DomainError::NotFound(format!("role type {} has no role group {:?}", g.role_type, g.name)));
     }
-    let level = match (&req.group, &role_ref) {
-        (Some(g), _) => Level::Group { role_type: &g.role_type, group: &g.name },
-        (None, Some(r)) => Level::Role { role_type: &r.role_type, role_id: &r.id },
-        (None, None) => Level::Service,
-    };
+    let level = patch_level(&req, role_ref.as_ref());
     let normalised = config::validate_patch(&ctx.service_type, &level, &req.values).map_err(|errors| {
         DomainError::Unsuitable(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
     })?;
     let mut values = ctx.values.clone();
     values.apply_patch(&level, &normalised);
     commit_revision(state, actor, started, guard, ctx, values, req.message.trim(), expected, "config.update").await
+}
+
+/// The level a change applies to (`role` already resolved).
+fn patch_level<'a>(req: &'a ConfigPatch, role: Option<&'a crate::store::RoleRec>) -> Level<'a> {
+    match (&req.group, role) {
+        (Some(g), _) => Level::Group { role_type: &g.role_type, group: &g.name },
+        (None, Some(r)) => Level::Role { role_type: &r.role_type, role_id: &r.id },
+        (None, None) => Level::Service,
+    }
+}
+
+/// What the service's type refuses in a change, one entry per parameter
+/// (an empty `parameter` for a problem of the whole change, such as an
+/// unknown role type): exactly what [`patch`] would refuse as `Unsuitable`,
+/// for a form that shows each problem next to its field. Nothing is stored.
+/// A role or group that does not exist is an error, as in [`patch`].
+pub async fn validate(
+    state: &AppState,
+    cluster: &str,
+    service: &str,
+    req: &ConfigPatch,
+) -> Result<Vec<config_params::ParamError>> {
+    let ctx = context(state, cluster, service).await?;
+    let role_ref = match &req.role {
+        Some(role) => Some(find_role(&ctx, role)?.clone()),
+        None => None,
+    };
+    let level = patch_level(req, role_ref.as_ref());
+    Ok(config::validate_patch(&ctx.service_type, &level, &req.values).err().unwrap_or_default())
 }
 
 /// Stores `values` as a new revision of the latest one's successor after
