@@ -751,3 +751,18 @@ pub async fn detail(state: &AppState, cluster: &str, service: &str, role: &str) 
         render_error,
     })
 }
+
+/// When the running process of each role of a service started (role id ->
+/// time), as its agent last reported; roles without a process are absent.
+pub async fn started_at(state: &AppState, cluster: &str, service: &str) -> Result<HashMap<String, UnixMillis>> {
+    let ctx = context(state, cluster, service).await?;
+    let mut stored = state.store.role_statuses(cluster, service).await?;
+    Ok(ctx
+        .roles
+        .iter()
+        .filter_map(|r| {
+            let s = state.registry.role_status(&r.id).or_else(|| stored.remove(&r.id))?;
+            (s.state == "running").then_some(s.started_at).flatten().map(|t| (r.id.clone(), t))
+        })
+        .collect())
+}
