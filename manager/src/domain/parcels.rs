@@ -3,9 +3,16 @@
 //! rollback (distribute and activate, then a rolling restart). Execution is
 //! in [`crate::parcel_commands`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use drover_api::parcels::{HostParcel, HostParcelState, ParcelComponent, ParcelEntry, ParcelInCluster, ParcelList};
+use drover_api::parcels::{ParcelTarget, ParcelView};
+use drover_parcels::manifest::ManifestParcel;
+use futures::{Stream, StreamExt};
 use serde_json::json;
+use sha2::Digest;
+use tokio::io::AsyncWriteExt;
 
 use super::commands::{CommandView, view};
 use super::{Actor, DomainError, Result, context, load_cluster};
@@ -13,6 +20,7 @@ use crate::AppState;
 use crate::commands::{CommandName, plan};
 use crate::model::now_millis;
 use crate::parcel_commands::{self, Phase, Stage, step_description};
+use crate::parcels::RepoError;
 use crate::store::{CommandRec, StepRec};
 pub use drover_api::parcels::ParcelCommand;
 
@@ -228,4 +236,157 @@ pub async fn upgrade_or_rollback(
         ))
         .await;
     start(state, cmd, steps, stages, st.rolling_restart.healthy_timeout).await
+}
+
+impl From<RepoError> for DomainError {
+    fn from(e: RepoError) -> Self {
+        match e {
+            RepoError::BadRequest(m) => DomainError::Invalid(m),
+            RepoError::NotFound(m) => DomainError::NotFound(m),
+            RepoError::Conflict(m) => DomainError::Conflict(m),
+            RepoError::Internal(m) => DomainError::Internal(m),
+        }
+    }
+}
+
+/// A manifest entry as the API shows it.
+pub fn parcel_entry(p: ManifestParcel) -> ParcelEntry {
+    // Every field named, so a new one in the manifest does not go unseen here.
+    let ManifestParcel { parcel_name, name, version, distro, sha256, size, components, depends, conflicts, provides } =
+        p;
+    let components = components
+        .into_iter()
+        .map(|c| ParcelComponent { name: c.name, version: c.version, pkg_version: c.pkg_version })
+        .collect();
+    ParcelEntry { parcel_name, name, version, distro, sha256, size, components, depends, conflicts, provides }
+}
+
+/// Every known parcel (local and from followed repositories) with, per
+/// cluster, the version's target and its state on every member host.
+pub async fn overview(state: &AppState) -> Result<ParcelList> {
+    let wanted = state.store.cluster_parcels(None).await?;
+    let members = state.store.all_cluster_hosts().await?;
+    let mut hosts_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (c, h) in &members {
+        hosts_of.entry(c.as_str()).or_default().push(h.as_str());
+    }
+    let clusters: Vec<String> = state.store.list_clusters().await?.into_iter().map(|c| c.name).collect();
+    let status: BTreeMap<&str, Vec<crate::desired::ParcelStatusRec>> =
+        members.iter().map(|(_, h)| (h.as_str(), state.registry.parcel_status(h))).collect();
+    let host_parcel = |h: &str, name: &str, version: &str| {
+        let s = status.get(h).and_then(|all| all.iter().find(|s| s.name == name && s.version == version));
+        match s {
+            None => HostParcel {
+                host_id: h.to_owned(),
+                state: HostParcelState::Available,
+                percent: None,
+                error: String::new(),
+            },
+            Some(s) => {
+                let st = HostParcelState::parse(&s.state);
+                HostParcel {
+                    host_id: h.to_owned(),
+                    state: st,
+                    percent: (st == HostParcelState::Downloading && s.total_bytes > 0)
+                        .then(|| s.downloaded_bytes * 100 / s.total_bytes),
+                    error: s.error.clone(),
+                }
+            }
+        }
+    };
+    let mut items = Vec::new();
+    for k in state.parcels.list() {
+        let p = k.parcel;
+        let mut per_cluster = Vec::new();
+        for c in &clusters {
+            let target = wanted
+                .iter()
+                .find(|w| &w.cluster == c && w.name == p.name && w.version == p.version)
+                .map(|w| {
+                    ParcelTarget::parse(&w.target).ok_or_else(|| {
+                        DomainError::Internal(format!(
+                            "stored parcel target {:?} is not distributed or active",
+                            w.target
+                        ))
+                    })
+                })
+                .transpose()?;
+            let hosts =
+                hosts_of.get(c.as_str()).into_iter().flatten().map(|h| host_parcel(h, &p.name, &p.version)).collect();
+            per_cluster.push(ParcelInCluster { cluster: c.clone(), target, hosts });
+        }
+        let entry = parcel_entry(p);
+        items.push(ParcelView {
+            parcel_name: entry.parcel_name,
+            name: entry.name,
+            version: entry.version,
+            distro: entry.distro,
+            sha256: entry.sha256,
+            size: entry.size,
+            components: entry.components,
+            depends: entry.depends,
+            source: k.source,
+            clusters: per_cluster,
+        });
+    }
+    Ok(ParcelList { items, repositories: state.parcels.remotes() })
+}
+
+/// Stores an uploaded parcel file, streamed to disk and checked (the stated
+/// sha256, the archive, its name); audited. Without a stated sha256 (a
+/// browser form) the upload is first spooled to a hidden file of the
+/// repository while its hash is computed, then stored from there.
+pub async fn upload<S>(
+    state: &AppState,
+    actor: &Actor,
+    file_name: &str,
+    sha256: Option<&str>,
+    body: S,
+) -> Result<ManifestParcel>
+where
+    S: Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
+{
+    let entry = match sha256.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(sha) => state.parcels.upload(file_name, sha, body).await?,
+        None => {
+            let spool = state.parcels.dir().join(format!(".spool-{}", uuid::Uuid::new_v4()));
+            let result = spool_and_upload(state, file_name, &spool, body).await;
+            let _ = tokio::fs::remove_file(&spool).await;
+            result?
+        }
+    };
+    state
+        .audit(actor.audit(
+            "parcel.upload",
+            "parcel",
+            &entry.parcel_name,
+            format!("uploaded {} ({} bytes, sha256 {})", entry.parcel_name, entry.size, entry.sha256),
+        ))
+        .await;
+    Ok(entry)
+}
+
+async fn spool_and_upload<S>(
+    state: &AppState,
+    file_name: &str,
+    spool: &std::path::Path,
+    mut body: S,
+) -> Result<ManifestParcel>
+where
+    S: Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
+{
+    let io = |what: &str, e: std::io::Error| DomainError::Internal(format!("{what} {}: {e}", spool.display()));
+    let mut f = tokio::fs::File::create(spool).await.map_err(|e| io("create", e))?;
+    let mut hasher = sha2::Sha256::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| DomainError::Invalid(format!("upload of {file_name} interrupted: {e}")))?;
+        hasher.update(&chunk);
+        f.write_all(&chunk).await.map_err(|e| io("write", e))?;
+    }
+    f.flush().await.map_err(|e| io("write", e))?;
+    drop(f);
+    let sha = hex::encode(hasher.finalize());
+    let f = tokio::fs::File::open(spool).await.map_err(|e| io("open", e))?;
+    let stream = tokio_util::io::ReaderStream::new(f);
+    Ok(state.parcels.upload(file_name, &sha, stream).await?)
 }

@@ -3,7 +3,6 @@
 //! commands (distribute, activate, deactivate, remove) and the per-service
 //! upgrade and rollback.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -17,12 +16,10 @@ pub use drover_api::parcels::{
     ClusterParcel, HostParcel, HostParcelState, NewParcelCommand, ParcelComponent, ParcelEntry, ParcelInCluster,
     ParcelList, ParcelTarget, ParcelView, UploadQuery,
 };
-use drover_parcels::manifest::ManifestParcel;
 use futures::TryStreamExt;
 
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, ErrorBody, Items};
 use crate::AppState;
-use crate::desired;
 use crate::domain;
 use crate::domain::commands::CommandView;
 use crate::parcels::RepoError;
@@ -57,18 +54,6 @@ async fn cluster_exists(state: &AppState, cluster: &str) -> Result<(), ApiError>
     }
 }
 
-/// A manifest entry as the API shows it.
-fn parcel_entry(p: ManifestParcel) -> ParcelEntry {
-    // Every field named, so a new one in the manifest does not go unseen here.
-    let ManifestParcel { parcel_name, name, version, distro, sha256, size, components, depends, conflicts, provides } =
-        p;
-    let components = components
-        .into_iter()
-        .map(|c| ParcelComponent { name: c.name, version: c.version, pkg_version: c.pkg_version })
-        .collect();
-    ParcelEntry { parcel_name, name, version, distro, sha256, size, components, depends, conflicts, provides }
-}
-
 /// A stored parcel target; anything else in the database is an internal error.
 fn parcel_target(s: &str) -> Result<ParcelTarget, ApiError> {
     ParcelTarget::parse(s)
@@ -80,65 +65,7 @@ fn parcel_target(s: &str) -> Result<ParcelTarget, ApiError> {
     responses((status = 200, description = "known parcels, followed repositories, per-cluster and per-host state", body = ParcelList)),
     security(("basic" = []), ("bearer" = [])))]
 pub async fn list(State(state): Shared, _c: Caller) -> Result<Json<ParcelList>, ApiError> {
-    let wanted = state.store.cluster_parcels(None).await?;
-    let members = state.store.all_cluster_hosts().await?;
-    let mut hosts_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (c, h) in &members {
-        hosts_of.entry(c.as_str()).or_default().push(h.as_str());
-    }
-    let clusters: Vec<String> = state.store.list_clusters().await?.into_iter().map(|c| c.name).collect();
-    let status: BTreeMap<&str, Vec<desired::ParcelStatusRec>> =
-        members.iter().map(|(_, h)| (h.as_str(), state.registry.parcel_status(h))).collect();
-    let host_parcel = |h: &str, name: &str, version: &str| {
-        let s = status.get(h).and_then(|all| all.iter().find(|s| s.name == name && s.version == version));
-        match s {
-            None => HostParcel {
-                host_id: h.to_owned(),
-                state: HostParcelState::Available,
-                percent: None,
-                error: String::new(),
-            },
-            Some(s) => {
-                let st = HostParcelState::parse(&s.state);
-                HostParcel {
-                    host_id: h.to_owned(),
-                    state: st,
-                    percent: (st == HostParcelState::Downloading && s.total_bytes > 0)
-                        .then(|| s.downloaded_bytes * 100 / s.total_bytes),
-                    error: s.error.clone(),
-                }
-            }
-        }
-    };
-    let mut items = Vec::new();
-    for k in state.parcels.list() {
-        let p = k.parcel;
-        let mut per_cluster = Vec::new();
-        for c in &clusters {
-            let target = wanted
-                .iter()
-                .find(|w| &w.cluster == c && w.name == p.name && w.version == p.version)
-                .map(|w| parcel_target(&w.target))
-                .transpose()?;
-            let hosts =
-                hosts_of.get(c.as_str()).into_iter().flatten().map(|h| host_parcel(h, &p.name, &p.version)).collect();
-            per_cluster.push(ParcelInCluster { cluster: c.clone(), target, hosts });
-        }
-        let entry = parcel_entry(p);
-        items.push(ParcelView {
-            parcel_name: entry.parcel_name,
-            name: entry.name,
-            version: entry.version,
-            distro: entry.distro,
-            sha256: entry.sha256,
-            size: entry.size,
-            components: entry.components,
-            depends: entry.depends,
-            source: k.source,
-            clusters: per_cluster,
-        });
-    }
-    Ok(Json(ParcelList { items, repositories: state.parcels.remotes() }))
+    Ok(Json(domain::parcels::overview(&state).await?))
 }
 
 /// Uploads a parcel file (the raw bytes as the body), streamed to disk.
@@ -155,16 +82,9 @@ pub async fn upload(
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let stream = body.into_data_stream().map_err(std::io::Error::other);
-    let entry = state.parcels.upload(&q.file_name, &q.sha256, Box::pin(stream)).await?;
-    state
-        .audit(caller.audit(
-            "parcel.upload",
-            "parcel",
-            &entry.parcel_name,
-            format!("uploaded {} ({} bytes, sha256 {})", entry.parcel_name, entry.size, entry.sha256),
-        ))
-        .await;
-    Ok((StatusCode::CREATED, Json(parcel_entry(entry))))
+    let entry =
+        domain::parcels::upload(&state, &caller.actor(), &q.file_name, Some(&q.sha256), Box::pin(stream)).await?;
+    Ok((StatusCode::CREATED, Json(domain::parcels::parcel_entry(entry))))
 }
 
 /// The hosts of a cluster, by id.
