@@ -148,6 +148,24 @@ impl Browser {
         Ok(out)
     }
 
+    /// Runs `script` in the page (W3C Execute Script) and returns its value.
+    pub async fn execute(&self, script: &str, args: Vec<Value>) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, "/execute/sync", Some(json!({"script": script, "args": args}))).await
+    }
+
+    /// Chooses the option with `value` in the `<select>` matching `css`, as a
+    /// user picking it would (the change event fires).
+    pub async fn select(&self, css: &str, value: &str) -> anyhow::Result<()> {
+        self.click(&format!("{css} option[value=\"{value}\"]")).await
+    }
+
+    /// Whether an element matches `css` on the current page.
+    pub async fn exists(&self, css: &str) -> anyhow::Result<bool> {
+        let v =
+            self.call(reqwest::Method::POST, "/elements", Some(json!({"using": "css selector", "value": css}))).await?;
+        Ok(v.as_array().is_some_and(|a| !a.is_empty()))
+    }
+
     /// Ends the browser session (chromium exits); chromedriver ends on drop.
     pub async fn quit(self) -> anyhow::Result<()> {
         self.client.delete(&self.base).send().await?;

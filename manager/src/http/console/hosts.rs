@@ -468,7 +468,7 @@ async fn show(
             let used = m.and_then(|m| m.disks.iter().find(|u| u.mount_point == d.mount_point)).map(|u| u.used_bytes);
             json!({"mount": d.mount_point, "device": d.device, "fs": d.fs_type, "total": human_bytes(d.total_bytes as f64),
                    "used": used.map(|u| human_bytes(u as f64)),
-                   "pct": used.filter(|_| d.total_bytes > 0).map(|u| format!("{:.0}%", u as f64 * 100.0 / d.total_bytes as f64))})
+                   "used_pct": used.filter(|_| d.total_bytes > 0).map(|u| format!("{:.0}%", u as f64 * 100.0 / d.total_bytes as f64))})
         })
         .collect();
     let ranges: Vec<Value> = RANGES
