@@ -203,6 +203,8 @@ async fn hosts_in_a_browser() {
     let week = browser.texts("#charts .summary").await.unwrap();
     assert!(week[0].contains(" (167 points)") || week[0].contains(" (168 points)"), "{week:?}");
     shot(&browser, "console-host").await;
+    browser.execute("document.getElementById('h-charts').scrollIntoView()", vec![]).await.unwrap();
+    shot(&browser, "console-host-charts").await;
 
     // A label set from the page without its CSRF token is refused.
     browser.fill("#label-key", "tier").await.unwrap();

@@ -484,6 +484,7 @@ async fn show(
         json!({
             "host": host,
             "href": format!("/hosts/{}", url_encode(&id)),
+            "cert_serial": host.cert_serial,
             "status": host.status.as_str(),
             "decommissioned": host.status == HostStatus::Decommissioned,
             "labels": host.labels.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
