@@ -303,6 +303,17 @@ async fn render_editor(
         );
     }
 
+    // The services of the cluster a `service` parameter may name.
+    let others: Vec<(String, String)> = if st.parameters.iter().any(|p| matches!(p.kind, ParamKind::Service { .. })) {
+        domain::services::list(state, cluster)
+            .await?
+            .into_iter()
+            .filter(|s| s.name != service)
+            .map(|s| (s.name, s.service_type))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let needle = filter.trim().to_lowercase();
     let mut sections: Vec<(String, Vec<Value>)> = Vec::new();
     let mut shown = 0usize;
@@ -346,6 +357,18 @@ async fn render_editor(
             _ => (None, None),
         };
         let options: Vec<Value> = match &p.kind {
+            ParamKind::Service { service_types } => {
+                let mut o: Vec<Value> = others
+                    .iter()
+                    .filter(|(_, t)| service_types.is_empty() || service_types.contains(t))
+                    .map(|(n, t)| json!({"value": n, "label": format!("{n} ({t})"), "selected": *n == input}))
+                    .collect();
+                if !others.iter().any(|(n, _)| *n == input) {
+                    let label = if input.is_empty() { "(not set)".to_owned() } else { input.clone() };
+                    o.insert(0, json!({"value": input, "label": label, "selected": true}));
+                }
+                o
+            }
             ParamKind::Enum { values } => {
                 let mut o: Vec<Value> = values.iter().map(|v| json!({"value": v, "selected": *v == input})).collect();
                 if input.is_empty() || !values.contains(&input) {
@@ -364,7 +387,7 @@ async fn render_editor(
             _ => Vec::new(),
         };
         let widget = match &p.kind {
-            ParamKind::Enum { .. } | ParamKind::Boolean => "select",
+            ParamKind::Enum { .. } | ParamKind::Boolean | ParamKind::Service { .. } => "select",
             ParamKind::Integer { .. } | ParamKind::Port => "number",
             ParamKind::MemorySize => "memory",
             ParamKind::Password => "password",
