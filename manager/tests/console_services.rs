@@ -347,6 +347,9 @@ async fn the_service_page_shows_revisions_and_runs_confirmed_commands_and_role_c
     assert!(page.html.contains("href=\"/clusters/prod/services/cache/config\""));
     assert!(page.html.contains("href=\"/clusters/prod/services/cache/config/history\""));
     assert!(page.html.contains("1 role(s) run an older configuration"));
+    // Redis runs from the redis parcel, which no version of is active here; nothing depends on it.
+    assert!(page.html.contains("id=\"parcel\">redis: <span class=\"warn\">no version active in prod"), "{}", page.html);
+    assert!(page.html.contains("No required service type.") && page.html.contains("No service depends on this one."));
 
     // Stop: a confirmation first, no command; then the command.
     let ask = c.post("/clusters/prod/services/cache/commands", &[("name", "stop")]).await;
