@@ -165,7 +165,7 @@ async fn show(State(state): State<Arc<AppState>>, session: Session, Path(id): Pa
     let total = c.steps.len();
     let done = c.steps.iter().filter(|s| matches!(s.state, StepState::Succeeded | StepState::Skipped)).count();
     let ended = c.steps.iter().filter(|s| !matches!(s.state, StepState::Pending | StepState::Running)).count();
-    let percent = if total == 0 { 100 } else { done * 100 / total };
+    let percent = (done * 100).checked_div(total).unwrap_or(100);
     let steps: Vec<Value> = c
         .steps
         .iter()
