@@ -187,7 +187,11 @@ async fn audit_filters_and_paginates_and_events_render() {
     let bad = c.get("/audit?from=yesterday").await;
     assert_eq!(bad.status, 200);
     assert!(bad.html.replace("&quot;", "\"").contains("from \"yesterday\" is not a time"), "{}", bad.html);
-    assert!(bad.html.contains("value=\"yesterday\""), "the input is kept");
+    assert!(bad.html.contains("type=\"text\" name=\"from\" id=\"f-from\" value=\"yesterday\""), "the input is kept");
+    let local = c.get("/audit?from=2020-01-01T00:00").await;
+    assert!(local.html.contains("type=\"datetime-local\" name=\"from\" id=\"f-from\" value=\"2020-01-01T00:00\""));
+    // Each entry offers its object as a filter.
+    assert!(p1.html.contains("href=\"/audit?object_type=host&object_id=h1\""), "{}", p1.html);
 
     // Events: the hosts' enrollments, filtered by object.
     // (The registry writes events in batches.)

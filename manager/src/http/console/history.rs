@@ -47,6 +47,16 @@ fn parse_time(name: &str, s: &str) -> Result<Option<UnixMillis>, String> {
     Err(format!("{name} {s:?} is not a time: use 2026-01-02T03:04 (UTC) or RFC 3339 such as 2026-01-02T03:04:05Z"))
 }
 
+/// The input type that shows `value` as given: `datetime-local` for its own
+/// format (or nothing), plain text for RFC 3339 or a mistake, so the user's
+/// input is kept.
+fn time_input(value: &str) -> &'static str {
+    let v = value.trim();
+    let local = v.is_empty()
+        || ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"].iter().any(|f| chrono::NaiveDateTime::parse_from_str(v, f).is_ok());
+    if local { "datetime-local" } else { "text" }
+}
+
 fn opt(s: &str) -> Option<String> {
     Some(s.trim()).filter(|s| !s.is_empty()).map(str::to_owned)
 }
@@ -122,6 +132,11 @@ async fn audit(State(state): State<Arc<AppState>>, session: Session, Query(q): Q
                 "object_type": e.object_type, "object_id": e.object_id, "summary": e.summary,
                 "object_href": object_href(&e.object_type, &e.object_id),
                 "user_href": super::commands::href("/audit", &[("user", e.username.clone())]),
+                "action_href": super::commands::href("/audit", &[("action", e.action.clone())]),
+                "object_filter": super::commands::href(
+                    "/audit",
+                    &[("object_type", e.object_type.clone()), ("object_id", e.object_id.clone())],
+                ),
             })
         })
         .collect();
@@ -143,7 +158,8 @@ async fn audit(State(state): State<Arc<AppState>>, session: Session, Query(q): Q
             "entries": rows,
             "error": error,
             "q": {"user": q.user, "action": q.action, "object_type": q.object_type, "object_id": q.object_id,
-                  "from": q.from, "to": q.to, "per": per},
+                  "from": q.from, "to": q.to, "per": per,
+                  "from_type": time_input(&q.from), "to_type": time_input(&q.to)},
             "per_options": PAGE_SIZES,
             "pager": pager("/audit", &pairs, page, offset, entries.len(), more),
         }),
@@ -196,6 +212,10 @@ async fn events(State(state): State<Arc<AppState>>, session: Session, Query(q): 
                 "id": e.id, "at": e.at, "severity": e.severity, "kind": e.kind, "object_type": e.object_type,
                 "object_id": e.object_id, "message": e.message,
                 "object_href": object_href(&e.object_type, &e.object_id),
+                "object_filter": super::commands::href(
+                    "/events",
+                    &[("object_type", e.object_type.clone()), ("object_id", e.object_id.clone())],
+                ),
             })
         })
         .collect();
@@ -217,7 +237,8 @@ async fn events(State(state): State<Arc<AppState>>, session: Session, Query(q): 
             "events": rows,
             "error": error,
             "q": {"severity": q.severity, "kind": q.kind, "object_type": q.object_type, "object_id": q.object_id,
-                  "from": q.from, "to": q.to, "per": per},
+                  "from": q.from, "to": q.to, "per": per,
+                  "from_type": time_input(&q.from), "to_type": time_input(&q.to)},
             "severities": SEVERITIES,
             "per_options": PAGE_SIZES,
             "pager": pager("/events", &pairs, page, offset, events.len(), more),
