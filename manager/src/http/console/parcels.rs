@@ -219,7 +219,9 @@ async fn upload(State(state): State<Arc<AppState>>, session: Session, headers: H
         // The token precedes the file in the form: nothing is stored for a
         // request from elsewhere.
         let sent = csrf.unwrap_or_default();
-        if sent.len() != session.csrf.len() || !sent.bytes().zip(session.csrf.bytes()).all(|(a, b)| a == b) {
+        // Compared in constant time, as `CsrfForm` does.
+        let differ = sent.bytes().zip(session.csrf.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if sent.len() != session.csrf.len() || differ != 0 {
             tracing::warn!(user = %session.user.username, source = %session.source, "console upload refused: bad CSRF token");
             return Err(ConsoleError::new(
                 StatusCode::FORBIDDEN,
