@@ -14,7 +14,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 mod common;
-use common::{PASSWORD, T};
+use common::T;
 
 impl T {
     /// Every role of `svc` reports running and healthy at revision 1, as its
@@ -482,20 +482,10 @@ async fn roles_on_a_lost_host_are_reported_down_with_the_reason() {
     let one = t.ok(Method::GET, "/clusters/prod/services/cache/roles/cache-replica-1", None).await;
     assert_eq!(one["last_error"], replica["last_error"]);
 
-    // The console's services page shows the same reason.
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let base = format!("http://{}", t.handle.http_addr);
-    let login = client
-        .post(format!("{base}/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("username=admin&password={PASSWORD}"))
-        .send()
-        .await
-        .unwrap();
-    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
-    let page = client.get(format!("{base}/services")).header("cookie", cookie).send().await.unwrap();
-    assert_eq!(page.status(), 200);
-    let html = page.text().await.unwrap();
+    // The console's service page shows the same reason.
+    let page = t.console().await.get("/clusters/prod/services/cache").await;
+    assert_eq!(page.status, 200);
+    let html = page.html;
     assert!(html.contains(why), "the console does not show {why:?}:\n{html}");
 
     // A command does not take the last report of a role on a lost host as

@@ -279,3 +279,191 @@ async fn hosts_in_a_browser() {
     agent.abort();
     manager.shutdown().await;
 }
+
+async fn service_roles(rest: &Rest) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = rest.get("/api/v1/clusters/prod/services/cache/roles").await.unwrap();
+    v["items"].as_array().unwrap().clone()
+}
+
+/// The whole loop of a service through the console, with the real binaries
+/// and Redis from its parcel on two agents: create a cluster, add the hosts,
+/// add Redis (a primary and a replica) through the wizard, start it and watch
+/// the command succeed on its page; a bad `maxmemory` is refused by its field
+/// and stores nothing; a good one makes a revision with both roles stale; a
+/// rolling restart from the page applies it; two revisions compared show the
+/// changed line of redis.conf; a rollback makes a new revision; the audit page
+/// names the user for each change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_through_the_console() {
+    use drover_tests::parcels::{build_parcel, install_parcels};
+    use drover_tests::procs::{ManagerProc, RoleReaper, free_port, start_agent};
+    use reqwest::Method;
+
+    drover_tests::init_logging();
+    let redis_parcel = build_parcel("redis", None);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let _reaper = RoleReaper(root.to_path_buf());
+    let flags = ["--heartbeat-interval", "300ms", "--host-lost-after", "5s", "--flush-interval", "200ms"];
+    let mut manager = ManagerProc::start(&root.join("manager"), free_port(), free_port(), &flags).unwrap();
+    manager.wait_ready().await;
+    let rest = manager.rest();
+    let url = manager.grpc_url();
+    let token = rest.enrollment_token(2, 600).await.unwrap();
+    let _a = start_agent(&root.join("a"), &url, Some(&token), &["--hostname", "redis-a"]).unwrap();
+    let _b = start_agent(&root.join("b"), &url, Some(&token), &["--hostname", "redis-b"]).unwrap();
+    let wait = Duration::from_secs(90);
+    let hosts = eventually(wait, "two healthy hosts", || async {
+        let hosts = rest.hosts("status=healthy").await.ok()?;
+        (hosts.len() == 2).then_some(hosts)
+    })
+    .await;
+    let host_id = |name: &str| hosts.iter().find(|h| h["hostname"] == name).unwrap()["id"].as_str().unwrap().to_owned();
+    let (a, b) = (host_id("redis-a"), host_id("redis-b"));
+
+    let browser = Browser::start(root).await.unwrap();
+    let base = rest.url("");
+    let base = base.trim_end_matches('/');
+    browser.goto(&format!("{base}/login")).await.unwrap();
+    browser.fill("#username", "admin").await.unwrap();
+    browser.fill("#password", &manager.password).await.unwrap();
+    browser.click("#sign-in").await.unwrap();
+    browser.wait_for_source("Home", wait).await.unwrap();
+
+    // A cluster and its two hosts, from the console.
+    browser.goto(&format!("{base}/clusters")).await.unwrap();
+    browser.fill("#cluster-name", "prod").await.unwrap();
+    browser.click("#create-cluster-submit").await.unwrap();
+    browser.wait_for_url(|u| u.ends_with("/clusters/prod"), wait).await.unwrap();
+    for h in [&a, &b] {
+        browser.click(&format!("#add-hosts input[value=\"{h}\"]")).await.unwrap();
+    }
+    browser.click("#add-hosts-submit").await.unwrap();
+    browser.wait_for_source("redis-b", wait).await.unwrap();
+    let members: serde_json::Value = rest.get("/api/v1/clusters/prod/hosts").await.unwrap();
+    assert_eq!(members["items"].as_array().unwrap().len(), 2, "{members}");
+    install_parcels(&rest, "prod", &[a.clone(), b.clone()], &[redis_parcel]).await;
+
+    // The wizard: type, placement (one primary, one replica), configuration.
+    let (p_port, r_port) = (free_port(), free_port());
+    browser.goto(&format!("{base}/clusters/prod/services/new")).await.unwrap();
+    browser.click("#type-redis").await.unwrap();
+    browser.fill("#service-name", "cache").await.unwrap();
+    browser.click("#next").await.unwrap();
+    browser.wait_for_source("2. Place the roles", wait).await.unwrap();
+    shot(&browser, "console-wizard-place").await;
+    browser.click(&format!("#place-primary-{a}")).await.unwrap();
+    browser.click(&format!("#place-replica-{b}")).await.unwrap();
+    browser.click("#next").await.unwrap();
+    browser.wait_for_source("3. Review the configuration", wait).await.unwrap();
+    browser.fill("#param-port", &p_port.to_string()).await.unwrap();
+    shot(&browser, "console-wizard-config").await;
+    browser.click("#create").await.unwrap();
+    browser.wait_for_url(|u| u.ends_with("/clusters/prod/services/cache"), wait).await.unwrap();
+    let created = service_roles(&rest).await;
+    assert_eq!(created.len(), 2, "{created:?}");
+    let replica = created.iter().find(|r| r["role_type"] == "replica").unwrap()["name"].as_str().unwrap().to_owned();
+
+    // Both Redis servers run on this one machine: the replica gets its own
+    // port at role scope in the configuration editor.
+    browser.goto(&format!("{base}/clusters/prod/services/cache/config?scope=role:{replica}")).await.unwrap();
+    browser.fill("#in-port", &r_port.to_string()).await.unwrap();
+    browser.fill("#message", "replica on its own port").await.unwrap();
+    browser.click("#save").await.unwrap();
+    browser.wait_for_source("Done:", wait).await.unwrap();
+
+    // Start from the service page (confirmed) and watch the command succeed.
+    browser.goto(&format!("{base}/clusters/prod/services/cache")).await.unwrap();
+    browser.click("#cmd-start").await.unwrap();
+    browser.wait_for_source("Please confirm", wait).await.unwrap();
+    browser.click("#confirm").await.unwrap();
+    browser.wait_for_url(|u| u.contains("/commands/"), wait).await.unwrap();
+    // The page updates itself (drover.js): no reload until it says succeeded.
+    browser.wait_for_source("data-live-done", wait).await.unwrap();
+    assert_eq!(browser.texts("#command-state").await.unwrap(), vec!["succeeded".to_owned()]);
+    shot(&browser, "console-command").await;
+    eventually(wait, "both roles running", || async {
+        service_roles(&rest).await.iter().all(|r| r["status"] == "running").then_some(())
+    })
+    .await;
+
+    // A bad maxmemory: refused by its field, the input kept, no revision.
+    let revisions = || async {
+        let v: serde_json::Value = rest.get("/api/v1/clusters/prod/services/cache/config/revisions").await.unwrap();
+        v["items"].as_array().unwrap().len()
+    };
+    let before = revisions().await;
+    browser.goto(&format!("{base}/clusters/prod/services/cache/config")).await.unwrap();
+    browser.fill("#in-maxmemory", "lots").await.unwrap();
+    browser.fill("#message", "cap memory").await.unwrap();
+    browser.click("#save").await.unwrap();
+    browser.wait_for_source("Not saved", wait).await.unwrap();
+    let error = browser.texts("#err-maxmemory").await.unwrap();
+    assert!(error.len() == 1 && !error[0].is_empty(), "{error:?}");
+    let kept = browser.execute("return document.getElementById('in-maxmemory').value", vec![]).await.unwrap();
+    assert_eq!(kept, "lots");
+    shot(&browser, "console-config-error").await;
+    assert_eq!(revisions().await, before);
+    // Fixed: a revision, and the banner says both roles need a restart.
+    browser.fill("#in-maxmemory", "256").await.unwrap();
+    browser.select("#unit-maxmemory", "mb").await.unwrap();
+    browser.click("#save").await.unwrap();
+    let page = browser.wait_for_source("restart needed: 2 roles", wait).await.unwrap();
+    assert!(page.contains("id=\"banner\""), "{page}");
+    assert_eq!(revisions().await, before + 1);
+    shot(&browser, "console-config").await;
+    eventually(wait, "both roles stale", || async {
+        service_roles(&rest).await.iter().all(|r| r["stale"] == true).then_some(())
+    })
+    .await;
+    // Rolling restart from the page.
+    browser.goto(&format!("{base}/clusters/prod/services/cache/config")).await.unwrap();
+    browser.click("#rolling-restart").await.unwrap();
+    if browser.exists("#confirm").await.unwrap() {
+        browser.click("#confirm").await.unwrap();
+    }
+    browser.wait_for_url(|u| u.contains("/commands/"), wait).await.unwrap();
+    browser.wait_for_source("data-live-done", wait).await.unwrap();
+    assert_eq!(browser.texts("#command-state").await.unwrap(), vec!["succeeded".to_owned()]);
+    eventually(wait, "both roles not stale", || async {
+        service_roles(&rest).await.iter().all(|r| r["stale"] == false && r["status"] == "running").then_some(())
+    })
+    .await;
+    browser.goto(&format!("{base}/clusters/prod/services/cache")).await.unwrap();
+    browser.wait_for_source("roles-live", wait).await.unwrap();
+    shot(&browser, "console-service").await;
+
+    // Compare the last two revisions: the changed line of redis.conf.
+    let latest = before as u64 + 1;
+    browser
+        .goto(&format!("{base}/clusters/prod/services/cache/config/compare?from={}&to={latest}", latest - 1))
+        .await
+        .unwrap();
+    let page = browser.wait_for_source("redis.conf", wait).await.unwrap();
+    assert!(page.contains("maxmemory 268435456") && page.contains("maxmemory 0"), "{page}");
+    shot(&browser, "console-compare").await;
+
+    // Roll back to the revision before (confirmed): a new revision.
+    browser.goto(&format!("{base}/clusters/prod/services/cache/config/history")).await.unwrap();
+    browser.fill(&format!("#reason-{}", latest - 1), "undo the memory cap").await.unwrap();
+    browser.click(&format!("#rollback-{}", latest - 1)).await.unwrap();
+    browser.wait_for_source("Please confirm", wait).await.unwrap();
+    browser.click("#confirm").await.unwrap();
+    browser.wait_for_url(|u| u.ends_with("/config/history"), wait).await.unwrap();
+    browser.wait_for_source(&format!("id=\"rev-{}\"", latest + 1), wait).await.unwrap();
+    shot(&browser, "console-history").await;
+    assert_eq!(revisions().await, before + 2);
+    let config = rest.ok(Method::GET, "/clusters/prod/services/cache/config", None).await;
+    assert_eq!(config["revision"], latest + 1);
+
+    // The audit page names the user for each change made above.
+    browser.goto(&format!("{base}/audit?user=admin")).await.unwrap();
+    let page = browser.wait_for_source("config.rollback", wait).await.unwrap();
+    for action in
+        ["cluster.create", "cluster.hosts.add", "service.create", "role.create", "command.start", "config.update"]
+    {
+        assert!(page.contains(action), "{action} missing from the audit page");
+    }
+    shot(&browser, "console-audit").await;
+    browser.quit().await.unwrap();
+}

@@ -24,8 +24,8 @@
 pub mod accounts;
 pub mod clusters;
 pub mod commands;
-pub mod hosts;
 pub mod config;
+pub mod hosts;
 pub mod parcels;
 pub mod roles;
 pub mod services;

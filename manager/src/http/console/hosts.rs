@@ -633,7 +633,7 @@ async fn create_token(State(state): State<Arc<AppState>>, CsrfForm(session, form
             "" => 1.0,
             t => t.parse().map_err(|_| format!("valid for (hours) must be a number, got {t:?}"))?,
         };
-        if !(hours > 0.0) || !hours.is_finite() {
+        if hours.is_nan() || hours <= 0.0 || !hours.is_finite() {
             return Err("valid for (hours) must be more than 0".into());
         }
         let uses: u32 = match form.max_uses.trim() {

@@ -437,6 +437,23 @@ pub async fn not_found_page() -> Response {
     ConsoleError::new(StatusCode::NOT_FOUND, "There is no such page.").into_response()
 }
 
+/// One command as a row of a list.
+pub(crate) fn commands_row(c: &crate::domain::commands::CommandView) -> Value {
+    json!({
+        "id": c.id,
+        "href": format!("/commands/{}", url_encode(&c.id)),
+        "name": c.name,
+        "cluster": c.cluster,
+        "service": c.service,
+        "service_href": format!("/clusters/{}/services/{}", url_encode(&c.cluster), url_encode(&c.service)),
+        "state": c.state.as_str(),
+        "message": c.message,
+        "created_by": c.created_by,
+        "created_at": c.created_at,
+        "finished_at": c.finished_at,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -467,21 +484,4 @@ mod tests {
         assert!(super::constant_time_eq(a.as_bytes(), a.as_bytes()));
         assert!(!super::constant_time_eq(a.as_bytes(), &a.as_bytes()[1..]));
     }
-}
-
-/// One command as a row of a list.
-pub(crate) fn commands_row(c: &crate::domain::commands::CommandView) -> Value {
-    json!({
-        "id": c.id,
-        "href": format!("/commands/{}", url_encode(&c.id)),
-        "name": c.name,
-        "cluster": c.cluster,
-        "service": c.service,
-        "service_href": format!("/clusters/{}/services/{}", url_encode(&c.cluster), url_encode(&c.service)),
-        "state": c.state.as_str(),
-        "message": c.message,
-        "created_by": c.created_by,
-        "created_at": c.created_at,
-        "finished_at": c.finished_at,
-    })
 }

@@ -1,0 +1,194 @@
+//! Console page budgets (issue 11): starts an in-process manager on SQLite,
+//! fills the inventory with `--hosts` hosts (enrolled through the store, as
+//! agents enrolling would), a week of metric history for one host and a
+//! cluster with services, signs in, then requests each page `--requests`
+//! times one after another and prints latency percentiles (measured at the
+//! client over loopback: an upper bound of the server's time) and the bytes
+//! each page transfers, with and without its stylesheet and script (a cold
+//! cache).
+//!
+//! `cargo run --release -p drover-tests --bin drover-console-bench -- --hosts 10000`
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use drover_manager::auth::sha256_hex;
+use drover_manager::model::{HostFacts, HostKind, Labels, now_millis};
+use drover_manager::store::{EnrollmentTokenRecord, MetricBucket, NewHost};
+use drover_manager::{Manager, ManagerConfig};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(about = "Measures the console's page times and sizes with a large inventory")]
+struct Args {
+    /// Hosts in the inventory.
+    #[arg(long, default_value_t = 10_000)]
+    hosts: usize,
+    /// Requests per page.
+    #[arg(long, default_value_t = 200)]
+    requests: usize,
+}
+
+const PASSWORD: &str = "console-bench-password";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let mut config = ManagerConfig::for_data_dir(dir.path());
+    config.admin_password = Some(PASSWORD.into());
+    let manager =
+        Manager::start(config, TcpListener::bind("127.0.0.1:0").await?, TcpListener::bind("127.0.0.1:0").await?)
+            .await?;
+    let state = manager.state.clone();
+    let started = Instant::now();
+    let now = now_millis();
+    for i in 0..args.hosts {
+        let token = format!("bench-{i}");
+        state
+            .store
+            .insert_enrollment_token(&EnrollmentTokenRecord {
+                id: token.clone(),
+                secret_hash: sha256_hex("s"),
+                labels: Labels::new(),
+                max_uses: 1,
+                uses: 0,
+                created_by: "admin".into(),
+                created_at: now,
+                expires_at: now + 3_600_000,
+                revoked_at: None,
+            })
+            .await?;
+        let facts = HostFacts {
+            hostname: format!("node-{i:05}.dc1.example"),
+            addresses: vec![format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256)],
+            kind: if i % 3 == 0 { HostKind::Container } else { HostKind::Vm },
+            kind_evidence: "bench".into(),
+            os: "Debian GNU/Linux 12 (bookworm)".into(),
+            kernel: "6.1.0-18-amd64".into(),
+            arch: "x86_64".into(),
+            cpu_cores: 16,
+            memory_bytes: 64 << 30,
+            disks: vec![],
+            fqdn: String::new(),
+            container_id: String::new(),
+            machine_cpu_cores: 0,
+            machine_memory_bytes: 0,
+            capacity_evidence: String::new(),
+        };
+        let labels: Labels = [
+            ("rack".to_owned(), format!("r{}", i % 40)),
+            ("tier".to_owned(), ["web", "db", "cache"][i % 3].to_owned()),
+        ]
+        .into();
+        let host = NewHost {
+            id: format!("host-{i:05}"),
+            facts,
+            agent_version: "0.1.0".into(),
+            labels,
+            cert_serial: format!("{i:016x}"),
+        };
+        let rec = state.store.enroll_host(&token, &sha256_hex("s"), now, &host).await?;
+        state.registry.add_enrolled(&rec);
+    }
+    eprintln!("{} hosts enrolled in {:.1?}", args.hosts, started.elapsed());
+
+    // A week of history for host-00000: hourly buckets and the last hour by minute.
+    let (hour, minute) = (3_600_000, 60_000);
+    let mut buckets = Vec::new();
+    for (res, step, n) in [(3600u32, hour, 7 * 24), (60, minute, 60)] {
+        for k in 1..=n {
+            buckets.push(MetricBucket {
+                host_id: "host-00000".into(),
+                resolution_s: res,
+                bucket_start: now / step * step - k * step,
+                samples: 1,
+                cpu_percent: (k % 100) as f64,
+                memory_used_bytes: 8 << 30,
+                load1: 1.0,
+                disk_used_bytes: 10 << 30,
+                network_rx_bytes: (n - k) as u64 * 1_000_000,
+                network_tx_bytes: (n - k) as u64 * 500_000,
+            });
+        }
+    }
+    state.store.flush(&[], &buckets, &[]).await?;
+
+    let api = reqwest::Client::new();
+    let base = format!("http://{}", manager.http_addr);
+    let rest = |m: reqwest::Method, path: &str, body: serde_json::Value| {
+        api.request(m, format!("{base}/api/v1{path}")).basic_auth("admin", Some(PASSWORD)).json(&body).send()
+    };
+    rest(reqwest::Method::POST, "/clusters", json!({"name": "prod"})).await?.error_for_status()?;
+    for s in ["cache", "sessions", "queue"] {
+        rest(reqwest::Method::POST, "/clusters/prod/services", json!({"name": s, "type": "redis"}))
+            .await?
+            .error_for_status()?;
+    }
+
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let login = client
+        .post(format!("{base}/login"))
+        .form(&[("username", "admin"), ("password", PASSWORD), ("next", "/")])
+        .send()
+        .await?;
+    let cookie = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("drover_session="))
+        .and_then(|v| v.split(';').next())
+        .ok_or_else(|| anyhow::anyhow!("sign-in set no session cookie"))?
+        .to_owned();
+
+    let assets: usize = {
+        let mut n = 0;
+        for a in ["/static/drover.css", "/static/drover.js"] {
+            n += client.get(format!("{base}{a}")).send().await?.bytes().await?.len();
+        }
+        n
+    };
+    println!(
+        "{} hosts; {} requests per page, one at a time; stylesheet + script {} bytes",
+        args.hosts, args.requests, assets
+    );
+    println!("{:<44} {:>8} {:>8} {:>8} {:>10} {:>10}", "page", "p50 ms", "p99 ms", "max ms", "bytes", "cold bytes");
+    for page in [
+        "/",
+        "/hosts",
+        "/hosts?per=200",
+        "/hosts?label=rack%3Dr7%2Ctier!%3Ddb",
+        "/hosts?q=node-0999&sort=memory&dir=desc",
+        "/hosts?page=150",
+        "/hosts/host-00000",
+        "/hosts/host-00000?range=24h",
+        "/hosts/host-00000?range=7d",
+    ] {
+        let mut hist = Histogram::<u64>::new(3)?;
+        let mut bytes = 0;
+        for _ in 0..args.requests {
+            let t = Instant::now();
+            let resp = client.get(format!("{base}{page}")).header("cookie", &cookie).send().await?;
+            let status = resp.status();
+            let body = resp.bytes().await?;
+            hist.record(t.elapsed().as_micros() as u64)?;
+            anyhow::ensure!(status == 200, "{page}: HTTP {status}");
+            bytes = body.len();
+        }
+        let ms = |v: u64| Duration::from_micros(v).as_secs_f64() * 1000.0;
+        println!(
+            "{:<44} {:>8.1} {:>8.1} {:>8.1} {:>10} {:>10}",
+            page,
+            ms(hist.value_at_quantile(0.5)),
+            ms(hist.value_at_quantile(0.99)),
+            ms(hist.max()),
+            bytes,
+            bytes + assets
+        );
+    }
+    manager.shutdown().await;
+    Ok(())
+}
