@@ -358,6 +358,8 @@ async fn redis_through_the_console() {
     browser.wait_for_source("3. Review the configuration", wait).await.unwrap();
     browser.fill("#param-port", &p_port.to_string()).await.unwrap();
     shot(&browser, "console-wizard-config").await;
+    // Not started yet: the replica needs its own port first (below).
+    browser.execute("document.getElementById('start').checked = false", vec![]).await.unwrap();
     browser.click("#create").await.unwrap();
     browser.wait_for_url(|u| u.ends_with("/clusters/prod/services/cache"), wait).await.unwrap();
     let created = service_roles(&rest).await;
