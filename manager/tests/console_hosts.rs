@@ -254,7 +254,10 @@ async fn enrollment_tokens_are_made_shown_once_and_revoked() {
     let later = c.get("/hosts/add").await;
     assert!(!later.html.contains("agent-command") && later.html.contains(id));
 
-    let revoked = c.post(&format!("/hosts/add/tokens/{id}/revoke"), &[]).await;
+    let ask = c.post(&format!("/hosts/add/tokens/{id}/revoke"), &[]).await;
+    assert!(ask.html.contains(&format!("Revoke enrollment token {id}")), "{}", ask.html);
+    assert_eq!(t.ok(Method::GET, "/enrollment-tokens", None).await["items"][0]["state"], "active");
+    let revoked = c.post(&format!("/hosts/add/tokens/{id}/revoke"), &[("confirmed", "yes")]).await;
     assert_eq!(revoked.status, 303);
     assert_eq!(t.ok(Method::GET, "/enrollment-tokens", None).await["items"][0]["state"], "revoked");
 }

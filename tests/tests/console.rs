@@ -267,7 +267,6 @@ async fn hosts_in_a_browser() {
     // Home counts what is there.
     browser.goto(&format!("{base}/")).await.unwrap();
     browser.wait_for_source("agents connected", WAIT).await.unwrap();
-    shot(&browser, "console-home").await;
 
     // Signing out ends the session.
     browser.click("form.logout button").await.unwrap();
@@ -467,5 +466,22 @@ async fn redis_through_the_console() {
         assert!(page.contains(action), "{action} missing from the audit page");
     }
     shot(&browser, "console-audit").await;
+    // The other main pages, for docs/console.md.
+    for (path, name) in [
+        ("/", "console-home"),
+        ("/clusters/prod", "console-cluster"),
+        ("/commands", "console-commands"),
+        ("/parcels", "console-parcels"),
+        ("/events", "console-events"),
+        ("/account", "console-account"),
+    ] {
+        browser.goto(&format!("{base}{path}")).await.unwrap();
+        browser.wait_for_source("</footer>", wait).await.unwrap();
+        shot(&browser, name).await;
+    }
+    let role = service_roles(&rest).await[0]["name"].as_str().unwrap().to_owned();
+    browser.goto(&format!("{base}/clusters/prod/services/cache/roles/{role}")).await.unwrap();
+    browser.wait_for_source("redis.conf", wait).await.unwrap();
+    shot(&browser, "console-role").await;
     browser.quit().await.unwrap();
 }

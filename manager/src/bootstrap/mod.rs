@@ -270,6 +270,74 @@ pub struct Actor {
     pub source: String,
 }
 
+/// Why a bootstrap request did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The request is wrong (a 400): nothing was stored, no host touched.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("bootstrap planning failed: {0}")]
+    Internal(String),
+}
+
+/// Checks `req` ([`plan`], off the async workers: it reads and hashes the
+/// agent binary), then stores and starts the command ([`start`]). The REST
+/// handler and the console page both call this.
+pub async fn request(
+    state: Arc<AppState>,
+    actor: Actor,
+    req: BootstrapRequest,
+) -> Result<(CommandRec, Vec<StepRec>), StartError> {
+    let planned = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || plan(&state, req)).await.map_err(|e| StartError::Internal(e.to_string()))?
+    };
+    let plan = planned.map_err(StartError::Invalid)?;
+    Ok(start(state, actor, plan).await?)
+}
+
+/// The stages of one host's bootstrap, in order, as its step's messages name
+/// them.
+pub const STAGES: [&str; 9] = [
+    "connect",
+    "check host key",
+    "authenticate",
+    "detect",
+    "sudo",
+    "upload agent",
+    "install agent",
+    "start agent",
+    "wait for enrollment",
+];
+
+/// The stage a host's step is at (running) or failed in (failed, aborted),
+/// read from its state and message as [`execute`] and `Progress` write them;
+/// `None` for a step that has not started or has succeeded.
+pub fn stage_of(step_state: &str, message: &str) -> Option<&'static str> {
+    match step_state {
+        "running" => {
+            let running = [
+                ("connecting", "connect"),
+                ("detecting", "detect"),
+                ("creating a staging directory", "upload agent"),
+                ("uploading the agent", "upload agent"),
+                ("installing", "install agent"),
+                ("starting the agent", "start agent"),
+                ("agent started", "wait for enrollment"),
+            ];
+            running.iter().find(|(prefix, _)| message.starts_with(prefix)).map(|(_, stage)| *stage)
+        }
+        "failed" | "aborted" => {
+            // "{target}: {stage} failed: {why}"
+            let (head, _) = message.split_once(" failed: ")?;
+            STAGES.iter().chain(["start"].iter()).find(|s| head.ends_with(&format!(": {s}"))).copied()
+        }
+        _ => None,
+    }
+}
+
 /// Stores the command and its steps and starts it. Returns them as planned.
 pub async fn start(state: Arc<AppState>, actor: Actor, plan: Plan) -> crate::store::Result<(CommandRec, Vec<StepRec>)> {
     let id = uuid::Uuid::new_v4().to_string();
@@ -728,6 +796,17 @@ mod tests {
             let e = parse_target(bad, 22).unwrap_err();
             assert!(e.contains("invalid address"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn stages_are_read_from_step_messages() {
+        assert_eq!(stage_of("running", "connecting"), Some("connect"));
+        assert_eq!(stage_of("running", "uploading the agent: 40% of 20.0 MiB"), Some("upload agent"));
+        assert_eq!(stage_of("running", "agent started (systemd unit); waiting for it to enroll"), Some("wait for enrollment"));
+        assert_eq!(stage_of("failed", "10.0.0.5:22: check host key failed: unknown key"), Some("check host key"));
+        assert_eq!(stage_of("failed", "[fd00::5]:22: connect failed: Connection refused"), Some("connect"));
+        assert_eq!(stage_of("succeeded", "enrolled as host h1"), None);
+        assert_eq!(stage_of("pending", ""), None);
     }
 
     #[test]

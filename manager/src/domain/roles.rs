@@ -460,12 +460,20 @@ async fn place_by_selector(
 
 /// Every host with its live status, labels and role counts, for placement.
 async fn candidates(state: &AppState, ctx: &ServiceContext) -> Result<Placement> {
-    let totals = state.store.role_counts_by_host().await?;
     let mut of_service: HashMap<&str, u32> = HashMap::new();
     for r in &ctx.roles {
         *of_service.entry(r.host_id.as_str()).or_default() += 1;
     }
-    let hosts = state.store.all_hosts().await?;
+    candidates_among(state, state.store.all_hosts().await?, &of_service).await
+}
+
+/// `hosts` with their live status, labels and role counts, for placement.
+async fn candidates_among(
+    state: &AppState,
+    hosts: Vec<crate::model::Host>,
+    of_service: &HashMap<&str, u32>,
+) -> Result<Placement> {
+    let totals = state.store.role_counts_by_host().await?;
     Ok(Placement::new(
         hosts
             .into_iter()

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 
 use super::{ApiError, ApiJson, Caller, ErrorBody};
 use crate::AppState;
-use crate::bootstrap::{self, Actor, BootstrapRequest};
+use crate::bootstrap::{self, Actor, BootstrapRequest, StartError};
 use crate::domain::commands::CommandView;
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -29,15 +29,11 @@ pub async fn create(
     caller: Caller,
     ApiJson(req): ApiJson<BootstrapRequest>,
 ) -> Result<(StatusCode, Json<CommandView>), ApiError> {
-    // Reading and hashing the agent binary is file work: off the async workers.
-    let planned = {
-        let state = state.clone();
-        tokio::task::spawn_blocking(move || bootstrap::plan(&state, req))
-            .await
-            .map_err(|e| ApiError::Internal(format!("bootstrap planning failed: {e}")))?
-    };
-    let plan = planned.map_err(ApiError::BadRequest)?;
     let actor = Actor { user: caller.user.username.clone(), source: caller.source.clone() };
-    let (cmd, steps) = bootstrap::start(state.clone(), actor, plan).await?;
+    let (cmd, steps) = bootstrap::request(state, actor, req).await.map_err(|e| match e {
+        StartError::Invalid(m) => ApiError::BadRequest(m),
+        StartError::Store(s) => s.into(),
+        e @ StartError::Internal(_) => ApiError::Internal(e.to_string()),
+    })?;
     Ok((StatusCode::ACCEPTED, Json(crate::domain::commands::view(&cmd, &steps))))
 }

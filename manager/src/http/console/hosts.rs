@@ -669,8 +669,14 @@ async fn create_token(State(state): State<Arc<AppState>>, CsrfForm(session, form
 async fn revoke_token(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    CsrfForm(session, _): CsrfForm<ConfirmForm>,
+    CsrfForm(session, form): CsrfForm<ConfirmForm>,
 ) -> PageResult {
+    if form.confirmed != "yes" {
+        let what = format!("Revoke enrollment token {id}: agents can no longer enroll with it (hosts it enrolled stay).");
+        let hidden = vec![("confirmed".to_owned(), "yes".to_owned())];
+        let action = format!("/hosts/add/tokens/{}/revoke", url_encode(&id));
+        return Ok(confirm_page(&session, &state, &what, true, &action, &hidden, "/hosts/add", Vec::new(), 1));
+    }
     domain::accounts::revoke_enrollment_token(&state, &session.actor(), &id).await?;
     Ok(redirect_with("/hosts/add", true, &format!("enrollment token {id} revoked")))
 }
