@@ -802,7 +802,10 @@ mod tests {
     fn stages_are_read_from_step_messages() {
         assert_eq!(stage_of("running", "connecting"), Some("connect"));
         assert_eq!(stage_of("running", "uploading the agent: 40% of 20.0 MiB"), Some("upload agent"));
-        assert_eq!(stage_of("running", "agent started (systemd unit); waiting for it to enroll"), Some("wait for enrollment"));
+        assert_eq!(
+            stage_of("running", "agent started (systemd unit); waiting for it to enroll"),
+            Some("wait for enrollment")
+        );
         assert_eq!(stage_of("failed", "10.0.0.5:22: check host key failed: unknown key"), Some("check host key"));
         assert_eq!(stage_of("failed", "[fd00::5]:22: connect failed: Connection refused"), Some("connect"));
         assert_eq!(stage_of("succeeded", "enrolled as host h1"), None);

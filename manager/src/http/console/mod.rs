@@ -23,6 +23,7 @@ mod history;
 mod home;
 mod hosts;
 mod parcels;
+mod provision;
 mod services;
 
 use std::sync::Arc;
@@ -111,6 +112,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .merge(history::routes())
         .merge(account::routes())
         .merge(parcels::routes())
+        .merge(provision::routes())
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/static/{*path}", get(static_file))
