@@ -489,6 +489,84 @@ async fn candidates_among(
     ))
 }
 
+/// Roles of one type of a service not created yet, placed by label
+/// selector: `count` of them on hosts matching `selector` (empty: any host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectorPlacement {
+    pub role_type: String,
+    pub selector: String,
+    pub count: u32,
+}
+
+/// Where [`place_new_service`] puts the roles, and what it cannot place.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewServicePlacement {
+    /// `(role type, host id)`: the hosts chosen by id, then those picked by
+    /// each selector in order.
+    pub roles: Vec<(String, String)>,
+    /// Why a role type's selector placed nothing, by role type; `""` for the
+    /// placement as a whole.
+    pub problems: BTreeMap<String, String>,
+}
+
+/// Places the roles of a service of type `service_type` not created yet in
+/// `cluster` the way [`create`] places `host_selector` requests (rules in
+/// [`crate::placement`]), among the cluster's hosts only: the hosts chosen
+/// by id first (they count for the spread), then each selector in order. A
+/// role type is placed by chosen hosts or by one selector, not both.
+/// Instance counts are left to [`super::services::check_plan`]. Stores
+/// nothing: the same inventory gives the same hosts.
+pub async fn place_new_service(
+    state: &AppState,
+    cluster: &str,
+    service_type: &str,
+    chosen: &[(String, String)],
+    by_selector: &[SelectorPlacement],
+) -> Result<NewServicePlacement> {
+    let mut out = NewServicePlacement { roles: chosen.to_vec(), ..Default::default() };
+    if by_selector.is_empty() {
+        return Ok(out);
+    }
+    let st = state
+        .catalog
+        .get(service_type)
+        .ok_or_else(|| DomainError::Unsuitable(format!("unknown service type {service_type:?}")))?;
+    let hosts = super::clusters::member_hosts(state, cluster).await?;
+    let mut placement = candidates_among(state, hosts, &HashMap::new()).await?;
+    for (_, host_id) in chosen {
+        placement.record(host_id);
+    }
+    let mut seen = HashSet::new();
+    for want in by_selector {
+        let rt = &want.role_type;
+        let problem = if st.role_type(rt).is_none() {
+            out.problems.insert(String::new(), format!("service type {} has no role type {rt:?}", st.name));
+            continue;
+        } else if !seen.insert(rt.as_str()) {
+            Some(format!("role type {rt} takes one label selector"))
+        } else if chosen.iter().any(|(t, _)| t == rt) {
+            Some(format!("role type {rt}: tick hosts or give a label selector, not both"))
+        } else if !(1..=MAX_COUNT).contains(&want.count) {
+            Some(format!("role type {rt}: the count must be between 1 and {MAX_COUNT}, got {}", want.count))
+        } else {
+            match drover_proto::labels::parse_selector(&want.selector) {
+                Err(e) => Some(format!("role type {rt}: {e}")),
+                Ok(selector) => match placement.pick(&selector, want.count as usize) {
+                    Ok(picked) => {
+                        out.roles.extend(picked.into_iter().map(|h| (rt.clone(), h)));
+                        None
+                    }
+                    Err(e) => Some(format!("role type {rt} {}; only hosts of cluster {cluster} count", e.describe())),
+                },
+            }
+        };
+        if let Some(p) = problem {
+            out.problems.insert(rt.clone(), p);
+        }
+    }
+    Ok(out)
+}
+
 /// Removes a role, unless its type would fall below its minimum count.
 pub async fn delete(state: &AppState, actor: &Actor, cluster: &str, service: &str, role: &str) -> Result<()> {
     let ctx = context(state, cluster, service).await?;

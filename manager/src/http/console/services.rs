@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -25,7 +25,7 @@ use super::{ConsoleError, CsrfForm, PageResult, Session, domain_message, redirec
 use crate::AppState;
 use crate::domain::commands::{NewCommand, ServiceCommand};
 use crate::domain::config::ConfigPatch;
-use crate::domain::roles::{NewRole, RoleView};
+use crate::domain::roles::{NewRole, NewServicePlacement, RoleView, SelectorPlacement};
 use crate::domain::services::{NewServicePlan, PlanProblems, ServiceTypeView};
 use crate::domain::{self, DomainError};
 use crate::model::{Host, now_millis};
@@ -496,6 +496,19 @@ struct WizardForm {
     /// The label selector filtering the hosts of step 2.
     #[serde(default)]
     selector: String,
+    /// Placement by label selector, one triple per role type: the role
+    /// type, its selector and its count (blank: 1). A triple with both
+    /// blank places nothing.
+    #[serde(default)]
+    srt: Vec<String>,
+    #[serde(default)]
+    ssel: Vec<String>,
+    #[serde(default)]
+    scount: Vec<String>,
+    /// `role type:host id`, one per role placed by selector at the review
+    /// (step 3): the hosts created on, checked again at the last step.
+    #[serde(default)]
+    picked: Vec<String>,
     /// Parameter names and values, pairwise.
     #[serde(default)]
     pn: Vec<String>,
@@ -505,12 +518,40 @@ struct WizardForm {
     start: String,
 }
 
+/// `role type:host id` fields as pairs, in order, repeats left out.
+fn pairs(fields: &[String]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> =
+        fields.iter().filter_map(|p| p.split_once(':')).map(|(rt, h)| (rt.to_owned(), h.to_owned())).collect();
+    out.dedup();
+    out
+}
+
 impl WizardForm {
+    /// The hosts ticked, as `(role type, host id)`.
     fn placements(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> =
-            self.place.iter().filter_map(|p| p.split_once(':')).map(|(rt, h)| (rt.to_owned(), h.to_owned())).collect();
-        out.dedup();
-        out
+        pairs(&self.place)
+    }
+
+    /// The hosts picked by selector at the review, as `(role type, host id)`.
+    fn picked(&self) -> Vec<(String, String)> {
+        pairs(&self.picked)
+    }
+
+    /// Selector placements as typed: `(role type, selector, count)`, those
+    /// with a selector or a count only.
+    fn selectors(&self) -> Vec<(String, String, String)> {
+        self.srt
+            .iter()
+            .zip(&self.ssel)
+            .zip(&self.scount)
+            .map(|((rt, sel), n)| (rt.trim().to_owned(), sel.trim().to_owned(), n.trim().to_owned()))
+            .filter(|(rt, sel, n)| !rt.is_empty() && !(sel.is_empty() && n.is_empty()))
+            .collect()
+    }
+
+    /// The selector and count typed for role type `rt`.
+    fn selector_of(&self, rt: &str) -> Option<(String, String)> {
+        self.selectors().into_iter().find(|(t, _, _)| t == rt).map(|(_, sel, n)| (sel, n))
     }
 
     /// The values typed (blank: the default).
@@ -523,11 +564,11 @@ impl WizardForm {
             .collect()
     }
 
-    fn plan(&self, roles: bool, values: bool) -> NewServicePlan {
+    fn plan(&self, roles: Option<Vec<(String, String)>>, values: bool) -> NewServicePlan {
         NewServicePlan {
             name: self.name.trim().to_owned(),
             service_type: self.service_type.trim().to_owned(),
-            roles: roles.then(|| self.placements()),
+            roles,
             values: values.then(|| self.values().into_iter().map(|(k, v)| (k, Value::String(v))).collect()),
         }
     }
@@ -544,6 +585,11 @@ impl WizardForm {
             for p in &self.place {
                 out.push(json!({"name": "place", "value": p}));
             }
+            for (rt, sel, n) in self.selectors() {
+                out.push(json!({"name": "srt", "value": rt}));
+                out.push(json!({"name": "ssel", "value": sel}));
+                out.push(json!({"name": "scount", "value": n}));
+            }
         }
         if !skip_values {
             for (k, v) in self.values() {
@@ -555,14 +601,55 @@ impl WizardForm {
     }
 }
 
+/// Step 1, or step 2 with `step=place`, filled from the query string: the
+/// wizard can be linked to (`?type=redis&name=cache&step=place&place=primary:h1`;
+/// keys may repeat, as in the forms).
 async fn wizard_start(
     State(state): State<Arc<AppState>>,
     session: Session,
     Path(c): Path<String>,
-    Query(form): Query<WizardForm>,
+    RawQuery(query): RawQuery,
 ) -> PageResult {
     domain::clusters::get(&state, &c).await?;
-    wizard_type(&state, &session, &c, &form, &PlanProblems::default(), None)
+    let form: WizardForm = serde_html_form::from_str(query.as_deref().unwrap_or_default()).map_err(|e| {
+        ConsoleError::new(StatusCode::BAD_REQUEST, format!("the link's query is not what this page expects: {e}"))
+    })?;
+    if form.step != "place" {
+        return wizard_type(&state, &session, &c, &form, &PlanProblems::default(), None);
+    }
+    let problems = domain::services::check_plan(&state, &c, &form.plan(None, false)).await?;
+    if problems.name.is_some() || problems.service_type.is_some() {
+        return wizard_type(&state, &session, &c, &form, &problems, Some(StatusCode::UNPROCESSABLE_ENTITY));
+    }
+    let st = domain::services::get_type(&state, form.service_type.trim())?;
+    wizard_place(&state, &session, &c, &form, &st, &PlanProblems::default(), None).await
+}
+
+/// The roles of the form placed: the hosts ticked, then those picked by
+/// each label selector ([`domain::roles::place_new_service`]); what could
+/// not be placed is in `problems`, by role type.
+async fn resolve_placement(state: &AppState, c: &str, form: &WizardForm) -> Result<NewServicePlacement, ConsoleError> {
+    let ticked = form.placements();
+    let mut wanted = Vec::new();
+    let mut unreadable = BTreeMap::new();
+    for (rt, selector, n) in form.selectors() {
+        let count = if n.is_empty() { Ok(1) } else { n.parse::<u32>() };
+        match count {
+            Ok(count) => wanted.push(SelectorPlacement { role_type: rt, selector, count }),
+            Err(_) => {
+                unreadable.insert(rt.clone(), format!("role type {rt}: the count must be a whole number, got {n:?}"));
+            }
+        }
+    }
+    let mut placed = match domain::roles::place_new_service(state, c, form.service_type.trim(), &ticked, &wanted).await
+    {
+        Ok(p) => p,
+        // An unknown type is reported by the plan's check.
+        Err(DomainError::Unsuitable(_)) => NewServicePlacement { roles: ticked, ..Default::default() },
+        Err(e) => return Err(e.into()),
+    };
+    placed.problems.extend(unreadable);
+    Ok(placed)
 }
 
 async fn wizard_step(
@@ -575,24 +662,59 @@ async fn wizard_step(
     if step == "type" {
         return wizard_type(&state, &session, &c, &form, &PlanProblems::default(), None);
     }
-    let roles = matches!(step, "config" | "create");
+    let placed = match step {
+        "config" | "create" => Some(resolve_placement(&state, &c, &form).await?),
+        _ => None,
+    };
     let values = step == "create";
-    let problems = domain::services::check_plan(&state, &c, &form.plan(roles, values)).await?;
+    let roles = placed.as_ref().map(|p| p.roles.clone());
+    let mut problems = domain::services::check_plan(&state, &c, &form.plan(roles, values)).await?;
     if problems.name.is_some() || problems.service_type.is_some() {
         return wizard_type(&state, &session, &c, &form, &problems, Some(StatusCode::UNPROCESSABLE_ENTITY));
     }
     let st = domain::services::get_type(&state, form.service_type.trim())?;
-    if step == "place" {
+    let Some(placed) = placed else {
+        if step != "place" {
+            return Err(ConsoleError::new(StatusCode::BAD_REQUEST, format!("unknown wizard step {step:?}")));
+        }
         return wizard_place(&state, &session, &c, &form, &st, &PlanProblems::default(), None).await;
-    }
+    };
+    // Why a selector placed nothing says more than the count it left.
+    problems.roles.extend(placed.problems.clone());
     if !problems.roles.is_empty() {
         return wizard_place(&state, &session, &c, &form, &st, &problems, Some(StatusCode::UNPROCESSABLE_ENTITY)).await;
     }
     if step == "config" {
-        return wizard_config(&state, &session, &c, &form, &st, &PlanProblems::default(), None, None).await;
+        return wizard_config(&state, &session, &c, &form, &st, &placed.roles, &PlanProblems::default(), None, None)
+            .await;
     }
-    if step != "create" {
-        return Err(ConsoleError::new(StatusCode::BAD_REQUEST, format!("unknown wizard step {step:?}")));
+    // The hosts picked by selector must be those reviewed.
+    let by_selector = |roles: &[(String, String)]| {
+        let types: Vec<String> = form.selectors().into_iter().map(|(rt, _, _)| rt).collect();
+        let mut out: Vec<(String, String)> = roles.iter().filter(|(rt, _)| types.contains(rt)).cloned().collect();
+        out.sort();
+        out
+    };
+    let mut reviewed = form.picked();
+    reviewed.sort();
+    if by_selector(&placed.roles) != reviewed {
+        let now: Vec<String> = by_selector(&placed.roles).iter().map(|(rt, h)| format!("{rt} on {h}")).collect();
+        let why = format!(
+            "nothing was created: the hosts the label selectors pick are not those reviewed (now {}); check the roles above and create again",
+            if now.is_empty() { "none".to_owned() } else { now.join(", ") }
+        );
+        return wizard_config(
+            &state,
+            &session,
+            &c,
+            &form,
+            &st,
+            &placed.roles,
+            &PlanProblems::default(),
+            Some(why),
+            Some(StatusCode::CONFLICT),
+        )
+        .await;
     }
     if !problems.values.is_empty() {
         return wizard_config(
@@ -601,13 +723,14 @@ async fn wizard_step(
             &c,
             &form,
             &st,
+            &placed.roles,
             &problems,
             None,
             Some(StatusCode::UNPROCESSABLE_ENTITY),
         )
         .await;
     }
-    create_service(&state, &session, &c, &form, &st, problems).await
+    create_service(&state, &session, &c, &form, &st, &placed.roles, problems).await
 }
 
 fn wizard_frame(c: &str, step: u8, form: &WizardForm) -> Value {
@@ -718,9 +841,11 @@ async fn wizard_place(
                 }));
             }
             let n = placed.iter().filter(|(t, _)| t == &rt.name).count();
+            let (sel, count) = form.selector_of(&rt.name).unzip();
             json!({"name": rt.name, "description": rt.description, "range": instance_range(rt.min_instances, rt.max_instances),
                    "min": rt.min_instances, "max": rt.max_instances, "placed": n, "hosts": rows,
-                   "error": problems.roles.get(&rt.name)})
+                   "error": problems.roles.get(&rt.name), "by_selector": sel.is_some(),
+                   "sel": sel, "count": count})
         })
         .collect();
     let mut data = wizard_frame(c, 2, form);
@@ -753,6 +878,7 @@ async fn wizard_config(
     c: &str,
     form: &WizardForm,
     st: &ServiceTypeView,
+    roles: &[(String, String)],
     problems: &PlanProblems,
     error: Option<String>,
     status: Option<StatusCode>,
@@ -800,10 +926,19 @@ async fn wizard_config(
         .collect();
     let names: HashMap<String, String> =
         domain::clusters::member_hosts(state, c).await?.into_iter().map(|h| (h.id, h.hostname)).collect();
-    let placements: Vec<Value> = form
-        .placements()
+    let selectors = form.selectors();
+    let mut hidden = form.hidden(false, false, true);
+    let placements: Vec<Value> = roles
         .iter()
-        .map(|(rt, h)| json!({"role_type": rt, "host": names.get(h).cloned().unwrap_or_else(|| h.clone()), "href": host_href(h)}))
+        .map(|(rt, h)| {
+            let by = selectors.iter().find(|(t, _, _)| t == rt).map(|(_, sel, n)| {
+                hidden.push(json!({"name": "picked", "value": format!("{rt}:{h}")}));
+                let sel = if sel.is_empty() { "any labels" } else { sel };
+                format!("{sel}, count {}", if n.is_empty() { "1" } else { n })
+            });
+            json!({"role_type": rt, "host": names.get(h).cloned().unwrap_or_else(|| h.clone()), "href": host_href(h),
+                   "by": by})
+        })
         .collect();
     let mut data = wizard_frame(c, 3, form);
     data["type_name"] = json!(st.display_name);
@@ -812,7 +947,7 @@ async fn wizard_config(
     data["values_error"] = json!(problems.values.get(""));
     data["error"] = json!(error);
     data["start"] = json!(form.start == "yes" || form.step != "create");
-    data["hidden"] = json!(form.hidden(false, false, true));
+    data["hidden"] = json!(hidden);
     let title = format!("Add a service to {c}");
     Ok(with_status(session.page(state, "service_new", &title, "clusters", data), status))
 }
@@ -827,6 +962,7 @@ async fn create_service(
     c: &str,
     form: &WizardForm,
     st: &ServiceTypeView,
+    roles: &[(String, String)],
     problems: PlanProblems,
 ) -> PageResult {
     let actor = session.actor();
@@ -836,7 +972,8 @@ async fn create_service(
         Err(e @ (DomainError::Invalid(_) | DomainError::Conflict(_) | DomainError::NotFound(_))) => {
             let problems = PlanProblems::default();
             let why = format!("nothing was created: {}", domain_message(&e));
-            return wizard_config(state, session, c, form, st, &problems, Some(why), Some(StatusCode::CONFLICT)).await;
+            return wizard_config(state, session, c, form, st, roles, &problems, Some(why), Some(StatusCode::CONFLICT))
+                .await;
         }
         Err(e) => return Err(e.into()),
     };
@@ -866,8 +1003,7 @@ async fn create_service(
             return Ok(refused("with its default configuration and no roles; the configuration was not stored", &e));
         }
     }
-    let placements = form.placements();
-    let requests: Vec<NewRole> = placements
+    let requests: Vec<NewRole> = roles
         .iter()
         .map(|(rt, h)| NewRole { role_type: rt.clone(), host_id: Some(h.clone()), ..Default::default() })
         .collect();
@@ -877,14 +1013,14 @@ async fn create_service(
     {
         return Ok(refused(&format!("with {configured} and no roles; no role was added"), &e));
     }
-    let created = format!("service {} created with {} role(s) and {configured}", svc.name, placements.len());
+    let created = format!("service {} created with {} role(s) and {configured}", svc.name, roles.len());
     if form.start == "yes" {
         let req = NewCommand { name: ServiceCommand::Start, roles: None, stale_only: false, version: None };
         return Ok(match domain::commands::create(state, &actor, c, &svc.name, req).await {
             Ok(cmd) => {
                 redirect_with(&format!("/commands/{}", url_encode(&cmd.id)), true, &format!("{created}; starting it"))
             }
-            Err(e) => refused(&format!("with {} role(s) and {configured}; it was not started", placements.len()), &e),
+            Err(e) => refused(&format!("with {} role(s) and {configured}; it was not started", roles.len()), &e),
         });
     }
     Ok(redirect_with(&page, true, &created))
