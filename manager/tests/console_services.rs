@@ -435,3 +435,355 @@ async fn the_service_page_shows_revisions_and_runs_confirmed_commands_and_role_c
     assert!(audit.iter().any(|(u, a, _)| u == "admin" && a == "role.delete"), "{audit:?}");
     assert_eq!(audit.iter().filter(|(_, a, _)| a == "role.create").count(), 3);
 }
+
+// ---------- placement by label selector and count ----------
+
+/// Cluster `prod` with h1 (rack r1), h2 and h3 (rack r2); h0 (rack r2) is
+/// enrolled but in no cluster, so a selector never picks it.
+async fn prod_with_racks(t: &T, c: &Console) {
+    prod_with_hosts(t, c).await;
+    t.host_labelled("h3", "node-3", "10.0.0.3", &[("rack", "r2")]).await;
+    t.host_labelled("h0", "node-0", "10.0.0.9", &[("rack", "r2")]).await;
+    let added = c.post("/clusters/prod/hosts", &[("host", "h3")]).await;
+    assert_eq!(added.status, 303);
+    assert_eq!(t.ok(Method::GET, "/clusters/prod/hosts", None).await["items"], json!(["h1", "h2", "h3"]));
+}
+
+/// The values of the hidden inputs named `name`, in order.
+fn hidden_values(html: &str, name: &str) -> Vec<String> {
+    let marker = format!("<input type=\"hidden\" name=\"{name}\" value=\"");
+    html.match_indices(&marker).map(|(i, _)| html[i + marker.len()..].split('"').next().unwrap().to_owned()).collect()
+}
+
+/// `(role type, host id)` of a service's roles, sorted, through REST.
+async fn roles_of(t: &T, service: &str) -> Vec<(String, String)> {
+    let svc = t.ok(Method::GET, &format!("/clusters/prod/services/{service}"), None).await;
+    let mut roles: Vec<(String, String)> = svc["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["role_type"].as_str().unwrap().to_owned(), r["host_id"].as_str().unwrap().to_owned()))
+        .collect();
+    roles.sort();
+    roles
+}
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
+async fn nothing_created(t: &T) {
+    assert!(services(&t.ok(Method::GET, "/clusters/prod/services", None).await).is_empty());
+    let audit = audit_actions(t).await;
+    assert!(!audit.iter().any(|(_, a, _)| a.starts_with("service.") || a.starts_with("role.")), "{audit:?}");
+}
+
+#[tokio::test]
+async fn the_wizard_places_roles_by_label_selector_and_count_on_the_hosts_it_reviewed() {
+    let t = T::start().await;
+    let c = t.console().await;
+    prod_with_racks(&t, &c).await;
+    let wizard = "/clusters/prod/services/new";
+
+    // Step 2 offers a selector and a count per role type, the maximum shown on the count.
+    let place = c.post(wizard, &[("step", "place"), ("type", "redis"), ("name", "cache")]).await;
+    assert_eq!(place.status, 200, "{}", place.html);
+    assert!(place.html.contains("<label for=\"ssel-primary\">selector</label>"), "{}", place.html);
+    assert!(
+        place.html.contains("id=\"scount-primary\" value=\"\" type=\"number\" min=\"1\" max=\"1\""),
+        "{}",
+        place.html
+    );
+    assert!(place.html.contains("id=\"scount-replica\" value=\"\" type=\"number\" min=\"1\" placeholder"));
+
+    let by_selector = [
+        ("type", "redis"),
+        ("name", "cache"),
+        ("srt", "primary"),
+        ("ssel", "rack=r1"),
+        ("scount", "1"),
+        ("srt", "replica"),
+        ("ssel", "rack=r2"),
+        ("scount", "2"),
+    ];
+    let mut form = vec![("step", "config")];
+    form.extend_from_slice(&by_selector);
+    let review = c.post(wizard, &form).await;
+    assert_eq!(review.status, 200, "{}", review.html);
+    // The review names the hosts picked, with what picked them; h0 is in no cluster.
+    assert!(
+        review.html.contains("primary on <a href=\"/hosts/h1\">node-1</a> (chosen by rack=r1, count 1)"),
+        "{}",
+        review.html
+    );
+    for h in ["h2", "h3"] {
+        let shown = format!("replica on <a href=\"/hosts/{h}\">node-{}</a> (chosen by rack=r2, count 2)", &h[1..]);
+        assert!(review.html.contains(&shown), "{shown}: {}", review.html);
+    }
+    assert!(!review.html.contains("/hosts/h0"));
+    let picked = hidden_values(&review.html, "picked");
+    assert_eq!(picked, ["primary:h1", "replica:h2", "replica:h3"]);
+    assert_eq!(hidden_values(&review.html, "ssel"), ["rack=r1", "rack=r2"]);
+
+    // Straight to create without the reviewed hosts: refused, nothing created.
+    let mut unreviewed = vec![("step", "create")];
+    unreviewed.extend_from_slice(&by_selector);
+    let refused = c.post(wizard, &unreviewed).await;
+    assert_eq!(refused.status, 409, "{}", refused.html);
+    let error = between(&refused.html, "id=\"create-error\">", "<").unwrap();
+    assert!(error.contains("nothing was created") && error.contains("not those reviewed"), "{error}");
+    nothing_created(&t).await;
+
+    // Create with the reviewed hosts; without the CSRF token first.
+    let mut create = vec![("step", "create")];
+    create.extend_from_slice(&by_selector);
+    for p in &picked {
+        create.push(("picked", p));
+    }
+    let forged = c.post_raw(wizard, &create).await;
+    assert_eq!(forged.status, 403);
+    nothing_created(&t).await;
+    let created = c.post(wizard, &create).await;
+    assert_eq!((created.status, created.location.as_deref()), (303, Some("/clusters/prod/services/cache")));
+    assert!(created.flash.unwrap().contains("service cache created with 3 role(s)"));
+    assert_eq!(roles_of(&t, "cache").await, pairs(&[("primary", "h1"), ("replica", "h2"), ("replica", "h3")]));
+    let audit = audit_actions(&t).await;
+    assert_eq!(audit.iter().filter(|(u, a, _)| u == "admin" && a == "role.create").count(), 3, "{audit:?}");
+    assert!(audit.iter().any(|(u, a, o)| u == "admin" && a == "service.create" && o.contains("cache")), "{audit:?}");
+}
+
+#[tokio::test]
+async fn a_selector_matching_too_few_hosts_is_refused_by_its_role_type_and_nothing_is_created() {
+    let t = T::start().await;
+    let c = t.console().await;
+    prod_with_racks(&t, &c).await;
+    let wizard = "/clusters/prod/services/new";
+
+    // rack=r2 matches h0, h2 and h3, but only h2 and h3 are in prod.
+    for step in ["config", "create"] {
+        let page = c
+            .post(
+                wizard,
+                &[
+                    ("step", step),
+                    ("type", "redis"),
+                    ("name", "cache"),
+                    ("place", "primary:h1"),
+                    ("srt", "primary"),
+                    ("ssel", ""),
+                    ("scount", ""),
+                    ("srt", "replica"),
+                    ("ssel", "rack=r2"),
+                    ("scount", "3"),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, 422, "{step}: {}", page.html);
+        let error = between(&page.html, "id=\"rt-replica-error\" role=\"alert\">", "<").unwrap();
+        assert_eq!(
+            error,
+            "role type replica needs 3 hosts matching rack=r2; 2 match (node-2, node-3); only hosts of cluster prod count"
+        );
+        assert!(!page.html.contains("id=\"rt-primary-error\""), "{}", page.html);
+        // The input is kept: the selector, the count, the ticked primary.
+        assert!(page.html.contains("id=\"ssel-replica\" value=\"rack=r2\""), "{}", page.html);
+        assert!(page.html.contains("id=\"scount-replica\" value=\"3\""), "{}", page.html);
+        assert!(page.html.contains("value=\"primary:h1\" id=\"place-primary-h1\" checked"), "{}", page.html);
+    }
+    // A selector nothing matches, and a bad selector.
+    let none = c
+        .post(
+            wizard,
+            &[
+                ("step", "config"),
+                ("type", "redis"),
+                ("name", "cache"),
+                ("srt", "primary"),
+                ("ssel", "rack=r9"),
+                ("scount", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(none.status, 422);
+    let error = between(&none.html, "id=\"rt-primary-error\" role=\"alert\">", "<").unwrap();
+    assert!(error.starts_with("role type primary needs 1 host matching rack=r9; 0 match"), "{error}");
+    let bad = c
+        .post(
+            wizard,
+            &[
+                ("step", "config"),
+                ("type", "redis"),
+                ("name", "cache"),
+                ("srt", "primary"),
+                ("ssel", "rack r1"),
+                ("scount", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    let error = between(&bad.html, "id=\"rt-primary-error\" role=\"alert\">", "<").unwrap();
+    assert!(error.starts_with("role type primary: ") && error.contains("rack r1"), "{error}");
+    nothing_created(&t).await;
+}
+
+#[tokio::test]
+async fn instance_counts_are_enforced_with_placement_by_selector() {
+    let t = T::start().await;
+    let c = t.console().await;
+    prod_with_racks(&t, &c).await;
+    let wizard = "/clusters/prod/services/new";
+    let refused = |fields: Vec<(&'static str, &'static str)>| {
+        let c = &c;
+        async move {
+            let mut form = vec![("step", "config"), ("type", "redis"), ("name", "cache")];
+            form.extend(fields);
+            let page = c.post(wizard, &form).await;
+            assert_eq!(page.status, 422, "{form:?}: {}", page.html);
+            page
+        }
+    };
+
+    // Two primaries by selector (both rack=r2 hosts match): over the maximum.
+    let two = refused(vec![("srt", "primary"), ("ssel", "rack=r2"), ("scount", "2")]).await;
+    assert_eq!(
+        between(&two.html, "id=\"rt-primary-error\" role=\"alert\">", "<").unwrap(),
+        "role type primary takes exactly 1 role(s); 2 placed"
+    );
+    // No primary at all, the replicas by selector: under the minimum.
+    let none = refused(vec![("srt", "replica"), ("ssel", "rack=r2"), ("scount", "2")]).await;
+    assert_eq!(
+        between(&none.html, "id=\"rt-primary-error\" role=\"alert\">", "<").unwrap(),
+        "role type primary takes exactly 1 role(s); 0 placed"
+    );
+    assert!(!none.html.contains("id=\"rt-replica-error\""));
+    // A count of 0, a count that is no number, hosts ticked and a selector for one role type.
+    let zero = refused(vec![("srt", "primary"), ("ssel", "rack=r1"), ("scount", "0")]).await;
+    assert!(
+        between(&zero.html, "id=\"rt-primary-error\" role=\"alert\">", "<")
+            .unwrap()
+            .starts_with("role type primary: the count must be between 1 and"),
+        "{}",
+        zero.html
+    );
+    let word = refused(vec![("srt", "primary"), ("ssel", "rack=r1"), ("scount", "one")]).await;
+    let error = between(&word.html, "id=\"rt-primary-error\" role=\"alert\">", "<").unwrap();
+    assert!(error.starts_with("role type primary: the count must be a whole number, got") && error.contains("one"));
+    let both = refused(vec![("place", "primary:h2"), ("srt", "primary"), ("ssel", "rack=r1"), ("scount", "1")]).await;
+    assert_eq!(
+        between(&both.html, "id=\"rt-primary-error\" role=\"alert\">", "<").unwrap(),
+        "role type primary: tick hosts or give a label selector, not both"
+    );
+
+    // The same limits hold at the last step: nothing created.
+    let form = [
+        ("step", "create"),
+        ("type", "redis"),
+        ("name", "cache"),
+        ("srt", "primary"),
+        ("ssel", "rack=r2"),
+        ("scount", "2"),
+        ("picked", "primary:h2"),
+        ("picked", "primary:h3"),
+    ];
+    let page = c.post(wizard, &form).await;
+    assert_eq!(page.status, 422, "{}", page.html);
+    assert!(page.html.contains("role type primary takes exactly 1 role(s); 2 placed"));
+    nothing_created(&t).await;
+}
+
+#[tokio::test]
+async fn ticked_hosts_and_selectors_mix_across_role_types_and_a_changed_pick_is_reviewed_again() {
+    let t = T::start().await;
+    let c = t.console().await;
+    prod_with_racks(&t, &c).await;
+    let wizard = "/clusters/prod/services/new";
+
+    // The primary ticked on h2; one replica anywhere in rack r2: h2 already
+    // has a role of the service, so the spread picks h3.
+    let mixed = [
+        ("type", "redis"),
+        ("name", "cache"),
+        ("place", "primary:h2"),
+        ("srt", "primary"),
+        ("ssel", ""),
+        ("scount", ""),
+        ("srt", "replica"),
+        ("ssel", "rack=r2"),
+        ("scount", ""),
+    ];
+    let mut form = vec![("step", "config")];
+    form.extend_from_slice(&mixed);
+    let review = c.post(wizard, &form).await;
+    assert_eq!(review.status, 200, "{}", review.html);
+    assert!(review.html.contains("primary on <a href=\"/hosts/h2\">node-2</a></span>"), "{}", review.html);
+    assert!(
+        review.html.contains("replica on <a href=\"/hosts/h3\">node-3</a> (chosen by rack=r2, count 1)"),
+        "{}",
+        review.html
+    );
+    assert_eq!(hidden_values(&review.html, "picked"), ["replica:h3"]);
+    assert_eq!(hidden_values(&review.html, "place"), ["primary:h2"]);
+
+    // Back at step 2 the selector is kept in its input.
+    let mut back = vec![("step", "place")];
+    back.extend_from_slice(&mixed);
+    back.push(("picked", "replica:h3"));
+    let again = c.post(wizard, &back).await;
+    assert!(again.html.contains("id=\"ssel-replica\" value=\"rack=r2\""), "{}", again.html);
+    assert!(again.html.contains("(placed by label selector)"));
+    assert!(hidden_values(&again.html, "picked").is_empty());
+
+    // A new rack r2 host joins before the create: the selector would now
+    // pick it (lowest id), so the create is refused and the review shows it.
+    t.host_labelled("h20", "node-20", "10.0.0.20", &[("rack", "r2")]).await;
+    assert_eq!(c.post("/clusters/prod/hosts", &[("host", "h20")]).await.status, 303);
+    let mut create = vec![("step", "create")];
+    create.extend_from_slice(&mixed);
+    create.push(("picked", "replica:h3"));
+    let changed = c.post(wizard, &create).await;
+    assert_eq!(changed.status, 409, "{}", changed.html);
+    assert!(between(&changed.html, "id=\"create-error\">", "<").unwrap().contains("now replica on h20"));
+    assert!(changed.html.contains("replica on <a href=\"/hosts/h20\">node-20</a> (chosen by rack=r2, count 1)"));
+    assert_eq!(hidden_values(&changed.html, "picked"), ["replica:h20"]);
+    nothing_created(&t).await;
+
+    // Created with what was reviewed last.
+    let mut create = vec![("step", "create")];
+    create.extend_from_slice(&mixed);
+    create.push(("picked", "replica:h20"));
+    let created = c.post(wizard, &create).await;
+    assert_eq!(created.status, 303, "{}", created.html);
+    assert_eq!(roles_of(&t, "cache").await, pairs(&[("primary", "h2"), ("replica", "h20")]));
+    assert_eq!(audit_actions(&t).await.iter().filter(|(_, a, _)| a == "role.create").count(), 2);
+}
+
+#[tokio::test]
+async fn the_wizard_can_be_linked_with_repeated_query_keys() {
+    let t = T::start().await;
+    let c = t.console().await;
+    prod_with_racks(&t, &c).await;
+
+    let step1 = c.get("/clusters/prod/services/new?type=redis&name=cache").await;
+    assert_eq!(step1.status, 200, "{}", step1.html);
+    assert!(step1.html.contains("value=\"redis\" id=\"type-redis\" checked"), "{}", step1.html);
+    assert!(step1.html.contains("id=\"service-name\" value=\"cache\""));
+
+    let step2 = c
+        .get("/clusters/prod/services/new?type=redis&name=cache&step=place&place=primary:h1&place=replica:h2&place=replica:h3&srt=replica&ssel=rack%3Dr2&scount=2")
+        .await;
+    assert_eq!(step2.status, 200, "{}", step2.html);
+    assert!(step2.html.contains("id=\"h-step2\""));
+    for (v, checked) in [("primary:h1", true), ("replica:h2", true), ("replica:h3", true), ("primary:h2", false)] {
+        let id = format!("place-{}", v.replace(':', "-"));
+        let input = format!("value=\"{v}\" id=\"{id}\" checked");
+        assert_eq!(step2.html.contains(&input), checked, "{v}: {}", step2.html);
+    }
+    assert!(step2.html.contains("id=\"ssel-replica\" value=\"rack=r2\""), "{}", step2.html);
+    assert!(step2.html.contains("id=\"scount-replica\" value=\"2\""));
+
+    // A bad name in the link: step 1 with the error.
+    let bad = c.get("/clusters/prod/services/new?type=redis&name=Bad!&step=place").await;
+    assert_eq!(bad.status, 422);
+    assert!(between(&bad.html, "id=\"name-error\" role=\"alert\">", "<").unwrap().contains("invalid service name"));
+    nothing_created(&t).await;
+}
