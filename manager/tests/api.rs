@@ -696,11 +696,11 @@ async fn console_sign_in_and_cookie_rules() {
     let m = TestManager::start().await;
     let resp = m.get("/", Auth::None).await;
     assert_eq!(resp.status, StatusCode::SEE_OTHER);
-    assert_eq!(resp.header(header::LOCATION), Some("/login"));
-    let resp = m.get("/", Auth::Cookie("0000")).await;
+    assert_eq!(resp.header(header::LOCATION), Some("/login?next=%2F"));
+    let resp = m.get("/hosts", Auth::Cookie("0000")).await;
     assert_eq!(
         (resp.status, resp.header(header::LOCATION)),
-        (StatusCode::SEE_OTHER, Some("/login")),
+        (StatusCode::SEE_OTHER, Some("/login?next=%2Fhosts")),
         "unknown session"
     );
 
@@ -715,17 +715,17 @@ async fn console_sign_in_and_cookie_rules() {
     assert!(resp.text().contains("Wrong user name or password."));
 
     let sid = m.login().await;
-    let resp = m.get("/", Auth::Cookie(&sid)).await;
+    let resp = m.get("/hosts", Auth::Cookie(&sid)).await;
     assert_eq!(resp.status, StatusCode::OK);
     assert_eq!(resp.header(header::CONTENT_TYPE), Some("text/html; charset=utf-8"));
     let html = resp.text();
-    assert!(html.contains("<h1>Hosts <small>0</small></h1>"), "{html}");
+    assert!(html.contains("<h1>Hosts <small>0 matching</small></h1>"), "{html}");
     assert!(html.contains("admin"));
     m.add_host("h1", "console-web-1", labels(&[("env", "prod")])).await;
-    let html = m.get("/", Auth::Cookie(&sid)).await.text();
-    assert!(html.contains("<h1>Hosts <small>1</small></h1>"), "{html}");
+    let html = m.get("/hosts", Auth::Cookie(&sid)).await.text();
+    assert!(html.contains("<h1>Hosts <small>1 matching</small></h1>"), "{html}");
     // Handlebars escapes `=` in the label as `&#x3D;`.
-    assert!(html.contains("<b class=\"hostname\">console-web-1</b>"), "{html}");
+    assert!(html.contains("class=\"hostname\" href=\"/hosts/h1\">console-web-1</a>"), "{html}");
     assert!(html.contains("<span class=\"label\">env&#x3D;prod</span>"), "{html}");
 
     // The cookie authenticates safe API calls, never state-changing ones.
@@ -743,9 +743,12 @@ async fn console_sign_in_and_cookie_rules() {
     assert_eq!(audit["items"][0]["action"], "user.login");
     assert_eq!(audit["items"][0]["source"], "127.0.0.1");
 
-    // Signing out ends the session.
+    // Signing out needs the page's CSRF token, and ends the session.
     let req = TestManager::builder(Method::POST, "/logout", Auth::Cookie(&sid)).body(Body::empty()).unwrap();
-    let resp = m.send(req).await;
+    assert_eq!(m.send(req).await.status, StatusCode::FORBIDDEN, "a cross-site sign-out");
+    let html = m.get("/hosts", Auth::Cookie(&sid)).await.text();
+    let csrf = html.split("name=\"_csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_owned();
+    let resp = m.raw(Method::POST, "/logout", Auth::Cookie(&sid), form, format!("_csrf={csrf}")).await;
     assert_eq!((resp.status, resp.header(header::LOCATION)), (StatusCode::SEE_OTHER, Some("/login")));
     assert!(resp.header(header::SET_COOKIE).is_some_and(|c| c.contains("Max-Age=0")));
     assert_eq!(m.get("/", Auth::Cookie(&sid)).await.status, StatusCode::SEE_OTHER);
