@@ -545,7 +545,7 @@ impl WizardForm {
             .zip(&self.ssel)
             .zip(&self.scount)
             .map(|((rt, sel), n)| (rt.trim().to_owned(), sel.trim().to_owned(), n.trim().to_owned()))
-            .filter(|(rt, sel, n)| !rt.is_empty() && !(sel.is_empty() && n.is_empty()))
+            .filter(|(rt, sel, n)| !rt.is_empty() && (!sel.is_empty() || !n.is_empty()))
             .collect()
     }
 
