@@ -16,6 +16,9 @@ use serde_json::{Value, json};
 mod common;
 use common::{Console, T};
 
+/// Form fields as sent.
+type Fields = Vec<(&'static str, &'static str)>;
+
 const SECRET: &str = "hunter2-never-shown";
 
 /// A manager that can plan bootstraps without a real agent build: this test
@@ -103,7 +106,7 @@ async fn ssh_form_errors_are_shown_by_their_field_and_start_nothing() {
     let with = |k: &'static str, v: &'static str| -> Vec<(&'static str, &'static str)> {
         base.iter().map(|(bk, bv)| if *bk == k { (*bk, v) } else { (*bk, *bv) }).collect()
     };
-    let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
+    let cases: Vec<(Fields, &str, &str)> = vec![
         (with("addresses", "10.0.0.5 h;rm"), "err-addresses", "invalid address \"h;rm\""),
         (with("addresses", ""), "err-addresses", "addresses must name at least one host"),
         (with("user", ""), "err-user", "invalid user \"\""),
