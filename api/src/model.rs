@@ -278,6 +278,18 @@ pub struct MetricPoint {
     pub disk_used_bytes: u64,
     pub network_rx_bytes: u64,
     pub network_tx_bytes: u64,
+    /// Disk use per mount point at the end of the bucket (the hour's average
+    /// for hourly buckets).
+    #[serde(default)]
+    pub disks: Vec<MountUsage>,
+}
+
+/// One mount point's use in a metrics bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MountUsage {
+    pub mount_point: String,
+    pub used_bytes: u64,
+    pub total_bytes: u64,
 }
 
 #[cfg(test)]

@@ -103,6 +103,16 @@ impl MinuteAcc {
             disk_used_bytes: self.last.disks.iter().map(|d| d.used_bytes).sum(),
             network_rx_bytes: self.last.network_rx_bytes,
             network_tx_bytes: self.last.network_tx_bytes,
+            disks: self
+                .last
+                .disks
+                .iter()
+                .map(|d| crate::model::MountUsage {
+                    mount_point: d.mount_point.clone(),
+                    used_bytes: d.used_bytes,
+                    total_bytes: d.total_bytes,
+                })
+                .collect(),
         }
     }
 }

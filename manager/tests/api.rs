@@ -582,6 +582,11 @@ async fn hosts_list_and_lookup_errors() {
         disk_used_bytes: 2_000,
         network_rx_bytes: 3_000,
         network_tx_bytes: 4_000,
+        disks: vec![drover_manager::model::MountUsage {
+            mount_point: "/".into(),
+            used_bytes: 2_000,
+            total_bytes: 9_000,
+        }],
     };
     m.handle.state.store.flush(&[], &[b], &[]).await.unwrap();
     let series = m.get("/api/v1/hosts/h1/metrics", Auth::Admin).await;
@@ -591,7 +596,7 @@ async fn hosts_list_and_lookup_errors() {
         json!({"host_id": "h1", "resolution_s": 60, "points": [{
             "at": drover_manager::model::rfc3339(minute), "resolution_s": 60, "samples": 6, "cpu_percent": 12.5,
             "memory_used_bytes": 1000, "load1": 0.5, "disk_used_bytes": 2000, "network_rx_bytes": 3000,
-            "network_tx_bytes": 4000,
+            "network_tx_bytes": 4000, "disks": [{"mount_point": "/", "used_bytes": 2000, "total_bytes": 9000}],
         }]})
     );
     let later = m.get("/api/v1/hosts/h1/metrics?from=2999-01-01T00:00:00Z&to=2999-01-02T00:00:00Z", Auth::Admin).await;

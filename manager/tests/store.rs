@@ -348,6 +348,7 @@ fn bucket(host_id: &str, resolution_s: u32, start: i64, samples: u32, cpu: f64, 
         disk_used_bytes: 2_000,
         network_rx_bytes: 3_000,
         network_tx_bytes: 4_000,
+        disks: vec![],
     }
 }
 
@@ -362,6 +363,7 @@ fn point(b: &MetricBucket) -> MetricPoint {
         disk_used_bytes: b.disk_used_bytes,
         network_rx_bytes: b.network_rx_bytes,
         network_tx_bytes: b.network_tx_bytes,
+        disks: b.disks.clone(),
     }
 }
 
@@ -1008,6 +1010,7 @@ async fn case_metric_bucket_merge(store: Store) {
         disk_used_bytes: 2_500,
         network_rx_bytes: 3_500,
         network_tx_bytes: 4_500,
+        disks: vec![],
         ..bucket("h1", 60, T0, 3, 20.0, 2.0)
     };
     store.flush(&[], &[first], &[]).await.unwrap();
@@ -1025,6 +1028,7 @@ async fn case_metric_bucket_merge(store: Store) {
             disk_used_bytes: 2_500,
             network_rx_bytes: 3_500,
             network_tx_bytes: 4_500,
+            disks: vec![],
         }]
     );
     // The same bucket twice in one batch merges too.
@@ -1043,6 +1047,7 @@ async fn case_rollup_hourly_and_prune(store: Store) {
             disk_used_bytes: 1_000,
             network_rx_bytes: 10,
             network_tx_bytes: 20,
+            disks: vec![mount("/", 1_000, 10_000), mount("/data", 100, 50_000)],
             ..bucket("h1", 60, T0, 1, 10.0, 1.0)
         },
         MetricBucket {
@@ -1050,6 +1055,7 @@ async fn case_rollup_hourly_and_prune(store: Store) {
             disk_used_bytes: 2_000,
             network_rx_bytes: 30,
             network_tx_bytes: 40,
+            disks: vec![mount("/", 2_000, 10_000), mount("/data", 300, 60_000)],
             ..bucket("h1", 60, T0 + MINUTE, 3, 30.0, 2.0)
         },
         bucket("h1", 60, T0 + HOUR, 2, 50.0, 5.0),
@@ -1072,6 +1078,8 @@ async fn case_rollup_hourly_and_prune(store: Store) {
             // Counters: the latest (largest) value.
             network_rx_bytes: 30,
             network_tx_bytes: 40,
+            // Per mount: the average use, the largest size.
+            disks: vec![mount("/", 1_500, 10_000), mount("/data", 200, 60_000)],
         }]
     );
     assert_eq!(
@@ -1100,6 +1108,16 @@ async fn case_rollup_hourly_and_prune(store: Store) {
     assert_eq!(store.prune_metrics(3600, T0 + 1).await.unwrap(), 2);
     assert_eq!(store.host_metrics("h1", 3600, 0, i64::MAX).await.unwrap(), vec![]);
     assert_eq!(store.prune_metrics(60, T0 + MINUTE).await.unwrap(), 0);
+    // The minute kept still has its mounts; the pruned one's are gone.
+    let kept = store.host_metrics("h1", 60, 0, i64::MAX).await.unwrap();
+    assert_eq!(kept[0].disks, vec![mount("/", 2_000, 10_000), mount("/data", 300, 60_000)]);
+    store.prune_metrics(60, i64::MAX).await.unwrap();
+    store.flush(&[], &[bucket("h1", 60, T0, 1, 1.0, 1.0)], &[]).await.unwrap();
+    assert_eq!(store.host_metrics("h1", 60, 0, i64::MAX).await.unwrap()[0].disks, vec![], "no stale mounts");
+}
+
+fn mount(mount_point: &str, used_bytes: u64, total_bytes: u64) -> drover_manager::model::MountUsage {
+    drover_manager::model::MountUsage { mount_point: mount_point.into(), used_bytes, total_bytes }
 }
 
 async fn case_host_metrics_range(store: Store) {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use drover_agent::enroll;
 use drover_agent::session::{self, NoopObserver, SessionConfig};
 use drover_manager::auth::sha256_hex;
-use drover_manager::model::{HostFacts, HostKind, Labels, now_millis};
+use drover_manager::model::{HostFacts, HostKind, Labels, MountUsage, now_millis};
 use drover_manager::store::{EnrollmentTokenRecord, MetricBucket, NewHost};
 use drover_manager::{Manager, ManagerConfig};
 use drover_proto::tls::ManagerAddr;
@@ -107,6 +107,14 @@ async fn seed_history(state: &drover_manager::AppState, host: &str) {
                 disk_used_bytes: 40 << 30,
                 network_rx_bytes: (7 * 24 - h as u64) * (300 << 20),
                 network_tx_bytes: (7 * 24 - h as u64) * (100 << 20),
+                disks: vec![
+                    MountUsage { mount_point: "/".into(), used_bytes: 40 << 30, total_bytes: 100 << 30 },
+                    MountUsage {
+                        mount_point: "/data".into(),
+                        used_bytes: (7 * 24 - h as u64) << 30,
+                        total_bytes: 500 << 30,
+                    },
+                ],
             }
         })
         .collect();
@@ -194,6 +202,7 @@ async fn hosts_in_a_browser() {
     let page = browser.wait_for_source("CPU used", WAIT).await.unwrap();
     assert!(page.contains("rack=r7") && page.contains("4 cores"), "{page}");
     let summaries = browser.texts("#charts .summary").await.unwrap();
+    // CPU, memory, load, disk used on / (the live session's mount), network in and out.
     assert_eq!(summaries.len(), 6, "{summaries:?}");
     assert!(summaries[0].starts_with("latest ") && summaries[0].contains("points"), "{summaries:?}");
     assert!(browser.exists("#charts svg polyline").await.unwrap());
@@ -202,6 +211,12 @@ async fn hosts_in_a_browser() {
     browser.wait_for_source("last 7d", WAIT).await.unwrap();
     let week = browser.texts("#charts .summary").await.unwrap();
     assert!(week[0].contains(" (167 points)") || week[0].contains(" (168 points)"), "{week:?}");
+    // A chart per mount: / and /data from the history.
+    let titles = browser.texts("#charts figcaption b").await.unwrap();
+    assert!(
+        titles.contains(&"Disk used on /".to_owned()) && titles.contains(&"Disk used on /data".to_owned()),
+        "{titles:?}"
+    );
     shot(&browser, "console-host").await;
     browser.execute("document.getElementById('h-charts').scrollIntoView()", vec![]).await.unwrap();
     shot(&browser, "console-host-charts").await;

@@ -154,6 +154,8 @@ pub struct MetricBucket {
     pub disk_used_bytes: u64,
     pub network_rx_bytes: u64,
     pub network_tx_bytes: u64,
+    /// Use per mount point at the end of the bucket.
+    pub disks: Vec<crate::model::MountUsage>,
 }
 
 const HOST_COLUMNS: &str = "id, hostname, addresses, kind, kind_evidence, os, kernel, arch, cpu_cores, memory_bytes, \
@@ -545,12 +547,30 @@ impl Store {
         .bind(to)
         .execute(&self.pool)
         .await?;
+        sqlx::query(
+            "INSERT INTO host_disk_metrics (host_id, resolution_s, bucket_start, mount_point, used_bytes, total_bytes) \
+             SELECT host_id, 3600, (bucket_start / 3600000) * 3600000, mount_point, \
+             CAST(AVG(used_bytes) AS BIGINT), MAX(total_bytes) \
+             FROM host_disk_metrics WHERE resolution_s = 60 AND bucket_start >= $1 AND bucket_start < $2 \
+             GROUP BY host_id, (bucket_start / 3600000) * 3600000, mount_point \
+             ON CONFLICT (host_id, resolution_s, bucket_start, mount_point) DO UPDATE SET \
+             used_bytes = excluded.used_bytes, total_bytes = excluded.total_bytes",
+        )
+        .bind(from)
+        .bind(to)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 
     /// Deletes buckets of `resolution_s` that started before `before`.
     pub async fn prune_metrics(&self, resolution_s: u32, before: UnixMillis) -> Result<u64> {
         let done = sqlx::query("DELETE FROM host_metrics WHERE resolution_s = $1 AND bucket_start < $2")
+            .bind(i64::from(resolution_s))
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM host_disk_metrics WHERE resolution_s = $1 AND bucket_start < $2")
             .bind(i64::from(resolution_s))
             .bind(before)
             .execute(&self.pool)
@@ -575,9 +595,30 @@ impl Store {
         .bind(to)
         .fetch_all(&self.pool)
         .await?;
+        let disk_rows = sqlx::query(
+            "SELECT bucket_start, mount_point, used_bytes, total_bytes FROM host_disk_metrics WHERE host_id = $1 \
+             AND resolution_s = $2 AND bucket_start >= $3 AND bucket_start < $4 ORDER BY bucket_start, mount_point \
+             LIMIT 100000",
+        )
+        .bind(host_id)
+        .bind(i64::from(resolution_s))
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut disks: HashMap<i64, Vec<crate::model::MountUsage>> = HashMap::new();
+        for r in &disk_rows {
+            disks.entry(get(r, "bucket_start")?).or_default().push(crate::model::MountUsage {
+                mount_point: get(r, "mount_point")?,
+                used_bytes: get::<i64>(r, "used_bytes")? as u64,
+                total_bytes: get::<i64>(r, "total_bytes")? as u64,
+            });
+        }
         rows.iter()
             .map(|r| {
+                let start: i64 = get(r, "bucket_start")?;
                 Ok(MetricPoint {
+                    disks: disks.remove(&start).unwrap_or_default(),
                     at: rfc3339(get(r, "bucket_start")?),
                     resolution_s: get::<i64>(r, "resolution_s")? as u32,
                     samples: get::<i64>(r, "samples")? as u32,
@@ -620,5 +661,20 @@ async fn upsert_bucket(tx: &mut sqlx::Transaction<'_, sqlx::Any>, b: &MetricBuck
     .bind(sat_i64(b.network_tx_bytes))
     .execute(&mut **tx)
     .await?;
+    for d in &b.disks {
+        sqlx::query(
+            "INSERT INTO host_disk_metrics (host_id, resolution_s, bucket_start, mount_point, used_bytes, total_bytes) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (host_id, resolution_s, bucket_start, mount_point) \
+             DO UPDATE SET used_bytes = excluded.used_bytes, total_bytes = excluded.total_bytes",
+        )
+        .bind(&b.host_id)
+        .bind(i64::from(b.resolution_s))
+        .bind(b.bucket_start)
+        .bind(&d.mount_point)
+        .bind(sat_i64(d.used_bytes))
+        .bind(sat_i64(d.total_bytes))
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(())
 }

@@ -111,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
                 disk_used_bytes: 10 << 30,
                 network_rx_bytes: (n - k) as u64 * 1_000_000,
                 network_tx_bytes: (n - k) as u64 * 500_000,
+                disks: vec![],
             });
         }
     }

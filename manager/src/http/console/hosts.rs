@@ -364,6 +364,9 @@ struct ShowQuery {
     range: Option<String>,
 }
 
+/// The most mount points charted on a host's page.
+const MAX_MOUNT_CHARTS: usize = 8;
+
 /// Chart ranges: name, span, metric resolution.
 const RANGES: [(&str, i64, u32); 3] =
     [("1h", 3_600_000, 60), ("24h", 24 * 3_600_000, 3600), ("7d", 7 * 24 * 3_600_000, 3600)];
@@ -386,6 +389,40 @@ async fn show(
     let series = |f: fn(&crate::model::MetricPoint) -> f64| points.iter().map(|p| (at(p), f(p))).collect::<Vec<_>>();
     let memory_total = host.memory_bytes as f64;
     let disk_total: f64 = host.disks.iter().map(|d| d.total_bytes as f64).sum();
+    // Disk use per mount point, in the order the history first names them.
+    let mut mounts: Vec<(String, f64)> = Vec::new();
+    for p in &points {
+        for d in &p.disks {
+            match mounts.iter_mut().find(|(m, _)| *m == d.mount_point) {
+                Some(m) => m.1 = m.1.max(d.total_bytes as f64),
+                None => mounts.push((d.mount_point.clone(), d.total_bytes as f64)),
+            }
+        }
+    }
+    mounts.truncate(MAX_MOUNT_CHARTS);
+    let disk_titles: Vec<String> = mounts.iter().map(|(m, _)| format!("Disk used on {m}")).collect();
+    let mut disk_series: Vec<Series<'_>> = mounts
+        .iter()
+        .zip(&disk_titles)
+        .map(|((mount, total), title)| Series {
+            title,
+            points: points
+                .iter()
+                .filter_map(|p| p.disks.iter().find(|d| d.mount_point == *mount).map(|d| (at(p), d.used_bytes as f64)))
+                .collect(),
+            format: human_bytes,
+            max: (*total > 0.0).then_some(*total),
+        })
+        .collect();
+    if disk_series.is_empty() {
+        // History from before per-mount buckets: the sum over mounts.
+        disk_series.push(Series {
+            title: "Disk used (all mounts)",
+            points: series(|p| p.disk_used_bytes as f64),
+            format: human_bytes,
+            max: (disk_total > 0.0).then_some(disk_total),
+        });
+    }
     let charts: Vec<Value> = [
         Series {
             title: "CPU used",
@@ -401,12 +438,6 @@ async fn show(
         },
         Series { title: "Load (1 min)", points: series(|p| p.load1), format: |v| format!("{v:.2}"), max: None },
         Series {
-            title: "Disk used (all mounts)",
-            points: series(|p| p.disk_used_bytes as f64),
-            format: human_bytes,
-            max: (disk_total > 0.0).then_some(disk_total),
-        },
-        Series {
             title: "Network received per second",
             points: charts::rates(&series(|p| p.network_rx_bytes as f64)),
             format: |v| format!("{}/s", human_bytes(v)),
@@ -419,6 +450,9 @@ async fn show(
             max: None,
         },
     ]
+    .into_iter()
+    .chain(disk_series)
+    .collect::<Vec<_>>()
     .iter()
     .map(|s| {
         let (svg, summary) = charts::svg(s, from, to);
@@ -672,7 +706,8 @@ async fn revoke_token(
     CsrfForm(session, form): CsrfForm<ConfirmForm>,
 ) -> PageResult {
     if form.confirmed != "yes" {
-        let what = format!("Revoke enrollment token {id}: agents can no longer enroll with it (hosts it enrolled stay).");
+        let what =
+            format!("Revoke enrollment token {id}: agents can no longer enroll with it (hosts it enrolled stay).");
         let hidden = vec![("confirmed".to_owned(), "yes".to_owned())];
         let action = format!("/hosts/add/tokens/{}/revoke", url_encode(&id));
         return Ok(confirm_page(&session, &state, &what, true, &action, &hidden, "/hosts/add", Vec::new(), 1));
