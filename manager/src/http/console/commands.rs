@@ -82,10 +82,9 @@ pub(super) fn pager(base: &str, pairs: &[(&str, String)], page: u32, offset: u32
 /// (parcel commands act on a cluster's hosts).
 fn row(c: &CommandView) -> Value {
     let mut v = commands_row(c);
-    if c.service.is_empty() {
+    if v["has_service"] != json!(true) {
         v["service_href"] = Value::Null;
     }
-    v["cluster_href"] = json!(format!("/clusters/{}", url_encode(&c.cluster)));
     v["running"] = json!(c.state == CommandState::Running);
     v
 }

@@ -610,7 +610,7 @@ async fn decommission(
     Ok(redirect_with(&back, true, &format!("host {} decommissioned", host.hostname)))
 }
 
-/// The page's sections: enrollment tokens, SSH bootstrap, Docker provider.
+/// Enrollment tokens, with links to the SSH bootstrap and Docker provider pages.
 async fn add_page(State(state): State<Arc<AppState>>, session: Session) -> PageResult {
     add_page_with(&state, &session, None, None).await
 }

@@ -439,15 +439,28 @@ pub async fn not_found_page() -> Response {
     ConsoleError::new(StatusCode::NOT_FOUND, "There is no such page.").into_response()
 }
 
-/// One command as a row of a list.
+/// One command as a row of a list. A command has a service, or acts on a
+/// cluster's hosts (parcels), or on hosts outside any cluster (SSH bootstrap).
 pub(crate) fn commands_row(c: &crate::domain::commands::CommandView) -> Value {
+    let href = format!("/commands/{}", url_encode(&c.id));
+    let (cluster, service, service_href, cluster_href) = if c.cluster.is_empty() {
+        let progress = format!("/hosts/add/ssh/{}", url_encode(&c.id));
+        ("hosts".to_owned(), "SSH bootstrap".to_owned(), Some(progress.clone()), progress)
+    } else {
+        let cluster_href = format!("/clusters/{}", url_encode(&c.cluster));
+        let service_href = (!c.service.is_empty())
+            .then(|| format!("/clusters/{}/services/{}", url_encode(&c.cluster), url_encode(&c.service)));
+        (c.cluster.clone(), c.service.clone(), service_href, cluster_href)
+    };
     json!({
         "id": c.id,
-        "href": format!("/commands/{}", url_encode(&c.id)),
+        "href": href,
         "name": c.name,
-        "cluster": c.cluster,
-        "service": c.service,
-        "service_href": format!("/clusters/{}/services/{}", url_encode(&c.cluster), url_encode(&c.service)),
+        "cluster": cluster,
+        "service": service,
+        "service_href": service_href.clone().unwrap_or_else(|| cluster_href.clone()),
+        "cluster_href": cluster_href,
+        "has_service": service_href.is_some(),
         "state": c.state.as_str(),
         "message": c.message,
         "created_by": c.created_by,
