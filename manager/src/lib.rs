@@ -21,6 +21,7 @@ pub mod commands;
 pub mod config;
 pub mod desired;
 pub mod domain;
+pub mod fixtures;
 pub mod grpc;
 pub mod http;
 pub mod parcel_commands;

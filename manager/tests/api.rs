@@ -10,9 +10,9 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine;
 use drover_manager::auth::sha256_hex;
-use drover_manager::model::{HostFacts, HostKind, Labels, now_millis};
-use drover_manager::store::{ApiTokenRecord, EnrollmentTokenRecord, MetricBucket, NewHost};
-use drover_manager::{Manager, ManagerConfig, ManagerHandle};
+use drover_manager::model::{Labels, now_millis};
+use drover_manager::store::{ApiTokenRecord, MetricBucket};
+use drover_manager::{Manager, ManagerConfig, ManagerHandle, fixtures};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
@@ -145,50 +145,7 @@ impl TestManager {
 
     /// Enrolls a host through the store, as the gRPC service would.
     async fn add_host(&self, id: &str, hostname: &str, labels: Labels) {
-        let state = &self.handle.state;
-        let token_id = format!("t{id:0>7}");
-        let now = now_millis();
-        state
-            .store
-            .insert_enrollment_token(&EnrollmentTokenRecord {
-                id: token_id.clone(),
-                secret_hash: sha256_hex("secret"),
-                labels: Labels::new(),
-                max_uses: 1,
-                uses: 0,
-                created_by: "admin".into(),
-                created_at: now,
-                expires_at: now + 3_600_000,
-                revoked_at: None,
-            })
-            .await
-            .unwrap();
-        let facts = HostFacts {
-            hostname: hostname.into(),
-            addresses: vec!["10.0.0.9".into()],
-            kind: HostKind::Container,
-            kind_evidence: "test".into(),
-            os: "Debian GNU/Linux 12".into(),
-            kernel: "6.1.0".into(),
-            arch: "x86_64".into(),
-            cpu_cores: 2,
-            memory_bytes: 1 << 30,
-            disks: vec![],
-            fqdn: String::new(),
-            container_id: String::new(),
-            machine_cpu_cores: 0,
-            machine_memory_bytes: 0,
-            capacity_evidence: String::new(),
-        };
-        let new_host = NewHost {
-            id: id.into(),
-            facts,
-            agent_version: "0.1.0".into(),
-            labels,
-            cert_serial: format!("serial-{id}"),
-        };
-        let host = state.store.enroll_host(&token_id, &sha256_hex("secret"), now, &new_host).await.unwrap();
-        state.registry.add_enrolled(&host);
+        fixtures::enroll(&self.handle.state, id, fixtures::facts(hostname, "10.0.0.9"), labels).await.unwrap();
     }
 
     /// Signs in to the console and returns the session id.
@@ -835,7 +792,11 @@ async fn patch_labels_and_decommission() {
         audit["items"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap().to_owned()).collect();
     assert_eq!(actions, ["host.decommission", "host.update_labels"]);
     assert_eq!(audit["items"][0]["username"], "admin");
-    assert!(audit["items"][0]["summary"].as_str().unwrap().contains("serial-h1"), "{}", audit["items"][0]);
+    assert!(
+        audit["items"][0]["summary"].as_str().unwrap().contains("certificate s-h1 revoked"),
+        "{}",
+        audit["items"][0]
+    );
 
     let listed = m.get("/api/v1/hosts?status=decommissioned", Auth::Admin).await.json();
     assert_eq!((listed["total"].clone(), listed["items"][0]["id"].clone()), (json!(1), json!("h1")));

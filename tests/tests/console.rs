@@ -17,10 +17,9 @@ use std::time::Duration;
 
 use drover_agent::enroll;
 use drover_agent::session::{self, NoopObserver, SessionConfig};
-use drover_manager::auth::sha256_hex;
-use drover_manager::model::{HostFacts, HostKind, Labels, MountUsage, now_millis};
-use drover_manager::store::{EnrollmentTokenRecord, MetricBucket, NewHost};
-use drover_manager::{Manager, ManagerConfig};
+use drover_manager::model::{HostKind, Labels, MountUsage, now_millis};
+use drover_manager::store::MetricBucket;
+use drover_manager::{Manager, ManagerConfig, fixtures};
 use drover_proto::tls::ManagerAddr;
 use drover_tests::procs::{Proc, bin_dir};
 use drover_tests::rest::Rest;
@@ -40,51 +39,13 @@ async fn shot(browser: &Browser, name: &str) {
 /// Enrolls `n` hosts straight through the store, as `n` agents enrolling
 /// would (they have no session, so they show as lost after a while).
 async fn inventory(state: &drover_manager::AppState, n: usize) {
-    let now = now_millis();
     for i in 0..n {
-        let token = format!("inv-{i}");
-        state
-            .store
-            .insert_enrollment_token(&EnrollmentTokenRecord {
-                id: token.clone(),
-                secret_hash: sha256_hex("s"),
-                labels: Labels::new(),
-                max_uses: 1,
-                uses: 0,
-                created_by: "admin".into(),
-                created_at: now,
-                expires_at: now + 3_600_000,
-                revoked_at: None,
-            })
-            .await
-            .unwrap();
-        let facts = HostFacts {
-            hostname: format!("inventory-{i:04}"),
-            addresses: vec![format!("10.20.{}.{}", i / 250, i % 250 + 1)],
-            kind: HostKind::Vm,
-            kind_evidence: "test inventory".into(),
-            os: "Debian GNU/Linux 12 (bookworm)".into(),
-            kernel: "6.1".into(),
-            arch: "x86_64".into(),
-            cpu_cores: 8,
-            memory_bytes: 32 << 30,
-            disks: vec![],
-            fqdn: String::new(),
-            container_id: String::new(),
-            machine_cpu_cores: 0,
-            machine_memory_bytes: 0,
-            capacity_evidence: String::new(),
-        };
+        let mut facts = fixtures::facts(&format!("inventory-{i:04}"), &format!("10.20.{}.{}", i / 250, i % 250 + 1));
+        facts.kind = HostKind::Vm;
+        facts.cpu_cores = 8;
+        facts.memory_bytes = 32 << 30;
         let labels: Labels = [("rack".to_owned(), format!("r{}", i % 5 + 1))].into();
-        let host = NewHost {
-            id: format!("inv-{i:04}"),
-            facts,
-            agent_version: "0".into(),
-            labels,
-            cert_serial: format!("s-{i}"),
-        };
-        let rec = state.store.enroll_host(&token, &sha256_hex("s"), now, &host).await.unwrap();
-        state.registry.add_enrolled(&rec);
+        fixtures::enroll(state, &format!("inv-{i:04}"), facts, labels).await.unwrap();
     }
 }
 

@@ -7,10 +7,8 @@
 
 use std::path::Path;
 
-use drover_manager::auth::sha256_hex;
-use drover_manager::model::{HostFacts, HostKind, Labels, now_millis};
-use drover_manager::store::{EnrollmentTokenRecord, NewHost};
-use drover_manager::{Manager, ManagerConfig, ManagerHandle};
+use drover_manager::model::Labels;
+use drover_manager::{Manager, ManagerConfig, ManagerHandle, fixtures};
 use reqwest::Method;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -91,47 +89,8 @@ impl T {
 
     /// [`T::host`] with labels.
     pub async fn host_labelled(&self, id: &str, hostname: &str, address: &str, labels: &[(&str, &str)]) {
-        let state = &self.handle.state;
-        let now = now_millis();
-        // One token per host id, so fixtures never collide.
-        let token = format!("token-{id}");
-        state
-            .store
-            .insert_enrollment_token(&EnrollmentTokenRecord {
-                id: token.clone(),
-                secret_hash: sha256_hex("s"),
-                labels: Labels::new(),
-                max_uses: 1,
-                uses: 0,
-                created_by: "admin".into(),
-                created_at: now,
-                expires_at: now + 3_600_000,
-                revoked_at: None,
-            })
-            .await
-            .unwrap();
-        let facts = HostFacts {
-            hostname: hostname.into(),
-            addresses: vec![address.into()],
-            kind: HostKind::Container,
-            kind_evidence: "test".into(),
-            os: "Debian".into(),
-            kernel: "6.1".into(),
-            arch: "x86_64".into(),
-            cpu_cores: 2,
-            memory_bytes: 1 << 30,
-            disks: vec![],
-            fqdn: String::new(),
-            container_id: String::new(),
-            machine_cpu_cores: 0,
-            machine_memory_bytes: 0,
-            capacity_evidence: String::new(),
-        };
         let labels: Labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let new_host =
-            NewHost { id: id.into(), facts, agent_version: "0".into(), labels, cert_serial: format!("s-{id}") };
-        let host = state.store.enroll_host(&token, &sha256_hex("s"), now, &new_host).await.unwrap();
-        state.registry.add_enrolled(&host);
+        fixtures::enroll(&self.handle.state, id, fixtures::facts(hostname, address), labels).await.unwrap();
     }
 }
 

@@ -12,10 +12,9 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use drover_manager::auth::sha256_hex;
-use drover_manager::model::{HostFacts, HostKind, Labels, now_millis};
-use drover_manager::store::{EnrollmentTokenRecord, MetricBucket, NewHost};
-use drover_manager::{Manager, ManagerConfig};
+use drover_manager::model::{HostKind, Labels, now_millis};
+use drover_manager::store::MetricBucket;
+use drover_manager::{Manager, ManagerConfig, fixtures};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -46,52 +45,19 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let now = now_millis();
     for i in 0..args.hosts {
-        let token = format!("bench-{i}");
-        state
-            .store
-            .insert_enrollment_token(&EnrollmentTokenRecord {
-                id: token.clone(),
-                secret_hash: sha256_hex("s"),
-                labels: Labels::new(),
-                max_uses: 1,
-                uses: 0,
-                created_by: "admin".into(),
-                created_at: now,
-                expires_at: now + 3_600_000,
-                revoked_at: None,
-            })
-            .await?;
-        let facts = HostFacts {
-            hostname: format!("node-{i:05}.dc1.example"),
-            addresses: vec![format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256)],
-            kind: if i % 3 == 0 { HostKind::Container } else { HostKind::Vm },
-            kind_evidence: "bench".into(),
-            os: "Debian GNU/Linux 12 (bookworm)".into(),
-            kernel: "6.1.0-18-amd64".into(),
-            arch: "x86_64".into(),
-            cpu_cores: 16,
-            memory_bytes: 64 << 30,
-            disks: vec![],
-            fqdn: String::new(),
-            container_id: String::new(),
-            machine_cpu_cores: 0,
-            machine_memory_bytes: 0,
-            capacity_evidence: String::new(),
-        };
+        let mut facts = fixtures::facts(
+            &format!("node-{i:05}.dc1.example"),
+            &format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+        );
+        facts.kind = if i % 3 == 0 { HostKind::Container } else { HostKind::Vm };
+        facts.cpu_cores = 16;
+        facts.memory_bytes = 64 << 30;
         let labels: Labels = [
             ("rack".to_owned(), format!("r{}", i % 40)),
             ("tier".to_owned(), ["web", "db", "cache"][i % 3].to_owned()),
         ]
         .into();
-        let host = NewHost {
-            id: format!("host-{i:05}"),
-            facts,
-            agent_version: "0.1.0".into(),
-            labels,
-            cert_serial: format!("{i:016x}"),
-        };
-        let rec = state.store.enroll_host(&token, &sha256_hex("s"), now, &host).await?;
-        state.registry.add_enrolled(&rec);
+        fixtures::enroll(&state, &format!("host-{i:05}"), facts, labels).await?;
     }
     eprintln!("{} hosts enrolled in {:.1?}", args.hosts, started.elapsed());
 
