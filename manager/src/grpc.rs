@@ -373,9 +373,19 @@ async fn record_role_status(state: &AppState, host_id: &str, roles: Vec<v1::Role
             updated_at: now,
         })
         .collect();
+    let before: std::collections::HashMap<String, RoleStatusRec> = reports
+        .iter()
+        .filter_map(|r| state.registry.role_status(&r.role_id).map(|old| (r.role_id.clone(), old)))
+        .collect();
     // Written to the store by the registry's flusher, in batches.
     let mut applied = Vec::new();
     for s in state.registry.update_role_status(reports) {
+        if let Some(desired) = state.registry.desired_role(host_id, &s.role_id) {
+            let object_id = format!("{}/{}", desired.service, desired.name);
+            for (severity, kind, message) in crate::registry::role_transitions(before.get(&s.role_id), &s) {
+                state.registry.push_role_event(severity, kind, &object_id, message);
+            }
+        }
         if s.applied_revision == 0 {
             continue;
         }

@@ -39,6 +39,45 @@ use crate::model::{Host, HostMetrics, HostStatus, UnixMillis, now_millis, rfc333
 use crate::store::{AppliedRevision, HeartbeatRow, MetricBucket, NewEvent, RoleStatusRec, Store};
 
 const MINUTE_MS: i64 = 60_000;
+/// The events a role's new report makes against its previous one (`None`:
+/// the first since the manager started): a process started, restarted after
+/// a crash, failed, or its health changed. Severity, kind, message.
+pub fn role_transitions(old: Option<&RoleStatusRec>, new: &RoleStatusRec) -> Vec<(&'static str, &'static str, String)> {
+    let mut out = Vec::new();
+    let Some(old) = old else { return out };
+    if new.restart_count > old.restart_count {
+        out.push((
+            "warning",
+            "role_restarted",
+            format!(
+                "restarted after a crash (last exit status {}); {} restart(s) so far",
+                new.last_exit_status, new.restart_count
+            ),
+        ));
+    } else if new.state == "running" && new.pid != 0 && (old.pid != new.pid || old.state != "running") {
+        out.push((
+            "info",
+            "role_started",
+            format!("process started: pid {}, configuration revision {}", new.pid, new.running_revision),
+        ));
+    }
+    if new.state != old.state && new.state == "failed" {
+        let why = if new.last_error.is_empty() { "no reason given".to_owned() } else { new.last_error.clone() };
+        out.push(("critical", "role_failed", format!("failed: {why}")));
+    } else if new.state != old.state && new.state == "stopped" && old.state != "stopped" {
+        out.push(("info", "role_stopped", format!("stopped (was {})", old.state)));
+    }
+    if new.health != old.health {
+        let severity = match new.health.as_str() {
+            "bad" => "critical",
+            "concerning" => "warning",
+            _ => "info",
+        };
+        out.push((severity, "role_health", format!("health {} -> {}", old.health, new.health)));
+    }
+    out
+}
+
 /// Upper bound on queued metric buckets and events if the database is down.
 const MAX_PENDING: usize = 200_000;
 
@@ -239,6 +278,21 @@ impl Registry {
                 kind,
                 object_type: "host",
                 object_id: host_id.to_owned(),
+                message,
+            });
+        }
+    }
+
+    /// Records an event about role `object_id` (`cluster/service/role`).
+    pub fn push_role_event(&self, severity: &'static str, kind: &'static str, object_id: &str, message: String) {
+        let mut events = self.events.lock().expect("events lock");
+        if events.len() < MAX_PENDING {
+            events.push(NewEvent {
+                at: now_millis(),
+                severity,
+                kind,
+                object_type: "role",
+                object_id: object_id.to_owned(),
                 message,
             });
         }
@@ -907,5 +961,43 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), watch.changed()).await.expect("woken by r1's report");
         drop(watch);
         assert_eq!(registry.waiter_count(), 0);
+    }
+
+    #[test]
+    fn role_reports_make_events_for_starts_crashes_failures_and_health() {
+        let rec = |state: &str, pid: u32, restarts: u32, health: &str| RoleStatusRec {
+            role_id: "r1".into(),
+            state: state.into(),
+            pid,
+            restart_count: restarts,
+            health: health.into(),
+            running_revision: 3,
+            last_exit_status: 137,
+            ..Default::default()
+        };
+        let kinds = |old: Option<&RoleStatusRec>, new: &RoleStatusRec| -> Vec<&str> {
+            role_transitions(old, new).into_iter().map(|(_, k, _)| k).collect()
+        };
+        let stopped = rec("stopped", 0, 0, "unknown");
+        let running = rec("running", 10, 0, "unknown");
+        assert_eq!(kinds(None, &running), Vec::<&str>::new(), "nothing known before: no event");
+        assert_eq!(kinds(Some(&stopped), &running), ["role_started"]);
+        assert_eq!(kinds(Some(&running), &running), Vec::<&str>::new());
+        let good = rec("running", 10, 0, "good");
+        let events = role_transitions(Some(&running), &good);
+        assert_eq!(events, vec![("info", "role_health", "health unknown -> good".to_owned())]);
+        let crashed = rec("running", 11, 1, "good");
+        let events = role_transitions(Some(&good), &crashed);
+        assert_eq!(events[0].1, "role_restarted");
+        assert!(events[0].2.contains("exit status 137") && events[0].2.contains("1 restart(s)"), "{events:?}");
+        assert_eq!(events.len(), 1, "a crash restart is not also a start: {events:?}");
+        let failed = RoleStatusRec { last_error: "port in use".into(), ..rec("failed", 0, 1, "bad") };
+        let events = role_transitions(Some(&crashed), &failed);
+        assert_eq!(
+            events.iter().map(|(s, k, _)| (*s, *k)).collect::<Vec<_>>(),
+            [("critical", "role_failed"), ("critical", "role_health")]
+        );
+        assert_eq!(events[0].2, "failed: port in use");
+        assert_eq!(kinds(Some(&good), &rec("stopped", 0, 0, "good")), ["role_stopped"]);
     }
 }

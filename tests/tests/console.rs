@@ -456,8 +456,14 @@ async fn redis_through_the_console() {
         shot(&browser, name).await;
     }
     let role = service_roles(&rest).await[0]["name"].as_str().unwrap().to_owned();
-    browser.goto(&format!("{base}/clusters/prod/services/cache/roles/{role}")).await.unwrap();
-    browser.wait_for_source("redis.conf", wait).await.unwrap();
+    // The role's history: started by the start command, again by the rolling restart.
+    let page = eventually(wait, "the role's history", || async {
+        browser.goto(&format!("{base}/clusters/prod/services/cache/roles/{role}")).await.ok()?;
+        let page = browser.source().await.ok()?;
+        (page.matches("process started: pid").count() >= 2).then_some(page)
+    })
+    .await;
+    assert!(page.contains("redis.conf") && page.contains("id=\"role-history\""), "{page}");
     shot(&browser, "console-role").await;
     browser.quit().await.unwrap();
 }

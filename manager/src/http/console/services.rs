@@ -451,6 +451,18 @@ async fn role_page(
         .map(|f| json!({"path": f.path, "mode": format!("{:o}", f.mode), "content": f.content}))
         .collect();
     let title = format!("{} · {c}/{s}", d.view.name);
+    // Starts, crash restarts, failures and health changes, as the agent's
+    // reports showed them (see registry::role_transitions).
+    let history = state
+        .store
+        .list_events(&crate::store::EventFilter {
+            object_type: Some("role".into()),
+            object_id: Some(format!("{c}/{s}/{}", d.view.name)),
+            since: None,
+            limit: 50,
+        })
+        .await
+        .map_err(domain::DomainError::from)?;
     Ok(session.page(
         &state,
         "role",
@@ -473,6 +485,7 @@ async fn role_page(
             "log_files": d.log_files,
             "render_error": d.render_error,
             "log_lines": d.view.last_log_lines,
+            "history": history,
             "remove": format!("{}/remove", role_href(&c, &s, &d.view.name)),
         }),
     ))
