@@ -260,6 +260,15 @@ async fn enrollment_tokens_are_made_shown_once_and_revoked() {
     let revoked = c.post(&format!("/hosts/add/tokens/{id}/revoke"), &[("confirmed", "yes")]).await;
     assert_eq!(revoked.status, 303);
     assert_eq!(t.ok(Method::GET, "/enrollment-tokens", None).await["items"][0]["state"], "revoked");
+
+    // Many tokens: every active one up to 100, a few recent others, the rest counted.
+    for _ in 0..103 {
+        t.ok(Method::POST, "/enrollment-tokens", Some(json!({"ttl_seconds": 600}))).await;
+    }
+    let page = c.get("/hosts/add").await;
+    let rows = page.html.split("<tr><td><code>").count() - 1;
+    assert_eq!(rows, 101, "100 active and the revoked one");
+    assert!(page.html.contains("3 more tokens (the oldest) are not listed"), "{}", page.html);
 }
 
 #[tokio::test]

@@ -133,6 +133,18 @@ async fn main() -> anyhow::Result<()> {
         "/hosts/host-00000",
         "/hosts/host-00000?range=24h",
         "/hosts/host-00000?range=7d",
+        "/hosts/add",
+        "/clusters",
+        "/clusters/prod",
+        "/clusters/prod/services/new",
+        "/clusters/prod/services/cache",
+        "/clusters/prod/services/cache/config",
+        "/clusters/prod/services/cache/config/history",
+        "/commands",
+        "/parcels",
+        "/audit",
+        "/events",
+        "/account",
     ] {
         let mut hist = Histogram::<u64>::new(3)?;
         let mut bytes = 0;

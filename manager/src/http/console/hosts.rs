@@ -30,6 +30,11 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/hosts/{id}/decommission", post(decommission))
 }
 
+/// The most enrollment tokens `/hosts/add` lists, and how many used up,
+/// expired or revoked ones it lists at least.
+const MAX_TOKENS_SHOWN: usize = 100;
+const RECENT_INACTIVE_TOKENS: usize = 10;
+
 /// Page sizes offered; the first is the default.
 const PAGE_SIZES: [u32; 6] = [50, 25, 100, 200, 500, 1000];
 /// The most hosts one bulk action over "all filtered" touches.
@@ -621,9 +626,18 @@ async fn add_page_with(
     created: Option<Value>,
     error: Option<String>,
 ) -> PageResult {
-    let tokens = domain::accounts::list_enrollment_tokens(state).await?;
-    let tokens: Vec<Value> = tokens
+    let all = domain::accounts::list_enrollment_tokens(state).await?;
+    // Every active token (they can still enroll a host), newest first, and the
+    // most recent others; the rest are counted, not listed (the SSH bootstrap
+    // and the Docker provider make one token per run).
+    let (active, inactive): (Vec<_>, Vec<_>) = all.iter().partition(|t| t.state.as_str() == "active");
+    let shown_active = active.len().min(MAX_TOKENS_SHOWN);
+    let shown_inactive = inactive.len().min(MAX_TOKENS_SHOWN.saturating_sub(shown_active).max(RECENT_INACTIVE_TOKENS));
+    let hidden = all.len() - shown_active - shown_inactive;
+    let tokens: Vec<Value> = active
         .iter()
+        .take(shown_active)
+        .chain(inactive.iter().take(shown_inactive))
         .map(|t| {
             json!({"id": t.id, "state": t.state.as_str(), "uses": t.uses, "max_uses": t.max_uses, "created_by": t.created_by,
                    "expires_at": t.expires_at, "labels": t.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
@@ -636,7 +650,7 @@ async fn add_page_with(
         "hosts_add",
         "Add hosts",
         "hosts",
-        json!({"tokens": tokens, "created": created, "error": error}),
+        json!({"tokens": tokens, "hidden_tokens": hidden, "created": created, "error": error}),
     ))
 }
 
