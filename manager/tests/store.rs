@@ -184,6 +184,7 @@ store_suite! {
     api_tokens_expire => with_store(case_api_tokens_expire);
     web_sessions_expire_and_delete => with_store(case_web_sessions_expire_and_delete);
     enrollment_tokens_insert_list_revoke => with_store(case_enrollment_tokens_insert_list_revoke);
+    enrollment_tokens_page_splits_active_from_the_rest => with_store(case_enrollment_tokens_page);
     enroll_host_merges_token_labels_under_agent_labels => with_store(case_enroll_host_merges_labels);
     enroll_host_refusals_change_nothing => with_store(case_enroll_host_refusals_change_nothing);
     enroll_host_race_for_last_uses => with_store(case_enroll_host_race_for_last_uses);
@@ -502,6 +503,38 @@ async fn case_web_sessions_expire_and_delete(store: Store) {
     // Only that session ended; deleting it again is not an error.
     assert_eq!(owner(store.user_by_web_session("sid-b", T0).await.unwrap()), Some("bob".into()));
     store.delete_web_session("sid-a").await.unwrap();
+}
+
+async fn case_enrollment_tokens_page(store: Store) {
+    // Created one second apart: a0..a4 active, x0 expired, r0 revoked, u0 used up.
+    let mut n = 0;
+    let mut add = |id: &str, expires_at: i64| {
+        n += 1;
+        EnrollmentTokenRecord { created_at: T0 + n * SECOND, ..token(id, 1, expires_at, Labels::new()) }
+    };
+    let mut all = Vec::new();
+    for i in 0..5 {
+        all.push(add(&format!("a{i:07}"), T0 + HOUR));
+    }
+    all.push(add("x0000000", T0 + SECOND));
+    all.push(add("r0000000", T0 + HOUR));
+    all.push(add("u0000000", T0 + HOUR));
+    for t in &all {
+        store.insert_enrollment_token(t).await.unwrap();
+    }
+    assert!(store.revoke_enrollment_token("r0000000", T0 + 9 * SECOND).await.unwrap());
+    store
+        .enroll_host("u0000000", &secret_hash("u0000000"), T0 + 9 * SECOND, &new_host("h1", "web-1", Labels::new()))
+        .await
+        .unwrap();
+    let now = T0 + 10 * SECOND;
+    let ids = |v: &[EnrollmentTokenRecord]| v.iter().map(|t| t.id.clone()).collect::<Vec<_>>();
+    let (active, rest, total) = store.enrollment_tokens_page(now, 3, 2).await.unwrap();
+    assert_eq!(ids(&active), ["a0000004", "a0000003", "a0000002"], "active, newest first, at most 3");
+    assert_eq!(ids(&rest), ["u0000000", "r0000000"], "the others, newest first, at most 2");
+    assert_eq!(total, 8);
+    let (active, rest, _) = store.enrollment_tokens_page(now, 10, 10).await.unwrap();
+    assert_eq!((active.len(), ids(&rest)), (5, vec!["u0000000".into(), "r0000000".into(), "x0000000".into()]));
 }
 
 async fn case_enrollment_tokens_insert_list_revoke(store: Store) {

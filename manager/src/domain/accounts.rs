@@ -69,6 +69,18 @@ pub async fn list_enrollment_tokens(state: &AppState) -> Result<Vec<EnrollmentTo
     Ok(state.store.list_enrollment_tokens().await?.iter().map(|t| t.to_api(now)).collect())
 }
 
+/// Up to `limit` tokens that can still enroll a host and up to `others` of
+/// the rest (used up, expired, revoked), newest first, and the number stored.
+pub async fn enrollment_tokens_page(
+    state: &AppState,
+    limit: u32,
+    others: u32,
+) -> Result<(Vec<EnrollmentTokenInfo>, Vec<EnrollmentTokenInfo>, u64)> {
+    let now = now_millis();
+    let (active, rest, total) = state.store.enrollment_tokens_page(now, limit, others).await?;
+    Ok((active.iter().map(|t| t.to_api(now)).collect(), rest.iter().map(|t| t.to_api(now)).collect(), total))
+}
+
 pub async fn revoke_enrollment_token(state: &AppState, actor: &Actor, id: &str) -> Result<()> {
     if !state.store.revoke_enrollment_token(id, now_millis()).await? {
         return Err(DomainError::NotFound(format!("enrollment token {id} not found")));

@@ -98,39 +98,42 @@ pub async fn remove_host(state: &AppState, actor: &Actor, cluster: &str, host: &
 
 /// A cluster's hosts with their facts, labels and status, by hostname.
 pub async fn member_hosts(state: &AppState, cluster: &str) -> Result<Vec<crate::model::Host>> {
+    load_cluster(state, cluster).await?;
+    let mut filter = crate::store::HostFilter {
+        in_cluster: Some(cluster.to_owned()),
+        limit: super::hosts::MAX_PAGE,
+        ..Default::default()
+    };
     let mut out = Vec::new();
-    for id in hosts(state, cluster).await? {
-        if let Some(h) = state.store.host(&id).await? {
-            out.push(h);
+    loop {
+        let page = super::hosts::list(state, &filter).await?;
+        let n = page.items.len();
+        out.extend(page.items);
+        if n < filter.limit as usize {
+            return Ok(out);
         }
+        filter.offset += filter.limit;
     }
-    out.sort_by(|a, b| a.hostname.cmp(&b.hostname).then_with(|| a.id.cmp(&b.id)));
-    Ok(out)
 }
 
 /// Hosts that could join a cluster (enrolled, not decommissioned, not in it),
 /// by hostname: at most `limit` of them, and whether there were more.
 pub async fn candidate_hosts(state: &AppState, cluster: &str, limit: u32) -> Result<(Vec<crate::model::Host>, bool)> {
-    let members: std::collections::HashSet<String> = hosts(state, cluster).await?.into_iter().collect();
-    let mut out = Vec::new();
-    let mut filter = crate::store::HostFilter { limit: super::hosts::MAX_PAGE, ..Default::default() };
-    loop {
-        let page = super::hosts::list(state, &filter).await?;
-        let n = page.items.len();
-        for h in page.items {
-            let status = state.registry.host_status(&h.id).unwrap_or(h.status);
-            if status != crate::model::HostStatus::Decommissioned && !members.contains(&h.id) {
-                if out.len() as u32 >= limit {
-                    return Ok((out, true));
-                }
-                out.push(h);
-            }
-        }
-        if n < filter.limit as usize {
-            return Ok((out, false));
-        }
-        filter.offset += filter.limit;
-    }
+    load_cluster(state, cluster).await?;
+    let filter = crate::store::HostFilter {
+        outside_cluster: Some(cluster.to_owned()),
+        limit: limit.clamp(1, super::hosts::MAX_PAGE),
+        ..Default::default()
+    };
+    let page = super::hosts::list(state, &filter).await?;
+    // The registry knows of a decommissioning the store may not have yet.
+    let more = page.total > page.items.len() as u64;
+    let hosts = page
+        .items
+        .into_iter()
+        .filter(|h| state.registry.host_status(&h.id) != Some(crate::model::HostStatus::Decommissioned))
+        .collect();
+    Ok((hosts, more))
 }
 
 /// The parcel versions a cluster holds (distributed or active).

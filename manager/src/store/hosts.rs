@@ -58,6 +58,11 @@ pub struct HostFilter {
     pub kind: Option<crate::model::HostKind>,
     /// Substring of the hostname or of one of the addresses.
     pub text: Option<String>,
+    /// Only hosts not in this cluster and not decommissioned (hosts a
+    /// cluster can take).
+    pub outside_cluster: Option<String>,
+    /// Only hosts in this cluster.
+    pub in_cluster: Option<String>,
     /// Order of the page; ties are broken by hostname, then id.
     pub sort: HostSort,
     pub descending: bool,
@@ -357,6 +362,17 @@ impl Store {
             cond.push_str(&format!(" AND LOWER(hostname) LIKE ${} ESCAPE '\\'", args.len()));
         }
         push_filter(&mut cond, &mut args, "kind = ", f.kind.map(|k| Arg::Text(k.as_str().to_owned())));
+        if let Some(c) = &f.in_cluster {
+            args.push(Arg::Text(c.clone()));
+            cond.push_str(&format!(" AND id IN (SELECT host_id FROM cluster_hosts WHERE cluster = ${})", args.len()));
+        }
+        if let Some(c) = &f.outside_cluster {
+            args.push(Arg::Text(c.clone()));
+            cond.push_str(&format!(
+                " AND status <> 'decommissioned' AND id NOT IN (SELECT host_id FROM cluster_hosts WHERE cluster = ${})",
+                args.len()
+            ));
+        }
         if let Some(t) = &f.text {
             args.push(Arg::Text(contains_pattern(t)));
             args.push(Arg::Text(contains_pattern(t)));

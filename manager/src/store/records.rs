@@ -362,6 +362,37 @@ impl Store {
         Ok(())
     }
 
+    /// At most `limit` tokens that can still enroll a host (not revoked,
+    /// not expired, uses left) and at most `others` of the rest, each newest
+    /// first, with how many tokens are stored in all.
+    pub async fn enrollment_tokens_page(
+        &self,
+        now: UnixMillis,
+        limit: u32,
+        others: u32,
+    ) -> Result<(Vec<EnrollmentTokenRecord>, Vec<EnrollmentTokenRecord>, u64)> {
+        const ACTIVE: &str = "revoked_at IS NULL AND expires_at > $1 AND uses < max_uses";
+        let active = sqlx::query(&format!(
+            "SELECT * FROM enrollment_tokens WHERE {ACTIVE} ORDER BY created_at DESC, id LIMIT {limit}"
+        ))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let rest = sqlx::query(&format!(
+            "SELECT * FROM enrollment_tokens WHERE NOT ({ACTIVE}) ORDER BY created_at DESC, id LIMIT {others}"
+        ))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 =
+            get(&sqlx::query("SELECT COUNT(*) AS n FROM enrollment_tokens").fetch_one(&self.pool).await?, "n")?;
+        Ok((
+            active.iter().map(enrollment_token_from_row).collect::<Result<_>>()?,
+            rest.iter().map(enrollment_token_from_row).collect::<Result<_>>()?,
+            total as u64,
+        ))
+    }
+
     pub async fn list_enrollment_tokens(&self) -> Result<Vec<EnrollmentTokenRecord>> {
         let rows =
             sqlx::query("SELECT * FROM enrollment_tokens ORDER BY created_at DESC, id").fetch_all(&self.pool).await?;

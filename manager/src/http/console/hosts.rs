@@ -626,14 +626,13 @@ async fn add_page_with(
     created: Option<Value>,
     error: Option<String>,
 ) -> PageResult {
-    let all = domain::accounts::list_enrollment_tokens(state).await?;
-    // Every active token (they can still enroll a host), newest first, and the
-    // most recent others; the rest are counted, not listed (the SSH bootstrap
-    // and the Docker provider make one token per run).
-    let (active, inactive): (Vec<_>, Vec<_>) = all.iter().partition(|t| t.state.as_str() == "active");
-    let shown_active = active.len().min(MAX_TOKENS_SHOWN);
-    let shown_inactive = inactive.len().min(MAX_TOKENS_SHOWN.saturating_sub(shown_active).max(RECENT_INACTIVE_TOKENS));
-    let hidden = all.len() - shown_active - shown_inactive;
+    // Every active token (they can still enroll a host) up to 100, newest
+    // first, and the most recent others; the rest are counted, not listed
+    // (the SSH bootstrap and the Docker provider make one token per run).
+    let (active, inactive, total) =
+        domain::accounts::enrollment_tokens_page(state, MAX_TOKENS_SHOWN as u32, RECENT_INACTIVE_TOKENS as u32).await?;
+    let (shown_active, shown_inactive) = (active.len(), inactive.len());
+    let hidden = (total as usize).saturating_sub(shown_active + shown_inactive);
     let tokens: Vec<Value> = active
         .iter()
         .take(shown_active)
