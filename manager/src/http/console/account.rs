@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::hosts::confirm_page;
-use super::{CsrfForm, PageResult, Session, domain_message, redirect_with, url_encode};
+use super::{ConfirmForm, CsrfForm, PageResult, Session, domain_message, redirect_with, url_encode};
 use crate::AppState;
 use crate::domain::{self, DomainError};
 
@@ -139,12 +139,6 @@ async fn create_token(State(state): State<Arc<AppState>>, CsrfForm(session, form
         Err(e @ DomainError::Invalid(_)) => render(&state, &session, keep(domain_message(&e))).await,
         Err(e) => Err(e.into()),
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct ConfirmForm {
-    #[serde(default)]
-    confirmed: String,
 }
 
 async fn revoke_token(

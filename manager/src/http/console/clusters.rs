@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::hosts::confirm_page;
-use super::{ConsoleError, CsrfForm, PageResult, Session, domain_message, redirect_with, url_encode};
+use super::{ConfirmForm, ConsoleError, CsrfForm, PageResult, Session, domain_message, redirect_with, url_encode};
 use crate::AppState;
 use crate::domain::{self, DomainError};
 use crate::model::rfc3339;
@@ -220,12 +220,6 @@ async fn add_hosts(
         }
         Err(e) => return Err(e.into()),
     })
-}
-
-#[derive(Debug, Deserialize)]
-struct ConfirmForm {
-    #[serde(default)]
-    confirmed: String,
 }
 
 async fn remove_host(

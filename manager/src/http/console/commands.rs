@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::hosts::confirm_page;
-use super::{CsrfForm, PageResult, Session, commands_row, domain_message, redirect_with, url_encode};
+use super::{ConfirmForm, CsrfForm, PageResult, Session, commands_row, domain_message, redirect_with, url_encode};
 use crate::AppState;
 use crate::domain::commands::{CommandState, CommandView, StepState};
 use crate::domain::{self, DomainError};
@@ -200,12 +200,6 @@ async fn show(State(state): State<Arc<AppState>>, session: Session, Path(id): Pa
             "href": format!("/commands/{}", url_encode(&c.id)),
         }),
     ))
-}
-
-#[derive(Debug, Deserialize)]
-struct ConfirmForm {
-    #[serde(default)]
-    confirmed: String,
 }
 
 async fn abort(

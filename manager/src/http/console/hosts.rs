@@ -12,7 +12,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::charts::{self, Series};
-use super::{ConsoleError, CsrfForm, PageResult, Session, domain_message, human_bytes, redirect_with, url_encode};
+use super::{
+    ConfirmForm, ConsoleError, CsrfForm, PageResult, Session, domain_message, human_bytes, redirect_with, url_encode,
+};
 use crate::AppState;
 use crate::domain::{self, DomainError};
 use crate::model::{Host, HostStatus, now_millis};
@@ -577,12 +579,6 @@ fn labels_text(h: &Host) -> String {
         return "none".into();
     }
     h.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
-}
-
-#[derive(Debug, Deserialize)]
-struct ConfirmForm {
-    #[serde(default)]
-    confirmed: String,
 }
 
 async fn decommission(

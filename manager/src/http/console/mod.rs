@@ -243,6 +243,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The form of a confirmation step: `confirmed=yes` once the user has seen
+/// what the action will do (see `hosts::confirm_page`).
+#[derive(Debug, Deserialize)]
+pub(crate) struct ConfirmForm {
+    #[serde(default)]
+    pub confirmed: String,
+}
+
 /// A 303 redirect to `to` with a flash message shown on the next page.
 pub fn redirect_with(to: &str, ok: bool, message: &str) -> Response {
     let value: String =

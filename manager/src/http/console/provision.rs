@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::hosts::confirm_page;
-use super::{ConsoleError, CsrfForm, PageResult, Session, redirect_with, url_encode};
+use super::{ConfirmForm, ConsoleError, CsrfForm, PageResult, Session, redirect_with, url_encode};
 use crate::AppState;
 use crate::bootstrap::{self, AuthRequest, BootstrapRequest, Secret, StartError};
 use crate::domain::{self, DomainError};
@@ -461,12 +461,6 @@ async fn docker_create(
         Err(ProviderError::Engine(m)) => docker_form_page(&state, &session, &form, error_at("form", m)).await,
         Err(e) => Err(provider_error(e)),
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct ConfirmForm {
-    #[serde(default)]
-    confirmed: String,
 }
 
 /// Removes one container with its volume and decommissions its host, after

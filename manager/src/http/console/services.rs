@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use super::clusters::{cluster_href, service_href};
 use super::hosts::confirm_page;
-use super::{ConsoleError, CsrfForm, PageResult, Session, domain_message, redirect_with, url_encode};
+use super::{ConfirmForm, ConsoleError, CsrfForm, PageResult, Session, domain_message, redirect_with, url_encode};
 use crate::AppState;
 use crate::domain::commands::{NewCommand, ServiceCommand};
 use crate::domain::config::ConfigPatch;
@@ -366,12 +366,6 @@ async fn add_role(
         ) => service_page(&state, &session, &c, &s, &form, Some(domain_message(&e))).await,
         Err(e) => Err(e.into()),
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct ConfirmForm {
-    #[serde(default)]
-    confirmed: String,
 }
 
 async fn remove_role(
