@@ -25,6 +25,27 @@ pub struct ManagerConfig {
     #[arg(long, env = "DROVER_HTTP_ADDR", default_value = "127.0.0.1:7180")]
     pub http_addr: SocketAddr,
 
+    /// PEM certificate chain (server certificate first) for HTTPS on
+    /// --http-addr; needs --http-tls-key. Reloaded on SIGHUP and when the file
+    /// changes. Without it, a non-loopback --http-addr is served over HTTPS
+    /// with a certificate from the manager's own CA (see docs/tls.md).
+    #[arg(long, env = "DROVER_HTTP_TLS_CERT", value_name = "FILE", requires = "http_tls_key")]
+    pub http_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --http-tls-cert.
+    #[arg(long, env = "DROVER_HTTP_TLS_KEY", value_name = "FILE", requires = "http_tls_cert")]
+    pub http_tls_key: Option<PathBuf>,
+
+    /// Serve plain HTTP on a non-loopback --http-addr (behind a TLS-terminating
+    /// proxy, say). Without it such an address gets HTTPS.
+    #[arg(long, env = "DROVER_HTTP_INSECURE", conflicts_with_all = ["http_tls_cert", "http_tls_key"])]
+    pub http_insecure: bool,
+
+    /// How often the --http-tls-cert and --http-tls-key files are checked for
+    /// changes (0s: only on SIGHUP).
+    #[arg(long, env = "DROVER_HTTP_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub http_tls_reload_interval: Duration,
+
     /// Address agents connect to (gRPC over mutual TLS).
     #[arg(long, env = "DROVER_GRPC_ADDR", default_value = "0.0.0.0:7182")]
     pub grpc_addr: SocketAddr,
@@ -141,6 +162,18 @@ impl ManagerConfig {
                 humantime::format_duration(self.host_lost_after),
                 humantime::format_duration(self.heartbeat_interval)
             );
+        }
+        match (&self.http_tls_cert, &self.http_tls_key) {
+            (Some(_), None) => anyhow::bail!("--http-tls-cert needs --http-tls-key (the certificate's private key)"),
+            (None, Some(_)) => {
+                anyhow::bail!("--http-tls-key needs --http-tls-cert (the certificate chain it belongs to)")
+            }
+            (Some(_), Some(_)) if self.http_insecure => {
+                anyhow::bail!(
+                    "--http-insecure asks for plain HTTP but --http-tls-cert/--http-tls-key ask for HTTPS; give one or the other"
+                )
+            }
+            _ => {}
         }
         if self.desired_resync_interval < Duration::from_secs(1) {
             anyhow::bail!("--desired-resync-interval must be at least 1s");

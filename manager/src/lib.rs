@@ -67,6 +67,9 @@ pub struct AppState {
     /// The parcel repository (own and followed).
     pub parcels: parcels::ParcelRepo,
     pub started_at: Instant,
+    /// Whether the REST API and console are served over HTTPS (session
+    /// cookies are then `Secure`).
+    pub https: bool,
 }
 
 impl std::fmt::Debug for AppState {
@@ -168,6 +171,7 @@ impl Manager {
         config.grpc_addr = grpc.local_addr()?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
+        let http_tls = http::tls::HttpTls::choose(&config)?;
         let url = config.database_url();
         let store = Store::open(&url).await.with_context(|| format!("open database {}", redact_url(&url)))?;
         auth::bootstrap_admin(&store, &config.data_dir, config.admin_password.as_deref()).await?;
@@ -195,6 +199,7 @@ impl Manager {
             pki,
             basic_cache: auth::BasicCache::default(),
             started_at: Instant::now(),
+            https: http_tls.is_https(),
         });
 
         state.desired.load_all(&state).await.context("compute desired state")?;
@@ -225,8 +230,9 @@ impl Manager {
             }
         });
 
+        let https = http_tls.server(&state.pki, state.config.http_tls_reload_interval)?;
         let mut stop = shutdown.subscribe();
-        tasks.spawn(http::serve(http, state.clone(), async move { stopped(&mut stop).await }));
+        tasks.spawn(http::serve(http, state.clone(), https, async move { stopped(&mut stop).await }));
 
         tasks.spawn(background(state.clone(), shutdown.subscribe()));
         tasks.spawn(desired_loop(state.clone(), shutdown.subscribe()));

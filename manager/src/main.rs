@@ -71,7 +71,8 @@ async fn run(config: ManagerConfig) -> anyhow::Result<()> {
     let mut handle = Manager::start(config, http, grpc).await?;
     let password_file = data_dir.join("initial-admin-password");
     eprintln!("Drover manager {} is running", env!("CARGO_PKG_VERSION"));
-    eprintln!("  console and REST API: http://{}/", handle.http_addr);
+    let scheme = if handle.state.https { "https" } else { "http" };
+    eprintln!("  console and REST API: {scheme}://{}/", handle.http_addr);
     eprintln!("  agents connect to:    https://{} (CA {})", handle.grpc_addr, handle.state.pki.ca_fingerprint());
     if password_file.exists() {
         eprintln!("  sign in as admin with the password in {}", password_file.display());

@@ -35,6 +35,20 @@ pub enum SignError {
     Sign(String),
 }
 
+/// A server certificate issued by the CA: PEM chain `[server, CA]`, its key
+/// and the names it is valid for.
+pub struct ServerCert {
+    pub chain_pem: String,
+    pub key_pem: String,
+    pub names: Vec<String>,
+}
+
+impl std::fmt::Debug for ServerCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCert").field("names", &self.names).finish_non_exhaustive()
+    }
+}
+
 /// A signed host certificate.
 #[derive(Debug, Clone)]
 pub struct IssuedCert {
@@ -109,16 +123,37 @@ impl Pki {
             .self_signed(&ca_key)
             .context("load CA")?;
 
+        let mut pki = Pki {
+            ca_pem,
+            ca_fingerprint,
+            issuer,
+            issuer_key: ca_key,
+            server_chain_pem: String::new(),
+            server_key_pem: String::new(),
+        };
+        let server = pki.issue_server_cert(advertise)?;
+        write_file(&dir.join(SERVER_KEY), server.key_pem.as_bytes(), true)?;
+        write_file(&dir.join(SERVER_CERT), server.chain_pem.as_bytes(), false)?;
+        tracing::info!(names = ?server.names, "issued server certificate");
+        pki.server_chain_pem = server.chain_pem;
+        pki.server_key_pem = server.key_pem;
+        Ok(pki)
+    }
+
+    /// Issues a server certificate (valid 397 days) for `names` plus
+    /// localhost, 127.0.0.1 and ::1: the gRPC listener's, and the HTTPS
+    /// listener's when no certificate is given for it.
+    pub fn issue_server_cert(&self, names: &[String]) -> anyhow::Result<ServerCert> {
         let server_key = KeyPair::generate().context("generate server key")?;
-        let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-        for a in advertise {
+        let mut all: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+        for a in names {
             let a = a.trim();
-            if !a.is_empty() && !names.iter().any(|n| n == a) {
-                names.push(a.to_owned());
+            if !a.is_empty() && !all.iter().any(|n| n == a) {
+                all.push(a.to_owned());
             }
         }
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.subject_alt_names = names
+        params.subject_alt_names = all
             .iter()
             .map(|n| match n.parse::<IpAddr>() {
                 Ok(ip) => Ok(SanType::IpAddress(ip)),
@@ -136,14 +171,13 @@ impl Pki {
         params.not_before = now - Duration::hours(1);
         params.not_after = now + Duration::days(397);
         params.serial_number = Some(random_serial());
-        let server = params.signed_by(&server_key, &issuer, &ca_key).context("issue server certificate")?;
-        let server_chain_pem = format!("{}{}", server.pem(), ca_pem);
-        let server_key_pem = server_key.serialize_pem();
-        write_file(&dir.join(SERVER_KEY), server_key_pem.as_bytes(), true)?;
-        write_file(&dir.join(SERVER_CERT), server_chain_pem.as_bytes(), false)?;
-        tracing::info!(names = ?names, "issued server certificate");
-
-        Ok(Pki { ca_pem, ca_fingerprint, issuer, issuer_key: ca_key, server_chain_pem, server_key_pem })
+        let server =
+            params.signed_by(&server_key, &self.issuer, &self.issuer_key).context("issue server certificate")?;
+        Ok(ServerCert {
+            chain_pem: format!("{}{}", server.pem(), self.ca_pem),
+            key_pem: server_key.serialize_pem(),
+            names: all,
+        })
     }
 
     pub fn ca_pem(&self) -> &str {

@@ -25,6 +25,7 @@ pub mod openapi;
 pub mod parcels;
 pub mod providers;
 pub mod services;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -81,16 +82,23 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves the router on `listener` until `shutdown` resolves.
+/// Serves the router on `listener` until `shutdown` resolves: over TLS when
+/// `https` is given (see [`tls`]), else plain HTTP.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
+    https: Option<tls::HttpsServer>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::error!(error = %e, "HTTP server failed");
-    }
+    let app = router(state.clone());
+    let Some(https) = https else {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+        return;
+    };
+    tls::serve(listener, app, https, state, shutdown).await;
 }
 
 /// An error returned by a REST handler.

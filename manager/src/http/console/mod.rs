@@ -395,8 +395,9 @@ pub(crate) async fn start_session(state: &AppState, user: &UserRecord) -> Result
         .insert_web_session(&sha256_hex(&sid), &user.id, now, now + SESSION_TTL_MS)
         .await
         .map_err(|e| ConsoleError::from(DomainError::from(e)))?;
+    let secure = if state.https { "; Secure" } else { "" };
     let cookie =
-        format!("{SESSION_COOKIE}={sid}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", SESSION_TTL_MS / 1000);
+        format!("{SESSION_COOKIE}={sid}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}", SESSION_TTL_MS / 1000);
     HeaderValue::from_str(&cookie).map_err(|e| ConsoleError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
