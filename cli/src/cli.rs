@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use reqwest::Url;
 
 use crate::labels::{Selector, parse_label, parse_selector_arg};
+use crate::trust::Fingerprint;
 
 /// Command-line client of the Drover manager's REST API.
 ///
@@ -15,6 +16,10 @@ use crate::labels::{Selector, parse_label, parse_selector_arg};
 /// --password-file, then ./drover-data/initial-admin-password if it exists
 /// (the file `drover-manager` writes on first start when run from the same
 /// directory).
+///
+/// `drover login URL` saves the manager's URL, the user and how to verify it
+/// (--ca-pin or --ca-cert) in a config file that later commands use unless
+/// flags or DROVER_* variables say otherwise (see docs/tls.md).
 #[derive(Debug, Parser)]
 #[command(name = "drover", version)]
 pub struct Cli {
@@ -28,13 +33,14 @@ pub struct Cli {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// Base URL of the manager's REST API (its --http-addr).
-    #[arg(long, env = "DROVER_URL", default_value = "http://127.0.0.1:7180", value_parser = parse_base_url, global = true)]
-    pub url: Url,
+    /// Base URL of the manager's REST API (its --http-addr) [default: the
+    /// config file's, else http://127.0.0.1:7180].
+    #[arg(long, env = "DROVER_URL", value_parser = parse_base_url, global = true)]
+    pub url: Option<Url>,
 
-    /// User to sign in as with a password.
-    #[arg(long, env = "DROVER_USER", default_value = "admin", global = true)]
-    pub user: String,
+    /// User to sign in as with a password [default: the config file's, else admin].
+    #[arg(long, env = "DROVER_USER", global = true)]
+    pub user: Option<String>,
 
     /// Password of --user.
     #[arg(long, env = "DROVER_PASSWORD", hide_env_values = true, global = true)]
@@ -50,6 +56,22 @@ pub struct GlobalArgs {
     #[arg(long, env = "DROVER_API_TOKEN", hide_env_values = true, global = true)]
     pub api_token: Option<String>,
 
+    /// Verify an HTTPS manager against the CA certificate(s) in this PEM file
+    /// only (the manager's own CA is DATA_DIR/ca.pem on its host).
+    #[arg(long, env = "DROVER_CA_CERT", value_name = "FILE", global = true, conflicts_with = "ca_pin")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Verify an HTTPS manager by its CA's SHA-256 fingerprint (sha256:HEX,
+    /// as drover-manager prints it at start): the manager must present that
+    /// CA and a certificate it issued for the URL's host.
+    #[arg(long, env = "DROVER_CA_PIN", value_name = "sha256:HEX", value_parser = parse_pin, global = true)]
+    pub ca_pin: Option<Fingerprint>,
+
+    /// Config file `drover login` writes and later commands read
+    /// [default: ~/.config/drover/config.toml].
+    #[arg(long, env = "DROVER_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+
     /// How to print results: aligned tables for people, or the API's JSON.
     #[arg(long, env = "DROVER_OUTPUT", value_enum, default_value_t = OutputFormat::Table, global = true)]
     pub output: OutputFormat,
@@ -63,6 +85,13 @@ pub enum OutputFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check that the manager at URL can be reached, verified (--ca-pin,
+    /// --ca-cert, or public roots) and signed in to, then save URL, user and
+    /// how to verify it in the config file for later commands. Credentials
+    /// are not saved (a --password-file path is).
+    ///
+    /// Example: drover login https://manager.example:7180 --ca-pin sha256:3f1c...
+    Login(LoginArgs),
     /// List, inspect, label and decommission enrolled hosts.
     #[command(subcommand)]
     Hosts(HostsCommand),
@@ -92,6 +121,13 @@ pub enum Command {
     /// Hosts the manager creates itself: `drover provider docker up|down|list`.
     #[command(subcommand)]
     Provider(ProviderCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The manager's REST API, e.g. https://manager.example:7180.
+    #[arg(value_parser = parse_base_url)]
+    pub url: Url,
 }
 
 #[derive(Debug, Subcommand)]
@@ -611,6 +647,11 @@ pub fn parse_base_url(s: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// Parses a CA fingerprint (`sha256:HEX`).
+pub fn parse_pin(s: &str) -> Result<Fingerprint, String> {
+    s.parse()
+}
+
 /// Parses a humantime duration into whole seconds, at least one.
 pub fn parse_ttl(s: &str) -> Result<u64, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{e}; expected a duration such as 30m, 1h or 7d"))?;
@@ -714,6 +755,21 @@ mod tests {
                 .unwrap()
         );
         assert!(!parse(&["parcel", "list"]).map(|c| matches!(c.command, Command::Parcel(p) if p.is_local())).unwrap());
+    }
+
+    #[test]
+    fn login_takes_a_url_and_the_trust_flags() {
+        let pin = format!("sha256:{}", "ab".repeat(32));
+        let cli = Cli::try_parse_from(["drover", "login", "https://m:7180", "--ca-pin", &pin]).unwrap();
+        let Command::Login(args) = cli.command else { panic!("wrong command") };
+        assert_eq!(args.url.as_str(), "https://m:7180/");
+        assert_eq!(cli.global.ca_pin.map(|p| p.to_string()), Some(pin.clone()));
+        assert!(Cli::try_parse_from(["drover", "login"]).is_err(), "URL is required");
+        assert!(
+            Cli::try_parse_from(["drover", "whoami", "--ca-pin", &pin, "--ca-cert", "ca.pem"]).is_err(),
+            "a pin and a CA file are one too many"
+        );
+        assert!(Cli::try_parse_from(["drover", "whoami", "--ca-pin", "sha256:12"]).is_err());
     }
 
     #[test]

@@ -90,6 +90,8 @@ pub async fn run(ctx: &Context, command: Command, prompt: &mut dyn Prompt) -> an
         Command::Provider(crate::cli::ProviderCommand::Docker(command)) => {
             crate::remote_hosts::docker(ctx, command).await
         }
+        // It saves settings rather than using a client: see `crate::login`.
+        Command::Login(_) => bail!("drover login runs before a client is made; call drover_cli::login::login"),
     }
 }
 
@@ -284,6 +286,10 @@ async fn whoami(ctx: &Context) -> anyhow::Result<String> {
     let value = ctx.client.get(&["users", "me"], NO_QUERY).await?;
     let manager = ctx.client.display_url();
     let credentials = ctx.client.credentials().describe();
+    let manager = match ctx.client.base_url().scheme() {
+        "https" => format!("{manager} (verified with {})", ctx.client.trust().describe()),
+        _ => manager,
+    };
     present(ctx, value, |u: &User| render::whoami(u, &manager, &credentials, Utc::now()))
 }
 

@@ -1,7 +1,9 @@
 //! The `drover` command-line client of the manager's REST API: its command
 //! line ([`cli`]), one function per command ([`commands`], [`lifecycle`],
 //! [`remote_hosts`], [`parcel`] for local parcel files), the outbound client
-//! ([`manager_client`]) and how answers look to people ([`render`]). A library
+//! ([`manager_client`]) with how it verifies the manager ([`trust`]) and
+//! where its settings come from ([`settings`], the config file `drover
+//! login` writes), and how answers look to people ([`render`]). A library
 //! with a thin binary (`main.rs`), so the tests in `tests/` run whole commands
 //! against a manager in the same process.
 //!
@@ -13,7 +15,10 @@ pub mod cli;
 pub mod commands;
 pub mod labels;
 pub mod lifecycle;
+pub mod login;
 pub mod manager_client;
 pub mod parcel;
 pub mod remote_hosts;
 pub mod render;
+pub mod settings;
+pub mod trust;

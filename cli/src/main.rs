@@ -10,10 +10,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use drover_cli::cli::{Cli, Command, GlobalArgs};
 use drover_cli::commands::{self, Context, TerminalPrompt};
-use drover_cli::manager_client::{
-    ApiFailure, CredentialOptions, DEFAULT_PASSWORD_FILE, ManagerClient, resolve_credentials,
-};
-use drover_cli::parcel;
+use drover_cli::manager_client::{ApiFailure, DEFAULT_PASSWORD_FILE};
+use drover_cli::settings::{self, Config};
+use drover_cli::trust::TlsFailure;
+use drover_cli::{login, parcel};
 
 fn main() -> ExitCode {
     let Cli { global, command } = Cli::parse();
@@ -49,7 +49,11 @@ fn finish(result: anyhow::Result<String>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e:#}");
-            if let Some(hint) = e.downcast_ref::<ApiFailure>().and_then(|f| f.hint.as_deref()) {
+            let hint = match e.downcast_ref::<ApiFailure>() {
+                Some(f) => f.hint.as_deref(),
+                None => e.downcast_ref::<TlsFailure>().and_then(|f| f.hint.as_deref()),
+            };
+            if let Some(hint) = hint {
                 eprintln!("hint: {hint}");
             }
             ExitCode::FAILURE
@@ -58,13 +62,12 @@ fn finish(result: anyhow::Result<String>) -> ExitCode {
 }
 
 async fn run(g: GlobalArgs, command: Command) -> anyhow::Result<String> {
-    let options = CredentialOptions {
-        user: g.user,
-        password: g.password,
-        password_file: g.password_file,
-        api_token: g.api_token,
-    };
-    let credentials = resolve_credentials(&options, Path::new(DEFAULT_PASSWORD_FILE))?;
-    let ctx = Context { client: ManagerClient::new(g.url, credentials)?, output: g.output };
+    let config = Config::locate(g.config.as_deref())?;
+    let default_password_file = Path::new(DEFAULT_PASSWORD_FILE);
+    if let Command::Login(args) = &command {
+        return login::login(&g, args, &config, default_password_file).await;
+    }
+    let resolved = settings::resolve(&g, &config, None)?;
+    let ctx = Context { client: resolved.client(default_password_file)?, output: g.output };
     commands::run(&ctx, command, &mut TerminalPrompt).await
 }

@@ -12,6 +12,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::trust::Trust;
+
 /// How long one request may take, connecting included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -141,17 +143,28 @@ pub struct ManagerClient {
     http: reqwest::Client,
     base: Url,
     credentials: Credentials,
+    trust: Trust,
 }
 
 impl ManagerClient {
+    /// A client that verifies an HTTPS manager with the public roots.
     pub fn new(base: Url, credentials: Credentials) -> anyhow::Result<ManagerClient> {
-        let http = reqwest::Client::builder()
+        Self::with_trust(base, credentials, Trust::System)
+    }
+
+    /// A client that verifies an HTTPS manager as `trust` says.
+    pub fn with_trust(base: Url, credentials: Credentials, trust: Trust) -> anyhow::Result<ManagerClient> {
+        let builder = reqwest::Client::builder()
             .user_agent(concat!("drover-cli/", env!("CARGO_PKG_VERSION")))
             .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .context("build the HTTP client")?;
-        Ok(ManagerClient { http, base, credentials })
+            .connect_timeout(CONNECT_TIMEOUT);
+        let http = trust.configure(builder)?.build().context("build the HTTP client")?;
+        Ok(ManagerClient { http, base, credentials, trust })
+    }
+
+    /// How the manager is verified.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
     }
 
     /// The manager's URL as the user gave it, for messages.
@@ -213,9 +226,15 @@ impl ManagerClient {
         method: &Method,
         segments: &[&str],
     ) -> anyhow::Result<Option<Value>> {
-        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => return Err(self.transport_error(e).await),
+        };
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| self.transport_error(e))?;
+        let text = match resp.text().await {
+            Ok(text) => text,
+            Err(e) => return Err(self.transport_error(e).await),
+        };
         if !status.is_success() {
             let mut failure = api_failure(status, &text);
             if status == StatusCode::UNAUTHORIZED {
@@ -278,8 +297,11 @@ impl ManagerClient {
             .ok_or_else(|| anyhow!("the manager's answer to {what} is empty"))
     }
 
-    fn transport_error(&self, e: reqwest::Error) -> anyhow::Error {
+    async fn transport_error(&self, e: reqwest::Error) -> anyhow::Error {
         let url = self.display_url();
+        if let Some(cert_error) = crate::trust::certificate_error(&e) {
+            return crate::trust::explain(&self.base, &self.trust, cert_error).await.into();
+        }
         if e.is_connect() {
             anyhow!("cannot reach the manager at {url}: {}; is drover-manager running?", root_cause(&e))
         } else if e.is_timeout() {
