@@ -38,7 +38,7 @@ pub struct ManagerConfig {
 
     /// Serve plain HTTP on a non-loopback --http-addr (behind a TLS-terminating
     /// proxy, say). Without it such an address gets HTTPS.
-    #[arg(long, env = "DROVER_HTTP_INSECURE", conflicts_with_all = ["http_tls_cert", "http_tls_key"])]
+    #[arg(long, env = "DROVER_HTTP_INSECURE")]
     pub http_insecure: bool,
 
     /// How often the --http-tls-cert and --http-tls-key files are checked for

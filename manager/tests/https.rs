@@ -471,7 +471,7 @@ async fn sighup_reloads_the_certificate_files() {
 }
 
 #[tokio::test]
-async fn the_binary_refuses_half_a_certificate_pair_on_its_command_line() {
+async fn the_binary_refuses_half_a_pair_and_reads_drover_http_insecure_as_a_boolean() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_drover-manager"))
         .arg("--data-dir")
@@ -482,4 +482,40 @@ async fn the_binary_refuses_half_a_certificate_pair_on_its_command_line() {
     assert_eq!(out.status.code(), Some(2), "a usage error");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--http-tls-key"), "{stderr}");
+
+    // DROVER_HTTP_INSECURE is read as a boolean: `false` asks for nothing.
+    for (value, want) in [
+        ("true", "--http-insecure asks for plain HTTP but --http-tls-cert/--http-tls-key ask for HTTPS"),
+        ("false", "read --http-tls-cert /nonexistent/cert.pem"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_drover-manager"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+            .args(["--http-tls-cert", "/nonexistent/cert.pem", "--http-tls-key", "/nonexistent/key.pem"])
+            .env("DROVER_HTTP_INSECURE", value)
+            .env("DROVER_ADMIN_PASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "DROVER_HTTP_INSECURE={value}: {stderr}");
+        assert!(stderr.contains(want), "DROVER_HTTP_INSECURE={value}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn sighup_issues_a_new_certificate_from_the_managers_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let manager = ManagerProcess::spawn(&data, &["--http-addr", "0.0.0.0:0"]);
+    let url = manager.https_url().await.replace("0.0.0.0", "127.0.0.1");
+    let ca = data.join("ca.pem");
+    assert!(verifies(&url, &ca).await);
+    let fingerprint = |line: &str| line.split("certificate=").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    let first = fingerprint(&manager.wait_for_line(&["serving HTTPS", "issued by the manager's CA"]).await);
+
+    manager.signal(nix::sys::signal::Signal::SIGHUP);
+    let second = fingerprint(&manager.wait_for_line(&["reloaded the HTTPS certificate", "SIGHUP"]).await);
+    assert_ne!(first, second, "a new certificate");
+    assert!(verifies(&url, &ca).await, "issued by the same CA");
 }
