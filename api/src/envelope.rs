@@ -14,6 +14,10 @@ pub struct ErrorDetail {
     pub code: String,
     /// What went wrong, for a person.
     pub message: String,
+    /// With `forbidden` (403): the permission the caller lacks, e.g.
+    /// `config.write`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission: Option<String>,
 }
 
 /// A list answer: `{"items": [...]}`.

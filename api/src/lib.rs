@@ -15,6 +15,7 @@
 //! - [`clusters`], [`services`], [`roles`], [`config`], [`commands`]: the
 //!   service model, versioned configuration and commands;
 //! - [`parcels`]: the repository and the parcel lifecycle of clusters;
+//! - [`users`]: users, roles, grants and the permissions of each role;
 //! - [`providers`], [`bootstrap`]: hosts from the Docker provider and over
 //!   SSH;
 //! - [`envelope`]: [`Items`] (every list) and [`ErrorBody`] (every error);
@@ -38,6 +39,7 @@ pub mod providers;
 pub mod roles;
 pub mod services;
 pub mod tokens;
+pub mod users;
 pub mod whole;
 
 pub use envelope::{ErrorBody, ErrorDetail, Items};

@@ -234,14 +234,6 @@ impl EnrollmentTokenState {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct User {
-    pub id: String,
-    pub username: String,
-    pub role: String,
-    pub created_at: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Event {
     pub id: i64,
     pub at: String,
@@ -264,6 +256,14 @@ pub struct AuditEntry {
     pub object_type: String,
     pub object_id: String,
     pub summary: String,
+    /// How the change was asked for: `console`, `password` (HTTP Basic),
+    /// `token` (an API token) or `system`; empty for entries older than
+    /// this field.
+    #[serde(default)]
+    pub via: String,
+    /// The permission that allowed the change, e.g. `config.write`.
+    #[serde(default)]
+    pub permission: String,
 }
 
 /// One downsampled metrics bucket (averages over `resolution_s` seconds).

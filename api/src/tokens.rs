@@ -53,10 +53,16 @@ pub struct CreateApiToken {
         pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
     )]
     pub name: String,
-    /// Lifetime in seconds (at most ten years); omitted means it never expires.
+    /// Lifetime in seconds (at most ten years); omitted means the manager's
+    /// default (`--api-token-ttl`, 90 days unless set).
     #[serde(default, deserialize_with = "whole::option")]
     #[schema(minimum = 1, maximum = 315_360_000)]
     pub ttl_seconds: Option<u64>,
+    /// What the token may do, each grant within the user's own; omitted
+    /// means whatever the user may do (now and after any change to the
+    /// user's roles).
+    #[serde(default)]
+    pub grants: Option<Vec<crate::users::Grant>>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -75,6 +81,12 @@ pub struct ApiTokenInfo {
     pub name: String,
     pub created_at: String,
     pub expires_at: Option<String>,
+    /// Last time the token authenticated a request (to the minute).
+    #[serde(default)]
+    pub last_used_at: Option<String>,
+    /// The token's own grants; absent means its user's.
+    #[serde(default)]
+    pub grants: Option<Vec<crate::users::Grant>>,
 }
 
 /// The answer of `GET /api/v1/api-tokens`.

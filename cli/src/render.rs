@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use drover_api::history::{AuditList, EventList};
 use drover_api::hosts::HostList;
-use drover_api::model::{Host, HostMetrics, HostStatus, Labels, User};
+use drover_api::model::{Host, HostMetrics, HostStatus, Labels};
+use drover_api::users::Me;
 use drover_api::tokens::{CreatedApiToken, CreatedEnrollmentToken, EnrollmentTokenList};
 
 /// Placeholder for a value that is not known.
@@ -400,10 +401,16 @@ pub fn audit_table(list: &AuditList) -> String {
 }
 
 /// `whoami`.
-pub fn whoami(user: &User, manager: &str, credentials: &str, now: DateTime<Utc>) -> String {
+pub fn whoami(me: &Me, manager: &str, credentials: &str, now: DateTime<Utc>) -> String {
+    let user = &me.user;
+    let roles = if user.grants.is_empty() {
+        "none".to_owned()
+    } else {
+        user.grants.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(", ")
+    };
     key_values(&[
         ("User", user.username.clone()),
-        ("Role", user.role.clone()),
+        ("Roles", roles),
         ("ID", user.id.clone()),
         ("Created", absolute_and_relative(now, &user.created_at)),
         ("Manager", manager.to_owned()),
@@ -691,6 +698,8 @@ TIME                  SEVERITY  KIND       OBJECT         MESSAGE
                 object_type: "enrollment_token".into(),
                 object_id: "k3x9p2aa".into(),
                 summary: "revoked enrollment token".into(),
+                via: "password".into(),
+                permission: "fleet.enroll".into(),
             }],
         };
         let want = "\

@@ -149,6 +149,9 @@ impl BasicCache {
         let Some(rec) = store.user_by_name(user).await? else {
             return Ok(None);
         };
+        if rec.disabled || rec.password_hash.is_empty() {
+            return Ok(None);
+        }
         let hash = rec.password_hash.clone();
         let password = password.to_owned();
         let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
@@ -157,14 +160,17 @@ impl BasicCache {
         if !ok {
             return Ok(None);
         }
-        let mut entries = self.entries.lock().expect("cache lock");
-        if entries.len() >= BASIC_CACHE_MAX {
-            entries.retain(|_, (_, at)| at.elapsed() < BASIC_CACHE_TTL);
+        {
+            let mut entries = self.entries.lock().expect("cache lock");
             if entries.len() >= BASIC_CACHE_MAX {
-                entries.clear();
+                entries.retain(|_, (_, at)| at.elapsed() < BASIC_CACHE_TTL);
+                if entries.len() >= BASIC_CACHE_MAX {
+                    entries.clear();
+                }
             }
+            entries.insert(key, (rec.clone(), Instant::now()));
         }
-        entries.insert(key, (rec.clone(), Instant::now()));
+        store.touch_sign_in(&rec.id, now_millis()).await?;
         Ok(Some(rec))
     }
 }
@@ -195,7 +201,10 @@ pub async fn bootstrap_admin(store: &Store, data_dir: &Path, password: Option<&s
             id: uuid::Uuid::new_v4().to_string(),
             username: "admin".into(),
             password_hash: hash,
-            role: "admin".into(),
+            grants: vec![drover_api::users::Grant::global(drover_api::users::Role::Admin)],
+            disabled: false,
+            source: "local".into(),
+            last_sign_in_at: None,
             created_at: now_millis(),
         })
         .await?;

@@ -181,6 +181,8 @@ impl v1::agent_service_server::AgentService for AgentGrpc {
                 object_type: "host".into(),
                 object_id: host.id.clone(),
                 summary: format!("enrolled host {} ({}), labels {:?}", host.hostname, host.kind.as_str(), host.labels),
+                via: "enrollment-token".into(),
+                permission: String::new(),
             })
             .await;
         tracing::info!(host = %host.id, hostname = %host.hostname, token = %token_id, "host enrolled");

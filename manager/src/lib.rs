@@ -34,7 +34,7 @@ pub mod store;
 
 /// The plain data types shared with the REST API (`drover-api`), under the
 /// paths the manager's modules have always used.
-pub use drover_api::{model, whole};
+pub use drover_api::{model, users, whole};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -351,6 +351,8 @@ pub fn audit_entry(
         object_type: object_type.to_owned(),
         object_id: object_id.to_owned(),
         summary: summary.into(),
+        via: String::new(),
+        permission: String::new(),
     }
 }
 

@@ -245,7 +245,10 @@ async fn basic_auth_then_api_token_bearer() {
     let me = m.get("/api/v1/users/me", Auth::Admin).await;
     assert_eq!(me.status, StatusCode::OK, "{}", me.text());
     let me = me.json();
-    assert_eq!((me["username"].as_str(), me["role"].as_str()), (Some("admin"), Some("admin")));
+    assert_eq!(me["username"], "admin");
+    assert_eq!(me["grants"], json!([{"role": "admin"}]));
+    assert_eq!(me["via"], "password");
+    assert!(me["permissions"].as_array().unwrap().contains(&json!("users.write")), "{me}");
     let user_id = me["id"].as_str().expect("user id").to_owned();
     // The scheme name is case-insensitive.
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("admin:{ADMIN_PASSWORD}"));
@@ -258,7 +261,10 @@ async fn basic_auth_then_api_token_bearer() {
     let token = created["token"].as_str().expect("token").to_owned();
     assert!(token.starts_with("drvt_") && token.len() == 69, "{token}");
     assert_eq!(created["name"], "ci-pipeline");
-    assert_eq!(created["expires_at"], Value::Null);
+    // Without a lifetime a token lives 90 days.
+    let expires = chrono::DateTime::parse_from_rfc3339(created["expires_at"].as_str().expect("expires_at")).unwrap();
+    let days = (expires.timestamp_millis() - now_millis()) as f64 / 86_400_000.0;
+    assert!((89.9..=90.0).contains(&days), "{days} days");
 
     let resp = m.get("/api/v1/users/me", Auth::Bearer(&token)).await;
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
@@ -287,6 +293,7 @@ async fn basic_auth_then_api_token_bearer() {
             token_hash: sha256_hex(expired),
             created_at: now_millis() - 7_200_000,
             expires_at: Some(now_millis() - 1),
+            grants: None,
         })
         .await
         .unwrap();

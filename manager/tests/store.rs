@@ -21,6 +21,8 @@ use drover_manager::store::{
     EnrollmentTokenRecord, EventFilter, HeartbeatRow, HostFilter, MetricBucket, NewAudit, NewEvent, NewHost,
     RevisionRec, RoleRec, RoleStatusRec, ServiceRec, StepRec, Store, StoreError, UserRecord,
 };
+use drover_manager::store::{CommandFilter, UserChange};
+use drover_manager::users::{Grant, Role};
 use futures::FutureExt;
 
 /// 2023-11-14T22:00:00Z, on a whole hour.
@@ -182,6 +184,9 @@ store_suite! {
     migrations_apply_once_and_reopen => with_url(case_migrations_apply_once_and_reopen);
     users_insert_lookup_and_conflict => with_store(case_users_insert_lookup_and_conflict);
     api_tokens_expire => with_store(case_api_tokens_expire);
+    user_grants_and_the_last_admin => with_store(case_user_grants_and_last_admin);
+    disabled_users_and_scoped_tokens => with_store(case_disabled_users_and_scoped_tokens);
+    hosts_and_commands_filtered_by_cluster => with_store(case_hosts_and_commands_filtered_by_cluster);
     web_sessions_expire_and_delete => with_store(case_web_sessions_expire_and_delete);
     enrollment_tokens_insert_list_revoke => with_store(case_enrollment_tokens_insert_list_revoke);
     enrollment_tokens_page_splits_active_from_the_rest => with_store(case_enrollment_tokens_page);
@@ -246,7 +251,10 @@ fn user(id: &str, username: &str) -> UserRecord {
         id: id.to_owned(),
         username: username.to_owned(),
         password_hash: format!("$argon2id$fake${username}"),
-        role: "admin".into(),
+        grants: vec![Grant::global(Role::Admin)],
+        disabled: false,
+        source: "local".into(),
+        last_sign_in_at: None,
         created_at: T0,
     }
 }
@@ -388,6 +396,8 @@ fn audit(at: i64, username: &str, object_type: &str, object_id: &str) -> NewAudi
         object_type: object_type.to_owned(),
         object_id: object_id.to_owned(),
         summary: format!("{username} changed {object_id}"),
+        via: "token".into(),
+        permission: "hosts.write".into(),
     }
 }
 
@@ -440,10 +450,10 @@ async fn case_users_insert_lookup_and_conflict(store: Store) {
             alice.id.as_str(),
             alice.username.as_str(),
             alice.password_hash.as_str(),
-            alice.role.as_str(),
+            alice.grants.clone(),
             alice.created_at
         ),
-        ("u1", "alice", "$argon2id$fake$alice", "admin", T0)
+        ("u1", "alice", "$argon2id$fake$alice", vec![Grant::global(Role::Admin)], T0)
     );
     // Lookups are exact, not prefix or case-folded.
     assert!(store.user_by_name("ali").await.unwrap().is_none());
@@ -465,6 +475,7 @@ async fn case_api_tokens_expire(store: Store) {
         token_hash: sha256_hex("drvt_expiring"),
         created_at: T0,
         expires_at: Some(T0 + HOUR),
+        grants: None,
     };
     let forever = ApiTokenRecord {
         id: "at2".into(),
@@ -476,7 +487,7 @@ async fn case_api_tokens_expire(store: Store) {
     store.insert_api_token(&expiring).await.unwrap();
     store.insert_api_token(&forever).await.unwrap();
 
-    let owner = |u: Option<UserRecord>| u.map(|u| u.username);
+    let owner = |u: Option<(UserRecord, Option<Vec<Grant>>)>| u.map(|(u, _)| u.username);
     let hash = sha256_hex("drvt_expiring");
     assert_eq!(owner(store.user_by_api_token(&hash, T0).await.unwrap()), Some("alice".into()));
     assert_eq!(owner(store.user_by_api_token(&hash, T0 + HOUR - 1).await.unwrap()), Some("alice".into()));
@@ -484,6 +495,133 @@ async fn case_api_tokens_expire(store: Store) {
     let hash = sha256_hex("drvt_forever");
     assert_eq!(owner(store.user_by_api_token(&hash, T0 + 1000 * 24 * HOUR).await.unwrap()), Some("alice".into()));
     assert_eq!(owner(store.user_by_api_token(&sha256_hex("drvt_unknown"), T0).await.unwrap()), None);
+}
+
+async fn case_user_grants_and_last_admin(store: Store) {
+    store.insert_user(&user("u1", "alice")).await.unwrap();
+    let bob = UserRecord {
+        grants: vec![Grant::on(Role::Operator, "prod"), Grant::global(Role::Viewer), Grant::on(Role::Operator, "prod")],
+        ..user("u2", "bob")
+    };
+    store.insert_user(&bob).await.unwrap();
+    let read = store.user_by_name("bob").await.unwrap().unwrap();
+    assert_eq!(read.grants, vec![Grant::global(Role::Viewer), Grant::on(Role::Operator, "prod")], "deduplicated");
+    let listed: Vec<(String, usize)> =
+        store.list_users(100).await.unwrap().into_iter().map(|u| (u.username, u.grants.len())).collect();
+    assert_eq!(listed, [("alice".to_owned(), 1), ("bob".to_owned(), 2)]);
+
+    // Alice is the only enabled admin: she can be neither demoted, disabled nor deleted.
+    let viewer = [Grant::global(Role::Viewer)];
+    assert_eq!(store.update_user("u1", Some(&viewer), None).await.unwrap(), UserChange::LastAdmin);
+    assert_eq!(store.update_user("u1", None, Some(true)).await.unwrap(), UserChange::LastAdmin);
+    assert_eq!(store.delete_user("u1").await.unwrap(), UserChange::LastAdmin);
+    let alice = store.user_by_name("alice").await.unwrap().unwrap();
+    assert_eq!((alice.grants.clone(), alice.disabled), (vec![Grant::global(Role::Admin)], false), "nothing half-applied");
+    // An admin on one cluster does not count (and cannot be granted there by the domain).
+    assert_eq!(store.update_user("u9", None, Some(true)).await.unwrap(), UserChange::NotFound);
+
+    // With bob an enabled admin too, alice can go.
+    let admin = [Grant::global(Role::Admin)];
+    assert_eq!(store.update_user("u2", Some(&admin), None).await.unwrap(), UserChange::Done);
+    assert_eq!(store.update_user("u1", None, Some(true)).await.unwrap(), UserChange::Done);
+    // ...but now bob is the last enabled one.
+    assert_eq!(store.delete_user("u2").await.unwrap(), UserChange::LastAdmin);
+    assert_eq!(store.update_user("u1", None, Some(false)).await.unwrap(), UserChange::Done);
+    assert_eq!(store.delete_user("u2").await.unwrap(), UserChange::Done);
+    assert!(store.user_by_name("bob").await.unwrap().is_none());
+    assert_eq!(store.delete_user("u2").await.unwrap(), UserChange::NotFound);
+
+    // Deleting a cluster's grants leaves the others.
+    let carol =
+        UserRecord { grants: vec![Grant::on(Role::Viewer, "prod"), Grant::on(Role::Viewer, "dev")], ..user("u3", "carol") };
+    store.insert_user(&carol).await.unwrap();
+    assert_eq!(store.delete_cluster_grants("prod").await.unwrap(), 1);
+    assert_eq!(store.user_by_name("carol").await.unwrap().unwrap().grants, vec![Grant::on(Role::Viewer, "dev")]);
+}
+
+async fn case_disabled_users_and_scoped_tokens(store: Store) {
+    store.insert_user(&user("u1", "alice")).await.unwrap();
+    store.insert_user(&user("u2", "bob")).await.unwrap();
+    let scoped = vec![Grant::on(Role::Viewer, "prod")];
+    let token = ApiTokenRecord {
+        id: "at1".into(),
+        user_id: "u2".into(),
+        name: "ci".into(),
+        token_hash: sha256_hex("drvt_bob"),
+        created_at: T0,
+        expires_at: Some(T0 + HOUR),
+        grants: Some(scoped.clone()),
+    };
+    store.insert_api_token(&token).await.unwrap();
+    store.insert_web_session("sid-b", "u2", T0, T0 + HOUR).await.unwrap();
+    let (owner, grants) = store.user_by_api_token(&token.token_hash, T0 + 1).await.unwrap().unwrap();
+    assert_eq!((owner.username.as_str(), grants), ("bob", Some(scoped.clone())));
+    let listed = store.list_api_tokens("u2").await.unwrap();
+    assert_eq!(listed[0].grants, Some(scoped));
+    assert_eq!(listed[0].last_used_at, Some(rfc3339(T0 + 1)), "the use is noted");
+
+    // Disabling ends the sessions and refuses the tokens; enabling restores tokens only.
+    assert_eq!(store.update_user("u2", None, Some(true)).await.unwrap(), UserChange::Done);
+    assert!(store.user_by_api_token(&token.token_hash, T0 + 2).await.unwrap().is_none());
+    assert!(store.user_by_web_session("sid-b", T0 + 2).await.unwrap().is_none());
+    assert!(store.user_by_name("bob").await.unwrap().unwrap().disabled);
+    assert_eq!(store.update_user("u2", None, Some(false)).await.unwrap(), UserChange::Done);
+    assert!(store.user_by_api_token(&token.token_hash, T0 + 3).await.unwrap().is_some());
+    assert!(store.user_by_web_session("sid-b", T0 + 3).await.unwrap().is_none(), "the session stays ended");
+    // Deleting the user takes the token with it.
+    assert_eq!(store.delete_user("u2").await.unwrap(), UserChange::Done);
+    assert!(store.user_by_api_token(&token.token_hash, T0 + 4).await.unwrap().is_none());
+    assert!(store.list_api_tokens("u2").await.unwrap().is_empty());
+}
+
+async fn case_hosts_and_commands_filtered_by_cluster(store: Store) {
+    for (id, name) in [("h1", "a-1"), ("h2", "b-1"), ("h3", "c-1")] {
+        add_host(&store, id, name, Labels::new()).await;
+    }
+    for c in ["prod", "dev"] {
+        store.create_cluster(&ClusterRec { name: c.into(), created_at: T0, created_by: "alice".into() }).await.unwrap();
+    }
+    store.add_cluster_hosts("prod", &["h1".into()], T0).await.unwrap();
+    store.add_cluster_hosts("dev", &["h1".into(), "h2".into()], T0).await.unwrap();
+    let member_of = |c: &[&str]| all(HostFilter { member_of: Some(c.iter().map(|s| (*s).to_owned()).collect()), ..Default::default() });
+    let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(hostnames(&store, member_of(&["prod"])).await, (names(&["a-1"]), 1));
+    assert_eq!(hostnames(&store, member_of(&["prod", "dev"])).await, (names(&["a-1", "b-1"]), 2));
+    assert_eq!(hostnames(&store, member_of(&[])).await, (names(&[]), 0), "no cluster: no host");
+    assert_eq!(store.clusters_of_host("h1").await.unwrap(), ["dev", "prod"]);
+    assert!(store.clusters_of_host("h3").await.unwrap().is_empty());
+
+    for (id, cluster) in [("c1", "prod"), ("c2", "dev"), ("c3", "prod")] {
+        let cmd = CommandRec {
+            id: id.into(),
+            cluster: cluster.into(),
+            service: "zk".into(),
+            name: "restart".into(),
+            params: serde_json::json!({}),
+            state: "running".into(),
+            message: String::new(),
+            created_by: "alice".into(),
+            created_at: T0,
+            finished_at: None,
+        };
+        store.insert_command(&cmd, &[]).await.unwrap();
+    }
+    let ids = |clusters: Option<&[&str]>| {
+        let f = CommandFilter {
+            clusters: clusters.map(|c| c.iter().map(|s| (*s).to_owned()).collect()),
+            limit: 100,
+            ..Default::default()
+        };
+        let store = store.clone();
+        async move {
+            let mut ids: Vec<String> = store.search_commands(&f).await.unwrap().into_iter().map(|c| c.id).collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(ids(None).await, ["c1", "c2", "c3"]);
+    assert_eq!(ids(Some(&["prod"])).await, ["c1", "c3"]);
+    assert_eq!(ids(Some(&[])).await, Vec::<String>::new());
 }
 
 async fn case_web_sessions_expire_and_delete(store: Store) {
@@ -1268,6 +1406,8 @@ async fn case_audit(store: Store) {
             object_type: expected.object_type,
             object_id: expected.object_id,
             summary: expected.summary,
+            via: expected.via,
+            permission: expected.permission,
         }]
     );
 }

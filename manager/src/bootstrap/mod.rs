@@ -268,6 +268,22 @@ pub fn known_hosts_path(state: &AppState) -> PathBuf {
 pub struct Actor {
     pub user: String,
     pub source: String,
+    via: &'static str,
+}
+
+impl Actor {
+    /// Hosts are bootstrapped only for a caller with `fleet.enroll`.
+    pub fn authorize(actor: &crate::domain::Actor) -> crate::domain::Result<Actor> {
+        actor.require(crate::domain::Permission::FleetEnroll, crate::domain::Scope::Global)?;
+        Ok(Actor { user: actor.username.clone(), source: actor.source.clone(), via: actor.via.as_str() })
+    }
+
+    fn audit(&self, action: &str, object_type: &str, object_id: &str, summary: impl Into<String>) -> crate::store::NewAudit {
+        let mut entry = crate::audit_entry(&self.user, &self.source, action, object_type, object_id, summary);
+        entry.via = self.via.to_owned();
+        entry.permission = crate::domain::Permission::FleetEnroll.as_str().to_owned();
+        entry
+    }
 }
 
 /// Why a bootstrap request did not start.
@@ -374,10 +390,7 @@ pub async fn start(state: Arc<AppState>, actor: Actor, plan: Plan) -> crate::sto
         .collect();
     state.store.insert_command(&cmd, &steps).await?;
     state
-        .audit(crate::audit_entry(
-            &actor.user,
-            &actor.source,
-            "hosts.bootstrap",
+        .audit(actor.audit("hosts.bootstrap",
             "command",
             &id,
             format!(
@@ -519,10 +532,7 @@ async fn run_host(
         KeyVerdict::Known { fingerprint } => format!("host key {fingerprint} (known_hosts)"),
         KeyVerdict::AcceptedNew { algorithm, fingerprint } => {
             state
-                .audit(crate::audit_entry(
-                    &actor.user,
-                    &actor.source,
-                    "hosts.bootstrap.host_key",
+                .audit(actor.audit("hosts.bootstrap.host_key",
                     "command",
                     &progress.cmd,
                     format!(
@@ -626,10 +636,7 @@ async fn install_and_enroll(
     .await
     .map_err(|e| fail("upload agent", format!("could not issue an enrollment token: {e}")))?;
     state
-        .audit(crate::audit_entry(
-            &actor.user,
-            &actor.source,
-            "enrollment_token.create",
+        .audit(actor.audit("enrollment_token.create",
             "enrollment_token",
             &token_rec.id,
             format!(

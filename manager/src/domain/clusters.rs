@@ -1,6 +1,6 @@
 //! Clusters: named groups of hosts and services.
 
-use super::{Actor, DomainError, Result, load_cluster, validate_name};
+use super::{Actor, DomainError, Permission, Result, Scope, load_cluster, validate_name};
 use crate::AppState;
 use crate::model::{now_millis, rfc3339};
 use crate::store::ClusterRec;
@@ -12,28 +12,34 @@ async fn view(state: &AppState, c: ClusterRec) -> Result<Cluster> {
 }
 
 pub async fn create(state: &AppState, actor: &Actor, name: &str) -> Result<Cluster> {
+    let granted = actor.require(Permission::ClustersWrite, Scope::Global)?;
     validate_name("cluster", name)?;
     let rec = ClusterRec { name: name.to_owned(), created_at: now_millis(), created_by: actor.username.clone() };
     state.store.create_cluster(&rec).await?;
-    state.audit(actor.audit("cluster.create", "cluster", &rec.name, "created cluster")).await;
+    state.audit(granted.audit("cluster.create", "cluster", &rec.name, "created cluster")).await;
     view(state, rec).await
 }
 
-pub async fn list(state: &AppState) -> Result<Vec<Cluster>> {
+/// The clusters the caller may read.
+pub async fn list(state: &AppState, actor: &Actor) -> Result<Vec<Cluster>> {
+    let visible = actor.visible();
     let mut items = Vec::new();
-    for c in state.store.list_clusters().await? {
+    for c in state.store.list_clusters().await?.into_iter().filter(|c| visible.contains(&c.name)) {
         items.push(view(state, c).await?);
     }
     Ok(items)
 }
 
-pub async fn get(state: &AppState, name: &str) -> Result<Cluster> {
+pub async fn get(state: &AppState, actor: &Actor, name: &str) -> Result<Cluster> {
+    actor.require_read(name)?;
     let c = load_cluster(state, name).await?;
     view(state, c).await
 }
 
 /// Deletes an empty cluster.
+/// Deletes an empty cluster, and every role granted on it.
 pub async fn delete(state: &AppState, actor: &Actor, name: &str) -> Result<()> {
+    let granted = actor.require(Permission::ClustersWrite, Scope::Global)?;
     load_cluster(state, name).await?;
     let services = state.store.list_services(name).await?;
     if !services.is_empty() {
@@ -44,19 +50,23 @@ pub async fn delete(state: &AppState, actor: &Actor, name: &str) -> Result<()> {
         )));
     }
     state.store.delete_cluster(name).await?;
-    state.audit(actor.audit("cluster.delete", "cluster", name, "deleted cluster")).await;
+    let grants = state.store.delete_cluster_grants(name).await?;
+    state.audit(granted.audit("cluster.delete", "cluster", name, format!("deleted cluster and {grants} role grants on it"))).await;
     Ok(())
 }
 
 /// The ids of a cluster's hosts.
-pub async fn hosts(state: &AppState, cluster: &str) -> Result<Vec<String>> {
+pub async fn hosts(state: &AppState, actor: &Actor, cluster: &str) -> Result<Vec<String>> {
+    actor.require_read(cluster)?;
     load_cluster(state, cluster).await?;
     Ok(state.store.cluster_hosts(cluster).await?)
 }
 
 /// Adds enrolled, not decommissioned hosts to a cluster: they receive the
 /// cluster's parcels. Answers the cluster's host ids.
+/// Hosts come from the fleet, so this needs `hosts.write` globally.
 pub async fn add_hosts(state: &AppState, actor: &Actor, cluster: &str, host_ids: &[String]) -> Result<Vec<String>> {
+    let granted = actor.require(Permission::HostsWrite, Scope::Global)?;
     load_cluster(state, cluster).await?;
     if host_ids.is_empty() {
         return Err(DomainError::Invalid("host_ids is empty".into()));
@@ -72,12 +82,13 @@ pub async fn add_hosts(state: &AppState, actor: &Actor, cluster: &str, host_ids:
     }
     state.store.add_cluster_hosts(cluster, host_ids, now_millis()).await?;
     state.desired.refresh_parcels(state).await?;
-    state.audit(actor.audit("cluster.hosts.add", "cluster", cluster, format!("added hosts {host_ids:?}"))).await;
+    state.audit(granted.audit("cluster.hosts.add", "cluster", cluster, format!("added hosts {host_ids:?}"))).await;
     Ok(state.store.cluster_hosts(cluster).await?)
 }
 
 /// Removes a host from a cluster; it must run no role of the cluster.
 pub async fn remove_host(state: &AppState, actor: &Actor, cluster: &str, host: &str) -> Result<()> {
+    let granted = actor.require(Permission::HostsWrite, Scope::Cluster(cluster))?;
     load_cluster(state, cluster).await?;
     for svc in state.store.list_services(cluster).await? {
         if let Some(r) = state.store.roles_of_service(cluster, &svc.name).await?.into_iter().find(|r| r.host_id == host)
@@ -92,12 +103,13 @@ pub async fn remove_host(state: &AppState, actor: &Actor, cluster: &str, host: &
         return Err(DomainError::NotFound(format!("host {host} is not in cluster {cluster}")));
     }
     state.desired.refresh_parcels(state).await?;
-    state.audit(actor.audit("cluster.hosts.remove", "cluster", cluster, format!("removed host {host}"))).await;
+    state.audit(granted.audit("cluster.hosts.remove", "cluster", cluster, format!("removed host {host}"))).await;
     Ok(())
 }
 
 /// A cluster's hosts with their facts, labels and status, by hostname.
-pub async fn member_hosts(state: &AppState, cluster: &str) -> Result<Vec<crate::model::Host>> {
+pub async fn member_hosts(state: &AppState, actor: &Actor, cluster: &str) -> Result<Vec<crate::model::Host>> {
+    actor.require_read(cluster)?;
     load_cluster(state, cluster).await?;
     let mut filter = crate::store::HostFilter {
         in_cluster: Some(cluster.to_owned()),
@@ -106,7 +118,7 @@ pub async fn member_hosts(state: &AppState, cluster: &str) -> Result<Vec<crate::
     };
     let mut out = Vec::new();
     loop {
-        let page = super::hosts::list(state, &filter).await?;
+        let page = super::hosts::list(state, actor, &filter).await?;
         let n = page.items.len();
         out.extend(page.items);
         if n < filter.limit as usize {
@@ -118,14 +130,21 @@ pub async fn member_hosts(state: &AppState, cluster: &str) -> Result<Vec<crate::
 
 /// Hosts that could join a cluster (enrolled, not decommissioned, not in it),
 /// by hostname: at most `limit` of them, and whether there were more.
-pub async fn candidate_hosts(state: &AppState, cluster: &str, limit: u32) -> Result<(Vec<crate::model::Host>, bool)> {
+/// Reads the fleet, so this needs `read` globally.
+pub async fn candidate_hosts(
+    state: &AppState,
+    actor: &Actor,
+    cluster: &str,
+    limit: u32,
+) -> Result<(Vec<crate::model::Host>, bool)> {
+    actor.require(Permission::Read, Scope::Global)?;
     load_cluster(state, cluster).await?;
     let filter = crate::store::HostFilter {
         outside_cluster: Some(cluster.to_owned()),
         limit: limit.clamp(1, super::hosts::MAX_PAGE),
         ..Default::default()
     };
-    let page = super::hosts::list(state, &filter).await?;
+    let page = super::hosts::list(state, actor, &filter).await?;
     // The registry knows of a decommissioning the store may not have yet.
     let more = page.total > page.items.len() as u64;
     let hosts = page
@@ -137,7 +156,8 @@ pub async fn candidate_hosts(state: &AppState, cluster: &str, limit: u32) -> Res
 }
 
 /// The parcel versions a cluster holds (distributed or active).
-pub async fn parcels(state: &AppState, cluster: &str) -> Result<Vec<crate::store::ClusterParcelRec>> {
+pub async fn parcels(state: &AppState, actor: &Actor, cluster: &str) -> Result<Vec<crate::store::ClusterParcelRec>> {
+    actor.require_read(cluster)?;
     load_cluster(state, cluster).await?;
     Ok(state.store.cluster_parcels(Some(cluster)).await?)
 }

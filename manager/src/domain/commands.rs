@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::roles::role_views;
-use super::{Actor, DomainError, Result, context};
+use super::{Actor, DomainError, Permission, Result, Scope, load_context};
 use crate::AppState;
 use crate::commands::{CommandName, execute, plan};
 use crate::desired::ServiceContext;
@@ -66,6 +66,11 @@ pub async fn create_with_batch_size(
     req: NewCommand,
     batch_size: Option<u32>,
 ) -> Result<CommandView> {
+    let permission = match req.name {
+        ServiceCommand::Upgrade | ServiceCommand::Rollback => Permission::ParcelsWrite,
+        _ => Permission::CommandsRun,
+    };
+    let granted = actor.require(permission, Scope::Cluster(cluster))?;
     if let Some(n) = batch_size {
         if req.name != ServiceCommand::RollingRestart {
             return Err(DomainError::Invalid("a batch size is only for a rolling restart".into()));
@@ -95,7 +100,7 @@ pub async fn create_with_batch_size(
     if req.roles.as_ref().is_some_and(Vec::is_empty) {
         return Err(DomainError::Invalid("roles is empty: name some roles, or leave it out for all of them".into()));
     }
-    let ctx = context(state, cluster, service).await?;
+    let ctx = load_context(state, cluster, service).await?;
     check_dependencies(state, &ctx, name).await?;
     if name != CommandName::Stop {
         for rt in &ctx.service_type.role_types {
@@ -162,7 +167,7 @@ pub async fn create_with_batch_size(
         .collect();
     state.store.insert_command(&cmd, &steps).await?;
     state
-        .audit(actor.audit(
+        .audit(granted.audit(
             &format!("command.{}", name.as_str()),
             "service",
             &format!("{cluster}/{service}"),
@@ -230,21 +235,24 @@ async fn service_running(state: &AppState, cluster: &str, service: &str) -> Resu
         && roles.iter().all(|r| state.registry.role_status(&r.id).is_some_and(|s| s.state == "running")))
 }
 
-pub async fn get(state: &AppState, id: &str) -> Result<CommandView> {
+pub async fn get(state: &AppState, actor: &Actor, id: &str) -> Result<CommandView> {
+    actor.require(Permission::Read, Scope::Any)?;
     let (c, steps) =
         state.store.command(id).await?.ok_or_else(|| DomainError::NotFound(format!("command {id} not found")))?;
+    actor.require_read(&c.cluster)?;
     Ok(view(&c, &steps))
 }
 
 /// Recent commands of a service, without their steps.
-pub async fn list(state: &AppState, cluster: &str, service: &str) -> Result<Vec<CommandView>> {
+pub async fn list(state: &AppState, actor: &Actor, cluster: &str, service: &str) -> Result<Vec<CommandView>> {
+    actor.require_read(cluster)?;
     super::load_service(state, cluster, service).await?;
     Ok(state.store.list_commands(cluster, service).await?.iter().map(|c| view(c, &[])).collect())
 }
 
-/// Commands of every cluster matching `filter`, newest first, without their
-/// steps.
-pub async fn search(state: &AppState, filter: &crate::store::CommandFilter) -> Result<Vec<CommandView>> {
+/// Commands of the clusters the caller may read matching `filter`, newest
+/// first, without their steps.
+pub async fn search(state: &AppState, actor: &Actor, filter: &crate::store::CommandFilter) -> Result<Vec<CommandView>> {
     if let Some(s) = &filter.state
         && CommandState::parse(s).as_str() != s
     {
@@ -252,19 +260,22 @@ pub async fn search(state: &AppState, filter: &crate::store::CommandFilter) -> R
             "invalid command state {s:?}: use running, succeeded, failed or aborted"
         )));
     }
-    Ok(state.store.search_commands(filter).await?.iter().map(|c| view(c, &[])).collect())
+    let filter = crate::store::CommandFilter { clusters: actor.visible().to_filter(), ..filter.clone() };
+    Ok(state.store.search_commands(&filter).await?.iter().map(|c| view(c, &[])).collect())
 }
 
 /// Asks a running command to stop between steps (or while a step waits).
 pub async fn abort(state: &AppState, actor: &Actor, id: &str) -> Result<()> {
+    actor.require(Permission::CommandsRun, Scope::Any)?;
     let (c, _) =
         state.store.command(id).await?.ok_or_else(|| DomainError::NotFound(format!("command {id} not found")))?;
+    let granted = actor.require(Permission::CommandsRun, Scope::Cluster(&c.cluster))?;
     if c.state != CommandState::Running.as_str() {
         return Err(DomainError::Conflict(format!("command {id} is already {}", c.state)));
     }
     state.commands.flag(id).store(true, Ordering::SeqCst);
     state
-        .audit(actor.audit(
+        .audit(granted.audit(
             "command.abort",
             "command",
             id,

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::roles::{check_ports, find_role};
 use super::services::group_exists;
-use super::{Actor, DomainError, Result, context, load_service};
+use super::{Actor, DomainError, Granted, Permission, Result, Scope, load_context, load_service};
 use crate::AppState;
 use crate::desired::{self, DesiredRole, ServiceContext, ServiceGuard};
 use crate::model::{now_millis, rfc3339};
@@ -43,8 +43,9 @@ fn masked_values(st: &ServiceType, v: &ConfigValues) -> ValuesView {
 }
 
 /// The effective configuration of every role, with the source of each value.
-pub async fn get(state: &AppState, cluster: &str, service: &str) -> Result<ConfigView> {
-    let ctx = context(state, cluster, service).await?;
+pub async fn get(state: &AppState, actor: &Actor, cluster: &str, service: &str) -> Result<ConfigView> {
+    actor.require_read(cluster)?;
+    let ctx = load_context(state, cluster, service).await?;
     let st = &ctx.service_type;
     let mut roles = BTreeMap::new();
     for r in &ctx.roles {
@@ -93,9 +94,10 @@ pub async fn patch(
 ) -> Result<ConfigChange> {
     // The whole change, from reading the service to publishing, under its
     // lock: one load, one render, and nothing else of it can interleave.
+    let granted = actor.require(Permission::ConfigWrite, Scope::Cluster(cluster))?;
     let started = Instant::now();
     let guard = state.desired.lock_service(cluster, service).await;
-    let ctx = context(state, cluster, service).await?;
+    let ctx = load_context(state, cluster, service).await?;
     if req.message.trim().is_empty() {
         return Err(DomainError::Invalid("message is required: say why the configuration changes".into()));
     }
@@ -121,7 +123,7 @@ pub async fn patch(
     })?;
     let mut values = ctx.values.clone();
     values.apply_patch(&level, &normalised);
-    commit_revision(state, actor, started, guard, ctx, values, req.message.trim(), expected, "config.update").await
+    commit_revision(state, granted, started, guard, ctx, values, req.message.trim(), expected, "config.update").await
 }
 
 /// The level a change applies to (`role` already resolved).
@@ -140,11 +142,13 @@ fn patch_level<'a>(req: &'a ConfigPatch, role: Option<&'a crate::store::RoleRec>
 /// A role or group that does not exist is an error, as in [`patch`].
 pub async fn validate(
     state: &AppState,
+    actor: &Actor,
     cluster: &str,
     service: &str,
     req: &ConfigPatch,
 ) -> Result<Vec<config_params::ParamError>> {
-    let ctx = context(state, cluster, service).await?;
+    actor.require(Permission::ConfigWrite, Scope::Cluster(cluster))?;
+    let ctx = load_context(state, cluster, service).await?;
     let role_ref = match &req.role {
         Some(role) => Some(find_role(&ctx, role)?.clone()),
         None => None,
@@ -166,7 +170,7 @@ pub async fn validate(
 #[allow(clippy::too_many_arguments)]
 async fn commit_revision(
     state: &Arc<AppState>,
-    actor: &Actor,
+    granted: Granted<'_>,
     started: Instant,
     guard: ServiceGuard,
     ctx: ServiceContext,
@@ -175,6 +179,7 @@ async fn commit_revision(
     expected: u64,
     action: &str,
 ) -> Result<ConfigChange> {
+    let actor = granted.actor();
     let loaded = started.elapsed();
     let cluster = ctx.service.cluster.clone();
     let service = ctx.service.name.clone();
@@ -248,7 +253,7 @@ async fn commit_revision(
         message: message.to_owned(),
         created_at: now_millis(),
     };
-    let audit = actor.audit(
+    let audit = granted.audit(
         action,
         "service",
         &format!("{cluster}/{service}"),
@@ -324,9 +329,10 @@ pub async fn rollback(
     to: u64,
     message: &str,
 ) -> Result<ConfigChange> {
+    let granted = actor.require(Permission::ConfigWrite, Scope::Cluster(cluster))?;
     let started = Instant::now();
     let guard = state.desired.lock_service(cluster, service).await;
-    let ctx = context(state, cluster, service).await?;
+    let ctx = load_context(state, cluster, service).await?;
     if message.trim().is_empty() {
         return Err(DomainError::Invalid("message is required: say why the configuration is rolled back".into()));
     }
@@ -339,7 +345,7 @@ pub async fn rollback(
         serde_json::from_value(target.config).map_err(|e| DomainError::Internal(e.to_string()))?;
     let expected = ctx.service.revision;
     let message = format!("rollback to revision {to}: {}", message.trim());
-    commit_revision(state, actor, started, guard, ctx, values, &message, expected, "config.rollback").await
+    commit_revision(state, granted, started, guard, ctx, values, &message, expected, "config.rollback").await
 }
 
 fn summary(r: &RevisionRec) -> RevisionSummary {
@@ -354,13 +360,21 @@ fn summary(r: &RevisionRec) -> RevisionSummary {
 }
 
 /// Revisions, newest first.
-pub async fn revisions(state: &AppState, cluster: &str, service: &str) -> Result<Vec<RevisionSummary>> {
+pub async fn revisions(state: &AppState, actor: &Actor, cluster: &str, service: &str) -> Result<Vec<RevisionSummary>> {
+    actor.require_read(cluster)?;
     load_service(state, cluster, service).await?;
     Ok(state.store.revisions(cluster, service).await?.iter().map(summary).collect())
 }
 
-pub async fn revision(state: &AppState, cluster: &str, service: &str, revision: u64) -> Result<RevisionDetail> {
-    let ctx = context(state, cluster, service).await?;
+pub async fn revision(
+    state: &AppState,
+    actor: &Actor,
+    cluster: &str,
+    service: &str,
+    revision: u64,
+) -> Result<RevisionDetail> {
+    actor.require_read(cluster)?;
+    let ctx = load_context(state, cluster, service).await?;
     let r = state
         .store
         .revision(cluster, service, revision)
@@ -392,8 +406,16 @@ pub async fn revision(state: &AppState, cluster: &str, service: &str, revision: 
 
 /// Value changes and unified diffs of the rendered files of every role
 /// between two revisions (with today's topology), secrets masked.
-pub async fn diff(state: &AppState, cluster: &str, service: &str, from: u64, to: u64) -> Result<ConfigDiff> {
-    let ctx = context(state, cluster, service).await?;
+pub async fn diff(
+    state: &AppState,
+    actor: &Actor,
+    cluster: &str,
+    service: &str,
+    from: u64,
+    to: u64,
+) -> Result<ConfigDiff> {
+    actor.require_read(cluster)?;
+    let ctx = load_context(state, cluster, service).await?;
     let load =
         |rev: u64| {
             let svc = ctx.service.clone();

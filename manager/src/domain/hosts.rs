@@ -7,7 +7,7 @@ use crate::AppState;
 use crate::model::{Host, HostKind, HostStatus, MetricPoint, now_millis};
 use crate::store::{HostFilter, HostPage};
 
-use super::{Actor, DomainError, Result};
+use super::{Actor, DomainError, Granted, Permission, Result, Scope};
 
 /// The largest page a host list answers.
 pub const MAX_PAGE: u32 = 1000;
@@ -38,17 +38,48 @@ pub fn apply_selector(filter: &mut HostFilter, selector: &str) -> Result<()> {
 }
 
 /// One page of hosts matching `filter`, with the total across pages.
-pub async fn list(state: &AppState, filter: &HostFilter) -> Result<HostPage> {
+/// One page of the hosts the caller may see (all with `read` globally, else
+/// the members of the clusters they may read).
+pub async fn list(state: &AppState, actor: &Actor, filter: &HostFilter) -> Result<HostPage> {
     if !(1..=MAX_PAGE).contains(&filter.limit) {
         return Err(DomainError::Invalid(format!("limit must be between 1 and {MAX_PAGE}, got {}", filter.limit)));
     }
     if filter.offset > MAX_OFFSET {
         return Err(DomainError::Invalid(format!("offset must be at most {MAX_OFFSET}, got {}", filter.offset)));
     }
-    Ok(state.store.list_hosts(filter).await?)
+    match actor.visible().to_filter() {
+        None => Ok(state.store.list_hosts(filter).await?),
+        Some(clusters) => {
+            let filter = HostFilter { member_of: Some(clusters), ..filter.clone() };
+            Ok(state.store.list_hosts(&filter).await?)
+        }
+    }
 }
 
-pub async fn get(state: &AppState, id: &str) -> Result<Host> {
+/// Checks `permission` on a host: held globally, or on a cluster the host is in.
+pub async fn require_on_host<'a>(
+    state: &AppState,
+    actor: &'a Actor,
+    permission: Permission,
+    id: &str,
+) -> Result<Granted<'a>> {
+    if let Ok(granted) = actor.require(permission, Scope::Global) {
+        return Ok(granted);
+    }
+    for cluster in state.store.clusters_of_host(id).await? {
+        if let Ok(granted) = actor.require(permission, Scope::Cluster(&cluster)) {
+            return Ok(granted);
+        }
+    }
+    actor.require(permission, Scope::Global)
+}
+
+pub async fn get(state: &AppState, actor: &Actor, id: &str) -> Result<Host> {
+    require_on_host(state, actor, Permission::Read, id).await?;
+    load(state, id).await
+}
+
+async fn load(state: &AppState, id: &str) -> Result<Host> {
     state.store.host(id).await?.ok_or_else(|| DomainError::NotFound(format!("host {id} not found")))
 }
 
@@ -59,7 +90,8 @@ pub async fn set_labels(
     id: &str,
     changes: &BTreeMap<String, Option<String>>,
 ) -> Result<Host> {
-    let before = get(state, id).await?;
+    let granted = require_on_host(state, actor, Permission::HostsWrite, id).await?;
+    let before = load(state, id).await?;
     if before.status == HostStatus::Decommissioned {
         return Err(DomainError::Conflict(format!("host {id} is decommissioned; its labels can no longer change")));
     }
@@ -84,14 +116,15 @@ pub async fn set_labels(
         return Err(DomainError::NotFound(format!("host {id} not found")));
     }
     state
-        .audit(actor.audit("host.update_labels", "host", id, format!("labels {:?} -> {:?}", before.labels, labels)))
+        .audit(granted.audit("host.update_labels", "host", id, format!("labels {:?} -> {:?}", before.labels, labels)))
         .await;
-    get(state, id).await
+    load(state, id).await
 }
 
 /// Decommissions a host: its certificate is revoked and its session ended.
 /// Decommissioning a decommissioned host changes nothing.
 pub async fn decommission(state: &AppState, actor: &Actor, id: &str) -> Result<Host> {
+    let granted = require_on_host(state, actor, Permission::HostsWrite, id).await?;
     let before = state
         .store
         .decommission_host(id, &actor.username, now_millis())
@@ -100,7 +133,7 @@ pub async fn decommission(state: &AppState, actor: &Actor, id: &str) -> Result<H
     if before.status != HostStatus::Decommissioned {
         state.registry.decommission(id);
         state
-            .audit(actor.audit(
+            .audit(granted.audit(
                 "host.decommission",
                 "host",
                 id,
@@ -114,7 +147,7 @@ pub async fn decommission(state: &AppState, actor: &Actor, id: &str) -> Result<H
             .await;
         tracing::info!(host = %id, by = %actor.username, "host decommissioned");
     }
-    get(state, id).await
+    load(state, id).await
 }
 
 /// The span a metric resolution covers by default.
@@ -127,8 +160,15 @@ pub fn default_span_ms(resolution_s: u32) -> Result<i64> {
 }
 
 /// A host's stored metric points between `from` and `to` (ms).
-pub async fn metrics(state: &AppState, id: &str, resolution_s: u32, from: i64, to: i64) -> Result<Vec<MetricPoint>> {
+pub async fn metrics(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+    resolution_s: u32,
+    from: i64,
+    to: i64,
+) -> Result<Vec<MetricPoint>> {
     default_span_ms(resolution_s)?;
-    get(state, id).await?;
+    get(state, actor, id).await?;
     Ok(state.store.host_metrics(id, resolution_s, from, to).await?)
 }

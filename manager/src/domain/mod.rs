@@ -21,23 +21,26 @@
 //!
 //! Architecture invariant: nothing here imports axum, sqlx or prost.
 
+pub mod access;
 pub mod accounts;
 pub mod clusters;
 pub mod commands;
 pub mod config;
+pub mod history;
 pub mod hosts;
 pub mod parcels;
 pub mod roles;
 pub mod services;
+pub mod users;
 
 pub use drover_api::names::{NAME_PATTERN, name_schema, not_blank_pattern, not_blank_schema};
 
 use crate::AppState;
 use crate::desired::{self, DesiredError, ServiceContext};
-use crate::store::{ClusterRec, NewAudit, ServiceRec, StoreError};
+use crate::store::{ClusterRec, ServiceRec, StoreError};
 
 /// Why a domain operation was refused or failed. `http` maps each variant to
-/// a status code (400, 404, 409, 422, 503, 500).
+/// a status code (400, 403, 404, 409, 422, 503, 500).
 ///
 /// The line between `Invalid` and the others is the OpenAPI document: a
 /// request it already rules out (a bad name, a missing field, an impossible
@@ -61,6 +64,9 @@ pub enum DomainError {
     /// render. `GET /api/v1/service-types/{name}` says what a type allows.
     #[error("{0}")]
     Unsuitable(String),
+    /// The caller lacks a permission (403, naming it).
+    #[error("{message}")]
+    Forbidden { permission: Permission, message: String },
     /// A dependency (the database) is unavailable; trying again may work.
     #[error("{0}")]
     Unavailable(String),
@@ -90,18 +96,7 @@ impl From<DesiredError> for DomainError {
 
 pub type Result<T, E = DomainError> = std::result::Result<T, E>;
 
-/// Who asks, for the audit log: a user and the address they came from.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub username: String,
-    pub source: String,
-}
-
-impl Actor {
-    pub fn audit(&self, action: &str, object_type: &str, object_id: &str, summary: impl Into<String>) -> NewAudit {
-        crate::audit_entry(&self.username, &self.source, action, object_type, object_id, summary)
-    }
-}
+pub use access::{Actor, Granted, Permission, Scope, Via};
 
 /// Names of clusters, services, roles and groups.
 pub fn validate_name(what: &str, name: &str) -> Result<()> {
@@ -131,8 +126,15 @@ pub(crate) async fn load_service(state: &AppState, cluster: &str, service: &str)
         .ok_or_else(|| DomainError::NotFound(format!("service {service} not found in cluster {cluster}")))
 }
 
-/// A service with its type, latest values, roles and topology.
-pub async fn context(state: &AppState, cluster: &str, service: &str) -> Result<ServiceContext> {
+/// A service with its type, latest values, roles and topology, for a caller
+/// who may read its cluster.
+pub async fn context(state: &AppState, actor: &Actor, cluster: &str, service: &str) -> Result<ServiceContext> {
+    actor.require_read(cluster)?;
+    load_context(state, cluster, service).await
+}
+
+/// [`context`] after the caller's permission was checked.
+pub(crate) async fn load_context(state: &AppState, cluster: &str, service: &str) -> Result<ServiceContext> {
     load_service(state, cluster, service).await?;
     desired::load_service(state, cluster, service)
         .await?

@@ -15,7 +15,7 @@ use sha2::Digest;
 use tokio::io::AsyncWriteExt;
 
 use super::commands::{CommandView, view};
-use super::{Actor, DomainError, Result, context, load_cluster};
+use super::{Actor, DomainError, Permission, Result, Scope, load_cluster, load_context};
 use crate::AppState;
 use crate::commands::{CommandName, plan};
 use crate::model::now_millis;
@@ -63,6 +63,7 @@ pub async fn create_command(
     cluster: &str,
     req: ParcelCommand,
 ) -> Result<CommandView> {
+    let granted = actor.require(Permission::ParcelsWrite, Scope::Cluster(cluster))?;
     load_cluster(state, cluster).await?;
     let phase = Phase::parse(&req.name).ok_or_else(|| {
         DomainError::Invalid(format!(
@@ -143,7 +144,7 @@ pub async fn create_command(
         finished_at: None,
     };
     state
-        .audit(actor.audit(
+        .audit(granted.audit(
             &format!("parcel.{}", phase.as_str()),
             "cluster",
             cluster,
@@ -165,7 +166,8 @@ pub async fn upgrade_or_rollback(
     rollback: bool,
     version: Option<String>,
 ) -> Result<CommandView> {
-    let ctx = context(state, cluster, service).await?;
+    let granted = actor.require(Permission::ParcelsWrite, Scope::Cluster(cluster))?;
+    let ctx = load_context(state, cluster, service).await?;
     let st = &ctx.service_type;
     let parcel = st.parcels.first().cloned().ok_or_else(|| {
         DomainError::Unsuitable(format!("service type {} runs from no parcel; nothing to upgrade", st.name))
@@ -228,7 +230,7 @@ pub async fn upgrade_or_rollback(
         finished_at: None,
     };
     state
-        .audit(actor.audit(
+        .audit(granted.audit(
             &format!("parcel.{name}"),
             "service",
             &format!("{cluster}/{service}"),
@@ -263,14 +265,20 @@ pub fn parcel_entry(p: ManifestParcel) -> ParcelEntry {
 
 /// Every known parcel (local and from followed repositories) with, per
 /// cluster, the version's target and its state on every member host.
-pub async fn overview(state: &AppState) -> Result<ParcelList> {
-    let wanted = state.store.cluster_parcels(None).await?;
-    let members = state.store.all_cluster_hosts().await?;
+/// A cluster-scoped caller sees the repository and only their clusters.
+pub async fn overview(state: &AppState, actor: &Actor) -> Result<ParcelList> {
+    actor.require(Permission::Read, Scope::Any)?;
+    let visible = actor.visible();
+    let mut wanted = state.store.cluster_parcels(None).await?;
+    wanted.retain(|w| visible.contains(&w.cluster));
+    let mut members = state.store.all_cluster_hosts().await?;
+    members.retain(|(c, _)| visible.contains(c));
     let mut hosts_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (c, h) in &members {
         hosts_of.entry(c.as_str()).or_default().push(h.as_str());
     }
-    let clusters: Vec<String> = state.store.list_clusters().await?.into_iter().map(|c| c.name).collect();
+    let clusters: Vec<String> =
+        state.store.list_clusters().await?.into_iter().map(|c| c.name).filter(|c| visible.contains(c)).collect();
     let status: BTreeMap<&str, Vec<crate::desired::ParcelStatusRec>> =
         members.iter().map(|(_, h)| (h.as_str(), state.registry.parcel_status(h))).collect();
     let host_parcel = |h: &str, name: &str, version: &str| {
@@ -346,6 +354,7 @@ pub async fn upload<S>(
 where
     S: Stream<Item = std::io::Result<bytes::Bytes>> + Unpin,
 {
+    let granted = actor.require(Permission::ParcelsWrite, Scope::Global)?;
     let entry = match sha256.map(str::trim).filter(|s| !s.is_empty()) {
         Some(sha) => state.parcels.upload(file_name, sha, body).await?,
         None => {
@@ -356,7 +365,7 @@ where
         }
     };
     state
-        .audit(actor.audit(
+        .audit(granted.audit(
             "parcel.upload",
             "parcel",
             &entry.parcel_name,

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::services::default_group;
-use super::{Actor, DomainError, Result, context, validate_name};
+use super::{Actor, DomainError, Permission, Result, Scope, load_context, validate_name};
 use crate::AppState;
 use crate::desired::{self, DesiredRole, ServiceContext};
 use crate::model::{HostStatus, UnixMillis, now_millis, rfc3339};
@@ -195,8 +195,9 @@ pub async fn role_views(state: &AppState, ctx: &ServiceContext) -> Result<Vec<Ro
     Ok(out)
 }
 
-pub async fn list(state: &AppState, cluster: &str, service: &str) -> Result<Vec<RoleView>> {
-    let ctx = context(state, cluster, service).await?;
+pub async fn list(state: &AppState, actor: &Actor, cluster: &str, service: &str) -> Result<Vec<RoleView>> {
+    actor.require_read(cluster)?;
+    let ctx = load_context(state, cluster, service).await?;
     role_views(state, &ctx).await
 }
 
@@ -207,8 +208,9 @@ pub(crate) fn find_role<'a>(ctx: &'a ServiceContext, role: &str) -> Result<&'a R
         .ok_or_else(|| DomainError::NotFound(format!("role {role} not found in service {}", ctx.service.name)))
 }
 
-pub async fn get(state: &AppState, cluster: &str, service: &str, role: &str) -> Result<RoleView> {
-    let ctx = context(state, cluster, service).await?;
+pub async fn get(state: &AppState, actor: &Actor, cluster: &str, service: &str, role: &str) -> Result<RoleView> {
+    actor.require_read(cluster)?;
+    let ctx = load_context(state, cluster, service).await?;
     let id = find_role(&ctx, role)?.id.clone();
     let view = role_views(state, &ctx).await?.into_iter().find(|v| v.id == id);
     view.ok_or_else(|| DomainError::NotFound(format!("role {role} not found")))
@@ -258,6 +260,7 @@ pub async fn create(
     requests: Vec<NewRole>,
     single: bool,
 ) -> Result<Vec<RoleView>> {
+    let granted = actor.require(Permission::ServicesWrite, Scope::Cluster(cluster))?;
     if requests.is_empty() {
         return Err(DomainError::Invalid("no roles to add".into()));
     }
@@ -271,7 +274,7 @@ pub async fn create(
     // checks the new roles is the one pushed, and nothing else of the
     // service can slip in between.
     let guard = state.desired.lock_service(cluster, service).await;
-    let ctx = context(state, cluster, service).await?;
+    let ctx = load_context(state, cluster, service).await?;
     let requests = place_by_selector(state, &ctx, requests, single).await?;
     let host_ids: Vec<String> = requests.iter().map(|r| r.host_id.clone()).collect();
     let hosts = state.store.host_addresses(&host_ids).await?;
@@ -364,7 +367,7 @@ pub async fn create(
         .iter()
         .map(|role| {
             let hostname = hosts.get(&role.host_id).map(|h| h.0.as_str()).unwrap_or_default();
-            actor.audit(
+            granted.audit(
                 "role.create",
                 "role",
                 &role.id,
@@ -376,7 +379,7 @@ pub async fn create(
         })
         .collect();
     state.audit_many(audits).await;
-    let ctx = context(state, cluster, service).await?;
+    let ctx = load_context(state, cluster, service).await?;
     let ids: HashSet<&str> = created.iter().map(|r| r.id.as_str()).collect();
     Ok(role_views(state, &ctx).await?.into_iter().filter(|v| ids.contains(v.id.as_str())).collect())
 }
@@ -518,11 +521,13 @@ pub struct NewServicePlacement {
 /// nothing: the same inventory gives the same hosts.
 pub async fn place_new_service(
     state: &AppState,
+    actor: &Actor,
     cluster: &str,
     service_type: &str,
     chosen: &[(String, String)],
     by_selector: &[SelectorPlacement],
 ) -> Result<NewServicePlacement> {
+    actor.require(Permission::ServicesWrite, Scope::Cluster(cluster))?;
     let mut out = NewServicePlacement { roles: chosen.to_vec(), ..Default::default() };
     if by_selector.is_empty() {
         return Ok(out);
@@ -531,7 +536,7 @@ pub async fn place_new_service(
         .catalog
         .get(service_type)
         .ok_or_else(|| DomainError::Unsuitable(format!("unknown service type {service_type:?}")))?;
-    let hosts = super::clusters::member_hosts(state, cluster).await?;
+    let hosts = super::clusters::member_hosts(state, actor, cluster).await?;
     let mut placement = candidates_among(state, hosts, &HashMap::new()).await?;
     for (_, host_id) in chosen {
         placement.record(host_id);
@@ -569,7 +574,8 @@ pub async fn place_new_service(
 
 /// Removes a role, unless its type would fall below its minimum count.
 pub async fn delete(state: &AppState, actor: &Actor, cluster: &str, service: &str, role: &str) -> Result<()> {
-    let ctx = context(state, cluster, service).await?;
+    let granted = actor.require(Permission::ServicesWrite, Scope::Cluster(cluster))?;
+    let ctx = load_context(state, cluster, service).await?;
     let r = find_role(&ctx, role)?.clone();
     let rt = ctx.service_type.role_type(&r.role_type);
     let count = ctx.roles.iter().filter(|x| x.role_type == r.role_type).count() as u32;
@@ -586,7 +592,7 @@ pub async fn delete(state: &AppState, actor: &Actor, cluster: &str, service: &st
     state.store.delete_role(&r.id).await?;
     state.desired.refresh_service(state, cluster, service, std::slice::from_ref(&r.host_id)).await?;
     state
-        .audit(actor.audit("role.delete", "role", &r.id, format!("removed role {} from {cluster}/{service}", r.name)))
+        .audit(granted.audit("role.delete", "role", &r.id, format!("removed role {} from {cluster}/{service}", r.name)))
         .await;
     Ok(())
 }
@@ -749,10 +755,11 @@ pub struct RoleDetail {
     pub render_error: Option<String>,
 }
 
-pub async fn detail(state: &AppState, cluster: &str, service: &str, role: &str) -> Result<RoleDetail> {
+pub async fn detail(state: &AppState, actor: &Actor, cluster: &str, service: &str, role: &str) -> Result<RoleDetail> {
+    actor.require_read(cluster)?;
     use drover_service_types::params::MASK;
     use drover_service_types::render::Probe;
-    let ctx = context(state, cluster, service).await?;
+    let ctx = load_context(state, cluster, service).await?;
     let rec = find_role(&ctx, role)?.clone();
     let view = role_views(state, &ctx)
         .await?
@@ -840,8 +847,14 @@ pub async fn detail(state: &AppState, cluster: &str, service: &str, role: &str) 
 
 /// When the running process of each role of a service started (role id ->
 /// time), as its agent last reported; roles without a process are absent.
-pub async fn started_at(state: &AppState, cluster: &str, service: &str) -> Result<HashMap<String, UnixMillis>> {
-    let ctx = context(state, cluster, service).await?;
+pub async fn started_at(
+    state: &AppState,
+    actor: &Actor,
+    cluster: &str,
+    service: &str,
+) -> Result<HashMap<String, UnixMillis>> {
+    actor.require_read(cluster)?;
+    let ctx = load_context(state, cluster, service).await?;
     let mut stored = state.store.role_statuses(cluster, service).await?;
     Ok(ctx
         .roles

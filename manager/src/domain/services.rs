@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::roles::{RoleView, role_views};
-use super::{Actor, DomainError, Result, context, load_cluster, load_service, validate_name};
+use super::{Actor, DomainError, Permission, Result, Scope, load_cluster, load_context, load_service, validate_name};
 use crate::AppState;
 use crate::desired::{self, ServiceContext};
 use crate::model::{now_millis, rfc3339};
@@ -109,6 +109,7 @@ pub async fn create(
     name: &str,
     service_type: &str,
 ) -> Result<ServiceView> {
+    let granted = actor.require(Permission::ServicesWrite, Scope::Cluster(cluster))?;
     load_cluster(state, cluster).await?;
     validate_name("service", name)?;
     let t = state.catalog.get(service_type).ok_or_else(|| {
@@ -146,34 +147,37 @@ pub async fn create(
     };
     state.store.create_service(&svc, &first).await?;
     state
-        .audit(actor.audit(
+        .audit(granted.audit(
             "service.create",
             "service",
             &format!("{cluster}/{name}"),
             format!("created {} service", t.name),
         ))
         .await;
-    let ctx = context(state, cluster, name).await?;
+    let ctx = load_context(state, cluster, name).await?;
     service_view(state, &ctx).await
 }
 
-pub async fn list(state: &AppState, cluster: &str) -> Result<Vec<ServiceView>> {
+pub async fn list(state: &AppState, actor: &Actor, cluster: &str) -> Result<Vec<ServiceView>> {
+    actor.require_read(cluster)?;
     load_cluster(state, cluster).await?;
     let mut items = Vec::new();
     for s in state.store.list_services(cluster).await? {
-        let ctx = context(state, cluster, &s.name).await?;
+        let ctx = load_context(state, cluster, &s.name).await?;
         items.push(service_view(state, &ctx).await?);
     }
     Ok(items)
 }
 
-pub async fn get(state: &AppState, cluster: &str, service: &str) -> Result<ServiceView> {
-    let ctx = context(state, cluster, service).await?;
+pub async fn get(state: &AppState, actor: &Actor, cluster: &str, service: &str) -> Result<ServiceView> {
+    actor.require_read(cluster)?;
+    let ctx = load_context(state, cluster, service).await?;
     service_view(state, &ctx).await
 }
 
 /// Deletes a service and its roles, unless another service needs it.
 pub async fn delete(state: &AppState, actor: &Actor, cluster: &str, service: &str) -> Result<()> {
+    let granted = actor.require(Permission::ServicesWrite, Scope::Cluster(cluster))?;
     let svc = load_service(state, cluster, service).await?;
     for other in state.store.list_services(cluster).await? {
         if let Some(t) = state.catalog.get(&other.service_type)
@@ -192,7 +196,7 @@ pub async fn delete(state: &AppState, actor: &Actor, cluster: &str, service: &st
     state.store.delete_service(cluster, service).await?;
     state.desired.refresh_service(state, cluster, service, &hosts).await?;
     state
-        .audit(actor.audit(
+        .audit(granted.audit(
             "service.delete",
             "service",
             &format!("{cluster}/{service}"),
@@ -210,8 +214,9 @@ pub fn default_group(role_type: &str) -> String {
     format!("{role_type}-default")
 }
 
-pub async fn list_groups(state: &AppState, cluster: &str, service: &str) -> Result<Vec<RoleGroup>> {
-    let ctx = context(state, cluster, service).await?;
+pub async fn list_groups(state: &AppState, actor: &Actor, cluster: &str, service: &str) -> Result<Vec<RoleGroup>> {
+    actor.require_read(cluster)?;
+    let ctx = load_context(state, cluster, service).await?;
     let named = state.store.role_groups(cluster, service).await?;
     let mut items: Vec<RoleGroup> = ctx
         .service_type
@@ -231,7 +236,8 @@ pub async fn create_group(
     role_type: &str,
     name: &str,
 ) -> Result<RoleGroup> {
-    let ctx = context(state, cluster, service).await?;
+    let granted = actor.require(Permission::ServicesWrite, Scope::Cluster(cluster))?;
+    let ctx = load_context(state, cluster, service).await?;
     if ctx.service_type.role_type(role_type).is_none() {
         return Err(DomainError::Unsuitable(format!(
             "service type {} has no role type {role_type:?}",
@@ -247,7 +253,7 @@ pub async fn create_group(
     }
     state.store.create_role_group(cluster, service, role_type, name, now_millis()).await?;
     state
-        .audit(actor.audit(
+        .audit(granted.audit(
             "role_group.create",
             "service",
             &format!("{cluster}/{service}"),
@@ -311,7 +317,8 @@ impl PlanProblems {
 /// alone does not hold a new service to), the hosts, port clashes on them;
 /// every value against its parameter and required parameters without a
 /// default. Stores nothing.
-pub async fn check_plan(state: &AppState, cluster: &str, plan: &NewServicePlan) -> Result<PlanProblems> {
+pub async fn check_plan(state: &AppState, actor: &Actor, cluster: &str, plan: &NewServicePlan) -> Result<PlanProblems> {
+    actor.require(Permission::ServicesWrite, Scope::Cluster(cluster))?;
     use drover_service_types::config::{Level, validate_patch};
     load_cluster(state, cluster).await?;
     let mut out = PlanProblems::default();
@@ -442,8 +449,9 @@ pub struct Dependencies {
     pub referred_by: Vec<(String, String)>,
 }
 
-pub async fn dependencies(state: &AppState, cluster: &str, service: &str) -> Result<Dependencies> {
-    let ctx = context(state, cluster, service).await?;
+pub async fn dependencies(state: &AppState, actor: &Actor, cluster: &str, service: &str) -> Result<Dependencies> {
+    actor.require_read(cluster)?;
+    let ctx = load_context(state, cluster, service).await?;
     let others = state.store.list_services(cluster).await?;
     let requires = ctx
         .service_type
@@ -478,8 +486,9 @@ pub struct ServiceParcel {
 }
 
 /// `None` when the service's type runs from no parcel.
-pub async fn parcel(state: &AppState, cluster: &str, service: &str) -> Result<Option<ServiceParcel>> {
-    let ctx = context(state, cluster, service).await?;
+pub async fn parcel(state: &AppState, actor: &Actor, cluster: &str, service: &str) -> Result<Option<ServiceParcel>> {
+    actor.require_read(cluster)?;
+    let ctx = load_context(state, cluster, service).await?;
     let Some(name) = ctx.service_type.parcels.first().cloned() else { return Ok(None) };
     let wanted = state.store.cluster_parcels(Some(cluster)).await?;
     let active = wanted.iter().find(|w| w.name == name && w.target == "active").map(|w| w.version.clone());

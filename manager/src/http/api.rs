@@ -17,7 +17,7 @@ pub use drover_api::tokens::{
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, Caller, ErrorBody, Items};
 use crate::AppState;
 use crate::domain;
-use crate::model::{AuditEntry, EnrollmentTokenInfo, Event, Host, User, now_millis};
+use crate::model::{AuditEntry, EnrollmentTokenInfo, Event, Host, now_millis};
 
 /// The largest page offset (the query says `int32`).
 /// Checks a page size: 1-1000.
@@ -43,7 +43,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/audit", get(list_audit))
         .route("/api-tokens", get(list_api_tokens).post(create_api_token))
         .route("/api-tokens/{id}", axum::routing::delete(revoke_api_token))
-        .route("/users/me", get(me))
         .route("/openapi.json", get(openapi))
 }
 
@@ -67,9 +66,9 @@ pub async fn create_enrollment_token(
     security(("basic" = []), ("bearer" = [])))]
 pub async fn list_enrollment_tokens(
     State(state): Shared,
-    _caller: Caller,
+    caller: Caller,
 ) -> Result<Json<Items<EnrollmentTokenInfo>>, ApiError> {
-    Ok(Json(Items::new(domain::accounts::list_enrollment_tokens(&state).await?)))
+    Ok(Json(Items::new(domain::accounts::list_enrollment_tokens(&state, &caller.actor()).await?)))
 }
 
 /// Revokes an enrollment token; hosts already enrolled with it are unaffected.
@@ -90,7 +89,7 @@ pub async fn revoke_enrollment_token(
     (status = 400, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn list_hosts(
     State(state): Shared,
-    _caller: Caller,
+    caller: Caller,
     ApiQuery(q): ApiQuery<HostQuery>,
 ) -> Result<Json<HostList>, ApiError> {
     let mut filter = HostFilter {
@@ -101,7 +100,7 @@ pub async fn list_hosts(
         ..Default::default()
     };
     domain::hosts::apply_selector(&mut filter, q.label.as_deref().unwrap_or_default())?;
-    let page = domain::hosts::list(&state, &filter).await?;
+    let page = domain::hosts::list(&state, &caller.actor(), &filter).await?;
     Ok(Json(HostList { items: page.items, total: page.total, limit: filter.limit, offset: filter.offset }))
 }
 
@@ -110,10 +109,10 @@ pub async fn list_hosts(
     responses((status = 200, body = Host), (status = 404, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn get_host(
     State(state): Shared,
-    _caller: Caller,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Host>, ApiError> {
-    Ok(Json(domain::hosts::get(&state, &id).await?))
+    Ok(Json(domain::hosts::get(&state, &caller.actor(), &id).await?))
 }
 
 /// Changes a host's labels.
@@ -156,7 +155,7 @@ fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
     security(("basic" = []), ("bearer" = [])))]
 pub async fn host_metrics(
     State(state): Shared,
-    _caller: Caller,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<MetricsQuery>,
 ) -> Result<Json<MetricSeries>, ApiError> {
@@ -164,7 +163,7 @@ pub async fn host_metrics(
     let span = domain::hosts::default_span_ms(resolution)?;
     let to = q.to.as_deref().map(|s| parse_time("to", s)).transpose()?.unwrap_or_else(now_millis);
     let from = q.from.as_deref().map(|s| parse_time("from", s)).transpose()?.unwrap_or(to - span);
-    let points = domain::hosts::metrics(&state, &id, resolution, from, to).await?;
+    let points = domain::hosts::metrics(&state, &caller.actor(), &id, resolution, from, to).await?;
     Ok(Json(MetricSeries { host_id: id, resolution_s: resolution, points }))
 }
 
@@ -173,7 +172,7 @@ pub async fn host_metrics(
     (status = 400, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn list_events(
     State(state): Shared,
-    _caller: Caller,
+    caller: Caller,
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<Json<Items<Event>>, ApiError> {
     let filter = EventFilter {
@@ -182,7 +181,7 @@ pub async fn list_events(
         since: q.since.as_deref().map(|s| parse_time("since", s)).transpose()?,
         limit: page_limit(q.limit)?,
     };
-    Ok(Json(Items::new(state.store.list_events(&filter).await?)))
+    Ok(Json(Items::new(domain::history::list_events(&state, &caller.actor(), &filter).await?)))
 }
 
 /// The audit log (newest first): who changed what, when, from where.
@@ -190,7 +189,7 @@ pub async fn list_events(
     (status = 400, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn list_audit(
     State(state): Shared,
-    _caller: Caller,
+    caller: Caller,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Items<AuditEntry>>, ApiError> {
     let filter = AuditFilter {
@@ -201,7 +200,7 @@ pub async fn list_audit(
         until: q.until.as_deref().map(|s| parse_time("until", s)).transpose()?,
         limit: page_limit(q.limit)?,
     };
-    Ok(Json(Items::new(state.store.list_audit(&filter).await?)))
+    Ok(Json(Items::new(domain::history::list_audit(&state, &caller.actor(), &filter).await?)))
 }
 
 /// Creates an API token for the calling user.
@@ -212,8 +211,15 @@ pub async fn create_api_token(
     caller: Caller,
     ApiJson(req): ApiJson<CreateApiToken>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let created =
-        domain::accounts::create_api_token(&state, &caller.actor(), &caller.user, &req.name, req.ttl_seconds).await?;
+    let created = domain::accounts::create_api_token(
+        &state,
+        &caller.actor(),
+        &caller.user,
+        &req.name,
+        req.ttl_seconds,
+        req.grants,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -221,7 +227,7 @@ pub async fn create_api_token(
 #[utoipa::path(get, path = "/api/v1/api-tokens", responses((status = 200, body = Items<ApiTokenInfo>)),
     security(("basic" = []), ("bearer" = [])))]
 pub async fn list_api_tokens(State(state): Shared, caller: Caller) -> Result<Json<Items<ApiTokenInfo>>, ApiError> {
-    Ok(Json(Items::new(domain::accounts::list_api_tokens(&state, &caller.user).await?)))
+    Ok(Json(Items::new(domain::accounts::list_api_tokens(&state, &caller.actor(), &caller.user).await?)))
 }
 
 /// Revokes one of the calling user's API tokens.
@@ -235,13 +241,6 @@ pub async fn revoke_api_token(
 ) -> Result<StatusCode, ApiError> {
     domain::accounts::revoke_api_token(&state, &caller.actor(), &caller.user, &id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// The calling user.
-#[utoipa::path(get, path = "/api/v1/users/me", responses((status = 200, body = User), (status = 401, body = ErrorBody)),
-    security(("basic" = []), ("bearer" = [])))]
-pub async fn me(caller: Caller) -> Json<User> {
-    Json(caller.user.to_api())
 }
 
 /// This API's OpenAPI 3 document (no authentication needed).

@@ -29,7 +29,7 @@ pub async fn create(
     caller: Caller,
     ApiJson(req): ApiJson<BootstrapRequest>,
 ) -> Result<(StatusCode, Json<CommandView>), ApiError> {
-    let actor = Actor { user: caller.user.username.clone(), source: caller.source.clone() };
+    let actor = Actor::authorize(&caller.actor())?;
     let (cmd, steps) = bootstrap::request(state, actor, req).await.map_err(|e| match e {
         StartError::Invalid(m) => ApiError::BadRequest(m),
         StartError::Store(s) => s.into(),

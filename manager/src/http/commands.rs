@@ -27,19 +27,19 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/v1/commands/{id}", params(("id" = String, Path)), responses((status = 200, description = "state and steps", body = CommandView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    _c: Caller,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<CommandView>, ApiError> {
-    Ok(Json(commands::get(&state, &id).await?))
+    Ok(Json(commands::get(&state, &caller.actor(), &id).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/clusters/{cluster}/services/{service}/commands", params(("cluster" = String, Path), ("service" = String, Path)), responses((status = 200, description = "recent commands, without steps", body = Items<CommandView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    _c: Caller,
+    caller: Caller,
     ApiPath((cluster, service)): ApiPath<(String, String)>,
 ) -> Result<Json<Items<CommandView>>, ApiError> {
-    Ok(Json(Items::new(commands::list(&state, &cluster, &service).await?)))
+    Ok(Json(Items::new(commands::list(&state, &caller.actor(), &cluster, &service).await?)))
 }
 
 #[utoipa::path(post, path = "/api/v1/commands/{id}/abort", params(("id" = String, Path)), responses((status = 200, description = "abort requested", body = Aborting), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]

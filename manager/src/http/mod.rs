@@ -25,6 +25,7 @@ pub mod openapi;
 pub mod parcels;
 pub mod providers;
 pub mod services;
+pub mod users;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -46,6 +47,7 @@ use utoipa::openapi::schema::Type;
 
 use crate::AppState;
 use crate::auth::sha256_hex;
+use crate::domain::access::{Access, Via};
 use crate::model::now_millis;
 use crate::store::{StoreError, UserRecord};
 
@@ -60,7 +62,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .merge(services::routes())
                 .merge(parcels::routes())
                 .merge(providers::routes())
-                .merge(bootstrap::routes()),
+                .merge(bootstrap::routes())
+                .merge(users::routes()),
         )
         // The parcel repository, read-only and public like a package mirror
         // (manifest.json and the files, with range requests for resuming);
@@ -108,8 +111,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Unauthorized(String),
-    #[error("{0}")]
-    Forbidden(String),
+    #[error("{message}")]
+    Forbidden { message: String, permission: Option<String> },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -133,7 +136,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -152,7 +155,11 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message: self.to_string() } };
+        let permission = match &self {
+            ApiError::Forbidden { permission, .. } => permission.clone(),
+            _ => None,
+        };
+        let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message: self.to_string(), permission } };
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
@@ -177,6 +184,9 @@ impl From<crate::domain::DomainError> for ApiError {
         use crate::domain::DomainError as D;
         match e {
             D::Invalid(m) => ApiError::BadRequest(m),
+            D::Forbidden { permission, message } => {
+                ApiError::Forbidden { message, permission: Some(permission.as_str().to_owned()) }
+            }
             D::NotFound(m) => ApiError::NotFound(m),
             D::Conflict(m) => ApiError::Conflict(m),
             D::Unsuitable(m) => ApiError::Unprocessable(m),
@@ -331,22 +341,20 @@ pub struct Caller {
     pub user: UserRecord,
     /// Client address, for the audit log.
     pub source: String,
+    pub via: Via,
+    /// The API token's own grants, when it came with a token that has them.
+    pub token_grants: Option<Vec<drover_api::users::Grant>>,
 }
 
 impl Caller {
-    /// Who asks, as the domain layer records it.
+    /// Who asks, as the domain layer checks and records it.
     pub fn actor(&self) -> crate::domain::Actor {
-        crate::domain::Actor { username: self.user.username.clone(), source: self.source.clone() }
-    }
-
-    pub fn audit(
-        &self,
-        action: &str,
-        object_type: &str,
-        object_id: &str,
-        summary: impl Into<String>,
-    ) -> crate::store::NewAudit {
-        crate::audit_entry(&self.user.username, &self.source, action, object_type, object_id, summary)
+        crate::domain::Actor {
+            username: self.user.username.clone(),
+            source: self.source.clone(),
+            via: self.via,
+            access: Access::new(self.user.grants.clone(), self.token_grants.clone()),
+        }
     }
 }
 
@@ -369,7 +377,7 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
 /// Authenticates a request: HTTP Basic, `Bearer <api token>`, or (for safe
 /// methods only, so a forged cross-site form cannot change anything) the
 /// console session cookie.
-pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Option<UserRecord>, ApiError> {
+pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Option<Authenticated>, ApiError> {
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
         let value =
             value.to_str().map_err(|_| ApiError::Unauthorized("Authorization header is not valid text".into()))?;
@@ -384,9 +392,13 @@ pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Option<User
                 let (user, password) = decoded
                     .split_once(':')
                     .ok_or_else(|| ApiError::Unauthorized("malformed Basic credentials".into()))?;
-                Ok(state.basic_cache.verify(&state.store, user, password).await?)
+                let user = state.basic_cache.verify(&state.store, user, password).await?;
+                Ok(user.map(|user| Authenticated { user, via: Via::Password, token_grants: None }))
             }
-            "bearer" => Ok(state.store.user_by_api_token(&sha256_hex(rest.trim()), now_millis()).await?),
+            "bearer" => {
+                let found = state.store.user_by_api_token(&sha256_hex(rest.trim()), now_millis()).await?;
+                Ok(found.map(|(user, token_grants)| Authenticated { user, via: Via::Token, token_grants }))
+            }
             _ => {
                 Err(ApiError::Unauthorized(format!("unsupported authorization scheme {scheme:?}; use Basic or Bearer")))
             }
@@ -395,9 +407,18 @@ pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Option<User
     if matches!(parts.method, Method::GET | Method::HEAD)
         && let Some(sid) = session_cookie(&parts.headers)
     {
-        return Ok(state.store.user_by_web_session(&sha256_hex(&sid), now_millis()).await?);
+        let user = state.store.user_by_web_session(&sha256_hex(&sid), now_millis()).await?;
+        return Ok(user.map(|user| Authenticated { user, via: Via::Console, token_grants: None }));
     }
     Ok(None)
+}
+
+/// Who a request's credentials belong to.
+#[derive(Debug)]
+pub struct Authenticated {
+    pub user: UserRecord,
+    pub via: Via,
+    pub token_grants: Option<Vec<drover_api::users::Grant>>,
 }
 
 impl FromRequestParts<Arc<AppState>> for Caller {
@@ -405,7 +426,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         match authenticate(state, parts).await? {
-            Some(user) => Ok(Caller { user, source: source_of(parts) }),
+            Some(a) => Ok(Caller { user: a.user, source: source_of(parts), via: a.via, token_grants: a.token_grants }),
             None if parts.headers.contains_key(header::AUTHORIZATION) => Err(ApiError::Unauthorized(
                 "invalid credentials: wrong user name or password, or an unknown or expired API token".into(),
             )),

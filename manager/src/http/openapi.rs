@@ -37,7 +37,14 @@ use super::api;
         api::create_api_token,
         api::list_api_tokens,
         api::revoke_api_token,
-        api::me,
+        super::users::me,
+        super::users::change_own_password,
+        super::users::list,
+        super::users::create,
+        super::users::show,
+        super::users::update,
+        super::users::delete,
+        super::users::reset_password,
         api::openapi,
         super::services::list_clusters,
         super::services::create_cluster,
@@ -124,6 +131,7 @@ impl Modify for ExtractorErrors {
             for op in ops.into_iter().flatten() {
                 if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
                     add(op, "401", "no credentials, or wrong ones");
+                    add(op, "403", "the caller lacks the permission this needs (named in `error.permission`)");
                     add(op, "503", "the database is unavailable");
                 }
                 if op.request_body.as_ref().is_some_and(|b| b.content.contains_key("application/json")) {

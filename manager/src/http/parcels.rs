@@ -47,14 +47,6 @@ impl From<RepoError> for ApiError {
     }
 }
 
-async fn cluster_exists(state: &AppState, cluster: &str) -> Result<(), ApiError> {
-    match state.store.cluster(cluster).await? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::NotFound(format!("cluster {cluster} not found"))),
-    }
-}
-
-/// A stored parcel target; anything else in the database is an internal error.
 fn parcel_target(s: &str) -> Result<ParcelTarget, ApiError> {
     ParcelTarget::parse(s)
         .ok_or_else(|| ApiError::Internal(format!("stored parcel target {s:?} is not distributed or active")))
@@ -64,8 +56,8 @@ fn parcel_target(s: &str) -> Result<ParcelTarget, ApiError> {
 #[utoipa::path(get, path = "/api/v1/parcels", operation_id = "list_parcels",
     responses((status = 200, description = "known parcels, followed repositories, per-cluster and per-host state", body = ParcelList)),
     security(("basic" = []), ("bearer" = [])))]
-pub async fn list(State(state): Shared, _c: Caller) -> Result<Json<ParcelList>, ApiError> {
-    Ok(Json(domain::parcels::overview(&state).await?))
+pub async fn list(State(state): Shared, caller: Caller) -> Result<Json<ParcelList>, ApiError> {
+    Ok(Json(domain::parcels::overview(&state, &caller.actor()).await?))
 }
 
 /// Uploads a parcel file (the raw bytes as the body), streamed to disk.
@@ -94,10 +86,10 @@ pub async fn upload(
     security(("basic" = []), ("bearer" = [])))]
 pub async fn list_hosts(
     State(state): Shared,
-    _c: Caller,
+    caller: Caller,
     ApiPath(cluster): ApiPath<String>,
 ) -> Result<Json<Items<String>>, ApiError> {
-    Ok(Json(Items::new(domain::clusters::hosts(&state, &cluster).await?)))
+    Ok(Json(Items::new(domain::clusters::hosts(&state, &caller.actor(), &cluster).await?)))
 }
 
 /// Adds hosts to a cluster: they receive the cluster's parcels.
@@ -158,11 +150,10 @@ impl TryFrom<ClusterParcelRec> for ClusterParcel {
     security(("basic" = []), ("bearer" = [])))]
 pub async fn cluster_parcels(
     State(state): Shared,
-    _c: Caller,
+    caller: Caller,
     ApiPath(cluster): ApiPath<String>,
 ) -> Result<Json<Items<ClusterParcel>>, ApiError> {
-    cluster_exists(&state, &cluster).await?;
-    let items = state.store.cluster_parcels(Some(&cluster)).await?.into_iter().map(ClusterParcel::try_from);
+    let items = domain::clusters::parcels(&state, &caller.actor(), &cluster).await?.into_iter().map(ClusterParcel::try_from);
     Ok(Json(Items::new(items.collect::<Result<_, _>>()?)))
 }
 

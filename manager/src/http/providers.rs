@@ -28,7 +28,7 @@ impl From<ProviderError> for ApiError {
         match e {
             ProviderError::Invalid(m) => ApiError::BadRequest(m),
             ProviderError::NotFound(m) => ApiError::NotFound(m),
-            ProviderError::Forbidden(m) => ApiError::Forbidden(m),
+            ProviderError::Forbidden(m) => ApiError::Forbidden { message: m, permission: None },
             ProviderError::Engine(m) => ApiError::Unavailable(m),
             ProviderError::Store(s) => s.into(),
         }
@@ -61,8 +61,8 @@ pub async fn create(
         name_prefix: req.name_prefix.unwrap_or_else(|| "drover-".to_owned()),
         manager_url: req.manager_url,
     };
-    let actor = Actor { user: &caller.user.username, source: &caller.source };
-    let created = providers::create_docker_hosts(&state, actor, request).await?;
+    let caller = caller.actor();
+    let created = providers::create_docker_hosts(&state, Actor::authorize(&caller)?, request).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -71,8 +71,9 @@ pub async fn create(
     responses((status = 200, body = Items<ProviderHostView>),
     (status = 503, description = "the Docker engine is unreachable or failed", body = ErrorBody)),
     security(("basic" = []), ("bearer" = [])))]
-pub async fn list(State(state): Shared, _c: Caller) -> Result<Json<Items<ProviderHostView>>, ApiError> {
-    Ok(Json(Items::new(providers::list_docker_hosts(&state).await?)))
+pub async fn list(State(state): Shared, caller: Caller) -> Result<Json<Items<ProviderHostView>>, ApiError> {
+    let caller = caller.actor();
+    Ok(Json(Items::new(providers::list_docker_hosts(&state, Actor::authorize(&caller)?).await?)))
 }
 
 /// Removes every container this manager created, their volumes, and
@@ -88,13 +89,14 @@ pub async fn delete_all(
     caller: Caller,
     ApiQuery(q): ApiQuery<DeleteAllQuery>,
 ) -> Result<Json<Items<ProviderHostView>>, ApiError> {
+    let caller = caller.actor();
+    let actor = Actor::authorize(&caller)?;
     if q.all != Some(true) {
         return Err(ApiError::BadRequest(
             "give ?all=true to remove every container this manager created, or DELETE /providers/docker/hosts/{id}"
                 .into(),
         ));
     }
-    let actor = Actor { user: &caller.user.username, source: &caller.source };
     Ok(Json(Items::new(providers::delete_all_docker_hosts(&state, actor).await?)))
 }
 
@@ -111,6 +113,6 @@ pub async fn delete_one(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ProviderHostView>, ApiError> {
-    let actor = Actor { user: &caller.user.username, source: &caller.source };
-    Ok(Json(providers::delete_docker_host(&state, actor, &id).await?))
+    let caller = caller.actor();
+    Ok(Json(providers::delete_docker_host(&state, Actor::authorize(&caller)?, &id).await?))
 }

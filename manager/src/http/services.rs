@@ -61,17 +61,17 @@ pub async fn create_cluster(
 }
 
 #[utoipa::path(get, path = "/api/v1/clusters", responses((status = 200, body = Items<Cluster>), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
-pub async fn list_clusters(State(state): Shared, _c: Caller) -> Result<Json<Items<Cluster>>, ApiError> {
-    Ok(Json(Items::new(clusters::list(&state).await?)))
+pub async fn list_clusters(State(state): Shared, caller: Caller) -> Result<Json<Items<Cluster>>, ApiError> {
+    Ok(Json(Items::new(clusters::list(&state, &caller.actor()).await?)))
 }
 
 #[utoipa::path(get, path = "/api/v1/clusters/{cluster}", params(("cluster" = String, Path)), responses((status = 200, body = Cluster), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn get_cluster(
     State(state): Shared,
-    _c: Caller,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Cluster>, ApiError> {
-    Ok(Json(clusters::get(&state, &name).await?))
+    Ok(Json(clusters::get(&state, &caller.actor(), &name).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/clusters/{cluster}", params(("cluster" = String, Path)), responses((status = 204, description = "deleted"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
@@ -87,14 +87,15 @@ pub async fn delete_cluster(
 // ---------- service types ----------
 
 #[utoipa::path(get, path = "/api/v1/service-types", responses((status = 200, body = Items<ServiceTypeView>), (status = 401, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
-pub async fn list_service_types(State(state): Shared, _c: Caller) -> Json<Items<ServiceTypeView>> {
+/// Any signed-in caller may read the catalog (it holds no cluster's data).
+pub async fn list_service_types(State(state): Shared, _caller: Caller) -> Json<Items<ServiceTypeView>> {
     Json(Items::new(services::list_types(&state)))
 }
 
 #[utoipa::path(get, path = "/api/v1/service-types/{name}", params(("name" = String, Path)), responses((status = 200, description = "role types, parameters, rolling restart policy", body = ServiceTypeView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn get_service_type(
     State(state): Shared,
-    _c: Caller,
+    _caller: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<ServiceTypeView>, ApiError> {
     Ok(Json(services::get_type(&state, &name)?))
@@ -116,19 +117,19 @@ pub async fn create_service(
 #[utoipa::path(get, path = "/api/v1/clusters/{cluster}/services", params(("cluster" = String, Path)), responses((status = 200, body = Items<ServiceView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn list_services(
     State(state): Shared,
-    _c: Caller,
+    caller: Caller,
     ApiPath(cluster): ApiPath<String>,
 ) -> Result<Json<Items<ServiceView>>, ApiError> {
-    Ok(Json(Items::new(services::list(&state, &cluster).await?)))
+    Ok(Json(Items::new(services::list(&state, &caller.actor(), &cluster).await?)))
 }
 
 #[utoipa::path(get, path = "/api/v1/clusters/{cluster}/services/{service}", params(("cluster" = String, Path), ("service" = String, Path)), responses((status = 200, body = ServiceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn get_service(
     State(state): Shared,
-    _c: Caller,
+    caller: Caller,
     ApiPath((cluster, service)): ApiPath<(String, String)>,
 ) -> Result<Json<ServiceView>, ApiError> {
-    Ok(Json(services::get(&state, &cluster, &service).await?))
+    Ok(Json(services::get(&state, &caller.actor(), &cluster, &service).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/clusters/{cluster}/services/{service}", params(("cluster" = String, Path), ("service" = String, Path)), responses((status = 204, description = "deleted"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
@@ -146,10 +147,10 @@ pub async fn delete_service(
 #[utoipa::path(get, path = "/api/v1/clusters/{cluster}/services/{service}/role-groups", params(("cluster" = String, Path), ("service" = String, Path)), responses((status = 200, body = Items<RoleGroup>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn list_groups(
     State(state): Shared,
-    _c: Caller,
+    caller: Caller,
     ApiPath((cluster, service)): ApiPath<(String, String)>,
 ) -> Result<Json<Items<RoleGroup>>, ApiError> {
-    Ok(Json(Items::new(services::list_groups(&state, &cluster, &service).await?)))
+    Ok(Json(Items::new(services::list_groups(&state, &caller.actor(), &cluster, &service).await?)))
 }
 
 #[utoipa::path(post, path = "/api/v1/clusters/{cluster}/services/{service}/role-groups", params(("cluster" = String, Path), ("service" = String, Path)), request_body = CreateGroup, responses((status = 201, body = RoleGroup), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, description = "the service's type does not allow it", body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
@@ -191,19 +192,19 @@ pub async fn create_role(
 #[utoipa::path(get, path = "/api/v1/clusters/{cluster}/services/{service}/roles", params(("cluster" = String, Path), ("service" = String, Path)), responses((status = 200, description = "roles with status, health, pid, applied and running revision, stale", body = Items<RoleView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn list_roles(
     State(state): Shared,
-    _c: Caller,
+    caller: Caller,
     ApiPath((cluster, service)): ApiPath<(String, String)>,
 ) -> Result<Json<Items<RoleView>>, ApiError> {
-    Ok(Json(Items::new(roles::list(&state, &cluster, &service).await?)))
+    Ok(Json(Items::new(roles::list(&state, &caller.actor(), &cluster, &service).await?)))
 }
 
 #[utoipa::path(get, path = "/api/v1/clusters/{cluster}/services/{service}/roles/{role}", params(("cluster" = String, Path), ("service" = String, Path), ("role" = String, Path)), responses((status = 200, body = RoleView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn get_role(
     State(state): Shared,
-    _c: Caller,
+    caller: Caller,
     ApiPath((cluster, service, role)): ApiPath<(String, String, String)>,
 ) -> Result<Json<RoleView>, ApiError> {
-    Ok(Json(roles::get(&state, &cluster, &service, &role).await?))
+    Ok(Json(roles::get(&state, &caller.actor(), &cluster, &service, &role).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/clusters/{cluster}/services/{service}/roles/{role}", params(("cluster" = String, Path), ("service" = String, Path), ("role" = String, Path)), responses((status = 204, description = "removed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
@@ -221,10 +222,10 @@ pub async fn delete_role(
 #[utoipa::path(get, path = "/api/v1/clusters/{cluster}/services/{service}/config", params(("cluster" = String, Path), ("service" = String, Path)), responses((status = 200, description = "effective values with their source and the current revision", body = ConfigView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn get_config(
     State(state): Shared,
-    _c: Caller,
+    caller: Caller,
     ApiPath((cluster, service)): ApiPath<(String, String)>,
 ) -> Result<Json<ConfigView>, ApiError> {
-    Ok(Json(config::get(&state, &cluster, &service).await?))
+    Ok(Json(config::get(&state, &caller.actor(), &cluster, &service).await?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/clusters/{cluster}/services/{service}/config", params(("cluster" = String, Path), ("service" = String, Path)), request_body = ConfigPatch, responses((status = 200, description = "the new revision", body = ConfigChange), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, description = "the service's type refuses a parameter or value, or cannot render its files with them", body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
@@ -250,27 +251,27 @@ pub async fn rollback_config(
 #[utoipa::path(get, path = "/api/v1/clusters/{cluster}/services/{service}/config/revisions", params(("cluster" = String, Path), ("service" = String, Path)), responses((status = 200, description = "revisions, newest first", body = Items<RevisionSummary>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn list_revisions(
     State(state): Shared,
-    _c: Caller,
+    caller: Caller,
     ApiPath((cluster, service)): ApiPath<(String, String)>,
 ) -> Result<Json<Items<RevisionSummary>>, ApiError> {
-    Ok(Json(Items::new(config::revisions(&state, &cluster, &service).await?)))
+    Ok(Json(Items::new(config::revisions(&state, &caller.actor(), &cluster, &service).await?)))
 }
 
 #[utoipa::path(get, path = "/api/v1/clusters/{cluster}/services/{service}/config/revisions/{revision}", params(("cluster" = String, Path), ("service" = String, Path), ("revision" = u64, Path)), responses((status = 200, description = "revision with values and where it took effect", body = RevisionDetail), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn get_revision(
     State(state): Shared,
-    _c: Caller,
+    caller: Caller,
     ApiPath((cluster, service, revision)): ApiPath<(String, String, u64)>,
 ) -> Result<Json<RevisionDetail>, ApiError> {
-    Ok(Json(config::revision(&state, &cluster, &service, revision).await?))
+    Ok(Json(config::revision(&state, &caller.actor(), &cluster, &service, revision).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/clusters/{cluster}/services/{service}/config/diff", params(("cluster" = String, Path), ("service" = String, Path), DiffQuery), responses((status = 200, description = "value changes and unified diffs of rendered files per role", body = ConfigDiff), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, description = "a revision's files cannot be rendered with today's roles", body = ErrorBody), (status = 503, body = ErrorBody)), security(("basic" = []), ("bearer" = [])))]
 pub async fn diff_config(
     State(state): Shared,
-    _c: Caller,
+    caller: Caller,
     ApiPath((cluster, service)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<DiffQuery>,
 ) -> Result<Json<ConfigDiff>, ApiError> {
-    Ok(Json(config::diff(&state, &cluster, &service, q.from, q.to).await?))
+    Ok(Json(config::diff(&state, &caller.actor(), &cluster, &service, q.from, q.to).await?))
 }

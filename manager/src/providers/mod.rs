@@ -58,7 +58,19 @@ pub enum ProviderError {
 #[derive(Debug, Clone, Copy)]
 pub struct Actor<'a> {
     pub user: &'a str,
-    pub source: &'a str,
+    granted: crate::domain::Granted<'a>,
+}
+
+impl<'a> Actor<'a> {
+    /// Containers come and go only for a caller with `fleet.enroll`.
+    pub fn authorize(actor: &'a crate::domain::Actor) -> crate::domain::Result<Actor<'a>> {
+        let granted = actor.require(crate::domain::Permission::FleetEnroll, crate::domain::Scope::Global)?;
+        Ok(Actor { user: &actor.username, granted })
+    }
+
+    fn audit(&self, action: &str, object_type: &str, object_id: &str, summary: impl Into<String>) -> crate::store::NewAudit {
+        self.granted.audit(action, object_type, object_id, summary)
+    }
 }
 
 /// A request for container hosts.
@@ -187,10 +199,7 @@ pub async fn create_docker_hosts(
     )
     .await?;
     state
-        .audit(crate::audit_entry(
-            actor.user,
-            actor.source,
-            "enrollment_token.create",
+        .audit(actor.audit("enrollment_token.create",
             "enrollment_token",
             &token_rec.id,
             format!(
@@ -272,10 +281,7 @@ pub async fn create_docker_hosts(
     }
     for rec in &made {
         state
-            .audit(crate::audit_entry(
-                actor.user,
-                actor.source,
-                "provider.docker.create",
+            .audit(actor.audit("provider.docker.create",
                 "container",
                 &rec.id,
                 format!(
@@ -363,7 +369,7 @@ async fn views(
 }
 
 /// Every container the Docker provider made, with status and host.
-pub async fn list_docker_hosts(state: &AppState) -> Result<Vec<ProviderHostView>, ProviderError> {
+pub async fn list_docker_hosts(state: &AppState, _actor: Actor<'_>) -> Result<Vec<ProviderHostView>, ProviderError> {
     let recs = state.store.provider_hosts(DOCKER).await?;
     views(state, &client(state), recs).await
 }
@@ -441,10 +447,7 @@ async fn remove(
         {
             state.registry.decommission(host_id);
             state
-                .audit(crate::audit_entry(
-                    actor.user,
-                    actor.source,
-                    "host.decommission",
+                .audit(actor.audit("host.decommission",
                     "host",
                     host_id,
                     format!(
@@ -461,10 +464,7 @@ async fn remove(
         state.store.delete_provider_host(&rec.id).await?;
         view.container_status = "removed".into();
         state
-            .audit(crate::audit_entry(
-                actor.user,
-                actor.source,
-                "provider.docker.delete",
+            .audit(actor.audit("provider.docker.delete",
                 "container",
                 &rec.id,
                 format!("removed container {} and volume {} ({})", rec.name, rec.volume, rec.engine),

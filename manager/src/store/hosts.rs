@@ -63,6 +63,9 @@ pub struct HostFilter {
     pub outside_cluster: Option<String>,
     /// Only hosts in this cluster.
     pub in_cluster: Option<String>,
+    /// Only hosts in one of these clusters (what a cluster-scoped caller
+    /// may see); `None` means no such restriction.
+    pub member_of: Option<Vec<String>>,
     /// Order of the page; ties are broken by hostname, then id.
     pub sort: HostSort,
     pub descending: bool,
@@ -365,6 +368,13 @@ impl Store {
         if let Some(c) = &f.in_cluster {
             args.push(Arg::Text(c.clone()));
             cond.push_str(&format!(" AND id IN (SELECT host_id FROM cluster_hosts WHERE cluster = ${})", args.len()));
+        }
+        if let Some(clusters) = &f.member_of {
+            // A subquery per cluster keeps the `IN ($n, ...)` list the only
+            // dynamic part.
+            let mut members = String::from("SELECT host_id FROM cluster_hosts WHERE 1 = 1");
+            super::records::push_in(&mut members, &mut args, "cluster", clusters);
+            cond.push_str(&format!(" AND id IN ({members})"));
         }
         if let Some(c) = &f.outside_cluster {
             args.push(Arg::Text(c.clone()));

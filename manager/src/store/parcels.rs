@@ -77,6 +77,15 @@ impl Store {
         rows.iter().map(|r| get(r, "host_id")).collect()
     }
 
+    /// The clusters a host is in.
+    pub async fn clusters_of_host(&self, host_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT cluster FROM cluster_hosts WHERE host_id = $1 ORDER BY cluster")
+            .bind(host_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| get(r, "cluster")).collect()
+    }
+
     /// Every (cluster, host) membership.
     pub async fn all_cluster_hosts(&self) -> Result<Vec<(String, String)>> {
         let rows = sqlx::query("SELECT cluster, host_id FROM cluster_hosts ORDER BY cluster, host_id")

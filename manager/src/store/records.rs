@@ -4,24 +4,34 @@ pub use drover_api::tokens::ApiTokenInfo;
 use sqlx::any::AnyRow;
 
 use super::{Result, Store, StoreError, get, get_json, is_unique_violation, to_json};
-use crate::model::{AuditEntry, EnrollmentTokenInfo, EnrollmentTokenState, Event, Labels, UnixMillis, User, rfc3339};
+use drover_api::users::{Grant, Role, UserInfo, UserSource};
+
+use crate::model::{AuditEntry, EnrollmentTokenInfo, EnrollmentTokenState, Event, Labels, UnixMillis, rfc3339};
 
 #[derive(Debug, Clone)]
 pub struct UserRecord {
     pub id: String,
     pub username: String,
+    /// argon2id; empty for directory (LDAP) users.
     pub password_hash: String,
-    pub role: String,
+    pub grants: Vec<Grant>,
+    pub disabled: bool,
+    /// `local` or `ldap`.
+    pub source: String,
+    pub last_sign_in_at: Option<UnixMillis>,
     pub created_at: UnixMillis,
 }
 
 impl UserRecord {
-    pub fn to_api(&self) -> User {
-        User {
+    pub fn to_api(&self) -> UserInfo {
+        UserInfo {
             id: self.id.clone(),
             username: self.username.clone(),
-            role: self.role.clone(),
+            grants: self.grants.clone(),
+            disabled: self.disabled,
+            source: if self.source == "ldap" { UserSource::Ldap } else { UserSource::Local },
             created_at: rfc3339(self.created_at),
+            last_sign_in_at: self.last_sign_in_at.map(rfc3339),
         }
     }
 }
@@ -34,6 +44,8 @@ pub struct ApiTokenRecord {
     pub token_hash: String,
     pub created_at: UnixMillis,
     pub expires_at: Option<UnixMillis>,
+    /// `None`: whatever the user may do.
+    pub grants: Option<Vec<Grant>>,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +108,10 @@ pub struct NewAudit {
     pub object_type: String,
     pub object_id: String,
     pub summary: String,
+    /// How the change was asked for: `console`, `password`, `token`, `system`.
+    pub via: String,
+    /// The permission that allowed it.
+    pub permission: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -178,9 +194,34 @@ pub(super) fn user_from_row(row: &AnyRow) -> Result<UserRecord> {
         id: get(row, "id")?,
         username: get(row, "username")?,
         password_hash: get(row, "password_hash")?,
-        role: get(row, "role")?,
+        grants: Vec::new(),
+        disabled: get::<i64>(row, "disabled")? != 0,
+        source: get(row, "source")?,
+        last_sign_in_at: get(row, "last_sign_in_at")?,
         created_at: get(row, "created_at")?,
     })
+}
+
+fn grant_from_row(row: &AnyRow) -> Result<Grant> {
+    let role: String = get(row, "role")?;
+    let cluster: String = get(row, "cluster")?;
+    let role = Role::parse(&role).ok_or_else(|| StoreError::corrupt("user_grants.role", format!("unknown role {role:?}")))?;
+    Ok(Grant { role, cluster: (!cluster.is_empty()).then_some(cluster) })
+}
+
+fn token_grants(row: &AnyRow) -> Result<Option<Vec<Grant>>> {
+    get::<Option<String>>(row, "grants")?
+        .map(|j| serde_json::from_str(&j).map_err(|e| StoreError::corrupt("api_tokens.grants", e)))
+        .transpose()
+}
+
+/// What changing or deleting a user did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserChange {
+    Done,
+    NotFound,
+    /// Refused: no enabled global admin would be left.
+    LastAdmin,
 }
 
 fn enrollment_token_from_row(row: &AnyRow) -> Result<EnrollmentTokenRecord> {
@@ -197,7 +238,25 @@ fn enrollment_token_from_row(row: &AnyRow) -> Result<EnrollmentTokenRecord> {
     })
 }
 
-const USER_COLUMNS: &str = "u.id, u.username, u.password_hash, u.role, u.created_at";
+const USER_COLUMNS: &str =
+    "u.id, u.username, u.password_hash, u.disabled, u.source, u.last_sign_in_at, u.created_at";
+
+/// Enabled users holding `admin` globally.
+const ENABLED_ADMINS: &str = "SELECT COUNT(*) AS n FROM users u JOIN user_grants g ON g.user_id = u.id \
+     WHERE g.role = 'admin' AND g.cluster = '' AND u.disabled = 0";
+
+async fn insert_grants(conn: &mut sqlx::AnyConnection, user_id: &str, grants: &[Grant]) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for g in grants.iter().filter(|g| seen.insert((*g).clone())) {
+        sqlx::query("INSERT INTO user_grants (user_id, role, cluster) VALUES ($1, $2, $3)")
+            .bind(user_id)
+            .bind(g.role.as_str())
+            .bind(g.cluster.as_deref().unwrap_or(""))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
 
 impl Store {
     pub async fn count_users(&self) -> Result<i64> {
@@ -206,28 +265,131 @@ impl Store {
     }
 
     pub async fn insert_user(&self, user: &UserRecord) -> Result<()> {
-        sqlx::query("INSERT INTO users (id, username, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&user.id)
-            .bind(&user.username)
-            .bind(&user.password_hash)
-            .bind(&user.role)
-            .bind(user.created_at)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Conflict(format!("user {:?}", user.username))
-                } else {
-                    e.into()
-                }
-            })?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO users (id, username, password_hash, role, disabled, source, created_at) \
+             VALUES ($1, $2, $3, '', $4, $5, $6)",
+        )
+        .bind(&user.id)
+        .bind(&user.username)
+        .bind(&user.password_hash)
+        .bind(i64::from(user.disabled))
+        .bind(&user.source)
+        .bind(user.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!("user {:?}", user.username))
+            } else {
+                e.into()
+            }
+        })?;
+        insert_grants(&mut tx, &user.id, &user.grants).await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// A user found by one query, with their grants read by a second.
+    async fn with_grants(&self, row: Option<AnyRow>) -> Result<Option<UserRecord>> {
+        let Some(row) = row else { return Ok(None) };
+        let mut user = user_from_row(&row)?;
+        let rows = sqlx::query("SELECT role, cluster FROM user_grants WHERE user_id = $1 ORDER BY cluster, role")
+            .bind(&user.id)
+            .fetch_all(&self.pool)
+            .await?;
+        user.grants = rows.iter().map(grant_from_row).collect::<Result<_>>()?;
+        Ok(Some(user))
     }
 
     pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.username = $1");
         let row = sqlx::query(&sql).bind(username).fetch_optional(&self.pool).await?;
-        row.as_ref().map(user_from_row).transpose()
+        self.with_grants(row).await
+    }
+
+    /// Every user with their grants, by name.
+    pub async fn list_users(&self, limit: u32) -> Result<Vec<UserRecord>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users u ORDER BY u.username LIMIT {}", limit.clamp(1, 1000));
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        let mut users: Vec<UserRecord> = rows.iter().map(user_from_row).collect::<Result<_>>()?;
+        let grants = sqlx::query("SELECT user_id, role, cluster FROM user_grants ORDER BY cluster, role")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut by_user: std::collections::HashMap<String, Vec<Grant>> = std::collections::HashMap::new();
+        for row in &grants {
+            by_user.entry(get(row, "user_id")?).or_default().push(grant_from_row(row)?);
+        }
+        for u in &mut users {
+            u.grants = by_user.remove(&u.id).unwrap_or_default();
+        }
+        Ok(users)
+    }
+
+    /// Replaces a user's grants and/or enabled state in one transaction,
+    /// refused when no enabled global admin would be left. Disabling ends
+    /// the user's console sessions.
+    pub async fn update_user(&self, user_id: &str, grants: Option<&[Grant]>, disabled: Option<bool>) -> Result<UserChange> {
+        let mut tx = self.pool.begin().await?;
+        let exists = sqlx::query("SELECT id FROM users WHERE id = $1").bind(user_id).fetch_optional(&mut *tx).await?;
+        if exists.is_none() {
+            return Ok(UserChange::NotFound);
+        }
+        if let Some(grants) = grants {
+            sqlx::query("DELETE FROM user_grants WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+            insert_grants(&mut tx, user_id, grants).await?;
+        }
+        if let Some(disabled) = disabled {
+            sqlx::query("UPDATE users SET disabled = $2 WHERE id = $1")
+                .bind(user_id)
+                .bind(i64::from(disabled))
+                .execute(&mut *tx)
+                .await?;
+            if disabled {
+                sqlx::query("DELETE FROM web_sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+            }
+        }
+        let admins: i64 = get(&sqlx::query(ENABLED_ADMINS).fetch_one(&mut *tx).await?, "n")?;
+        if admins == 0 {
+            tx.rollback().await?;
+            return Ok(UserChange::LastAdmin);
+        }
+        tx.commit().await?;
+        Ok(UserChange::Done)
+    }
+
+    /// Deletes a user (their tokens and sessions go with them), refused when
+    /// no enabled global admin would be left.
+    pub async fn delete_user(&self, user_id: &str) -> Result<UserChange> {
+        let mut tx = self.pool.begin().await?;
+        // Children first: SQLite enforces the foreign keys only when told to.
+        for table in ["user_grants", "api_tokens", "web_sessions"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1")).bind(user_id).execute(&mut *tx).await?;
+        }
+        let n = sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id).execute(&mut *tx).await?.rows_affected();
+        if n == 0 {
+            tx.rollback().await?;
+            return Ok(UserChange::NotFound);
+        }
+        let admins: i64 = get(&sqlx::query(ENABLED_ADMINS).fetch_one(&mut *tx).await?, "n")?;
+        if admins == 0 {
+            tx.rollback().await?;
+            return Ok(UserChange::LastAdmin);
+        }
+        tx.commit().await?;
+        Ok(UserChange::Done)
+    }
+
+    /// Drops every grant on a cluster (the cluster is being deleted).
+    pub async fn delete_cluster_grants(&self, cluster: &str) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM user_grants WHERE cluster = $1").bind(cluster).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Notes a successful sign-in.
+    pub async fn touch_sign_in(&self, user_id: &str, now: UnixMillis) -> Result<()> {
+        sqlx::query("UPDATE users SET last_sign_in_at = $2 WHERE id = $1").bind(user_id).bind(now).execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Replaces a user's password hash and ends their console sessions;
@@ -247,7 +409,8 @@ impl Store {
 
     pub async fn insert_api_token(&self, token: &ApiTokenRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO api_tokens (id, user_id, name, token_hash, created_at, expires_at, grants) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&token.id)
         .bind(&token.user_id)
@@ -255,6 +418,7 @@ impl Store {
         .bind(&token.token_hash)
         .bind(token.created_at)
         .bind(token.expires_at)
+        .bind(token.grants.as_ref().map(|g| to_json(g)))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -263,7 +427,8 @@ impl Store {
     /// The API tokens of a user, newest first (hashes are not returned).
     pub async fn list_api_tokens(&self, user_id: &str) -> Result<Vec<ApiTokenInfo>> {
         let rows = sqlx::query(
-            "SELECT id, name, created_at, expires_at FROM api_tokens WHERE user_id = $1 ORDER BY created_at DESC, id",
+            "SELECT id, name, created_at, expires_at, last_used_at, grants FROM api_tokens WHERE user_id = $1 \
+             ORDER BY created_at DESC, id",
         )
         .bind(user_id)
         .fetch_all(&self.pool)
@@ -275,6 +440,8 @@ impl Store {
                     name: get(r, "name")?,
                     created_at: rfc3339(get(r, "created_at")?),
                     expires_at: get::<Option<i64>>(r, "expires_at")?.map(rfc3339),
+                    last_used_at: get::<Option<i64>>(r, "last_used_at")?.map(rfc3339),
+                    grants: token_grants(r)?,
                 })
             })
             .collect()
@@ -297,14 +464,28 @@ impl Store {
         Ok((events.rows_affected(), audit.rows_affected()))
     }
 
-    /// The user owning an unexpired API token with this hash.
-    pub async fn user_by_api_token(&self, token_hash: &str, now: UnixMillis) -> Result<Option<UserRecord>> {
+    /// The enabled user owning an unexpired API token with this hash, and
+    /// the token's own grants. Notes the use (at most once a minute).
+    pub async fn user_by_api_token(&self, token_hash: &str, now: UnixMillis) -> Result<Option<(UserRecord, Option<Vec<Grant>>)>> {
         let sql = format!(
-            "SELECT {USER_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id \
-             WHERE t.token_hash = $1 AND (t.expires_at IS NULL OR t.expires_at > $2)"
+            "SELECT {USER_COLUMNS}, t.id AS token_id, t.grants, t.last_used_at FROM api_tokens t \
+             JOIN users u ON u.id = t.user_id \
+             WHERE t.token_hash = $1 AND (t.expires_at IS NULL OR t.expires_at > $2) AND u.disabled = 0"
         );
-        let row = sqlx::query(&sql).bind(token_hash).bind(now).fetch_optional(&self.pool).await?;
-        row.as_ref().map(user_from_row).transpose()
+        let Some(row) = sqlx::query(&sql).bind(token_hash).bind(now).fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        let grants = token_grants(&row)?;
+        let token_id: String = get(&row, "token_id")?;
+        let last_used: Option<i64> = get(&row, "last_used_at")?;
+        if last_used.is_none_or(|t| t < now - 60_000) {
+            sqlx::query("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1")
+                .bind(&token_id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(self.with_grants(Some(row)).await?.map(|u| (u, grants)))
     }
 
     pub async fn insert_web_session(
@@ -327,10 +508,10 @@ impl Store {
     pub async fn user_by_web_session(&self, id_hash: &str, now: UnixMillis) -> Result<Option<UserRecord>> {
         let sql = format!(
             "SELECT {USER_COLUMNS} FROM web_sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.id_hash = $1 AND s.expires_at > $2"
+             WHERE s.id_hash = $1 AND s.expires_at > $2 AND u.disabled = 0"
         );
         let row = sqlx::query(&sql).bind(id_hash).bind(now).fetch_optional(&self.pool).await?;
-        row.as_ref().map(user_from_row).transpose()
+        self.with_grants(row).await
     }
 
     pub async fn delete_web_session(&self, id_hash: &str) -> Result<()> {
@@ -520,6 +701,8 @@ impl Store {
                     object_type: get(row, "object_type")?,
                     object_id: get(row, "object_id")?,
                     summary: get(row, "summary")?,
+                    via: get(row, "via")?,
+                    permission: get(row, "permission")?,
                 })
             })
             .collect()
@@ -541,6 +724,19 @@ pub(super) fn push_filter(sql: &mut String, args: &mut Vec<Arg>, cond: &str, val
     }
 }
 
+/// Appends ` AND <expr> IN ($n, ...)` over `values`; an empty list matches
+/// nothing.
+pub(super) fn push_in(sql: &mut String, args: &mut Vec<Arg>, expr: &str, values: &[String]) {
+    if values.is_empty() {
+        sql.push_str(" AND 1 = 0");
+        return;
+    }
+    let first = args.len() + 1;
+    args.extend(values.iter().map(|v| Arg::Text(v.clone())));
+    let params: Vec<String> = (first..=args.len()).map(|i| format!("${i}")).collect();
+    sql.push_str(&format!(" AND {expr} IN ({})", params.join(", ")));
+}
+
 pub(super) fn bind_all<'q>(
     mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     args: &'q [Arg],
@@ -557,8 +753,8 @@ pub(super) fn bind_all<'q>(
 /// One audit entry, on a connection or inside the caller's transaction.
 pub(super) async fn insert_audit_row(conn: &mut sqlx::AnyConnection, a: &NewAudit) -> Result<()> {
     sqlx::query(
-        "INSERT INTO audit_log (at, username, source, action, object_type, object_id, summary) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO audit_log (at, username, source, action, object_type, object_id, summary, via, permission) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(a.at)
     .bind(&a.username)
@@ -567,6 +763,8 @@ pub(super) async fn insert_audit_row(conn: &mut sqlx::AnyConnection, a: &NewAudi
     .bind(&a.object_type)
     .bind(&a.object_id)
     .bind(&a.summary)
+    .bind(&a.via)
+    .bind(&a.permission)
     .execute(conn)
     .await?;
     Ok(())

@@ -109,6 +109,8 @@ pub struct CommandFilter {
     pub cluster: Option<String>,
     pub service: Option<String>,
     pub created_by: Option<String>,
+    /// Only commands of these clusters (what the caller may see).
+    pub clusters: Option<Vec<String>>,
     pub limit: u32,
     pub offset: u32,
 }
@@ -760,6 +762,9 @@ impl Store {
             ("created_by = ", &f.created_by),
         ] {
             super::records::push_filter(&mut sql, &mut args, cond, value.clone().map(super::records::Arg::Text));
+        }
+        if let Some(clusters) = &f.clusters {
+            super::records::push_in(&mut sql, &mut args, "cluster", clusters);
         }
         sql.push_str(&format!(" ORDER BY created_at DESC, id LIMIT {} OFFSET {}", f.limit.clamp(1, 1000), f.offset));
         let rows = super::records::bind_all(sqlx::query(&sql), &args).fetch_all(&self.pool).await?;

@@ -36,7 +36,7 @@ struct Extra {
 }
 
 async fn render(state: &AppState, session: &Session, extra: Extra) -> PageResult {
-    let tokens = domain::accounts::list_api_tokens(state, &session.user).await?;
+    let tokens = domain::accounts::list_api_tokens(state, &session.actor(), &session.user).await?;
     let tokens: Vec<Value> = tokens
         .iter()
         .map(|t| {
@@ -50,7 +50,7 @@ async fn render(state: &AppState, session: &Session, extra: Extra) -> PageResult
         "Account",
         "account",
         json!({
-            "account": {"username": session.user.username, "role": session.user.role,
+            "account": {"username": session.user.username, "roles": domain::accounts::describe(&session.user.grants),
                         "created_at": crate::model::rfc3339(session.user.created_at)},
             "min_password": domain::accounts::MIN_PASSWORD_LEN,
             "tokens": tokens,
@@ -131,7 +131,7 @@ async fn create_token(State(state): State<Arc<AppState>>, CsrfForm(session, form
             }
         },
     };
-    match domain::accounts::create_api_token(&state, &session.actor(), &session.user, &form.name, ttl).await {
+    match domain::accounts::create_api_token(&state, &session.actor(), &session.user, &form.name, ttl, None).await {
         Ok(t) => {
             let created = json!({"id": t.id, "name": t.name, "token": t.token, "expires_at": t.expires_at});
             render(&state, &session, Extra { created: Some(created), ..Default::default() }).await
@@ -146,7 +146,7 @@ async fn revoke_token(
     Path(id): Path<String>,
     CsrfForm(session, form): CsrfForm<ConfirmForm>,
 ) -> PageResult {
-    let tokens = domain::accounts::list_api_tokens(&state, &session.user).await?;
+    let tokens = domain::accounts::list_api_tokens(&state, &session.actor(), &session.user).await?;
     let name = tokens.iter().find(|t| t.id == id).map(|t| t.name.clone());
     let Some(name) = name else {
         return Ok(redirect_with("/account", false, &format!("you have no API token {id}")));

@@ -47,9 +47,9 @@ async fn list(State(state): State<Arc<AppState>>, session: Session) -> PageResul
 
 async fn list_page(state: &AppState, session: &Session, name: &str, error: Option<String>) -> PageResult {
     let mut rows = Vec::new();
-    for c in domain::clusters::list(state).await? {
-        let services = domain::services::list(state, &c.name).await?;
-        let hosts = domain::clusters::hosts(state, &c.name).await?.len();
+    for c in domain::clusters::list(state, &session.actor()).await? {
+        let services = domain::services::list(state, &session.actor(), &c.name).await?;
+        let hosts = domain::clusters::hosts(state, &session.actor(), &c.name).await?.len();
         let counts: Vec<Value> = HEALTHS
             .iter()
             .map(|h| {
@@ -101,7 +101,7 @@ async fn show(
     Path(c): Path<String>,
     Query(q): Query<ShowQuery>,
 ) -> PageResult {
-    let cluster = domain::clusters::get(&state, &c).await?;
+    let cluster = domain::clusters::get(&state, &session.actor(), &c).await?;
     let health = q.health.trim();
     if !health.is_empty() && !HEALTHS.contains(&health) {
         return Err(ConsoleError::new(
@@ -110,8 +110,8 @@ async fn show(
         ));
     }
     let href = cluster_href(&c);
-    let members = domain::clusters::member_hosts(&state, &c).await?;
-    let services = domain::services::list(&state, &c).await?;
+    let members = domain::clusters::member_hosts(&state, &session.actor(), &c).await?;
+    let services = domain::services::list(&state, &session.actor(), &c).await?;
     // Which roles of the cluster each host runs, so a busy host is not offered for removal.
     let mut roles_on: std::collections::HashMap<&str, Vec<String>> = std::collections::HashMap::new();
     for s in &services {
@@ -151,7 +151,7 @@ async fn show(
             })
         })
         .collect();
-    let (candidates, more) = domain::clusters::candidate_hosts(&state, &c, MAX_CANDIDATES).await?;
+    let (candidates, more) = domain::clusters::candidate_hosts(&state, &session.actor(), &c, MAX_CANDIDATES).await?;
     let candidates: Vec<Value> = candidates
         .iter()
         .map(|h| {
@@ -160,7 +160,7 @@ async fn show(
                    "addresses": h.addresses.join(", ")})
         })
         .collect();
-    let parcels: Vec<Value> = domain::clusters::parcels(&state, &c)
+    let parcels: Vec<Value> = domain::clusters::parcels(&state, &session.actor(), &c)
         .await?
         .iter()
         .map(|p| {
@@ -228,8 +228,8 @@ async fn remove_host(
     CsrfForm(session, form): CsrfForm<ConfirmForm>,
 ) -> PageResult {
     let back = cluster_href(&c);
-    domain::clusters::get(&state, &c).await?;
-    let hostname = domain::hosts::get(&state, &host).await.map(|h| h.hostname).unwrap_or_else(|_| host.clone());
+    domain::clusters::get(&state, &session.actor(), &c).await?;
+    let hostname = domain::hosts::get(&state, &session.actor(), &host).await.map(|h| h.hostname).unwrap_or_else(|_| host.clone());
     if form.confirmed != "yes" {
         let what = format!(
             "Remove host {hostname} from cluster {c}: it no longer receives the cluster's parcels. The host itself stays enrolled."
@@ -253,7 +253,7 @@ async fn delete(
     CsrfForm(session, form): CsrfForm<ConfirmForm>,
 ) -> PageResult {
     let back = cluster_href(&c);
-    let cluster = domain::clusters::get(&state, &c).await?;
+    let cluster = domain::clusters::get(&state, &session.actor(), &c).await?;
     if form.confirmed != "yes" {
         let what = format!("Delete cluster {c}. Its hosts stay enrolled. This cannot be undone.");
         let hidden = vec![("confirmed".to_owned(), "yes".to_owned())];

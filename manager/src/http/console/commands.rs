@@ -97,10 +97,11 @@ async fn list(State(state): State<Arc<AppState>>, session: Session, Query(q): Qu
         cluster: opt(&q.cluster),
         service: None,
         created_by: opt(&q.user),
+        clusters: None,
         limit: per + 1,
         offset,
     };
-    let (mut commands, error) = match domain::commands::search(&state, &filter).await {
+    let (mut commands, error) = match domain::commands::search(&state, &session.actor(), &filter).await {
         Ok(c) => (c, None),
         Err(e @ DomainError::Invalid(_)) => (Vec::new(), Some(domain_message(&e))),
         Err(e) => return Err(e.into()),
@@ -108,7 +109,7 @@ async fn list(State(state): State<Arc<AppState>>, session: Session, Query(q): Qu
     let more = commands.len() > per as usize;
     commands.truncate(per as usize);
     let running = commands.iter().any(|c| c.state == CommandState::Running);
-    let clusters: Vec<String> = domain::clusters::list(&state).await?.into_iter().map(|c| c.name).collect();
+    let clusters: Vec<String> = domain::clusters::list(&state, &session.actor()).await?.into_iter().map(|c| c.name).collect();
     let pairs = [
         ("state", q.state.clone()),
         ("cluster", q.cluster.clone()),
@@ -159,7 +160,7 @@ async fn step_targets(state: &AppState, c: &CommandView) -> Result<BTreeMap<Stri
 }
 
 async fn show(State(state): State<Arc<AppState>>, session: Session, Path(id): Path<String>) -> PageResult {
-    let c = domain::commands::get(&state, &id).await?;
+    let c = domain::commands::get(&state, &session.actor(), &id).await?;
     let targets = step_targets(&state, &c).await?;
     let total = c.steps.len();
     let done = c.steps.iter().filter(|s| matches!(s.state, StepState::Succeeded | StepState::Skipped)).count();
@@ -207,7 +208,7 @@ async fn abort(
     Path(id): Path<String>,
     CsrfForm(session, form): CsrfForm<ConfirmForm>,
 ) -> PageResult {
-    let c = domain::commands::get(&state, &id).await?;
+    let c = domain::commands::get(&state, &session.actor(), &id).await?;
     let back = format!("/commands/{}", url_encode(&id));
     let target = if c.service.is_empty() { c.cluster.clone() } else { format!("{}/{}", c.cluster, c.service) };
     if form.confirmed != "yes" {

@@ -272,10 +272,10 @@ async fn render_editor(
     saved: Option<u64>,
     submitted: Option<&Submitted>,
 ) -> PageResult {
-    let ctx = domain::context(state, cluster, service).await?;
+    let ctx = domain::context(state, &session.actor(), cluster, service).await?;
     let st: &ServiceType = &ctx.service_type;
-    let view = domain::config::get(state, cluster, service).await?;
-    let groups = domain::services::list_groups(state, cluster, service).await?;
+    let view = domain::config::get(state, &session.actor(), cluster, service).await?;
+    let groups = domain::services::list_groups(state, &session.actor(), cluster, service).await?;
     match scope {
         EditScope::Group { role_type, name }
             if !groups.iter().any(|g| &g.role_type == role_type && &g.name == name) =>
@@ -305,7 +305,7 @@ async fn render_editor(
 
     // The services of the cluster a `service` parameter may name.
     let others: Vec<(String, String)> = if st.parameters.iter().any(|p| matches!(p.kind, ParamKind::Service { .. })) {
-        domain::services::list(state, cluster)
+        domain::services::list(state, &session.actor(), cluster)
             .await?
             .into_iter()
             .filter(|s| s.name != service)
@@ -437,7 +437,7 @@ async fn render_editor(
     let sections: Vec<Value> = sections.into_iter().map(|(t, rows)| json!({"title": t, "params": rows})).collect();
 
     // Which roles run an older revision whose changes need a restart.
-    let role_views = domain::roles::list(state, cluster, service).await?;
+    let role_views = domain::roles::list(state, &session.actor(), cluster, service).await?;
     let stale: Vec<Value> = role_views
         .iter()
         .filter(|r| r.stale)
@@ -447,7 +447,7 @@ async fn render_editor(
         })
         .collect();
     let banner = match saved {
-        Some(rev) => Some(after_save(state, &ctx.service_type, cluster, service, rev, &role_views).await?),
+        Some(rev) => Some(after_save(state, session, &ctx.service_type, cluster, service, rev, &role_views).await?),
         None => None,
     };
     let base = config_href(cluster, service);
@@ -490,6 +490,7 @@ async fn render_editor(
 /// it by reload, or that nothing more is needed.
 async fn after_save(
     state: &AppState,
+    session: &Session,
     st: &ServiceType,
     cluster: &str,
     service: &str,
@@ -499,7 +500,7 @@ async fn after_save(
     if rev <= 1 {
         return Ok(json!({"revision": rev, "kind": "none", "text": "applied, no restart needed"}));
     }
-    let diff = match domain::config::diff(state, cluster, service, rev - 1, rev).await {
+    let diff = match domain::config::diff(state, &session.actor(), cluster, service, rev - 1, rev).await {
         Ok(d) => d,
         Err(DomainError::NotFound(_)) => return Ok(Value::Null),
         Err(e) => return Err(e.into()),
@@ -602,8 +603,8 @@ async fn save(
         .map_err(|e| ConsoleError::new(StatusCode::BAD_REQUEST, e))?;
     let q = plain.get("q").copied().unwrap_or_default().to_owned();
     let expected: Option<u64> = plain.get("rev").and_then(|r| r.trim().parse().ok());
-    let ctx = domain::context(&state, &cluster, &service).await?;
-    let view = domain::config::get(&state, &cluster, &service).await?;
+    let ctx = domain::context(&state, &session.actor(), &cluster, &service).await?;
+    let view = domain::config::get(&state, &session.actor(), &cluster, &service).await?;
 
     // Only what differs from what the page showed is sent.
     let mut values: BTreeMap<String, Value> = BTreeMap::new();
@@ -642,7 +643,7 @@ async fn save(
     if req.values.is_empty() {
         sub.form_error = Some("nothing changed: edit a value, or tick \"remove override\" for a parameter".into());
     } else {
-        for e in domain::config::validate(&state, &cluster, &service, &req).await? {
+        for e in domain::config::validate(&state, &session.actor(), &cluster, &service, &req).await? {
             if e.parameter.is_empty() {
                 sub.form_error = Some(e.message);
             } else {
@@ -733,14 +734,14 @@ async fn render_history(
     page: usize,
     error: Option<(u64, String, String)>,
 ) -> PageResult {
-    let revisions = domain::config::revisions(state, cluster, service).await?;
+    let revisions = domain::config::revisions(state, &session.actor(), cluster, service).await?;
     let latest = revisions.first().map(|r| r.revision).unwrap_or(0);
     let page = page.max(1);
     let pages = revisions.len().div_ceil(HISTORY_PAGE).max(1);
     let base = config_href(cluster, service);
     let mut rows = Vec::new();
     for (i, r) in revisions.iter().enumerate().skip((page - 1) * HISTORY_PAGE).take(HISTORY_PAGE) {
-        let applied = match domain::config::revision(state, cluster, service, r.revision).await {
+        let applied = match domain::config::revision(state, &session.actor(), cluster, service, r.revision).await {
             Ok(d) => d.applied,
             Err(DomainError::NotFound(_)) => Vec::new(),
             Err(e) => return Err(e.into()),
@@ -829,7 +830,7 @@ async fn rollback(
     }
     if form.confirmed != "yes" {
         let latest =
-            domain::config::revisions(&state, &cluster, &service).await?.first().map(|r| r.revision).unwrap_or(0);
+            domain::config::revisions(&state, &session.actor(), &cluster, &service).await?.first().map(|r| r.revision).unwrap_or(0);
         let what = format!(
             "Roll back the configuration of service {service} to the values of revision {to}: this makes a new \
              revision {} with those values (reason: \"{message}\") and pushes it to every role; roles whose changed \
@@ -952,7 +953,7 @@ async fn compare(
     Query(q): Query<CompareQuery>,
     session: Session,
 ) -> PageResult {
-    let revisions = domain::config::revisions(&state, &cluster, &service).await?;
+    let revisions = domain::config::revisions(&state, &session.actor(), &cluster, &service).await?;
     let latest = revisions.first().map(|r| r.revision).unwrap_or(0);
     let parse = |s: &Option<String>, default: u64, what: &str| -> Result<u64, ConsoleError> {
         match s.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
@@ -965,8 +966,8 @@ async fn compare(
     let from = parse(&q.from, latest.saturating_sub(1).max(1), "from")?;
     let to = parse(&q.to, latest, "to")?;
     let split = q.view == "split";
-    let diff = domain::config::diff(&state, &cluster, &service, from, to).await?;
-    let ctx = domain::context(&state, &cluster, &service).await?;
+    let diff = domain::config::diff(&state, &session.actor(), &cluster, &service, from, to).await?;
+    let ctx = domain::context(&state, &session.actor(), &cluster, &service).await?;
     let st = &ctx.service_type;
     let base = config_href(&cluster, &service);
     let roles: Vec<Value> = diff

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::commands::{pager, paging};
 use super::{PageResult, Session, url_encode};
 use crate::AppState;
-use crate::domain::DomainError;
+use crate::domain;
 use crate::model::UnixMillis;
 use crate::store::{AuditSearch, EventSearch};
 
@@ -118,7 +118,7 @@ async fn audit(State(state): State<Arc<AppState>>, session: Session, Query(q): Q
                 limit: per + 1,
                 offset,
             };
-            (state.store.search_audit(&search).await.map_err(DomainError::from)?, None)
+            (domain::history::search_audit(&state, &session.actor(), &search).await?, None)
         }
         Err(e) => (Vec::new(), Some(e)),
     };
@@ -199,7 +199,7 @@ async fn events(State(state): State<Arc<AppState>>, session: Session, Query(q): 
                 limit: per + 1,
                 offset,
             };
-            (state.store.search_events(&search).await.map_err(DomainError::from)?, None)
+            (domain::history::search_events(&state, &session.actor(), &search).await?, None)
         }
         Err(e) => (Vec::new(), Some(e)),
     };

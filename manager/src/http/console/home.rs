@@ -22,8 +22,8 @@ const HEALTHS: [&str; 4] = ["good", "concerning", "bad", "stopped"];
 
 async fn home(State(state): State<Arc<AppState>>, session: Session) -> PageResult {
     let mut clusters = Vec::new();
-    for c in domain::clusters::list(&state).await? {
-        let services = domain::services::list(&state, &c.name).await?;
+    for c in domain::clusters::list(&state, &session.actor()).await? {
+        let services = domain::services::list(&state, &session.actor(), &c.name).await?;
         let counts: Vec<_> = HEALTHS
             .iter()
             .map(|h| {
@@ -48,11 +48,11 @@ async fn home(State(state): State<Arc<AppState>>, session: Session) -> PageResul
         {"status": "decommissioned", "count": fleet.decommissioned, "href": "/hosts?status=decommissioned"},
     ]);
     let running = domain::commands::search(
-        &state,
+        &state, &session.actor(),
         &CommandFilter { state: Some("running".into()), limit: 20, ..Default::default() },
     )
     .await?;
-    let recent: Vec<_> = domain::commands::search(&state, &CommandFilter { limit: 30, ..Default::default() })
+    let recent: Vec<_> = domain::commands::search(&state, &session.actor(), &CommandFilter { limit: 30, ..Default::default() })
         .await?
         .into_iter()
         .filter(|c| c.finished_at.is_some())

@@ -128,7 +128,7 @@ fn host_row(h: &Host) -> Value {
 async fn list(State(state): State<Arc<AppState>>, session: Session, Query(q): Query<ListQuery>) -> PageResult {
     let (hosts, total, error, filter) = match q.filter() {
         Ok(f) => {
-            let page = domain::hosts::list(&state, &f).await?;
+            let page = domain::hosts::list(&state, &session.actor(), &f).await?;
             (page.items, page.total, None, f)
         }
         Err(e @ DomainError::Invalid(_)) => (Vec::new(), 0, Some(e.to_string()), HostFilter::default()),
@@ -158,7 +158,7 @@ async fn list(State(state): State<Arc<AppState>>, session: Session, Query(q): Qu
         })
     })
     .collect();
-    let clusters: Vec<String> = domain::clusters::list(&state).await?.into_iter().map(|c| c.name).collect();
+    let clusters: Vec<String> = domain::clusters::list(&state, &session.actor()).await?.into_iter().map(|c| c.name).collect();
     let pager = json!({
         "page": page, "pages": pages, "total": total,
         "first": (total > 0).then(|| filter.offset + 1),
@@ -220,7 +220,7 @@ async fn bulk(State(state): State<Arc<AppState>>, CsrfForm(session, form): CsrfF
         f.offset = 0;
         let mut ids = Vec::new();
         loop {
-            let page = domain::hosts::list(&state, &f).await?;
+            let page = domain::hosts::list(&state, &session.actor(), &f).await?;
             let n = page.items.len();
             ids.extend(page.items.into_iter().map(|h| h.id));
             if n < f.limit as usize || ids.len() >= MAX_BULK {
@@ -384,12 +384,12 @@ async fn show(
     Path(id): Path<String>,
     Query(q): Query<ShowQuery>,
 ) -> PageResult {
-    let host = domain::hosts::get(&state, &id).await?;
+    let host = domain::hosts::get(&state, &session.actor(), &id).await?;
     let (range, span, resolution) =
         RANGES.iter().copied().find(|(name, _, _)| Some(*name) == q.range.as_deref()).unwrap_or(RANGES[0]);
     let to = now_millis();
     let from = to - span;
-    let points = domain::hosts::metrics(&state, &id, resolution, from, to).await?;
+    let points = domain::hosts::metrics(&state, &session.actor(), &id, resolution, from, to).await?;
     let at = |p: &crate::model::MetricPoint| {
         chrono::DateTime::parse_from_rfc3339(&p.at).map(|t| t.timestamp_millis()).unwrap_or_default()
     };
@@ -586,7 +586,7 @@ async fn decommission(
     Path(id): Path<String>,
     CsrfForm(session, form): CsrfForm<ConfirmForm>,
 ) -> PageResult {
-    let host = domain::hosts::get(&state, &id).await?;
+    let host = domain::hosts::get(&state, &session.actor(), &id).await?;
     let back = format!("/hosts/{}", url_encode(&id));
     if form.confirmed != "yes" {
         let what = format!(
@@ -626,7 +626,7 @@ async fn add_page_with(
     // first, and the most recent others; the rest are counted, not listed
     // (the SSH bootstrap and the Docker provider make one token per run).
     let (active, inactive, total) =
-        domain::accounts::enrollment_tokens_page(state, MAX_TOKENS_SHOWN as u32, RECENT_INACTIVE_TOKENS as u32).await?;
+        domain::accounts::enrollment_tokens_page(state, &session.actor(), MAX_TOKENS_SHOWN as u32, RECENT_INACTIVE_TOKENS as u32).await?;
     let (shown_active, shown_inactive) = (active.len(), inactive.len());
     let hidden = (total as usize).saturating_sub(shown_active + shown_inactive);
     let tokens: Vec<Value> = active

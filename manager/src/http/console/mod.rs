@@ -130,7 +130,12 @@ pub struct Session {
 
 impl Session {
     pub fn actor(&self) -> Actor {
-        Actor { username: self.user.username.clone(), source: self.source.clone() }
+        Actor {
+            username: self.user.username.clone(),
+            source: self.source.clone(),
+            via: crate::domain::Via::Console,
+            access: crate::domain::access::Access::new(self.user.grants.clone(), None),
+        }
     }
 
     /// Renders `template` inside the layout: `data` plus the page's title,

@@ -34,7 +34,7 @@ async fn page(State(state): State<Arc<AppState>>, session: Session) -> PageResul
 }
 
 async fn render(state: &AppState, session: &Session, upload_error: Option<String>) -> PageResult {
-    let list = domain::parcels::overview(state).await?;
+    let list = domain::parcels::overview(state, &session.actor()).await?;
     let member_ids: Vec<String> = list
         .items
         .iter()
@@ -83,7 +83,7 @@ async fn render(state: &AppState, session: &Session, upload_error: Option<String
             }));
         }
     }
-    let all_clusters: Vec<String> = domain::clusters::list(state).await?.into_iter().map(|c| c.name).collect();
+    let all_clusters: Vec<String> = domain::clusters::list(state, &session.actor()).await?.into_iter().map(|c| c.name).collect();
     let clusters: Vec<Value> = all_clusters
         .iter()
         .map(|c| {
@@ -130,7 +130,7 @@ struct CommandForm {
 async fn command(State(state): State<Arc<AppState>>, CsrfForm(session, form): CsrfForm<CommandForm>) -> PageResult {
     let destructive = matches!(form.action.as_str(), "remove" | "deactivate");
     if destructive && form.confirmed != "yes" {
-        let hosts = domain::clusters::hosts(&state, &form.cluster).await?;
+        let hosts = domain::clusters::hosts(&state, &session.actor(), &form.cluster).await?;
         let what = match form.action.as_str() {
             "remove" => format!(
                 "Remove {} {} from the {} host(s) of cluster {}: the files are deleted from each host.",

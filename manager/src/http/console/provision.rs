@@ -218,7 +218,7 @@ async fn ssh_start(State(state): State<Arc<AppState>>, CsrfForm(session, form): 
         Ok(r) => r,
         Err(errors) => return Ok(ssh_form_page(&state, &session, echo, errors)),
     };
-    let actor = bootstrap::Actor { user: session.user.username.clone(), source: session.source.clone() };
+    let actor = bootstrap::Actor::authorize(&session.actor())?;
     match bootstrap::request(state.clone(), actor, req).await {
         Ok((cmd, steps)) => Ok(redirect_with(
             &format!("/hosts/add/ssh/{}", url_encode(&cmd.id)),
@@ -239,7 +239,7 @@ fn enrolled_host(message: &str) -> Option<&str> {
 
 /// One bootstrap command, a row per host with its stage; live until it ends.
 async fn ssh_progress(State(state): State<Arc<AppState>>, Path(id): Path<String>, session: Session) -> PageResult {
-    let cmd = domain::commands::get(&state, &id).await?;
+    let cmd = domain::commands::get(&state, &session.actor(), &id).await?;
     if cmd.name != bootstrap::COMMAND_NAME {
         return Err(ConsoleError::new(StatusCode::NOT_FOUND, format!("command {id} is not an SSH bootstrap")));
     }
@@ -406,7 +406,7 @@ fn container_row(c: &ProviderHostView) -> Value {
 }
 
 async fn docker_form_page(state: &AppState, session: &Session, form: &DockerForm, errors: Errors) -> PageResult {
-    let containers = providers::list_docker_hosts(state).await.map_err(provider_error)?;
+    let containers = providers::list_docker_hosts(state, providers::Actor::authorize(&session.actor())?).await.map_err(provider_error)?;
     let rows: Vec<Value> = containers.iter().map(container_row).collect();
     // Refreshed live until every container has enrolled (or there are none).
     let settled = containers.iter().all(|c| c.host_id.is_some() || c.container_status == "missing");
@@ -440,8 +440,8 @@ async fn docker_create(
         Ok(r) => r,
         Err(errors) => return docker_form_page(&state, &session, &form, errors).await,
     };
-    let actor = providers::Actor { user: &session.user.username, source: &session.source };
-    match providers::create_docker_hosts(&state, actor, req).await {
+    let caller = session.actor();
+    match providers::create_docker_hosts(&state, providers::Actor::authorize(&caller)?, req).await {
         Ok(created) => {
             let names: Vec<&str> = created.items.iter().map(|c| c.name.as_str()).collect();
             Ok(redirect_with(
@@ -472,7 +472,7 @@ async fn docker_teardown(
 ) -> PageResult {
     let back = "/hosts/add/docker";
     if form.confirmed != "yes" {
-        let containers = providers::list_docker_hosts(&state).await.map_err(provider_error)?;
+        let containers = providers::list_docker_hosts(&state, providers::Actor::authorize(&session.actor())?).await.map_err(provider_error)?;
         let c = containers.iter().find(|c| c.id == id).ok_or_else(|| {
             ConsoleError::new(
                 StatusCode::NOT_FOUND,
@@ -493,8 +493,8 @@ async fn docker_teardown(
         let action = format!("/hosts/add/docker/{}/teardown", url_encode(&id));
         return Ok(confirm_page(&session, &state, &what, true, &action, &hidden, back, vec![c.name.clone()], 1));
     }
-    let actor = providers::Actor { user: &session.user.username, source: &session.source };
-    match providers::delete_docker_host(&state, actor, &id).await {
+    let caller = session.actor();
+    match providers::delete_docker_host(&state, providers::Actor::authorize(&caller)?, &id).await {
         Ok(c) => {
             let host = match c.hostname {
                 Some(h) => format!("; host {h} decommissioned"),

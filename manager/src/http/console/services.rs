@@ -120,18 +120,18 @@ async fn service_page(
     form: &AddRoleForm,
     error: Option<String>,
 ) -> PageResult {
-    let svc = domain::services::get(state, c, s).await?;
-    let started = domain::roles::started_at(state, c, s).await?;
+    let svc = domain::services::get(state, &session.actor(), c, s).await?;
+    let started = domain::roles::started_at(state, &session.actor(), c, s).await?;
     let href = service_href(c, s);
     let roles: Vec<Value> =
         svc.roles.iter().map(|r| role_row(c, s, svc.revision, r, started.get(&r.id).copied())).collect();
     let stale = svc.roles.iter().filter(|r| r.stale).count();
     let st = domain::services::get_type(state, &svc.service_type)?;
-    let deps = domain::services::dependencies(state, c, s).await?;
-    let parcel = domain::services::parcel(state, c, s).await?;
+    let deps = domain::services::dependencies(state, &session.actor(), c, s).await?;
+    let parcel = domain::services::parcel(state, &session.actor(), c, s).await?;
     let commands: Vec<Value> =
-        domain::commands::list(state, c, s).await?.iter().take(10).map(super::commands_row).collect();
-    let hosts: Vec<Value> = domain::clusters::member_hosts(state, c)
+        domain::commands::list(state, &session.actor(), c, s).await?.iter().take(10).map(super::commands_row).collect();
+    let hosts: Vec<Value> = domain::clusters::member_hosts(state, &session.actor(), c)
         .await?
         .iter()
         .map(|h| json!({"id": h.id, "hostname": h.hostname, "selected": h.id == form.host}))
@@ -208,7 +208,7 @@ async fn run_command(
     CsrfForm(session, form): CsrfForm<CommandForm>,
 ) -> PageResult {
     let back = service_href(&c, &s);
-    let svc = domain::services::get(&state, &c, &s).await?;
+    let svc = domain::services::get(&state, &session.actor(), &c, &s).await?;
     let (name, verb) = match form.name.as_str() {
         "start" => (ServiceCommand::Start, "Start"),
         "stop" => (ServiceCommand::Stop, "Stop"),
@@ -278,7 +278,7 @@ async fn parcel_command(
     CsrfForm(session, form): CsrfForm<ParcelForm>,
 ) -> PageResult {
     let back = service_href(&c, &s);
-    let parcel = domain::services::parcel(&state, &c, &s)
+    let parcel = domain::services::parcel(&state, &session.actor(), &c, &s)
         .await?
         .ok_or_else(|| ConsoleError::new(StatusCode::BAD_REQUEST, format!("service {s} runs from no parcel")))?;
     let rollback = match form.action.as_str() {
@@ -374,7 +374,7 @@ async fn remove_role(
     CsrfForm(session, form): CsrfForm<ConfirmForm>,
 ) -> PageResult {
     let back = service_href(&c, &s);
-    let role = domain::roles::get(&state, &c, &s, &r).await?;
+    let role = domain::roles::get(&state, &session.actor(), &c, &s, &r).await?;
     if form.confirmed != "yes" {
         let what = format!(
             "Remove role {} ({}) of {c}/{s} from host {}: its process is stopped and its files removed. This cannot be undone.",
@@ -397,7 +397,7 @@ async fn delete_service(
     CsrfForm(session, form): CsrfForm<ConfirmForm>,
 ) -> PageResult {
     let back = service_href(&c, &s);
-    let svc = domain::services::get(&state, &c, &s).await?;
+    let svc = domain::services::get(&state, &session.actor(), &c, &s).await?;
     if form.confirmed != "yes" {
         let what = format!(
             "Delete service {c}/{s} and its {} role(s): their processes are stopped and their files removed. This cannot be undone.",
@@ -431,8 +431,8 @@ async fn role_page(
     session: Session,
     Path((c, s, r)): Path<(String, String, String)>,
 ) -> PageResult {
-    let svc = domain::services::get(&state, &c, &s).await?;
-    let d = domain::roles::detail(&state, &c, &s, &r).await?;
+    let svc = domain::services::get(&state, &session.actor(), &c, &s).await?;
+    let d = domain::roles::detail(&state, &session.actor(), &c, &s, &r).await?;
     let started = d
         .started_at
         .as_deref()
@@ -617,14 +617,14 @@ async fn wizard_start(
     Path(c): Path<String>,
     RawQuery(query): RawQuery,
 ) -> PageResult {
-    domain::clusters::get(&state, &c).await?;
+    domain::clusters::get(&state, &session.actor(), &c).await?;
     let form: WizardForm = serde_html_form::from_str(query.as_deref().unwrap_or_default()).map_err(|e| {
         ConsoleError::new(StatusCode::BAD_REQUEST, format!("the link's query is not what this page expects: {e}"))
     })?;
     if form.step != "place" {
         return wizard_type(&state, &session, &c, &form, &PlanProblems::default(), None);
     }
-    let problems = domain::services::check_plan(&state, &c, &form.plan(None, false)).await?;
+    let problems = domain::services::check_plan(&state, &session.actor(), &c, &form.plan(None, false)).await?;
     if problems.name.is_some() || problems.service_type.is_some() {
         return wizard_type(&state, &session, &c, &form, &problems, Some(StatusCode::UNPROCESSABLE_ENTITY));
     }
@@ -635,7 +635,12 @@ async fn wizard_start(
 /// The roles of the form placed: the hosts ticked, then those picked by
 /// each label selector ([`domain::roles::place_new_service`]); what could
 /// not be placed is in `problems`, by role type.
-async fn resolve_placement(state: &AppState, c: &str, form: &WizardForm) -> Result<NewServicePlacement, ConsoleError> {
+async fn resolve_placement(
+    state: &AppState,
+    session: &Session,
+    c: &str,
+    form: &WizardForm,
+) -> Result<NewServicePlacement, ConsoleError> {
     let ticked = form.placements();
     let mut wanted = Vec::new();
     let mut unreadable = BTreeMap::new();
@@ -648,7 +653,7 @@ async fn resolve_placement(state: &AppState, c: &str, form: &WizardForm) -> Resu
             }
         }
     }
-    let mut placed = match domain::roles::place_new_service(state, c, form.service_type.trim(), &ticked, &wanted).await
+    let mut placed = match domain::roles::place_new_service(state, &session.actor(), c, form.service_type.trim(), &ticked, &wanted).await
     {
         Ok(p) => p,
         // An unknown type is reported by the plan's check.
@@ -664,18 +669,18 @@ async fn wizard_step(
     Path(c): Path<String>,
     CsrfForm(session, form): CsrfForm<WizardForm>,
 ) -> PageResult {
-    domain::clusters::get(&state, &c).await?;
+    domain::clusters::get(&state, &session.actor(), &c).await?;
     let step = form.step.as_str();
     if step == "type" {
         return wizard_type(&state, &session, &c, &form, &PlanProblems::default(), None);
     }
     let placed = match step {
-        "config" | "create" => Some(resolve_placement(&state, &c, &form).await?),
+        "config" | "create" => Some(resolve_placement(&state, &session, &c, &form).await?),
         _ => None,
     };
     let values = step == "create";
     let roles = placed.as_ref().map(|p| p.roles.clone());
-    let mut problems = domain::services::check_plan(&state, &c, &form.plan(roles, values)).await?;
+    let mut problems = domain::services::check_plan(&state, &session.actor(), &c, &form.plan(roles, values)).await?;
     if problems.name.is_some() || problems.service_type.is_some() {
         return wizard_type(&state, &session, &c, &form, &problems, Some(StatusCode::UNPROCESSABLE_ENTITY));
     }
@@ -811,7 +816,7 @@ async fn wizard_place(
     problems: &PlanProblems,
     status: Option<StatusCode>,
 ) -> PageResult {
-    let hosts: Vec<Host> = domain::clusters::member_hosts(state, c).await?;
+    let hosts: Vec<Host> = domain::clusters::member_hosts(state, &session.actor(), c).await?;
     let selector = form.selector.trim();
     let (matcher, selector_error) = if selector.is_empty() {
         (None, None)
@@ -932,7 +937,7 @@ async fn wizard_config(
         })
         .collect();
     let names: HashMap<String, String> =
-        domain::clusters::member_hosts(state, c).await?.into_iter().map(|h| (h.id, h.hostname)).collect();
+        domain::clusters::member_hosts(state, &session.actor(), c).await?.into_iter().map(|h| (h.id, h.hostname)).collect();
     let selectors = form.selectors();
     let mut hidden = form.hidden(false, false, true);
     let placements: Vec<Value> = roles
