@@ -9,7 +9,8 @@ use anyhow::{Context as _, anyhow, bail};
 use chrono::Utc;
 use drover_api::history::{AuditQuery, EventQuery};
 use drover_api::hosts::{HostList, HostQuery};
-use drover_api::model::{Host, HostStatus, User};
+use drover_api::model::{Host, HostStatus};
+use drover_api::users::Me;
 use drover_api::tokens::{
     CreateApiToken, CreateEnrollmentToken, CreatedApiToken, CreatedEnrollmentToken, EnrollmentTokenList,
 };
@@ -277,7 +278,7 @@ async fn tokens_revoke(ctx: &Context, id: &str) -> anyhow::Result<String> {
 }
 
 async fn api_tokens_create(ctx: &Context, args: &ApiTokensCreateArgs) -> anyhow::Result<String> {
-    let body = CreateApiToken { name: args.name.clone(), ttl_seconds: args.ttl };
+    let body = CreateApiToken { name: args.name.clone(), ttl_seconds: args.ttl, grants: None };
     let value = ctx.client.send_json(Method::POST, &["api-tokens"], Some(&body)).await?;
     present(ctx, value, |t: &CreatedApiToken| render::created_api_token(t, Utc::now()))
 }
@@ -290,7 +291,7 @@ async fn whoami(ctx: &Context) -> anyhow::Result<String> {
         "https" => format!("{manager} (verified with {})", ctx.client.trust().describe()),
         _ => manager,
     };
-    present(ctx, value, |u: &User| render::whoami(u, &manager, &credentials, Utc::now()))
+    present(ctx, value, |u: &Me| render::whoami(u, &manager, &credentials, Utc::now()))
 }
 
 async fn events(ctx: &Context, args: &EventsArgs) -> anyhow::Result<String> {
