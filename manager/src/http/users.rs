@@ -26,7 +26,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 /// The calling user, their roles and what they may do.
-#[utoipa::path(get, path = "/api/v1/users/me", responses((status = 200, body = Me), (status = 401, body = ErrorBody)),
+#[utoipa::path(get, operation_id = "get_me", path = "/api/v1/users/me", responses((status = 200, body = Me), (status = 401, body = ErrorBody)),
     security(("basic" = []), ("bearer" = [])))]
 pub async fn me(caller: Caller) -> Json<Me> {
     let (permissions, cluster_permissions) = caller.actor().access.summary();
@@ -35,7 +35,7 @@ pub async fn me(caller: Caller) -> Json<Me> {
 
 /// Changes the calling user's password (checked against the current one).
 /// Their console sessions end.
-#[utoipa::path(put, path = "/api/v1/users/me/password", request_body = ChangePassword,
+#[utoipa::path(put, operation_id = "change_own_password", path = "/api/v1/users/me/password", request_body = ChangePassword,
     responses((status = 204, description = "changed"), (status = 400, body = ErrorBody)),
     security(("basic" = []), ("bearer" = [])))]
 pub async fn change_own_password(
@@ -55,7 +55,7 @@ pub async fn change_own_password(
 }
 
 /// Every user with their roles (needs `users.write`).
-#[utoipa::path(get, path = "/api/v1/users", params(UserQuery), responses((status = 200, body = Items<UserInfo>)),
+#[utoipa::path(get, operation_id = "list_users", path = "/api/v1/users", params(UserQuery), responses((status = 200, body = Items<UserInfo>)),
     security(("basic" = []), ("bearer" = [])))]
 pub async fn list(
     State(state): Shared,
@@ -70,7 +70,7 @@ pub async fn list(
 }
 
 /// Creates a user with a password and roles.
-#[utoipa::path(post, path = "/api/v1/users", request_body = CreateUser,
+#[utoipa::path(post, operation_id = "create_user", path = "/api/v1/users", request_body = CreateUser,
     responses((status = 201, body = UserInfo), (status = 400, body = ErrorBody),
     (status = 409, description = "the user exists", body = ErrorBody)),
     security(("basic" = []), ("bearer" = [])))]
@@ -84,7 +84,7 @@ pub async fn create(
 }
 
 /// One user (any user may read their own).
-#[utoipa::path(get, path = "/api/v1/users/{name}", params(("name" = String, Path)),
+#[utoipa::path(get, operation_id = "get_user", path = "/api/v1/users/{name}", params(("name" = String, Path)),
     responses((status = 200, body = UserInfo), (status = 404, body = ErrorBody)),
     security(("basic" = []), ("bearer" = [])))]
 pub async fn show(
@@ -97,7 +97,7 @@ pub async fn show(
 
 /// Replaces a user's roles, or disables (ending their sessions) or enables
 /// them. The last enabled administrator cannot be demoted or disabled.
-#[utoipa::path(patch, path = "/api/v1/users/{name}", params(("name" = String, Path)), request_body = PatchUser,
+#[utoipa::path(patch, operation_id = "update_user", path = "/api/v1/users/{name}", params(("name" = String, Path)), request_body = PatchUser,
     responses((status = 200, body = UserInfo), (status = 404, body = ErrorBody),
     (status = 409, description = "the last enabled administrator", body = ErrorBody)),
     security(("basic" = []), ("bearer" = [])))]
@@ -112,7 +112,7 @@ pub async fn update(
 
 /// Deletes a user with their API tokens and sessions. The last enabled
 /// administrator cannot be deleted.
-#[utoipa::path(delete, path = "/api/v1/users/{name}", params(("name" = String, Path)),
+#[utoipa::path(delete, operation_id = "delete_user", path = "/api/v1/users/{name}", params(("name" = String, Path)),
     responses((status = 204, description = "deleted"), (status = 404, body = ErrorBody),
     (status = 409, description = "the last enabled administrator", body = ErrorBody)),
     security(("basic" = []), ("bearer" = [])))]
@@ -126,7 +126,7 @@ pub async fn delete(
 }
 
 /// Sets a user's password (an administrator's reset); their sessions end.
-#[utoipa::path(put, path = "/api/v1/users/{name}/password", params(("name" = String, Path)),
+#[utoipa::path(put, operation_id = "reset_user_password", path = "/api/v1/users/{name}/password", params(("name" = String, Path)),
     request_body = ResetPassword,
     responses((status = 204, description = "set"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("basic" = []), ("bearer" = [])))]
