@@ -132,6 +132,33 @@ pub struct ManagerConfig {
     #[arg(long, env = "DROVER_SSH_KNOWN_HOSTS", value_name = "FILE")]
     pub ssh_known_hosts: Option<PathBuf>,
 
+    /// A console session unused for this long ends (see docs/sessions.md).
+    #[arg(long, env = "DROVER_SESSION_IDLE_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub session_idle_timeout: Duration,
+
+    /// A console session ends this long after sign-in, however active.
+    #[arg(long, env = "DROVER_SESSION_LIFETIME", default_value = "12h", value_parser = humantime::parse_duration)]
+    pub session_lifetime: Duration,
+
+    /// The first delay after 5 failed sign-ins of one user name (20 from one
+    /// address); each further failure doubles it, up to 5 minutes.
+    #[arg(long, env = "DROVER_SIGN_IN_DELAY", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub sign_in_delay: Duration,
+
+    /// The key that encrypts sensitive configuration values in the database
+    /// (32 bytes, base64). Default: DATA_DIR/secrets.key, created on first
+    /// start. See docs/secrets.md.
+    #[arg(long, env = "DROVER_SECRETS_KEY_FILE", value_name = "FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+
+    /// A maintenance task to run instead of the server.
+    #[command(subcommand)]
+    pub command: Option<ManagerCommand>,
+
+    /// Lifetime of an API token whose request names none.
+    #[arg(long, env = "DROVER_API_TOKEN_TTL", default_value = "90d", value_parser = humantime::parse_duration)]
+    pub api_token_ttl: Duration,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "DROVER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -175,9 +202,36 @@ impl ManagerConfig {
             }
             _ => {}
         }
+        if self.api_token_ttl < Duration::from_secs(60) || self.api_token_ttl > Duration::from_secs(10 * 365 * 86_400) {
+            anyhow::bail!("--api-token-ttl must be between 1m and 10 years");
+        }
         if self.desired_resync_interval < Duration::from_secs(1) {
             anyhow::bail!("--desired-resync-interval must be at least 1s");
         }
+        if self.session_idle_timeout < Duration::from_secs(1) || self.session_lifetime < Duration::from_secs(1) {
+            anyhow::bail!("--session-idle-timeout and --session-lifetime must be at least 1s");
+        }
+        if self.sign_in_delay.is_zero() || self.sign_in_delay > Duration::from_secs(300) {
+            anyhow::bail!("--sign-in-delay must be more than 0s and at most 5m");
+        }
         Ok(())
+    }
+}
+
+/// `drover-manager COMMAND`: maintenance instead of the server.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ManagerCommand {
+    /// Replace the secrets key by a new one and re-encrypt every stored secret
+    /// with it, in one transaction (stop the manager first).
+    RotateSecretsKey,
+}
+
+impl ManagerConfig {
+    /// The secrets key file and whether it may be created (the default one).
+    pub fn secrets_key_path(&self) -> (PathBuf, bool) {
+        match &self.secrets_key_file {
+            Some(p) => (p.clone(), false),
+            None => (self.data_dir.join(crate::secrets::KEY_FILE), true),
+        }
     }
 }

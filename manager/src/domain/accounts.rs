@@ -18,8 +18,6 @@ pub const MAX_TOKEN_TTL_S: u64 = 365 * 24 * 3600;
 pub const MAX_TOKEN_USES: u32 = 100_000;
 /// The shortest password a user may choose.
 pub const MIN_PASSWORD_LEN: usize = 12;
-/// An API token's lifetime when the request names none (90 days).
-pub const DEFAULT_API_TOKEN_TTL_S: u64 = 90 * 24 * 3600;
 
 /// The password rules: at least [`MIN_PASSWORD_LEN`] characters, no control
 /// characters, and not the user name (nor containing it, in any case).
@@ -154,13 +152,18 @@ pub async fn create_api_token(
         name: trimmed.to_owned(),
         token_hash: sha256_hex(&token),
         created_at: now,
-        expires_at: Some(now + (ttl_seconds.unwrap_or(DEFAULT_API_TOKEN_TTL_S) as i64) * 1000),
+        expires_at: Some(now + ttl_ms(ttl_seconds, state.config.api_token_ttl)),
         grants,
     };
     state.store.insert_api_token(&rec).await?;
     let scope = rec.grants.as_deref().map(describe).unwrap_or_else(|| "the user's roles".into());
     state
-        .audit(granted.audit("api_token.create", "api_token", &rec.id, format!("created API token {trimmed:?} ({scope})")))
+        .audit(granted.audit(
+            "api_token.create",
+            "api_token",
+            &rec.id,
+            format!("created API token {trimmed:?} ({scope})"),
+        ))
         .await;
     Ok(CreatedApiToken { id: rec.id, name: rec.name, token, expires_at: rec.expires_at.map(rfc3339) })
 }
@@ -190,7 +193,10 @@ pub async fn change_password(
 ) -> Result<()> {
     let granted = own_account(actor, user)?;
     if user.source != "local" {
-        return Err(DomainError::Conflict(format!("user {} signs in through the directory; change the password there", user.username)));
+        return Err(DomainError::Conflict(format!(
+            "user {} signs in through the directory; change the password there",
+            user.username
+        )));
     }
     let hash = user.password_hash.clone();
     let current_ok = {
@@ -231,6 +237,16 @@ fn own_account<'a>(actor: &'a Actor, user: &UserRecord) -> Result<super::Granted
         });
     }
     Ok(super::Granted::own_account(actor))
+}
+
+/// A token's lifetime in milliseconds: the request's, else the manager's
+/// default (`--api-token-ttl`).
+fn ttl_ms(requested_s: Option<u64>, default: Duration) -> i64 {
+    let ms = match requested_s {
+        Some(s) => u128::from(s) * 1000,
+        None => default.as_millis(),
+    };
+    i64::try_from(ms).unwrap_or(i64::MAX / 2)
 }
 
 /// `operator@prod, viewer`, or `no roles`.
