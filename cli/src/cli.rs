@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use reqwest::Url;
 
+use drover_api::users::{Grant, Role};
+
 use crate::labels::{Selector, parse_label, parse_selector_arg};
 use crate::trust::Fingerprint;
 
@@ -98,9 +100,22 @@ pub enum Command {
     /// Create, list and revoke enrollment tokens (what new agents join with).
     #[command(subcommand)]
     Tokens(TokensCommand),
-    /// Create API tokens for scripts and CI (use with --api-token).
+    /// Your API tokens for scripts and CI (use with --api-token): create,
+    /// list with expiry and last use, revoke.
     #[command(subcommand)]
     ApiTokens(ApiTokensCommand),
+    /// Users and their roles: list, show, create, grant, revoke, disable,
+    /// enable, delete, reset a password (needs the admin role).
+    #[command(subcommand, long_about = USERS_HELP)]
+    Users(UsersCommand),
+    /// Change your own password (the user the CLI signs in as).
+    ///
+    /// The current password is the one the CLI signed in with; with
+    /// --api-token it is asked for. The new one comes from
+    /// --new-password-file, else it is asked for twice at the terminal, else
+    /// read as one line from stdin. Your console sessions end; API tokens
+    /// stay valid.
+    Passwd(PasswdArgs),
     /// Show who the CLI is signed in as, and how.
     Whoami,
     /// Recent events, newest first: hosts enrolled, lost, recovered, decommissioned.
@@ -598,7 +613,17 @@ pub struct TokenIdArg {
 #[derive(Debug, Subcommand)]
 pub enum ApiTokensCommand {
     /// Create an API token for the signed-in user; it is printed once.
+    ///
+    /// Without --role the token may do whatever you may do (now and after
+    /// any change to your roles); with --role it may do only that, and each
+    /// role must be within your own.
+    ///
+    /// Example: drover api-tokens create ci-deploy --ttl 30d --role operator@prod
     Create(ApiTokensCreateArgs),
+    /// List your API tokens: roles, expiry and last use (never the secret).
+    List,
+    /// Revoke one of your API tokens: programs using it are refused from then on.
+    Revoke(ApiTokenIdArg),
 }
 
 #[derive(Debug, Args)]
@@ -606,9 +631,147 @@ pub struct ApiTokensCreateArgs {
     /// What the token is for, e.g. ci-pipeline.
     pub name: String,
 
-    /// Lifetime, e.g. 30d; without it the token never expires.
+    /// Lifetime, e.g. 30d (at most ten years) [default: the manager's
+    /// --api-token-ttl, 90 days unless set].
     #[arg(long, value_parser = parse_ttl)]
     pub ttl: Option<u64>,
+
+    /// A role the token gets, ROLE or ROLE@CLUSTER, within your own roles;
+    /// may be repeated (see `drover users --help` for the roles).
+    #[arg(long = "role", value_name = "ROLE[@CLUSTER]", value_parser = parse_grant)]
+    pub roles: Vec<Grant>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApiTokenIdArg {
+    /// Token ID (the first column of `drover api-tokens list`).
+    pub id: String,
+}
+
+/// The `--help` of `drover users`: what each role may do.
+const USERS_HELP: &str = "\
+Users and their roles: list, show, create, grant, revoke, disable, enable,
+delete, reset a password. All of it needs the admin role.
+
+A user may do what their roles allow. A role is granted globally (ROLE) or
+for one cluster (ROLE@CLUSTER, e.g. operator@prod): on a cluster it covers
+the cluster's services, roles, configuration, commands, parcels and hosts.
+
+Roles:
+  admin          everything, including users, enrollment tokens, SSH
+                 bootstrap, providers and clusters (global only)
+  cluster-admin  services, roles, configuration, commands, parcels and hosts
+  configurator   configuration changes and rollbacks; no commands
+  operator       start, stop, restart, rolling restart, abort; no
+                 configuration changes
+  viewer         reads everything but the audit log
+  auditor        reads everything including the audit log; changes nothing
+                 (global only)
+
+Secrets are never shown to anyone. At least one enabled user keeps the admin
+role: the manager refuses to demote, disable or delete the last one.
+
+Passwords (create, reset-password) come from --new-password-file FILE (`-`:
+stdin), else are asked for twice at the terminal, else read as one line from
+stdin; never from the command line, where `ps` would show them.
+
+Examples:
+  drover users create jane --role operator@prod --role viewer
+  drover users grant jane configurator@prod
+  drover users revoke jane viewer
+  drover users disable jane";
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// List users with their roles, state and last sign-in.
+    List,
+    /// Show one user.
+    Show(UserArg),
+    /// Create a user with a password and roles.
+    ///
+    /// Example: drover users create jane --role operator@prod --new-password-file jane.pw
+    Create(UsersCreateArgs),
+    /// Grant roles to a user (kept with the ones they have).
+    ///
+    /// Example: drover users grant jane operator@prod viewer
+    Grant(UserGrantsArgs),
+    /// Take roles from a user.
+    ///
+    /// Example: drover users revoke jane operator@prod
+    Revoke(UserGrantsArgs),
+    /// Disable a user: they cannot sign in and their console sessions end.
+    Disable(UserArg),
+    /// Enable a disabled user again.
+    Enable(UserArg),
+    /// Delete a user with their API tokens and sessions.
+    Delete(UsersDeleteArgs),
+    /// Set a user's password (their console sessions end).
+    ResetPassword(UsersResetPasswordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserArg {
+    /// The user name.
+    pub name: String,
+}
+
+/// Where a new password comes from.
+#[derive(Debug, Args)]
+pub struct NewPasswordArgs {
+    /// File holding the new password (`-`: read it from stdin; a trailing
+    /// newline is ignored). Without it the password is asked for at the
+    /// terminal, or read as one line from stdin.
+    #[arg(long, env = "DROVER_NEW_PASSWORD_FILE", value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UsersCreateArgs {
+    /// The user name: 1-64 letters, digits, '.', '_', '-' or '@'.
+    pub name: String,
+
+    /// A role, ROLE or ROLE@CLUSTER; may be repeated. Without any the user
+    /// can sign in but do nothing until granted a role.
+    #[arg(long = "role", value_name = "ROLE[@CLUSTER]", value_parser = parse_grant)]
+    pub roles: Vec<Grant>,
+
+    #[command(flatten)]
+    pub password: NewPasswordArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UserGrantsArgs {
+    /// The user name.
+    pub name: String,
+
+    /// Roles, each ROLE or ROLE@CLUSTER.
+    #[arg(required = true, value_name = "ROLE[@CLUSTER]", value_parser = parse_grant)]
+    pub roles: Vec<Grant>,
+}
+
+#[derive(Debug, Args)]
+pub struct UsersDeleteArgs {
+    /// The user name.
+    pub name: String,
+
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UsersResetPasswordArgs {
+    /// The user name.
+    pub name: String,
+
+    #[command(flatten)]
+    pub password: NewPasswordArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PasswdArgs {
+    #[command(flatten)]
+    pub password: NewPasswordArgs,
 }
 
 #[derive(Debug, Args)]
@@ -650,6 +813,22 @@ pub fn parse_base_url(s: &str) -> Result<Url, String> {
 /// Parses a CA fingerprint (`sha256:HEX`).
 pub fn parse_pin(s: &str) -> Result<Fingerprint, String> {
     s.parse()
+}
+
+/// Parses `ROLE` or `ROLE@CLUSTER`.
+pub fn parse_grant(s: &str) -> Result<Grant, String> {
+    let roles = Role::ALL.map(Role::as_str).join(", ");
+    let (role, cluster) = match s.split_once('@') {
+        Some((r, c)) => (r, Some(c)),
+        None => (s, None),
+    };
+    if cluster.is_some_and(str::is_empty) {
+        return Err(format!("{s:?} names no cluster after '@'; expected ROLE or ROLE@CLUSTER"));
+    }
+    if Role::parse(role).is_none() {
+        return Err(format!("unknown role {role:?}: one of {roles}, optionally @CLUSTER"));
+    }
+    Grant::parse(s).ok_or_else(|| format!("{s:?} is not ROLE or ROLE@CLUSTER"))
 }
 
 /// Parses a humantime duration into whole seconds, at least one.
@@ -770,6 +949,31 @@ mod tests {
             "a pin and a CA file are one too many"
         );
         assert!(Cli::try_parse_from(["drover", "whoami", "--ca-pin", "sha256:12"]).is_err());
+    }
+
+    #[test]
+    fn roles_and_users_arguments() {
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("drover").chain(args.iter().copied()));
+        assert_eq!(parse_grant("operator@prod"), Ok(Grant::on(Role::Operator, "prod")));
+        assert_eq!(parse_grant("admin"), Ok(Grant::global(Role::Admin)));
+        let err = parse_grant("root").unwrap_err();
+        assert!(err.contains("unknown role \"root\": one of admin, cluster-admin,"), "{err}");
+        assert!(parse_grant("viewer@").unwrap_err().contains("names no cluster"));
+
+        let cli = parse(&["users", "create", "jane", "--role", "operator@prod", "--role", "viewer"]).unwrap();
+        let Command::Users(UsersCommand::Create(args)) = cli.command else { panic!("wrong command") };
+        assert_eq!(args.roles, [Grant::on(Role::Operator, "prod"), Grant::global(Role::Viewer)]);
+        assert!(args.password.new_password_file.is_none());
+        assert!(parse(&["users", "create", "jane", "--password", "x"]).is_ok(), "--password is the CLI's own");
+        assert!(parse(&["users", "grant", "jane"]).is_err(), "a role is required");
+        assert!(parse(&["users", "grant", "jane", "nobody"]).is_err());
+        let cli = parse(&["users", "revoke", "jane", "viewer", "operator@prod"]).unwrap();
+        let Command::Users(UsersCommand::Revoke(args)) = cli.command else { panic!("wrong command") };
+        assert_eq!(args.roles.len(), 2);
+        let cli = parse(&["api-tokens", "create", "ci", "--role", "viewer@prod"]).unwrap();
+        let Command::ApiTokens(ApiTokensCommand::Create(args)) = cli.command else { panic!("wrong command") };
+        assert_eq!(args.roles, [Grant::on(Role::Viewer, "prod")]);
+        assert!(matches!(parse(&["passwd"]).unwrap().command, Command::Passwd(_)));
     }
 
     #[test]

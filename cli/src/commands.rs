@@ -10,10 +10,10 @@ use chrono::Utc;
 use drover_api::history::{AuditQuery, EventQuery};
 use drover_api::hosts::{HostList, HostQuery};
 use drover_api::model::{Host, HostStatus};
-use drover_api::users::Me;
 use drover_api::tokens::{
-    CreateApiToken, CreateEnrollmentToken, CreatedApiToken, CreatedEnrollmentToken, EnrollmentTokenList,
+    ApiTokenList, CreateApiToken, CreateEnrollmentToken, CreatedApiToken, CreatedEnrollmentToken, EnrollmentTokenList,
 };
+use drover_api::users::Me;
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -45,6 +45,12 @@ pub trait Prompt {
     fn is_interactive(&self) -> bool;
     /// Shows `question` and reads a yes/no answer; no is the default.
     fn confirm(&mut self, question: &str) -> std::io::Result<bool>;
+    /// Reads a secret: at a terminal after `question`, without echo;
+    /// otherwise one line from stdin.
+    fn secret(&mut self, question: &str) -> std::io::Result<String> {
+        let _ = question;
+        Err(std::io::Error::other("no terminal or input to read a password from"))
+    }
 }
 
 /// The real prompt: question on stderr, answer from stdin.
@@ -64,6 +70,15 @@ impl Prompt for TerminalPrompt {
         std::io::stdin().lock().read_line(&mut answer)?;
         Ok(is_yes(&answer))
     }
+
+    fn secret(&mut self, question: &str) -> std::io::Result<String> {
+        if self.is_interactive() {
+            return rpassword::prompt_password(question);
+        }
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+    }
 }
 
 /// `y` or `yes`, in any case; anything else (an empty line, end of input) is no.
@@ -82,6 +97,10 @@ pub async fn run(ctx: &Context, command: Command, prompt: &mut dyn Prompt) -> an
         Command::Tokens(TokensCommand::List) => tokens_list(ctx).await,
         Command::Tokens(TokensCommand::Revoke(args)) => tokens_revoke(ctx, &args.id).await,
         Command::ApiTokens(ApiTokensCommand::Create(args)) => api_tokens_create(ctx, &args).await,
+        Command::ApiTokens(ApiTokensCommand::List) => api_tokens_list(ctx).await,
+        Command::ApiTokens(ApiTokensCommand::Revoke(args)) => api_tokens_revoke(ctx, &args.id).await,
+        Command::Users(command) => crate::users::users(ctx, command, prompt).await,
+        Command::Passwd(args) => crate::users::passwd(ctx, &args, prompt).await,
         Command::Whoami => whoami(ctx).await,
         Command::Events(args) => events(ctx, &args).await,
         Command::Audit(args) => audit(ctx, &args).await,
@@ -103,7 +122,7 @@ pub(crate) fn pretty<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Result<
 }
 
 /// The API's JSON as it came, or the decoded answer rendered for people.
-fn present<T: DeserializeOwned>(
+pub(crate) fn present<T: DeserializeOwned>(
     ctx: &Context,
     value: Value,
     render: impl FnOnce(&T) -> String,
@@ -278,9 +297,23 @@ async fn tokens_revoke(ctx: &Context, id: &str) -> anyhow::Result<String> {
 }
 
 async fn api_tokens_create(ctx: &Context, args: &ApiTokensCreateArgs) -> anyhow::Result<String> {
-    let body = CreateApiToken { name: args.name.clone(), ttl_seconds: args.ttl, grants: None };
+    let grants = (!args.roles.is_empty()).then(|| args.roles.clone());
+    let body = CreateApiToken { name: args.name.clone(), ttl_seconds: args.ttl, grants };
     let value = ctx.client.send_json(Method::POST, &["api-tokens"], Some(&body)).await?;
-    present(ctx, value, |t: &CreatedApiToken| render::created_api_token(t, Utc::now()))
+    present(ctx, value, |t: &CreatedApiToken| render::created_api_token(t, &args.roles, Utc::now()))
+}
+
+async fn api_tokens_list(ctx: &Context) -> anyhow::Result<String> {
+    let value = ctx.client.get(&["api-tokens"], NO_QUERY).await?;
+    present(ctx, value, |list: &ApiTokenList| render::api_tokens_table(list, Utc::now()))
+}
+
+async fn api_tokens_revoke(ctx: &Context, id: &str) -> anyhow::Result<String> {
+    ctx.client.call(Method::DELETE, &["api-tokens", id], NO_QUERY, NO_BODY).await?;
+    Ok(match ctx.output {
+        OutputFormat::Json => String::new(),
+        OutputFormat::Table => format!("revoked API token {id}\n"),
+    })
 }
 
 async fn whoami(ctx: &Context) -> anyhow::Result<String> {

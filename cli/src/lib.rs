@@ -1,6 +1,6 @@
 //! The `drover` command-line client of the manager's REST API: its command
 //! line ([`cli`]), one function per command ([`commands`], [`lifecycle`],
-//! [`remote_hosts`], [`parcel`] for local parcel files), the outbound client
+//! [`remote_hosts`], [`users`], [`parcel`] for local parcel files), the outbound client
 //! ([`manager_client`]) with how it verifies the manager ([`trust`]) and
 //! where its settings come from ([`settings`], the config file `drover
 //! login` writes), and how answers look to people ([`render`]). A library
@@ -22,3 +22,4 @@ pub mod remote_hosts;
 pub mod render;
 pub mod settings;
 pub mod trust;
+pub mod users;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use drover_api::ErrorBody;
+use drover_api::users::{Permission, Role};
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -113,8 +114,14 @@ pub struct ApiFailure {
 /// Reads the manager's `{"error": {"code", "message"}}` body; anything else
 /// (a proxy's page, say) is summarised.
 pub fn api_failure(status: StatusCode, body: &str) -> ApiFailure {
+    let mut hint = None;
     let message = match serde_json::from_str::<ErrorBody>(body) {
-        Ok(b) => b.error.message,
+        Ok(b) => {
+            if let Some(permission) = &b.error.permission {
+                hint = Some(permission_hint(permission));
+            }
+            b.error.message
+        }
         Err(_) => {
             let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
             let first_line: String = body.trim().lines().next().unwrap_or("").chars().take(200).collect();
@@ -125,7 +132,22 @@ pub fn api_failure(status: StatusCode, body: &str) -> ApiFailure {
             }
         }
     };
-    ApiFailure { status: status.as_u16(), message, hint: None }
+    ApiFailure { status: status.as_u16(), message, hint }
+}
+
+/// What to do about a missing permission: the roles that carry it.
+fn permission_hint(permission: &str) -> String {
+    let parsed: Option<Permission> = serde_json::from_value(Value::String(permission.to_owned())).ok();
+    let roles: Vec<&str> =
+        Role::ALL.into_iter().filter(|r| parsed.is_some_and(|p| r.allows(p))).map(Role::as_str).collect();
+    if roles.is_empty() {
+        return format!("permission {permission} is missing; ask an administrator for a role that carries it");
+    }
+    format!(
+        "permission {permission} comes with the role(s) {}; an administrator can grant one with \
+         `drover users grant USER ROLE[@CLUSTER]` (see `drover users --help`)",
+        roles.join(", ")
+    )
 }
 
 /// The deepest cause of an error, e.g. `Connection refused (os error 111)`.
@@ -398,6 +420,16 @@ mod tests {
         assert_eq!(f.to_string(), "the manager answered bad gateway: <html> (HTTP 502)");
         let f = api_failure(StatusCode::SERVICE_UNAVAILABLE, "");
         assert_eq!(f.to_string(), "the manager answered service unavailable (HTTP 503)");
+        let f = api_failure(
+            StatusCode::FORBIDDEN,
+            r#"{"error":{"code":"forbidden","message":"forbidden: v lacks permission config.write on cluster prod","permission":"config.write"}}"#,
+        );
+        assert_eq!(f.to_string(), "forbidden: v lacks permission config.write on cluster prod (HTTP 403)");
+        let hint = f.hint.unwrap();
+        assert!(
+            hint.starts_with("permission config.write comes with the role(s) admin, cluster-admin, configurator;"),
+            "{hint}"
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub fn parse_pin(s: &str) -> Result<(String, String), String> {
 }
 
 /// Reads a secret from a file, or stdin for `-`; one trailing newline is dropped.
-fn read_secret(path: &Path, what: &str) -> anyhow::Result<String> {
+pub(crate) fn read_secret(path: &Path, what: &str) -> anyhow::Result<String> {
     let mut text = String::new();
     if path == Path::new("-") {
         std::io::stdin().read_to_string(&mut text).with_context(|| format!("read the {what} from stdin"))?;

@@ -8,8 +8,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use drover_api::history::{AuditList, EventList};
 use drover_api::hosts::HostList;
 use drover_api::model::{Host, HostMetrics, HostStatus, Labels};
-use drover_api::users::Me;
-use drover_api::tokens::{CreatedApiToken, CreatedEnrollmentToken, EnrollmentTokenList};
+use drover_api::tokens::{ApiTokenList, CreatedApiToken, CreatedEnrollmentToken, EnrollmentTokenList};
+use drover_api::users::{Grant, Me, UserInfo, UserSource};
 
 /// Placeholder for a value that is not known.
 const NONE: &str = "-";
@@ -348,19 +348,91 @@ pub fn created_token(t: &CreatedEnrollmentToken, agent_manager_url: &str, now: D
     )
 }
 
-/// `api-tokens create`: the token, shown once.
-pub fn created_api_token(t: &CreatedApiToken, now: DateTime<Utc>) -> String {
+/// `api-tokens create`: the token, shown once, with the roles asked for
+/// (none: the user's own).
+pub fn created_api_token(t: &CreatedApiToken, roles: &[Grant], now: DateTime<Utc>) -> String {
     let expiry = match &t.expires_at {
         Some(at) => format!("expires {}", absolute_and_relative(now, at)),
         None => "never expires".into(),
     };
+    let roles = if roles.is_empty() { "your roles".to_owned() } else { grants_inline(roles) };
     format!(
-        "Created API token {name:?} ({id}); it {expiry}.\nThe token is shown only once:\n\n  {token}\n\n\
+        "Created API token {name:?} ({id}) with {roles}; it {expiry}.\nThe token is shown only once:\n\n  {token}\n\n\
          Use it with --api-token or DROVER_API_TOKEN, or as the header Authorization: Bearer <token>.\n",
         name = t.name,
         id = t.id,
         token = t.token,
     )
+}
+
+/// `operator@prod, viewer`, or `no roles`.
+pub fn grants_inline(grants: &[Grant]) -> String {
+    if grants.is_empty() {
+        return "no roles".into();
+    }
+    grants.iter().map(Grant::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// `api-tokens list`.
+pub fn api_tokens_table(list: &ApiTokenList, now: DateTime<Utc>) -> String {
+    if list.items.is_empty() {
+        return "no API tokens; create one with `drover api-tokens create NAME`\n".into();
+    }
+    let mut table = Table::new(&["ID", "NAME", "ROLES", "CREATED", "EXPIRES", "LAST USED"]);
+    for t in &list.items {
+        table.push(vec![
+            t.id.clone(),
+            t.name.clone(),
+            t.grants.as_deref().map_or("(the user's)".into(), grants_inline),
+            relative_time(now, &t.created_at),
+            t.expires_at.as_deref().map_or("never".into(), |at| relative_time(now, at)),
+            t.last_used_at.as_deref().map_or("never".into(), |at| relative_time(now, at)),
+        ]);
+    }
+    table.render()
+}
+
+fn user_state(u: &UserInfo) -> &'static str {
+    if u.disabled { "disabled" } else { "enabled" }
+}
+
+fn user_source(u: &UserInfo) -> &'static str {
+    match u.source {
+        UserSource::Local => "local",
+        UserSource::Ldap => "ldap",
+    }
+}
+
+/// `users list`.
+pub fn users_table(users: &[UserInfo], now: DateTime<Utc>) -> String {
+    if users.is_empty() {
+        return "no users\n".into();
+    }
+    let mut table = Table::new(&["USER", "ROLES", "STATE", "SOURCE", "LAST SIGN-IN", "CREATED"]);
+    for u in users {
+        table.push(vec![
+            u.username.clone(),
+            grants_inline(&u.grants),
+            user_state(u).into(),
+            user_source(u).into(),
+            u.last_sign_in_at.as_deref().map_or("never".into(), |at| relative_time(now, at)),
+            relative_time(now, &u.created_at),
+        ]);
+    }
+    table.render()
+}
+
+/// `users show`.
+pub fn user_detail(u: &UserInfo, now: DateTime<Utc>) -> String {
+    key_values(&[
+        ("User", u.username.clone()),
+        ("Roles", grants_inline(&u.grants)),
+        ("State", user_state(u).into()),
+        ("Source", user_source(u).into()),
+        ("Last sign-in", u.last_sign_in_at.as_deref().map_or("never".into(), |at| absolute_and_relative(now, at))),
+        ("Created", absolute_and_relative(now, &u.created_at)),
+        ("ID", u.id.clone()),
+    ])
 }
 
 /// `events`.
@@ -403,11 +475,7 @@ pub fn audit_table(list: &AuditList) -> String {
 /// `whoami`.
 pub fn whoami(me: &Me, manager: &str, credentials: &str, now: DateTime<Utc>) -> String {
     let user = &me.user;
-    let roles = if user.grants.is_empty() {
-        "none".to_owned()
-    } else {
-        user.grants.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(", ")
-    };
+    let roles = grants_inline(&user.grants);
     key_values(&[
         ("User", user.username.clone()),
         ("Roles", roles),
@@ -421,6 +489,8 @@ pub fn whoami(me: &Me, manager: &str, credentials: &str, now: DateTime<Utc>) -> 
 #[cfg(test)]
 mod tests {
     use drover_api::model::{AuditEntry, Disk, DiskUsage, EnrollmentTokenInfo, EnrollmentTokenState, Event, HostKind};
+    use drover_api::tokens::ApiTokenInfo;
+    use drover_api::users::Role;
 
     use super::*;
 
@@ -663,9 +733,64 @@ k3x9p2aa  active  2/5   in 30m   admin       1h ago   rack=r1
         assert!(text.ends_with("\n  drover-agent --manager https://manager:7182 --token drv1.k3x9p2aa.secret.fp\n"));
 
         let api = CreatedApiToken { id: "id-1".into(), name: "ci".into(), token: "drvapi_x".into(), expires_at: None };
-        let text = created_api_token(&api, now());
-        assert!(text.starts_with("Created API token \"ci\" (id-1); it never expires.\n"), "{text}");
+        let text = created_api_token(&api, &[], now());
+        assert!(text.starts_with("Created API token \"ci\" (id-1) with your roles; it never expires.\n"), "{text}");
         assert!(text.contains("\n  drvapi_x\n"));
+        let text = created_api_token(&api, &[Grant::on(Role::Operator, "prod")], now());
+        assert!(text.starts_with("Created API token \"ci\" (id-1) with operator@prod;"), "{text}");
+
+        let tokens = ApiTokenList {
+            items: vec![
+                ApiTokenInfo {
+                    id: "t1".into(),
+                    name: "ci".into(),
+                    created_at: "2026-03-01T11:00:00Z".into(),
+                    expires_at: Some("2026-03-31T12:00:00Z".into()),
+                    last_used_at: Some("2026-03-01T11:59:00Z".into()),
+                    grants: Some(vec![Grant::on(Role::Operator, "prod")]),
+                },
+                ApiTokenInfo {
+                    id: "t2".into(),
+                    name: "backup".into(),
+                    created_at: "2026-02-28T12:00:00Z".into(),
+                    expires_at: None,
+                    last_used_at: None,
+                    grants: None,
+                },
+            ],
+        };
+        let want = "\
+ID  NAME    ROLES          CREATED  EXPIRES  LAST USED
+t1  ci      operator@prod  1h ago   in 30d   1m ago
+t2  backup  (the user's)   1d ago   never    never
+";
+        assert_eq!(api_tokens_table(&tokens, now()), want);
+    }
+
+    #[test]
+    fn user_layouts() {
+        let jane = UserInfo {
+            id: "u-1".into(),
+            username: "jane".into(),
+            grants: vec![Grant::on(Role::Operator, "prod"), Grant::global(Role::Viewer)],
+            disabled: false,
+            source: UserSource::Local,
+            created_at: "2026-02-28T12:00:00Z".into(),
+            last_sign_in_at: Some("2026-03-01T11:00:00Z".into()),
+        };
+        let bob =
+            UserInfo { username: "bob".into(), grants: vec![], disabled: true, last_sign_in_at: None, ..jane.clone() };
+        let want = "\
+USER  ROLES                  STATE     SOURCE  LAST SIGN-IN  CREATED
+jane  operator@prod, viewer  enabled   local   1h ago        1d ago
+bob   no roles               disabled  local   never         1d ago
+";
+        assert_eq!(users_table(&[jane.clone(), bob], now()), want);
+        let text = user_detail(&jane, now());
+        assert!(
+            text.starts_with("User:          jane\nRoles:         operator@prod, viewer\nState:         enabled\n"),
+            "{text}"
+        );
     }
 
     #[test]

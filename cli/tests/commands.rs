@@ -108,7 +108,7 @@ async fn commands_against_a_real_manager() {
     let json = context(&handle, OutputFormat::Json, admin(PASSWORD));
 
     let out = drover(&table, &["whoami"]).await.unwrap();
-    assert!(out.starts_with("User:            admin\nRole:            admin\n"), "{out}");
+    assert!(out.starts_with("User:            admin\nRoles:           admin\n"), "{out}");
     assert!(out.contains("Signed in with:  user admin, password from --password"), "{out}");
 
     // Enrollment tokens.
