@@ -135,22 +135,36 @@ impl BasicCache {
 
     /// Checks Basic credentials: from the cache, else against the store with argon2.
     pub async fn verify(&self, store: &Store, user: &str, password: &str) -> anyhow::Result<Option<UserRecord>> {
+        Ok(self.check(store, user, password).await?.ok())
+    }
+
+    /// [`BasicCache::verify`] that says why credentials are refused.
+    pub async fn check(
+        &self,
+        store: &Store,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<Result<UserRecord, Refusal>> {
         let key = self.key(user, password);
         if let Some((rec, at)) = self.entries.lock().expect("cache lock").get(&key)
             && at.elapsed() < BASIC_CACHE_TTL
         {
-            return Ok(Some(rec.clone()));
+            return Ok(Ok(rec.clone()));
         }
         // No user name holds a NUL, and PostgreSQL cannot even compare one:
         // wrong credentials, not a database error.
-        if user.contains('\0') {
-            return Ok(None);
-        }
-        let Some(rec) = store.user_by_name(user).await? else {
-            return Ok(None);
+        let rec = if user.contains('\0') { None } else { store.user_by_name(user).await? };
+        let Some(rec) = rec else {
+            // As long as a wrong password takes, so the answer's time does
+            // not tell which user names exist.
+            let password = password.to_owned();
+            tokio::task::spawn_blocking(move || verify_password(&password, dummy_hash()))
+                .await
+                .context("password verification task")?;
+            return Ok(Err(Refusal::UnknownUser));
         };
-        if rec.disabled || rec.password_hash.is_empty() {
-            return Ok(None);
+        if rec.password_hash.is_empty() {
+            return Ok(Err(Refusal::NoPassword));
         }
         let hash = rec.password_hash.clone();
         let password = password.to_owned();
@@ -158,7 +172,11 @@ impl BasicCache {
             .await
             .context("password verification task")?;
         if !ok {
-            return Ok(None);
+            return Ok(Err(Refusal::WrongPassword));
+        }
+        // Only who knows the password learns that the account is disabled.
+        if rec.disabled {
+            return Ok(Err(Refusal::Disabled));
         }
         {
             let mut entries = self.entries.lock().expect("cache lock");
@@ -171,8 +189,36 @@ impl BasicCache {
             entries.insert(key, (rec.clone(), Instant::now()));
         }
         store.touch_sign_in(&rec.id, now_millis()).await?;
-        Ok(Some(rec))
+        Ok(Ok(rec))
     }
+}
+
+/// Why a user name and password are refused (for the audit log; the caller
+/// hears only "wrong user name or password").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    UnknownUser,
+    WrongPassword,
+    Disabled,
+    /// A directory user, whose password Drover does not hold.
+    NoPassword,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::UnknownUser => "unknown user",
+            Refusal::WrongPassword => "wrong password",
+            Refusal::Disabled => "disabled",
+            Refusal::NoPassword => "no local password",
+        }
+    }
+}
+
+/// An argon2id hash of nothing anyone types, checked for unknown users.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password(&new_session_id()).unwrap_or_default())
 }
 
 /// Creates the `admin` user on first start. The password is

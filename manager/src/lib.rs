@@ -31,6 +31,7 @@ pub mod placement;
 pub mod providers;
 pub mod registry;
 pub mod store;
+pub mod throttle;
 
 /// The plain data types shared with the REST API (`drover-api`), under the
 /// paths the manager's modules have always used.
@@ -58,6 +59,8 @@ pub struct AppState {
     pub registry: Registry,
     pub pki: pki::Pki,
     pub basic_cache: auth::BasicCache,
+    /// Sign-in throttling (console and HTTP Basic), in memory.
+    pub throttle: throttle::SignInThrottle,
     pub console: http::console::Templates,
     /// Service types: built in (`parcels/`) and from DATA_DIR/service-types.
     pub catalog: drover_service_types::descriptor::Catalog,
@@ -193,6 +196,7 @@ impl Manager {
             commands: commands::Commands::default(),
             desired: desired::Desired::new(config.desired_resync_interval),
             console: http::console::Templates::load()?,
+            throttle: throttle::SignInThrottle::new(config.sign_in_delay),
             config,
             store,
             registry,

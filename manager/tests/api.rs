@@ -163,7 +163,7 @@ impl TestManager {
         assert_eq!(resp.header(header::LOCATION), Some("/"));
         let cookie = resp.header(header::SET_COOKIE).expect("session cookie").to_owned();
         let (pair, attributes) = cookie.split_once(';').expect("cookie attributes");
-        for attr in ["Path=/", "HttpOnly", "SameSite=Strict"] {
+        for attr in ["Path=/", "HttpOnly", "SameSite=Lax"] {
             assert!(attributes.contains(attr), "{attr} missing from {cookie}");
         }
         let sid = pair.strip_prefix("drover_session=").expect("drover_session cookie");
@@ -709,7 +709,7 @@ async fn console_sign_in_and_cookie_rules() {
     assert_eq!(tokens["items"].as_array().map(Vec::len), Some(1), "only add_host's token: {tokens}");
 
     let audit = m.get("/api/v1/audit?object_type=user", Auth::Admin).await.json();
-    assert_eq!(audit["items"][0]["action"], "user.login");
+    assert_eq!(audit["items"][0]["action"], "session.sign_in");
     assert_eq!(audit["items"][0]["source"], "127.0.0.1");
 
     // Signing out needs the page's CSRF token, and ends the session.

@@ -165,8 +165,8 @@ async fn a_non_loopback_address_gets_https_from_the_managers_own_ca() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["action"] == "user.login")
-        .unwrap_or_else(|| panic!("a user.login entry in {audit}"));
+        .find(|e| e["action"] == "session.sign_in")
+        .unwrap_or_else(|| panic!("a session.sign_in entry in {audit}"));
     assert_eq!(login["source"], "127.0.0.1", "{login}");
     handle.shutdown().await;
 }

@@ -8,7 +8,7 @@
 //! Codes: `invalid_request` 400, `unauthorized` 401, `forbidden` 403,
 //! `not_found` 404, `method_not_allowed` 405, `conflict` 409,
 //! `payload_too_large` 413, `unsupported_media_type` 415, `unprocessable`
-//! 422, `internal` 500, `unavailable` 503; server errors are logged where
+//! 422, `too_many_requests` 429 (with `Retry-After`), `internal` 500, `unavailable` 503; server errors are logged where
 //! they become a response. 400 is for requests the OpenAPI document rules
 //! out; a request it allows is refused with 404 (a named object does not
 //! exist), 409 (the current state forbids it) or 422 (the service's type
@@ -125,6 +125,9 @@ pub enum ApiError {
     Unsupported(String),
     #[error("{0}")]
     Unprocessable(String),
+    /// Too many failed sign-ins: wait `retry_after` seconds.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u64 },
     #[error("internal error: {0}")]
     Internal(String),
     #[error("service unavailable: {0}")]
@@ -143,6 +146,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unsupported(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
@@ -164,6 +168,9 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"drover\", Bearer"));
+        }
+        if let ApiError::TooManyRequests { retry_after, .. } = &self {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         resp
     }
@@ -392,11 +399,20 @@ pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Option<Auth
                 let (user, password) = decoded
                     .split_once(':')
                     .ok_or_else(|| ApiError::Unauthorized("malformed Basic credentials".into()))?;
-                let user = state.basic_cache.verify(&state.store, user, password).await?;
-                Ok(user.map(|user| Authenticated { user, via: Via::Password, token_grants: None }))
+                match crate::throttle::password_sign_in(state, user, password, source_ip(parts), Via::Password).await? {
+                    Ok(user) => Ok(Some(Authenticated { user, via: Via::Password, token_grants: None })),
+                    Err(crate::throttle::SignInFailure::Held(held)) => Err(too_many_sign_ins(held)),
+                    Err(crate::throttle::SignInFailure::Refused(_)) => Ok(None),
+                }
             }
             "bearer" => {
                 let found = state.store.user_by_api_token(&sha256_hex(rest.trim()), now_millis()).await?;
+                if found.is_none() {
+                    // Unknown tokens count against their source only.
+                    let source = source_ip(parts);
+                    state.throttle.check_source(source).map_err(too_many_sign_ins)?;
+                    state.throttle.source_failure(source);
+                }
                 Ok(found.map(|(user, token_grants)| Authenticated { user, via: Via::Token, token_grants }))
             }
             _ => {
@@ -407,10 +423,23 @@ pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Option<Auth
     if matches!(parts.method, Method::GET | Method::HEAD)
         && let Some(sid) = session_cookie(&parts.headers)
     {
-        let user = state.store.user_by_web_session(&sha256_hex(&sid), now_millis()).await?;
+        let user = console::session_user(state, &sid).await?;
         return Ok(user.map(|user| Authenticated { user, via: Via::Console, token_grants: None }));
     }
     Ok(None)
+}
+
+fn source_ip(parts: &Parts) -> std::net::IpAddr {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip())
+}
+
+fn too_many_sign_ins(held: crate::throttle::Held) -> ApiError {
+    let secs = held.retry_after_secs();
+    let whose = if held.by_source { "from this address" } else { "for this user name" };
+    ApiError::TooManyRequests {
+        message: format!("too many failed sign-ins {whose}; try again in {secs} s"),
+        retry_after: secs,
+    }
 }
 
 /// Who a request's credentials belong to.

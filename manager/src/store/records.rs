@@ -488,6 +488,8 @@ impl Store {
         Ok(self.with_grants(Some(row)).await?.map(|u| (u, grants)))
     }
 
+    /// Stores a console session (by its id's hash) that ends at `expires_at`
+    /// at the latest.
     pub async fn insert_web_session(
         &self,
         id_hash: &str,
@@ -495,28 +497,65 @@ impl Store {
         now: UnixMillis,
         expires_at: UnixMillis,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO web_sessions (id_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(id_hash)
-            .bind(user_id)
-            .bind(now)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO web_sessions (id_hash, user_id, created_at, expires_at, last_seen_at) VALUES ($1, $2, $3, $4, $3)",
+        )
+        .bind(id_hash)
+        .bind(user_id)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
+    /// The enabled user of an unexpired console session, however long unused.
     pub async fn user_by_web_session(&self, id_hash: &str, now: UnixMillis) -> Result<Option<UserRecord>> {
+        self.use_web_session(id_hash, now, i64::MAX / 4).await
+    }
+
+    /// The enabled user of a console session that has not expired and was
+    /// used within the last `idle_ms`; notes this use when the last one noted
+    /// is older than a minute (or than a quarter of `idle_ms`, when shorter),
+    /// so a session in use stays alive at one write a minute at most.
+    pub async fn use_web_session(&self, id_hash: &str, now: UnixMillis, idle_ms: i64) -> Result<Option<UserRecord>> {
         let sql = format!(
-            "SELECT {USER_COLUMNS} FROM web_sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.id_hash = $1 AND s.expires_at > $2 AND u.disabled = 0"
+            "SELECT {USER_COLUMNS}, s.last_seen_at AS session_seen FROM web_sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.id_hash = $1 AND s.expires_at > $2 AND s.last_seen_at > $3 AND u.disabled = 0"
         );
-        let row = sqlx::query(&sql).bind(id_hash).bind(now).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(id_hash)
+            .bind(now)
+            .bind(now.saturating_sub(idle_ms))
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(row) = &row {
+            let seen: i64 = get(row, "session_seen")?;
+            if seen < now - (idle_ms / 4).min(60_000) {
+                sqlx::query("UPDATE web_sessions SET last_seen_at = $2 WHERE id_hash = $1 AND last_seen_at < $2")
+                    .bind(id_hash)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
         self.with_grants(row).await
     }
 
-    pub async fn delete_web_session(&self, id_hash: &str) -> Result<()> {
-        sqlx::query("DELETE FROM web_sessions WHERE id_hash = $1").bind(id_hash).execute(&self.pool).await?;
-        Ok(())
+    /// Deletes the sessions that have expired or were unused for `idle_ms`.
+    pub async fn prune_web_sessions(&self, now: UnixMillis, idle_ms: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM web_sessions WHERE expires_at <= $1 OR last_seen_at <= $2")
+            .bind(now)
+            .bind(now.saturating_sub(idle_ms))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Ends a console session; answers whether it existed.
+    pub async fn delete_web_session(&self, id_hash: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM web_sessions WHERE id_hash = $1").bind(id_hash).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
     }
 
     pub async fn insert_enrollment_token(&self, t: &EnrollmentTokenRecord) -> Result<()> {

@@ -44,11 +44,10 @@ use serde_json::{Value, json};
 use super::{SESSION_COOKIE, session_cookie};
 use crate::AppState;
 use crate::auth::{new_session_id, sha256_hex};
-use crate::domain::{Actor, DomainError};
+use crate::domain::{Actor, DomainError, Via};
 use crate::model::now_millis;
 use crate::store::UserRecord;
 
-const SESSION_TTL_MS: i64 = 12 * 3600 * 1000;
 const FLASH_COOKIE: &str = "drover_flash";
 
 #[derive(RustEmbed)]
@@ -163,6 +162,18 @@ impl Session {
     }
 }
 
+/// The user of the console session `sid` when it has neither expired
+/// (`--session-lifetime` after sign-in) nor been unused for
+/// `--session-idle-timeout`; notes the use.
+pub(crate) async fn session_user(state: &AppState, sid: &str) -> crate::store::Result<Option<UserRecord>> {
+    let idle = millis(state.config.session_idle_timeout);
+    state.store.use_web_session(&sha256_hex(sid), now_millis(), idle).await
+}
+
+fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
 /// The CSRF token of a session: only who holds the session id can compute it.
 fn csrf_token(session_id: &str) -> String {
     sha256_hex(&format!("drover-console-csrf:{session_id}"))
@@ -195,7 +206,7 @@ impl FromRequestParts<Arc<AppState>> for Session {
         let Some(sid) = session_cookie(&parts.headers) else {
             return Err(to_login());
         };
-        let user = match state.store.user_by_web_session(&sha256_hex(&sid), now_millis()).await {
+        let user = match session_user(state, &sid).await {
             Ok(Some(u)) => u,
             Ok(None) => return Err(to_login()),
             Err(e) => return Err(ConsoleError::from(DomainError::from(e)).into_response()),
@@ -356,15 +367,28 @@ async fn login(
     ConnectInfo(addr): ConnectInfo<std::net::SocketAddr>,
     axum::extract::Form(form): axum::extract::Form<LoginForm>,
 ) -> Response {
+    use crate::throttle::SignInFailure;
     let next = safe_next(form.next.as_deref()).to_owned();
-    let user = match state.basic_cache.verify(&state.store, &form.username, &form.password).await {
-        Ok(Some(u)) => u,
-        Ok(None) => {
-            tracing::warn!(user = %form.username, source = %addr.ip(), "console login failed");
-            let page = state
-                .console
-                .render("login", &json!({"title": "Sign in", "error": "Wrong user name or password.", "next": next}));
-            return (StatusCode::UNAUTHORIZED, page).into_response();
+    let source = addr.ip();
+    let failed = |status: StatusCode, error: String| {
+        let page = state.console.render("login", &json!({"title": "Sign in", "error": error, "next": next}));
+        (status, page).into_response()
+    };
+    let signed_in = crate::throttle::password_sign_in(&state, &form.username, &form.password, source, Via::Console);
+    let user = match signed_in.await {
+        Ok(Ok(u)) => u,
+        Ok(Err(SignInFailure::Refused(_))) => {
+            return failed(StatusCode::UNAUTHORIZED, "Wrong user name or password.".into());
+        }
+        Ok(Err(SignInFailure::Held(held))) => {
+            let secs = held.retry_after_secs();
+            let whose = if held.by_source { "from this address" } else { "for this user name" };
+            let mut resp = failed(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("Too many failed sign-ins {whose}. Wait {secs} seconds, then try again."),
+            );
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return resp;
         }
         Err(e) => {
             tracing::error!(error = %e, "console login");
@@ -373,16 +397,17 @@ async fn login(
     };
     match start_session(&state, &user).await {
         Ok(cookie) => {
-            state
-                .audit(crate::audit_entry(
-                    &user.username,
-                    &addr.ip().to_string(),
-                    "user.login",
-                    "user",
-                    &user.id,
-                    "console sign-in",
-                ))
-                .await;
+            let mut entry = crate::audit_entry(
+                &user.username,
+                &source.to_string(),
+                "session.sign_in",
+                "user",
+                &user.username,
+                "console sign-in",
+            );
+            entry.via = Via::Console.as_str().to_owned();
+            entry.permission = String::new();
+            state.audit(entry).await;
             let mut resp = Redirect::to(&next).into_response();
             resp.headers_mut().insert(header::SET_COOKIE, cookie);
             resp
@@ -391,39 +416,64 @@ async fn login(
     }
 }
 
-/// Stores a new console session for `user`; answers its cookie.
+/// Stores a new console session for `user` (pruning ended ones); answers
+/// its cookie: `HttpOnly` (no script reads it), `SameSite=Lax` (not sent
+/// with another site's POST), `Secure` under HTTPS, and no longer-lived
+/// than the session.
 pub(crate) async fn start_session(state: &AppState, user: &UserRecord) -> Result<HeaderValue, ConsoleError> {
     let sid = new_session_id();
     let now = now_millis();
-    state
-        .store
-        .insert_web_session(&sha256_hex(&sid), &user.id, now, now + SESSION_TTL_MS)
-        .await
-        .map_err(|e| ConsoleError::from(DomainError::from(e)))?;
+    let lifetime = millis(state.config.session_lifetime);
+    let store_error = |e| ConsoleError::from(DomainError::from(e));
+    state.store.prune_web_sessions(now, millis(state.config.session_idle_timeout)).await.map_err(store_error)?;
+    state.store.insert_web_session(&sha256_hex(&sid), &user.id, now, now + lifetime).await.map_err(store_error)?;
     let secure = if state.https { "; Secure" } else { "" };
-    let cookie =
-        format!("{SESSION_COOKIE}={sid}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}", SESSION_TTL_MS / 1000);
+    let cookie = format!("{SESSION_COOKIE}={sid}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}", lifetime / 1000);
     HeaderValue::from_str(&cookie).map_err(|e| ConsoleError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 #[derive(Deserialize)]
 struct Empty {}
 
+/// Ends the session on the server (its id no longer works, whoever holds
+/// it) and clears the cookie.
 async fn logout(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    CsrfForm(_s, Empty {}): CsrfForm<Empty>,
+    CsrfForm(session, Empty {}): CsrfForm<Empty>,
 ) -> Response {
-    if let Some(sid) = session_cookie(&headers)
-        && let Err(e) = state.store.delete_web_session(&sha256_hex(&sid)).await
-    {
-        tracing::error!(error = %e, "console: delete session");
+    if let Some(sid) = session_cookie(&headers) {
+        match state.store.delete_web_session(&sha256_hex(&sid)).await {
+            Ok(_) => {
+                let mut entry = crate::audit_entry(
+                    &session.user.username,
+                    &session.source,
+                    "session.sign_out",
+                    "user",
+                    &session.user.username,
+                    "console sign-out",
+                );
+                entry.via = Via::Console.as_str().to_owned();
+                entry.permission = String::new();
+                state.audit(entry).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "console: delete session");
+                return ConsoleError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "could not end the session: the database is unavailable; try again",
+                )
+                .into_response();
+            }
+        }
     }
+    let secure = if state.https { "; Secure" } else { "" };
     let mut resp = Redirect::to("/login").into_response();
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("drover_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-    );
+    if let Ok(v) =
+        HeaderValue::from_str(&format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"))
+    {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
     resp
 }
 
