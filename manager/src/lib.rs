@@ -30,6 +30,7 @@ pub mod pki;
 pub mod placement;
 pub mod providers;
 pub mod registry;
+pub mod secrets;
 pub mod store;
 pub mod throttle;
 
@@ -64,6 +65,8 @@ pub struct AppState {
     pub console: http::console::Templates,
     /// Service types: built in (`parcels/`) and from DATA_DIR/service-types.
     pub catalog: drover_service_types::descriptor::Catalog,
+    /// Encrypts sensitive configuration values at rest (`secrets`).
+    pub secrets: secrets::Keyring,
     pub commands: commands::Commands,
     /// The owner of every host's intent: per-service ordering, resync, retry.
     pub desired: desired::Desired,
@@ -188,10 +191,13 @@ impl Manager {
         let user_types = config.data_dir.join("service-types");
         let extra = if user_types.is_dir() { vec![user_types] } else { Vec::new() };
         let catalog = drover_service_types::descriptor::Catalog::load(true, &extra).context("load service types")?;
+        let (key_path, create_key) = config.secrets_key_path();
+        let secrets = secrets::Keyring::load(&key_path, create_key)?;
         let parcels = parcels::ParcelRepo::open(&config.data_dir.join("parcel-repo"), &config.parcel_repos)
             .context("open the parcel repository")?;
         let state = Arc::new(AppState {
             catalog,
+            secrets,
             parcels,
             commands: commands::Commands::default(),
             desired: desired::Desired::new(config.desired_resync_interval),

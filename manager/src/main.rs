@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use drover_manager::config::ManagerCommand;
 use drover_manager::{Manager, ManagerConfig};
 use tokio::net::TcpListener;
 
@@ -59,6 +60,9 @@ fn raise_fd_limit() {
 }
 
 async fn run(config: ManagerConfig) -> anyhow::Result<()> {
+    if let Some(ManagerCommand::RotateSecretsKey) = config.command {
+        return rotate_secrets_key(&config).await;
+    }
     drover_proto::tls::provider();
     raise_fd_limit();
     let http = TcpListener::bind(config.http_addr)
@@ -84,5 +88,25 @@ async fn run(config: ManagerConfig) -> anyhow::Result<()> {
         _ = handle.wait() => anyhow::bail!("a listener stopped unexpectedly; see the log above"),
     }
     handle.shutdown().await;
+    Ok(())
+}
+
+/// `drover-manager rotate-secrets-key`: a new secrets key, every stored
+/// secret re-encrypted with it in one transaction (docs/secrets.md).
+async fn rotate_secrets_key(config: &ManagerConfig) -> anyhow::Result<()> {
+    let url = config.database_url();
+    let store = drover_manager::store::Store::open(&url).await.context("open the database")?;
+    let user_types = config.data_dir.join("service-types");
+    let extra = if user_types.is_dir() { vec![user_types] } else { Vec::new() };
+    let catalog = drover_service_types::descriptor::Catalog::load(true, &extra).context("load service types")?;
+    let (path, create) = config.secrets_key_path();
+    let done = drover_manager::secrets::rotate(&store, &catalog, &path, create).await;
+    store.close().await;
+    let r = done?;
+    println!("secrets key rotated: {} -> {} ({})", r.old_key_id, r.new_key_id, path.display());
+    println!(
+        "revisions: {} read, {} rewritten; secrets: {} re-encrypted, {} stored in clear now encrypted",
+        r.revisions, r.rewritten, r.reencrypted, r.encrypted_plain
+    );
     Ok(())
 }

@@ -124,6 +124,9 @@ pub struct Renderer<'a> {
     index: HashMap<&'a str, usize>,
     /// The inline templates (process, checks) compiled so far, by their text.
     inline: HashSet<String>,
+    /// Values of sensitive parameters (as set and as `quote` escapes them): a
+    /// file that holds one is made private to its owner.
+    secrets: Vec<String>,
 }
 
 impl<'a> Renderer<'a> {
@@ -140,7 +143,8 @@ impl<'a> Renderer<'a> {
             .map_err(|e| error("topology", e.to_string()))?;
         let references = topo.references.iter().map(|(name, r)| (name.clone(), reference_json(topo, r))).collect();
         let index = topo.roles.iter().enumerate().map(|(i, r)| (r.role_id.as_str(), i)).collect();
-        let mut renderer = Renderer { st, topo, values, hb, ctx, references, index, inline: HashSet::new() };
+        let secrets = sensitive_strings(st, topo, values);
+        let mut renderer = Renderer { st, topo, values, hb, ctx, references, index, inline: HashSet::new(), secrets };
         for rt in &st.role_types {
             renderer.compile_inline(rt);
         }
@@ -243,10 +247,12 @@ impl<'a> Renderer<'a> {
             let file = format!("{}/templates/{}", st.source, f.template);
             let text =
                 hb.render_with_context(&template_key(&rt.name, &f.path), ctx).map_err(|e| error(&file, reason(&e)))?;
+            // A file holding a secret is readable by its owner only.
+            let mode = if self.secrets.iter().any(|s| text.contains(s.as_str())) { f.mode & !0o077 } else { f.mode };
             let mut content = text.into_bytes();
             content.shrink_to_fit();
             let sha256 = hex::encode(Sha256::digest(&content));
-            files.push(ConfigFile { path: f.path.clone(), content, sha256, mode: f.mode });
+            files.push(ConfigFile { path: f.path.clone(), content, sha256, mode });
         }
 
         let p = &rt.process;
@@ -435,6 +441,29 @@ fn refs_json(
         out.insert(p.name.clone(), shown);
     }
     Ok(Value::Object(out))
+}
+
+/// Every non-empty string value of a sensitive parameter, of the service and
+/// of the services it requires or refers to, raw and escaped as `quote` does.
+fn sensitive_strings(st: &ServiceType, topo: &Topology, values: &ConfigValues) -> Vec<String> {
+    let mut out = Vec::new();
+    let services = std::iter::once((st, values))
+        .chain(topo.dependencies.values().chain(topo.references.values()).map(|d| (&d.service_type, &d.values)));
+    for (st, values) in services {
+        let set = std::iter::once(&values.service).chain(values.groups.values()).chain(values.roles.values());
+        let defaults = st.parameters.iter().filter_map(|p| p.default.as_ref().map(|d| (&p.name, d)));
+        for (k, v) in set.flat_map(|m| m.iter()).chain(defaults) {
+            if let Some(s) = v.as_str().filter(|s| !s.is_empty())
+                && st.parameter(k).is_some_and(|p| p.sensitive())
+            {
+                out.push(s.to_owned());
+                out.push(s.replace('\\', "\\\\").replace('"', "\\\""));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn config_json(st: &ServiceType, values: &ConfigValues, role: &RoleInstance) -> Value {

@@ -154,7 +154,8 @@ pub async fn revision_values(state: &AppState, svc: &ServiceRec, revision: u64) 
             revision,
             message: "revision missing".into(),
         })?;
-    serde_json::from_value(rev.config).map_err(|e| DesiredError::BadRevision {
+    // Encrypted values decrypted here, once (`crate::secrets`).
+    state.secrets.open_values(rev.config).map_err(|e| DesiredError::BadRevision {
         service: format!("{}/{}", svc.cluster, svc.name),
         revision,
         message: e.to_string(),

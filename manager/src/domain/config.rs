@@ -246,7 +246,8 @@ async fn commit_revision(
         cluster: cluster.clone(),
         service: service.clone(),
         revision,
-        config: serde_json::to_value(&values).map_err(|e| DomainError::Internal(e.to_string()))?,
+        // Sensitive values encrypted (`crate::secrets`): never in clear in the database.
+        config: state.secrets.seal_values(&st, &values),
         changed_keys: changed.clone(),
         author: actor.username.clone(),
         source: actor.source.clone(),
@@ -342,7 +343,7 @@ pub async fn rollback(
         .await?
         .ok_or_else(|| DomainError::NotFound(format!("revision {to} of service {service} not found")))?;
     let values: ConfigValues =
-        serde_json::from_value(target.config).map_err(|e| DomainError::Internal(e.to_string()))?;
+        state.secrets.open_values(target.config).map_err(|e| DomainError::Internal(e.to_string()))?;
     let expected = ctx.service.revision;
     let message = format!("rollback to revision {to}: {}", message.trim());
     commit_revision(state, granted, started, guard, ctx, values, &message, expected, "config.rollback").await
@@ -381,7 +382,7 @@ pub async fn revision(
         .await?
         .ok_or_else(|| DomainError::NotFound(format!("revision {revision} of service {service} not found")))?;
     let values: ConfigValues =
-        serde_json::from_value(r.config.clone()).map_err(|e| DomainError::Internal(e.to_string()))?;
+        state.secrets.open_values(r.config.clone()).map_err(|e| DomainError::Internal(e.to_string()))?;
     let names: HashMap<&str, &str> = ctx.roles.iter().map(|r| (r.id.as_str(), r.name.as_str())).collect();
     let hostnames: HashMap<&str, &str> =
         ctx.topology.roles.iter().map(|i| (i.role_id.as_str(), i.hostname.as_str())).collect();

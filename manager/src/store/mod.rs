@@ -19,6 +19,7 @@ mod hosts;
 mod parcels;
 mod providers;
 mod records;
+mod secrets;
 mod services;
 
 use std::str::FromStr;

@@ -100,7 +100,8 @@ fn redis_primary_and_replica() {
     assert_eq!(replica.process.args, ["redis.conf"]);
     assert_eq!(replica.process.working_dir, "");
     assert_eq!(replica.process.stop_signal, "SIGTERM");
-    assert_eq!(replica.files[0].mode, 0o640);
+    // 0640 in the descriptor; a file holding a password is made private to its owner.
+    assert_eq!(replica.files[0].mode, 0o600);
     assert_eq!(replica.files[0].sha256.len(), 64);
     assert_eq!(replica.health_checks[0].probe, Probe::Tcp { host: "10.0.0.2".to_string(), port: 6379 });
     assert_eq!(primary.health_checks[0].probe, Probe::Tcp { host: "10.0.0.1".to_string(), port: 7000 });
@@ -130,6 +131,7 @@ fn redis_defaults_on_loopback() {
         replica-read-only yes
     "##]]
     .assert_eq(&file(&replica, "redis.conf"));
+    assert_eq!(replica.files[0].mode, 0o640, "no password: the descriptor's mode");
     assert_eq!(replica.health_checks[0].probe, Probe::Tcp { host: "127.0.0.1".to_string(), port: 6379 });
 }
 
