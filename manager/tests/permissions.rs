@@ -593,3 +593,45 @@ async fn tokens_do_no_more_than_their_user_and_the_last_admin_stays() {
     t.ok(Method::PATCH, "/users/viewer", Some(json!({"disabled": true}))).await;
     assert_eq!(send(&t, "viewer", &Method::GET, "/api/v1/users/me", None).await.0, 401);
 }
+
+#[tokio::test]
+async fn the_console_shows_only_the_actions_a_user_may_take_and_refuses_the_rest() {
+    let t = T::start().await;
+    setup(&t).await;
+    let svc = "/clusters/prod/services/cache";
+
+    let admin = t.console().await;
+    let page = admin.get(svc).await;
+    for id in ["id=\"command-form\"", "id=\"add-role\"", "id=\"delete-service\""] {
+        assert!(page.html.contains(id), "admin sees {id}");
+    }
+    assert!(admin.get("/clusters").await.html.contains("id=\"create-cluster\""));
+
+    let viewer = t.console_as("prodviewer", USER_PASSWORD).await;
+    let page = viewer.get(svc).await;
+    assert_eq!(page.status, 200);
+    for id in ["id=\"command-form\"", "id=\"add-role\"", "id=\"delete-service\"", "aria-label=\"Remove role"] {
+        assert!(!page.html.contains(id), "a viewer is not offered {id}");
+    }
+    let config = viewer.get(&format!("{svc}/config")).await;
+    assert!(!config.html.contains("id=\"save\"") && config.html.contains("id=\"read-only\""), "{}", config.html);
+    let cluster = viewer.get("/clusters/prod").await;
+    assert!(
+        cluster.status == 200
+            && !cluster.html.contains("id=\"add-hosts\"")
+            && !cluster.html.contains("id=\"delete-cluster\"")
+    );
+    assert!(!viewer.get("/clusters").await.html.contains("id=\"create-cluster\""));
+    // Hiding is a courtesy: the action itself is refused.
+    let refused = viewer.post(&format!("{svc}/commands"), &[("name", "restart"), ("confirmed", "yes")]).await;
+    assert_eq!(refused.status, 403, "{}", refused.html);
+    assert!(refused.html.contains("commands.run"), "{}", refused.html);
+    // Another cluster is out of sight.
+    assert_eq!(viewer.get("/clusters/dev").await.status, 403);
+
+    let operator = t.console_as("operator", USER_PASSWORD).await;
+    let page = operator.get(svc).await;
+    assert!(page.html.contains("id=\"command-form\"") && !page.html.contains("id=\"delete-service\""));
+    let config = operator.get(&format!("{svc}/config")).await;
+    assert!(!config.html.contains("id=\"save\""));
+}

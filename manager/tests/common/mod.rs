@@ -118,10 +118,15 @@ pub struct Page {
 impl T {
     /// Signs in to the console as admin.
     pub async fn console(&self) -> Console {
+        self.console_as("admin", PASSWORD).await
+    }
+
+    /// Signs in to the console as `user`.
+    pub async fn console_as(&self, user: &str, password: &str) -> Console {
         let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         let resp = client
             .post(self.url("/login"))
-            .form(&[("username", "admin"), ("password", PASSWORD), ("next", "/")])
+            .form(&[("username", user), ("password", password), ("next", "/")])
             .send()
             .await
             .unwrap();

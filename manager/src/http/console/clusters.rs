@@ -151,7 +151,13 @@ async fn show(
             })
         })
         .collect();
-    let (candidates, more) = domain::clusters::candidate_hosts(&state, &session.actor(), &c, MAX_CANDIDATES).await?;
+    let actor = session.actor();
+    // Only who may move fleet hosts into the cluster is offered them.
+    let (candidates, more) = if actor.may(domain::Permission::HostsWrite, domain::Scope::Global) {
+        domain::clusters::candidate_hosts(&state, &actor, &c, MAX_CANDIDATES).await?
+    } else {
+        (Vec::new(), false)
+    };
     let candidates: Vec<Value> = candidates
         .iter()
         .map(|h| {
@@ -177,6 +183,8 @@ async fn show(
         "clusters",
         json!({
             "cluster": cluster,
+            "can": session.can(Some(&c)),
+            "fleet": session.can(None),
             "href": href,
             "hosts_count": hosts.len(),
             "hosts": hosts,
@@ -229,7 +237,8 @@ async fn remove_host(
 ) -> PageResult {
     let back = cluster_href(&c);
     domain::clusters::get(&state, &session.actor(), &c).await?;
-    let hostname = domain::hosts::get(&state, &session.actor(), &host).await.map(|h| h.hostname).unwrap_or_else(|_| host.clone());
+    let hostname =
+        domain::hosts::get(&state, &session.actor(), &host).await.map(|h| h.hostname).unwrap_or_else(|_| host.clone());
     if form.confirmed != "yes" {
         let what = format!(
             "Remove host {hostname} from cluster {c}: it no longer receives the cluster's parcels. The host itself stays enrolled."

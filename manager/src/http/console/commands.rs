@@ -109,7 +109,8 @@ async fn list(State(state): State<Arc<AppState>>, session: Session, Query(q): Qu
     let more = commands.len() > per as usize;
     commands.truncate(per as usize);
     let running = commands.iter().any(|c| c.state == CommandState::Running);
-    let clusters: Vec<String> = domain::clusters::list(&state, &session.actor()).await?.into_iter().map(|c| c.name).collect();
+    let clusters: Vec<String> =
+        domain::clusters::list(&state, &session.actor()).await?.into_iter().map(|c| c.name).collect();
     let pairs = [
         ("state", q.state.clone()),
         ("cluster", q.cluster.clone()),
@@ -193,6 +194,7 @@ async fn show(State(state): State<Arc<AppState>>, session: Session, Path(id): Pa
         &title,
         "commands",
         json!({
+            "can": session.can(Some(&c.cluster)),
             "command": row(&c),
             "params": params,
             "running": running,

@@ -478,6 +478,8 @@ async fn render_editor(
         "errors": submitted.is_some_and(|s| s.form_error.is_some() || s.message_error.is_some() || !s.field_errors.is_empty()),
     });
     let title = format!("Configuration of {service}");
+    let mut data = data;
+    data["can"] = session.can(Some(cluster));
     let mut resp = session.page(state, "config", &title, "clusters", data);
     if resp.status() == StatusCode::OK {
         *resp.status_mut() = status;
@@ -793,6 +795,8 @@ async fn render_history(
         "prev_href": (page > 1).then(|| page_href(page - 1)),
         "next_href": (page < pages).then(|| page_href(page + 1)),
     });
+    let mut data = data;
+    data["can"] = session.can(Some(cluster));
     let mut resp =
         session.page(state, "config_history", &format!("Configuration history of {service}"), "clusters", data);
     if error.is_some() && resp.status() == StatusCode::OK {
@@ -829,8 +833,11 @@ async fn rollback(
         return render_history(&state, &session, &cluster, &service, 1, Some((to, String::new(), why))).await;
     }
     if form.confirmed != "yes" {
-        let latest =
-            domain::config::revisions(&state, &session.actor(), &cluster, &service).await?.first().map(|r| r.revision).unwrap_or(0);
+        let latest = domain::config::revisions(&state, &session.actor(), &cluster, &service)
+            .await?
+            .first()
+            .map(|r| r.revision)
+            .unwrap_or(0);
         let what = format!(
             "Roll back the configuration of service {service} to the values of revision {to}: this makes a new \
              revision {} with those values (reason: \"{message}\") and pushes it to every role; roles whose changed \

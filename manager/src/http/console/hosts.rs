@@ -158,7 +158,8 @@ async fn list(State(state): State<Arc<AppState>>, session: Session, Query(q): Qu
         })
     })
     .collect();
-    let clusters: Vec<String> = domain::clusters::list(&state, &session.actor()).await?.into_iter().map(|c| c.name).collect();
+    let clusters: Vec<String> =
+        domain::clusters::list(&state, &session.actor()).await?.into_iter().map(|c| c.name).collect();
     let pager = json!({
         "page": page, "pages": pages, "total": total,
         "first": (total > 0).then(|| filter.offset + 1),
@@ -523,6 +524,7 @@ async fn show(
         &title,
         "hosts",
         json!({
+            "can_write": domain::hosts::require_on_host(&state, &session.actor(), domain::Permission::HostsWrite, &id).await.is_ok(),
             "host": host,
             "href": format!("/hosts/{}", url_encode(&id)),
             "cert_serial": host.cert_serial,
@@ -625,8 +627,13 @@ async fn add_page_with(
     // Every active token (they can still enroll a host) up to 100, newest
     // first, and the most recent others; the rest are counted, not listed
     // (the SSH bootstrap and the Docker provider make one token per run).
-    let (active, inactive, total) =
-        domain::accounts::enrollment_tokens_page(state, &session.actor(), MAX_TOKENS_SHOWN as u32, RECENT_INACTIVE_TOKENS as u32).await?;
+    let (active, inactive, total) = domain::accounts::enrollment_tokens_page(
+        state,
+        &session.actor(),
+        MAX_TOKENS_SHOWN as u32,
+        RECENT_INACTIVE_TOKENS as u32,
+    )
+    .await?;
     let (shown_active, shown_inactive) = (active.len(), inactive.len());
     let hidden = (total as usize).saturating_sub(shown_active + shown_inactive);
     let tokens: Vec<Value> = active

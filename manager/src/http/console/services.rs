@@ -164,6 +164,7 @@ async fn service_page(
         &title,
         "clusters",
         json!({
+            "can": session.can(Some(c)),
             "cluster": c,
             "cluster_href": cluster_href(c),
             "service": svc.name,
@@ -463,6 +464,7 @@ async fn role_page(
         &title,
         "clusters",
         json!({
+            "can": session.can(Some(&c)),
             "cluster": c,
             "cluster_href": cluster_href(&c),
             "service": s,
@@ -653,13 +655,15 @@ async fn resolve_placement(
             }
         }
     }
-    let mut placed = match domain::roles::place_new_service(state, &session.actor(), c, form.service_type.trim(), &ticked, &wanted).await
-    {
-        Ok(p) => p,
-        // An unknown type is reported by the plan's check.
-        Err(DomainError::Unsuitable(_)) => NewServicePlacement { roles: ticked, ..Default::default() },
-        Err(e) => return Err(e.into()),
-    };
+    let mut placed =
+        match domain::roles::place_new_service(state, &session.actor(), c, form.service_type.trim(), &ticked, &wanted)
+            .await
+        {
+            Ok(p) => p,
+            // An unknown type is reported by the plan's check.
+            Err(DomainError::Unsuitable(_)) => NewServicePlacement { roles: ticked, ..Default::default() },
+            Err(e) => return Err(e.into()),
+        };
     placed.problems.extend(unreadable);
     Ok(placed)
 }
@@ -936,8 +940,11 @@ async fn wizard_config(
             })
         })
         .collect();
-    let names: HashMap<String, String> =
-        domain::clusters::member_hosts(state, &session.actor(), c).await?.into_iter().map(|h| (h.id, h.hostname)).collect();
+    let names: HashMap<String, String> = domain::clusters::member_hosts(state, &session.actor(), c)
+        .await?
+        .into_iter()
+        .map(|h| (h.id, h.hostname))
+        .collect();
     let selectors = form.selectors();
     let mut hidden = form.hidden(false, false, true);
     let placements: Vec<Value> = roles
