@@ -134,6 +134,12 @@ impl Browser {
         Ok(!self.client.find_all(Locator::Css(css)).await?.is_empty())
     }
 
+    /// The cookie `name` of the current page's site as the browser keeps it,
+    /// flags included (WebDriver sees `HttpOnly` cookies too).
+    pub async fn cookie(&self, name: &str) -> anyhow::Result<fantoccini::cookies::Cookie<'static>> {
+        self.client.get_named_cookie(name).await.with_context(|| format!("no cookie {name} in the browser"))
+    }
+
     /// Ends the browser session (chromium exits); chromedriver ends on drop.
     pub async fn quit(self) -> anyhow::Result<()> {
         Ok(self.client.close().await?)

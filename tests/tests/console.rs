@@ -5,7 +5,8 @@
 //! - a host's page charts its stored metric history;
 //! - the enrollment command the console shows, run as is, enrolls an agent;
 //! - decommissioning asks for confirmation first, and a form without its
-//!   CSRF token is refused.
+//!   CSRF token is refused;
+//! - the session cookie is `HttpOnly` and `SameSite=Lax` in the browser.
 //!
 //! With `DROVER_SCREENSHOT_DIR` set, the pages are saved as PNG files there
 //! (scripts/console-screenshots.sh makes the ones in docs/console.md).
@@ -466,4 +467,34 @@ async fn redis_through_the_console() {
     assert!(page.contains("redis.conf") && page.contains("id=\"role-history\""), "{page}");
     shot(&browser, "console-role").await;
     browser.quit().await.unwrap();
+}
+
+/// The session cookie's flags as the browser keeps them after signing in:
+/// `HttpOnly` (and so out of reach of the page's scripts), `SameSite=Lax`,
+/// not `Secure` over plain HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cookie_flags_in_a_browser() {
+    drover_tests::init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ManagerConfig::for_data_dir(dir.path());
+    config.admin_password = Some(PASSWORD.into());
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let manager = Manager::start(config, http, grpc).await.unwrap();
+    let browser = Browser::start(dir.path()).await.unwrap();
+    browser.goto(&format!("http://{}/login", manager.http_addr)).await.unwrap();
+    browser.fill("#username", "admin").await.unwrap();
+    browser.fill("#password", PASSWORD).await.unwrap();
+    browser.click("#sign-in").await.unwrap();
+    browser.wait_for_url(|u| !u.contains("/login"), WAIT).await.unwrap();
+
+    let cookie = browser.cookie("drover_session").await.unwrap();
+    assert_eq!(cookie.value().len(), 64, "{cookie}");
+    assert_eq!(cookie.http_only(), Some(true), "{cookie}");
+    assert_eq!(cookie.same_site().map(|s| s.to_string()).as_deref(), Some("Lax"), "{cookie}");
+    assert_ne!(cookie.secure(), Some(true), "plain HTTP: {cookie}");
+    let seen_by_scripts = browser.execute("return document.cookie", vec![]).await.unwrap();
+    assert!(!seen_by_scripts.as_str().unwrap_or_default().contains("drover_session"), "{seen_by_scripts}");
+    browser.quit().await.unwrap();
+    manager.shutdown().await;
 }
