@@ -278,7 +278,13 @@ impl Actor {
         Ok(Actor { user: actor.username.clone(), source: actor.source.clone(), via: actor.via.as_str() })
     }
 
-    fn audit(&self, action: &str, object_type: &str, object_id: &str, summary: impl Into<String>) -> crate::store::NewAudit {
+    fn audit(
+        &self,
+        action: &str,
+        object_type: &str,
+        object_id: &str,
+        summary: impl Into<String>,
+    ) -> crate::store::NewAudit {
         let mut entry = crate::audit_entry(&self.user, &self.source, action, object_type, object_id, summary);
         entry.via = self.via.to_owned();
         entry.permission = crate::domain::Permission::FleetEnroll.as_str().to_owned();
@@ -390,7 +396,8 @@ pub async fn start(state: Arc<AppState>, actor: Actor, plan: Plan) -> crate::sto
         .collect();
     state.store.insert_command(&cmd, &steps).await?;
     state
-        .audit(actor.audit("hosts.bootstrap",
+        .audit(actor.audit(
+            "hosts.bootstrap",
             "command",
             &id,
             format!(
@@ -532,7 +539,8 @@ async fn run_host(
         KeyVerdict::Known { fingerprint } => format!("host key {fingerprint} (known_hosts)"),
         KeyVerdict::AcceptedNew { algorithm, fingerprint } => {
             state
-                .audit(actor.audit("hosts.bootstrap.host_key",
+                .audit(actor.audit(
+                    "hosts.bootstrap.host_key",
                     "command",
                     &progress.cmd,
                     format!(
@@ -636,7 +644,8 @@ async fn install_and_enroll(
     .await
     .map_err(|e| fail("upload agent", format!("could not issue an enrollment token: {e}")))?;
     state
-        .audit(actor.audit("enrollment_token.create",
+        .audit(actor.audit(
+            "enrollment_token.create",
             "enrollment_token",
             &token_rec.id,
             format!(

@@ -152,8 +152,7 @@ impl Access {
 
     /// Permissions held globally, and those held only on some clusters.
     pub fn summary(&self) -> (Vec<Permission>, BTreeMap<String, Vec<Permission>>) {
-        let global: Vec<Permission> =
-            Permission::ALL.into_iter().filter(|p| self.allows(*p, Scope::Global)).collect();
+        let global: Vec<Permission> = Permission::ALL.into_iter().filter(|p| self.allows(*p, Scope::Global)).collect();
         let mut clusters: BTreeSet<&str> = self.grants.iter().filter_map(|g| g.cluster.as_deref()).collect();
         if let Some(t) = &self.token {
             clusters.extend(t.iter().filter_map(|g| g.cluster.as_deref()));
@@ -192,7 +191,10 @@ pub fn validate_grants(grants: &[Grant]) -> Result<()> {
     for g in grants {
         if let Some(c) = &g.cluster {
             if !g.role.cluster_scoped() {
-                return Err(DomainError::Invalid(format!("role {} is global only; grant it without a cluster", g.role)));
+                return Err(DomainError::Invalid(format!(
+                    "role {} is global only; grant it without a cluster",
+                    g.role
+                )));
             }
             super::validate_name("cluster", c)?;
         }

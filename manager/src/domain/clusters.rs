@@ -51,7 +51,14 @@ pub async fn delete(state: &AppState, actor: &Actor, name: &str) -> Result<()> {
     }
     state.store.delete_cluster(name).await?;
     let grants = state.store.delete_cluster_grants(name).await?;
-    state.audit(granted.audit("cluster.delete", "cluster", name, format!("deleted cluster and {grants} role grants on it"))).await;
+    state
+        .audit(granted.audit(
+            "cluster.delete",
+            "cluster",
+            name,
+            format!("deleted cluster and {grants} role grants on it"),
+        ))
+        .await;
     Ok(())
 }
 

@@ -24,9 +24,7 @@ pub fn validate_username(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(DomainError::Invalid(format!(
-            "invalid user name {name:?}: 1-64 letters, digits, '.', '_', '-' or '@'"
-        )))
+        Err(DomainError::Invalid(format!("invalid user name {name:?}: 1-64 letters, digits, '.', '_', '-' or '@'")))
     }
 }
 
@@ -74,7 +72,12 @@ pub async fn create(
     };
     state.store.insert_user(&rec).await?;
     state
-        .audit(granted.audit("user.create", "user", &rec.username, format!("created user with {}", describe(&rec.grants))))
+        .audit(granted.audit(
+            "user.create",
+            "user",
+            &rec.username,
+            format!("created user with {}", describe(&rec.grants)),
+        ))
         .await;
     Ok(rec.to_api())
 }

@@ -153,7 +153,8 @@ pub async fn cluster_parcels(
     caller: Caller,
     ApiPath(cluster): ApiPath<String>,
 ) -> Result<Json<Items<ClusterParcel>>, ApiError> {
-    let items = domain::clusters::parcels(&state, &caller.actor(), &cluster).await?.into_iter().map(ClusterParcel::try_from);
+    let items =
+        domain::clusters::parcels(&state, &caller.actor(), &cluster).await?.into_iter().map(ClusterParcel::try_from);
     Ok(Json(Items::new(items.collect::<Result<_, _>>()?)))
 }
 

@@ -68,7 +68,13 @@ impl<'a> Actor<'a> {
         Ok(Actor { user: &actor.username, granted })
     }
 
-    fn audit(&self, action: &str, object_type: &str, object_id: &str, summary: impl Into<String>) -> crate::store::NewAudit {
+    fn audit(
+        &self,
+        action: &str,
+        object_type: &str,
+        object_id: &str,
+        summary: impl Into<String>,
+    ) -> crate::store::NewAudit {
         self.granted.audit(action, object_type, object_id, summary)
     }
 }
@@ -199,7 +205,8 @@ pub async fn create_docker_hosts(
     )
     .await?;
     state
-        .audit(actor.audit("enrollment_token.create",
+        .audit(actor.audit(
+            "enrollment_token.create",
             "enrollment_token",
             &token_rec.id,
             format!(
@@ -281,7 +288,8 @@ pub async fn create_docker_hosts(
     }
     for rec in &made {
         state
-            .audit(actor.audit("provider.docker.create",
+            .audit(actor.audit(
+                "provider.docker.create",
                 "container",
                 &rec.id,
                 format!(
@@ -447,7 +455,8 @@ async fn remove(
         {
             state.registry.decommission(host_id);
             state
-                .audit(actor.audit("host.decommission",
+                .audit(actor.audit(
+                    "host.decommission",
                     "host",
                     host_id,
                     format!(
@@ -464,7 +473,8 @@ async fn remove(
         state.store.delete_provider_host(&rec.id).await?;
         view.container_status = "removed".into();
         state
-            .audit(actor.audit("provider.docker.delete",
+            .audit(actor.audit(
+                "provider.docker.delete",
                 "container",
                 &rec.id,
                 format!("removed container {} and volume {} ({})", rec.name, rec.volume, rec.engine),

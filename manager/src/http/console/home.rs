@@ -48,16 +48,18 @@ async fn home(State(state): State<Arc<AppState>>, session: Session) -> PageResul
         {"status": "decommissioned", "count": fleet.decommissioned, "href": "/hosts?status=decommissioned"},
     ]);
     let running = domain::commands::search(
-        &state, &session.actor(),
+        &state,
+        &session.actor(),
         &CommandFilter { state: Some("running".into()), limit: 20, ..Default::default() },
     )
     .await?;
-    let recent: Vec<_> = domain::commands::search(&state, &session.actor(), &CommandFilter { limit: 30, ..Default::default() })
-        .await?
-        .into_iter()
-        .filter(|c| c.finished_at.is_some())
-        .take(10)
-        .collect();
+    let recent: Vec<_> =
+        domain::commands::search(&state, &session.actor(), &CommandFilter { limit: 30, ..Default::default() })
+            .await?
+            .into_iter()
+            .filter(|c| c.finished_at.is_some())
+            .take(10)
+            .collect();
     let events = state
         .store
         .list_events(&EventFilter { limit: 10, ..Default::default() })

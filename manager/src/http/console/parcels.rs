@@ -83,7 +83,8 @@ async fn render(state: &AppState, session: &Session, upload_error: Option<String
             }));
         }
     }
-    let all_clusters: Vec<String> = domain::clusters::list(state, &session.actor()).await?.into_iter().map(|c| c.name).collect();
+    let all_clusters: Vec<String> =
+        domain::clusters::list(state, &session.actor()).await?.into_iter().map(|c| c.name).collect();
     let clusters: Vec<Value> = all_clusters
         .iter()
         .map(|c| {

@@ -406,7 +406,9 @@ fn container_row(c: &ProviderHostView) -> Value {
 }
 
 async fn docker_form_page(state: &AppState, session: &Session, form: &DockerForm, errors: Errors) -> PageResult {
-    let containers = providers::list_docker_hosts(state, providers::Actor::authorize(&session.actor())?).await.map_err(provider_error)?;
+    let containers = providers::list_docker_hosts(state, providers::Actor::authorize(&session.actor())?)
+        .await
+        .map_err(provider_error)?;
     let rows: Vec<Value> = containers.iter().map(container_row).collect();
     // Refreshed live until every container has enrolled (or there are none).
     let settled = containers.iter().all(|c| c.host_id.is_some() || c.container_status == "missing");
@@ -472,7 +474,9 @@ async fn docker_teardown(
 ) -> PageResult {
     let back = "/hosts/add/docker";
     if form.confirmed != "yes" {
-        let containers = providers::list_docker_hosts(&state, providers::Actor::authorize(&session.actor())?).await.map_err(provider_error)?;
+        let containers = providers::list_docker_hosts(&state, providers::Actor::authorize(&session.actor())?)
+            .await
+            .map_err(provider_error)?;
         let c = containers.iter().find(|c| c.id == id).ok_or_else(|| {
             ConsoleError::new(
                 StatusCode::NOT_FOUND,
