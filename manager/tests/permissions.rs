@@ -634,4 +634,9 @@ async fn the_console_shows_only_the_actions_a_user_may_take_and_refuses_the_rest
     assert!(page.html.contains("id=\"command-form\"") && !page.html.contains("id=\"delete-service\""));
     let config = operator.get(&format!("{svc}/config")).await;
     assert!(!config.html.contains("id=\"save\""));
+    // What the operator does in the console is audited with the channel and the permission.
+    let done = operator.post(&format!("{svc}/commands"), &[("name", "restart"), ("confirmed", "yes")]).await;
+    assert_eq!(done.status, 303, "{}", done.html);
+    let audit = admin.get("/audit?user=operator").await;
+    assert!(audit.html.contains("console · <code>commands.run</code>"), "{}", audit.html);
 }

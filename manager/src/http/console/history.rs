@@ -130,6 +130,7 @@ async fn audit(State(state): State<Arc<AppState>>, session: Session, Query(q): Q
             json!({
                 "id": e.id, "at": e.at, "username": e.username, "source": e.source, "action": e.action,
                 "object_type": e.object_type, "object_id": e.object_id, "summary": e.summary,
+                "via": e.via, "permission": e.permission,
                 "object_href": object_href(&e.object_type, &e.object_id),
                 "user_href": super::commands::href("/audit", &[("user", e.username.clone())]),
                 "action_href": super::commands::href("/audit", &[("action", e.action.clone())]),
