@@ -25,6 +25,7 @@ mod hosts;
 mod parcels;
 mod provision;
 mod services;
+mod users;
 
 use std::sync::Arc;
 
@@ -112,6 +113,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .merge(account::routes())
         .merge(parcels::routes())
         .merge(provision::routes())
+        .merge(users::routes())
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/static/{*path}", get(static_file))
@@ -145,6 +147,8 @@ impl Session {
             m.insert("title".into(), json!(title));
             m.insert(format!("nav_{nav}"), json!(true));
             m.insert("user".into(), json!(self.user.username));
+            let can_users = self.actor().may(crate::domain::Permission::UsersWrite, crate::domain::Scope::Global);
+            m.insert("can_users".into(), json!(can_users));
             m.insert("csrf".into(), json!(self.csrf));
             m.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
             if let Some((kind, message)) = &self.flash {
