@@ -159,16 +159,6 @@ pub struct ManagerConfig {
     #[arg(long, env = "DROVER_API_TOKEN_TTL", default_value = "90d", value_parser = humantime::parse_duration)]
     pub api_token_ttl: Duration,
 
-    /// The key that encrypts sensitive configuration values in the database
-    /// (32 bytes, base64). Default: DATA_DIR/secrets.key, created on first
-    /// start. See docs/secrets.md.
-    #[arg(long, env = "DROVER_SECRETS_KEY_FILE", value_name = "FILE")]
-    pub secrets_key_file: Option<PathBuf>,
-
-    /// A maintenance task to run instead of the server.
-    #[command(subcommand)]
-    pub command: Option<ManagerCommand>,
-
     /// Log format: `text` or `json`.
     #[arg(long, env = "DROVER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -225,24 +215,6 @@ impl ManagerConfig {
             anyhow::bail!("--sign-in-delay must be more than 0s and at most 5m");
         }
         Ok(())
-    }
-}
-
-/// `drover-manager COMMAND`: maintenance instead of the server.
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum ManagerCommand {
-    /// Replace the secrets key by a new one and re-encrypt every stored secret
-    /// with it, in one transaction (stop the manager first).
-    RotateSecretsKey,
-}
-
-impl ManagerConfig {
-    /// The secrets key file and whether it may be created (the default one).
-    pub fn secrets_key_path(&self) -> (PathBuf, bool) {
-        match &self.secrets_key_file {
-            Some(p) => (p.clone(), false),
-            None => (self.data_dir.join(crate::secrets::KEY_FILE), true),
-        }
     }
 }
 
