@@ -198,7 +198,7 @@ mod tests {
     fn grants_are_added_and_removed_once() {
         let op = Grant::on(Role::Operator, "prod");
         let viewer = Grant::global(Role::Viewer);
-        let (g, same) = edit_grants(&[viewer.clone()], &[op.clone(), viewer.clone()], true);
+        let (g, same) = edit_grants(std::slice::from_ref(&viewer), &[op.clone(), viewer.clone()], true);
         assert_eq!((g, same), (vec![viewer.clone(), op.clone()], vec![viewer.clone()]));
         let (g, missing) = edit_grants(&[viewer.clone(), op.clone()], &[op.clone(), Grant::global(Role::Admin)], false);
         assert_eq!((g, missing), (vec![viewer], vec![Grant::global(Role::Admin)]));
