@@ -29,6 +29,9 @@ command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 # scripts/schemathesis.sh installs schemathesis into a virtualenv.
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# The LDAP sign-in tests start their own slapd (manager/tests/ldap.rs).
+[ -x /usr/sbin/slapd ] || missing+=(slapd)
+command -v ldapmodify >/dev/null 2>&1 || missing+=(ldap-utils)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -102,6 +102,8 @@ pub fn new_session_id() -> String {
 pub struct BasicCache {
     salt: [u8; 16],
     entries: Mutex<HashMap<[u8; 32], (UserRecord, Instant)>>,
+    /// The LDAP directory users without a local password sign in against.
+    directory: Option<std::sync::Arc<crate::ldap::Directory>>,
 }
 
 impl std::fmt::Debug for BasicCache {
@@ -114,7 +116,7 @@ impl Default for BasicCache {
     fn default() -> Self {
         let mut salt = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut salt);
-        BasicCache { salt, entries: Mutex::new(HashMap::new()) }
+        BasicCache { salt, entries: Mutex::new(HashMap::new()), directory: None }
     }
 }
 
@@ -147,13 +149,18 @@ impl BasicCache {
     ) -> anyhow::Result<Result<UserRecord, Refusal>> {
         let key = self.key(user, password);
         if let Some((rec, at)) = self.entries.lock().expect("cache lock").get(&key)
-            && at.elapsed() < BASIC_CACHE_TTL
+            && at.elapsed() < self.ttl(rec)
         {
             return Ok(Ok(rec.clone()));
         }
         // No user name holds a NUL, and PostgreSQL cannot even compare one:
         // wrong credentials, not a database error.
         let rec = if user.contains('\0') { None } else { store.user_by_name(user).await? };
+        if let Some(directory) = &self.directory
+            && rec.as_ref().is_none_or(|r| r.password_hash.is_empty())
+        {
+            return self.directory_sign_in(directory, store, key, user, password).await;
+        }
         let Some(rec) = rec else {
             // As long as a wrong password takes, so the answer's time does
             // not tell which user names exist.
@@ -193,6 +200,44 @@ impl BasicCache {
     }
 }
 
+/// Sign-in against the LDAP directory (`crate::ldap`).
+impl BasicCache {
+    /// A cache that sends users without a local password to `directory`.
+    pub fn with_directory(directory: Option<crate::ldap::Directory>) -> BasicCache {
+        BasicCache { directory: directory.map(std::sync::Arc::new), ..BasicCache::default() }
+    }
+
+    /// How long a verified sign-in of `rec` is remembered.
+    fn ttl(&self, rec: &UserRecord) -> Duration {
+        match &self.directory {
+            Some(d) if rec.source == "ldap" => d.cache_ttl.min(BASIC_CACHE_TTL),
+            _ => BASIC_CACHE_TTL,
+        }
+    }
+
+    async fn directory_sign_in(
+        &self,
+        directory: &crate::ldap::Directory,
+        store: &Store,
+        key: [u8; 32],
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<Result<UserRecord, Refusal>> {
+        let signed = directory.sign_in(store, user, password).await?;
+        if let Ok(rec) = &signed {
+            if !self.ttl(rec).is_zero() {
+                let mut entries = self.entries.lock().expect("cache lock");
+                if entries.len() >= BASIC_CACHE_MAX {
+                    entries.clear();
+                }
+                entries.insert(key, (rec.clone(), Instant::now()));
+            }
+            store.touch_sign_in(&rec.id, now_millis()).await?;
+        }
+        Ok(signed)
+    }
+}
+
 /// Why a user name and password are refused (for the audit log; the caller
 /// hears only "wrong user name or password").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,6 +247,11 @@ pub enum Refusal {
     Disabled,
     /// A directory user, whose password Drover does not hold.
     NoPassword,
+    /// The directory knows the password but the user is in no group of
+    /// `--ldap-role-map`.
+    NoMappedGroup,
+    /// The directory could not be asked (down, or configured wrongly).
+    Directory,
 }
 
 impl Refusal {
@@ -211,6 +261,23 @@ impl Refusal {
             Refusal::WrongPassword => "wrong password",
             Refusal::Disabled => "disabled",
             Refusal::NoPassword => "no local password",
+            Refusal::NoMappedGroup => "in no mapped directory group",
+            Refusal::Directory => "directory unavailable",
+        }
+    }
+
+    /// What the person signing in is told: the reason only where it tells
+    /// nothing about names or passwords (a group is read only after the
+    /// directory accepted the password).
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::NoMappedGroup => {
+                "Your directory account is in no group that has a role in Drover; ask an administrator."
+            }
+            Refusal::Directory => {
+                "The directory service cannot be asked right now; try again later. Local accounts still sign in."
+            }
+            _ => "Wrong user name or password.",
         }
     }
 }

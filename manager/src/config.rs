@@ -159,6 +159,62 @@ pub struct ManagerConfig {
     #[arg(long, env = "DROVER_API_TOKEN_TTL", default_value = "90d", value_parser = humantime::parse_duration)]
     pub api_token_ttl: Duration,
 
+    /// LDAP directory users sign in against (`ldap://HOST` or
+    /// `ldaps://HOST`); unset: local users only. See docs/ldap.md.
+    #[arg(long, env = "DROVER_LDAP_URL", value_name = "URL")]
+    pub ldap_url: Option<String>,
+
+    /// Upgrade an `ldap://` connection to TLS with StartTLS.
+    #[arg(long, env = "DROVER_LDAP_STARTTLS")]
+    pub ldap_starttls: bool,
+
+    /// PEM CA certificate(s) the directory's TLS certificate must chain to
+    /// (ldaps or StartTLS). Default: the system's roots.
+    #[arg(long, env = "DROVER_LDAP_CA_CERT", value_name = "FILE")]
+    pub ldap_ca_cert: Option<PathBuf>,
+
+    /// Direct bind: the user's DN, `{user}` standing for the name typed
+    /// (e.g. `uid={user},ou=people,dc=example,dc=org`). Or search mode with
+    /// --ldap-bind-dn and --ldap-user-base.
+    #[arg(long, env = "DROVER_LDAP_BIND_DN_TEMPLATE", value_name = "DN")]
+    pub ldap_bind_dn_template: Option<String>,
+
+    /// Search mode: the service account that finds users' DNs and groups.
+    #[arg(long, env = "DROVER_LDAP_BIND_DN", value_name = "DN")]
+    pub ldap_bind_dn: Option<String>,
+
+    /// Search mode: file holding the service account's password.
+    #[arg(long, env = "DROVER_LDAP_BIND_PASSWORD_FILE", value_name = "FILE")]
+    pub ldap_bind_password_file: Option<PathBuf>,
+
+    /// Search mode: where users are searched (subtree).
+    #[arg(long, env = "DROVER_LDAP_USER_BASE", value_name = "DN")]
+    pub ldap_user_base: Option<String>,
+
+    /// Search mode: the filter finding a user; `{user}` is the name typed.
+    #[arg(long, env = "DROVER_LDAP_USER_FILTER", default_value = "(uid={user})")]
+    pub ldap_user_filter: String,
+
+    /// Where groups are searched (subtree).
+    #[arg(long, env = "DROVER_LDAP_GROUP_BASE", value_name = "DN")]
+    pub ldap_group_base: Option<String>,
+
+    /// The filter finding a user's groups; `{dn}` is the user's DN, `{user}`
+    /// the name typed.
+    #[arg(long, env = "DROVER_LDAP_GROUP_FILTER", default_value = "(member={dn})")]
+    pub ldap_group_filter: String,
+
+    /// Directory group (its `cn`) to Drover role: `GROUP=ROLE` or
+    /// `GROUP=ROLE@CLUSTER`, repeatable or comma-separated (e.g.
+    /// `drover-admins=admin,prod-ops=operator@prod`).
+    #[arg(long, env = "DROVER_LDAP_ROLE_MAP", value_delimiter = ',', value_name = "GROUP=ROLE[@CLUSTER]")]
+    pub ldap_role_map: Vec<String>,
+
+    /// How long a directory sign-in is remembered for HTTP Basic calls with
+    /// the same password (0s: ask the directory every time).
+    #[arg(long, env = "DROVER_LDAP_CACHE_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub ldap_cache_ttl: Duration,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "DROVER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -24,6 +24,7 @@ pub mod domain;
 pub mod fixtures;
 pub mod grpc;
 pub mod http;
+pub mod ldap;
 pub mod parcel_commands;
 pub mod parcels;
 pub mod pki;
@@ -171,6 +172,7 @@ impl Manager {
         grpc: TcpListener,
     ) -> anyhow::Result<ManagerHandle> {
         config.validate()?;
+        let directory = ldap::Directory::from_config(&config)?;
         // The addresses actually bound (a port 0 asked for becomes a real one),
         // for the URLs the manager gives out.
         config.http_addr = http.local_addr()?;
@@ -207,7 +209,7 @@ impl Manager {
             store,
             registry,
             pki,
-            basic_cache: auth::BasicCache::default(),
+            basic_cache: auth::BasicCache::with_directory(directory),
             started_at: Instant::now(),
             https: http_tls.is_https(),
         });

@@ -358,6 +358,45 @@ impl Store {
         Ok(UserChange::Done)
     }
 
+    /// A directory (LDAP) user's grants at sign-in: replaces the stored ones
+    /// with `grants` in one transaction, creating the user (source `ldap`, no
+    /// password) when `create`. Answers `None` for a user of another source
+    /// (left alone) or an absent one not created. The directory decides who
+    /// is admin, so the last-admin rule does not apply here.
+    pub async fn upsert_directory_user(
+        &self,
+        username: &str,
+        grants: &[Grant],
+        create: bool,
+        now: UnixMillis,
+    ) -> Result<Option<UserRecord>> {
+        let mut tx = self.pool.begin().await?;
+        if create {
+            sqlx::query(
+                "INSERT INTO users (id, username, password_hash, role, disabled, source, created_at) \
+                 VALUES ($1, $2, '', '', 0, 'ldap', $3) ON CONFLICT (username) DO NOTHING",
+            )
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(username)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.username = $1");
+        let Some(row) = sqlx::query(&sql).bind(username).fetch_optional(&mut *tx).await? else {
+            return Ok(None);
+        };
+        let mut user = user_from_row(&row)?;
+        if user.source != "ldap" {
+            return Ok(None);
+        }
+        sqlx::query("DELETE FROM user_grants WHERE user_id = $1").bind(&user.id).execute(&mut *tx).await?;
+        insert_grants(&mut tx, &user.id, grants).await?;
+        tx.commit().await?;
+        user.grants = grants.to_vec();
+        Ok(Some(user))
+    }
+
     /// Deletes a user (their tokens and sessions go with them), refused when
     /// no enabled global admin would be left.
     pub async fn delete_user(&self, user_id: &str) -> Result<UserChange> {

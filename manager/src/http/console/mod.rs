@@ -381,8 +381,8 @@ async fn login(
     let signed_in = crate::throttle::password_sign_in(&state, &form.username, &form.password, source, Via::Console);
     let user = match signed_in.await {
         Ok(Ok(u)) => u,
-        Ok(Err(SignInFailure::Refused(_))) => {
-            return failed(StatusCode::UNAUTHORIZED, "Wrong user name or password.".into());
+        Ok(Err(SignInFailure::Refused(refusal))) => {
+            return failed(StatusCode::UNAUTHORIZED, refusal.message().into());
         }
         Ok(Err(SignInFailure::Held(held))) => {
             let secs = held.retry_after_secs();
