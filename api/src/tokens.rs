@@ -62,6 +62,7 @@ pub struct CreateApiToken {
     /// means whatever the user may do (now and after any change to the
     /// user's roles).
     #[serde(default)]
+    #[schema(min_items = 1)]
     pub grants: Option<Vec<crate::users::Grant>>,
 }
 

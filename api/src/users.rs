@@ -8,7 +8,6 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::whole;
 
 /// What a user may be granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
@@ -159,9 +158,15 @@ pub struct Grant {
     pub role: Role,
     /// The cluster the role is granted for; absent means every cluster and
     /// the fleet. `admin` and `auditor` are global only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     #[schema(schema_with = crate::names::name_schema)]
     pub cluster: Option<String>,
+}
+
+/// An optional field that, when given, is a string: `null` is refused as
+/// the schema says (absent is the way to leave it out).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 impl Grant {
@@ -274,9 +279,9 @@ pub struct ChangePassword {
 /// Query of `GET /api/v1/users`.
 #[derive(Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UserQuery {
     /// At most this many users (1-1000, default 1000).
-    #[serde(default, deserialize_with = "whole::option")]
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
@@ -292,6 +297,10 @@ mod tests {
         }
         assert!(Grant::parse("root").is_none());
         assert!(Grant::parse("nobody@prod").is_none());
+        let null: Result<Grant, _> = serde_json::from_str(r#"{"role": "admin", "cluster": null}"#);
+        assert!(null.is_err(), "null is not a cluster name");
+        let absent: Grant = serde_json::from_str(r#"{"role": "admin"}"#).unwrap();
+        assert_eq!(absent, Grant::global(Role::Admin));
     }
 
     #[test]

@@ -516,7 +516,11 @@ async fn case_user_grants_and_last_admin(store: Store) {
     assert_eq!(store.update_user("u1", None, Some(true)).await.unwrap(), UserChange::LastAdmin);
     assert_eq!(store.delete_user("u1").await.unwrap(), UserChange::LastAdmin);
     let alice = store.user_by_name("alice").await.unwrap().unwrap();
-    assert_eq!((alice.grants.clone(), alice.disabled), (vec![Grant::global(Role::Admin)], false), "nothing half-applied");
+    assert_eq!(
+        (alice.grants.clone(), alice.disabled),
+        (vec![Grant::global(Role::Admin)], false),
+        "nothing half-applied"
+    );
     // An admin on one cluster does not count (and cannot be granted there by the domain).
     assert_eq!(store.update_user("u9", None, Some(true)).await.unwrap(), UserChange::NotFound);
 
@@ -532,8 +536,10 @@ async fn case_user_grants_and_last_admin(store: Store) {
     assert_eq!(store.delete_user("u2").await.unwrap(), UserChange::NotFound);
 
     // Deleting a cluster's grants leaves the others.
-    let carol =
-        UserRecord { grants: vec![Grant::on(Role::Viewer, "prod"), Grant::on(Role::Viewer, "dev")], ..user("u3", "carol") };
+    let carol = UserRecord {
+        grants: vec![Grant::on(Role::Viewer, "prod"), Grant::on(Role::Viewer, "dev")],
+        ..user("u3", "carol")
+    };
     store.insert_user(&carol).await.unwrap();
     assert_eq!(store.delete_cluster_grants("prod").await.unwrap(), 1);
     assert_eq!(store.user_by_name("carol").await.unwrap().unwrap().grants, vec![Grant::on(Role::Viewer, "dev")]);
@@ -583,7 +589,9 @@ async fn case_hosts_and_commands_filtered_by_cluster(store: Store) {
     }
     store.add_cluster_hosts("prod", &["h1".into()], T0).await.unwrap();
     store.add_cluster_hosts("dev", &["h1".into(), "h2".into()], T0).await.unwrap();
-    let member_of = |c: &[&str]| all(HostFilter { member_of: Some(c.iter().map(|s| (*s).to_owned()).collect()), ..Default::default() });
+    let member_of = |c: &[&str]| {
+        all(HostFilter { member_of: Some(c.iter().map(|s| (*s).to_owned()).collect()), ..Default::default() })
+    };
     let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     assert_eq!(hostnames(&store, member_of(&["prod"])).await, (names(&["a-1"]), 1));
     assert_eq!(hostnames(&store, member_of(&["prod", "dev"])).await, (names(&["a-1", "b-1"]), 2));

@@ -191,7 +191,7 @@ pub fn validate_grants(grants: &[Grant]) -> Result<()> {
     for g in grants {
         if let Some(c) = &g.cluster {
             if !g.role.cluster_scoped() {
-                return Err(DomainError::Invalid(format!(
+                return Err(DomainError::Refused(format!(
                     "role {} is global only; grant it without a cluster",
                     g.role
                 )));

@@ -26,10 +26,10 @@ pub fn check_password(username: &str, password: &str) -> Result<()> {
         return Err(DomainError::Invalid(format!("the password must have at least {MIN_PASSWORD_LEN} characters")));
     }
     if password.chars().any(char::is_control) {
-        return Err(DomainError::Invalid("the password may not contain control characters".into()));
+        return Err(DomainError::Refused("the password may not contain control characters".into()));
     }
     if !username.is_empty() && password.to_lowercase().contains(&username.to_lowercase()) {
-        return Err(DomainError::Invalid("the password may not contain the user name".into()));
+        return Err(DomainError::Refused("the password may not contain the user name".into()));
     }
     Ok(())
 }
@@ -127,7 +127,7 @@ pub async fn create_api_token(
             return Err(DomainError::Invalid("grants is empty: omit it for a token that may do what you may".into()));
         }
         if let Err(wider) = within(grants, &user.grants) {
-            return Err(DomainError::Invalid(format!(
+            return Err(DomainError::Refused(format!(
                 "a token cannot do more than its user: you do not hold {wider} (you hold {})",
                 describe(&user.grants)
             )));
@@ -206,11 +206,11 @@ pub async fn change_password(
             .map_err(|e| DomainError::Internal(format!("password check: {e}")))?
     };
     if !current_ok {
-        return Err(DomainError::Invalid("the current password is wrong".into()));
+        return Err(DomainError::Refused("the current password is wrong".into()));
     }
     check_password(&user.username, new)?;
     if new == current {
-        return Err(DomainError::Invalid("the new password is the current one".into()));
+        return Err(DomainError::Refused("the new password is the current one".into()));
     }
     let new = new.to_owned();
     let hash = tokio::task::spawn_blocking(move || hash_password(&new))

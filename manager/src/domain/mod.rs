@@ -64,6 +64,11 @@ pub enum DomainError {
     /// render. `GET /api/v1/service-types/{name}` says what a type allows.
     #[error("{0}")]
     Unsuitable(String),
+    /// The request is well-formed but a rule the document cannot state
+    /// refuses it (422): a password containing the user name, a role wider
+    /// than the caller's, a wrong current password.
+    #[error("{0}")]
+    Refused(String),
     /// The caller lacks a permission (403, naming it).
     #[error("{message}")]
     Forbidden { permission: Permission, message: String },

@@ -25,8 +25,8 @@ pub mod openapi;
 pub mod parcels;
 pub mod providers;
 pub mod services;
-pub mod users;
 pub mod tls;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -191,6 +191,7 @@ impl From<crate::domain::DomainError> for ApiError {
         use crate::domain::DomainError as D;
         match e {
             D::Invalid(m) => ApiError::BadRequest(m),
+            D::Refused(m) => ApiError::Unprocessable(m),
             D::Forbidden { permission, message } => {
                 ApiError::Forbidden { message, permission: Some(permission.as_str().to_owned()) }
             }

@@ -132,6 +132,7 @@ impl Modify for ExtractorErrors {
                 if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
                     add(op, "401", "no credentials, or wrong ones");
                     add(op, "403", "the caller lacks the permission this needs (named in `error.permission`)");
+                    add(op, "429", "too many failed sign-ins for the user name or address: wait `Retry-After` seconds");
                     add(op, "503", "the database is unavailable");
                 }
                 if op.request_body.as_ref().is_some_and(|b| b.content.contains_key("application/json")) {

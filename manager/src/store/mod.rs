@@ -33,7 +33,8 @@ pub use hosts::{EnrollError, HeartbeatRow, HostFilter, HostPage, HostSort, Metri
 pub use parcels::ClusterParcelRec;
 pub use providers::ProviderHostRec;
 pub use records::{
-    ApiTokenInfo, ApiTokenRecord, AuditFilter, EnrollmentTokenRecord, EventFilter, NewAudit, NewEvent, UserChange, UserRecord,
+    ApiTokenInfo, ApiTokenRecord, AuditFilter, EnrollmentTokenRecord, EventFilter, NewAudit, NewEvent, UserChange,
+    UserRecord,
 };
 pub use records::{AuditSearch, EventSearch, MAX_SEARCH_OFFSET};
 pub use services::{

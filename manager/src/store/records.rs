@@ -205,7 +205,8 @@ pub(super) fn user_from_row(row: &AnyRow) -> Result<UserRecord> {
 fn grant_from_row(row: &AnyRow) -> Result<Grant> {
     let role: String = get(row, "role")?;
     let cluster: String = get(row, "cluster")?;
-    let role = Role::parse(&role).ok_or_else(|| StoreError::corrupt("user_grants.role", format!("unknown role {role:?}")))?;
+    let role =
+        Role::parse(&role).ok_or_else(|| StoreError::corrupt("user_grants.role", format!("unknown role {role:?}")))?;
     Ok(Grant { role, cluster: (!cluster.is_empty()).then_some(cluster) })
 }
 
@@ -238,8 +239,7 @@ fn enrollment_token_from_row(row: &AnyRow) -> Result<EnrollmentTokenRecord> {
     })
 }
 
-const USER_COLUMNS: &str =
-    "u.id, u.username, u.password_hash, u.disabled, u.source, u.last_sign_in_at, u.created_at";
+const USER_COLUMNS: &str = "u.id, u.username, u.password_hash, u.disabled, u.source, u.last_sign_in_at, u.created_at";
 
 /// Enabled users holding `admin` globally.
 const ENABLED_ADMINS: &str = "SELECT COUNT(*) AS n FROM users u JOIN user_grants g ON g.user_id = u.id \
@@ -279,11 +279,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::Conflict(format!("user {:?}", user.username))
-            } else {
-                e.into()
-            }
+            if is_unique_violation(&e) { StoreError::Conflict(format!("user {:?}", user.username)) } else { e.into() }
         })?;
         insert_grants(&mut tx, &user.id, &user.grants).await?;
         tx.commit().await?;
@@ -329,7 +325,12 @@ impl Store {
     /// Replaces a user's grants and/or enabled state in one transaction,
     /// refused when no enabled global admin would be left. Disabling ends
     /// the user's console sessions.
-    pub async fn update_user(&self, user_id: &str, grants: Option<&[Grant]>, disabled: Option<bool>) -> Result<UserChange> {
+    pub async fn update_user(
+        &self,
+        user_id: &str,
+        grants: Option<&[Grant]>,
+        disabled: Option<bool>,
+    ) -> Result<UserChange> {
         let mut tx = self.pool.begin().await?;
         let exists = sqlx::query("SELECT id FROM users WHERE id = $1").bind(user_id).fetch_optional(&mut *tx).await?;
         if exists.is_none() {
@@ -427,7 +428,11 @@ impl Store {
 
     /// Notes a successful sign-in.
     pub async fn touch_sign_in(&self, user_id: &str, now: UnixMillis) -> Result<()> {
-        sqlx::query("UPDATE users SET last_sign_in_at = $2 WHERE id = $1").bind(user_id).bind(now).execute(&self.pool).await?;
+        sqlx::query("UPDATE users SET last_sign_in_at = $2 WHERE id = $1")
+            .bind(user_id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -457,7 +462,7 @@ impl Store {
         .bind(&token.token_hash)
         .bind(token.created_at)
         .bind(token.expires_at)
-        .bind(token.grants.as_ref().map(|g| to_json(g)))
+        .bind(token.grants.as_ref().map(to_json))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -505,7 +510,11 @@ impl Store {
 
     /// The enabled user owning an unexpired API token with this hash, and
     /// the token's own grants. Notes the use (at most once a minute).
-    pub async fn user_by_api_token(&self, token_hash: &str, now: UnixMillis) -> Result<Option<(UserRecord, Option<Vec<Grant>>)>> {
+    pub async fn user_by_api_token(
+        &self,
+        token_hash: &str,
+        now: UnixMillis,
+    ) -> Result<Option<(UserRecord, Option<Vec<Grant>>)>> {
         let sql = format!(
             "SELECT {USER_COLUMNS}, t.id AS token_id, t.grants, t.last_used_at FROM api_tokens t \
              JOIN users u ON u.id = t.user_id \

@@ -139,6 +139,21 @@ impl Session {
         }
     }
 
+    /// What the user may do, for templates to show only those actions: on
+    /// `cluster`, or on the fleet. Hiding a button is a courtesy; the domain
+    /// layer checks every action again.
+    pub fn can(&self, cluster: Option<&str>) -> Value {
+        use crate::domain::{Permission, Scope};
+        let actor = self.actor();
+        let scope = cluster.map_or(Scope::Global, Scope::Cluster);
+        let mut can = serde_json::Map::new();
+        for p in Permission::ALL {
+            let key = p.as_str().replace('.', "_");
+            can.insert(key, json!(actor.may(p, scope)));
+        }
+        Value::Object(can)
+    }
+
     /// Renders `template` inside the layout: `data` plus the page's title,
     /// the active navigation entry, the user, the CSRF token and the flash
     /// message (which is then cleared).
@@ -149,6 +164,10 @@ impl Session {
             m.insert("user".into(), json!(self.user.username));
             let can_users = self.actor().may(crate::domain::Permission::UsersWrite, crate::domain::Scope::Global);
             m.insert("can_users".into(), json!(can_users));
+            // Cluster pages put their cluster's rights here first.
+            if !m.contains_key("can") {
+                m.insert("can".into(), self.can(None));
+            }
             m.insert("csrf".into(), json!(self.csrf));
             m.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
             if let Some((kind, message)) = &self.flash {

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::hosts::confirm_page;
-use super::{ConfirmForm, CsrfForm, PageResult, Session, domain_message, redirect_with, url_encode};
+use super::{ConfirmForm, ConsoleError, CsrfForm, PageResult, Session, domain_message, redirect_with, url_encode};
 use crate::AppState;
 use crate::domain::{self, DomainError};
 
@@ -148,10 +148,10 @@ async fn create(State(state): State<Arc<AppState>>, CsrfForm(session, form): Csr
             true,
             &format!("user {} created with {}", u.username, domain::accounts::describe(&u.grants)),
         )),
-        Err(e @ (DomainError::Invalid(_) | DomainError::Conflict(_))) => {
-            list_page(&state, &session, &form, Some(domain_message(&e))).await
+        Err(e) => {
+            let (_, message) = form_error(e)?;
+            list_page(&state, &session, &form, Some(message)).await
         }
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -209,11 +209,18 @@ async fn user_page(state: &AppState, session: &Session, name: &str, errors: Erro
     Ok(if errors.any() { (status, resp).into_response() } else { resp })
 }
 
-/// The status a refused change answers, as the REST API would.
-fn status_of(e: &DomainError) -> StatusCode {
+/// A refusal to show next to the form that caused it, with its status: 409
+/// for the state of the users (the last administrator), 422 for a value or
+/// rule the form broke. Anything else (not found, forbidden, the database)
+/// is an error page.
+fn form_error(e: DomainError) -> Result<(StatusCode, String), ConsoleError> {
     match e {
-        DomainError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        _ => StatusCode::CONFLICT,
+        DomainError::NotFound(_)
+        | DomainError::Forbidden { .. }
+        | DomainError::Unavailable(_)
+        | DomainError::Internal(_) => Err(e.into()),
+        DomainError::Conflict(_) => Ok((StatusCode::CONFLICT, domain_message(&e))),
+        e => Ok((StatusCode::UNPROCESSABLE_ENTITY, domain_message(&e))),
     }
 }
 
@@ -253,12 +260,11 @@ async fn add_grant(
             true,
             &format!("{grant} granted; {name} now has {}", domain::accounts::describe(&u.grants)),
         )),
-        Err(e @ (DomainError::Invalid(_) | DomainError::Conflict(_))) => {
-            let status = status_of(&e);
-            let errors = Errors { grants: Some(domain_message(&e)), ..Default::default() };
+        Err(e) => {
+            let (status, message) = form_error(e)?;
+            let errors = Errors { grants: Some(message), ..Default::default() };
             user_page(&state, &session, &name, errors, status).await
         }
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -284,12 +290,11 @@ async fn remove_grant(
             true,
             &format!("{grant} removed; {name} now has {}", domain::accounts::describe(&u.grants)),
         )),
-        Err(e @ (DomainError::Invalid(_) | DomainError::Conflict(_))) => {
-            let status = status_of(&e);
-            let errors = Errors { grants: Some(domain_message(&e)), ..Default::default() };
+        Err(e) => {
+            let (status, message) = form_error(e)?;
+            let errors = Errors { grants: Some(message), ..Default::default() };
             user_page(&state, &session, &name, errors, status).await
         }
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -330,12 +335,11 @@ async fn set_disabled(state: &AppState, session: &Session, name: &str, disabled:
             };
             Ok(redirect_with(&user_href(name), true, &message))
         }
-        Err(e @ (DomainError::Invalid(_) | DomainError::Conflict(_))) => {
-            let status = status_of(&e);
-            let errors = Errors { state: Some(domain_message(&e)), ..Default::default() };
+        Err(e) => {
+            let (status, message) = form_error(e)?;
+            let errors = Errors { state: Some(message), ..Default::default() };
             user_page(state, session, name, errors, status).await
         }
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -365,12 +369,11 @@ async fn reset_password(
             true,
             &format!("password of {name} set; their console sessions were signed out"),
         )),
-        Err(e @ (DomainError::Invalid(_) | DomainError::Conflict(_))) => {
-            let status = status_of(&e);
-            let errors = Errors { password: Some(domain_message(&e)), ..Default::default() };
+        Err(e) => {
+            let (status, message) = form_error(e)?;
+            let errors = Errors { password: Some(message), ..Default::default() };
             user_page(&state, &session, &name, errors, status).await
         }
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -392,12 +395,11 @@ async fn delete(
     }
     match domain::users::delete(&state, &session.actor(), &name).await {
         Ok(()) => Ok(redirect_with("/users", true, &format!("user {name} deleted"))),
-        Err(e @ (DomainError::Invalid(_) | DomainError::Conflict(_))) => {
-            let status = status_of(&e);
-            let errors = Errors { delete: Some(domain_message(&e)), ..Default::default() };
+        Err(e) => {
+            let (status, message) = form_error(e)?;
+            let errors = Errors { delete: Some(message), ..Default::default() };
             user_page(&state, &session, &name, errors, status).await
         }
-        Err(e) => Err(e.into()),
     }
 }
 
