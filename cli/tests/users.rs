@@ -107,7 +107,8 @@ async fn an_admin_manages_users_and_roles() {
     let short = secret_file(dir.path(), "short.pw", "short");
     let (status, message, _) =
         failure(drover(&admin, &["users", "create", "bob", "--new-password-file", &short]).await);
-    assert_eq!((status, message.as_str()), (400, "the password must have at least 12 characters"));
+    assert_eq!(message, "the password must have at least 12 characters");
+    assert!(matches!(status, 400 | 422), "a refused request, not {status}");
 
     let out = drover(&admin, &["users", "list"]).await.unwrap();
     assert!(out.starts_with("USER   ROLES          STATE    SOURCE  LAST SIGN-IN  CREATED\n"), "{out}");
@@ -133,7 +134,8 @@ async fn an_admin_manages_users_and_roles() {
     let err = drover(&admin, &["users", "revoke", "jane", "auditor"]).await.unwrap_err().to_string();
     assert_eq!(err, "user jane does not have auditor; their roles: configurator@prod");
     let (status, message, _) = failure(drover(&admin, &["users", "grant", "jane", "admin@prod"]).await);
-    assert_eq!((status, message.as_str()), (400, "role admin is global only; grant it without a cluster"));
+    assert_eq!(message, "role admin is global only; grant it without a cluster");
+    assert!(matches!(status, 400 | 422), "a refused request, not {status}");
     let out = drover(&jane, &["whoami"]).await.unwrap();
     assert!(out.contains("Roles:           configurator@prod\n"), "{out}");
 
@@ -219,7 +221,7 @@ async fn tokens_carry_roles_and_a_missing_permission_is_named() {
     assert!(out.starts_with("Created API token \"ops\" ("), "{out}");
     assert!(out.contains(") with operator@prod; it expires "), "the manager's default expiry: {out}");
     let (status, message, _) = failure(drover(&vic, &["api-tokens", "create", "x", "--role", "admin"]).await);
-    assert_eq!(status, 400, "{message}");
+    assert!(matches!(status, 400 | 422), "a refused request, not {status}: {message}");
     assert_eq!(message, "a token cannot do more than its user: you do not hold admin (you hold viewer, operator@prod)");
 
     // The viewer token reads but may not manage users: the error names the
