@@ -332,6 +332,7 @@ impl Store {
         disabled: Option<bool>,
     ) -> Result<UserChange> {
         let mut tx = self.pool.begin().await?;
+        self.lock_admins(&mut tx).await?;
         let exists = sqlx::query("SELECT id FROM users WHERE id = $1").bind(user_id).fetch_optional(&mut *tx).await?;
         if exists.is_none() {
             return Ok(UserChange::NotFound);
@@ -398,10 +399,28 @@ impl Store {
         Ok(Some(user))
     }
 
+    /// Serialises changes that could remove the last enabled admin. On
+    /// PostgreSQL (read committed) two transactions demoting two different
+    /// admins would each still count the other; locking every admin row
+    /// first makes the second wait and then count what the first committed.
+    /// SQLite runs one writer at a time, which already serialises them.
+    async fn lock_admins(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
+        if self.backend == super::Backend::Postgres {
+            sqlx::query(
+                "SELECT u.id FROM users u JOIN user_grants g ON g.user_id = u.id \
+                 WHERE g.role = 'admin' AND g.cluster = '' FOR UPDATE OF u",
+            )
+            .fetch_all(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Deletes a user (their tokens and sessions go with them), refused when
     /// no enabled global admin would be left.
     pub async fn delete_user(&self, user_id: &str) -> Result<UserChange> {
         let mut tx = self.pool.begin().await?;
+        self.lock_admins(&mut tx).await?;
         // Children first: SQLite enforces the foreign keys only when told to.
         for table in ["user_grants", "api_tokens", "web_sessions"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1")).bind(user_id).execute(&mut *tx).await?;
