@@ -622,6 +622,14 @@ async fn the_console_shows_only_the_actions_a_user_may_take_and_refuses_the_rest
             && !cluster.html.contains("id=\"delete-cluster\"")
     );
     assert!(!viewer.get("/clusters").await.html.contains("id=\"create-cluster\""));
+    let nav = viewer.get("/clusters").await.html;
+    assert!(!nav.contains("href=\"/audit\"") && !nav.contains("href=\"/events\""), "no links to pages a viewer@prod cannot open");
+    assert!(admin.get("/clusters").await.html.contains("href=\"/audit\""));
+    for page in ["/", "/hosts", "/clusters", "/commands", "/parcels", "/account"] {
+        let got = viewer.get(page).await;
+        assert_eq!(got.status, 200, "a viewer@prod opens {page}: {}", got.html);
+    }
+    assert!(!viewer.get("/hosts").await.html.contains("h2.example"), "a host outside prod is not listed");
     // Hiding is a courtesy: the action itself is refused.
     let refused = viewer.post(&format!("{svc}/commands"), &[("name", "restart"), ("confirmed", "yes")]).await;
     assert_eq!(refused.status, 403, "{}", refused.html);

@@ -164,6 +164,8 @@ impl Session {
             m.insert("user".into(), json!(self.user.username));
             let can_users = self.actor().may(crate::domain::Permission::UsersWrite, crate::domain::Scope::Global);
             m.insert("can_users".into(), json!(can_users));
+            // The navigation shows only what the user may open.
+            m.insert("fleet_can".into(), self.can(None));
             // Cluster pages put their cluster's rights here first.
             if !m.contains_key("can") {
                 m.insert("can".into(), self.can(None));
