@@ -59,6 +59,8 @@ export DROVER_TEST_POSTGRES_URL
 # The end-to-end tests open many sockets.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
+# A full build takes several GiB; a linker dying of SIGBUS is how a full disk shows.
+log "disk: $(df -h --output=avail . | tail -n1 | tr -d ' ') free where target/ is built"
 log "building binaries"
 cargo build --workspace --bins --locked
 
