@@ -10,6 +10,8 @@
 //! created or given exactly those grants. A user in no mapped group is
 //! refused, and so is everyone while the directory cannot be asked: there is
 //! no fallback, but local users with a password never depend on it.
+//! Directory users are recorded under their name in lower case, as
+//! directories compare names without case.
 //!
 //! The name typed is escaped wherever it meets the directory: RFC 4514 in a
 //! DN, RFC 4515 in a filter, so `*)(uid=*` matches no one.
@@ -205,14 +207,17 @@ impl Directory {
                 return Ok(Err(Refusal::Directory));
             }
         };
+        // Directories compare names without case: `Alice` and `alice` are
+        // one person, so one Drover user.
+        let name = user.to_lowercase();
         let grants = self.grants_for(&groups);
         if grants.is_empty() {
             tracing::warn!(user, dn, ?groups, "directory sign-in refused: the user is in no group of --ldap-role-map");
             // Grants the user had are gone with their groups.
-            store.upsert_directory_user(user, &[], false, now_millis()).await?;
+            store.upsert_directory_user(&name, &[], false, now_millis()).await?;
             return Ok(Err(Refusal::NoMappedGroup));
         }
-        let Some(rec) = store.upsert_directory_user(user, &grants, true, now_millis()).await? else {
+        let Some(rec) = store.upsert_directory_user(&name, &grants, true, now_millis()).await? else {
             tracing::warn!(
                 user,
                 dn,

@@ -9,7 +9,8 @@
 //! DN injection in the name typed, group changes taking effect at the next
 //! sign-in (search mode with a service account), the directory going down
 //! (directory users refused, the local admin unaffected, a cached sign-in
-//! still good), and StartTLS and ldaps with `--ldap-ca-cert`.
+//! still good), StartTLS and ldaps with `--ldap-ca-cert`, names recorded in
+//! lower case, and the records on PostgreSQL (`DROVER_TEST_POSTGRES_URL`).
 
 mod common;
 
@@ -301,6 +302,19 @@ async fn directory_users_get_the_roles_of_their_groups() {
     let (_, me) = t.me("alice", &pw("alice")).await;
     assert!(me["permissions"].as_array().unwrap().iter().any(|p| p == "users.write"), "{me}");
 
+    // The directory ignores case, and so the name is recorded in lower case:
+    // `ALICE` is the same user.
+    let (status, me) = t.me("ALICE", &pw("alice")).await;
+    assert_eq!((status, me["username"].as_str()), (StatusCode::OK, Some("alice")), "{me}");
+    let users = t.ok(Method::GET, "/users", None).await;
+    let alices = users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["username"].as_str().unwrap().eq_ignore_ascii_case("alice"))
+        .count();
+    assert_eq!(alices, 1);
+
     // ... and through the console, whose session then reads as admin.
     let (status, cookie) = t.console_sign_in("alice", &pw("alice")).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{cookie:?}");
@@ -502,6 +516,51 @@ async fn starttls_and_ldaps_check_the_directory_certificate() {
     }
 }
 
+/// The same records on PostgreSQL (the server of `DROVER_TEST_POSTGRES_URL`,
+/// as in `tests/store.rs`): creation, grant changes, grants dropped.
+#[tokio::test]
+async fn directory_users_on_postgresql() {
+    use sqlx::{Connection, Executor};
+    let admin_url = match std::env::var("DROVER_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ if std::env::var("DROVER_TEST_SKIP_POSTGRES").as_deref() == Ok("1") => {
+            eprintln!("skipped: DROVER_TEST_SKIP_POSTGRES=1");
+            return;
+        }
+        _ => panic!(
+            "DROVER_TEST_POSTGRES_URL is not set: run `eval \"$(scripts/postgres-test-db.sh)\"` as root first, \
+             or set DROVER_TEST_SKIP_POSTGRES=1 to skip the PostgreSQL tests"
+        ),
+    };
+    let name = format!("drover_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("connect to DROVER_TEST_POSTGRES_URL");
+    admin.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+    let url = with_database(&admin_url, &name);
+
+    let slapd = Slapd::start(None);
+    let t = T::start_configured(
+        |_| {},
+        |c| {
+            template_mode(&slapd)(c);
+            c.database_url = Some(url.clone());
+            c.ldap_cache_ttl = Duration::ZERO;
+        },
+    )
+    .await;
+    assert_eq!(t.grants_of("alice", &pw("alice")).await, ["admin"]);
+    assert_eq!(t.grants_of("bob", &pw("bob")).await, ["operator@prod"]);
+    slapd.membership("prod-ops", "bob", false);
+    slapd.membership("drover-admins", "bob", true);
+    assert_eq!(t.grants_of("bob", &pw("bob")).await, ["admin"]);
+    slapd.membership("drover-admins", "bob", false);
+    let (status, _) = t.me("bob", &pw("bob")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(t.stored_grants("bob").await, Some(vec![]));
+
+    t.handle.shutdown().await;
+    admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await.unwrap();
+}
+
 #[tokio::test]
 async fn incomplete_configuration_stops_the_start() {
     type Configure = Box<dyn Fn(&mut ManagerConfig)>;
@@ -549,6 +608,17 @@ async fn incomplete_configuration_stops_the_start() {
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let err = drover_manager::Manager::start(config, http, grpc).await.expect_err("refused");
         assert!(format!("{err:#}").contains(want), "want {want:?} in: {err:#}");
+    }
+}
+
+/// `url` (`postgres://USER:PW@HOST[:PORT][/DB][?QUERY]`) naming database `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let server = base[authority..].find('/').map_or(base, |slash| &base[..authority + slash]);
+    match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
     }
 }
 
