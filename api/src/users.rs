@@ -8,7 +8,6 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-
 /// What a user may be granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]

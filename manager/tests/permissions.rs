@@ -623,7 +623,10 @@ async fn the_console_shows_only_the_actions_a_user_may_take_and_refuses_the_rest
     );
     assert!(!viewer.get("/clusters").await.html.contains("id=\"create-cluster\""));
     let nav = viewer.get("/clusters").await.html;
-    assert!(!nav.contains("href=\"/audit\"") && !nav.contains("href=\"/events\""), "no links to pages a viewer@prod cannot open");
+    assert!(
+        !nav.contains("href=\"/audit\"") && !nav.contains("href=\"/events\""),
+        "no links to pages a viewer@prod cannot open"
+    );
     assert!(admin.get("/clusters").await.html.contains("href=\"/audit\""));
     for page in ["/", "/hosts", "/clusters", "/commands", "/parcels", "/account"] {
         let got = viewer.get(page).await;

@@ -98,9 +98,12 @@ async fn change_password(
             resp.headers_mut().append(header::SET_COOKIE, cookie);
             Ok(resp)
         }
-        Err(e @ (DomainError::Invalid(_) | DomainError::Refused(_) | DomainError::Conflict(_) | DomainError::Unsuitable(_))) => {
-            render(&state, &session, Extra { password_error: Some(domain_message(&e)), ..Default::default() }).await
-        }
+        Err(
+            e @ (DomainError::Invalid(_)
+            | DomainError::Refused(_)
+            | DomainError::Conflict(_)
+            | DomainError::Unsuitable(_)),
+        ) => render(&state, &session, Extra { password_error: Some(domain_message(&e)), ..Default::default() }).await,
         Err(e) => Err(e.into()),
     }
 }
@@ -136,7 +139,9 @@ async fn create_token(State(state): State<Arc<AppState>>, CsrfForm(session, form
             let created = json!({"id": t.id, "name": t.name, "token": t.token, "expires_at": t.expires_at});
             render(&state, &session, Extra { created: Some(created), ..Default::default() }).await
         }
-        Err(e @ (DomainError::Invalid(_) | DomainError::Refused(_))) => render(&state, &session, keep(domain_message(&e))).await,
+        Err(e @ (DomainError::Invalid(_) | DomainError::Refused(_))) => {
+            render(&state, &session, keep(domain_message(&e))).await
+        }
         Err(e) => Err(e.into()),
     }
 }
