@@ -567,7 +567,7 @@ async fn tokens_do_no_more_than_their_user_and_the_last_admin_stays() {
         Some(&json!({"name": "wide", "grants": [{"role": "admin"}]})),
     )
     .await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 422, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("cannot do more than its user"), "{body}");
     // Demoting the user narrows the token too.
     t.ok(Method::PATCH, "/users/cadmin", Some(json!({"grants": [{"role": "viewer", "cluster": "dev"}]}))).await;
@@ -584,7 +584,7 @@ async fn tokens_do_no_more_than_their_user_and_the_last_admin_stays() {
     }
     // Passwords: 12 characters, not the user name.
     let msg =
-        t.err(Method::POST, "/users", Some(json!({"username": "jane", "password": "jane-is-my-name"})), 400).await;
+        t.err(Method::POST, "/users", Some(json!({"username": "jane", "password": "jane-is-my-name"})), 422).await;
     assert!(msg.contains("user name"), "{msg}");
     let msg = t.err(Method::POST, "/users", Some(json!({"username": "jane", "password": "short"})), 400).await;
     assert!(msg.contains("12"), "{msg}");
