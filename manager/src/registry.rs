@@ -590,9 +590,15 @@ impl Registry {
     }
 
     pub fn summary(&self) -> FleetSummary {
+        self.summary_where(|_| true)
+    }
+
+    /// [`Registry::summary`] of the hosts whose id `keep` accepts.
+    pub fn summary_where(&self, keep: impl Fn(&str) -> bool) -> FleetSummary {
         let hosts = self.hosts.read().expect("registry lock");
-        let mut s = FleetSummary { hosts: hosts.len(), ..Default::default() };
-        for entry in hosts.values() {
+        let mut s = FleetSummary::default();
+        for (_, entry) in hosts.iter().filter(|(id, _)| keep(id)) {
+            s.hosts += 1;
             let h = entry.lock().expect("host lock");
             match h.status {
                 HostStatus::Healthy => s.healthy += 1,

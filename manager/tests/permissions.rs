@@ -633,6 +633,9 @@ async fn the_console_shows_only_the_actions_a_user_may_take_and_refuses_the_rest
         assert_eq!(got.status, 200, "a viewer@prod opens {page}: {}", got.html);
     }
     assert!(!viewer.get("/hosts").await.html.contains("h2.example"), "a host outside prod is not listed");
+    let healthy = |n: u32| format!("<b>{n}</b> <span class=\"badge healthy\">");
+    assert!(viewer.get("/hosts").await.html.contains(&healthy(1)), "a viewer@prod counts prod's hosts only");
+    assert!(admin.get("/hosts").await.html.contains(&healthy(3)));
     // Hiding is a courtesy: the action itself is refused.
     let refused = viewer.post(&format!("{svc}/commands"), &[("name", "restart"), ("confirmed", "yes")]).await;
     assert_eq!(refused.status, 403, "{}", refused.html);

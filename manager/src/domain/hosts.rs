@@ -56,6 +56,19 @@ pub async fn list(state: &AppState, actor: &Actor, filter: &HostFilter) -> Resul
     }
 }
 
+/// Host counts by status and connected agents: of the fleet for a caller who
+/// reads it, else of the hosts in the clusters they may read.
+pub async fn summary(state: &AppState, actor: &Actor) -> Result<crate::registry::FleetSummary> {
+    let Some(clusters) = actor.visible().to_filter() else {
+        return Ok(state.registry.summary());
+    };
+    let mut ids = std::collections::HashSet::new();
+    for c in clusters {
+        ids.extend(state.store.cluster_hosts(&c).await?);
+    }
+    Ok(state.registry.summary_where(|id| ids.contains(id)))
+}
+
 /// Checks `permission` on a host: held globally, or on a cluster the host is in.
 pub async fn require_on_host<'a>(
     state: &AppState,

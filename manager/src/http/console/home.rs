@@ -41,7 +41,7 @@ async fn home(State(state): State<Arc<AppState>>, session: Session) -> PageResul
         clusters.push(json!({"name": c.name, "href": format!("/clusters/{}", url_encode(&c.name)),
                              "counts": counts, "services": services}));
     }
-    let fleet = state.registry.summary();
+    let fleet = domain::hosts::summary(&state, &session.actor()).await?;
     let host_counts = json!([
         {"status": "healthy", "count": fleet.healthy, "href": "/hosts?status=healthy"},
         {"status": "lost", "count": fleet.lost, "href": "/hosts?status=lost"},
@@ -60,11 +60,13 @@ async fn home(State(state): State<Arc<AppState>>, session: Session) -> PageResul
             .filter(|c| c.finished_at.is_some())
             .take(10)
             .collect();
-    let events = state
-        .store
-        .list_events(&EventFilter { limit: 10, ..Default::default() })
-        .await
-        .map_err(domain::DomainError::from)?;
+    // Events name hosts of every cluster: only for who reads the fleet.
+    let actor = session.actor();
+    let events = if actor.may(domain::Permission::Read, domain::Scope::Global) {
+        domain::history::list_events(&state, &actor, &EventFilter { limit: 10, ..Default::default() }).await?
+    } else {
+        Vec::new()
+    };
     Ok(session.page(
         &state,
         "home",

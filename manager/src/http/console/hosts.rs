@@ -167,7 +167,7 @@ async fn list(State(state): State<Arc<AppState>>, session: Session, Query(q): Qu
         "prev": (page > 1).then(|| q.href(&[("page", (page - 1).to_string())])),
         "next": ((page as u64) < pages).then(|| q.href(&[("page", (page + 1).to_string())])),
     });
-    let summary = state.registry.summary();
+    let summary = domain::hosts::summary(&state, &session.actor()).await?;
     Ok(session.page(
         &state,
         "hosts",
