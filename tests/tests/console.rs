@@ -315,7 +315,8 @@ async fn redis_through_the_console() {
         browser.click(&format!("#add-hosts input[value=\"{h}\"]")).await.unwrap();
     }
     browser.click("#add-hosts-submit").await.unwrap();
-    browser.wait_for_source("redis-b", wait).await.unwrap();
+    // The page before the submit names redis-b too (as a candidate): wait for the answer's flash.
+    browser.wait_for_source("added 2 host(s) to cluster prod", wait).await.unwrap();
     let members: serde_json::Value = rest.get("/api/v1/clusters/prod/hosts").await.unwrap();
     assert_eq!(members["items"].as_array().unwrap().len(), 2, "{members}");
     install_parcels(&rest, "prod", &[a.clone(), b.clone()], &[redis_parcel]).await;

@@ -28,7 +28,15 @@ struct Args {
     /// Requests per page.
     #[arg(long, default_value_t = 200)]
     requests: usize,
+    /// Sign in as a user with this role (`viewer@prod`, `operator@prod`, ...)
+    /// instead of `admin`; half the hosts then join cluster `prod`, so the
+    /// user's lists are filtered to them. Pages the role may not open are
+    /// reported as forbidden.
+    #[arg(long, value_name = "ROLE[@CLUSTER]")]
+    as_role: Option<String>,
 }
+
+const USER: &str = "bench-user";
 
 const PASSWORD: &str = "console-bench-password";
 
@@ -95,10 +103,27 @@ async fn main() -> anyhow::Result<()> {
             .error_for_status()?;
     }
 
+    let mut user = "admin";
+    if let Some(role) = &args.as_role {
+        let grant = drover_manager::users::Grant::parse(role)
+            .ok_or_else(|| anyhow::anyhow!("--as-role {role:?}: use ROLE or ROLE@CLUSTER"))?;
+        let ids: Vec<String> = (0..args.hosts).step_by(2).map(|i| format!("host-{i:05}")).collect();
+        for chunk in ids.chunks(1000) {
+            rest(reqwest::Method::POST, "/clusters/prod/hosts", json!({"host_ids": chunk}))
+                .await?
+                .error_for_status()?;
+        }
+        rest(reqwest::Method::POST, "/users", json!({"username": USER, "password": PASSWORD, "grants": [grant]}))
+            .await?
+            .error_for_status()?;
+        user = USER;
+        println!("signed in as {USER} with {role}; {} hosts in cluster prod", ids.len());
+    }
+
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
     let login = client
         .post(format!("{base}/login"))
-        .form(&[("username", "admin"), ("password", PASSWORD), ("next", "/")])
+        .form(&[("username", user), ("password", PASSWORD), ("next", "/")])
         .send()
         .await?;
     let cookie = login
@@ -154,8 +179,15 @@ async fn main() -> anyhow::Result<()> {
             let status = resp.status();
             let body = resp.bytes().await?;
             hist.record(t.elapsed().as_micros() as u64)?;
+            if status == 403 && args.as_role.is_some() {
+                break;
+            }
             anyhow::ensure!(status == 200, "{page}: HTTP {status}");
             bytes = body.len();
+        }
+        if bytes == 0 {
+            println!("{page:<44} forbidden for this role");
+            continue;
         }
         let ms = |v: u64| Duration::from_micros(v).as_secs_f64() * 1000.0;
         println!(
