@@ -636,6 +636,12 @@ async fn the_console_shows_only_the_actions_a_user_may_take_and_refuses_the_rest
     let healthy = |n: u32| format!("<b>{n}</b> <span class=\"badge healthy\">");
     assert!(viewer.get("/hosts").await.html.contains(&healthy(1)), "a viewer@prod counts prod's hosts only");
     assert!(admin.get("/hosts").await.html.contains(&healthy(3)));
+    // A host page shows a reader its labels, without the forms that change them.
+    t.ok(Method::PATCH, "/hosts/h1", Some(json!({"labels": {"rack": "r1"}}))).await;
+    let host = viewer.get("/hosts/h1").await;
+    assert!(host.status == 200 && host.html.contains("rack=r1"), "{}", host.html);
+    assert!(!host.html.contains("id=\"labels-form\"") && !host.html.contains("id=\"decommission\""));
+    assert!(admin.get("/hosts/h1").await.html.contains("id=\"labels-form\""));
     // Hiding is a courtesy: the action itself is refused.
     let refused = viewer.post(&format!("{svc}/commands"), &[("name", "restart"), ("confirmed", "yes")]).await;
     assert_eq!(refused.status, 403, "{}", refused.html);
