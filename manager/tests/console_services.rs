@@ -787,3 +787,20 @@ async fn the_wizard_can_be_linked_with_repeated_query_keys() {
     assert!(between(&bad.html, "id=\"name-error\" role=\"alert\">", "<").unwrap().contains("invalid service name"));
     nothing_created(&t).await;
 }
+
+#[tokio::test]
+async fn a_large_cluster_page_lists_the_first_members_and_says_how_many_there_are() {
+    let t = T::start().await;
+    let ids: Vec<String> = (0..205).map(|i| format!("h{i:03}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        t.host(id, &format!("node-{i:03}"), &format!("10.1.{}.{}", i / 250, i % 250)).await;
+    }
+    t.ok(Method::POST, "/clusters", Some(serde_json::json!({"name": "big"}))).await;
+    t.ok(Method::POST, "/clusters/big/hosts", Some(serde_json::json!({"host_ids": ids}))).await;
+    let c = t.console().await;
+    let page = c.get("/clusters/big").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.html.matches("<tr data-host-id=").count(), 200, "the first 200 members");
+    assert!(page.html.contains("node-199") && !page.html.contains("node-200"), "by hostname");
+    assert!(page.html.contains("The first 200 of 205 hosts"), "says how many there are");
+}

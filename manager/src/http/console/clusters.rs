@@ -32,6 +32,8 @@ pub fn routes() -> Router<Arc<AppState>> {
 pub(crate) const HEALTHS: [&str; 4] = ["good", "concerning", "bad", "stopped"];
 /// The most candidate hosts the add-hosts form lists.
 const MAX_CANDIDATES: u32 = 500;
+/// Members listed on the cluster page (the first by hostname).
+const MAX_MEMBERS_SHOWN: u32 = 200;
 
 pub(crate) fn cluster_href(c: &str) -> String {
     format!("/clusters/{}", url_encode(c))
@@ -110,7 +112,12 @@ async fn show(
         ));
     }
     let href = cluster_href(&c);
-    let members = domain::clusters::member_hosts(&state, &session.actor(), &c).await?;
+    // The first members by hostname, and how many there are: a cluster of
+    // thousands of hosts must not make a page of megabytes.
+    let filter =
+        crate::store::HostFilter { in_cluster: Some(c.clone()), limit: MAX_MEMBERS_SHOWN, ..Default::default() };
+    let page = domain::hosts::list(&state, &session.actor(), &filter).await?;
+    let (members, members_total) = (page.items, page.total);
     let services = domain::services::list(&state, &session.actor(), &c).await?;
     // Which roles of the cluster each host runs, so a busy host is not offered for removal.
     let mut roles_on: std::collections::HashMap<&str, Vec<String>> = std::collections::HashMap::new();
@@ -186,7 +193,8 @@ async fn show(
             "can": session.can(Some(&c)),
             "fleet": session.can(None),
             "href": href,
-            "hosts_count": hosts.len(),
+            "hosts_count": members_total,
+            "hosts_more": (members_total > hosts.len() as u64).then_some(hosts.len()),
             "hosts": hosts,
             "services": shown,
             "services_total": services.len(),

@@ -131,11 +131,16 @@ async fn service_page(
     let parcel = domain::services::parcel(state, &session.actor(), c, s).await?;
     let commands: Vec<Value> =
         domain::commands::list(state, &session.actor(), c, s).await?.iter().take(10).map(super::commands_row).collect();
-    let hosts: Vec<Value> = domain::clusters::member_hosts(state, &session.actor(), c)
-        .await?
-        .iter()
-        .map(|h| json!({"id": h.id, "hostname": h.hostname, "selected": h.id == form.host}))
-        .collect();
+    // The add-role form's hosts, only for who may add roles.
+    let hosts: Vec<Value> = if session.actor().may(domain::Permission::ServicesWrite, domain::Scope::Cluster(c)) {
+        domain::clusters::member_hosts(state, &session.actor(), c)
+            .await?
+            .iter()
+            .map(|h| json!({"id": h.id, "hostname": h.hostname, "selected": h.id == form.host}))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let role_types: Vec<Value> = st
         .role_types
         .iter()
