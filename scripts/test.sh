@@ -60,6 +60,8 @@ export DROVER_TEST_POSTGRES_URL
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
 # A full build takes several GiB; a linker dying of SIGBUS is how a full disk shows.
+# Incremental compilation state would double what a one-off build leaves in target/.
+export CARGO_INCREMENTAL=0
 log "disk: $(df -h --output=avail . | tail -n1 | tr -d ' ') free where target/ is built"
 log "building binaries"
 cargo build --workspace --bins --locked
