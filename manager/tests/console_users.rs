@@ -14,25 +14,10 @@ use serde_json::json;
 /// Signs in to the console as `user`: the session cookie, or the status of
 /// the refused sign-in.
 async fn sign_in(t: &T, user: &str, password: &str) -> Result<String, u16> {
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let resp = client
-        .post(t.url("/login"))
-        .form(&[("username", user), ("password", password), ("next", "/")])
-        .send()
-        .await
-        .unwrap();
-    if resp.status() != 303 {
-        return Err(resp.status().as_u16());
+    match t.sign_in(user, password).await {
+        (303, Ok(cookie)) => Ok(cookie),
+        (status, _) => Err(status),
     }
-    Ok(resp
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("drover_session="))
-        .and_then(|v| v.split(';').next())
-        .unwrap()
-        .to_owned())
 }
 
 /// `GET path` with a session cookie: status and body.

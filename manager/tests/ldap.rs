@@ -246,26 +246,8 @@ impl T {
 
     /// Signs in to the console: the status and the session cookie or the page.
     async fn console_sign_in(&self, user: &str, password: &str) -> (StatusCode, Result<String, String>) {
-        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        let resp = client
-            .post(self.url("/login"))
-            .form(&[("username", user), ("password", password), ("next", "/")])
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let cookie = resp
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with("drover_session="))
-            .and_then(|v| v.split(';').next())
-            .map(str::to_owned);
-        match cookie {
-            Some(c) => (status, Ok(c)),
-            None => (status, Err(resp.text().await.unwrap())),
-        }
+        let (status, cookie) = self.sign_in(user, password).await;
+        (StatusCode::from_u16(status).unwrap(), cookie)
     }
 
     /// The stored grants of `user` as the admin sees them.

@@ -121,8 +121,9 @@ impl T {
         self.console_as("admin", PASSWORD).await
     }
 
-    /// Signs in to the console as `user`.
-    pub async fn console_as(&self, user: &str, password: &str) -> Console {
+    /// Posts the console's sign-in form as `user`: the status, and the
+    /// `drover_session=...` cookie pair or, without one, the page.
+    pub async fn sign_in(&self, user: &str, password: &str) -> (u16, Result<String, String>) {
         let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         let resp = client
             .post(self.url("/login"))
@@ -130,7 +131,7 @@ impl T {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 303, "sign-in: {:?}", resp.text().await);
+        let status = resp.status().as_u16();
         let cookie = resp
             .headers()
             .get_all("set-cookie")
@@ -138,8 +139,19 @@ impl T {
             .filter_map(|v| v.to_str().ok())
             .find(|v| v.starts_with("drover_session="))
             .and_then(|v| v.split(';').next())
-            .unwrap()
-            .to_owned();
+            .map(str::to_owned);
+        match cookie {
+            Some(c) => (status, Ok(c)),
+            None => (status, Err(resp.text().await.unwrap())),
+        }
+    }
+
+    /// Signs in to the console as `user`.
+    pub async fn console_as(&self, user: &str, password: &str) -> Console {
+        let (status, cookie) = self.sign_in(user, password).await;
+        assert_eq!(status, 303, "sign-in: {cookie:?}");
+        let cookie = cookie.expect("a session cookie");
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         let mut c = Console { base: self.url(""), client, cookie, csrf: String::new() };
         let home = c.get("/hosts").await;
         assert_eq!(home.status, 200, "{}", home.html);

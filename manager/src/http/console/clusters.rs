@@ -191,7 +191,6 @@ async fn show(
         json!({
             "cluster": cluster,
             "can": session.can(Some(&c)),
-            "fleet": session.can(None),
             "href": href,
             "hosts_count": members_total,
             "hosts_more": (members_total > hosts.len() as u64).then_some(hosts.len()),

@@ -162,14 +162,13 @@ impl Session {
             m.insert("title".into(), json!(title));
             m.insert(format!("nav_{nav}"), json!(true));
             m.insert("user".into(), json!(self.user.username));
-            let can_users = self.actor().may(crate::domain::Permission::UsersWrite, crate::domain::Scope::Global);
-            m.insert("can_users".into(), json!(can_users));
-            // The navigation shows only what the user may open.
-            m.insert("fleet_can".into(), self.can(None));
-            // Cluster pages put their cluster's rights here first.
+            // The navigation shows only what the user may open (`fleet_can`);
+            // cluster pages put their cluster's rights in `can` first.
+            let fleet = self.can(None);
             if !m.contains_key("can") {
-                m.insert("can".into(), self.can(None));
+                m.insert("can".into(), fleet.clone());
             }
+            m.insert("fleet_can".into(), fleet);
             m.insert("csrf".into(), json!(self.csrf));
             m.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
             if let Some((kind, message)) = &self.flash {
