@@ -11,7 +11,7 @@ pub const CAPABILITY: &str = "roles.v1";
 
 pub use drover_role_spec::{
     ConfigCheck, ConfigFile, DEFAULT_CHECK_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_PROBE_INTERVAL,
-    DEFAULT_PROBE_TIMEOUT, DEFAULT_STOP_GRACE, HealthCheck, Probe, ProcessSpec,
+    DEFAULT_PROBE_TIMEOUT, DEFAULT_STOP_GRACE, HealthCheck, MetricSource, MetricSourceKind, Probe, ProcessSpec,
 };
 
 /// Placeholder replaced by the role's absolute directory in file contents,
@@ -50,6 +50,8 @@ pub struct RoleSpec {
     /// a running process by reload only while it runs with this digest.
     /// Empty (older managers): never reload.
     pub restart_digest: String,
+    /// Where the role's service metrics are read while it runs.
+    pub metric_sources: Vec<MetricSource>,
 }
 
 impl RoleSpec {

@@ -15,7 +15,9 @@ use crate::facts::{HostFacts, HostKind};
 use crate::metrics::Metrics;
 use crate::parcels::{ParcelChunk, ParcelChunks, ParcelSpec, ParcelState, ParcelStatus, ParcelTarget};
 use crate::protocol::{Inbound, Outbound, WelcomeInfo};
-use crate::roles::{ConfigFile, HealthCheck, ProcessSpec, RoleHealth, RoleSpec, RoleState, RoleStatus, RunState};
+use crate::roles::{
+    ConfigFile, HealthCheck, MetricSource, ProcessSpec, RoleHealth, RoleSpec, RoleState, RoleStatus, RunState,
+};
 
 pub(crate) fn facts(f: &HostFacts) -> v1::HostFacts {
     v1::HostFacts {
@@ -94,9 +96,11 @@ pub(crate) fn outbound<M: FnMut() -> Metrics>(msg: Outbound, ctx: &mut OutboundC
             applied_generation,
             capabilities: ctx.capabilities.iter().map(|c| (*c).to_owned()).collect(),
         }),
-        Outbound::Heartbeat { seq } => {
-            agent_message::Kind::Heartbeat(v1::Heartbeat { seq, metrics: Some(metrics((ctx.metrics)())) })
-        }
+        Outbound::Heartbeat { seq } => agent_message::Kind::Heartbeat(v1::Heartbeat {
+            seq,
+            metrics: Some(metrics((ctx.metrics)())),
+            roles: Vec::new(),
+        }),
         Outbound::Pong { nonce } => agent_message::Kind::Pong(v1::Pong { nonce }),
         Outbound::Status { applied_generation } => agent_message::Kind::Status(v1::StatusReport {
             applied_generation,
@@ -147,6 +151,7 @@ pub(crate) fn role_spec(r: v1::RoleSpec) -> RoleSpec {
         log_files: r.log_files,
         parcels: r.parcels,
         restart_digest: r.restart_digest,
+        metric_sources: r.metric_sources.into_iter().map(MetricSource::from).collect(),
     }
 }
 
@@ -225,6 +230,7 @@ fn role_spec_to_wire(r: &RoleSpec) -> v1::RoleSpec {
         log_files: r.log_files.clone(),
         parcels: r.parcels.clone(),
         restart_digest: r.restart_digest.clone(),
+        metric_sources: r.metric_sources.iter().map(v1::MetricSource::from).collect(),
     }
 }
 
@@ -364,6 +370,11 @@ mod tests {
             log_files: vec!["logs/redis.log".into()],
             parcels: vec!["redis".into()],
             restart_digest: "d1".into(),
+            metric_sources: vec![crate::roles::MetricSource {
+                kind: crate::roles::MetricSourceKind::Redis { host: "h".into(), port: 6379, password: "pw".into() },
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(2),
+            }],
         }
     }
 

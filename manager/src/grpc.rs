@@ -326,6 +326,7 @@ fn role_spec(r: &DesiredRole) -> v1::RoleSpec {
         log_files: r.rendered.log_files.clone(),
         parcels: r.parcels.clone(),
         restart_digest: r.rendered.restart_digest.clone(),
+        metric_sources: r.rendered.metric_sources.iter().map(v1::MetricSource::from).collect(),
     }
 }
 

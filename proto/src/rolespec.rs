@@ -9,12 +9,14 @@
 use std::time::Duration;
 
 use drover_role_spec::{
-    ConfigCheck, ConfigFile, DEFAULT_CHECK_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_PROBE_INTERVAL,
-    DEFAULT_PROBE_TIMEOUT, DEFAULT_STOP_GRACE, HealthCheck, Probe, ProcessSpec,
+    ConfigCheck, ConfigFile, DEFAULT_CHECK_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_METRICS_INTERVAL,
+    DEFAULT_METRICS_TIMEOUT, DEFAULT_PROBE_INTERVAL, DEFAULT_PROBE_TIMEOUT, DEFAULT_STOP_GRACE, HealthCheck,
+    MetricSource, MetricSourceKind, Probe, ProcessSpec,
 };
 
 use crate::v1;
 use crate::v1::health_check;
+use crate::v1::metric_source;
 
 /// Milliseconds on the wire, saturated (a role spec never holds 584 million years).
 fn millis(d: Duration) -> u64 {
@@ -126,6 +128,57 @@ impl From<v1::HealthCheck> for HealthCheck {
     }
 }
 
+impl From<&MetricSource> for v1::MetricSource {
+    fn from(m: &MetricSource) -> Self {
+        let source = match &m.kind {
+            MetricSourceKind::Redis { host, port, password } => Some(metric_source::Source::Redis(v1::RedisSource {
+                host: host.clone(),
+                port: u32::from(*port),
+                password: password.clone(),
+            })),
+            MetricSourceKind::Zookeeper { host, port } => Some(metric_source::Source::Zookeeper(v1::ZooKeeperSource {
+                host: host.clone(),
+                port: u32::from(*port),
+            })),
+            MetricSourceKind::NginxStubStatus { url } => {
+                Some(metric_source::Source::NginxStubStatus(v1::HttpSource { url: url.clone() }))
+            }
+            MetricSourceKind::Prometheus { url } => {
+                Some(metric_source::Source::Prometheus(v1::HttpSource { url: url.clone() }))
+            }
+            MetricSourceKind::Command { program, args } => {
+                Some(metric_source::Source::Command(v1::CommandProbe { program: program.clone(), args: args.clone() }))
+            }
+            MetricSourceKind::Unknown => None,
+        };
+        v1::MetricSource { source, interval_ms: millis(m.interval), timeout_ms: millis(m.timeout) }
+    }
+}
+
+impl From<v1::MetricSource> for MetricSource {
+    fn from(m: v1::MetricSource) -> Self {
+        let kind = match m.source {
+            Some(metric_source::Source::Redis(r)) => match u16::try_from(r.port) {
+                Ok(port) => MetricSourceKind::Redis { host: r.host, port, password: r.password },
+                Err(_) => MetricSourceKind::Unknown,
+            },
+            Some(metric_source::Source::Zookeeper(z)) => match u16::try_from(z.port) {
+                Ok(port) => MetricSourceKind::Zookeeper { host: z.host, port },
+                Err(_) => MetricSourceKind::Unknown,
+            },
+            Some(metric_source::Source::NginxStubStatus(h)) => MetricSourceKind::NginxStubStatus { url: h.url },
+            Some(metric_source::Source::Prometheus(h)) => MetricSourceKind::Prometheus { url: h.url },
+            Some(metric_source::Source::Command(c)) => MetricSourceKind::Command { program: c.program, args: c.args },
+            None => MetricSourceKind::Unknown,
+        };
+        MetricSource {
+            kind,
+            interval: millis_or(m.interval_ms, DEFAULT_METRICS_INTERVAL),
+            timeout: millis_or(m.timeout_ms, DEFAULT_METRICS_TIMEOUT),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +216,33 @@ mod tests {
             };
             assert_eq!(HealthCheck::from(v1::HealthCheck::from(&hc)), hc);
         }
+        for kind in [
+            MetricSourceKind::Redis { host: "h".into(), port: 6379, password: "pw".into() },
+            MetricSourceKind::Zookeeper { host: "".into(), port: 2181 },
+            MetricSourceKind::NginxStubStatus { url: "http://127.0.0.1:8080/nginx_status".into() },
+            MetricSourceKind::Prometheus { url: "http://127.0.0.1:9100/metrics".into() },
+            MetricSourceKind::Command { program: "p".into(), args: vec!["a".into()] },
+            MetricSourceKind::Unknown,
+        ] {
+            let m = MetricSource { kind, interval: Duration::from_secs(15), timeout: Duration::from_secs(2) };
+            assert_eq!(MetricSource::from(v1::MetricSource::from(&m)), m);
+        }
+    }
+
+    #[test]
+    fn metric_sources_default_their_durations_and_hide_passwords() {
+        let m = MetricSource::from(v1::MetricSource {
+            source: Some(metric_source::Source::Redis(v1::RedisSource {
+                host: String::new(),
+                port: 70000,
+                password: String::new(),
+            })),
+            ..v1::MetricSource::default()
+        });
+        assert_eq!(m.kind, MetricSourceKind::Unknown, "a port out of range is no source");
+        assert_eq!((m.interval, m.timeout), (DEFAULT_METRICS_INTERVAL, DEFAULT_METRICS_TIMEOUT));
+        let shown = format!("{:?}", MetricSourceKind::Redis { host: "h".into(), port: 1, password: "s3cret".into() });
+        assert!(!shown.contains("s3cret") && shown.contains("set"), "{shown}");
     }
 
     #[test]

@@ -133,6 +133,66 @@ pub enum Probe {
     Unknown,
 }
 
+/// Metric source interval when the wire says 0.
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(10);
+/// Metric source timeout when the wire says 0.
+pub const DEFAULT_METRICS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the agent reads a role's service metrics, every `interval` while the role runs; a
+/// collection taking longer than `timeout` fails.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricSource {
+    pub kind: MetricSourceKind,
+    #[serde(with = "humantime_duration")]
+    pub interval: Duration,
+    #[serde(with = "humantime_duration")]
+    pub timeout: Duration,
+}
+
+/// What a [`MetricSource`] reads and how. Every kind yields samples named as in
+/// `docs/metrics.md` (`redis_*`, `zookeeper_*`, `nginx_*`, or the names the endpoint or command
+/// prints).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricSourceKind {
+    /// Redis `INFO` over `host:port` (host empty: 127.0.0.1), authenticating with `password`
+    /// when it is not empty.
+    Redis { host: String, port: u16, password: String },
+    /// ZooKeeper's `mntr` four-letter word over its client port.
+    Zookeeper { host: String, port: u16 },
+    /// nginx's `stub_status` page, over plain HTTP.
+    NginxStubStatus { url: String },
+    /// A Prometheus text exposition endpoint, over plain HTTP.
+    Prometheus { url: String },
+    /// A program whose standard output is Prometheus text format.
+    Command { program: String, args: Vec<String> },
+    /// A source kind the agent does not know (from a newer manager); never collected.
+    Unknown,
+}
+
+impl fmt::Debug for MetricSourceKind {
+    // A Redis source may hold its password; never print it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetricSourceKind::Redis { host, port, password } => f
+                .debug_struct("Redis")
+                .field("host", host)
+                .field("port", port)
+                .field("password", &if password.is_empty() { "none" } else { "set" })
+                .finish(),
+            MetricSourceKind::Zookeeper { host, port } => {
+                f.debug_struct("Zookeeper").field("host", host).field("port", port).finish()
+            }
+            MetricSourceKind::NginxStubStatus { url } => f.debug_struct("NginxStubStatus").field("url", url).finish(),
+            MetricSourceKind::Prometheus { url } => f.debug_struct("Prometheus").field("url", url).finish(),
+            MetricSourceKind::Command { program, args } => {
+                f.debug_struct("Command").field("program", program).field("args", args).finish()
+            }
+            MetricSourceKind::Unknown => f.write_str("Unknown"),
+        }
+    }
+}
+
 /// Durations as humantime text (`10s`, `1m 30s`), as in service descriptors.
 mod humantime_duration {
     use std::time::Duration;

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-pub use drover_role_spec::{ConfigCheck, ConfigFile, HealthCheck, PARCELS_ROOT, Probe, ProcessSpec, ROLE_DIR};
+pub use drover_role_spec::{
+    ConfigCheck, ConfigFile, HealthCheck, MetricSource, MetricSourceKind, PARCELS_ROOT, Probe, ProcessSpec, ROLE_DIR,
+};
 
 use crate::config::{ConfigValues, effective, missing_required, restart_digest};
 use crate::descriptor::{ProbeTemplate, RoleType, ServiceType};
@@ -75,6 +77,8 @@ pub struct RenderedRole {
     /// [`crate::config::restart_digest`] of the role: a process started under another digest
     /// does not take new files by reload.
     pub restart_digest: String,
+    /// Where the agent reads the role's service metrics.
+    pub metric_sources: Vec<MetricSource>,
 }
 
 /// A role that cannot be rendered. `file` is the template (`parcels/redis/templates/redis.conf.hbs`),
@@ -328,6 +332,7 @@ impl<'a> Renderer<'a> {
             health_checks,
             log_files: rt.log_files.clone(),
             restart_digest: restart_digest(st, values, &role.role_type, &role.group, &role.role_id),
+            metric_sources: Vec::new(),
         })
     }
 }
