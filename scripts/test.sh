@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Drover's whole test suite on a fresh Debian 12 machine: installs the
 # system packages the tests need (PostgreSQL, chromium and chromedriver,
-# redis-server, debootstrap, openssh-client, python3-venv; ZooKeeper and Java
+# redis-server, debootstrap, openssh-client, python3-venv, slapd, prometheus,
+# prometheus-alertmanager, python3-aiosmtpd; ZooKeeper and Java
 # come from parcels the tests build), starts PostgreSQL with a test role, builds
 # the binaries the end-to-end tests run, checks the REST API against its OpenAPI
 # document with schemathesis (scripts/schemathesis.sh; installed from PyPI into
@@ -32,6 +33,11 @@ python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # The LDAP sign-in tests start their own slapd (manager/tests/ldap.rs).
 [ -x /usr/sbin/slapd ] || missing+=(slapd)
 command -v ldapmodify >/dev/null 2>&1 || missing+=(ldap-utils)
+# Monitoring (#13): a real Prometheus scrapes the manager, a real Alertmanager takes alerts
+# and aiosmtpd is the SMTP server e-mail notifications are sent to.
+[ -x /usr/bin/prometheus ] || missing+=(prometheus)
+[ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
+/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
