@@ -46,7 +46,7 @@ async fn run_unbounded(probe: &Probe, role_dir: &Path) -> Result<(), String> {
 }
 
 /// `http://host[:port][/path]` split into host, port and path.
-fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
+pub(crate) fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
     let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?}: only http:// URLs can be probed"))?;
     let (authority, path) = match rest.find('/') {
         Some(at) => (&rest[..at], &rest[at..]),

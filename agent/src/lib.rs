@@ -29,6 +29,10 @@
 //! - [`parcels`]: the parcels the manager wants on the host: downloads with resume,
 //!   verification, install, activation and removal, as a state machine
 //!   ([`parcels::ParcelReconciler`]) and its driver ([`parcels::Parcels`]).
+//! - [`collect`]: role metrics for heartbeats: each running role's process
+//!   figures from `/proc`, and the service metrics its spec's metric sources
+//!   yield (Redis `INFO`, ZooKeeper `mntr`, nginx `stub_status`, Prometheus
+//!   text from an endpoint or a command), collected by the supervisor's tasks.
 //! - [`supervisor`]: its async driver: files ([`files`]), process groups, signals,
 //!   health probes ([`health`]), log rotation, persistence and re-adoption of
 //!   running processes after an agent restart.
@@ -58,6 +62,7 @@
 //! ```
 
 pub mod backoff;
+pub mod collect;
 pub mod container;
 pub mod datadir;
 pub mod enroll;

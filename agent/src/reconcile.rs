@@ -42,6 +42,9 @@
 //!   the host; until then it is `Failed` with `parcel NAME is not active on host
 //!   HOST` and is tried again whenever the active parcels change (a change of the
 //!   active parcels never stops or restarts a running process);
+//! - service metrics are collected while the process is up: collectors start
+//!   (or are replaced) when the spec's metric sources differ from those being
+//!   collected, and stop when the process begins to stop or exits;
 //! - roles that leave the desired state are stopped and their directory removed;
 //! - every change of the observed state is reported, as the full list of roles.
 //!
@@ -55,7 +58,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::roles::{
-    self, ConfigCheck, ConfigFile, HealthCheck, ProcessSpec, RoleHealth, RoleSpec, RoleState, RoleStatus, RunState,
+    self, ConfigCheck, ConfigFile, HealthCheck, MetricSource, ProcessSpec, RoleHealth, RoleSpec, RoleState, RoleStatus,
+    RunState,
 };
 
 /// Timing and limits of the reconciler. [`Policy::default`] holds the values
@@ -298,6 +302,15 @@ pub enum Effect {
     StopProbes {
         role: String,
     },
+    /// Collect the role's service metrics from these sources (replacing any
+    /// running collectors), each at its interval, while its process runs.
+    StartCollectors {
+        role: String,
+        sources: Vec<MetricSource>,
+    },
+    StopCollectors {
+        role: String,
+    },
     /// Remove the role's directory; the role is forgotten.
     RemoveRoleDir {
         role: String,
@@ -368,6 +381,8 @@ struct Role {
     blocked: Option<String>,
     probes_for: Option<Vec<HealthCheck>>,
     probes: Vec<Probe>,
+    /// The metric sources being collected from; `None`: no collectors.
+    collectors_for: Option<Vec<MetricSource>>,
     /// What the running (or starting) process read; `None`: no process, or
     /// unknown.
     loaded: Option<Loaded>,
@@ -404,6 +419,7 @@ impl Role {
             blocked: None,
             probes_for: None,
             probes: Vec::new(),
+            collectors_for: None,
             loaded: None,
             reload_count: 0,
             reloaded_at_unix_ms: 0,
@@ -877,6 +893,18 @@ impl Reconciler {
                             effects.push(Effect::StartProbes { role: id.clone(), checks: spec.health_checks.clone() });
                         }
                     }
+                    if r.collectors_for.as_deref().unwrap_or_default() != spec.metric_sources.as_slice() {
+                        if spec.metric_sources.is_empty() {
+                            r.collectors_for = None;
+                            effects.push(Effect::StopCollectors { role: id.clone() });
+                        } else {
+                            r.collectors_for = Some(spec.metric_sources.clone());
+                            effects.push(Effect::StartCollectors {
+                                role: id.clone(),
+                                sources: spec.metric_sources.clone(),
+                            });
+                        }
+                    }
                     if r.reload_due(spec) && now >= *since + policy.reload_settle {
                         let (mut run, since) = (*run, *since);
                         let loaded =
@@ -905,6 +933,10 @@ impl Reconciler {
 fn begin_stop(r: &mut Role, id: &str, now: Instant, effects: &mut Vec<Effect>) {
     let Proc::Up { run, .. } = r.proc else { return };
     let (signal, grace) = r.stop_params();
+    // A stopping service cannot answer; its collectors would only report that.
+    if r.collectors_for.take().is_some() {
+        effects.push(Effect::StopCollectors { role: id.to_owned() });
+    }
     effects.push(Effect::Stop { role: id.to_owned(), pgid: run.pid, signal });
     r.proc = Proc::Stopping { run, kill_at: now + grace, killed: false };
 }
@@ -931,6 +963,9 @@ fn exited(
     if r.probes_for.take().is_some() {
         r.probes.clear();
         effects.push(Effect::StopProbes { role: id.to_owned() });
+    }
+    if r.collectors_for.take().is_some() {
+        effects.push(Effect::StopCollectors { role: id.to_owned() });
     }
     if let Some(since) = since
         && r.wants_process(policy)

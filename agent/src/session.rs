@@ -33,6 +33,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
 use crate::backoff::{Backoff, BackoffConfig};
+use crate::collect;
 use crate::datadir;
 use crate::enroll::Identity;
 use crate::error::{AgentError, Rpc, classify};
@@ -315,6 +316,7 @@ impl Attempt<'_> {
         let mut capabilities: Vec<&str> = Vec::new();
         if self.supervisor.is_some() {
             capabilities.push(roles::CAPABILITY);
+            capabilities.push(collect::CAPABILITY);
         }
         if self.parcels.is_some() {
             capabilities.push(parcels::CAPABILITY);
@@ -331,6 +333,7 @@ impl Attempt<'_> {
             capabilities: &capabilities,
             roles: roles_rx.as_ref().map(|rx| rx.borrow().clone()),
             parcels: parcel_statuses(&parcels_rx),
+            role_metrics: self.supervisor.map(Supervisor::metrics),
         };
         if let Err(e) = self.perform(effects, &tx, &mut ctx, applied) {
             return failed(e, &protocol);

@@ -46,12 +46,13 @@ use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
+use crate::collect::{self, MetricsHub, SourceState};
 use crate::datadir;
 use crate::files::{self, FilesError, LogRotation};
 use crate::health;
 use crate::parcels::ParcelsView;
 use crate::reconcile::{AdoptedProcess, AppliedFiles, Effect, Event, ExitStatus, Loaded, Policy, Reconciler};
-use crate::roles::{self, ConfigCheck, HealthCheck, Probe, ProcessSpec, RoleSpec, RoleStatus};
+use crate::roles::{self, ConfigCheck, HealthCheck, MetricSource, Probe, ProcessSpec, RoleSpec, RoleStatus};
 use crate::wire;
 
 pub const DESIRED_ROLES_FILE: &str = "desired-roles.pb";
@@ -62,6 +63,8 @@ const LOG_TAIL_LINES: usize = 20;
 const CHECK_READ_BYTES: u64 = 16 * 1024;
 /// Characters of a config check's output kept in the role's last error.
 const CHECK_OUTPUT_CHARS: usize = 1000;
+/// Metric sources are never collected from more often than this.
+const MIN_COLLECT_INTERVAL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
@@ -115,6 +118,7 @@ impl SupervisorConfig {
 pub struct Supervisor {
     desired: watch::Sender<Option<(u64, Arc<Vec<RoleSpec>>)>>,
     statuses: watch::Receiver<Arc<Vec<RoleStatus>>>,
+    metrics: Arc<MetricsHub>,
     task: JoinHandle<()>,
 }
 
@@ -150,17 +154,21 @@ impl Supervisor {
             source,
         })?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let status_tx = watch::Sender::new(Arc::new(Vec::new()));
+        let metrics = Arc::new(MetricsHub::new(status_tx.subscribe()));
         let mut driver = Driver {
             reconciler: Reconciler::new(config.policy.clone()),
             records: BTreeMap::new(),
             dirty: false,
             procs: HashMap::new(),
             probes: HashMap::new(),
+            collectors: HashMap::new(),
+            metrics: metrics.clone(),
             tasks: JoinSet::new(),
             queue: VecDeque::new(),
             events_tx,
             events_rx,
-            status_tx: watch::Sender::new(Arc::new(Vec::new())),
+            status_tx,
             parcels,
             checks: 0,
             config,
@@ -173,7 +181,7 @@ impl Supervisor {
         let statuses = driver.status_tx.subscribe();
         let (desired, desired_rx) = watch::channel(None);
         let task = tokio::spawn(driver.run(desired_rx));
-        Ok(Supervisor { desired, statuses, task })
+        Ok(Supervisor { desired, statuses, metrics, task })
     }
 
     /// Hands over a new desired state; the latest one wins.
@@ -184,6 +192,12 @@ impl Supervisor {
     /// The observed state of every role, updated on every change.
     pub fn statuses(&self) -> watch::Receiver<Arc<Vec<RoleStatus>>> {
         self.statuses.clone()
+    }
+
+    /// The roles' process figures and collected service metrics, for
+    /// heartbeats ([`MetricsHub::take`]).
+    pub fn metrics(&self) -> Arc<MetricsHub> {
+        self.metrics.clone()
     }
 }
 
@@ -242,7 +256,9 @@ struct Driver {
     dirty: bool,
     procs: HashMap<String, RunningProc>,
     probes: HashMap<String, Vec<AbortHandle>>,
-    /// Waiters and probes; dropping the driver aborts them all.
+    collectors: HashMap<String, Vec<AbortHandle>>,
+    metrics: Arc<MetricsHub>,
+    /// Waiters, probes and collectors; dropping the driver aborts them all.
     tasks: JoinSet<()>,
     queue: VecDeque<Event>,
     events_tx: mpsc::UnboundedSender<Event>,
@@ -468,6 +484,8 @@ impl Driver {
                         handle.abort();
                     }
                 }
+                Effect::StartCollectors { role, sources } => self.start_collectors(role, sources),
+                Effect::StopCollectors { role } => self.stop_collectors(&role),
                 Effect::RemoveRoleDir { role } => {
                     if self.records.remove(&role).is_some() {
                         self.dirty = true;
@@ -668,6 +686,43 @@ impl Driver {
             }));
         }
         self.probes.insert(role, handles);
+    }
+}
+
+impl Driver {
+    fn stop_collectors(&mut self, role: &str) {
+        for handle in self.collectors.remove(role).unwrap_or_default() {
+            handle.abort();
+        }
+        self.metrics.sources_stopped(role);
+    }
+
+    /// One task per source, collecting at its interval (the first time one
+    /// interval after the start) into the metrics hub.
+    fn start_collectors(&mut self, role: String, sources: Vec<MetricSource>) {
+        self.stop_collectors(&role);
+        let Ok(dir) = self.dir(&role) else { return };
+        let parcels_root = self.config.parcels_root.clone();
+        let mut handles = Vec::new();
+        for (index, source) in sources.into_iter().enumerate() {
+            let kind = collect::with_placeholders(source.kind, &dir, parcels_root.as_deref());
+            let interval = source.interval.max(MIN_COLLECT_INTERVAL);
+            let (hub, role, dir) = (self.metrics.clone(), role.clone(), dir.clone());
+            handles.push(self.tasks.spawn(async move {
+                let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
+                ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                let mut state = SourceState::default();
+                loop {
+                    ticker.tick().await;
+                    let result = collect::collect(&kind, source.timeout, &dir, &mut state).await;
+                    if let Err(reason) = &result {
+                        debug!(role = %role, source = index, reason = %reason, "metric collection failed");
+                    }
+                    hub.record(&role, index, &kind, result);
+                }
+            }));
+        }
+        self.collectors.insert(role, handles);
     }
 }
 

@@ -11,6 +11,7 @@ use drover_proto::v1::{agent_message, manager_message};
 use prost::Message;
 use tokio_stream::StreamExt;
 
+use crate::collect::{MetricsHub, ProcessMetrics, RoleMetrics, Sample};
 use crate::facts::{HostFacts, HostKind};
 use crate::metrics::Metrics;
 use crate::parcels::{ParcelChunk, ParcelChunks, ParcelSpec, ParcelState, ParcelStatus, ParcelTarget};
@@ -86,6 +87,8 @@ pub(crate) struct OutboundContext<'a, M> {
     pub roles: Option<Arc<Vec<RoleStatus>>>,
     /// Parcel statuses to send with every `StatusReport` (agents with parcels).
     pub parcels: Option<Arc<Vec<ParcelStatus>>>,
+    /// Role metrics drained into every `Heartbeat` (agents with roles).
+    pub role_metrics: Option<Arc<MetricsHub>>,
 }
 
 pub(crate) fn outbound<M: FnMut() -> Metrics>(msg: Outbound, ctx: &mut OutboundContext<'_, M>) -> v1::AgentMessage {
@@ -99,7 +102,11 @@ pub(crate) fn outbound<M: FnMut() -> Metrics>(msg: Outbound, ctx: &mut OutboundC
         Outbound::Heartbeat { seq } => agent_message::Kind::Heartbeat(v1::Heartbeat {
             seq,
             metrics: Some(metrics((ctx.metrics)())),
-            roles: Vec::new(),
+            roles: ctx
+                .role_metrics
+                .as_ref()
+                .map(|h| h.take().into_iter().map(role_metrics).collect())
+                .unwrap_or_default(),
         }),
         Outbound::Pong { nonce } => agent_message::Kind::Pong(v1::Pong { nonce }),
         Outbound::Status { applied_generation } => agent_message::Kind::Status(v1::StatusReport {
@@ -231,6 +238,32 @@ fn role_spec_to_wire(r: &RoleSpec) -> v1::RoleSpec {
         parcels: r.parcels.clone(),
         restart_digest: r.restart_digest.clone(),
         metric_sources: r.metric_sources.iter().map(v1::MetricSource::from).collect(),
+    }
+}
+
+pub(crate) fn role_metrics(m: RoleMetrics) -> v1::RoleMetrics {
+    v1::RoleMetrics {
+        role_id: m.role_id,
+        process: m.process.map(|p: ProcessMetrics| v1::ProcessMetrics {
+            cpu_percent: p.cpu_percent,
+            rss_bytes: p.rss_bytes,
+            threads: p.threads,
+            open_fds: p.open_fds,
+            uptime_seconds: p.uptime_seconds,
+            restarts: p.restarts,
+            last_exit_status: p.last_exit_status,
+        }),
+        samples: m
+            .samples
+            .into_iter()
+            .map(|s: Sample| v1::MetricSample {
+                name: s.name,
+                value: s.value,
+                labels: s.labels.into_iter().collect(),
+                at_unix_ms: s.at_unix_ms,
+            })
+            .collect(),
+        collect_error: m.collect_error,
     }
 }
 
@@ -456,6 +489,7 @@ mod tests {
                 total_bytes: 10,
                 error: String::new(),
             }])),
+            role_metrics: None,
         };
         match outbound(Outbound::Hello { applied_generation: 1 }, &mut ctx).kind {
             Some(agent_message::Kind::Hello(h)) => assert_eq!(h.capabilities, ["roles.v1", "parcels.v1"]),

@@ -43,6 +43,8 @@ fn render(e: &Effect) -> Option<String> {
         Effect::Reload { role, pid, signal, revision, .. } => format!("reload {role} {pid} {signal}@{revision}"),
         Effect::StartProbes { role, checks } => format!("probes {role} {}", checks.len()),
         Effect::StopProbes { role } => format!("unprobes {role}"),
+        Effect::StartCollectors { role, sources } => format!("collect {role} {}", sources.len()),
+        Effect::StopCollectors { role } => format!("uncollect {role}"),
         Effect::RemoveRoleDir { role } => format!("rmdir {role}"),
         Effect::Report(_) => return None,
     })
@@ -468,6 +470,45 @@ fn health_follows_probe_results_and_threshold() {
     // Results that arrive after the exit are ignored.
     h.at(2 * SEC, result(true));
     assert_eq!(h.status("r1").health, RoleHealth::Unknown);
+}
+
+#[test]
+fn collectors_run_while_the_process_is_up() {
+    let source = |port| MetricSource {
+        kind: roles::MetricSourceKind::Redis { host: String::new(), port, password: String::new() },
+        interval: SEC,
+        timeout: SEC,
+    };
+    let mut h = H::new(Policy::default());
+    let mut s = running("r1", 1, 0);
+    s.metric_sources = vec![source(6379)];
+    h.run(&[
+        (Duration::ZERO, desired(vec![s.clone()]), &["write r1@1"]),
+        (Duration::ZERO, written("r1", 1), &["start r1@1#0"]),
+        (Duration::ZERO, started("r1", 100), &["collect r1 1"]),
+        // The same sources again: nothing; other sources replace them.
+        (SEC, desired(vec![s.clone()]), &[]),
+    ]);
+    s.metric_sources.push(source(6380));
+    h.run(&[(SEC, desired(vec![s.clone()]), &["collect r1 2"])]);
+    // A crash stops them; the restarted process gets them again.
+    h.run(&[
+        (2 * SEC, exited("r1", 1), &["kill r1 100", "uncollect r1"]),
+        (3 * SEC, Event::Tick, &["start r1@1#0"]),
+        (3 * SEC, started("r1", 101), &["collect r1 2"]),
+    ]);
+    // A stop stops them at once, not at the exit.
+    let mut stopped = s.clone();
+    stopped.run_state = RunState::Stopped;
+    h.run(&[
+        (4 * SEC, desired(vec![stopped]), &["uncollect r1", "stop r1 101 SIGTERM"]),
+        (4 * SEC, exited("r1", 0), &["kill r1 101"]),
+        (5 * SEC, desired(vec![s.clone()]), &["start r1@1#0"]),
+        (5 * SEC, started("r1", 102), &["collect r1 2"]),
+    ]);
+    // Sources removed from the spec: stopped, the process left alone.
+    s.metric_sources.clear();
+    h.run(&[(6 * SEC, desired(vec![s]), &["uncollect r1"])]);
 }
 
 #[test]
