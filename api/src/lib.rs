@@ -32,6 +32,7 @@ pub mod config;
 pub mod envelope;
 pub mod history;
 pub mod hosts;
+pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod parcels;

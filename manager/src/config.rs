@@ -79,12 +79,14 @@ pub struct ManagerConfig {
     #[arg(long, env = "DROVER_DESIRED_RESYNC_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub desired_resync_interval: Duration,
 
-    /// How long minute-resolution host metrics are kept.
-    #[arg(long, env = "DROVER_METRICS_MINUTE_RETENTION", default_value = "2d", value_parser = humantime::parse_duration)]
+    /// How long 1-minute rollups of every metric (hosts, roles, services)
+    /// are kept.
+    #[arg(long, env = "DROVER_METRICS_MINUTE_RETENTION", default_value = "14d", value_parser = humantime::parse_duration)]
     pub metrics_minute_retention: Duration,
 
-    /// How long hour-resolution host metrics are kept.
-    #[arg(long, env = "DROVER_METRICS_HOUR_RETENTION", default_value = "90d", value_parser = humantime::parse_duration)]
+    /// How long 1-hour rollups of every metric (hosts, roles, services) are
+    /// kept.
+    #[arg(long, env = "DROVER_METRICS_HOUR_RETENTION", default_value = "365d", value_parser = humantime::parse_duration)]
     pub metrics_hour_retention: Duration,
 
     /// How long events (host lost, recovered, enrolled...) are kept.
@@ -214,6 +216,17 @@ pub struct ManagerConfig {
     /// the same password (0s: ask the directory every time).
     #[arg(long, env = "DROVER_LDAP_CACHE_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub ldap_cache_ttl: Duration,
+
+    /// Serve the manager's own metrics at `/metrics` without authentication,
+    /// for a Prometheus on a trusted network. Without it a scrape needs an
+    /// API token (or a session) with the `read` permission on the fleet.
+    #[arg(long, env = "DROVER_METRICS_UNAUTHENTICATED")]
+    pub metrics_unauthenticated: bool,
+
+    /// How long raw metric points (every sample of every host, role and
+    /// service metric) are kept; queries over older ranges read the rollups.
+    #[arg(long, env = "DROVER_METRICS_RAW_RETENTION", default_value = "1d", value_parser = humantime::parse_duration)]
+    pub metrics_raw_retention: Duration,
 
     /// Log format: `text` or `json`.
     #[arg(long, env = "DROVER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]

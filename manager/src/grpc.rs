@@ -111,6 +111,32 @@ fn metrics_from_proto(m: v1::Metrics) -> HostMetrics {
     }
 }
 
+/// The role reports of a heartbeat (agents with the "metrics.v1" capability).
+fn roles_from_proto(roles: Vec<v1::RoleMetrics>) -> Vec<crate::domain::metrics::RoleReport> {
+    use crate::domain::metrics::{ProcessFigures, RoleReport, Sample};
+    roles
+        .into_iter()
+        .map(|r| RoleReport {
+            role_id: r.role_id,
+            process: r.process.map(|p| ProcessFigures {
+                cpu_percent: p.cpu_percent,
+                rss_bytes: p.rss_bytes,
+                threads: p.threads,
+                open_fds: p.open_fds,
+                uptime_seconds: p.uptime_seconds,
+                restarts: p.restarts,
+                last_exit_status: p.last_exit_status,
+            }),
+            samples: r
+                .samples
+                .into_iter()
+                .map(|s| Sample { name: s.name, value: s.value, labels: s.labels.into_iter().collect(), at_ms: s.at_unix_ms })
+                .collect(),
+            collect_error: r.collect_error,
+        })
+        .collect()
+}
+
 fn finite(v: f64) -> f64 {
     if v.is_finite() && v >= 0.0 { v } else { 0.0 }
 }
@@ -494,7 +520,8 @@ async fn run_session(
                 ping.reset();
                 match m.kind {
                     Some(agent_message::Kind::Heartbeat(hb)) => {
-                        if !state.registry.heartbeat(host_id, metrics_from_proto(hb.metrics.unwrap_or_default())) {
+                        let host_metrics = metrics_from_proto(hb.metrics.unwrap_or_default());
+                        if !state.registry.heartbeat_with_roles(host_id, host_metrics, roles_from_proto(hb.roles)) {
                             return Err("host no longer admitted".into());
                         }
                         // Never block on a slow reader: an ack can be dropped.

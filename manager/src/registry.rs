@@ -158,6 +158,8 @@ impl MinuteAcc {
 
 struct HostLive {
     status: HostStatus,
+    /// The host name, for the `host` label of its metrics.
+    hostname: String,
     decommissioned_at: Option<String>,
     cert_serial: String,
     last_seen: Instant,
@@ -218,6 +220,9 @@ pub struct Registry {
     /// Desired generations published, waiting for the flusher: a change
     /// never waits on the database for them.
     pending_desired: Mutex<HashMap<String, u64>>,
+    /// Host, role and service metric series, their latest values and the
+    /// points waiting for the flusher.
+    pub metrics: crate::domain::metrics::LiveMetrics,
 }
 
 impl std::fmt::Debug for Registry {
@@ -231,6 +236,7 @@ impl Registry {
     pub async fn load(store: Store, config: RegistryConfig) -> crate::store::Result<Registry> {
         let now = Instant::now();
         let generations = store.desired_generations().await?;
+        let metrics = crate::domain::metrics::LiveMetrics::load(store.all_series().await?);
         let mut hosts = HashMap::new();
         for h in store.all_hosts().await? {
             // Never below what the agent applied: a desired generation the
@@ -430,6 +436,35 @@ impl Registry {
         true
     }
 
+    /// [`Registry::heartbeat`] with the heartbeat's role reports: the host's
+    /// and roles' metric points are queued for the flusher and their latest
+    /// values kept (see [`crate::domain::metrics`]).
+    pub fn heartbeat_with_roles(
+        &self,
+        host_id: &str,
+        metrics: HostMetrics,
+        roles: Vec<crate::domain::metrics::RoleReport>,
+    ) -> bool {
+        let now = now_millis();
+        let Some(entry) = self.entry(host_id) else { return false };
+        let hostname = {
+            let h = entry.lock().expect("host lock");
+            if h.status == HostStatus::Decommissioned {
+                return false;
+            }
+            h.hostname.clone()
+        };
+        let roles: Vec<_> = roles
+            .into_iter()
+            .map(|r| {
+                let desired = self.desired_role(host_id, &r.role_id);
+                (r, desired)
+            })
+            .collect();
+        self.metrics.record(host_id, &hostname, now, &metrics, &roles);
+        self.heartbeat(host_id, metrics)
+    }
+
     /// Any sign of life other than a heartbeat (a pong, a status report).
     pub fn touch(&self, host_id: &str) {
         if let Some(entry) = self.entry(host_id) {
@@ -552,6 +587,9 @@ impl Registry {
             drop(pending);
             self.queue_applied(applied);
         };
+        if let Err(e) = self.metrics.flush(&self.store).await {
+            tracing::warn!(error = %e, "could not store metric points; retrying with the next flush");
+        }
         match self.store.flush(&rows, &buckets, &events).await {
             Ok(()) => {
                 if let Err(e) = self.store.flush_roles(&roles, &applied).await {
@@ -826,6 +864,7 @@ impl Drop for Watch<'_> {
 fn live_from(h: &Host, now: Instant, generation: u64) -> HostLive {
     HostLive {
         status: h.status,
+        hostname: h.hostname.clone(),
         decommissioned_at: h.decommissioned_at.clone(),
         cert_serial: h.cert_serial.clone(),
         last_seen: now,

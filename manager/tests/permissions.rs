@@ -169,6 +169,10 @@ fn table() -> Vec<Row> {
         // Hosts: on the fleet, or through a cluster the host is in.
         row(get.clone(), "/api/v1/hosts/{id}", "/api/v1/hosts/h1", OnHost(Read), Ok),
         row(get.clone(), "/api/v1/hosts/{id}/metrics", "/api/v1/hosts/h1/metrics", OnHost(Read), Ok),
+        // Metrics: anyone who reads somewhere; answers hold only what they may see.
+        row(get.clone(), "/api/v1/metrics/query", "/api/v1/metrics/query?series=host_cpu_percent", Anywhere(Read), Ok),
+        row(get.clone(), "/api/v1/metrics/series", "/api/v1/metrics/series", Anywhere(Read), Ok),
+        row(get.clone(), "/api/v1/metrics/prometheus", "/api/v1/metrics/prometheus", Anywhere(Read), Ok),
         with(
             row(patch.clone(), "/api/v1/hosts/{id}", "/api/v1/hosts/h1", OnHost(HostsWrite), NotDenied),
             json!({"labels": {"Bad Key": "x"}}),

@@ -21,7 +21,7 @@ use drover_manager::store::{
     EnrollmentTokenRecord, EventFilter, HeartbeatRow, HostFilter, MetricBucket, NewAudit, NewEvent, NewHost,
     RevisionRec, RoleRec, RoleStatusRec, ServiceRec, StepRec, Store, StoreError, UserRecord,
 };
-use drover_manager::store::{CommandFilter, UserChange};
+use drover_manager::store::{CommandFilter, PointRec, PointTable, SeriesRec, UserChange};
 use drover_manager::users::{Grant, Role};
 use futures::FutureExt;
 
@@ -211,6 +211,9 @@ store_suite! {
     services_roles_revisions_and_status => with_store(case_services);
     commands_and_steps => with_store(case_commands);
     cluster_hosts_and_parcels => with_store(case_cluster_parcels);
+    metric_series_are_created_once_and_refreshed => with_store(case_metric_series);
+    metric_points_roll_up_to_minutes_and_hours => with_store(case_metric_rollups);
+    metric_points_pruned_by_resolution_and_age => with_store(case_metric_prune);
 }
 
 // ---------------------------------------------------------------------------
@@ -1634,4 +1637,125 @@ async fn case_cluster_parcels(store: Store) {
     assert!(store.unwant_parcel("prod", "redis", "1").await.unwrap());
     assert!(!store.unwant_parcel("prod", "redis", "1").await.unwrap());
     assert_eq!(store.cluster_parcels(Some("prod")).await.unwrap().len(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// Metric series and points (issue 13)
+// ---------------------------------------------------------------------------
+
+fn series_rec(name: &str, kind: &str, entity: &str, labels: &str) -> SeriesRec {
+    SeriesRec {
+        id: 0,
+        name: name.into(),
+        entity_kind: kind.into(),
+        entity_id: entity.into(),
+        host_id: "h1".into(),
+        cluster: if kind == "role" { "prod".into() } else { String::new() },
+        service: if kind == "role" { "cache".into() } else { String::new() },
+        role: if kind == "role" { "cache-1".into() } else { String::new() },
+        role_type: if kind == "role" { "primary".into() } else { String::new() },
+        host: "h1.example".into(),
+        labels: labels.into(),
+        created_at: T0,
+    }
+}
+
+/// T0 in Unix seconds.
+const T0S: i64 = T0 / 1000;
+
+async fn case_metric_series(store: Store) {
+    let a = series_rec("host_cpu_percent", "host", "h1", "{}");
+    let b = series_rec("redis_keyspace_keys", "role", "r1", r#"{"db":"db0"}"#);
+    let ids = store.ensure_series(&[a.clone(), b.clone()]).await.unwrap();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1]);
+    // Again: the same ids; attributes refreshed.
+    let moved = SeriesRec { host: "h1.renamed".into(), ..b.clone() };
+    assert_eq!(store.ensure_series(&[moved, a.clone()]).await.unwrap(), vec![ids[1], ids[0]]);
+    let all = store.all_series().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0], SeriesRec { id: ids[0], ..a });
+    assert_eq!(all[1], SeriesRec { id: ids[1], host: "h1.renamed".into(), ..b });
+    // Other labels, another series.
+    let c = series_rec("redis_keyspace_keys", "role", "r1", r#"{"db":"db1"}"#);
+    let more = store.ensure_series(&[c]).await.unwrap();
+    assert!(!ids.contains(&more[0]));
+}
+
+async fn case_metric_rollups(store: Store) {
+    let ids =
+        store.ensure_series(&[series_rec("m", "host", "h1", "{}"), series_rec("m", "host", "h2", "{}")]).await.unwrap();
+    let (a, b) = (ids[0], ids[1]);
+    // Series a: every 10 s for two hours, value = minute index + seconds / 100;
+    // series b: one point per minute. The same second twice: the last wins.
+    let mut points = Vec::new();
+    for s in (0..7200).step_by(10) {
+        points.push((a, T0S + s, (s / 60) as f64 + (s % 60) as f64 / 100.0));
+    }
+    for m in 0..120 {
+        points.push((b, T0S + m * 60 + 30, -1.0));
+        points.push((b, T0S + m * 60 + 30, m as f64));
+    }
+    assert_eq!(store.insert_points(&points).await.unwrap(), 720 + 120);
+    assert_eq!(store.point_count(PointTable::Raw).await.unwrap(), 840);
+    let raw = store.points(PointTable::Raw, &[b], T0S, T0S + 120).await.unwrap();
+    assert_eq!(raw.len(), 2);
+    assert_eq!((raw[0].t, raw[0].last, raw[0].count), (T0S + 30, 0.0, 1));
+
+    for _ in 0..2 {
+        // Twice: recomputed, not added up.
+        store.rollup_minutes(T0S, T0S + 7200).await.unwrap();
+    }
+    let minutes = store.points(PointTable::Minute, &[a, b], T0S, T0S + 7200).await.unwrap();
+    assert_eq!(minutes.len(), 240);
+    let m5 = minutes.iter().find(|p| p.series_id == a && p.t == T0S + 300).unwrap();
+    // Minute 5: 5.00, 5.10, ... 5.50.
+    assert_eq!((m5.min, m5.max, m5.count, m5.last), (5.0, 5.5, 6, 5.5));
+    assert!((m5.sum - (6.0 * 5.0 + 1.5)).abs() < 1e-9, "{m5:?}");
+    let b7 = minutes.iter().find(|p| p.series_id == b && p.t == T0S + 420).unwrap();
+    assert_eq!((b7.min, b7.max, b7.sum, b7.count, b7.last), (7.0, 7.0, 7.0, 1, 7.0));
+
+    store.rollup_hours(T0S, T0S + 7200).await.unwrap();
+    store.rollup_hours(T0S, T0S + 7200).await.unwrap();
+    let hours = store.points(PointTable::Hour, &[a, b], T0S, T0S + 7200).await.unwrap();
+    assert_eq!(hours.len(), 4);
+    let h1 = hours.iter().find(|p| p.series_id == a && p.t == T0S + 3600).unwrap();
+    assert_eq!((h1.min, h1.max, h1.count, h1.last), (60.0, 119.5, 360, 119.5));
+    // Sum over minutes 60..119 of (6 m + 1.5).
+    let want: f64 = (60..120).map(|m| 6.0 * m as f64 + 1.5).sum();
+    assert!((h1.sum - want).abs() < 1e-6, "{} vs {want}", h1.sum);
+    let hb = hours.iter().find(|p| p.series_id == b && p.t == T0S).unwrap();
+    assert_eq!((hb.min, hb.max, hb.count, hb.last), (0.0, 59.0, 60, 59.0));
+    assert_eq!(hb.sum, (0..60).sum::<i64>() as f64);
+
+    // A late point changes its minute and hour when they are rolled up again.
+    store.insert_points(&[(b, T0S + 59, 1000.0)]).await.unwrap();
+    store.rollup_minutes(T0S, T0S + 60).await.unwrap();
+    store.rollup_hours(T0S, T0S + 3600).await.unwrap();
+    let m0 = store.points(PointTable::Minute, &[b], T0S, T0S + 60).await.unwrap();
+    assert_eq!((m0[0].max, m0[0].count, m0[0].last), (1000.0, 2, 1000.0));
+    let h0 = store.points(PointTable::Hour, &[b], T0S, T0S + 3600).await.unwrap();
+    assert_eq!((h0[0].max, h0[0].count, h0[0].last), (1000.0, 61, 59.0));
+}
+
+async fn case_metric_prune(store: Store) {
+    let ids = store.ensure_series(&[series_rec("m", "host", "h1", "{}")]).await.unwrap();
+    let id = ids[0];
+    let raw: Vec<(i64, i64, f64)> = (0..100).map(|i| (id, T0S + i * 60, i as f64)).collect();
+    store.insert_points(&raw).await.unwrap();
+    let rollup = |t: i64| PointRec { series_id: id, t, min: 1.0, max: 2.0, sum: 3.0, count: 2, last: 2.0 };
+    let minutes: Vec<PointRec> = (0..100).map(|i| rollup(T0S + i * 60)).collect();
+    let hours: Vec<PointRec> = (0..10).map(|i| rollup(T0S + i * 3600)).collect();
+    store.insert_rollup_points(PointTable::Minute, &minutes).await.unwrap();
+    store.insert_rollup_points(PointTable::Hour, &hours).await.unwrap();
+    assert_eq!(store.points(PointTable::Hour, &[id], T0S, T0S + 3600).await.unwrap(), vec![rollup(T0S)]);
+
+    store.prune_points(PointTable::Raw, T0S + 50 * 60).await.unwrap();
+    assert_eq!(store.point_count(PointTable::Raw).await.unwrap(), 50);
+    assert_eq!(store.point_count(PointTable::Minute).await.unwrap(), 100, "only the raw points went");
+    store.prune_points(PointTable::Minute, T0S + 90 * 60).await.unwrap();
+    assert_eq!(store.point_count(PointTable::Minute).await.unwrap(), 10);
+    store.prune_points(PointTable::Hour, T0S + 3 * 3600).await.unwrap();
+    let left = store.points(PointTable::Hour, &[id], 0, i64::MAX / 2).await.unwrap();
+    assert_eq!(left.iter().map(|p| p.t).collect::<Vec<_>>(), (3..10).map(|i| T0S + i * 3600).collect::<Vec<_>>());
 }

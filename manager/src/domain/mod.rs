@@ -9,6 +9,8 @@
 //! [`DomainError`] that `http` maps to a status code.
 //!
 //! - [`hosts`]: filters, labels, decommissioning, metric history;
+//! - [`metrics`]: host, role and service metrics: ingest, selectors, query,
+//!   Prometheus exposition, rollups and pruning;
 //! - [`accounts`]: enrollment tokens, API tokens, passwords;
 //! - [`clusters`]: create, list, show, delete, member hosts;
 //! - [`services`]: service types, services, role groups, health roll-up;
@@ -28,6 +30,7 @@ pub mod commands;
 pub mod config;
 pub mod history;
 pub mod hosts;
+pub mod metrics;
 pub mod parcels;
 pub mod roles;
 pub mod services;

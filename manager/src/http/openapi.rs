@@ -84,6 +84,9 @@ use super::api;
         super::providers::delete_all,
         super::providers::delete_one,
         super::bootstrap::create,
+        super::metrics::query,
+        super::metrics::series,
+        super::metrics::prometheus,
     ),
     modifiers(&Security, &ExtractorErrors)
 )]

@@ -16,6 +16,7 @@
 //! Architecture invariant: only this module imports sqlx.
 
 mod hosts;
+mod metrics;
 mod parcels;
 mod providers;
 mod records;
@@ -30,6 +31,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 
 pub use hosts::{EnrollError, HeartbeatRow, HostFilter, HostPage, HostSort, MetricBucket, NewHost};
+pub use metrics::{PointRec, PointTable, SeriesRec};
 pub use parcels::ClusterParcelRec;
 pub use providers::ProviderHostRec;
 pub use records::{

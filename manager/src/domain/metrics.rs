@@ -1,0 +1,1181 @@
+//! Metrics of hosts, roles and services: ingest from heartbeats, the live
+//! series index with each series' latest value ([`LiveMetrics`], held by the
+//! registry), selectors, the query with steps and aggregation, the series
+//! list and the Prometheus text exposition.
+//!
+//! A series is a metric name of one entity (a host or a role) with labels.
+//! Role series carry `cluster`, `service`, `role`, `role_type` and `host`;
+//! host series carry `host`, and `cluster` is found from cluster membership
+//! when a query asks (a host may join or leave clusters; its history stays
+//! its own). Points are buffered in memory and written by the registry's
+//! flusher in batches ([`LiveMetrics::flush`]); rollups to minutes and hours
+//! and pruning run from the manager's maintenance ([`roll_up`], [`prune`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub use drover_api::metrics::{Agg, MetricQuery, QueryResult, Resolution, SeriesInfo, SeriesQuery, SeriesValues, Stat};
+
+use super::access::Visible;
+use super::{Actor, DomainError, Permission, Result, Scope};
+use crate::AppState;
+use crate::desired::DesiredRole;
+use crate::model::{HostMetrics, now_millis, rfc3339};
+use crate::store::{PointRec, PointTable, SeriesRec, Store};
+
+/// Metrics every host reports with its heartbeat.
+pub const HOST_METRICS: [&str; 12] = [
+    "host_cpu_percent",
+    "host_memory_used_bytes",
+    "host_memory_total_bytes",
+    "host_load1",
+    "host_load5",
+    "host_load15",
+    "host_disk_used_bytes",
+    "host_disk_total_bytes",
+    "host_disk_used_ratio",
+    "host_network_rx_bytes_total",
+    "host_network_tx_bytes_total",
+    "host_uptime_seconds",
+];
+
+/// Metrics of every supervised role's process.
+pub const ROLE_METRICS: [&str; 8] = [
+    "role_up",
+    "role_cpu_percent",
+    "role_memory_rss_bytes",
+    "role_threads",
+    "role_open_fds",
+    "role_uptime_seconds",
+    "role_restarts_total",
+    "role_last_exit_status",
+];
+
+/// The labels the manager sets; a sample may not carry them itself.
+pub const ENTITY_LABELS: [&str; 5] = ["cluster", "service", "role", "role_type", "host"];
+
+/// The most steps a query answers per series.
+pub const MAX_POINTS_PER_SERIES: u64 = 11_000;
+
+/// Points queued for the flusher at most (about 48 MB): beyond, while the
+/// database is down, new points are dropped and counted.
+const MAX_PENDING_POINTS: usize = 2_000_000;
+
+/// A series whose latest value is older than this is left out of the
+/// Prometheus exposition (its entity stopped reporting).
+const STALE_AFTER_MS: i64 = 5 * 60_000;
+
+/// How far a sample's own time may be from the manager's clock; beyond, the
+/// time it arrived is used.
+const MAX_CLOCK_SKEW_MS: i64 = 10 * 60_000;
+
+const MAX_LABELS: usize = 16;
+const MAX_NAME_LEN: usize = 200;
+const MAX_LABEL_VALUE_LEN: usize = 1024;
+
+// ---------------------------------------------------------------------------
+// Ingest
+// ---------------------------------------------------------------------------
+
+/// A role's process figures from a heartbeat.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProcessFigures {
+    pub cpu_percent: f64,
+    pub rss_bytes: u64,
+    pub threads: u32,
+    pub open_fds: u32,
+    pub uptime_seconds: u64,
+    pub restarts: u32,
+    pub last_exit_status: i32,
+}
+
+/// One service metric value as an agent's collector produced it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub value: f64,
+    pub labels: BTreeMap<String, String>,
+    /// Unix milliseconds; 0: when it arrived.
+    pub at_ms: i64,
+}
+
+/// What a heartbeat says about one role.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoleReport {
+    pub role_id: String,
+    /// `None` while the role has no running process.
+    pub process: Option<ProcessFigures>,
+    pub samples: Vec<Sample>,
+    pub collect_error: String,
+}
+
+/// Whether `name` is a Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn valid_metric_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// Whether `name` is a Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`, not
+/// starting with `__`.
+pub fn valid_label_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.starts_with("__")
+        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Why a sample is refused, or `None` when it is fine.
+pub fn sample_problem(s: &Sample) -> Option<String> {
+    if !valid_metric_name(&s.name) {
+        return Some(format!("invalid metric name {:?}", s.name));
+    }
+    if HOST_METRICS.contains(&s.name.as_str()) || ROLE_METRICS.contains(&s.name.as_str()) {
+        return Some(format!("metric name {} is the manager's own", s.name));
+    }
+    if !s.value.is_finite() {
+        return Some(format!("{}: value {} is not finite", s.name, s.value));
+    }
+    if s.labels.len() > MAX_LABELS {
+        return Some(format!("{}: {} labels, at most {MAX_LABELS}", s.name, s.labels.len()));
+    }
+    for (k, v) in &s.labels {
+        if !valid_label_name(k) {
+            return Some(format!("{}: invalid label name {k:?}", s.name));
+        }
+        if ENTITY_LABELS.contains(&k.as_str()) {
+            return Some(format!("{}: label {k} is set by the manager", s.name));
+        }
+        if v.len() > MAX_LABEL_VALUE_LEN {
+            return Some(format!("{}: label {k} is longer than {MAX_LABEL_VALUE_LEN} bytes", s.name));
+        }
+    }
+    None
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    name: String,
+    kind: &'static str,
+    entity_id: String,
+    /// Canonical JSON of the extra labels.
+    labels: String,
+}
+
+#[derive(Debug, Clone)]
+struct SeriesEntry {
+    key: SeriesKey,
+    id: Option<i64>,
+    host_id: String,
+    cluster: String,
+    service: String,
+    role: String,
+    role_type: String,
+    host: String,
+    extra: BTreeMap<String, String>,
+    /// Latest value and its time (Unix ms), since the manager started.
+    last: Option<(i64, f64)>,
+}
+
+impl SeriesEntry {
+    fn record(&self) -> SeriesRec {
+        SeriesRec {
+            id: 0,
+            name: self.key.name.clone(),
+            entity_kind: self.key.kind.to_owned(),
+            entity_id: self.key.entity_id.clone(),
+            host_id: self.host_id.clone(),
+            cluster: self.cluster.clone(),
+            service: self.service.clone(),
+            role: self.role.clone(),
+            role_type: self.role_type.clone(),
+            host: self.host.clone(),
+            labels: self.key.labels.clone(),
+            created_at: now_millis(),
+        }
+    }
+}
+
+/// Who a point is about.
+struct Entity<'a> {
+    kind: &'static str,
+    id: &'a str,
+    host_id: &'a str,
+    host: &'a str,
+    role: Option<(&'a str, &'a str, &'a str, &'a str)>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    index: HashMap<SeriesKey, u32>,
+    series: Vec<SeriesEntry>,
+    by_name: BTreeMap<String, Vec<u32>>,
+    /// `(series index, Unix seconds, value)` waiting for the flusher.
+    pending: Vec<(u32, i64, f64)>,
+}
+
+impl Inner {
+    fn point(&mut self, e: &Entity<'_>, name: &str, extra: &BTreeMap<String, String>, at_ms: i64, value: f64) -> bool {
+        let key = SeriesKey {
+            name: name.to_owned(),
+            kind: e.kind,
+            entity_id: e.id.to_owned(),
+            labels: serde_json::to_string(extra).unwrap_or_else(|_| "{}".into()),
+        };
+        let idx = match self.index.get(&key) {
+            Some(i) => *i,
+            None => {
+                let i = self.series.len() as u32;
+                let (cluster, service, role, role_type) = e.role.unwrap_or_default();
+                self.series.push(SeriesEntry {
+                    key: key.clone(),
+                    id: None,
+                    host_id: e.host_id.to_owned(),
+                    cluster: cluster.to_owned(),
+                    service: service.to_owned(),
+                    role: role.to_owned(),
+                    role_type: role_type.to_owned(),
+                    host: e.host.to_owned(),
+                    extra: extra.clone(),
+                    last: None,
+                });
+                self.by_name.entry(key.name.clone()).or_default().push(i);
+                self.index.insert(key, i);
+                i
+            }
+        };
+        let entry = &mut self.series[idx as usize];
+        if entry.last.is_none_or(|(t, _)| t <= at_ms) {
+            entry.last = Some((at_ms, value));
+        }
+        if self.pending.len() >= MAX_PENDING_POINTS {
+            return false;
+        }
+        self.pending.push((idx, at_ms.div_euclid(1000), value));
+        true
+    }
+}
+
+/// Ingest counters, for the manager's own metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestStats {
+    pub series: u64,
+    pub points: u64,
+    pub points_written: u64,
+    pub points_dropped: u64,
+    pub samples_invalid: u64,
+    pub roles_unknown: u64,
+}
+
+/// The series the manager knows, each one's latest value, and the points
+/// waiting for the flusher.
+#[derive(Debug, Default)]
+pub struct LiveMetrics {
+    inner: Mutex<Inner>,
+    points: AtomicU64,
+    written: AtomicU64,
+    dropped: AtomicU64,
+    invalid: AtomicU64,
+    unknown_roles: AtomicU64,
+}
+
+impl LiveMetrics {
+    /// The index of the series already stored.
+    pub fn load(rows: Vec<SeriesRec>) -> LiveMetrics {
+        let mut inner = Inner::default();
+        for r in rows {
+            let Some(kind) = ["host", "role"].into_iter().find(|k| *k == r.entity_kind) else { continue };
+            let extra: BTreeMap<String, String> = serde_json::from_str(&r.labels).unwrap_or_default();
+            let key = SeriesKey { name: r.name.clone(), kind, entity_id: r.entity_id, labels: r.labels };
+            let i = inner.series.len() as u32;
+            inner.by_name.entry(r.name).or_default().push(i);
+            inner.index.insert(key.clone(), i);
+            inner.series.push(SeriesEntry {
+                key,
+                id: Some(r.id),
+                host_id: r.host_id,
+                cluster: r.cluster,
+                service: r.service,
+                role: r.role,
+                role_type: r.role_type,
+                host: r.host,
+                extra,
+                last: None,
+            });
+        }
+        LiveMetrics { inner: Mutex::new(inner), ..Default::default() }
+    }
+
+    /// Records a heartbeat's host metrics and role reports (with each
+    /// role's desired state, `None` when the manager does not know it: its
+    /// report is dropped and counted).
+    pub fn record(
+        &self,
+        host_id: &str,
+        hostname: &str,
+        now_ms: i64,
+        m: &HostMetrics,
+        roles: &[(RoleReport, Option<std::sync::Arc<DesiredRole>>)],
+    ) {
+        let none = BTreeMap::new();
+        let host = Entity { kind: "host", id: host_id, host_id, host: hostname, role: None };
+        let mut accepted = 0u64;
+        let mut refused = 0u64;
+        let mut guard = self.inner.lock().expect("metrics lock");
+        let inner: &mut Inner = &mut guard;
+        let mut put = |inner: &mut Inner, e: &Entity<'_>, name: &str, extra: &BTreeMap<String, String>, at, v| {
+            if inner.point(e, name, extra, at, v) {
+                accepted += 1;
+            } else {
+                refused += 1;
+            }
+        };
+        for (name, v) in [
+            ("host_cpu_percent", m.cpu_percent),
+            ("host_memory_used_bytes", m.memory_used_bytes as f64),
+            ("host_memory_total_bytes", m.memory_total_bytes as f64),
+            ("host_load1", m.load1),
+            ("host_load5", m.load5),
+            ("host_load15", m.load15),
+            ("host_network_rx_bytes_total", m.network_rx_bytes as f64),
+            ("host_network_tx_bytes_total", m.network_tx_bytes as f64),
+            ("host_uptime_seconds", m.uptime_seconds as f64),
+        ] {
+            put(inner, &host, name, &none, now_ms, v);
+        }
+        for d in &m.disks {
+            let mount = BTreeMap::from([("mount".to_owned(), d.mount_point.clone())]);
+            put(inner, &host, "host_disk_used_bytes", &mount, now_ms, d.used_bytes as f64);
+            put(inner, &host, "host_disk_total_bytes", &mount, now_ms, d.total_bytes as f64);
+            if d.total_bytes > 0 {
+                put(inner, &host, "host_disk_used_ratio", &mount, now_ms, d.used_bytes as f64 / d.total_bytes as f64);
+            }
+        }
+        for (report, desired) in roles {
+            let Some(desired) = desired else {
+                self.unknown_roles.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let (cluster, service) = desired.service.split_once('/').unwrap_or(("", desired.service.as_str()));
+            let role = Entity {
+                kind: "role",
+                id: &report.role_id,
+                host_id,
+                host: hostname,
+                role: Some((cluster, service, &desired.name, &desired.role_type)),
+            };
+            put(inner, &role, "role_up", &none, now_ms, if report.process.is_some() { 1.0 } else { 0.0 });
+            if let Some(p) = &report.process {
+                for (name, v) in [
+                    ("role_cpu_percent", if p.cpu_percent.is_finite() { p.cpu_percent.max(0.0) } else { 0.0 }),
+                    ("role_memory_rss_bytes", p.rss_bytes as f64),
+                    ("role_threads", f64::from(p.threads)),
+                    ("role_open_fds", f64::from(p.open_fds)),
+                    ("role_uptime_seconds", p.uptime_seconds as f64),
+                    ("role_restarts_total", f64::from(p.restarts)),
+                    ("role_last_exit_status", f64::from(p.last_exit_status)),
+                ] {
+                    put(inner, &role, name, &none, now_ms, v);
+                }
+            }
+            for s in &report.samples {
+                if let Some(problem) = sample_problem(s) {
+                    self.invalid.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(host = %host_id, role = %report.role_id, %problem, "sample dropped");
+                    continue;
+                }
+                let at = if s.at_ms <= 0 || (s.at_ms - now_ms).abs() > MAX_CLOCK_SKEW_MS { now_ms } else { s.at_ms };
+                put(inner, &role, &s.name, &s.labels, at, s.value);
+            }
+        }
+        drop(guard);
+        self.points.fetch_add(accepted, Ordering::Relaxed);
+        if refused > 0 {
+            self.dropped.fetch_add(refused, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes the queued points (creating new series first). On failure the
+    /// points are queued again, as many as the bound allows.
+    pub async fn flush(&self, store: &Store) -> crate::store::Result<usize> {
+        let (pending, new): (Vec<(u32, i64, f64)>, Vec<(u32, SeriesRec)>) = {
+            let mut inner = self.inner.lock().expect("metrics lock");
+            let pending = std::mem::take(&mut inner.pending);
+            let mut seen = BTreeSet::new();
+            let new = pending
+                .iter()
+                .filter(|(i, _, _)| inner.series[*i as usize].id.is_none() && seen.insert(*i))
+                .map(|(i, _, _)| (*i, inner.series[*i as usize].record()))
+                .collect();
+            (pending, new)
+        };
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        if !new.is_empty() {
+            let records: Vec<SeriesRec> = new.iter().map(|(_, r)| r.clone()).collect();
+            match store.ensure_series(&records).await {
+                Ok(ids) => {
+                    let mut inner = self.inner.lock().expect("metrics lock");
+                    for ((i, _), id) in new.iter().zip(ids) {
+                        inner.series[*i as usize].id = Some(id);
+                    }
+                }
+                Err(e) => {
+                    self.requeue(pending);
+                    return Err(e);
+                }
+            }
+        }
+        let rows: Vec<(i64, i64, f64)> = {
+            let inner = self.inner.lock().expect("metrics lock");
+            pending.iter().filter_map(|(i, t, v)| inner.series[*i as usize].id.map(|id| (id, *t, *v))).collect()
+        };
+        match store.insert_points(&rows).await {
+            Ok(_) => {
+                self.written.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                Ok(rows.len())
+            }
+            Err(e) => {
+                self.requeue(pending);
+                Err(e)
+            }
+        }
+    }
+
+    fn requeue(&self, mut older: Vec<(u32, i64, f64)>) {
+        let mut inner = self.inner.lock().expect("metrics lock");
+        let room = MAX_PENDING_POINTS.saturating_sub(inner.pending.len());
+        if older.len() > room {
+            // Keep the newest of the older points.
+            let lost = older.len() - room;
+            older.drain(..lost);
+            self.dropped.fetch_add(lost as u64, Ordering::Relaxed);
+        }
+        older.append(&mut inner.pending);
+        inner.pending = older;
+    }
+
+    pub fn stats(&self) -> IngestStats {
+        let series = self.inner.lock().expect("metrics lock").series.len() as u64;
+        IngestStats {
+            series,
+            points: self.points.load(Ordering::Relaxed),
+            points_written: self.written.load(Ordering::Relaxed),
+            points_dropped: self.dropped.load(Ordering::Relaxed),
+            samples_invalid: self.invalid.load(Ordering::Relaxed),
+            roles_unknown: self.unknown_roles.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether a series of `name` exists.
+    pub fn has_name(&self, name: &str) -> bool {
+        self.inner.lock().expect("metrics lock").by_name.contains_key(name)
+    }
+
+    /// Every metric name that has series.
+    pub fn names(&self) -> Vec<String> {
+        self.inner.lock().expect("metrics lock").by_name.keys().cloned().collect()
+    }
+
+    /// The series of `name` (all when `None`), as views.
+    fn views(&self, name: Option<&str>) -> Vec<View> {
+        let inner = self.inner.lock().expect("metrics lock");
+        let view = |e: &SeriesEntry| View {
+            id: e.id,
+            name: e.key.name.clone(),
+            kind: e.key.kind,
+            host_id: e.host_id.clone(),
+            labels: e.labels(),
+            last: e.last,
+        };
+        match name {
+            Some(n) => inner.by_name.get(n).into_iter().flatten().map(|i| view(&inner.series[*i as usize])).collect(),
+            None => inner.series.iter().map(view).collect(),
+        }
+    }
+}
+
+impl SeriesEntry {
+    /// Labels as queries see them (host series get `cluster` later).
+    fn labels(&self) -> BTreeMap<String, String> {
+        let mut l = self.extra.clone();
+        for (k, v) in [
+            ("cluster", &self.cluster),
+            ("service", &self.service),
+            ("role", &self.role),
+            ("role_type", &self.role_type),
+            ("host", &self.host),
+        ] {
+            if !v.is_empty() {
+                l.insert(k.to_owned(), v.clone());
+            }
+        }
+        l
+    }
+}
+
+/// A series as a query sees it.
+#[derive(Debug, Clone)]
+struct View {
+    id: Option<i64>,
+    name: String,
+    kind: &'static str,
+    host_id: String,
+    labels: BTreeMap<String, String>,
+    last: Option<(i64, f64)>,
+}
+
+// ---------------------------------------------------------------------------
+// Selectors
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchOp {
+    Eq,
+    Ne,
+    Re,
+    NotRe,
+}
+
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    pub label: String,
+    pub op: MatchOp,
+    pub value: String,
+    re: Option<regex::Regex>,
+}
+
+impl Matcher {
+    /// Whether a label value (`""` when the series lacks the label) matches.
+    pub fn matches(&self, v: &str) -> bool {
+        match self.op {
+            MatchOp::Eq => v == self.value,
+            MatchOp::Ne => v != self.value,
+            MatchOp::Re => self.re.as_ref().is_some_and(|r| r.is_match(v)),
+            MatchOp::NotRe => !self.re.as_ref().is_some_and(|r| r.is_match(v)),
+        }
+    }
+}
+
+/// `name{label="v",...}`: a metric name (optional for a series list) and
+/// label matchers.
+#[derive(Debug, Clone)]
+pub struct Selector {
+    pub name: Option<String>,
+    pub matchers: Vec<Matcher>,
+}
+
+impl Selector {
+    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.matchers.iter().all(|m| m.matches(labels.get(&m.label).map_or("", String::as_str)))
+    }
+}
+
+/// Parses a selector, naming what is wrong with a bad one.
+pub fn parse_selector(text: &str) -> Result<Selector> {
+    let bad = |why: String| DomainError::Invalid(format!("invalid series selector {text:?}: {why}"));
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(bad("it is empty; write a metric name such as host_cpu_percent".into()));
+    }
+    let name_end = s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')).unwrap_or(s.len());
+    let (name, rest) = s.split_at(name_end);
+    let name = if name.is_empty() {
+        None
+    } else if valid_metric_name(name) {
+        Some(name.to_owned())
+    } else {
+        return Err(bad(format!("{name:?} is not a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)")));
+    };
+    let rest = rest.trim();
+    let mut matchers = Vec::new();
+    if rest.is_empty() {
+        if name.is_none() {
+            return Err(bad("it names no metric and has no {...} label matchers".into()));
+        }
+        return Ok(Selector { name, matchers });
+    }
+    let Some(body) = rest.strip_prefix('{') else {
+        return Err(bad(format!("unexpected {:?} after the metric name; label matchers go in {{...}}", rest)));
+    };
+    let mut chars = body.char_indices().peekable();
+    let body_bytes = body;
+    loop {
+        // Skip whitespace; end at `}`.
+        while chars.peek().is_some_and(|(_, c)| c.is_whitespace()) {
+            chars.next();
+        }
+        match chars.peek() {
+            None => return Err(bad("the label matchers are not closed with }".into())),
+            Some((i, '}')) => {
+                let tail = body_bytes[i + 1..].trim();
+                if !tail.is_empty() {
+                    return Err(bad(format!("unexpected {tail:?} after }}")));
+                }
+                break;
+            }
+            _ => {}
+        }
+        let mut label = String::new();
+        while let Some((_, c)) = chars.peek().copied() {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                label.push(c);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        if !valid_label_name(&label) {
+            return Err(bad(format!("expected a label name ([a-zA-Z_][a-zA-Z0-9_]*), found {label:?}")));
+        }
+        while chars.peek().is_some_and(|(_, c)| c.is_whitespace()) {
+            chars.next();
+        }
+        let op = match (chars.next().map(|(_, c)| c), chars.peek().map(|(_, c)| *c)) {
+            (Some('='), Some('~')) => {
+                chars.next();
+                MatchOp::Re
+            }
+            (Some('='), _) => MatchOp::Eq,
+            (Some('!'), Some('=')) => {
+                chars.next();
+                MatchOp::Ne
+            }
+            (Some('!'), Some('~')) => {
+                chars.next();
+                MatchOp::NotRe
+            }
+            (other, _) => {
+                return Err(bad(format!(
+                    "expected =, !=, =~ or !~ after label {label}, found {}",
+                    other.map_or("the end".to_owned(), |c| format!("{c:?}"))
+                )));
+            }
+        };
+        while chars.peek().is_some_and(|(_, c)| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.next().map(|(_, c)| c) != Some('"') {
+            return Err(bad(format!("the value of label {label} must be in double quotes")));
+        }
+        let mut value = String::new();
+        loop {
+            match chars.next().map(|(_, c)| c) {
+                None => return Err(bad(format!("the value of label {label} is not closed with \""))),
+                Some('"') => break,
+                Some('\\') => match chars.next().map(|(_, c)| c) {
+                    Some('n') => value.push('\n'),
+                    Some('\\') => value.push('\\'),
+                    Some('"') => value.push('"'),
+                    other => {
+                        return Err(bad(format!(
+                            "unknown escape \\{} in the value of label {label}",
+                            other.map(String::from).unwrap_or_default()
+                        )));
+                    }
+                },
+                Some(c) => value.push(c),
+            }
+        }
+        let re = match op {
+            MatchOp::Re | MatchOp::NotRe => Some(
+                regex::RegexBuilder::new(&format!("^(?:{value})$"))
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|e| bad(format!("invalid regular expression for label {label}: {e}")))?,
+            ),
+            _ => None,
+        };
+        matchers.push(Matcher { label, op, value, re });
+        while chars.peek().is_some_and(|(_, c)| c.is_whitespace()) {
+            chars.next();
+        }
+        match chars.peek().map(|(_, c)| *c) {
+            Some(',') => {
+                chars.next();
+            }
+            Some('}') => {}
+            None => return Err(bad("the label matchers are not closed with }".into())),
+            Some(c) => {
+                return Err(bad(format!(
+                    "expected , or }} after the value of label {}, found {c:?}",
+                    matchers.last().map_or("", |m| m.label.as_str())
+                )));
+            }
+        }
+    }
+    Ok(Selector { name, matchers })
+}
+
+// ---------------------------------------------------------------------------
+// Visibility and labels
+// ---------------------------------------------------------------------------
+
+/// Clusters of each host, and who may see what.
+struct Scoped {
+    clusters_of: HashMap<String, Vec<String>>,
+    visible: Visible,
+}
+
+impl Scoped {
+    async fn load(state: &AppState, actor: &Actor) -> Result<Scoped> {
+        actor.require(Permission::Read, Scope::Any)?;
+        let mut clusters_of: HashMap<String, Vec<String>> = HashMap::new();
+        for (cluster, host) in state.store.cluster_members().await? {
+            clusters_of.entry(host).or_default().push(cluster);
+        }
+        Ok(Scoped { clusters_of, visible: actor.visible() })
+    }
+
+    /// The view with a host series' `cluster` label, if the caller may see it.
+    fn admit(&self, mut v: View) -> Option<View> {
+        if v.kind == "host" {
+            let clusters = self.clusters_of.get(&v.host_id).map(Vec::as_slice).unwrap_or_default();
+            if !matches!(self.visible, Visible::All) && !clusters.iter().any(|c| self.visible.contains(c)) {
+                return None;
+            }
+            if !clusters.is_empty() {
+                v.labels.insert("cluster".into(), clusters.join(","));
+            }
+            Some(v)
+        } else {
+            let cluster = v.labels.get("cluster").map_or("", String::as_str);
+            self.visible.contains(cluster).then_some(v)
+        }
+    }
+}
+
+fn known_name(state: &AppState, name: &str) -> bool {
+    HOST_METRICS.contains(&name) || ROLE_METRICS.contains(&name) || state.registry.metrics.has_name(name)
+}
+
+// ---------------------------------------------------------------------------
+// Query
+// ---------------------------------------------------------------------------
+
+fn parse_time(what: &str, s: &str) -> Result<i64> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| DomainError::Invalid(format!("{what} must be an RFC 3339 time such as 2026-01-02T03:04:05Z: {e}")))
+}
+
+/// The retention of each resolution, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub raw: Duration,
+    pub minute: Duration,
+    pub hour: Duration,
+}
+
+impl Retention {
+    pub fn of(state: &AppState) -> Retention {
+        Retention {
+            raw: state.config.metrics_raw_retention,
+            minute: state.config.metrics_minute_retention,
+            hour: state.config.metrics_hour_retention,
+        }
+    }
+}
+
+/// The resolution and step (seconds) of a query over `[from, to)` (ms) at
+/// `now`: raw while the range is within raw retention and the step under a
+/// minute, minutes within minute retention and a step under an hour, else
+/// hours; the step rounded up to the resolution.
+pub fn plan(from: i64, to: i64, step: Option<Duration>, now: i64, retention: Retention) -> Result<(Resolution, u64)> {
+    let range_s = ((to - from) as u64).div_ceil(1000).max(1);
+    let wanted = match step {
+        Some(d) => {
+            if d < Duration::from_secs(1) {
+                return Err(DomainError::Invalid(format!(
+                    "step must be at least 1s, got {}",
+                    humantime::format_duration(d)
+                )));
+            }
+            (d.as_millis().div_ceil(1000)).min(u128::from(u64::MAX / 2)) as u64
+        }
+        None => range_s.div_ceil(300).max(1),
+    };
+    let within = |keep: Duration| from >= now.saturating_sub(keep.as_millis().min(i64::MAX as u128) as i64);
+    let resolution = if wanted < 60 && within(retention.raw) {
+        Resolution::Raw
+    } else if wanted < 3600 && within(retention.minute) {
+        Resolution::Minute
+    } else {
+        Resolution::Hour
+    };
+    let step = wanted.div_ceil(resolution.seconds()) * resolution.seconds();
+    let first = from.div_euclid(1000).div_euclid(step as i64) * step as i64;
+    let last = to.div_euclid(1000) + i64::from(to.rem_euclid(1000) > 0);
+    let points = ((last - first).max(1) as u64).div_ceil(step);
+    if points > MAX_POINTS_PER_SERIES {
+        let least = range_s.div_ceil(MAX_POINTS_PER_SERIES - 1);
+        return Err(DomainError::Invalid(format!(
+            "step {step}s makes {points} points per series over this range, more than {MAX_POINTS_PER_SERIES}: \
+             use a step of at least {least}s or a shorter range"
+        )));
+    }
+    Ok((resolution, step))
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Acc {
+    min: f64,
+    max: f64,
+    sum: f64,
+    count: i64,
+    last_t: i64,
+    last: f64,
+}
+
+impl Acc {
+    fn of(p: &PointRec) -> Acc {
+        Acc { min: p.min, max: p.max, sum: p.sum, count: p.count, last_t: p.t, last: p.last }
+    }
+
+    fn add(&mut self, p: &PointRec) {
+        self.min = self.min.min(p.min);
+        self.max = self.max.max(p.max);
+        self.sum += p.sum;
+        self.count += p.count;
+        if p.t >= self.last_t {
+            self.last_t = p.t;
+            self.last = p.last;
+        }
+    }
+
+    fn value(&self, stat: Stat) -> f64 {
+        match stat {
+            Stat::Avg => self.sum / self.count.max(1) as f64,
+            Stat::Min => self.min,
+            Stat::Max => self.max,
+            Stat::Last => self.last,
+        }
+    }
+}
+
+/// Steps of one series: step start (Unix seconds) -> value.
+fn steps(points: &[PointRec], step: i64, stat: Stat) -> BTreeMap<i64, f64> {
+    let mut accs: BTreeMap<i64, Acc> = BTreeMap::new();
+    for p in points {
+        let b = p.t.div_euclid(step) * step;
+        accs.entry(b).and_modify(|a| a.add(p)).or_insert_with(|| Acc::of(p));
+    }
+    accs.into_iter().map(|(t, a)| (t, a.value(stat))).filter(|(_, v)| v.is_finite()).collect()
+}
+
+fn to_values(labels: BTreeMap<String, String>, steps: BTreeMap<i64, f64>) -> SeriesValues {
+    let (timestamps, values) = steps.into_iter().filter(|(_, v)| v.is_finite()).map(|(t, v)| (t * 1000, v)).unzip();
+    SeriesValues { labels, timestamps, values }
+}
+
+/// `GET /api/v1/metrics/query`: the steps of the series a selector picks,
+/// alone or aggregated.
+pub async fn query(state: &AppState, actor: &Actor, q: &MetricQuery) -> Result<QueryResult> {
+    let scoped = Scoped::load(state, actor).await?;
+    let selector = parse_selector(&q.series)?;
+    let Some(name) = selector.name.clone() else {
+        return Err(DomainError::Invalid(format!(
+            "invalid series selector {:?}: a query needs a metric name, e.g. host_cpu_percent{{host=\"a\"}}",
+            q.series
+        )));
+    };
+    if !known_name(state, &name) {
+        return Err(DomainError::Invalid(format!(
+            "unknown metric {name}: no series of that name (GET /api/v1/metrics/series lists them)"
+        )));
+    }
+    let stat = match q.stat.as_deref() {
+        None => Stat::Avg,
+        Some(s) => Stat::parse(s)
+            .ok_or_else(|| DomainError::Invalid(format!("unknown stat {s:?}: use avg, min, max or last")))?,
+    };
+    let agg = match q.agg.as_deref() {
+        None => Agg::None,
+        Some(s) => Agg::parse(s)
+            .ok_or_else(|| DomainError::Invalid(format!("unknown agg {s:?}: use none, sum, avg, min or max")))?,
+    };
+    let now = now_millis();
+    let to = q.to.as_deref().map(|s| parse_time("to", s)).transpose()?.unwrap_or(now);
+    let from = q.from.as_deref().map(|s| parse_time("from", s)).transpose()?.unwrap_or(to - 3_600_000);
+    if from >= to {
+        return Err(DomainError::Invalid(format!("from ({}) must be before to ({})", rfc3339(from), rfc3339(to))));
+    }
+    let step = q
+        .step
+        .as_deref()
+        .map(|s| {
+            humantime::parse_duration(s.trim())
+                .map_err(|e| DomainError::Invalid(format!("invalid step {s:?}: {e}; write e.g. 30s, 5m or 1h")))
+        })
+        .transpose()?;
+    let (resolution, step) = plan(from, to, step, now, Retention::of(state))?;
+
+    let candidates = state.registry.metrics.views(Some(&name));
+    let by: Vec<String> = match q.by.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => Vec::new(),
+        Some(_) if agg == Agg::None => {
+            return Err(DomainError::Invalid("by needs agg (sum, avg, min or max) to aggregate with".into()));
+        }
+        Some(list) => {
+            let mut known: BTreeSet<String> = ENTITY_LABELS.iter().map(|s| s.to_string()).collect();
+            for v in &candidates {
+                known.extend(v.labels.keys().cloned());
+            }
+            let mut by = Vec::new();
+            for l in list.split(',').map(str::trim) {
+                if !known.contains(l) {
+                    return Err(DomainError::Invalid(format!(
+                        "unknown label {l:?} in by: {name} has the labels {}",
+                        known.into_iter().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                if !by.iter().any(|b| b == l) {
+                    by.push(l.to_owned());
+                }
+            }
+            by
+        }
+    };
+    let series: Vec<View> = candidates
+        .into_iter()
+        .filter_map(|v| scoped.admit(v))
+        .filter(|v| selector.matches(&v.labels))
+        .filter(|v| v.id.is_some())
+        .collect();
+    let table = match resolution {
+        Resolution::Raw => PointTable::Raw,
+        Resolution::Minute => PointTable::Minute,
+        Resolution::Hour => PointTable::Hour,
+    };
+    let ids: Vec<i64> = series.iter().filter_map(|v| v.id).collect();
+    let from_s = from.div_euclid(1000).div_euclid(step as i64) * step as i64;
+    let to_s = to.div_euclid(1000) + i64::from(to.rem_euclid(1000) > 0);
+    let points = state.store.points(table, &ids, from_s, to_s).await?;
+    let mut by_id: HashMap<i64, Vec<PointRec>> = HashMap::new();
+    for p in points {
+        by_id.entry(p.series_id).or_default().push(p);
+    }
+    let mut out = Vec::new();
+    if agg == Agg::None {
+        for v in series {
+            let pts = v.id.and_then(|id| by_id.remove(&id)).unwrap_or_default();
+            out.push(to_values(v.labels, steps(&pts, step as i64, stat)));
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    } else {
+        let mut groups: BTreeMap<BTreeMap<String, String>, BTreeMap<i64, (f64, f64, f64, u64)>> = BTreeMap::new();
+        for v in series {
+            let key: BTreeMap<String, String> =
+                by.iter().map(|l| (l.clone(), v.labels.get(l).cloned().unwrap_or_default())).collect();
+            let pts = v.id.and_then(|id| by_id.remove(&id)).unwrap_or_default();
+            let group = groups.entry(key).or_default();
+            for (t, x) in steps(&pts, step as i64, stat) {
+                let e = group.entry(t).or_insert((0.0, f64::INFINITY, f64::NEG_INFINITY, 0));
+                e.0 += x;
+                e.1 = e.1.min(x);
+                e.2 = e.2.max(x);
+                e.3 += 1;
+            }
+        }
+        for (labels, g) in groups {
+            let values = g
+                .into_iter()
+                .map(|(t, (sum, min, max, n))| {
+                    let v = match agg {
+                        Agg::Sum => sum,
+                        Agg::Avg => sum / n as f64,
+                        Agg::Min => min,
+                        Agg::Max | Agg::None => max,
+                    };
+                    (t, v)
+                })
+                .collect();
+            out.push(to_values(labels, values));
+        }
+    }
+    Ok(QueryResult { metric: name, from: rfc3339(from), to: rfc3339(to), step_seconds: step, resolution, series: out })
+}
+
+/// `GET /api/v1/metrics/series`: the series a selector picks (all without
+/// one) that the caller may see, with their latest values.
+pub async fn series(state: &AppState, actor: &Actor, selector: Option<&str>) -> Result<Vec<SeriesInfo>> {
+    let scoped = Scoped::load(state, actor).await?;
+    let selector = selector.map(parse_selector).transpose()?;
+    let name = selector.as_ref().and_then(|s| s.name.as_deref());
+    let mut out: Vec<SeriesInfo> = state
+        .registry
+        .metrics
+        .views(name)
+        .into_iter()
+        .filter_map(|v| scoped.admit(v))
+        .filter(|v| selector.as_ref().is_none_or(|s| s.matches(&v.labels)))
+        .map(|v| SeriesInfo {
+            metric: v.name,
+            entity: v.kind.to_owned(),
+            labels: v.labels,
+            last_value: v.last.map(|(_, x)| x),
+            last_at: v.last.map(|(t, _)| rfc3339(t)),
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.metric, &a.labels).cmp(&(&b.metric, &b.labels)));
+    Ok(out)
+}
+
+fn escape_label_value(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// `GET /api/v1/metrics/prometheus`: the latest value of every series the
+/// caller may see that reported in the last five minutes, in the Prometheus
+/// text exposition format (0.0.4), from memory.
+pub async fn prometheus(state: &AppState, actor: &Actor) -> Result<String> {
+    use std::fmt::Write;
+    let scoped = Scoped::load(state, actor).await?;
+    let now = now_millis();
+    let mut by_name: BTreeMap<String, Vec<(BTreeMap<String, String>, f64)>> = BTreeMap::new();
+    for v in state.registry.metrics.views(None) {
+        let Some((t, x)) = v.last else { continue };
+        if now - t > STALE_AFTER_MS {
+            continue;
+        }
+        let Some(v) = scoped.admit(v) else { continue };
+        by_name.entry(v.name).or_default().push((v.labels, x));
+    }
+    let mut out = String::new();
+    for (name, mut series) in by_name {
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, x) in series {
+            out.push_str(&name);
+            if !labels.is_empty() {
+                out.push('{');
+                for (i, (k, v)) in labels.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(out, "{k}=\"{}\"", escape_label_value(v));
+                }
+                out.push('}');
+            }
+            let _ = writeln!(out, " {x}");
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Maintenance
+// ---------------------------------------------------------------------------
+
+/// Recomputes the minute rollups of the last ten minutes and the hour
+/// rollups of the last two hours (late points are counted), at `now` (ms).
+pub async fn roll_up(store: &Store, now: i64) -> crate::store::Result<()> {
+    let now_s = now.div_euclid(1000);
+    store.rollup_minutes(now_s - 600, now_s + 60).await?;
+    store.rollup_hours(now_s - 2 * 3600, now_s + 3600).await?;
+    Ok(())
+}
+
+/// Deletes points older than each resolution's retention.
+pub async fn prune(store: &Store, now: i64, retention: Retention) -> crate::store::Result<()> {
+    let now_s = now.div_euclid(1000);
+    for (table, keep) in
+        [(PointTable::Raw, retention.raw), (PointTable::Minute, retention.minute), (PointTable::Hour, retention.hour)]
+    {
+        let keep = keep.as_secs().min(i64::MAX as u64 / 2) as i64;
+        store.prune_points(table, now_s.saturating_sub(keep)).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_parse_and_match() {
+        let s = parse_selector(r#"redis_used_memory_bytes{service="cache", role=~"cache-.*",host!="b",db!~"db1|db2"}"#)
+            .unwrap();
+        assert_eq!(s.name.as_deref(), Some("redis_used_memory_bytes"));
+        assert_eq!(s.matchers.len(), 4);
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        assert!(s.matches(&labels(&[("service", "cache"), ("role", "cache-1"), ("host", "a")])));
+        assert!(!s.matches(&labels(&[("service", "cache"), ("role", "cache-1"), ("host", "b")])));
+        assert!(!s.matches(&labels(&[("service", "cache"), ("role", "xcache-1")])), "regexes are anchored");
+        assert!(!s.matches(&labels(&[("service", "cache"), ("role", "cache-1"), ("db", "db2")])));
+        assert!(parse_selector("host_cpu_percent").unwrap().matchers.is_empty());
+        assert!(parse_selector(r#"{service="a"}"#).unwrap().name.is_none());
+        assert_eq!(parse_selector(r#"x{a="q\"\\"}"#).unwrap().matchers[0].value, "q\"\\");
+        for (bad, says) in [
+            ("", "empty"),
+            ("1abc", "not a metric name"),
+            ("x{a=b}", "double quotes"),
+            ("x{a=\"b\"", "not closed"),
+            ("x{a~\"b\"}", "expected =, !=, =~ or !~"),
+            ("x{a=~\"(\"}", "invalid regular expression"),
+            ("x{9a=\"b\"}", "label name"),
+            ("x{a=\"b\"} y", "after }"),
+            ("x y", "after the metric name"),
+        ] {
+            let e = parse_selector(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn plans_pick_resolution_and_step() {
+        let r = Retention {
+            raw: Duration::from_secs(86_400),
+            minute: Duration::from_secs(14 * 86_400),
+            hour: Duration::from_secs(365 * 86_400),
+        };
+        let now = 1_700_000_000_000;
+        let h = 3_600_000;
+        assert_eq!(plan(now - h, now, None, now, r).unwrap(), (Resolution::Raw, 12));
+        assert_eq!(plan(now - 24 * h, now, None, now, r).unwrap(), (Resolution::Minute, 300));
+        assert_eq!(plan(now - 2 * h, now, Some(Duration::from_secs(60)), now, r).unwrap(), (Resolution::Minute, 60));
+        assert_eq!(plan(now - 30 * 24 * h, now, None, now, r).unwrap(), (Resolution::Hour, 10_800));
+        assert_eq!(
+            plan(now - 2 * 86_400_000, now - 47 * h, Some(Duration::from_secs(10)), now, r).unwrap(),
+            (Resolution::Minute, 60),
+            "beyond raw retention: minutes"
+        );
+        let e = plan(now - 24 * h, now, Some(Duration::from_secs(1)), now, r).unwrap_err().to_string();
+        assert!(e.contains("more than 11000"), "{e}");
+        assert!(plan(now - h, now, Some(Duration::from_millis(10)), now, r).is_err());
+    }
+
+    #[test]
+    fn samples_are_validated() {
+        let ok = Sample { name: "redis_connected_clients".into(), value: 3.0, ..Default::default() };
+        assert_eq!(sample_problem(&ok), None);
+        let bad = |f: &dyn Fn(&mut Sample)| {
+            let mut s = ok.clone();
+            f(&mut s);
+            sample_problem(&s).unwrap()
+        };
+        assert!(bad(&|s| s.name = "9x".into()).contains("invalid metric name"));
+        assert!(bad(&|s| s.value = f64::NAN).contains("not finite"));
+        assert!(
+            bad(&|s| {
+                s.labels.insert("bad-key".into(), "v".into());
+            })
+            .contains("invalid label name")
+        );
+        assert!(
+            bad(&|s| {
+                s.labels.insert("host".into(), "v".into());
+            })
+            .contains("set by the manager")
+        );
+        assert!(bad(&|s| s.name = "host_cpu_percent".into()).contains("manager's own"));
+    }
+}

@@ -1,0 +1,306 @@
+//! Metric series and their points (migration 0009).
+//!
+//! A series row names a metric of one host or role with its labels; points
+//! are `(series_id, t, ...)` rows keyed by series and whole Unix seconds in
+//! three tables: `metric_points_raw` (every sample), `metric_points_1m` and
+//! `metric_points_1h` (min, max, sum, count and last of each minute or hour).
+//! The registry's flusher writes raw points in batches; rollups recompute
+//! whole buckets from the finer table, so running one twice, or late, gives
+//! the same rows.
+
+use super::{Backend, Result, Store, get};
+
+/// A series as stored. `labels` is the canonical JSON of the extra labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesRec {
+    pub id: i64,
+    pub name: String,
+    /// `host` or `role`.
+    pub entity_kind: String,
+    pub entity_id: String,
+    pub host_id: String,
+    pub cluster: String,
+    pub service: String,
+    pub role: String,
+    pub role_type: String,
+    /// The host name.
+    pub host: String,
+    pub labels: String,
+    pub created_at: i64,
+}
+
+/// One point of a resolution: a raw point has min = max = sum = last and
+/// count 1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PointRec {
+    pub series_id: i64,
+    /// Unix seconds (the bucket start of a rollup).
+    pub t: i64,
+    pub min: f64,
+    pub max: f64,
+    pub sum: f64,
+    pub count: i64,
+    pub last: f64,
+}
+
+/// The point tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointTable {
+    Raw,
+    Minute,
+    Hour,
+}
+
+impl PointTable {
+    fn name(self) -> &'static str {
+        match self {
+            PointTable::Raw => "metric_points_raw",
+            PointTable::Minute => "metric_points_1m",
+            PointTable::Hour => "metric_points_1h",
+        }
+    }
+}
+
+const SERIES_COLUMNS: &str =
+    "id, name, entity_kind, entity_id, host_id, cluster, service, role, role_type, host, labels, created_at";
+
+fn series_from_row(r: &sqlx::any::AnyRow) -> Result<SeriesRec> {
+    Ok(SeriesRec {
+        id: get(r, "id")?,
+        name: get(r, "name")?,
+        entity_kind: get(r, "entity_kind")?,
+        entity_id: get(r, "entity_id")?,
+        host_id: get(r, "host_id")?,
+        cluster: get(r, "cluster")?,
+        service: get(r, "service")?,
+        role: get(r, "role")?,
+        role_type: get(r, "role_type")?,
+        host: get(r, "host")?,
+        labels: get(r, "labels")?,
+        created_at: get(r, "created_at")?,
+    })
+}
+
+/// Series ids per `IN (...)` list.
+const IDS_PER_STATEMENT: usize = 500;
+
+impl Store {
+    /// Every series (the registry loads them at start-up).
+    pub async fn all_series(&self) -> Result<Vec<SeriesRec>> {
+        let rows = sqlx::query(&format!("SELECT {SERIES_COLUMNS} FROM metric_series ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(series_from_row).collect()
+    }
+
+    /// Creates the series that do not exist yet and refreshes the attributes
+    /// (cluster, service, role, role type, host name) of those that do;
+    /// returns their ids in order. `id` of the input is ignored.
+    pub async fn ensure_series(&self, series: &[SeriesRec]) -> Result<Vec<i64>> {
+        let mut ids = Vec::with_capacity(series.len());
+        if series.is_empty() {
+            return Ok(ids);
+        }
+        let mut tx = self.pool.begin().await?;
+        for s in series {
+            let row = sqlx::query(
+                "INSERT INTO metric_series (name, entity_kind, entity_id, host_id, cluster, service, role, role_type, \
+                 host, labels, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (name, entity_kind, entity_id, labels) DO UPDATE SET host_id = excluded.host_id, \
+                 cluster = excluded.cluster, service = excluded.service, role = excluded.role, \
+                 role_type = excluded.role_type, host = excluded.host RETURNING id",
+            )
+            .bind(&s.name)
+            .bind(&s.entity_kind)
+            .bind(&s.entity_id)
+            .bind(&s.host_id)
+            .bind(&s.cluster)
+            .bind(&s.service)
+            .bind(&s.role)
+            .bind(&s.role_type)
+            .bind(&s.host)
+            .bind(&s.labels)
+            .bind(s.created_at)
+            .fetch_one(&mut *tx)
+            .await?;
+            ids.push(get(&row, "id")?);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Writes raw points `(series_id, t seconds, value)` in multi-row
+    /// statements, one transaction; a point at the same second of the same
+    /// series replaces the earlier one (also within `points`: the last wins).
+    pub async fn insert_points(&self, points: &[(i64, i64, f64)]) -> Result<u64> {
+        if points.is_empty() {
+            return Ok(0);
+        }
+        // One row per key: PostgreSQL refuses to update a row twice in one
+        // statement.
+        let mut sorted: Vec<(usize, &(i64, i64, f64))> = points.iter().enumerate().collect();
+        sorted.sort_by_key(|(i, p)| (p.0, p.1, *i));
+        let mut rows: Vec<(i64, i64, f64)> = Vec::with_capacity(points.len());
+        for (_, p) in sorted {
+            match rows.last_mut() {
+                Some(last) if last.0 == p.0 && last.1 == p.1 => *last = *p,
+                _ => rows.push(*p),
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        for chunk in rows.chunks(super::BATCH_ROWS) {
+            let sql = format!(
+                "INSERT INTO metric_points_raw (series_id, t, value) VALUES {} \
+                 ON CONFLICT (series_id, t) DO UPDATE SET value = excluded.value",
+                super::values_placeholders(self.backend, chunk.len(), 3)
+            );
+            let mut q = sqlx::query(&sql);
+            for (id, t, v) in chunk {
+                q = q.bind(*id).bind(*t).bind(*v);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Writes rollup points as they are (tests, imports).
+    pub async fn insert_rollup_points(&self, table: PointTable, points: &[PointRec]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in points.chunks(super::BATCH_ROWS) {
+            let sql = format!(
+                "INSERT INTO {} (series_id, t, v_min, v_max, v_sum, v_count, v_last) VALUES {} \
+                 ON CONFLICT (series_id, t) DO UPDATE SET v_min = excluded.v_min, v_max = excluded.v_max, \
+                 v_sum = excluded.v_sum, v_count = excluded.v_count, v_last = excluded.v_last",
+                table.name(),
+                super::values_placeholders(self.backend, chunk.len(), 7)
+            );
+            let mut q = sqlx::query(&sql);
+            for p in chunk {
+                q = q.bind(p.series_id).bind(p.t).bind(p.min).bind(p.max).bind(p.sum).bind(p.count).bind(p.last);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Recomputes the minute rollups of the minutes in `[from, to)` (Unix
+    /// seconds) from the raw points; returns the rows written.
+    pub async fn rollup_minutes(&self, from: i64, to: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "INSERT INTO metric_points_1m (series_id, t, v_min, v_max, v_sum, v_count, v_last) \
+             SELECT g.series_id, g.b, g.mn, g.mx, g.s, g.c, r.value FROM \
+             (SELECT series_id, (t / 60) * 60 AS b, MIN(value) AS mn, MAX(value) AS mx, SUM(value) AS s, \
+              COUNT(*) AS c, MAX(t) AS lt FROM metric_points_raw WHERE t >= $1 AND t < $2 \
+              GROUP BY series_id, (t / 60) * 60) AS g \
+             JOIN metric_points_raw AS r ON r.series_id = g.series_id AND r.t = g.lt WHERE 1 = 1 \
+             ON CONFLICT (series_id, t) DO UPDATE SET v_min = excluded.v_min, v_max = excluded.v_max, \
+             v_sum = excluded.v_sum, v_count = excluded.v_count, v_last = excluded.v_last",
+        )
+        .bind(from - from.rem_euclid(60))
+        .bind(to)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Recomputes the hour rollups of the hours in `[from, to)` (Unix
+    /// seconds) from the minute rollups; returns the rows written.
+    pub async fn rollup_hours(&self, from: i64, to: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "INSERT INTO metric_points_1h (series_id, t, v_min, v_max, v_sum, v_count, v_last) \
+             SELECT g.series_id, g.b, g.mn, g.mx, g.s, g.c, m.v_last FROM \
+             (SELECT series_id, (t / 3600) * 3600 AS b, MIN(v_min) AS mn, MAX(v_max) AS mx, SUM(v_sum) AS s, \
+              CAST(SUM(v_count) AS BIGINT) AS c, MAX(t) AS lt FROM metric_points_1m WHERE t >= $1 AND t < $2 \
+              GROUP BY series_id, (t / 3600) * 3600) AS g \
+             JOIN metric_points_1m AS m ON m.series_id = g.series_id AND m.t = g.lt WHERE 1 = 1 \
+             ON CONFLICT (series_id, t) DO UPDATE SET v_min = excluded.v_min, v_max = excluded.v_max, \
+             v_sum = excluded.v_sum, v_count = excluded.v_count, v_last = excluded.v_last",
+        )
+        .bind(from - from.rem_euclid(3600))
+        .bind(to)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Deletes the points of `table` older than `before` (Unix seconds),
+    /// series by series so each delete walks the primary key.
+    pub async fn prune_points(&self, table: PointTable, before: i64) -> Result<u64> {
+        let ids: Vec<i64> = sqlx::query("SELECT id FROM metric_series ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| get(r, "id"))
+            .collect::<Result<_>>()?;
+        let mut deleted = 0;
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            let sql = format!(
+                "DELETE FROM {} WHERE series_id IN ({}) AND t < {before}",
+                table.name(),
+                super::list_placeholders(self.backend, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            deleted += q.execute(&self.pool).await?.rows_affected();
+        }
+        Ok(deleted)
+    }
+
+    /// The points of `series` in `[from, to)` (Unix seconds), by series and
+    /// time.
+    pub async fn points(&self, table: PointTable, series: &[i64], from: i64, to: i64) -> Result<Vec<PointRec>> {
+        let mut out = Vec::new();
+        let columns = match table {
+            PointTable::Raw => {
+                "series_id, t, value AS v_min, value AS v_max, value AS v_sum, 1 AS v_count, \
+                                value AS v_last"
+            }
+            _ => "series_id, t, v_min, v_max, v_sum, v_count, v_last",
+        };
+        for chunk in series.chunks(IDS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT {columns} FROM {} WHERE series_id IN ({}) AND t >= {from} AND t < {to} ORDER BY series_id, t",
+                table.name(),
+                super::list_placeholders(self.backend, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(PointRec {
+                    series_id: get(&r, "series_id")?,
+                    t: get(&r, "t")?,
+                    min: get(&r, "v_min")?,
+                    max: get(&r, "v_max")?,
+                    sum: get(&r, "v_sum")?,
+                    count: match self.backend {
+                        // `1 AS v_count` is an INT4 on PostgreSQL.
+                        Backend::Postgres if table == PointTable::Raw => i64::from(get::<i32>(&r, "v_count")?),
+                        _ => get(&r, "v_count")?,
+                    },
+                    last: get(&r, "v_last")?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many points `table` holds (tests and benchmarks).
+    pub async fn point_count(&self, table: PointTable) -> Result<u64> {
+        let row = sqlx::query(&format!("SELECT COUNT(*) AS n FROM {}", table.name())).fetch_one(&self.pool).await?;
+        Ok(get::<i64>(&row, "n")? as u64)
+    }
+
+    /// Every `(cluster, host_id)` membership.
+    pub async fn cluster_members(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT cluster, host_id FROM cluster_hosts ORDER BY cluster, host_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((get(r, "cluster")?, get(r, "host_id")?))).collect()
+    }
+}
