@@ -31,6 +31,7 @@ use crate::desired::{DesiredParcel, DesiredRole, HostDesired, ParcelStatusRec};
 use crate::model::{Disk, DiskUsage, HostFacts, HostKind, HostMetrics, now_millis, rfc3339};
 use crate::registry::{Kill, Refusal};
 use crate::store::{AppliedRec, AppliedRevision, EnrollError, NewAudit, NewHost, RoleStatusRec};
+use crate::telemetry::PushTrigger;
 
 /// How long a new session may take to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -237,6 +238,7 @@ impl v1::agent_service_server::AgentService for AgentGrpc {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let state = self.state.clone();
+        state.telemetry.session_opened();
         tokio::spawn(async move {
             let host_id = identity.host_id.clone();
             let session_id = opened.session_id;
@@ -244,6 +246,7 @@ impl v1::agent_service_server::AgentService for AgentGrpc {
                 tracing::debug!(host = %host_id, %reason, "session ended");
             }
             state.registry.close_session(&host_id, session_id);
+            state.telemetry.session_closed();
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -491,6 +494,7 @@ async fn run_session(
     for m in [welcome, desired] {
         tx.send(Ok(msg(m))).await.map_err(|_| "agent went away".to_owned())?;
     }
+    state.telemetry.pushed(PushTrigger::SessionOpen, None);
     tracing::info!(host = %host_id, hostname = %facts.hostname, agent_version = %hello.agent_version, "agent session open");
 
     // Ping when the agent has been silent for three heartbeat intervals.
@@ -520,6 +524,7 @@ async fn run_session(
                 ping.reset();
                 match m.kind {
                     Some(agent_message::Kind::Heartbeat(hb)) => {
+                        state.telemetry.heartbeat();
                         let host_metrics = metrics_from_proto(hb.metrics.unwrap_or_default());
                         if !state.registry.heartbeat_with_roles(host_id, host_metrics, roles_from_proto(hb.roles)) {
                             return Err("host no longer admitted".into());
@@ -555,6 +560,8 @@ async fn run_session(
                 }
                 let current = desired_rx.borrow_and_update().clone();
                 tx.send(Ok(msg(desired_message(&current, caps)))).await.map_err(|_| "agent went away".to_owned())?;
+                let latency = state.registry.desired_published_at(host_id).map(|at| at.elapsed());
+                state.telemetry.pushed(PushTrigger::Change, latency);
                 tracing::debug!(host = %host_id, generation = current.generation, roles = current.roles.len(), "desired state pushed");
             }
             _ = ping.tick() => {

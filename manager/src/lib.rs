@@ -33,6 +33,7 @@ pub mod providers;
 pub mod registry;
 pub mod secrets;
 pub mod store;
+pub mod telemetry;
 pub mod throttle;
 
 /// The plain data types shared with the REST API (`drover-api`), under the
@@ -74,6 +75,8 @@ pub struct AppState {
     /// The parcel repository (own and followed).
     pub parcels: parcels::ParcelRepo,
     pub started_at: Instant,
+    /// The manager's own metrics, served at `/metrics`.
+    pub telemetry: telemetry::Telemetry,
     /// Whether the REST API and console are served over HTTPS (session
     /// cookies are then `Secure`).
     pub https: bool,
@@ -211,6 +214,7 @@ impl Manager {
             pki,
             basic_cache: auth::BasicCache::with_directory(directory),
             started_at: Instant::now(),
+            telemetry: telemetry::Telemetry::new(),
             https: http_tls.is_https(),
         });
 
@@ -272,7 +276,10 @@ async fn background(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = stopped(&mut stop) => return,
             _ = flush.tick() => {
-                if let Err(e) = state.registry.flush().await {
+                let began = Instant::now();
+                let flushed = state.registry.flush().await;
+                state.telemetry.flushed(began.elapsed(), flushed.as_ref().map(|rows| *rows).map_err(|_| ()));
+                if let Err(e) = flushed {
                     tracing::error!(error = %e, "could not write host state; will retry");
                 }
             }
@@ -305,11 +312,16 @@ async fn desired_loop(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = stopped(&mut stop) => return,
             _ = retry.tick() => state.desired.retry_due(&state).await,
-            _ = resync.tick() => match state.desired.resync(&state).await {
-                Ok(r) if r.corrections > 0 => tracing::warn!(services = r.services, corrections = r.corrections, "resync corrected drifted desired state"),
-                Ok(r) => tracing::debug!(services = r.services, "resync found no drift"),
-                Err(e) => tracing::error!(error = %e, "desired-state resync failed; will run again"),
-            },
+            _ = resync.tick() => {
+                let began = Instant::now();
+                let report = state.desired.resync(&state).await;
+                state.telemetry.resynced(began.elapsed(), report.as_ref().map(|r| r.corrections).map_err(|_| ()));
+                match report {
+                    Ok(r) if r.corrections > 0 => tracing::warn!(services = r.services, corrections = r.corrections, "resync corrected drifted desired state"),
+                    Ok(r) => tracing::debug!(services = r.services, "resync found no drift"),
+                    Err(e) => tracing::error!(error = %e, "desired-state resync failed; will run again"),
+                }
+            }
         }
     }
 }

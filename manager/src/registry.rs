@@ -177,6 +177,8 @@ struct HostLive {
     parcel_status: Vec<ParcelStatusRec>,
     /// The latest desired state; sessions watch it and push every change.
     desired: watch::Sender<Arc<HostDesired>>,
+    /// When `desired` was last published (the push latency's start).
+    desired_published_at: Instant,
 }
 
 /// What a newly opened session needs to know.
@@ -666,10 +668,16 @@ impl Registry {
             return None;
         }
         h.roles_digest = digest;
-        let generation = publish_desired(&h);
+        let generation = publish_desired(&mut h);
         drop(h);
         self.pending_desired.lock().expect("pending lock").insert(host_id.to_owned(), generation);
         Some(generation)
+    }
+
+    /// When the host's current desired state was published, for the push
+    /// latency in the manager's metrics.
+    pub fn desired_published_at(&self, host_id: &str) -> Option<Instant> {
+        Some(self.entry(host_id)?.lock().expect("host lock").desired_published_at)
     }
 
     /// Replaces the parcels a host must hold. Returns the new generation if
@@ -682,7 +690,7 @@ impl Registry {
             return None;
         }
         h.parcels = parcels;
-        let generation = publish_desired(&h);
+        let generation = publish_desired(&mut h);
         drop(h);
         self.pending_desired.lock().expect("pending lock").insert(host_id.to_owned(), generation);
         Some(generation)
@@ -885,12 +893,14 @@ fn live_from(h: &Host, now: Instant, generation: u64) -> HostLive {
         parcels: Vec::new(),
         parcel_status: Vec::new(),
         desired: watch::Sender::new(Arc::new(HostDesired { generation, roles: Vec::new(), parcels: Vec::new() })),
+        desired_published_at: now,
     }
 }
 
 /// Publishes a host's desired state with the next generation; its session
 /// pushes it at once.
-fn publish_desired(h: &HostLive) -> u64 {
+fn publish_desired(h: &mut HostLive) -> u64 {
+    h.desired_published_at = Instant::now();
     let generation = h.desired.borrow().generation + 1;
     let mut keys: Vec<&String> = h.roles.keys().collect();
     keys.sort();

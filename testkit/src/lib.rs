@@ -1,6 +1,8 @@
 //! Test helpers shared by every Drover test crate (manager, agent, the
 //! end-to-end tests), so there is one way to wait: poll with a deadline,
-//! never sleep as synchronisation.
+//! never sleep as synchronisation; and a real Prometheus server ([`prometheus`]).
+
+pub mod prometheus;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod parcels;
 pub mod providers;
+pub mod self_metrics;
 pub mod services;
 pub mod tls;
 pub mod users;
@@ -77,6 +78,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .layer(axum::middleware::from_fn(hide_dot_files)),
         )
         .route("/healthz", get(healthz))
+        .route("/metrics", get(self_metrics::metrics))
         .merge(console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -84,6 +86,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         // 413 of `ApiError` (tower-http's limit layer answers in plain text).
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
         .layer(axum::middleware::from_fn(refuse_nul_in_url))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), self_metrics::track_requests))
         .with_state(state)
 }
 

@@ -131,6 +131,12 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// The pool's connections (in use and idle) and its idle ones, for the
+    /// manager's metrics.
+    pub fn pool_stats(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
 }
 
 /// Rows per multi-row statement of the batched writes: each statement is

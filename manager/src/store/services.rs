@@ -751,6 +751,13 @@ impl Store {
         rows.iter().map(command_from_row).collect()
     }
 
+    /// How many commands are in each state, for the manager's metrics.
+    pub async fn command_counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows =
+            sqlx::query("SELECT state, COUNT(*) AS n FROM commands GROUP BY state").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((get(r, "state")?, get(r, "n")?))).collect()
+    }
+
     /// Commands matching `f`, newest first.
     pub async fn search_commands(&self, f: &CommandFilter) -> Result<Vec<CommandRec>> {
         let mut sql = String::from("SELECT * FROM commands WHERE 1 = 1");
