@@ -25,6 +25,11 @@
 //! staging directory is then deleted. Only then are the files written into
 //! the role directory, as without a check.
 //!
+//! Metrics: while a role's process runs, one task per metric source of its
+//! spec collects at the source's interval into the [`MetricsHub`]
+//! ([`Supervisor::metrics`]), which the session drains into every heartbeat
+//! together with the process figures; see [`crate::collect`].
+//!
 //! Parcels: given the parcels' view ([`Supervisor::start_with_parcels`]), the
 //! supervisor tells the reconciler which parcels are active, replaces
 //! `${PARCELS_ROOT}` like `${ROLE_DIR}` (and in health check fields), and gives

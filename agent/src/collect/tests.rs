@@ -396,7 +396,7 @@ fn the_hub_buffers_boundedly_names_failing_sources_and_drains_per_heartbeat() {
     tx.send_replace(Arc::new(vec![status("r1")]));
     let taken = hub.take();
     assert_eq!(taken.len(), 1);
-    assert!(hub.lock().buffers.get("r2").is_none());
+    assert!(!hub.lock().buffers.contains_key("r2"));
 }
 
 #[test]
