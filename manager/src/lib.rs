@@ -25,6 +25,7 @@ pub mod fixtures;
 pub mod grpc;
 pub mod http;
 pub mod ldap;
+pub mod notify;
 pub mod parcel_commands;
 pub mod parcels;
 pub mod pki;
