@@ -15,6 +15,7 @@
 //! graceful shutdown would wait on them forever), closes open metric buckets
 //! and flushes.
 
+pub mod alerts;
 pub mod auth;
 pub mod bootstrap;
 pub mod commands;

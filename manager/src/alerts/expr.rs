@@ -1,0 +1,470 @@
+//! Rule and health-test expressions: the subset of PromQL the manager evaluates itself, parsed
+//! by `promql-parser` and compiled into [`Condition`]. What is supported:
+//!
+//! - a selector, `redis_memory_used_ratio{service="cache"}`;
+//! - a range function over a selector: `rate`, `increase`, `delta`, `changes`, `avg_over_time`,
+//!   `min_over_time`, `max_over_time`, `last_over_time`, `count_over_time`
+//!   (`increase(role_restarts_total[10m])`);
+//! - an aggregation of either: `sum`, `avg`, `min`, `max`, `count`, with `by (...)` or
+//!   `without (...)` (`max by (service) (redis_connected_clients)`);
+//! - optionally compared with a number: `>`, `>=`, `<`, `<=`, `==`, `!=`.
+//!
+//! Anything else (binary operators between vectors, subqueries, `offset`, `@`) is refused at
+//! compile time with a message naming it, as is a metric the manager does not know.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::parser::{self, Expr, LabelModifier};
+
+/// A series' labels, without the metric name.
+pub type Labels = BTreeMap<String, String>;
+
+/// Where an expression reads values: the manager's in-memory latest values and recent windows.
+pub trait SeriesSource {
+    /// The latest value of every series named `name` whose labels match all `matchers`.
+    fn instant(&self, name: &str, matchers: &[Matcher]) -> Vec<(Labels, f64)>;
+    /// The points (unix ms, value), oldest first, of every matching series within `range`
+    /// before now.
+    fn range(&self, name: &str, matchers: &[Matcher], range: Duration) -> Vec<(Labels, Vec<(i64, f64)>)>;
+}
+
+/// A metric name and the label matchers that pick its series.
+#[derive(Debug, Clone)]
+pub struct Selector {
+    pub name: String,
+    pub matchers: Vec<Matcher>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowFn {
+    Rate,
+    Increase,
+    Delta,
+    Changes,
+    AvgOverTime,
+    MinOverTime,
+    MaxOverTime,
+    LastOverTime,
+    CountOverTime,
+}
+
+impl WindowFn {
+    const ALL: [(&'static str, WindowFn); 9] = [
+        ("rate", WindowFn::Rate),
+        ("increase", WindowFn::Increase),
+        ("delta", WindowFn::Delta),
+        ("changes", WindowFn::Changes),
+        ("avg_over_time", WindowFn::AvgOverTime),
+        ("min_over_time", WindowFn::MinOverTime),
+        ("max_over_time", WindowFn::MaxOverTime),
+        ("last_over_time", WindowFn::LastOverTime),
+        ("count_over_time", WindowFn::CountOverTime),
+    ];
+
+    fn named(name: &str) -> Option<WindowFn> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    }
+
+    /// The function over points oldest first; `None` when they do not say (e.g. a rate of one
+    /// point).
+    fn apply(self, points: &[(i64, f64)], range: Duration) -> Option<f64> {
+        let (first, last) = (points.first()?, points.last()?);
+        let values = points.iter().map(|p| p.1);
+        Some(match self {
+            WindowFn::Rate => increase(points)? / range.as_secs_f64().max(f64::EPSILON),
+            WindowFn::Increase => increase(points)?,
+            WindowFn::Delta => last.1 - first.1,
+            WindowFn::Changes => points.windows(2).filter(|w| w[0].1 != w[1].1).count() as f64,
+            WindowFn::AvgOverTime => values.sum::<f64>() / points.len() as f64,
+            WindowFn::MinOverTime => values.fold(f64::INFINITY, f64::min),
+            WindowFn::MaxOverTime => values.fold(f64::NEG_INFINITY, f64::max),
+            WindowFn::LastOverTime => last.1,
+            WindowFn::CountOverTime => points.len() as f64,
+        })
+    }
+}
+
+/// How much a counter went up over the points: a drop is a reset, after which the new value
+/// counts whole (as Prometheus does, without extrapolating to the window's edges).
+fn increase(points: &[(i64, f64)]) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    Some(points.windows(2).map(|w| if w[1].1 >= w[0].1 { w[1].1 - w[0].1 } else { w[1].1 }).sum())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggOp {
+    Sum,
+    Avg,
+    Min,
+    Max,
+    Count,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grouping {
+    /// Keep only these labels.
+    By(Vec<String>),
+    /// Keep every label but these.
+    Without(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub enum Vector {
+    Select(Selector),
+    Window { func: WindowFn, selector: Selector, range: Duration },
+    Aggregate { op: AggOp, grouping: Grouping, inner: Box<Vector> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    Eq,
+    Ne,
+}
+
+impl Cmp {
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Cmp::Gt => value > threshold,
+            Cmp::Ge => value >= threshold,
+            Cmp::Lt => value < threshold,
+            Cmp::Le => value <= threshold,
+            Cmp::Eq => value == threshold,
+            Cmp::Ne => value != threshold,
+        }
+    }
+
+    fn parse(op: &str) -> Option<Cmp> {
+        Some(match op {
+            ">" => Cmp::Gt,
+            ">=" => Cmp::Ge,
+            "<" => Cmp::Lt,
+            "<=" => Cmp::Le,
+            "==" => Cmp::Eq,
+            "!=" => Cmp::Ne,
+            _ => return None,
+        })
+    }
+
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Cmp::Gt => ">",
+            Cmp::Ge => ">=",
+            Cmp::Lt => "<",
+            Cmp::Le => "<=",
+            Cmp::Eq => "==",
+            Cmp::Ne => "!=",
+        }
+    }
+}
+
+/// A compiled expression: a vector, optionally compared with a number. Without a comparison
+/// every series the vector yields holds.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    pub text: String,
+    pub vector: Vector,
+    pub test: Option<(Cmp, f64)>,
+}
+
+/// Why an expression was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExprError(pub String);
+
+impl fmt::Display for ExprError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ExprError {}
+
+fn refuse<T>(msg: impl Into<String>) -> Result<T, ExprError> {
+    Err(ExprError(msg.into()))
+}
+
+impl Condition {
+    /// Parses and checks `text`; `known` says whether a metric name exists.
+    pub fn compile(text: &str, known: &dyn Fn(&str) -> bool) -> Result<Condition, ExprError> {
+        let expr = parser::parse(text).map_err(|e| ExprError(format!("cannot parse {text:?}: {e}")))?;
+        let (vector, test) = match strip(expr) {
+            Expr::Binary(b) => {
+                let op = b.op.to_string();
+                let cmp = Cmp::parse(&op).ok_or_else(|| {
+                    ExprError(format!("operator `{op}` is not supported; compare with a number (>, >=, <, <=, ==, !=)"))
+                })?;
+                if b.modifier.as_ref().is_some_and(|m| m.return_bool) {
+                    return refuse("the `bool` modifier is not supported");
+                }
+                match (strip(*b.lhs), strip(*b.rhs)) {
+                    (lhs, Expr::NumberLiteral(n)) => (vector(lhs, known)?, Some((cmp, n.val))),
+                    (Expr::NumberLiteral(n), rhs) => (vector(rhs, known)?, Some((flip(cmp), n.val))),
+                    _ => return refuse("only comparisons of a series with a number are supported"),
+                }
+            }
+            other => (vector(other, known)?, None),
+        };
+        Ok(Condition { text: text.to_owned(), vector, test })
+    }
+
+    /// The series for which the condition holds now, with the vector's value.
+    pub fn eval(&self, src: &dyn SeriesSource) -> Vec<(Labels, f64)> {
+        let mut out = eval(&self.vector, src);
+        if let Some((cmp, threshold)) = self.test {
+            out.retain(|(_, v)| cmp.holds(*v, threshold));
+        }
+        out
+    }
+
+    /// Every metric name the expression reads, with the longest window it needs.
+    pub fn metrics(&self) -> Vec<(String, Duration)> {
+        let mut out = Vec::new();
+        collect(&self.vector, &mut out);
+        out
+    }
+}
+
+fn collect(v: &Vector, out: &mut Vec<(String, Duration)>) {
+    match v {
+        Vector::Select(s) => out.push((s.name.clone(), Duration::ZERO)),
+        Vector::Window { selector, range, .. } => out.push((selector.name.clone(), *range)),
+        Vector::Aggregate { inner, .. } => collect(inner, out),
+    }
+}
+
+/// `3 < x` is `x > 3`.
+fn flip(c: Cmp) -> Cmp {
+    match c {
+        Cmp::Gt => Cmp::Lt,
+        Cmp::Ge => Cmp::Le,
+        Cmp::Lt => Cmp::Gt,
+        Cmp::Le => Cmp::Ge,
+        other => other,
+    }
+}
+
+fn strip(e: Expr) -> Expr {
+    match e {
+        Expr::Paren(p) => strip(*p.expr),
+        other => other,
+    }
+}
+
+fn selector(vs: parser::VectorSelector, known: &dyn Fn(&str) -> bool) -> Result<Selector, ExprError> {
+    if vs.offset.is_some() || vs.at.is_some() {
+        return refuse("`offset` and `@` are not supported");
+    }
+    if !vs.matchers.or_matchers.is_empty() {
+        return refuse("`or` between label matchers is not supported");
+    }
+    let mut name = vs.name;
+    let mut matchers = Vec::new();
+    for m in vs.matchers.matchers {
+        if m.name == "__name__" {
+            match m.op {
+                MatchOp::Equal => name = Some(m.value.clone()),
+                _ => return refuse("match the metric name exactly (`__name__=\"...\"`)"),
+            }
+        } else {
+            matchers.push(m);
+        }
+    }
+    let name = name.ok_or_else(|| ExprError("a selector needs a metric name".into()))?;
+    if !known(&name) {
+        return refuse(format!("unknown metric {name:?}"));
+    }
+    Ok(Selector { name, matchers })
+}
+
+fn vector(e: Expr, known: &dyn Fn(&str) -> bool) -> Result<Vector, ExprError> {
+    match strip(e) {
+        Expr::VectorSelector(vs) => Ok(Vector::Select(selector(vs, known)?)),
+        Expr::Call(call) => {
+            let name = call.func.name;
+            let func = WindowFn::named(name).ok_or_else(|| {
+                let names: Vec<&str> = WindowFn::ALL.iter().map(|(n, _)| *n).collect();
+                ExprError(format!("function `{name}` is not supported; use one of {}", names.join(", ")))
+            })?;
+            let mut args = call.args.args.into_iter();
+            match (args.next().map(|a| strip(*a)), args.next()) {
+                (Some(Expr::MatrixSelector(ms)), None) => {
+                    if ms.range.is_zero() {
+                        return refuse(format!("`{name}` needs a range longer than 0s"));
+                    }
+                    Ok(Vector::Window { func, selector: selector(ms.vs, known)?, range: ms.range })
+                }
+                _ => refuse(format!("`{name}` takes one range selector, e.g. {name}(metric[5m])")),
+            }
+        }
+        Expr::Aggregate(a) => {
+            let op = match a.op.to_string().as_str() {
+                "sum" => AggOp::Sum,
+                "avg" => AggOp::Avg,
+                "min" => AggOp::Min,
+                "max" => AggOp::Max,
+                "count" => AggOp::Count,
+                other => {
+                    return refuse(format!("aggregation `{other}` is not supported; use sum, avg, min, max or count"));
+                }
+            };
+            let grouping = match a.modifier {
+                Some(LabelModifier::Include(l)) => Grouping::By(l.labels),
+                Some(LabelModifier::Exclude(l)) => Grouping::Without(l.labels),
+                None => Grouping::By(Vec::new()),
+            };
+            Ok(Vector::Aggregate { op, grouping, inner: Box::new(vector(*a.expr, known)?) })
+        }
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => refuse("an expression needs a metric, not only a literal"),
+        Expr::MatrixSelector(_) => refuse("a range selector needs a function, e.g. avg_over_time(metric[5m])"),
+        Expr::Binary(_) => refuse("only one comparison with a number is supported"),
+        Expr::Subquery(_) => refuse("subqueries are not supported"),
+        Expr::Unary(_) => refuse("unary minus is not supported"),
+        _ => refuse("this kind of expression is not supported"),
+    }
+}
+
+fn eval(v: &Vector, src: &dyn SeriesSource) -> Vec<(Labels, f64)> {
+    match v {
+        Vector::Select(s) => src.instant(&s.name, &s.matchers),
+        Vector::Window { func, selector, range } => src
+            .range(&selector.name, &selector.matchers, *range)
+            .into_iter()
+            .filter_map(|(labels, points)| func.apply(&points, *range).map(|v| (labels, v)))
+            .collect(),
+        Vector::Aggregate { op, grouping, inner } => {
+            let mut groups: BTreeMap<Labels, (f64, f64, f64, usize)> = BTreeMap::new();
+            for (labels, value) in eval(inner, src) {
+                let key: Labels = match grouping {
+                    Grouping::By(keep) => labels.into_iter().filter(|(k, _)| keep.contains(k)).collect(),
+                    Grouping::Without(drop) => labels.into_iter().filter(|(k, _)| !drop.contains(k)).collect(),
+                };
+                let g = groups.entry(key).or_insert((0.0, f64::INFINITY, f64::NEG_INFINITY, 0));
+                g.0 += value;
+                g.1 = g.1.min(value);
+                g.2 = g.2.max(value);
+                g.3 += 1;
+            }
+            groups
+                .into_iter()
+                .map(|(labels, (sum, min, max, n))| {
+                    let v = match op {
+                        AggOp::Sum => sum,
+                        AggOp::Avg => sum / n as f64,
+                        AggOp::Min => min,
+                        AggOp::Max => max,
+                        AggOp::Count => n as f64,
+                    };
+                    (labels, v)
+                })
+                .collect()
+        }
+    }
+}
+
+/// Parses a duration as rules write them (`5m`, `1h30m`, `90s`), refusing 0 where `nonzero`.
+pub fn parse_duration(field: &str, text: &str) -> Result<Duration, ExprError> {
+    humantime::parse_duration(text.trim()).map_err(|e| ExprError(format!("{field}: invalid duration {text:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Series by name: (labels, points oldest first); the latest point is the instant value.
+    struct Fixed(Vec<(&'static str, Labels, Vec<(i64, f64)>)>);
+
+    impl SeriesSource for Fixed {
+        fn instant(&self, name: &str, matchers: &[Matcher]) -> Vec<(Labels, f64)> {
+            self.range(name, matchers, Duration::MAX)
+                .into_iter()
+                .filter_map(|(l, p)| p.last().map(|last| (l, last.1)))
+                .collect()
+        }
+        fn range(&self, name: &str, matchers: &[Matcher], _range: Duration) -> Vec<(Labels, Vec<(i64, f64)>)> {
+            self.0
+                .iter()
+                .filter(|(n, labels, _)| {
+                    *n == name
+                        && matchers.iter().all(|m| m.is_match(labels.get(&m.name).map(String::as_str).unwrap_or("")))
+                })
+                .map(|(_, l, p)| (l.clone(), p.clone()))
+                .collect()
+        }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn known(name: &str) -> bool {
+        name.starts_with("redis_") || name.starts_with("role_") || name.starts_with("host_")
+    }
+
+    fn fleet() -> Fixed {
+        Fixed(vec![
+            ("redis_memory_used_ratio", labels(&[("service", "cache"), ("role", "r1")]), vec![(0, 0.5), (1, 0.95)]),
+            ("redis_memory_used_ratio", labels(&[("service", "cache"), ("role", "r2")]), vec![(0, 0.2)]),
+            ("redis_memory_used_ratio", labels(&[("service", "sessions"), ("role", "r3")]), vec![(0, 0.99)]),
+            (
+                "role_restarts_total",
+                labels(&[("role", "r1")]),
+                vec![(0, 1.0), (60_000, 3.0), (120_000, 0.0), (180_000, 4.0)],
+            ),
+            ("role_restarts_total", labels(&[("role", "r2")]), vec![(0, 7.0), (60_000, 7.0)]),
+        ])
+    }
+
+    #[test]
+    fn comparisons_keep_the_series_that_hold() {
+        let c = Condition::compile(r#"redis_memory_used_ratio{service="cache"} > 0.9"#, &known).expect("compile");
+        let hits = c.eval(&fleet());
+        assert_eq!(hits, vec![(labels(&[("service", "cache"), ("role", "r1")]), 0.95)]);
+        // A number on the left flips the comparison.
+        let c = Condition::compile("0.9 < redis_memory_used_ratio", &known).expect("compile");
+        assert_eq!(c.eval(&fleet()).len(), 2);
+    }
+
+    #[test]
+    fn increase_counts_resets_and_aggregations_group() {
+        let c = Condition::compile("increase(role_restarts_total[10m]) > 3", &known).expect("compile");
+        // 1→3 (+2), 3→0 (reset: +0), 0→4 (+4): 6.
+        assert_eq!(c.eval(&fleet()), vec![(labels(&[("role", "r1")]), 6.0)]);
+        assert_eq!(c.metrics(), vec![("role_restarts_total".to_owned(), Duration::from_secs(600))]);
+
+        let c = Condition::compile("max by (service) (redis_memory_used_ratio)", &known).expect("compile");
+        assert_eq!(
+            c.eval(&fleet()),
+            vec![(labels(&[("service", "cache")]), 0.95), (labels(&[("service", "sessions")]), 0.99)]
+        );
+        let c = Condition::compile("count(redis_memory_used_ratio) == 3", &known).expect("compile");
+        assert_eq!(c.eval(&fleet()), vec![(Labels::new(), 3.0)]);
+        let c = Condition::compile("avg without (role) (redis_memory_used_ratio{service=\"cache\"})", &known)
+            .expect("compile");
+        let got = c.eval(&fleet());
+        assert_eq!(got.len(), 1);
+        assert!((got[0].1 - 0.575).abs() < 1e-9, "{got:?}");
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        let err = |text: &str| Condition::compile(text, &known).expect_err(text).0;
+        assert!(err("nosuch_metric > 1").contains("unknown metric \"nosuch_metric\""));
+        assert!(err("redis_memory_used_ratio{").contains("cannot parse"));
+        assert!(err("redis_memory_used_ratio + role_restarts_total").contains("operator `+`"));
+        assert!(err("redis_memory_used_ratio > role_restarts_total").contains("with a number"));
+        assert!(err("histogram_quantile(0.9, redis_memory_used_ratio)").contains("function `histogram_quantile`"));
+        assert!(err("topk(3, redis_memory_used_ratio)").contains("aggregation `topk`"));
+        assert!(err("redis_memory_used_ratio offset 5m > 1").contains("offset"));
+        assert!(err("role_restarts_total[5m]").contains("needs a function"));
+        assert!(err("42").contains("needs a metric"));
+        assert!(!err("1 > 0").is_empty());
+    }
+}

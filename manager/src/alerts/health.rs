@@ -1,0 +1,135 @@
+//! Health tests, as Cloudera Manager runs them: each test looks at one entity (a host or a
+//! role) and says good, concerning or bad, with the value that decided it. An entity is as
+//! healthy as its worst test; a service as its worst role, a cluster as its worst service or
+//! host (any bad makes the parent bad; otherwise any concerning makes it concerning).
+
+use serde::Serialize;
+
+use super::expr::{Cmp, Condition, Labels, SeriesSource};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Good,
+    Concerning,
+    Bad,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Good => "good",
+            Status::Concerning => "concerning",
+            Status::Bad => "bad",
+        }
+    }
+
+    /// As a metric value: 0 good, 1 concerning, 2 bad.
+    pub fn level(self) -> f64 {
+        match self {
+            Status::Good => 0.0,
+            Status::Concerning => 1.0,
+            Status::Bad => 2.0,
+        }
+    }
+}
+
+/// The parent's status from its children's: the worst of them, good when there are none.
+pub fn roll_up(children: impl IntoIterator<Item = Status>) -> Status {
+    children.into_iter().max().unwrap_or(Status::Good)
+}
+
+/// One test's verdict on one entity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TestResult {
+    pub test: String,
+    pub status: Status,
+    /// The value that decided it, when a metric did.
+    pub value: Option<f64>,
+    /// Says what was seen, e.g. "disk / 93% used (critical at 90%)".
+    pub summary: String,
+}
+
+/// A metric threshold test: `value <direction> critical` is bad, else `value <direction>
+/// warning` is concerning, else good.
+#[derive(Debug, Clone)]
+pub struct ThresholdTest {
+    pub name: String,
+    pub description: String,
+    pub vector: Condition,
+    pub direction: Cmp,
+    pub warning: Option<f64>,
+    pub critical: Option<f64>,
+}
+
+impl ThresholdTest {
+    pub fn classify(&self, value: f64) -> Status {
+        if self.critical.is_some_and(|c| self.direction.holds(value, c)) {
+            Status::Bad
+        } else if self.warning.is_some_and(|w| self.direction.holds(value, w)) {
+            Status::Concerning
+        } else {
+            Status::Good
+        }
+    }
+
+    /// The verdict on every series the test's expression yields.
+    pub fn run(&self, src: &dyn SeriesSource) -> Vec<(Labels, TestResult)> {
+        self.vector
+            .eval(src)
+            .into_iter()
+            .map(|(labels, value)| {
+                let status = self.classify(value);
+                let level = match status {
+                    Status::Bad => self.critical.map(|c| format!(" (bad {} {c})", self.direction.symbol())),
+                    Status::Concerning => {
+                        self.warning.map(|w| format!(" (concerning {} {w})", self.direction.symbol()))
+                    }
+                    Status::Good => None,
+                };
+                let summary = format!("{} = {}{}", self.vector.text, short(value), level.unwrap_or_default());
+                (labels, TestResult { test: self.name.clone(), status, value: Some(value), summary })
+            })
+            .collect()
+    }
+}
+
+/// A value as people read it: up to 3 decimals, no trailing zeros.
+pub fn short(v: f64) -> String {
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() || s == "-" { "0".to_owned() } else { s.to_owned() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worst_child_decides() {
+        assert_eq!(roll_up([]), Status::Good);
+        assert_eq!(roll_up([Status::Good, Status::Concerning]), Status::Concerning);
+        assert_eq!(roll_up([Status::Concerning, Status::Bad, Status::Good]), Status::Bad);
+    }
+
+    #[test]
+    fn thresholds_classify_in_their_direction() {
+        let any = |_: &str| true;
+        let t = ThresholdTest {
+            name: "disk".into(),
+            description: String::new(),
+            vector: Condition::compile("host_disk_used_ratio", &any).expect("compile"),
+            direction: Cmp::Ge,
+            warning: Some(0.8),
+            critical: Some(0.9),
+        };
+        assert_eq!(t.classify(0.5), Status::Good);
+        assert_eq!(t.classify(0.8), Status::Concerning);
+        assert_eq!(t.classify(0.95), Status::Bad);
+        let low = ThresholdTest { direction: Cmp::Lt, warning: Some(2.0), critical: Some(1.0), ..t };
+        assert_eq!(low.classify(0.0), Status::Bad);
+        assert_eq!(low.classify(1.5), Status::Concerning);
+        assert_eq!(short(0.9), "0.9");
+        assert_eq!(short(3.0), "3");
+    }
+}

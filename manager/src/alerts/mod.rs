@@ -1,0 +1,6 @@
+//! Health tests and alert rules: expressions over the metrics the manager holds, evaluated
+//! in memory every cycle.
+
+pub mod expr;
+pub mod health;
+pub mod state;
