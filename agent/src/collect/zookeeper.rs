@@ -137,6 +137,23 @@ zk_server_state\tstandalone\nzk_znode_count\t4\nzk_watch_count\t0\nzk_ephemerals
     }
 
     #[test]
+    fn a_real_ensemble_of_three() {
+        // Whole mntr of the leader of a real 3-server ZooKeeper 3.8.0
+        // ensemble, and the start of a follower's.
+        let leader = samples(include_str!("testdata/zookeeper-mntr-3.8.0-leader.txt"), 0).expect("leader");
+        assert_eq!(value(&leader, "zookeeper_is_leader"), Some(1.0));
+        assert_eq!(value(&leader, "zookeeper_synced_followers"), Some(2.0));
+        assert_eq!(value(&leader, "zookeeper_znode_count"), Some(5.0));
+        assert_eq!(value(&leader, "zookeeper_open_sessions"), Some(0.0));
+        assert_eq!(leader.len(), 10, "{leader:#?}");
+        let follower = samples(include_str!("testdata/zookeeper-mntr-3.8.0-follower.txt"), 0).expect("follower");
+        assert_eq!(value(&follower, "zookeeper_is_leader"), Some(0.0));
+        let mode = follower.iter().find(|s| s.name == "zookeeper_mode").expect("mode");
+        assert_eq!(mode.labels["mode"], "follower");
+        assert_eq!(value(&follower, "zookeeper_synced_followers"), None, "leaders only");
+    }
+
+    #[test]
     fn a_real_standalone_server() {
         // The first lines of a real ZooKeeper 3.8.0's mntr (Debian's package).
         let s = samples(include_str!("testdata/zookeeper-mntr-3.8.0-standalone.txt"), 0).expect("samples");
