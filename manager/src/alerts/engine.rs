@@ -1,0 +1,687 @@
+//! One evaluation cycle: health tests over the fleet's state and metrics, the health roll-up,
+//! the health states as metrics (`host_up`, `*_health_status`, ...), and the alert rules over
+//! all of it. Pure: [`Fleet`] and a [`SeriesSource`] in, [`Cycle`] out; the task that gathers
+//! them from the registry and acts on the transitions is in [`super::run`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use promql_parser::label::Matcher;
+use serde::Serialize;
+
+use super::expr::{Cmp, Condition, ExprError, Labels, SeriesSource};
+use super::health::{Status, TestResult, ThresholdTest, roll_up};
+use super::state::{RuleState, Timing, Transition};
+
+/// A host as the engine sees it.
+#[derive(Debug, Clone)]
+pub struct FleetHost {
+    pub id: String,
+    pub hostname: String,
+    /// Connected (or within the lost-after grace).
+    pub up: bool,
+    pub clusters: Vec<String>,
+}
+
+/// A role as the engine sees it.
+#[derive(Debug, Clone)]
+pub struct FleetRole {
+    pub cluster: String,
+    pub service: String,
+    pub service_type: String,
+    pub name: String,
+    pub role_type: String,
+    pub hostname: String,
+    pub host_up: bool,
+    /// The desired run state is running.
+    pub wanted_running: bool,
+    /// As reported: `running`, `starting`, `stopped`, `failed`, ... (`unknown` before a report).
+    pub state: String,
+    /// `good`, `bad` or `unknown`, from the role's health checks.
+    pub probe_health: String,
+    pub last_error: String,
+    /// How long the running process has lagged behind the desired config revision (0: not).
+    pub stale_seconds: f64,
+}
+
+/// What the engine evaluates over, besides metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Fleet {
+    pub hosts: Vec<FleetHost>,
+    pub roles: Vec<FleetRole>,
+}
+
+/// A role's key: (cluster, service, role name).
+pub type RoleKey = (String, String, String);
+
+/// The health of one entity and the tests that decided it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntityHealth {
+    pub status: Status,
+    pub tests: Vec<TestResult>,
+}
+
+impl EntityHealth {
+    fn of(tests: Vec<TestResult>) -> EntityHealth {
+        EntityHealth { status: roll_up(tests.iter().map(|t| t.status)), tests }
+    }
+}
+
+/// The health of everything, as of one cycle.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HealthSnapshot {
+    pub at: i64,
+    /// By hostname.
+    pub hosts: BTreeMap<String, EntityHealth>,
+    pub roles: BTreeMap<RoleKey, EntityHealth>,
+    /// By (cluster, service): the roll-up of its roles plus its own tests.
+    pub services: BTreeMap<(String, String), EntityHealth>,
+    /// By cluster: the roll-up of its services and member hosts.
+    pub clusters: BTreeMap<String, EntityHealth>,
+}
+
+/// Which entities a health test looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Host,
+    Role,
+    Service,
+}
+
+/// A metric health test and where it applies (`service_type` empty: every type).
+#[derive(Debug, Clone)]
+pub struct HealthTestDef {
+    pub level: Level,
+    pub service_type: &'static str,
+    pub test: ThresholdTest,
+}
+
+/// The built-in metric health tests. Known metrics only; `known` is the catalogue.
+pub fn builtin_tests(known: &dyn Fn(&str) -> bool) -> Result<Vec<HealthTestDef>, ExprError> {
+    let t = |level, service_type, name: &str, description: &str, expr: &str, direction, warning, critical| {
+        Ok::<_, ExprError>(HealthTestDef {
+            level,
+            service_type,
+            test: ThresholdTest {
+                name: name.to_owned(),
+                description: description.to_owned(),
+                vector: Condition::compile(expr, known)?,
+                direction,
+                warning,
+                critical,
+            },
+        })
+    };
+    Ok(vec![
+        t(
+            Level::Host,
+            "",
+            "disk_space",
+            "Space used on the host's fullest filesystem",
+            "max by (host) (host_disk_used_ratio)",
+            Cmp::Ge,
+            Some(0.8),
+            Some(0.9),
+        )?,
+        t(
+            Level::Role,
+            "",
+            "restarts",
+            "Restarts after crashes in the last 10 minutes",
+            "increase(role_restarts_total[10m])",
+            Cmp::Gt,
+            Some(1.0),
+            Some(3.0),
+        )?,
+        t(
+            Level::Role,
+            "redis",
+            "redis_memory",
+            "Used memory against maxmemory",
+            "redis_memory_used_ratio",
+            Cmp::Ge,
+            Some(0.9),
+            Some(0.98),
+        )?,
+        t(
+            Level::Role,
+            "redis",
+            "redis_replication_link",
+            "A replica's link to its primary (1 up, 0 down)",
+            "redis_master_link_up",
+            Cmp::Lt,
+            None,
+            Some(1.0),
+        )?,
+        t(
+            Level::Role,
+            "zookeeper",
+            "zookeeper_outstanding_requests",
+            "Requests queued in the server",
+            "zookeeper_outstanding_requests",
+            Cmp::Ge,
+            Some(10.0),
+            Some(100.0),
+        )?,
+        t(
+            Level::Role,
+            "zookeeper",
+            "zookeeper_latency",
+            "Average request latency",
+            "zookeeper_avg_latency_ms",
+            Cmp::Ge,
+            Some(100.0),
+            Some(1000.0),
+        )?,
+        t(
+            Level::Service,
+            "zookeeper",
+            "zookeeper_leader",
+            "Servers of the ensemble that are the leader (or standalone)",
+            "sum by (cluster, service) (zookeeper_is_leader)",
+            Cmp::Lt,
+            None,
+            Some(1.0),
+        )?,
+    ])
+}
+
+/// The health states as series, for rules and charts: `host_up`, `host_health_status`,
+/// `role_health_status`, `role_config_stale_seconds`, `service_health_status` and
+/// `cluster_health_status` (0 good, 1 concerning, 2 bad).
+pub const HEALTH_METRICS: [&str; 6] = [
+    "host_up",
+    "host_health_status",
+    "role_health_status",
+    "role_config_stale_seconds",
+    "service_health_status",
+    "cluster_health_status",
+];
+
+/// A source with the health series laid over the metrics.
+pub struct Overlay<'a> {
+    pub base: &'a dyn SeriesSource,
+    pub extra: HashMap<&'static str, Vec<(Labels, f64)>>,
+}
+
+impl SeriesSource for Overlay<'_> {
+    fn instant(&self, name: &str, matchers: &[Matcher]) -> Vec<(Labels, f64)> {
+        match self.extra.get(name) {
+            Some(series) => {
+                series.iter().filter(|(labels, _)| matches(labels, matchers)).map(|(l, v)| (l.clone(), *v)).collect()
+            }
+            None => self.base.instant(name, matchers),
+        }
+    }
+
+    fn range(&self, name: &str, matchers: &[Matcher], range: Duration) -> Vec<(Labels, Vec<(i64, f64)>)> {
+        self.base.range(name, matchers, range)
+    }
+}
+
+/// Whether labels satisfy every matcher (a missing label is the empty string, as in PromQL).
+pub fn matches(labels: &Labels, matchers: &[Matcher]) -> bool {
+    matchers.iter().all(|m| m.is_match(labels.get(&m.name).map(String::as_str).unwrap_or("")))
+}
+
+fn role_labels(r: &FleetRole) -> Labels {
+    [
+        ("cluster", r.cluster.as_str()),
+        ("service", r.service.as_str()),
+        ("role", r.name.as_str()),
+        ("role_type", r.role_type.as_str()),
+        ("host", r.hostname.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+fn label(l: &Labels, k: &str) -> String {
+    l.get(k).cloned().unwrap_or_default()
+}
+
+/// The health of everything: the fleet's state tests, then the metric tests, rolled up.
+pub fn health(fleet: &Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource, now: i64) -> HealthSnapshot {
+    let mut host_tests: BTreeMap<String, Vec<TestResult>> = BTreeMap::new();
+    for h in &fleet.hosts {
+        let agent = if h.up {
+            TestResult { test: "agent".into(), status: Status::Good, value: Some(1.0), summary: "connected".into() }
+        } else {
+            TestResult {
+                test: "agent".into(),
+                status: Status::Bad,
+                value: Some(0.0),
+                summary: "lost: no sign of life from the agent".into(),
+            }
+        };
+        host_tests.insert(h.hostname.clone(), vec![agent]);
+    }
+    let mut role_tests: BTreeMap<RoleKey, Vec<TestResult>> = BTreeMap::new();
+    let mut role_types: HashMap<RoleKey, &str> = HashMap::new();
+    for r in &fleet.roles {
+        let key = (r.cluster.clone(), r.service.clone(), r.name.clone());
+        role_types.insert(key.clone(), r.service_type.as_str());
+        // A role on a lost host is not judged: its host's test says why.
+        if !r.host_up {
+            role_tests.insert(key, Vec::new());
+            continue;
+        }
+        let mut tests = Vec::new();
+        let (status, summary) = match (r.wanted_running, r.state.as_str()) {
+            (true, "running") => (Status::Good, "running".to_owned()),
+            (true, "starting") => (Status::Concerning, "starting".to_owned()),
+            (true, "failed") if !r.last_error.is_empty() => (Status::Bad, format!("failed: {}", r.last_error)),
+            (true, other) => (Status::Bad, format!("{other}, should be running")),
+            (false, "stopped") | (false, "unknown") => (Status::Good, "stopped, as wanted".to_owned()),
+            (false, other) => (Status::Concerning, format!("{other}, should be stopped")),
+        };
+        tests.push(TestResult { test: "process".into(), status, value: None, summary });
+        if r.wanted_running && r.state == "running" {
+            let (status, summary) = match r.probe_health.as_str() {
+                "bad" => (Status::Bad, "health checks failing".to_owned()),
+                "good" => (Status::Good, "health checks pass".to_owned()),
+                _ => (Status::Good, "no health check result yet".to_owned()),
+            };
+            tests.push(TestResult { test: "health_checks".into(), status, value: None, summary });
+        }
+        if r.stale_seconds > 0.0 {
+            tests.push(TestResult {
+                test: "config".into(),
+                status: Status::Concerning,
+                value: Some(r.stale_seconds),
+                summary: format!("running an older configuration for {}s; restart to apply", r.stale_seconds as u64),
+            });
+        }
+        role_tests.insert(key, tests);
+    }
+    let mut service_tests: BTreeMap<(String, String), Vec<TestResult>> = BTreeMap::new();
+    for def in tests {
+        for (labels, result) in def.test.run(src) {
+            match def.level {
+                Level::Host => {
+                    if let Some(t) = host_tests.get_mut(&label(&labels, "host")) {
+                        t.push(result);
+                    }
+                }
+                Level::Role => {
+                    let key = (label(&labels, "cluster"), label(&labels, "service"), label(&labels, "role"));
+                    let applies =
+                        role_types.get(&key).is_some_and(|t| def.service_type.is_empty() || *t == def.service_type);
+                    if let (true, Some(t)) = (applies, role_tests.get_mut(&key)) {
+                        // Not while the role's host is lost (its tests are empty then).
+                        if !t.is_empty() {
+                            t.push(result);
+                        }
+                    }
+                }
+                Level::Service => {
+                    let key = (label(&labels, "cluster"), label(&labels, "service"));
+                    service_tests.entry(key).or_default().push(result);
+                }
+            }
+        }
+    }
+    let mut snap = HealthSnapshot { at: now, ..HealthSnapshot::default() };
+    snap.hosts = host_tests.into_iter().map(|(k, t)| (k, EntityHealth::of(t))).collect();
+    snap.roles = role_tests.into_iter().map(|(k, t)| (k, EntityHealth::of(t))).collect();
+    // Services: their own tests, then one line per role that is not good.
+    let mut services: BTreeMap<(String, String), Vec<TestResult>> = BTreeMap::new();
+    for r in &fleet.roles {
+        services.entry((r.cluster.clone(), r.service.clone())).or_default();
+    }
+    for (key, tests) in service_tests {
+        // A service-level test about a service the fleet no longer has is dropped.
+        if let Some(t) = services.get_mut(&key) {
+            t.extend(tests);
+        }
+    }
+    for ((cluster, service, role), h) in &snap.roles {
+        if let Some(t) = services.get_mut(&(cluster.clone(), service.clone())) {
+            if h.status != Status::Good {
+                let worst =
+                    h.tests.iter().filter(|t| t.status == h.status).map(|t| t.summary.as_str()).collect::<Vec<_>>();
+                t.push(TestResult {
+                    test: format!("role {role}"),
+                    status: h.status,
+                    value: None,
+                    summary: worst.join("; "),
+                });
+            }
+        }
+    }
+    snap.services = services.into_iter().map(|(k, t)| (k, EntityHealth::of(t))).collect();
+    let mut clusters: BTreeMap<String, Vec<TestResult>> = BTreeMap::new();
+    for ((cluster, service), h) in &snap.services {
+        let t = clusters.entry(cluster.clone()).or_default();
+        if h.status != Status::Good {
+            t.push(TestResult {
+                test: format!("service {service}"),
+                status: h.status,
+                value: None,
+                summary: format!("service {service} is {}", h.status.as_str()),
+            });
+        }
+    }
+    for h in &fleet.hosts {
+        for c in &h.clusters {
+            let t = clusters.entry(c.clone()).or_default();
+            if let Some(hh) = snap.hosts.get(&h.hostname).filter(|hh| hh.status != Status::Good) {
+                t.push(TestResult {
+                    test: format!("host {}", h.hostname),
+                    status: hh.status,
+                    value: None,
+                    summary: format!("host {} is {}", h.hostname, hh.status.as_str()),
+                });
+            }
+        }
+    }
+    snap.clusters = clusters.into_iter().map(|(k, t)| (k, EntityHealth::of(t))).collect();
+    snap
+}
+
+/// The health states as series (see [`HEALTH_METRICS`]).
+pub fn health_series(fleet: &Fleet, snap: &HealthSnapshot) -> HashMap<&'static str, Vec<(Labels, f64)>> {
+    let mut out: HashMap<&'static str, Vec<(Labels, f64)>> = HEALTH_METRICS.iter().map(|n| (*n, Vec::new())).collect();
+    let one = |k: &str, v: &str| -> Labels { [(k.to_owned(), v.to_owned())].into() };
+    for h in &fleet.hosts {
+        out.get_mut("host_up").expect("listed").push((one("host", &h.hostname), if h.up { 1.0 } else { 0.0 }));
+        if let Some(hh) = snap.hosts.get(&h.hostname) {
+            out.get_mut("host_health_status").expect("listed").push((one("host", &h.hostname), hh.status.level()));
+        }
+    }
+    for r in &fleet.roles {
+        let key = (r.cluster.clone(), r.service.clone(), r.name.clone());
+        // No verdict for a role on a lost host: `host_up` speaks for it.
+        if let Some(h) = snap.roles.get(&key).filter(|h| !h.tests.is_empty()) {
+            out.get_mut("role_health_status").expect("listed").push((role_labels(r), h.status.level()));
+        }
+        if r.host_up {
+            out.get_mut("role_config_stale_seconds").expect("listed").push((role_labels(r), r.stale_seconds));
+        }
+    }
+    for ((cluster, service), h) in &snap.services {
+        let labels: Labels = [("cluster".to_owned(), cluster.clone()), ("service".to_owned(), service.clone())].into();
+        out.get_mut("service_health_status").expect("listed").push((labels, h.status.level()));
+    }
+    for (cluster, h) in &snap.clusters {
+        out.get_mut("cluster_health_status").expect("listed").push((one("cluster", cluster), h.status.level()));
+    }
+    out
+}
+
+/// How bad an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// A rule ready to evaluate.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    pub name: String,
+    pub condition: Condition,
+    pub timing: Timing,
+    pub severity: Severity,
+    pub labels: Labels,
+    /// Handlebars templates over `labels` and `value`.
+    pub annotations: BTreeMap<String, String>,
+    pub builtin: bool,
+}
+
+/// The built-in rules, on by default.
+pub fn builtin_rules(known: &dyn Fn(&str) -> bool) -> Result<Vec<CompiledRule>, ExprError> {
+    let rule = |name: &str, expr: &str, for_s: u64, severity, summary: &str| {
+        Ok::<_, ExprError>(CompiledRule {
+            name: name.to_owned(),
+            condition: Condition::compile(expr, known)?,
+            timing: Timing { for_: Duration::from_secs(for_s), keep_firing_for: Duration::ZERO },
+            severity,
+            labels: Labels::new(),
+            annotations: [("summary".to_owned(), summary.to_owned())].into(),
+            builtin: true,
+        })
+    };
+    Ok(vec![
+        rule(
+            "host_lost",
+            "host_up == 0",
+            0,
+            Severity::Critical,
+            "Host {{labels.host}} is lost: its agent stopped answering",
+        )?,
+        rule(
+            "role_bad",
+            "role_health_status >= 2",
+            60,
+            Severity::Critical,
+            "Role {{labels.role}} of {{labels.cluster}}/{{labels.service}} on {{labels.host}} is bad",
+        )?,
+        rule(
+            "crash_loop",
+            "increase(role_restarts_total[10m]) > 3",
+            0,
+            Severity::Critical,
+            "Role {{labels.role}} on {{labels.host}} restarted {{value}} times in 10 minutes",
+        )?,
+        rule(
+            "stale_configuration",
+            "role_config_stale_seconds > 86400",
+            0,
+            Severity::Warning,
+            "Role {{labels.role}} on {{labels.host}} has run an older configuration for over a day",
+        )?,
+        rule(
+            "disk_nearly_full",
+            "host_disk_used_ratio > 0.9",
+            300,
+            Severity::Warning,
+            "Filesystem {{labels.mount}} on {{labels.host}} is {{value}} full",
+        )?,
+    ])
+}
+
+/// The outcome of one cycle.
+#[derive(Debug, Default)]
+pub struct Cycle {
+    pub health: HealthSnapshot,
+    /// (rule name, transition).
+    pub transitions: Vec<(String, Transition)>,
+}
+
+/// Rules and their alerts' state across cycles.
+#[derive(Debug, Default)]
+pub struct Evaluator {
+    states: HashMap<String, RuleState>,
+}
+
+impl Evaluator {
+    /// Runs one cycle at `now` (unix ms).
+    pub fn cycle(
+        &mut self,
+        fleet: &Fleet,
+        tests: &[HealthTestDef],
+        rules: &[CompiledRule],
+        metrics: &dyn SeriesSource,
+        now: i64,
+    ) -> Cycle {
+        let health = health(fleet, tests, metrics, now);
+        let overlay = Overlay { base: metrics, extra: health_series(fleet, &health) };
+        let mut transitions = Vec::new();
+        for rule in rules {
+            let holding = rule.condition.eval(&overlay);
+            let state = self.states.entry(rule.name.clone()).or_default();
+            transitions.extend(state.step(rule.timing, holding, now).into_iter().map(|t| (rule.name.clone(), t)));
+        }
+        // Rules that were removed take their alerts with them.
+        self.states.retain(|name, _| rules.iter().any(|r| &r.name == name));
+        Cycle { health, transitions }
+    }
+
+    /// The pending and firing alerts of every rule.
+    pub fn active(&self) -> impl Iterator<Item = (&str, &super::state::Instance)> {
+        self.states.iter().flat_map(|(name, s)| s.instances().map(move |i| (name.as_str(), i)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Metrics(Vec<(&'static str, Labels, f64)>);
+
+    impl SeriesSource for Metrics {
+        fn instant(&self, name: &str, matchers: &[Matcher]) -> Vec<(Labels, f64)> {
+            self.0
+                .iter()
+                .filter(|(n, l, _)| *n == name && matches(l, matchers))
+                .map(|(_, l, v)| (l.clone(), *v))
+                .collect()
+        }
+        fn range(&self, name: &str, matchers: &[Matcher], _: Duration) -> Vec<(Labels, Vec<(i64, f64)>)> {
+            self.instant(name, matchers).into_iter().map(|(l, v)| (l, vec![(0, v), (1, v)])).collect()
+        }
+    }
+
+    fn known(_: &str) -> bool {
+        true
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn redis_role(name: &str, host: &str, host_up: bool) -> FleetRole {
+        FleetRole {
+            cluster: "prod".into(),
+            service: "cache".into(),
+            service_type: "redis".into(),
+            name: name.into(),
+            role_type: "primary".into(),
+            hostname: host.into(),
+            host_up,
+            wanted_running: true,
+            state: "running".into(),
+            probe_health: "good".into(),
+            last_error: String::new(),
+            stale_seconds: 0.0,
+        }
+    }
+
+    fn fleet(host_a_up: bool) -> Fleet {
+        Fleet {
+            hosts: vec![
+                FleetHost { id: "1".into(), hostname: "a".into(), up: host_a_up, clusters: vec!["prod".into()] },
+                FleetHost { id: "2".into(), hostname: "b".into(), up: true, clusters: vec!["prod".into()] },
+            ],
+            roles: vec![
+                redis_role("r1", "a", host_a_up),
+                redis_role("r2", "a", host_a_up),
+                redis_role("r3", "b", true),
+            ],
+        }
+    }
+
+    fn redis_memory(role: &str, ratio: f64) -> (&'static str, Labels, f64) {
+        (
+            "redis_memory_used_ratio",
+            labels(&[("cluster", "prod"), ("service", "cache"), ("role", role), ("host", "b")]),
+            ratio,
+        )
+    }
+
+    #[test]
+    fn a_threshold_makes_the_role_then_service_then_cluster_concerning_or_bad() {
+        let tests = builtin_tests(&known).expect("tests");
+        let good = health(&fleet(true), &tests, &Metrics(vec![redis_memory("r3", 0.5)]), 0);
+        assert_eq!(good.clusters["prod"].status, Status::Good, "{good:#?}");
+
+        let warm = health(&fleet(true), &tests, &Metrics(vec![redis_memory("r3", 0.93)]), 0);
+        let r3 = &warm.roles[&("prod".into(), "cache".into(), "r3".into())];
+        assert_eq!(r3.status, Status::Concerning);
+        let test = r3.tests.iter().find(|t| t.test == "redis_memory").expect("the memory test");
+        assert_eq!(test.value, Some(0.93));
+        assert!(test.summary.contains("0.93") && test.summary.contains("0.9"), "{}", test.summary);
+        assert_eq!(warm.services[&("prod".into(), "cache".into())].status, Status::Concerning);
+        assert_eq!(warm.clusters["prod"].status, Status::Concerning);
+
+        let hot = health(&fleet(true), &tests, &Metrics(vec![redis_memory("r3", 0.99)]), 0);
+        assert_eq!(hot.clusters["prod"].status, Status::Bad);
+        let svc = &hot.services[&("prod".into(), "cache".into())];
+        assert!(svc.tests.iter().any(|t| t.test == "role r3" && t.summary.contains("0.99")), "{svc:#?}");
+    }
+
+    #[test]
+    fn a_lost_host_fires_one_alert_not_one_per_role() {
+        let tests = builtin_tests(&known).expect("tests");
+        let rules = builtin_rules(&known).expect("rules");
+        let mut ev = Evaluator::default();
+        let none = Metrics(vec![]);
+        assert!(ev.cycle(&fleet(true), &tests, &rules, &none, 0).transitions.is_empty());
+        let lost = ev.cycle(&fleet(false), &tests, &rules, &none, 1_000);
+        let names: Vec<&str> = lost.transitions.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["host_lost"], "{:?}", lost.transitions);
+        assert_eq!(lost.health.hosts["a"].status, Status::Bad);
+        assert_eq!(lost.health.clusters["prod"].status, Status::Bad);
+        // Still lost a minute later: nothing new (the roles on it are not judged).
+        assert!(ev.cycle(&fleet(false), &tests, &rules, &none, 90_000).transitions.is_empty());
+        let back = ev.cycle(&fleet(true), &tests, &rules, &none, 100_000);
+        assert!(matches!(back.transitions.as_slice(), [(n, Transition::Resolved { .. })] if n == "host_lost"));
+    }
+
+    #[test]
+    fn a_failed_role_is_bad_and_fires_after_its_for() {
+        let tests = builtin_tests(&known).expect("tests");
+        let rules = builtin_rules(&known).expect("rules");
+        let mut f = fleet(true);
+        f.roles[2].state = "failed".into();
+        f.roles[2].last_error = "exited with status 1".into();
+        let mut ev = Evaluator::default();
+        let none = Metrics(vec![]);
+        let first = ev.cycle(&f, &tests, &rules, &none, 0);
+        let r3 = &first.health.roles[&("prod".into(), "cache".into(), "r3".into())];
+        assert_eq!(r3.status, Status::Bad);
+        assert!(r3.tests[0].summary.contains("exited with status 1"));
+        assert!(matches!(first.transitions.as_slice(), [(n, Transition::Pending(_))] if n == "role_bad"));
+        let later = ev.cycle(&f, &tests, &rules, &none, 60_000);
+        assert!(
+            matches!(later.transitions.as_slice(), [(n, Transition::Firing(i))] if n == "role_bad" && i.labels["role"] == "r3")
+        );
+    }
+
+    #[test]
+    fn zookeeper_without_a_leader_is_bad_at_the_service() {
+        let tests = builtin_tests(&known).expect("tests");
+        let mut f = fleet(true);
+        for r in &mut f.roles {
+            r.service = "zk".into();
+            r.service_type = "zookeeper".into();
+        }
+        let zk = |role: &str, leader: f64| {
+            (
+                "zookeeper_is_leader",
+                labels(&[("cluster", "prod"), ("service", "zk"), ("role", role), ("host", "a")]),
+                leader,
+            )
+        };
+        let ok = health(&f, &tests, &Metrics(vec![zk("r1", 1.0), zk("r2", 0.0), zk("r3", 0.0)]), 0);
+        assert_eq!(ok.services[&("prod".into(), "zk".into())].status, Status::Good);
+        let headless = health(&f, &tests, &Metrics(vec![zk("r1", 0.0), zk("r2", 0.0), zk("r3", 0.0)]), 0);
+        let svc = &headless.services[&("prod".into(), "zk".into())];
+        assert_eq!(svc.status, Status::Bad, "{svc:#?}");
+        assert!(svc.tests.iter().any(|t| t.test == "zookeeper_leader"));
+    }
+}
