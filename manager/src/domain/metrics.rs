@@ -79,6 +79,12 @@ const MAX_LABEL_VALUE_LEN: usize = 1024;
 // Ingest
 // ---------------------------------------------------------------------------
 
+/// Labels of a series, by name.
+type LabelMap = BTreeMap<String, String>;
+
+/// A point waiting for the flusher: series index, Unix seconds, value.
+type QueuedPoint = (u32, i64, f64);
+
 /// A role's process figures from a heartbeat.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProcessFigures {
@@ -402,7 +408,7 @@ impl LiveMetrics {
     /// Writes the queued points (creating new series first). On failure the
     /// points are queued again, as many as the bound allows.
     pub async fn flush(&self, store: &Store) -> crate::store::Result<usize> {
-        let (pending, new): (Vec<(u32, i64, f64)>, Vec<(u32, SeriesRec)>) = {
+        let (pending, new): (Vec<QueuedPoint>, Vec<(u32, SeriesRec)>) = {
             let mut inner = self.inner.lock().expect("metrics lock");
             let pending = std::mem::take(&mut inner.pending);
             let mut seen = BTreeSet::new();
@@ -858,6 +864,15 @@ impl Acc {
     }
 }
 
+/// One step's values across the series of a group.
+#[derive(Debug, Clone, Copy)]
+struct Across {
+    sum: f64,
+    min: f64,
+    max: f64,
+    n: u64,
+}
+
 /// Steps of one series: step start (Unix seconds) -> value.
 fn steps(points: &[PointRec], step: i64, stat: Stat) -> BTreeMap<i64, f64> {
     let mut accs: BTreeMap<i64, Acc> = BTreeMap::new();
@@ -968,29 +983,29 @@ pub async fn query(state: &AppState, actor: &Actor, q: &MetricQuery) -> Result<Q
         }
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
     } else {
-        let mut groups: BTreeMap<BTreeMap<String, String>, BTreeMap<i64, (f64, f64, f64, u64)>> = BTreeMap::new();
+        let mut groups: BTreeMap<LabelMap, BTreeMap<i64, Across>> = BTreeMap::new();
         for v in series {
             let key: BTreeMap<String, String> =
                 by.iter().map(|l| (l.clone(), v.labels.get(l).cloned().unwrap_or_default())).collect();
             let pts = v.id.and_then(|id| by_id.remove(&id)).unwrap_or_default();
             let group = groups.entry(key).or_default();
             for (t, x) in steps(&pts, step as i64, stat) {
-                let e = group.entry(t).or_insert((0.0, f64::INFINITY, f64::NEG_INFINITY, 0));
-                e.0 += x;
-                e.1 = e.1.min(x);
-                e.2 = e.2.max(x);
-                e.3 += 1;
+                let e = group.entry(t).or_insert(Across { sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, n: 0 });
+                e.sum += x;
+                e.min = e.min.min(x);
+                e.max = e.max.max(x);
+                e.n += 1;
             }
         }
         for (labels, g) in groups {
             let values = g
                 .into_iter()
-                .map(|(t, (sum, min, max, n))| {
+                .map(|(t, a)| {
                     let v = match agg {
-                        Agg::Sum => sum,
-                        Agg::Avg => sum / n as f64,
-                        Agg::Min => min,
-                        Agg::Max | Agg::None => max,
+                        Agg::Sum => a.sum,
+                        Agg::Avg => a.sum / a.n as f64,
+                        Agg::Min => a.min,
+                        Agg::Max | Agg::None => a.max,
                     };
                     (t, v)
                 })
@@ -1037,7 +1052,7 @@ pub async fn prometheus(state: &AppState, actor: &Actor) -> Result<String> {
     use std::fmt::Write;
     let scoped = Scoped::load(state, actor).await?;
     let now = now_millis();
-    let mut by_name: BTreeMap<String, Vec<(BTreeMap<String, String>, f64)>> = BTreeMap::new();
+    let mut by_name: BTreeMap<String, Vec<(LabelMap, f64)>> = BTreeMap::new();
     for v in state.registry.metrics.views(None) {
         let Some((t, x)) = v.last else { continue };
         if now - t > STALE_AFTER_MS {
