@@ -18,6 +18,7 @@
 //! - [`users`]: users, roles, grants and the permissions of each role;
 //! - [`providers`], [`bootstrap`]: hosts from the Docker provider and over
 //!   SSH;
+//! - [`alerts`]: the health tree, alerts, alert rules, silences and maintenance mode;
 //! - [`envelope`]: [`Items`] (every list) and [`ErrorBody`] (every error);
 //! - [`names`]: the name and reason rules as schemas;
 //! - [`whole`]: integer fields that also take `3.0`.
@@ -25,6 +26,7 @@
 //! Types are plain data with small pure methods (`as_str`, `parse`); every
 //! rule beyond what a schema states is the manager's.
 
+pub mod alerts;
 pub mod bootstrap;
 pub mod clusters;
 pub mod commands;

@@ -410,24 +410,7 @@ pub fn health_series(fleet: &Fleet, snap: &HealthSnapshot) -> HashMap<&'static s
     out
 }
 
-/// How bad an alert is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-}
+pub use drover_api::alerts::Severity;
 
 /// A rule ready to evaluate.
 #[derive(Debug, Clone)]
