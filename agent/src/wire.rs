@@ -506,6 +506,42 @@ mod tests {
     }
 
     #[test]
+    fn role_metrics_convert_field_by_field() {
+        let m = RoleMetrics {
+            role_id: "r".into(),
+            process: Some(ProcessMetrics {
+                cpu_percent: 150.5,
+                rss_bytes: 2,
+                threads: 3,
+                open_fds: 4,
+                uptime_seconds: 5,
+                restarts: 6,
+                last_exit_status: -9,
+            }),
+            samples: vec![Sample {
+                name: "redis_keys".into(),
+                value: f64::INFINITY,
+                labels: [("db".to_owned(), "db0".to_owned())].into(),
+                at_unix_ms: 7,
+            }],
+            collect_error: "redis 127.0.0.1:6379: connect: refused".into(),
+        };
+        let p = role_metrics(m);
+        let process = p.process.expect("process");
+        assert_eq!(process.cpu_percent, 150.5);
+        assert_eq!(
+            (process.rss_bytes, process.threads, process.open_fds, process.uptime_seconds, process.restarts),
+            (2, 3, 4, 5, 6)
+        );
+        assert_eq!(process.last_exit_status, -9);
+        let s = &p.samples[0];
+        assert_eq!((s.name.as_str(), s.value, s.at_unix_ms), ("redis_keys", f64::INFINITY, 7));
+        assert_eq!(s.labels.get("db").map(String::as_str), Some("db0"));
+        assert_eq!(p.collect_error, "redis 127.0.0.1:6379: connect: refused");
+        assert_eq!(role_metrics(RoleMetrics::default()).process, None, "no process, no figures");
+    }
+
+    #[test]
     fn parcel_specs_convert_and_unknown_targets_never_activate() {
         let wire = |target: i32| v1::ParcelSpec {
             name: "redis".into(),
