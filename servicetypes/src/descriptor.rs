@@ -56,6 +56,8 @@ pub struct ServiceType {
     pub role_types: Vec<RoleType>,
     pub parameters: Vec<Parameter>,
     pub rolling_restart: RollingRestart,
+    /// The metrics a console dashboard of the type shows, in order (`[[metrics_catalog]]`).
+    pub metrics_catalog: Vec<CatalogMetric>,
     /// Where the descriptor came from, e.g. `parcels/redis` (built in) or a user directory.
     pub source: String,
 }
@@ -71,9 +73,96 @@ pub struct RoleType {
     pub start_order: u32,
     pub process: ProcessTemplate,
     pub health_checks: Vec<HealthCheckTemplate>,
+    /// Where the agent reads the role's service metrics (`[[role_types.metrics]]`).
+    pub metrics: Vec<MetricSourceTemplate>,
     pub files: Vec<FileTemplate>,
     /// Files the role writes besides stdout/stderr, relative to the role directory.
     pub log_files: Vec<String>,
+}
+
+/// A metric source of a role type; its strings are handlebars templates, rendered into a
+/// [`drover_role_spec::MetricSource`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricSourceTemplate {
+    pub source: MetricSourceKindTemplate,
+    #[serde(serialize_with = "ser_duration")]
+    pub interval: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+}
+
+/// What a metric source reads. Ports render to a number (`"{{config.port}}"`).
+#[derive(Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricSourceKindTemplate {
+    /// Redis `INFO`; `password` rendering empty: no `AUTH`.
+    Redis {
+        host: String,
+        port: String,
+        #[serde(serialize_with = "ser_password")]
+        password: String,
+    },
+    /// ZooKeeper's `mntr` over its client port.
+    Zookeeper { host: String, port: String },
+    /// nginx's `stub_status` page over plain HTTP.
+    NginxStubStatus { url: String },
+    /// A Prometheus text exposition endpoint over plain HTTP.
+    Prometheus { url: String },
+    /// A program that prints Prometheus text format.
+    Command { program: String, args: Vec<String> },
+}
+
+/// A password template as shown: a template (`{{config.requirepass}}`) as it is, a literal
+/// password never.
+fn shown_password(p: &str) -> &str {
+    match p {
+        "" => "",
+        p if p.contains("{{") => p,
+        _ => "<set>",
+    }
+}
+
+fn ser_password<S: Serializer>(p: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(shown_password(p))
+}
+
+impl std::fmt::Debug for MetricSourceKindTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricSourceKindTemplate::Redis { host, port, password } => f
+                .debug_struct("Redis")
+                .field("host", host)
+                .field("port", port)
+                .field("password", &shown_password(password))
+                .finish(),
+            MetricSourceKindTemplate::Zookeeper { host, port } => {
+                f.debug_struct("Zookeeper").field("host", host).field("port", port).finish()
+            }
+            MetricSourceKindTemplate::NginxStubStatus { url } => {
+                f.debug_struct("NginxStubStatus").field("url", url).finish()
+            }
+            MetricSourceKindTemplate::Prometheus { url } => f.debug_struct("Prometheus").field("url", url).finish(),
+            MetricSourceKindTemplate::Command { program, args } => {
+                f.debug_struct("Command").field("program", program).field("args", args).finish()
+            }
+        }
+    }
+}
+
+/// Units a [`CatalogMetric`] may have.
+pub const METRIC_UNITS: &[&str] = &["bytes", "percent", "count", "per_second", "ms", "seconds", "ratio"];
+
+/// One metric a console dashboard of the service type shows (`[[metrics_catalog]]`): the
+/// sample name its sources yield, a title, a unit, and the role types whose roles yield it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CatalogMetric {
+    /// A sample name (`redis_used_memory_bytes`).
+    pub name: String,
+    pub title: String,
+    /// One of [`METRIC_UNITS`].
+    pub unit: String,
+    /// The role types that yield it; empty: every role type.
+    pub role_types: Vec<String>,
 }
 
 /// How many roles restart at once and whether to wait for them to be healthy.
@@ -248,6 +337,16 @@ impl ServiceType {
             return Err(err("rolling_restart.batch_size: must be at least 1".to_string()));
         }
 
+        let mut metrics_catalog = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, m) in raw.metrics_catalog.into_iter().enumerate() {
+            let ctx = format!("metrics_catalog[{i}]");
+            if !seen.insert(m.name.clone()) {
+                return Err(err(format!("{ctx}: metric `{}` is listed twice", m.name)));
+            }
+            metrics_catalog.push(m.build(&role_types).map_err(|m| err(format!("{ctx}.{m}")))?);
+        }
+
         Ok(ServiceType {
             display_name: raw.display_name.unwrap_or_else(|| name.clone()),
             name,
@@ -258,6 +357,7 @@ impl ServiceType {
             role_types,
             parameters,
             rolling_restart,
+            metrics_catalog,
             source: name_hint.to_string(),
         })
     }
@@ -436,6 +536,18 @@ struct RawService {
     role_types: Vec<RawRoleType>,
     #[serde(default)]
     parameters: Vec<RawParameter>,
+    #[serde(default)]
+    metrics_catalog: Vec<RawCatalogMetric>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalogMetric {
+    name: String,
+    title: String,
+    unit: String,
+    #[serde(default)]
+    role_types: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -466,6 +578,8 @@ struct RawRoleType {
     process: RawProcess,
     #[serde(default)]
     health_checks: Vec<RawHealthCheck>,
+    #[serde(default)]
+    metrics: Vec<RawMetric>,
     #[serde(default)]
     files: Vec<RawFile>,
     #[serde(default)]
@@ -536,6 +650,44 @@ fn default_timeout() -> String {
 
 fn default_threshold() -> u32 {
     3
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetric {
+    redis: Option<RawRedis>,
+    zookeeper: Option<RawZookeeper>,
+    nginx_stub_status: Option<RawUrl>,
+    prometheus: Option<RawUrl>,
+    command: Option<RawCommand>,
+    #[serde(default = "default_interval")]
+    interval: String,
+    #[serde(default = "default_timeout")]
+    timeout: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    #[serde(default = "default_tcp_host")]
+    host: String,
+    port: StringOrInt,
+    #[serde(default)]
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZookeeper {
+    #[serde(default = "default_tcp_host")]
+    host: String,
+    port: StringOrInt,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUrl {
+    url: String,
 }
 
 #[derive(Deserialize)]
@@ -724,6 +876,11 @@ impl RawRoleType {
             });
         }
 
+        let mut metrics = Vec::new();
+        for (i, m) in self.metrics.into_iter().enumerate() {
+            metrics.push(m.build(&format!("metrics[{i}]"))?);
+        }
+
         let mut files = Vec::new();
         let mut paths = BTreeSet::new();
         for f in self.files {
@@ -754,9 +911,122 @@ impl RawRoleType {
             start_order: self.start_order,
             process,
             health_checks,
+            metrics,
             files,
             log_files: self.log_files,
         })
+    }
+}
+
+impl RawMetric {
+    /// `field` is where the source is (`metrics[0]`), for errors.
+    fn build(self, field: &str) -> Result<MetricSourceTemplate, String> {
+        let inline = |name: &str, text: &str| compile(text).map_err(|m| format!("{field}.{name}: {m}"));
+        let port = |name: &str, p: StringOrInt| -> Result<String, String> {
+            let text = match p {
+                StringOrInt::String(s) => s,
+                StringOrInt::Int(n) => n.to_string(),
+            };
+            inline(name, &text)?;
+            if !text.contains("{{") {
+                port_number(&text).map_err(|m| format!("{field}.{name}: {m}"))?;
+            }
+            Ok(text)
+        };
+        let url = |name: &str, url: &str| -> Result<(), String> {
+            inline(name, url)?;
+            if !url.starts_with("{{") {
+                check_http_url(url).map_err(|m| format!("{field}.{name}: {m}"))?;
+            }
+            Ok(())
+        };
+        let given: Vec<&str> = [
+            ("redis", self.redis.is_some()),
+            ("zookeeper", self.zookeeper.is_some()),
+            ("nginx_stub_status", self.nginx_stub_status.is_some()),
+            ("prometheus", self.prometheus.is_some()),
+            ("command", self.command.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect();
+        let got = if given.is_empty() { "none".to_string() } else { given.join(" and ") };
+        let source = match (self.redis, self.zookeeper, self.nginx_stub_status, self.prometheus, self.command) {
+            (Some(r), None, None, None, None) => {
+                inline("redis.host", &r.host)?;
+                inline("redis.password", &r.password)?;
+                MetricSourceKindTemplate::Redis {
+                    host: r.host,
+                    port: port("redis.port", r.port)?,
+                    password: r.password,
+                }
+            }
+            (None, Some(z), None, None, None) => {
+                inline("zookeeper.host", &z.host)?;
+                MetricSourceKindTemplate::Zookeeper { host: z.host, port: port("zookeeper.port", z.port)? }
+            }
+            (None, None, Some(n), None, None) => {
+                url("nginx_stub_status.url", &n.url)?;
+                MetricSourceKindTemplate::NginxStubStatus { url: n.url }
+            }
+            (None, None, None, Some(p), None) => {
+                url("prometheus.url", &p.url)?;
+                MetricSourceKindTemplate::Prometheus { url: p.url }
+            }
+            (None, None, None, None, Some(c)) => {
+                if c.program.trim().is_empty() {
+                    return Err(format!("{field}.command.program: must not be empty"));
+                }
+                inline("command.program", &c.program)?;
+                for (j, a) in c.args.iter().enumerate() {
+                    inline(&format!("command.args[{j}]"), a)?;
+                }
+                MetricSourceKindTemplate::Command { program: c.program, args: c.args }
+            }
+            _ => {
+                return Err(format!(
+                    "{field}: exactly one of redis, zookeeper, nginx_stub_status, prometheus or command is required (got {got})"
+                ));
+            }
+        };
+        let interval = duration(&self.interval).map_err(|m| format!("{field}.interval: {m}"))?;
+        let timeout = duration(&self.timeout).map_err(|m| format!("{field}.timeout: {m}"))?;
+        if interval.is_zero() {
+            return Err(format!("{field}.interval: must be greater than zero"));
+        }
+        if timeout.is_zero() {
+            return Err(format!("{field}.timeout: must be greater than zero"));
+        }
+        if timeout > interval {
+            return Err(format!(
+                "{field}.timeout: {} is longer than the interval {}",
+                humantime::format_duration(timeout),
+                humantime::format_duration(interval)
+            ));
+        }
+        Ok(MetricSourceTemplate { source, interval, timeout })
+    }
+}
+
+impl RawCatalogMetric {
+    fn build(self, role_types: &[RoleType]) -> Result<CatalogMetric, String> {
+        check_metric_name(&self.name).map_err(|m| format!("name: {m}"))?;
+        if self.title.trim().is_empty() {
+            return Err("title: must not be empty".to_string());
+        }
+        if !METRIC_UNITS.contains(&self.unit.as_str()) {
+            return Err(format!("unit: unknown unit `{}` (expected one of {})", self.unit, METRIC_UNITS.join(", ")));
+        }
+        let mut seen = BTreeSet::new();
+        for t in &self.role_types {
+            if !role_types.iter().any(|rt| &rt.name == t) {
+                return Err(format!("role_types: role type `{t}` does not exist"));
+            }
+            if !seen.insert(t) {
+                return Err(format!("role_types: `{t}` is listed twice"));
+            }
+        }
+        Ok(CatalogMetric { name: self.name, title: self.title, unit: self.unit, role_types: self.role_types })
     }
 }
 
@@ -863,6 +1133,27 @@ fn check_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("`{name}` is not a valid name (lowercase letters, digits, `_`, `-`; starting with a letter)"))
+    }
+}
+
+/// Sample names as Prometheus has them: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+fn check_metric_name(name: &str) -> Result<(), String> {
+    let ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+    if ok { Ok(()) } else { Err(format!("`{name}` is not a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)")) }
+}
+
+/// A TCP port, 1..=65535, as text.
+pub(crate) fn port_number(text: &str) -> Result<u16, String> {
+    text.trim().parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("`{text}` is not a port (1-65535)"))
+}
+
+/// An `http://host...` URL: metric sources speak plain HTTP only.
+pub(crate) fn check_http_url(url: &str) -> Result<(), String> {
+    match url.strip_prefix("http://") {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
+        Some(_) => Err(format!("`{url}` has no host")),
+        None => Err(format!("`{url}` is not an http:// URL (metric sources speak plain HTTP)")),
     }
 }
 

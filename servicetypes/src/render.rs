@@ -23,7 +23,7 @@ pub use drover_role_spec::{
 };
 
 use crate::config::{ConfigValues, effective, missing_required, restart_digest};
-use crate::descriptor::{ProbeTemplate, RoleType, ServiceType};
+use crate::descriptor::{MetricSourceKindTemplate, ProbeTemplate, RoleType, ServiceType, check_http_url, port_number};
 use crate::params::ParamKind;
 
 /// One role of a service as placed by the manager.
@@ -172,6 +172,19 @@ impl<'a> Renderer<'a> {
                 ProbeTemplate::Tcp { host, port } => texts.extend([host, port]),
                 ProbeTemplate::Http { url, .. } => texts.push(url),
                 ProbeTemplate::Command { program, args } => {
+                    texts.push(program);
+                    texts.extend(args);
+                }
+            }
+        }
+        for m in &rt.metrics {
+            match &m.source {
+                MetricSourceKindTemplate::Redis { host, port, password } => texts.extend([host, port, password]),
+                MetricSourceKindTemplate::Zookeeper { host, port } => texts.extend([host, port]),
+                MetricSourceKindTemplate::NginxStubStatus { url } | MetricSourceKindTemplate::Prometheus { url } => {
+                    texts.push(url)
+                }
+                MetricSourceKindTemplate::Command { program, args } => {
                     texts.push(program);
                     texts.extend(args);
                 }
@@ -326,13 +339,57 @@ impl<'a> Renderer<'a> {
             });
         }
 
+        // Metric sources are not part of the restart digest: a changed source
+        // reaches the agent with the next push and never restarts the role.
+        let mut metric_sources = Vec::new();
+        for (i, m) in rt.metrics.iter().enumerate() {
+            let field = format!("metrics[{i}]");
+            let port = |name: &str, text: &str| {
+                let rendered = inline(&format!("{field}.{name}"), text)?;
+                port_number(&rendered)
+                    .map_err(|m| error(&descriptor, format!("role type `{}`: {field}.{name}: {m}", rt.name)))
+            };
+            let url = |name: &str, text: &str| {
+                let rendered = inline(&format!("{field}.{name}"), text)?;
+                check_http_url(&rendered)
+                    .map_err(|m| error(&descriptor, format!("role type `{}`: {field}.{name}: {m}", rt.name)))?;
+                Ok::<_, RenderError>(rendered)
+            };
+            let kind = match &m.source {
+                MetricSourceKindTemplate::Redis { host, port: p, password } => MetricSourceKind::Redis {
+                    host: inline(&format!("{field}.redis.host"), host)?,
+                    port: port("redis.port", p)?,
+                    password: inline(&format!("{field}.redis.password"), password)?,
+                },
+                MetricSourceKindTemplate::Zookeeper { host, port: p } => MetricSourceKind::Zookeeper {
+                    host: inline(&format!("{field}.zookeeper.host"), host)?,
+                    port: port("zookeeper.port", p)?,
+                },
+                MetricSourceKindTemplate::NginxStubStatus { url: u } => {
+                    MetricSourceKind::NginxStubStatus { url: url("nginx_stub_status.url", u)? }
+                }
+                MetricSourceKindTemplate::Prometheus { url: u } => {
+                    MetricSourceKind::Prometheus { url: url("prometheus.url", u)? }
+                }
+                MetricSourceKindTemplate::Command { program, args } => MetricSourceKind::Command {
+                    program: inline(&format!("{field}.command.program"), program)?,
+                    args: args
+                        .iter()
+                        .enumerate()
+                        .map(|(j, a)| inline(&format!("{field}.command.args[{j}]"), a))
+                        .collect::<Result<_, _>>()?,
+                },
+            };
+            metric_sources.push(MetricSource { kind, interval: m.interval, timeout: m.timeout });
+        }
+
         Ok(RenderedRole {
             files,
             process,
             health_checks,
             log_files: rt.log_files.clone(),
             restart_digest: restart_digest(st, values, &role.role_type, &role.group, &role.role_id),
-            metric_sources: Vec::new(),
+            metric_sources,
         })
     }
 }
@@ -560,6 +617,16 @@ handlebars_helper!(quote: |s: str| {
     format!("\"{escaped}\"")
 });
 handlebars_helper!(connect_host: |bind: str, address: str| connect_host_of(bind, address));
+handlebars_helper!(local_host: |bind: str| local_host_of(bind));
+
+/// The address a process on the same host dials to reach a process that listens on `bind`:
+/// `127.0.0.1` when it listens on every interface (`bind` is empty or lists a wildcard),
+/// otherwise the first address it binds.
+fn local_host_of(bind: &str) -> String {
+    let binds: Vec<&str> = bind.split_whitespace().map(|b| b.trim_start_matches('-')).collect();
+    let wildcard = binds.is_empty() || binds.iter().any(|b| matches!(*b, "0.0.0.0" | "*" | "::" | "::*"));
+    if wildcard { "127.0.0.1".to_string() } else { binds[0].to_string() }
+}
 
 /// The address a peer should dial to reach a process that listens on `bind` on a host whose
 /// address is `address`: the host address when the process listens on it or on every interface,
@@ -640,6 +707,7 @@ fn register_helpers(hb: &mut Handlebars<'static>) {
     hb.register_helper("mem", Box::new(mem));
     hb.register_helper("quote", Box::new(quote));
     hb.register_helper("connect_host", Box::new(connect_host));
+    hb.register_helper("local_host", Box::new(local_host));
     hb.register_helper("endpoints", Box::new(Endpoints));
 }
 

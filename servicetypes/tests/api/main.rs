@@ -2,6 +2,7 @@
 
 mod config;
 mod descriptor;
+mod metrics;
 mod nginx;
 mod params;
 mod render;

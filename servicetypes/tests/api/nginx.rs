@@ -72,7 +72,7 @@ fn nginx_serves_a_page_naming_itself_by_default() {
     let st = nginx();
     let topo = Topology { service: "web".into(), references: BTreeMap::new(), ..lb_topology(false) };
     let r = render_role(&st, &topo, &ConfigValues::default(), "l1").unwrap();
-    expect![[r#"
+    expect![[r##"
         # Rendered by Drover for lb-server-1 (server) of service prod/web.
         # Do not edit: changes are overwritten by the next configuration push.
         daemon off;
@@ -106,13 +106,22 @@ fn nginx_serves_a_page_naming_itself_by_default() {
                     return 200 "ok\n";
                 }
 
+                # Connection and request counters for the agent's metric source, from this host only.
+                location = /drover-status {
+                    stub_status;
+                    access_log off;
+                    allow 127.0.0.1;
+                    allow ::1;
+                    deny all;
+                }
+
                 location / {
                     add_header X-Drover-Role lb-server-1 always;
                     return 200 "lb-server-1 on node3 (service prod/web)\n";
                 }
             }
         }
-    "#]]
+    "##]]
     .assert_eq(&file(&r));
     assert_eq!(r.process.program, "${PARCELS_ROOT}/nginx/usr/sbin/nginx");
     assert_eq!(r.process.args, ["-p", "${ROLE_DIR}/", "-c", "${ROLE_DIR}/nginx.conf", "-e", "stderr"]);
@@ -148,6 +157,15 @@ fn nginx_proxies_to_the_roles_of_the_referenced_service() {
                 location = /drover-health {
                     access_log off;
                     return 200 "ok\n";
+                }
+
+                # Connection and request counters for the agent's metric source, from this host only.
+                location = /drover-status {
+                    stub_status;
+                    access_log off;
+                    allow 127.0.0.1;
+                    allow ::1;
+                    deny all;
                 }
 
                 location / {
