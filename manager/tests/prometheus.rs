@@ -75,8 +75,10 @@ async fn metrics_need_read_on_the_fleet_and_are_a_valid_exposition() {
     for id in ["h-one", "h-two"] {
         t.err(Method::GET, &format!("/hosts/{id}"), None, 404).await;
     }
-    let resp = t.client.get(t.url("/no/such/page")).send().await.unwrap();
-    assert_eq!(resp.status(), 404);
+    for path in ["/no/such/page", "/repo/no-such-file.parcel"] {
+        let resp = t.client.get(t.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{path}");
+    }
 
     let viewer = token(&t, "fleet-viewer", json!([{"role": "viewer"}])).await;
     let (status, content_type, text) = scrape(&t, Some(&viewer), None).await;
@@ -92,7 +94,8 @@ async fn metrics_need_read_on_the_fleet_and_are_a_valid_exposition() {
         "{text}"
     );
     assert!(text.contains(r#"route="unmatched""#), "{text}");
-    assert!(!text.contains("h-one") && !text.contains("/no/such/page"), "{text}");
+    assert!(!text.contains("h-one") && !text.contains("/no/such/page") && !text.contains("no-such-file"), "{text}");
+    assert!(text.contains(r#"route="/repo/{*file}",method="GET",status="4xx"} 1"#), "{text}");
     for name in [
         "drover_agent_sessions_open 0",
         "drover_agent_heartbeats_total 0",

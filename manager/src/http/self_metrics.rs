@@ -51,7 +51,12 @@ fn wants_openmetrics(headers: &HeaderMap) -> bool {
 /// route template (never the raw path), the method and the status class.
 pub async fn track_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let began = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route = match req.extensions().get::<MatchedPath>() {
+        Some(p) => p.as_str().to_owned(),
+        // The repository is a nested fallback service: no matched path.
+        None if req.uri().path().starts_with("/repo/") => "/repo/{*file}".to_owned(),
+        None => "unmatched".to_owned(),
+    };
     let method = method_label(req.method().as_str());
     let resp = next.run(req).await;
     let labels = HttpLabels { route, method, status: status_class(resp.status().as_u16()) };
