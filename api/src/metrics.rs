@@ -105,6 +105,7 @@ pub struct MetricQuery {
     /// Series selector: `name` or `name{label="v",label!="v",label=~"re",label!~"re"}`
     /// over the labels `cluster`, `service`, `role`, `role_type`, `host` and the
     /// metric's own.
+    #[param(example = "host_cpu_percent{cluster=\"prod\"}")]
     pub series: String,
     /// Start, RFC 3339 (default: an hour before `to`).
     #[param(format = DateTime)]
@@ -114,15 +115,17 @@ pub struct MetricQuery {
     pub to: Option<String>,
     /// Step, e.g. `30s`, `5m`, `1h` (default: the range / 300, rounded up to
     /// the resolution); at most 11,000 steps per series.
+    #[param(example = "1m")]
     pub step: Option<String>,
     /// Combine series per step (default `none`: every series on its own).
-    #[param(value_type = Option<Agg>)]
+    #[param(inline, value_type = Option<Agg>)]
     pub agg: Option<String>,
     /// With `agg`: the labels to group by, comma-separated (e.g. `service`,
     /// `role_type,host`); none: one series in all.
+    #[param(example = "host")]
     pub by: Option<String>,
     /// The statistic of each step (default `avg`).
-    #[param(value_type = Option<Stat>)]
+    #[param(inline, value_type = Option<Stat>)]
     pub stat: Option<String>,
 }
 

@@ -396,3 +396,34 @@ async fn bad_queries_get_a_400_naming_the_problem() {
     let message = f.t.err(Method::GET, &format!("/metrics/series?match={}", enc("x{")), None, 400).await;
     assert!(message.contains("invalid series selector"), "{message}");
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_metric_operations() {
+    let t = T::start().await;
+    let doc = t.ok(Method::GET, "/openapi.json", None).await;
+    let params = doc["paths"]["/api/v1/metrics/query"]["get"]["parameters"].as_array().unwrap().clone();
+    let param = |name: &str| params.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no {name}")).clone();
+    assert_eq!(param("series")["required"], true);
+    assert_eq!(param("stat")["schema"]["enum"], json!(["avg", "min", "max", "last"]), "{}", param("stat"));
+    assert_eq!(param("agg")["schema"]["enum"], json!(["none", "sum", "avg", "min", "max"]));
+    for name in ["from", "to", "step", "by"] {
+        assert_ne!(param(name)["required"], true, "{name}");
+    }
+    let list = &doc["paths"]["/api/v1/metrics/series"]["get"]["parameters"];
+    assert!(list.as_array().unwrap().iter().any(|p| p["name"] == "match"), "{list}");
+    let prom = &doc["paths"]["/api/v1/metrics/prometheus"]["get"]["responses"];
+    assert!(prom["200"]["content"].get("text/plain").is_some(), "{prom}");
+    for status in ["401", "403", "429", "503"] {
+        assert!(prom.get(status).is_some(), "{status} documented");
+    }
+    let schemas = &doc["components"]["schemas"];
+    for s in ["QueryResult", "SeriesValues", "SeriesInfo", "Resolution"] {
+        assert!(schemas.get(s).is_some(), "schema {s}");
+    }
+    // Every $ref points at a schema the document holds.
+    let text = doc.to_string();
+    for part in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = &part[..part.find('"').unwrap()];
+        assert!(schemas.get(name).is_some(), "dangling $ref {name}");
+    }
+}

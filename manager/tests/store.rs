@@ -1678,8 +1678,15 @@ async fn case_metric_series(store: Store) {
     assert_eq!(all[1], SeriesRec { id: ids[1], host: "h1.renamed".into(), ..b });
     // Other labels, another series.
     let c = series_rec("redis_keyspace_keys", "role", "r1", r#"{"db":"db1"}"#);
-    let more = store.ensure_series(&[c]).await.unwrap();
+    let more = store.ensure_series(&[c.clone(), c]).await.unwrap();
     assert!(!ids.contains(&more[0]));
+    assert_eq!(more[0], more[1], "the same series twice in one batch");
+    // Many at once (more than one statement's rows).
+    let many: Vec<SeriesRec> = (0..1200).map(|i| series_rec("m", "host", &format!("h{i}"), "{}")).collect();
+    let got = store.ensure_series(&many).await.unwrap();
+    assert_eq!(got.len(), 1200);
+    assert_eq!(got.iter().collect::<std::collections::BTreeSet<_>>().len(), 1200);
+    assert_eq!(store.ensure_series(&many[1100..]).await.unwrap(), got[1100..]);
 }
 
 async fn case_metric_rollups(store: Store) {
