@@ -39,6 +39,7 @@ impl std::fmt::Debug for Notifier {
 }
 
 struct Inner {
+    config: NotifyConfig,
     route: Route,
     receivers: HashMap<String, Arc<Receiver>>,
     shared: Arc<Shared>,
@@ -101,6 +102,7 @@ impl Notifier {
         let log = DeliveryLog::new(config.delivery_log_size.unwrap_or(DEFAULT_LOG_SIZE), receivers.keys().cloned());
         Ok(Notifier {
             inner: Arc::new(Inner {
+                config: config.clone(),
                 route,
                 receivers,
                 shared: Arc::new(Shared { groups: Mutex::new(HashMap::new()), log }),
@@ -158,6 +160,11 @@ impl Notifier {
             };
             tokio::spawn(group.run(rx));
         }
+    }
+
+    /// The configuration it runs with, secrets redacted.
+    pub fn config(&self) -> NotifyConfig {
+        self.inner.config.redacted()
     }
 
     /// The delivery attempts kept, oldest first.

@@ -139,8 +139,30 @@ impl NotifyConfig {
     pub fn parse(text: &str) -> Result<NotifyConfig, NotifyError> {
         let config: NotifyConfig = serde_norway::from_str(text)
             .map_err(|e| NotifyError::Config(format!("notification configuration: {e}")))?;
-        config.validate()?;
+        config
+            .validate()
+            .map_err(|NotifyError::Config(e)| NotifyError::Config(format!("notification configuration: {e}")))?;
         Ok(config)
+    }
+
+    /// The configuration without its secrets (webhook secrets and SMTP
+    /// passwords become `<redacted>`), for the API and console.
+    pub fn redacted(&self) -> NotifyConfig {
+        const REDACTED: &str = "<redacted>";
+        let mut c = self.clone();
+        for r in &mut c.receivers {
+            for w in &mut r.webhook_configs {
+                if w.secret.is_some() {
+                    w.secret = Some(REDACTED.into());
+                }
+            }
+            for e in &mut r.email_configs {
+                if e.password.is_some() {
+                    e.password = Some(REDACTED.into());
+                }
+            }
+        }
+        c
     }
 
     /// Checks what serde cannot: unique receiver names, receivers the routes
@@ -206,6 +228,10 @@ receivers:
         let json = serde_json::to_string(&c).unwrap();
         let back = NotifyConfig::parse(&json).unwrap();
         assert_eq!(back, c);
+
+        let shown = serde_json::to_string(&c.redacted()).unwrap();
+        assert!(!shown.contains("s3cret") && !shown.contains("\"pw\""), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

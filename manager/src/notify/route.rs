@@ -93,10 +93,12 @@ impl Matcher {
             return Err(format!("invalid label name {name:?} (letters, digits and _, not starting with a digit)"));
         }
         let regex = match op {
-            MatchOp::Regex | MatchOp::NotRegex => Some(
-                Regex::new(&format!("^(?:{value})$"))
-                    .map_err(|e| format!("invalid regular expression {value:?}: {e}"))?,
-            ),
+            MatchOp::Regex | MatchOp::NotRegex => Some(Regex::new(&format!("^(?:{value})$")).map_err(|e| {
+                // The parser's message is several lines: the pattern, a caret, then the problem.
+                let e = e.to_string();
+                let why = e.lines().last().unwrap_or_default().trim().trim_start_matches("error: ").to_owned();
+                format!("invalid regular expression {value:?}: {why}")
+            })?),
             _ => None,
         };
         Ok(Matcher { name: name.to_owned(), op, value: value.to_owned(), regex })
@@ -441,7 +443,7 @@ mod tests {
         for (bad, want) in [
             ("severity", "no operator"),
             ("1x=y", "invalid label name"),
-            ("x=~(", "invalid regular expression"),
+            ("x=~(", "invalid regular expression \"(\": unclosed group"),
             (r#"x="y"#, "unterminated"),
             ("=y", "invalid label name"),
         ] {
