@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 /// good, concerning or bad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
@@ -201,4 +201,28 @@ pub struct MaintenanceView {
     pub since: String,
     pub by: String,
     pub comment: String,
+}
+
+/// Which part of the health tree to show: a host, or a cluster, a service of it or a role of
+/// that; nothing: the fleet.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HealthQuery {
+    pub cluster: Option<String>,
+    /// Needs `cluster`.
+    pub service: Option<String>,
+    /// A role name; needs `cluster` and `service`.
+    pub role: Option<String>,
+    /// A hostname; not with the others.
+    pub host: Option<String>,
+}
+
+/// Filters of the active alerts.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AlertsQuery {
+    /// `pending` or `firing`; none: both.
+    pub state: Option<AlertState>,
 }

@@ -228,6 +228,15 @@ pub struct ManagerConfig {
     #[arg(long, env = "DROVER_METRICS_RAW_RETENTION", default_value = "1d", value_parser = humantime::parse_duration)]
     pub metrics_raw_retention: Duration,
 
+    /// How often health tests and alert rules are evaluated.
+    #[arg(long, env = "DROVER_ALERTS_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub alerts_interval: Duration,
+
+    /// Notification routes and receivers (webhook, e-mail, Alertmanager) as YAML, in the
+    /// format of docs/alerts.md. Without it alerts are evaluated and shown, not sent.
+    #[arg(long, env = "DROVER_NOTIFY_CONFIG")]
+    pub notify_config: Option<PathBuf>,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "DROVER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

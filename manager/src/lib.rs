@@ -79,6 +79,8 @@ pub struct AppState {
     pub started_at: Instant,
     /// The manager's own metrics, served at `/metrics`.
     pub telemetry: telemetry::Telemetry,
+    /// Health tests and alert rules: the latest health and active alerts, and the notifier.
+    pub alerts: alerts::Alerts,
     /// Whether the REST API and console are served over HTTPS (session
     /// cookies are then `Secure`).
     pub https: bool,
@@ -202,7 +204,20 @@ impl Manager {
         let secrets = secrets::Keyring::load(&key_path, create_key)?;
         let parcels = parcels::ParcelRepo::open(&config.data_dir.join("parcel-repo"), &config.parcel_repos)
             .context("open the parcel repository")?;
+        let notify = match &config.notify_config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("read --notify-config {}", path.display()))?;
+                Some(
+                    notify::NotifyConfig::parse(&text)
+                        .map_err(|e| anyhow::anyhow!("--notify-config {}: {e}", path.display()))?,
+                )
+            }
+            None => None,
+        };
+        let alerts = alerts::Alerts::new(notify.as_ref()).map_err(|e| anyhow::anyhow!(e))?;
         let state = Arc::new(AppState {
+            alerts,
             catalog,
             secrets,
             parcels,
@@ -254,6 +269,7 @@ impl Manager {
 
         tasks.spawn(background(state.clone(), shutdown.subscribe()));
         tasks.spawn(desired_loop(state.clone(), shutdown.subscribe()));
+        tasks.spawn(alerts::live::run(state.clone(), state.config.alerts_interval, shutdown.subscribe()));
         tracing::info!(%http_addr, %grpc_addr, ca = %state.pki.ca_fingerprint(), "manager started");
         Ok(ManagerHandle { http_addr, grpc_addr, state, shutdown, tasks })
     }

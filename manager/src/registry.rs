@@ -262,6 +262,7 @@ impl Registry {
             pending_applied: Mutex::new(Vec::new()),
             pending_generations: Mutex::new(HashMap::new()),
             pending_desired: Mutex::new(HashMap::new()),
+            metrics,
         })
     }
 
@@ -707,6 +708,35 @@ impl Registry {
     /// What a host last reported about its parcels (empty until it reports).
     pub fn parcel_status(&self, host_id: &str) -> Vec<ParcelStatusRec> {
         self.entry(host_id).map(|e| e.lock().expect("host lock").parcel_status.clone()).unwrap_or_default()
+    }
+
+    /// Every host's id, hostname, status and desired roles, for the alert engine.
+    pub fn fleet(&self) -> Vec<(String, String, HostStatus, Vec<Arc<DesiredRole>>)> {
+        self.hosts
+            .read()
+            .expect("registry lock")
+            .iter()
+            .map(|(id, e)| {
+                let h = e.lock().expect("host lock");
+                (id.clone(), h.hostname.clone(), h.status, h.roles.values().flatten().cloned().collect())
+            })
+            .collect()
+    }
+
+    /// Records an alert transition (`alert_pending`, `alert_firing`, `alert_resolved`) about
+    /// the alert with fingerprint `object_id`.
+    pub fn push_alert_event(&self, severity: &'static str, kind: &'static str, object_id: &str, message: String) {
+        let mut events = self.events.lock().expect("events lock");
+        if events.len() < MAX_PENDING {
+            events.push(NewEvent {
+                at: now_millis(),
+                severity,
+                kind,
+                object_type: "alert",
+                object_id: object_id.to_owned(),
+                message,
+            });
+        }
     }
 
     /// Every host id the registry knows.

@@ -173,6 +173,8 @@ fn table() -> Vec<Row> {
         row(get.clone(), "/api/v1/metrics/query", "/api/v1/metrics/query?series=host_cpu_percent", Anywhere(Read), Ok),
         row(get.clone(), "/api/v1/metrics/series", "/api/v1/metrics/series", Anywhere(Read), Ok),
         row(get.clone(), "/api/v1/metrics/prometheus", "/api/v1/metrics/prometheus", Anywhere(Read), Ok),
+        row(get.clone(), "/api/v1/health", "/api/v1/health?cluster=prod", Prod(Read), Ok),
+        row(get.clone(), "/api/v1/alerts", "/api/v1/alerts", SignedIn, Ok),
         with(
             row(patch.clone(), "/api/v1/hosts/{id}", "/api/v1/hosts/h1", OnHost(HostsWrite), NotDenied),
             json!({"labels": {"Bad Key": "x"}}),

@@ -76,6 +76,10 @@ impl DesiredRole {
             h.update(f.mode.to_le_bytes());
         }
         h.update(format!("{:?}{:?}", self.rendered.process, self.rendered.health_checks).as_bytes());
+        // Serialised, not Debug: Debug hides a Redis source's password, and a
+        // new password must reach the agent. (A changed source is pushed; it
+        // never restarts the role: the restart digest leaves sources out.)
+        h.update(serde_json::to_vec(&self.rendered.metric_sources).unwrap_or_default());
         h.finalize().into()
     }
 }
@@ -396,5 +400,53 @@ impl ServiceContext {
                 Ok(role)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use drover_service_types::render::{MetricSource, MetricSourceKind, ProcessSpec, RenderedRole};
+
+    use super::DesiredRole;
+
+    fn role(password: &str) -> DesiredRole {
+        let source = MetricSource {
+            kind: MetricSourceKind::Redis { host: "127.0.0.1".into(), port: 6379, password: password.into() },
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+        };
+        DesiredRole {
+            role_id: "r1".into(),
+            host_id: "h1".into(),
+            service: "prod/cache".into(),
+            role_type: "primary".into(),
+            name: "cache-primary-1".into(),
+            config_revision: 3,
+            rendered: RenderedRole {
+                files: Vec::new(),
+                process: ProcessSpec { program: "redis-server".into(), ..ProcessSpec::default() },
+                health_checks: Vec::new(),
+                log_files: Vec::new(),
+                restart_digest: "d".repeat(64),
+                metric_sources: vec![source],
+            },
+            parcels: Vec::new(),
+            running: true,
+            restart_nonce: 0,
+            digest: [0; 32],
+        }
+    }
+
+    /// A changed metric source (even only its password, which Debug hides) is pushed to the
+    /// agent; the restart digest and nonce, which decide restarts, are untouched.
+    #[test]
+    fn a_changed_metric_source_changes_the_pushed_digest_only() {
+        let (a, b) = (role("one"), role("two"));
+        assert_ne!(a.compute_digest(), b.compute_digest());
+        assert_eq!(a.compute_digest(), role("one").compute_digest());
+        assert_eq!(a.rendered.restart_digest, b.rendered.restart_digest);
+        assert_eq!(format!("{:?}", a.rendered.metric_sources), format!("{:?}", b.rendered.metric_sources));
     }
 }

@@ -488,6 +488,22 @@ impl LiveMetrics {
         self.inner.lock().expect("metrics lock").by_name.keys().cloned().collect()
     }
 
+    /// The latest value and its time (Unix ms) of every series of `name` that has one, with
+    /// its labels (host series without `cluster`): what alert rules and health tests read.
+    pub fn latest(&self, name: &str) -> Vec<(BTreeMap<String, String>, i64, f64)> {
+        let inner = self.inner.lock().expect("metrics lock");
+        inner
+            .by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| {
+                let e = &inner.series[*i as usize];
+                e.last.map(|(at, v)| (e.labels(), at, v))
+            })
+            .collect()
+    }
+
     /// The series of `name` (all when `None`), as views.
     fn views(&self, name: Option<&str>) -> Vec<View> {
         let inner = self.inner.lock().expect("metrics lock");

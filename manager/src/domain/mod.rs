@@ -28,6 +28,7 @@ pub mod accounts;
 pub mod clusters;
 pub mod commands;
 pub mod config;
+pub mod health;
 pub mod history;
 pub mod hosts;
 pub mod metrics;

@@ -21,6 +21,7 @@ pub mod api;
 pub mod bootstrap;
 pub mod commands;
 pub mod console;
+pub mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod parcels;
@@ -66,7 +67,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .merge(providers::routes())
                 .merge(bootstrap::routes())
                 .merge(users::routes())
-                .merge(metrics::routes()),
+                .merge(metrics::routes())
+                .merge(health::routes()),
         )
         // The parcel repository, read-only and public like a package mirror
         // (manifest.json and the files, with range requests for resuming);

@@ -87,6 +87,8 @@ use super::api;
         super::metrics::query,
         super::metrics::series,
         super::metrics::prometheus,
+        super::health::health,
+        super::health::alerts,
     ),
     modifiers(&Security, &ExtractorErrors)
 )]

@@ -1,0 +1,333 @@
+//! The alert engine at work: every `--alerts-interval` it gathers the fleet from the registry
+//! and the store, reads the latest metric values from memory, runs one [`Evaluator`] cycle and
+//! acts on it: the health snapshot and the active alerts are published for the API and
+//! console, every transition becomes an event, and firing and resolved alerts go to the
+//! notifier.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use promql_parser::label::Matcher;
+
+use super::engine::{
+    CompiledRule, Evaluator, Fleet, FleetHost, FleetRole, HEALTH_METRICS, HealthSnapshot, HealthTestDef, builtin_rules,
+    builtin_tests, matches,
+};
+use super::expr::{Labels, SeriesSource};
+use super::state::{Instance, Phase, Transition};
+use crate::AppState;
+use crate::domain::metrics::LiveMetrics;
+use crate::model::{HostStatus, now_millis, rfc3339};
+use crate::notify::{self, Notifier};
+use drover_api::alerts::{AlertState, AlertView, Severity};
+
+/// Points kept per series for range functions: a cycle every 15 s over the longest window.
+const MAX_WINDOW_POINTS: usize = 2_000;
+
+/// The engine's state, shared with the API and console through [`AppState::alerts`].
+pub struct Alerts {
+    tests: Vec<HealthTestDef>,
+    rules: Vec<CompiledRule>,
+    inner: Mutex<Inner>,
+    health: RwLock<Arc<HealthSnapshot>>,
+    active: RwLock<Arc<Vec<AlertView>>>,
+    notifier: Option<Notifier>,
+}
+
+impl std::fmt::Debug for Alerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alerts").field("rules", &self.rules.len()).finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    evaluator: Evaluator,
+    /// Recent values of the series range functions read, by (name, labels).
+    windows: HashMap<(String, Labels), VecDeque<(i64, f64)>>,
+    /// When each role was first seen running an older configuration.
+    stale_since: HashMap<String, i64>,
+}
+
+impl Alerts {
+    /// The built-in health tests and rules, and the notifier of `notify` (none: alerts are
+    /// evaluated and shown, not sent).
+    pub fn new(notify: Option<&notify::NotifyConfig>) -> Result<Alerts, String> {
+        let known = |name: &str| super::catalog_knows(name);
+        let tests = builtin_tests(&known).map_err(|e| format!("built-in health tests: {e}"))?;
+        let rules = builtin_rules(&known).map_err(|e| format!("built-in alert rules: {e}"))?;
+        let notifier = notify.map(Notifier::new).transpose().map_err(|e| format!("notifications: {e}"))?;
+        Ok(Alerts {
+            tests,
+            rules,
+            inner: Mutex::new(Inner::default()),
+            health: RwLock::new(Arc::new(HealthSnapshot::default())),
+            active: RwLock::new(Arc::new(Vec::new())),
+            notifier,
+        })
+    }
+
+    /// The latest health snapshot (empty before the first cycle).
+    pub fn health(&self) -> Arc<HealthSnapshot> {
+        self.health.read().expect("health lock").clone()
+    }
+
+    /// The pending and firing alerts as of the latest cycle.
+    pub fn active(&self) -> Arc<Vec<AlertView>> {
+        self.active.read().expect("alerts lock").clone()
+    }
+
+    pub fn notifier(&self) -> Option<&Notifier> {
+        self.notifier.as_ref()
+    }
+
+    /// Runs one cycle at `now` over `fleet` and the metrics in memory; returns the transitions.
+    pub fn cycle(&self, fleet: &Fleet, metrics: &LiveMetrics, now: i64) -> Vec<(String, Transition)> {
+        let mut inner = self.inner.lock().expect("alerts lock");
+        let inner = &mut *inner;
+        // Windows for the range functions: append the latest value of every series they read.
+        let mut ranges: HashMap<String, Duration> = HashMap::new();
+        for (name, range) in self
+            .rules
+            .iter()
+            .flat_map(|r| r.condition.metrics())
+            .chain(self.tests.iter().flat_map(|t| t.test.vector.metrics()))
+        {
+            if !range.is_zero() {
+                let r = ranges.entry(name).or_default();
+                *r = (*r).max(range);
+            }
+        }
+        let mut seen = HashSet::new();
+        for (name, range) in &ranges {
+            let keep_from = now - i64::try_from(range.as_millis()).unwrap_or(i64::MAX);
+            for (labels, at, value) in metrics.latest(name) {
+                let key = (name.clone(), labels);
+                let w = inner.windows.entry(key.clone()).or_default();
+                if w.back().is_none_or(|(t, _)| *t < at) {
+                    w.push_back((at, value));
+                }
+                while w.front().is_some_and(|(t, _)| *t < keep_from) || w.len() > MAX_WINDOW_POINTS {
+                    w.pop_front();
+                }
+                seen.insert(key);
+            }
+        }
+        inner.windows.retain(|k, _| seen.contains(k));
+        let src = Source { metrics, windows: &inner.windows, now };
+        let cycle = inner.evaluator.cycle(fleet, &self.tests, &self.rules, &src, now);
+        *self.health.write().expect("health lock") = Arc::new(cycle.health);
+        let rules: HashMap<&str, &CompiledRule> = self.rules.iter().map(|r| (r.name.as_str(), r)).collect();
+        let mut active: Vec<AlertView> = inner
+            .evaluator
+            .active()
+            .filter_map(|(name, i)| rules.get(name).map(|r| view(r, i, None)))
+            .collect();
+        active.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.active_since.cmp(&b.active_since)));
+        *self.active.write().expect("alerts lock") = Arc::new(active);
+        cycle.transitions
+    }
+
+    /// The rule named `name`.
+    pub fn rule(&self, name: &str) -> Option<&CompiledRule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+/// The latest values from memory and the windows the engine keeps.
+struct Source<'a> {
+    metrics: &'a LiveMetrics,
+    windows: &'a HashMap<(String, Labels), VecDeque<(i64, f64)>>,
+    now: i64,
+}
+
+/// A value older than this is stale: its series is not seen (as Prometheus' 5 minutes).
+const STALE_MS: i64 = 5 * 60 * 1000;
+
+impl SeriesSource for Source<'_> {
+    fn instant(&self, name: &str, matchers: &[Matcher]) -> Vec<(Labels, f64)> {
+        self.metrics
+            .latest(name)
+            .into_iter()
+            .filter(|(labels, at, _)| self.now - at <= STALE_MS && matches(labels, matchers))
+            .map(|(labels, _, v)| (labels, v))
+            .collect()
+    }
+
+    fn range(&self, name: &str, matchers: &[Matcher], range: Duration) -> Vec<(Labels, Vec<(i64, f64)>)> {
+        let from = self.now - i64::try_from(range.as_millis()).unwrap_or(i64::MAX);
+        self.windows
+            .iter()
+            .filter(|((n, labels), _)| n == name && matches(labels, matchers))
+            .map(|((_, labels), points)| (labels.clone(), points.iter().filter(|(t, _)| *t >= from).copied().collect()))
+            .collect()
+    }
+}
+
+/// The alert's labels: the series', the rule's, `alertname` and `severity`.
+pub fn alert_labels(rule: &CompiledRule, series: &Labels) -> BTreeMap<String, String> {
+    let mut labels = series.clone();
+    labels.extend(rule.labels.clone());
+    labels.insert("alertname".into(), rule.name.clone());
+    labels.insert("severity".into(), rule.severity.as_str().into());
+    labels
+}
+
+/// Renders the rule's annotation templates over the alert's labels and value; a template that
+/// does not render is shown as written, with the error.
+pub fn annotations(rule: &CompiledRule, labels: &BTreeMap<String, String>, value: f64) -> BTreeMap<String, String> {
+    let mut hb = handlebars::Handlebars::new();
+    hb.register_escape_fn(handlebars::no_escape);
+    let ctx = serde_json::json!({ "labels": labels, "value": super::health::short(value) });
+    rule.annotations
+        .iter()
+        .map(|(k, t)| {
+            let text = hb.render_template(t, &ctx).unwrap_or_else(|e| format!("{t} (template error: {e})"));
+            (k.clone(), text)
+        })
+        .collect()
+}
+
+fn view(rule: &CompiledRule, i: &Instance, state: Option<AlertState>) -> AlertView {
+    let labels = alert_labels(rule, &i.labels);
+    AlertView {
+        rule: rule.name.clone(),
+        fingerprint: notify::fingerprint(&labels),
+        state: state.unwrap_or(match i.phase {
+            Phase::Pending => AlertState::Pending,
+            Phase::Firing => AlertState::Firing,
+        }),
+        severity: rule.severity,
+        annotations: annotations(rule, &labels, i.value),
+        labels,
+        value: i.value,
+        active_since: rfc3339(i.active_since),
+        fired_at: i.fired_at.map(rfc3339),
+        silenced_by: Vec::new(),
+        in_maintenance: false,
+    }
+}
+
+/// What the registry and store say about the fleet now.
+pub async fn gather(state: &AppState, alerts: &Alerts, now: i64) -> crate::store::Result<Fleet> {
+    let mut clusters: HashMap<String, Vec<String>> = HashMap::new();
+    for (host_id, cluster) in state.store.cluster_members().await? {
+        clusters.entry(host_id).or_default().push(cluster);
+    }
+    let types: HashMap<String, String> = state
+        .store
+        .all_services()
+        .await?
+        .into_iter()
+        .map(|s| (format!("{}/{}", s.cluster, s.name), s.service_type))
+        .collect();
+    let mut fleet = Fleet::default();
+    let mut stale_now = HashSet::new();
+    let mut inner = alerts.inner.lock().expect("alerts lock");
+    for (host_id, hostname, status, roles) in state.registry.fleet() {
+        if status == HostStatus::Decommissioned {
+            continue;
+        }
+        let up = status == HostStatus::Healthy;
+        for r in roles {
+            let Some((cluster, service)) = r.service.split_once('/') else { continue };
+            let reported = state.registry.role_status(&r.role_id);
+            let (state_name, probe, last_error, running_revision) = match &reported {
+                Some(s) => (s.state.clone(), s.health.clone(), s.last_error.clone(), s.running_revision),
+                None => ("unknown".to_owned(), "unknown".to_owned(), String::new(), 0),
+            };
+            let stale = r.running && state_name == "running" && running_revision != 0 && running_revision < r.config_revision;
+            let stale_seconds = if stale {
+                stale_now.insert(r.role_id.clone());
+                let since = *inner.stale_since.entry(r.role_id.clone()).or_insert(now);
+                ((now - since) as f64 / 1000.0).max(1.0)
+            } else {
+                0.0
+            };
+            fleet.roles.push(FleetRole {
+                cluster: cluster.to_owned(),
+                service: service.to_owned(),
+                service_type: types.get(&r.service).cloned().unwrap_or_default(),
+                name: r.name.clone(),
+                role_type: r.role_type.clone(),
+                hostname: hostname.clone(),
+                host_up: up,
+                wanted_running: r.running,
+                state: state_name,
+                probe_health: probe,
+                last_error,
+                stale_seconds,
+            });
+        }
+        fleet.hosts.push(FleetHost { clusters: clusters.remove(&host_id).unwrap_or_default(), id: host_id, hostname, up });
+    }
+    inner.stale_since.retain(|id, _| stale_now.contains(id));
+    Ok(fleet)
+}
+
+/// One cycle: gather, evaluate, record the transitions as events and notify.
+pub async fn run_cycle(state: &AppState) -> crate::store::Result<usize> {
+    let alerts = &state.alerts;
+    let now = now_millis();
+    let fleet = gather(state, alerts, now).await?;
+    let transitions = alerts.cycle(&fleet, &state.registry.metrics, now);
+    let n = transitions.len();
+    for (name, t) in transitions {
+        let Some(rule) = alerts.rule(&name) else { continue };
+        let (instance, kind) = match &t {
+            Transition::Pending(i) => (i, "alert_pending"),
+            Transition::Firing(i) => (i, "alert_firing"),
+            Transition::Resolved { instance, .. } => (instance, "alert_resolved"),
+        };
+        let v = view(rule, instance, matches!(t, Transition::Resolved { .. }).then_some(AlertState::Resolved));
+        let summary = v.annotations.get("summary").cloned().unwrap_or_else(|| format!("{} {:?}", rule.name, v.labels));
+        let severity = match (kind, rule.severity) {
+            ("alert_resolved", _) | (_, Severity::Info) => "info",
+            (_, Severity::Warning) => "warning",
+            (_, Severity::Critical) => "error",
+        };
+        state.registry.push_alert_event(severity, kind, &v.fingerprint, format!("{}: {summary}", rule.name));
+        if let Some(notifier) = alerts.notifier() {
+            let starts_at = chrono::DateTime::from_timestamp_millis(instance.active_since).unwrap_or_default();
+            let alert = notify::Alert {
+                fingerprint: v.fingerprint.clone(),
+                labels: v.labels.clone(),
+                annotations: v.annotations.clone(),
+                state: notify::AlertState::Firing,
+                starts_at,
+                ends_at: None,
+                generator_url: String::new(),
+            };
+            match t {
+                Transition::Firing(_) => notifier.notify(alert),
+                Transition::Resolved { at, .. } => {
+                    notifier.notify(alert.resolved_at(chrono::DateTime::from_timestamp_millis(at).unwrap_or_default()))
+                }
+                Transition::Pending(_) => {}
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Evaluates every `interval` until `stop`.
+pub async fn run(state: Arc<AppState>, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = run_cycle(&state).await {
+                    tracing::error!(error = %e, "alert evaluation failed; will run again");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Whether `name` is a health series the engine makes.
+pub fn is_health_metric(name: &str) -> bool {
+    HEALTH_METRICS.contains(&name)
+}
