@@ -427,3 +427,28 @@ async fn the_openapi_document_describes_the_metric_operations() {
         assert!(schemas.get(name).is_some(), "dangling $ref {name}");
     }
 }
+
+/// Points wait in memory while the database is down and are written by the
+/// next flush that succeeds; series are created once.
+#[tokio::test]
+async fn points_wait_for_the_database_and_are_written_later() {
+    use drover_manager::domain::metrics::LiveMetrics;
+    use drover_manager::store::{PointTable, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display());
+    let live = LiveMetrics::default();
+    let now = now_millis();
+    live.record("h1", "h1.example", now - 2000, &host_metrics(1.0), &[]);
+    let down = Store::open(&url).await.unwrap();
+    down.close().await;
+    assert!(live.flush(&down).await.is_err(), "a closed pool fails");
+    live.record("h1", "h1.example", now, &host_metrics(2.0), &[]);
+    let store = Store::open(&url).await.unwrap();
+    // 12 host series (3 of them for the one mount) at two times.
+    assert_eq!(live.flush(&store).await.unwrap(), 24);
+    assert_eq!(store.point_count(PointTable::Raw).await.unwrap(), 24);
+    assert_eq!(store.all_series().await.unwrap().len(), 12);
+    assert_eq!(live.flush(&store).await.unwrap(), 0, "nothing left");
+    let stats = live.stats();
+    assert_eq!((stats.series, stats.points, stats.points_written, stats.points_dropped), (12, 24, 24, 0));
+}
