@@ -359,6 +359,7 @@ async fn maintain_metrics(state: &AppState) -> store::Result<()> {
     let events_keep = state.config.events_retention.as_millis() as i64;
     let audit_keep = state.config.audit_retention.as_millis() as i64;
     state.store.prune_history(now - events_keep, now - audit_keep).await?;
+    state.store.prune_alert_history(now - events_keep).await?;
     Ok(())
 }
 

@@ -25,6 +25,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod alerts;
 pub mod clusters;
 pub mod commands;
 pub mod config;

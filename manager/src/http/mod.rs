@@ -17,6 +17,7 @@
 //! calls only for GET and HEAD: a change needs an `Authorization` header,
 //! which a cross-site form cannot add.
 
+pub mod alerts;
 pub mod api;
 pub mod bootstrap;
 pub mod commands;
@@ -67,6 +68,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .merge(providers::routes())
                 .merge(bootstrap::routes())
                 .merge(users::routes())
+                .merge(alerts::routes())
                 .merge(metrics::routes())
                 .merge(health::routes()),
         )

@@ -15,6 +15,7 @@
 //!
 //! Architecture invariant: only this module imports sqlx.
 
+mod alerts;
 mod hosts;
 mod metrics;
 mod parcels;
@@ -30,6 +31,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 
+pub use alerts::{AlertHistoryFilter, AlertHistoryRec, AlertRuleRec, MaintenanceRec, SilenceRec};
 pub use hosts::{EnrollError, HeartbeatRow, HostFilter, HostPage, HostSort, MetricBucket, NewHost};
 pub use metrics::{PointRec, PointTable, SeriesRec};
 pub use parcels::ClusterParcelRec;
