@@ -418,3 +418,81 @@ impl Drop for RoleReaper {
         }
     }
 }
+
+/// A restarted agent re-adopts a running role and collects from it again,
+/// its process figures measured from the recorded start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_adopted_role_is_measured_and_collected_again() {
+    use drover_agent::roles::{ConfigFile, RoleSpec, RunState};
+    use drover_agent::supervisor::Supervisor;
+
+    let Some(program) = redis_server() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let _reaper = RoleReaper(tmp.path().to_path_buf());
+    let port = free_port();
+    let wire = redis_role("redis-1", &program, port, "s3cret");
+    let spec = RoleSpec {
+        role_id: wire.role_id.clone(),
+        config_revision: 1,
+        files: wire
+            .files
+            .iter()
+            .map(|f| ConfigFile {
+                path: f.path.clone(),
+                content: f.content.clone(),
+                sha256: f.sha256.clone(),
+                mode: f.mode,
+            })
+            .collect(),
+        process: ProcessSpec {
+            program: program.clone(),
+            args: vec!["${ROLE_DIR}/redis.conf".into()],
+            stop_signal: "SIGTERM".into(),
+            stop_grace: Duration::from_secs(5),
+            ..ProcessSpec::default()
+        },
+        run_state: RunState::Running,
+        metric_sources: vec![MetricSource {
+            kind: MetricSourceKind::Redis { host: String::new(), port, password: "s3cret".into() },
+            interval: Duration::from_millis(200),
+            timeout: Duration::from_secs(2),
+        }],
+        ..RoleSpec::default()
+    };
+    let config = || SupervisorConfig {
+        poll_interval: Duration::from_millis(100),
+        ..SupervisorConfig::supervise(tmp.path().to_path_buf())
+    };
+    let collected = |sup: &Supervisor| {
+        let metrics = sup.metrics();
+        async move {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let taken = metrics.take();
+                if let Some(r) = taken
+                    .iter()
+                    .find(|r| r.process.is_some() && r.samples.iter().any(|s| s.name == "redis_used_memory_bytes"))
+                {
+                    return r.clone();
+                }
+                assert!(Instant::now() < deadline, "no figures and samples: {taken:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let first = Supervisor::start(config()).expect("start");
+    first.set_desired(1, vec![spec.clone()]);
+    let before = collected(&first).await;
+    let pid = first.statuses().borrow().iter().find(|s| s.role_id == "redis-1").map(|s| s.pid).expect("pid");
+    drop(first);
+
+    // The next agent: the same process, collected again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = Supervisor::start(config()).expect("restart");
+    second.set_desired(2, vec![spec]);
+    let after = collected(&second).await;
+    assert_eq!(second.statuses().borrow().iter().find(|s| s.role_id == "redis-1").map(|s| s.pid), Some(pid));
+    let (b, a) = (before.process.expect("before"), after.process.expect("after"));
+    assert!(a.uptime_seconds > b.uptime_seconds, "uptime from the recorded start: {b:?} then {a:?}");
+    assert_eq!(after.collect_error, "");
+}
