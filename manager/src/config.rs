@@ -283,6 +283,12 @@ impl ManagerConfig {
         if self.api_token_ttl < Duration::from_secs(60) || self.api_token_ttl > Duration::from_secs(10 * 365 * 86_400) {
             anyhow::bail!("--api-token-ttl must be between 1m and 10 years");
         }
+        if self.metrics_raw_retention < Duration::from_secs(3600) {
+            anyhow::bail!("--metrics-raw-retention must be at least 1h (minute rollups are made from raw points)");
+        }
+        if self.metrics_minute_retention < Duration::from_secs(3 * 3600) {
+            anyhow::bail!("--metrics-minute-retention must be at least 3h (hour rollups are made from minutes)");
+        }
         if self.desired_resync_interval < Duration::from_secs(1) {
             anyhow::bail!("--desired-resync-interval must be at least 1s");
         }
