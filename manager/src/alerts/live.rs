@@ -28,7 +28,6 @@ const MAX_WINDOW_POINTS: usize = 2_000;
 /// The engine's state, shared with the API and console through [`AppState::alerts`].
 pub struct Alerts {
     tests: Vec<HealthTestDef>,
-    rules: Vec<CompiledRule>,
     inner: Mutex<Inner>,
     health: RwLock<Arc<HealthSnapshot>>,
     active: RwLock<Arc<Vec<AlertView>>>,
@@ -37,7 +36,7 @@ pub struct Alerts {
 
 impl std::fmt::Debug for Alerts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Alerts").field("rules", &self.rules.len()).finish_non_exhaustive()
+        f.debug_struct("Alerts").field("tests", &self.tests.len()).finish_non_exhaustive()
     }
 }
 
@@ -48,20 +47,53 @@ struct Inner {
     windows: HashMap<(String, Labels), VecDeque<(i64, f64)>>,
     /// When each role was first seen running an older configuration.
     stale_since: HashMap<String, i64>,
+    /// The rules of the latest cycle.
+    rules: Vec<CompiledRule>,
+}
+
+/// What mutes an alert: active silences (id and matchers) and maintenance mode.
+#[derive(Default)]
+pub struct Mutes {
+    pub silences: Vec<(String, Vec<crate::domain::alerts::CompiledMatcher>)>,
+    /// Hostnames, `cluster/service` and cluster names in maintenance mode.
+    pub hosts: HashSet<String>,
+    pub services: HashSet<String>,
+    pub clusters: HashSet<String>,
+    /// The clusters each host is a member of: a host of a cluster in maintenance is too.
+    pub host_clusters: HashMap<String, Vec<String>>,
+}
+
+impl Mutes {
+    /// The silences that match, and whether maintenance mode covers the alert.
+    pub fn check(&self, labels: &BTreeMap<String, String>) -> (Vec<String>, bool) {
+        let silenced = self
+            .silences
+            .iter()
+            .filter(|(_, m)| crate::domain::alerts::silence_matches(m, labels))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let get = |k: &str| labels.get(k).map(String::as_str).unwrap_or("");
+        let (host, cluster, service) = (get("host"), get("cluster"), get("service"));
+        let maintenance = (!host.is_empty()
+            && (self.hosts.contains(host)
+                || self.host_clusters.get(host).is_some_and(|cs| cs.iter().any(|c| self.clusters.contains(c)))))
+            || (!cluster.is_empty() && self.clusters.contains(cluster))
+            || (!service.is_empty() && self.services.contains(&format!("{cluster}/{service}")));
+        (silenced, maintenance)
+    }
 }
 
 impl Alerts {
     /// The built-in health tests and rules, and the notifier of `notify` (none: alerts are
     /// evaluated and shown, not sent).
     pub fn new(notify: Option<&notify::NotifyConfig>) -> Result<Alerts, String> {
-        let known = |name: &str| super::catalog_knows(name);
+        let known = super::catalog::in_catalogue;
         let tests = builtin_tests(&known).map_err(|e| format!("built-in health tests: {e}"))?;
         let rules = builtin_rules(&known).map_err(|e| format!("built-in alert rules: {e}"))?;
         let notifier = notify.map(Notifier::new).transpose().map_err(|e| format!("notifications: {e}"))?;
         Ok(Alerts {
             tests,
-            rules,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner { rules, ..Inner::default() }),
             health: RwLock::new(Arc::new(HealthSnapshot::default())),
             active: RwLock::new(Arc::new(Vec::new())),
             notifier,
@@ -82,13 +114,22 @@ impl Alerts {
         self.notifier.as_ref()
     }
 
-    /// Runs one cycle at `now` over `fleet` and the metrics in memory; returns the transitions.
-    pub fn cycle(&self, fleet: &Fleet, metrics: &LiveMetrics, now: i64) -> Vec<(String, Transition)> {
+    /// Runs one cycle at `now` of `rules` over `fleet` and the metrics in memory; returns the
+    /// transitions, each with its alert as the API shows it.
+    pub fn cycle(
+        &self,
+        fleet: &Fleet,
+        metrics: &LiveMetrics,
+        rules: Vec<CompiledRule>,
+        mutes: &Mutes,
+        now: i64,
+    ) -> Vec<(Transition, AlertView)> {
         let mut inner = self.inner.lock().expect("alerts lock");
         let inner = &mut *inner;
+        inner.rules = rules;
         // Windows for the range functions: append the latest value of every series they read.
         let mut ranges: HashMap<String, Duration> = HashMap::new();
-        for (name, range) in self
+        for (name, range) in inner
             .rules
             .iter()
             .flat_map(|r| r.condition.metrics())
@@ -116,22 +157,27 @@ impl Alerts {
         }
         inner.windows.retain(|k, _| seen.contains(k));
         let src = Source { metrics, windows: &inner.windows, now };
-        let cycle = inner.evaluator.cycle(fleet, &self.tests, &self.rules, &src, now);
+        let cycle = inner.evaluator.cycle(fleet, &self.tests, &inner.rules, &src, now);
         *self.health.write().expect("health lock") = Arc::new(cycle.health);
-        let rules: HashMap<&str, &CompiledRule> = self.rules.iter().map(|r| (r.name.as_str(), r)).collect();
-        let mut active: Vec<AlertView> = inner
-            .evaluator
-            .active()
-            .filter_map(|(name, i)| rules.get(name).map(|r| view(r, i, None)))
-            .collect();
+        let rules: HashMap<&str, &CompiledRule> = inner.rules.iter().map(|r| (r.name.as_str(), r)).collect();
+        let mut active: Vec<AlertView> =
+            inner.evaluator.active().filter_map(|(name, i)| rules.get(name).map(|r| view(r, i, None, mutes))).collect();
         active.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.active_since.cmp(&b.active_since)));
         *self.active.write().expect("alerts lock") = Arc::new(active);
-        cycle.transitions
-    }
-
-    /// The rule named `name`.
-    pub fn rule(&self, name: &str) -> Option<&CompiledRule> {
-        self.rules.iter().find(|r| r.name == name)
+        cycle
+            .transitions
+            .into_iter()
+            .filter_map(|(name, t)| {
+                let rule = rules.get(name.as_str())?;
+                let (instance, state) = match &t {
+                    Transition::Pending(i) => (i, None),
+                    Transition::Firing(i) => (i, None),
+                    Transition::Resolved { instance, .. } => (instance, Some(AlertState::Resolved)),
+                };
+                let v = view(rule, instance, state, mutes);
+                Some((t, v))
+            })
+            .collect()
     }
 }
 
@@ -189,8 +235,9 @@ pub fn annotations(rule: &CompiledRule, labels: &BTreeMap<String, String>, value
         .collect()
 }
 
-fn view(rule: &CompiledRule, i: &Instance, state: Option<AlertState>) -> AlertView {
+fn view(rule: &CompiledRule, i: &Instance, state: Option<AlertState>, mutes: &Mutes) -> AlertView {
     let labels = alert_labels(rule, &i.labels);
+    let (silenced_by, in_maintenance) = mutes.check(&labels);
     AlertView {
         rule: rule.name.clone(),
         fingerprint: notify::fingerprint(&labels),
@@ -204,8 +251,8 @@ fn view(rule: &CompiledRule, i: &Instance, state: Option<AlertState>) -> AlertVi
         value: i.value,
         active_since: rfc3339(i.active_since),
         fired_at: i.fired_at.map(rfc3339),
-        silenced_by: Vec::new(),
-        in_maintenance: false,
+        silenced_by,
+        in_maintenance,
     }
 }
 
@@ -237,7 +284,8 @@ pub async fn gather(state: &AppState, alerts: &Alerts, now: i64) -> crate::store
                 Some(s) => (s.state.clone(), s.health.clone(), s.last_error.clone(), s.running_revision),
                 None => ("unknown".to_owned(), "unknown".to_owned(), String::new(), 0),
             };
-            let stale = r.running && state_name == "running" && running_revision != 0 && running_revision < r.config_revision;
+            let stale =
+                r.running && state_name == "running" && running_revision != 0 && running_revision < r.config_revision;
             let stale_seconds = if stale {
                 stale_now.insert(r.role_id.clone());
                 let since = *inner.stale_since.entry(r.role_id.clone()).or_insert(now);
@@ -260,53 +308,98 @@ pub async fn gather(state: &AppState, alerts: &Alerts, now: i64) -> crate::store
                 stale_seconds,
             });
         }
-        fleet.hosts.push(FleetHost { clusters: clusters.remove(&host_id).unwrap_or_default(), id: host_id, hostname, up });
+        fleet.hosts.push(FleetHost {
+            clusters: clusters.remove(&host_id).unwrap_or_default(),
+            id: host_id,
+            hostname,
+            up,
+        });
     }
     inner.stale_since.retain(|id, _| stale_now.contains(id));
     Ok(fleet)
 }
 
-/// One cycle: gather, evaluate, record the transitions as events and notify.
+/// Active silences and maintenance mode, as the store has them now.
+async fn mutes(state: &AppState, fleet: &Fleet, now: i64) -> crate::store::Result<Mutes> {
+    let mut m = Mutes::default();
+    for s in state.store.active_silences(now).await? {
+        if let Some(matchers) = crate::domain::alerts::compile_silence(&s) {
+            m.silences.push((s.id, matchers));
+        }
+    }
+    for r in state.store.maintenance_list().await? {
+        match r.kind.as_str() {
+            "host" => m.hosts.insert(r.target),
+            "service" => m.services.insert(r.target),
+            _ => m.clusters.insert(r.target),
+        };
+    }
+    m.host_clusters = fleet.hosts.iter().map(|h| (h.hostname.clone(), h.clusters.clone())).collect();
+    Ok(m)
+}
+
+/// One cycle: gather, evaluate, record each transition as an event and in the alert history,
+/// and hand firing and resolved alerts that nothing mutes to the notifier.
 pub async fn run_cycle(state: &AppState) -> crate::store::Result<usize> {
     let alerts = &state.alerts;
     let now = now_millis();
     let fleet = gather(state, alerts, now).await?;
-    let transitions = alerts.cycle(&fleet, &state.registry.metrics, now);
+    let rules = crate::domain::alerts::effective_rules(state).await?;
+    let mutes = mutes(state, &fleet, now).await?;
+    let transitions = alerts.cycle(&fleet, &state.registry.metrics, rules, &mutes, now);
     let n = transitions.len();
-    for (name, t) in transitions {
-        let Some(rule) = alerts.rule(&name) else { continue };
-        let (instance, kind) = match &t {
-            Transition::Pending(i) => (i, "alert_pending"),
-            Transition::Firing(i) => (i, "alert_firing"),
-            Transition::Resolved { instance, .. } => (instance, "alert_resolved"),
+    let mut history = Vec::with_capacity(n);
+    for (t, v) in transitions {
+        let (instance, kind, at) = match &t {
+            Transition::Pending(i) => (i, "alert_pending", now),
+            Transition::Firing(i) => (i, "alert_firing", now),
+            Transition::Resolved { instance, at } => (instance, "alert_resolved", *at),
         };
-        let v = view(rule, instance, matches!(t, Transition::Resolved { .. }).then_some(AlertState::Resolved));
-        let summary = v.annotations.get("summary").cloned().unwrap_or_else(|| format!("{} {:?}", rule.name, v.labels));
-        let severity = match (kind, rule.severity) {
+        let suppressed = !v.silenced_by.is_empty() || v.in_maintenance;
+        let summary = v.annotations.get("summary").cloned().unwrap_or_else(|| format!("{:?}", v.labels));
+        let severity = match (kind, v.severity) {
             ("alert_resolved", _) | (_, Severity::Info) => "info",
             (_, Severity::Warning) => "warning",
             (_, Severity::Critical) => "error",
         };
-        state.registry.push_alert_event(severity, kind, &v.fingerprint, format!("{}: {summary}", rule.name));
-        if let Some(notifier) = alerts.notifier() {
-            let starts_at = chrono::DateTime::from_timestamp_millis(instance.active_since).unwrap_or_default();
-            let alert = notify::Alert {
-                fingerprint: v.fingerprint.clone(),
-                labels: v.labels.clone(),
-                annotations: v.annotations.clone(),
-                state: notify::AlertState::Firing,
-                starts_at,
-                ends_at: None,
-                generator_url: String::new(),
-            };
-            match t {
-                Transition::Firing(_) => notifier.notify(alert),
-                Transition::Resolved { at, .. } => {
-                    notifier.notify(alert.resolved_at(chrono::DateTime::from_timestamp_millis(at).unwrap_or_default()))
-                }
-                Transition::Pending(_) => {}
+        let muted = if suppressed { " (muted)" } else { "" };
+        state.registry.push_alert_event(severity, kind, &v.fingerprint, format!("{}: {summary}{muted}", v.rule));
+        history.push(crate::store::AlertHistoryRec {
+            id: 0,
+            at,
+            rule: v.rule.clone(),
+            fingerprint: v.fingerprint.clone(),
+            state: match t {
+                Transition::Pending(_) => AlertState::Pending,
+                Transition::Firing(_) => AlertState::Firing,
+                Transition::Resolved { .. } => AlertState::Resolved,
+            },
+            severity: v.severity,
+            labels: v.labels.clone(),
+            value: v.value,
+            summary,
+            suppressed,
+        });
+        let Some(notifier) = alerts.notifier().filter(|_| !suppressed) else { continue };
+        let alert = notify::Alert {
+            fingerprint: v.fingerprint,
+            labels: v.labels,
+            annotations: v.annotations,
+            state: notify::AlertState::Firing,
+            starts_at: chrono::DateTime::from_timestamp_millis(instance.active_since).unwrap_or_default(),
+            ends_at: None,
+            generator_url: String::new(),
+        };
+        match t {
+            Transition::Firing(_) => notifier.notify(alert),
+            Transition::Resolved { at, .. } => {
+                notifier.notify(alert.resolved_at(chrono::DateTime::from_timestamp_millis(at).unwrap_or_default()))
             }
+            Transition::Pending(_) => {}
         }
+    }
+    if !history.is_empty() {
+        state.store.insert_alert_history(&history).await?;
     }
     Ok(n)
 }
