@@ -2,7 +2,7 @@
 # Runs Drover's whole test suite on a fresh Debian 12 machine: installs the
 # system packages the tests need (PostgreSQL, chromium and chromedriver,
 # redis-server, debootstrap, openssh-client, python3-venv, slapd, prometheus,
-# prometheus-alertmanager, python3-aiosmtpd; ZooKeeper and Java
+# prometheus-alertmanager, python3-aiosmtpd, nginx-light, zookeeper; ZooKeeper and Java
 # come from parcels the tests build), starts PostgreSQL with a test role, builds
 # the binaries the end-to-end tests run, checks the REST API against its OpenAPI
 # document with schemathesis (scripts/schemathesis.sh; installed from PyPI into
@@ -38,6 +38,11 @@ command -v ldapmodify >/dev/null 2>&1 || missing+=(ldap-utils)
 [ -x /usr/bin/prometheus ] || missing+=(prometheus)
 [ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
+# The agent's collector and supervisor tests run the host's nginx and ZooKeeper (the
+# end-to-end tests use the parcels); DROVER_REQUIRE_SERVICES=1 below makes them fail, not
+# skip, when a service is missing.
+[ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+[ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -61,6 +66,7 @@ if [ -z "$DROVER_TEST_POSTGRES_URL" ]; then
   exit 1
 fi
 export DROVER_TEST_POSTGRES_URL
+export DROVER_REQUIRE_SERVICES=1
 
 # The end-to-end tests open many sockets.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
