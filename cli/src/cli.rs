@@ -136,6 +136,18 @@ pub enum Command {
     /// Hosts the manager creates itself: `drover provider docker up|down|list`.
     #[command(subcommand)]
     Provider(ProviderCommand),
+    /// Alert rules: list, show, set -f FILE, delete (resets a built-in), export and import YAML.
+    #[command(subcommand, long_about = crate::alerts::RULES_HELP)]
+    AlertRules(crate::alerts::AlertRulesCommand),
+    /// Silences: mute matching alerts for a while (add --match ... --duration 2h), list, expire.
+    #[command(subcommand, long_about = crate::alerts::SILENCE_HELP)]
+    Silence(crate::alerts::SilenceCommand),
+    /// Maintenance mode of a host, service or cluster: on, off, list (its alerts are suppressed).
+    #[command(subcommand, long_about = crate::alerts::MAINTENANCE_HELP)]
+    Maintenance(crate::alerts::MaintenanceCommand),
+    /// The pending and firing alerts, most severe first (--state firing|pending); `drover
+    /// alerts history` lists their transitions.
+    Alerts(crate::alerts::AlertsArgs),
 }
 
 #[derive(Debug, Args)]

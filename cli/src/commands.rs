@@ -110,6 +110,10 @@ pub async fn run(ctx: &Context, command: Command, prompt: &mut dyn Prompt) -> an
         Command::Provider(crate::cli::ProviderCommand::Docker(command)) => {
             crate::remote_hosts::docker(ctx, command).await
         }
+        Command::AlertRules(command) => crate::alerts::alert_rules(ctx, command).await,
+        Command::Silence(command) => crate::alerts::silence(ctx, command).await,
+        Command::Maintenance(command) => crate::alerts::maintenance(ctx, command).await,
+        Command::Alerts(args) => crate::alerts::alerts(ctx, args).await,
         // It saves settings rather than using a client: see `crate::login`.
         Command::Login(_) => bail!("drover login runs before a client is made; call drover_cli::login::login"),
     }

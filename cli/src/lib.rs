@@ -11,6 +11,7 @@
 //! ones the manager serves, and nothing of the server (store, HTTP server,
 //! gRPC) is linked in (`tests/tests/architecture.rs` checks it).
 
+pub mod alerts;
 pub mod cli;
 pub mod commands;
 pub mod labels;

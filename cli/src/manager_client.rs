@@ -299,6 +299,33 @@ impl ManagerClient {
             .ok_or_else(|| anyhow!("the manager's answer to POST /api/v1/{} is empty", segments.join("/")))
     }
 
+    /// A request with an optional text body of `content_type` (YAML rule
+    /// files), answering the response's text as it is; errors as [`Self::call`].
+    pub async fn text(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<(&str, String)>,
+    ) -> anyhow::Result<String> {
+        let mut req = self.request(method.clone(), segments)?;
+        if let Some((content_type, body)) = body {
+            req = req.header(reqwest::header::CONTENT_TYPE, content_type).body(body);
+        }
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => return Err(self.transport_error(e).await),
+        };
+        let status = resp.status();
+        let text = match resp.text().await {
+            Ok(text) => text,
+            Err(e) => return Err(self.transport_error(e).await),
+        };
+        if !status.is_success() {
+            return Err(api_failure(status, &text).into());
+        }
+        Ok(text)
+    }
+
     /// `GET`, expecting a JSON body.
     pub async fn get<Q: Serialize + ?Sized>(&self, segments: &[&str], query: &Q) -> anyhow::Result<Value> {
         self.call(Method::GET, segments, query, NO_BODY)

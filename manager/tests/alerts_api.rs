@@ -145,15 +145,24 @@ async fn rules_are_created_changed_exported_imported_and_deleted() {
         ("", "empty import"),
         ("{not: [a list", "invalid YAML"),
         ("- name: x\n  expr: host_load1 > 1\n  severity: fatal\n", "rule #1 (x)"),
-        ("- name: dup\n  expr: host_load1 > 1\n  severity: info\n- name: dup\n  expr: host_load1 > 2\n  severity: info\n", "given twice"),
+        (
+            "- name: dup\n  expr: host_load1 > 1\n  severity: info\n- name: dup\n  expr: host_load1 > 2\n  severity: info\n",
+            "given twice",
+        ),
     ] {
         let (s, _, body) = raw(&t, Method::POST, "/alert-rules/import", "text/yaml", yaml).await;
         assert_eq!(s, 400, "{yaml}: {body}");
         assert!(body.contains(says), "{yaml}: {body}");
     }
     // {rules: [...]} is taken too.
-    let (s, _, body) = raw(&t, Method::POST, "/alert-rules/import", "text/yaml",
-        "rules:\n  - name: load\n    expr: host_load1 > 8\n    severity: info\n").await;
+    let (s, _, body) = raw(
+        &t,
+        Method::POST,
+        "/alert-rules/import",
+        "text/yaml",
+        "rules:\n  - name: load\n    expr: host_load1 > 8\n    severity: info\n",
+    )
+    .await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(t.ok(Method::GET, "/alert-rules/load", None).await["severity"], "info");
 
@@ -173,12 +182,24 @@ async fn every_bad_rule_is_a_400_naming_the_problem() {
         (rule("x", "nonexistent_metric > 1"), "nonexistent_metric"),
         (rule("x", "host_load1 >"), "expr"),
         (rule("x", "   "), "expr: empty"),
-        (json!({"name": "x", "expr": "host_load1 > 1", "for": "five minutes", "severity": "info"}), "for: invalid duration"),
-        (json!({"name": "x", "expr": "host_load1 > 1", "keep_firing_for": "-1s", "severity": "info"}), "keep_firing_for"),
+        (
+            json!({"name": "x", "expr": "host_load1 > 1", "for": "five minutes", "severity": "info"}),
+            "for: invalid duration",
+        ),
+        (
+            json!({"name": "x", "expr": "host_load1 > 1", "keep_firing_for": "-1s", "severity": "info"}),
+            "keep_firing_for",
+        ),
         (json!({"name": "x", "expr": "host_load1 > 1", "severity": "fatal"}), "unknown variant `fatal`"),
         (json!({"name": "x", "expr": "host_load1 > 1", "severity": "info", "labels": {"1bad": "v"}}), "label \"1bad\""),
-        (json!({"name": "x", "expr": "host_load1 > 1", "severity": "info", "labels": {"severity": "v"}}), "set by Drover"),
-        (json!({"name": "x", "expr": "host_load1 > 1", "severity": "info", "annotations": {"summary": "{{#if}"}}), "invalid template"),
+        (
+            json!({"name": "x", "expr": "host_load1 > 1", "severity": "info", "labels": {"severity": "v"}}),
+            "set by Drover",
+        ),
+        (
+            json!({"name": "x", "expr": "host_load1 > 1", "severity": "info", "annotations": {"summary": "{{#if}"}}),
+            "invalid template",
+        ),
         (json!({"name": "x", "expr": "host_load1 > 1", "severity": "info", "colour": "red"}), "unknown field `colour`"),
     ];
     for (body, says) in cases {
@@ -195,14 +216,35 @@ async fn silences_are_checked_created_listed_and_expired() {
     let t = T::start().await;
     let cases: Vec<(Value, &str)> = vec![
         (json!({"matchers": [], "duration": "1h", "comment": "c"}), "at least one"),
-        (json!({"matchers": [{"name": "host", "op": "~", "value": "a"}], "duration": "1h", "comment": "c"}), "unknown operator \"~\""),
-        (json!({"matchers": [{"name": "host", "op": "=~", "value": "("}], "duration": "1h", "comment": "c"}), "invalid regular expression"),
-        (json!({"matchers": [{"name": "bad-name", "op": "=", "value": "a"}], "duration": "1h", "comment": "c"}), "invalid label name"),
+        (
+            json!({"matchers": [{"name": "host", "op": "~", "value": "a"}], "duration": "1h", "comment": "c"}),
+            "unknown operator \"~\"",
+        ),
+        (
+            json!({"matchers": [{"name": "host", "op": "=~", "value": "("}], "duration": "1h", "comment": "c"}),
+            "invalid regular expression",
+        ),
+        (
+            json!({"matchers": [{"name": "bad-name", "op": "=", "value": "a"}], "duration": "1h", "comment": "c"}),
+            "invalid label name",
+        ),
         (json!({"matchers": [{"name": "host", "op": "=", "value": "a"}], "comment": "c"}), "give ends_at"),
-        (json!({"matchers": [{"name": "host", "op": "=", "value": "a"}], "duration": "1h", "ends_at": "2099-01-01T00:00:00Z", "comment": "c"}), "not both"),
-        (json!({"matchers": [{"name": "host", "op": "=", "value": "a"}], "ends_at": "2001-01-01T00:00:00Z", "comment": "c"}), "not in the future"),
-        (json!({"matchers": [{"name": "host", "op": "=", "value": "a"}], "ends_at": "tomorrow", "comment": "c"}), "RFC 3339"),
-        (json!({"matchers": [{"name": "host", "op": "=", "value": "a"}], "duration": "soon", "comment": "c"}), "duration: invalid duration"),
+        (
+            json!({"matchers": [{"name": "host", "op": "=", "value": "a"}], "duration": "1h", "ends_at": "2099-01-01T00:00:00Z", "comment": "c"}),
+            "not both",
+        ),
+        (
+            json!({"matchers": [{"name": "host", "op": "=", "value": "a"}], "ends_at": "2001-01-01T00:00:00Z", "comment": "c"}),
+            "not in the future",
+        ),
+        (
+            json!({"matchers": [{"name": "host", "op": "=", "value": "a"}], "ends_at": "tomorrow", "comment": "c"}),
+            "RFC 3339",
+        ),
+        (
+            json!({"matchers": [{"name": "host", "op": "=", "value": "a"}], "duration": "soon", "comment": "c"}),
+            "duration: invalid duration",
+        ),
     ];
     for (body, says) in cases {
         let msg = t.err(Method::POST, "/silences", Some(body.clone()), 400).await;
@@ -254,7 +296,10 @@ async fn maintenance_mode_of_hosts_services_and_clusters() {
     t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "cache", "type": "redis"}))).await;
 
     let h = t.ok(Method::PUT, "/maintenance/host/db1.example", Some(json!({"comment": "new disk"}))).await;
-    assert_eq!((h["kind"].as_str(), h["target"].as_str(), h["by"].as_str()), (Some("host"), Some("db1.example"), Some("admin")));
+    assert_eq!(
+        (h["kind"].as_str(), h["target"].as_str(), h["by"].as_str()),
+        (Some("host"), Some("db1.example"), Some("admin"))
+    );
     t.ok(Method::PUT, "/maintenance/cluster/prod", Some(json!({}))).await;
     let s = t.ok(Method::PUT, "/maintenance/service/prod/cache", Some(json!({"comment": "upgrade"}))).await;
     assert_eq!(s["target"], "prod/cache");
@@ -265,13 +310,30 @@ async fn maintenance_mode_of_hosts_services_and_clusters() {
         .iter()
         .map(|m| (m["kind"].as_str().unwrap().to_owned(), m["target"].as_str().unwrap().to_owned()))
         .collect();
-    assert_eq!(got, [("cluster".into(), "prod".into()), ("host".into(), "db1.example".into()), ("service".into(), "prod/cache".into())]);
+    assert_eq!(
+        got,
+        [
+            ("cluster".into(), "prod".into()),
+            ("host".into(), "db1.example".into()),
+            ("service".into(), "prod/cache".into())
+        ]
+    );
     assert_eq!(t.handle.state.store.maintenance_list().await.unwrap().len(), 3);
 
     // Targets must exist; kinds are host, service or cluster.
-    assert!(t.err(Method::PUT, "/maintenance/host/nope.example", Some(json!({})), 404).await.contains("host nope.example not found"));
-    assert!(t.err(Method::PUT, "/maintenance/cluster/nope", Some(json!({})), 404).await.contains("cluster nope not found"));
-    assert!(t.err(Method::PUT, "/maintenance/service/prod/nope", Some(json!({})), 404).await.contains("service nope not found"));
+    assert!(
+        t.err(Method::PUT, "/maintenance/host/nope.example", Some(json!({})), 404)
+            .await
+            .contains("host nope.example not found")
+    );
+    assert!(
+        t.err(Method::PUT, "/maintenance/cluster/nope", Some(json!({})), 404).await.contains("cluster nope not found")
+    );
+    assert!(
+        t.err(Method::PUT, "/maintenance/service/prod/nope", Some(json!({})), 404)
+            .await
+            .contains("service nope not found")
+    );
     t.err(Method::PUT, "/maintenance/rack/r1", Some(json!({})), 400).await;
 
     assert_eq!(t.call(Method::DELETE, "/maintenance/host/db1.example", None).await.0, 204);
@@ -280,7 +342,10 @@ async fn maintenance_mode_of_hosts_services_and_clusters() {
     assert!(msg.contains("not in maintenance mode"), "{msg}");
     assert_eq!(t.ok(Method::GET, "/maintenance", None).await["items"].as_array().unwrap().len(), 1);
     let audit = audit_actions(&t, "host").await;
-    assert!(audit.iter().any(|(a, o, p)| a == "maintenance.on" && o == "db1.example" && p == "commands.run"), "{audit:?}");
+    assert!(
+        audit.iter().any(|(a, o, p)| a == "maintenance.on" && o == "db1.example" && p == "commands.run"),
+        "{audit:?}"
+    );
     assert!(audit.iter().any(|(a, _, _)| a == "maintenance.off"), "{audit:?}");
 }
 
@@ -308,7 +373,8 @@ async fn the_history_lists_transitions_newest_first_and_filters() {
     ];
     drover_manager::domain::alerts::record_history(&t.handle.state, &entries).await.unwrap();
     let all = t.ok(Method::GET, "/alerts/history", None).await;
-    let rules: Vec<&str> = all["items"].as_array().unwrap().iter().map(|e| e["fingerprint"].as_str().unwrap()).collect();
+    let rules: Vec<&str> =
+        all["items"].as_array().unwrap().iter().map(|e| e["fingerprint"].as_str().unwrap()).collect();
     assert_eq!(rules, ["fp4", "fp3", "fp2", "fp1"]);
     assert_eq!(all["items"][2]["suppressed"], true);
     assert_eq!(all["items"][2]["state"], "firing");
@@ -326,8 +392,13 @@ async fn the_history_lists_transitions_newest_first_and_filters() {
 
     // A viewer of dev sees only dev's entries.
     t.ok(Method::POST, "/clusters", Some(json!({"name": "dev"}))).await;
-    t.ok(Method::POST, "/users", Some(json!({"username": "devviewer", "password": USER_PASSWORD,
-        "grants": [{"role": "viewer", "cluster": "dev"}]}))).await;
+    t.ok(
+        Method::POST,
+        "/users",
+        Some(json!({"username": "devviewer", "password": USER_PASSWORD,
+        "grants": [{"role": "viewer", "cluster": "dev"}]})),
+    )
+    .await;
     let (s, v) = as_user(&t, "devviewer", Method::GET, "/alerts/history", None).await;
     assert_eq!(s, 200);
     assert_eq!(v["items"].as_array().unwrap().len(), 1);
@@ -344,7 +415,8 @@ async fn viewers_read_operators_silence_and_only_fleet_configurers_change_rules(
         ("prodadmin", json!([{"role": "cluster-admin", "cluster": "prod"}])),
         ("fleetcfg", json!([{"role": "configurator"}])),
     ] {
-        t.ok(Method::POST, "/users", Some(json!({"username": name, "password": USER_PASSWORD, "grants": grants}))).await;
+        t.ok(Method::POST, "/users", Some(json!({"username": name, "password": USER_PASSWORD, "grants": grants})))
+            .await;
     }
     let body = rule("mine", "host_load1 > 4");
     // A viewer reads but cannot change rules: 403 naming the permission.

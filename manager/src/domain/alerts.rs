@@ -87,8 +87,10 @@ pub fn compile_rule(spec: &AlertRuleSpec, builtin: bool, known: &dyn Fn(&str) ->
             Some(t) => parse_duration(field, t).map_err(|e| bad(e.to_string())),
         }
     };
-    let timing =
-        Timing { for_: duration("for", &spec.for_)?, keep_firing_for: duration("keep_firing_for", &spec.keep_firing_for)? };
+    let timing = Timing {
+        for_: duration("for", &spec.for_)?,
+        keep_firing_for: duration("keep_firing_for", &spec.keep_firing_for)?,
+    };
     for (k, v) in &spec.labels {
         if !valid_label_name(k) {
             return Err(bad(format!("label {k:?}: names are letters, digits and '_', not starting with a digit")));
@@ -219,7 +221,12 @@ pub async fn create_rule(state: &AppState, actor: &Actor, spec: AlertRuleSpec) -
     let rec = AlertRuleRec { spec, builtin: false, updated_at: now_millis(), updated_by: actor.username.clone() };
     state.store.put_alert_rules(std::slice::from_ref(&rec)).await?;
     state
-        .audit(granted.audit("alert_rule.create", "alert_rule", &rec.spec.name, format!("created rule: {}", rec.spec.expr)))
+        .audit(granted.audit(
+            "alert_rule.create",
+            "alert_rule",
+            &rec.spec.name,
+            format!("created rule: {}", rec.spec.expr),
+        ))
         .await;
     Ok(rule_view(rec, false))
 }
@@ -327,11 +334,13 @@ pub async fn import_rules(state: &AppState, actor: &Actor, yaml: &str) -> Result
             format!("imported {} rules: {}", names.len(), names.join(", ")),
         ))
         .await;
-    Ok(recs.into_iter().map(|r| {
-        let b = r.builtin;
-        rule_view(r, b)
-    })
-    .collect())
+    Ok(recs
+        .into_iter()
+        .map(|r| {
+            let b = r.builtin;
+            rule_view(r, b)
+        })
+        .collect())
 }
 
 // ---------------------------------------------------------------------------
@@ -370,7 +379,9 @@ impl CompiledMatcher {
                 .size_limit(1 << 20)
                 .build()
                 .map(MatchKind::Re)
-                .map_err(|e| invalid(format!("matcher {}{}{:?}: invalid regular expression: {e}", m.name, m.op, m.value)))
+                .map_err(|e| {
+                    invalid(format!("matcher {}{}{:?}: invalid regular expression: {e}", m.name, m.op, m.value))
+                })
         };
         let (negate, kind) = match m.op.as_str() {
             "=" => (false, MatchKind::Eq(m.value.clone())),
@@ -438,7 +449,9 @@ pub async fn get_silence(state: &AppState, actor: &Actor, id: &str) -> Result<Si
 /// Creates a silence from now until `ends_at` or for `duration`.
 pub async fn create_silence(state: &AppState, actor: &Actor, spec: SilenceSpec) -> Result<SilenceView> {
     if spec.matchers.is_empty() {
-        return Err(invalid("matchers: give at least one, e.g. {\"name\": \"host\", \"op\": \"=\", \"value\": \"db1\"}"));
+        return Err(invalid(
+            "matchers: give at least one, e.g. {\"name\": \"host\", \"op\": \"=\", \"value\": \"db1\"}",
+        ));
     }
     if spec.matchers.len() > 32 {
         return Err(invalid("matchers: at most 32"));
@@ -458,9 +471,9 @@ pub async fn create_silence(state: &AppState, actor: &Actor, spec: SilenceSpec) 
     let ends_at = match (&spec.ends_at, &spec.duration) {
         (Some(_), Some(_)) => return Err(invalid("give ends_at or duration, not both")),
         (None, None) => return Err(invalid("give ends_at (RFC 3339) or duration (such as 2h)")),
-        (Some(t), None) => chrono::DateTime::parse_from_rfc3339(t)
-            .map(|t| t.timestamp_millis())
-            .map_err(|e| invalid(format!("ends_at: {t:?} is not an RFC 3339 time such as 2026-01-02T03:04:05Z: {e}")))?,
+        (Some(t), None) => chrono::DateTime::parse_from_rfc3339(t).map(|t| t.timestamp_millis()).map_err(|e| {
+            invalid(format!("ends_at: {t:?} is not an RFC 3339 time such as 2026-01-02T03:04:05Z: {e}"))
+        })?,
         (None, Some(d)) => {
             let d = parse_duration("duration", d).map_err(|e| invalid(e.to_string()))?;
             let ms = i64::try_from(d.as_millis()).ok().filter(|ms| *ms <= 10 * 365 * 24 * 3600 * 1000);
@@ -572,9 +585,7 @@ pub async fn set_maintenance(
         comment: comment.to_owned(),
     };
     state.store.set_maintenance(&rec).await?;
-    state
-        .audit(granted.audit("maintenance.on", kind, target, format!("maintenance mode on: {comment}")))
-        .await;
+    state.audit(granted.audit("maintenance.on", kind, target, format!("maintenance mode on: {comment}"))).await;
     Ok(maintenance_view(rec))
 }
 

@@ -37,7 +37,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/silences/{id}", get(get_silence).delete(expire_silence))
         .route("/maintenance", get(list_maintenance))
         .route("/maintenance/{kind}/{target}", put(set_maintenance).delete(clear_maintenance))
-        .route("/maintenance/service/{cluster}/{service}", put(set_service_maintenance).delete(clear_service_maintenance))
+        .route(
+            "/maintenance/service/{cluster}/{service}",
+            put(set_service_maintenance).delete(clear_service_maintenance),
+        )
         .route("/alerts/history", get(history))
 }
 
@@ -322,11 +325,9 @@ pub async fn history(
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Json<Items<AlertHistoryEntry>>, ApiError> {
     let since = match &q.since {
-        Some(s) => Some(
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map(|t| t.timestamp_millis())
-                .map_err(|e| ApiError::BadRequest(format!("since must be an RFC 3339 time such as 2026-01-02T03:04:05Z: {e}")))?,
-        ),
+        Some(s) => Some(chrono::DateTime::parse_from_rfc3339(s).map(|t| t.timestamp_millis()).map_err(|e| {
+            ApiError::BadRequest(format!("since must be an RFC 3339 time such as 2026-01-02T03:04:05Z: {e}"))
+        })?),
         None => None,
     };
     let filter = AlertHistoryFilter { rule: q.rule, state: q.state, since, limit: q.limit.unwrap_or(100) };

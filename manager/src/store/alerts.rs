@@ -144,7 +144,8 @@ impl Store {
     }
 
     pub async fn alert_rule(&self, name: &str) -> Result<Option<AlertRuleRec>> {
-        let row = sqlx::query("SELECT * FROM alert_rules WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT * FROM alert_rules WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
         row.as_ref().map(rule_from_row).transpose()
     }
 
