@@ -16,6 +16,7 @@ use drover_manager::model::{
     AuditEntry, Disk, DiskUsage, EnrollmentTokenInfo, EnrollmentTokenState, Event, Host, HostFacts, HostKind,
     HostMetrics, HostStatus, Labels, MetricPoint, rfc3339,
 };
+use drover_manager::store::{AlertHistoryFilter, AlertHistoryRec, AlertRuleRec, MaintenanceRec, SilenceRec};
 use drover_manager::store::{
     ApiTokenRecord, AppliedRec, AppliedRevision, AuditFilter, Backend, ClusterRec, CommandRec, EnrollError,
     EnrollmentTokenRecord, EventFilter, HeartbeatRow, HostFilter, MetricBucket, NewAudit, NewEvent, NewHost,
@@ -214,6 +215,7 @@ store_suite! {
     metric_series_are_created_once_and_refreshed => with_store(case_metric_series);
     metric_points_roll_up_to_minutes_and_hours => with_store(case_metric_rollups);
     metric_points_pruned_by_resolution_and_age => with_store(case_metric_prune);
+    alert_rules_silences_maintenance_and_history => with_store(case_alerts);
 }
 
 // ---------------------------------------------------------------------------
@@ -1765,4 +1767,124 @@ async fn case_metric_prune(store: Store) {
     store.prune_points(PointTable::Hour, T0S + 3 * 3600).await.unwrap();
     let left = store.points(PointTable::Hour, &[id], 0, i64::MAX / 2).await.unwrap();
     assert_eq!(left.iter().map(|p| p.t).collect::<Vec<_>>(), (3..10).map(|i| T0S + i * 3600).collect::<Vec<_>>());
+}
+
+async fn case_alerts(store: Store) {
+    use drover_api::alerts::{AlertRuleSpec, AlertState, LabelMatcher, Severity};
+    // Rules: put replaces by name, in one transaction; delete says whether there was one.
+    let spec = |name: &str, expr: &str| AlertRuleSpec {
+        name: name.into(),
+        description: String::new(),
+        expr: expr.into(),
+        for_: Some("5m".into()),
+        keep_firing_for: None,
+        severity: Severity::Warning,
+        labels: [("team".to_owned(), "db".to_owned())].into(),
+        annotations: [("summary".to_owned(), "{{labels.host}}".to_owned())].into(),
+        enabled: true,
+    };
+    let rec = |name: &str, expr: &str, builtin| AlertRuleRec {
+        spec: spec(name, expr),
+        builtin,
+        updated_at: T0,
+        updated_by: "admin".into(),
+    };
+    assert!(store.alert_rules().await.unwrap().is_empty());
+    store
+        .put_alert_rules(&[rec("b-rule", "host_load1 > 1", false), rec("host_lost", "host_up == 0", true)])
+        .await
+        .unwrap();
+    let mut changed = rec("b-rule", "host_load1 > 2", false);
+    changed.spec.enabled = false;
+    changed.updated_at = T0 + SECOND;
+    store.put_alert_rules(std::slice::from_ref(&changed)).await.unwrap();
+    let all = store.alert_rules().await.unwrap();
+    assert_eq!(all, vec![changed.clone(), rec("host_lost", "host_up == 0", true)]);
+    assert_eq!(store.alert_rule("b-rule").await.unwrap(), Some(changed));
+    assert!(store.delete_alert_rule("host_lost").await.unwrap());
+    assert!(!store.delete_alert_rule("host_lost").await.unwrap());
+    assert_eq!(store.alert_rules().await.unwrap().len(), 1);
+
+    // Silences: active between starts and ends; expiring ends one now.
+    let silence = |id: &str, starts_at, ends_at| SilenceRec {
+        id: id.into(),
+        matchers: vec![LabelMatcher { name: "host".into(), op: "=~".into(), value: "db.*".into() }],
+        starts_at,
+        ends_at,
+        created_by: "admin".into(),
+        comment: "swap".into(),
+    };
+    store.insert_silence(&silence("s1", T0, T0 + HOUR)).await.unwrap();
+    store.insert_silence(&silence("s2", T0, T0 + 2 * HOUR)).await.unwrap();
+    store.insert_silence(&silence("old", T0 - 2 * HOUR, T0 - HOUR)).await.unwrap();
+    let ids = |v: Vec<SilenceRec>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.active_silences(T0 + MINUTE).await.unwrap()), ["s1", "s2"]);
+    assert_eq!(ids(store.active_silences(T0 + HOUR).await.unwrap()), ["s2"]);
+    assert_eq!(store.silence("s1").await.unwrap(), Some(silence("s1", T0, T0 + HOUR)));
+    assert_eq!(ids(store.silences(T0 - 3 * HOUR).await.unwrap()).len(), 3);
+    assert!(store.expire_silence("s2", T0 + MINUTE).await.unwrap());
+    assert!(!store.expire_silence("s2", T0 + 2 * MINUTE).await.unwrap(), "already over");
+    assert!(!store.expire_silence("nope", T0).await.unwrap());
+    assert_eq!(ids(store.active_silences(T0 + 2 * MINUTE).await.unwrap()), ["s1"]);
+
+    // Maintenance: set replaces, clear says whether it was set.
+    let m = |kind: &str, target: &str, comment: &str| MaintenanceRec {
+        kind: kind.into(),
+        target: target.into(),
+        since: T0,
+        by: "admin".into(),
+        comment: comment.into(),
+    };
+    store.set_maintenance(&m("host", "db1", "disk")).await.unwrap();
+    store.set_maintenance(&m("service", "prod/cache", "")).await.unwrap();
+    store.set_maintenance(&m("host", "db1", "new disk")).await.unwrap();
+    assert_eq!(
+        store.maintenance_list().await.unwrap(),
+        vec![m("host", "db1", "new disk"), m("service", "prod/cache", "")]
+    );
+    assert!(store.clear_maintenance("host", "db1").await.unwrap());
+    assert!(!store.clear_maintenance("host", "db1").await.unwrap());
+    assert_eq!(store.maintenance_list().await.unwrap().len(), 1);
+
+    // History: batches, newest first, filters, pruning (with ended silences).
+    let entry = |i: i64, rule: &str, state| AlertHistoryRec {
+        id: 0,
+        at: T0 + i * SECOND,
+        rule: rule.into(),
+        fingerprint: format!("fp{i}"),
+        state,
+        severity: Severity::Critical,
+        labels: [("host".to_owned(), format!("h{i}"))].into(),
+        value: i as f64 + 0.5,
+        summary: format!("s{i}"),
+        suppressed: i % 2 == 0,
+    };
+    let many: Vec<AlertHistoryRec> = (0..1200)
+        .map(|i| {
+            entry(
+                i,
+                if i % 3 == 0 { "a" } else { "b" },
+                if i % 2 == 0 { AlertState::Firing } else { AlertState::Resolved },
+            )
+        })
+        .collect();
+    store.insert_alert_history(&many).await.unwrap();
+    store.insert_alert_history(&[]).await.unwrap();
+    let f = |rule: Option<&str>, state, since, limit| AlertHistoryFilter {
+        rule: rule.map(Into::into),
+        state,
+        since,
+        limit,
+    };
+    let newest = store.alert_history(&f(None, None, None, 2)).await.unwrap();
+    assert_eq!(newest.iter().map(|e| e.fingerprint.as_str()).collect::<Vec<_>>(), ["fp1199", "fp1198"]);
+    assert_eq!(newest[1], AlertHistoryRec { id: newest[1].id, ..entry(1198, "b", AlertState::Firing) });
+    let a_firing = store.alert_history(&f(Some("a"), Some(AlertState::Firing), None, 1000)).await.unwrap();
+    assert_eq!(a_firing.len(), 200, "multiples of 6 below 1200");
+    let recent = store.alert_history(&f(None, None, Some(T0 + 1190 * SECOND), 1000)).await.unwrap();
+    assert_eq!(recent.len(), 10);
+    assert_eq!(store.prune_alert_history(T0 + 1000 * SECOND).await.unwrap(), 1000);
+    assert_eq!(store.alert_history(&f(None, None, None, 1000)).await.unwrap().len(), 200);
+    assert_eq!(store.silence("old").await.unwrap(), None, "ended silences go with the history");
+    assert!(store.silence("s1").await.unwrap().is_some());
 }
