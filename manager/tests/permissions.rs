@@ -175,6 +175,66 @@ fn table() -> Vec<Row> {
         row(get.clone(), "/api/v1/metrics/prometheus", "/api/v1/metrics/prometheus", Anywhere(Read), Ok),
         row(get.clone(), "/api/v1/health", "/api/v1/health?cluster=prod", Prod(Read), Ok),
         row(get.clone(), "/api/v1/alerts", "/api/v1/alerts", SignedIn, Ok),
+        // Alert rules (config.write on the fleet), silences and maintenance (commands.run on the cluster).
+        row(get.clone(), "/api/v1/alert-rules", "/api/v1/alert-rules", Anywhere(Read), Ok),
+        with(
+            row(post.clone(), "/api/v1/alert-rules", "/api/v1/alert-rules", Global(ConfigWrite), NotDenied),
+            json!({"name": "matrix", "expr": "host_load1 > 4", "severity": "info"}),
+        ),
+        row(get.clone(), "/api/v1/alert-rules/export", "/api/v1/alert-rules/export", Anywhere(Read), Ok),
+        with(
+            row(post.clone(), "/api/v1/alert-rules/import", "/api/v1/alert-rules/import", Global(ConfigWrite), Ok),
+            json!([{"name": "matrix-import", "expr": "host_load1 > 8", "severity": "info"}]),
+        ),
+        row(get.clone(), "/api/v1/alert-rules/{name}", "/api/v1/alert-rules/host_lost", Anywhere(Read), Ok),
+        with(
+            row(put.clone(), "/api/v1/alert-rules/{name}", "/api/v1/alert-rules/matrix-put", Global(ConfigWrite), Ok),
+            json!({"name": "matrix-put", "expr": "host_load1 > 4", "severity": "warning"}),
+        ),
+        row(delete.clone(), "/api/v1/alert-rules/{name}", "/api/v1/alert-rules/absent", Global(ConfigWrite), NotDenied),
+        row(get.clone(), "/api/v1/silences", "/api/v1/silences", Anywhere(Read), Ok),
+        with(
+            row(post.clone(), "/api/v1/silences", "/api/v1/silences", Prod(CommandsRun), Ok),
+            json!({"matchers": [{"name": "cluster", "op": "=", "value": "prod"}], "duration": "1h", "comment": "matrix"}),
+        ),
+        row(get.clone(), "/api/v1/silences/{id}", "/api/v1/silences/absent", Anywhere(Read), NotDenied),
+        row(delete.clone(), "/api/v1/silences/{id}", "/api/v1/silences/absent", Anywhere(CommandsRun), NotDenied),
+        row(get.clone(), "/api/v1/maintenance", "/api/v1/maintenance", Anywhere(Read), Ok),
+        with(
+            row(
+                put.clone(),
+                "/api/v1/maintenance/{kind}/{target}",
+                "/api/v1/maintenance/cluster/prod",
+                Prod(CommandsRun),
+                Ok,
+            ),
+            json!({"comment": "matrix"}),
+        ),
+        row(
+            delete.clone(),
+            "/api/v1/maintenance/{kind}/{target}",
+            "/api/v1/maintenance/cluster/prod",
+            Prod(CommandsRun),
+            NotDenied,
+        ),
+        with(
+            row(
+                put.clone(),
+                "/api/v1/maintenance/service/{cluster}/{service}",
+                "/api/v1/maintenance/service/prod/cache",
+                Prod(CommandsRun),
+                Ok,
+            ),
+            json!({}),
+        ),
+        row(
+            delete.clone(),
+            "/api/v1/maintenance/service/{cluster}/{service}",
+            "/api/v1/maintenance/service/prod/cache",
+            Prod(CommandsRun),
+            NotDenied,
+        ),
+        row(get.clone(), "/api/v1/alerts/history", "/api/v1/alerts/history", Anywhere(Read), Ok),
         with(
             row(patch.clone(), "/api/v1/hosts/{id}", "/api/v1/hosts/h1", OnHost(HostsWrite), NotDenied),
             json!({"labels": {"Bad Key": "x"}}),

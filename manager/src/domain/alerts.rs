@@ -507,7 +507,11 @@ pub async fn create_silence(state: &AppState, actor: &Actor, spec: SilenceSpec) 
 
 /// Expires a silence now.
 pub async fn expire_silence(state: &AppState, actor: &Actor, id: &str) -> Result<SilenceView> {
-    let s = state.store.silence(id).await?.ok_or_else(|| DomainError::NotFound(format!("silence {id} not found")))?;
+    let Some(s) = state.store.silence(id).await? else {
+        // Who may not silence anything learns nothing of which silences exist.
+        actor.require(SILENCE_PERMISSION, Scope::Any)?;
+        return Err(DomainError::NotFound(format!("silence {id} not found")));
+    };
     let scope = match silence_cluster(&s.matchers) {
         Some(c) => Scope::Cluster(c),
         None => Scope::Global,
