@@ -5,6 +5,7 @@
 pub mod docker;
 pub mod parcels;
 pub mod procs;
+pub mod receivers;
 pub mod resp;
 pub mod rest;
 pub mod ssh;
