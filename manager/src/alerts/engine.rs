@@ -49,7 +49,16 @@ pub struct FleetRole {
 pub struct Fleet {
     pub hosts: Vec<FleetHost>,
     pub roles: Vec<FleetRole>,
+    /// Series the manager knows without an agent: `host_certificate_expires_in_seconds`,
+    /// `parcel_distribution_failed` and `command_failed` (see [`STATE_METRICS`]).
+    pub state_series: Vec<(&'static str, Labels, f64)>,
 }
+
+/// Series made from the manager's own records each cycle: seconds until a host's
+/// certificate expires, 1 for each parcel a host failed to download, verify or activate, and
+/// 1 for each command that failed in the last hour.
+pub const STATE_METRICS: [&str; 3] =
+    ["host_certificate_expires_in_seconds", "parcel_distribution_failed", "command_failed"];
 
 /// A role's key: (cluster, service, role name).
 pub type RoleKey = (String, String, String);
@@ -189,13 +198,16 @@ pub fn builtin_tests(known: &dyn Fn(&str) -> bool) -> Result<Vec<HealthTestDef>,
 /// The health states as series, for rules and charts: `host_up`, `host_health_status`,
 /// `role_health_status`, `role_config_stale_seconds`, `service_health_status` and
 /// `cluster_health_status` (0 good, 1 concerning, 2 bad).
-pub const HEALTH_METRICS: [&str; 6] = [
+pub const HEALTH_METRICS: [&str; 9] = [
     "host_up",
     "host_health_status",
     "role_health_status",
     "role_config_stale_seconds",
     "service_health_status",
     "cluster_health_status",
+    STATE_METRICS[0],
+    STATE_METRICS[1],
+    STATE_METRICS[2],
 ];
 
 /// A source with the health series laid over the metrics.
@@ -407,6 +419,9 @@ pub fn health_series(fleet: &Fleet, snap: &HealthSnapshot) -> HashMap<&'static s
     for (cluster, h) in &snap.clusters {
         out.get_mut("cluster_health_status").expect("listed").push((one("cluster", cluster), h.status.level()));
     }
+    for (name, labels, value) in &fleet.state_series {
+        out.entry(name).or_default().push((labels.clone(), *value));
+    }
     out
 }
 
@@ -466,6 +481,27 @@ pub fn builtin_rules(known: &dyn Fn(&str) -> bool) -> Result<Vec<CompiledRule>, 
             0,
             Severity::Warning,
             "Role {{labels.role}} on {{labels.host}} has run an older configuration for over a day",
+        )?,
+        rule(
+            "host_certificate_expiring",
+            "host_certificate_expires_in_seconds < 1209600",
+            0,
+            Severity::Warning,
+            "The agent certificate of {{labels.host}} expires in {{value}} seconds; re-enroll the host",
+        )?,
+        rule(
+            "parcel_distribution_failed",
+            "parcel_distribution_failed == 1",
+            0,
+            Severity::Warning,
+            "Parcel {{labels.parcel}} failed on {{labels.host}}: {{labels.error}}",
+        )?,
+        rule(
+            "command_failed",
+            "command_failed == 1",
+            0,
+            Severity::Warning,
+            "Command {{labels.command}} ({{labels.name}}) of {{labels.cluster}}/{{labels.service}} failed",
         )?,
         rule(
             "disk_nearly_full",
@@ -575,6 +611,7 @@ mod tests {
                 redis_role("r2", "a", host_a_up),
                 redis_role("r3", "b", true),
             ],
+            state_series: Vec::new(),
         }
     }
 
@@ -643,6 +680,39 @@ mod tests {
         assert!(
             matches!(later.transitions.as_slice(), [(n, Transition::Firing(i))] if n == "role_bad" && i.labels["role"] == "r3")
         );
+    }
+
+    #[test]
+    fn the_managers_own_records_fire_their_rules() {
+        let tests = builtin_tests(&known).expect("tests");
+        let rules = builtin_rules(&known).expect("rules");
+        let mut f = fleet(true);
+        f.state_series = vec![
+            ("host_certificate_expires_in_seconds", labels(&[("host", "a")]), 86_400.0),
+            ("host_certificate_expires_in_seconds", labels(&[("host", "b")]), 300.0 * 86_400.0),
+            (
+                "parcel_distribution_failed",
+                labels(&[("host", "b"), ("parcel", "redis"), ("error", "sha256 mismatch")]),
+                1.0,
+            ),
+            (
+                "command_failed",
+                labels(&[("cluster", "prod"), ("service", "cache"), ("command", "c1"), ("name", "start")]),
+                1.0,
+            ),
+        ];
+        let mut ev = Evaluator::default();
+        let cycle = ev.cycle(&f, &tests, &rules, &Metrics(vec![]), 0);
+        let mut fired: Vec<String> = cycle
+            .transitions
+            .iter()
+            .map(|(n, t)| match t {
+                Transition::Firing(i) => format!("{n} {}", i.labels.get("host").or(i.labels.get("command")).unwrap()),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        fired.sort();
+        assert_eq!(fired, ["command_failed c1", "host_certificate_expiring a", "parcel_distribution_failed b"]);
     }
 
     #[test]

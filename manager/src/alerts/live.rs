@@ -31,7 +31,8 @@ pub struct Alerts {
     inner: Mutex<Inner>,
     health: RwLock<Arc<HealthSnapshot>>,
     active: RwLock<Arc<Vec<AlertView>>>,
-    notifier: Option<Notifier>,
+    /// Swapped whole when the stored notification configuration changes (open groups restart).
+    notifier: RwLock<Option<Notifier>>,
 }
 
 impl std::fmt::Debug for Alerts {
@@ -49,6 +50,9 @@ struct Inner {
     stale_since: HashMap<String, i64>,
     /// The rules of the latest cycle.
     rules: Vec<CompiledRule>,
+    /// When each host's certificate expires (Unix ms), by hostname, and when that was read.
+    cert_expiry: HashMap<String, i64>,
+    certs_read_at: Option<i64>,
 }
 
 /// What mutes an alert: active silences (id and matchers) and maintenance mode.
@@ -96,7 +100,7 @@ impl Alerts {
             inner: Mutex::new(Inner { rules, ..Inner::default() }),
             health: RwLock::new(Arc::new(HealthSnapshot::default())),
             active: RwLock::new(Arc::new(Vec::new())),
-            notifier,
+            notifier: RwLock::new(notifier),
         })
     }
 
@@ -110,8 +114,15 @@ impl Alerts {
         self.active.read().expect("alerts lock").clone()
     }
 
-    pub fn notifier(&self) -> Option<&Notifier> {
-        self.notifier.as_ref()
+    /// The notifier alerts go to now (a clone: cheap, an `Arc` inside).
+    pub fn notifier(&self) -> Option<Notifier> {
+        self.notifier.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the notifier (none: alerts are no longer sent). The old one's aggregation
+    /// groups end with it; alerts still firing reach the new one at their next transition.
+    pub fn set_notifier(&self, notifier: Option<Notifier>) {
+        *self.notifier.write().unwrap_or_else(|e| e.into_inner()) = notifier;
     }
 
     /// Runs one cycle at `now` of `rules` over `fleet` and the metrics in memory; returns the
@@ -319,6 +330,57 @@ pub async fn gather(state: &AppState, alerts: &Alerts, now: i64) -> crate::store
     Ok(fleet)
 }
 
+/// How often host certificates' expiry is read again from the store.
+const CERT_REFRESH_MS: i64 = 10 * 60 * 1000;
+/// How long a failed command keeps its `command_failed` series.
+const COMMAND_FAILED_WINDOW_MS: i64 = 60 * 60 * 1000;
+
+/// The series made from the manager's own records (see [`super::engine::STATE_METRICS`]).
+async fn state_series(state: &AppState, alerts: &Alerts, fleet: &mut Fleet, now: i64) -> crate::store::Result<()> {
+    let one =
+        |pairs: &[(&str, &str)]| -> Labels { pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect() };
+    // Host certificates: issued at enrollment for `HOST_CERT_DAYS`, not renewed.
+    let stale = alerts.inner.lock().expect("alerts lock").certs_read_at.is_none_or(|t| now - t > CERT_REFRESH_MS);
+    if stale {
+        let mut expiry = HashMap::new();
+        for h in state.store.all_hosts().await? {
+            if let Ok(at) = chrono::DateTime::parse_from_rfc3339(&h.enrolled_at) {
+                let ends = at.timestamp_millis() + crate::pki::HOST_CERT_DAYS * 86_400_000;
+                expiry.insert(h.hostname.clone(), ends);
+            }
+        }
+        let mut inner = alerts.inner.lock().expect("alerts lock");
+        inner.cert_expiry = expiry;
+        inner.certs_read_at = Some(now);
+    }
+    {
+        let inner = alerts.inner.lock().expect("alerts lock");
+        for h in &fleet.hosts {
+            if let Some(ends) = inner.cert_expiry.get(&h.hostname) {
+                let left = ((ends - now) / 1000) as f64;
+                fleet.state_series.push(("host_certificate_expires_in_seconds", one(&[("host", &h.hostname)]), left));
+            }
+            for p in state.registry.parcel_status(&h.id) {
+                if p.state == "failed" {
+                    let error: String = p.error.chars().take(200).collect();
+                    let labels =
+                        one(&[("host", &h.hostname), ("parcel", &p.name), ("version", &p.version), ("error", &error)]);
+                    fleet.state_series.push(("parcel_distribution_failed", labels, 1.0));
+                }
+            }
+        }
+    }
+    let filter = crate::store::CommandFilter { state: Some("failed".into()), limit: 200, ..Default::default() };
+    for c in state.store.search_commands(&filter).await? {
+        if c.finished_at.is_some_and(|t| now - t <= COMMAND_FAILED_WINDOW_MS) {
+            let labels =
+                one(&[("cluster", &c.cluster), ("service", &c.service), ("command", &c.id), ("name", &c.name)]);
+            fleet.state_series.push(("command_failed", labels, 1.0));
+        }
+    }
+    Ok(())
+}
+
 /// Active silences and maintenance mode, as the store has them now.
 async fn mutes(state: &AppState, fleet: &Fleet, now: i64) -> crate::store::Result<Mutes> {
     let mut m = Mutes::default();
@@ -343,7 +405,8 @@ async fn mutes(state: &AppState, fleet: &Fleet, now: i64) -> crate::store::Resul
 pub async fn run_cycle(state: &AppState) -> crate::store::Result<usize> {
     let alerts = &state.alerts;
     let now = now_millis();
-    let fleet = gather(state, alerts, now).await?;
+    let mut fleet = gather(state, alerts, now).await?;
+    state_series(state, alerts, &mut fleet, now).await?;
     let rules = crate::domain::alerts::effective_rules(state).await?;
     let mutes = mutes(state, &fleet, now).await?;
     let transitions = alerts.cycle(&fleet, &state.registry.metrics, rules, &mutes, now);
