@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::charts::{self, Series};
+use super::metrics::{self, HOST_CHARTS, Window, WindowQuery};
 use super::{
     ConfirmForm, ConsoleError, CsrfForm, PageResult, Session, domain_message, human_bytes, redirect_with, url_encode,
 };
@@ -367,106 +367,19 @@ fn parse_labels(text: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
-#[derive(Debug, Deserialize)]
-struct ShowQuery {
-    range: Option<String>,
-}
-
-/// The most mount points charted on a host's page.
-const MAX_MOUNT_CHARTS: usize = 8;
-
-/// Chart ranges: name, span, metric resolution.
-const RANGES: [(&str, i64, u32); 3] =
-    [("1h", 3_600_000, 60), ("24h", 24 * 3_600_000, 3600), ("7d", 7 * 24 * 3_600_000, 3600)];
-
 async fn show(
     State(state): State<Arc<AppState>>,
     session: Session,
     Path(id): Path<String>,
-    Query(q): Query<ShowQuery>,
+    Query(q): Query<WindowQuery>,
 ) -> PageResult {
     let host = domain::hosts::get(&state, &session.actor(), &id).await?;
-    let (range, span, resolution) =
-        RANGES.iter().copied().find(|(name, _, _)| Some(*name) == q.range.as_deref()).unwrap_or(RANGES[0]);
-    let to = now_millis();
-    let from = to - span;
-    let points = domain::hosts::metrics(&state, &session.actor(), &id, resolution, from, to).await?;
-    let at = |p: &crate::model::MetricPoint| {
-        chrono::DateTime::parse_from_rfc3339(&p.at).map(|t| t.timestamp_millis()).unwrap_or_default()
-    };
-    let series = |f: fn(&crate::model::MetricPoint) -> f64| points.iter().map(|p| (at(p), f(p))).collect::<Vec<_>>();
-    let memory_total = host.memory_bytes as f64;
-    let disk_total: f64 = host.disks.iter().map(|d| d.total_bytes as f64).sum();
-    // Disk use per mount point, in the order the history first names them.
-    let mut mounts: Vec<(String, f64)> = Vec::new();
-    for p in &points {
-        for d in &p.disks {
-            match mounts.iter_mut().find(|(m, _)| *m == d.mount_point) {
-                Some(m) => m.1 = m.1.max(d.total_bytes as f64),
-                None => mounts.push((d.mount_point.clone(), d.total_bytes as f64)),
-            }
-        }
-    }
-    mounts.truncate(MAX_MOUNT_CHARTS);
-    let disk_titles: Vec<String> = mounts.iter().map(|(m, _)| format!("Disk used on {m}")).collect();
-    let mut disk_series: Vec<Series<'_>> = mounts
-        .iter()
-        .zip(&disk_titles)
-        .map(|((mount, total), title)| Series {
-            title,
-            points: points
-                .iter()
-                .filter_map(|p| p.disks.iter().find(|d| d.mount_point == *mount).map(|d| (at(p), d.used_bytes as f64)))
-                .collect(),
-            format: human_bytes,
-            max: (*total > 0.0).then_some(*total),
-        })
-        .collect();
-    if disk_series.is_empty() {
-        // History from before per-mount buckets: the sum over mounts.
-        disk_series.push(Series {
-            title: "Disk used (all mounts)",
-            points: series(|p| p.disk_used_bytes as f64),
-            format: human_bytes,
-            max: (disk_total > 0.0).then_some(disk_total),
-        });
-    }
-    let charts: Vec<Value> = [
-        Series {
-            title: "CPU used",
-            points: series(|p| p.cpu_percent),
-            format: |v| format!("{v:.0}%"),
-            max: Some(100.0),
-        },
-        Series {
-            title: "Memory used",
-            points: series(|p| p.memory_used_bytes as f64),
-            format: human_bytes,
-            max: (memory_total > 0.0).then_some(memory_total),
-        },
-        Series { title: "Load (1 min)", points: series(|p| p.load1), format: |v| format!("{v:.2}"), max: None },
-        Series {
-            title: "Network received per second",
-            points: charts::rates(&series(|p| p.network_rx_bytes as f64)),
-            format: |v| format!("{}/s", human_bytes(v)),
-            max: None,
-        },
-        Series {
-            title: "Network sent per second",
-            points: charts::rates(&series(|p| p.network_tx_bytes as f64)),
-            format: |v| format!("{}/s", human_bytes(v)),
-            max: None,
-        },
-    ]
-    .into_iter()
-    .chain(disk_series)
-    .collect::<Vec<_>>()
-    .iter()
-    .map(|s| {
-        let (svg, summary) = charts::svg(s, from, to);
-        json!({"title": s.title, "svg": svg, "summary": summary})
-    })
-    .collect();
+    let window = Window::parse(&q, now_millis())?;
+    let href = format!("/hosts/{}", url_encode(&id));
+    // Host series are labelled with the hostname.
+    let charts =
+        metrics::section(&state, &session.actor(), HOST_CHARTS, &[("host", &host.hostname)], false, &window, &href)
+            .await?;
     let roles: Vec<Value> = state
         .store
         .roles_on_host(&id)
@@ -513,10 +426,6 @@ async fn show(
                    "used_pct": used.filter(|_| d.total_bytes > 0).map(|u| format!("{:.0}%", u as f64 * 100.0 / d.total_bytes as f64))})
         })
         .collect();
-    let ranges: Vec<Value> = RANGES
-        .iter()
-        .map(|(name, _, _)| json!({"name": name, "href": format!("/hosts/{}?range={name}", url_encode(&id)), "active": *name == range}))
-        .collect();
     let title = host.hostname.clone();
     Ok(session.page(
         &state,
@@ -539,9 +448,8 @@ async fn show(
             "roles": roles,
             "parcels": parcels,
             "events": events,
-            "charts": charts,
-            "ranges": ranges,
-            "range": range,
+            "charts": charts.to_json("Charts appear here once the host's agent reports its metrics."),
+            "chart_nav": window.nav(&href),
         }),
     ))
 }

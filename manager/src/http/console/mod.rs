@@ -22,6 +22,7 @@ mod config;
 mod history;
 mod home;
 mod hosts;
+mod metrics;
 mod parcels;
 mod provision;
 mod services;

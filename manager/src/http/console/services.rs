@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -21,11 +21,12 @@ use serde_json::{Value, json};
 
 use super::clusters::{cluster_href, service_href};
 use super::hosts::confirm_page;
+use super::metrics::{self, ChartSpec, Window, WindowQuery};
 use super::{ConfirmForm, ConsoleError, CsrfForm, PageResult, Session, domain_message, redirect_with, url_encode};
 use crate::AppState;
 use crate::domain::commands::{NewCommand, ServiceCommand};
 use crate::domain::config::ConfigPatch;
-use crate::domain::roles::{NewRole, NewServicePlacement, RoleView, SelectorPlacement};
+use crate::domain::roles::{NewRole, NewServicePlacement, RoleView, RunState, SelectorPlacement};
 use crate::domain::services::{NewServicePlan, PlanProblems, ServiceTypeView};
 use crate::domain::{self, DomainError};
 use crate::model::{Host, now_millis};
@@ -44,6 +45,11 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 /// The message stored with the configuration the wizard sets.
 pub const WIZARD_MESSAGE: &str = "initial configuration from the add-service wizard";
+
+/// The window of a page drawn again after a form (the last hour).
+fn default_window() -> Window {
+    Window::last(now_millis(), metrics::RANGES[0])
+}
 
 fn role_href(c: &str, s: &str, r: &str) -> String {
     format!("{}/roles/{}", service_href(c, s), url_encode(r))
@@ -108,8 +114,10 @@ async fn show(
     State(state): State<Arc<AppState>>,
     session: Session,
     Path((c, s)): Path<(String, String)>,
+    Query(q): Query<WindowQuery>,
 ) -> PageResult {
-    service_page(&state, &session, &c, &s, &AddRoleForm::default(), None).await
+    let window = Window::parse(&q, now_millis())?;
+    service_page(&state, &session, &c, &s, &AddRoleForm::default(), None, &window).await
 }
 
 async fn service_page(
@@ -119,6 +127,7 @@ async fn service_page(
     s: &str,
     form: &AddRoleForm,
     error: Option<String>,
+    window: &Window,
 ) -> PageResult {
     let svc = domain::services::get(state, &session.actor(), c, s).await?;
     let started = domain::roles::started_at(state, &session.actor(), c, s).await?;
@@ -162,6 +171,12 @@ async fn service_page(
         json!({"name": p.name, "active": p.active, "distributed": p.distributed, "upgrades": upgrades,
                "can_rollback": p.distributed.iter().any(|v| Some(v) != p.active.as_ref())})
     });
+    // A dashboard of the type's metrics, a line per role, and the roles up per type.
+    let specs: Vec<ChartSpec> =
+        metrics::ROLES_UP_CHART.iter().chain(metrics::service_charts(&svc.service_type)).copied().collect();
+    let charts =
+        metrics::section(state, &session.actor(), &specs, &[("cluster", c), ("service", s)], true, window, &href)
+            .await?;
     let title = format!("{c}/{s}");
     let resp = session.page(
         state,
@@ -191,6 +206,8 @@ async fn service_page(
             "error": error,
             "deps": dependencies,
             "parcel": parcel,
+            "charts": charts.to_json("Charts appear here once the agents report the metrics of this service's roles."),
+            "chart_nav": window.nav(&href),
         }),
     );
     Ok(if error.is_some() { (StatusCode::UNPROCESSABLE_ENTITY, resp).into_response() } else { resp })
@@ -353,7 +370,16 @@ async fn add_role(
         ..Default::default()
     };
     if req.host_id.is_none() {
-        return service_page(&state, &session, &c, &s, &form, Some("choose the host to run the role on".into())).await;
+        return service_page(
+            &state,
+            &session,
+            &c,
+            &s,
+            &form,
+            Some("choose the host to run the role on".into()),
+            &default_window(),
+        )
+        .await;
     }
     match domain::roles::create(&state, &session.actor(), &c, &s, vec![req], true).await {
         Ok(created) => {
@@ -369,7 +395,7 @@ async fn add_role(
             | DomainError::Conflict(_)
             | DomainError::NotFound(_)
             | DomainError::Unsuitable(_)),
-        ) => service_page(&state, &session, &c, &s, &form, Some(domain_message(&e))).await,
+        ) => service_page(&state, &session, &c, &s, &form, Some(domain_message(&e)), &default_window()).await,
         Err(e) => Err(e.into()),
     }
 }
@@ -436,9 +462,29 @@ async fn role_page(
     State(state): State<Arc<AppState>>,
     session: Session,
     Path((c, s, r)): Path<(String, String, String)>,
+    Query(q): Query<WindowQuery>,
 ) -> PageResult {
+    let window = Window::parse(&q, now_millis())?;
     let svc = domain::services::get(&state, &session.actor(), &c, &s).await?;
     let d = domain::roles::detail(&state, &session.actor(), &c, &s, &r).await?;
+    let href = role_href(&c, &s, &d.view.name);
+    let scope = [("cluster", c.as_str()), ("service", s.as_str()), ("role", d.view.name.as_str())];
+    let actor = session.actor();
+    let (process, service) = futures::try_join!(
+        metrics::section(&state, &actor, metrics::PROCESS_CHARTS, &scope, false, &window, &href),
+        metrics::section(&state, &actor, metrics::service_charts(&svc.service_type), &scope, false, &window, &href),
+    )?;
+    let stopped = d.view.run_state == RunState::Stopped;
+    let empty = if stopped {
+        "This role is stopped: its metrics appear once it runs and its agent reports them."
+    } else {
+        "Charts appear here once the agent reports this role's metrics."
+    };
+    let charts = json!({
+        "stopped": stopped,
+        "process": process.to_json(empty),
+        "service": (!metrics::service_charts(&svc.service_type).is_empty()).then(|| service.to_json(empty)),
+    });
     let started = d
         .started_at
         .as_deref()
@@ -488,6 +534,8 @@ async fn role_page(
             "log_lines": d.view.last_log_lines,
             "history": history,
             "remove": format!("{}/remove", role_href(&c, &s, &d.view.name)),
+            "charts": charts,
+            "chart_nav": window.nav(&href),
         }),
     ))
 }
