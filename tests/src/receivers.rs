@@ -147,7 +147,9 @@ async fn serve_one(stream: TcpStream, key: &[u8], state: &Mutex<HookState>) -> a
         _ => "Not Found",
     };
     let mut stream = reader.into_inner();
-    stream.write_all(format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    stream
+        .write_all(format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
     stream.shutdown().await?;
     Ok(())
 }
