@@ -349,17 +349,17 @@ pub fn health(fleet: &Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource, no
         }
     }
     for ((cluster, service, role), h) in &snap.roles {
+        if h.status == Status::Good {
+            continue;
+        }
         if let Some(t) = services.get_mut(&(cluster.clone(), service.clone())) {
-            if h.status != Status::Good {
-                let worst =
-                    h.tests.iter().filter(|t| t.status == h.status).map(|t| t.summary.as_str()).collect::<Vec<_>>();
-                t.push(TestResult {
-                    test: format!("role {role}"),
-                    status: h.status,
-                    value: None,
-                    summary: worst.join("; "),
-                });
-            }
+            let worst = h.tests.iter().filter(|t| t.status == h.status).map(|t| t.summary.as_str()).collect::<Vec<_>>();
+            t.push(TestResult {
+                test: format!("role {role}"),
+                status: h.status,
+                value: None,
+                summary: worst.join("; "),
+            });
         }
     }
     snap.services = services.into_iter().map(|(k, t)| (k, EntityHealth::of(t))).collect();

@@ -379,7 +379,10 @@ mod tests {
     use super::*;
 
     /// Series by name: (labels, points oldest first); the latest point is the instant value.
-    struct Fixed(Vec<(&'static str, Labels, Vec<(i64, f64)>)>);
+    /// One series: its name, labels and points.
+    type FixedSeries = (&'static str, Labels, Vec<(i64, f64)>);
+
+    struct Fixed(Vec<FixedSeries>);
 
     impl SeriesSource for Fixed {
         fn instant(&self, name: &str, matchers: &[Matcher]) -> Vec<(Labels, f64)> {
