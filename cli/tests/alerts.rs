@@ -88,7 +88,7 @@ async fn rules_silences_and_maintenance_from_the_command_line() {
     std::fs::write(&export, &yaml).unwrap();
     assert_eq!(drover(&ctx, &["alert-rules", "delete", "redis-memory"]).await.unwrap(), "deleted rule redis-memory\n");
     let imported = drover(&ctx, &["alert-rules", "import", export.to_str().unwrap()]).await.unwrap();
-    assert!(imported.starts_with("imported 6 rules:"), "{imported}");
+    assert!(imported.starts_with("imported ") && imported.contains("redis-memory"), "{imported}");
     assert_eq!(drover(&ctx, &["alert-rules", "export"]).await.unwrap(), yaml);
 
     // Silences.

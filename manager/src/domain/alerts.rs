@@ -53,6 +53,11 @@ pub fn validate_rule_name(name: &str) -> Result<()> {
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if name == "export" || name == "import" {
+        return Err(invalid(format!(
+            "invalid rule name {name:?}: reserved (/api/v1/alert-rules/{name} is the rules' {name})"
+        )));
+    }
     if ok {
         Ok(())
     } else {
