@@ -204,7 +204,7 @@ impl Manager {
         let secrets = secrets::Keyring::load(&key_path, create_key)?;
         let parcels = parcels::ParcelRepo::open(&config.data_dir.join("parcel-repo"), &config.parcel_repos)
             .context("open the parcel repository")?;
-        let notify = match &config.notify_config {
+        let file_notify = match &config.notify_config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("read --notify-config {}", path.display()))?;
@@ -215,6 +215,29 @@ impl Manager {
             }
             None => None,
         };
+        // The stored configuration (set through /api/v1/receivers and /routes) wins; the file
+        // seeds the store when nothing is stored yet.
+        let stored_notify = domain::notifications::load_from(&store, &secrets)
+            .await
+            .map_err(|e| anyhow::anyhow!("load the notification configuration: {e}"))?;
+        let notify = match (stored_notify, file_notify) {
+            (Some(stored), Some(_)) => {
+                tracing::warn!(
+                    "--notify-config ignored: a notification configuration is stored (change it through \
+                     /api/v1/receivers and /api/v1/routes)"
+                );
+                Some(stored)
+            }
+            (Some(stored), None) => Some(stored),
+            (None, Some(file)) => {
+                domain::notifications::store_config(&store, &secrets, &file, "--notify-config")
+                    .await
+                    .map_err(|e| anyhow::anyhow!("store --notify-config: {e}"))?;
+                Some(file)
+            }
+            (None, None) => None,
+        };
+        let notify = notify.filter(domain::notifications::has_routes);
         let alerts = alerts::Alerts::new(notify.as_ref()).map_err(|e| anyhow::anyhow!(e))?;
         let state = Arc::new(AppState {
             alerts,
@@ -286,6 +309,10 @@ async fn background(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let watchdog_period = (state.config.host_lost_after / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut watchdog = tokio::time::interval(watchdog_period);
     let mut maintenance = tokio::time::interval(Duration::from_secs(300));
+    // Minute and hour rollups of the metric series, so charts over minutes
+    // are at most a minute behind.
+    let mut rollups = tokio::time::interval(Duration::from_secs(60));
+    rollups.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut repos = tokio::time::interval(state.config.parcel_repo_refresh.max(Duration::from_secs(1)));
     for t in [&mut flush, &mut watchdog, &mut maintenance, &mut repos] {
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -306,6 +333,11 @@ async fn background(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
                 // Off the loop: a slow remote must not delay the flusher.
                 let s = state.clone();
                 tokio::spawn(async move { s.parcels.refresh_remotes().await });
+            }
+            _ = rollups.tick() => {
+                if let Err(e) = domain::metrics::roll_up(&state.store, now_millis()).await {
+                    tracing::error!(error = %e, "metric rollups failed; will run again");
+                }
             }
             _ = maintenance.tick() => {
                 if let Err(e) = maintain_metrics(&state).await {
@@ -356,6 +388,7 @@ async fn maintain_metrics(state: &AppState) -> store::Result<()> {
     let hour_keep = state.config.metrics_hour_retention.as_millis() as i64;
     state.store.prune_metrics(60, now - minute_keep).await?;
     state.store.prune_metrics(3600, now - hour_keep).await?;
+    domain::metrics::prune(&state.store, now, domain::metrics::Retention::of(state)).await?;
     let events_keep = state.config.events_retention.as_millis() as i64;
     let audit_keep = state.config.audit_retention.as_millis() as i64;
     state.store.prune_history(now - events_keep, now - audit_keep).await?;

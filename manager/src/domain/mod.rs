@@ -33,6 +33,7 @@ pub mod health;
 pub mod history;
 pub mod hosts;
 pub mod metrics;
+pub mod notifications;
 pub mod parcels;
 pub mod roles;
 pub mod services;

@@ -24,6 +24,7 @@ pub mod commands;
 pub mod console;
 pub mod health;
 pub mod metrics;
+pub mod notifications;
 pub mod openapi;
 pub mod parcels;
 pub mod providers;
@@ -69,6 +70,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .merge(bootstrap::routes())
                 .merge(users::routes())
                 .merge(alerts::routes())
+                .merge(notifications::routes())
                 .merge(metrics::routes())
                 .merge(health::routes()),
         )

@@ -18,6 +18,7 @@
 mod alerts;
 mod hosts;
 mod metrics;
+mod notifications;
 mod parcels;
 mod providers;
 mod records;
@@ -34,6 +35,7 @@ use sqlx::{AnyPool, Row};
 pub use alerts::{AlertHistoryFilter, AlertHistoryRec, AlertRuleRec, MaintenanceRec, SilenceRec};
 pub use hosts::{EnrollError, HeartbeatRow, HostFilter, HostPage, HostSort, MetricBucket, NewHost};
 pub use metrics::{PointRec, PointTable, SeriesRec};
+pub use notifications::NotificationConfigRec;
 pub use parcels::ClusterParcelRec;
 pub use providers::ProviderHostRec;
 pub use records::{
