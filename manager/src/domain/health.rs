@@ -51,13 +51,11 @@ fn service_node(snap: &HealthSnapshot, cluster: &str, service: &str) -> Option<H
 }
 
 fn cluster_node(snap: &HealthSnapshot, cluster: &str, members: &[String]) -> HealthNode {
-    let mut children: Vec<HealthNode> = snap
-        .services
-        .keys()
-        .filter(|(c, _)| c == cluster)
-        .filter_map(|(c, s)| service_node(snap, c, s))
-        .collect();
-    children.extend(members.iter().filter_map(|h| snap.hosts.get(h).map(|hh| node("host", h.clone(), Some(hh), Vec::new()))));
+    let mut children: Vec<HealthNode> =
+        snap.services.keys().filter(|(c, _)| c == cluster).filter_map(|(c, s)| service_node(snap, c, s)).collect();
+    children.extend(
+        members.iter().filter_map(|h| snap.hosts.get(h).map(|hh| node("host", h.clone(), Some(hh), Vec::new()))),
+    );
     node("cluster", cluster.to_owned(), snap.clusters.get(cluster), children)
 }
 
@@ -65,6 +63,24 @@ fn cluster_node(snap: &HealthSnapshot, cluster: &str, members: &[String]) -> Hea
 /// a host; with no target, the fleet: every cluster the caller may read, and for fleet-wide
 /// readers the hosts outside clusters.
 pub async fn health(state: &AppState, actor: &Actor, q: &HealthQuery) -> Result<HealthNode> {
+    let mut node = health_tree(state, actor, q).await?;
+    let maintenance: std::collections::BTreeSet<(String, String)> =
+        state.store.maintenance_list().await?.into_iter().map(|m| (m.kind, m.target)).collect();
+    mark_maintenance(&mut node, &maintenance, false);
+    Ok(node)
+}
+
+/// Marks every node in maintenance mode, and everything under one (a cluster's services,
+/// roles and hosts; a service's roles).
+fn mark_maintenance(node: &mut HealthNode, on: &std::collections::BTreeSet<(String, String)>, inherited: bool) {
+    node.maintenance = inherited || on.contains(&(node.kind.clone(), node.name.clone()));
+    let below = node.maintenance && node.kind != "fleet";
+    for child in &mut node.children {
+        mark_maintenance(child, on, below);
+    }
+}
+
+async fn health_tree(state: &AppState, actor: &Actor, q: &HealthQuery) -> Result<HealthNode> {
     let snap = state.alerts.health();
     let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let hostnames: BTreeMap<String, String> =
