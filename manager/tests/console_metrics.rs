@@ -123,6 +123,16 @@ fn figure<'a>(page: &'a Page, title: &str) -> &'a str {
     &page.html[start..start + len]
 }
 
+/// With `DROVER_CONSOLE_HTML_DIR` set, writes the page there (its style
+/// sheet pointed at web/static) for looking at in a browser.
+fn keep(page: &Page, name: &str) {
+    if let Ok(dir) = std::env::var("DROVER_CONSOLE_HTML_DIR") {
+        let css = concat!(env!("CARGO_MANIFEST_DIR"), "/../web/static/drover.css");
+        let html = page.html.replace("/static/drover.css", &format!("file://{css}"));
+        std::fs::write(format!("{dir}/{name}.html"), html).unwrap();
+    }
+}
+
 fn summary(fig: &str) -> &str {
     between(fig, "<span class=\"summary\">", "</span>").unwrap()
 }
@@ -140,6 +150,7 @@ async fn pages_chart_the_stored_series() {
     // A role's page: its process and the service metrics of its type.
     let role = c.get(&format!("/clusters/prod/services/cache/roles/{primary}")).await;
     assert_eq!(role.status, 200, "{}", role.html);
+    keep(&role, "role");
     let mem = figure(&role, "Used memory");
     assert!(mem.contains("<svg") && mem.contains("<title>Used memory</title>"), "{mem}");
     // maxmemory 0 (no limit) is not drawn: one line.
@@ -162,6 +173,7 @@ async fn pages_chart_the_stored_series() {
     // The service's dashboard: a line per role, and the roles up per type.
     let svc = c.get("/clusters/prod/services/cache").await;
     assert_eq!(svc.status, 200, "{}", svc.html);
+    keep(&svc, "service");
     let clients = figure(&svc, "Connected clients");
     assert_eq!(legend(clients), vec![primary.clone(), replica.clone()]);
     assert!(summary(clients).contains(&format!("{replica} latest 30")), "{clients}");
@@ -171,6 +183,7 @@ async fn pages_chart_the_stored_series() {
     // The host's page, from the new series.
     let host = c.get("/hosts/h1").await;
     assert_eq!(host.status, 200, "{}", host.html);
+    keep(&host, "host");
     // Host figures are stamped when they arrive: the three came at once, the last one kept.
     assert_eq!(summary(figure(&host, "CPU used")), "latest 30%, lowest 30%, highest 30% (1 points)");
     assert_eq!(legend(figure(&host, "Disk used per mount")), vec!["/", "/data"]);
@@ -179,6 +192,7 @@ async fn pages_chart_the_stored_series() {
     // No data: a sentence, and for a stopped role that it is stopped.
     let quiet = c.get(&format!("/clusters/prod/services/web/roles/{server}")).await;
     assert_eq!(quiet.status, 200);
+    keep(&quiet, "role-no-data");
     assert!(!quiet.html.contains("<svg class=\"chart\""), "{}", quiet.html);
     assert!(quiet.html.contains("This role is stopped: its metrics appear once it runs and its agent reports them."));
 }
