@@ -235,6 +235,20 @@ fn table() -> Vec<Row> {
             NotDenied,
         ),
         row(get.clone(), "/api/v1/alerts/history", "/api/v1/alerts/history", Anywhere(Read), Ok),
+        // Notification receivers and routes: config.write on the fleet.
+        row(get.clone(), "/api/v1/receivers", "/api/v1/receivers", Anywhere(Read), Ok),
+        row(get.clone(), "/api/v1/receivers/{name}", "/api/v1/receivers/absent", Anywhere(Read), NotDenied),
+        with(
+            row(put.clone(), "/api/v1/receivers/{name}", "/api/v1/receivers/matrix", Global(ConfigWrite), Ok),
+            json!({}),
+        ),
+        row(delete.clone(), "/api/v1/receivers/{name}", "/api/v1/receivers/absent", Global(ConfigWrite), NotDenied),
+        row(get.clone(), "/api/v1/routes", "/api/v1/routes", Anywhere(Read), NotDenied),
+        with(
+            row(put.clone(), "/api/v1/routes", "/api/v1/routes", Global(ConfigWrite), NotDenied),
+            json!({"receiver": "matrix"}),
+        ),
+        row(get.clone(), "/api/v1/notifications/deliveries", "/api/v1/notifications/deliveries", Anywhere(Read), Ok),
         with(
             row(patch.clone(), "/api/v1/hosts/{id}", "/api/v1/hosts/h1", OnHost(HostsWrite), NotDenied),
             json!({"labels": {"Bad Key": "x"}}),
