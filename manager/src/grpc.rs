@@ -131,7 +131,12 @@ fn roles_from_proto(roles: Vec<v1::RoleMetrics>) -> Vec<crate::domain::metrics::
             samples: r
                 .samples
                 .into_iter()
-                .map(|s| Sample { name: s.name, value: s.value, labels: s.labels.into_iter().collect(), at_ms: s.at_unix_ms })
+                .map(|s| Sample {
+                    name: s.name,
+                    value: s.value,
+                    labels: s.labels.into_iter().collect(),
+                    at_ms: s.at_unix_ms,
+                })
                 .collect(),
             collect_error: r.collect_error,
         })
