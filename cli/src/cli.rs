@@ -148,6 +148,15 @@ pub enum Command {
     /// The pending and firing alerts, most severe first (--state firing|pending); `drover
     /// alerts history` lists their transitions.
     Alerts(crate::alerts::AlertsArgs),
+    /// Notification receivers: list (with delivery counters), show, set NAME -f FILE, delete.
+    #[command(subcommand, long_about = crate::notifications::RECEIVERS_HELP)]
+    Receivers(crate::notifications::ReceiversCommand),
+    /// The notification route tree: show, set -f FILE.
+    #[command(subcommand, long_about = crate::notifications::ROUTES_HELP)]
+    Routes(crate::notifications::RoutesCommand),
+    /// Notification delivery attempts: `drover notifications deliveries [--receiver NAME]`.
+    #[command(subcommand)]
+    Notifications(crate::notifications::NotificationsCommand),
 }
 
 #[derive(Debug, Args)]

@@ -18,6 +18,7 @@ pub mod labels;
 pub mod lifecycle;
 pub mod login;
 pub mod manager_client;
+pub mod notifications;
 pub mod parcel;
 pub mod remote_hosts;
 pub mod render;
