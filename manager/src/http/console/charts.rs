@@ -146,10 +146,12 @@ pub fn svg(chart: &Chart<'_>, from: i64, to: i64, zoom: Option<&Zoom>) -> Drawn 
         }
         out.push_str("\"/>");
         let who = if chart.lines.len() > 1 { format!("{}: ", esc(&line.label)) } else { String::new() };
+        // A lone point draws no line: show it as a dot.
+        let pt = if line.points.len() == 1 { "pt one" } else { "pt" };
         for (t, v) in &line.points {
             let _ = write!(
                 out,
-                "<circle class=\"pt\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\"><title>{} {who}{}</title></circle>",
+                "<circle class=\"{pt}\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\"><title>{} {who}{}</title></circle>",
                 x(*t),
                 y(*v),
                 point_time(*t),
@@ -228,7 +230,7 @@ mod tests {
         let d = svg(&c, 0, 10, Some(&zoom));
         assert!(d.svg.contains("<g class=\"s0\">") && d.svg.contains("<g class=\"s1\">"));
         assert!(d.svg.contains("aria-label=\"Used &lt;memory&gt;\""));
-        assert!(d.svg.contains("href=\"/x?from=a&amp;to=b\"") && d.svg.contains("Zoom into the second half"));
+        assert!(d.svg.contains("href=\"/x?from&#x3D;a&amp;to&#x3D;b\"") && d.svg.contains("Zoom into the second half"));
         assert!(d.svg.contains("<title>1970-01-01 00:00:00 UTC b: 4</title>"), "{}", d.svg);
         assert_eq!(d.summary, "a latest 2; b latest 4");
         assert_eq!(d.legend[1], ("b".to_owned(), "s1".to_owned(), "4".to_owned()));
