@@ -364,6 +364,15 @@ pub async fn rotate(store: &Store, catalog: &Catalog, path: &Path, create: bool)
         })
         .await
         .context("re-encrypt the stored secrets (nothing was changed; the old key is in the .old file)")?;
+    // The notification configuration's secrets (receivers set through REST), sealed again
+    // before the old key goes.
+    if let Some(config) = crate::domain::notifications::load_from(store, &readers).await.map_err(|e| {
+        anyhow::anyhow!("re-encrypt the notification configuration (the old key is in the .old file): {e}")
+    })? {
+        crate::domain::notifications::store_config(store, &next, &config, "secrets rotation").await.map_err(|e| {
+            anyhow::anyhow!("re-encrypt the notification configuration (the old key is in the .old file): {e}")
+        })?;
+    }
     std::fs::remove_file(&old_file).with_context(|| format!("remove {}", old_file.display()))?;
     Ok(Rotation {
         old_key_id: before.key_id().to_owned(),

@@ -158,6 +158,16 @@ async fn notify_config_file_seeds_the_store() {
     let stored = t.handle.state.store.notification_config().await.unwrap().unwrap();
     assert!(!stored.config.contains("file-secret"), "{}", stored.config);
     assert_eq!(stored.updated_by, "--notify-config");
+
+    // A key rotation seals the secrets again with the new key (the old one is then gone).
+    let state = &t.handle.state;
+    let (key_path, _) = state.config.secrets_key_path();
+    drover_manager::secrets::rotate(&state.store, &state.catalog, &key_path, false).await.unwrap();
+    let keyring = drover_manager::secrets::Keyring::load(&key_path, false).unwrap();
+    let config = drover_manager::domain::notifications::load_from(&state.store, &keyring).await.unwrap().unwrap();
+    assert_eq!(config.receivers[0].webhook_configs[0].secret.as_deref(), Some("file-secret"));
+    let resealed = state.store.notification_config().await.unwrap().unwrap();
+    assert_ne!(resealed.config, stored.config);
 }
 
 #[tokio::test]
