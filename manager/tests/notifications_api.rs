@@ -230,3 +230,36 @@ async fn webhook_set_through_rest_receives_a_firing_alert_and_the_delivery_shows
     let others = t.ok(Method::GET, "/notifications/deliveries?receiver=sink", None).await;
     assert_eq!(others["items"], json!([]), "the null receiver sends nothing");
 }
+
+/// The stored configuration on PostgreSQL (migration 0011 and the store's statements).
+#[tokio::test]
+async fn stored_configuration_round_trips_on_postgres() {
+    use sqlx::{Connection, Executor};
+    let admin_url = match std::env::var("DROVER_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ if std::env::var("DROVER_TEST_SKIP_POSTGRES").as_deref() == Ok("1") => return,
+        _ => panic!(
+            "DROVER_TEST_POSTGRES_URL is not set: run `eval \"$(scripts/postgres-test-db.sh)\"` as root first, \
+             or set DROVER_TEST_SKIP_POSTGRES=1 to skip the PostgreSQL tests"
+        ),
+    };
+    let name = format!("drover_notify_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    conn.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let store = drover_manager::store::Store::open(&format!("{base}/{name}")).await.unwrap();
+    let keyring = drover_manager::secrets::Keyring::from_key(&drover_manager::secrets::generate_key());
+    let config = drover_manager::notify::NotifyConfig::parse(
+        "route: {receiver: ops}\nreceivers:\n  - name: ops\n    webhook_configs: [{url: 'http://127.0.0.1:9/x', secret: pg-secret}]\n",
+    )
+    .unwrap();
+    use drover_manager::domain::notifications::{load_from, store_config};
+    assert_eq!(load_from(&store, &keyring).await.unwrap(), None);
+    store_config(&store, &keyring, &config, "admin").await.unwrap();
+    store_config(&store, &keyring, &config, "admin").await.unwrap();
+    assert_eq!(load_from(&store, &keyring).await.unwrap(), Some(config));
+    let rec = store.notification_config().await.unwrap().unwrap();
+    assert!(!rec.config.contains("pg-secret") && rec.updated_by == "admin", "{rec:?}");
+    store.close().await;
+    let _ = conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
+}
