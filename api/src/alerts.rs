@@ -16,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 /// good, concerning or bad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = EntityHealthStatus)]
 pub enum HealthStatus {
     Good,
     Concerning,

@@ -190,7 +190,7 @@ async fn redis_memory_turns_health_concerning_then_bad_and_a_rule_fires_and_reso
 async fn health_answers_name_what_is_missing() {
     let f = fleet().await;
     run_cycle(&f.t.handle.state).await.expect("cycle");
-    let msg = f.t.err(Method::GET, "/health?service=cache", None, 400).await;
+    let msg = f.t.err(Method::GET, "/health?service=cache", None, 422).await;
     assert!(msg.contains("need cluster"), "{msg}");
     let msg = f.t.err(Method::GET, "/health?cluster=nope", None, 404).await;
     assert!(msg.contains("nope"), "{msg}");

@@ -179,9 +179,7 @@ async fn host_page_edits_labels_and_decommissions_after_confirmation() {
 
     let page = c.get("/hosts/h1").await;
     assert_eq!(page.status, 200);
-    for want in
-        ["alpha", "10.1.0.1", "Debian", "rack=r1", "CPU used", "Network received per second", "no data in this range"]
-    {
+    for want in ["alpha", "10.1.0.1", "Debian", "rack=r1", "Charts appear here once the host"] {
         assert!(page.html.contains(want), "{want}: {}", page.html);
     }
     for range in ["1h", "24h", "7d"] {

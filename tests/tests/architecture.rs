@@ -221,7 +221,11 @@ fn only_enroll_session_and_supervisor_call_the_agent_wire_module() {
 }
 
 /// Migrations that differ between SQLite and PostgreSQL on purpose.
-const BACKEND_SPECIFIC: &[&str] = &["0001_foundation.sql"];
+/// Migrations whose column types differ by backend: auto-increment ids, and SQLite's
+/// `WITHOUT ROWID` point tables (0009) with `INTEGER`/`REAL` where PostgreSQL has
+/// `BIGINT`/`DOUBLE PRECISION`.
+const BACKEND_SPECIFIC: &[&str] =
+    &["0001_foundation.sql", "0009_metrics.sql", "0010_alerts.sql", "0011_notifications.sql"];
 
 #[test]
 fn sqlite_and_postgres_migrations_match() {

@@ -191,8 +191,15 @@ mod tests {
             last_exit_status: -9,
         };
         let mut sampler = ProcessSampler::new();
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let first = sampler.sample(std::slice::from_ref(&role), super::super::unix_ms_now());
+        // Until the shell has started its children (slow on a loaded machine).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let first = loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let s = sampler.sample(std::slice::from_ref(&role), super::super::unix_ms_now());
+            if s.get("r").is_some_and(|m| m.threads >= 3) || std::time::Instant::now() > deadline {
+                break s;
+            }
+        };
         std::thread::sleep(std::time::Duration::from_millis(500));
         let second = sampler.sample(std::slice::from_ref(&role), super::super::unix_ms_now());
         let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);

@@ -309,6 +309,9 @@ pub async fn import_rules(state: &AppState, actor: &Actor, yaml: &str) -> Result
             )));
         }
     };
+    if values.is_empty() {
+        return Err(invalid("empty import: the list holds no rules"));
+    }
     if values.len() > MAX_IMPORT_RULES {
         return Err(invalid(format!("too many rules: {} (at most {MAX_IMPORT_RULES})", values.len())));
     }

@@ -95,7 +95,7 @@ async fn health_tree(state: &AppState, actor: &Actor, q: &HealthQuery) -> Result
     let not_found = |what: String| DomainError::NotFound(format!("{what} not found (or not yet evaluated)"));
     if let Some(host) = &q.host {
         if q.cluster.is_some() || q.service.is_some() || q.role.is_some() {
-            return Err(DomainError::Invalid("give either host or cluster[/service[/role]]".into()));
+            return Err(DomainError::Refused("give either host or cluster[/service[/role]]".into()));
         }
         let in_clusters: Vec<&String> = members.iter().filter(|(_, hs)| hs.contains(host)).map(|(c, _)| c).collect();
         let visible = actor.visible();
@@ -107,7 +107,7 @@ async fn health_tree(state: &AppState, actor: &Actor, q: &HealthQuery) -> Result
     }
     let Some(cluster) = &q.cluster else {
         if q.service.is_some() || q.role.is_some() {
-            return Err(DomainError::Invalid("service and role need cluster".into()));
+            return Err(DomainError::Refused("service and role need cluster".into()));
         }
         let visible = actor.visible();
         let mut children: Vec<HealthNode> = snap
@@ -137,7 +137,7 @@ async fn health_tree(state: &AppState, actor: &Actor, q: &HealthQuery) -> Result
     actor.require_read(cluster)?;
     let Some(service) = &q.service else {
         if q.role.is_some() {
-            return Err(DomainError::Invalid("role needs service".into()));
+            return Err(DomainError::Refused("role needs service".into()));
         }
         load_cluster(state, cluster).await?;
         return Ok(cluster_node(&snap, cluster, members.get(cluster).map(Vec::as_slice).unwrap_or_default()));

@@ -70,7 +70,7 @@ pub async fn create_rule(
 
 /// Every rule as YAML (a list of rule specs), as the import takes it.
 #[utoipa::path(get, path = "/api/v1/alert-rules/export", operation_id = "export_alert_rules",
-    responses((status = 200, description = "a YAML list of AlertRuleSpec", body = String, content_type = "text/yaml")),
+    responses((status = 200, description = "a YAML list of AlertRuleSpec", body = Vec<AlertRuleSpec>, content_type = "text/yaml")),
     security(("basic" = []), ("bearer" = [])))]
 pub async fn export_rules(State(state): Shared, caller: Caller) -> Result<impl IntoResponse, ApiError> {
     let text = dom::export_rules(&state, &caller.actor()).await?;
