@@ -12,6 +12,7 @@ use std::time::Duration;
 use rust_embed::RustEmbed;
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::dashboard::{self, DashboardChart, RawChart};
 pub use crate::params::Parameter;
 use crate::params::{ParamKind, Scope};
 
@@ -56,8 +57,8 @@ pub struct ServiceType {
     pub role_types: Vec<RoleType>,
     pub parameters: Vec<Parameter>,
     pub rolling_restart: RollingRestart,
-    /// The metrics a console dashboard of the type shows, in order (`[[metrics_catalog]]`).
-    pub metrics_catalog: Vec<CatalogMetric>,
+    /// The charts of the type's console dashboard, in order (`[[dashboard]]`).
+    pub dashboard: Vec<DashboardChart>,
     /// Where the descriptor came from, e.g. `parcels/redis` (built in) or a user directory.
     pub source: String,
 }
@@ -147,22 +148,6 @@ impl std::fmt::Debug for MetricSourceKindTemplate {
             }
         }
     }
-}
-
-/// Units a [`CatalogMetric`] may have.
-pub const METRIC_UNITS: &[&str] = &["bytes", "percent", "count", "per_second", "ms", "seconds", "ratio"];
-
-/// One metric a console dashboard of the service type shows (`[[metrics_catalog]]`): the
-/// sample name its sources yield, a title, a unit, and the role types whose roles yield it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CatalogMetric {
-    /// A sample name (`redis_used_memory_bytes`).
-    pub name: String,
-    pub title: String,
-    /// One of [`METRIC_UNITS`].
-    pub unit: String,
-    /// The role types that yield it; empty: every role type.
-    pub role_types: Vec<String>,
 }
 
 /// How many roles restart at once and whether to wait for them to be healthy.
@@ -337,15 +322,13 @@ impl ServiceType {
             return Err(err("rolling_restart.batch_size: must be at least 1".to_string()));
         }
 
-        let mut metrics_catalog = Vec::new();
-        let mut seen = BTreeSet::new();
-        for (i, m) in raw.metrics_catalog.into_iter().enumerate() {
-            let ctx = format!("metrics_catalog[{i}]");
-            if !seen.insert(m.name.clone()) {
-                return Err(err(format!("{ctx}: metric `{}` is listed twice", m.name)));
-            }
-            metrics_catalog.push(m.build(&role_types).map_err(|m| err(format!("{ctx}.{m}")))?);
+        if raw.metrics_catalog.is_some() {
+            return Err(err(
+                "metrics_catalog: replaced by [[dashboard]] charts with [[dashboard.lines]] (see docs/service-descriptors.md)"
+                    .to_string(),
+            ));
         }
+        let dashboard = dashboard::build(raw.dashboard, &role_types).map_err(err)?;
 
         Ok(ServiceType {
             display_name: raw.display_name.unwrap_or_else(|| name.clone()),
@@ -357,7 +340,7 @@ impl ServiceType {
             role_types,
             parameters,
             rolling_restart,
-            metrics_catalog,
+            dashboard,
             source: name_hint.to_string(),
         })
     }
@@ -537,17 +520,9 @@ struct RawService {
     #[serde(default)]
     parameters: Vec<RawParameter>,
     #[serde(default)]
-    metrics_catalog: Vec<RawCatalogMetric>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCatalogMetric {
-    name: String,
-    title: String,
-    unit: String,
-    #[serde(default)]
-    role_types: Vec<String>,
+    dashboard: Vec<RawChart>,
+    /// The list of metrics `[[dashboard]]` replaced: refused with a pointer to it.
+    metrics_catalog: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -1008,28 +983,6 @@ impl RawMetric {
     }
 }
 
-impl RawCatalogMetric {
-    fn build(self, role_types: &[RoleType]) -> Result<CatalogMetric, String> {
-        check_metric_name(&self.name).map_err(|m| format!("name: {m}"))?;
-        if self.title.trim().is_empty() {
-            return Err("title: must not be empty".to_string());
-        }
-        if !METRIC_UNITS.contains(&self.unit.as_str()) {
-            return Err(format!("unit: unknown unit `{}` (expected one of {})", self.unit, METRIC_UNITS.join(", ")));
-        }
-        let mut seen = BTreeSet::new();
-        for t in &self.role_types {
-            if !role_types.iter().any(|rt| &rt.name == t) {
-                return Err(format!("role_types: role type `{t}` does not exist"));
-            }
-            if !seen.insert(t) {
-                return Err(format!("role_types: `{t}` is listed twice"));
-            }
-        }
-        Ok(CatalogMetric { name: self.name, title: self.title, unit: self.unit, role_types: self.role_types })
-    }
-}
-
 impl RawParameter {
     fn build(self, role_types: &[RoleType]) -> Result<Parameter, String> {
         let kind = match self.kind.as_str() {
@@ -1134,13 +1087,6 @@ fn check_name(name: &str) -> Result<(), String> {
     } else {
         Err(format!("`{name}` is not a valid name (lowercase letters, digits, `_`, `-`; starting with a letter)"))
     }
-}
-
-/// Sample names as Prometheus has them: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
-fn check_metric_name(name: &str) -> Result<(), String> {
-    let ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
-    if ok { Ok(()) } else { Err(format!("`{name}` is not a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)")) }
 }
 
 /// A TCP port, 1..=65535, as text.

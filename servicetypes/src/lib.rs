@@ -3,6 +3,7 @@
 //! The manager alone uses this crate; the software itself comes in parcels (`drover-parcels`).
 //!
 //! - [`descriptor`]: `parcels/<service>/service.toml` + `templates/`, validated into a [`Catalog`];
+//! - [`dashboard`]: the charts of a type's console dashboard, checked against its metric sources;
 //! - [`params`]: parameter kinds, validation and normalisation of values, masking of secrets;
 //! - [`config`]: values at service / group / role level, effective values, patches, changes;
 //! - [`render`]: a role's context, templates rendered in strict mode, `${ROLE_DIR}` contract.
@@ -10,6 +11,7 @@
 //! The format is documented in `docs/service-descriptors.md`.
 
 pub mod config;
+pub mod dashboard;
 pub mod descriptor;
 pub mod params;
 pub mod render;

@@ -50,7 +50,7 @@ fn bad_descriptors() {
             "unknown field",
             format!("colour = 1\n{BASE}"),
             &[APP],
-            "parcels/svc/service.toml: invalid TOML at line 1, column 1: unknown field `colour`, expected one of `name`, `display_name`, `description`, `version`, `requires`, `parcels`, `rolling_restart`, `role_types`, `parameters`, `metrics_catalog`",
+            "parcels/svc/service.toml: invalid TOML at line 1, column 1: unknown field `colour`, expected one of `name`, `display_name`, `description`, `version`, `requires`, `parcels`, `rolling_restart`, `role_types`, `parameters`, `dashboard`, `metrics_catalog`",
         ),
         (
             "name mismatch",

@@ -1,6 +1,7 @@
 //! Tests of the public API of drover-service-types: descriptors, parameters, config resolution, rendering.
 
 mod config;
+mod dashboard;
 mod descriptor;
 mod metrics;
 mod nginx;
