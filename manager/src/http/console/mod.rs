@@ -15,6 +15,7 @@
 //!   outcome in a short-lived flash cookie, so a reload never repeats it.
 
 mod account;
+mod alert_rules;
 mod charts;
 mod clusters;
 mod commands;
@@ -23,6 +24,7 @@ mod history;
 mod home;
 mod hosts;
 mod metrics;
+mod notifications;
 mod parcels;
 mod provision;
 mod services;
@@ -105,6 +107,8 @@ handlebars::handlebars_helper!(pct_helper: |v: f64| format!("{v:.1}%"));
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .merge(home::routes())
+        .merge(alert_rules::routes())
+        .merge(notifications::routes())
         .merge(hosts::routes())
         .merge(clusters::routes())
         .merge(services::routes())
