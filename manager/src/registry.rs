@@ -744,6 +744,16 @@ impl Registry {
         self.hosts.read().expect("registry lock").keys().cloned().collect()
     }
 
+    /// Every host's name by host id (a host's metrics carry its name as the `host` label).
+    pub fn hostnames(&self) -> HashMap<String, String> {
+        self.hosts
+            .read()
+            .expect("registry lock")
+            .iter()
+            .map(|(id, e)| (id.clone(), e.lock().expect("host lock").hostname.clone()))
+            .collect()
+    }
+
     /// Live status of a host.
     pub fn host_status(&self, host_id: &str) -> Option<HostStatus> {
         self.entry(host_id).map(|e| e.lock().expect("host lock").status)

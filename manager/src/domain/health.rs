@@ -83,8 +83,7 @@ fn mark_maintenance(node: &mut HealthNode, on: &std::collections::BTreeSet<(Stri
 async fn health_tree(state: &AppState, actor: &Actor, q: &HealthQuery) -> Result<HealthNode> {
     let snap = state.alerts.health();
     let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let hostnames: BTreeMap<String, String> =
-        state.registry.fleet().into_iter().map(|(id, name, _, _)| (id, name)).collect();
+    let hostnames = state.registry.hostnames();
     let mut clustered = std::collections::BTreeSet::new();
     for (host_id, cluster) in state.store.cluster_members().await? {
         if let Some(name) = hostnames.get(&host_id) {
