@@ -146,8 +146,10 @@ fn yes() -> bool {
     true
 }
 
-/// A rule as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+/// A rule as the API shows it. Its schema is [`AlertRuleViewSchema`]'s: the spec's
+/// fields written out, since a flattened spec would bring the spec's "no other
+/// properties" into an answer that has more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertRuleView {
     #[serde(flatten)]
     pub spec: AlertRuleSpec,
@@ -155,6 +157,47 @@ pub struct AlertRuleView {
     pub builtin: bool,
     pub updated_at: Option<String>,
     pub updated_by: Option<String>,
+}
+
+impl utoipa::PartialSchema for AlertRuleView {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        AlertRuleViewSchema::schema()
+    }
+}
+
+impl ToSchema for AlertRuleView {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "AlertRuleView".into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        AlertRuleViewSchema::schemas(schemas);
+    }
+}
+
+/// A rule as the API shows it: what [`AlertRuleView`] serialises to (a test
+/// checks that the two have the same fields).
+#[derive(ToSchema)]
+#[allow(dead_code)] // only its schema is used
+struct AlertRuleViewSchema {
+    name: String,
+    description: String,
+    /// The condition, e.g. `redis_memory_used_ratio > 0.9`.
+    expr: String,
+    /// How long the condition must hold before the alert fires (`5m`); `null`: `0s`.
+    #[schema(rename = "for")]
+    for_: Option<String>,
+    /// How long it keeps firing after the condition clears; `null`: `0s`.
+    keep_firing_for: Option<String>,
+    severity: Severity,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    enabled: bool,
+    /// Shipped with Drover: may be disabled or have its thresholds changed, not deleted.
+    builtin: bool,
+    /// RFC 3339; `null` for a built-in rule never changed.
+    updated_at: Option<String>,
+    updated_by: Option<String>,
 }
 
 /// A label matcher of a silence: `=`, `!=`, `=~` or `!~` (anchored regex).
@@ -226,4 +269,45 @@ pub struct HealthQuery {
 pub struct AlertsQuery {
     /// `pending` or `firing`; none: both.
     pub state: Option<AlertState>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use utoipa::PartialSchema;
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::Schema;
+
+    use super::{AlertRuleSpec, AlertRuleView, Severity};
+
+    #[test]
+    fn the_rule_view_schema_names_the_fields_a_view_serialises_to() {
+        let view = AlertRuleView {
+            spec: AlertRuleSpec {
+                name: "disk".into(),
+                description: String::new(),
+                expr: "host_disk_used_ratio > 0.9".into(),
+                for_: Some("5m".into()),
+                keep_firing_for: None,
+                severity: Severity::Warning,
+                labels: Default::default(),
+                annotations: Default::default(),
+                enabled: true,
+            },
+            builtin: false,
+            updated_at: None,
+            updated_by: None,
+        };
+        let json = serde_json::to_value(&view).unwrap();
+        let fields: BTreeSet<String> = json.as_object().unwrap().keys().cloned().collect();
+        let RefOr::T(Schema::Object(schema)) = AlertRuleView::schema() else { panic!("not an object schema") };
+        let properties: BTreeSet<String> = schema.properties.keys().cloned().collect();
+        assert_eq!(properties, fields);
+        assert!(schema.additional_properties.is_none(), "an answer is never refused for its fields");
+        let required: BTreeSet<&str> = schema.required.iter().map(String::as_str).collect();
+        for always in ["name", "expr", "severity", "enabled", "builtin", "labels"] {
+            assert!(required.contains(always), "{always} is always answered");
+        }
+    }
 }

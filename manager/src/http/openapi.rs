@@ -199,13 +199,6 @@ pub fn document(catalog: &Catalog) -> utoipa::openapi::OpenApi {
                 o.enum_values = Some(names.into_iter().map(Into::into).collect());
             }
         }
-        // An alert rule as answered carries `builtin` and `updated_*` beside the fields a
-        // request may hold (`AlertRuleView` flattens `AlertRuleSpec`): the spec's
-        // "no other properties" would make every answer invalid. Requests with unknown
-        // fields are still refused (serde), with a 400 naming the field.
-        if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut("AlertRuleSpec") {
-            o.additional_properties = None;
-        }
     }
     doc
 }
