@@ -270,3 +270,181 @@ async fn ranges_zoom_and_bad_windows() {
         }
     }
 }
+
+/// A service type from the data directory alone (DATA_DIR/service-types):
+/// a dashboard whose charts only its descriptor names, and a type without.
+const QUEUE: &str = r#"
+name = "queue"
+display_name = "Queue"
+version = "1"
+
+[[role_types]]
+name = "broker"
+[role_types.process]
+program = "/bin/sleep"
+args = ["1000"]
+[[role_types.metrics]]
+prometheus = { url = "http://127.0.0.1:9100/metrics" }
+
+[[role_types]]
+name = "gateway"
+[role_types.process]
+program = "/bin/sleep"
+args = ["1000"]
+[[role_types.metrics]]
+command = { program = "/bin/true" }
+
+[[dashboard]]
+title = "Messages per second"
+unit = "per_second"
+lines = [
+  { metric = "queue_messages_in_total", label = "in", stat = "rate" },
+  { metric = "queue_messages_out_total", label = "out", stat = "rate" },
+]
+
+[[dashboard]]
+title = "Depth by role type"
+unit = "count"
+lines = [{ metric = "queue_depth", label = "depth", sum_by = "role_type" }]
+
+[[dashboard]]
+title = "Oldest message"
+unit = "seconds"
+role_types = ["broker"]
+[[dashboard.lines]]
+metric = "queue_oldest_age_seconds"
+label = "age"
+stat = "last"
+"#;
+
+const PLAIN: &str = r#"
+name = "plain"
+version = "1"
+
+[[role_types]]
+name = "worker"
+[role_types.process]
+program = "/bin/sleep"
+args = ["1000"]
+"#;
+
+#[tokio::test]
+async fn a_descriptor_only_type_brings_its_dashboard() {
+    let t = T::start_with(|dir| {
+        for (name, text) in [("queue", QUEUE), ("plain", PLAIN)] {
+            let d = dir.join("service-types").join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("service.toml"), text).unwrap();
+        }
+    })
+    .await;
+    t.host("h1", "h1.example", "10.0.0.1").await;
+    t.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
+    t.ok(Method::POST, "/clusters/prod/hosts", Some(json!({"host_ids": ["h1"]}))).await;
+    for (svc, ty) in [("q", "queue"), ("p", "plain")] {
+        t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": svc, "type": ty}))).await;
+    }
+    for (svc, role_type) in [("q", "broker"), ("q", "gateway"), ("p", "worker")] {
+        t.ok(
+            Method::POST,
+            &format!("/clusters/prod/services/{svc}/roles"),
+            Some(json!({"role_type": role_type, "host_id": "h1"})),
+        )
+        .await;
+    }
+    let mut roles: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for svc in ["q", "p"] {
+        let list = t.ok(Method::GET, &format!("/clusters/prod/services/{svc}/roles"), None).await;
+        for r in list["items"].as_array().unwrap() {
+            let rt = r["role_type"].as_str().unwrap().to_owned();
+            roles.insert(rt, (r["name"].as_str().unwrap().to_owned(), r["id"].as_str().unwrap().to_owned()));
+        }
+    }
+    let (broker, gateway, worker) = (roles["broker"].clone(), roles["gateway"].clone(), roles["worker"].clone());
+    let state = t.handle.state.clone();
+    drover_testkit::eventually_true(Duration::from_secs(10), "the roles in the registry", || {
+        [&broker.1, &gateway.1].iter().all(|id| state.registry.desired_role("h1", id).is_some())
+    })
+    .await;
+    let now = now_millis();
+    for i in 0..3i64 {
+        let at = now - (2 - i) * 60_000;
+        let n = (i + 1) as f64;
+        let report = |id: &str, samples: Vec<Sample>| RoleReport {
+            role_id: id.to_owned(),
+            process: None,
+            samples,
+            collect_error: String::new(),
+        };
+        let reports = vec![
+            report(
+                &broker.1,
+                vec![
+                    sample("queue_messages_in_total", 600.0 * n * n, at),
+                    sample("queue_messages_out_total", 60.0 * n * n, at),
+                    sample("queue_depth", 10.0 * n, at),
+                    sample("queue_oldest_age_seconds", 48.0 * n, at),
+                ],
+            ),
+            report(&gateway.1, vec![sample("queue_depth", 1.0, at)]),
+        ];
+        assert!(state.registry.heartbeat_with_roles("h1", host_metrics(5.0), reports));
+    }
+    state.registry.flush().await.unwrap();
+    drover_manager::domain::metrics::roll_up(&state.store, now_millis()).await.unwrap();
+    let c = t.console().await;
+
+    // The service page: the descriptor's charts after the roles up, a line per role and line.
+    let svc = c.get("/clusters/prod/services/q").await;
+    assert_eq!(svc.status, 200, "{}", svc.html);
+    keep(&svc, "service-descriptor-dashboard");
+    let titles: Vec<&str> = svc
+        .html
+        .split("<figure class=\"chart-box\" data-title=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    assert_eq!(titles, ["Roles up by role type", "Messages per second", "Depth by role type", "Oldest message"]);
+    let messages = figure(&svc, "Messages per second");
+    assert_eq!(legend(messages), vec![format!("{} in", broker.0), format!("{} out", broker.0)]);
+    // Counters as rates (steps start on 18 s boundaries, so not exactly 30/s and 50/s).
+    let rates = summary(messages);
+    assert!(rates.starts_with(&format!("{} in latest ", broker.0)) && rates.contains("/s"), "{messages}");
+    // Summed by role type: one line per type, named by it.
+    let depth = figure(&svc, "Depth by role type");
+    assert_eq!(legend(depth), vec!["broker", "gateway"]);
+    assert_eq!(summary(depth), "broker latest 30; gateway latest 1", "{depth}");
+    assert!(summary(figure(&svc, "Oldest message")).starts_with("latest 2.4 min"), "{}", svc.html);
+    assert!(!svc.html.contains("id=\"no-dashboard\""));
+
+    // A role's page shows the charts of its role type only.
+    let page = c.get(&format!("/clusters/prod/services/q/roles/{}", gateway.0)).await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    assert_eq!(summary(figure(&page, "Depth by role type")), "latest 1, lowest 1, highest 1 (3 points)");
+    assert!(!page.html.contains("Oldest message"), "{}", page.html);
+    assert!(page.html.contains("No data in this range: Messages per second."), "{}", page.html);
+    let page = c.get(&format!("/clusters/prod/services/q/roles/{}", broker.0)).await;
+    assert!(summary(figure(&page, "Oldest message")).starts_with("latest 2.4 min"), "{}", page.html);
+
+    // A type without dashboard says so, on its service's page and its roles' pages.
+    let plain = c.get("/clusters/prod/services/p").await;
+    assert_eq!(plain.status, 200, "{}", plain.html);
+    keep(&plain, "service-no-dashboard");
+    assert!(
+        between(&plain.html, "id=\"no-dashboard\">", "</p>")
+            .unwrap()
+            .starts_with("This service type declares no dashboard.")
+    );
+    let page = c.get(&format!("/clusters/prod/services/p/roles/{}", worker.0)).await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    assert!(
+        between(&page.html, "<div id=\"service-charts\">", "</div>")
+            .unwrap()
+            .contains("This service type declares no dashboard."),
+        "{}",
+        page.html
+    );
+    // A shipped type's page has its dashboard.
+    assert!(!c.get("/clusters/prod/services/q").await.html.contains("declares no dashboard"));
+    t.handle.shutdown().await;
+}

@@ -3,10 +3,12 @@
 //! navigation links, which metrics each page charts, and the queries
 //! ([`domain::metrics::query`] with the viewer's actor) that fill them.
 //!
-//! The service metrics charted per service type are a table here
-//! ([`service_charts`]); a type without an entry gets process and `role_up`
-//! charts only.
+//! The host, process and roles-up charts are tables here; the service
+//! metrics charted for a service type are its descriptor's `[[dashboard]]`
+//! ([`service_charts`]), so a new type brings its charts without a change
+//! here, and a type without one gets process and `role_up` charts only.
 
+use drover_service_types::dashboard::{ChartUnit as Unit, DashboardChart, LineStat};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -164,80 +166,86 @@ impl Window {
     }
 }
 
-/// How values are shown.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Unit {
-    Percent,
-    /// 0..1 shown as a percentage.
-    Ratio,
-    Bytes,
-    BytesPerSecond,
-    Count,
-    PerSecond,
-    Ms,
-    Number,
-}
-
-impl Unit {
-    fn format(self) -> fn(f64) -> String {
-        match self {
-            Unit::Percent => |v| format!("{v:.0}%"),
-            Unit::Ratio => |v| format!("{:.0}%", v * 100.0),
-            Unit::Bytes => human_bytes,
-            Unit::BytesPerSecond => |v| format!("{}/s", human_bytes(v)),
-            Unit::Count => |v| if v.fract().abs() < 0.05 { format!("{v:.0}") } else { format!("{v:.1}") },
-            Unit::PerSecond => |v| if v >= 100.0 { format!("{v:.0}/s") } else { format!("{v:.1}/s") },
-            Unit::Ms => |v| format!("{v:.0} ms"),
-            Unit::Number => |v| format!("{v:.2}"),
-        }
+/// How a chart shows its values (the units a descriptor's charts name).
+fn unit_format(unit: Unit) -> fn(f64) -> String {
+    match unit {
+        Unit::Percent => |v| format!("{v:.0}%"),
+        Unit::Ratio => |v| format!("{:.0}%", v * 100.0),
+        Unit::Bytes => human_bytes,
+        Unit::BytesPerSecond => |v| format!("{}/s", human_bytes(v)),
+        Unit::Count => |v| if v.fract().abs() < 0.05 { format!("{v:.0}") } else { format!("{v:.1}") },
+        Unit::PerSecond => |v| if v >= 100.0 { format!("{v:.0}/s") } else { format!("{v:.1}/s") },
+        Unit::Ms => |v| format!("{v:.0} ms"),
+        Unit::Seconds => |v| match v.abs() {
+            a if a < 60.0 => format!("{v:.1} s"),
+            a if a < 3600.0 => format!("{:.1} min", v / 60.0),
+            a if a < 86_400.0 => format!("{:.1} h", v / 3600.0),
+            _ => format!("{:.1} d", v / 86_400.0),
+        },
+        Unit::Number => |v| format!("{v:.2}"),
     }
-}
-
-/// How a line's steps come from its points.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum How {
-    /// The average of each step.
-    Avg,
-    /// The highest value of each step.
-    Max,
-    /// A counter: per-second rates between the steps' last values.
-    Rate,
-    /// The sum over roles of each step's average, one line per value of the label.
-    SumBy(&'static str),
 }
 
 /// One metric drawn as one line per series it selects.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct LineSpec {
-    pub metric: &'static str,
-    pub label: &'static str,
-    pub how: How,
+pub(crate) struct LineSpec<'a> {
+    pub metric: &'a str,
+    pub label: &'a str,
+    /// How each step's value comes from its points (a rate from the last values).
+    pub stat: LineStat,
+    /// The sum over roles of each step's value, one line per value of the label.
+    pub sum_by: Option<&'a str>,
     /// Leave out series that are 0 throughout (Redis' maxmemory when unset).
     pub hide_zero: bool,
 }
 
-const fn line(metric: &'static str, label: &'static str) -> LineSpec {
-    LineSpec { metric, label, how: How::Avg, hide_zero: false }
+const fn line(metric: &'static str, label: &'static str) -> LineSpec<'static> {
+    LineSpec { metric, label, stat: LineStat::Avg, sum_by: None, hide_zero: false }
 }
 
-const fn rate(metric: &'static str, label: &'static str) -> LineSpec {
-    LineSpec { metric, label, how: How::Rate, hide_zero: false }
+const fn rate(metric: &'static str, label: &'static str) -> LineSpec<'static> {
+    LineSpec { stat: LineStat::Rate, ..line(metric, label) }
 }
 
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ChartSpec {
-    pub title: &'static str,
+/// A chart: the tables below (`'static`) or a service type's dashboard
+/// (borrowed from the catalog).
+#[derive(Debug, Clone)]
+pub(crate) struct ChartSpec<'a> {
+    pub title: &'a str,
     pub unit: Unit,
     pub max: Option<f64>,
-    pub lines: &'static [LineSpec],
+    pub lines: Lines<'a>,
 }
 
-const fn chart(title: &'static str, unit: Unit, lines: &'static [LineSpec]) -> ChartSpec {
-    ChartSpec { title, unit, max: None, lines }
+/// A chart's lines: a table's, or built from a descriptor's chart.
+#[derive(Debug, Clone)]
+pub(crate) enum Lines<'a> {
+    Fixed(&'a [LineSpec<'a>]),
+    Built(Vec<LineSpec<'a>>),
+}
+
+impl<'a> std::ops::Deref for Lines<'a> {
+    type Target = [LineSpec<'a>];
+
+    fn deref(&self) -> &[LineSpec<'a>] {
+        match self {
+            Lines::Fixed(l) => l,
+            Lines::Built(l) => l,
+        }
+    }
+}
+
+const fn chart(title: &'static str, unit: Unit, lines: &'static [LineSpec<'static>]) -> ChartSpec<'static> {
+    ChartSpec { title, unit, max: None, lines: Lines::Fixed(lines) }
+}
+
+/// A chart whose value axis ends at `max`.
+const fn bounded(title: &'static str, unit: Unit, max: f64, lines: &'static [LineSpec<'static>]) -> ChartSpec<'static> {
+    ChartSpec { title, unit, max: Some(max), lines: Lines::Fixed(lines) }
 }
 
 pub(crate) const HOST_CHARTS: &[ChartSpec] = &[
-    ChartSpec { max: Some(100.0), ..chart("CPU used", Unit::Percent, &[line("host_cpu_percent", "CPU")]) },
+    bounded("CPU used", Unit::Percent, 100.0, &[line("host_cpu_percent", "CPU")]),
     chart(
         "Memory used",
         Unit::Bytes,
@@ -248,7 +256,7 @@ pub(crate) const HOST_CHARTS: &[ChartSpec] = &[
         Unit::Number,
         &[line("host_load1", "1 min"), line("host_load5", "5 min"), line("host_load15", "15 min")],
     ),
-    ChartSpec { max: Some(1.0), ..chart("Disk used per mount", Unit::Ratio, &[line("host_disk_used_ratio", "used")]) },
+    bounded("Disk used per mount", Unit::Ratio, 1.0, &[line("host_disk_used_ratio", "used")]),
     chart(
         "Network per second",
         Unit::BytesPerSecond,
@@ -265,71 +273,52 @@ pub(crate) const PROCESS_CHARTS: &[ChartSpec] = &[
     chart(
         "Restarts",
         Unit::Count,
-        &[LineSpec { how: How::Max, ..line("role_restarts_total", "restarts since the agent took charge") }],
+        &[LineSpec { stat: LineStat::Max, ..line("role_restarts_total", "restarts since the agent took charge") }],
     ),
 ];
 
 /// How many roles of each type run, on a service's page.
-pub(crate) const ROLES_UP_CHART: &[ChartSpec] = &[chart(
-    "Roles up by role type",
-    Unit::Count,
-    &[LineSpec { how: How::SumBy("role_type"), ..line("role_up", "up") }],
-)];
+pub(crate) const ROLES_UP_CHART: &[ChartSpec] =
+    &[chart("Roles up by role type", Unit::Count, &[LineSpec { sum_by: Some("role_type"), ..line("role_up", "up") }])];
 
-const REDIS: &[ChartSpec] = &[
-    chart(
-        "Used memory",
-        Unit::Bytes,
-        &[
-            line("redis_used_memory_bytes", "used"),
-            LineSpec { hide_zero: true, ..line("redis_maxmemory_bytes", "maxmemory") },
-        ],
-    ),
-    chart("Connected clients", Unit::Count, &[line("redis_connected_clients", "clients")]),
-    chart("Commands per second", Unit::PerSecond, &[line("redis_instantaneous_ops_per_sec", "commands")]),
-    chart(
-        "Keyspace hits and misses per second",
-        Unit::PerSecond,
-        &[rate("redis_keyspace_hits_total", "hits"), rate("redis_keyspace_misses_total", "misses")],
-    ),
-    chart("Keys", Unit::Count, &[line("redis_keys", "keys")]),
-    chart("Replication lag", Unit::Bytes, &[line("redis_replication_offset_lag_bytes", "lag")]),
-];
+/// What a page says where a service type's dashboard would be when the type declares none.
+pub(crate) const NO_DASHBOARD: &str = "This service type declares no dashboard.";
 
-const ZOOKEEPER: &[ChartSpec] = &[
-    chart(
-        "Request latency",
-        Unit::Ms,
-        &[
-            line("zookeeper_avg_latency_ms", "average"),
-            LineSpec { how: How::Max, ..line("zookeeper_max_latency_ms", "max") },
-        ],
-    ),
-    chart("Outstanding requests", Unit::Count, &[line("zookeeper_outstanding_requests", "outstanding")]),
-    chart("Znodes", Unit::Count, &[line("zookeeper_znode_count", "znodes")]),
-    chart("Sessions", Unit::Count, &[line("zookeeper_open_sessions", "sessions")]),
-    chart("Mode", Unit::Count, &[LineSpec { how: How::Max, ..line("zookeeper_mode", "mode") }]),
-];
-
-const NGINX: &[ChartSpec] = &[
-    chart("Active connections", Unit::Count, &[line("nginx_active_connections", "active")]),
-    chart("Requests per second", Unit::PerSecond, &[line("nginx_requests_per_second", "requests")]),
-    chart(
-        "Connections by state",
-        Unit::Count,
-        &[line("nginx_reading", "reading"), line("nginx_writing", "writing"), line("nginx_waiting", "waiting")],
-    ),
-];
-
-/// The service metrics charted for a service type (none for a type this
-/// table does not know).
-pub(crate) fn service_charts(service_type: &str) -> &'static [ChartSpec] {
-    match service_type {
-        "redis" => REDIS,
-        "zookeeper" => ZOOKEEPER,
-        "nginx" => NGINX,
-        _ => &[],
+/// What a role's page says instead of its service charts when its type's
+/// dashboard has none for its role type.
+pub(crate) fn no_dashboard(state: &AppState, service_type: &str) -> &'static str {
+    match state.catalog.get(service_type) {
+        Some(st) if !st.dashboard.is_empty() => "This service type's dashboard has no chart for this role type.",
+        _ => NO_DASHBOARD,
     }
+}
+
+/// A descriptor's chart as drawn.
+fn dashboard_chart(c: &DashboardChart) -> ChartSpec<'_> {
+    let lines: Vec<LineSpec> = c
+        .lines
+        .iter()
+        .map(|l| LineSpec {
+            metric: &l.metric,
+            label: &l.label,
+            stat: l.stat,
+            sum_by: l.sum_by.as_deref(),
+            hide_zero: l.hide_zero,
+        })
+        .collect();
+    ChartSpec { title: &c.title, unit: c.unit, max: c.max, lines: Lines::Built(lines) }
+}
+
+/// The charts of a service type's dashboard (its descriptor's
+/// `[[dashboard]]`), on a role's page only those of its `role_type`; none
+/// for a type without dashboard or not in the catalog.
+pub(crate) fn service_charts<'a>(
+    state: &'a AppState,
+    service_type: &str,
+    role_type: Option<&str>,
+) -> Vec<ChartSpec<'a>> {
+    let Some(st) = state.catalog.get(service_type) else { return Vec::new() };
+    st.dashboard.iter().filter(|c| role_type.is_none_or(|rt| c.applies_to(rt))).map(dashboard_chart).collect()
 }
 
 /// `metric{k="v",...}` with the values escaped.
@@ -347,30 +336,31 @@ fn selector(metric: &str, scope: &[(&str, &str)]) -> String {
 async fn fetch(
     state: &AppState,
     actor: &Actor,
-    spec: &LineSpec,
+    spec: &LineSpec<'_>,
     scope: &[(&str, &str)],
     w: &Window,
 ) -> Result<Vec<SeriesValues>, DomainError> {
     let step = (w.span() / 1000 / TARGET_POINTS).max(1);
-    let (stat, agg, by) = match spec.how {
-        How::Avg => ("avg", None, None),
-        How::Max => ("max", None, None),
-        How::Rate => ("last", None, None),
-        How::SumBy(label) => ("avg", Some("sum"), Some(label)),
+    let stat = match spec.stat {
+        LineStat::Avg => "avg",
+        LineStat::Max => "max",
+        LineStat::Last | LineStat::Rate => "last",
     };
     let q = MetricQuery {
         series: selector(spec.metric, scope),
         from: Some(charts_time(w.from)),
         to: Some(charts_time(w.to)),
         step: Some(format!("{step}s")),
-        agg: agg.map(str::to_owned),
-        by: by.map(str::to_owned),
+        agg: spec.sum_by.map(|_| "sum".to_owned()),
+        by: spec.sum_by.map(str::to_owned),
         stat: Some(stat.to_owned()),
     };
     match domain::metrics::query(state, actor, &q).await {
         Ok(r) => Ok(r.series),
-        // No series of that name anywhere yet.
-        Err(DomainError::Invalid(m)) if m.starts_with("unknown metric") => Ok(Vec::new()),
+        // No series of that name anywhere yet, or none with the label to sum by.
+        Err(DomainError::Invalid(m)) if m.starts_with("unknown metric") || m.starts_with("unknown label") => {
+            Ok(Vec::new())
+        }
         Err(e) => Err(e),
     }
 }
@@ -382,12 +372,12 @@ fn charts_time(ms: i64) -> String {
 /// A line's name: the role (on a service page), the spec's label when the
 /// chart has several, and the series' own labels (mount, db, mode).
 fn line_label(
-    chart: &ChartSpec,
-    spec: &LineSpec,
+    chart: &ChartSpec<'_>,
+    spec: &LineSpec<'_>,
     labels: &std::collections::BTreeMap<String, String>,
     per_role: bool,
 ) -> String {
-    if let How::SumBy(by) = spec.how {
+    if let Some(by) = spec.sum_by {
         return labels.get(by).cloned().filter(|v| !v.is_empty()).unwrap_or_else(|| spec.label.to_owned());
     }
     let mut parts: Vec<&str> = Vec::new();
@@ -405,7 +395,7 @@ fn line_label(
 #[derive(Debug, Default)]
 pub(crate) struct Section {
     pub charts: Vec<Value>,
-    pub missing: Vec<&'static str>,
+    pub missing: Vec<String>,
 }
 
 impl Section {
@@ -421,13 +411,13 @@ impl Section {
 pub(crate) async fn section(
     state: &AppState,
     actor: &Actor,
-    specs: &[ChartSpec],
+    specs: &[ChartSpec<'_>],
     scope: &[(&str, &str)],
     per_role: bool,
     w: &Window,
     base: &str,
 ) -> Result<Section, DomainError> {
-    let wanted: Vec<(usize, &LineSpec)> =
+    let wanted: Vec<(usize, &LineSpec<'_>)> =
         specs.iter().enumerate().flat_map(|(i, c)| c.lines.iter().map(move |l| (i, l))).collect();
     let fetched = futures::future::try_join_all(wanted.iter().map(|(_, l)| fetch(state, actor, l, scope, w))).await?;
     let zoom = w.zoom(base);
@@ -440,19 +430,19 @@ pub(crate) async fn section(
                     continue;
                 }
                 let points: Vec<(i64, f64)> = s.timestamps.iter().copied().zip(s.values.iter().copied()).collect();
-                let points = if l.how == How::Rate { charts::rates(&points) } else { points };
+                let points = if l.stat == LineStat::Rate { charts::rates(&points) } else { points };
                 lines.push(Line { label: line_label(spec, l, &s.labels, per_role), points });
             }
         }
         lines.retain(|l| !l.points.is_empty());
         if lines.is_empty() {
-            out.missing.push(spec.title);
+            out.missing.push(spec.title.to_owned());
             continue;
         }
         let more = lines.len().saturating_sub(MAX_LINES);
         lines.truncate(MAX_LINES);
         let drawn = charts::svg(
-            &Chart { title: spec.title, lines, format: spec.unit.format(), max: spec.max },
+            &Chart { title: spec.title, lines, format: unit_format(spec.unit), max: spec.max },
             w.from,
             w.to,
             Some(&zoom),

@@ -172,8 +172,10 @@ async fn service_page(
                "can_rollback": p.distributed.iter().any(|v| Some(v) != p.active.as_ref())})
     });
     // A dashboard of the type's metrics, a line per role, and the roles up per type.
-    let specs: Vec<ChartSpec> =
-        metrics::ROLES_UP_CHART.iter().chain(metrics::service_charts(&svc.service_type)).copied().collect();
+    let dashboard = metrics::service_charts(state, &svc.service_type, None);
+    let has_dashboard = !dashboard.is_empty();
+    let mut specs: Vec<ChartSpec> = metrics::ROLES_UP_CHART.to_vec();
+    specs.extend(dashboard);
     let charts =
         metrics::section(state, &session.actor(), &specs, &[("cluster", c), ("service", s)], true, window, &href)
             .await?;
@@ -208,6 +210,7 @@ async fn service_page(
             "parcel": parcel,
             "charts": charts.to_json("Charts appear here once the agents report the metrics of this service's roles."),
             "chart_nav": window.nav(&href),
+            "no_dashboard": (!has_dashboard).then_some(metrics::NO_DASHBOARD),
         }),
     );
     Ok(if error.is_some() { (StatusCode::UNPROCESSABLE_ENTITY, resp).into_response() } else { resp })
@@ -470,9 +473,10 @@ async fn role_page(
     let href = role_href(&c, &s, &d.view.name);
     let scope = [("cluster", c.as_str()), ("service", s.as_str()), ("role", d.view.name.as_str())];
     let actor = session.actor();
+    let dashboard = metrics::service_charts(&state, &svc.service_type, Some(&d.view.role_type));
     let (process, service) = futures::try_join!(
         metrics::section(&state, &actor, metrics::PROCESS_CHARTS, &scope, false, &window, &href),
-        metrics::section(&state, &actor, metrics::service_charts(&svc.service_type), &scope, false, &window, &href),
+        metrics::section(&state, &actor, &dashboard, &scope, false, &window, &href),
     )?;
     let stopped = d.view.run_state == RunState::Stopped;
     let empty = if stopped {
@@ -480,10 +484,11 @@ async fn role_page(
     } else {
         "Charts appear here once the agent reports this role's metrics."
     };
+    let service_empty = if dashboard.is_empty() { metrics::no_dashboard(&state, &svc.service_type) } else { empty };
     let charts = json!({
         "stopped": stopped,
         "process": process.to_json(empty),
-        "service": (!metrics::service_charts(&svc.service_type).is_empty()).then(|| service.to_json(empty)),
+        "service": service.to_json(service_empty),
     });
     let started = d
         .started_at
