@@ -375,7 +375,7 @@ async fn bad_queries_get_a_400_naming_the_problem() {
     let at = |ms: i64| enc(&drover_manager::model::rfc3339(ms));
     let cases = [
         (format!("series={}", enc("host_cpu_percent{host=}")), "double quotes"),
-        (format!("series={}", enc("host_cpu_percent{host=\"a\"")), "not closed"),
+        (format!("series={}", enc("host_cpu_percent{host=\"a\"")), "unexpected end of input inside braces"),
         (format!("series={}", enc("{host=\"a\"}")), "needs a metric name"),
         (format!("series={}", enc("host_cpu_percent{host=~\"(\"}")), "invalid regular expression"),
         ("series=no_such_metric".into(), "unknown metric no_such_metric"),

@@ -215,6 +215,7 @@ store_suite! {
     metric_series_are_created_once_and_refreshed => with_store(case_metric_series);
     metric_points_roll_up_to_minutes_and_hours => with_store(case_metric_rollups);
     metric_points_pruned_by_resolution_and_age => with_store(case_metric_prune);
+    metric_steps_and_group_steps_are_computed_by_the_database => with_store(case_metric_steps);
     alert_rules_silences_maintenance_and_history => with_store(case_alerts);
 }
 
@@ -1745,6 +1746,60 @@ async fn case_metric_rollups(store: Store) {
     assert_eq!((m0[0].max, m0[0].count, m0[0].last), (1000.0, 2, 1000.0));
     let h0 = store.points(PointTable::Hour, &[b], T0S, T0S + 3600).await.unwrap();
     assert_eq!((h0[0].max, h0[0].count, h0[0].last), (1000.0, 61, 59.0));
+}
+
+/// Per-step values of series and across groups of series, from raw points
+/// and from minute rollups, over more series than one statement takes.
+async fn case_metric_steps(store: Store) {
+    use drover_manager::domain::metrics::Stat;
+    let recs: Vec<SeriesRec> = (0..501).map(|i| series_rec("m", "host", &format!("h{i}"), "{}")).collect();
+    let ids = store.ensure_series(&recs).await.unwrap();
+    // Series i: a point every 10 s for two minutes, i + 0, i + 1, ... i + 11.
+    let mut points = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        for s in (0..120).step_by(10) {
+            points.push((*id, T0S + s, (i as i64 + s / 10) as f64));
+        }
+    }
+    store.insert_points(&points).await.unwrap();
+    let a = ids[0];
+    for (stat, want) in
+        [(Stat::Avg, [2.5, 8.5]), (Stat::Min, [0.0, 6.0]), (Stat::Max, [5.0, 11.0]), (Stat::Last, [5.0, 11.0])]
+    {
+        let got = store.series_steps(PointTable::Raw, &[a], T0S, T0S + 120, 60, stat).await.unwrap();
+        assert_eq!(got, vec![(a, T0S, want[0]), (a, T0S + 60, want[1])], "{stat:?}");
+    }
+    // Points outside [from, to) are left out; 30 s steps.
+    let got = store.series_steps(PointTable::Raw, &[a, ids[1]], T0S + 30, T0S + 60, 30, Stat::Max).await.unwrap();
+    assert_eq!(got, vec![(a, T0S + 30, 5.0), (ids[1], T0S + 30, 6.0)]);
+
+    // Group 0: series 0..=250, group 1: 251..=500 (the last one in a second statement).
+    let pairs: Vec<(i64, u32)> = ids.iter().enumerate().map(|(i, id)| (*id, u32::from(i > 250))).collect();
+    let rows = store.group_steps(PointTable::Raw, &pairs, T0S, T0S + 120, 60, Stat::Max).await.unwrap();
+    let total = |group: u32, t: i64| {
+        rows.iter().filter(|r| r.group == group && r.t == t).fold((0.0, f64::INFINITY, f64::NEG_INFINITY, 0), |a, r| {
+            (a.0 + r.sum, a.1.min(r.min), a.2.max(r.max), a.3 + r.n)
+        })
+    };
+    let sum0: i64 = (0..=250).map(|i| i + 5).sum();
+    let sum1: i64 = (251..=500).map(|i| i + 11).sum();
+    assert_eq!(total(0, T0S), (sum0 as f64, 5.0, 255.0, 251));
+    assert_eq!(total(1, T0S + 60), (sum1 as f64, 262.0, 511.0, 250));
+    assert_eq!(rows.iter().map(|r| r.n).sum::<i64>(), 2 * 501);
+
+    // From minute rollups: a two-minute step holds both minutes.
+    store.rollup_minutes(T0S, T0S + 120).await.unwrap();
+    for (stat, want) in [(Stat::Avg, 5.5), (Stat::Min, 0.0), (Stat::Max, 11.0), (Stat::Last, 11.0)] {
+        let got = store.series_steps(PointTable::Minute, &[a], T0S, T0S + 120, 120, stat).await.unwrap();
+        assert_eq!(got, vec![(a, T0S, want)], "{stat:?}");
+    }
+    let rows = store.group_steps(PointTable::Minute, &pairs[..2], T0S, T0S + 120, 120, Stat::Avg).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].sum, rows[0].n), (5.5 + 6.5, 2));
+
+    let bytes = store.metric_table_bytes().await.unwrap();
+    let raw = bytes.iter().find(|(t, _)| t == "metric_points_raw").unwrap().1;
+    assert!(raw > 0, "the raw points take room: {bytes:?}");
 }
 
 async fn case_metric_prune(store: Store) {

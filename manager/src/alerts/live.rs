@@ -44,8 +44,9 @@ impl std::fmt::Debug for Alerts {
 #[derive(Default)]
 struct Inner {
     evaluator: Evaluator,
-    /// Recent values of the series range functions read, by (name, labels).
-    windows: HashMap<(String, Labels), VecDeque<(i64, f64)>>,
+    /// Recent values of the series range functions read, by (name, labels); the labels are
+    /// shared with [`LiveMetrics`].
+    windows: HashMap<(String, Arc<Labels>), VecDeque<(i64, f64)>>,
     /// When each role was first seen running an older configuration.
     stale_since: HashMap<String, i64>,
     /// The rules of the latest cycle.
@@ -195,7 +196,7 @@ impl Alerts {
 /// The latest values from memory and the windows the engine keeps.
 struct Source<'a> {
     metrics: &'a LiveMetrics,
-    windows: &'a HashMap<(String, Labels), VecDeque<(i64, f64)>>,
+    windows: &'a HashMap<(String, Arc<Labels>), VecDeque<(i64, f64)>>,
     now: i64,
 }
 
@@ -208,7 +209,7 @@ impl SeriesSource for Source<'_> {
             .latest(name)
             .into_iter()
             .filter(|(labels, at, _)| self.now - at <= STALE_MS && matches(labels, matchers))
-            .map(|(labels, _, v)| (labels, v))
+            .map(|(labels, _, v)| (Arc::unwrap_or_clone(labels), v))
             .collect()
     }
 
@@ -217,7 +218,9 @@ impl SeriesSource for Source<'_> {
         self.windows
             .iter()
             .filter(|((n, labels), _)| n == name && matches(labels, matchers))
-            .map(|((_, labels), points)| (labels.clone(), points.iter().filter(|(t, _)| *t >= from).copied().collect()))
+            .map(|((_, labels), points)| {
+                (Labels::clone(labels), points.iter().filter(|(t, _)| *t >= from).copied().collect())
+            })
             .collect()
     }
 }

@@ -11,19 +11,21 @@
 //! flusher in batches ([`LiveMetrics::flush`]); rollups to minutes and hours
 //! and pruning run from the manager's maintenance ([`roll_up`], [`prune`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use drover_api::metrics::{Agg, MetricQuery, QueryResult, Resolution, SeriesInfo, SeriesQuery, SeriesValues, Stat};
+
+use promql_parser::label::{MatchOp, Matcher};
 
 use super::access::Visible;
 use super::{Actor, DomainError, Permission, Result, Scope};
 use crate::AppState;
 use crate::desired::DesiredRole;
 use crate::model::{HostMetrics, now_millis, rfc3339};
-use crate::store::{PointRec, PointTable, SeriesRec, Store};
+use crate::store::{PointTable, SeriesRec, Store};
 
 /// Metrics every host reports with its heartbeat.
 pub const HOST_METRICS: [&str; 12] = [
@@ -163,44 +165,84 @@ pub fn sample_problem(s: &Sample) -> Option<String> {
     None
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct SeriesKey {
-    name: String,
+/// Who a series is about: a host or a role, with the attributes its labels
+/// are made of. Shared by every series of the entity.
+#[derive(Debug)]
+struct EntityInfo {
     kind: &'static str,
-    entity_id: String,
-    /// Canonical JSON of the extra labels.
-    labels: String,
-}
-
-#[derive(Debug, Clone)]
-struct SeriesEntry {
-    key: SeriesKey,
-    id: Option<i64>,
+    id: String,
     host_id: String,
     cluster: String,
     service: String,
     role: String,
     role_type: String,
     host: String,
-    extra: BTreeMap<String, String>,
+}
+
+impl EntityInfo {
+    /// Labels as queries see them (host series get `cluster` later), with
+    /// the extra labels of a sample.
+    fn labels(&self, extra: &LabelMap) -> LabelMap {
+        let mut l = extra.clone();
+        for (k, v) in [
+            ("cluster", &self.cluster),
+            ("service", &self.service),
+            ("role", &self.role),
+            ("role_type", &self.role_type),
+            ("host", &self.host),
+        ] {
+            if !v.is_empty() {
+                l.insert(k.to_owned(), v.clone());
+            }
+        }
+        l
+    }
+}
+
+/// The series of one entity that share one set of extra labels.
+#[derive(Debug)]
+struct LabelSet {
+    /// The full labels (entity's and extra), shared by the series.
+    labels: Arc<LabelMap>,
+    /// Canonical JSON of the extra labels, as stored.
+    extra_json: Arc<str>,
+    /// Series index by metric name.
+    by_name: HashMap<Arc<str>, u32>,
+}
+
+/// An entity's series, by their extra labels' canonical JSON.
+#[derive(Debug)]
+struct EntitySeries {
+    info: Arc<EntityInfo>,
+    sets: HashMap<Arc<str>, LabelSet>,
+}
+
+#[derive(Debug, Clone)]
+struct SeriesEntry {
+    name: Arc<str>,
+    entity: Arc<EntityInfo>,
+    extra_json: Arc<str>,
+    labels: Arc<LabelMap>,
+    id: Option<i64>,
     /// Latest value and its time (Unix ms), since the manager started.
     last: Option<(i64, f64)>,
 }
 
 impl SeriesEntry {
     fn record(&self) -> SeriesRec {
+        let e = &self.entity;
         SeriesRec {
             id: 0,
-            name: self.key.name.clone(),
-            entity_kind: self.key.kind.to_owned(),
-            entity_id: self.key.entity_id.clone(),
-            host_id: self.host_id.clone(),
-            cluster: self.cluster.clone(),
-            service: self.service.clone(),
-            role: self.role.clone(),
-            role_type: self.role_type.clone(),
-            host: self.host.clone(),
-            labels: self.key.labels.clone(),
+            name: self.name.to_string(),
+            entity_kind: e.kind.to_owned(),
+            entity_id: e.id.clone(),
+            host_id: e.host_id.clone(),
+            cluster: e.cluster.clone(),
+            service: e.service.clone(),
+            role: e.role.clone(),
+            role_type: e.role_type.clone(),
+            host: e.host.clone(),
+            labels: self.extra_json.to_string(),
             created_at: now_millis(),
         }
     }
@@ -215,45 +257,91 @@ struct Entity<'a> {
     role: Option<(&'a str, &'a str, &'a str, &'a str)>,
 }
 
+/// The canonical JSON of extra labels (sorted keys).
+fn extra_json(extra: &LabelMap) -> String {
+    if extra.is_empty() { "{}".to_owned() } else { serde_json::to_string(extra).unwrap_or_else(|_| "{}".into()) }
+}
+
+/// The series index: series by entity, extra labels and name (a point finds
+/// its series without allocating), and by metric name (what rules and
+/// queries read). Labels are built once per entity and label set and shared.
 #[derive(Debug, Default)]
 struct Inner {
-    index: HashMap<SeriesKey, u32>,
+    hosts: HashMap<String, EntitySeries>,
+    roles: HashMap<String, EntitySeries>,
     series: Vec<SeriesEntry>,
-    by_name: BTreeMap<String, Vec<u32>>,
+    by_name: BTreeMap<Arc<str>, Vec<u32>>,
     /// `(series index, Unix seconds, value)` waiting for the flusher.
     pending: Vec<(u32, i64, f64)>,
 }
 
 impl Inner {
-    fn point(&mut self, e: &Entity<'_>, name: &str, extra: &BTreeMap<String, String>, at_ms: i64, value: f64) -> bool {
-        let key = SeriesKey {
-            name: name.to_owned(),
-            kind: e.kind,
-            entity_id: e.id.to_owned(),
-            labels: serde_json::to_string(extra).unwrap_or_else(|_| "{}".into()),
-        };
-        let idx = match self.index.get(&key) {
-            Some(i) => *i,
+    /// The index of the series, created when new.
+    fn series_index(
+        &mut self,
+        info: impl FnOnce() -> EntityInfo,
+        kind: &'static str,
+        entity_id: &str,
+        name: &str,
+        extra: &LabelMap,
+        json: Option<&str>,
+    ) -> u32 {
+        let entities = if kind == "host" { &mut self.hosts } else { &mut self.roles };
+        if !entities.contains_key(entity_id) {
+            entities.insert(entity_id.to_owned(), EntitySeries { info: Arc::new(info()), sets: HashMap::new() });
+        }
+        let entity = entities.get_mut(entity_id).expect("entity just inserted");
+        let owned_json;
+        let json = match json {
+            Some(j) => j,
             None => {
-                let i = self.series.len() as u32;
-                let (cluster, service, role, role_type) = e.role.unwrap_or_default();
-                self.series.push(SeriesEntry {
-                    key: key.clone(),
-                    id: None,
-                    host_id: e.host_id.to_owned(),
-                    cluster: cluster.to_owned(),
-                    service: service.to_owned(),
-                    role: role.to_owned(),
-                    role_type: role_type.to_owned(),
-                    host: e.host.to_owned(),
-                    extra: extra.clone(),
-                    last: None,
-                });
-                self.by_name.entry(key.name.clone()).or_default().push(i);
-                self.index.insert(key, i);
-                i
+                owned_json = extra_json(extra);
+                &owned_json
             }
         };
+        if !entity.sets.contains_key(json) {
+            let labels = Arc::new(entity.info.labels(extra));
+            let extra_json: Arc<str> = Arc::from(json);
+            entity.sets.insert(extra_json.clone(), LabelSet { labels, extra_json, by_name: HashMap::new() });
+        }
+        let set = entity.sets.get_mut(json).expect("label set just inserted");
+        if let Some(i) = set.by_name.get(name) {
+            return *i;
+        }
+        let i = self.series.len() as u32;
+        let name: Arc<str> = match self.by_name.get_key_value(name) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(name),
+        };
+        self.series.push(SeriesEntry {
+            name: name.clone(),
+            entity: entity.info.clone(),
+            extra_json: set.extra_json.clone(),
+            labels: set.labels.clone(),
+            id: None,
+            last: None,
+        });
+        set.by_name.insert(name.clone(), i);
+        self.by_name.entry(name).or_default().push(i);
+        i
+    }
+
+    fn point(&mut self, e: &Entity<'_>, name: &str, extra: &LabelMap, at_ms: i64, value: f64) -> bool {
+        let info = || {
+            let (cluster, service, role, role_type) = e.role.unwrap_or_default();
+            EntityInfo {
+                kind: e.kind,
+                id: e.id.to_owned(),
+                host_id: e.host_id.to_owned(),
+                cluster: cluster.to_owned(),
+                service: service.to_owned(),
+                role: role.to_owned(),
+                role_type: role_type.to_owned(),
+                host: e.host.to_owned(),
+            }
+        };
+        let json = extra.is_empty().then_some("{}");
+        let idx = self.series_index(info, e.kind, e.id, name, extra, json);
         let entry = &mut self.series[idx as usize];
         if entry.last.is_none_or(|(t, _)| t <= at_ms) {
             entry.last = Some((at_ms, value));
@@ -295,23 +383,19 @@ impl LiveMetrics {
         let mut inner = Inner::default();
         for r in rows {
             let Some(kind) = ["host", "role"].into_iter().find(|k| *k == r.entity_kind) else { continue };
-            let extra: BTreeMap<String, String> = serde_json::from_str(&r.labels).unwrap_or_default();
-            let key = SeriesKey { name: r.name.clone(), kind, entity_id: r.entity_id, labels: r.labels };
-            let i = inner.series.len() as u32;
-            inner.by_name.entry(r.name).or_default().push(i);
-            inner.index.insert(key.clone(), i);
-            inner.series.push(SeriesEntry {
-                key,
-                id: Some(r.id),
-                host_id: r.host_id,
-                cluster: r.cluster,
-                service: r.service,
-                role: r.role,
-                role_type: r.role_type,
-                host: r.host,
-                extra,
-                last: None,
-            });
+            let extra: LabelMap = serde_json::from_str(&r.labels).unwrap_or_default();
+            let info = || EntityInfo {
+                kind,
+                id: r.entity_id.clone(),
+                host_id: r.host_id.clone(),
+                cluster: r.cluster.clone(),
+                service: r.service.clone(),
+                role: r.role.clone(),
+                role_type: r.role_type.clone(),
+                host: r.host.clone(),
+            };
+            let i = inner.series_index(info, kind, &r.entity_id, &r.name, &extra, Some(&r.labels));
+            inner.series[i as usize].id = Some(r.id);
         }
         LiveMetrics { inner: Mutex::new(inner), ..Default::default() }
     }
@@ -485,12 +569,13 @@ impl LiveMetrics {
 
     /// Every metric name that has series.
     pub fn names(&self) -> Vec<String> {
-        self.inner.lock().expect("metrics lock").by_name.keys().cloned().collect()
+        self.inner.lock().expect("metrics lock").by_name.keys().map(|k| k.to_string()).collect()
     }
 
     /// The latest value and its time (Unix ms) of every series of `name` that has one, with
-    /// its labels (host series without `cluster`): what alert rules and health tests read.
-    pub fn latest(&self, name: &str) -> Vec<(BTreeMap<String, String>, i64, f64)> {
+    /// its labels (host series without `cluster`), shared: what alert rules and health tests
+    /// read. Labels are cloned by the caller only for the series it keeps.
+    pub fn latest(&self, name: &str) -> Vec<(Arc<LabelMap>, i64, f64)> {
         let inner = self.inner.lock().expect("metrics lock");
         inner
             .by_name
@@ -499,7 +584,7 @@ impl LiveMetrics {
             .flatten()
             .filter_map(|i| {
                 let e = &inner.series[*i as usize];
-                e.last.map(|(at, v)| (e.labels(), at, v))
+                e.last.map(|(at, v)| (e.labels.clone(), at, v))
             })
             .collect()
     }
@@ -509,10 +594,9 @@ impl LiveMetrics {
         let inner = self.inner.lock().expect("metrics lock");
         let view = |e: &SeriesEntry| View {
             id: e.id,
-            name: e.key.name.clone(),
-            kind: e.key.kind,
-            host_id: e.host_id.clone(),
-            labels: e.labels(),
+            name: e.name.clone(),
+            entity: e.entity.clone(),
+            labels: e.labels.clone(),
             last: e.last,
         };
         match name {
@@ -522,33 +606,14 @@ impl LiveMetrics {
     }
 }
 
-impl SeriesEntry {
-    /// Labels as queries see them (host series get `cluster` later).
-    fn labels(&self) -> BTreeMap<String, String> {
-        let mut l = self.extra.clone();
-        for (k, v) in [
-            ("cluster", &self.cluster),
-            ("service", &self.service),
-            ("role", &self.role),
-            ("role_type", &self.role_type),
-            ("host", &self.host),
-        ] {
-            if !v.is_empty() {
-                l.insert(k.to_owned(), v.clone());
-            }
-        }
-        l
-    }
-}
-
 /// A series as a query sees it.
 #[derive(Debug, Clone)]
 struct View {
     id: Option<i64>,
-    name: String,
-    kind: &'static str,
-    host_id: String,
-    labels: BTreeMap<String, String>,
+    name: Arc<str>,
+    entity: Arc<EntityInfo>,
+    /// Shared until a host series gets its `cluster` label.
+    labels: Arc<LabelMap>,
     last: Option<(i64, f64)>,
 }
 
@@ -556,36 +621,8 @@ struct View {
 // Selectors
 // ---------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MatchOp {
-    Eq,
-    Ne,
-    Re,
-    NotRe,
-}
-
-#[derive(Debug, Clone)]
-pub struct Matcher {
-    pub label: String,
-    pub op: MatchOp,
-    pub value: String,
-    re: Option<regex::Regex>,
-}
-
-impl Matcher {
-    /// Whether a label value (`""` when the series lacks the label) matches.
-    pub fn matches(&self, v: &str) -> bool {
-        match self.op {
-            MatchOp::Eq => v == self.value,
-            MatchOp::Ne => v != self.value,
-            MatchOp::Re => self.re.as_ref().is_some_and(|r| r.is_match(v)),
-            MatchOp::NotRe => !self.re.as_ref().is_some_and(|r| r.is_match(v)),
-        }
-    }
-}
-
 /// `name{label="v",...}`: a metric name (optional for a series list) and
-/// label matchers.
+/// label matchers (`=`, `!=`, `=~`, `!~`; regular expressions anchored).
 #[derive(Debug, Clone)]
 pub struct Selector {
     pub name: Option<String>,
@@ -593,142 +630,60 @@ pub struct Selector {
 }
 
 impl Selector {
-    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.matchers.iter().all(|m| m.matches(labels.get(&m.label).map_or("", String::as_str)))
+    /// Whether the labels match every matcher (a missing label is `""`).
+    pub fn matches(&self, labels: &LabelMap) -> bool {
+        self.matchers.iter().all(|m| m.is_match(labels.get(&m.name).map_or("", String::as_str)))
     }
 }
 
-/// Parses a selector, naming what is wrong with a bad one.
+/// How a selector is written, for error messages.
+const SELECTOR_FORM: &str = "write a metric name and optional label matchers with values in double quotes, \
+                             e.g. host_disk_used_ratio{host=\"a\",mount=~\"/.*\"}";
+
+/// Parses a PromQL series selector (`promql-parser`), naming what is wrong
+/// with a bad one.
 pub fn parse_selector(text: &str) -> Result<Selector> {
+    use promql_parser::parser::Expr;
     let bad = |why: String| DomainError::Invalid(format!("invalid series selector {text:?}: {why}"));
     let s = text.trim();
     if s.is_empty() {
         return Err(bad("it is empty; write a metric name such as host_cpu_percent".into()));
     }
     let name_end = s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')).unwrap_or(s.len());
-    let (name, rest) = s.split_at(name_end);
-    let name = if name.is_empty() {
-        None
-    } else if valid_metric_name(name) {
-        Some(name.to_owned())
-    } else {
-        return Err(bad(format!("{name:?} is not a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)")));
-    };
-    let rest = rest.trim();
-    let mut matchers = Vec::new();
-    if rest.is_empty() {
-        if name.is_none() {
-            return Err(bad("it names no metric and has no {...} label matchers".into()));
-        }
-        return Ok(Selector { name, matchers });
+    if name_end > 0 && !valid_metric_name(&s[..name_end]) {
+        return Err(bad(format!("{:?} is not a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)", &s[..name_end])));
     }
-    let Some(body) = rest.strip_prefix('{') else {
-        return Err(bad(format!("unexpected {:?} after the metric name; label matchers go in {{...}}", rest)));
+    let vs = match promql_parser::parser::parse(s) {
+        Ok(Expr::VectorSelector(vs)) => vs,
+        Ok(_) => return Err(bad(format!("it is not a series selector; {SELECTOR_FORM}"))),
+        Err(e) => {
+            let e = e.trim_end_matches('.');
+            let why = match e.strip_prefix("illegal regex for ") {
+                Some(re) => format!("invalid regular expression {re:?}"),
+                None if e == "invalid promql query" => "it does not parse".to_owned(),
+                None => e.to_owned(),
+            };
+            return Err(bad(format!("{why}; {SELECTOR_FORM}")));
+        }
     };
-    let mut chars = body.char_indices().peekable();
-    let body_bytes = body;
-    loop {
-        // Skip whitespace; end at `}`.
-        while chars.peek().is_some_and(|(_, c)| c.is_whitespace()) {
-            chars.next();
-        }
-        match chars.peek() {
-            None => return Err(bad("the label matchers are not closed with }".into())),
-            Some((i, '}')) => {
-                let tail = body_bytes[i + 1..].trim();
-                if !tail.is_empty() {
-                    return Err(bad(format!("unexpected {tail:?} after }}")));
-                }
-                break;
+    if vs.offset.is_some() || vs.at.is_some() {
+        return Err(bad("`offset` and `@` are not supported".into()));
+    }
+    if !vs.matchers.or_matchers.is_empty() {
+        return Err(bad("`or` between label matchers is not supported".into()));
+    }
+    let mut name = vs.name;
+    let mut matchers = Vec::new();
+    for m in vs.matchers.matchers {
+        if m.name == "__name__" {
+            match m.op {
+                MatchOp::Equal if valid_metric_name(&m.value) => name = Some(m.value),
+                _ => return Err(bad("match the metric name exactly (`__name__=\"...\"`)".into())),
             }
-            _ => {}
-        }
-        let mut label = String::new();
-        while let Some((_, c)) = chars.peek().copied() {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                label.push(c);
-                chars.next();
-            } else {
-                break;
-            }
-        }
-        if !valid_label_name(&label) {
-            return Err(bad(format!("expected a label name ([a-zA-Z_][a-zA-Z0-9_]*), found {label:?}")));
-        }
-        while chars.peek().is_some_and(|(_, c)| c.is_whitespace()) {
-            chars.next();
-        }
-        let op = match (chars.next().map(|(_, c)| c), chars.peek().map(|(_, c)| *c)) {
-            (Some('='), Some('~')) => {
-                chars.next();
-                MatchOp::Re
-            }
-            (Some('='), _) => MatchOp::Eq,
-            (Some('!'), Some('=')) => {
-                chars.next();
-                MatchOp::Ne
-            }
-            (Some('!'), Some('~')) => {
-                chars.next();
-                MatchOp::NotRe
-            }
-            (other, _) => {
-                return Err(bad(format!(
-                    "expected =, !=, =~ or !~ after label {label}, found {}",
-                    other.map_or("the end".to_owned(), |c| format!("{c:?}"))
-                )));
-            }
-        };
-        while chars.peek().is_some_and(|(_, c)| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.next().map(|(_, c)| c) != Some('"') {
-            return Err(bad(format!("the value of label {label} must be in double quotes")));
-        }
-        let mut value = String::new();
-        loop {
-            match chars.next().map(|(_, c)| c) {
-                None => return Err(bad(format!("the value of label {label} is not closed with \""))),
-                Some('"') => break,
-                Some('\\') => match chars.next().map(|(_, c)| c) {
-                    Some('n') => value.push('\n'),
-                    Some('\\') => value.push('\\'),
-                    Some('"') => value.push('"'),
-                    other => {
-                        return Err(bad(format!(
-                            "unknown escape \\{} in the value of label {label}",
-                            other.map(String::from).unwrap_or_default()
-                        )));
-                    }
-                },
-                Some(c) => value.push(c),
-            }
-        }
-        let re = match op {
-            MatchOp::Re | MatchOp::NotRe => Some(
-                regex::RegexBuilder::new(&format!("^(?:{value})$"))
-                    .size_limit(1 << 20)
-                    .build()
-                    .map_err(|e| bad(format!("invalid regular expression for label {label}: {e}")))?,
-            ),
-            _ => None,
-        };
-        matchers.push(Matcher { label, op, value, re });
-        while chars.peek().is_some_and(|(_, c)| c.is_whitespace()) {
-            chars.next();
-        }
-        match chars.peek().map(|(_, c)| *c) {
-            Some(',') => {
-                chars.next();
-            }
-            Some('}') => {}
-            None => return Err(bad("the label matchers are not closed with }".into())),
-            Some(c) => {
-                return Err(bad(format!(
-                    "expected , or }} after the value of label {}, found {c:?}",
-                    matchers.last().map_or("", |m| m.label.as_str())
-                )));
-            }
+        } else if !valid_label_name(&m.name) {
+            return Err(bad(format!("{:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)", m.name)));
+        } else {
+            matchers.push(m);
         }
     }
     Ok(Selector { name, matchers })
@@ -756,13 +711,13 @@ impl Scoped {
 
     /// The view with a host series' `cluster` label, if the caller may see it.
     fn admit(&self, mut v: View) -> Option<View> {
-        if v.kind == "host" {
-            let clusters = self.clusters_of.get(&v.host_id).map(Vec::as_slice).unwrap_or_default();
+        if v.entity.kind == "host" {
+            let clusters = self.clusters_of.get(&v.entity.host_id).map(Vec::as_slice).unwrap_or_default();
             if !matches!(self.visible, Visible::All) && !clusters.iter().any(|c| self.visible.contains(c)) {
                 return None;
             }
             if !clusters.is_empty() {
-                v.labels.insert("cluster".into(), clusters.join(","));
+                Arc::make_mut(&mut v.labels).insert("cluster".into(), clusters.join(","));
             }
             Some(v)
         } else {
@@ -844,59 +799,13 @@ pub fn plan(from: i64, to: i64, step: Option<Duration>, now: i64, retention: Ret
     Ok((resolution, step))
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Acc {
-    min: f64,
-    max: f64,
-    sum: f64,
-    count: i64,
-    last_t: i64,
-    last: f64,
-}
-
-impl Acc {
-    fn of(p: &PointRec) -> Acc {
-        Acc { min: p.min, max: p.max, sum: p.sum, count: p.count, last_t: p.t, last: p.last }
-    }
-
-    fn add(&mut self, p: &PointRec) {
-        self.min = self.min.min(p.min);
-        self.max = self.max.max(p.max);
-        self.sum += p.sum;
-        self.count += p.count;
-        if p.t >= self.last_t {
-            self.last_t = p.t;
-            self.last = p.last;
-        }
-    }
-
-    fn value(&self, stat: Stat) -> f64 {
-        match stat {
-            Stat::Avg => self.sum / self.count.max(1) as f64,
-            Stat::Min => self.min,
-            Stat::Max => self.max,
-            Stat::Last => self.last,
-        }
-    }
-}
-
 /// One step's values across the series of a group.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Across {
     sum: f64,
     min: f64,
     max: f64,
     n: u64,
-}
-
-/// Steps of one series: step start (Unix seconds) -> value.
-fn steps(points: &[PointRec], step: i64, stat: Stat) -> BTreeMap<i64, f64> {
-    let mut accs: BTreeMap<i64, Acc> = BTreeMap::new();
-    for p in points {
-        let b = p.t.div_euclid(step) * step;
-        accs.entry(b).and_modify(|a| a.add(p)).or_insert_with(|| Acc::of(p));
-    }
-    accs.into_iter().map(|(t, a)| (t, a.value(stat))).filter(|(_, v)| v.is_finite()).collect()
 }
 
 fn to_values(labels: BTreeMap<String, String>, steps: BTreeMap<i64, f64>) -> SeriesValues {
@@ -954,8 +863,11 @@ pub async fn query(state: &AppState, actor: &Actor, q: &MetricQuery) -> Result<Q
         }
         Some(list) => {
             let mut known: BTreeSet<String> = ENTITY_LABELS.iter().map(|s| s.to_string()).collect();
+            let mut seen_sets = HashSet::new();
             for v in &candidates {
-                known.extend(v.labels.keys().cloned());
+                if seen_sets.insert(Arc::as_ptr(&v.labels)) {
+                    known.extend(v.labels.keys().cloned());
+                }
             }
             let mut by = Vec::new();
             for l in list.split(',').map(str::trim) {
@@ -974,48 +886,61 @@ pub async fn query(state: &AppState, actor: &Actor, q: &MetricQuery) -> Result<Q
     };
     let series: Vec<View> = candidates
         .into_iter()
+        .filter(|v| v.id.is_some())
         .filter_map(|v| scoped.admit(v))
         .filter(|v| selector.matches(&v.labels))
-        .filter(|v| v.id.is_some())
         .collect();
+    let (resolution, step) = if agg != Agg::None {
+        coarser_for_many(resolution, step, series.len(), (from, to), now, Retention::of(state))
+    } else {
+        (resolution, step)
+    };
     let table = match resolution {
         Resolution::Raw => PointTable::Raw,
         Resolution::Minute => PointTable::Minute,
         Resolution::Hour => PointTable::Hour,
     };
-    let ids: Vec<i64> = series.iter().filter_map(|v| v.id).collect();
-    let from_s = from.div_euclid(1000).div_euclid(step as i64) * step as i64;
+    let step_s = step as i64;
+    let from_s = from.div_euclid(1000).div_euclid(step_s) * step_s;
     let to_s = to.div_euclid(1000) + i64::from(to.rem_euclid(1000) > 0);
-    let points = state.store.points(table, &ids, from_s, to_s).await?;
-    let mut by_id: HashMap<i64, Vec<PointRec>> = HashMap::new();
-    for p in points {
-        by_id.entry(p.series_id).or_default().push(p);
-    }
     let mut out = Vec::new();
     if agg == Agg::None {
+        let ids: Vec<i64> = series.iter().filter_map(|v| v.id).collect();
+        let mut by_id: HashMap<i64, BTreeMap<i64, f64>> = HashMap::new();
+        for (id, t, v) in state.store.series_steps(table, &ids, from_s, to_s, step_s, stat).await? {
+            by_id.entry(id).or_default().insert(t, v);
+        }
         for v in series {
-            let pts = v.id.and_then(|id| by_id.remove(&id)).unwrap_or_default();
-            out.push(to_values(v.labels, steps(&pts, step as i64, stat)));
+            let steps = v.id.and_then(|id| by_id.remove(&id)).unwrap_or_default();
+            out.push(to_values(Arc::unwrap_or_clone(v.labels), steps));
         }
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
     } else {
-        let mut groups: BTreeMap<LabelMap, BTreeMap<i64, Across>> = BTreeMap::new();
-        for v in series {
-            let key: BTreeMap<String, String> =
-                by.iter().map(|l| (l.clone(), v.labels.get(l).cloned().unwrap_or_default())).collect();
-            let pts = v.id.and_then(|id| by_id.remove(&id)).unwrap_or_default();
-            let group = groups.entry(key).or_default();
-            for (t, x) in steps(&pts, step as i64, stat) {
-                let e = group.entry(t).or_insert(Across { sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, n: 0 });
-                e.sum += x;
-                e.min = e.min.min(x);
-                e.max = e.max.max(x);
-                e.n += 1;
+        // Series grouped by their values of `by`, each step computed by the
+        // database across the group's series.
+        let mut keys: BTreeMap<LabelMap, u32> = BTreeMap::new();
+        let mut pairs = Vec::with_capacity(series.len());
+        for v in &series {
+            let key: LabelMap = by.iter().map(|l| (l.clone(), v.labels.get(l).cloned().unwrap_or_default())).collect();
+            let next = keys.len() as u32;
+            let group = *keys.entry(key).or_insert(next);
+            if let Some(id) = v.id {
+                pairs.push((id, group));
             }
         }
-        for (labels, g) in groups {
-            let values = g
+        let mut groups: Vec<BTreeMap<i64, Across>> = vec![BTreeMap::new(); keys.len()];
+        for g in state.store.group_steps(table, &pairs, from_s, to_s, step_s, stat).await? {
+            let Some(steps) = groups.get_mut(g.group as usize) else { continue };
+            let e = steps.entry(g.t).or_insert(Across { sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, n: 0 });
+            e.sum += g.sum;
+            e.min = e.min.min(g.min);
+            e.max = e.max.max(g.max);
+            e.n += g.n.max(0) as u64;
+        }
+        for (labels, group) in keys {
+            let values = std::mem::take(&mut groups[group as usize])
                 .into_iter()
+                .filter(|(_, a)| a.n > 0)
                 .map(|(t, a)| {
                     let v = match agg {
                         Agg::Sum => a.sum,
@@ -1032,6 +957,31 @@ pub async fn query(state: &AppState, actor: &Actor, q: &MetricQuery) -> Result<Q
     Ok(QueryResult { metric: name, from: rfc3339(from), to: rfc3339(to), step_seconds: step, resolution, series: out })
 }
 
+/// Raw points an aggregate may read at most before it reads minute rollups
+/// instead (an estimate: one point per series every 10 s).
+const AGGREGATE_RAW_POINTS: u64 = 500_000;
+
+/// An aggregate over so many series and so long a range that it would read
+/// more than [`AGGREGATE_RAW_POINTS`] raw points reads minute rollups (a step
+/// of whole minutes) when they cover the range.
+fn coarser_for_many(
+    resolution: Resolution,
+    step: u64,
+    series: usize,
+    (from, to): (i64, i64),
+    now: i64,
+    retention: Retention,
+) -> (Resolution, u64) {
+    let range_s = (to - from).max(0) as u64 / 1000;
+    let estimate = (series as u64).saturating_mul(range_s / 10);
+    let minutes_cover = from >= now.saturating_sub(retention.minute.as_millis().min(i64::MAX as u128) as i64);
+    if resolution == Resolution::Raw && estimate > AGGREGATE_RAW_POINTS && minutes_cover {
+        (Resolution::Minute, step.div_ceil(60) * 60)
+    } else {
+        (resolution, step)
+    }
+}
+
 /// `GET /api/v1/metrics/series`: the series a selector picks (all without
 /// one) that the caller may see, with their latest values.
 pub async fn series(state: &AppState, actor: &Actor, selector: Option<&str>) -> Result<Vec<SeriesInfo>> {
@@ -1046,9 +996,9 @@ pub async fn series(state: &AppState, actor: &Actor, selector: Option<&str>) -> 
         .filter_map(|v| scoped.admit(v))
         .filter(|v| selector.as_ref().is_none_or(|s| s.matches(&v.labels)))
         .map(|v| SeriesInfo {
-            metric: v.name,
-            entity: v.kind.to_owned(),
-            labels: v.labels,
+            metric: v.name.to_string(),
+            entity: v.entity.kind.to_owned(),
+            labels: Arc::unwrap_or_clone(v.labels),
             last_value: v.last.map(|(_, x)| x),
             last_at: v.last.map(|(t, _)| rfc3339(t)),
         })
@@ -1068,14 +1018,14 @@ pub async fn prometheus(state: &AppState, actor: &Actor) -> Result<String> {
     use std::fmt::Write;
     let scoped = Scoped::load(state, actor).await?;
     let now = now_millis();
-    let mut by_name: BTreeMap<String, Vec<(LabelMap, f64)>> = BTreeMap::new();
+    let mut by_name: BTreeMap<String, Vec<(Arc<LabelMap>, f64)>> = BTreeMap::new();
     for v in state.registry.metrics.views(None) {
         let Some((t, x)) = v.last else { continue };
         if now - t > STALE_AFTER_MS {
             continue;
         }
         let Some(v) = scoped.admit(v) else { continue };
-        by_name.entry(v.name).or_default().push((v.labels, x));
+        by_name.entry(v.name.to_string()).or_default().push((v.labels, x));
     }
     let mut out = String::new();
     for (name, mut series) in by_name {
@@ -1148,17 +1098,89 @@ mod tests {
         for (bad, says) in [
             ("", "empty"),
             ("1abc", "not a metric name"),
-            ("x{a=b}", "double quotes"),
-            ("x{a=\"b\"", "not closed"),
-            ("x{a~\"b\"}", "expected =, !=, =~ or !~"),
-            ("x{a=~\"(\"}", "invalid regular expression"),
-            ("x{9a=\"b\"}", "label name"),
-            ("x{a=\"b\"} y", "after }"),
-            ("x y", "after the metric name"),
+            ("x{a=b}", "expected string"),
+            ("x{a=\"b\"", "unexpected end of input inside braces"),
+            ("x{a~\"b\"}", "unexpected character inside braces: '~'"),
+            ("x{a=~\"(\"}", "invalid regular expression \"(\""),
+            ("x{9a=\"b\"}", "unexpected character inside braces: '9'"),
+            ("x{a=\"b\"} y", "does not parse"),
+            ("x y", "does not parse"),
+            ("x{host=}", "does not parse"),
+            ("x + 1", "not a series selector"),
+            ("x[5m]", "not a series selector"),
+            ("x offset 5m", "`offset` and `@` are not supported"),
+            ("x{a=\"b\" or c=\"d\"}", "`or` between label matchers"),
+            ("{__name__=~\"x.*\"}", "match the metric name exactly"),
         ] {
             let e = parse_selector(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad:?}: {e}");
+            assert!(e.starts_with(&format!("invalid series selector {bad:?}: ")), "{e}");
         }
+        let named = parse_selector(r#"{__name__="host_load1",host="a"}"#).unwrap();
+        assert_eq!((named.name.as_deref(), named.matchers.len()), (Some("host_load1"), 1));
+    }
+
+    #[test]
+    fn aggregates_over_many_series_read_minute_rollups() {
+        let r = Retention {
+            raw: Duration::from_secs(86_400),
+            minute: Duration::from_secs(14 * 86_400),
+            hour: Duration::from_secs(365 * 86_400),
+        };
+        let (now, h) = (1_700_000_000_000, 3_600_000);
+        // 10,000 series over an hour: 3.6 M raw points; minutes, whole-minute steps.
+        assert_eq!(coarser_for_many(Resolution::Raw, 12, 10_000, (now - h, now), now, r), (Resolution::Minute, 60));
+        assert_eq!(coarser_for_many(Resolution::Raw, 90, 10_000, (now - h, now), now, r), (Resolution::Minute, 120));
+        // A hundred series: raw points as planned.
+        assert_eq!(coarser_for_many(Resolution::Raw, 12, 100, (now - h, now), now, r), (Resolution::Raw, 12));
+        // Beyond minute retention, or already coarser: as planned.
+        let old = now - 15 * 24 * h;
+        assert_eq!(coarser_for_many(Resolution::Raw, 12, 10_000, (old, old + h), now, r), (Resolution::Raw, 12));
+        assert_eq!(coarser_for_many(Resolution::Hour, 3600, 10_000, (now - h, now), now, r), (Resolution::Hour, 3600));
+    }
+
+    #[test]
+    fn series_of_one_entity_share_their_labels_and_reload_by_key() {
+        let m = HostMetrics {
+            at: String::new(),
+            cpu_percent: 5.0,
+            memory_used_bytes: 1,
+            memory_total_bytes: 2,
+            load1: 0.5,
+            load5: 0.5,
+            load15: 0.5,
+            disks: vec![crate::model::DiskUsage { mount_point: "/".into(), used_bytes: 1, total_bytes: 4 }],
+            network_rx_bytes: 0,
+            network_tx_bytes: 0,
+            uptime_seconds: 1,
+        };
+        let now = 1_700_000_000_000;
+        let live = LiveMetrics::default();
+        live.record("h1", "h1.example", now, &m, &[]);
+        live.record("h1", "h1.example", now + 10_000, &HostMetrics { cpu_percent: 7.0, ..m.clone() }, &[]);
+        let stats = live.stats();
+        assert_eq!((stats.series, stats.points), (12, 24));
+        let cpu = live.latest("host_cpu_percent");
+        assert_eq!(cpu.len(), 1);
+        assert_eq!(*cpu[0].0, BTreeMap::from([("host".to_owned(), "h1.example".to_owned())]));
+        assert_eq!((cpu[0].1, cpu[0].2), (now + 10_000, 7.0));
+        let load = live.latest("host_load1");
+        assert!(Arc::ptr_eq(&cpu[0].0, &load[0].0), "one label map for the entity's series");
+        let ratio = live.latest("host_disk_used_ratio");
+        assert_eq!(ratio[0].0.get("mount").map(String::as_str), Some("/"));
+        assert_eq!(ratio[0].2, 0.25);
+        assert!(live.latest("no_such_metric").is_empty());
+
+        // Loaded from their records, the same series are found again.
+        let records: Vec<SeriesRec> = {
+            let inner = live.inner.lock().unwrap();
+            inner.series.iter().enumerate().map(|(i, e)| SeriesRec { id: i as i64 + 1, ..e.record() }).collect()
+        };
+        let again = LiveMetrics::load(records);
+        again.record("h1", "h1.example", now + 20_000, &m, &[]);
+        assert_eq!(again.stats().series, 12);
+        let inner = again.inner.lock().unwrap();
+        assert!(inner.pending.iter().all(|(i, _, _)| inner.series[*i as usize].id.is_some()), "no new series");
     }
 
     #[test]

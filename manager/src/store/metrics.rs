@@ -8,6 +8,8 @@
 //! whole buckets from the finer table, so running one twice, or late, gives
 //! the same rows.
 
+use drover_api::metrics::Stat;
+
 use super::{Backend, Result, Store, get};
 
 /// A series as stored. `labels` is the canonical JSON of the extra labels.
@@ -41,6 +43,19 @@ pub struct PointRec {
     pub sum: f64,
     pub count: i64,
     pub last: f64,
+}
+
+/// One group's step across its series (see [`Store::group_steps`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupStep {
+    pub group: u32,
+    /// The step's start, Unix seconds.
+    pub t: i64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    /// How many series had a value in the step.
+    pub n: i64,
 }
 
 /// The point tables.
@@ -318,6 +333,94 @@ impl Store {
         Ok(out)
     }
 
+    /// The value of `stat` over each step of `step` seconds (steps start at
+    /// multiples of `step`) of each of `series` in `[from, to)` (Unix
+    /// seconds), computed by the database: `(series_id, step start, value)`,
+    /// by series and time.
+    pub async fn series_steps(
+        &self,
+        table: PointTable,
+        series: &[i64],
+        from: i64,
+        to: i64,
+        step: i64,
+        stat: Stat,
+    ) -> Result<Vec<(i64, i64, f64)>> {
+        let mut out = Vec::new();
+        for chunk in series.chunks(IDS_PER_STATEMENT) {
+            let filter = format!("p.series_id IN ({})", super::list_placeholders(self.backend, chunk.len()));
+            let sql = format!("{} ORDER BY sid, b", per_step_sql(table, &filter, from, to, step, stat));
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push((get(&r, "sid")?, get(&r, "b")?, get(&r, "v")?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Like [`Store::series_steps`], then across the series of each group
+    /// (`(series_id, group)` pairs): per group and step the sum, minimum,
+    /// maximum and number of the series' step values. A group spread over
+    /// several statements comes back in several rows; add them up.
+    pub async fn group_steps(
+        &self,
+        table: PointTable,
+        series: &[(i64, u32)],
+        from: i64,
+        to: i64,
+        step: i64,
+        stat: Stat,
+    ) -> Result<Vec<GroupStep>> {
+        let mut out = Vec::new();
+        for chunk in series.chunks(IDS_PER_STATEMENT) {
+            let inner = per_step_sql(table, "p.series_id IN (SELECT sid FROM g)", from, to, step, stat);
+            let sql = format!(
+                "WITH g(sid, grp) AS (VALUES {}) \
+                 SELECT g.grp AS grp, i.b AS b, SUM(i.v) AS s, MIN(i.v) AS mn, MAX(i.v) AS mx, COUNT(*) AS n \
+                 FROM ({inner}) AS i JOIN g ON g.sid = i.sid GROUP BY g.grp, i.b",
+                super::values_placeholders(self.backend, chunk.len(), 2)
+            );
+            let mut q = sqlx::query(&sql);
+            for (id, group) in chunk {
+                q = q.bind(*id).bind(i64::from(*group));
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(GroupStep {
+                    group: u32::try_from(get::<i64>(&r, "grp")?)
+                        .map_err(|e| super::StoreError::corrupt("group_steps", e))?,
+                    t: get(&r, "b")?,
+                    sum: get(&r, "s")?,
+                    min: get(&r, "mn")?,
+                    max: get(&r, "mx")?,
+                    n: get(&r, "n")?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The bytes the metric tables take on disk with their indexes, by
+    /// table (SQLite: the `dbstat` table; PostgreSQL:
+    /// `pg_total_relation_size`), for benchmarks and capacity planning.
+    pub async fn metric_table_bytes(&self) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for table in ["metric_series", "metric_points_raw", "metric_points_1m", "metric_points_1h"] {
+            let sql = match self.backend {
+                Backend::Sqlite => format!(
+                    "SELECT CAST(COALESCE(SUM(pgsize), 0) AS BIGINT) AS n FROM dbstat \
+                     WHERE name = '{table}' OR name IN (SELECT name FROM sqlite_master WHERE tbl_name = '{table}')"
+                ),
+                Backend::Postgres => format!("SELECT CAST(pg_total_relation_size('{table}') AS BIGINT) AS n"),
+            };
+            let row = sqlx::query(&sql).fetch_one(&self.pool).await?;
+            out.push((table.to_owned(), get::<i64>(&row, "n")?.max(0) as u64));
+        }
+        Ok(out)
+    }
+
     /// How many points `table` holds (tests and benchmarks).
     pub async fn point_count(&self, table: PointTable) -> Result<u64> {
         let row = sqlx::query(&format!("SELECT COUNT(*) AS n FROM {}", table.name())).fetch_one(&self.pool).await?;
@@ -330,5 +433,33 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|r| Ok((get(r, "cluster")?, get(r, "host_id")?))).collect()
+    }
+}
+
+/// `SELECT sid, b, v`: the value of `stat` per series and step of the points
+/// of `table` that `filter` (over `p`) picks in `[from, to)`.
+fn per_step_sql(table: PointTable, filter: &str, from: i64, to: i64, step: i64, stat: Stat) -> String {
+    let raw = table == PointTable::Raw;
+    let (min, max, sum, count, last) = if raw {
+        ("p.value", "p.value", "p.value", "1", "value")
+    } else {
+        ("p.v_min", "p.v_max", "p.v_sum", "p.v_count", "v_last")
+    };
+    let name = table.name();
+    let step = step.max(1);
+    let bucket = format!("(p.t / {step}) * {step}");
+    let scope =
+        format!("FROM {name} AS p WHERE {filter} AND p.t >= {from} AND p.t < {to} GROUP BY p.series_id, {bucket}");
+    match stat {
+        Stat::Avg => format!(
+            "SELECT p.series_id AS sid, {bucket} AS b, SUM({sum}) / CAST(SUM({count}) AS DOUBLE PRECISION) AS v {scope}"
+        ),
+        Stat::Min => format!("SELECT p.series_id AS sid, {bucket} AS b, MIN({min}) AS v {scope}"),
+        Stat::Max => format!("SELECT p.series_id AS sid, {bucket} AS b, MAX({max}) AS v {scope}"),
+        Stat::Last => format!(
+            "SELECT x.sid AS sid, x.b AS b, l.{last} AS v FROM \
+             (SELECT p.series_id AS sid, {bucket} AS b, MAX(p.t) AS lt {scope}) AS x \
+             JOIN {name} AS l ON l.series_id = x.sid AND l.t = x.lt"
+        ),
     }
 }

@@ -34,7 +34,7 @@ use sqlx::{AnyPool, Row};
 
 pub use alerts::{AlertHistoryFilter, AlertHistoryRec, AlertRuleRec, MaintenanceRec, SilenceRec};
 pub use hosts::{EnrollError, HeartbeatRow, HostFilter, HostPage, HostSort, MetricBucket, NewHost};
-pub use metrics::{PointRec, PointTable, SeriesRec};
+pub use metrics::{GroupStep, PointRec, PointTable, SeriesRec};
 pub use notifications::NotificationConfigRec;
 pub use parcels::ClusterParcelRec;
 pub use providers::ProviderHostRec;
