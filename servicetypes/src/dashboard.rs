@@ -141,8 +141,8 @@ pub enum LineStat {
     Max,
     /// The step's last value.
     Last,
-    /// A counter: per-second growth between the steps' last values (a drop, a restart of the
-    /// counter, draws no point).
+    /// A counter: per-second growth between the steps' last values (0 where it went down: the
+    /// counter restarted).
     Rate,
 }
 
