@@ -1,81 +1,22 @@
-//! Alert notifications against real receivers: webhook servers in the test
-//! on loopback (checking the HMAC signature), an SMTP server (aiosmtpd, plain
-//! and with STARTTLS and authentication) and a real Prometheus Alertmanager.
+//! Alert notifications against real receivers (`drover_testkit::receivers`):
+//! webhook servers on loopback (checking the HMAC signature), an SMTP server
+//! (aiosmtpd, plain and with STARTTLS and authentication) and a real
+//! Prometheus Alertmanager.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use drover_manager::notify::webhook::{SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookPayload, verify_signature};
+use drover_manager::notify::webhook::WebhookPayload;
 use drover_manager::notify::{Alert, AlertState, Notifier, NotifyConfig};
+use drover_testkit::receivers::{Alertmanager, SmtpServer, WebhookServer};
 use drover_testkit::{eventually, eventually_true};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 const SECRET: &str = "webhook-secret";
 const WAIT: Duration = Duration::from_secs(20);
 
-/// One request a test webhook server received.
-#[derive(Debug, Clone)]
-struct Hook {
-    at: Instant,
-    payload: WebhookPayload,
-}
-
-/// A webhook receiver on loopback: checks the signature (401 if wrong),
-/// then answers with the next of `statuses` (200 once they run out).
-#[derive(Clone, Default)]
-struct HookServer {
-    received: Arc<Mutex<Vec<Hook>>>,
-    requests: Arc<Mutex<u32>>,
-    bad_signatures: Arc<Mutex<u32>>,
-    statuses: Arc<Mutex<Vec<u16>>>,
-}
-
-impl HookServer {
-    async fn start(statuses: &[u16]) -> (HookServer, String) {
-        let server = HookServer {
-            statuses: Arc::new(Mutex::new(statuses.iter().rev().copied().collect())),
-            ..Default::default()
-        };
-        let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(server.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (server, format!("http://{addr}/hook"))
-    }
-
-    fn received(&self) -> Vec<Hook> {
-        self.received.lock().unwrap().clone()
-    }
-
-    fn requests(&self) -> u32 {
-        *self.requests.lock().unwrap()
-    }
-}
-
-async fn receive(State(s): State<HookServer>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    *s.requests.lock().unwrap() += 1;
-    let sig = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let ts = headers.get(TIMESTAMP_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i64>().ok());
-    if !verify_signature(SECRET.as_bytes(), &body, sig)
-        || ts.is_none_or(|t| (chrono::Utc::now().timestamp() - t).abs() > 60)
-    {
-        *s.bad_signatures.lock().unwrap() += 1;
-        return StatusCode::UNAUTHORIZED;
-    }
-    if let Some(code) = s.statuses.lock().unwrap().pop() {
-        return StatusCode::from_u16(code).unwrap();
-    }
-    let payload: WebhookPayload = serde_json::from_slice(&body).expect("an Alertmanager webhook payload");
-    s.received.lock().unwrap().push(Hook { at: Instant::now(), payload });
-    StatusCode::OK
-}
+/// A webhook receiver of Drover's payloads signed with [`SECRET`].
+type Hooks = WebhookServer<WebhookPayload>;
 
 fn alert(name: &str, host: &str) -> Alert {
     let labels: BTreeMap<String, String> =
@@ -101,7 +42,8 @@ fn refused_port() -> u16 {
 
 #[tokio::test]
 async fn webhook_groups_signs_repeats_and_resolves() {
-    let (hooks, url) = HookServer::start(&[]).await;
+    let hooks = Hooks::start(SECRET).await;
+    let url = &hooks.url;
     let config = NotifyConfig::parse(&format!(
         r#"
 route:
@@ -176,7 +118,7 @@ receivers:
     eventually_true(WAIT, "the group to end", || notifier.groups().is_empty()).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(hooks.received().len(), 4, "nothing after the resolved notification");
-    assert_eq!(*hooks.bad_signatures.lock().unwrap(), 0);
+    assert!(hooks.rejected().is_empty(), "{:?}", hooks.rejected());
 
     let stats = notifier.receiver_stats();
     assert_eq!((stats["ops"].sent, stats["ops"].failed), (4, 0));
@@ -188,7 +130,8 @@ receivers:
 
 #[tokio::test]
 async fn an_alert_resolved_within_group_wait_is_never_sent() {
-    let (hooks, url) = HookServer::start(&[]).await;
+    let hooks = Hooks::start(SECRET).await;
+    let url = &hooks.url;
     let config = NotifyConfig::parse(&format!(
         "route: {{receiver: ops, group_wait: 300ms, group_interval: 300ms}}\n\
          receivers: [{{name: ops, webhook_configs: [{{url: '{url}', secret: {SECRET}}}]}}]"
@@ -205,7 +148,8 @@ async fn an_alert_resolved_within_group_wait_is_never_sent() {
 
 #[tokio::test]
 async fn a_receiver_that_is_down_does_not_delay_the_others() {
-    let (hooks, url) = HookServer::start(&[]).await;
+    let hooks = Hooks::start(SECRET).await;
+    let url = &hooks.url;
     let down = format!("http://127.0.0.1:{}/hook", refused_port());
     // Both routes continue, so every alert goes to both receivers.
     let config = NotifyConfig::parse(&format!(
@@ -252,8 +196,10 @@ receivers:
 
 #[tokio::test]
 async fn server_errors_are_retried_and_client_errors_are_not() {
-    let (flaky, flaky_url) = HookServer::start(&[503, 500]).await;
-    let (strict, strict_url) = HookServer::start(&[400]).await;
+    let flaky = Hooks::scripted(SECRET, &[503, 500]).await;
+    let flaky_url = &flaky.url;
+    let strict = Hooks::scripted(SECRET, &[400]).await;
+    let strict_url = &strict.url;
     let config = NotifyConfig::parse(&format!(
         r#"
 route: {{receiver: both, group_wait: 100ms}}
@@ -283,108 +229,6 @@ receivers:
     assert_eq!((s.sent, s.failed, s.failed_attempts), (1, 1, 3));
 }
 
-/// An SMTP server (aiosmtpd) writing each message it gets to a file in
-/// `dir`; with a certificate it requires STARTTLS, with a user it requires
-/// authentication.
-const SMTP_SERVER: &str = r#"
-import asyncio, os, ssl, sys
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
-
-out, cert, key, user, password = sys.argv[1:6]
-
-class Handler:
-    async def handle_DATA(self, server, session, envelope):
-        n = len([f for f in os.listdir(out) if f.endswith('.eml')])
-        tmp = os.path.join(out, f'{n:04}.tmp')
-        with open(tmp, 'wb') as f:
-            f.write(b'X-Envelope-To: ' + ','.join(envelope.rcpt_tos).encode() + b'\r\n')
-            f.write(envelope.original_content or envelope.content)
-        os.rename(tmp, os.path.join(out, f'{n:04}.eml'))
-        return '250 OK'
-
-def authenticate(server, session, envelope, mechanism, data):
-    ok = isinstance(data, LoginPassword) and data.login.decode() == user and data.password.decode() == password
-    return AuthResult(success=ok, handled=False)
-
-kw = {}
-if cert:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert, key)
-    kw.update(tls_context=ctx, require_starttls=True)
-if user:
-    kw.update(authenticator=authenticate, auth_required=True, auth_require_tls=bool(cert))
-
-async def main():
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SMTP(Handler(), **kw), '127.0.0.1', 0)
-    print('listening', server.sockets[0].getsockname()[1], flush=True)
-    await server.serve_forever()
-
-asyncio.run(main())
-"#;
-
-struct SmtpServer {
-    _child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-async fn smtp_server(dir: &Path, tls: Option<(&Path, &Path)>, auth: Option<(&str, &str)>) -> SmtpServer {
-    let out = dir.join("mail");
-    std::fs::create_dir_all(&out).unwrap();
-    let (cert, key) = tls.map(|(c, k)| (c.display().to_string(), k.display().to_string())).unwrap_or_default();
-    let (user, password) = auth.unwrap_or_default();
-    let mut child = Command::new("/usr/bin/python3")
-        .args(["-c", SMTP_SERVER, &out.display().to_string(), &cert, &key, user, password])
-        .stdout(std::process::Stdio::piped())
-        // Its log (a refused handshake is logged with a traceback) beside the mail.
-        .stderr(std::fs::File::create(dir.join("smtp.log")).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start /usr/bin/python3 with aiosmtpd (Debian's python3-aiosmtpd)");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line =
-        tokio::time::timeout(WAIT, lines.next_line()).await.expect("aiosmtpd starts").unwrap().unwrap_or_default();
-    let port = line
-        .strip_prefix("listening ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("aiosmtpd said {line:?}"));
-    SmtpServer { _child: child, port, dir: out }
-}
-
-impl SmtpServer {
-    fn messages(&self) -> Vec<String> {
-        let mut files: Vec<_> = std::fs::read_dir(&self.dir)
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-            .collect();
-        files.sort();
-        files.iter().map(|p| quoted_printable_decode(&std::fs::read_to_string(p).unwrap())).collect()
-    }
-}
-
-/// Undoes quoted-printable (soft line breaks and `=XX`), enough for the
-/// ASCII bodies checked here.
-fn quoted_printable_decode(s: &str) -> String {
-    let s = s.replace("=\r\n", "");
-    let mut out = Vec::with_capacity(s.len());
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        let hex =
-            b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
-        if let (b'=', Some(byte)) = (b[i], hex) {
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn email_config(port: u16, extra: &str) -> NotifyConfig {
     NotifyConfig::parse(&format!(
         r#"
@@ -407,7 +251,7 @@ receivers:
 #[tokio::test]
 async fn email_over_plain_smtp() {
     let tmp = tempfile::tempdir().unwrap();
-    let smtp = smtp_server(tmp.path(), None, None).await;
+    let smtp = SmtpServer::plain(tmp.path()).await;
     let notifier = Notifier::new(&email_config(smtp.port, "        tls: none")).unwrap();
     let a = alert("HostLost", "db-7");
     notifier.notify(a.clone());
@@ -449,7 +293,7 @@ fn test_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 async fn email_with_starttls_and_authentication() {
     let tmp = tempfile::tempdir().unwrap();
     let (ca, cert, key) = test_certificate(tmp.path());
-    let smtp = smtp_server(tmp.path(), Some((&cert, &key)), Some(("drover", "s3cret"))).await;
+    let smtp = SmtpServer::start(tmp.path(), Some((&cert, &key)), Some(("drover", "s3cret"))).await;
     let ca = ca.display();
 
     // Wrong password: a permanent failure (535), not retried.
@@ -486,47 +330,10 @@ async fn email_with_starttls_and_authentication() {
     assert_eq!(smtp.messages().len(), 1, "the refused attempts delivered nothing");
 }
 
-struct Alertmanager {
-    _child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-async fn alertmanager() -> Alertmanager {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("alertmanager.yml");
-    std::fs::write(&config, "route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n").unwrap();
-    let port = refused_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new("/usr/bin/prometheus-alertmanager")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.path={}", dir.path().join("data").display()))
-        .arg(format!("--web.listen-address={addr}"))
-        .arg("--cluster.listen-address=")
-        .arg("--log.level=warn")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start /usr/bin/prometheus-alertmanager (Debian's prometheus-alertmanager)");
-    let url = format!("http://{addr}");
-    let client = reqwest::Client::new();
-    let ready = format!("{url}/-/ready");
-    eventually(WAIT, "Alertmanager to be ready", || {
-        let (client, ready) = (client.clone(), ready.clone());
-        async move { client.get(&ready).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
-    })
-    .await;
-    Alertmanager { _child: child, url, _dir: dir }
-}
-
-/// The alerts Alertmanager lists (active ones; resolved alerts leave the list).
-async fn am_alerts(url: &str) -> Vec<serde_json::Value> {
-    let r = reqwest::get(format!("{url}/api/v2/alerts")).await.unwrap();
-    r.json::<Vec<serde_json::Value>>().await.unwrap()
-}
-
 #[tokio::test]
 async fn alertmanager_v2_gets_firing_and_resolved_alerts() {
-    let am = alertmanager().await;
+    let am = Alertmanager::start().await;
+    let am = &am;
     let config = NotifyConfig::parse(&format!(
         "route: {{receiver: am, group_wait: 100ms, group_interval: 200ms}}\n\
          receivers: [{{name: am, alertmanager_configs: [{{url: '{}/'}}]}}]",
@@ -537,10 +344,8 @@ async fn alertmanager_v2_gets_firing_and_resolved_alerts() {
     let a = alert("ZooKeeperQuorumLost", "zk-1");
     notifier.notify(a.clone());
 
-    let url = am.url.clone();
-    let listed = eventually(WAIT, "the alert in Alertmanager", || {
-        let url = url.clone();
-        async move { am_alerts(&url).await.into_iter().find(|x| x["labels"]["alertname"] == "ZooKeeperQuorumLost") }
+    let listed = eventually(WAIT, "the alert in Alertmanager", || async move {
+        am.alerts().await.unwrap().into_iter().find(|x| x["labels"]["alertname"] == "ZooKeeperQuorumLost")
     })
     .await;
     assert_eq!(listed["labels"]["host"], "zk-1");
@@ -552,13 +357,9 @@ async fn alertmanager_v2_gets_firing_and_resolved_alerts() {
     assert!(ends_at > chrono::Utc::now(), "a firing alert ends in the future: {ends_at}");
 
     notifier.notify(resolved(&a));
-    let url = am.url.clone();
-    eventually(WAIT, "the alert resolved in Alertmanager", || {
-        let url = url.clone();
-        async move {
-            let gone = !am_alerts(&url).await.iter().any(|x| x["labels"]["alertname"] == "ZooKeeperQuorumLost");
-            gone.then_some(())
-        }
+    eventually(WAIT, "the alert resolved in Alertmanager", || async move {
+        let gone = !am.alerts().await.unwrap().iter().any(|x| x["labels"]["alertname"] == "ZooKeeperQuorumLost");
+        gone.then_some(())
     })
     .await;
     let s = &notifier.receiver_stats()["am"];

@@ -1,8 +1,10 @@
 //! Test helpers shared by every Drover test crate (manager, agent, the
 //! end-to-end tests), so there is one way to wait: poll with a deadline,
-//! never sleep as synchronisation; and a real Prometheus server ([`prometheus`]).
+//! never sleep as synchronisation; a real Prometheus server ([`prometheus`]);
+//! webhook, SMTP and Alertmanager receivers for alert notifications ([`receivers`]).
 
 pub mod prometheus;
+pub mod receivers;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -298,6 +298,6 @@ async fn wait_ready(child: &mut Child, client: &reqwest::Client, url: &str, log:
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port").port()
 }
