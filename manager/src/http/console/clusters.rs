@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::health;
 use super::hosts::confirm_page;
 use super::{ConfirmForm, ConsoleError, CsrfForm, PageResult, Session, domain_message, redirect_with, url_encode};
 use crate::AppState;
@@ -147,6 +148,9 @@ async fn show(
             json!({"health": h, "count": n, "href": format!("{href}?health={h}"), "active": *h == health})
         })
         .collect();
+    let (engine, engine_node) =
+        health::entity(&state, &session.actor(), health::query(&c, None, None), "cluster").await?;
+    let maintenance = health::Maintenance::load(&state, &session.actor()).await?;
     let shown: Vec<Value> = services
         .iter()
         .filter(|s| health.is_empty() || s.health.as_str() == health)
@@ -155,6 +159,8 @@ async fn show(
             json!({
                 "name": s.name, "href": service_href(&c, &s.name), "type": s.service_type,
                 "health": s.health.as_str(), "roles": s.roles.len(), "running": running, "revision": s.revision,
+                "engine": health::child_status(engine_node.as_ref(), &format!("{c}/{}", s.name)),
+                "maintenance": maintenance.service_on(&c, &s.name),
             })
         })
         .collect();
@@ -205,6 +211,8 @@ async fn show(
             "parcels": parcels,
             "empty": services.is_empty(),
             "new_service": format!("{href}/services/new"),
+            "health_tests": engine,
+            "maintenance": maintenance.cluster_section(&session, &c),
         }),
     ))
 }

@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::health;
 use super::metrics::{self, HOST_CHARTS, Window, WindowQuery};
 use super::{
     ConfirmForm, ConsoleError, CsrfForm, PageResult, Session, domain_message, human_bytes, redirect_with, url_encode,
@@ -168,13 +169,23 @@ async fn list(State(state): State<Arc<AppState>>, session: Session, Query(q): Qu
         "next": ((page as u64) < pages).then(|| q.href(&[("page", (page + 1).to_string())])),
     });
     let summary = domain::hosts::summary(&state, &session.actor()).await?;
+    let maintenance =
+        health::Maintenance::load(&state, &session.actor()).await?.hosts(&state, &session.actor()).await?;
+    let rows: Vec<Value> = hosts
+        .iter()
+        .map(|h| {
+            let mut row = host_row(h);
+            row["maintenance"] = json!(maintenance.on(&h.id, &h.hostname));
+            row
+        })
+        .collect();
     Ok(session.page(
         &state,
         "hosts",
         "Hosts",
         "hosts",
         json!({
-            "hosts": hosts.iter().map(host_row).collect::<Vec<_>>(),
+            "hosts": rows,
             "total": total,
             "summary": summary,
             "error": error,
@@ -427,6 +438,11 @@ async fn show(
         })
         .collect();
     let title = host.hostname.clone();
+    let (health, _) = health::entity(&state, &session.actor(), health::host_query(&host.hostname), "host").await?;
+    let maintenance = health::Maintenance::load(&state, &session.actor())
+        .await?
+        .host_section(&state, &session, &id, &host.hostname)
+        .await?;
     Ok(session.page(
         &state,
         "host",
@@ -450,6 +466,8 @@ async fn show(
             "events": events,
             "charts": charts.to_json("Charts appear here once the host's agent reports its metrics."),
             "chart_nav": window.nav(&href),
+            "health": health,
+            "maintenance": maintenance,
         }),
     ))
 }

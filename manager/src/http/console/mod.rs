@@ -15,12 +15,12 @@
 //!   outcome in a short-lived flash cookie, so a reload never repeats it.
 
 mod account;
-mod alerts;
 mod alert_rules;
 mod charts;
 mod clusters;
 mod commands;
 mod config;
+mod health;
 mod history;
 mod home;
 mod hosts;
@@ -108,11 +108,11 @@ handlebars::handlebars_helper!(pct_helper: |v: f64| format!("{v:.1}%"));
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .merge(home::routes())
-        .merge(alerts::routes())
         .merge(alert_rules::routes())
         .merge(notifications::routes())
         .merge(hosts::routes())
         .merge(clusters::routes())
+        .merge(health::routes())
         .merge(services::routes())
         .merge(config::routes())
         .merge(commands::routes())

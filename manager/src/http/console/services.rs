@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::clusters::{cluster_href, service_href};
+use super::health;
 use super::hosts::confirm_page;
 use super::metrics::{self, ChartSpec, Window, WindowQuery};
 use super::{ConfirmForm, ConsoleError, CsrfForm, PageResult, Session, domain_message, redirect_with, url_encode};
@@ -132,8 +133,18 @@ async fn service_page(
     let svc = domain::services::get(state, &session.actor(), c, s).await?;
     let started = domain::roles::started_at(state, &session.actor(), c, s).await?;
     let href = service_href(c, s);
-    let roles: Vec<Value> =
-        svc.roles.iter().map(|r| role_row(c, s, svc.revision, r, started.get(&r.id).copied())).collect();
+    let (health, health_node) =
+        health::entity(state, &session.actor(), health::query(c, Some(s), None), "service").await?;
+    let roles: Vec<Value> = svc
+        .roles
+        .iter()
+        .map(|r| {
+            let mut row = role_row(c, s, svc.revision, r, started.get(&r.id).copied());
+            row["engine"] = json!(health::child_status(health_node.as_ref(), &format!("{c}/{s}/{}", r.name)));
+            row
+        })
+        .collect();
+    let maintenance = health::Maintenance::load(state, &session.actor()).await?.service_section(session, c, s);
     let stale = svc.roles.iter().filter(|r| r.stale).count();
     let st = domain::services::get_type(state, &svc.service_type)?;
     let deps = domain::services::dependencies(state, &session.actor(), c, s).await?;
@@ -211,6 +222,8 @@ async fn service_page(
             "charts": charts.to_json("Charts appear here once the agents report the metrics of this service's roles."),
             "chart_nav": window.nav(&href),
             "no_dashboard": (!has_dashboard).then_some(metrics::NO_DASHBOARD),
+            "health": health,
+            "maintenance": maintenance,
         }),
     );
     Ok(if error.is_some() { (StatusCode::UNPROCESSABLE_ENTITY, resp).into_response() } else { resp })
@@ -496,6 +509,9 @@ async fn role_page(
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.timestamp_millis());
     let row = role_row(&c, &s, svc.revision, &d.view, started);
+    let role_query = health::query(&c, Some(&s), Some(&d.view.name));
+    let (health, _) = health::entity(&state, &session.actor(), role_query, "role").await?;
+    let maintenance_via = health::Maintenance::load(&state, &session.actor()).await?.role_via(&c, &s);
     let files: Vec<Value> = d
         .files
         .iter()
@@ -541,6 +557,8 @@ async fn role_page(
             "remove": format!("{}/remove", role_href(&c, &s, &d.view.name)),
             "charts": charts,
             "chart_nav": window.nav(&href),
+            "health": health,
+            "maintenance_via": maintenance_via,
         }),
     ))
 }
