@@ -252,6 +252,7 @@ async fn role_service_and_cluster_pages_show_the_role_test() {
     assert_eq!((done.status, done.location.as_deref()), (303, Some("/clusters/prod/services/cache")));
     assert!(done.flash.as_deref().unwrap_or_default().starts_with("ok=service prod/cache is in maintenance mode"));
     let service = c.get("/clusters/prod/services/cache").await;
+    keep("health-service", &service.html);
     assert!(heading(&service.html).contains("In maintenance"), "{}", heading(&service.html));
     assert!(
         between(&service.html, "id=\"maintenance-state\"", "</p>").unwrap().contains("by admin: <q>resharding</q>")
