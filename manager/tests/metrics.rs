@@ -242,13 +242,14 @@ async fn heartbeats_become_series_that_queries_select_aggregate_and_step() {
     // min, last of the step.
     let all = enc("redis_connected_clients");
     let from = enc(&drover_manager::model::rfc3339(now_millis() - 3_600_000));
+    // The manager rolls an hour up once it is over; this one now.
+    let now_s = now_millis() / 1000;
+    f.t.handle.state.store.rollup_hours(now_s - 2 * 3600, now_s + 3600).await.unwrap();
     for (stat, primary_want, replica_want) in
         [("max", 3.0, 30.0), ("min", 1.0, 10.0), ("last", 3.0, 30.0), ("avg", 2.0, 20.0)]
     {
         let q = f.query(&format!("series={all}&step=1h&stat={stat}&from={from}")).await;
         assert_eq!(q["resolution"], "1h");
-        // Not rolled into hours with minute-old points? The hour rollup
-        // covers the current hour too.
         let labels = labels_of(&q);
         let at = |rt: &str| labels.iter().position(|l| l["role_type"] == rt).unwrap();
         let p = values_of(&q, at("primary"));
@@ -451,4 +452,51 @@ async fn points_wait_for_the_database_and_are_written_later() {
     assert_eq!(live.flush(&store).await.unwrap(), 0, "nothing left");
     let stats = live.stats();
     assert_eq!((stats.series, stats.points, stats.points_written, stats.points_dropped), (12, 24, 24, 0));
+}
+
+/// Each rollup run reads the last minutes only, and rolls an hour up once it
+/// is over (minutes 5 and 6 of the next one).
+#[tokio::test]
+async fn rollups_cover_the_last_minutes_and_each_hour_once_over() {
+    use drover_manager::domain::metrics::roll_up;
+    use drover_manager::store::{PointTable, SeriesRec, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display())).await.unwrap();
+    let rec = SeriesRec {
+        id: 0,
+        name: "host_load1".into(),
+        entity_kind: "host".into(),
+        entity_id: "h1".into(),
+        host_id: "h1".into(),
+        cluster: String::new(),
+        service: String::new(),
+        role: String::new(),
+        role_type: String::new(),
+        host: "h1.example".into(),
+        labels: "{}".into(),
+        created_at: 0,
+    };
+    let id = store.ensure_series(&[rec]).await.unwrap()[0];
+    // A point in the middle of every minute of two hours: the hour before h and h.
+    let h = 1_700_000_000 - 1_700_000_000 % 3600;
+    let points: Vec<(i64, i64, f64)> = (0..120).map(|m| (id, h - 3600 + m * 60 + 30, m as f64)).collect();
+    store.insert_points(&points).await.unwrap();
+
+    // 20 minutes into h: minutes 17 to 20, no hour.
+    roll_up(&store, (h + 20 * 60) * 1000).await.unwrap();
+    let minutes = store.points(PointTable::Minute, &[id], h - 3600, h + 3600).await.unwrap();
+    assert_eq!(minutes.iter().map(|p| (p.t - h) / 60).collect::<Vec<_>>(), vec![17, 18, 19, 20]);
+    assert_eq!(store.point_count(PointTable::Hour).await.unwrap(), 0);
+
+    // The minutes of the hour before, as the runs during it made them; then
+    // 5.5 minutes into h the hour before is rolled up, h is not.
+    store.rollup_minutes(h - 3600, h).await.unwrap();
+    roll_up(&store, (h + 330) * 1000).await.unwrap();
+    let hours = store.points(PointTable::Hour, &[id], h - 7200, h + 3600).await.unwrap();
+    assert_eq!(hours.len(), 1, "{hours:?}");
+    assert_eq!(
+        (hours[0].t, hours[0].min, hours[0].max, hours[0].count, hours[0].last),
+        (h - 3600, 0.0, 59.0, 60, 59.0)
+    );
+    assert_eq!(store.point_count(PointTable::Minute).await.unwrap(), 60 + 4 + 4, "minutes 2 to 5 of h too");
 }

@@ -229,54 +229,75 @@ impl Store {
     }
 
     /// Recomputes the minute rollups of the minutes in `[from, to)` (Unix
-    /// seconds) from the raw points; returns the rows written.
+    /// seconds) from the raw points; returns the rows written. Series by
+    /// series (500 a statement), so each statement walks the primary key
+    /// instead of the whole table.
     pub async fn rollup_minutes(&self, from: i64, to: i64) -> Result<u64> {
-        let done = sqlx::query(
-            "INSERT INTO metric_points_1m (series_id, t, v_min, v_max, v_sum, v_count, v_last) \
-             SELECT g.series_id, g.b, g.mn, g.mx, g.s, g.c, r.value FROM \
-             (SELECT series_id, (t / 60) * 60 AS b, MIN(value) AS mn, MAX(value) AS mx, SUM(value) AS s, \
-              COUNT(*) AS c, MAX(t) AS lt FROM metric_points_raw WHERE t >= $1 AND t < $2 \
-              GROUP BY series_id, (t / 60) * 60) AS g \
-             JOIN metric_points_raw AS r ON r.series_id = g.series_id AND r.t = g.lt WHERE 1 = 1 \
-             ON CONFLICT (series_id, t) DO UPDATE SET v_min = excluded.v_min, v_max = excluded.v_max, \
-             v_sum = excluded.v_sum, v_count = excluded.v_count, v_last = excluded.v_last",
-        )
-        .bind(from - from.rem_euclid(60))
-        .bind(to)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        let from = from - from.rem_euclid(60);
+        self.rollup_by_series(|filter| {
+            format!(
+                "INSERT INTO metric_points_1m (series_id, t, v_min, v_max, v_sum, v_count, v_last) \
+                 SELECT g.series_id, g.b, g.mn, g.mx, g.s, g.c, r.value FROM \
+                 (SELECT series_id, (t / 60) * 60 AS b, MIN(value) AS mn, MAX(value) AS mx, SUM(value) AS s, \
+                  COUNT(*) AS c, MAX(t) AS lt FROM metric_points_raw WHERE {filter} AND t >= {from} AND t < {to} \
+                  GROUP BY series_id, (t / 60) * 60) AS g \
+                 JOIN metric_points_raw AS r ON r.series_id = g.series_id AND r.t = g.lt WHERE 1 = 1 \
+                 ON CONFLICT (series_id, t) DO UPDATE SET v_min = excluded.v_min, v_max = excluded.v_max, \
+                 v_sum = excluded.v_sum, v_count = excluded.v_count, v_last = excluded.v_last"
+            )
+        })
+        .await
     }
 
     /// Recomputes the hour rollups of the hours in `[from, to)` (Unix
-    /// seconds) from the minute rollups; returns the rows written.
+    /// seconds) from the minute rollups; returns the rows written. Series by
+    /// series, as [`Store::rollup_minutes`].
     pub async fn rollup_hours(&self, from: i64, to: i64) -> Result<u64> {
-        let done = sqlx::query(
-            "INSERT INTO metric_points_1h (series_id, t, v_min, v_max, v_sum, v_count, v_last) \
-             SELECT g.series_id, g.b, g.mn, g.mx, g.s, g.c, m.v_last FROM \
-             (SELECT series_id, (t / 3600) * 3600 AS b, MIN(v_min) AS mn, MAX(v_max) AS mx, SUM(v_sum) AS s, \
-              CAST(SUM(v_count) AS BIGINT) AS c, MAX(t) AS lt FROM metric_points_1m WHERE t >= $1 AND t < $2 \
-              GROUP BY series_id, (t / 3600) * 3600) AS g \
-             JOIN metric_points_1m AS m ON m.series_id = g.series_id AND m.t = g.lt WHERE 1 = 1 \
-             ON CONFLICT (series_id, t) DO UPDATE SET v_min = excluded.v_min, v_max = excluded.v_max, \
-             v_sum = excluded.v_sum, v_count = excluded.v_count, v_last = excluded.v_last",
-        )
-        .bind(from - from.rem_euclid(3600))
-        .bind(to)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        let from = from - from.rem_euclid(3600);
+        self.rollup_by_series(|filter| {
+            format!(
+                "INSERT INTO metric_points_1h (series_id, t, v_min, v_max, v_sum, v_count, v_last) \
+                 SELECT g.series_id, g.b, g.mn, g.mx, g.s, g.c, m.v_last FROM \
+                 (SELECT series_id, (t / 3600) * 3600 AS b, MIN(v_min) AS mn, MAX(v_max) AS mx, SUM(v_sum) AS s, \
+                  CAST(SUM(v_count) AS BIGINT) AS c, MAX(t) AS lt FROM metric_points_1m \
+                  WHERE {filter} AND t >= {from} AND t < {to} GROUP BY series_id, (t / 3600) * 3600) AS g \
+                 JOIN metric_points_1m AS m ON m.series_id = g.series_id AND m.t = g.lt WHERE 1 = 1 \
+                 ON CONFLICT (series_id, t) DO UPDATE SET v_min = excluded.v_min, v_max = excluded.v_max, \
+                 v_sum = excluded.v_sum, v_count = excluded.v_count, v_last = excluded.v_last"
+            )
+        })
+        .await
+    }
+
+    /// Runs the statement `sql(filter)` once per 500 series, `filter` being
+    /// `series_id IN (...)` with their ids bound; returns the rows written.
+    async fn rollup_by_series(&self, sql: impl Fn(&str) -> String) -> Result<u64> {
+        let ids = self.series_ids().await?;
+        let mut written = 0;
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            let sql = sql(&format!("series_id IN ({})", super::list_placeholders(self.backend, chunk.len())));
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            written += q.execute(&self.pool).await?.rows_affected();
+        }
+        Ok(written)
+    }
+
+    async fn series_ids(&self) -> Result<Vec<i64>> {
+        sqlx::query("SELECT id FROM metric_series ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| get(r, "id"))
+            .collect()
     }
 
     /// Deletes the points of `table` older than `before` (Unix seconds),
     /// series by series so each delete walks the primary key.
     pub async fn prune_points(&self, table: PointTable, before: i64) -> Result<u64> {
-        let ids: Vec<i64> = sqlx::query("SELECT id FROM metric_series ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| get(r, "id"))
-            .collect::<Result<_>>()?;
+        let ids = self.series_ids().await?;
         let mut deleted = 0;
         for chunk in ids.chunks(IDS_PER_STATEMENT) {
             let sql = format!(
