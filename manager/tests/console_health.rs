@@ -379,6 +379,21 @@ async fn a_viewer_sees_the_state_but_no_toggle_and_is_refused() {
         assert_eq!(refused.status, 403, "{path}: {}", refused.html);
         assert!(refused.html.contains("commands.run"), "{path}: {}", refused.html);
     }
+    // A viewer of prod only: the host page of a prod host still opens (its health shown, or
+    // why not), without a toggle, and the toggle is refused.
+    f.t.ok(
+        Method::POST,
+        "/users",
+        Some(json!({"username": "prodreader", "password": VIEWER_PASSWORD,
+            "grants": [{"role": "viewer", "cluster": "prod"}]})),
+    )
+    .await;
+    let prod: Console = f.t.console_as("prodreader", VIEWER_PASSWORD).await;
+    let host = prod.get("/hosts/h1").await;
+    assert_eq!(host.status, 200, "{}", host.html);
+    assert!(host.html.contains("id=\"h-health-tests\"") && !host.html.contains("id=\"maintenance-form\""));
+    assert!(heading(&host.html).contains("In maintenance"));
+    assert_eq!(prod.post("/hosts/h1/maintenance", &[("action", "off")]).await.status, 403);
     let list = f.t.handle.state.store.maintenance_list().await.unwrap();
     assert_eq!(
         list.iter().map(|m| (m.kind.as_str(), m.target.as_str())).collect::<Vec<_>>(),

@@ -86,7 +86,8 @@ fn not_evaluated(what: &str) -> Value {
 
 /// The engine's health of one entity for the `health_tests` partial, and the node itself
 /// (for its children) when the engine has judged it. An entity the latest cycle did not
-/// see (added since) answers "not evaluated yet".
+/// see (added since) answers "not evaluated yet"; one the caller may not read the health of
+/// says so.
 pub(crate) async fn entity(
     state: &AppState,
     actor: &Actor,
@@ -96,6 +97,12 @@ pub(crate) async fn entity(
     match domain::health::health(state, actor, &q).await {
         Ok(node) => Ok((node_json(&node, what), Some(node))),
         Err(DomainError::NotFound(_)) => Ok((not_evaluated(what), None)),
+        // The page itself was readable: say why its health is not shown rather than fail it.
+        Err(e @ DomainError::Forbidden { .. }) => {
+            let mut v = not_evaluated(what);
+            v["refused"] = json!(domain_message(&e));
+            Ok((v, None))
+        }
         Err(e) => Err(e.into()),
     }
 }
