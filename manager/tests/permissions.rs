@@ -708,7 +708,7 @@ async fn the_console_shows_only_the_actions_a_user_may_take_and_refuses_the_rest
         "no links to pages a viewer@prod cannot open"
     );
     assert!(admin.get("/clusters").await.html.contains("href=\"/audit\""));
-    for page in ["/", "/hosts", "/clusters", "/commands", "/parcels", "/account"] {
+    for page in ["/", "/hosts", "/clusters", "/commands", "/parcels", "/alerts", "/silences", "/account"] {
         let got = viewer.get(page).await;
         assert_eq!(got.status, 200, "a viewer@prod opens {page}: {}", got.html);
     }

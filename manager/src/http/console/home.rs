@@ -1,4 +1,5 @@
-//! `/`: every cluster with its services' health counted, hosts by status,
+//! `/`: the firing alerts (counted by severity, the first listed), every
+//! cluster with its services' health counted, hosts by status,
 //! commands running and recently ended, the latest events. Each count links
 //! to the list it counts.
 
@@ -81,6 +82,7 @@ async fn home(State(state): State<Arc<AppState>>, session: Session) -> PageResul
             "running": running.iter().map(super::commands_row).collect::<Vec<_>>(),
             "recent": recent.iter().map(super::commands_row).collect::<Vec<_>>(),
             "events": events,
+            "alerts": super::alerts::firing_panel(&state, &session),
         }),
     ))
 }

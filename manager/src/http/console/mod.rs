@@ -15,6 +15,7 @@
 //!   outcome in a short-lived flash cookie, so a reload never repeats it.
 
 mod account;
+mod alerts;
 mod alert_rules;
 mod charts;
 mod clusters;
@@ -108,6 +109,7 @@ handlebars::handlebars_helper!(pct_helper: |v: f64| format!("{v:.1}%"));
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .merge(home::routes())
+        .merge(alerts::routes())
         .merge(alert_rules::routes())
         .merge(notifications::routes())
         .merge(hosts::routes())
