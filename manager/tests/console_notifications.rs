@@ -16,21 +16,30 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
-use common::{Page, T, between};
+use common::{Console, Page, T, between};
 use drover_manager::notify::webhook::{SIGNATURE_HEADER, verify_signature};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const VIEWER_PASSWORD: &str = "read-only password for the console";
 
-/// With `DROVER_CONSOLE_HTML_DIR` set, writes the page there (its style sheet pointed at
-/// web/static) for looking at in a browser.
-fn keep(page: &Page, name: &str) {
-    if let Ok(dir) = std::env::var("DROVER_CONSOLE_HTML_DIR") {
-        let css = concat!(env!("CARGO_MANIFEST_DIR"), "/../web/static/drover.css");
-        let html = page.html.replace("/static/drover.css", &format!("file://{css}"));
-        std::fs::write(format!("{dir}/{name}.html"), html).unwrap();
-    }
+/// With `DROVER_CONSOLE_HTML_DIR` set, fetches `path` (posting `form` when given) as the
+/// browser gets it and writes it there, its style sheet pointed at web/static, for looking at.
+async fn keep(t: &T, c: &Console, path: &str, form: Option<&[(&str, &str)]>, name: &str) {
+    let Ok(dir) = std::env::var("DROVER_CONSOLE_HTML_DIR") else { return };
+    let client = reqwest::Client::new();
+    let req = match form {
+        Some(fields) => {
+            let mut all = vec![("_csrf", c.csrf.as_str())];
+            all.extend_from_slice(fields);
+            client.post(t.url(path)).form(&all)
+        }
+        None => client.get(t.url(path)),
+    };
+    let html = req.header("cookie", c.cookie()).send().await.unwrap().text().await.unwrap();
+    let css = concat!(env!("CARGO_MANIFEST_DIR"), "/../web/static/drover.css");
+    let html = html.replace("/static/drover.css", &format!("file://{css}"));
+    std::fs::write(format!("{dir}/{name}.html"), html).unwrap();
 }
 
 /// The error shown by the element `id` (`<p ... id="ID">...</p>`), quotes decoded.
@@ -89,8 +98,8 @@ async fn rules_are_created_edited_exported_imported_and_deleted_through_the_cons
         assert!(refused.html.contains(&format!(">{expr}</textarea>")), "the expression is kept: {}", refused.html);
         assert!(refused.html.contains(&format!("value=\"{for_}\"")), "the duration is kept");
         assert!(refused.html.contains("team=storage\ntier=gold</textarea>"), "the labels are kept");
-        if field == "err-expr" && said.contains("unknown") {
-            keep(&refused, "rules-error");
+        if said.contains("unknown") {
+            keep(&t, &c, "/alerts/rules", Some(&rule_form("disk_watch", expr, for_)), "rules-error").await;
         }
         assert_eq!(rule_names(&t).await, before, "nothing stored");
     }
@@ -123,7 +132,7 @@ async fn rules_are_created_edited_exported_imported_and_deleted_through_the_cons
     for part in ["custom", "host_disk_used_ratio > 0.9", "5m", "team=storage", "{{labels.host}} disk is"] {
         assert!(row.contains(part), "{part} in {row}");
     }
-    keep(&list, "rules");
+    keep(&t, &c, "/alerts/rules", None, "rules").await;
 
     // Edited on its page; a bad duration there is refused by the field and stores nothing.
     let page = c.get("/alerts/rules/disk_watch").await;
@@ -144,7 +153,7 @@ async fn rules_are_created_edited_exported_imported_and_deleted_through_the_cons
     assert!(error_of(&refused, "err-keep").contains("keep_firing_for"));
     assert!(refused.html.contains("value=\"a while\""), "the input is kept");
     assert_eq!(t.ok(Method::GET, "/alert-rules/disk_watch", None).await, rule, "nothing stored");
-    keep(&c.get("/alerts/rules/disk_watch").await, "rule");
+    keep(&t, &c, "/alerts/rules/disk_watch", None, "rule").await;
 
     // Export: a download of YAML the import takes.
     let export =
@@ -259,6 +268,8 @@ async fn receivers_routes_and_deliveries_through_the_console() {
     assert!(refused.html.contains("value=\"ftp://nowhere\""), "the input is kept");
     assert!(!refused.html.contains("wh-console-secret"), "a secret is never written back into a page");
     assert_eq!(t.ok(Method::GET, "/receivers", None).await["items"], json!([]));
+    let bad_url = [("kind", "webhook"), ("name", "hook"), ("url", "ftp://nowhere")];
+    keep(&t, &c, "/notifications/receivers", Some(&bad_url), "notifications-receiver-error").await;
 
     // Added through the form: the secret is stored (encrypted), never shown.
     let added = c
@@ -309,7 +320,7 @@ async fn receivers_routes_and_deliveries_through_the_console() {
     assert_eq!(rest["email_configs"][0]["to"], json!(["oncall@example.org", "db@example.org"]));
     let mail_page = c.get("/notifications/receivers/mail").await;
     assert!(!mail_page.html.contains("smtp-console-pw") && mail_page.html.contains("value=\"2525\""));
-    keep(&mail_page, "notifications-receiver");
+    keep(&t, &c, "/notifications/receivers/mail", None, "notifications-receiver").await;
 
     // Routes: an unknown receiver is refused, with the text kept; a good tree is stored.
     let bad = "receiver: hook\nroutes:\n  - receiver: pager\n    matchers: ['severity=\"critical\"']\n";
@@ -321,14 +332,19 @@ async fn receivers_routes_and_deliveries_through_the_console() {
     t.err(Method::GET, "/routes", None, 404).await;
     let refused = c.post("/notifications/routes", &[("routes", "receiver: hook\ngroup_wait: soon\n")]).await;
     assert!(error_of(&refused, "err-routes").contains("group_wait"));
-    let good = "receiver: mail\nroutes:\n  - receiver: hook\n    matchers: ['alertname=\"console_fires\"']\n    group_by: [alertname]\n    group_wait: 100ms\n    group_interval: 1s\n";
+    // A receiver that is down (nothing listens on port 9), tried twice.
+    let down = [("kind", "webhook"), ("name", "down"), ("url", "http://127.0.0.1:9/down"), ("max_attempts", "2")];
+    assert_eq!(c.post("/notifications/receivers", &down).await.status, 303);
+    let good = "receiver: mail\nroutes:\n  - receiver: hook\n    matchers: ['alertname=\"console_fires\"']\n    continue: true\n    group_by: [alertname]\n    group_wait: 100ms\n    group_interval: 1s\n  - receiver: down\n    matchers: ['alertname=\"console_fires\"']\n    group_wait: 100ms\n";
     let set = c.post("/notifications/routes", &[("routes", good)]).await;
     assert_eq!((set.status, set.location.as_deref()), (303, Some("/notifications")), "{}", set.html);
     let routes = t.ok(Method::GET, "/routes", None).await;
     assert_eq!(
         routes,
-        json!({"receiver": "mail", "routes": [{"receiver": "hook", "matchers": ["alertname=\"console_fires\""],
-            "group_by": ["alertname"], "group_wait": "100ms", "group_interval": "1s"}]})
+        json!({"receiver": "mail", "routes": [
+            {"receiver": "hook", "matchers": ["alertname=\"console_fires\""], "continue": true,
+                "group_by": ["alertname"], "group_wait": "100ms", "group_interval": "1s"},
+            {"receiver": "down", "matchers": ["alertname=\"console_fires\""], "group_wait": "100ms"}]})
     );
     // JSON is taken too.
     let as_json = routes.to_string();
@@ -346,7 +362,7 @@ async fn receivers_routes_and_deliveries_through_the_console() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let page = loop {
         let page = c.get("/notifications").await;
-        if page.html.contains("<tr data-delivery-receiver=\"hook\">") {
+        if page.html.contains("<tr data-delivery-receiver=\"hook\">") && page.html.contains("failed, given up") {
             break page;
         }
         assert!(tokio::time::Instant::now() < deadline, "no delivery shown: {}", page.html);
@@ -358,13 +374,20 @@ async fn receivers_routes_and_deliveries_through_the_console() {
     for part in ["webhook[0]", "console_fires", "firing, 1 alert(s)", "delivered", "<td>1</td>"] {
         assert!(row.contains(part), "{part} in {row}");
     }
+    // The receiver that is down: both attempts listed with the error, the notification given up
+    // and counted, and the other receiver delivered all the same.
+    let failed = part(&page, "<tr data-delivery-receiver=\"down\">", "</tr>");
+    assert!(failed.contains("failed, given up") && failed.contains("<td>2</td>"), "{failed}");
+    assert!(page.html.contains("failed, will retry"), "the first attempt: {}", page.html);
+    let down_row = part(&page, "<tr data-receiver=\"down\">", "</tr>");
+    assert!(down_row.contains("<span class=\"badge health-bad\">1</span>"), "given up counted: {down_row}");
     let receivers = between(&page.html, "<tr data-receiver=\"hook\">", "</tr>").unwrap();
     assert!(receivers.contains("<td>1</td>") || receivers.contains("<td>2</td>"), "delivered counted: {receivers}");
     let tree = part(&page, "<tr data-route=\"route.routes[0]\">", "</tr>");
     assert!(tree.contains("alertname=\"console_fires\"") && tree.contains("100ms"), "{tree}");
     assert!(tree.contains("<i title=\"inherited\">4h (default)</i>"), "inherited values marked: {tree}");
     assert!(!page.html.contains("wh-console-secret") && !page.html.contains("smtp-console-pw"));
-    keep(&page, "notifications");
+    keep(&t, &c, "/notifications", None, "notifications").await;
 
     // A receiver the routes use cannot be deleted; the refusal says why. Unused: deleted.
     let confirm = c.post("/notifications/receivers/hook/delete", &[]).await;
