@@ -226,6 +226,9 @@ async fn role_service_and_cluster_pages_show_the_role_test() {
 
     let service = c.get("/clusters/prod/services/cache").await;
     assert_eq!(engine_status(&service.html), "concerning");
+    // The heading keeps the service's own health (from its roles' reports).
+    let svc_health = between(heading(&service.html), "<span class=\"badge health-", "\"").unwrap();
+    assert!(["good", "concerning", "bad", "stopped"].contains(&svc_health), "{}", heading(&service.html));
     let rows = tests(&service.html);
     assert_eq!((rows[0].0.as_str(), rows[0].1.as_str()), ("role cache-primary", "concerning"), "{rows:?}");
     assert!(rows[0].3.contains("redis_memory_used_ratio = 0.93"), "{rows:?}");

@@ -222,7 +222,7 @@ async fn service_page(
             "charts": charts.to_json("Charts appear here once the agents report the metrics of this service's roles."),
             "chart_nav": window.nav(&href),
             "no_dashboard": (!has_dashboard).then_some(metrics::NO_DASHBOARD),
-            "health": health,
+            "health_tests": health,
             "maintenance": maintenance,
         }),
     );
