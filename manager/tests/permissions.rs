@@ -708,7 +708,19 @@ async fn the_console_shows_only_the_actions_a_user_may_take_and_refuses_the_rest
         "no links to pages a viewer@prod cannot open"
     );
     assert!(admin.get("/clusters").await.html.contains("href=\"/audit\""));
-    for page in ["/", "/hosts", "/clusters", "/commands", "/parcels", "/alerts", "/silences", "/account"] {
+    assert!(nav.contains("href=\"/notifications\""), "a reader of one cluster may open /notifications");
+    for page in [
+        "/",
+        "/hosts",
+        "/clusters",
+        "/commands",
+        "/parcels",
+        "/alerts",
+        "/silences",
+        "/alerts/rules",
+        "/notifications",
+        "/account",
+    ] {
         let got = viewer.get(page).await;
         assert_eq!(got.status, 200, "a viewer@prod opens {page}: {}", got.html);
     }

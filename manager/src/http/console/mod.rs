@@ -178,6 +178,9 @@ impl Session {
                 m.insert("can".into(), fleet.clone());
             }
             m.insert("fleet_can".into(), fleet);
+            // Pages any reader may open (alert rules, notifications): read on any cluster.
+            let reads_any = self.actor().may(crate::domain::Permission::Read, crate::domain::Scope::Any);
+            m.insert("reads_any".into(), json!(reads_any));
             m.insert("csrf".into(), json!(self.csrf));
             m.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
             if let Some((kind, message)) = &self.flash {
