@@ -158,6 +158,18 @@ impl RuleForm {
     }
 }
 
+/// The message of a refusal to show by a form; not found, forbidden and the database are error
+/// pages instead.
+fn refusal(e: DomainError) -> Result<String, ConsoleError> {
+    match e {
+        DomainError::NotFound(_)
+        | DomainError::Forbidden { .. }
+        | DomainError::Unavailable(_)
+        | DomainError::Internal(_) => Err(e.into()),
+        e => Ok(domain_message(&e)),
+    }
+}
+
 /// Errors by the form field they concern (`general` when none fits).
 #[derive(Debug, Default)]
 struct FieldErrors {
@@ -184,17 +196,11 @@ impl FieldErrors {
     /// A domain refusal by the field its message names; not found, forbidden and the
     /// database are error pages.
     fn from_domain(e: DomainError, name: &str) -> Result<FieldErrors, ConsoleError> {
-        let status = match &e {
-            DomainError::NotFound(_)
-            | DomainError::Forbidden { .. }
-            | DomainError::Unavailable(_)
-            | DomainError::Internal(_) => return Err(e.into()),
-            DomainError::Conflict(_) => StatusCode::CONFLICT,
-            _ => StatusCode::UNPROCESSABLE_ENTITY,
-        };
-        let message = domain_message(&e);
+        let conflict = matches!(e, DomainError::Conflict(_));
+        let status = if conflict { StatusCode::CONFLICT } else { StatusCode::UNPROCESSABLE_ENTITY };
+        let message = refusal(e)?;
         let rest = message.strip_prefix(&format!("rule {name}: ")).unwrap_or(&message);
-        let field = if message.starts_with("invalid rule name") || matches!(e, DomainError::Conflict(_)) {
+        let field = if message.starts_with("invalid rule name") || conflict {
             "name"
         } else {
             FIELD_PREFIXES.iter().find(|(p, _)| rest.starts_with(p)).map_or("general", |(_, f)| f)
@@ -288,8 +294,7 @@ async fn import(State(state): State<Arc<AppState>>, CsrfForm(session, form): Csr
             Ok(redirect_with(RULES, true, &format!("imported {} rules: {}", names.len(), names.join(", "))))
         }
         Err(e) => {
-            let errors = FieldErrors::from_domain(e, "")?;
-            let message = errors.fields.into_values().next().unwrap_or_default();
+            let message = refusal(e)?;
             list_page(&state, &session, &RuleForm::blank(), FieldErrors::default(), &form.yaml, Some(message)).await
         }
     }
@@ -377,11 +382,7 @@ async fn delete(
     match domain::alerts::delete_rule(&state, &session.actor(), &name).await {
         Ok(()) if rule.builtin => Ok(redirect_with(&href, true, &format!("built-in alert rule {name} reset"))),
         Ok(()) => Ok(redirect_with(RULES, true, &format!("alert rule {name} deleted"))),
-        Err(e) => {
-            let message = domain_message(&e);
-            let _ = FieldErrors::from_domain(e, &name)?;
-            Ok(redirect_with(&href, false, &message))
-        }
+        Err(e) => Ok(redirect_with(&href, false, &refusal(e)?)),
     }
 }
 

@@ -392,7 +392,6 @@ fn field_of(message: &str) -> &'static str {
 }
 
 /// The receiver page: its counters and the form (create mode when `entry` is none).
-#[allow(clippy::too_many_arguments)]
 async fn receiver_page(
     state: &AppState,
     session: &Session,
