@@ -266,11 +266,15 @@ pub struct AuditEntry {
     pub permission: String,
 }
 
-/// One downsampled metrics bucket (averages over `resolution_s` seconds).
+/// One minute or hour (`resolution_s`) of a host's metrics, from its series'
+/// rollups: CPU and load averaged over the heartbeats in it, memory and disk
+/// use the minute's last value or the hour's average, network counters the last value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct MetricPoint {
+    /// The start of the minute or hour.
     pub at: String,
     pub resolution_s: u32,
+    /// Heartbeats in it.
     pub samples: u32,
     pub cpu_percent: f64,
     pub memory_used_bytes: u64,

@@ -155,7 +155,7 @@ async fn commands_against_a_real_manager() {
         object_id: web.into(),
         message: "host web-1 enrolled".into(),
     };
-    handle.state.store.flush(&[heartbeat], &[], &[event]).await.unwrap();
+    handle.state.store.flush(&[heartbeat], &[event]).await.unwrap();
 
     let out = drover(&table, &["hosts", "list"]).await.unwrap();
     assert!(out.starts_with("ID        HOSTNAME  STATUS "), "{out}");

@@ -12,8 +12,7 @@
 //! and HTTP are served and the background tasks spawned (flusher, lost-host
 //! watchdog, metrics maintenance, the desired-state resync and retry loop).
 //! `ManagerHandle::shutdown` ends every agent session with `UNAVAILABLE` (HTTP/2
-//! graceful shutdown would wait on them forever), closes open metric buckets
-//! and flushes.
+//! graceful shutdown would wait on them forever) and flushes.
 
 pub mod alerts;
 pub mod auth;
@@ -155,7 +154,6 @@ impl ManagerHandle {
                 Err(_) => {}
             }
         }
-        self.state.registry.close_buckets();
         if let Err(e) = self.state.registry.flush().await {
             tracing::error!(error = %e, "final flush failed");
         }
@@ -376,18 +374,9 @@ async fn desired_loop(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Rolls minute metrics up into hours and applies the retention of metrics,
-/// events and the audit log.
+/// Applies the retention of metrics, events and the audit log.
 async fn maintain_metrics(state: &AppState) -> store::Result<()> {
-    const HOUR: i64 = 3_600_000;
     let now = now_millis();
-    let this_hour = now - now.rem_euclid(HOUR);
-    // Re-roll the last two hours so late minute buckets are counted.
-    state.store.rollup_hourly(this_hour - 2 * HOUR, this_hour + HOUR).await?;
-    let minute_keep = state.config.metrics_minute_retention.as_millis() as i64;
-    let hour_keep = state.config.metrics_hour_retention.as_millis() as i64;
-    state.store.prune_metrics(60, now - minute_keep).await?;
-    state.store.prune_metrics(3600, now - hour_keep).await?;
     domain::metrics::prune(&state.store, now, domain::metrics::Retention::of(state)).await?;
     let events_keep = state.config.events_retention.as_millis() as i64;
     let audit_keep = state.config.audit_retention.as_millis() as i64;

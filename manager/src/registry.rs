@@ -4,8 +4,8 @@
 //!
 //! Heartbeats never wait on the database: handling one is a map lookup, a
 //! short mutex and a channel send. A flusher task writes the hosts that changed
-//! since its last run, the metric buckets that closed, and the events that
-//! happened, in one transaction per interval. A watchdog marks hosts `lost`
+//! since its last run and the events that happened, in one transaction per
+//! interval, and the queued metric points ([`crate::domain::metrics::LiveMetrics`]). A watchdog marks hosts `lost`
 //! when their heartbeats stop, and a host turns `healthy` again as soon as it
 //! reconnects.
 //!
@@ -36,9 +36,8 @@ use tokio::sync::{Notify, oneshot, watch};
 use crate::desired::{DesiredParcel, DesiredRole, HostDesired, ParcelStatusRec};
 
 use crate::model::{Host, HostMetrics, HostStatus, UnixMillis, now_millis, rfc3339};
-use crate::store::{AppliedRevision, HeartbeatRow, MetricBucket, NewEvent, RoleStatusRec, Store};
+use crate::store::{AppliedRevision, HeartbeatRow, NewEvent, RoleStatusRec, Store};
 
-const MINUTE_MS: i64 = 60_000;
 /// The events a role's new report makes against its previous one (`None`:
 /// the first since the manager started): a process started, restarted after
 /// a crash, failed, or its health changed. Severity, kind, message.
@@ -78,7 +77,7 @@ pub fn role_transitions(old: Option<&RoleStatusRec>, new: &RoleStatusRec) -> Vec
     out
 }
 
-/// Upper bound on queued metric buckets and events if the database is down.
+/// Upper bound on queued events if the database is down.
 const MAX_PENDING: usize = 200_000;
 
 #[derive(Debug, Clone)]
@@ -118,44 +117,6 @@ struct SessionSlot {
     kill: Option<oneshot::Sender<Kill>>,
 }
 
-/// Running averages for the current minute of one host.
-#[derive(Debug, Clone)]
-struct MinuteAcc {
-    start: UnixMillis,
-    samples: u32,
-    cpu_sum: f64,
-    load_sum: f64,
-    last: HostMetrics,
-}
-
-impl MinuteAcc {
-    fn close(&self, host_id: &str) -> MetricBucket {
-        let n = f64::from(self.samples.max(1));
-        MetricBucket {
-            host_id: host_id.to_owned(),
-            resolution_s: 60,
-            bucket_start: self.start,
-            samples: self.samples,
-            cpu_percent: self.cpu_sum / n,
-            memory_used_bytes: self.last.memory_used_bytes,
-            load1: self.load_sum / n,
-            disk_used_bytes: self.last.disks.iter().map(|d| d.used_bytes).sum(),
-            network_rx_bytes: self.last.network_rx_bytes,
-            network_tx_bytes: self.last.network_tx_bytes,
-            disks: self
-                .last
-                .disks
-                .iter()
-                .map(|d| crate::model::MountUsage {
-                    mount_point: d.mount_point.clone(),
-                    used_bytes: d.used_bytes,
-                    total_bytes: d.total_bytes,
-                })
-                .collect(),
-        }
-    }
-}
-
 struct HostLive {
     status: HostStatus,
     /// The host name, for the `host` label of its metrics.
@@ -165,7 +126,6 @@ struct HostLive {
     last_seen: Instant,
     last_heartbeat_at: UnixMillis,
     metrics: Option<HostMetrics>,
-    acc: Option<MinuteAcc>,
     session: Option<SessionSlot>,
     applied_generation: u64,
     /// Desired roles by service (`cluster/service`): the host's intent.
@@ -204,7 +164,6 @@ pub struct Registry {
     store: Store,
     hosts: RwLock<HashMap<String, Arc<Mutex<HostLive>>>>,
     dirty: Mutex<HashSet<String>>,
-    buckets: Mutex<Vec<MetricBucket>>,
     events: Mutex<Vec<NewEvent>>,
     next_session: AtomicU64,
     heartbeats: AtomicU64,
@@ -251,7 +210,6 @@ impl Registry {
             store,
             hosts: RwLock::new(hosts),
             dirty: Mutex::new(HashSet::new()),
-            buckets: Mutex::new(Vec::new()),
             events: Mutex::new(Vec::new()),
             next_session: AtomicU64::new(1),
             heartbeats: AtomicU64::new(0),
@@ -409,31 +367,6 @@ impl Registry {
             return false;
         }
         self.seen(host_id, &mut h);
-        let now = h.last_heartbeat_at;
-        let minute = now - now.rem_euclid(MINUTE_MS);
-        match &mut h.acc {
-            Some(acc) if acc.start == minute => {
-                acc.samples += 1;
-                acc.cpu_sum += metrics.cpu_percent;
-                acc.load_sum += metrics.load1;
-                acc.last = metrics.clone();
-            }
-            slot => {
-                if let Some(done) = slot.take() {
-                    let mut buckets = self.buckets.lock().expect("buckets lock");
-                    if buckets.len() < MAX_PENDING {
-                        buckets.push(done.close(host_id));
-                    }
-                }
-                *slot = Some(MinuteAcc {
-                    start: minute,
-                    samples: 1,
-                    cpu_sum: metrics.cpu_percent,
-                    load_sum: metrics.load1,
-                    last: metrics.clone(),
-                });
-            }
-        }
         h.metrics = Some(metrics);
         self.heartbeats.fetch_add(1, Ordering::Relaxed);
         true
@@ -539,11 +472,10 @@ impl Registry {
         lost
     }
 
-    /// Writes pending host state, metric buckets and events to the store.
+    /// Writes pending host state, metric points and events to the store.
     /// On failure everything is queued again for the next run.
     pub async fn flush(&self) -> crate::store::Result<usize> {
         let dirty: Vec<String> = std::mem::take(&mut *self.dirty.lock().expect("dirty lock")).into_iter().collect();
-        let buckets = std::mem::take(&mut *self.buckets.lock().expect("buckets lock"));
         let events = std::mem::take(&mut *self.events.lock().expect("events lock"));
         let mut rows = Vec::with_capacity(dirty.len());
         for id in &dirty {
@@ -593,7 +525,7 @@ impl Registry {
         if let Err(e) = self.metrics.flush(&self.store).await {
             tracing::warn!(error = %e, "could not store metric points; retrying with the next flush");
         }
-        match self.store.flush(&rows, &buckets, &events).await {
+        match self.store.flush(&rows, &events).await {
             Ok(()) => {
                 if let Err(e) = self.store.flush_roles(&roles, &applied).await {
                     requeue_roles(roles, applied);
@@ -604,10 +536,6 @@ impl Registry {
             Err(e) => {
                 requeue_roles(roles, applied);
                 self.dirty.lock().expect("dirty lock").extend(dirty);
-                let mut b = self.buckets.lock().expect("buckets lock");
-                if b.len() + buckets.len() <= MAX_PENDING {
-                    b.extend(buckets);
-                }
                 let mut ev = self.events.lock().expect("events lock");
                 if ev.len() + events.len() <= MAX_PENDING {
                     ev.extend(events);
@@ -615,19 +543,6 @@ impl Registry {
                 Err(e)
             }
         }
-    }
-
-    /// Closes every open minute bucket (used at shutdown so no sample is lost).
-    pub fn close_buckets(&self) {
-        let entries: Vec<(String, Arc<Mutex<HostLive>>)> =
-            self.hosts.read().expect("registry lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let mut out = Vec::new();
-        for (id, entry) in entries {
-            if let Some(acc) = entry.lock().expect("host lock").acc.take() {
-                out.push(acc.close(&id));
-            }
-        }
-        self.buckets.lock().expect("buckets lock").extend(out);
     }
 
     pub fn summary(&self) -> FleetSummary {
@@ -925,7 +840,6 @@ fn live_from(h: &Host, now: Instant, generation: u64) -> HostLive {
             .map(|t| t.timestamp_millis())
             .unwrap_or(0),
         metrics: h.metrics.clone(),
-        acc: None,
         session: None,
         applied_generation: h.applied_generation,
         roles: HashMap::new(),

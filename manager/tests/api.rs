@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine;
 use drover_manager::auth::sha256_hex;
 use drover_manager::model::{Labels, now_millis};
-use drover_manager::store::{ApiTokenRecord, MetricBucket};
+use drover_manager::store::ApiTokenRecord;
 use drover_manager::{Manager, ManagerConfig, ManagerHandle, fixtures};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -532,33 +532,40 @@ async fn hosts_list_and_lookup_errors() {
         assert!(message.contains(needle), "{uri}: {message}");
     }
 
-    // Metrics history of a host.
+    // Metrics history of a host: a heartbeat's metrics through the registry,
+    // flushed to the host's series and rolled up to minutes.
     m.add_host("h1", "web-1", Labels::new()).await;
-    let minute = now_millis() / 60_000 * 60_000 - 120_000;
-    let b = MetricBucket {
-        host_id: "h1".into(),
-        resolution_s: 60,
-        bucket_start: minute,
-        samples: 6,
+    let state = &m.handle.state;
+    let metrics = drover_manager::model::HostMetrics {
+        at: drover_manager::model::rfc3339(now_millis()),
         cpu_percent: 12.5,
         memory_used_bytes: 1_000,
+        memory_total_bytes: 8_000,
         load1: 0.5,
-        disk_used_bytes: 2_000,
-        network_rx_bytes: 3_000,
-        network_tx_bytes: 4_000,
-        disks: vec![drover_manager::model::MountUsage {
+        load5: 0.25,
+        load15: 0.125,
+        disks: vec![drover_manager::model::DiskUsage {
             mount_point: "/".into(),
             used_bytes: 2_000,
             total_bytes: 9_000,
         }],
+        network_rx_bytes: 3_000,
+        network_tx_bytes: 4_000,
+        uptime_seconds: 60,
     };
-    m.handle.state.store.flush(&[], &[b], &[]).await.unwrap();
+    assert!(state.registry.heartbeat_with_roles("h1", metrics, vec![]));
+    state.registry.flush().await.unwrap();
+    drover_manager::domain::metrics::roll_up(&state.store, now_millis()).await.unwrap();
+    let points = m.get("/api/v1/hosts/h1/metrics", Auth::Admin).await.json()["points"].clone();
+    let minute = points[0]["at"].as_str().map(str::to_owned).unwrap_or_default();
+    let at = chrono::DateTime::parse_from_rfc3339(&minute).map(|t| t.timestamp_millis()).unwrap_or(1);
+    assert_eq!(at % 60_000, 0, "a point per minute: {points}");
     let series = m.get("/api/v1/hosts/h1/metrics", Auth::Admin).await;
     assert_eq!(series.status, StatusCode::OK, "{}", series.text());
     assert_eq!(
         series.json(),
         json!({"host_id": "h1", "resolution_s": 60, "points": [{
-            "at": drover_manager::model::rfc3339(minute), "resolution_s": 60, "samples": 6, "cpu_percent": 12.5,
+            "at": minute, "resolution_s": 60, "samples": 1, "cpu_percent": 12.5,
             "memory_used_bytes": 1000, "load1": 0.5, "disk_used_bytes": 2000, "network_rx_bytes": 3000,
             "network_tx_bytes": 4000, "disks": [{"mount_point": "/", "used_bytes": 2000, "total_bytes": 9000}],
         }]})

@@ -19,8 +19,8 @@ use drover_manager::model::{
 use drover_manager::store::{AlertHistoryFilter, AlertHistoryRec, AlertRuleRec, MaintenanceRec, SilenceRec};
 use drover_manager::store::{
     ApiTokenRecord, AppliedRec, AppliedRevision, AuditFilter, Backend, ClusterRec, CommandRec, EnrollError,
-    EnrollmentTokenRecord, EventFilter, HeartbeatRow, HostFilter, MetricBucket, NewAudit, NewEvent, NewHost,
-    RevisionRec, RoleRec, RoleStatusRec, ServiceRec, StepRec, Store, StoreError, UserRecord,
+    EnrollmentTokenRecord, EventFilter, HeartbeatRow, HostFilter, NewAudit, NewEvent, NewHost, RevisionRec, RoleRec,
+    RoleStatusRec, ServiceRec, StepRec, Store, StoreError, UserRecord,
 };
 use drover_manager::store::{CommandFilter, PointRec, PointTable, SeriesRec, UserChange};
 use drover_manager::users::{Grant, Role};
@@ -201,12 +201,9 @@ store_suite! {
     set_host_labels_replaces => with_store(case_set_host_labels);
     update_host_facts => with_store(case_update_host_facts);
     decommission_host => with_store(case_decommission_host);
-    flush_writes_heartbeats_buckets_and_events => with_store(case_flush);
+    flush_writes_heartbeats_and_events => with_store(case_flush);
     flush_never_resurrects_a_decommissioned_host => with_store(case_flush_never_resurrects);
-    flush_is_atomic => with_store(case_flush_is_atomic);
-    metric_bucket_upsert_merges_weighted => with_store(case_metric_bucket_merge);
-    rollup_hourly_and_prune => with_store(case_rollup_hourly_and_prune);
-    host_metrics_range => with_store(case_host_metrics_range);
+    host_metrics_from_the_series_rollups => with_store(case_host_metrics_range);
     events_filters_and_order => with_store(case_events);
     audit_filters_and_order => with_store(case_audit);
     services_roles_revisions_and_status => with_store(case_services);
@@ -348,37 +345,6 @@ fn host_metrics(cpu_percent: f64) -> HostMetrics {
         network_rx_bytes: 123_456,
         network_tx_bytes: 654_321,
         uptime_seconds: 86_400,
-    }
-}
-
-fn bucket(host_id: &str, resolution_s: u32, start: i64, samples: u32, cpu: f64, load1: f64) -> MetricBucket {
-    MetricBucket {
-        host_id: host_id.to_owned(),
-        resolution_s,
-        bucket_start: start,
-        samples,
-        cpu_percent: cpu,
-        memory_used_bytes: 1_000,
-        load1,
-        disk_used_bytes: 2_000,
-        network_rx_bytes: 3_000,
-        network_tx_bytes: 4_000,
-        disks: vec![],
-    }
-}
-
-fn point(b: &MetricBucket) -> MetricPoint {
-    MetricPoint {
-        at: rfc3339(b.bucket_start),
-        resolution_s: b.resolution_s,
-        samples: b.samples,
-        cpu_percent: b.cpu_percent,
-        memory_used_bytes: b.memory_used_bytes,
-        load1: b.load1,
-        disk_used_bytes: b.disk_used_bytes,
-        network_rx_bytes: b.network_rx_bytes,
-        network_tx_bytes: b.network_tx_bytes,
-        disks: b.disks.clone(),
     }
 }
 
@@ -885,7 +851,6 @@ async fn case_list_hosts_filters(store: Store) {
         .flush(
             &[HeartbeatRow { host_id: "h2".into(), status: HostStatus::Lost, last_heartbeat_at: T0, metrics: None }],
             &[],
-            &[],
         )
         .await
         .unwrap();
@@ -1055,7 +1020,7 @@ async fn case_decommission_host(store: Store) {
 async fn case_flush(store: Store) {
     add_host(&store, "h1", "web-1", Labels::new()).await;
     add_host(&store, "h2", "web-2", Labels::new()).await;
-    store.flush(&[], &[], &[]).await.expect("empty flush");
+    store.flush(&[], &[]).await.expect("empty flush");
 
     let m = host_metrics(12.5);
     store
@@ -1081,7 +1046,6 @@ async fn case_flush(store: Store) {
                     metrics: None,
                 },
             ],
-            &[bucket("h1", 60, T0, 6, 12.5, 0.5)],
             &[event(T0 + SECOND, "h2", "host lost"), event(T0 + 2 * SECOND, "h1", "host enrolled")],
         )
         .await
@@ -1117,17 +1081,12 @@ async fn case_flush(store: Store) {
                 metrics: None,
             }],
             &[],
-            &[],
         )
         .await
         .unwrap();
     let h1 = store.host("h1").await.unwrap().unwrap();
     assert_eq!((h1.status, h1.last_heartbeat_at, h1.metrics), (HostStatus::Lost, Some(rfc3339(T0 + MINUTE)), Some(m)));
 
-    assert_eq!(
-        store.host_metrics("h1", 60, T0, T0 + HOUR).await.unwrap(),
-        vec![point(&bucket("h1", 60, T0, 6, 12.5, 0.5))]
-    );
     let events = store.list_events(&EventFilter { limit: 10, ..Default::default() }).await.unwrap();
     let summary: Vec<_> = events.iter().map(|e| (e.at.as_str(), e.object_id.as_str(), e.message.as_str())).collect();
     assert_eq!(
@@ -1151,7 +1110,6 @@ async fn case_flush_never_resurrects(store: Store) {
                 metrics: Some(host_metrics(50.0)),
             }],
             &[],
-            &[],
         )
         .await
         .unwrap();
@@ -1165,165 +1123,124 @@ async fn case_flush_never_resurrects(store: Store) {
     );
 }
 
-async fn case_flush_is_atomic(store: Store) {
-    add_host(&store, "h1", "web-1", Labels::new()).await;
-    let err = store
-        .flush(
-            &[HeartbeatRow {
-                host_id: "h1".into(),
-                status: HostStatus::Lost,
-                last_heartbeat_at: T0 + MINUTE,
-                metrics: None,
-            }],
-            // A bucket of an unknown host violates the foreign key.
-            &[bucket("h1", 60, T0, 1, 1.0, 1.0), bucket("ghost", 60, T0, 1, 1.0, 1.0)],
-            &[event(T0, "h1", "lost")],
-        )
-        .await
-        .expect_err("foreign key violation");
-    assert!(matches!(err, StoreError::Database(_)), "{err:?}");
-    assert_eq!(store.host("h1").await.unwrap(), Some(enrolled("h1", "web-1", Labels::new())), "nothing written");
-    assert_eq!(store.host_metrics("h1", 60, T0, T0 + HOUR).await.unwrap(), vec![]);
-    assert_eq!(store.list_events(&EventFilter { limit: 10, ..Default::default() }).await.unwrap(), vec![]);
-}
-
-async fn case_metric_bucket_merge(store: Store) {
-    add_host(&store, "h1", "web-1", Labels::new()).await;
-    let first = bucket("h1", 60, T0, 2, 10.0, 1.0);
-    let second = MetricBucket {
-        memory_used_bytes: 1_500,
-        disk_used_bytes: 2_500,
-        network_rx_bytes: 3_500,
-        network_tx_bytes: 4_500,
-        disks: vec![],
-        ..bucket("h1", 60, T0, 3, 20.0, 2.0)
-    };
-    store.flush(&[], &[first], &[]).await.unwrap();
-    store.flush(&[], &[second], &[]).await.unwrap();
-    assert_eq!(
-        store.host_metrics("h1", 60, T0, T0 + MINUTE).await.unwrap(),
-        vec![MetricPoint {
-            at: rfc3339(T0),
-            resolution_s: 60,
-            samples: 5,
-            // (10 * 2 + 20 * 3) / 5 and (1 * 2 + 2 * 3) / 5
-            cpu_percent: 16.0,
-            memory_used_bytes: 1_500,
-            load1: 1.6,
-            disk_used_bytes: 2_500,
-            network_rx_bytes: 3_500,
-            network_tx_bytes: 4_500,
-            disks: vec![],
-        }]
-    );
-    // The same bucket twice in one batch merges too.
-    let b = bucket("h1", 60, T0 + MINUTE, 1, 30.0, 3.0);
-    store.flush(&[], &[b.clone(), b], &[]).await.unwrap();
-    let points = store.host_metrics("h1", 60, T0 + MINUTE, T0 + 2 * MINUTE).await.unwrap();
-    assert_eq!(points.iter().map(|p| (p.samples, p.cpu_percent, p.load1)).collect::<Vec<_>>(), vec![(2, 30.0, 3.0)]);
-}
-
-async fn case_rollup_hourly_and_prune(store: Store) {
-    add_host(&store, "h1", "web-1", Labels::new()).await;
-    add_host(&store, "h2", "web-2", Labels::new()).await;
-    let minutes = vec![
-        MetricBucket {
-            memory_used_bytes: 100,
-            disk_used_bytes: 1_000,
-            network_rx_bytes: 10,
-            network_tx_bytes: 20,
-            disks: vec![mount("/", 1_000, 10_000), mount("/data", 100, 50_000)],
-            ..bucket("h1", 60, T0, 1, 10.0, 1.0)
-        },
-        MetricBucket {
-            memory_used_bytes: 200,
-            disk_used_bytes: 2_000,
-            network_rx_bytes: 30,
-            network_tx_bytes: 40,
-            disks: vec![mount("/", 2_000, 10_000), mount("/data", 300, 60_000)],
-            ..bucket("h1", 60, T0 + MINUTE, 3, 30.0, 2.0)
-        },
-        bucket("h1", 60, T0 + HOUR, 2, 50.0, 5.0),
-        bucket("h2", 60, T0 + 59 * MINUTE, 4, 80.0, 8.0),
-    ];
-    store.flush(&[], &minutes, &[]).await.unwrap();
-
-    assert_eq!(store.rollup_hourly(T0, T0 + HOUR).await.unwrap(), 2, "one hourly bucket per host");
-    assert_eq!(
-        store.host_metrics("h1", 3600, T0, T0 + 2 * HOUR).await.unwrap(),
-        vec![MetricPoint {
-            at: rfc3339(T0),
-            resolution_s: 3600,
-            samples: 4,
-            // Sample-weighted: (10 * 1 + 30 * 3) / 4 and (1 * 1 + 2 * 3) / 4.
-            cpu_percent: 25.0,
-            memory_used_bytes: 175,
-            load1: 1.75,
-            disk_used_bytes: 1_750,
-            // Counters: the latest (largest) value.
-            network_rx_bytes: 30,
-            network_tx_bytes: 40,
-            // Per mount: the average use, the largest size.
-            disks: vec![mount("/", 1_500, 10_000), mount("/data", 200, 60_000)],
-        }]
-    );
-    assert_eq!(
-        store.host_metrics("h2", 3600, T0, T0 + 2 * HOUR).await.unwrap(),
-        vec![point(&bucket("h2", 3600, T0, 4, 80.0, 8.0))]
-    );
-
-    // A late minute bucket: rolling the hour up again replaces its figures.
-    store.flush(&[], &[bucket("h1", 60, T0 + 2 * MINUTE, 4, 5.0, 1.0)], &[]).await.unwrap();
-    assert_eq!(store.rollup_hourly(T0, T0 + HOUR).await.unwrap(), 2);
-    let hourly = store.host_metrics("h1", 3600, T0, T0 + HOUR).await.unwrap();
-    // (10 + 90 + 20) / 8 = 15; memory (100 + 600 + 4000) / 8 = 587.5 rounds to 588.
-    assert_eq!(
-        hourly.iter().map(|p| (p.samples, p.cpu_percent, p.memory_used_bytes)).collect::<Vec<_>>(),
-        vec![(8, 15.0, 588)]
-    );
-    assert_eq!(store.rollup_hourly(T0 + 2 * HOUR, T0 + 3 * HOUR).await.unwrap(), 0, "nothing in that range");
-
-    // Pruning removes one resolution before the cut-off, nothing else.
-    assert_eq!(store.prune_metrics(60, T0 + MINUTE).await.unwrap(), 1);
-    assert_eq!(
-        store.host_metrics("h1", 60, 0, i64::MAX).await.unwrap().iter().map(|p| p.at.clone()).collect::<Vec<_>>(),
-        vec![rfc3339(T0 + MINUTE), rfc3339(T0 + 2 * MINUTE), rfc3339(T0 + HOUR)]
-    );
-    assert_eq!(store.host_metrics("h1", 3600, 0, i64::MAX).await.unwrap().len(), 1);
-    assert_eq!(store.prune_metrics(3600, T0 + 1).await.unwrap(), 2);
-    assert_eq!(store.host_metrics("h1", 3600, 0, i64::MAX).await.unwrap(), vec![]);
-    assert_eq!(store.prune_metrics(60, T0 + MINUTE).await.unwrap(), 0);
-    // The minute kept still has its mounts; the pruned one's are gone.
-    let kept = store.host_metrics("h1", 60, 0, i64::MAX).await.unwrap();
-    assert_eq!(kept[0].disks, vec![mount("/", 2_000, 10_000), mount("/data", 300, 60_000)]);
-    store.prune_metrics(60, i64::MAX).await.unwrap();
-    store.flush(&[], &[bucket("h1", 60, T0, 1, 1.0, 1.0)], &[]).await.unwrap();
-    assert_eq!(store.host_metrics("h1", 60, 0, i64::MAX).await.unwrap()[0].disks, vec![], "no stale mounts");
-}
-
 fn mount(mount_point: &str, used_bytes: u64, total_bytes: u64) -> drover_manager::model::MountUsage {
     drover_manager::model::MountUsage { mount_point: mount_point.into(), used_bytes, total_bytes }
 }
 
-async fn case_host_metrics_range(store: Store) {
-    add_host(&store, "h1", "web-1", Labels::new()).await;
-    add_host(&store, "h2", "web-2", Labels::new()).await;
-    let b0 = bucket("h1", 60, T0, 1, 1.0, 0.1);
-    let b1 = bucket("h1", 60, T0 + MINUTE, 2, 2.0, 0.2);
-    let b2 = bucket("h1", 60, T0 + 2 * MINUTE, 3, 3.0, 0.3);
-    let hourly = bucket("h1", 3600, T0, 6, 2.0, 0.2);
-    let other = bucket("h2", 60, T0 + MINUTE, 9, 9.0, 0.9);
-    // Written out of order; read back ordered by time.
-    store.flush(&[], &[b2.clone(), b0.clone(), hourly.clone(), b1.clone(), other.clone()], &[]).await.unwrap();
+/// A rollup point of `values` (in the order they came).
+fn rollup(series_id: i64, t: i64, values: &[f64]) -> PointRec {
+    PointRec {
+        series_id,
+        t,
+        min: values.iter().copied().fold(f64::INFINITY, f64::min),
+        max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        sum: values.iter().sum(),
+        count: values.len() as i64,
+        last: values[values.len() - 1],
+    }
+}
 
+async fn case_host_metrics_range(store: Store) {
+    // h1's host series; h2's CPU and a role series with h1 as its entity id must not show.
+    let named = [
+        ("host_cpu_percent", "{}"),
+        ("host_load1", "{}"),
+        ("host_memory_used_bytes", "{}"),
+        ("host_network_rx_bytes_total", "{}"),
+        ("host_network_tx_bytes_total", "{}"),
+        ("host_disk_used_bytes", r#"{"mount":"/data"}"#),
+        ("host_disk_total_bytes", r#"{"mount":"/data"}"#),
+        ("host_disk_used_bytes", r#"{"mount":"/"}"#),
+        ("host_disk_total_bytes", r#"{"mount":"/"}"#),
+        ("host_uptime_seconds", "{}"),
+    ];
+    let mut recs: Vec<SeriesRec> = named.iter().map(|(n, l)| series_rec(n, "host", "h1", l)).collect();
+    recs.push(series_rec("host_cpu_percent", "host", "h2", "{}"));
+    recs.push(series_rec("host_cpu_percent", "role", "h1", "{}"));
+    let ids = store.ensure_series(&recs).await.unwrap();
+    let [cpu, load, mem, rx, tx, data_used, data_total, root_used, root_total, uptime, h2_cpu, role_cpu] = ids[..]
+    else {
+        panic!("{ids:?}")
+    };
+    let (m0, m1, m2) = (T0S, T0S + 60, T0S + 120);
+    let mut minutes = Vec::new();
+    for (t, k) in [(m0, 1.0), (m1, 2.0)] {
+        minutes.extend([
+            rollup(load, t, &[0.5 * k, 1.5 * k]),
+            rollup(mem, t, &[900.0, 1000.0 * k]),
+            rollup(rx, t, &[10.0, 20.0 * k]),
+            rollup(tx, t, &[30.0, 40.0 * k]),
+            rollup(data_used, t, &[50.0, 100.0 * k]),
+            rollup(data_total, t, &[50_000.0]),
+            rollup(root_used, t, &[1_000.0 * k]),
+            rollup(root_total, t, &[10_000.0]),
+            rollup(uptime, t, &[86_400.0]),
+        ]);
+    }
+    minutes.extend([
+        rollup(cpu, m0, &[10.0, 20.0]),
+        rollup(cpu, m1, &[30.0]),
+        // A minute with only CPU: the rest reads 0.
+        rollup(cpu, m2, &[4.0, 5.0, 6.0]),
+        rollup(h2_cpu, m1, &[99.0]),
+        rollup(role_cpu, m1, &[77.0]),
+    ]);
+    store.insert_rollup_points(PointTable::Minute, &minutes).await.unwrap();
+    store
+        .insert_rollup_points(
+            PointTable::Hour,
+            &[rollup(cpu, T0S, &[10.0, 20.0, 30.0, 5.0]), rollup(mem, T0S, &[900.0, 1000.0, 900.0, 2000.0])],
+        )
+        .await
+        .unwrap();
+
+    let minute = |at: i64, samples: u32, cpu: f64, k: f64| MetricPoint {
+        at: rfc3339(at),
+        resolution_s: 60,
+        samples,
+        cpu_percent: cpu,
+        // Averages of the minute.
+        load1: k,
+        // The last value of the minute.
+        memory_used_bytes: 1000 * k as u64,
+        network_rx_bytes: 20 * k as u64,
+        network_tx_bytes: 40 * k as u64,
+        disk_used_bytes: 1100 * k as u64,
+        disks: vec![mount("/", 1000 * k as u64, 10_000), mount("/data", 100 * k as u64, 50_000)],
+    };
+    let p0 = minute(T0, 2, 15.0, 1.0);
+    let p1 = minute(T0 + MINUTE, 1, 30.0, 2.0);
+    let p2 = MetricPoint {
+        at: rfc3339(T0 + 2 * MINUTE),
+        resolution_s: 60,
+        samples: 3,
+        cpu_percent: 5.0,
+        memory_used_bytes: 0,
+        load1: 0.0,
+        disk_used_bytes: 0,
+        network_rx_bytes: 0,
+        network_tx_bytes: 0,
+        disks: vec![],
+    };
     let range = |from, to| store.host_metrics("h1", 60, from, to);
-    assert_eq!(range(T0, T0 + 3 * MINUTE).await.unwrap(), vec![point(&b0), point(&b1), point(&b2)]);
+    assert_eq!(range(T0, T0 + 3 * MINUTE).await.unwrap(), vec![p0.clone(), p1.clone(), p2.clone()]);
     // [from, to): the start is included, the end is not.
-    assert_eq!(range(T0 + MINUTE, T0 + 2 * MINUTE).await.unwrap(), vec![point(&b1)]);
-    assert_eq!(range(T0 + 1, T0 + 2 * MINUTE + 1).await.unwrap(), vec![point(&b1), point(&b2)]);
+    assert_eq!(range(T0 + MINUTE, T0 + 2 * MINUTE).await.unwrap(), vec![p1.clone()]);
+    assert_eq!(range(T0 + 1, T0 + 2 * MINUTE + 1).await.unwrap(), vec![p1, p2]);
     assert_eq!(range(T0 + 3 * MINUTE, T0 + HOUR).await.unwrap(), vec![]);
-    assert_eq!(store.host_metrics("h1", 3600, T0, T0 + HOUR).await.unwrap(), vec![point(&hourly)]);
-    assert_eq!(store.host_metrics("h2", 60, T0, T0 + HOUR).await.unwrap(), vec![point(&other)]);
+    // Hours: CPU averaged over the hour's heartbeats, memory the hour's average.
+    let hour = store.host_metrics("h1", 3600, T0, T0 + HOUR).await.unwrap();
+    assert_eq!(
+        hour.iter()
+            .map(|p| (p.at.as_str(), p.resolution_s, p.samples, p.cpu_percent, p.memory_used_bytes))
+            .collect::<Vec<_>>(),
+        vec![(rfc3339(T0).as_str(), 3600, 4, 16.25, 1200)]
+    );
+    let h2 = store.host_metrics("h2", 60, T0, T0 + HOUR).await.unwrap();
+    assert_eq!(
+        h2.iter().map(|p| (p.at.as_str(), p.samples, p.cpu_percent)).collect::<Vec<_>>(),
+        vec![(rfc3339(T0 + MINUTE).as_str(), 1, 99.0)]
+    );
     assert_eq!(store.host_metrics("nope", 60, T0, T0 + HOUR).await.unwrap(), vec![]);
 }
 

@@ -18,8 +18,7 @@ use std::time::Duration;
 
 use drover_agent::enroll;
 use drover_agent::session::{self, NoopObserver, SessionConfig};
-use drover_manager::model::{HostKind, Labels, MountUsage, now_millis};
-use drover_manager::store::MetricBucket;
+use drover_manager::model::{HostKind, Labels, now_millis};
 use drover_manager::{Manager, ManagerConfig, fixtures};
 use drover_proto::tls::ManagerAddr;
 use drover_tests::procs::{Proc, bin_dir};
@@ -48,39 +47,6 @@ async fn inventory(state: &drover_manager::AppState, n: usize) {
         let labels: Labels = [("rack".to_owned(), format!("r{}", i % 5 + 1))].into();
         fixtures::enroll(state, &format!("inv-{i:04}"), facts, labels).await.unwrap();
     }
-}
-
-/// Seven days of hourly metric buckets for `host`, as the hourly roll-up
-/// stores them.
-async fn seed_history(state: &drover_manager::AppState, host: &str) {
-    let hour = 3_600_000;
-    let now = now_millis() / hour * hour;
-    let buckets: Vec<MetricBucket> = (1..=7 * 24)
-        .map(|h| {
-            let wave = ((h as f64) / 24.0 * std::f64::consts::TAU).sin();
-            MetricBucket {
-                host_id: host.to_owned(),
-                resolution_s: 3600,
-                bucket_start: now - h * hour,
-                samples: 60,
-                cpu_percent: 40.0 + 30.0 * wave,
-                memory_used_bytes: (3 << 30) + ((wave + 1.0) * (1 << 29) as f64) as u64,
-                load1: 1.5 + wave,
-                disk_used_bytes: 40 << 30,
-                network_rx_bytes: (7 * 24 - h as u64) * (300 << 20),
-                network_tx_bytes: (7 * 24 - h as u64) * (100 << 20),
-                disks: vec![
-                    MountUsage { mount_point: "/".into(), used_bytes: 40 << 30, total_bytes: 100 << 30 },
-                    MountUsage {
-                        mount_point: "/data".into(),
-                        used_bytes: (7 * 24 - h as u64) << 30,
-                        total_bytes: 500 << 30,
-                    },
-                ],
-            }
-        })
-        .collect();
-    state.store.flush(&[], &buckets, &[]).await.unwrap();
 }
 
 /// A week of minute points (one every 10 minutes) for the host's CPU and
@@ -151,12 +117,10 @@ async fn hosts_in_a_browser() {
         Arc::new(NoopObserver),
         std::future::pending(),
     ));
-    // A week of hourly history, as the roll-up writes it, and the minute
-    // buckets the live session fills (closed now rather than at the minute).
-    seed_history(&manager.state, &live_id).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    manager.state.registry.close_buckets();
+    // The live session's points in its series, rolled up to minutes now
+    // rather than at the manager's next minute tick: the REST history.
     eventually(WAIT, "the live host's metric history", || async {
+        drover_manager::domain::metrics::roll_up(&manager.state.store, now_millis()).await.ok()?;
         let v: serde_json::Value = rest.get(&format!("/api/v1/hosts/{live_id}/metrics")).await.ok()?;
         (!v["points"].as_array()?.is_empty()).then_some(())
     })

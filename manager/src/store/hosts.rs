@@ -149,23 +149,6 @@ pub struct HeartbeatRow {
     pub metrics: Option<HostMetrics>,
 }
 
-/// A completed metric bucket (averages) for one host.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MetricBucket {
-    pub host_id: String,
-    pub resolution_s: u32,
-    pub bucket_start: UnixMillis,
-    pub samples: u32,
-    pub cpu_percent: f64,
-    pub memory_used_bytes: u64,
-    pub load1: f64,
-    pub disk_used_bytes: u64,
-    pub network_rx_bytes: u64,
-    pub network_tx_bytes: u64,
-    /// Use per mount point at the end of the bucket.
-    pub disks: Vec<crate::model::MountUsage>,
-}
-
 const HOST_COLUMNS: &str = "id, hostname, addresses, kind, kind_evidence, os, kernel, arch, cpu_cores, memory_bytes, \
     disks, agent_version, status, cert_serial, enrolled_at, last_heartbeat_at, latest_metrics, applied_generation, \
     decommissioned_at, fqdn, container_id, machine_cpu_cores, machine_memory_bytes, capacity_evidence";
@@ -503,15 +486,10 @@ impl Store {
         Ok(Some(before))
     }
 
-    /// Writes the registry's batch of live host state and finished metric
-    /// buckets in one transaction.
-    pub async fn flush(
-        &self,
-        heartbeats: &[HeartbeatRow],
-        buckets: &[MetricBucket],
-        events: &[NewEvent],
-    ) -> Result<()> {
-        if heartbeats.is_empty() && buckets.is_empty() && events.is_empty() {
+    /// Writes the registry's batch of live host state and events in one
+    /// transaction.
+    pub async fn flush(&self, heartbeats: &[HeartbeatRow], events: &[NewEvent]) -> Result<()> {
+        if heartbeats.is_empty() && events.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
@@ -533,9 +511,6 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        for b in buckets {
-            upsert_bucket(&mut tx, b).await?;
-        }
         for e in events {
             Store::insert_event_in(&mut tx, e).await?;
         }
@@ -543,67 +518,13 @@ impl Store {
         Ok(())
     }
 
-    /// Rolls minute buckets in `[from, to)` up into hourly buckets.
-    ///
-    /// Averages are weighted by samples, like [`Store::flush`]'s bucket merge,
-    /// so a minute with one heartbeat counts for less than a full one. Byte
-    /// averages are computed in integers and rounded half up, because the
-    /// backends round `CAST(AVG(..) AS BIGINT)` differently (SQLite truncates,
-    /// PostgreSQL rounds).
-    pub async fn rollup_hourly(&self, from: UnixMillis, to: UnixMillis) -> Result<u64> {
-        let done = sqlx::query(
-            "INSERT INTO host_metrics (host_id, resolution_s, bucket_start, samples, cpu_percent, memory_used_bytes, \
-             load1, disk_used_bytes, network_rx_bytes, network_tx_bytes) \
-             SELECT host_id, 3600, (bucket_start / 3600000) * 3600000, CAST(SUM(samples) AS BIGINT), \
-             SUM(cpu_percent * samples) / CAST(SUM(samples) AS DOUBLE PRECISION), \
-             (CAST(SUM(memory_used_bytes * samples) AS BIGINT) + CAST(SUM(samples) AS BIGINT) / 2) \
-                 / CAST(SUM(samples) AS BIGINT), \
-             SUM(load1 * samples) / CAST(SUM(samples) AS DOUBLE PRECISION), \
-             (CAST(SUM(disk_used_bytes * samples) AS BIGINT) + CAST(SUM(samples) AS BIGINT) / 2) \
-                 / CAST(SUM(samples) AS BIGINT), \
-             MAX(network_rx_bytes), MAX(network_tx_bytes) \
-             FROM host_metrics WHERE resolution_s = 60 AND samples > 0 AND bucket_start >= $1 AND bucket_start < $2 \
-             GROUP BY host_id, (bucket_start / 3600000) * 3600000 \
-             ON CONFLICT (host_id, resolution_s, bucket_start) DO UPDATE SET samples = excluded.samples, \
-             cpu_percent = excluded.cpu_percent, memory_used_bytes = excluded.memory_used_bytes, \
-             load1 = excluded.load1, disk_used_bytes = excluded.disk_used_bytes, \
-             network_rx_bytes = excluded.network_rx_bytes, network_tx_bytes = excluded.network_tx_bytes",
-        )
-        .bind(from)
-        .bind(to)
-        .execute(&self.pool)
-        .await?;
-        sqlx::query(
-            "INSERT INTO host_disk_metrics (host_id, resolution_s, bucket_start, mount_point, used_bytes, total_bytes) \
-             SELECT host_id, 3600, (bucket_start / 3600000) * 3600000, mount_point, \
-             CAST(AVG(used_bytes) AS BIGINT), MAX(total_bytes) \
-             FROM host_disk_metrics WHERE resolution_s = 60 AND bucket_start >= $1 AND bucket_start < $2 \
-             GROUP BY host_id, (bucket_start / 3600000) * 3600000, mount_point \
-             ON CONFLICT (host_id, resolution_s, bucket_start, mount_point) DO UPDATE SET \
-             used_bytes = excluded.used_bytes, total_bytes = excluded.total_bytes",
-        )
-        .bind(from)
-        .bind(to)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
-    /// Deletes buckets of `resolution_s` that started before `before`.
-    pub async fn prune_metrics(&self, resolution_s: u32, before: UnixMillis) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM host_metrics WHERE resolution_s = $1 AND bucket_start < $2")
-            .bind(i64::from(resolution_s))
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("DELETE FROM host_disk_metrics WHERE resolution_s = $1 AND bucket_start < $2")
-            .bind(i64::from(resolution_s))
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
-    }
-
+    /// A host's metric points at `resolution_s` (3600: hours, else minutes) whose minute or
+    /// hour starts in `[from, to)` (Unix ms), at most [`MAX_HOST_POINTS`]:
+    /// read from the 1-minute or 1-hour rollups of the host's metric series
+    /// (`host_*`, migration 0009). Per point: CPU and load averaged over the
+    /// heartbeats in it (`samples` of them); memory and disk use the last
+    /// value of a minute, the average of an hour; network counters and disk
+    /// sizes the last value.
     pub async fn host_metrics(
         &self,
         host_id: &str,
@@ -611,96 +532,109 @@ impl Store {
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<MetricPoint>> {
-        let rows = sqlx::query(
-            "SELECT * FROM host_metrics WHERE host_id = $1 AND resolution_s = $2 AND bucket_start >= $3 \
-             AND bucket_start < $4 ORDER BY bucket_start LIMIT 10000",
-        )
-        .bind(host_id)
-        .bind(i64::from(resolution_s))
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await?;
-        let disk_rows = sqlx::query(
-            "SELECT bucket_start, mount_point, used_bytes, total_bytes FROM host_disk_metrics WHERE host_id = $1 \
-             AND resolution_s = $2 AND bucket_start >= $3 AND bucket_start < $4 ORDER BY bucket_start, mount_point \
-             LIMIT 100000",
-        )
-        .bind(host_id)
-        .bind(i64::from(resolution_s))
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut disks: HashMap<i64, Vec<crate::model::MountUsage>> = HashMap::new();
-        for r in &disk_rows {
-            disks.entry(get(r, "bucket_start")?).or_default().push(crate::model::MountUsage {
-                mount_point: get(r, "mount_point")?,
-                used_bytes: get::<i64>(r, "used_bytes")? as u64,
-                total_bytes: get::<i64>(r, "total_bytes")? as u64,
-            });
+        let hourly = resolution_s == 3600;
+        let table = if hourly { "metric_points_1h" } else { "metric_points_1m" };
+        // Whole seconds: the first start at or after `from`, before `to`.
+        let ceil_s = |ms: i64| ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) > 0);
+        let names = HOST_POINT_METRICS.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT s.name, s.labels, p.t, p.v_sum, p.v_count, p.v_last FROM metric_series s \
+             JOIN {table} p ON p.series_id = s.id \
+             WHERE s.entity_kind = 'host' AND s.entity_id = $1 AND s.name IN ({names}) AND p.t >= $2 AND p.t < $3 \
+             ORDER BY p.t LIMIT {}",
+            MAX_HOST_POINTS * HOST_ROWS_PER_POINT
+        );
+        let rows = sqlx::query(&sql).bind(host_id).bind(ceil_s(from)).bind(ceil_s(to)).fetch_all(&self.pool).await?;
+        let cut = rows.len() == MAX_HOST_POINTS * HOST_ROWS_PER_POINT;
+        let mut points: Vec<(i64, HostPoint)> = Vec::new();
+        for r in &rows {
+            let t: i64 = get(r, "t")?;
+            if points.last().is_none_or(|(last, _)| *last != t) {
+                points.push((t, HostPoint::default()));
+            }
+            let Some((_, p)) = points.last_mut() else { continue };
+            let name: String = get(r, "name")?;
+            let (sum, count, last): (f64, i64, f64) = (get(r, "v_sum")?, get(r, "v_count")?, get(r, "v_last")?);
+            let avg = if count > 0 { sum / count as f64 } else { last };
+            let level = if hourly { avg } else { last };
+            let mount = || -> Result<String> {
+                let labels: HashMap<String, String> = get_json(r, "labels")?;
+                Ok(labels.get("mount").cloned().unwrap_or_default())
+            };
+            match name.as_str() {
+                "host_cpu_percent" => (p.samples, p.cpu_percent) = (count, avg),
+                "host_load1" => p.load1 = avg,
+                "host_memory_used_bytes" => p.memory_used_bytes = level,
+                "host_network_rx_bytes_total" => p.network_rx_bytes = last,
+                "host_network_tx_bytes_total" => p.network_tx_bytes = last,
+                "host_disk_used_bytes" => p.disks.entry(mount()?).or_default().0 = level,
+                "host_disk_total_bytes" => p.disks.entry(mount()?).or_default().1 = last,
+                _ => {}
+            }
         }
-        rows.iter()
-            .map(|r| {
-                let start: i64 = get(r, "bucket_start")?;
-                Ok(MetricPoint {
-                    disks: disks.remove(&start).unwrap_or_default(),
-                    at: rfc3339(get(r, "bucket_start")?),
-                    resolution_s: get::<i64>(r, "resolution_s")? as u32,
-                    samples: get::<i64>(r, "samples")? as u32,
-                    cpu_percent: get(r, "cpu_percent")?,
-                    memory_used_bytes: get::<i64>(r, "memory_used_bytes")? as u64,
-                    load1: get(r, "load1")?,
-                    disk_used_bytes: get::<i64>(r, "disk_used_bytes")? as u64,
-                    network_rx_bytes: get::<i64>(r, "network_rx_bytes")? as u64,
-                    network_tx_bytes: get::<i64>(r, "network_tx_bytes")? as u64,
-                })
-            })
-            .collect()
+        if cut {
+            // The last point may have lost some of its series to the limit.
+            points.pop();
+        }
+        points.truncate(MAX_HOST_POINTS);
+        Ok(points.into_iter().map(|(t, p)| p.view(t * 1000, resolution_s)).collect())
     }
 }
 
-async fn upsert_bucket(tx: &mut sqlx::Transaction<'_, sqlx::Any>, b: &MetricBucket) -> Result<()> {
-    // A bucket can be written twice (a session moved between flushes); the
-    // sample-weighted merge keeps its averages right.
-    sqlx::query(
-        "INSERT INTO host_metrics (host_id, resolution_s, bucket_start, samples, cpu_percent, memory_used_bytes, \
-         load1, disk_used_bytes, network_rx_bytes, network_tx_bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-         ON CONFLICT (host_id, resolution_s, bucket_start) DO UPDATE SET \
-         cpu_percent = (host_metrics.cpu_percent * host_metrics.samples + excluded.cpu_percent * excluded.samples) \
-             / (host_metrics.samples + excluded.samples), \
-         load1 = (host_metrics.load1 * host_metrics.samples + excluded.load1 * excluded.samples) \
-             / (host_metrics.samples + excluded.samples), \
-         memory_used_bytes = excluded.memory_used_bytes, disk_used_bytes = excluded.disk_used_bytes, \
-         network_rx_bytes = excluded.network_rx_bytes, network_tx_bytes = excluded.network_tx_bytes, \
-         samples = host_metrics.samples + excluded.samples",
-    )
-    .bind(&b.host_id)
-    .bind(i64::from(b.resolution_s))
-    .bind(b.bucket_start)
-    .bind(i64::from(b.samples))
-    .bind(b.cpu_percent)
-    .bind(sat_i64(b.memory_used_bytes))
-    .bind(b.load1)
-    .bind(sat_i64(b.disk_used_bytes))
-    .bind(sat_i64(b.network_rx_bytes))
-    .bind(sat_i64(b.network_tx_bytes))
-    .execute(&mut **tx)
-    .await?;
-    for d in &b.disks {
-        sqlx::query(
-            "INSERT INTO host_disk_metrics (host_id, resolution_s, bucket_start, mount_point, used_bytes, total_bytes) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (host_id, resolution_s, bucket_start, mount_point) \
-             DO UPDATE SET used_bytes = excluded.used_bytes, total_bytes = excluded.total_bytes",
-        )
-        .bind(&b.host_id)
-        .bind(i64::from(b.resolution_s))
-        .bind(b.bucket_start)
-        .bind(&d.mount_point)
-        .bind(sat_i64(d.used_bytes))
-        .bind(sat_i64(d.total_bytes))
-        .execute(&mut **tx)
-        .await?;
+/// The host series [`Store::host_metrics`] reads.
+const HOST_POINT_METRICS: [&str; 7] = [
+    "host_cpu_percent",
+    "host_load1",
+    "host_memory_used_bytes",
+    "host_network_rx_bytes_total",
+    "host_network_tx_bytes_total",
+    "host_disk_used_bytes",
+    "host_disk_total_bytes",
+];
+
+/// The most points [`Store::host_metrics`] answers.
+pub const MAX_HOST_POINTS: usize = 10_000;
+
+/// Rows read per point at most: the five host-wide series and two per mount
+/// point for up to eight mount points (beyond, fewer points are answered).
+const HOST_ROWS_PER_POINT: usize = 5 + 2 * 8;
+
+/// One host metric point as its series' rollup rows fill it.
+#[derive(Default)]
+struct HostPoint {
+    samples: i64,
+    cpu_percent: f64,
+    load1: f64,
+    memory_used_bytes: f64,
+    network_rx_bytes: f64,
+    network_tx_bytes: f64,
+    /// Used and total bytes by mount point.
+    disks: std::collections::BTreeMap<String, (f64, f64)>,
+}
+
+impl HostPoint {
+    fn view(self, at: UnixMillis, resolution_s: u32) -> MetricPoint {
+        let bytes = |v: f64| if v.is_finite() && v > 0.0 { v.round() as u64 } else { 0 };
+        let disks: Vec<crate::model::MountUsage> = self
+            .disks
+            .into_iter()
+            .map(|(mount_point, (used, total))| crate::model::MountUsage {
+                mount_point,
+                used_bytes: bytes(used),
+                total_bytes: bytes(total),
+            })
+            .collect();
+        MetricPoint {
+            at: rfc3339(at),
+            resolution_s,
+            samples: u32::try_from(self.samples).unwrap_or(u32::MAX),
+            cpu_percent: self.cpu_percent,
+            memory_used_bytes: bytes(self.memory_used_bytes),
+            load1: self.load1,
+            disk_used_bytes: disks.iter().map(|d| d.used_bytes).sum(),
+            network_rx_bytes: bytes(self.network_rx_bytes),
+            network_tx_bytes: bytes(self.network_tx_bytes),
+            disks,
+        }
     }
-    Ok(())
 }

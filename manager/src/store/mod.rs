@@ -2,10 +2,10 @@
 //!
 //! Stored here: users, API tokens and console sessions (hashes only), enrollment
 //! tokens (secret hashes), hosts with their facts, labels, status and the serial
-//! of the one client certificate each may use, downsampled host metrics, events,
-//! the audit log, and the containers the Docker provider created. Not stored:
-//! live sessions, per-heartbeat state and partially accumulated metric buckets;
-//! those live in [`crate::registry`] and reach the database in batches from its
+//! of the one client certificate each may use, metric series with their points
+//! and rollups, events, the audit log, and the containers the Docker provider
+//! created. Not stored: live sessions, per-heartbeat state and metric points not
+//! yet flushed; those live in [`crate::registry`] and reach the database in batches from its
 //! flusher.
 //!
 //! One code path serves SQLite (embedded, the default) and PostgreSQL through
@@ -33,7 +33,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 
 pub use alerts::{AlertHistoryFilter, AlertHistoryRec, AlertRuleRec, MaintenanceRec, SilenceRec};
-pub use hosts::{EnrollError, HeartbeatRow, HostFilter, HostPage, HostSort, MetricBucket, NewHost};
+pub use hosts::{EnrollError, HeartbeatRow, HostFilter, HostPage, HostSort, NewHost};
 pub use metrics::{GroupStep, PointRec, PointTable, SeriesRec};
 pub use notifications::NotificationConfigRec;
 pub use parcels::ClusterParcelRec;

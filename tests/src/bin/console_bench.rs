@@ -12,8 +12,8 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use drover_manager::model::{HostKind, Labels, now_millis};
-use drover_manager::store::MetricBucket;
+use drover_manager::model::{DiskUsage, HostKind, HostMetrics, Labels, now_millis, rfc3339};
+use drover_manager::store::{PointRec, PointTable};
 use drover_manager::{Manager, ManagerConfig, fixtures};
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -69,27 +69,52 @@ async fn main() -> anyhow::Result<()> {
     }
     eprintln!("{} hosts enrolled in {:.1?}", args.hosts, started.elapsed());
 
-    // A week of history for host-00000: hourly buckets and the last hour by minute.
-    let (hour, minute) = (3_600_000, 60_000);
-    let mut buckets = Vec::new();
-    for (res, step, n) in [(3600u32, hour, 7 * 24), (60, minute, 60)] {
-        for k in 1..=n {
-            buckets.push(MetricBucket {
-                host_id: "host-00000".into(),
-                resolution_s: res,
-                bucket_start: now / step * step - k * step,
-                samples: 1,
-                cpu_percent: (k % 100) as f64,
-                memory_used_bytes: 8 << 30,
-                load1: 1.0,
-                disk_used_bytes: 10 << 30,
-                network_rx_bytes: (n - k) as u64 * 1_000_000,
-                network_tx_bytes: (n - k) as u64 * 500_000,
-                disks: vec![],
-            });
+    // A week of history for host-00000: one heartbeat through the registry
+    // creates its series, then hourly rollups for the week and minute rollups
+    // for the last hour, as the manager's rollups write them.
+    let metrics = HostMetrics {
+        at: rfc3339(now),
+        cpu_percent: 50.0,
+        memory_used_bytes: 8 << 30,
+        memory_total_bytes: 64 << 30,
+        load1: 1.0,
+        load5: 1.0,
+        load15: 1.0,
+        disks: vec![DiskUsage { mount_point: "/".into(), used_bytes: 10 << 30, total_bytes: 100 << 30 }],
+        network_rx_bytes: 0,
+        network_tx_bytes: 0,
+        uptime_seconds: 3600,
+    };
+    anyhow::ensure!(state.registry.heartbeat_with_roles("host-00000", metrics, vec![]), "host-00000 is not live");
+    state.registry.flush().await?;
+    let series: Vec<(i64, String)> = state
+        .store
+        .all_series()
+        .await?
+        .into_iter()
+        .filter(|s| s.entity_kind == "host" && s.entity_id == "host-00000")
+        .map(|s| (s.id, s.name))
+        .collect();
+    let now_s = now / 1000;
+    for (table, step, n) in [(PointTable::Hour, 3600, 7 * 24), (PointTable::Minute, 60, 60)] {
+        let mut points = Vec::new();
+        for (id, name) in &series {
+            for k in 1..=n {
+                let v = match name.as_str() {
+                    "host_cpu_percent" => (k % 100) as f64,
+                    "host_network_rx_bytes_total" => (n - k) as f64 * 1e6,
+                    "host_network_tx_bytes_total" => (n - k) as f64 * 5e5,
+                    "host_disk_used_ratio" => 0.1,
+                    "host_load1" | "host_load5" | "host_load15" => 1.0,
+                    other if other.starts_with("host_disk") => (10u64 << 30) as f64,
+                    _ => (8u64 << 30) as f64,
+                };
+                let t = now_s / step * step - k * step;
+                points.push(PointRec { series_id: *id, t, min: v, max: v, sum: v, count: 1, last: v });
+            }
         }
+        state.store.insert_rollup_points(table, &points).await?;
     }
-    state.store.flush(&[], &buckets, &[]).await?;
 
     let api = reqwest::Client::new();
     let base = format!("http://{}", manager.http_addr);
