@@ -3,9 +3,9 @@
 //! the real binaries, and synthetic host facts.
 
 pub mod docker;
+pub mod fleet;
 pub mod parcels;
 pub mod procs;
-pub mod receivers;
 pub mod resp;
 pub mod rest;
 pub mod ssh;

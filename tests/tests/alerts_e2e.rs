@@ -1,6 +1,6 @@
 //! Alerts end to end (#13) with the real manager and agent binaries, a real
 //! Redis from the redis parcel and real receivers on loopback
-//! (`drover_tests::receivers`): a webhook server checking the HMAC signature,
+//! (`drover_testkit::receivers`): a webhook server checking the HMAC signature,
 //! aiosmtpd and Prometheus Alertmanager.
 //!
 //! - A Redis primary with `maxmemory 4mb` filled over RESP turns concerning
@@ -15,15 +15,16 @@
 //!
 //! Run with `cargo build --workspace --bins && cargo test -p drover-tests --test alerts_e2e`.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use drover_manager::notify::AlertState;
+use drover_manager::notify::webhook::WebhookPayload;
+use drover_testkit::receivers::{self, Alertmanager, SmtpServer};
+use drover_tests::fleet::{Fleet, wait_for};
 use drover_tests::init_logging;
-use drover_tests::parcels::{build_parcel, install_parcels};
-use drover_tests::procs::{ManagerProc, Proc, RoleReaper, free_port, start_agent};
-use drover_tests::receivers::{Alertmanager, Hook, SmtpServer, WebhookServer};
+use drover_tests::parcels::build_parcel;
+use drover_tests::procs::{ManagerProc, free_port};
 use drover_tests::resp::{self, Reply};
 use drover_tests::rest::Rest;
 use reqwest::Method;
@@ -36,25 +37,8 @@ const SECRET: &str = "e2e-webhook-secret";
 /// notifier's group_wait is 10 ms and its group_interval 1 s).
 const QUIET: Duration = Duration::from_secs(4);
 
-/// Polls `check` until it returns `Ok`; panics after `within` with the last
-/// `Err` it gave (what was seen instead).
-async fn wait_for<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        let last = match check().await {
-            Ok(v) => return v,
-            Err(e) => e,
-        };
-        if Instant::now() >= deadline {
-            panic!("timed out after {within:?} waiting for {what}; last seen: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+type WebhookServer = receivers::WebhookServer<WebhookPayload>;
+type Hook = receivers::Hook<WebhookPayload>;
 
 /// A notify configuration sending every alert, grouped by rule, to the given
 /// receivers at once (group_wait 10 ms: the notifier refuses 0 s; group_interval 1 s).
@@ -77,93 +61,15 @@ fn notify_config(dir: &Path, webhook: &str, smtp_port: Option<u16>, alertmanager
     path
 }
 
-/// A manager with `--alerts-interval 1s`, agents on this machine (each its own
-/// data dir and host name) and cluster `prod` with the redis parcel active on
-/// every host. Field order is drop order.
-struct Fleet {
-    agents: Vec<Proc>,
-    manager: ManagerProc,
-    _reaper: RoleReaper,
-    root: PathBuf,
-    rest: Rest,
-    host_ids: Vec<(String, String)>,
-}
-
-impl Fleet {
-    async fn start(root: &Path, hostnames: &[&str], notify: &Path) -> Fleet {
-        let notify = notify.display().to_string();
-        let flags = [
-            "--heartbeat-interval",
-            "300ms",
-            "--host-lost-after",
-            "3s",
-            "--flush-interval",
-            "200ms",
-            "--alerts-interval",
-            "1s",
-            "--notify-config",
-            &notify,
-        ];
-        let mut manager = ManagerProc::start(&root.join("manager"), free_port(), free_port(), &flags).unwrap();
-        manager.wait_ready().await;
-        let rest = manager.rest();
-        let token = rest.enrollment_token(hostnames.len() as u32, 600).await.unwrap();
-        let agents = hostnames
-            .iter()
-            .map(|h| start_agent(&root.join(h), &manager.grpc_url(), Some(&token), &["--hostname", h]).unwrap())
-            .collect();
-        let hosts = drover_tests::eventually(WAIT, "every agent's host healthy", || async {
-            let hosts = rest.hosts("status=healthy").await.ok()?;
-            (hosts.len() == hostnames.len()).then_some(hosts)
-        })
-        .await;
-        let host_ids: Vec<(String, String)> = hosts
-            .iter()
-            .map(|h| (h["hostname"].as_str().unwrap().to_owned(), h["id"].as_str().unwrap().to_owned()))
-            .collect();
-        rest.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
-        let ids: Vec<String> = host_ids.iter().map(|h| h.1.clone()).collect();
-        install_parcels(&rest, "prod", &ids, &[build_parcel("redis", None)]).await;
-        rest.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "cache", "type": "redis"}))).await;
-        Fleet { agents, manager, _reaper: RoleReaper(root.to_path_buf()), root: root.to_path_buf(), rest, host_ids }
-    }
-
-    fn host_id(&self, hostname: &str) -> &str {
-        &self.host_ids.iter().find(|h| h.0 == hostname).unwrap().1
-    }
-
-    /// Adds a Redis role on `host` listening on `port`.
-    async fn add_role(&self, role_type: &str, host: &str, name: &str, port: u16) {
-        let body = json!({"role_type": role_type, "host_id": self.host_id(host), "name": name});
-        self.rest.ok(Method::POST, "/clusters/prod/services/cache/roles", Some(body)).await;
-        let body = json!({"values": {"port": port}, "message": format!("{name} on its own port"), "role": name});
-        self.rest.ok(Method::PATCH, "/clusters/prod/services/cache/config", Some(body)).await;
-    }
-
-    /// Starts every role of `cache` and waits for the command to succeed.
-    async fn start_roles(&self) {
-        let cmd =
-            self.rest.ok(Method::POST, "/clusters/prod/services/cache/commands", Some(json!({"name": "start"}))).await;
-        let id = cmd["id"].as_str().unwrap().to_owned();
-        let done = drover_tests::eventually(WAIT, "the start command to finish", || async {
-            let c: Value = self.rest.get(&format!("/api/v1/commands/{id}")).await.ok()?;
-            (c["state"] != "running").then_some(c)
-        })
-        .await;
-        assert_eq!(done["state"], "succeeded", "{done}");
-    }
-
-    /// Restarts agent `index` (after a kill) on its data dir, without a token.
-    fn restart_agent(&mut self, index: usize, hostname: &str) {
-        let dir = self.root.join(hostname);
-        self.agents[index] = start_agent(&dir, &self.manager.grpc_url(), None, &["--hostname", hostname]).unwrap();
-    }
-
-    /// No ERROR line in the manager's log but the allowed ones.
-    fn assert_quiet_manager(&self, allowed: &[&str]) {
-        let errors = self.manager.proc.unexpected_errors(allowed);
-        assert!(errors.is_empty(), "unexpected ERROR lines in the manager's log:\n{}", errors.join("\n"));
-    }
+/// A fleet ([`Fleet`]) with `--alerts-interval 1s` and `notify` as the
+/// notification configuration, the redis parcel active on every host and
+/// service `cache` of type redis.
+async fn redis_fleet(hostnames: &[&str], notify: &Path) -> Fleet {
+    let notify = notify.display().to_string();
+    let flags = ["--host-lost-after", "3s", "--alerts-interval", "1s", "--notify-config", &notify];
+    let fleet = Fleet::start(hostnames, &[build_parcel("redis", None)], &flags).await;
+    fleet.rest.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "cache", "type": "redis"}))).await;
+    fleet
 }
 
 /// `GET path` under `/api/v1` answering 200, as a `Result` for [`wait_for`].
@@ -247,16 +153,16 @@ async fn redis_memory_fills_fires_to_three_receivers_and_resolves() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let hooks = WebhookServer::start(SECRET).await;
-    let smtp = SmtpServer::start(root).await;
+    let smtp = SmtpServer::plain(root).await;
     let am = Alertmanager::start().await;
     let notify = notify_config(root, &hooks.url, Some(smtp.port), Some(&am.url));
-    let fleet = Fleet::start(root, &["cache-a"], &notify).await;
+    let fleet = redis_fleet(&["cache-a"], &notify).await;
     let rest = &fleet.rest;
     let port = free_port();
-    fleet.add_role("primary", "cache-a", "cache-primary", port).await;
+    fleet.add_role("cache", "primary", "cache-a", "cache-primary", json!({"port": port})).await;
     let body = json!({"values": {"maxmemory": "4mb", "maxmemory_policy": "noeviction"}, "message": "a small cache"});
     rest.ok(Method::PATCH, "/clusters/prod/services/cache/config", Some(body)).await;
-    fleet.start_roles().await;
+    fleet.run_command("cache", json!({"name": "start"}), WAIT).await;
     assert_eq!(resp::config_get(port, "maxmemory").await.unwrap(), (4u64 << 20).to_string());
     assert_eq!(resp::config_get(port, "maxmemory-policy").await.unwrap(), "noeviction");
     let rule = json!({
@@ -453,13 +359,13 @@ async fn a_lost_host_notifies_once_and_not_when_silenced_or_in_maintenance() {
     let root = tmp.path();
     let hooks = WebhookServer::start(SECRET).await;
     let notify = notify_config(root, &hooks.url, None, None);
-    let mut fleet = Fleet::start(root, &["node-a", "node-b"], &notify).await;
-    fleet.add_role("primary", "node-a", "cache-primary", free_port()).await;
-    fleet.add_role("replica", "node-b", "cache-replica-1", free_port()).await;
-    fleet.add_role("replica", "node-b", "cache-replica-2", free_port()).await;
-    fleet.start_roles().await;
+    let mut fleet = redis_fleet(&["node-a", "node-b"], &notify).await;
+    fleet.add_role("cache", "primary", "node-a", "cache-primary", json!({"port": free_port()})).await;
+    fleet.add_role("cache", "replica", "node-b", "cache-replica-1", json!({"port": free_port()})).await;
+    fleet.add_role("cache", "replica", "node-b", "cache-replica-2", json!({"port": free_port()})).await;
+    fleet.run_command("cache", json!({"name": "start"}), WAIT).await;
     eprintln!("host_lost: fleet up with three roles running after {:.1}s", started.elapsed().as_secs_f64());
-    let b = fleet.agents.iter().position(|p| p.log.starts_with(root.join("node-b"))).unwrap();
+    let b = fleet.agents.iter().position(|p| p.log.starts_with(fleet.root().join("node-b"))).unwrap();
 
     // Plain: one notification with one alert for node-b, then one resolved.
     let before = hooks.received().len();

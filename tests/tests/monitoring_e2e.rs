@@ -19,14 +19,14 @@
 //! Run with `cargo build --workspace --bins && cargo test -p drover-tests --test monitoring_e2e`.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use drover_testkit::prometheus::{Prometheus, Sample, ScrapeJob};
+use drover_tests::fleet::{self, wait_for};
 use drover_tests::init_logging;
-use drover_tests::parcels::{build_parcel, install_parcels};
-use drover_tests::procs::{ManagerProc, Proc, RoleReaper, free_port, start_agent};
+use drover_tests::parcels::build_parcel;
+use drover_tests::procs::free_port;
 use drover_tests::resp;
 use drover_tests::rest::Rest;
 use drover_tests::zk::{Srvr, srvr, wait_for_quorum};
@@ -44,93 +44,9 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 type Labels = BTreeMap<String, String>;
 
-/// A manager, agents on one machine (each its own data dir and host name),
-/// cluster `prod` with every host in it and `parcels` active on them.
-/// Field order is drop order: agents, then the manager, then any role
-/// process left behind, then the files.
-struct Fleet {
-    agents: Vec<Proc>,
-    manager: ManagerProc,
-    _reaper: RoleReaper,
-    _tmp: tempfile::TempDir,
-    rest: Rest,
-    host_ids: BTreeMap<String, String>,
-}
-
-impl Fleet {
-    async fn start(hostnames: &[&str], parcels: &[PathBuf]) -> Fleet {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_path_buf();
-        let flags = ["--heartbeat-interval", "300ms", "--host-lost-after", "5s", "--flush-interval", "200ms"];
-        let mut manager = ManagerProc::start(&root.join("manager"), free_port(), free_port(), &flags).unwrap();
-        manager.wait_ready().await;
-        let rest = manager.rest();
-        let token = rest.enrollment_token(hostnames.len() as u32, 600).await.unwrap();
-        let agents = hostnames
-            .iter()
-            .map(|h| start_agent(&root.join(h), &manager.grpc_url(), Some(&token), &["--hostname", h]).unwrap())
-            .collect();
-        let hosts = drover_tests::eventually(WAIT, "every agent's host healthy", || async {
-            let hosts = rest.hosts("status=healthy").await.ok()?;
-            (hosts.len() == hostnames.len()).then_some(hosts)
-        })
-        .await;
-        let host_ids: BTreeMap<String, String> = hosts
-            .iter()
-            .map(|h| (h["hostname"].as_str().unwrap().to_owned(), h["id"].as_str().unwrap().to_owned()))
-            .collect();
-        rest.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
-        install_parcels(&rest, "prod", &host_ids.values().cloned().collect::<Vec<_>>(), parcels).await;
-        Fleet { agents, manager, _reaper: RoleReaper(root), _tmp: tmp, rest, host_ids }
-    }
-
-    /// Adds a role of `svc` on `host` with its own role-level `values`.
-    async fn add_role(&self, svc: &str, role_type: &str, host: &str, name: &str, values: Value) {
-        let body = json!({"role_type": role_type, "host_id": self.host_ids[host], "name": name});
-        self.rest.ok(Method::POST, &format!("/clusters/prod/services/{svc}/roles"), Some(body)).await;
-        let body = json!({"values": values, "message": format!("{name} on its own ports"), "role": name});
-        self.rest.ok(Method::PATCH, &format!("/clusters/prod/services/{svc}/config"), Some(body)).await;
-    }
-
-    /// Runs a command on a service of `prod` and waits until it succeeds.
-    async fn run_command(&self, svc: &str, body: Value, within: Duration) {
-        let cmd = self.rest.ok(Method::POST, &format!("/clusters/prod/services/{svc}/commands"), Some(body)).await;
-        let id = cmd["id"].as_str().unwrap().to_owned();
-        let done = drover_tests::eventually(within, &format!("command {id} to finish"), || async {
-            let c: Value = self.rest.get(&format!("/api/v1/commands/{id}")).await.ok()?;
-            (c["state"] != "running").then_some(c)
-        })
-        .await;
-        assert_eq!(done["state"], "succeeded", "{done}");
-    }
-
-    /// No ERROR line in the manager's or an agent's log.
-    fn assert_quiet_logs(&self) {
-        for proc in std::iter::once(&self.manager.proc).chain(&self.agents) {
-            let errors = proc.unexpected_errors(&[]);
-            assert!(errors.is_empty(), "unexpected ERROR lines in {}:\n{}", proc.log.display(), errors.join("\n"));
-        }
-    }
-}
-
-/// Polls `check` until it returns `Ok`; panics after `within` with the last
-/// `Err` it gave (what was seen instead).
-async fn wait_for<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        let last = match check().await {
-            Ok(v) => return v,
-            Err(e) => e,
-        };
-        if Instant::now() >= deadline {
-            panic!("timed out after {within:?} waiting for {what}; last seen: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+/// A fleet ([`fleet::Fleet`]) with cluster `prod` and `parcels` active on every host.
+async fn start_fleet(hostnames: &[&str], parcels: &[PathBuf]) -> fleet::Fleet {
+    fleet::Fleet::start(hostnames, parcels, &["--host-lost-after", "5s"]).await
 }
 
 /// `path?params` with the values percent-encoded.
@@ -283,7 +199,7 @@ fn single(samples: &[Sample]) -> Option<&Sample> {
 async fn redis_metrics_through_the_query_api_and_a_real_prometheus() {
     init_logging();
     let started = Instant::now();
-    let fleet = Fleet::start(&["redis-a", "redis-b"], &[build_parcel("redis", None)]).await;
+    let fleet = start_fleet(&["redis-a", "redis-b"], &[build_parcel("redis", None)]).await;
     let rest = &fleet.rest;
     rest.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "cache", "type": "redis"}))).await;
     let (p_port, r_port) = (free_port(), free_port());
@@ -460,7 +376,7 @@ async fn zookeeper_ensemble_reports_one_leader_and_two_synced_followers() {
     init_logging();
     let started = Instant::now();
     const HOSTS: [&str; 3] = ["zk-a", "zk-b", "zk-c"];
-    let fleet = Fleet::start(&HOSTS, &[build_parcel("jre", None), build_parcel("zookeeper", None)]).await;
+    let fleet = start_fleet(&HOSTS, &[build_parcel("jre", None), build_parcel("zookeeper", None)]).await;
     let rest = &fleet.rest;
     rest.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "zk", "type": "zookeeper"}))).await;
     // As in zookeeper_e2e.rs: peers reach each other on the hosts' shared
@@ -531,7 +447,7 @@ async fn zookeeper_ensemble_reports_one_leader_and_two_synced_followers() {
 async fn nginx_counts_held_connections_and_requests() {
     init_logging();
     let started = Instant::now();
-    let fleet = Fleet::start(&["nginx-a"], &[build_parcel("nginx", None)]).await;
+    let fleet = start_fleet(&["nginx-a"], &[build_parcel("nginx", None)]).await;
     let rest = &fleet.rest;
     rest.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "web", "type": "nginx"}))).await;
     let port = free_port();
