@@ -1710,6 +1710,15 @@ async fn case_metric_steps(store: Store) {
         let got = store.series_steps(PointTable::Minute, &[a], T0S, T0S + 120, 120, stat).await.unwrap();
         assert_eq!(got, vec![(a, T0S, want)], "{stat:?}");
     }
+    // Steps of one minute: a row each, read as it is.
+    for (stat, want) in
+        [(Stat::Avg, [2.5, 8.5]), (Stat::Min, [0.0, 6.0]), (Stat::Max, [5.0, 11.0]), (Stat::Last, [5.0, 11.0])]
+    {
+        let got = store.series_steps(PointTable::Minute, &[a], T0S, T0S + 120, 60, stat).await.unwrap();
+        assert_eq!(got, vec![(a, T0S, want[0]), (a, T0S + 60, want[1])], "{stat:?}");
+    }
+    let rows = store.group_steps(PointTable::Minute, &pairs[..2], T0S, T0S + 60, 60, Stat::Last).await.unwrap();
+    assert_eq!((rows.len(), rows[0].sum, rows[0].max, rows[0].n), (1, 5.0 + 6.0, 6.0, 2));
     let rows = store.group_steps(PointTable::Minute, &pairs[..2], T0S, T0S + 120, 120, Stat::Avg).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].sum, rows[0].n), (5.5 + 6.5, 2));

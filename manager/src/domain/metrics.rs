@@ -507,11 +507,12 @@ impl LiveMetrics {
             return Ok(0);
         }
         if !new.is_empty() {
-            let records: Vec<SeriesRec> = new.iter().map(|(_, r)| r.clone()).collect();
+            let (indexes, records): (Vec<u32>, Vec<SeriesRec>) = new.into_iter().unzip();
             match store.ensure_series(&records).await {
                 Ok(ids) => {
+                    drop(records);
                     let mut inner = self.inner.lock().expect("metrics lock");
-                    for ((i, _), id) in new.iter().zip(ids) {
+                    for (i, id) in indexes.iter().zip(ids) {
                         inner.series[*i as usize].id = Some(id);
                     }
                 }
@@ -633,6 +634,14 @@ impl Selector {
     /// Whether the labels match every matcher (a missing label is `""`).
     pub fn matches(&self, labels: &LabelMap) -> bool {
         self.matchers.iter().all(|m| m.is_match(labels.get(&m.name).map_or("", String::as_str)))
+    }
+
+    /// Whether the labels match every matcher not on label `except`.
+    fn matches_except(&self, labels: &LabelMap, except: &str) -> bool {
+        self.matchers
+            .iter()
+            .filter(|m| m.name != except)
+            .all(|m| m.is_match(labels.get(&m.name).map_or("", String::as_str)))
     }
 }
 
@@ -884,9 +893,11 @@ pub async fn query(state: &AppState, actor: &Actor, q: &MetricQuery) -> Result<Q
             by
         }
     };
+    // The matchers on labels other than `cluster` first: a host series gets
+    // its `cluster` label (a copy of its labels) only when it may match.
     let series: Vec<View> = candidates
         .into_iter()
-        .filter(|v| v.id.is_some())
+        .filter(|v| v.id.is_some() && selector.matches_except(&v.labels, "cluster"))
         .filter_map(|v| scoped.admit(v))
         .filter(|v| selector.matches(&v.labels))
         .collect();

@@ -67,6 +67,15 @@ pub enum PointTable {
 }
 
 impl PointTable {
+    /// How many seconds one row covers (raw points: one per second at most).
+    fn seconds(self) -> i64 {
+        match self {
+            PointTable::Raw => 1,
+            PointTable::Minute => 60,
+            PointTable::Hour => 3600,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             PointTable::Raw => "metric_points_raw",
@@ -468,6 +477,18 @@ fn per_step_sql(table: PointTable, filter: &str, from: i64, to: i64, step: i64, 
     };
     let name = table.name();
     let step = step.max(1);
+    if step == table.seconds() {
+        // One row per series and step: its own value, no grouping.
+        let v = match stat {
+            Stat::Avg => format!("{sum} / CAST({count} AS DOUBLE PRECISION)"),
+            Stat::Min => min.to_owned(),
+            Stat::Max => max.to_owned(),
+            Stat::Last => format!("p.{last}"),
+        };
+        return format!(
+            "SELECT p.series_id AS sid, p.t AS b, {v} AS v FROM {name} AS p WHERE {filter} AND p.t >= {from} AND p.t < {to}"
+        );
+    }
     let bucket = format!("(p.t / {step}) * {step}");
     let scope =
         format!("FROM {name} AS p WHERE {filter} AND p.t >= {from} AND p.t < {to} GROUP BY p.series_id, {bucket}");
