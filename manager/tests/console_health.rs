@@ -206,6 +206,30 @@ async fn a_filling_disk_makes_the_host_page_name_the_test_and_its_value() {
         "{rows:?}"
     );
     assert!(rows[0].3.contains("bad >= 0.9"), "{rows:?}");
+
+    // The host counts in its cluster's health: the cluster is bad through it, and its tree
+    // lists the host (the members were once read as (host, cluster) pairs and the cluster
+    // had no hosts).
+    let tree = f.health("cluster=prod").await;
+    assert_eq!(tree["status"], "bad", "{tree}");
+    let hosts: Vec<&Value> = tree["children"].as_array().unwrap().iter().filter(|n| n["kind"] == "host").collect();
+    assert_eq!(hosts.len(), 1, "{tree}");
+    assert_eq!((hosts[0]["name"].as_str(), hosts[0]["status"].as_str()), (Some("db1.example"), Some("bad")));
+    let page = c.get("/clusters/prod").await;
+    assert_eq!(engine_status(&page.html), "bad", "{}", page.html);
+
+    // Maintenance of the cluster mutes the alerts of its hosts (the disk alert is pending).
+    let disk_alert = |alerts: &Value| {
+        alerts["items"].as_array().unwrap().iter().find(|a| a["rule"] == "disk_nearly_full").cloned()
+    };
+    let alerts = f.t.ok(Method::GET, "/alerts", None).await;
+    let alert = disk_alert(&alerts).unwrap_or_else(|| panic!("no disk alert: {alerts}"));
+    assert_eq!(alert["in_maintenance"], false, "{alert}");
+    f.t.ok(Method::PUT, "/maintenance/cluster/prod", Some(json!({}))).await;
+    f.report(DISK * 95 / 100, 0.1).await;
+    let alerts = f.t.ok(Method::GET, "/alerts", None).await;
+    let alert = disk_alert(&alerts).unwrap_or_else(|| panic!("no disk alert: {alerts}"));
+    assert_eq!(alert["in_maintenance"], true, "the host's cluster is in maintenance: {alert}");
 }
 
 #[tokio::test]

@@ -273,7 +273,7 @@ fn view(rule: &CompiledRule, i: &Instance, state: Option<AlertState>, mutes: &Mu
 /// What the registry and store say about the fleet now.
 pub async fn gather(state: &AppState, alerts: &Alerts, now: i64) -> crate::store::Result<Fleet> {
     let mut clusters: HashMap<String, Vec<String>> = HashMap::new();
-    for (host_id, cluster) in state.store.cluster_members().await? {
+    for (cluster, host_id) in state.store.cluster_members().await? {
         clusters.entry(host_id).or_default().push(cluster);
     }
     let types: HashMap<String, String> = state

@@ -85,7 +85,7 @@ async fn health_tree(state: &AppState, actor: &Actor, q: &HealthQuery) -> Result
     let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let hostnames = state.registry.hostnames();
     let mut clustered = std::collections::BTreeSet::new();
-    for (host_id, cluster) in state.store.cluster_members().await? {
+    for (cluster, host_id) in state.store.cluster_members().await? {
         if let Some(name) = hostnames.get(&host_id) {
             members.entry(cluster).or_default().push(name.clone());
             clustered.insert(name.clone());
