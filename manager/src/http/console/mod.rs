@@ -15,8 +15,8 @@
 //!   outcome in a short-lived flash cookie, so a reload never repeats it.
 
 mod account;
-mod alerts;
 mod alert_rules;
+mod alerts;
 mod charts;
 mod clusters;
 mod commands;
