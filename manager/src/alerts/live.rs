@@ -41,12 +41,16 @@ impl std::fmt::Debug for Alerts {
     }
 }
 
+/// Recent points (unix ms, value) of each series a range function reads, by metric name and
+/// labels (shared with [`LiveMetrics`]).
+type Windows = HashMap<(String, Arc<Labels>), VecDeque<(i64, f64)>>;
+
 #[derive(Default)]
 struct Inner {
     evaluator: Evaluator,
     /// Recent values of the series range functions read, by (name, labels); the labels are
     /// shared with [`LiveMetrics`].
-    windows: HashMap<(String, Arc<Labels>), VecDeque<(i64, f64)>>,
+    windows: Windows,
     /// When each role was first seen running an older configuration.
     stale_since: HashMap<String, i64>,
     /// The rules of the latest cycle.
@@ -196,7 +200,7 @@ impl Alerts {
 /// The latest values from memory and the windows the engine keeps.
 struct Source<'a> {
     metrics: &'a LiveMetrics,
-    windows: &'a HashMap<(String, Arc<Labels>), VecDeque<(i64, f64)>>,
+    windows: &'a Windows,
     now: i64,
 }
 

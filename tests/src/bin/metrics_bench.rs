@@ -51,6 +51,10 @@ struct Args {
     /// Generated threshold rules besides the built-in ones.
     #[arg(long, default_value_t = 92)]
     rules: usize,
+    /// The share of series each generated rule's threshold picks (0.001:
+    /// ten of 10,000 hosts), so that few alerts fire, as in a healthy fleet.
+    #[arg(long, default_value_t = 0.001)]
+    firing: f64,
     /// Alert cycles to time.
     #[arg(long, default_value_t = 5)]
     cycles: usize,
@@ -432,16 +436,19 @@ async fn ingest(state: &Arc<AppState>, args: &Args, roles: Vec<Vec<String>>) -> 
 async fn alert_cycles(state: &Arc<AppState>, args: &Args) -> anyhow::Result<Vec<(String, (f64, f64, f64))>> {
     use drover_manager::domain::alerts::AlertRuleSpec;
     let actor = Actor::system("metrics-bench");
+    // Thresholds that about `--firing` of the series cross (values are
+    // spread evenly over their range); disk, fds and threads never do.
+    let q = 1.0 - args.firing;
     let host_rules = [
-        ("host_cpu_percent", 90.0),
-        ("host_load1", 15.0),
-        ("host_memory_used_bytes", 9e9),
+        ("host_cpu_percent", 100.0 * q),
+        ("host_load1", 16.0 * q),
+        ("host_memory_used_bytes", (8u64 << 30) as f64 + 1e9 * q),
         ("host_disk_used_ratio", 0.9),
-        ("host_load5", 7.5),
+        ("host_load5", 8.0 * q),
     ];
     let role_rules = [
-        ("role_cpu_percent", 95.0),
-        ("role_memory_rss_bytes", 3.5e8),
+        ("role_cpu_percent", 100.0 * q),
+        ("role_memory_rss_bytes", (256u64 << 20) as f64 + 1e8 * q),
         ("role_open_fds", 1000.0),
         ("role_threads", 100.0),
     ];
@@ -453,14 +460,14 @@ async fn alert_cycles(state: &Arc<AppState>, args: &Args) -> anyhow::Result<Vec<
             let (m, t) = host_rules[j % host_rules.len()];
             match j % 10 {
                 0 => format!("avg_over_time({m}[5m]) > {t}"),
-                _ => format!("{m} > {}", t * (1.0 + (j % 7) as f64 / 100.0)),
+                _ => format!("{m} > {t}"),
             }
         } else {
             let (m, t) = role_rules[j % role_rules.len()];
             let service = format!("svc{}", j % ROLES);
             match j % 10 {
                 3 => format!("max by (host) ({m}{{service=\"{service}\"}}) > {t}"),
-                _ => format!("{m}{{service=\"{service}\"}} > {}", t * (1.0 + (j % 7) as f64 / 100.0)),
+                _ => format!("{m}{{service=\"{service}\"}} > {t}"),
             }
         };
         let spec: AlertRuleSpec = serde_json::from_value(json!({
@@ -488,7 +495,11 @@ async fn alert_cycles(state: &Arc<AppState>, args: &Args) -> anyhow::Result<Vec<
         let _ = state.alerts.cycle(&fleet, &state.registry.metrics, rules, &mutes, now);
         engine.record(t.elapsed().as_micros() as u64)?;
     }
-    eprintln!("alerts: {transitions} transitions over {} cycles", args.cycles);
+    eprintln!(
+        "alerts: {transitions} transitions over {} cycles; {} alerts pending or firing",
+        args.cycles,
+        state.alerts.active().len()
+    );
     let n = 8 + args.rules;
     Ok(vec![
         (format!("engine cycle, {n} rules + health tests"), percentiles(&engine)),
