@@ -710,12 +710,31 @@ struct Scoped {
 
 impl Scoped {
     async fn load(state: &AppState, actor: &Actor) -> Result<Scoped> {
-        actor.require(Permission::Read, Scope::Any)?;
-        let mut clusters_of: HashMap<String, Vec<String>> = HashMap::new();
+        let mut scoped = Scoped::check(actor)?;
         for (cluster, host) in state.store.cluster_members().await? {
-            clusters_of.entry(host).or_default().push(cluster);
+            scoped.clusters_of.entry(host).or_default().push(cluster);
         }
-        Ok(Scoped { clusters_of, visible: actor.visible() })
+        Ok(scoped)
+    }
+
+    /// The caller's scope without cluster memberships (see [`Scoped::load_hosts`]).
+    fn check(actor: &Actor) -> Result<Scoped> {
+        actor.require(Permission::Read, Scope::Any)?;
+        Ok(Scoped { clusters_of: HashMap::new(), visible: actor.visible() })
+    }
+
+    /// The cluster memberships of the hosts of the host series among `views`.
+    async fn load_hosts(&mut self, state: &AppState, views: &[View]) -> Result<()> {
+        let hosts: BTreeSet<&str> =
+            views.iter().filter(|v| v.entity.kind == "host").map(|v| v.entity.host_id.as_str()).collect();
+        if hosts.is_empty() {
+            return Ok(());
+        }
+        let hosts: Vec<&str> = hosts.into_iter().collect();
+        for (cluster, host) in state.store.clusters_of_hosts(&hosts).await? {
+            self.clusters_of.entry(host).or_default().push(cluster);
+        }
+        Ok(())
     }
 
     /// The view with a host series' `cluster` label, if the caller may see it.
@@ -825,7 +844,7 @@ fn to_values(labels: BTreeMap<String, String>, steps: BTreeMap<i64, f64>) -> Ser
 /// `GET /api/v1/metrics/query`: the steps of the series a selector picks,
 /// alone or aggregated.
 pub async fn query(state: &AppState, actor: &Actor, q: &MetricQuery) -> Result<QueryResult> {
-    let scoped = Scoped::load(state, actor).await?;
+    let mut scoped = Scoped::check(actor)?;
     let selector = parse_selector(&q.series)?;
     let Some(name) = selector.name.clone() else {
         return Err(DomainError::Invalid(format!(
@@ -895,12 +914,11 @@ pub async fn query(state: &AppState, actor: &Actor, q: &MetricQuery) -> Result<Q
     };
     // The matchers on labels other than `cluster` first: a host series gets
     // its `cluster` label (a copy of its labels) only when it may match.
-    let series: Vec<View> = candidates
-        .into_iter()
-        .filter(|v| v.id.is_some() && selector.matches_except(&v.labels, "cluster"))
-        .filter_map(|v| scoped.admit(v))
-        .filter(|v| selector.matches(&v.labels))
-        .collect();
+    let picked: Vec<View> =
+        candidates.into_iter().filter(|v| v.id.is_some() && selector.matches_except(&v.labels, "cluster")).collect();
+    scoped.load_hosts(state, &picked).await?;
+    let series: Vec<View> =
+        picked.into_iter().filter_map(|v| scoped.admit(v)).filter(|v| selector.matches(&v.labels)).collect();
     let (resolution, step) = if agg != Agg::None {
         coarser_for_many(resolution, step, series.len(), (from, to), now, Retention::of(state))
     } else {

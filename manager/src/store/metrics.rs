@@ -457,6 +457,25 @@ impl Store {
         Ok(get::<i64>(&row, "n")? as u64)
     }
 
+    /// The `(cluster, host_id)` memberships of `hosts`.
+    pub async fn clusters_of_hosts(&self, hosts: &[&str]) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for chunk in hosts.chunks(IDS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT cluster, host_id FROM cluster_hosts WHERE host_id IN ({}) ORDER BY cluster, host_id",
+                super::list_placeholders(self.backend, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for h in chunk {
+                q = q.bind(*h);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push((get(&r, "cluster")?, get(&r, "host_id")?));
+            }
+        }
+        Ok(out)
+    }
+
     /// Every `(cluster, host_id)` membership.
     pub async fn cluster_members(&self) -> Result<Vec<(String, String)>> {
         let rows = sqlx::query("SELECT cluster, host_id FROM cluster_hosts ORDER BY cluster, host_id")
