@@ -10,32 +10,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use common::{Console, T, between};
 use drover_manager::alerts::live::run_cycle;
 use drover_manager::domain::metrics::{RoleReport, Sample};
-use drover_manager::model::{HostMetrics, now_millis};
+use drover_manager::model::now_millis;
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "console-alerts-password";
-
-fn host_metrics() -> HostMetrics {
-    HostMetrics {
-        cpu_percent: 5.0,
-        memory_used_bytes: 1 << 30,
-        memory_total_bytes: 4 << 30,
-        load1: 0.1,
-        load5: 0.1,
-        load15: 0.1,
-        disks: Vec::new(),
-        network_rx_bytes: 0,
-        network_tx_bytes: 0,
-        uptime_seconds: 60,
-        at: String::new(),
-    }
-}
 
 /// A manager with cluster `prod` (host h1, service `cache` with role `cache-primary`),
 /// an empty cluster `dev`, a rule firing on the role's memory, and users scoped to each.
@@ -45,22 +28,7 @@ struct Fleet {
 }
 
 async fn fleet() -> Fleet {
-    // A long interval: the test runs every cycle itself.
-    let t = T::start_configured(|_| {}, |c| c.alerts_interval = Duration::from_secs(3600)).await;
-    t.host("h1", "h1.example", "10.0.0.1").await;
-    for c in ["prod", "dev"] {
-        t.ok(Method::POST, "/clusters", Some(json!({"name": c}))).await;
-    }
-    t.ok(Method::POST, "/clusters/prod/hosts", Some(json!({"host_ids": ["h1"]}))).await;
-    t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "cache", "type": "redis"}))).await;
-    let role = t
-        .ok(
-            Method::POST,
-            "/clusters/prod/services/cache/roles",
-            Some(json!({"role_type": "primary", "host_id": "h1", "name": "cache-primary"})),
-        )
-        .await;
-    let primary = role["id"].as_str().unwrap().to_owned();
+    let (t, primary) = common::redis_alert_fleet("h1.example", &["prod", "dev"]).await;
     for (name, role, cluster) in
         [("devviewer", "viewer", "dev"), ("prodviewer", "viewer", "prod"), ("prodop", "operator", "prod")]
     {
@@ -87,11 +55,6 @@ async fn fleet() -> Fleet {
         })),
     )
     .await;
-    let state = t.handle.state.clone();
-    drover_testkit::eventually_true(Duration::from_secs(10), "the role in the registry", || {
-        state.registry.desired_role("h1", &primary).is_some()
-    })
-    .await;
     Fleet { t, primary }
 }
 
@@ -110,7 +73,7 @@ impl Fleet {
             }],
             collect_error: String::new(),
         };
-        assert!(state.registry.heartbeat_with_roles("h1", host_metrics(), vec![report]));
+        assert!(state.registry.heartbeat_with_roles("h1", common::host_metrics(Vec::new()), vec![report]));
         run_cycle(state).await.expect("cycle");
     }
 

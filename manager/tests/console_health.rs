@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use common::{Console, T, between};
 use drover_manager::alerts::live::run_cycle;
@@ -21,19 +20,7 @@ const VIEWER_PASSWORD: &str = "health-reader-password";
 const DISK: u64 = 100 << 30;
 
 fn host_metrics(disk_used: u64) -> HostMetrics {
-    HostMetrics {
-        cpu_percent: 5.0,
-        memory_used_bytes: 1 << 30,
-        memory_total_bytes: 4 << 30,
-        load1: 0.1,
-        load5: 0.1,
-        load15: 0.1,
-        disks: vec![DiskUsage { mount_point: "/data".into(), used_bytes: disk_used, total_bytes: DISK }],
-        network_rx_bytes: 0,
-        network_tx_bytes: 0,
-        uptime_seconds: 60,
-        at: String::new(),
-    }
+    common::host_metrics(vec![DiskUsage { mount_point: "/data".into(), used_bytes: disk_used, total_bytes: DISK }])
 }
 
 /// A manager whose alert engine runs only when the test says (after its first cycle at
@@ -45,33 +32,12 @@ struct Fleet {
 }
 
 async fn fleet() -> Fleet {
-    let t = T::start_configured(|_| {}, |c| c.alerts_interval = Duration::from_secs(3600)).await;
-    let state = t.handle.state.clone();
-    drover_testkit::eventually_true(Duration::from_secs(10), "the engine's first cycle", || {
-        state.alerts.health().at > 0
-    })
-    .await;
-    t.host("h1", "db1.example", "10.0.0.1").await;
-    t.ok(Method::POST, "/clusters", Some(json!({"name": "prod"}))).await;
-    t.ok(Method::POST, "/clusters/prod/hosts", Some(json!({"host_ids": ["h1"]}))).await;
-    t.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "cache", "type": "redis"}))).await;
-    let role = t
-        .ok(
-            Method::POST,
-            "/clusters/prod/services/cache/roles",
-            Some(json!({"role_type": "primary", "host_id": "h1", "name": "cache-primary"})),
-        )
-        .await;
-    let primary = role["id"].as_str().unwrap().to_owned();
+    let (t, primary) = common::redis_alert_fleet("db1.example", &["prod"]).await;
     t.ok(
         Method::POST,
         "/users",
         Some(json!({"username": "viewer", "password": VIEWER_PASSWORD, "grants": [{"role": "viewer"}]})),
     )
-    .await;
-    drover_testkit::eventually_true(Duration::from_secs(10), "the role in the registry", || {
-        state.registry.desired_role("h1", &primary).is_some()
-    })
     .await;
     Fleet { t, primary }
 }
@@ -219,9 +185,8 @@ async fn a_filling_disk_makes_the_host_page_name_the_test_and_its_value() {
     assert_eq!(engine_status(&page.html), "bad", "{}", page.html);
 
     // Maintenance of the cluster mutes the alerts of its hosts (the disk alert is pending).
-    let disk_alert = |alerts: &Value| {
-        alerts["items"].as_array().unwrap().iter().find(|a| a["rule"] == "disk_nearly_full").cloned()
-    };
+    let disk_alert =
+        |alerts: &Value| alerts["items"].as_array().unwrap().iter().find(|a| a["rule"] == "disk_nearly_full").cloned();
     let alerts = f.t.ok(Method::GET, "/alerts", None).await;
     let alert = disk_alert(&alerts).unwrap_or_else(|| panic!("no disk alert: {alerts}"));
     assert_eq!(alert["in_maintenance"], false, "{alert}");

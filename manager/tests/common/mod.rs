@@ -247,3 +247,52 @@ pub fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let len = text[from..].find(end)?;
     Some(&text[from..from + len])
 }
+
+/// A host's heartbeat figures: idle, 1 of 4 GiB memory used, with `disks`.
+pub fn host_metrics(disks: Vec<drover_manager::model::DiskUsage>) -> drover_manager::model::HostMetrics {
+    drover_manager::model::HostMetrics {
+        cpu_percent: 5.0,
+        memory_used_bytes: 1 << 30,
+        memory_total_bytes: 4 << 30,
+        load1: 0.1,
+        load5: 0.1,
+        load15: 0.1,
+        disks,
+        network_rx_bytes: 0,
+        network_tx_bytes: 0,
+        uptime_seconds: 60,
+        at: String::new(),
+    }
+}
+
+/// The alert tests' manager: its engine runs only when the test says (`run_cycle`; the
+/// timer's interval is an hour) and has run once; host `h1` named `hostname` in cluster
+/// `prod` runs the Redis role `cache-primary` of service `cache`; the other `clusters` are
+/// created empty. Returns the manager and the role's id, once the registry holds the role.
+pub async fn redis_alert_fleet(hostname: &str, clusters: &[&str]) -> (T, String) {
+    let t = T::start_configured(|_| {}, |c| c.alerts_interval = std::time::Duration::from_secs(3600)).await;
+    let state = t.handle.state.clone();
+    drover_testkit::eventually_true(std::time::Duration::from_secs(10), "the engine's first cycle", || {
+        state.alerts.health().at > 0
+    })
+    .await;
+    t.host("h1", hostname, "10.0.0.1").await;
+    for c in std::iter::once(&"prod").chain(clusters.iter().filter(|c| **c != "prod")) {
+        t.ok(Method::POST, "/clusters", Some(serde_json::json!({"name": c}))).await;
+    }
+    t.ok(Method::POST, "/clusters/prod/hosts", Some(serde_json::json!({"host_ids": ["h1"]}))).await;
+    t.ok(Method::POST, "/clusters/prod/services", Some(serde_json::json!({"name": "cache", "type": "redis"}))).await;
+    let role = t
+        .ok(
+            Method::POST,
+            "/clusters/prod/services/cache/roles",
+            Some(serde_json::json!({"role_type": "primary", "host_id": "h1", "name": "cache-primary"})),
+        )
+        .await;
+    let primary = role["id"].as_str().unwrap().to_owned();
+    drover_testkit::eventually_true(std::time::Duration::from_secs(10), "the role in the registry", || {
+        state.registry.desired_role("h1", &primary).is_some()
+    })
+    .await;
+    (t, primary)
+}
