@@ -11,13 +11,10 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::HeaderMap;
 use common::{Console, Page, T, between};
-use drover_manager::notify::webhook::{SIGNATURE_HEADER, verify_signature};
+use drover_manager::notify::webhook::verify_signature;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -214,34 +211,11 @@ async fn rules_are_created_edited_exported_imported_and_deleted_through_the_cons
     assert_eq!(t.ok(Method::GET, "/alert-rules/host_lost", None).await["enabled"], true);
 }
 
-type Got = Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>>;
-
-/// A loopback HTTP server recording every POST (signature header, body).
-async fn hook_server() -> (String, Got) {
-    let got: Got = Arc::default();
-    let sink = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let sink = sink.clone();
-            async move {
-                let sig = headers.get(SIGNATURE_HEADER).map(|v| v.to_str().unwrap_or_default().to_owned());
-                sink.lock().unwrap().push((sig, body.to_vec()));
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/hook"), got)
-}
-
 #[tokio::test]
 async fn receivers_routes_and_deliveries_through_the_console() {
     let t = T::start_configured(|_| {}, |c| c.alerts_interval = Duration::from_millis(200)).await;
     t.host("h-1", "node-1.example", "10.0.0.1").await;
-    let (url, got) = hook_server().await;
+    let (url, got) = common::hook_server().await;
     let c = t.console().await;
 
     let page = c.get("/notifications").await;

@@ -4,38 +4,12 @@
 //! real alert (signed) with the delivery and its counters visible.
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::HeaderMap;
 use common::T;
-use drover_manager::notify::webhook::{SIGNATURE_HEADER, verify_signature};
+use drover_manager::notify::webhook::verify_signature;
 use reqwest::Method;
 use serde_json::{Value, json};
-
-type Got = Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>>;
-
-/// A loopback HTTP server recording every POST (signature header, body).
-async fn hook_server() -> (String, Got) {
-    let got: Got = Arc::default();
-    let sink = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let sink = sink.clone();
-            async move {
-                let sig = headers.get(SIGNATURE_HEADER).map(|v| v.to_str().unwrap_or_default().to_owned());
-                sink.lock().unwrap().push((sig, body.to_vec()));
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/hook"), got)
-}
 
 #[tokio::test]
 async fn receivers_and_routes_round_trip_with_secrets_kept_and_refusals_named() {
@@ -174,7 +148,7 @@ async fn notify_config_file_seeds_the_store() {
 async fn webhook_set_through_rest_receives_a_firing_alert_and_the_delivery_shows() {
     let t = T::start_configured(|_| {}, |c| c.alerts_interval = Duration::from_millis(200)).await;
     t.host("h-1", "node-1.example", "10.0.0.1").await;
-    let (url, got) = hook_server().await;
+    let (url, got) = common::hook_server().await;
 
     t.ok(Method::PUT, "/receivers/hook", Some(json!({"webhook_configs": [{"url": url, "secret": "wh-secret"}]}))).await;
     t.ok(Method::PUT, "/receivers/sink", Some(json!({}))).await;

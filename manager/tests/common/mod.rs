@@ -296,3 +296,29 @@ pub async fn redis_alert_fleet(hostname: &str, clusters: &[&str]) -> (T, String)
     .await;
     (t, primary)
 }
+
+/// What the webhook test server received: (signature header, body) per POST.
+pub type Got = std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, Vec<u8>)>>>;
+
+/// A loopback HTTP server recording every POST (signature header, body).
+pub async fn hook_server() -> (String, Got) {
+    let got: Got = std::sync::Arc::default();
+    let sink = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                let sig = headers
+                    .get(drover_manager::notify::webhook::SIGNATURE_HEADER)
+                    .map(|v| v.to_str().unwrap_or_default().to_owned());
+                sink.lock().unwrap().push((sig, body.to_vec()));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), got)
+}
