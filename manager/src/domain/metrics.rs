@@ -43,17 +43,8 @@ pub const HOST_METRICS: [&str; 12] = [
     "host_uptime_seconds",
 ];
 
-/// Metrics of every supervised role's process.
-pub const ROLE_METRICS: [&str; 8] = [
-    "role_up",
-    "role_cpu_percent",
-    "role_memory_rss_bytes",
-    "role_threads",
-    "role_open_fds",
-    "role_uptime_seconds",
-    "role_restarts_total",
-    "role_last_exit_status",
-];
+/// Metrics of every supervised role's process (one list with the dashboards' check).
+pub const ROLE_METRICS: &[&str] = drover_service_types::dashboard::ROLE_PROCESS_METRICS;
 
 /// The labels the manager sets; a sample may not carry them itself.
 pub const ENTITY_LABELS: [&str; 5] = ["cluster", "service", "role", "role_type", "host"];
