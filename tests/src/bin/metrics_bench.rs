@@ -29,6 +29,11 @@ use nix::sys::resource::{UsageWho, getrusage};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+/// The allocator of the `drover-manager` binary (jemalloc), so that the
+/// memory and CPU figures are the manager's, not glibc malloc's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(about = "Measures the manager's metrics path: ingest, storage, queries and alert rules at fleet scale")]
 struct Args {
