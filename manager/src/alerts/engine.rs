@@ -4,12 +4,13 @@
 //! them from the registry and acts on the transitions is in [`super::run`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use promql_parser::label::Matcher;
 use serde::Serialize;
 
-use super::expr::{Cmp, Condition, ExprError, Labels, SeriesSource};
+use super::expr::{Cmp, Condition, EachWindow, ExprError, Labels, SeriesSource};
 use super::health::{Status, TestResult, ThresholdTest, roll_up};
 use super::state::{RuleState, Timing, Transition};
 
@@ -213,21 +214,25 @@ pub const HEALTH_METRICS: [&str; 9] = [
 /// A source with the health series laid over the metrics.
 pub struct Overlay<'a> {
     pub base: &'a dyn SeriesSource,
-    pub extra: HashMap<&'static str, Vec<(Labels, f64)>>,
+    pub extra: HashMap<&'static str, Vec<(Arc<Labels>, f64)>>,
 }
 
 impl SeriesSource for Overlay<'_> {
-    fn instant(&self, name: &str, matchers: &[Matcher]) -> Vec<(Labels, f64)> {
+    fn instant(&self, name: &str, matchers: &[Matcher], each: &mut dyn FnMut(&Arc<Labels>, f64)) {
         match self.extra.get(name) {
             Some(series) => {
-                series.iter().filter(|(labels, _)| matches(labels, matchers)).map(|(l, v)| (l.clone(), *v)).collect()
+                for (labels, value) in series {
+                    if matches(labels, matchers) {
+                        each(labels, *value);
+                    }
+                }
             }
-            None => self.base.instant(name, matchers),
+            None => self.base.instant(name, matchers, each),
         }
     }
 
-    fn range(&self, name: &str, matchers: &[Matcher], range: Duration) -> Vec<(Labels, Vec<(i64, f64)>)> {
-        self.base.range(name, matchers, range)
+    fn range(&self, name: &str, matchers: &[Matcher], range: Duration, each: &mut EachWindow<'_>) {
+        self.base.range(name, matchers, range, each)
     }
 }
 
@@ -394,33 +399,46 @@ pub fn health(fleet: &Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource, no
 
 /// The health states as series (see [`HEALTH_METRICS`]).
 pub fn health_series(fleet: &Fleet, snap: &HealthSnapshot) -> HashMap<&'static str, Vec<(Labels, f64)>> {
-    let mut out: HashMap<&'static str, Vec<(Labels, f64)>> = HEALTH_METRICS.iter().map(|n| (*n, Vec::new())).collect();
-    let one = |k: &str, v: &str| -> Labels { [(k.to_owned(), v.to_owned())].into() };
+    shared_health_series(fleet, snap)
+        .into_iter()
+        .map(|(name, series)| (name, series.into_iter().map(|(l, v)| (Arc::unwrap_or_clone(l), v)).collect()))
+        .collect()
+}
+
+/// As [`health_series`], each host's and role's labels made once and shared by its series.
+fn shared_health_series(fleet: &Fleet, snap: &HealthSnapshot) -> HashMap<&'static str, Vec<(Arc<Labels>, f64)>> {
+    let mut out: HashMap<&'static str, Vec<(Arc<Labels>, f64)>> =
+        HEALTH_METRICS.iter().map(|n| (*n, Vec::new())).collect();
+    let one = |k: &str, v: &str| -> Arc<Labels> { Arc::new([(k.to_owned(), v.to_owned())].into()) };
     for h in &fleet.hosts {
-        out.get_mut("host_up").expect("listed").push((one("host", &h.hostname), if h.up { 1.0 } else { 0.0 }));
+        let labels = one("host", &h.hostname);
         if let Some(hh) = snap.hosts.get(&h.hostname) {
-            out.get_mut("host_health_status").expect("listed").push((one("host", &h.hostname), hh.status.level()));
+            out.get_mut("host_health_status").expect("listed").push((labels.clone(), hh.status.level()));
         }
+        out.get_mut("host_up").expect("listed").push((labels, if h.up { 1.0 } else { 0.0 }));
     }
     for r in &fleet.roles {
         let key = (r.cluster.clone(), r.service.clone(), r.name.clone());
+        let mut labels = None;
         // No verdict for a role on a lost host: `host_up` speaks for it.
         if let Some(h) = snap.roles.get(&key).filter(|h| !h.tests.is_empty()) {
-            out.get_mut("role_health_status").expect("listed").push((role_labels(r), h.status.level()));
+            let l = labels.get_or_insert_with(|| Arc::new(role_labels(r))).clone();
+            out.get_mut("role_health_status").expect("listed").push((l, h.status.level()));
         }
         if r.host_up {
-            out.get_mut("role_config_stale_seconds").expect("listed").push((role_labels(r), r.stale_seconds));
+            let l = labels.get_or_insert_with(|| Arc::new(role_labels(r))).clone();
+            out.get_mut("role_config_stale_seconds").expect("listed").push((l, r.stale_seconds));
         }
     }
     for ((cluster, service), h) in &snap.services {
         let labels: Labels = [("cluster".to_owned(), cluster.clone()), ("service".to_owned(), service.clone())].into();
-        out.get_mut("service_health_status").expect("listed").push((labels, h.status.level()));
+        out.get_mut("service_health_status").expect("listed").push((Arc::new(labels), h.status.level()));
     }
     for (cluster, h) in &snap.clusters {
         out.get_mut("cluster_health_status").expect("listed").push((one("cluster", cluster), h.status.level()));
     }
     for (name, labels, value) in &fleet.state_series {
-        out.entry(name).or_default().push((labels.clone(), *value));
+        out.entry(name).or_default().push((Arc::new(labels.clone()), *value));
     }
     out
 }
@@ -538,10 +556,11 @@ impl Evaluator {
         now: i64,
     ) -> Cycle {
         let health = health(fleet, tests, metrics, now);
-        let overlay = Overlay { base: metrics, extra: health_series(fleet, &health) };
+        let overlay = Overlay { base: metrics, extra: shared_health_series(fleet, &health) };
         let mut transitions = Vec::new();
         for rule in rules {
-            let holding = rule.condition.eval(&overlay);
+            let holding: Vec<(Labels, f64)> =
+                rule.condition.eval_shared(&overlay).into_iter().map(|(l, v)| (Arc::unwrap_or_clone(l), v)).collect();
             let state = self.states.entry(rule.name.clone()).or_default();
             transitions.extend(state.step(rule.timing, holding, now).into_iter().map(|t| (rule.name.clone(), t)));
         }
@@ -563,15 +582,13 @@ mod tests {
     struct Metrics(Vec<(&'static str, Labels, f64)>);
 
     impl SeriesSource for Metrics {
-        fn instant(&self, name: &str, matchers: &[Matcher]) -> Vec<(Labels, f64)> {
-            self.0
-                .iter()
-                .filter(|(n, l, _)| *n == name && matches(l, matchers))
-                .map(|(_, l, v)| (l.clone(), *v))
-                .collect()
+        fn instant(&self, name: &str, matchers: &[Matcher], each: &mut dyn FnMut(&Arc<Labels>, f64)) {
+            for (_, l, v) in self.0.iter().filter(|(n, l, _)| *n == name && matches(l, matchers)) {
+                each(&Arc::new(l.clone()), *v);
+            }
         }
-        fn range(&self, name: &str, matchers: &[Matcher], _: Duration) -> Vec<(Labels, Vec<(i64, f64)>)> {
-            self.instant(name, matchers).into_iter().map(|(l, v)| (l, vec![(0, v), (1, v)])).collect()
+        fn range(&self, name: &str, matchers: &[Matcher], _: Duration, each: &mut EachWindow<'_>) {
+            self.instant(name, matchers, &mut |l, v| each(l, &[(0, v), (1, v)]));
         }
     }
 

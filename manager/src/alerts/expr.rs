@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use promql_parser::label::{MatchOp, Matcher};
@@ -22,13 +23,19 @@ use promql_parser::parser::{self, Expr, LabelModifier};
 /// A series' labels, without the metric name.
 pub type Labels = BTreeMap<String, String>;
 
+/// What [`SeriesSource::range`] calls with each series' labels and points.
+pub type EachWindow<'a> = dyn FnMut(&Arc<Labels>, &[(i64, f64)]) + 'a;
+
 /// Where an expression reads values: the manager's in-memory latest values and recent windows.
+/// Series are handed to a callback by reference to their shared labels, so that a cycle over
+/// hundreds of thousands of series copies the labels of the few that hold only.
 pub trait SeriesSource {
-    /// The latest value of every series named `name` whose labels match all `matchers`.
-    fn instant(&self, name: &str, matchers: &[Matcher]) -> Vec<(Labels, f64)>;
-    /// The points (unix ms, value), oldest first, of every matching series within `range`
-    /// before now.
-    fn range(&self, name: &str, matchers: &[Matcher], range: Duration) -> Vec<(Labels, Vec<(i64, f64)>)>;
+    /// Calls `each` with the latest value of every series named `name` whose labels match all
+    /// `matchers`.
+    fn instant(&self, name: &str, matchers: &[Matcher], each: &mut dyn FnMut(&Arc<Labels>, f64));
+    /// Calls `each` with the points (unix ms, value), oldest first, of every matching series
+    /// within `range` before now.
+    fn range(&self, name: &str, matchers: &[Matcher], range: Duration, each: &mut EachWindow<'_>);
 }
 
 /// A metric name and the label matchers that pick its series.
@@ -217,11 +224,14 @@ impl Condition {
 
     /// The series for which the condition holds now, with the vector's value.
     pub fn eval(&self, src: &dyn SeriesSource) -> Vec<(Labels, f64)> {
-        let mut out = eval(&self.vector, src);
-        if let Some((cmp, threshold)) = self.test {
-            out.retain(|(_, v)| cmp.holds(*v, threshold));
-        }
-        out
+        self.eval_shared(src).into_iter().map(|(l, v)| (Arc::unwrap_or_clone(l), v)).collect()
+    }
+
+    /// As [`Condition::eval`], with the labels shared with the source: the comparison is
+    /// applied as each series is read, so the series that do not hold cost no copy.
+    pub fn eval_shared(&self, src: &dyn SeriesSource) -> Vec<(Arc<Labels>, f64)> {
+        let keep = |v: f64| self.test.is_none_or(|(cmp, threshold)| cmp.holds(v, threshold));
+        eval(&self.vector, src, &keep)
     }
 
     /// Every metric name the expression reads, with the longest window it needs.
@@ -331,42 +341,63 @@ fn vector(e: Expr, known: &dyn Fn(&str) -> bool) -> Result<Vector, ExprError> {
     }
 }
 
-fn eval(v: &Vector, src: &dyn SeriesSource) -> Vec<(Labels, f64)> {
+/// An aggregation's running sum, min, max and count.
+type Acc = (f64, f64, f64, usize);
+
+/// The vector's series whose value `keep` accepts.
+fn eval(v: &Vector, src: &dyn SeriesSource, keep: &dyn Fn(f64) -> bool) -> Vec<(Arc<Labels>, f64)> {
+    let mut out = Vec::new();
     match v {
-        Vector::Select(s) => src.instant(&s.name, &s.matchers),
-        Vector::Window { func, selector, range } => src
-            .range(&selector.name, &selector.matchers, *range)
-            .into_iter()
-            .filter_map(|(labels, points)| func.apply(&points, *range).map(|v| (labels, v)))
-            .collect(),
+        Vector::Select(s) => src.instant(&s.name, &s.matchers, &mut |labels, value| {
+            if keep(value) {
+                out.push((labels.clone(), value));
+            }
+        }),
+        Vector::Window { func, selector, range } => {
+            src.range(&selector.name, &selector.matchers, *range, &mut |labels, points| {
+                if let Some(value) = func.apply(points, *range)
+                    && keep(value)
+                {
+                    out.push((labels.clone(), value));
+                }
+            })
+        }
         Vector::Aggregate { op, grouping, inner } => {
-            let mut groups: BTreeMap<Labels, (f64, f64, f64, usize)> = BTreeMap::new();
-            for (labels, value) in eval(inner, src) {
-                let key: Labels = match grouping {
-                    Grouping::By(keep) => labels.into_iter().filter(|(k, _)| keep.contains(k)).collect(),
-                    Grouping::Without(drop) => labels.into_iter().filter(|(k, _)| !drop.contains(k)).collect(),
-                };
+            let series = eval(inner, src, &|_| true);
+            // Grouped by the kept labels, borrowed: ordered as the label maps would be.
+            let mut groups: BTreeMap<Vec<(&str, &str)>, Acc> = BTreeMap::new();
+            for (labels, value) in &series {
+                let key: Vec<(&str, &str)> = labels
+                    .iter()
+                    .filter(|(k, _)| match grouping {
+                        Grouping::By(keep) => keep.contains(k),
+                        Grouping::Without(drop) => !drop.contains(k),
+                    })
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let value = *value;
                 let g = groups.entry(key).or_insert((0.0, f64::INFINITY, f64::NEG_INFINITY, 0));
                 g.0 += value;
                 g.1 = g.1.min(value);
                 g.2 = g.2.max(value);
                 g.3 += 1;
             }
-            groups
-                .into_iter()
-                .map(|(labels, (sum, min, max, n))| {
-                    let v = match op {
-                        AggOp::Sum => sum,
-                        AggOp::Avg => sum / n as f64,
-                        AggOp::Min => min,
-                        AggOp::Max => max,
-                        AggOp::Count => n as f64,
-                    };
-                    (labels, v)
-                })
-                .collect()
+            for (key, (sum, min, max, n)) in groups {
+                let v = match op {
+                    AggOp::Sum => sum,
+                    AggOp::Avg => sum / n as f64,
+                    AggOp::Min => min,
+                    AggOp::Max => max,
+                    AggOp::Count => n as f64,
+                };
+                if keep(v) {
+                    let labels: Labels = key.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+                    out.push((Arc::new(labels), v));
+                }
+            }
         }
     }
+    out
 }
 
 /// Parses a duration as rules write them (`5m`, `1h30m`, `90s`), refusing 0 where `nonzero`.
@@ -384,22 +415,26 @@ mod tests {
 
     struct Fixed(Vec<FixedSeries>);
 
-    impl SeriesSource for Fixed {
-        fn instant(&self, name: &str, matchers: &[Matcher]) -> Vec<(Labels, f64)> {
-            self.range(name, matchers, Duration::MAX)
-                .into_iter()
-                .filter_map(|(l, p)| p.last().map(|last| (l, last.1)))
-                .collect()
+    impl Fixed {
+        fn matching(&self, name: &str, matchers: &[Matcher]) -> impl Iterator<Item = &FixedSeries> {
+            self.0.iter().filter(move |(n, labels, _)| {
+                *n == name && matchers.iter().all(|m| m.is_match(labels.get(&m.name).map(String::as_str).unwrap_or("")))
+            })
         }
-        fn range(&self, name: &str, matchers: &[Matcher], _range: Duration) -> Vec<(Labels, Vec<(i64, f64)>)> {
-            self.0
-                .iter()
-                .filter(|(n, labels, _)| {
-                    *n == name
-                        && matchers.iter().all(|m| m.is_match(labels.get(&m.name).map(String::as_str).unwrap_or("")))
-                })
-                .map(|(_, l, p)| (l.clone(), p.clone()))
-                .collect()
+    }
+
+    impl SeriesSource for Fixed {
+        fn instant(&self, name: &str, matchers: &[Matcher], each: &mut dyn FnMut(&Arc<Labels>, f64)) {
+            for (_, l, p) in self.matching(name, matchers) {
+                if let Some(last) = p.last() {
+                    each(&Arc::new(l.clone()), last.1);
+                }
+            }
+        }
+        fn range(&self, name: &str, matchers: &[Matcher], _range: Duration, each: &mut EachWindow<'_>) {
+            for (_, l, p) in self.matching(name, matchers) {
+                each(&Arc::new(l.clone()), p);
+            }
         }
     }
 

@@ -4,17 +4,20 @@
 //! console, every transition becomes an event, and firing and resolved alerts go to the
 //! notifier.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use promql_parser::label::Matcher;
+use promql_parser::label::{MatchOp, Matcher};
 
 use super::engine::{
     CompiledRule, Evaluator, Fleet, FleetHost, FleetRole, HEALTH_METRICS, HealthSnapshot, HealthTestDef, builtin_rules,
     builtin_tests, matches,
 };
-use super::expr::{Labels, SeriesSource};
+use super::expr::{EachWindow, Labels, SeriesSource};
 use super::state::{Instance, Phase, Transition};
 use crate::AppState;
 use crate::domain::metrics::LiveMetrics;
@@ -41,9 +44,25 @@ impl std::fmt::Debug for Alerts {
     }
 }
 
-/// Recent points (unix ms, value) of each series a range function reads, by metric name and
-/// labels (shared with [`LiveMetrics`]).
-type Windows = HashMap<(String, Arc<Labels>), VecDeque<(i64, f64)>>;
+/// Recent points (unix ms, value) of each series a range function reads, by metric name.
+type Windows = HashMap<String, NameWindows>;
+
+/// The windows of one metric's series, by the address of the labels [`LiveMetrics`] shares
+/// (the window holds them, so the address is not reused while it exists): no label map is
+/// hashed for a series seen before. A series whose labels come under a new address (made
+/// anew) is found by its labels and keeps its window.
+#[derive(Default)]
+struct NameWindows {
+    by_ptr: HashMap<usize, Window>,
+    by_labels: HashMap<Arc<Labels>, usize>,
+}
+
+struct Window {
+    labels: Arc<Labels>,
+    points: VecDeque<(i64, f64)>,
+    /// The cycle that last saw the series.
+    seen: u64,
+}
 
 #[derive(Default)]
 struct Inner {
@@ -51,6 +70,8 @@ struct Inner {
     /// Recent values of the series range functions read, by (name, labels); the labels are
     /// shared with [`LiveMetrics`].
     windows: Windows,
+    /// Counts cycles, to tell the windows seen in this one.
+    cycles: u64,
     /// When each role was first seen running an older configuration.
     stale_since: HashMap<String, i64>,
     /// The rules of the latest cycle.
@@ -156,23 +177,41 @@ impl Alerts {
                 *r = (*r).max(range);
             }
         }
-        let mut seen = HashSet::new();
+        inner.cycles += 1;
+        let cycle_no = inner.cycles;
         for (name, range) in &ranges {
             let keep_from = now - i64::try_from(range.as_millis()).unwrap_or(i64::MAX);
+            let NameWindows { by_ptr, by_labels } = inner.windows.entry(name.clone()).or_default();
             for (labels, at, value) in metrics.latest(name) {
-                let key = (name.clone(), labels);
-                let w = inner.windows.entry(key.clone()).or_default();
-                if w.back().is_none_or(|(t, _)| *t < at) {
-                    w.push_back((at, value));
+                let ptr = Arc::as_ptr(&labels) as usize;
+                if !by_ptr.contains_key(&ptr) {
+                    let points = match by_labels.insert(labels.clone(), ptr) {
+                        Some(old) => by_ptr.remove(&old).map(|w| w.points).unwrap_or_default(),
+                        None => VecDeque::new(),
+                    };
+                    by_ptr.insert(ptr, Window { labels: labels.clone(), points, seen: 0 });
                 }
-                while w.front().is_some_and(|(t, _)| *t < keep_from) || w.len() > MAX_WINDOW_POINTS {
-                    w.pop_front();
+                let Some(w) = by_ptr.get_mut(&ptr) else { continue };
+                if w.points.back().is_none_or(|(t, _)| *t < at) {
+                    w.points.push_back((at, value));
                 }
-                seen.insert(key);
+                while w.points.front().is_some_and(|(t, _)| *t < keep_from) || w.points.len() > MAX_WINDOW_POINTS {
+                    w.points.pop_front();
+                }
+                w.seen = cycle_no;
             }
         }
-        inner.windows.retain(|k, _| seen.contains(k));
-        let src = Source { metrics, windows: &inner.windows, now };
+        // The windows of series not seen in this cycle, and of metrics no rule reads now, go.
+        inner.windows.retain(|name, nw| {
+            if !ranges.contains_key(name) {
+                return false;
+            }
+            nw.by_ptr.retain(|_, w| w.seen == cycle_no);
+            let by_ptr = &nw.by_ptr;
+            nw.by_labels.retain(|_, ptr| by_ptr.contains_key(ptr));
+            !nw.by_ptr.is_empty()
+        });
+        let src = Source { metrics, windows: &inner.windows, now, latest: RefCell::default() };
         let cycle = inner.evaluator.cycle(fleet, &self.tests, &inner.rules, &src, now);
         *self.health.write().expect("health lock") = Arc::new(cycle.health);
         let rules: HashMap<&str, &CompiledRule> = inner.rules.iter().map(|r| (r.name.as_str(), r)).collect();
@@ -202,30 +241,89 @@ struct Source<'a> {
     metrics: &'a LiveMetrics,
     windows: &'a Windows,
     now: i64,
+    /// The latest values of each metric read in this cycle, read once.
+    latest: RefCell<HashMap<String, Rc<Latest>>>,
+}
+
+/// One metric's latest values, and indexes of them by a label's value, made as rules ask.
+struct Latest {
+    series: Vec<(Arc<Labels>, i64, f64)>,
+    /// By label name: the series (their positions) by the hash of the label's value (missing:
+    /// the empty string, as matchers see it).
+    by_label: RefCell<HashMap<String, Rc<ValueIndex>>>,
+}
+
+/// Positions of series by the hash of a label's value.
+type ValueIndex = HashMap<u64, Vec<u32>>;
+
+fn hash_str(s: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+impl Latest {
+    fn index(&self, label: &str) -> Rc<ValueIndex> {
+        if let Some(i) = self.by_label.borrow().get(label) {
+            return i.clone();
+        }
+        let mut index = ValueIndex::new();
+        for (i, (labels, _, _)) in self.series.iter().enumerate() {
+            let value = labels.get(label).map(String::as_str).unwrap_or("");
+            index.entry(hash_str(value)).or_default().push(i as u32);
+        }
+        let index = Rc::new(index);
+        self.by_label.borrow_mut().insert(label.to_owned(), index.clone());
+        index
+    }
+}
+
+impl Source<'_> {
+    fn latest(&self, name: &str) -> Rc<Latest> {
+        if let Some(l) = self.latest.borrow().get(name) {
+            return l.clone();
+        }
+        let l = Rc::new(Latest { series: self.metrics.latest(name), by_label: RefCell::default() });
+        self.latest.borrow_mut().insert(name.to_owned(), l.clone());
+        l
+    }
 }
 
 /// A value older than this is stale: its series is not seen (as Prometheus' 5 minutes).
 const STALE_MS: i64 = 5 * 60 * 1000;
 
 impl SeriesSource for Source<'_> {
-    fn instant(&self, name: &str, matchers: &[Matcher]) -> Vec<(Labels, f64)> {
-        self.metrics
-            .latest(name)
-            .into_iter()
-            .filter(|(labels, at, _)| self.now - at <= STALE_MS && matches(labels, matchers))
-            .map(|(labels, _, v)| (Arc::unwrap_or_clone(labels), v))
-            .collect()
+    fn instant(&self, name: &str, matchers: &[Matcher], each: &mut dyn FnMut(&Arc<Labels>, f64)) {
+        let latest = self.latest(name);
+        let mut visit = |(labels, at, value): &(Arc<Labels>, i64, f64)| {
+            if self.now - at <= STALE_MS && matches(labels, matchers) {
+                each(labels, *value);
+            }
+        };
+        // With an equality matcher only the series with that value are looked at (in the
+        // same order), through an index made once a cycle; every matcher is still checked.
+        match matchers.iter().find(|m| m.op == MatchOp::Equal) {
+            Some(m) => {
+                let index = latest.index(&m.name);
+                for i in index.get(&hash_str(&m.value)).into_iter().flatten() {
+                    visit(&latest.series[*i as usize]);
+                }
+            }
+            None => latest.series.iter().for_each(visit),
+        }
     }
 
-    fn range(&self, name: &str, matchers: &[Matcher], range: Duration) -> Vec<(Labels, Vec<(i64, f64)>)> {
+    fn range(&self, name: &str, matchers: &[Matcher], range: Duration, each: &mut EachWindow<'_>) {
         let from = self.now - i64::try_from(range.as_millis()).unwrap_or(i64::MAX);
-        self.windows
-            .iter()
-            .filter(|((n, labels), _)| n == name && matches(labels, matchers))
-            .map(|((_, labels), points)| {
-                (Labels::clone(labels), points.iter().filter(|(t, _)| *t >= from).copied().collect())
-            })
-            .collect()
+        let Some(windows) = self.windows.get(name) else { return };
+        let mut points = Vec::new();
+        for w in windows.by_ptr.values() {
+            if matches(&w.labels, matchers) {
+                points.clear();
+                points.extend(w.points.iter().filter(|(t, _)| *t >= from));
+                each(&w.labels, &points);
+            }
+        }
     }
 }
 
