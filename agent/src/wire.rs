@@ -136,7 +136,10 @@ pub(crate) fn inbound(msg: v1::ManagerMessage) -> Inbound {
         },
         Some(manager_message::Kind::Ping(p)) => Inbound::Ping { nonce: p.nonce },
         Some(manager_message::Kind::HeartbeatAck(a)) => Inbound::HeartbeatAck { seq: a.seq },
-        None => Inbound::Unknown,
+        // Not announced (no "logs.v1") yet: the manager sends none of these.
+        Some(manager_message::Kind::LogRequest(_) | manager_message::Kind::DiagnosticsRequest(_)) | None => {
+            Inbound::Unknown
+        }
     }
 }
 
@@ -238,6 +241,7 @@ fn role_spec_to_wire(r: &RoleSpec) -> v1::RoleSpec {
         parcels: r.parcels.clone(),
         restart_digest: r.restart_digest.clone(),
         metric_sources: r.metric_sources.iter().map(v1::MetricSource::from).collect(),
+        log: None,
     }
 }
 

@@ -64,6 +64,10 @@ impl AgentService for Repo {
         Err(Status::unimplemented("not in this test"))
     }
 
+    async fn reply(&self, _: Request<Streaming<v1::ReplyChunk>>) -> Result<Response<v1::ReplyAck>, Status> {
+        Err(Status::unimplemented("this test's manager sends no requests"))
+    }
+
     type FetchParcelStream = ChunkStream;
 
     async fn fetch_parcel(&self, request: Request<v1::FetchParcelRequest>) -> Result<Response<ChunkStream>, Status> {

@@ -127,6 +127,10 @@ impl AgentService for Svc {
         Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
     }
 
+    async fn reply(&self, _: Request<Streaming<v1::ReplyChunk>>) -> Result<Response<v1::ReplyAck>, Status> {
+        Err(Status::unimplemented("this test's manager sends no requests"))
+    }
+
     type FetchParcelStream = Pin<Box<dyn Stream<Item = Result<v1::ParcelChunk, Status>> + Send>>;
 
     async fn fetch_parcel(

@@ -14,6 +14,7 @@
 //! `ManagerHandle::shutdown` ends every agent session with `UNAVAILABLE` (HTTP/2
 //! graceful shutdown would wait on them forever) and flushes.
 
+pub mod agent_requests;
 pub mod alerts;
 pub mod auth;
 pub mod bootstrap;
@@ -80,6 +81,8 @@ pub struct AppState {
     pub telemetry: telemetry::Telemetry,
     /// Health tests and alert rules: the latest health and active alerts, and the notifier.
     pub alerts: alerts::Alerts,
+    /// Log and diagnostics requests to agents, awaiting their `Reply` calls.
+    pub agent_requests: agent_requests::AgentRequests,
     /// Whether the REST API and console are served over HTTPS (session
     /// cookies are then `Secure`).
     pub https: bool,
@@ -239,6 +242,7 @@ impl Manager {
         let alerts = alerts::Alerts::new(notify.as_ref()).map_err(|e| anyhow::anyhow!(e))?;
         let state = Arc::new(AppState {
             alerts,
+            agent_requests: agent_requests::AgentRequests::default(),
             catalog,
             secrets,
             parcels,

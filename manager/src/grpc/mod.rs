@@ -20,6 +20,9 @@ use drover_proto::token::EnrollmentToken;
 use drover_proto::v1::{
     self, AgentMessage, EnrollRequest, EnrollResponse, ManagerMessage, agent_message, manager_message,
 };
+mod requests;
+
+pub use requests::CAPABILITY_LOGS;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -250,10 +253,18 @@ impl v1::agent_service_server::AgentService for AgentGrpc {
             if let Err(reason) = run_session(&state, &identity.host_id, opened, inbound, &tx).await {
                 tracing::debug!(host = %host_id, %reason, "session ended");
             }
+            state.agent_requests.detach(&host_id, session_id);
             state.registry.close_session(&host_id, session_id);
             state.telemetry.session_closed();
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn reply(&self, request: Request<Streaming<v1::ReplyChunk>>) -> Result<Response<v1::ReplyAck>, Status> {
+        let identity = client_identity(&request, "a reply")?;
+        self.state.registry.admit(&identity.host_id, &identity.serial).map_err(refusal_status)?;
+        let ack = requests::forward_reply(&self.state.agent_requests, &identity.host_id, request.into_inner()).await?;
+        Ok(Response::new(ack))
     }
 
     type FetchParcelStream = Pin<Box<dyn Stream<Item = Result<v1::ParcelChunk, Status>> + Send + 'static>>;
@@ -306,6 +317,7 @@ pub const CAPABILITY_PARCELS: &str = "parcels.v1";
 struct Capabilities {
     roles: bool,
     parcels: bool,
+    logs: bool,
 }
 
 fn desired_message(d: &HostDesired, caps: Capabilities) -> manager_message::Kind {
@@ -361,6 +373,7 @@ fn role_spec(r: &DesiredRole) -> v1::RoleSpec {
         parcels: r.parcels.clone(),
         restart_digest: r.rendered.restart_digest.clone(),
         metric_sources: r.rendered.metric_sources.iter().map(v1::MetricSource::from).collect(),
+        log: None,
     }
 }
 
@@ -492,7 +505,9 @@ async fn run_session(
     let caps = Capabilities {
         roles: hello.capabilities.iter().any(|c| c == CAPABILITY_ROLES),
         parcels: hello.capabilities.iter().any(|c| c == CAPABILITY_PARCELS),
+        logs: hello.capabilities.iter().any(|c| c == CAPABILITY_LOGS),
     };
+    let mut agent_requests = state.agent_requests.attach(host_id, opened.session_id, caps.logs);
     let mut desired_rx = opened.desired;
     let current = desired_rx.borrow_and_update().clone();
     let desired = desired_message(&current, caps);
@@ -558,6 +573,10 @@ async fn run_session(
                     // A newer agent's message we do not know: ignore it.
                     None => {}
                 }
+            }
+            Some((id, request)) = agent_requests.recv() => {
+                let m = msg(requests::request_message(id, request));
+                tx.send(Ok(m)).await.map_err(|_| "agent went away".to_owned())?;
             }
             changed = desired_rx.changed() => {
                 if changed.is_err() {
