@@ -9,9 +9,10 @@
 use std::time::Duration;
 
 use drover_role_spec::{
-    ConfigCheck, ConfigFile, DEFAULT_CHECK_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_METRICS_INTERVAL,
-    DEFAULT_METRICS_TIMEOUT, DEFAULT_PROBE_INTERVAL, DEFAULT_PROBE_TIMEOUT, DEFAULT_STOP_GRACE, HealthCheck,
-    MetricSource, MetricSourceKind, Probe, ProcessSpec,
+    ConfigCheck, ConfigFile, DEFAULT_CHECK_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_LOG_MAX_BYTES,
+    DEFAULT_LOG_MAX_FILES, DEFAULT_METRICS_INTERVAL, DEFAULT_METRICS_TIMEOUT, DEFAULT_PROBE_INTERVAL,
+    DEFAULT_PROBE_TIMEOUT, DEFAULT_STOP_GRACE, HealthCheck, LogFormat, LogSpec, MetricSource, MetricSourceKind, Probe,
+    ProcessSpec,
 };
 
 use crate::v1;
@@ -179,6 +180,37 @@ impl From<v1::MetricSource> for MetricSource {
     }
 }
 
+impl From<&LogSpec> for v1::LogSpec {
+    fn from(l: &LogSpec) -> Self {
+        v1::LogSpec {
+            max_bytes: l.max_bytes,
+            max_files: l.max_files,
+            format: l.format.as_ref().map(|f| v1::LogFormat {
+                name: f.name.clone(),
+                pattern: f.pattern.clone(),
+                time_format: f.time_format.clone(),
+                levels: f.levels.clone().into_iter().collect(),
+            }),
+        }
+    }
+}
+
+/// 0s read as the defaults; an absent spec (older manager) is `LogSpec::default()`.
+impl From<v1::LogSpec> for LogSpec {
+    fn from(l: v1::LogSpec) -> Self {
+        LogSpec {
+            max_bytes: if l.max_bytes == 0 { DEFAULT_LOG_MAX_BYTES } else { l.max_bytes },
+            max_files: if l.max_files == 0 { DEFAULT_LOG_MAX_FILES } else { l.max_files },
+            format: l.format.filter(|f| !f.pattern.is_empty()).map(|f| LogFormat {
+                name: f.name,
+                pattern: f.pattern,
+                time_format: f.time_format,
+                levels: f.levels.into_iter().collect(),
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +259,23 @@ mod tests {
             let m = MetricSource { kind, interval: Duration::from_secs(15), timeout: Duration::from_secs(2) };
             assert_eq!(MetricSource::from(v1::MetricSource::from(&m)), m);
         }
+    }
+
+    #[test]
+    fn log_specs_round_trip_and_default() {
+        let spec = LogSpec {
+            max_bytes: 1 << 20,
+            max_files: 3,
+            format: Some(LogFormat {
+                name: "redis".into(),
+                pattern: r"^\d+:\w (?P<time>\d+ \w+ \d+ [\d:.]+) (?P<level>[.\-*#])".into(),
+                time_format: "%d %b %Y %H:%M:%S%.3f".into(),
+                levels: [("#".to_owned(), "warn".to_owned())].into(),
+            }),
+        };
+        assert_eq!(LogSpec::from(v1::LogSpec::from(&spec)), spec);
+        let zero = LogSpec::from(v1::LogSpec::default());
+        assert_eq!((zero.max_bytes, zero.max_files, zero.format), (DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_MAX_FILES, None));
     }
 
     #[test]

@@ -193,6 +193,42 @@ impl fmt::Debug for MetricSourceKind {
     }
 }
 
+/// Size at which the agent rotates a role's log file when the spec says 0.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 10 << 20;
+/// Rotated copies the agent keeps per log file when the spec says 0.
+pub const DEFAULT_LOG_MAX_FILES: u32 = 5;
+
+/// How the agent keeps a role's stdout and stderr logs (`logs/stdout.log`, `logs/stderr.log`,
+/// rotated to `.1`..`.max_files` at `max_bytes`) and how it reads the time and level of the
+/// lines of every log file of the role.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogSpec {
+    pub max_bytes: u64,
+    pub max_files: u32,
+    /// `None`: lines have no time or level the agent can read.
+    pub format: Option<LogFormat>,
+}
+
+impl Default for LogSpec {
+    fn default() -> Self {
+        LogSpec { max_bytes: DEFAULT_LOG_MAX_BYTES, max_files: DEFAULT_LOG_MAX_FILES, format: None }
+    }
+}
+
+/// The layout of a service's log lines: a regex with named groups `time` and/or `level`,
+/// matched at the start of a line (a line it does not match continues the previous one).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogFormat {
+    /// A shipped format's name (`redis`) or the role type's name for an inline one.
+    pub name: String,
+    pub pattern: String,
+    /// chrono strftime format of the `time` group; times without an offset are UTC.
+    pub time_format: String,
+    /// The `level` group's text -> `error`, `warn`, `info`, `debug` or `trace`; a text not
+    /// listed is lowercased and taken as is.
+    pub levels: BTreeMap<String, String>,
+}
+
 /// Durations as humantime text (`10s`, `1m 30s`), as in service descriptors.
 mod humantime_duration {
     use std::time::Duration;

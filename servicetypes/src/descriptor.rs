@@ -79,6 +79,8 @@ pub struct RoleType {
     pub files: Vec<FileTemplate>,
     /// Files the role writes besides stdout/stderr, relative to the role directory.
     pub log_files: Vec<String>,
+    /// Rotation of stdout/stderr and the line format (`[role_types.log]`).
+    pub log: drover_role_spec::LogSpec,
 }
 
 /// A metric source of a role type; its strings are handlebars templates, rendered into a
@@ -559,6 +561,7 @@ struct RawRoleType {
     files: Vec<RawFile>,
     #[serde(default)]
     log_files: Vec<String>,
+    log: Option<crate::logformat::RawLog>,
 }
 
 #[derive(Deserialize)]
@@ -877,6 +880,7 @@ impl RawRoleType {
         for (i, l) in self.log_files.iter().enumerate() {
             check_relative(l).map_err(|m| format!("log_files[{i}]: {m}"))?;
         }
+        let log = self.log.unwrap_or_default().build(&self.name)?;
 
         Ok(RoleType {
             name: self.name,
@@ -889,6 +893,7 @@ impl RawRoleType {
             metrics,
             files,
             log_files: self.log_files,
+            log,
         })
     }
 }

@@ -312,7 +312,7 @@ fn boolean(value: &Value) -> Option<bool> {
 }
 
 /// Bytes from an integer or a string like `"256mb"`; all units are binary (k = 1024).
-fn parse_memory(value: &Value) -> Option<u64> {
+pub(crate) fn parse_memory(value: &Value) -> Option<u64> {
     let s = match value {
         Value::Number(n) => return n.as_u64(),
         Value::String(s) => s.trim().to_ascii_lowercase(),

@@ -19,7 +19,8 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 pub use drover_role_spec::{
-    ConfigCheck, ConfigFile, HealthCheck, MetricSource, MetricSourceKind, PARCELS_ROOT, Probe, ProcessSpec, ROLE_DIR,
+    ConfigCheck, ConfigFile, HealthCheck, LogFormat, LogSpec, MetricSource, MetricSourceKind, PARCELS_ROOT, Probe,
+    ProcessSpec, ROLE_DIR,
 };
 
 use crate::config::{ConfigValues, effective, missing_required, restart_digest};
@@ -79,6 +80,8 @@ pub struct RenderedRole {
     pub restart_digest: String,
     /// Where the agent reads the role's service metrics.
     pub metric_sources: Vec<MetricSource>,
+    /// Rotation of the role's stdout/stderr and how its lines read (the role type's `log`).
+    pub log: LogSpec,
 }
 
 /// A role that cannot be rendered. `file` is the template (`parcels/redis/templates/redis.conf.hbs`),
@@ -390,6 +393,7 @@ impl<'a> Renderer<'a> {
             log_files: rt.log_files.clone(),
             restart_digest: restart_digest(st, values, &role.role_type, &role.group, &role.role_id),
             metric_sources,
+            log: rt.log.clone(),
         })
     }
 }
