@@ -80,6 +80,7 @@ impl DesiredRole {
         // new password must reach the agent. (A changed source is pushed; it
         // never restarts the role: the restart digest leaves sources out.)
         h.update(serde_json::to_vec(&self.rendered.metric_sources).unwrap_or_default());
+        h.update(serde_json::to_vec(&self.rendered.log).unwrap_or_default());
         h.finalize().into()
     }
 }
@@ -431,6 +432,7 @@ mod tests {
                 log_files: Vec::new(),
                 restart_digest: "d".repeat(64),
                 metric_sources: vec![source],
+                log: Default::default(),
             },
             parcels: Vec::new(),
             running: true,

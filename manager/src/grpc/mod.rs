@@ -373,7 +373,7 @@ fn role_spec(r: &DesiredRole) -> v1::RoleSpec {
         parcels: r.parcels.clone(),
         restart_digest: r.rendered.restart_digest.clone(),
         metric_sources: r.rendered.metric_sources.iter().map(v1::MetricSource::from).collect(),
-        log: None,
+        log: Some(v1::LogSpec::from(&r.rendered.log)),
     }
 }
 
