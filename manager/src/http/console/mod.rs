@@ -25,6 +25,7 @@ mod health;
 mod history;
 mod home;
 mod hosts;
+mod logs;
 mod metrics;
 mod notifications;
 mod parcels;
@@ -116,6 +117,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .merge(clusters::routes())
         .merge(health::routes())
         .merge(services::routes())
+        .merge(logs::routes())
         .merge(config::routes())
         .merge(commands::routes())
         .merge(history::routes())

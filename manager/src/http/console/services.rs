@@ -551,6 +551,7 @@ async fn role_page(
             "command_line": d.command_line,
             "health_checks": d.health_checks,
             "log_files": d.log_files,
+            "logs": super::logs::role_viewer(&c, &s, &d.view.name, &d.log_files),
             "render_error": d.render_error,
             "log_lines": d.view.last_log_lines,
             "history": history,
