@@ -1,7 +1,8 @@
 //! The role directories on disk: `DATA/roles/<role_id>/` holds the role's config
 //! files (written atomically, with `${ROLE_DIR}` replaced by the directory's
 //! absolute path and `${PARCELS_ROOT}` by the parcels directory's) and
-//! `logs/stdout.log`, the process's stdout and stderr, rotated by size.
+//! `logs/stdout.log` and `logs/stderr.log`, the process's stdout and stderr,
+//! each rotated by size to `.1` .. `.N` (the role spec's `log`, else 10 MiB x 5).
 //!
 //! Logs are written by the process itself to a file opened in append mode, not
 //! through a pipe to the agent: a pipe would break (SIGPIPE) the moment the agent
@@ -24,8 +25,12 @@ pub const ROLES_DIR: &str = "roles";
 /// Subdirectory of the data directory where new files wait for their config
 /// check, one directory per check; emptied when the supervisor starts.
 pub const STAGING_DIR: &str = "staging";
-/// The process log, relative to the role directory.
+/// The process's stdout, relative to the role directory.
 pub const LOG_FILE: &str = "logs/stdout.log";
+/// The process's stdout, relative to the role directory (= [`LOG_FILE`]).
+pub const STDOUT_LOG: &str = LOG_FILE;
+/// The process's stderr, relative to the role directory.
+pub const STDERR_LOG: &str = "logs/stderr.log";
 /// Mode of config files sent with mode 0.
 pub const DEFAULT_FILE_MODE: u32 = 0o644;
 
@@ -209,10 +214,18 @@ pub fn remove_dir(dir: &Path) -> Result<(), FilesError> {
     }
 }
 
-/// Opens the role's log for appending (creating `logs/`), for the process's
-/// stdout and stderr.
+/// Opens the role's stdout and stderr logs for appending (creating `logs/`).
+pub fn open_logs(dir: &Path) -> Result<(File, File), FilesError> {
+    Ok((open_log_file(dir, STDOUT_LOG)?, open_log_file(dir, STDERR_LOG)?))
+}
+
+/// Opens the role's stdout log for appending (creating `logs/`).
 pub fn open_log(dir: &Path) -> Result<File, FilesError> {
-    let path = dir.join(LOG_FILE);
+    open_log_file(dir, STDOUT_LOG)
+}
+
+fn open_log_file(dir: &Path, name: &str) -> Result<File, FilesError> {
+    let path = dir.join(name);
     if let Some(parent) = path.parent() {
         ensure_dir(parent)?;
     }
@@ -220,7 +233,8 @@ pub fn open_log(dir: &Path) -> Result<File, FilesError> {
 }
 
 /// Log rotation: at `max_bytes`, `stdout.log` is copied to `stdout.log.1`
-/// (older copies shift up to `.keep`, the oldest is dropped) and truncated.
+/// (older copies shift up to `.keep`, the oldest is dropped) and truncated;
+/// `stderr.log` likewise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogRotation {
     pub max_bytes: u64,
@@ -233,35 +247,74 @@ impl Default for LogRotation {
     }
 }
 
-/// Rotates the role's log if it reached the limit; returns whether it did.
+impl LogRotation {
+    /// The role spec's rotation, its zeros replaced by `self`'s figures.
+    pub fn with_spec(self, spec: &roles::LogSpec) -> LogRotation {
+        LogRotation {
+            max_bytes: if spec.max_bytes == 0 { self.max_bytes } else { spec.max_bytes },
+            keep: if spec.max_files == 0 { self.keep } else { spec.max_files as usize },
+        }
+    }
+}
+
+/// Rotates the role's stdout and stderr logs if they reached the limit;
+/// returns whether one was.
 pub fn rotate_log(dir: &Path, rotation: LogRotation) -> Result<bool, FilesError> {
-    let path = dir.join(LOG_FILE);
-    let len = match fs::metadata(&path) {
+    let out = rotate_file(&dir.join(STDOUT_LOG), rotation)?;
+    let err = rotate_file(&dir.join(STDERR_LOG), rotation)?;
+    Ok(out || err)
+}
+
+/// Rotates one log file by copy-then-truncate if it reached the limit (its
+/// writer keeps appending to the same file); returns whether it did.
+pub fn rotate_file(path: &Path, rotation: LogRotation) -> Result<bool, FilesError> {
+    let len = match fs::metadata(path) {
         Ok(m) => m.len(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(io_err("inspect", &path)(e)),
+        Err(e) => return Err(io_err("inspect", path)(e)),
     };
     if len < rotation.max_bytes || rotation.keep == 0 {
         return Ok(false);
     }
-    let numbered = |n: usize| PathBuf::from(format!("{}.{n}", path.display()));
-    let _ = fs::remove_file(numbered(rotation.keep));
-    for n in (1..rotation.keep).rev() {
-        match fs::rename(numbered(n), numbered(n + 1)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("rotate", &numbered(n))(e)),
-            _ => {}
-        }
-    }
-    fs::copy(&path, numbered(1)).map_err(io_err("copy", &path))?;
+    shift_rotated(path, rotation.keep)?;
+    fs::copy(path, numbered(path, 1)).map_err(io_err("copy", path))?;
     // The process appends (O_APPEND), so after truncation it writes at the start.
-    OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(0)).map_err(io_err("truncate", &path))?;
+    OpenOptions::new().write(true).open(path).and_then(|f| f.set_len(0)).map_err(io_err("truncate", path))?;
     Ok(true)
 }
 
-/// The last `n` lines of the role's log (reading at most its last 64 KiB).
+/// `path.n`, a rotated copy of `path`.
+pub fn numbered(path: &Path, n: usize) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// Drops `path.keep` and renames `path.n` to `path.n+1` for n < keep, making
+/// room for a new `path.1`.
+pub fn shift_rotated(path: &Path, keep: usize) -> Result<(), FilesError> {
+    let _ = fs::remove_file(numbered(path, keep));
+    for n in (1..keep).rev() {
+        match fs::rename(numbered(path, n), numbered(path, n + 1)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("rotate", &numbered(path, n))(e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The last `n` lines of each of the role's stdout and stderr logs (reading
+/// at most the last 64 KiB of each): stdout's, then stderr's marked
+/// `[stderr] `.
 pub fn log_tail(dir: &Path, n: usize) -> Vec<String> {
+    let mut lines = file_tail(&dir.join(STDOUT_LOG), n);
+    lines.extend(file_tail(&dir.join(STDERR_LOG), n).into_iter().map(|l| format!("[stderr] {l}")));
+    lines
+}
+
+fn file_tail(path: &Path, n: usize) -> Vec<String> {
     let read = || -> io::Result<Vec<u8>> {
-        let mut f = File::open(dir.join(LOG_FILE))?;
+        let mut f = File::open(path)?;
         let len = f.metadata()?.len();
         f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)))?;
         let mut buf = Vec::new();
@@ -384,5 +437,21 @@ mod tests {
         let tail = log_tail(tmp.path(), 20);
         assert_eq!((tail.len(), tail[0].as_str(), tail[19].as_str()), (20, "line 10", "line 29"));
         assert!(log_tail(&tmp.path().join("missing"), 20).is_empty());
+    }
+
+    #[test]
+    fn stderr_is_apart_rotated_and_marked_in_the_tail() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let (mut out, mut err) = open_logs(dir).expect("open");
+        writeln!(out, "to stdout").expect("write");
+        writeln!(err, "to stderr, a long line").expect("write");
+        assert_eq!(fs::read_to_string(dir.join(STDOUT_LOG)).expect("read"), "to stdout\n");
+        assert_eq!(log_tail(dir, 5), ["to stdout", "[stderr] to stderr, a long line"]);
+        assert!(rotate_log(dir, LogRotation { max_bytes: 15, keep: 1 }).expect("rotate"));
+        assert!(!numbered(&dir.join(STDOUT_LOG), 1).exists(), "stdout is under the limit");
+        assert_eq!(fs::read_to_string(numbered(&dir.join(STDERR_LOG), 1)).expect("read"), "to stderr, a long line\n");
+        let spec = roles::LogSpec { max_bytes: 0, max_files: 3, format: None };
+        assert_eq!(LogRotation::default().with_spec(&spec), LogRotation { max_bytes: 10 * 1024 * 1024, keep: 3 });
     }
 }

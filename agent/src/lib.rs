@@ -36,6 +36,10 @@
 //! - [`supervisor`]: its async driver: files ([`files`]), process groups, signals,
 //!   health probes ([`health`]), log rotation, persistence and re-adoption of
 //!   running processes after an agent restart.
+//! - [`logs`]: reading role logs (tail, search in a window, follow across
+//!   rotations) for the manager's log requests; [`agent_log`]: the agent's own
+//!   rotating log file; `diagnostics`: the host's part of a diagnostic
+//!   bundle, redacted and streamed as a tar.gz.
 //!
 //! Architecture invariant: generated prost types never leave the gRPC edge. Facts and
 //! metrics are domain structs; the private `wire` module converts them to and from
@@ -61,6 +65,7 @@
 //! # }
 //! ```
 
+pub mod agent_log;
 pub mod backoff;
 pub mod collect;
 pub mod container;
@@ -72,6 +77,7 @@ pub mod files;
 pub mod health;
 pub mod init;
 pub use drover_proto::labels;
+pub mod logs;
 pub mod metrics;
 pub mod parcels;
 mod protocol;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, ValueEnum};
+use drover_agent::agent_log::{self, RotatingFile};
 use drover_agent::backoff::{Backoff, BackoffConfig};
 use drover_agent::datadir;
 use drover_agent::enroll::{self, Identity};
@@ -102,7 +103,9 @@ fn main() -> ExitCode {
     // As the child of our own PID 1 (or of any init), start from a clean mask.
     init::unblock_signals();
     let cli = Cli::parse();
-    if let Err(e) = init_tracing(cli.log_format, cli.log_level.as_deref()) {
+    // PID 1 only reaps and runs the agent proper, which keeps the log file.
+    let log_file = (!init::is_pid1()).then(|| cli.data_dir.join(drover_agent::logs::AGENT_LOG));
+    if let Err(e) = init_tracing(cli.log_format, cli.log_level.as_deref(), log_file.as_deref()) {
         report(&e);
         return ExitCode::from(EXIT_FATAL);
     }
@@ -133,7 +136,12 @@ fn report(message: &str) {
     let _ = writeln!(std::io::stderr(), "error: {message}");
 }
 
-fn init_tracing(format: LogFormat, level: Option<&str>) -> Result<(), String> {
+/// Logs to stderr (text or JSON) and, given `log_file`, also as plain text
+/// to that size-rotated file (see `drover_agent::agent_log`).
+fn init_tracing(format: LogFormat, level: Option<&str>, log_file: Option<&std::path::Path>) -> Result<(), String> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = match level {
         Some(directives) => {
             EnvFilter::try_new(directives).map_err(|e| format!("invalid --log-level {directives:?}: {e}"))?
@@ -145,17 +153,34 @@ fn init_tracing(format: LogFormat, level: Option<&str>) -> Result<(), String> {
             _ => EnvFilter::new("info"),
         },
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         // A closed stderr must not turn into a panic while logging.
         .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    let result = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let stderr = match format {
+        LogFormat::Text => stderr.boxed(),
+        LogFormat::Json => stderr.json().boxed(),
     };
-    result.map_err(|e| format!("could not set up logging: {e}"))
+    let file = match log_file {
+        Some(path) => {
+            let writer = RotatingFile::open(path, agent_log::MAX_BYTES, agent_log::KEEP)
+                .map_err(|e| format!("could not open the agent log {}: {e}", path.display()))?;
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .log_internal_errors(false)
+                    .with_ansi(false)
+                    .with_writer(std::sync::Arc::new(writer)),
+            )
+        }
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(file)
+        .try_init()
+        .map_err(|e| format!("could not set up logging: {e}"))
 }
 
 async fn agent(cli: Cli) -> Result<(), AgentError> {

@@ -52,6 +52,31 @@ pub struct RoleSpec {
     pub restart_digest: String,
     /// Where the role's service metrics are read while it runs.
     pub metric_sources: Vec<MetricSource>,
+    /// Rotation of its stdout and stderr logs and how its log lines read.
+    pub log: LogSpec,
+}
+
+/// A role's log rotation (zeros: the agent's defaults, 10 MiB x 5) and format.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogSpec {
+    pub max_bytes: u64,
+    pub max_files: u32,
+    /// `None`: lines have no parsed time or level.
+    pub format: Option<LogFormat>,
+}
+
+/// How to read the time and level of a role's log lines (see
+/// [`crate::logs::LineParser`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogFormat {
+    /// Names the format, e.g. `redis`.
+    pub name: String,
+    /// Regex with named groups `time` and/or `level`, matched at the start of a line.
+    pub pattern: String,
+    /// chrono format of the `time` group; times without an offset are UTC.
+    pub time_format: String,
+    /// The `level` group's text -> `error`, `warn`, `info`, `debug`, `trace`.
+    pub levels: BTreeMap<String, String>,
 }
 
 impl RoleSpec {

@@ -124,6 +124,8 @@ pub struct Supervisor {
     desired: watch::Sender<Option<(u64, Arc<Vec<RoleSpec>>)>>,
     statuses: watch::Receiver<Arc<Vec<RoleStatus>>>,
     metrics: Arc<MetricsHub>,
+    roles: watch::Receiver<Arc<Vec<RoleSpec>>>,
+    data_dir: PathBuf,
     task: JoinHandle<()>,
 }
 
@@ -160,6 +162,9 @@ impl Supervisor {
         })?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let status_tx = watch::Sender::new(Arc::new(Vec::new()));
+        let roles_tx = watch::Sender::new(Arc::new(Vec::new()));
+        let roles = roles_tx.subscribe();
+        let data_dir = config.data_dir.clone();
         let metrics = Arc::new(MetricsHub::new(status_tx.subscribe()));
         let mut driver = Driver {
             reconciler: Reconciler::new(config.policy.clone()),
@@ -174,6 +179,7 @@ impl Supervisor {
             events_tx,
             events_rx,
             status_tx,
+            roles_tx,
             parcels,
             checks: 0,
             config,
@@ -186,7 +192,7 @@ impl Supervisor {
         let statuses = driver.status_tx.subscribe();
         let (desired, desired_rx) = watch::channel(None);
         let task = tokio::spawn(driver.run(desired_rx));
-        Ok(Supervisor { desired, statuses, metrics, task })
+        Ok(Supervisor { desired, statuses, metrics, roles, data_dir, task })
     }
 
     /// Hands over a new desired state; the latest one wins.
@@ -203,6 +209,17 @@ impl Supervisor {
     /// heartbeats ([`MetricsHub::take`]).
     pub fn metrics(&self) -> Arc<MetricsHub> {
         self.metrics.clone()
+    }
+
+    /// The roles of the desired state being enforced (the persisted one until
+    /// the manager sends one), for log and diagnostics requests.
+    pub fn roles(&self) -> Arc<Vec<RoleSpec>> {
+        self.roles.borrow().clone()
+    }
+
+    /// The data directory holding `roles/<role_id>/`.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 }
 
@@ -269,6 +286,8 @@ struct Driver {
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
     status_tx: watch::Sender<Arc<Vec<RoleStatus>>>,
+    /// The desired roles, as the last `DesiredRoles` event gave them.
+    roles_tx: watch::Sender<Arc<Vec<RoleSpec>>>,
     parcels: Option<watch::Receiver<Arc<ParcelsView>>>,
     /// Config checks started, naming their staging directories.
     checks: u64,
@@ -358,6 +377,9 @@ impl Driver {
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             while let Some(event) = self.queue.pop_front() {
+                if let Event::DesiredRoles { roles, .. } = &event {
+                    self.roles_tx.send_replace(Arc::new(roles.clone()));
+                }
                 let effects = self.reconciler.handle(Instant::now(), event);
                 self.perform(effects);
             }
@@ -418,8 +440,11 @@ impl Driver {
             if p.adopted && proc_start_ticks(p.record.pid) != Some(p.record.start_ticks) {
                 gone.push(role.clone());
             }
+            let roles = self.roles_tx.borrow();
+            let spec = roles.iter().find(|r| r.role_id == *role).map(|r| r.log.clone()).unwrap_or_default();
+            drop(roles);
             if let Ok(dir) = self.dir(role)
-                && let Err(e) = files::rotate_log(&dir, self.config.log_rotation)
+                && let Err(e) = files::rotate_log(&dir, self.config.log_rotation.with_spec(&spec))
             {
                 warn!(role = %role, error = %e, "could not rotate the log");
             }
@@ -613,12 +638,7 @@ impl Driver {
         let parcels_root = self.config.parcels_root.clone();
         let spawned = self.dir(&role).and_then(|dir| {
             let parcel_env = parcel_env(parcels_root.as_deref(), parcels)?;
-            let log = files::open_log(&dir)?;
-            let log_err = log.try_clone().map_err(|source| FilesError::Io {
-                action: "duplicate",
-                path: dir.join(files::LOG_FILE),
-                source,
-            })?;
+            let (log, log_err) = files::open_logs(&dir)?;
             let mut cmd = command(spec, &dir, parcels_root.as_deref(), parcel_env);
             cmd.stdout(Stdio::from(log)).stderr(Stdio::from(log_err));
             cmd.spawn().map(|child| (child, dir)).map_err(|e| FilesError::Invalid(format!("{}: {e}", spec.program)))

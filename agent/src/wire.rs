@@ -17,7 +17,8 @@ use crate::metrics::Metrics;
 use crate::parcels::{ParcelChunk, ParcelChunks, ParcelSpec, ParcelState, ParcelStatus, ParcelTarget};
 use crate::protocol::{Inbound, Outbound, WelcomeInfo};
 use crate::roles::{
-    ConfigFile, HealthCheck, MetricSource, ProcessSpec, RoleHealth, RoleSpec, RoleState, RoleStatus, RunState,
+    ConfigFile, HealthCheck, LogFormat, LogSpec, MetricSource, ProcessSpec, RoleHealth, RoleSpec, RoleState,
+    RoleStatus, RunState,
 };
 
 pub(crate) fn facts(f: &HostFacts) -> v1::HostFacts {
@@ -162,7 +163,37 @@ pub(crate) fn role_spec(r: v1::RoleSpec) -> RoleSpec {
         parcels: r.parcels,
         restart_digest: r.restart_digest,
         metric_sources: r.metric_sources.into_iter().map(MetricSource::from).collect(),
+        log: r.log.map(log_spec).unwrap_or_default(),
     }
+}
+
+fn log_spec(l: v1::LogSpec) -> LogSpec {
+    LogSpec {
+        max_bytes: l.max_bytes,
+        max_files: l.max_files,
+        format: l.format.map(|f| LogFormat {
+            name: f.name,
+            pattern: f.pattern,
+            time_format: f.time_format,
+            levels: f.levels.into_iter().collect(),
+        }),
+    }
+}
+
+fn log_spec_to_wire(l: &LogSpec) -> Option<v1::LogSpec> {
+    if *l == LogSpec::default() {
+        return None;
+    }
+    Some(v1::LogSpec {
+        max_bytes: l.max_bytes,
+        max_files: l.max_files,
+        format: l.format.as_ref().map(|f| v1::LogFormat {
+            name: f.name.clone(),
+            pattern: f.pattern.clone(),
+            time_format: f.time_format.clone(),
+            levels: f.levels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }),
+    })
 }
 
 pub(crate) fn parcel_spec(p: v1::ParcelSpec) -> ParcelSpec {
@@ -241,7 +272,7 @@ fn role_spec_to_wire(r: &RoleSpec) -> v1::RoleSpec {
         parcels: r.parcels.clone(),
         restart_digest: r.restart_digest.clone(),
         metric_sources: r.metric_sources.iter().map(v1::MetricSource::from).collect(),
-        log: None,
+        log: log_spec_to_wire(&r.log),
     }
 }
 
@@ -412,6 +443,16 @@ mod tests {
                 interval: Duration::from_secs(10),
                 timeout: Duration::from_secs(2),
             }],
+            log: crate::roles::LogSpec {
+                max_bytes: 1 << 20,
+                max_files: 3,
+                format: Some(crate::roles::LogFormat {
+                    name: "redis".into(),
+                    pattern: r"^\d+:\w (?P<time>\S+ \S+ \S+ \S+) (?P<level>.)".into(),
+                    time_format: "%d %b %Y %H:%M:%S%.3f".into(),
+                    levels: [("#".to_owned(), "warn".to_owned())].into(),
+                }),
+            },
         }
     }
 

@@ -125,7 +125,11 @@ async fn crashes_restart_with_backoff_until_a_crash_loop_fails_the_role() {
     assert_eq!(s.last_exit_status, 3);
     assert!(s.last_error.starts_with("crash loop: the process exited with status 3"), "{}", s.last_error);
     assert_eq!(s.last_log_lines.len(), 10, "5 runs x 2 lines: {:?}", s.last_log_lines);
-    assert!(s.last_log_lines.iter().any(|l| l == "oops"), "stderr is in the log: {:?}", s.last_log_lines);
+    assert!(
+        s.last_log_lines.iter().any(|l| l == "[stderr] oops"),
+        "stderr is in the tail, marked: {:?}",
+        s.last_log_lines
+    );
     // Not restarted any more: the log stops growing.
     let log = tmp.path().join("roles/r1/logs/stdout.log");
     let before = std::fs::read_to_string(&log).expect("log");
