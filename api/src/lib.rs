@@ -18,6 +18,7 @@
 //! - [`users`]: users, roles, grants and the permissions of each role;
 //! - [`providers`], [`bootstrap`]: hosts from the Docker provider and over
 //!   SSH;
+//! - [`diagnostics`]: diagnostic bundles and redaction rules;
 //! - [`alerts`]: the health tree, alerts, alert rules, silences and maintenance mode;
 //! - [`envelope`]: [`Items`] (every list) and [`ErrorBody`] (every error);
 //! - [`names`]: the name and reason rules as schemas;
@@ -31,6 +32,7 @@ pub mod bootstrap;
 pub mod clusters;
 pub mod commands;
 pub mod config;
+pub mod diagnostics;
 pub mod envelope;
 pub mod history;
 pub mod hosts;

@@ -237,6 +237,22 @@ pub struct ManagerConfig {
     #[arg(long, env = "DROVER_NOTIFY_CONFIG")]
     pub notify_config: Option<PathBuf>,
 
+    /// How long diagnostic bundles are kept (the maintenance sweep deletes older ones).
+    #[arg(long, env = "DROVER_DIAGNOSTICS_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub diagnostics_retention: Duration,
+
+    /// Total size of the diagnostic bundles kept; the oldest go first beyond it.
+    #[arg(long, env = "DROVER_DIAGNOSTICS_MAX_TOTAL", default_value = "10GiB", value_parser = drover_api::diagnostics::parse_size)]
+    pub diagnostics_max_total: u64,
+
+    /// The largest one diagnostic bundle may be (and its default size cap).
+    #[arg(long, env = "DROVER_DIAGNOSTICS_MAX_BYTES", default_value = "1GiB", value_parser = drover_api::diagnostics::parse_size)]
+    pub diagnostics_max_bytes: u64,
+
+    /// How long one host may take to send its part of a diagnostic bundle.
+    #[arg(long, env = "DROVER_DIAGNOSTICS_HOST_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub diagnostics_host_timeout: Duration,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "DROVER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -288,6 +304,9 @@ impl ManagerConfig {
         }
         if self.metrics_minute_retention < Duration::from_secs(3 * 3600) {
             anyhow::bail!("--metrics-minute-retention must be at least 3h (hour rollups are made from minutes)");
+        }
+        if self.diagnostics_max_bytes == 0 || self.diagnostics_max_total < self.diagnostics_max_bytes {
+            anyhow::bail!("--diagnostics-max-bytes must be more than 0 and at most --diagnostics-max-total");
         }
         if self.desired_resync_interval < Duration::from_secs(1) {
             anyhow::bail!("--desired-resync-interval must be at least 1s");

@@ -345,6 +345,9 @@ async fn background(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
                 if let Err(e) = maintain_metrics(&state).await {
                     tracing::error!(error = %e, "metrics maintenance failed");
                 }
+                if let Err(e) = domain::diagnostics::sweep(&state).await {
+                    tracing::error!(error = %e, "diagnostic bundle sweep failed; will run again");
+                }
             }
         }
     }

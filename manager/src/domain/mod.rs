@@ -29,6 +29,7 @@ pub mod alerts;
 pub mod clusters;
 pub mod commands;
 pub mod config;
+pub mod diagnostics;
 pub mod health;
 pub mod history;
 pub mod hosts;

@@ -22,6 +22,7 @@ pub mod api;
 pub mod bootstrap;
 pub mod commands;
 pub mod console;
+pub mod diagnostics;
 pub mod health;
 pub mod metrics;
 pub mod notifications;
@@ -72,7 +73,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .merge(alerts::routes())
                 .merge(notifications::routes())
                 .merge(metrics::routes())
-                .merge(health::routes()),
+                .merge(health::routes())
+                .merge(diagnostics::routes()),
         )
         // The parcel repository, read-only and public like a package mirror
         // (manifest.json and the files, with range requests for resuming);

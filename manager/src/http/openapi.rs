@@ -113,6 +113,13 @@ use super::api;
         super::metrics::prometheus,
         super::health::health,
         super::health::alerts,
+        super::diagnostics::create,
+        super::diagnostics::list,
+        super::diagnostics::get_one,
+        super::diagnostics::download,
+        super::diagnostics::delete,
+        super::diagnostics::get_redaction,
+        super::diagnostics::put_redaction,
     ),
     modifiers(&Security, &ExtractorErrors)
 )]

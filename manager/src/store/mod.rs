@@ -16,6 +16,7 @@
 //! Architecture invariant: only this module imports sqlx.
 
 mod alerts;
+mod diagnostics;
 mod hosts;
 mod metrics;
 mod notifications;
@@ -33,6 +34,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 
 pub use alerts::{AlertHistoryFilter, AlertHistoryRec, AlertRuleRec, MaintenanceRec, SilenceRec};
+pub use diagnostics::{DiagnosticsRec, RedactionRulesRec};
 pub use hosts::{EnrollError, HeartbeatRow, HostFilter, HostPage, HostSort, NewHost};
 pub use metrics::{GroupStep, PointRec, PointTable, SeriesRec};
 pub use notifications::NotificationConfigRec;
