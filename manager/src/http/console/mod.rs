@@ -21,6 +21,7 @@ mod charts;
 mod clusters;
 mod commands;
 mod config;
+mod diagnostics;
 mod health;
 mod history;
 mod home;
@@ -118,6 +119,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .merge(health::routes())
         .merge(services::routes())
         .merge(logs::routes())
+        .merge(diagnostics::routes())
         .merge(config::routes())
         .merge(commands::routes())
         .merge(history::routes())
