@@ -19,6 +19,7 @@
 //! - [`providers`], [`bootstrap`]: hosts from the Docker provider and over
 //!   SSH;
 //! - [`diagnostics`]: diagnostic bundles and redaction rules;
+//! - [`logs`]: role and agent logs, the search across hosts;
 //! - [`alerts`]: the health tree, alerts, alert rules, silences and maintenance mode;
 //! - [`envelope`]: [`Items`] (every list) and [`ErrorBody`] (every error);
 //! - [`names`]: the name and reason rules as schemas;
@@ -36,6 +37,7 @@ pub mod diagnostics;
 pub mod envelope;
 pub mod history;
 pub mod hosts;
+pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod names;

@@ -33,6 +33,7 @@ pub mod diagnostics;
 pub mod health;
 pub mod history;
 pub mod hosts;
+pub mod logs;
 pub mod metrics;
 pub mod notifications;
 pub mod parcels;
