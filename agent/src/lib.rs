@@ -38,8 +38,9 @@
 //!   running processes after an agent restart.
 //! - [`logs`]: reading role logs (tail, search in a window, follow across
 //!   rotations) for the manager's log requests; [`agent_log`]: the agent's own
-//!   rotating log file; `diagnostics`: the host's part of a diagnostic
-//!   bundle, redacted and streamed as a tar.gz.
+//!   rotating log file; [`diagnostics`]: the host's part of a diagnostic
+//!   bundle, redacted and streamed as a tar.gz; [`requests`]: answering both
+//!   on `Reply` calls of their own.
 //!
 //! Architecture invariant: generated prost types never leave the gRPC edge. Facts and
 //! metrics are domain structs; the private `wire` module converts them to and from
@@ -70,6 +71,7 @@ pub mod backoff;
 pub mod collect;
 pub mod container;
 pub mod datadir;
+pub mod diagnostics;
 pub mod enroll;
 pub mod error;
 pub mod facts;
@@ -82,6 +84,7 @@ pub mod metrics;
 pub mod parcels;
 mod protocol;
 pub mod reconcile;
+pub mod requests;
 pub mod roles;
 pub mod session;
 pub mod supervisor;

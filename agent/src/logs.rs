@@ -165,6 +165,31 @@ impl LineSink for tokio::sync::mpsc::Sender<ReplyPart> {
     }
 }
 
+/// The lines of the file at `path` whose time is within `[since, until)`
+/// (0: unbounded), each ending in a newline, as [`scan`] would time them;
+/// and the bytes read.
+pub fn lines_in_window(
+    path: &Path,
+    parser: Option<&LineParser>,
+    since_unix_ms: i64,
+    until_unix_ms: i64,
+) -> std::io::Result<(Vec<u8>, u64)> {
+    let file = File::open(path)?;
+    let meta = file.metadata()?;
+    let filter = Filter { since_unix_ms, until_unix_ms, ..Filter::default() };
+    let mut out = Vec::new();
+    let mut cursor = Cursor::default();
+    let (consumed, _) = read_lines(file, parser, &mut cursor, mtime_ms(&meta), true, None, |_, time, level, text| {
+        if filter.matches(time, level, text) {
+            out.extend_from_slice(text);
+            out.push(b'\n');
+        }
+        Ok(true)
+    })
+    .map_err(|_| std::io::Error::other("read stopped"))?;
+    Ok((out, consumed))
+}
+
 impl LineSink for Vec<LogLine> {
     fn send(&mut self, lines: Vec<LogLine>) -> Result<(), Gone> {
         self.extend(lines);
@@ -474,7 +499,7 @@ fn read_lines<R: Read>(
         if !each(n, time, cursor.level, line)? {
             return Ok((consumed, true));
         }
-        if n % 4096 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+        if n.is_multiple_of(4096) && deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok((consumed, true));
         }
     }
@@ -497,6 +522,9 @@ fn log_line(set: &FileSet, name: &str, n: u64, time: i64, level: Option<Level>, 
 #[derive(Debug, Clone)]
 pub struct FollowPoint {
     inode: u64,
+    /// The inode of the rotated copy `.1` (0: none): a new copy means a
+    /// rotation even when the truncated file already grew past `offset`.
+    copy_inode: u64,
     offset: u64,
     line: u64,
     cursor_time: Option<i64>,
@@ -569,6 +597,7 @@ pub fn scan<S: LineSink>(
                     if is_current {
                         point = Some(FollowPoint {
                             inode: meta.ino(),
+                            copy_inode: copy_inode(&set.path),
                             offset: consumed,
                             line: last_n,
                             cursor_time: cursor.time,
@@ -593,7 +622,14 @@ pub fn scan<S: LineSink>(
         }
         if point.is_none() {
             // Not there yet: follow it from its start once it appears.
-            point = Some(FollowPoint { inode: 0, offset: 0, line: 0, cursor_time: cursor.time, cursor_level: None });
+            point = Some(FollowPoint {
+                inode: 0,
+                copy_inode: copy_inode(&set.path),
+                offset: 0,
+                line: 0,
+                cursor_time: cursor.time,
+                cursor_level: None,
+            });
         }
         points.push(point);
         if outcome.truncated || outcome.timed_out {
@@ -608,8 +644,10 @@ pub fn scan<S: LineSink>(
 
 /// After [`scan`]: sends new lines of each set's current file as they are
 /// written, polling every [`FOLLOW_POLL`], until the sink is gone (or
-/// `stop()` says so). A file that shrank or was replaced (another inode) was
-/// rotated: the rest of its rotated copy `.1` is read first (lines written
+/// `stop()` says so: a sink that sends only lines notices a gone manager
+/// only when lines flow, so `stop` should check the channel). A file that shrank or was replaced (another inode) was
+/// rotated, and so was it when its copy `.1` is another file than at the last
+/// poll: the rest of the copy `.1` is read first (lines written
 /// between the last poll and the rotation), then the new file from its start.
 pub fn follow<S: LineSink>(
     sets: &[FileSet],
@@ -632,13 +670,12 @@ pub fn follow<S: LineSink>(
         if batcher.flush().is_err() {
             return;
         }
-        // An empty batch is never sent, so a gone manager shows only when
-        // lines flow; probe it with an empty send now and then.
-        if sink.send(Vec::new()).is_err() {
-            return;
-        }
         std::thread::sleep(FOLLOW_POLL);
     }
+}
+
+fn copy_inode(path: &Path) -> u64 {
+    std::fs::metadata(files::numbered(path, 1)).map_or(0, |m| m.ino())
 }
 
 fn follow_once<S: LineSink>(
@@ -648,7 +685,10 @@ fn follow_once<S: LineSink>(
     batcher: &mut Batcher<'_, S>,
 ) -> Result<(), Gone> {
     let Ok(meta) = std::fs::metadata(&set.path) else { return Ok(()) };
-    let rotated = (p.inode != 0 && meta.ino() != p.inode) || meta.len() < p.offset;
+    let copy = copy_inode(&set.path);
+    let rotated =
+        (p.inode != 0 && meta.ino() != p.inode) || meta.len() < p.offset || (copy != 0 && copy != p.copy_inode);
+    p.copy_inode = copy;
     if rotated {
         // The copy `.1` holds what the old file had; read the part we missed.
         let copy = files::numbered(&set.path, 1);

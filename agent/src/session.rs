@@ -41,6 +41,7 @@ use crate::facts::HostFacts;
 use crate::metrics::Metrics;
 use crate::parcels::{self, FetchFuture, ParcelFetcher, ParcelStatus, Parcels, ParcelsConfig, ParcelsView};
 use crate::protocol::{Effect, Event, Protocol};
+use crate::requests::{self, Requests};
 use crate::roles::{self, RoleStatus};
 use crate::supervisor::{Supervisor, SupervisorConfig};
 use crate::wire::{self, OutboundContext};
@@ -311,6 +312,7 @@ impl Attempt<'_> {
             Ok(channel) => channel,
             Err(e) => return failed(AgentError::Tls(e), &protocol),
         };
+        let mut requests = Requests::new(channel.clone());
         let mut client = AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let mut capabilities: Vec<&str> = Vec::new();
@@ -320,6 +322,9 @@ impl Attempt<'_> {
         }
         if self.parcels.is_some() {
             capabilities.push(parcels::CAPABILITY);
+        }
+        if self.supervisor.is_some() || config.state_dir.is_some() {
+            capabilities.push(requests::CAPABILITY);
         }
         let mut roles_rx = self.supervisor.map(Supervisor::statuses);
         let mut parcels_rx = self.parcels.map(Parcels::view);
@@ -373,7 +378,13 @@ impl Attempt<'_> {
                     return Ended::Shutdown;
                 }
                 received = inbound.message() => match received {
-                    Ok(Some(msg)) => protocol.handle(Instant::now(), Event::Received(wire::inbound(msg))),
+                    Ok(Some(msg)) => match wire::request(msg) {
+                        Ok(request) => {
+                            requests.start(request, self.request_context());
+                            Vec::new()
+                        }
+                        Err(msg) => protocol.handle(Instant::now(), Event::Received(wire::inbound(*msg))),
+                    },
                     Ok(None) => {
                         let error = AgentError::Disconnected("the manager closed the session".into());
                         return failed(error, &protocol);
@@ -400,6 +411,19 @@ impl Attempt<'_> {
             if let Err(e) = self.perform(effects, &tx, &mut ctx, applied) {
                 return failed(e, &protocol);
             }
+        }
+    }
+
+    /// What a log or diagnostics request reads: the roles, their state, the
+    /// data directory (the supervisor's, else the state directory).
+    fn request_context(&self) -> requests::Context {
+        let data_dir = self.supervisor.map(|s| s.data_dir().to_path_buf()).or_else(|| self.config.state_dir.clone());
+        requests::Context {
+            data_dir,
+            roles: self.supervisor.map(Supervisor::roles).unwrap_or_default(),
+            statuses: self.supervisor.map(|s| s.statuses().borrow().clone()).unwrap_or_default(),
+            facts: Some(self.config.facts.clone()),
+            hub: self.supervisor.map(Supervisor::metrics),
         }
     }
 

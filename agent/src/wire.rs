@@ -12,10 +12,13 @@ use prost::Message;
 use tokio_stream::StreamExt;
 
 use crate::collect::{MetricsHub, ProcessMetrics, RoleMetrics, Sample};
+use crate::diagnostics::{DiagnosticsRequest, RedactionRule};
 use crate::facts::{HostFacts, HostKind};
+use crate::logs::{LogLine, LogRequest, ReplyPart, Stream};
 use crate::metrics::Metrics;
 use crate::parcels::{ParcelChunk, ParcelChunks, ParcelSpec, ParcelState, ParcelStatus, ParcelTarget};
 use crate::protocol::{Inbound, Outbound, WelcomeInfo};
+use crate::requests::Request;
 use crate::roles::{
     ConfigFile, HealthCheck, LogFormat, LogSpec, MetricSource, ProcessSpec, RoleHealth, RoleSpec, RoleState,
     RoleStatus, RunState,
@@ -137,11 +140,126 @@ pub(crate) fn inbound(msg: v1::ManagerMessage) -> Inbound {
         },
         Some(manager_message::Kind::Ping(p)) => Inbound::Ping { nonce: p.nonce },
         Some(manager_message::Kind::HeartbeatAck(a)) => Inbound::HeartbeatAck { seq: a.seq },
-        // Not announced (no "logs.v1") yet: the manager sends none of these.
+        // The session answers these itself (`request`) before the protocol.
         Some(manager_message::Kind::LogRequest(_) | manager_message::Kind::DiagnosticsRequest(_)) | None => {
             Inbound::Unknown
         }
     }
+}
+
+/// A log or diagnostics request, which the session answers itself; any other
+/// message is given back for the protocol.
+pub(crate) fn request(msg: v1::ManagerMessage) -> Result<Request, Box<v1::ManagerMessage>> {
+    match msg.kind {
+        Some(manager_message::Kind::LogRequest(r)) => Ok(Request::Logs(LogRequest {
+            request_id: r.request_id,
+            role_ids: r.role_ids,
+            agent_log: r.agent_log,
+            streams: r
+                .streams
+                .into_iter()
+                .filter_map(|s| match v1::LogStream::try_from(s) {
+                    Ok(v1::LogStream::Stdout) => Some(Stream::Stdout),
+                    Ok(v1::LogStream::Stderr) => Some(Stream::Stderr),
+                    Ok(v1::LogStream::File) => Some(Stream::File),
+                    Ok(v1::LogStream::Agent) => Some(Stream::Agent),
+                    _ => None,
+                })
+                .collect(),
+            since_unix_ms: r.since_unix_ms,
+            until_unix_ms: r.until_unix_ms,
+            pattern: r.pattern,
+            min_level: r.min_level,
+            tail: r.tail,
+            limit: r.limit,
+            follow: r.follow,
+            timeout_ms: r.timeout_ms,
+        })),
+        Some(manager_message::Kind::DiagnosticsRequest(r)) => Ok(Request::Diagnostics(DiagnosticsRequest {
+            request_id: r.request_id,
+            role_ids: r.role_ids,
+            since_unix_ms: r.since_unix_ms,
+            until_unix_ms: r.until_unix_ms,
+            max_bytes: r.max_bytes,
+            include: r.include,
+            secrets: r.secrets,
+            rules: r.rules.into_iter().map(|r| RedactionRule { name: r.name, pattern: r.pattern }).collect(),
+        })),
+        kind => Err(Box::new(v1::ManagerMessage { kind })),
+    }
+}
+
+fn log_line(l: LogLine) -> v1::LogLine {
+    v1::LogLine {
+        role_id: l.role_id,
+        file: l.file,
+        line_number: l.line_number,
+        time_unix_ms: l.time_unix_ms,
+        stream: match l.stream {
+            Stream::Stdout => v1::LogStream::Stdout,
+            Stream::Stderr => v1::LogStream::Stderr,
+            Stream::File => v1::LogStream::File,
+            Stream::Agent => v1::LogStream::Agent,
+        } as i32,
+        level: l.level.map(|l| l.as_str().to_owned()).unwrap_or_default(),
+        text: l.text,
+    }
+}
+
+fn reply_chunk(request_id: String, part: ReplyPart) -> v1::ReplyChunk {
+    use v1::reply_chunk::Body;
+    let body = match part {
+        ReplyPart::Lines(lines) => Body::Lines(v1::LogLines { lines: lines.into_iter().map(log_line).collect() }),
+        ReplyPart::Archive(bytes) => Body::Archive(bytes),
+        ReplyPart::End(e) => Body::End(v1::ReplyEnd {
+            error: e.error,
+            truncated: e.truncated,
+            scanned_bytes: e.scanned_bytes,
+            manifest_json: e.manifest_json,
+        }),
+    };
+    v1::ReplyChunk { request_id, body: Some(body) }
+}
+
+/// Streams `parts` on a `Reply` call until they end (after
+/// [`ReplyPart::End`]) or the manager ends the call; then `parts` is dropped,
+/// which tells the reader to stop.
+pub(crate) async fn reply(
+    channel: tonic::transport::Channel,
+    request_id: &str,
+    mut parts: tokio::sync::mpsc::Receiver<ReplyPart>,
+) -> Result<(), String> {
+    let mut client = v1::agent_service_client::AgentServiceClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel::<v1::ReplyChunk>(2);
+    let call = client.reply(tokio_stream::wrappers::ReceiverStream::new(rx));
+    tokio::pin!(call);
+    let mut tx = Some(tx);
+    let mut pending: Option<v1::ReplyChunk> = None;
+    let mut first = true;
+    loop {
+        tokio::select! {
+            result = &mut call => return result.map(|_| ()).map_err(|s| status_message(&s)),
+            permit = reserve(tx.clone()), if pending.is_some() => {
+                // No permit: the call ended; its result comes next.
+                if let (Some(permit), Some(chunk)) = (permit, pending.take()) {
+                    permit.send(chunk);
+                }
+            }
+            part = parts.recv(), if pending.is_none() && tx.is_some() => match part {
+                Some(part) => {
+                    let id = if first { request_id.to_owned() } else { String::new() };
+                    first = false;
+                    pending = Some(reply_chunk(id, part));
+                }
+                // Everything sent: ending the stream completes the call.
+                None => tx = None,
+            },
+        }
+    }
+}
+
+async fn reserve<T>(tx: Option<tokio::sync::mpsc::Sender<T>>) -> Option<tokio::sync::mpsc::OwnedPermit<T>> {
+    tx?.reserve_owned().await.ok()
 }
 
 pub(crate) fn role_spec(r: v1::RoleSpec) -> RoleSpec {

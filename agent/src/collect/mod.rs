@@ -334,6 +334,19 @@ impl MetricsHub {
         }
     }
 
+    /// A copy of what each role's collectors hold now (samples waiting for
+    /// the next heartbeat, and why collections fail), by role id; nothing is
+    /// taken (diagnostic bundles).
+    pub fn peek(&self) -> BTreeMap<String, (Vec<Sample>, Vec<String>)> {
+        self.lock()
+            .buffers
+            .iter()
+            .map(|(role, b)| {
+                (role.clone(), (b.samples.iter().cloned().collect(), b.errors.values().cloned().collect()))
+            })
+            .collect()
+    }
+
     /// One [`RoleMetrics`] per role the supervisor knows: its process's
     /// figures now, and the samples collected since the last call.
     pub fn take(&self) -> Vec<RoleMetrics> {
