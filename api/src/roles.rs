@@ -124,6 +124,21 @@ pub struct RoleView {
     pub last_error: String,
     pub last_log_lines: Vec<String>,
     pub updated_at: Option<String>,
+    /// How the agent keeps the role's stdout and stderr logs (its type's `[role_types.log]`).
+    #[serde(default)]
+    pub log: RoleLogView,
+}
+
+/// Rotation and line format of a role's logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RoleLogView {
+    /// A log file is rotated at this size.
+    pub max_bytes: u64,
+    /// Rotated copies kept per file.
+    pub max_files: u32,
+    /// The line format's name (`redis`, `zookeeper`, `nginx-error`, or the role type's for an
+    /// inline one); `null`: lines have no time or level the agent reads.
+    pub format: Option<String>,
 }
 
 /// A role to add: on a host given by id, or on `count` hosts picked by a

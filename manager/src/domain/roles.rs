@@ -190,9 +190,19 @@ pub async fn role_views(state: &AppState, ctx: &ServiceContext) -> Result<Vec<Ro
             last_error,
             last_log_lines: s.as_ref().map(|s| s.last_log_lines.clone()).unwrap_or_default(),
             updated_at: s.as_ref().map(|s| rfc3339(s.updated_at)),
+            log: log_view(ctx, &r.role_type),
         });
     }
     Ok(out)
+}
+
+fn log_view(ctx: &ServiceContext, role_type: &str) -> drover_api::roles::RoleLogView {
+    let spec = ctx.service_type.role_type(role_type).map(|rt| rt.log.clone()).unwrap_or_default();
+    drover_api::roles::RoleLogView {
+        max_bytes: spec.max_bytes,
+        max_files: spec.max_files,
+        format: spec.format.map(|f| f.name),
+    }
 }
 
 pub async fn list(state: &AppState, actor: &Actor, cluster: &str, service: &str) -> Result<Vec<RoleView>> {

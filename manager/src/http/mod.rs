@@ -24,6 +24,7 @@ pub mod commands;
 pub mod console;
 pub mod diagnostics;
 pub mod health;
+pub mod logs;
 pub mod metrics;
 pub mod notifications;
 pub mod openapi;
@@ -74,6 +75,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .merge(notifications::routes())
                 .merge(metrics::routes())
                 .merge(health::routes())
+                .merge(logs::routes())
                 .merge(diagnostics::routes()),
         )
         // The parcel repository, read-only and public like a package mirror
