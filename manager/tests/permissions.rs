@@ -249,6 +249,34 @@ fn table() -> Vec<Row> {
             json!({"receiver": "matrix"}),
         ),
         row(get.clone(), "/api/v1/notifications/deliveries", "/api/v1/notifications/deliveries", Anywhere(Read), Ok),
+        // Diagnostic bundles: commands.run on the cluster to collect (the body
+        // is refused: max_bytes 0); a bundle is read by readers of its cluster,
+        // so an absent one is 404 for everybody signed in.
+        with(
+            row(post.clone(), "/api/v1/diagnostics", "/api/v1/diagnostics", Prod(CommandsRun), NotDenied),
+            json!({"cluster": "prod", "since": "1h", "max_bytes": 0}),
+        ),
+        row(get.clone(), "/api/v1/diagnostics", "/api/v1/diagnostics", SignedIn, Ok),
+        row(get.clone(), "/api/v1/diagnostics/{id}", "/api/v1/diagnostics/absent", SignedIn, NotDenied),
+        row(
+            get.clone(),
+            "/api/v1/diagnostics/{id}/download",
+            "/api/v1/diagnostics/absent/download",
+            SignedIn,
+            NotDenied,
+        ),
+        row(delete.clone(), "/api/v1/diagnostics/{id}", "/api/v1/diagnostics/absent", SignedIn, NotDenied),
+        row(get.clone(), "/api/v1/settings/redaction", "/api/v1/settings/redaction", Anywhere(Read), Ok),
+        with(
+            row(
+                put.clone(),
+                "/api/v1/settings/redaction",
+                "/api/v1/settings/redaction",
+                Global(ConfigWrite),
+                NotDenied,
+            ),
+            json!([{"name": "matrix", "pattern": "("}]),
+        ),
         with(
             row(patch.clone(), "/api/v1/hosts/{id}", "/api/v1/hosts/h1", OnHost(HostsWrite), NotDenied),
             json!({"labels": {"Bad Key": "x"}}),
