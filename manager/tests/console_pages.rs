@@ -494,9 +494,13 @@ async fn parcels_are_uploaded_listed_and_distributed() {
     assert_eq!(cmd["name"], "parcel-distribute", "{cmd}");
     let cmd_page = c.get(&to).await;
     assert!(cmd_page.html.contains("href=\"/hosts/h1\">node-1<"), "{}", cmd_page.html);
-    let page = c.get("/parcels").await;
-    let section = between(&page.html, "data-cluster=\"prod\"", "</section>").unwrap();
-    assert!(section.contains("hello 1.0-1") && section.contains(">distributed<"), "{section}");
+    // The command records the cluster's intent when its task runs, after the redirect.
+    let section = eventually("the parcels page to show hello distributed to prod", || async {
+        let page = c.get("/parcels").await;
+        let section = between(&page.html, "data-cluster=\"prod\"", "</section>")?.to_owned();
+        (section.contains("hello 1.0-1") && section.contains(">distributed<")).then_some(section)
+    })
+    .await;
     assert!(section.contains("href=\"/hosts/h1\">node-1</a>: <b>available</b>"), "{section}");
     // Remove is confirmed first; a refusal comes back as a flash.
     let confirm = c
