@@ -33,12 +33,12 @@ async fn bad_log_queries_are_refused_naming_the_problem() {
     setup(&t).await;
     let role = "/clusters/prod/services/cache/roles/cache-primary-1/logs";
     let cases: [(String, &str); 9] = [
-        (format!("/logs/search?cluster=prod&q=(unclosed"), "does not compile"),
-        (format!("/logs/search?cluster=prod&since=1h&until=2h"), "until"),
-        (format!("/logs/search?cluster=prod&limit=0"), "out of range"),
-        (format!("/logs/search?cluster=prod&limit=10001"), "out of range"),
-        (format!("/logs/search?cluster=prod&level=loud"), "unknown level"),
-        (format!("/logs/search?cluster=prod&since=yesterday"), "RFC 3339"),
+        ("/logs/search?cluster=prod&q=(unclosed".to_owned(), "does not compile"),
+        ("/logs/search?cluster=prod&since=1h&until=2h".to_owned(), "until"),
+        ("/logs/search?cluster=prod&limit=0".to_owned(), "out of range"),
+        ("/logs/search?cluster=prod&limit=10001".to_owned(), "out of range"),
+        ("/logs/search?cluster=prod&level=loud".to_owned(), "unknown level"),
+        ("/logs/search?cluster=prod&since=yesterday".to_owned(), "RFC 3339"),
         (format!("{role}?grep=a%28"), "does not compile"),
         (format!("{role}?stream=journal"), "unknown stream"),
         (format!("{role}/download?file=../../etc/passwd"), "is not a log file"),
