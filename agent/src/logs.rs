@@ -533,7 +533,7 @@ pub struct FollowPoint {
 
 /// Sends the lines of `sets` that pass `filter` (the last `tail` of each set
 /// when `tail > 0`), at most `limit` in all; returns how it ended and, per
-/// set, where a follow resumes.
+/// set, where a follow resumes. `deadline` is `None` only for a follow.
 pub fn scan<S: LineSink>(
     sets: &[FileSet],
     filter: &Filter,
@@ -561,7 +561,9 @@ pub fn scan<S: LineSink>(
                 set.parser.as_deref(),
                 &mut cursor,
                 fallback,
-                !is_current,
+                // A last line still being written is left for a follow
+                // (no deadline) to send whole; otherwise it is sent as it is.
+                !is_current || deadline.is_some(),
                 deadline,
                 |n, time, level, text| {
                     last_n = n;

@@ -191,6 +191,16 @@ fn the_limit_truncates() {
 }
 
 #[test]
+fn a_last_line_without_newline_is_read() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write(&tmp.path().join("roles/r1/logs/stdout.log"), "first\nstill being written");
+    let req = LogRequest { role_ids: vec!["r1".into()], ..Default::default() };
+    let (lines, _) = ask(tmp.path(), &[role("r1", None)], req);
+    let got: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(got, ["first", "still being written"]);
+}
+
+#[test]
 fn batches_stay_small_over_a_big_file() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = tmp.path().join("roles/r1/logs/stdout.log");
