@@ -162,6 +162,7 @@ async fn logs_and_diagnostics_in_a_browser() {
     // The viewer lives outside the part of the page that refreshes every 3 s: still there.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(browser.exists("#log-view .log-line").await.unwrap(), "the refresh kept the lines");
+    browser.execute("document.getElementById('log-viewer').scrollIntoView();", vec![]).await.unwrap();
     shot(&browser, "logs-role").await;
 
     // Pause holds new lines; resume shows them.
@@ -236,5 +237,7 @@ async fn logs_and_diagnostics_in_a_browser() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert!(rows[0].contains("db1.example"), "the failed host named: {rows:?}");
     shot(&browser, "diagnostics").await;
+    browser.execute("document.getElementById('h-bundles').scrollIntoView();", vec![]).await.unwrap();
+    shot(&browser, "diagnostics-bundles").await;
     browser.quit().await.unwrap();
 }
