@@ -157,6 +157,9 @@ pub enum Command {
     /// Notification delivery attempts: `drover notifications deliveries [--receiver NAME]`.
     #[command(subcommand)]
     Notifications(crate::notifications::NotificationsCommand),
+    /// Diagnostic bundles: collect --cluster C --since 2h [-o FILE], list, download ID, delete ID.
+    #[command(subcommand, long_about = crate::diagnostics::HELP)]
+    Diagnostics(crate::diagnostics::DiagnosticsCommand),
 }
 
 #[derive(Debug, Args)]

@@ -333,6 +333,34 @@ impl ManagerClient {
             .ok_or_else(|| anyhow!("the manager's answer to GET /api/v1/{} is empty", segments.join("/")))
     }
 
+    /// `GET` of a file (a diagnostic bundle) streamed to `path`; returns its size.
+    pub async fn download(&self, segments: &[&str], path: &Path) -> anyhow::Result<u64> {
+        use tokio::io::AsyncWriteExt;
+        let req = self.request(Method::GET, segments)?.timeout(Duration::from_secs(3600));
+        let mut resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => return Err(self.transport_error(e).await),
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(api_failure(status, &text).into());
+        }
+        let mut file = tokio::fs::File::create(path).await.with_context(|| format!("create {}", path.display()))?;
+        let mut n = 0u64;
+        loop {
+            let chunk = match resp.chunk().await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => return Err(self.transport_error(e).await),
+            };
+            n += chunk.len() as u64;
+            file.write_all(&chunk).await.with_context(|| format!("write {}", path.display()))?;
+        }
+        file.flush().await.with_context(|| format!("write {}", path.display()))?;
+        Ok(n)
+    }
+
     /// A request with a JSON answer expected.
     pub async fn send_json<B: Serialize + ?Sized>(
         &self,
