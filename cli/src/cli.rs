@@ -148,6 +148,9 @@ pub enum Command {
     /// The pending and firing alerts, most severe first (--state firing|pending); `drover
     /// alerts history` lists their transitions.
     Alerts(crate::alerts::AlertsArgs),
+    /// Logs: `drover logs CLUSTER/SERVICE[/ROLE] [-f] [--tail N] [--grep RE] [--since 1h]`, or
+    /// `drover logs --agent HOST`.
+    Logs(crate::logs::LogsArgs),
     /// Notification receivers: list (with delivery counters), show, set NAME -f FILE, delete.
     #[command(subcommand, long_about = crate::notifications::RECEIVERS_HELP)]
     Receivers(crate::notifications::ReceiversCommand),

@@ -114,6 +114,7 @@ pub async fn run(ctx: &Context, command: Command, prompt: &mut dyn Prompt) -> an
         Command::Silence(command) => crate::alerts::silence(ctx, command).await,
         Command::Maintenance(command) => crate::alerts::maintenance(ctx, command).await,
         Command::Alerts(args) => crate::alerts::alerts(ctx, args).await,
+        Command::Logs(args) => crate::logs::logs(ctx, args).await,
         Command::Receivers(command) => crate::notifications::receivers(ctx, command).await,
         Command::Routes(command) => crate::notifications::routes(ctx, command).await,
         Command::Notifications(command) => crate::notifications::notifications(ctx, command).await,

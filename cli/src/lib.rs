@@ -17,6 +17,7 @@ pub mod commands;
 pub mod diagnostics;
 pub mod labels;
 pub mod lifecycle;
+pub mod logs;
 pub mod login;
 pub mod manager_client;
 pub mod notifications;

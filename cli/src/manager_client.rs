@@ -326,6 +326,30 @@ impl ManagerClient {
         Ok(text)
     }
 
+    /// `GET` of server-sent events (`Accept: text/event-stream`), answered as
+    /// it arrives and without the usual 30 s limit (a followed log).
+    pub async fn get_events<Q: Serialize + ?Sized>(
+        &self,
+        segments: &[&str],
+        query: &Q,
+    ) -> anyhow::Result<reqwest::Response> {
+        let req = self
+            .request(Method::GET, segments)?
+            .query(query)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .timeout(Duration::from_secs(100 * 365 * 86_400));
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => return Err(self.transport_error(e).await),
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(api_failure(status, &text).into());
+        }
+        Ok(resp)
+    }
+
     /// `GET`, expecting a JSON body.
     pub async fn get<Q: Serialize + ?Sized>(&self, segments: &[&str], query: &Q) -> anyhow::Result<Value> {
         self.call(Method::GET, segments, query, NO_BODY)
