@@ -78,10 +78,9 @@ fn scripted_agent(state: std::sync::Arc<AppState>, role_id: String) {
                         if tx.send(ReplyPart::Lines(found)).await.is_err() {
                             return;
                         }
-                        let mut n = 100;
-                        while q.follow {
+                        // A follow writes until the manager drops it.
+                        for n in (101..).take_while(|_| q.follow) {
                             tokio::time::sleep(Duration::from_millis(200)).await;
-                            n += 1;
                             let mut l = lines(&role_id).remove(1);
                             l.line_number = n;
                             l.time = now_millis();
