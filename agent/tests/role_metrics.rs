@@ -4,7 +4,8 @@
 //! Redis metric source, and reads the agent's heartbeats: process figures and
 //! `redis_*` samples per role, and a collect error naming the source when the
 //! password is wrong. A second test runs the real `drover-agent` binary with
-//! three such roles and measures its resident memory.
+//! three such roles and measures its resident memory. A third answers a log
+//! and a diagnostics request on `Reply` calls (a shell role; no Redis needed).
 //!
 //! Skipped when redis-server is not installed, unless DROVER_REQUIRE_SERVICES=1.
 
@@ -63,6 +64,8 @@ struct FakeManager {
     received: mpsc::UnboundedSender<v1::AgentMessage>,
     /// Sends a new desired state to the open session.
     push: Mutex<Option<mpsc::UnboundedSender<Result<v1::ManagerMessage, Status>>>>,
+    /// Where the chunks of the agent's `Reply` calls go.
+    replies: Option<mpsc::UnboundedSender<v1::ReplyChunk>>,
 }
 
 impl FakeManager {
@@ -127,8 +130,15 @@ impl AgentService for Svc {
         Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
     }
 
-    async fn reply(&self, _: Request<Streaming<v1::ReplyChunk>>) -> Result<Response<v1::ReplyAck>, Status> {
-        Err(Status::unimplemented("this test's manager sends no requests"))
+    async fn reply(&self, request: Request<Streaming<v1::ReplyChunk>>) -> Result<Response<v1::ReplyAck>, Status> {
+        let Some(replies) = &self.0.replies else {
+            return Err(Status::unimplemented("this manager sends no requests"));
+        };
+        let mut chunks = request.into_inner();
+        while let Some(chunk) = chunks.message().await? {
+            let _ = replies.send(chunk);
+        }
+        Ok(Response::new(v1::ReplyAck {}))
     }
 
     type FetchParcelStream = Pin<Box<dyn Stream<Item = Result<v1::ParcelChunk, Status>> + Send>>;
@@ -267,6 +277,7 @@ async fn heartbeats_carry_process_figures_and_redis_samples_of_a_supervised_role
         heartbeat_ms: 300,
         received,
         push: Mutex::new(None),
+        replies: None,
     });
     let (identity, addr) = serve(manager.clone()).await;
     let _reaper = RoleReaper(tmp.path().to_path_buf());
@@ -363,6 +374,7 @@ async fn agent_rss_with_three_roles_and_their_collectors() {
         heartbeat_ms: 1000,
         received,
         push: Mutex::new(None),
+        replies: None,
     });
     let (identity, addr) = serve(manager.clone()).await;
     let data_dir = tmp.path().join("agent");
@@ -499,4 +511,144 @@ async fn a_re_adopted_role_is_measured_and_collected_again() {
     let (b, a) = (before.process.expect("before"), after.process.expect("after"));
     assert!(a.uptime_seconds > b.uptime_seconds, "uptime from the recorded start: {b:?} then {a:?}");
     assert_eq!(after.collect_error, "");
+}
+
+/// A log request and a diagnostics request pushed on the session are each
+/// answered on a `Reply` call: the first chunk names the request, stdout and
+/// stderr lines arrive apart, the archive holds the role's files with the
+/// secret redacted, and `ReplyEnd` comes last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_and_diagnostics_requests_are_answered_on_reply_calls() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (received, mut rx) = mpsc::unbounded_channel();
+    let (replies, mut replies_rx) = mpsc::unbounded_channel();
+    let role = v1::RoleSpec {
+        role_id: "echo-1".into(),
+        name: "echo-1".into(),
+        run_state: v1::RunState::Running as i32,
+        files: vec![v1::ConfigFile {
+            path: "app.conf".into(),
+            content: b"password=t0psecret\n".to_vec(),
+            sha256: drover_agent::files::sha256_hex(b"password=t0psecret\n"),
+            mode: 0,
+        }],
+        process: Some(v1::ProcessSpec {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), "echo hello from the role; echo oops >&2; exec sleep 1000".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let manager = Arc::new(FakeManager {
+        roles: Mutex::new(vec![role]),
+        generation: Mutex::new(1),
+        heartbeat_ms: 300,
+        received,
+        push: Mutex::new(None),
+        replies: Some(replies),
+    });
+    let (identity, addr) = serve(manager.clone()).await;
+    let _reaper = RoleReaper(tmp.path().to_path_buf());
+    let mut config = SessionConfig::new(
+        format!("https://{addr}").parse().expect("addr"),
+        identity,
+        facts::collect(Some("metrics-host")),
+    );
+    config.roles = RolesMode::Supervise { data_dir: tmp.path().to_path_buf() };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(session::run(config, Metrics::default, Arc::new(NoopObserver), async move {
+        let _ = stop_rx.await;
+    }));
+    let hello = loop {
+        match tokio::time::timeout(WAIT, rx.recv()).await {
+            Ok(Some(v1::AgentMessage { kind: Some(agent_message::Kind::Hello(h)) })) => break h,
+            Ok(Some(_)) => {}
+            other => panic!("no hello: {other:?}"),
+        }
+    };
+    assert!(hello.capabilities.iter().any(|c| c == "logs.v1"), "{:?}", hello.capabilities);
+    let logs = tmp.path().join("roles/echo-1/logs");
+    let deadline = Instant::now() + WAIT;
+    while std::fs::read_to_string(logs.join("stderr.log")).unwrap_or_default().is_empty() {
+        assert!(Instant::now() < deadline, "the role never wrote its logs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let push = |kind| {
+        let tx = manager.push.lock().expect("lock").clone().expect("a session");
+        tx.send(Ok(v1::ManagerMessage { kind: Some(kind) })).expect("push");
+    };
+    /// The chunks of one reply, up to its end.
+    async fn reply(rx: &mut mpsc::UnboundedReceiver<v1::ReplyChunk>) -> Vec<v1::ReplyChunk> {
+        let mut chunks = Vec::new();
+        loop {
+            let chunk = tokio::time::timeout(WAIT, rx.recv()).await.expect("a chunk in time").expect("open");
+            let end = matches!(chunk.body, Some(v1::reply_chunk::Body::End(_)));
+            chunks.push(chunk);
+            if end {
+                return chunks;
+            }
+        }
+    }
+
+    push(manager_message::Kind::LogRequest(v1::LogRequest {
+        request_id: "q1".into(),
+        role_ids: vec!["echo-1".into(), "gone-1".into()],
+        ..Default::default()
+    }));
+    let chunks = reply(&mut replies_rx).await;
+    assert_eq!(chunks[0].request_id, "q1");
+    let lines: Vec<v1::LogLine> = chunks
+        .iter()
+        .filter_map(|c| match &c.body {
+            Some(v1::reply_chunk::Body::Lines(l)) => Some(l.lines.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let got: Vec<(&str, i32, &str)> = lines.iter().map(|l| (l.file.as_str(), l.stream, l.text.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            ("logs/stdout.log", v1::LogStream::Stdout as i32, "hello from the role"),
+            ("logs/stderr.log", v1::LogStream::Stderr as i32, "oops"),
+        ]
+    );
+    let Some(v1::reply_chunk::Body::End(end)) = &chunks[chunks.len() - 1].body else { panic!("no end") };
+    assert!(end.error.contains("unknown role gone-1"), "{}", end.error);
+
+    push(manager_message::Kind::DiagnosticsRequest(v1::DiagnosticsRequest {
+        request_id: "d1".into(),
+        role_ids: vec!["echo-1".into()],
+        max_bytes: 1 << 20,
+        secrets: vec!["t0psecret".into()],
+        ..Default::default()
+    }));
+    let chunks = reply(&mut replies_rx).await;
+    assert_eq!(chunks[0].request_id, "d1");
+    let archive: Vec<u8> = chunks
+        .iter()
+        .filter_map(|c| match &c.body {
+            Some(v1::reply_chunk::Body::Archive(b)) => Some(b.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive.as_slice()));
+    let mut entries = std::collections::BTreeMap::new();
+    for entry in tar.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut entry, &mut text).expect("read");
+        entries.insert(entry.path().expect("path").display().to_string(), text);
+    }
+    assert_eq!(entries.get("roles/echo-1/config/app.conf").map(String::as_str), Some("password=[REDACTED]\n"));
+    assert!(entries.contains_key("roles/echo-1/process.json"), "{:?}", entries.keys());
+    assert!(entries.contains_key("roles/echo-1/logs/stderr.log"), "{:?}", entries.keys());
+    assert!(entries.values().all(|t| !t.contains("t0psecret")));
+    let Some(v1::reply_chunk::Body::End(end)) = &chunks[chunks.len() - 1].body else { panic!("no end") };
+    let manifest: serde_json::Value = serde_json::from_str(&end.manifest_json).expect("manifest");
+    assert_eq!(manifest["redactions"]["secret-values"], 1, "{manifest}");
+
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(WAIT, agent).await;
 }
