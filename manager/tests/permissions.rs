@@ -747,6 +747,8 @@ async fn the_console_shows_only_the_actions_a_user_may_take_and_refuses_the_rest
         "/silences",
         "/alerts/rules",
         "/notifications",
+        "/diagnostics",
+        "/clusters/prod/logs",
         "/account",
     ] {
         let got = viewer.get(page).await;
