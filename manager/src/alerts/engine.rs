@@ -254,14 +254,76 @@ fn role_labels(r: &FleetRole) -> Labels {
     .collect()
 }
 
-fn label(l: &Labels, k: &str) -> String {
-    l.get(k).cloned().unwrap_or_default()
+/// Whether `labels` are the ones [`role_labels`] makes of `r` (compared in the map's order).
+fn are_role_labels(labels: &Labels, r: &FleetRole) -> bool {
+    let want = [
+        ("cluster", r.cluster.as_str()),
+        ("host", r.hostname.as_str()),
+        ("role", r.name.as_str()),
+        ("role_type", r.role_type.as_str()),
+        ("service", r.service.as_str()),
+    ];
+    labels.len() == want.len() && labels.iter().zip(want).all(|((k, v), (wk, wv))| k == wk && v == wv)
+}
+
+/// The tests of a role's state as the fleet reports it (a role on a lost host has none).
+fn state_tests(r: &FleetRole) -> Vec<TestResult> {
+    // A role on a lost host is not judged: its host's test says why.
+    if !r.host_up {
+        return Vec::new();
+    }
+    let mut tests = Vec::with_capacity(3);
+    let (status, summary) = match (r.wanted_running, r.state.as_str()) {
+        (true, "running") => (Status::Good, "running".to_owned()),
+        (true, "starting") => (Status::Concerning, "starting".to_owned()),
+        (true, "failed") if !r.last_error.is_empty() => (Status::Bad, format!("failed: {}", r.last_error)),
+        (true, other) => (Status::Bad, format!("{other}, should be running")),
+        (false, "stopped") | (false, "unknown") => (Status::Good, "stopped, as wanted".to_owned()),
+        (false, other) => (Status::Concerning, format!("{other}, should be stopped")),
+    };
+    tests.push(TestResult { test: "process".into(), status, value: None, summary });
+    if r.wanted_running && r.state == "running" {
+        let (status, summary) = match r.probe_health.as_str() {
+            "bad" => (Status::Bad, "health checks failing".to_owned()),
+            "good" => (Status::Good, "health checks pass".to_owned()),
+            _ => (Status::Good, "no health check result yet".to_owned()),
+        };
+        tests.push(TestResult { test: "health_checks".into(), status, value: None, summary });
+    }
+    if r.stale_seconds > 0.0 {
+        tests.push(TestResult {
+            test: "config".into(),
+            status: Status::Concerning,
+            value: Some(r.stale_seconds),
+            summary: format!("running an older configuration for {}s; restart to apply", r.stale_seconds as u64),
+        });
+    }
+    tests
+}
+
+/// The verdicts of one cycle by position in the fleet, for the health series.
+#[derive(Debug, Default)]
+struct Verdicts {
+    /// Each host's status (that of the last host with its hostname).
+    hosts: Vec<Status>,
+    /// Each role's status (that of the last role with its key); `None`: not judged (its host
+    /// is lost).
+    roles: Vec<Option<Status>>,
 }
 
 /// The health of everything: the fleet's state tests, then the metric tests, rolled up.
 pub fn health(fleet: &Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource, now: i64) -> HealthSnapshot {
-    let mut host_tests: BTreeMap<String, Vec<TestResult>> = BTreeMap::new();
-    for h in &fleet.hosts {
+    evaluate(fleet, tests, src, now).0
+}
+
+/// As [`health`], with the verdicts by position. Hosts and roles are kept by their position
+/// in the fleet, found by borrowed names; the snapshot's owned keys are made once, at the end.
+fn evaluate(fleet: &Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource, now: i64) -> (HealthSnapshot, Verdicts) {
+    // A hostname or role key given twice is the last one's, as in a map.
+    let mut host_at: HashMap<&str, usize> = HashMap::with_capacity(fleet.hosts.len());
+    let mut host_tests: Vec<Vec<TestResult>> = Vec::with_capacity(fleet.hosts.len());
+    for (i, h) in fleet.hosts.iter().enumerate() {
+        host_at.insert(h.hostname.as_str(), i);
         let agent = if h.up {
             TestResult { test: "agent".into(), status: Status::Good, value: Some(1.0), summary: "connected".into() }
         } else {
@@ -272,92 +334,75 @@ pub fn health(fleet: &Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource, no
                 summary: "lost: no sign of life from the agent".into(),
             }
         };
-        host_tests.insert(h.hostname.clone(), vec![agent]);
+        host_tests.push(vec![agent]);
     }
-    let mut role_tests: BTreeMap<RoleKey, Vec<TestResult>> = BTreeMap::new();
-    let mut role_types: HashMap<RoleKey, &str> = HashMap::new();
-    for r in &fleet.roles {
-        let key = (r.cluster.clone(), r.service.clone(), r.name.clone());
-        role_types.insert(key.clone(), r.service_type.as_str());
-        // A role on a lost host is not judged: its host's test says why.
-        if !r.host_up {
-            role_tests.insert(key, Vec::new());
-            continue;
-        }
-        let mut tests = Vec::new();
-        let (status, summary) = match (r.wanted_running, r.state.as_str()) {
-            (true, "running") => (Status::Good, "running".to_owned()),
-            (true, "starting") => (Status::Concerning, "starting".to_owned()),
-            (true, "failed") if !r.last_error.is_empty() => (Status::Bad, format!("failed: {}", r.last_error)),
-            (true, other) => (Status::Bad, format!("{other}, should be running")),
-            (false, "stopped") | (false, "unknown") => (Status::Good, "stopped, as wanted".to_owned()),
-            (false, other) => (Status::Concerning, format!("{other}, should be stopped")),
-        };
-        tests.push(TestResult { test: "process".into(), status, value: None, summary });
-        if r.wanted_running && r.state == "running" {
-            let (status, summary) = match r.probe_health.as_str() {
-                "bad" => (Status::Bad, "health checks failing".to_owned()),
-                "good" => (Status::Good, "health checks pass".to_owned()),
-                _ => (Status::Good, "no health check result yet".to_owned()),
-            };
-            tests.push(TestResult { test: "health_checks".into(), status, value: None, summary });
-        }
-        if r.stale_seconds > 0.0 {
-            tests.push(TestResult {
-                test: "config".into(),
-                status: Status::Concerning,
-                value: Some(r.stale_seconds),
-                summary: format!("running an older configuration for {}s; restart to apply", r.stale_seconds as u64),
-            });
-        }
-        role_tests.insert(key, tests);
+    let mut role_at: HashMap<(&str, &str, &str), usize> = HashMap::with_capacity(fleet.roles.len());
+    let mut role_tests: Vec<Vec<TestResult>> = Vec::with_capacity(fleet.roles.len());
+    for (i, r) in fleet.roles.iter().enumerate() {
+        role_at.insert((r.cluster.as_str(), r.service.as_str(), r.name.as_str()), i);
+        role_tests.push(state_tests(r));
     }
-    let mut service_tests: BTreeMap<(String, String), Vec<TestResult>> = BTreeMap::new();
+    // Service-level results, with their labels (which the services' map borrows).
+    let (mut service_labels, mut service_tests): (Vec<Arc<Labels>>, Vec<TestResult>) = (Vec::new(), Vec::new());
     for def in tests {
-        for (labels, result) in def.test.run(src) {
+        for (labels, result) in def.test.run_shared(src) {
+            let get = |k: &str| labels.get(k).map(String::as_str).unwrap_or("");
             match def.level {
                 Level::Host => {
-                    if let Some(t) = host_tests.get_mut(&label(&labels, "host")) {
-                        t.push(result);
+                    if let Some(&i) = host_at.get(get("host")) {
+                        host_tests[i].push(result);
                     }
                 }
                 Level::Role => {
-                    let key = (label(&labels, "cluster"), label(&labels, "service"), label(&labels, "role"));
-                    let applies =
-                        role_types.get(&key).is_some_and(|t| def.service_type.is_empty() || *t == def.service_type);
-                    if let (true, Some(t)) = (applies, role_tests.get_mut(&key)) {
-                        // Not while the role's host is lost (its tests are empty then).
-                        if !t.is_empty() {
-                            t.push(result);
-                        }
+                    let Some(&i) = role_at.get(&(get("cluster"), get("service"), get("role"))) else { continue };
+                    let applies = def.service_type.is_empty() || fleet.roles[i].service_type == def.service_type;
+                    // Not while the role's host is lost (its tests are empty then).
+                    if applies && !role_tests[i].is_empty() {
+                        role_tests[i].push(result);
                     }
                 }
                 Level::Service => {
-                    let key = (label(&labels, "cluster"), label(&labels, "service"));
-                    service_tests.entry(key).or_default().push(result);
+                    service_labels.push(labels.clone());
+                    service_tests.push(result);
                 }
             }
         }
     }
-    let mut snap = HealthSnapshot { at: now, ..HealthSnapshot::default() };
-    snap.hosts = host_tests.into_iter().map(|(k, t)| (k, EntityHealth::of(t))).collect();
-    snap.roles = role_tests.into_iter().map(|(k, t)| (k, EntityHealth::of(t))).collect();
-    // Services: their own tests, then one line per role that is not good.
-    let mut services: BTreeMap<(String, String), Vec<TestResult>> = BTreeMap::new();
+    let mut hosts: Vec<Option<EntityHealth>> = host_tests.into_iter().map(|t| Some(EntityHealth::of(t))).collect();
+    let mut roles: Vec<Option<EntityHealth>> = role_tests.into_iter().map(|t| Some(EntityHealth::of(t))).collect();
+    let host_status = |i: usize| hosts[i].as_ref().map_or(Status::Good, |h| h.status);
+    let verdicts = Verdicts {
+        hosts: fleet
+            .hosts
+            .iter()
+            .map(|h| host_status(host_at.get(h.hostname.as_str()).copied().unwrap_or(0)))
+            .collect(),
+        roles: {
+            let unique = role_at.len() == fleet.roles.len();
+            let winner = |i: usize, r: &FleetRole| {
+                if unique { Some(i) } else { role_at.get(&(&*r.cluster, &*r.service, &*r.name)).copied() }
+            };
+            let judged = |i: usize| roles[i].as_ref().filter(|h| !h.tests.is_empty()).map(|h| h.status);
+            fleet.roles.iter().enumerate().map(|(i, r)| winner(i, r).and_then(judged)).collect()
+        },
+    };
+    // Services: their own tests, then one line per role that is not good, in role-key order.
+    let mut services: BTreeMap<(&str, &str), Vec<TestResult>> = BTreeMap::new();
     for r in &fleet.roles {
-        services.entry((r.cluster.clone(), r.service.clone())).or_default();
+        services.entry((r.cluster.as_str(), r.service.as_str())).or_default();
     }
-    for (key, tests) in service_tests {
+    for (labels, test) in service_labels.iter().zip(service_tests) {
+        let get = |k: &str| labels.get(k).map(String::as_str).unwrap_or("");
         // A service-level test about a service the fleet no longer has is dropped.
-        if let Some(t) = services.get_mut(&key) {
-            t.extend(tests);
+        if let Some(t) = services.get_mut(&(get("cluster"), get("service"))) {
+            t.push(test);
         }
     }
-    for ((cluster, service, role), h) in &snap.roles {
-        if h.status == Status::Good {
-            continue;
-        }
-        if let Some(t) = services.get_mut(&(cluster.clone(), service.clone())) {
+    let mut role_order: Vec<(&(&str, &str, &str), usize)> = role_at.iter().map(|(k, i)| (k, *i)).collect();
+    role_order.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for &((cluster, service, role), i) in &role_order {
+        let Some(h) = roles[i].as_ref().filter(|h| h.status != Status::Good) else { continue };
+        if let Some(t) = services.get_mut(&(cluster, service)) {
             let worst = h.tests.iter().filter(|t| t.status == h.status).map(|t| t.summary.as_str()).collect::<Vec<_>>();
             t.push(TestResult {
                 test: format!("role {role}"),
@@ -367,10 +412,11 @@ pub fn health(fleet: &Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource, no
             });
         }
     }
-    snap.services = services.into_iter().map(|(k, t)| (k, EntityHealth::of(t))).collect();
-    let mut clusters: BTreeMap<String, Vec<TestResult>> = BTreeMap::new();
-    for ((cluster, service), h) in &snap.services {
-        let t = clusters.entry(cluster.clone()).or_default();
+    let services: BTreeMap<(String, String), EntityHealth> =
+        services.into_iter().map(|((c, s), t)| ((c.to_owned(), s.to_owned()), EntityHealth::of(t))).collect();
+    let mut clusters: BTreeMap<&str, Vec<TestResult>> = BTreeMap::new();
+    for ((cluster, service), h) in &services {
+        let t = clusters.entry(cluster.as_str()).or_default();
         if h.status != Status::Good {
             t.push(TestResult {
                 test: format!("service {service}"),
@@ -380,56 +426,96 @@ pub fn health(fleet: &Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource, no
             });
         }
     }
-    for h in &fleet.hosts {
+    for (h, status) in fleet.hosts.iter().zip(&verdicts.hosts) {
         for c in &h.clusters {
-            let t = clusters.entry(c.clone()).or_default();
-            if let Some(hh) = snap.hosts.get(&h.hostname).filter(|hh| hh.status != Status::Good) {
+            let t = clusters.entry(c.as_str()).or_default();
+            if *status != Status::Good {
                 t.push(TestResult {
                     test: format!("host {}", h.hostname),
-                    status: hh.status,
+                    status: *status,
                     value: None,
-                    summary: format!("host {} is {}", h.hostname, hh.status.as_str()),
+                    summary: format!("host {} is {}", h.hostname, status.as_str()),
                 });
             }
         }
     }
-    snap.clusters = clusters.into_iter().map(|(k, t)| (k, EntityHealth::of(t))).collect();
-    snap
+    let clusters = clusters.into_iter().map(|(k, t)| (k.to_owned(), EntityHealth::of(t))).collect();
+    // The owned keys, in order (a map collects sorted input without sorting it again).
+    let mut host_order: Vec<(&str, usize)> = host_at.into_iter().collect();
+    host_order.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let snap = HealthSnapshot {
+        at: now,
+        hosts: host_order.into_iter().filter_map(|(k, i)| Some((k.to_owned(), hosts[i].take()?))).collect(),
+        roles: role_order
+            .into_iter()
+            .filter_map(|(&(c, s, r), i)| Some(((c.to_owned(), s.to_owned(), r.to_owned()), roles[i].take()?)))
+            .collect(),
+        services,
+        clusters,
+    };
+    (snap, verdicts)
 }
 
-/// The health states as series (see [`HEALTH_METRICS`]).
-pub fn health_series(fleet: &Fleet, snap: &HealthSnapshot) -> HashMap<&'static str, Vec<(Labels, f64)>> {
-    shared_health_series(fleet, snap)
-        .into_iter()
-        .map(|(name, series)| (name, series.into_iter().map(|(l, v)| (Arc::unwrap_or_clone(l), v)).collect()))
-        .collect()
+/// The label maps of the health series of the previous cycle, by position in its fleet: a
+/// host or role at the same position with the same names keeps its map (no copies made).
+#[derive(Debug, Default)]
+struct SeriesLabels {
+    hosts: Vec<Arc<Labels>>,
+    roles: Vec<Option<Arc<Labels>>>,
 }
 
-/// As [`health_series`], each host's and role's labels made once and shared by its series.
-fn shared_health_series(fleet: &Fleet, snap: &HealthSnapshot) -> HashMap<&'static str, Vec<(Arc<Labels>, f64)>> {
+/// The health states as series (see [`HEALTH_METRICS`]), each host's and role's labels shared
+/// by its series and kept from the previous cycle when they did not change.
+fn health_series(
+    fleet: &Fleet,
+    snap: &HealthSnapshot,
+    verdicts: &Verdicts,
+    kept: &mut SeriesLabels,
+) -> HashMap<&'static str, Vec<(Arc<Labels>, f64)>> {
     let mut out: HashMap<&'static str, Vec<(Arc<Labels>, f64)>> =
         HEALTH_METRICS.iter().map(|n| (*n, Vec::new())).collect();
     let one = |k: &str, v: &str| -> Arc<Labels> { Arc::new([(k.to_owned(), v.to_owned())].into()) };
-    for h in &fleet.hosts {
-        let labels = one("host", &h.hostname);
-        if let Some(hh) = snap.hosts.get(&h.hostname) {
-            out.get_mut("host_health_status").expect("listed").push((labels.clone(), hh.status.level()));
-        }
-        out.get_mut("host_up").expect("listed").push((labels, if h.up { 1.0 } else { 0.0 }));
+    let mut host_up = Vec::with_capacity(fleet.hosts.len());
+    let mut host_status = Vec::with_capacity(fleet.hosts.len());
+    kept.hosts.truncate(fleet.hosts.len());
+    for (i, (h, status)) in fleet.hosts.iter().zip(&verdicts.hosts).enumerate() {
+        let labels = match kept.hosts.get(i) {
+            Some(l) if l.len() == 1 && l.get("host") == Some(&h.hostname) => l.clone(),
+            _ => {
+                let l = one("host", &h.hostname);
+                match kept.hosts.get_mut(i) {
+                    Some(slot) => *slot = l.clone(),
+                    None => kept.hosts.push(l.clone()),
+                }
+                l
+            }
+        };
+        host_status.push((labels.clone(), status.level()));
+        host_up.push((labels, if h.up { 1.0 } else { 0.0 }));
     }
-    for r in &fleet.roles {
-        let key = (r.cluster.clone(), r.service.clone(), r.name.clone());
-        let mut labels = None;
+    let mut role_status = Vec::with_capacity(fleet.roles.len());
+    let mut role_stale = Vec::with_capacity(fleet.roles.len());
+    kept.roles.resize(fleet.roles.len(), None);
+    for ((r, verdict), slot) in fleet.roles.iter().zip(&verdicts.roles).zip(&mut kept.roles) {
         // No verdict for a role on a lost host: `host_up` speaks for it.
-        if let Some(h) = snap.roles.get(&key).filter(|h| !h.tests.is_empty()) {
-            let l = labels.get_or_insert_with(|| Arc::new(role_labels(r))).clone();
-            out.get_mut("role_health_status").expect("listed").push((l, h.status.level()));
+        if verdict.is_none() && !r.host_up {
+            continue;
+        }
+        let labels = match slot {
+            Some(l) if are_role_labels(l, r) => l.clone(),
+            _ => slot.insert(Arc::new(role_labels(r))).clone(),
+        };
+        if let Some(status) = verdict {
+            role_status.push((labels.clone(), status.level()));
         }
         if r.host_up {
-            let l = labels.get_or_insert_with(|| Arc::new(role_labels(r))).clone();
-            out.get_mut("role_config_stale_seconds").expect("listed").push((l, r.stale_seconds));
+            role_stale.push((labels, r.stale_seconds));
         }
     }
+    out.insert("host_health_status", host_status);
+    out.insert("host_up", host_up);
+    out.insert("role_health_status", role_status);
+    out.insert("role_config_stale_seconds", role_stale);
     for ((cluster, service), h) in &snap.services {
         let labels: Labels = [("cluster".to_owned(), cluster.clone()), ("service".to_owned(), service.clone())].into();
         out.get_mut("service_health_status").expect("listed").push((Arc::new(labels), h.status.level()));
@@ -543,6 +629,7 @@ pub struct Cycle {
 #[derive(Debug, Default)]
 pub struct Evaluator {
     states: HashMap<String, RuleState>,
+    series_labels: SeriesLabels,
 }
 
 impl Evaluator {
@@ -555,8 +642,9 @@ impl Evaluator {
         metrics: &dyn SeriesSource,
         now: i64,
     ) -> Cycle {
-        let health = health(fleet, tests, metrics, now);
-        let overlay = Overlay { base: metrics, extra: shared_health_series(fleet, &health) };
+        let (health, verdicts) = evaluate(fleet, tests, metrics, now);
+        let overlay =
+            Overlay { base: metrics, extra: health_series(fleet, &health, &verdicts, &mut self.series_labels) };
         let mut transitions = Vec::new();
         for rule in rules {
             let holding: Vec<(Labels, f64)> =

@@ -3,6 +3,9 @@
 //! healthy as its worst test; a service as its worst role, a cluster as its worst service or
 //! host (any bad makes the parent bad; otherwise any concerning makes it concerning).
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use super::expr::{Cmp, Condition, Labels, SeriesSource};
@@ -75,22 +78,38 @@ impl ThresholdTest {
 
     /// The verdict on every series the test's expression yields.
     pub fn run(&self, src: &dyn SeriesSource) -> Vec<(Labels, TestResult)> {
+        self.run_shared(src).into_iter().map(|(labels, result)| (Arc::unwrap_or_clone(labels), result)).collect()
+    }
+
+    /// As [`ThresholdTest::run`], with the labels shared with the source; a value seen before
+    /// reuses its summary (a fleet's roles mostly share a few values, e.g. no restarts).
+    pub fn run_shared(&self, src: &dyn SeriesSource) -> Vec<(Arc<Labels>, TestResult)> {
+        let mut summaries: HashMap<u64, (Status, String)> = HashMap::new();
         self.vector
-            .eval(src)
+            .eval_shared(src)
             .into_iter()
             .map(|(labels, value)| {
-                let status = self.classify(value);
-                let level = match status {
-                    Status::Bad => self.critical.map(|c| format!(" (bad {} {c})", self.direction.symbol())),
-                    Status::Concerning => {
-                        self.warning.map(|w| format!(" (concerning {} {w})", self.direction.symbol()))
-                    }
-                    Status::Good => None,
+                let (status, summary) = summaries.entry(value.to_bits()).or_insert_with(|| self.verdict(value));
+                let result = TestResult {
+                    test: self.name.clone(),
+                    status: *status,
+                    value: Some(value),
+                    summary: summary.clone(),
                 };
-                let summary = format!("{} = {}{}", self.vector.text, short(value), level.unwrap_or_default());
-                (labels, TestResult { test: self.name.clone(), status, value: Some(value), summary })
+                (labels, result)
             })
             .collect()
+    }
+
+    /// The status of `value` and the summary that says why.
+    fn verdict(&self, value: f64) -> (Status, String) {
+        let status = self.classify(value);
+        let level = match status {
+            Status::Bad => self.critical.map(|c| format!(" (bad {} {c})", self.direction.symbol())),
+            Status::Concerning => self.warning.map(|w| format!(" (concerning {} {w})", self.direction.symbol())),
+            Status::Good => None,
+        };
+        (status, format!("{} = {}{}", self.vector.text, short(value), level.unwrap_or_default()))
     }
 }
 
