@@ -372,7 +372,15 @@ fn assemble(
         })
         .collect();
     let request = redactor.redact_json(request);
-    let counts = redactor.counts.clone();
+    // What the agents replaced and what the manager replaced after them.
+    let mut counts = redactor.counts.clone();
+    for h in hosts {
+        if let Some(agent) = h.manifest["redactions"].as_object() {
+            let agent: BTreeMap<String, u64> =
+                agent.iter().filter_map(|(k, v)| v.as_u64().map(|n| (k.clone(), n))).collect();
+            super::merge_counts(&mut counts, &agent);
+        }
+    }
     let size = w.finish(|w, brief| {
         let files: Value = if brief {
             json!(format!("{} files (the list was left out to stay within max_bytes)", w.files.len()))
