@@ -1,9 +1,10 @@
-//! Logs with real agents and real Redis: three Redis roles on three agents
+//! Logs with real agents, Redis and ZooKeeper: three Redis roles on three agents
 //! write their logs; a search finds the startup line on all three with host
 //! and role; `since` leaves older lines out; a followed role log delivers a
 //! line Redis writes while it is followed (latency printed, not asserted);
 //! the agent-log endpoint returns the agent's own lines; `drover logs` run as
-//! a process prints prefixed lines; a host whose agent is killed is named in
+//! a process prints prefixed lines; ZooKeeper's zookeeper.log is searched
+//! with its level and time; a host whose agent is killed is named in
 //! the search result.
 
 use std::time::{Duration, Instant, SystemTime};
@@ -34,9 +35,10 @@ async fn search(fleet: &Fleet, params: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_logs_searched_followed_and_printed_across_three_agents() {
+async fn redis_and_zookeeper_logs_searched_followed_and_printed_across_three_agents() {
     init_logging();
-    let mut fleet = Fleet::start(&HOSTS, &[build_parcel("redis", None)], &[]).await;
+    let parcels = [build_parcel("redis", None), build_parcel("jre", None), build_parcel("zookeeper", None)];
+    let mut fleet = Fleet::start(&HOSTS, &parcels, &[]).await;
     let rest = &fleet.rest;
     rest.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "cache", "type": "redis"}))).await;
     let primary_port = free_port();
@@ -119,6 +121,24 @@ async fn redis_logs_searched_followed_and_printed_across_three_agents() {
     for (host, role) in [(HOSTS[0], "cache-primary"), (HOSTS[1], "cache-replica-b"), (HOSTS[2], "cache-replica-c")] {
         assert!(stdout.contains(&format!("{host} {role} | ")), "{host} {role} missing in:\n{stdout}");
     }
+
+    // ZooKeeper's own log file (log4j, stream `file`) read with the zookeeper format.
+    rest.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "zk", "type": "zookeeper"}))).await;
+    let zk = json!({"client_port": free_port(), "peer_port": free_port(), "election_port": free_port()});
+    fleet.add_role("zk", "server", HOSTS[1], "zk-1", zk).await;
+    fleet.run_command("zk", json!({"name": "start"}), Duration::from_secs(180)).await;
+    let r = wait_for(Duration::from_secs(180), "ZooKeeper's log line binding its client port", || async {
+        let r: Value = rest.get("/api/v1/logs/search?cluster=prod&service=zk&q=binding%20to%20port").await.unwrap();
+        let m = r["matches"].as_array().and_then(|m| m.iter().find(|m| m["stream"] == "file").cloned());
+        m.ok_or_else(|| r.to_string())
+    })
+    .await;
+    assert_eq!(
+        (&r["hostname"], &r["role"], &r["file"]),
+        (&json!(HOSTS[1]), &json!("zk-1"), &json!("zookeeper.log")),
+        "{r}"
+    );
+    assert!(r["time"].is_string() && r["level"] == "info", "the zookeeper format gives time and level: {r}");
 
     // A host whose agent is down is named.
     fleet.agents[2].kill();
