@@ -133,7 +133,37 @@ async fn bad_requests_are_refused_naming_the_problem() {
 #[tokio::test]
 async fn hosts_that_cannot_answer_give_a_partial_bundle_with_the_managers_part_redacted() {
     let t = T::start().await;
-    setup(&t).await;
+    partial_bundle(&t).await;
+}
+
+/// The same on PostgreSQL (the server of `DROVER_TEST_POSTGRES_URL`, as in `tests/store.rs`).
+#[tokio::test]
+async fn a_partial_bundle_on_postgresql() {
+    use sqlx::{Connection, Executor};
+    let admin_url = match std::env::var("DROVER_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ if std::env::var("DROVER_TEST_SKIP_POSTGRES").as_deref() == Ok("1") => {
+            eprintln!("skipped: DROVER_TEST_SKIP_POSTGRES=1");
+            return;
+        }
+        _ => panic!(
+            "DROVER_TEST_POSTGRES_URL is not set: run `eval \"$(scripts/postgres-test-db.sh)\"` as root first, \
+             or set DROVER_TEST_SKIP_POSTGRES=1 to skip the PostgreSQL tests"
+        ),
+    };
+    let name = format!("drover_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("connect to DROVER_TEST_POSTGRES_URL");
+    admin.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+    let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin_url.clone());
+    let url = format!("{base}/{name}");
+    let t = T::start_configured(|_| {}, |c| c.database_url = Some(url.clone())).await;
+    partial_bundle(&t).await;
+    t.handle.shutdown().await;
+    admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await.unwrap();
+}
+
+async fn partial_bundle(t: &T) {
+    setup(t).await;
     let started = t
         .call(Method::POST, "/diagnostics", Some(json!({"cluster": "prod", "since": "1h", "max_bytes": 1 << 20})))
         .await;
