@@ -173,7 +173,7 @@ async fn partial_bundle(t: &T) {
     assert_eq!(started.1["hosts"], json!(["h1.example", "h2.example"]));
     assert_eq!(started.1["services"], json!(["cache"]));
 
-    let done = wait_done(&t, &id).await;
+    let done = wait_done(t, &id).await;
     assert_eq!(done["state"], "partial", "{done}");
     let failed: Vec<&str> =
         done["failed_hosts"].as_array().unwrap().iter().map(|f| f["hostname"].as_str().unwrap()).collect();
@@ -227,17 +227,17 @@ async fn partial_bundle(t: &T) {
     assert_eq!(manifest["request"]["cluster"], "prod");
 
     // Who sees it: readers of prod; a reader of dev learns nothing.
-    let (s, v) = as_user(&t, "prodviewer", Method::GET, "/diagnostics", None).await;
+    let (s, v) = as_user(t, "prodviewer", Method::GET, "/diagnostics", None).await;
     assert_eq!((s, v["items"].as_array().unwrap().len()), (200, 1), "{v}");
-    let (s, v) = as_user(&t, "devviewer", Method::GET, "/diagnostics", None).await;
+    let (s, v) = as_user(t, "devviewer", Method::GET, "/diagnostics", None).await;
     assert_eq!((s, v["items"].clone()), (200, json!([])));
     for path in [format!("/diagnostics/{id}"), format!("/diagnostics/{id}/download")] {
-        assert_eq!(as_user(&t, "devviewer", Method::GET, &path, None).await.0, 404, "{path}");
+        assert_eq!(as_user(t, "devviewer", Method::GET, &path, None).await.0, 404, "{path}");
     }
-    assert_eq!(as_user(&t, "devviewer", Method::DELETE, &format!("/diagnostics/{id}"), None).await.0, 404);
-    let (s, v) = as_user(&t, "prodviewer", Method::DELETE, &format!("/diagnostics/{id}"), None).await;
+    assert_eq!(as_user(t, "devviewer", Method::DELETE, &format!("/diagnostics/{id}"), None).await.0, 404);
+    let (s, v) = as_user(t, "prodviewer", Method::DELETE, &format!("/diagnostics/{id}"), None).await;
     assert!(s == 403 && v["error"]["permission"] == "commands.run", "{v}");
-    let (s, _) = as_user(&t, "prodop", Method::DELETE, &format!("/diagnostics/{id}"), None).await;
+    let (s, _) = as_user(t, "prodop", Method::DELETE, &format!("/diagnostics/{id}"), None).await;
     assert_eq!(s, 204);
     t.err(Method::GET, &format!("/diagnostics/{id}"), None, 404).await;
     let dir = t.dir.path().join("diagnostics");
