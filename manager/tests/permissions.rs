@@ -174,6 +174,23 @@ fn table() -> Vec<Row> {
         row(get.clone(), "/api/v1/metrics/series", "/api/v1/metrics/series", Anywhere(Read), Ok),
         row(get.clone(), "/api/v1/metrics/prometheus", "/api/v1/metrics/prometheus", Anywhere(Read), Ok),
         row(get.clone(), "/api/v1/health", "/api/v1/health?cluster=prod", Prod(Read), Ok),
+        // Logs: a role's with read on its cluster (no agent: 503), the agent's with read on the fleet.
+        row(
+            get.clone(),
+            "/api/v1/clusters/{cluster}/services/{service}/roles/{role}/logs",
+            "/api/v1/clusters/prod/services/cache/roles/cache-primary-1/logs",
+            Prod(Read),
+            NotDenied,
+        ),
+        row(
+            get.clone(),
+            "/api/v1/clusters/{cluster}/services/{service}/roles/{role}/logs/download",
+            "/api/v1/clusters/prod/services/cache/roles/cache-primary-1/logs/download?file=logs/stdout.log",
+            Prod(Read),
+            NotDenied,
+        ),
+        row(get.clone(), "/api/v1/hosts/{id}/agent-log", "/api/v1/hosts/h1/agent-log", Global(Read), NotDenied),
+        row(get.clone(), "/api/v1/logs/search", "/api/v1/logs/search?cluster=prod", Prod(Read), Ok),
         row(get.clone(), "/api/v1/alerts", "/api/v1/alerts", SignedIn, Ok),
         // Alert rules (config.write on the fleet), silences and maintenance (commands.run on the cluster).
         row(get.clone(), "/api/v1/alert-rules", "/api/v1/alert-rules", Anywhere(Read), Ok),
