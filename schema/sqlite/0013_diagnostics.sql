@@ -26,7 +26,7 @@ CREATE INDEX diagnostics_created ON diagnostics (created_at);
 -- The redaction rules applied to bundles (GET/PUT /api/v1/settings/redaction):
 -- one row (id = 1) holding [{name, pattern}] as JSON; no row: the built-in defaults.
 CREATE TABLE redaction_rules (
-    id         INTEGER PRIMARY KEY,
+    id         BIGINT PRIMARY KEY,
     rules      TEXT NOT NULL,
     updated_at BIGINT NOT NULL,
     updated_by TEXT NOT NULL
