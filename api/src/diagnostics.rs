@@ -121,7 +121,11 @@ pub struct DiagnosticsView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedactionRuleView {
+    /// Unique; `secret-values` is reserved.
+    #[schema(min_length = 1, pattern = r"\S")]
     pub name: String,
+    /// Rust regex syntax; must compile.
+    #[schema(min_length = 1)]
     pub pattern: String,
 }
 

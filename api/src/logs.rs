@@ -48,6 +48,7 @@ pub struct LogLineView {
 #[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// The last N matching lines (default 100; at most 10000).
+    #[param(minimum = 1, maximum = 10000)]
     pub tail: Option<u32>,
     /// RFC 3339 or a duration back from now (`1h`, `30m`).
     pub since: Option<String>,
@@ -104,6 +105,7 @@ pub struct LogSearchQuery {
     pub until: Option<String>,
     pub level: Option<String>,
     /// At most this many matches in the result and from each host (default 1000, 1 to 10000).
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<u32>,
     /// Per-host time limit, a duration (default `10s`, at most `5m`).
     pub timeout: Option<String>,
