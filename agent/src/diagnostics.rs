@@ -11,7 +11,7 @@
 //! included), so the compressed archive stays below it; files that would pass
 //! it are skipped and listed. Logs go last, newest file first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,6 +20,7 @@ use regex::bytes::Regex;
 use serde_json::{Value, json};
 
 use crate::files;
+use crate::journal::RoleJournal;
 use crate::logs::{self, FileSet, LineParser, ReplyEnd};
 use crate::roles::{RoleSpec, RoleStatus};
 
@@ -62,6 +63,8 @@ pub struct HostState {
     pub statuses: Vec<RoleStatus>,
     pub facts: Value,
     pub metrics: Value,
+    /// Each role's last exits and health check results, by role id.
+    pub journal: HashMap<String, RoleJournal>,
 }
 
 /// Replaces secrets in bytes, counting replacements per rule.
@@ -333,6 +336,7 @@ fn fill<W: Write>(request: &DiagnosticsRequest, host: &HostState, p: &mut Packer
     for role in &roles {
         let base = format!("roles/{}", role.role_id);
         let status = host.statuses.iter().find(|s| s.role_id == role.role_id);
+        let journal = host.journal.get(&role.role_id);
         p.add_json(
             &format!("{base}/role.json"),
             &json!({
@@ -352,6 +356,7 @@ fn fill<W: Write>(request: &DiagnosticsRequest, host: &HostState, p: &mut Packer
                     "uptime_seconds": if s.started_at_unix_ms > 0 { (now - s.started_at_unix_ms).max(0) / 1000 } else { 0 },
                     "restarts": s.restart_count,
                     "last_exit_status": s.last_exit_status,
+                    "last_exits": journal.map(exits_json).unwrap_or_default(),
                     "last_error": s.last_error,
                     "last_log_lines": s.last_log_lines,
                     "reloads": s.reload_count,
@@ -364,7 +369,28 @@ fn fill<W: Write>(request: &DiagnosticsRequest, host: &HostState, p: &mut Packer
             p.add_json(&format!("{base}/process.json"), &value)?;
         }
         if wants("health") {
-            let checks: Vec<String> = role.health_checks.iter().map(|c| format!("{:?}", c.probe)).collect();
+            let results = journal.map(|j| j.checks.as_slice()).unwrap_or_default();
+            let checks: Vec<Value> = role
+                .health_checks
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let mut check = json!({
+                        "probe": format!("{:?}", c.probe),
+                        "interval_ms": c.interval.as_millis() as u64,
+                        "timeout_ms": c.timeout.as_millis() as u64,
+                        "failure_threshold": c.failure_threshold,
+                    });
+                    check["latest"] = match results.get(i).cloned().flatten() {
+                        Some(r) => json!({
+                            "ok": r.ok, "at_unix_ms": r.at_unix_ms, "at": rfc3339(r.at_unix_ms),
+                            "error": r.error, "consecutive_failures": r.consecutive_failures,
+                        }),
+                        None => Value::Null,
+                    };
+                    check
+                })
+                .collect();
             let value = json!({
                 "health": status.map(|s| format!("{:?}", s.health).to_lowercase()),
                 "checks": checks,
@@ -456,4 +482,23 @@ fn add_log<W: Write>(
         Err(e) => p.error(format!("could not read {}: {e}", path.display())),
     }
     Ok(())
+}
+
+/// A role's last exits, oldest first, for `process.json`.
+fn exits_json(j: &RoleJournal) -> Vec<Value> {
+    j.exits
+        .iter()
+        .map(|e| {
+            json!({
+                "at_unix_ms": e.at_unix_ms, "at": rfc3339(e.at_unix_ms), "exit_status": e.code,
+                "description": e.description, "uptime_ms": e.uptime_ms,
+            })
+        })
+        .collect()
+}
+
+/// Unix milliseconds as RFC 3339 (UTC).
+fn rfc3339(unix_ms: i64) -> String {
+    let t = UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
 }

@@ -78,6 +78,7 @@ pub mod facts;
 pub mod files;
 pub mod health;
 pub mod init;
+pub mod journal;
 pub use drover_proto::labels;
 pub mod logs;
 pub mod metrics;

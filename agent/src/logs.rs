@@ -8,7 +8,7 @@
 //!
 //! Time and level of a line come from the role's [`LogFormat`]: its pattern is
 //! matched at the start of each line, the `time` group parsed with its chrono
-//! format (no offset: UTC) and the `level` group mapped through its levels and
+//! format (no offset: the host's local time) and the `level` group mapped through its levels and
 //! normalised. A line the pattern does not match continues the previous line
 //! (a stack trace, a wrapped message): it inherits that line's time and level.
 //! Lines before the first matching line of a file inherit the last time of the
@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use chrono::TimeZone;
 use regex::bytes::Regex;
 
 use crate::files;
@@ -38,6 +39,11 @@ use crate::roles::{LogFormat, RoleSpec};
 pub const BATCH_LINES: usize = 256;
 /// Bytes of line text in one batch at most (a batch holds at least one line).
 pub const BATCH_BYTES: usize = 64 * 1024;
+/// How long a matched line waits for its batch to fill before it is sent
+/// anyway: a search of sparse matches shows its first ones at once.
+pub const BATCH_DELAY: Duration = Duration::from_millis(100);
+/// Lines read between two looks at the clock (a batch waiting, a deadline).
+const CLOCK_EVERY: u64 = 4096;
 /// Lines in a whole reply when the request names no limit.
 pub const DEFAULT_LIMIT: usize = 10_000;
 /// How long a request may take when it names no timeout (not when following).
@@ -179,9 +185,10 @@ pub fn lines_in_window(
     let filter = Filter { since_unix_ms, until_unix_ms, ..Filter::default() };
     let mut out = Vec::new();
     let mut cursor = Cursor::default();
-    let (consumed, _) = read_lines(file, parser, &mut cursor, mtime_ms(&meta), true, None, |_, time, level, text| {
-        if filter.matches(time, level, text) {
-            out.extend_from_slice(text);
+    let (consumed, _) = read_lines(file, parser, &mut cursor, mtime_ms(&meta), true, None, |line| {
+        let (time, level) = line.header();
+        if filter.header_matches(time, level) {
+            out.extend_from_slice(line.text);
             out.push(b'\n');
         }
         Ok(true)
@@ -201,10 +208,22 @@ impl LineSink for Vec<LogLine> {
 #[derive(Debug)]
 pub struct LineParser {
     pattern: Regex,
-    time_format: String,
+    /// The chrono format, parsed once.
+    time_items: Vec<chrono::format::Item<'static>>,
     levels: BTreeMap<String, Level>,
     has_time: bool,
     has_level: bool,
+    zone: Zone,
+}
+
+/// How a time without an offset is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Zone {
+    /// The host's local time (`TZ`, else `/etc/localtime`): the role runs
+    /// on this host and writes its clock's time, as Redis and log4j do.
+    Local,
+    /// A fixed offset from UTC.
+    Fixed(chrono::FixedOffset),
 }
 
 /// What the format read at the start of a line.
@@ -217,19 +236,50 @@ pub struct Header {
 impl LineParser {
     /// Compiles the format's pattern (anchored at the line start).
     pub fn new(format: &LogFormat) -> Result<LineParser, String> {
+        LineParser::with_zone(format, Zone::Local)
+    }
+
+    /// [`LineParser::new`], reading times without an offset in `zone`.
+    pub fn with_zone(format: &LogFormat, zone: Zone) -> Result<LineParser, String> {
         let anchored =
             if format.pattern.starts_with('^') { format.pattern.clone() } else { format!("^(?:{})", format.pattern) };
         let pattern = Regex::new(&anchored)
             .map_err(|e| format!("log format {:?}: pattern does not compile: {e}", format.name))?;
         let names: Vec<&str> = pattern.capture_names().flatten().collect();
         let levels = format.levels.iter().filter_map(|(k, v)| Level::parse(v).map(|l| (k.clone(), l))).collect();
+        let time_items = chrono::format::StrftimeItems::new(&format.time_format)
+            .parse_to_owned()
+            .map_err(|e| format!("log format {:?}: time format {:?}: {e}", format.name, format.time_format))?;
         Ok(LineParser {
             has_time: names.contains(&"time") && !format.time_format.is_empty(),
             has_level: names.contains(&"level"),
             pattern,
-            time_format: format.time_format.clone(),
+            time_items,
             levels,
+            zone,
         })
+    }
+
+    /// Whether `line` starts a new entry (else it continues the previous one).
+    pub fn is_header(&self, line: &[u8]) -> bool {
+        self.pattern.is_match(line)
+    }
+
+    /// `text` read with the format's time format: with its offset if it has
+    /// one, else in the parser's zone.
+    pub fn parse_time(&self, text: &str) -> Option<i64> {
+        let mut parsed = chrono::format::Parsed::new();
+        chrono::format::parse(&mut parsed, text.trim(), self.time_items.iter()).ok()?;
+        if parsed.offset().is_some() {
+            return parsed.to_datetime().ok().map(|t| t.timestamp_millis());
+        }
+        let naive = parsed.to_naive_datetime_with_offset(0).ok()?;
+        let t = match self.zone {
+            Zone::Local => chrono::Local.from_local_datetime(&naive).earliest().map(|t| t.timestamp_millis()),
+            Zone::Fixed(offset) => offset.from_local_datetime(&naive).earliest().map(|t| t.timestamp_millis()),
+        };
+        // A local time skipped by a DST change: read it as UTC rather than lose it.
+        Some(t.unwrap_or_else(|| naive.and_utc().timestamp_millis()))
     }
 
     /// The header of `line`, or `None` when the pattern does not match (the
@@ -241,7 +291,7 @@ impl LineParser {
             && let Some(m) = caps.name("time")
             && let Ok(text) = std::str::from_utf8(m.as_bytes())
         {
-            header.time_unix_ms = parse_time(text, &self.time_format);
+            header.time_unix_ms = self.parse_time(text);
         }
         if self.has_level
             && let Some(m) = caps.name("level")
@@ -251,15 +301,6 @@ impl LineParser {
         }
         Some(header)
     }
-}
-
-/// `text` read with the chrono `format`: with an offset if it has one, else UTC.
-pub fn parse_time(text: &str, format: &str) -> Option<i64> {
-    let text = text.trim();
-    if let Ok(t) = chrono::DateTime::parse_from_str(text, format) {
-        return Some(t.timestamp_millis());
-    }
-    chrono::NaiveDateTime::parse_from_str(text, format).ok().map(|t| t.and_utc().timestamp_millis())
 }
 
 /// A set of files: the current one and its rotated copies.
@@ -380,16 +421,22 @@ impl Filter {
         (self.since_unix_ms == 0 || t >= self.since_unix_ms) && (self.until_unix_ms == 0 || t < self.until_unix_ms)
     }
 
-    fn matches(&self, time: i64, level: Option<Level>, text: &[u8]) -> bool {
-        if !self.in_window(time) {
-            return false;
-        }
-        if let Some(min) = self.min_level
-            && level.is_none_or(|l| l < min)
-        {
-            return false;
-        }
+    /// Whether the line's text passes (checked first: it needs no header).
+    fn text_matches(&self, text: &[u8]) -> bool {
         self.pattern.as_ref().is_none_or(|p| p.is_match(text))
+    }
+
+    /// Whether a line of this time and level passes.
+    fn header_matches(&self, time: i64, level: Option<Level>) -> bool {
+        self.in_window(time) && self.min_level.is_none_or(|min| level.is_some_and(|l| l >= min))
+    }
+
+    fn matches(&self, line: &mut Offered<'_>) -> bool {
+        if !self.text_matches(line.text) {
+            return false;
+        }
+        let (time, level) = line.header();
+        self.header_matches(time, level)
     }
 }
 
@@ -409,11 +456,13 @@ pub struct Batcher<'a, S: LineSink> {
     bytes: usize,
     sent: usize,
     limit: usize,
+    /// When the oldest line of the batch came.
+    since: Option<Instant>,
 }
 
 impl<'a, S: LineSink> Batcher<'a, S> {
     pub fn new(sink: &'a mut S, limit: usize) -> Self {
-        Batcher { sink, batch: Vec::new(), bytes: 0, sent: 0, limit }
+        Batcher { sink, batch: Vec::new(), bytes: 0, sent: 0, limit, since: None }
     }
 
     /// Whether another line fits under the limit.
@@ -422,6 +471,9 @@ impl<'a, S: LineSink> Batcher<'a, S> {
     }
 
     pub fn push(&mut self, line: LogLine) -> Result<(), Gone> {
+        if self.batch.is_empty() {
+            self.since = Some(Instant::now());
+        }
         self.bytes += line.text.len();
         self.batch.push(line);
         self.sent += 1;
@@ -431,21 +483,85 @@ impl<'a, S: LineSink> Batcher<'a, S> {
         Ok(())
     }
 
+    /// Sends the batch if its oldest line waited [`BATCH_DELAY`].
+    pub fn poll(&mut self) -> Result<(), Gone> {
+        match self.since {
+            Some(t) if t.elapsed() >= BATCH_DELAY => self.flush(),
+            _ => Ok(()),
+        }
+    }
+
     pub fn flush(&mut self) -> Result<(), Gone> {
         if self.batch.is_empty() {
             return Ok(());
         }
         self.bytes = 0;
+        self.since = None;
         self.sink.send(std::mem::take(&mut self.batch))
     }
 }
 
 /// Per-file-set reading state carried from one file to the next and, when
 /// following, from one poll to the next.
+///
+/// The header of a line is worked out only when a line needs it (it passed
+/// the pattern, or a window needs its time): until then the cursor keeps
+/// the last header line's bytes. A search for a rare pattern thus runs the
+/// format's pattern on each line but parses few times.
 #[derive(Debug, Default, Clone)]
 struct Cursor {
     time: Option<i64>,
     level: Option<Level>,
+    /// The last header line not read yet.
+    pending: Vec<u8>,
+    has_pending: bool,
+}
+
+impl Cursor {
+    fn resume(time: Option<i64>, level: Option<Level>) -> Cursor {
+        Cursor { time, level, ..Cursor::default() }
+    }
+
+    /// Notes `line` when it starts an entry.
+    fn see(&mut self, parser: Option<&LineParser>, line: &[u8]) {
+        if let Some(p) = parser
+            && p.is_header(line)
+        {
+            self.pending.clear();
+            self.pending.extend_from_slice(line);
+            self.has_pending = true;
+        }
+    }
+
+    /// Reads the pending header line, if any, into time and level.
+    fn resolve(&mut self, parser: Option<&LineParser>) {
+        if !std::mem::take(&mut self.has_pending) {
+            return;
+        }
+        if let Some(h) = parser.and_then(|p| p.parse(&self.pending)) {
+            if h.time_unix_ms.is_some() {
+                self.time = h.time_unix_ms;
+            }
+            self.level = h.level;
+        }
+    }
+}
+
+/// A line [`read_lines`] offers: its text, and its time and level on demand.
+struct Offered<'a> {
+    n: u64,
+    text: &'a [u8],
+    cursor: &'a mut Cursor,
+    parser: Option<&'a LineParser>,
+    fallback_time: i64,
+}
+
+impl Offered<'_> {
+    /// The line's time (its entry's, else the fallback) and level.
+    fn header(&mut self) -> (i64, Option<Level>) {
+        self.cursor.resolve(self.parser);
+        (self.cursor.time.unwrap_or(self.fallback_time), self.cursor.level)
+    }
 }
 
 fn mtime_ms(meta: &std::fs::Metadata) -> i64 {
@@ -466,7 +582,7 @@ fn read_lines<R: Read>(
     fallback_time: i64,
     partial: bool,
     deadline: Option<Instant>,
-    mut each: impl FnMut(u64, i64, Option<Level>, &[u8]) -> Result<bool, Gone>,
+    mut each: impl FnMut(&mut Offered<'_>) -> Result<bool, Gone>,
 ) -> Result<(u64, bool), Gone> {
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let mut buf = Vec::with_capacity(1024);
@@ -487,19 +603,11 @@ fn read_lines<R: Read>(
         while let [rest @ .., b'\n' | b'\r'] = line {
             line = rest;
         }
-        if let Some(p) = parser
-            && let Some(h) = p.parse(line)
-        {
-            if h.time_unix_ms.is_some() {
-                cursor.time = h.time_unix_ms;
-            }
-            cursor.level = h.level;
-        }
-        let time = cursor.time.unwrap_or(fallback_time);
-        if !each(n, time, cursor.level, line)? {
+        cursor.see(parser, line);
+        if !each(&mut Offered { n, text: line, cursor, parser, fallback_time })? {
             return Ok((consumed, true));
         }
-        if n.is_multiple_of(4096) && deadline.is_some_and(|d| Instant::now() >= d) {
+        if n.is_multiple_of(CLOCK_EVERY) && deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok((consumed, true));
         }
     }
@@ -552,6 +660,7 @@ pub fn scan<S: LineSink>(
         for (path, name) in set.files() {
             let Ok(mut file) = File::open(&path) else { continue };
             let Ok(meta) = file.metadata() else { continue };
+            cursor.resolve(set.parser.as_deref());
             let fallback = cursor.time.unwrap_or_else(|| mtime_ms(&meta));
             let is_current = path == set.path;
             let mut stop = false;
@@ -565,11 +674,17 @@ pub fn scan<S: LineSink>(
                 // (no deadline) to send whole; otherwise it is sent as it is.
                 !is_current || deadline.is_some(),
                 deadline,
-                |n, time, level, text| {
+                |line| {
+                    let n = line.n;
                     last_n = n;
-                    if !filter.matches(time, level, text) {
+                    if n.is_multiple_of(CLOCK_EVERY) {
+                        batcher.poll()?;
+                    }
+                    if !filter.matches(line) {
                         return Ok(true);
                     }
+                    let (time, level) = line.header();
+                    let text = line.text;
                     if tail > 0 {
                         if ring.len() == tail {
                             ring.pop_front();
@@ -597,6 +712,7 @@ pub fn scan<S: LineSink>(
                         outcome.timed_out = true;
                     }
                     if is_current {
+                        cursor.resolve(set.parser.as_deref());
                         point = Some(FollowPoint {
                             inode: meta.ino(),
                             copy_inode: copy_inode(&set.path),
@@ -727,18 +843,19 @@ fn read_from<S: LineSink>(
     batcher: &mut Batcher<'_, S>,
     partial: bool,
 ) -> Result<u64, Gone> {
-    let mut cursor = Cursor { time: p.cursor_time, level: p.cursor_level };
+    let mut cursor = Cursor::resume(p.cursor_time, p.cursor_level);
     let first = p.line;
     let mut last = 0;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    let (consumed, _) =
-        read_lines(f, set.parser.as_deref(), &mut cursor, now, partial, None, |n, time, level, text| {
-            last = n;
-            if filter.matches(time, level, text) {
-                batcher.push(log_line(set, name, first + n, time, level, text))?;
-            }
-            Ok(true)
-        })?;
+    let (consumed, _) = read_lines(f, set.parser.as_deref(), &mut cursor, now, partial, None, |line| {
+        last = line.n;
+        if filter.matches(line) {
+            let (time, level) = line.header();
+            batcher.push(log_line(set, name, first + line.n, time, level, line.text))?;
+        }
+        Ok(true)
+    })?;
+    cursor.resolve(set.parser.as_deref());
     p.line = first + last;
     p.cursor_time = cursor.time;
     p.cursor_level = cursor.level;

@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 use crate::collect::MetricsHub;
 use crate::diagnostics::{self, DiagnosticsRequest, HostState};
 use crate::facts::HostFacts;
+use crate::journal::Journal;
 use crate::logs::{self, LogRequest, ReplyEnd, ReplyPart};
 use crate::metrics::MetricsCollector;
 use crate::roles::{RoleSpec, RoleStatus};
@@ -53,6 +54,7 @@ pub struct Context {
     pub statuses: Arc<Vec<RoleStatus>>,
     pub facts: Option<HostFacts>,
     pub hub: Option<Arc<MetricsHub>>,
+    pub journal: Option<Arc<Journal>>,
 }
 
 /// The requests running for one session attempt; dropping it abandons them
@@ -113,6 +115,7 @@ fn answer(request: Request, ctx: Context, tx: mpsc::Sender<ReplyPart>) {
                 statuses: ctx.statuses.to_vec(),
                 facts: ctx.facts.as_ref().map(facts_json).unwrap_or(Value::Null),
                 metrics: metrics_json(&ctx),
+                journal: ctx.journal.as_ref().map(|j| j.snapshot()).unwrap_or_default(),
             };
             let sender = tx.clone();
             diagnostics::build(&r, &host, move |chunk| sender.blocking_send(ReplyPart::Archive(chunk)).is_ok())

@@ -424,6 +424,7 @@ impl Attempt<'_> {
             statuses: self.supervisor.map(|s| s.statuses().borrow().clone()).unwrap_or_default(),
             facts: Some(self.config.facts.clone()),
             hub: self.supervisor.map(Supervisor::metrics),
+            journal: self.supervisor.map(Supervisor::journal),
         }
     }
 

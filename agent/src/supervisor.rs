@@ -55,6 +55,7 @@ use crate::collect::{self, MetricsHub, SourceState};
 use crate::datadir;
 use crate::files::{self, FilesError, LogRotation};
 use crate::health;
+use crate::journal::{ExitRecord, Journal, now_unix_ms};
 use crate::parcels::ParcelsView;
 use crate::reconcile::{AdoptedProcess, AppliedFiles, Effect, Event, ExitStatus, Loaded, Policy, Reconciler};
 use crate::roles::{self, ConfigCheck, HealthCheck, MetricSource, Probe, ProcessSpec, RoleSpec, RoleStatus};
@@ -124,6 +125,7 @@ pub struct Supervisor {
     desired: watch::Sender<Option<(u64, Arc<Vec<RoleSpec>>)>>,
     statuses: watch::Receiver<Arc<Vec<RoleStatus>>>,
     metrics: Arc<MetricsHub>,
+    journal: Arc<Journal>,
     roles: watch::Receiver<Arc<Vec<RoleSpec>>>,
     data_dir: PathBuf,
     task: JoinHandle<()>,
@@ -166,7 +168,9 @@ impl Supervisor {
         let roles = roles_tx.subscribe();
         let data_dir = config.data_dir.clone();
         let metrics = Arc::new(MetricsHub::new(status_tx.subscribe()));
+        let journal = Arc::new(Journal::default());
         let mut driver = Driver {
+            journal: journal.clone(),
             reconciler: Reconciler::new(config.policy.clone()),
             records: BTreeMap::new(),
             dirty: false,
@@ -192,7 +196,7 @@ impl Supervisor {
         let statuses = driver.status_tx.subscribe();
         let (desired, desired_rx) = watch::channel(None);
         let task = tokio::spawn(driver.run(desired_rx));
-        Ok(Supervisor { desired, statuses, metrics, roles, data_dir, task })
+        Ok(Supervisor { desired, statuses, metrics, journal, roles, data_dir, task })
     }
 
     /// Hands over a new desired state; the latest one wins.
@@ -209,6 +213,11 @@ impl Supervisor {
     /// heartbeats ([`MetricsHub::take`]).
     pub fn metrics(&self) -> Arc<MetricsHub> {
         self.metrics.clone()
+    }
+
+    /// The roles' last exits and health check results, for diagnostics.
+    pub fn journal(&self) -> Arc<Journal> {
+        self.journal.clone()
     }
 
     /// The roles of the desired state being enforced (the persisted one until
@@ -280,6 +289,8 @@ struct Driver {
     probes: HashMap<String, Vec<AbortHandle>>,
     collectors: HashMap<String, Vec<AbortHandle>>,
     metrics: Arc<MetricsHub>,
+    /// Exits and check results with their times (for diagnostics).
+    journal: Arc<Journal>,
     /// Waiters, probes and collectors; dropping the driver aborts them all.
     tasks: JoinSet<()>,
     queue: VecDeque<Event>,
@@ -450,6 +461,8 @@ impl Driver {
             }
         }
         for role in gone {
+            let started = self.procs.get(&role).map(|p| p.record.started_at_unix_ms);
+            self.journal.exited(&role, exit_record(ExitStatus::Unknown, started));
             self.exited(&role);
             let log_tail = self.dir(&role).map(|d| files::log_tail(&d, LOG_TAIL_LINES)).unwrap_or_default();
             self.queue.push_back(Event::ProcessExited { role, status: ExitStatus::Unknown, log_tail });
@@ -517,6 +530,7 @@ impl Driver {
                 Effect::StartCollectors { role, sources } => self.start_collectors(role, sources),
                 Effect::StopCollectors { role } => self.stop_collectors(&role),
                 Effect::RemoveRoleDir { role } => {
+                    self.journal.forget(&role);
                     if self.records.remove(&role).is_some() {
                         self.dirty = true;
                     }
@@ -668,11 +682,13 @@ impl Driver {
         info!(role = %role, pid, revision, nonce, "process started");
         let events = self.events_tx.clone();
         let waiter_role = role.clone();
+        let journal = self.journal.clone();
         let waiter = self.tasks.spawn(async move {
             let status = match child.wait().await {
                 Ok(s) => exit_status(s),
                 Err(_) => ExitStatus::Unknown,
             };
+            journal.exited(&waiter_role, exit_record(status, Some(started_at_unix_ms)));
             let log_tail = files::log_tail(&dir, LOG_TAIL_LINES);
             let _ = events.send(Event::ProcessExited { role: waiter_role, status, log_tail });
         });
@@ -689,17 +705,20 @@ impl Driver {
         let Ok(dir) = self.dir(&role) else { return };
         let parcels_root = self.config.parcels_root.clone();
         let mut handles = Vec::new();
+        self.journal.checks_started(&role, checks.len());
         for (check, mut hc) in checks.into_iter().enumerate() {
             hc.probe = probe_with_parcels_root(hc.probe, parcels_root.as_deref());
             let events = self.events_tx.clone();
             let role = role.clone();
             let dir = dir.clone();
+            let journal = self.journal.clone();
             handles.push(self.tasks.spawn(async move {
                 let mut ticker = tokio::time::interval_at(Instant::now() + hc.interval, hc.interval);
                 ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 loop {
                     ticker.tick().await;
                     let result = health::run(&hc.probe, hc.timeout, &dir).await;
+                    journal.checked(&role, check, now_unix_ms(), &result);
                     if let Err(reason) = &result {
                         debug!(role = %role, check, reason = %reason, "health check failed");
                     }
@@ -892,6 +911,17 @@ fn check_output(stdout: &[u8], stderr: &[u8]) -> String {
     match text.char_indices().nth(CHECK_OUTPUT_CHARS) {
         Some((cut, _)) => format!("{}...", &text[..cut]),
         None => text,
+    }
+}
+
+/// An exit as the journal keeps it; `started`: when the process started.
+fn exit_record(status: ExitStatus, started: Option<i64>) -> ExitRecord {
+    let at_unix_ms = now_unix_ms();
+    ExitRecord {
+        at_unix_ms,
+        code: status.reported(),
+        description: status.describe(),
+        uptime_ms: started.filter(|s| *s > 0).map(|s| (at_unix_ms - s).max(0)),
     }
 }
 

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use drover_agent::diagnostics::{self, DiagnosticsRequest, HostState, RedactionRule};
 use drover_agent::files::{self, LogRotation};
-use drover_agent::logs::{self, Gone, Level, LineParser, LineSink, LogLine, LogRequest, Stream};
-use drover_agent::roles::{ConfigFile, LogFormat, LogSpec, RoleSpec, RoleStatus};
+use drover_agent::journal::{ExitRecord, Journal};
+use drover_agent::logs::{self, Gone, Level, LineParser, LineSink, LogLine, LogRequest, Stream, Zone};
+use drover_agent::roles::{ConfigFile, HealthCheck, LogFormat, LogSpec, Probe, RoleSpec, RoleStatus};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -71,6 +72,27 @@ fn redis_zookeeper_and_nginx_lines_parse() {
     let bad = LogFormat { name: "x".into(), pattern: "(".into(), ..LogFormat::default() };
     let err = LineParser::new(&bad).expect_err("bad pattern");
     assert!(err.contains("\"x\"") && err.contains("does not compile"), "{err}");
+}
+
+#[test]
+fn times_without_an_offset_are_read_in_the_host_zone() {
+    // Redis writes its local time: on a host at UTC+1, 04:18:39 is 03:18:39Z.
+    let plus_one = chrono::FixedOffset::east_opt(3600).expect("offset");
+    let redis = LineParser::with_zone(&redis_format(), Zone::Fixed(plus_one)).expect("redis");
+    let h = redis.parse(b"1:M 04 Dec 2026 04:18:39.000 * Ready").expect("match");
+    assert_eq!(h.time_unix_ms, Some(T0));
+    // A time with its own offset keeps it, whatever the zone.
+    let iso = LogFormat {
+        name: "iso".into(),
+        pattern: r"^(?P<time>\S+) (?P<level>\w+)".into(),
+        time_format: "%Y-%m-%dT%H:%M:%S%.f%:z".into(),
+        levels: Default::default(),
+    };
+    let p = LineParser::with_zone(&iso, Zone::Fixed(plus_one)).expect("iso");
+    assert_eq!(p.parse(b"2026-12-04T03:18:39.000+00:00 INFO x").and_then(|h| h.time_unix_ms), Some(T0));
+    // A bad time format is refused when the parser is made.
+    let bad = LogFormat { time_format: "%Q".into(), ..iso };
+    assert!(LineParser::new(&bad).expect_err("bad time format").contains("time format"));
 }
 
 fn role(id: &str, format: Option<LogFormat>) -> RoleSpec {
@@ -220,6 +242,28 @@ fn batches_stay_small_over_a_big_file() {
     assert!(sink.0.iter().all(|n| *n <= logs::BATCH_LINES), "{:?}", sink.0);
 }
 
+#[test]
+fn a_waiting_batch_is_sent_after_the_batch_delay_not_only_when_full() {
+    let (tx, rx) = mpsc::channel();
+    let mut sink = ChannelSink(tx);
+    let mut batcher = logs::Batcher::new(&mut sink, 10);
+    let line = LogLine {
+        role_id: "r1".into(),
+        file: "logs/stdout.log".into(),
+        line_number: 1,
+        time_unix_ms: T0,
+        stream: Stream::Stdout,
+        level: None,
+        text: "a sparse match".into(),
+    };
+    batcher.push(line.clone()).expect("push");
+    batcher.poll().expect("poll");
+    assert!(rx.try_recv().is_err(), "a fresh batch waits for more lines");
+    std::thread::sleep(logs::BATCH_DELAY);
+    batcher.poll().expect("poll");
+    assert_eq!(rx.try_recv().ok(), Some(line), "the line waited its delay and went alone");
+}
+
 struct ChannelSink(mpsc::Sender<LogLine>);
 
 impl LineSink for ChannelSink {
@@ -318,6 +362,27 @@ fn untar(bytes: &[u8]) -> Vec<(String, String)> {
 fn diag_host(data: &Path) -> HostState {
     let mut spec = rotated_role(data);
     spec.files = vec![ConfigFile { path: "redis.conf".into(), content: vec![], sha256: String::new(), mode: 0 }];
+    spec.health_checks = vec![
+        HealthCheck {
+            probe: Probe::Tcp { host: String::new(), port: 6379 },
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+            failure_threshold: 3,
+        },
+        HealthCheck {
+            probe: Probe::Command { program: "redis-cli".into(), args: vec!["ping".into()] },
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(5),
+            failure_threshold: 1,
+        },
+    ];
+    let journal = Journal::default();
+    journal.exited(
+        "r1",
+        ExitRecord { at_unix_ms: T0, code: -9, description: "was killed by signal 9".into(), uptime_ms: Some(4000) },
+    );
+    journal.checks_started("r1", 2);
+    journal.checked("r1", 0, T0 + 5000, &Err("connect 127.0.0.1:6379: connection refused".into()));
     write(
         &data.join("roles/r1/redis.conf"),
         "port 6379\nrequirepass hunter2secret\nmasterauth hunter2secret\nreplica-of redis://admin:pa55w0rd@db:6379\n",
@@ -335,6 +400,7 @@ fn diag_host(data: &Path) -> HostState {
         }],
         facts: serde_json::json!({"hostname": "h1"}),
         metrics: serde_json::json!({"host": {}}),
+        journal: journal.snapshot(),
     }
 }
 
@@ -385,6 +451,18 @@ fn diagnostics_archive_is_redacted_and_has_its_manifest() {
     let process: serde_json::Value =
         serde_json::from_str(&entries.iter().find(|(p, _)| p == "roles/r1/process.json").expect("p").1).expect("json");
     assert_eq!(process["restarts"], 2);
+    let exits = process["last_exits"].as_array().expect("last_exits");
+    assert_eq!(exits.len(), 1, "{process}");
+    assert_eq!((exits[0]["exit_status"].as_i64(), exits[0]["uptime_ms"].as_i64()), (Some(-9), Some(4000)));
+    assert_eq!(exits[0]["at"], "2026-12-04T03:18:39.000Z");
+    let health: serde_json::Value =
+        serde_json::from_str(&entries.iter().find(|(p, _)| p == "roles/r1/health.json").expect("h").1).expect("json");
+    let checks = health["checks"].as_array().expect("checks");
+    assert_eq!(checks.len(), 2, "{health}");
+    assert_eq!(checks[0]["latest"]["ok"], false, "{health}");
+    assert_eq!(checks[0]["latest"]["consecutive_failures"], 1);
+    assert!(checks[0]["latest"]["error"].as_str().is_some_and(|e| e.contains("connection refused")), "{health}");
+    assert_eq!(checks[1]["latest"], serde_json::Value::Null, "not run yet: {health}");
     assert!(process["command_line"].as_str().is_some_and(|c| !c.is_empty()), "{process}");
     let manifest: serde_json::Value = serde_json::from_str(&end.manifest_json).expect("manifest");
     assert_eq!(manifest["redactions"]["secret-values"], 3, "{manifest}");

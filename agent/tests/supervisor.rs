@@ -130,6 +130,12 @@ async fn crashes_restart_with_backoff_until_a_crash_loop_fails_the_role() {
         "stderr is in the tail, marked: {:?}",
         s.last_log_lines
     );
+    // The journal (diagnostics' process.json) has each exit with its time.
+    let exits = sup.journal().snapshot()["r1"].exits.clone();
+    assert_eq!(exits.len(), 5, "{exits:?}");
+    assert!(exits.iter().all(|e| e.code == 3 && e.description == "exited with status 3"), "{exits:?}");
+    assert!(exits.iter().all(|e| e.uptime_ms.is_some_and(|u| u < 2000)), "short runs: {exits:?}");
+    assert!(exits.iter().zip(exits.iter().skip(1)).all(|(a, b)| a.at_unix_ms <= b.at_unix_ms), "{exits:?}");
     // Not restarted any more: the log stops growing.
     let log = tmp.path().join("roles/r1/logs/stdout.log");
     let before = std::fs::read_to_string(&log).expect("log");
@@ -331,6 +337,15 @@ async fn health_checks_of_every_kind() {
     for id in ["tcp-bad", "http-bad", "command-bad", "command-slow"] {
         wait_role(&sup, id, "unhealthy", |s| s.health == RoleHealth::Bad).await;
     }
+    // The journal keeps each check's latest result, with why it failed.
+    let journal = sup.journal().snapshot();
+    let good = &journal["good"].checks;
+    assert_eq!(good.len(), 3);
+    assert!(good.iter().all(|c| c.as_ref().is_some_and(|c| c.ok && c.error.is_empty())), "{good:?}");
+    let bad = journal["tcp-bad"].checks[0].clone().expect("a result");
+    assert!(!bad.ok && bad.consecutive_failures >= 2 && !bad.error.is_empty(), "{bad:?}");
+    let slow = journal["command-slow"].checks[0].clone().expect("a result");
+    assert!(!slow.ok && !slow.error.is_empty(), "{slow:?}");
     for s in sup.statuses().borrow().iter() {
         kill_group(s.pid);
     }

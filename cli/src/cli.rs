@@ -576,13 +576,13 @@ pub struct HostsListArgs {
 
 #[derive(Debug, Args)]
 pub struct HostArg {
-    /// Host ID, or a unique prefix of it of at least 4 characters.
+    /// Host ID, its hostname, or a unique ID prefix of at least 4 characters.
     pub id: String,
 }
 
 #[derive(Debug, Args)]
 pub struct HostsLabelArgs {
-    /// Host ID, or a unique prefix of it of at least 4 characters.
+    /// Host ID, its hostname, or a unique ID prefix of at least 4 characters.
     pub id: String,
 
     /// Labels to set, as key=value.
@@ -596,7 +596,7 @@ pub struct HostsLabelArgs {
 
 #[derive(Debug, Args)]
 pub struct HostsDecommissionArgs {
-    /// Host ID, or a unique prefix of it of at least 4 characters.
+    /// Host ID, its hostname, or a unique ID prefix of at least 4 characters.
     pub id: String,
 
     /// Do not ask for confirmation (required when stdin is not a terminal).

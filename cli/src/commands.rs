@@ -161,8 +161,8 @@ pub(crate) struct FoundHost {
     raw: Value,
 }
 
-/// Finds a host by full ID, else by a unique ID prefix of at least
-/// [`MIN_ID_PREFIX`] characters among all hosts.
+/// Finds a host by full ID, else by its hostname, else by a unique ID
+/// prefix of at least [`MIN_ID_PREFIX`] characters among all hosts.
 pub(crate) async fn resolve_host(client: &ManagerClient, id: &str) -> anyhow::Result<FoundHost> {
     match client.get(&["hosts", id], NO_QUERY).await {
         Ok(raw) => {
@@ -171,10 +171,22 @@ pub(crate) async fn resolve_host(client: &ManagerClient, id: &str) -> anyhow::Re
         Err(e) if e.downcast_ref::<ApiFailure>().is_some_and(|f| f.status == 404) => {}
         Err(e) => return Err(e),
     }
+    let hosts = all_hosts(client).await?;
+    let named: Vec<usize> = (0..hosts.len()).filter(|&i| hosts[i].0.hostname.eq_ignore_ascii_case(id)).collect();
+    match named[..] {
+        [one] => {
+            let (host, raw) = hosts.into_iter().nth(one).ok_or_else(|| anyhow!("host index out of range"))?;
+            return Ok(FoundHost { host, raw });
+        }
+        [] => {}
+        _ => {
+            let ids: Vec<&str> = named.iter().map(|&i| hosts[i].0.id.as_str()).collect();
+            bail!("hostname {id} names {} hosts ({}); give an ID", ids.len(), ids.join(", "));
+        }
+    }
     if id.chars().count() < MIN_ID_PREFIX {
         bail!("host {id} not found; an ID prefix needs at least {MIN_ID_PREFIX} characters");
     }
-    let hosts = all_hosts(client).await?;
     let ids: Vec<(&str, &str)> = hosts.iter().map(|(h, _)| (h.id.as_str(), h.hostname.as_str())).collect();
     let index = pick_by_prefix(&ids, id).map_err(|e| anyhow!(e))?;
     let (host, raw) = hosts.into_iter().nth(index).ok_or_else(|| anyhow!("host index out of range"))?;

@@ -19,7 +19,7 @@ pub struct LogsArgs {
     /// CLUSTER/SERVICE/ROLE (one role's log) or CLUSTER/SERVICE (every role of the service).
     #[arg(required_unless_present = "agent", conflicts_with = "agent")]
     pub target: Option<String>,
-    /// The agent's own log of this host (its id).
+    /// The agent's own log of this host (hostname, ID or ID prefix).
     #[arg(long, value_name = "HOST")]
     pub agent: Option<String>,
     /// Keep printing new lines as they are written.
@@ -79,7 +79,8 @@ pub async fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<String> {
         if let Some(g) = &args.grep {
             q.push(("grep", g.clone()));
         }
-        return role_like(ctx, &["hosts", host, "agent-log"], q, args.follow, colour).await;
+        let found = crate::commands::resolve_host(&ctx.client, host).await?;
+        return role_like(ctx, &["hosts", &found.host.id, "agent-log"], q, args.follow, colour).await;
     }
     let target = args.target.clone().unwrap_or_default();
     let parts: Vec<&str> = target.split('/').collect();

@@ -176,6 +176,9 @@ async fn commands_against_a_real_manager() {
     assert_eq!(shown["hostname"], "db-1");
     let err = drover(&table, &["hosts", "show", "0f3c"]).await.unwrap_err().to_string();
     assert!(err.starts_with("ID prefix 0f3c matches 2 hosts"), "{err}");
+    // A hostname names its host too.
+    let by_name: Value = serde_json::from_str(&drover(&json, &["hosts", "show", "db-1"]).await.unwrap()).unwrap();
+    assert_eq!(by_name["id"], shown["id"]);
     let err = drover(&table, &["hosts", "show", "0f3"]).await.unwrap_err().to_string();
     assert_eq!(err, "host 0f3 not found; an ID prefix needs at least 4 characters");
     let err = drover(&table, &["hosts", "show", "ffff"]).await.unwrap_err().to_string();
@@ -334,6 +337,68 @@ async fn parcel_upload_list_and_cluster_hosts() {
     let err = drover(&table, &["service", "upgrade", "--cluster", "prod", "redis", "2"]).await.unwrap_err();
     assert_eq!(err.to_string(), "service redis not found in cluster prod (HTTP 404)");
 
+    handle.shutdown().await;
+}
+
+/// `drover diagnostics`: a bundle of a cluster whose host has no agent
+/// connected is collected (partial, the host named), written where `-o`
+/// says, listed, downloaded again and deleted; a bad window is refused.
+#[tokio::test]
+async fn diagnostics_collect_list_download_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = start_manager(&dir.path().join("manager")).await;
+    let table = context(&handle, OutputFormat::Table, admin(PASSWORD));
+    let json = context(&handle, OutputFormat::Json, admin(PASSWORD));
+    let created: Value =
+        serde_json::from_str(&drover(&json, &["tokens", "create", "--max-uses", "1"]).await.unwrap()).unwrap();
+    let token = EnrollmentToken::from_str(created["token"].as_str().unwrap()).unwrap();
+    let host = "5eed1111-0000-4000-8000-000000000001";
+    enroll(&handle, &token, host, "cache-1").await;
+    ctx_post(&json, &["clusters"], json!({"name": "prod"})).await;
+    ctx_post(&json, &["clusters", "prod", "hosts"], json!({"host_ids": [host]})).await;
+    ctx_post(&json, &["clusters", "prod", "services"], json!({"name": "cache", "type": "redis"})).await;
+    ctx_post(
+        &json,
+        &["clusters", "prod", "services", "cache", "roles"],
+        json!({"role_type": "primary", "host_id": host, "name": "cache-primary"}),
+    )
+    .await;
+
+    let err = drover(&table, &["diagnostics", "collect", "--cluster", "prod", "--since", "yesterday-ish"])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("yesterday-ish") && err.ends_with("(HTTP 400)"), "{err}");
+
+    let file = dir.path().join("bundle.tar.gz");
+    let args = ["diagnostics", "collect", "--cluster", "prod", "--since", "1h", "-o", file.to_str().unwrap()];
+    let out = drover(&table, &args).await.unwrap();
+    assert!(
+        out.starts_with("bundle dg-")
+            && out.contains(" partial (")
+            && out.ends_with(&format!("written to {}\n", file.display())),
+        "{out}"
+    );
+    let id = out.split_whitespace().nth(1).unwrap().to_owned();
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "a gzip file");
+
+    let out = drover(&table, &["diagnostics", "list"]).await.unwrap();
+    assert!(out.starts_with("ID "), "{out}");
+    let row = out.lines().find(|l| l.starts_with(&id)).unwrap_or_else(|| panic!("{id} not listed: {out}"));
+    assert!(row.contains(" prod ") && row.contains(" partial ") && row.ends_with("cache-1"), "{row}");
+    let listed: Value = serde_json::from_str(&drover(&json, &["diagnostics", "list"]).await.unwrap()).unwrap();
+    assert_eq!(listed["items"][0]["size_bytes"].as_u64(), Some(bytes.len() as u64));
+
+    let again = dir.path().join("again.tar.gz");
+    let out = drover(&table, &["diagnostics", "download", &id, "-o", again.to_str().unwrap()]).await.unwrap();
+    assert!(out.starts_with(&format!("wrote {} (", again.display())), "{out}");
+    assert_eq!(std::fs::read(&again).unwrap(), bytes);
+
+    assert_eq!(drover(&table, &["diagnostics", "delete", &id]).await.unwrap(), format!("deleted bundle {id}\n"));
+    assert_eq!(drover(&table, &["diagnostics", "list"]).await.unwrap(), "no diagnostic bundles\n");
+    let err = drover(&table, &["diagnostics", "download", &id]).await.unwrap_err().to_string();
+    assert!(err.ends_with("(HTTP 404)"), "{err}");
     handle.shutdown().await;
 }
 

@@ -2,7 +2,8 @@
 //! requests refused naming the problem, a bundle of hosts that cannot answer
 //! ends `partial` (never a failed command) with the manager's part redacted
 //! and the hosts named in the manifest, who may list, read, download and
-//! delete bundles, the audit of each, and the redaction settings.
+//! delete bundles, the audit of each, the redaction settings, and the sweep
+//! that keeps bundles within their retention and total cap.
 mod common;
 
 use std::io::Read;
@@ -307,4 +308,51 @@ async fn redaction_rules_default_round_trip_and_apply_to_the_managers_part() {
         audit["items"].as_array().unwrap().iter().any(|a| a["action"] == "diagnostics.redaction.update"),
         "{audit}"
     );
+}
+
+/// Starts a bundle of `prod` and waits for it to end; returns it.
+async fn bundle(t: &T) -> Value {
+    let started = t.ok(Method::POST, "/diagnostics", Some(json!({"cluster": "prod", "since": "1h"}))).await;
+    wait_done(t, started["id"].as_str().unwrap()).await
+}
+
+/// Files in the manager's bundle directory.
+fn bundle_files(t: &T) -> Vec<String> {
+    let dir = drover_manager::domain::diagnostics::bundle_dir(&t.handle.state);
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The maintenance sweep: a finished bundle older than `--diagnostics-retention`
+/// goes with its file; beyond `--diagnostics-max-total` the oldest go first.
+#[tokio::test]
+async fn the_sweep_removes_bundles_past_their_retention_and_the_oldest_past_the_total_cap() {
+    use drover_manager::domain::diagnostics::sweep;
+    let t = T::start_configured(|_| {}, |c| c.diagnostics_retention = std::time::Duration::from_millis(300)).await;
+    setup(&t).await;
+    let old = bundle(&t).await;
+    let size = old["size_bytes"].as_u64().unwrap();
+    assert!(size > 0, "{old}");
+    assert_eq!(bundle_files(&t).len(), 1, "{:?}", bundle_files(&t));
+    sweep(&t.handle.state).await.unwrap();
+    t.ok(Method::GET, &format!("/diagnostics/{}", old["id"].as_str().unwrap()), None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    sweep(&t.handle.state).await.unwrap();
+    t.err(Method::GET, &format!("/diagnostics/{}", old["id"].as_str().unwrap()), None, 404).await;
+    assert_eq!(bundle_files(&t), Vec::<String>::new(), "the file went with its record");
+
+    // Room for one bundle of this size and a half: the older of two goes.
+    let t = T::start_configured(|_| {}, |c| c.diagnostics_max_total = size * 3 / 2).await;
+    setup(&t).await;
+    let first = bundle(&t).await;
+    let second = bundle(&t).await;
+    assert_eq!(bundle_files(&t).len(), 2);
+    sweep(&t.handle.state).await.unwrap();
+    t.err(Method::GET, &format!("/diagnostics/{}", first["id"].as_str().unwrap()), None, 404).await;
+    let kept = t.ok(Method::GET, &format!("/diagnostics/{}", second["id"].as_str().unwrap()), None).await;
+    assert_eq!(kept["state"], "partial");
+    assert_eq!(bundle_files(&t).len(), 1, "{:?}", bundle_files(&t));
 }

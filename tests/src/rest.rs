@@ -26,6 +26,12 @@ impl Rest {
         format!("{}{path}", self.base)
     }
 
+    /// A request to `path` with this client's credentials, to be sent by
+    /// the caller (a streamed answer, other headers).
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path)).basic_auth(&self.user, Some(&self.password))
+    }
+
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
         let resp = req.basic_auth(&self.user, Some(&self.password)).send().await?;
         let status = resp.status().as_u16();

@@ -7,10 +7,13 @@
 //! drover-loadgen sessions --identities /tmp/ids.jsonl --duration 60s --manager-pid $(pidof drover-manager)
 //! drover-loadgen fanout   --identities /tmp/ids.jsonl --count 1000 --changes 5
 //! drover-loadgen parcels  --identities /tmp/ids.jsonl --count 100 --size-mb 100
+//! drover-loadgen logs     --identities /tmp/ids.jsonl --count 100 --size-mb 100 --bundle-hosts 20
 //! ```
 
 #[path = "loadgen/fanout.rs"]
 mod fanout;
+#[path = "loadgen/logs.rs"]
+mod logs;
 #[path = "loadgen/parcels.rs"]
 mod parcels;
 
@@ -170,6 +173,57 @@ enum Command {
         #[arg(long)]
         manager_pid: Option<u32>,
     },
+    /// Measure log search and diagnostic bundles: one files-only session per
+    /// saved identity, a Redis role on each host with SIZE_MB MiB of log lines
+    /// (a current file and five rotated copies), then timed searches across
+    /// every host (streamed: first match and whole; JSON: whole) and a bundle
+    /// of the first BUNDLE_HOSTS hosts under BUNDLE_MAX_MB, sampling the
+    /// manager's RSS and CPU.
+    Logs {
+        /// Identities saved by `enroll --save`.
+        #[arg(long)]
+        identities: PathBuf,
+        /// Use only the first N identities (= hosts searched).
+        #[arg(long)]
+        count: Option<usize>,
+        /// Log MiB per host.
+        #[arg(long, default_value_t = 100)]
+        size_mb: u64,
+        /// Hours the log lines span, ending now.
+        #[arg(long, default_value_t = 24)]
+        span_hours: u64,
+        /// Searches of each kind to time.
+        #[arg(long, default_value_t = 3)]
+        searches: usize,
+        /// The regular expression searched for (the synthetic logs hold one
+        /// such line in 5,000).
+        #[arg(long, default_value = r"Connection with replica \S+ lost")]
+        pattern: String,
+        /// Hosts in the diagnostic bundle (0: none).
+        #[arg(long, default_value_t = 20)]
+        bundle_hosts: usize,
+        /// The bundle's cap in MiB.
+        #[arg(long, default_value_t = 200)]
+        bundle_max_mb: u64,
+        /// Where the agents keep role files and logs (a temporary directory by default).
+        #[arg(long)]
+        files_dir: Option<PathBuf>,
+        /// Cluster to create (must not exist); the service is `redis-logs`.
+        #[arg(long, default_value = "logs")]
+        cluster: String,
+        /// New sessions started per second.
+        #[arg(long, default_value_t = 1000)]
+        connect_rate: u64,
+        /// How often to sample the manager's /proc.
+        #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+        sample_interval: Duration,
+        /// Leave the cluster and service in place at the end.
+        #[arg(long)]
+        keep: bool,
+        /// Manager process to sample RSS and CPU time from /proc.
+        #[arg(long)]
+        manager_pid: Option<u32>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -228,15 +282,17 @@ fn main() -> anyhow::Result<()> {
                 let opts = fanout::FanoutOptions {
                     changes,
                     services,
-                    roles_per_request,
-                    create_concurrency,
+                    setup: fanout::RoleSetup {
+                        cluster: cluster.clone(),
+                        roles_per_request,
+                        create_concurrency,
+                        setup_timeout,
+                        manager_pid,
+                    },
                     connect_rate,
                     files_dir: files_dir.clone(),
-                    cluster: cluster.clone(),
-                    setup_timeout,
                     apply_timeout,
                     keep,
-                    manager_pid,
                     restart,
                 };
                 fanout::run(&cli, &load_identities(identities, count)?, opts).await
@@ -250,6 +306,44 @@ fn main() -> anyhow::Result<()> {
                     sample_interval,
                 };
                 parcels::run(&cli, &ids, opts).await
+            }
+            Command::Logs {
+                ref identities,
+                count,
+                size_mb,
+                span_hours,
+                searches,
+                ref pattern,
+                bundle_hosts,
+                bundle_max_mb,
+                ref files_dir,
+                ref cluster,
+                connect_rate,
+                sample_interval,
+                keep,
+                manager_pid,
+            } => {
+                let ids = load_identities(identities, count)?;
+                let opts = logs::LogsOptions {
+                    setup: fanout::RoleSetup {
+                        cluster: cluster.clone(),
+                        roles_per_request: 10_000,
+                        create_concurrency: 1,
+                        setup_timeout: Duration::from_secs(600),
+                        manager_pid,
+                    },
+                    connect_rate,
+                    files_dir: files_dir.clone(),
+                    size_mb,
+                    span_hours,
+                    searches,
+                    pattern: pattern.clone(),
+                    bundle_hosts,
+                    bundle_max_mb,
+                    sample_interval,
+                    keep,
+                };
+                logs::run(&cli, &ids, opts).await
             }
         }
     })

@@ -35,16 +35,22 @@ use super::{Cli, SavedIdentity, proc_sample};
 pub struct FanoutOptions {
     pub changes: usize,
     pub services: usize,
-    pub roles_per_request: usize,
-    pub create_concurrency: usize,
+    pub setup: RoleSetup,
     pub connect_rate: u64,
     pub files_dir: Option<PathBuf>,
-    pub cluster: String,
-    pub setup_timeout: Duration,
     pub apply_timeout: Duration,
     pub keep: bool,
-    pub manager_pid: Option<u32>,
     pub restart: Option<RestartOptions>,
+}
+
+/// How a run's Redis roles are created (also used by `drover-loadgen logs`).
+pub struct RoleSetup {
+    /// The cluster (created by the run).
+    pub cluster: String,
+    pub roles_per_request: usize,
+    pub create_concurrency: usize,
+    pub setup_timeout: Duration,
+    pub manager_pid: Option<u32>,
 }
 
 /// The manager-restart step: the load generator writes `ready` once the
@@ -98,9 +104,9 @@ struct Service {
 }
 
 /// What the fan-out sessions saw, one slot per agent.
-struct FanoutAgents {
+pub(super) struct FanoutAgents {
     connected: AtomicU64,
-    disconnects: AtomicU64,
+    pub(super) disconnects: AtomicU64,
     /// Latest desired-state generation each agent received and handed to its
     /// supervisor.
     generation: Vec<AtomicU64>,
@@ -185,7 +191,7 @@ impl FanoutAgents {
 
 /// Starts one files-only session per identity, writing under `root/<slot>`,
 /// and waits until all are connected.
-async fn start_file_agents(
+pub(super) async fn start_file_agents(
     addr: &ManagerAddr,
     ids: &[SavedIdentity],
     root: &std::path::Path,
@@ -228,7 +234,13 @@ fn ms(us: u64) -> f64 {
 }
 
 /// A REST call that must answer `expect`; returns the JSON body.
-async fn call(rest: &Rest, method: reqwest::Method, path: &str, body: Value, expect: u16) -> anyhow::Result<Value> {
+pub(super) async fn call(
+    rest: &Rest,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+    expect: u16,
+) -> anyhow::Result<Value> {
     let (status, resp) = rest.raw(method.clone(), path, Some(body)).await?;
     if status != expect {
         bail!("{method} {path}: HTTP {status}: {resp}");
@@ -251,7 +263,7 @@ async fn applied_at(rest: &Rest, base: &str, revision: u64) -> anyhow::Result<Ha
 }
 
 /// Polls the revision until `want` roles reported it applied, or `within` passes.
-async fn wait_applied(
+pub(super) async fn wait_applied(
     rest: &Rest,
     base: &str,
     revision: u64,
@@ -269,7 +281,7 @@ async fn wait_applied(
 }
 
 /// Manager CPU seconds and RSS (MiB) since `before`, when a pid was given.
-fn manager_usage(pid: Option<u32>, before: Option<(u64, u64, u64)>) -> Option<(f64, f64)> {
+pub(super) fn manager_usage(pid: Option<u32>, before: Option<(u64, u64, u64)>) -> Option<(f64, f64)> {
     let (t0, _, _) = before?;
     let (t1, rss, _) = proc_sample(pid?).ok()?;
     Some(((t1 - t0) as f64 / 100.0, rss as f64 / 1048576.0))
@@ -278,10 +290,10 @@ fn manager_usage(pid: Option<u32>, before: Option<(u64, u64, u64)>) -> Option<(f
 /// Creates the service and its roles (the primary on the first host of its
 /// slots, a replica on each other one), `roles_per_request` per `POST`;
 /// returns the role id of each host.
-async fn create_roles(
+pub(super) async fn create_roles(
     rest: &Rest,
     ids: &[SavedIdentity],
-    opts: &FanoutOptions,
+    opts: &RoleSetup,
     service: &str,
 ) -> anyhow::Result<Vec<String>> {
     let n = ids.len();
@@ -552,7 +564,7 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: FanoutOptions) -> anyho
     println!("fanout.connect_seconds        {:.1}", started.elapsed().as_secs_f64());
 
     // 2. The services and their roles, on disjoint runs of hosts.
-    let cluster = opts.cluster.as_str();
+    let cluster = opts.setup.cluster.as_str();
     call(&rest, reqwest::Method::POST, "/api/v1/clusters", json!({ "name": cluster }), 201)
         .await
         .with_context(|| format!("create cluster {cluster} (pick another --cluster if it exists)"))?;
@@ -561,7 +573,7 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: FanoutOptions) -> anyho
     for i in 0..k {
         let slots = i * per_service..((i + 1) * per_service).min(n);
         let name = if k == 1 { "redis-fanout".to_owned() } else { format!("redis-fanout-{i}") };
-        let role_ids = create_roles(&rest, &ids[slots.clone()], &opts, &name).await?;
+        let role_ids = create_roles(&rest, &ids[slots.clone()], &opts.setup, &name).await?;
         let base = format!("/api/v1/clusters/{cluster}/services/{name}");
         services.push(Service { name, base, slots, role_ids, value_mb: 100 });
     }
@@ -573,7 +585,7 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: FanoutOptions) -> anyho
 
     // 4. The measured changes: the first service alone, then (with several
     // services) all of them at the same moment.
-    let cpu_before = opts.manager_pid.and_then(|p| proc_sample(p).ok());
+    let cpu_before = opts.setup.manager_pid.and_then(|p| proc_sample(p).ok());
     let changes_started = Instant::now();
     let mut lone = ChangeStats::new()?;
     for change in 1..=opts.changes {
@@ -606,7 +618,7 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: FanoutOptions) -> anyho
         }
     }
     println!("fanout.disconnects            {}", agents.disconnects.load(Ordering::Relaxed));
-    if let Some((cpu, rss)) = manager_usage(opts.manager_pid, cpu_before) {
+    if let Some((cpu, rss)) = manager_usage(opts.setup.manager_pid, cpu_before) {
         let secs = changes_started.elapsed().as_secs_f64();
         println!("fanout.changes_manager_cpu_s  {cpu:.1} over {secs:.1} s");
         println!("fanout.manager_rss_mib        {rss:.1}");
@@ -619,7 +631,7 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: FanoutOptions) -> anyho
     // 6. A manager restart, if asked for.
     let mut gave_up = 0;
     if let Some(restart) = &opts.restart {
-        gave_up = reconnect(&agents, &sessions, restart, opts.manager_pid).await?;
+        gave_up = reconnect(&agents, &sessions, restart, opts.setup.manager_pid).await?;
     }
 
     if !opts.keep {

@@ -249,14 +249,14 @@ fn sha256_from(path: &Path, offset: u64) -> anyhow::Result<String> {
 }
 
 /// Samples the manager's /proc every interval while a phase runs.
-struct Sampler {
+pub(super) struct Sampler {
     stop: Arc<AtomicBool>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<Samples>>>,
 }
 
 /// What a [`Sampler`] saw.
 #[derive(Default)]
-struct Samples {
+pub(super) struct Samples {
     count: usize,
     rss_max: u64,
     rss_sum: u64,
@@ -267,7 +267,7 @@ struct Samples {
 }
 
 impl Sampler {
-    fn start(pid: Option<u32>, interval: Duration) -> anyhow::Result<Sampler> {
+    pub(super) fn start(pid: Option<u32>, interval: Duration) -> anyhow::Result<Sampler> {
         let stop = Arc::new(AtomicBool::new(false));
         let Some(pid) = pid else { return Ok(Sampler { stop, task: None }) };
         let first = proc_sample(pid).with_context(|| format!("read /proc/{pid}"))?;
@@ -296,7 +296,7 @@ impl Sampler {
         Ok(Sampler { stop, task: Some(task) })
     }
 
-    async fn stop(self) -> anyhow::Result<Samples> {
+    pub(super) async fn stop(self) -> anyhow::Result<Samples> {
         self.stop.store(true, Ordering::Relaxed);
         match self.task {
             Some(task) => task.await?,
@@ -306,7 +306,7 @@ impl Sampler {
 }
 
 impl Samples {
-    fn print(&self, prefix: &str) {
+    pub(super) fn print(&self, prefix: &str) {
         if self.count == 0 {
             return;
         }
