@@ -71,15 +71,17 @@ pub struct CollectArgs {
     #[arg(long = "include", value_name = "PART")]
     pub include: Vec<String>,
     /// Where to write the bundle (default: the name the manager gives it).
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
-    pub output: Option<PathBuf>,
+    /// (`--output` is the global output format.)
+    #[arg(short = 'o', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct DownloadArgs {
     pub id: String,
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
-    pub output: Option<PathBuf>,
+    /// Where to write the bundle (default: the name the manager gives it).
+    #[arg(short = 'o', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -162,7 +164,7 @@ async fn collect(ctx: &Context, args: CollectArgs) -> anyhow::Result<String> {
     for f in &view.failed_hosts {
         let _ = writeln!(err, "warning: no part from {}: {}", f.hostname, f.reason);
     }
-    let path = download(ctx, &view, args.output).await?;
+    let path = download(ctx, &view, args.file).await?;
     let summary = format!(
         "bundle {} {} ({}), written to {}\n",
         view.id,
@@ -207,7 +209,7 @@ pub async fn diagnostics(ctx: &Context, command: DiagnosticsCommand) -> anyhow::
         }
         DiagnosticsCommand::Download(args) => {
             let view: DiagnosticsView = decode(ctx.client.get(&["diagnostics", &args.id], NO_QUERY).await?)?;
-            let path = download(ctx, &view, args.output).await?;
+            let path = download(ctx, &view, args.file).await?;
             Ok(match ctx.output {
                 OutputFormat::Json => String::new(),
                 OutputFormat::Table => format!("wrote {} ({})\n", path.display(), size(view.size_bytes)),

@@ -330,7 +330,7 @@ fn bundle_files(t: &T) -> Vec<String> {
 /// goes with its file; beyond `--diagnostics-max-total` the oldest go first.
 #[tokio::test]
 async fn the_sweep_removes_bundles_past_their_retention_and_the_oldest_past_the_total_cap() {
-    use drover_manager::domain::diagnostics::sweep;
+    use drover_manager::domain::diagnostics::{sweep, sweep_within};
     let t = T::start_configured(|_| {}, |c| c.diagnostics_retention = std::time::Duration::from_millis(300)).await;
     setup(&t).await;
     let old = bundle(&t).await;
@@ -345,12 +345,15 @@ async fn the_sweep_removes_bundles_past_their_retention_and_the_oldest_past_the_
     assert_eq!(bundle_files(&t), Vec::<String>::new(), "the file went with its record");
 
     // Room for one bundle of this size and a half: the older of two goes.
-    let t = T::start_configured(|_| {}, |c| c.diagnostics_max_total = size * 3 / 2).await;
+    let t = T::start().await;
     setup(&t).await;
     let first = bundle(&t).await;
     let second = bundle(&t).await;
     assert_eq!(bundle_files(&t).len(), 2);
-    sweep(&t.handle.state).await.unwrap();
+    let hour = std::time::Duration::from_secs(3600);
+    sweep_within(&t.handle.state, hour, size * 10).await.unwrap();
+    assert_eq!(bundle_files(&t).len(), 2, "both fit in ten times the size");
+    sweep_within(&t.handle.state, hour, size * 3 / 2).await.unwrap();
     t.err(Method::GET, &format!("/diagnostics/{}", first["id"].as_str().unwrap()), None, 404).await;
     let kept = t.ok(Method::GET, &format!("/diagnostics/{}", second["id"].as_str().unwrap()), None).await;
     assert_eq!(kept["state"], "partial");

@@ -409,8 +409,13 @@ async fn remove_files(state: &AppState, rec: &DiagnosticsRec) {
 /// process are marked failed; finished ones older than the retention go,
 /// then the oldest while the total passes the cap.
 pub async fn sweep(state: &AppState) -> Result<()> {
+    sweep_within(state, state.config.diagnostics_retention, state.config.diagnostics_max_total).await
+}
+
+/// [`sweep`] with a given retention and total cap.
+pub async fn sweep_within(state: &AppState, retention: std::time::Duration, max_total: u64) -> Result<()> {
     let now = now_millis();
-    let keep = i64::try_from(state.config.diagnostics_retention.as_millis()).unwrap_or(i64::MAX);
+    let keep = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
     let mut total = 0u64;
     // Newest first.
     for rec in state.store.list_diagnostics().await? {
@@ -424,7 +429,7 @@ pub async fn sweep(state: &AppState) -> Result<()> {
             continue;
         }
         let too_old = now.saturating_sub(rec.created_at) > keep;
-        let over = total + rec.size_bytes > state.config.diagnostics_max_total;
+        let over = total + rec.size_bytes > max_total;
         if too_old || over {
             remove_files(state, &rec).await;
             state.store.delete_diagnostics(&rec.id).await?;
