@@ -59,8 +59,21 @@ impl Fleet {
     /// Starts a manager with [`FLAGS`] and `flags`, one agent per host name,
     /// creates cluster `prod` with every host and makes `parcels` active on them.
     pub async fn start(hostnames: &[&str], parcels: &[PathBuf], flags: &[&str]) -> Fleet {
+        Fleet::start_with(hostnames, parcels, flags, |_| {}).await
+    }
+
+    /// [`Fleet::start`], after `prepare` has filled the manager's data dir
+    /// (user service types in `service-types/`, say).
+    pub async fn start_with(
+        hostnames: &[&str],
+        parcels: &[PathBuf],
+        flags: &[&str],
+        prepare: impl FnOnce(&Path),
+    ) -> Fleet {
         let tmp = tempfile::tempdir().expect("temp dir for the fleet");
         let root = tmp.path().to_path_buf();
+        std::fs::create_dir_all(root.join("manager")).expect("the manager's data dir");
+        prepare(&root.join("manager"));
         let flags: Vec<&str> = FLAGS.iter().chain(flags).copied().collect();
         let mut manager = ManagerProc::start(&root.join("manager"), free_port(), free_port(), &flags)
             .expect("start drover-manager (cargo build --workspace --bins)");

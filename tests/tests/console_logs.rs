@@ -14,6 +14,9 @@
 //!   did not answer, and shows a 400's message for a regex that does not compile;
 //! - the diagnostics page starts a bundle, leads to the command, and lists the bundle.
 //!
+//! A second test runs the viewer on a real agent and a real process (a user service type
+//! whose shell script writes HTML and ANSI codes): the same lines arrive as text.
+//!
 //! With `DROVER_SCREENSHOT_DIR` set, the pages are saved there as PNG files.
 
 use std::path::Path;
@@ -239,4 +242,94 @@ async fn logs_and_diagnostics_in_a_browser() {
     browser.execute("document.getElementById('h-bundles').scrollIntoView();", vec![]).await.unwrap();
     shot(&browser, "diagnostics-bundles").await;
     browser.quit().await.unwrap();
+}
+
+/// A user service type whose process writes what a hostile client could make a real service
+/// log: HTML on stdout and stderr and ANSI colour codes, then a tick every second.
+const PRINTER: &str = r#"
+name = "printer"
+display_name = "Printer"
+description = "A test service whose process writes HTML and ANSI codes to its log"
+version = "1"
+
+[[role_types]]
+name = "writer"
+description = "prints hostile lines, then ticks"
+min_instances = 0
+start_order = 0
+
+[role_types.process]
+program = "/bin/sh"
+args = ["-c", '''
+printf "%s\n" "<script>window.__xss = 'real'</script> from a real process"
+printf "%s\n" "<img src=x onerror=window.__xss=2> on stderr" >&2
+i=0
+while :; do i=$((i+1)); printf "\033[31mtick %s\033[0m\n" "$i"; sleep 1; done
+''']
+"#;
+
+/// The same viewer with a real agent and a real process: what the process wrote reaches the
+/// browser as text through the agent's log reader, its session's `Reply` call and the
+/// manager's server-sent events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_processs_hostile_lines_are_shown_as_text() {
+    use drover_tests::fleet::{Fleet, wait_for};
+    drover_tests::init_logging();
+    let fleet = Fleet::start_with(&["writer-1"], &[], &[], |dir| {
+        let d = dir.join("service-types/printer");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("service.toml"), PRINTER).unwrap();
+    })
+    .await;
+    let rest = &fleet.rest;
+    rest.ok(Method::POST, "/clusters/prod/services", Some(json!({"name": "p", "type": "printer"}))).await;
+    let body = json!({"role_type": "writer", "host_id": fleet.host_id("writer-1"), "name": "writer"});
+    rest.ok(Method::POST, "/clusters/prod/services/p/roles", Some(body)).await;
+    fleet.run_command("p", json!({"name": "start"}), WAIT).await;
+    wait_for(WAIT, "the role's ticks in its log", || async {
+        let v: serde_json::Value =
+            rest.get("/api/v1/clusters/prod/services/p/roles/writer/logs?tail=5").await.map_err(|e| e.to_string())?;
+        let texts = v["lines"].to_string();
+        if texts.contains("tick 3") { Ok(()) } else { Err(texts) }
+    })
+    .await;
+
+    let browser = Browser::start(fleet.root()).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", fleet.manager.http_port);
+    browser.goto(&format!("{base}/login")).await.unwrap();
+    browser.fill("#username", "admin").await.unwrap();
+    browser.fill("#password", &fleet.manager.password).await.unwrap();
+    browser.click("#sign-in").await.unwrap();
+    browser.wait_for_source("Home", WAIT).await.unwrap();
+    browser.goto(&format!("{base}/clusters/prod/services/p/roles/writer")).await.unwrap();
+    browser.wait_for_source("from a real process", WAIT).await.unwrap();
+    // Followed: ticks keep coming.
+    let ticks = || async {
+        let texts = browser.texts("#log-view .log-line .text").await.unwrap();
+        texts.iter().filter(|t| t.starts_with("tick ")).count()
+    };
+    let before = ticks().await;
+    wait_for(WAIT, "new ticks in the viewer", || async {
+        let now = ticks().await;
+        if now > before + 2 { Ok(()) } else { Err(format!("{now} ticks, {before} before")) }
+    })
+    .await;
+    let texts = browser.texts("#log-view .log-line .text").await.unwrap();
+    assert!(texts.iter().any(|t| t == "<script>window.__xss = 'real'</script> from a real process"), "{texts:?}");
+    assert!(texts.iter().any(|t| t == "<img src=x onerror=window.__xss=2> on stderr"), "{texts:?}");
+    assert!(texts.iter().any(|t| t == "tick 1"), "ANSI codes stripped: {texts:?}");
+    let xss = browser
+        .execute(
+            "return [typeof window.__xss, document.querySelectorAll('#log-view img, #log-view script').length];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(xss, json!(["undefined", 0]), "nothing a real process wrote ran or became an element");
+    let stderr = browser.texts("#log-view .log-line.stream-stderr .text").await.unwrap();
+    assert_eq!(stderr, ["<img src=x onerror=window.__xss=2> on stderr"], "the stderr line is marked as such");
+    browser.execute("document.getElementById('log-viewer').scrollIntoView();", vec![]).await.unwrap();
+    shot(&browser, "logs-role-real").await;
+    browser.quit().await.unwrap();
+    fleet.assert_quiet_manager(&[]);
 }
