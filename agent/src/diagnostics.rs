@@ -9,7 +9,8 @@
 //! match of each rule (only its `secret` group when it has one). The byte
 //! share is counted on the uncompressed tar stream (headers and padding
 //! included), so the compressed archive stays below it; files that would pass
-//! it are skipped and listed. Logs go last, newest file first.
+//! it are skipped and listed. Logs go last, newest file first; the log that
+//! meets the end of the share goes in with its newest lines that fit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
@@ -218,6 +219,10 @@ impl<W: Write> Packer<W> {
     /// when writing failed (the manager is gone).
     fn add(&mut self, path: &str, data: Vec<u8>) -> io::Result<bool> {
         let data = self.redactor.redact(data);
+        self.add_redacted(path, data)
+    }
+
+    fn add_redacted(&mut self, path: &str, data: Vec<u8>) -> io::Result<bool> {
         let cost = 512 + (data.len() as u64).div_ceil(512) * 512 + if path.len() > 99 { 1024 } else { 0 };
         if self.budget.is_some_and(|b| self.used + cost > b) {
             self.manifest.skipped.push(json!({"what": path, "reason": "byte share used"}));
@@ -233,6 +238,38 @@ impl<W: Write> Packer<W> {
         self.used += cost;
         self.manifest.files.push(json!({"path": path, "bytes": data.len()}));
         Ok(true)
+    }
+
+    /// Like [`Packer::add`] for a log: when the whole does not fit what is
+    /// left of the share, its newest lines that fit go in (cut at a line
+    /// start), and the manifest says how much was kept.
+    fn add_newest(&mut self, path: &str, data: Vec<u8>) -> io::Result<bool> {
+        let data = self.redactor.redact(data);
+        let header = 512 + if path.len() > 99 { 1024 } else { 0 };
+        let Some(budget) = self.budget else { return self.add_redacted(path, data) };
+        let room = budget.saturating_sub(self.used).saturating_sub(header + 511);
+        if data.len() as u64 <= room {
+            return self.add_redacted(path, data);
+        }
+        let total = data.len();
+        let cut = total - usize::try_from(room).unwrap_or(usize::MAX).min(total);
+        // The first whole line after the cut.
+        let start = match data[cut..].iter().position(|b| *b == b'\n') {
+            Some(i) if cut > 0 => cut + i + 1,
+            _ => cut,
+        };
+        if start >= total {
+            self.manifest.skipped.push(json!({"what": path, "reason": "byte share used"}));
+            self.manifest.truncated = true;
+            return Ok(false);
+        }
+        let kept = data[start..].to_vec();
+        self.manifest.skipped.push(json!({
+            "what": path,
+            "reason": format!("byte share used: kept the newest {} of {total} bytes", kept.len()),
+        }));
+        self.manifest.truncated = true;
+        self.add_redacted(path, kept)
     }
 
     fn add_json(&mut self, path: &str, value: &Value) -> io::Result<bool> {
@@ -477,7 +514,7 @@ fn add_log<W: Write>(
     match logs::lines_in_window(path, parser, request.since_unix_ms, request.until_unix_ms) {
         Ok((lines, _)) if lines.is_empty() => {}
         Ok((lines, _)) => {
-            p.add(entry, lines)?;
+            p.add_newest(entry, lines)?;
         }
         Err(e) => p.error(format!("could not read {}: {e}", path.display())),
     }

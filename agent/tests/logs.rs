@@ -481,16 +481,28 @@ fn diagnostics_respect_the_byte_share() {
     write(&tmp.path().join("roles/r1/logs/stdout.log.3"), &noise);
     let mut req = diag_request();
     req.max_bytes = 40_000;
-    let mut total = 0;
+    let mut chunks = Vec::new();
     let end = diagnostics::build(&req, &host, |c| {
-        total += c.len();
+        chunks.push(c);
         true
     });
-    assert!(total as u64 <= req.max_bytes, "{total} bytes");
+    let bytes = chunks.concat();
+    assert!(bytes.len() as u64 <= req.max_bytes, "{} bytes", bytes.len());
     let manifest: serde_json::Value = serde_json::from_str(&end.manifest_json).expect("manifest");
     assert!(end.truncated);
     let skipped = manifest["skipped"].as_array().expect("skipped");
     assert!(skipped.iter().any(|s| s["reason"] == "byte share used"), "{manifest}");
+    // The newest log, bigger than what was left, went in with its newest whole lines.
+    let kept = skipped
+        .iter()
+        .find(|s| s["what"] == "roles/r1/logs/stdout.log.3")
+        .and_then(|s| s["reason"].as_str())
+        .unwrap_or_default();
+    assert!(kept.starts_with("byte share used: kept the newest "), "{manifest}");
+    let entries = untar(&bytes);
+    let tail = &entries.iter().find(|(p, _)| p == "roles/r1/logs/stdout.log.3").expect("the newest log").1;
+    assert!(tail.len() > 10_000 && tail.len() < noise.len(), "{} bytes kept", tail.len());
+    assert!(noise.ends_with(tail.as_str()) && noise[..noise.len() - tail.len()].ends_with('\n'), "whole lines");
 
     let bad = DiagnosticsRequest { rules: vec![RedactionRule { name: "r".into(), pattern: "(".into() }], ..req };
     let end = diagnostics::build(&bad, &host, |_| true);

@@ -180,7 +180,9 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: LogsOptions) -> anyhow:
         };
         let took = t.elapsed();
         let samples = sampler.stop().await?;
-        let downloaded = download_size(&rest, &format!("/api/v1/diagnostics/{id}/download")).await?;
+        let bytes = download(&rest, &format!("/api/v1/diagnostics/{id}/download")).await?;
+        let downloaded = bytes.len() as u64;
+        let contents = bundle_contents(&bytes)?;
         println!("logs.bundle.hosts             {}", opts.bundle_hosts);
         println!("logs.bundle.cap_mib           {}", opts.bundle_max_mb);
         println!("logs.bundle.state             {}", done["state"]);
@@ -188,6 +190,10 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: LogsOptions) -> anyhow:
         println!("logs.bundle.size_mib          {:.1}", done["size_bytes"].as_u64().unwrap_or(0) as f64 / MIB as f64);
         println!("logs.bundle.downloaded_mib    {:.1}", downloaded as f64 / MIB as f64);
         println!("logs.bundle.failed_hosts      {}", done["failed_hosts"]);
+        println!("logs.bundle.entries           {}", contents.entries);
+        println!("logs.bundle.unpacked_mib      {:.1}", contents.bytes as f64 / MIB as f64);
+        println!("logs.bundle.log_files         {}", contents.log_files);
+        println!("logs.bundle.log_mib           {:.1}", contents.log_bytes as f64 / MIB as f64);
         samples.print("logs.bundle.manager");
         bundle_failed = done["state"] != "ready" || downloaded > opts.bundle_max_mb * MIB;
         let _ = rest.raw(reqwest::Method::DELETE, &format!("/api/v1/diagnostics/{id}"), None).await;
@@ -265,18 +271,44 @@ async fn streamed_search(rest: &Rest, query: &str) -> anyhow::Result<Streamed> {
     bail!("the search stream ended without its summary after {} matches", out.matches)
 }
 
-/// Bytes of a download, read as a stream.
-async fn download_size(rest: &Rest, path: &str) -> anyhow::Result<u64> {
+/// A download, read as a stream.
+async fn download(rest: &Rest, path: &str) -> anyhow::Result<Vec<u8>> {
     let resp = rest.request(reqwest::Method::GET, path).send().await?;
     if !resp.status().is_success() {
         bail!("GET {path}: HTTP {}", resp.status());
     }
     let mut body = resp.bytes_stream();
-    let mut n = 0u64;
+    let mut out = Vec::new();
     while let Some(chunk) = body.next().await {
-        n += chunk?.len() as u64;
+        out.extend_from_slice(&chunk?);
     }
-    Ok(n)
+    Ok(out)
+}
+
+/// What a bundle holds.
+struct Contents {
+    entries: usize,
+    bytes: u64,
+    log_files: usize,
+    log_bytes: u64,
+}
+
+/// Reads a bundle's tar.gz: its entries, their bytes, and the role log files among them.
+fn bundle_contents(gz: &[u8]) -> anyhow::Result<Contents> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+    let mut c = Contents { entries: 0, bytes: 0, log_files: 0, log_bytes: 0 };
+    for entry in archive.entries().context("read the bundle")? {
+        let entry = entry.context("read a bundle entry")?;
+        let path = entry.path()?.display().to_string();
+        let size = entry.header().size()?;
+        c.entries += 1;
+        c.bytes += size;
+        if path.contains("/roles/") && path.contains("/logs/") {
+            c.log_files += 1;
+            c.log_bytes += size;
+        }
+    }
+    Ok(c)
 }
 
 fn urlencode(s: &str) -> String {
