@@ -40,6 +40,18 @@ async fn shot(browser: &Browser, name: &str) {
     }
 }
 
+/// Nothing from a log line ran (`window.__xss` is unset) or became an element of the viewer.
+async fn assert_nothing_ran(browser: &Browser) {
+    let xss = browser
+        .execute(
+            "return [typeof window.__xss, document.querySelectorAll('#log-view img, #log-view script').length];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(xss, json!(["undefined", 0]), "nothing from a log line ran or became an element");
+}
+
 /// What the scripted agent of h1 writes: hostile lines first.
 fn lines(role_id: &str) -> Vec<LogLine> {
     let now = now_millis();
@@ -151,14 +163,7 @@ async fn logs_and_diagnostics_in_a_browser() {
     assert!(texts.iter().any(|t| t == "<script>window.__xss = 'script'</script> client sent a tag"), "{texts:?}");
     assert!(texts.iter().any(|t| t == "<img src=x onerror=\"window.__xss='img'\"> bad client name"), "{texts:?}");
     assert!(texts.iter().any(|t| t == "red alert and green text"), "ANSI codes stripped: {texts:?}");
-    let xss = browser
-        .execute(
-            "return [typeof window.__xss, document.querySelectorAll('#log-view img, #log-view script').length];",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(xss, json!(["undefined", 0]), "nothing from a log line ran or became an element");
+    assert_nothing_ran(&browser).await;
     let stderr = browser.texts("#log-view .log-line.stream-stderr .stderr-mark").await.unwrap();
     assert_eq!(stderr, ["STDERR", "STDERR"], "both stderr lines marked (upper case by the stylesheet)");
     // The viewer lives outside the part of the page that refreshes every 3 s: still there.
@@ -318,14 +323,7 @@ async fn a_real_processs_hostile_lines_are_shown_as_text() {
     assert!(texts.iter().any(|t| t == "<script>window.__xss = 'real'</script> from a real process"), "{texts:?}");
     assert!(texts.iter().any(|t| t == "<img src=x onerror=window.__xss=2> on stderr"), "{texts:?}");
     assert!(texts.iter().any(|t| t == "tick 1"), "ANSI codes stripped: {texts:?}");
-    let xss = browser
-        .execute(
-            "return [typeof window.__xss, document.querySelectorAll('#log-view img, #log-view script').length];",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(xss, json!(["undefined", 0]), "nothing a real process wrote ran or became an element");
+    assert_nothing_ran(&browser).await;
     let stderr = browser.texts("#log-view .log-line.stream-stderr .text").await.unwrap();
     assert_eq!(stderr, ["<img src=x onerror=window.__xss=2> on stderr"], "the stderr line is marked as such");
     browser.execute("document.getElementById('log-viewer').scrollIntoView();", vec![]).await.unwrap();

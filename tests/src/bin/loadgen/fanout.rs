@@ -191,7 +191,7 @@ impl FanoutAgents {
 
 /// Starts one files-only session per identity, writing under `root/<slot>`,
 /// and waits until all are connected.
-pub(super) async fn start_file_agents(
+async fn start_file_agents(
     addr: &ManagerAddr,
     ids: &[SavedIdentity],
     root: &std::path::Path,
@@ -223,6 +223,69 @@ pub(super) async fn start_file_agents(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok((agents, sessions))
+}
+
+/// What a run over file-writing agents in a new cluster starts from.
+pub(super) struct FileAgentsRun {
+    pub rest: Rest,
+    pub password: String,
+    /// Where the agents write, one subdirectory per agent slot.
+    pub files_root: PathBuf,
+    /// Holds the default `files_root` until the run ends.
+    _temp: tempfile::TempDir,
+    pub stop_tx: watch::Sender<bool>,
+    pub agents: Arc<FanoutAgents>,
+    pub sessions: Vec<tokio::task::JoinHandle<Result<(), drover_agent::error::AgentError>>>,
+}
+
+/// Starts one files-only session per identity (printing `{prefix}.agents` and
+/// `{prefix}.connect_seconds`), then creates `cluster`.
+pub(super) async fn start_run(
+    cli: &Cli,
+    ids: &[SavedIdentity],
+    cluster: &str,
+    connect_rate: u64,
+    files_dir: Option<PathBuf>,
+    prefix: &str,
+) -> anyhow::Result<FileAgentsRun> {
+    let password = cli.password.clone().context("--password (or DROVER_PASSWORD) is needed for the REST API")?;
+    let rest = Rest::new(&cli.http, &cli.user, &password);
+    let addr: ManagerAddr = cli.manager.parse()?;
+    let temp = tempfile::tempdir().context("create a directory for role files")?;
+    let files_root = files_dir.unwrap_or_else(|| temp.path().to_path_buf());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let started = Instant::now();
+    let (agents, sessions) = start_file_agents(&addr, ids, &files_root, connect_rate, &stop_rx).await?;
+    println!("{:<30}{}", format!("{prefix}.agents"), ids.len());
+    println!("{:<30}{:.1}", format!("{prefix}.connect_seconds"), started.elapsed().as_secs_f64());
+    call(&rest, reqwest::Method::POST, "/api/v1/clusters", json!({ "name": cluster }), 201)
+        .await
+        .with_context(|| format!("create cluster {cluster} (pick another --cluster if it exists)"))?;
+    Ok(FileAgentsRun { rest, password, files_root, _temp: temp, stop_tx, agents, sessions })
+}
+
+/// Deletes `paths` (services, then their cluster; stops at the first
+/// refusal), then ends every session.
+pub(super) async fn finish_run(
+    rest: &Rest,
+    paths: &[String],
+    stop_tx: watch::Sender<bool>,
+    sessions: Vec<tokio::task::JoinHandle<Result<(), drover_agent::error::AgentError>>>,
+) -> anyhow::Result<()> {
+    for path in paths {
+        let (status, body) = rest.raw(reqwest::Method::DELETE, path, None).await?;
+        if status != 204 {
+            eprintln!("could not delete {path}: HTTP {status}: {body}");
+            break;
+        }
+    }
+    stop_tx.send(true)?;
+    for s in sessions {
+        if let Ok(Err(e)) = s.await {
+            eprintln!("session ended with error: {e}");
+        }
+    }
+    Ok(())
 }
 
 fn unix_us() -> u64 {
@@ -549,25 +612,13 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: FanoutOptions) -> anyho
     if n < 2 * k {
         bail!("fan-out needs at least 2 identities per service (one primary and one replica)");
     }
-    let password = cli.password.clone().context("--password (or DROVER_PASSWORD) is needed for the REST API")?;
-    let rest = Rest::new(&cli.http, &cli.user, &password);
-    let operator = Operator { http: cli.http.clone(), user: cli.user.clone(), password: password.clone() };
-    let addr: ManagerAddr = cli.manager.parse()?;
-    let temp = tempfile::tempdir().context("create a directory for role files")?;
-    let files_root = opts.files_dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
-
-    // 1. One session per host, announcing roles.v1 and only writing files.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let started = Instant::now();
-    let (agents, sessions) = start_file_agents(&addr, ids, &files_root, opts.connect_rate, &stop_rx).await?;
-    println!("fanout.agents                 {n}");
-    println!("fanout.connect_seconds        {:.1}", started.elapsed().as_secs_f64());
+    // 1. One session per host, announcing roles.v1 and only writing files; the cluster.
+    let cluster = opts.setup.cluster.as_str();
+    let run = start_run(cli, ids, cluster, opts.connect_rate, opts.files_dir.clone(), "fanout").await?;
+    let FileAgentsRun { rest, password, files_root, stop_tx, agents, sessions, _temp } = run;
+    let operator = Operator { http: cli.http.clone(), user: cli.user.clone(), password };
 
     // 2. The services and their roles, on disjoint runs of hosts.
-    let cluster = opts.setup.cluster.as_str();
-    call(&rest, reqwest::Method::POST, "/api/v1/clusters", json!({ "name": cluster }), 201)
-        .await
-        .with_context(|| format!("create cluster {cluster} (pick another --cluster if it exists)"))?;
     let per_service = n.div_ceil(k);
     let mut services = Vec::with_capacity(k);
     for i in 0..k {
@@ -634,24 +685,9 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: FanoutOptions) -> anyho
         gave_up = reconnect(&agents, &sessions, restart, opts.setup.manager_pid).await?;
     }
 
-    if !opts.keep {
-        let mut paths: Vec<&str> = services.iter().map(|s| s.base.as_str()).collect();
-        let cluster = format!("/api/v1/clusters/{cluster}");
-        paths.push(&cluster);
-        for path in paths {
-            let (status, body) = rest.raw(reqwest::Method::DELETE, path, None).await?;
-            if status != 204 {
-                eprintln!("could not delete {path}: HTTP {status}: {body}");
-                break;
-            }
-        }
-    }
-    stop_tx.send(true)?;
-    for s in sessions {
-        if let Ok(Err(e)) = s.await {
-            eprintln!("session ended with error: {e}");
-        }
-    }
+    let mut paths: Vec<String> = services.iter().map(|s| s.base.clone()).collect();
+    paths.push(format!("/api/v1/clusters/{cluster}"));
+    finish_run(&rest, if opts.keep { &[] } else { &paths }, stop_tx, sessions).await?;
     if missing > 0 || verified < n || gave_up > 0 {
         bail!(
             "{missing} applied reports missing, {} agents without the last file, {gave_up} sessions gave up",

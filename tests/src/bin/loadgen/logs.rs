@@ -22,13 +22,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use drover_proto::tls::ManagerAddr;
 use drover_tests::rest::Rest;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
-use super::fanout::{RoleSetup, call, create_roles, start_file_agents, wait_applied};
+use super::fanout::{FileAgentsRun, RoleSetup, call, create_roles, finish_run, start_run, wait_applied};
 use super::parcels::Sampler;
 use super::{Cli, SavedIdentity};
 
@@ -60,25 +58,14 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: LogsOptions) -> anyhow:
     if n < 2 {
         bail!("logs needs at least 2 identities (one primary and one replica)");
     }
-    let password = cli.password.clone().context("--password (or DROVER_PASSWORD) is needed for the REST API")?;
-    let rest = Rest::new(&cli.http, &cli.user, &password);
-    let addr: ManagerAddr = cli.manager.parse()?;
-    let temp = tempfile::tempdir().context("create a directory for role files")?;
-    let files_root = opts.files_dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
     let pid = opts.setup.manager_pid;
 
-    // 1. One session per host, announcing roles.v1 and logs.v1.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let started = Instant::now();
-    let (agents, sessions) = start_file_agents(&addr, ids, &files_root, opts.connect_rate, &stop_rx).await?;
-    println!("logs.agents                   {n}");
-    println!("logs.connect_seconds          {:.1}", started.elapsed().as_secs_f64());
+    // 1. One session per host, announcing roles.v1 and logs.v1; the cluster.
+    let cluster = opts.setup.cluster.clone();
+    let run = start_run(cli, ids, &cluster, opts.connect_rate, opts.files_dir.clone(), "logs").await?;
+    let FileAgentsRun { rest, files_root, stop_tx, agents, sessions, .. } = run;
 
     // 2. A Redis service with a role on every host, its revision applied.
-    let cluster = opts.setup.cluster.clone();
-    call(&rest, reqwest::Method::POST, "/api/v1/clusters", json!({ "name": cluster }), 201)
-        .await
-        .with_context(|| format!("create cluster {cluster} (pick another --cluster if it exists)"))?;
     let service = "redis-logs";
     let role_ids = create_roles(&rest, ids, &opts.setup, service).await?;
     let base = format!("/api/v1/clusters/{cluster}/services/{service}");
@@ -200,21 +187,8 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: LogsOptions) -> anyhow:
     }
     println!("logs.disconnects              {}", agents.disconnects.load(Ordering::Relaxed));
 
-    if !opts.keep {
-        for path in [base.clone(), format!("/api/v1/clusters/{cluster}")] {
-            let (status, body) = rest.raw(reqwest::Method::DELETE, &path, None).await?;
-            if status != 204 {
-                eprintln!("could not delete {path}: HTTP {status}: {body}");
-                break;
-            }
-        }
-    }
-    stop_tx.send(true)?;
-    for s in sessions {
-        if let Ok(Err(e)) = s.await {
-            eprintln!("session ended with error: {e}");
-        }
-    }
+    let paths = [base.clone(), format!("/api/v1/clusters/{cluster}")];
+    finish_run(&rest, if opts.keep { &[] } else { &paths }, stop_tx, sessions).await?;
     if failed > 0 || bundle_failed {
         bail!("{failed} searches missed hosts or matches; bundle failed: {bundle_failed}");
     }
