@@ -211,12 +211,22 @@ impl Alerts {
             nw.by_labels.retain(|_, ptr| by_ptr.contains_key(ptr));
             !nw.by_ptr.is_empty()
         });
-        let src = Source { metrics, windows: &inner.windows, now, latest: RefCell::default() };
+        let src = Source {
+            metrics,
+            windows: &inner.windows,
+            now,
+            latest: RefCell::default(),
+            selections: RefCell::default(),
+        };
         let cycle = inner.evaluator.cycle(fleet, &self.tests, &inner.rules, &src, now);
         *self.health.write().expect("health lock") = Arc::new(cycle.health);
         let rules: HashMap<&str, &CompiledRule> = inner.rules.iter().map(|r| (r.name.as_str(), r)).collect();
-        let mut active: Vec<AlertView> =
-            inner.evaluator.active().filter_map(|(name, i)| rules.get(name).map(|r| view(r, i, None, mutes))).collect();
+        let annotator = Annotator::new(&inner.rules);
+        let mut active: Vec<AlertView> = inner
+            .evaluator
+            .active()
+            .filter_map(|(name, i)| rules.get(name).map(|r| view(r, i, None, mutes, &annotator)))
+            .collect();
         active.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.active_since.cmp(&b.active_since)));
         *self.active.write().expect("alerts lock") = Arc::new(active);
         cycle
@@ -229,7 +239,7 @@ impl Alerts {
                     Transition::Firing(i) => (i, None),
                     Transition::Resolved { instance, .. } => (instance, Some(AlertState::Resolved)),
                 };
-                let v = view(rule, instance, state, mutes);
+                let v = view(rule, instance, state, mutes, &annotator);
                 Some((t, v))
             })
             .collect()
@@ -243,7 +253,13 @@ struct Source<'a> {
     now: i64,
     /// The latest values of each metric read in this cycle, read once.
     latest: RefCell<HashMap<String, Rc<Latest>>>,
+    /// The series (and values) each distinct instant selector picked in this cycle: rules
+    /// over the same selector with other thresholds, and health tests, match labels once.
+    selections: RefCell<HashMap<String, Rc<Selection>>>,
 }
+
+/// The live, matching series of one selector, in the metric's order.
+type Selection = Vec<(Arc<Labels>, f64)>;
 
 /// One metric's latest values, and indexes of them by a label's value, made as rules ask.
 struct Latest {
@@ -278,6 +294,9 @@ impl Latest {
     }
 }
 
+/// A value older than this is stale: its series is not seen (as Prometheus' 5 minutes).
+const STALE_MS: i64 = 5 * 60 * 1000;
+
 impl Source<'_> {
     fn latest(&self, name: &str) -> Rc<Latest> {
         if let Some(l) = self.latest.borrow().get(name) {
@@ -287,17 +306,22 @@ impl Source<'_> {
         self.latest.borrow_mut().insert(name.to_owned(), l.clone());
         l
     }
-}
 
-/// A value older than this is stale: its series is not seen (as Prometheus' 5 minutes).
-const STALE_MS: i64 = 5 * 60 * 1000;
-
-impl SeriesSource for Source<'_> {
-    fn instant(&self, name: &str, matchers: &[Matcher], each: &mut dyn FnMut(&Arc<Labels>, f64)) {
+    /// The series `name{matchers}` picks now, worked out once a cycle.
+    fn selection(&self, name: &str, matchers: &[Matcher]) -> Rc<Selection> {
+        let mut key = name.to_owned();
+        for m in matchers {
+            key.push('\u{1f}');
+            key.push_str(&m.to_string());
+        }
+        if let Some(s) = self.selections.borrow().get(&key) {
+            return s.clone();
+        }
         let latest = self.latest(name);
+        let mut out = Selection::new();
         let mut visit = |(labels, at, value): &(Arc<Labels>, i64, f64)| {
             if self.now - at <= STALE_MS && matches(labels, matchers) {
-                each(labels, *value);
+                out.push((labels.clone(), *value));
             }
         };
         // With an equality matcher only the series with that value are looked at (in the
@@ -310,6 +334,17 @@ impl SeriesSource for Source<'_> {
                 }
             }
             None => latest.series.iter().for_each(visit),
+        }
+        let out = Rc::new(out);
+        self.selections.borrow_mut().insert(key, out.clone());
+        out
+    }
+}
+
+impl SeriesSource for Source<'_> {
+    fn instant(&self, name: &str, matchers: &[Matcher], each: &mut dyn FnMut(&Arc<Labels>, f64)) {
+        for (labels, value) in self.selection(name, matchers).iter() {
+            each(labels, *value);
         }
     }
 
@@ -336,22 +371,65 @@ pub fn alert_labels(rule: &CompiledRule, series: &Labels) -> BTreeMap<String, St
     labels
 }
 
-/// Renders the rule's annotation templates over the alert's labels and value; a template that
-/// does not render is shown as written, with the error.
-pub fn annotations(rule: &CompiledRule, labels: &BTreeMap<String, String>, value: f64) -> BTreeMap<String, String> {
-    let mut hb = handlebars::Handlebars::new();
-    hb.register_escape_fn(handlebars::no_escape);
-    let ctx = serde_json::json!({ "labels": labels, "value": super::health::short(value) });
-    rule.annotations
-        .iter()
-        .map(|(k, t)| {
-            let text = hb.render_template(t, &ctx).unwrap_or_else(|e| format!("{t} (template error: {e})"));
-            (k.clone(), text)
-        })
-        .collect()
+/// The rules' annotation templates, each parsed once a cycle (not once per alert): a cycle
+/// with hundreds of pending alerts renders every one's annotations.
+struct Annotator {
+    hb: handlebars::Handlebars<'static>,
+    /// Why a template did not parse, by its name in `hb`.
+    broken: HashMap<String, String>,
 }
 
-fn view(rule: &CompiledRule, i: &Instance, state: Option<AlertState>, mutes: &Mutes) -> AlertView {
+impl Annotator {
+    fn new(rules: &[CompiledRule]) -> Annotator {
+        let mut hb = handlebars::Handlebars::new();
+        hb.register_escape_fn(handlebars::no_escape);
+        let mut broken = HashMap::new();
+        for rule in rules {
+            for (key, template) in &rule.annotations {
+                let name = Annotator::name(rule, key);
+                if let Err(e) = hb.register_template_string(&name, template) {
+                    broken.insert(name, e.to_string());
+                }
+            }
+        }
+        Annotator { hb, broken }
+    }
+
+    fn name(rule: &CompiledRule, key: &str) -> String {
+        format!("{}\u{1f}{key}", rule.name)
+    }
+
+    /// Renders the rule's annotation templates over the alert's labels and value; a template
+    /// that does not render is shown as written, with the error.
+    fn annotations(
+        &self,
+        rule: &CompiledRule,
+        labels: &BTreeMap<String, String>,
+        value: f64,
+    ) -> BTreeMap<String, String> {
+        let ctx = serde_json::json!({ "labels": labels, "value": super::health::short(value) });
+        rule.annotations
+            .iter()
+            .map(|(k, t)| {
+                let name = Annotator::name(rule, k);
+                let text = match self.broken.get(&name) {
+                    Some(e) => format!("{t} (template error: {e})"),
+                    None if !self.hb.has_template(&name) => t.clone(),
+                    None => self.hb.render(&name, &ctx).unwrap_or_else(|e| format!("{t} (template error: {e})")),
+                };
+                (k.clone(), text)
+            })
+            .collect()
+    }
+}
+
+fn view(
+    rule: &CompiledRule,
+    i: &Instance,
+    state: Option<AlertState>,
+    mutes: &Mutes,
+    annotator: &Annotator,
+) -> AlertView {
     let labels = alert_labels(rule, &i.labels);
     let (silenced_by, in_maintenance) = mutes.check(&labels);
     AlertView {
@@ -362,7 +440,7 @@ fn view(rule: &CompiledRule, i: &Instance, state: Option<AlertState>, mutes: &Mu
             Phase::Firing => AlertState::Firing,
         }),
         severity: rule.severity,
-        annotations: annotations(rule, &labels, i.value),
+        annotations: annotator.annotations(rule, &labels, i.value),
         labels,
         value: i.value,
         active_since: rfc3339(i.active_since),
