@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use regex::bytes::Regex;
 use serde_json::{Value, json};
@@ -223,7 +223,7 @@ impl<W: Write> Packer<W> {
     }
 
     fn add_redacted(&mut self, path: &str, data: Vec<u8>) -> io::Result<bool> {
-        let cost = 512 + (data.len() as u64).div_ceil(512) * 512 + if path.len() > 99 { 1024 } else { 0 };
+        let cost = header_cost(path) + (data.len() as u64).div_ceil(512) * 512;
         if self.budget.is_some_and(|b| self.used + cost > b) {
             self.manifest.skipped.push(json!({"what": path, "reason": "byte share used"}));
             self.manifest.truncated = true;
@@ -245,9 +245,8 @@ impl<W: Write> Packer<W> {
     /// start), and the manifest says how much was kept.
     fn add_newest(&mut self, path: &str, data: Vec<u8>) -> io::Result<bool> {
         let data = self.redactor.redact(data);
-        let header = 512 + if path.len() > 99 { 1024 } else { 0 };
         let Some(budget) = self.budget else { return self.add_redacted(path, data) };
-        let room = budget.saturating_sub(self.used).saturating_sub(header + 511);
+        let room = budget.saturating_sub(self.used).saturating_sub(header_cost(path) + 511);
         if data.len() as u64 <= room {
             return self.add_redacted(path, data);
         }
@@ -283,8 +282,10 @@ impl<W: Write> Packer<W> {
     }
 }
 
-fn unix_ms_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+/// Tar bytes of an entry's header: one block, and a GNU long-name entry for
+/// paths over 99 bytes.
+fn header_cost(path: &str) -> u64 {
+    512 + if path.len() > 99 { 1024 } else { 0 }
 }
 
 /// `/proc/<pid>/cmdline` with its NULs as spaces; empty when unreadable.
@@ -323,7 +324,7 @@ pub fn build<F: FnMut(Vec<u8>) -> bool>(request: &DiagnosticsRequest, host: &Hos
         manifest: Manifest::default(),
         used: 0,
         budget: (request.max_bytes > 0).then(|| request.max_bytes.saturating_sub(RESERVED_BYTES)),
-        mtime: u64::try_from(unix_ms_now() / 1000).unwrap_or(0),
+        mtime: u64::try_from(crate::collect::unix_ms_now() / 1000).unwrap_or(0),
     };
     let result = fill(request, host, &mut packer);
     let finished = result.and_then(|()| {
@@ -356,7 +357,7 @@ pub fn build<F: FnMut(Vec<u8>) -> bool>(request: &DiagnosticsRequest, host: &Hos
 
 fn fill<W: Write>(request: &DiagnosticsRequest, host: &HostState, p: &mut Packer<W>) -> io::Result<()> {
     let wants = |what: &str| request.include.is_empty() || request.include.iter().any(|i| i == what);
-    let now = unix_ms_now();
+    let now = crate::collect::unix_ms_now();
     let mut roles: Vec<&RoleSpec> = Vec::new();
     for id in &request.role_ids {
         match host.roles.iter().find(|r| r.role_id == *id) {
@@ -412,20 +413,19 @@ fn fill<W: Write>(request: &DiagnosticsRequest, host: &HostState, p: &mut Packer
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
-                    let mut check = json!({
+                    let latest = results.get(i).cloned().flatten().map(|r| {
+                        json!({
+                            "ok": r.ok, "at_unix_ms": r.at_unix_ms, "at": rfc3339(r.at_unix_ms),
+                            "error": r.error, "consecutive_failures": r.consecutive_failures,
+                        })
+                    });
+                    json!({
                         "probe": format!("{:?}", c.probe),
                         "interval_ms": c.interval.as_millis() as u64,
                         "timeout_ms": c.timeout.as_millis() as u64,
                         "failure_threshold": c.failure_threshold,
-                    });
-                    check["latest"] = match results.get(i).cloned().flatten() {
-                        Some(r) => json!({
-                            "ok": r.ok, "at_unix_ms": r.at_unix_ms, "at": rfc3339(r.at_unix_ms),
-                            "error": r.error, "consecutive_failures": r.consecutive_failures,
-                        }),
-                        None => Value::Null,
-                    };
-                    check
+                        "latest": latest,
+                    })
                 })
                 .collect();
             let value = json!({

@@ -55,7 +55,7 @@ use crate::collect::{self, MetricsHub, SourceState};
 use crate::datadir;
 use crate::files::{self, FilesError, LogRotation};
 use crate::health;
-use crate::journal::{ExitRecord, Journal, now_unix_ms};
+use crate::journal::{ExitRecord, Journal};
 use crate::parcels::ParcelsView;
 use crate::reconcile::{AdoptedProcess, AppliedFiles, Effect, Event, ExitStatus, Loaded, Policy, Reconciler};
 use crate::roles::{self, ConfigCheck, HealthCheck, MetricSource, Probe, ProcessSpec, RoleSpec, RoleStatus};
@@ -718,7 +718,7 @@ impl Driver {
                 loop {
                     ticker.tick().await;
                     let result = health::run(&hc.probe, hc.timeout, &dir).await;
-                    journal.checked(&role, check, now_unix_ms(), &result);
+                    journal.checked(&role, check, collect::unix_ms_now(), &result);
                     if let Err(reason) = &result {
                         debug!(role = %role, check, reason = %reason, "health check failed");
                     }
@@ -916,7 +916,7 @@ fn check_output(stdout: &[u8], stderr: &[u8]) -> String {
 
 /// An exit as the journal keeps it; `started`: when the process started.
 fn exit_record(status: ExitStatus, started: Option<i64>) -> ExitRecord {
-    let at_unix_ms = now_unix_ms();
+    let at_unix_ms = collect::unix_ms_now();
     ExitRecord {
         at_unix_ms,
         code: status.reported(),
