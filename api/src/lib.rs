@@ -20,6 +20,7 @@
 //!   SSH;
 //! - [`diagnostics`]: diagnostic bundles and redaction rules;
 //! - [`logs`]: role and agent logs, the search across hosts;
+//! - [`templates`]: cluster templates, their export and instantiation;
 //! - [`alerts`]: the health tree, alerts, alert rules, silences and maintenance mode;
 //! - [`envelope`]: [`Items`] (every list) and [`ErrorBody`] (every error);
 //! - [`names`]: the name and reason rules as schemas;
@@ -45,6 +46,7 @@ pub mod parcels;
 pub mod providers;
 pub mod roles;
 pub mod services;
+pub mod templates;
 pub mod tokens;
 pub mod users;
 pub mod whole;
