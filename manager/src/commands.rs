@@ -198,6 +198,38 @@ pub(crate) async fn restart_step(
     run_step(state, cmd, Action::Restart, step, timeout, true, abort).await
 }
 
+/// Starts roles `roles` of `cluster/service` (with `restart`, restarts
+/// them: roles whose last start failed) and waits until they run (and are
+/// healthy, with `wait_healthy`): one start-order batch of a template
+/// instantiation, the same step a start or restart command takes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn start_roles(
+    state: &AppState,
+    cluster: &str,
+    service: &str,
+    roles: Vec<String>,
+    restart: bool,
+    timeout: Duration,
+    wait_healthy: bool,
+    abort: &AtomicBool,
+) -> Result<String, String> {
+    let cmd = CommandRec {
+        id: String::new(),
+        cluster: cluster.to_owned(),
+        service: service.to_owned(),
+        name: CommandName::Start.as_str().to_owned(),
+        params: serde_json::Value::Null,
+        state: "running".into(),
+        message: String::new(),
+        created_by: String::new(),
+        created_at: now_millis(),
+        finished_at: None,
+    };
+    let step = StepRec::pending(0, String::new(), roles);
+    let action = if restart { Action::Restart } else { Action::Start };
+    run_step(state, &cmd, action, &step, timeout, wait_healthy, abort).await
+}
+
 /// Applies one step and waits for its roles. Ok: a summary; Err: why it failed.
 async fn run_step(
     state: &AppState,

@@ -451,6 +451,25 @@ fn table() -> Vec<Row> {
         ),
         row(get.clone(), "/api/v1/commands/{id}", "/api/v1/commands/CMD", Prod(Read), Ok),
         row(post.clone(), "/api/v1/commands/{id}/abort", "/api/v1/commands/CMD/abort", Prod(CommandsRun), NotDenied),
+        // Templates: stored for the fleet, exported from and instantiated into a cluster.
+        row(get.clone(), "/api/v1/templates", "/api/v1/templates", Anywhere(Read), Ok),
+        with(
+            row(post.clone(), "/api/v1/templates", "/api/v1/templates", Global(ServicesWrite), NotDenied),
+            json!({"name": "matrix", "services": [{"name": "x", "type": "absent-type"}]}),
+        ),
+        row(get.clone(), "/api/v1/templates/{name}", "/api/v1/templates/absent", Anywhere(Read), NotDenied),
+        row(delete.clone(), "/api/v1/templates/{name}", "/api/v1/templates/absent", Global(ServicesWrite), NotDenied),
+        with(
+            row(
+                post.clone(),
+                "/api/v1/templates/{name}/instantiate",
+                "/api/v1/templates/absent/instantiate",
+                Global(HostsWrite),
+                NotDenied,
+            ),
+            json!({"cluster": "prod"}),
+        ),
+        row(get.clone(), "/api/v1/clusters/{cluster}/template", "/api/v1/clusters/prod/template", Prod(Read), Ok),
     ]
 }
 

@@ -214,6 +214,7 @@ store_suite! {
     metric_points_pruned_by_resolution_and_age => with_store(case_metric_prune);
     metric_steps_and_group_steps_are_computed_by_the_database => with_store(case_metric_steps);
     alert_rules_silences_maintenance_and_history => with_store(case_alerts);
+    templates_are_stored_in_versions => with_store(case_templates);
 }
 
 // ---------------------------------------------------------------------------
@@ -1868,4 +1869,43 @@ async fn case_alerts(store: Store) {
     assert_eq!(store.alert_history(&f(None, None, None, 1000)).await.unwrap().len(), 200);
     assert_eq!(store.silence("old").await.unwrap(), None, "ended silences go with the history");
     assert!(store.silence("s1").await.unwrap().is_some());
+}
+
+// ---------------------------------------------------------------------------
+// Templates
+// ---------------------------------------------------------------------------
+
+async fn case_templates(store: Store) {
+    use drover_manager::store::TemplateRec;
+    let rec = |name: &str, doc: &str, at: i64| TemplateRec {
+        name: name.into(),
+        version: 0,
+        description: format!("{name} at {at}"),
+        document: doc.into(),
+        created_at: at,
+        created_by: "admin".into(),
+    };
+    assert_eq!(store.insert_template(&rec("web", r#"{"name":"web"}"#, 1)).await.unwrap(), 1);
+    assert_eq!(store.insert_template(&rec("web", r#"{"name":"web","description":"v2"}"#, 2)).await.unwrap(), 2);
+    assert_eq!(store.insert_template(&rec("cache", r#"{"name":"cache"}"#, 3)).await.unwrap(), 1);
+    let all: Vec<(String, u64, String)> =
+        store.template_versions().await.unwrap().into_iter().map(|t| (t.name, t.version, t.document)).collect();
+    assert_eq!(
+        all,
+        vec![("cache".into(), 1, String::new()), ("web".into(), 2, String::new()), ("web".into(), 1, String::new())]
+    );
+    let latest = store.template("web", None).await.unwrap().unwrap();
+    assert_eq!((latest.version, latest.document.as_str()), (2, r#"{"name":"web","description":"v2"}"#));
+    assert_eq!((latest.created_at, latest.description.as_str()), (2, "web at 2"));
+    let first = store.template("web", Some(1)).await.unwrap().unwrap();
+    assert_eq!(first.document, r#"{"name":"web"}"#);
+    assert!(store.template("web", Some(3)).await.unwrap().is_none());
+    assert!(store.template("nope", None).await.unwrap().is_none());
+    // Deleting one version leaves the others; the next upload goes on from the newest.
+    assert_eq!(store.delete_template("web", Some(1)).await.unwrap(), 1);
+    assert_eq!(store.delete_template("web", Some(1)).await.unwrap(), 0);
+    assert_eq!(store.insert_template(&rec("web", "{}", 4)).await.unwrap(), 3);
+    assert_eq!(store.delete_template("web", None).await.unwrap(), 2);
+    assert!(store.template("web", None).await.unwrap().is_none());
+    assert_eq!(store.template_versions().await.unwrap().len(), 1);
 }

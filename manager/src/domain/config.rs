@@ -349,6 +349,32 @@ pub async fn rollback(
     commit_revision(state, granted, started, guard, ctx, values, &message, expected, "config.rollback").await
 }
 
+/// Makes a new revision holding `values` (normalised, as
+/// [`config::validate_patch`] answers them) at service and group level; the
+/// role-level values stay as they are. Used by template instantiation: one
+/// revision per service, checked and rendered like any change.
+pub(crate) async fn replace(
+    state: &Arc<AppState>,
+    actor: &Actor,
+    cluster: &str,
+    service: &str,
+    service_values: BTreeMap<String, Value>,
+    group_values: BTreeMap<String, BTreeMap<String, Value>>,
+    message: &str,
+) -> Result<Option<ConfigChange>> {
+    let granted = actor.require(Permission::ConfigWrite, Scope::Cluster(cluster))?;
+    let started = Instant::now();
+    let guard = state.desired.lock_service(cluster, service).await;
+    let ctx = load_context(state, cluster, service).await?;
+    let mut values = ConfigValues { service: service_values, groups: group_values, roles: ctx.values.roles.clone() };
+    values.groups.retain(|_, m| !m.is_empty());
+    if values == ctx.values {
+        return Ok(None);
+    }
+    let expected = ctx.service.revision;
+    commit_revision(state, granted, started, guard, ctx, values, message, expected, "config.update").await.map(Some)
+}
+
 fn summary(r: &RevisionRec) -> RevisionSummary {
     RevisionSummary {
         revision: r.revision,

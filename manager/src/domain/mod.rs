@@ -19,7 +19,9 @@
 //! - [`config`]: effective values, changes (validate -> render -> store ->
 //!   publish), history, diff and rollback;
 //! - [`commands`]: start, stop, restart and rolling restart, with the
-//!   dependency rules; upgrade and rollback are in [`crate::parcel_commands`].
+//!   dependency rules; upgrade and rollback are in [`crate::parcel_commands`];
+//! - [`templates`]: cluster templates: stored versions, validation, export
+//!   and instantiation.
 //!
 //! Architecture invariant: nothing here imports axum, sqlx or prost.
 
@@ -39,6 +41,7 @@ pub mod notifications;
 pub mod parcels;
 pub mod roles;
 pub mod services;
+pub mod templates;
 pub mod users;
 
 pub use drover_api::names::{NAME_PATTERN, name_schema, not_blank_pattern, not_blank_schema};

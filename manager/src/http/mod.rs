@@ -32,6 +32,7 @@ pub mod parcels;
 pub mod providers;
 pub mod self_metrics;
 pub mod services;
+pub mod templates;
 pub mod tls;
 pub mod users;
 
@@ -76,7 +77,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .merge(metrics::routes())
                 .merge(health::routes())
                 .merge(logs::routes())
-                .merge(diagnostics::routes()),
+                .merge(diagnostics::routes())
+                .merge(templates::routes()),
         )
         // The parcel repository, read-only and public like a package mirror
         // (manifest.json and the files, with range requests for resuming);

@@ -124,6 +124,12 @@ use super::api;
         super::diagnostics::delete,
         super::diagnostics::get_redaction,
         super::diagnostics::put_redaction,
+        super::templates::upload,
+        super::templates::list,
+        super::templates::show,
+        super::templates::delete,
+        super::templates::instantiate_template,
+        super::templates::export,
     ),
     modifiers(&Security, &ExtractorErrors)
 )]

@@ -4,7 +4,7 @@
 //! tokens (secret hashes), hosts with their facts, labels, status and the serial
 //! of the one client certificate each may use, metric series with their points
 //! and rollups, events, the audit log, and the containers the Docker provider
-//! created. Not stored: live sessions, per-heartbeat state and metric points not
+//! created, and cluster templates in versions. Not stored: live sessions, per-heartbeat state and metric points not
 //! yet flushed; those live in [`crate::registry`] and reach the database in batches from its
 //! flusher.
 //!
@@ -25,6 +25,7 @@ mod providers;
 mod records;
 mod secrets;
 mod services;
+mod templates;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -49,6 +50,7 @@ pub use services::{
     AppliedRec, AppliedRevision, ClusterRec, CommandFilter, CommandRec, RevisionRec, RoleRec, RoleStatusRec,
     ServiceRec, StepRec,
 };
+pub use templates::TemplateRec;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../schema/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../schema/postgres");
