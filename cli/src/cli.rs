@@ -163,6 +163,10 @@ pub enum Command {
     /// Diagnostic bundles: collect --cluster C --since 2h [-o FILE], list, download ID, delete ID.
     #[command(subcommand, long_about = crate::diagnostics::HELP)]
     Diagnostics(crate::diagnostics::DiagnosticsCommand),
+    /// Cluster templates: export CLUSTER, upload FILE, list, show, delete,
+    /// instantiate NAME --cluster C.
+    #[command(subcommand, long_about = crate::templates::HELP)]
+    Template(crate::templates::TemplateCommand),
 }
 
 #[derive(Debug, Args)]

@@ -25,5 +25,6 @@ pub mod parcel;
 pub mod remote_hosts;
 pub mod render;
 pub mod settings;
+pub mod templates;
 pub mod trust;
 pub mod users;
