@@ -200,6 +200,7 @@ async fn versions_are_stored_listed_shown_and_deleted() {
 
     t.ok(Method::DELETE, "/templates/cache-tier?version=1", None).await;
     t.err(Method::GET, "/templates/cache-tier?version=1", None, 404).await;
+    t.err(Method::GET, "/templates/cache-tier?version=0", None, 400).await;
     t.err(Method::DELETE, "/templates/cache-tier?version=1", None, 404).await;
     assert_eq!(t.ok(Method::GET, "/templates", None).await["items"][0]["versions"], 1);
     t.ok(Method::DELETE, "/templates/cache-tier", None).await;

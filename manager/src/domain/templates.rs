@@ -126,7 +126,16 @@ pub async fn get(state: &AppState, actor: &Actor, name: &str, version: Option<u6
     load(state, name, version).await
 }
 
+/// Versions count from 1.
+fn check_version(version: Option<u64>) -> Result<()> {
+    match version {
+        Some(0) => Err(DomainError::Invalid("invalid version 0: versions count from 1".into())),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) async fn load(state: &AppState, name: &str, version: Option<u64>) -> Result<StoredTemplate> {
+    check_version(version)?;
     let rec = state.store.template(name, version).await?.ok_or_else(|| match version {
         Some(v) => DomainError::NotFound(format!("template {name} has no version {v}")),
         None => DomainError::NotFound(format!("template {name} not found")),
@@ -137,6 +146,7 @@ pub(crate) async fn load(state: &AppState, name: &str, version: Option<u64>) -> 
 /// Deletes one version of a template, or every version.
 pub async fn delete(state: &AppState, actor: &Actor, name: &str, version: Option<u64>) -> Result<()> {
     let granted = actor.require(Permission::ServicesWrite, Scope::Global)?;
+    check_version(version)?;
     let n = state.store.delete_template(name, version).await?;
     if n == 0 {
         return Err(match version {

@@ -26,6 +26,9 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// The most hosts a host group may have (as the document's schema says).
+pub const MAX_CARDINALITY: u32 = 1000;
+
 /// What a template may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -296,8 +299,8 @@ fn host_groups(c: &mut Check<'_>) {
         if !names.insert(hg.name.as_str()) {
             c.push(format!("{path}.name"), format!("duplicate host group {}", hg.name));
         }
-        if hg.cardinality == 0 {
-            c.push(format!("{path}.cardinality"), "must be at least 1");
+        if !(1..=MAX_CARDINALITY).contains(&hg.cardinality) {
+            c.push(format!("{path}.cardinality"), format!("must be between 1 and {MAX_CARDINALITY}"));
         }
         if let Some(sel) = &hg.selector
             && let Err(e) = drover_proto::labels::parse_selector(sel)
@@ -596,7 +599,7 @@ host_groups:
         check(
             |t| t.host_groups[0].cardinality = 0,
             expect![[r#"
-            host_groups[0].cardinality: must be at least 1
+            host_groups[0].cardinality: must be between 1 and 1000
             services[0]: role type server takes 1 to 7 role(s); the host groups place 0 (zk-hosts: 0)"#]],
         );
         check(
