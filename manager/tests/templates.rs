@@ -232,6 +232,11 @@ async fn an_invalid_template_is_refused_with_every_problem_named() {
     // Not YAML, not a template, not a type the endpoint takes.
     assert_eq!(t.upload_yaml("name: [").await.0, 400);
     assert_eq!(t.upload_yaml("name: x\nunknown_field: 1\n").await.0, 400);
+    // YAML is held to JSON's types: null is no name, an object no default.
+    assert_eq!(t.upload_yaml("name: null\n").await.0, 400);
+    let (status, body) = t.upload_yaml("name: x\nvariables: [{name: v, default: {}}]\n").await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("variables[0].default: must be a string"), "{body}");
     let resp = t
         .client
         .post(t.url("/api/v1/templates"))

@@ -31,7 +31,11 @@ pub fn parse(body: &[u8], yaml: bool) -> Result<Template> {
         return Err(DomainError::Refused("invalid template: text may not contain the NUL character".into()));
     }
     if yaml {
-        serde_norway::from_str(text).map_err(|e| DomainError::Invalid(format!("invalid template YAML: {e}")))
+        // Through a JSON value, so YAML is held to JSON's types (`name: null`
+        // is not the string "null").
+        let value: Value =
+            serde_norway::from_str(text).map_err(|e| DomainError::Invalid(format!("invalid template YAML: {e}")))?;
+        serde_json::from_value(value).map_err(|e| DomainError::Invalid(format!("invalid template: {e}")))
     } else {
         serde_json::from_str(text).map_err(|e| DomainError::Invalid(format!("invalid template JSON: {e}")))
     }

@@ -101,6 +101,9 @@ fn variables(c: &mut Check<'_>) {
                 "a sensitive variable has no default: its value is given at instantiation",
             ),
             Some(Value::Null) => c.push(format!("{path}.default"), "null is not a value; leave default out"),
+            Some(Value::Object(_) | Value::Array(_)) => {
+                c.push(format!("{path}.default"), "must be a string, a number or a boolean")
+            }
             _ => {}
         }
     }
