@@ -18,6 +18,7 @@ mod account;
 mod alert_rules;
 mod alerts;
 mod charts;
+mod cluster_templates;
 mod clusters;
 mod commands;
 mod config;
@@ -126,6 +127,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .merge(account::routes())
         .merge(parcels::routes())
         .merge(provision::routes())
+        .merge(cluster_templates::routes())
         .merge(users::routes())
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
