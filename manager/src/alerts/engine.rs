@@ -313,12 +313,21 @@ struct Verdicts {
 
 /// The health of everything: the fleet's state tests, then the metric tests, rolled up.
 pub fn health(fleet: &Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource, now: i64) -> HealthSnapshot {
-    evaluate(fleet, tests, src, now).0
+    evaluate(fleet, tests, src, now, &mut Vec::new()).0
 }
 
 /// As [`health`], with the verdicts by position. Hosts and roles are kept by their position
 /// in the fleet, found by borrowed names; the snapshot's owned keys are made once, at the end.
-fn evaluate(fleet: &Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource, now: i64) -> (HealthSnapshot, Verdicts) {
+/// `role_order` holds the positions of the roles in key order from the previous cycle: while
+/// the fleet's roles keep their keys and positions (the usual case) it is checked (one
+/// comparison per role), not sorted again; otherwise it is made anew.
+fn evaluate(
+    fleet: &Fleet,
+    tests: &[HealthTestDef],
+    src: &dyn SeriesSource,
+    now: i64,
+    role_order: &mut Vec<usize>,
+) -> (HealthSnapshot, Verdicts) {
     // A hostname or role key given twice is the last one's, as in a map.
     let mut host_at: HashMap<&str, usize> = HashMap::with_capacity(fleet.hosts.len());
     let mut host_tests: Vec<Vec<TestResult>> = Vec::with_capacity(fleet.hosts.len());
@@ -398,9 +407,24 @@ fn evaluate(fleet: &Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource, now:
             t.push(test);
         }
     }
-    let mut role_order: Vec<(&(&str, &str, &str), usize)> = role_at.iter().map(|(k, i)| (k, *i)).collect();
-    role_order.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    for &((cluster, service, role), i) in &role_order {
+    // The positions of the roles (the last of each key) in key order.
+    let key = |i: usize| {
+        let r = &fleet.roles[i];
+        (r.cluster.as_str(), r.service.as_str(), r.name.as_str())
+    };
+    let n = fleet.roles.len();
+    // Strictly increasing keys at n valid positions, n distinct keys: every role, in order.
+    let still_sorted = role_at.len() == n
+        && role_order.len() == n
+        && role_order.iter().all(|&i| i < n)
+        && role_order.windows(2).all(|w| key(w[0]) < key(w[1]));
+    if !still_sorted {
+        role_order.clear();
+        role_order.extend(role_at.values().copied());
+        role_order.sort_unstable_by(|&a, &b| key(a).cmp(&key(b)));
+    }
+    for &i in role_order.iter() {
+        let (cluster, service, role) = key(i);
         let Some(h) = roles[i].as_ref().filter(|h| h.status != Status::Good) else { continue };
         if let Some(t) = services.get_mut(&(cluster, service)) {
             let worst = h.tests.iter().filter(|t| t.status == h.status).map(|t| t.summary.as_str()).collect::<Vec<_>>();
@@ -447,8 +471,11 @@ fn evaluate(fleet: &Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource, now:
         at: now,
         hosts: host_order.into_iter().filter_map(|(k, i)| Some((k.to_owned(), hosts[i].take()?))).collect(),
         roles: role_order
-            .into_iter()
-            .filter_map(|(&(c, s, r), i)| Some(((c.to_owned(), s.to_owned(), r.to_owned()), roles[i].take()?)))
+            .iter()
+            .filter_map(|&i| {
+                let (c, s, r) = key(i);
+                Some(((c.to_owned(), s.to_owned(), r.to_owned()), roles[i].take()?))
+            })
             .collect(),
         services,
         clusters,
@@ -630,6 +657,8 @@ pub struct Cycle {
 pub struct Evaluator {
     states: HashMap<String, RuleState>,
     series_labels: SeriesLabels,
+    /// The roles' positions in key order, as of the previous cycle (see [`evaluate`]).
+    role_order: Vec<usize>,
 }
 
 impl Evaluator {
@@ -642,7 +671,7 @@ impl Evaluator {
         metrics: &dyn SeriesSource,
         now: i64,
     ) -> Cycle {
-        let (health, verdicts) = evaluate(fleet, tests, metrics, now);
+        let (health, verdicts) = evaluate(fleet, tests, metrics, now, &mut self.role_order);
         let overlay =
             Overlay { base: metrics, extra: health_series(fleet, &health, &verdicts, &mut self.series_labels) };
         let mut transitions = Vec::new();
@@ -818,6 +847,32 @@ mod tests {
             .collect();
         fired.sort();
         assert_eq!(fired, ["command_failed c1", "host_certificate_expiring a", "parcel_distribution_failed b"]);
+    }
+
+    #[test]
+    fn the_role_order_kept_from_the_last_cycle_follows_a_changed_fleet() {
+        let tests = builtin_tests(&known).expect("tests");
+        let none = Metrics(vec![]);
+        let mut f = fleet(true);
+        f.roles[2].state = "failed".into();
+        f.roles[0].state = "starting".into();
+        // The same fleet, its roles in another order, one renamed, one more, a key given twice.
+        let mut reversed = f.clone();
+        reversed.roles.reverse();
+        let mut renamed = f.clone();
+        renamed.roles[0].name = "r9".into();
+        let mut more = f.clone();
+        more.roles.push(redis_role("r0", "b", true));
+        let mut twice = f.clone();
+        twice.roles.push(redis_role("r1", "b", true));
+        let mut order = Vec::new();
+        for f in [f.clone(), f.clone(), reversed, renamed, more, twice, f] {
+            let kept = evaluate(&f, &tests, &none, 0, &mut order).0;
+            let fresh = health(&f, &tests, &none, 0);
+            assert_eq!(format!("{:?}", kept.roles), format!("{:?}", fresh.roles));
+            assert_eq!(format!("{:?}", kept.services), format!("{:?}", fresh.services));
+            assert_eq!(order.len(), kept.roles.len());
+        }
     }
 
     #[test]
