@@ -11,7 +11,7 @@ use promql_parser::label::Matcher;
 use serde::Serialize;
 
 use super::expr::{Cmp, Condition, EachWindow, ExprError, Labels, SeriesSource};
-use super::health::{Status, TestResult, ThresholdTest, roll_up};
+use super::health::{Status, TestResult, Text, ThresholdTest, roll_up};
 use super::state::{RuleState, Timing, Transition};
 
 /// A host as the engine sees it.
@@ -273,20 +273,20 @@ fn state_tests(r: &FleetRole) -> Vec<TestResult> {
         return Vec::new();
     }
     let mut tests = Vec::with_capacity(3);
-    let (status, summary) = match (r.wanted_running, r.state.as_str()) {
-        (true, "running") => (Status::Good, "running".to_owned()),
-        (true, "starting") => (Status::Concerning, "starting".to_owned()),
-        (true, "failed") if !r.last_error.is_empty() => (Status::Bad, format!("failed: {}", r.last_error)),
-        (true, other) => (Status::Bad, format!("{other}, should be running")),
-        (false, "stopped") | (false, "unknown") => (Status::Good, "stopped, as wanted".to_owned()),
-        (false, other) => (Status::Concerning, format!("{other}, should be stopped")),
+    let (status, summary): (Status, Text) = match (r.wanted_running, r.state.as_str()) {
+        (true, "running") => (Status::Good, "running".into()),
+        (true, "starting") => (Status::Concerning, "starting".into()),
+        (true, "failed") if !r.last_error.is_empty() => (Status::Bad, format!("failed: {}", r.last_error).into()),
+        (true, other) => (Status::Bad, format!("{other}, should be running").into()),
+        (false, "stopped") | (false, "unknown") => (Status::Good, "stopped, as wanted".into()),
+        (false, other) => (Status::Concerning, format!("{other}, should be stopped").into()),
     };
     tests.push(TestResult { test: "process".into(), status, value: None, summary });
     if r.wanted_running && r.state == "running" {
-        let (status, summary) = match r.probe_health.as_str() {
-            "bad" => (Status::Bad, "health checks failing".to_owned()),
-            "good" => (Status::Good, "health checks pass".to_owned()),
-            _ => (Status::Good, "no health check result yet".to_owned()),
+        let (status, summary): (Status, Text) = match r.probe_health.as_str() {
+            "bad" => (Status::Bad, "health checks failing".into()),
+            "good" => (Status::Good, "health checks pass".into()),
+            _ => (Status::Good, "no health check result yet".into()),
         };
         tests.push(TestResult { test: "health_checks".into(), status, value: None, summary });
     }
@@ -295,7 +295,7 @@ fn state_tests(r: &FleetRole) -> Vec<TestResult> {
             test: "config".into(),
             status: Status::Concerning,
             value: Some(r.stale_seconds),
-            summary: format!("running an older configuration for {}s; restart to apply", r.stale_seconds as u64),
+            summary: format!("running an older configuration for {}s; restart to apply", r.stale_seconds as u64).into(),
         });
     }
     tests
@@ -427,12 +427,12 @@ fn evaluate(
         let (cluster, service, role) = key(i);
         let Some(h) = roles[i].as_ref().filter(|h| h.status != Status::Good) else { continue };
         if let Some(t) = services.get_mut(&(cluster, service)) {
-            let worst = h.tests.iter().filter(|t| t.status == h.status).map(|t| t.summary.as_str()).collect::<Vec<_>>();
+            let worst = h.tests.iter().filter(|t| t.status == h.status).map(|t| &*t.summary).collect::<Vec<_>>();
             t.push(TestResult {
-                test: format!("role {role}"),
+                test: format!("role {role}").into(),
                 status: h.status,
                 value: None,
-                summary: worst.join("; "),
+                summary: worst.join("; ").into(),
             });
         }
     }
@@ -443,10 +443,10 @@ fn evaluate(
         let t = clusters.entry(cluster.as_str()).or_default();
         if h.status != Status::Good {
             t.push(TestResult {
-                test: format!("service {service}"),
+                test: format!("service {service}").into(),
                 status: h.status,
                 value: None,
-                summary: format!("service {service} is {}", h.status.as_str()),
+                summary: format!("service {service} is {}", h.status.as_str()).into(),
             });
         }
     }
@@ -455,10 +455,10 @@ fn evaluate(
             let t = clusters.entry(c.as_str()).or_default();
             if *status != Status::Good {
                 t.push(TestResult {
-                    test: format!("host {}", h.hostname),
+                    test: format!("host {}", h.hostname).into(),
                     status: *status,
                     value: None,
-                    summary: format!("host {} is {}", h.hostname, status.as_str()),
+                    summary: format!("host {} is {}", h.hostname, status.as_str()).into(),
                 });
             }
         }
