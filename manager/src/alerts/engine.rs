@@ -11,7 +11,7 @@ use promql_parser::label::Matcher;
 use serde::Serialize;
 
 use super::expr::{Cmp, Condition, EachWindow, ExprError, Labels, SeriesSource};
-use super::health::{Status, TestResult, ThresholdTest, roll_up};
+use super::health::{Status, TestResult, Text, ThresholdTest, roll_up};
 use super::state::{RuleState, Timing, Transition};
 
 /// A host as the engine sees it.
@@ -273,20 +273,20 @@ fn state_tests(r: &FleetRole) -> Vec<TestResult> {
         return Vec::new();
     }
     let mut tests = Vec::with_capacity(3);
-    let (status, summary) = match (r.wanted_running, r.state.as_str()) {
-        (true, "running") => (Status::Good, "running".to_owned()),
-        (true, "starting") => (Status::Concerning, "starting".to_owned()),
-        (true, "failed") if !r.last_error.is_empty() => (Status::Bad, format!("failed: {}", r.last_error)),
-        (true, other) => (Status::Bad, format!("{other}, should be running")),
-        (false, "stopped") | (false, "unknown") => (Status::Good, "stopped, as wanted".to_owned()),
-        (false, other) => (Status::Concerning, format!("{other}, should be stopped")),
+    let (status, summary): (Status, Text) = match (r.wanted_running, r.state.as_str()) {
+        (true, "running") => (Status::Good, "running".into()),
+        (true, "starting") => (Status::Concerning, "starting".into()),
+        (true, "failed") if !r.last_error.is_empty() => (Status::Bad, format!("failed: {}", r.last_error).into()),
+        (true, other) => (Status::Bad, format!("{other}, should be running").into()),
+        (false, "stopped") | (false, "unknown") => (Status::Good, "stopped, as wanted".into()),
+        (false, other) => (Status::Concerning, format!("{other}, should be stopped").into()),
     };
     tests.push(TestResult { test: "process".into(), status, value: None, summary });
     if r.wanted_running && r.state == "running" {
-        let (status, summary) = match r.probe_health.as_str() {
-            "bad" => (Status::Bad, "health checks failing".to_owned()),
-            "good" => (Status::Good, "health checks pass".to_owned()),
-            _ => (Status::Good, "no health check result yet".to_owned()),
+        let (status, summary): (Status, Text) = match r.probe_health.as_str() {
+            "bad" => (Status::Bad, "health checks failing".into()),
+            "good" => (Status::Good, "health checks pass".into()),
+            _ => (Status::Good, "no health check result yet".into()),
         };
         tests.push(TestResult { test: "health_checks".into(), status, value: None, summary });
     }
@@ -295,7 +295,7 @@ fn state_tests(r: &FleetRole) -> Vec<TestResult> {
             test: "config".into(),
             status: Status::Concerning,
             value: Some(r.stale_seconds),
-            summary: format!("running an older configuration for {}s; restart to apply", r.stale_seconds as u64),
+            summary: format!("running an older configuration for {}s; restart to apply", r.stale_seconds as u64).into(),
         });
     }
     tests
@@ -313,12 +313,21 @@ struct Verdicts {
 
 /// The health of everything: the fleet's state tests, then the metric tests, rolled up.
 pub fn health(fleet: &Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource, now: i64) -> HealthSnapshot {
-    evaluate(fleet, tests, src, now).0
+    evaluate(fleet, tests, src, now, &mut Vec::new()).0
 }
 
 /// As [`health`], with the verdicts by position. Hosts and roles are kept by their position
 /// in the fleet, found by borrowed names; the snapshot's owned keys are made once, at the end.
-fn evaluate(fleet: &Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource, now: i64) -> (HealthSnapshot, Verdicts) {
+/// `role_order` holds the positions of the roles in key order from the previous cycle: while
+/// the fleet's roles keep their keys and positions (the usual case) it is checked (one
+/// comparison per role), not sorted again; otherwise it is made anew.
+fn evaluate(
+    fleet: &Fleet,
+    tests: &[HealthTestDef],
+    src: &dyn SeriesSource,
+    now: i64,
+    role_order: &mut Vec<usize>,
+) -> (HealthSnapshot, Verdicts) {
     // A hostname or role key given twice is the last one's, as in a map.
     let mut host_at: HashMap<&str, usize> = HashMap::with_capacity(fleet.hosts.len());
     let mut host_tests: Vec<Vec<TestResult>> = Vec::with_capacity(fleet.hosts.len());
@@ -398,17 +407,32 @@ fn evaluate(fleet: &Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource, now:
             t.push(test);
         }
     }
-    let mut role_order: Vec<(&(&str, &str, &str), usize)> = role_at.iter().map(|(k, i)| (k, *i)).collect();
-    role_order.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    for &((cluster, service, role), i) in &role_order {
+    // The positions of the roles (the last of each key) in key order.
+    let key = |i: usize| {
+        let r = &fleet.roles[i];
+        (r.cluster.as_str(), r.service.as_str(), r.name.as_str())
+    };
+    let n = fleet.roles.len();
+    // Strictly increasing keys at n valid positions, n distinct keys: every role, in order.
+    let still_sorted = role_at.len() == n
+        && role_order.len() == n
+        && role_order.iter().all(|&i| i < n)
+        && role_order.windows(2).all(|w| key(w[0]) < key(w[1]));
+    if !still_sorted {
+        role_order.clear();
+        role_order.extend(role_at.values().copied());
+        role_order.sort_unstable_by(|&a, &b| key(a).cmp(&key(b)));
+    }
+    for &i in role_order.iter() {
+        let (cluster, service, role) = key(i);
         let Some(h) = roles[i].as_ref().filter(|h| h.status != Status::Good) else { continue };
         if let Some(t) = services.get_mut(&(cluster, service)) {
-            let worst = h.tests.iter().filter(|t| t.status == h.status).map(|t| t.summary.as_str()).collect::<Vec<_>>();
+            let worst = h.tests.iter().filter(|t| t.status == h.status).map(|t| &*t.summary).collect::<Vec<_>>();
             t.push(TestResult {
-                test: format!("role {role}"),
+                test: format!("role {role}").into(),
                 status: h.status,
                 value: None,
-                summary: worst.join("; "),
+                summary: worst.join("; ").into(),
             });
         }
     }
@@ -419,10 +443,10 @@ fn evaluate(fleet: &Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource, now:
         let t = clusters.entry(cluster.as_str()).or_default();
         if h.status != Status::Good {
             t.push(TestResult {
-                test: format!("service {service}"),
+                test: format!("service {service}").into(),
                 status: h.status,
                 value: None,
-                summary: format!("service {service} is {}", h.status.as_str()),
+                summary: format!("service {service} is {}", h.status.as_str()).into(),
             });
         }
     }
@@ -431,10 +455,10 @@ fn evaluate(fleet: &Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource, now:
             let t = clusters.entry(c.as_str()).or_default();
             if *status != Status::Good {
                 t.push(TestResult {
-                    test: format!("host {}", h.hostname),
+                    test: format!("host {}", h.hostname).into(),
                     status: *status,
                     value: None,
-                    summary: format!("host {} is {}", h.hostname, status.as_str()),
+                    summary: format!("host {} is {}", h.hostname, status.as_str()).into(),
                 });
             }
         }
@@ -447,8 +471,11 @@ fn evaluate(fleet: &Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource, now:
         at: now,
         hosts: host_order.into_iter().filter_map(|(k, i)| Some((k.to_owned(), hosts[i].take()?))).collect(),
         roles: role_order
-            .into_iter()
-            .filter_map(|(&(c, s, r), i)| Some(((c.to_owned(), s.to_owned(), r.to_owned()), roles[i].take()?)))
+            .iter()
+            .filter_map(|&i| {
+                let (c, s, r) = key(i);
+                Some(((c.to_owned(), s.to_owned(), r.to_owned()), roles[i].take()?))
+            })
             .collect(),
         services,
         clusters,
@@ -630,6 +657,8 @@ pub struct Cycle {
 pub struct Evaluator {
     states: HashMap<String, RuleState>,
     series_labels: SeriesLabels,
+    /// The roles' positions in key order, as of the previous cycle (see [`evaluate`]).
+    role_order: Vec<usize>,
 }
 
 impl Evaluator {
@@ -642,7 +671,7 @@ impl Evaluator {
         metrics: &dyn SeriesSource,
         now: i64,
     ) -> Cycle {
-        let (health, verdicts) = evaluate(fleet, tests, metrics, now);
+        let (health, verdicts) = evaluate(fleet, tests, metrics, now, &mut self.role_order);
         let overlay =
             Overlay { base: metrics, extra: health_series(fleet, &health, &verdicts, &mut self.series_labels) };
         let mut transitions = Vec::new();
@@ -818,6 +847,32 @@ mod tests {
             .collect();
         fired.sort();
         assert_eq!(fired, ["command_failed c1", "host_certificate_expiring a", "parcel_distribution_failed b"]);
+    }
+
+    #[test]
+    fn the_role_order_kept_from_the_last_cycle_follows_a_changed_fleet() {
+        let tests = builtin_tests(&known).expect("tests");
+        let none = Metrics(vec![]);
+        let mut f = fleet(true);
+        f.roles[2].state = "failed".into();
+        f.roles[0].state = "starting".into();
+        // The same fleet, its roles in another order, one renamed, one more, a key given twice.
+        let mut reversed = f.clone();
+        reversed.roles.reverse();
+        let mut renamed = f.clone();
+        renamed.roles[0].name = "r9".into();
+        let mut more = f.clone();
+        more.roles.push(redis_role("r0", "b", true));
+        let mut twice = f.clone();
+        twice.roles.push(redis_role("r1", "b", true));
+        let mut order = Vec::new();
+        for f in [f.clone(), f.clone(), reversed, renamed, more, twice, f] {
+            let kept = evaluate(&f, &tests, &none, 0, &mut order).0;
+            let fresh = health(&f, &tests, &none, 0);
+            assert_eq!(format!("{:?}", kept.roles), format!("{:?}", fresh.roles));
+            assert_eq!(format!("{:?}", kept.services), format!("{:?}", fresh.services));
+            assert_eq!(order.len(), kept.roles.len());
+        }
     }
 
     #[test]

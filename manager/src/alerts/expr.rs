@@ -12,7 +12,7 @@
 //! Anything else (binary operators between vectors, subqueries, `offset`, `@`) is refused at
 //! compile time with a message naming it, as is a metric the manager does not know.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -364,24 +364,9 @@ fn eval(v: &Vector, src: &dyn SeriesSource, keep: &dyn Fn(f64) -> bool) -> Vec<(
         }
         Vector::Aggregate { op, grouping, inner } => {
             let series = eval(inner, src, &|_| true);
-            // Grouped by the kept labels, borrowed: ordered as the label maps would be.
-            let mut groups: BTreeMap<Vec<(&str, &str)>, Acc> = BTreeMap::new();
-            for (labels, value) in &series {
-                let key: Vec<(&str, &str)> = labels
-                    .iter()
-                    .filter(|(k, _)| match grouping {
-                        Grouping::By(keep) => keep.contains(k),
-                        Grouping::Without(drop) => !drop.contains(k),
-                    })
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                let value = *value;
-                let g = groups.entry(key).or_insert((0.0, f64::INFINITY, f64::NEG_INFINITY, 0));
-                g.0 += value;
-                g.1 = g.1.min(value);
-                g.2 = g.2.max(value);
-                g.3 += 1;
-            }
+            let mut groups: Vec<(Vec<(&str, &str)>, Acc)> = group(&series, grouping);
+            // In the order of the groups' label maps, as a map keyed by them would give.
+            groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             for (key, (sum, min, max, n)) in groups {
                 let v = match op {
                     AggOp::Sum => sum,
@@ -398,6 +383,51 @@ fn eval(v: &Vector, src: &dyn SeriesSource, keep: &dyn Fn(f64) -> bool) -> Vec<(
         }
     }
     out
+}
+
+/// The series' values accumulated by their kept labels (borrowed, in the label maps' order),
+/// in no particular order. Each series' key is built in one reused buffer and found by its
+/// hash; only a new group's key is copied. `by` looks up each kept name (a series lacking one
+/// has no such label in its group's key, as in PromQL) instead of comparing every label of
+/// every series with the list.
+fn group<'a>(series: &'a [(Arc<Labels>, f64)], grouping: &'a Grouping) -> Vec<(Vec<(&'a str, &'a str)>, Acc)> {
+    let by: Vec<&str> = match grouping {
+        Grouping::By(keep) => {
+            let mut names: Vec<&str> = keep.iter().map(String::as_str).collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+        }
+        Grouping::Without(_) => Vec::new(),
+    };
+    let mut at: HashMap<Vec<(&str, &str)>, usize> = HashMap::new();
+    let mut accs: Vec<Acc> = Vec::new();
+    let mut key: Vec<(&str, &str)> = Vec::new();
+    for (labels, value) in series {
+        key.clear();
+        match grouping {
+            Grouping::By(_) => key.extend(
+                by.iter().filter_map(|name| labels.get_key_value(*name)).map(|(k, v)| (k.as_str(), v.as_str())),
+            ),
+            Grouping::Without(drop) => {
+                key.extend(labels.iter().filter(|(k, _)| !drop.contains(k)).map(|(k, v)| (k.as_str(), v.as_str())))
+            }
+        }
+        let i = match at.get(key.as_slice()) {
+            Some(&i) => i,
+            None => {
+                at.insert(key.clone(), accs.len());
+                accs.push((0.0, f64::INFINITY, f64::NEG_INFINITY, 0));
+                accs.len() - 1
+            }
+        };
+        let (value, g) = (*value, &mut accs[i]);
+        g.0 += value;
+        g.1 = g.1.min(value);
+        g.2 = g.2.max(value);
+        g.3 += 1;
+    }
+    at.into_iter().map(|(key, i)| (key, accs[i])).collect()
 }
 
 /// Parses a duration as rules write them (`5m`, `1h30m`, `90s`), refusing 0 where `nonzero`.
@@ -489,6 +519,45 @@ mod tests {
         let got = c.eval(&fleet());
         assert_eq!(got.len(), 1);
         assert!((got[0].1 - 0.575).abs() < 1e-9, "{got:?}");
+    }
+
+    #[test]
+    fn groups_are_those_of_the_kept_label_maps_in_their_order() {
+        let series: Vec<(Arc<Labels>, f64)> = [
+            (labels(&[("host", "b"), ("service", "cache"), ("role", "r1")]), 1.0),
+            (labels(&[("host", "a"), ("service", "cache"), ("role", "r2")]), 2.0),
+            (labels(&[("host", "b"), ("service", "web"), ("role", "r3")]), 4.0),
+            // No `host` label, and an empty one: two groups, as two label maps.
+            (labels(&[("service", "cache"), ("role", "r4")]), 8.0),
+            (labels(&[("host", ""), ("service", "cache"), ("role", "r5")]), 16.0),
+        ]
+        .into_iter()
+        .map(|(l, v)| (Arc::new(l), v))
+        .collect();
+        // What a map keyed by each series' kept labels gives.
+        let reference = |keeps: &dyn Fn(&str) -> bool| -> Vec<(Labels, Acc)> {
+            let mut m: BTreeMap<Labels, Acc> = BTreeMap::new();
+            for (l, v) in &series {
+                let key: Labels = l.iter().filter(|(k, _)| keeps(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+                let g = m.entry(key).or_insert((0.0, f64::INFINITY, f64::NEG_INFINITY, 0));
+                *g = (g.0 + v, g.1.min(*v), g.2.max(*v), g.3 + 1);
+            }
+            m.into_iter().collect()
+        };
+        let owned = |mut g: Vec<(Vec<(&str, &str)>, Acc)>| -> Vec<(Labels, Acc)> {
+            g.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            g.into_iter()
+                .map(|(k, a)| (k.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(), a))
+                .collect()
+        };
+        let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let by = Grouping::By(names(&["service", "host", "host"]));
+        assert_eq!(owned(group(&series, &by)), reference(&|k| k == "service" || k == "host"));
+        let without = Grouping::Without(names(&["role"]));
+        assert_eq!(owned(group(&series, &without)), reference(&|k| k != "role"));
+        let all = Grouping::By(Vec::new());
+        assert_eq!(owned(group(&series, &all)), reference(&|_| false));
+        assert_eq!(owned(group(&series, &all)), [(Labels::new(), (31.0, 1.0, 16.0, 5))]);
     }
 
     #[test]

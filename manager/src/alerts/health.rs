@@ -45,12 +45,63 @@ pub fn roll_up(children: impl IntoIterator<Item = Status>) -> Status {
 /// One test's verdict on one entity.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TestResult {
-    pub test: String,
+    pub test: Text,
     pub status: Status,
     /// The value that decided it, when a metric did.
     pub value: Option<f64>,
     /// Says what was seen, e.g. "disk / 93% used (critical at 90%)".
-    pub summary: String,
+    pub summary: Text,
+}
+
+/// A test's name or summary: fixed text, or text made once and shared by every result that
+/// says the same. A cycle judges tens of thousands of roles that mostly say the same few
+/// things ("running", "health checks pass", a restarts test's `= 0`): one copy each, not one
+/// per role. Reads and serializes as the string it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Text {
+    Fixed(&'static str),
+    Shared(Arc<str>),
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Text::Fixed(s) => s,
+            Text::Shared(s) => s,
+        }
+    }
+}
+
+impl From<&'static str> for Text {
+    fn from(s: &'static str) -> Text {
+        Text::Fixed(s)
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Text {
+        Text::Shared(s.into())
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self)
+    }
 }
 
 /// A metric threshold test: `value <direction> critical` is bad, else `value <direction>
@@ -82,34 +133,32 @@ impl ThresholdTest {
     }
 
     /// As [`ThresholdTest::run`], with the labels shared with the source; a value seen before
-    /// reuses its summary (a fleet's roles mostly share a few values, e.g. no restarts).
+    /// shares its summary (a fleet's roles mostly share a few values, e.g. no restarts), and
+    /// every result shares the test's name.
     pub fn run_shared(&self, src: &dyn SeriesSource) -> Vec<(Arc<Labels>, TestResult)> {
-        let mut summaries: HashMap<u64, (Status, String)> = HashMap::new();
+        let name = Text::from(self.name.clone());
+        let mut summaries: HashMap<u64, (Status, Text)> = HashMap::new();
         self.vector
             .eval_shared(src)
             .into_iter()
             .map(|(labels, value)| {
                 let (status, summary) = summaries.entry(value.to_bits()).or_insert_with(|| self.verdict(value));
-                let result = TestResult {
-                    test: self.name.clone(),
-                    status: *status,
-                    value: Some(value),
-                    summary: summary.clone(),
-                };
+                let result =
+                    TestResult { test: name.clone(), status: *status, value: Some(value), summary: summary.clone() };
                 (labels, result)
             })
             .collect()
     }
 
     /// The status of `value` and the summary that says why.
-    fn verdict(&self, value: f64) -> (Status, String) {
+    fn verdict(&self, value: f64) -> (Status, Text) {
         let status = self.classify(value);
         let level = match status {
             Status::Bad => self.critical.map(|c| format!(" (bad {} {c})", self.direction.symbol())),
             Status::Concerning => self.warning.map(|w| format!(" (concerning {} {w})", self.direction.symbol())),
             Status::Good => None,
         };
-        (status, format!("{} = {}{}", self.vector.text, short(value), level.unwrap_or_default()))
+        (status, format!("{} = {}{}", self.vector.text, short(value), level.unwrap_or_default()).into())
     }
 }
 
@@ -150,5 +199,17 @@ mod tests {
         assert_eq!(low.classify(1.5), Status::Concerning);
         assert_eq!(short(0.9), "0.9");
         assert_eq!(short(3.0), "3");
+    }
+
+    #[test]
+    fn text_reads_and_serializes_as_its_string() {
+        let fixed = Text::from("running");
+        let shared = Text::from(String::from("running"));
+        assert_eq!(&*fixed, &*shared);
+        assert_eq!(shared, "running");
+        assert_eq!(shared.to_string(), "running");
+        let json = |t: &Text| serde_json::to_string(t).expect("serialize");
+        assert_eq!(json(&fixed), json(&shared));
+        assert_eq!(json(&shared), serde_json::to_string("running").expect("serialize"));
     }
 }

@@ -6,7 +6,6 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -264,19 +263,15 @@ type Selection = Vec<(Arc<Labels>, f64)>;
 /// One metric's latest values, and indexes of them by a label's value, made as rules ask.
 struct Latest {
     series: Vec<(Arc<Labels>, i64, f64)>,
-    /// By label name: the series (their positions) by the hash of the label's value (missing:
-    /// the empty string, as matchers see it).
+    /// By label name: the series (their positions) by the label's value (missing: the empty
+    /// string, as matchers see it).
     by_label: RefCell<HashMap<String, Rc<ValueIndex>>>,
 }
 
-/// Positions of series by the hash of a label's value.
-type ValueIndex = HashMap<u64, Vec<u32>>;
-
-fn hash_str(s: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
-}
+/// Positions of series by a label's value, in the metric's order. Keyed by the value itself
+/// (a label has few distinct values), so a bucket holds exactly the series whose label
+/// equals it and that matcher need not be checked again.
+type ValueIndex = HashMap<String, Vec<u32>>;
 
 impl Latest {
     fn index(&self, label: &str) -> Rc<ValueIndex> {
@@ -285,13 +280,23 @@ impl Latest {
         }
         let mut index = ValueIndex::new();
         for (i, (labels, _, _)) in self.series.iter().enumerate() {
-            let value = labels.get(label).map(String::as_str).unwrap_or("");
-            index.entry(hash_str(value)).or_default().push(i as u32);
+            let value = label_value(labels, label);
+            match index.get_mut(value) {
+                Some(positions) => positions.push(i as u32),
+                None => {
+                    index.insert(value.to_owned(), vec![i as u32]);
+                }
+            }
         }
         let index = Rc::new(index);
         self.by_label.borrow_mut().insert(label.to_owned(), index.clone());
         index
     }
+}
+
+/// A label's value as matchers see it: missing is the empty string.
+fn label_value<'a>(labels: &'a Labels, name: &str) -> &'a str {
+    labels.get(name).map(String::as_str).unwrap_or("")
 }
 
 /// A value older than this is stale: its series is not seen (as Prometheus' 5 minutes).
@@ -319,17 +324,24 @@ impl Source<'_> {
         }
         let latest = self.latest(name);
         let mut out = Selection::new();
+        // With an equality matcher only the series with that value are looked at (in the
+        // same order), through an index made once a cycle; the other matchers are checked.
+        let equal = matchers.iter().position(|m| m.op == MatchOp::Equal);
         let mut visit = |(labels, at, value): &(Arc<Labels>, i64, f64)| {
-            if self.now - at <= STALE_MS && matches(labels, matchers) {
+            let fresh = self.now - at <= STALE_MS;
+            if fresh
+                && matchers
+                    .iter()
+                    .enumerate()
+                    .all(|(j, m)| Some(j) == equal || m.is_match(label_value(labels, &m.name)))
+            {
                 out.push((labels.clone(), *value));
             }
         };
-        // With an equality matcher only the series with that value are looked at (in the
-        // same order), through an index made once a cycle; every matcher is still checked.
-        match matchers.iter().find(|m| m.op == MatchOp::Equal) {
+        match equal.map(|j| &matchers[j]) {
             Some(m) => {
                 let index = latest.index(&m.name);
-                for i in index.get(&hash_str(&m.value)).into_iter().flatten() {
+                for i in index.get(m.value.as_str()).into_iter().flatten() {
                     visit(&latest.series[*i as usize]);
                 }
             }

@@ -26,10 +26,10 @@ fn node(kind: &str, name: String, h: Option<&EntityHealth>, children: Vec<Health
             h.tests
                 .iter()
                 .map(|t| HealthTestView {
-                    test: t.test.clone(),
+                    test: t.test.to_string(),
                     status: status(t.status),
                     value: t.value,
-                    summary: t.summary.clone(),
+                    summary: t.summary.to_string(),
                 })
                 .collect(),
         ),
