@@ -91,13 +91,7 @@ pub async fn import_rules(
     caller: Caller,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Items<AlertRuleView>>, ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge("request body is larger than 1 MiB".into())
-        } else {
-            ApiError::BadRequest(format!("could not read the request body: {}", e.body_text()))
-        }
-    })?;
+    let body = body?;
     let text = std::str::from_utf8(&body).map_err(|e| ApiError::BadRequest(format!("the body is not UTF-8: {e}")))?;
     if text.contains('\0') {
         return Err(ApiError::BadRequest("the body holds the NUL character".into()));

@@ -247,6 +247,17 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+/// A body that could not be read: too large (413) or broken off (400).
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(e: axum::extract::rejection::BytesRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge("request body is larger than 1 MiB".into())
+        } else {
+            ApiError::BadRequest(format!("could not read the request body: {}", e.body_text()))
+        }
+    }
+}
+
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         ApiError::BadRequest(format!("invalid query string: {}", r.body_text()))
@@ -276,13 +287,7 @@ where
         if !is_json(req.headers()) {
             return Err(ApiError::Unsupported("request body must be JSON with Content-Type: application/json".into()));
         }
-        let bytes = bytes::Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge("request body is larger than 1 MiB".into())
-            } else {
-                ApiError::BadRequest(format!("could not read the request body: {}", e.body_text()))
-            }
-        })?;
+        let bytes = bytes::Bytes::from_request(req, state).await?;
         if bytes.trim_ascii_start().starts_with(b"[") && requires_object(&T::schema()) {
             return Err(ApiError::BadRequest("invalid JSON body: expected an object, got an array".into()));
         }

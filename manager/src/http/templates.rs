@@ -72,13 +72,7 @@ pub async fn upload(
                 .into(),
         )
     })?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge("request body is larger than 1 MiB".into())
-        } else {
-            ApiError::BadRequest(format!("could not read the request body: {}", e.body_text()))
-        }
-    })?;
+    let body = body?;
     let doc = templates::parse(&body, yaml)?;
     let stored = templates::upload(&state, &caller.actor(), doc).await?;
     Ok((StatusCode::CREATED, Json(stored)))
