@@ -245,8 +245,8 @@ async fn an_environment_of_the_stack_comes_up_on_containers_works_and_goes_down_
         (status == 404).then_some(())
     })
     .await;
-    let events: Value = rest.get("/api/v1/events?kind=environment_expired").await.unwrap();
-    let event = events["items"].as_array().unwrap().iter().find(|e| e["object_id"] == short.as_str()).cloned();
+    let events: Value = rest.get(&format!("/api/v1/events?object_type=environment&object_id={short}")).await.unwrap();
+    let event = events["items"].as_array().unwrap().iter().find(|e| e["kind"] == "environment_expired").cloned();
     let event = event.unwrap_or_else(|| panic!("no environment_expired event for {short}: {events:#}"));
     assert!(event["message"].as_str().unwrap().contains("expired and was taken down"), "{event}");
     assert_eq!(containers_named(&format!("{short}-")), Vec::<String>::new());
@@ -287,7 +287,8 @@ async fn an_instantiation_whose_container_never_enrolls_completes_when_run_again
     let (http, grpc) = (s.manager.http_port, s.manager.grpc_port);
     let bad_url = format!("https://{}:{nowhere}", s.gateway);
     let extra = ["--docker-manager-url", bad_url.as_str(), "--provision-timeout", "8s"];
-    drop(std::mem::replace(&mut s.manager, manager(s.data.path(), http, &s.gateway, grpc, &extra)));
+    s.manager.proc.terminate();
+    s.manager = manager(s.data.path(), http, &s.gateway, grpc, &extra);
     s.manager.wait_ready().await;
     let rest = s.manager.rest();
     upload_parcel(&rest, &build_parcel("redis", None)).await;
@@ -310,7 +311,8 @@ async fn an_instantiation_whose_container_never_enrolls_completes_when_run_again
     assert!(made["items"][0]["host_id"].is_null(), "{made:#}");
 
     // The right URL now: the same instantiation replaces the container.
-    drop(std::mem::replace(&mut s.manager, manager(s.data.path(), http, &s.gateway, grpc, &[])));
+    s.manager.proc.terminate();
+    s.manager = manager(s.data.path(), http, &s.gateway, grpc, &[]);
     s.manager.wait_ready().await;
     let cmd = rest.ok(Method::POST, "/templates/solo/instantiate", Some(body)).await;
     let done = wait_command(&rest, cmd["id"].as_str().unwrap(), WAIT).await;
