@@ -41,7 +41,7 @@ Examples:
 pub enum EnvCommand {
     /// Bring an environment up (or finish one whose first run failed) and
     /// follow it until every role has started.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Every environment: owner, template, state, expiry, hosts, health.
     List,
     /// One environment with its containers and role endpoints.
@@ -103,7 +103,7 @@ fn parse_count(s: &str) -> Result<(String, u32), String> {
 
 pub async fn env(ctx: &Context, command: EnvCommand) -> anyhow::Result<String> {
     match command {
-        EnvCommand::Up(args) => up(ctx, args).await,
+        EnvCommand::Up(args) => up(ctx, *args).await,
         EnvCommand::List => {
             let value = ctx.client.get(&["environments"], NO_QUERY).await?;
             present(ctx, value, |list: &Items<EnvironmentView>| {
