@@ -21,6 +21,8 @@
 //! - [`diagnostics`]: diagnostic bundles and redaction rules;
 //! - [`logs`]: role and agent logs, the search across hosts;
 //! - [`templates`]: cluster templates, their export and instantiation;
+//! - [`environments`]: templates instantiated on containers made for them,
+//!   with an owner and an expiry;
 //! - [`alerts`]: the health tree, alerts, alert rules, silences and maintenance mode;
 //! - [`envelope`]: [`Items`] (every list) and [`ErrorBody`] (every error);
 //! - [`names`]: the name and reason rules as schemas;
@@ -36,6 +38,7 @@ pub mod commands;
 pub mod config;
 pub mod diagnostics;
 pub mod envelope;
+pub mod environments;
 pub mod history;
 pub mod hosts;
 pub mod logs;

@@ -8,7 +8,7 @@ use crate::model::Labels;
 use crate::whole;
 
 /// A memory limit: bytes, or text such as `256m` or `1g`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Memory {
     #[schema(value_type = u64)]
@@ -67,7 +67,7 @@ pub struct CreatedHosts {
 }
 
 /// A container host as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ProviderHostView {
     /// The engine's container id.
     pub id: String,

@@ -234,13 +234,35 @@ pub struct ExportQuery {
     pub format: Option<TemplateFormat>,
 }
 
-/// The hosts of one host group at instantiation: named hosts, or `count`
-/// healthy hosts matching a label selector.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// The hosts of one host group at instantiation: named hosts, new
+/// containers from a provider, or `count` healthy hosts matching a label
+/// selector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged, deny_unknown_fields)]
 pub enum HostGroupHosts {
     /// Host ids or hostnames.
     Hosts { hosts: Vec<String> },
+    /// `count` (default: the group's cardinality) containers the provider
+    /// creates for this cluster and group (labelled `cluster=CLUSTER`,
+    /// `host-group=GROUP` and the group's selector labels); an earlier run's
+    /// containers are reused.
+    Provider {
+        provider: ProviderKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u32>,
+        /// Agent image (default `drover/agent:latest`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<String>,
+        /// Docker network (default `bridge`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
+        /// CPU limit per container, in CPUs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cpus: Option<f64>,
+        /// Memory limit per container: bytes or `256m`, `1g`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        memory: Option<crate::providers::Memory>,
+    },
     /// `count` (default: the group's cardinality) healthy hosts matching
     /// `selector` (default: the group's selector).
     Selector {
@@ -249,6 +271,14 @@ pub enum HostGroupHosts {
         #[serde(default)]
         count: Option<u32>,
     },
+}
+
+/// Which provider makes a host group's hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// Containers on the manager's Docker engine.
+    Docker,
 }
 
 /// `POST /api/v1/templates/{name}/instantiate`.
@@ -291,5 +321,10 @@ mod tests {
         let s: HostGroupHosts = serde_json::from_str(r#"{"selector": "k=v", "count": 2}"#).unwrap();
         assert_eq!(s, HostGroupHosts::Selector { selector: Some("k=v".into()), count: Some(2) });
         assert!(serde_json::from_str::<HostGroupHosts>(r#"{"hosts": ["a"], "count": 2}"#).is_err());
+        let p: HostGroupHosts =
+            serde_json::from_str(r#"{"provider": "docker", "count": 3, "memory": "256m"}"#).unwrap();
+        assert!(matches!(p, HostGroupHosts::Provider { count: Some(3), memory: Some(_), .. }), "{p:?}");
+        assert!(serde_json::from_str::<HostGroupHosts>(r#"{"provider": "ec2", "count": 3}"#).is_err());
+        assert!(serde_json::from_str::<HostGroupHosts>(r#"{"provider": "docker", "selector": "a=b"}"#).is_err());
     }
 }

@@ -167,6 +167,10 @@ pub enum Command {
     /// instantiate NAME --cluster C.
     #[command(subcommand, long_about = crate::templates::HELP)]
     Template(crate::templates::TemplateCommand),
+    /// Environments on Docker containers: up NAME -f TEMPLATE, list, show,
+    /// down NAME.
+    #[command(subcommand, long_about = crate::environments::HELP)]
+    Env(crate::environments::EnvCommand),
 }
 
 #[derive(Debug, Args)]

@@ -120,6 +120,7 @@ pub async fn run(ctx: &Context, command: Command, prompt: &mut dyn Prompt) -> an
         Command::Notifications(command) => crate::notifications::notifications(ctx, command).await,
         Command::Diagnostics(command) => crate::diagnostics::diagnostics(ctx, command).await,
         Command::Template(command) => crate::templates::template(ctx, command).await,
+        Command::Env(command) => crate::environments::env(ctx, command).await,
         // It saves settings rather than using a client: see `crate::login`.
         Command::Login(_) => bail!("drover login runs before a client is made; call drover_cli::login::login"),
     }

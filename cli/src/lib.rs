@@ -15,6 +15,7 @@ pub mod alerts;
 pub mod cli;
 pub mod commands;
 pub mod diagnostics;
+pub mod environments;
 pub mod labels;
 pub mod lifecycle;
 pub mod login;

@@ -33,6 +33,8 @@ cardinality of healthy hosts matching its selector):
                                         as many as the group's cardinality
   --group NAME=selector:SELECTOR:COUNT  COUNT hosts matching SELECTOR
   --group NAME=count:COUNT              COUNT hosts matching the group's selector
+  --group NAME=docker:COUNT[:IMAGE]     COUNT new containers from the Docker
+                                        provider (made and enrolled first)
 
 Examples:
   drover template export prod -f yaml -o prod.yaml
@@ -112,14 +114,15 @@ pub struct InstantiateArgs {
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
     /// A host group's hosts (repeatable): GROUP=HOST,HOST... or
-    /// GROUP=selector:SELECTOR[:COUNT] or GROUP=count:COUNT.
+    /// GROUP=selector:SELECTOR[:COUNT] or GROUP=count:COUNT or
+    /// GROUP=docker:COUNT[:IMAGE].
     #[arg(long = "group", value_name = "GROUP=HOSTS", value_parser = parse_group)]
     pub groups: Vec<(String, HostGroupHosts)>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
 
-fn parse_var(s: &str) -> Result<(String, String), String> {
+pub fn parse_var(s: &str) -> Result<(String, String), String> {
     let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?}: write NAME=VALUE"))?;
     if k.trim().is_empty() {
         return Err(format!("{s:?}: the variable's name is empty"));
@@ -127,7 +130,8 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
     Ok((k.trim().to_owned(), v.to_owned()))
 }
 
-/// `GROUP=h1,h2`, `GROUP=selector:k=v[:N]` or `GROUP=count:N`.
+/// `GROUP=h1,h2`, `GROUP=selector:k=v[:N]`, `GROUP=count:N` or
+/// `GROUP=docker:N[:IMAGE]`.
 pub fn parse_group(s: &str) -> Result<(String, HostGroupHosts), String> {
     let (group, rest) =
         s.split_once('=').ok_or_else(|| format!("{s:?}: write GROUP=HOST,HOST or GROUP=selector:k=v[:COUNT]"))?;
@@ -145,6 +149,19 @@ pub fn parse_group(s: &str) -> Result<(String, HostGroupHosts), String> {
         }
     } else if let Some(n) = rest.strip_prefix("count:") {
         HostGroupHosts::Selector { selector: None, count: Some(count(n)?) }
+    } else if let Some(spec) = rest.strip_prefix("docker:") {
+        let (n, image) = match spec.split_once(':') {
+            Some((n, image)) => (n, Some(image.trim().to_owned()).filter(|i| !i.is_empty())),
+            None => (spec, None),
+        };
+        HostGroupHosts::Provider {
+            provider: drover_api::templates::ProviderKind::Docker,
+            count: Some(count(n)?),
+            image,
+            network: None,
+            cpus: None,
+            memory: None,
+        }
     } else {
         let hosts: Vec<String> = rest.split(',').map(str::trim).filter(|h| !h.is_empty()).map(str::to_owned).collect();
         if hosts.is_empty() {
@@ -296,6 +313,10 @@ mod tests {
             parse_group("zk=selector:zk=true,rack!=a:3").unwrap(),
             ("zk".into(), HostGroupHosts::Selector { selector: Some("zk=true,rack!=a".into()), count: Some(3) })
         );
+        assert!(matches!(
+            parse_group("zk=docker:3:drover/agent:dev").unwrap().1,
+            HostGroupHosts::Provider { count: Some(3), image: Some(ref i), .. } if i == "drover/agent:dev"
+        ));
         assert_eq!(
             parse_group("zk=selector:zk=true").unwrap(),
             ("zk".into(), HostGroupHosts::Selector { selector: Some("zk=true".into()), count: None })

@@ -118,6 +118,23 @@ pub struct ManagerConfig {
     #[arg(long, env = "DROVER_DOCKER_MANAGER_URL")]
     pub docker_manager_url: Option<String>,
 
+    /// How long an instantiation waits for the containers it made to enroll
+    /// and turn healthy before its step fails.
+    #[arg(long, env = "DROVER_PROVISION_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub provision_timeout: Duration,
+
+    /// Lifetime of an environment created without `ttl` (`never`: none).
+    #[arg(long, env = "DROVER_ENV_DEFAULT_TTL", default_value = "8h")]
+    pub env_default_ttl: String,
+
+    /// Most container hosts one owner's environments may have together.
+    #[arg(long, env = "DROVER_ENV_MAX_HOSTS_PER_OWNER", default_value_t = 20)]
+    pub env_max_hosts_per_owner: u32,
+
+    /// How often the manager looks for expired environments to tear down.
+    #[arg(long, env = "DROVER_ENV_REAP_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub env_reap_interval: Duration,
+
     /// The agent binary SSH bootstrap uploads to hosts. Default: `drover-agent`
     /// next to this executable.
     #[arg(long, env = "DROVER_AGENT_BINARY", value_name = "FILE")]
@@ -313,6 +330,12 @@ impl ManagerConfig {
         }
         if self.session_idle_timeout < Duration::from_secs(1) || self.session_lifetime < Duration::from_secs(1) {
             anyhow::bail!("--session-idle-timeout and --session-lifetime must be at least 1s");
+        }
+        if let Err(e) = crate::domain::environments::parse_ttl(&self.env_default_ttl) {
+            anyhow::bail!("--env-default-ttl: {e}");
+        }
+        if self.env_reap_interval < Duration::from_secs(1) || self.provision_timeout < Duration::from_secs(1) {
+            anyhow::bail!("--env-reap-interval and --provision-timeout must be at least 1s");
         }
         if self.sign_in_delay.is_zero() || self.sign_in_delay > Duration::from_secs(300) {
             anyhow::bail!("--sign-in-delay must be more than 0s and at most 5m");

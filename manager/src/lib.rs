@@ -316,7 +316,8 @@ async fn background(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let mut rollups = tokio::time::interval(Duration::from_secs(60));
     rollups.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut repos = tokio::time::interval(state.config.parcel_repo_refresh.max(Duration::from_secs(1)));
-    for t in [&mut flush, &mut watchdog, &mut maintenance, &mut repos] {
+    let mut reap = tokio::time::interval(state.config.env_reap_interval);
+    for t in [&mut flush, &mut watchdog, &mut maintenance, &mut repos, &mut reap] {
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     loop {
@@ -335,6 +336,11 @@ async fn background(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
                 // Off the loop: a slow remote must not delay the flusher.
                 let s = state.clone();
                 tokio::spawn(async move { s.parcels.refresh_remotes().await });
+            }
+            _ = reap.tick() => {
+                // Off the loop: a teardown waits for containers to stop.
+                let s = state.clone();
+                tokio::spawn(async move { domain::environments::reap(&s).await });
             }
             _ = rollups.tick() => {
                 if let Err(e) = domain::metrics::roll_up(&state.store, now_millis()).await {

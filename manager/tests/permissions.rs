@@ -470,6 +470,20 @@ fn table() -> Vec<Row> {
             json!({"cluster": "prod"}),
         ),
         row(get.clone(), "/api/v1/clusters/{cluster}/template", "/api/v1/clusters/prod/template", Prod(Read), Ok),
+        // Environments: containers from the provider, so fleet.enroll to make or remove them.
+        row(get.clone(), "/api/v1/environments", "/api/v1/environments", Anywhere(Read), Ok),
+        with(
+            row(post.clone(), "/api/v1/environments", "/api/v1/environments", Global(FleetEnroll), NotDenied),
+            json!({"name": "matrix", "template": "absent"}),
+        ),
+        row(get.clone(), "/api/v1/environments/{name}", "/api/v1/environments/prod", Prod(Read), NotDenied),
+        row(
+            delete.clone(),
+            "/api/v1/environments/{name}",
+            "/api/v1/environments/absent",
+            Global(FleetEnroll),
+            NotDenied,
+        ),
     ]
 }
 

@@ -47,6 +47,27 @@ pub async fn command_at(addr: SocketAddr, args: &[&str]) -> anyhow::Result<Reply
     read_reply(&mut reader).await
 }
 
+/// Sends `AUTH password` and then one command on a fresh connection to
+/// `addr`; returns the command's reply (an AUTH failure is an error).
+pub async fn command_auth_at(addr: SocketAddr, password: &str, args: &[&str]) -> anyhow::Result<Reply> {
+    let mut stream = TcpStream::connect(addr).await.with_context(|| format!("connect to redis at {addr}"))?;
+    let mut out = Vec::new();
+    for cmd in [&["AUTH", password][..], args] {
+        out.extend_from_slice(format!("*{}\r\n", cmd.len()).as_bytes());
+        for a in cmd {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    stream.write_all(&out).await?;
+    let mut reader = BufReader::new(stream);
+    match read_reply(&mut reader).await? {
+        Reply::Simple(ok) if ok == "OK" => read_reply(&mut reader).await,
+        other => bail!("AUTH at {addr} answered {other:?}"),
+    }
+}
+
 fn read_reply<'a>(
     r: &'a mut BufReader<TcpStream>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Reply>> + Send + 'a>> {

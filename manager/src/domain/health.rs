@@ -11,7 +11,7 @@ use crate::AppState;
 use crate::alerts::engine::{EntityHealth, HealthSnapshot};
 use crate::alerts::health::Status;
 
-fn status(s: Status) -> HealthStatus {
+pub(crate) fn status(s: Status) -> HealthStatus {
     match s {
         Status::Good => HealthStatus::Good,
         Status::Concerning => HealthStatus::Concerning,

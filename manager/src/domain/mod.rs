@@ -32,6 +32,7 @@ pub mod clusters;
 pub mod commands;
 pub mod config;
 pub mod diagnostics;
+pub mod environments;
 pub mod health;
 pub mod history;
 pub mod hosts;

@@ -611,7 +611,7 @@ pub async fn delete(state: &AppState, actor: &Actor, cluster: &str, service: &st
 
 /// A role's listening ports: `(parameter, port)`, from the effective values
 /// of every `port` parameter that applies to its role type.
-fn role_ports(st: &ServiceType, values: &ConfigValues, role: &RoleRec) -> Vec<(String, u64)> {
+pub(crate) fn role_ports(st: &ServiceType, values: &ConfigValues, role: &RoleRec) -> Vec<(String, u64)> {
     if !st.parameters.iter().any(|p| matches!(p.kind, ParamKind::Port)) {
         return Vec::new();
     }

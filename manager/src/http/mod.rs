@@ -23,6 +23,7 @@ pub mod bootstrap;
 pub mod commands;
 pub mod console;
 pub mod diagnostics;
+pub mod environments;
 pub mod health;
 pub mod logs;
 pub mod metrics;
@@ -78,7 +79,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .merge(health::routes())
                 .merge(logs::routes())
                 .merge(diagnostics::routes())
-                .merge(templates::routes()),
+                .merge(templates::routes())
+                .merge(environments::routes()),
         )
         // The parcel repository, read-only and public like a package mirror
         // (manifest.json and the files, with range requests for resuming);

@@ -130,6 +130,10 @@ use super::api;
         super::templates::delete,
         super::templates::instantiate_template,
         super::templates::export,
+        super::environments::create,
+        super::environments::list,
+        super::environments::show,
+        super::environments::delete,
     ),
     modifiers(&Security, &ExtractorErrors)
 )]

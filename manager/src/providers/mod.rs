@@ -32,6 +32,11 @@ const TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// Grace period between SIGTERM and SIGKILL when removing a container.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// Host labels of the containers an instantiation makes for a host group:
+/// they find an earlier run's containers again.
+pub const HOST_LABEL_CLUSTER: &str = "cluster";
+pub const HOST_LABEL_GROUP: &str = "host-group";
+
 /// Docker labels on everything the provider creates.
 pub const LABEL_OWNER: &str = "drover.owner";
 pub const LABEL_CREATED_BY: &str = "drover.created_by";
@@ -183,14 +188,8 @@ pub async fn create_docker_hosts(
     {
         return Err(ProviderError::Invalid(format!("memory must be at least 6 MiB (Docker's minimum), got {memory}")));
     }
+    check_image(state, &req.image).await?;
     let docker = client(state);
-    docker.ping().await.map_err(engine_error)?;
-    if !docker.has_image(&req.image).await.map_err(engine_error)? {
-        return Err(ProviderError::Invalid(format!(
-            "image {} not found on the engine; build it with scripts/build-images.sh",
-            req.image
-        )));
-    }
     let url = manager_url(state, &docker, &req).await?;
 
     let mut labels = req.labels.clone();
@@ -414,6 +413,49 @@ pub async fn delete_all_docker_hosts(
     remove(state, actor, recs).await
 }
 
+/// The containers made for host group `group` of `cluster` (`None`: for
+/// any group of it), oldest first.
+pub async fn cluster_hosts(
+    state: &AppState,
+    cluster: &str,
+    group: Option<&str>,
+) -> Result<Vec<ProviderHostRec>, ProviderError> {
+    let mut recs = state.store.provider_hosts(DOCKER).await?;
+    recs.retain(|r| {
+        r.labels.get(HOST_LABEL_CLUSTER).map(String::as_str) == Some(cluster)
+            && group.is_none_or(|g| r.labels.get(HOST_LABEL_GROUP).map(String::as_str) == Some(g))
+    });
+    Ok(recs)
+}
+
+/// The containers of `recs` with their status and hosts.
+pub async fn describe(state: &AppState, recs: Vec<ProviderHostRec>) -> Result<Vec<ProviderHostView>, ProviderError> {
+    views(state, &client(state), recs).await
+}
+
+/// Checks that the engine answers and has `image`, before anything is made.
+pub async fn check_image(state: &AppState, image: &str) -> Result<(), ProviderError> {
+    let docker = client(state);
+    docker.ping().await.map_err(engine_error)?;
+    if docker.has_image(image).await.map_err(engine_error)? {
+        Ok(())
+    } else {
+        Err(ProviderError::Invalid(format!(
+            "image {image} not found on the engine; build it with scripts/build-images.sh"
+        )))
+    }
+}
+
+/// Removes these containers with their volumes and decommissions their
+/// hosts (all of them this manager's, or nothing is removed).
+pub async fn remove_hosts(
+    state: &AppState,
+    actor: Actor<'_>,
+    recs: Vec<ProviderHostRec>,
+) -> Result<Vec<ProviderHostView>, ProviderError> {
+    remove(state, actor, recs).await
+}
+
 async fn remove(
     state: &AppState,
     actor: Actor<'_>,
@@ -440,15 +482,22 @@ async fn remove(
             )));
         }
     }
-    for (rec, view) in recs.iter().zip(views.iter_mut()) {
-        docker
-            .stop_and_remove(&rec.id, STOP_GRACE)
-            .await
-            .map_err(|e| prefix(engine_error(e), &format!("remove container {}", rec.name)))?;
-        docker
-            .remove_volume(&rec.volume)
-            .await
-            .map_err(|e| prefix(engine_error(e), &format!("remove volume {} of container {}", rec.volume, rec.name)))?;
+    // The engine stops them side by side: each may take its grace period.
+    let removed = futures::future::join_all(recs.iter().map(|rec| {
+        let docker = &docker;
+        async move {
+            docker
+                .stop_and_remove(&rec.id, STOP_GRACE)
+                .await
+                .map_err(|e| prefix(engine_error(e), &format!("remove container {}", rec.name)))?;
+            docker.remove_volume(&rec.volume).await.map_err(|e| {
+                prefix(engine_error(e), &format!("remove volume {} of container {}", rec.volume, rec.name))
+            })
+        }
+    }))
+    .await;
+    for ((rec, view), result) in recs.iter().zip(views.iter_mut()).zip(removed) {
+        result?;
         if let Some(host_id) = &view.host_id
             && let Some(before) = state.store.decommission_host(host_id, actor.user, now_millis()).await?
             && before.status != crate::model::HostStatus::Decommissioned

@@ -17,6 +17,7 @@
 
 mod alerts;
 mod diagnostics;
+mod environments;
 mod hosts;
 mod metrics;
 mod notifications;
@@ -36,6 +37,7 @@ use sqlx::{AnyPool, Row};
 
 pub use alerts::{AlertHistoryFilter, AlertHistoryRec, AlertRuleRec, MaintenanceRec, SilenceRec};
 pub use diagnostics::{DiagnosticsRec, RedactionRulesRec};
+pub use environments::EnvironmentRec;
 pub use hosts::{EnrollError, HeartbeatRow, HostFilter, HostPage, HostSort, NewHost};
 pub use metrics::{GroupStep, PointRec, PointTable, SeriesRec};
 pub use notifications::NotificationConfigRec;

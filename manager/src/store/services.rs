@@ -716,6 +716,19 @@ impl Store {
         Ok(())
     }
 
+    /// Names the host a step runs on once it is known (a step planned for a
+    /// container that did not exist yet when its command started).
+    pub async fn set_step_target(&self, id: &str, seq: u32, description: &str, roles: &[String]) -> Result<()> {
+        sqlx::query("UPDATE command_steps SET description = $3, roles = $4 WHERE command_id = $1 AND seq = $2")
+            .bind(id)
+            .bind(i64::from(seq))
+            .bind(description)
+            .bind(to_json(&roles))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn command(&self, id: &str) -> Result<Option<(CommandRec, Vec<StepRec>)>> {
         let Some(row) = sqlx::query("SELECT * FROM commands WHERE id = $1").bind(id).fetch_optional(&self.pool).await?
         else {

@@ -1,5 +1,6 @@
-//! A stored template made a cluster, as one command: create the cluster if
-//! missing, add the hosts, distribute and activate the parcels, create the
+//! A stored template made a cluster, as one command: create the containers
+//! of host groups a provider makes and wait for them to enroll, create the
+//! cluster if missing, add the hosts, distribute and activate the parcels, create the
 //! services and role groups, apply the configuration (one revision per
 //! service), add the roles of each host group on each of its hosts, start
 //! every service in dependency order.
@@ -8,7 +9,9 @@
 //! variables substituted, the hosts of each host group, the parcels in the
 //! repository, the cluster as it is), so a refused instantiation creates
 //! nothing. Every step creates only what is missing, so running the same
-//! instantiation again after a failure converges and never duplicates.
+//! instantiation again after a failure converges and never duplicates: an
+//! earlier run's containers are found again by their labels, and those that
+//! stopped or never enrolled are replaced.
 //! Each step calls the domain function a user's own request would
 //! (`clusters::create`, `services::create`, `roles::create`, ...), with the
 //! caller's permissions and audit.
@@ -30,6 +33,7 @@ use crate::domain::{Actor, DomainError, Permission, Result, Scope, clusters, con
 use crate::model::{HostStatus, now_millis};
 use crate::parcel_commands::{self, Phase};
 use crate::placement::{Candidate, Placement};
+use crate::providers::{self, CreateHosts, HOST_LABEL_CLUSTER, HOST_LABEL_GROUP};
 use crate::store::{CommandRec, StepRec};
 
 /// The name of the commands this starts.
@@ -96,6 +100,9 @@ struct Plan {
     /// Every host of the cluster-to-be, in order.
     all_hosts: Vec<String>,
     hostnames: HashMap<String, String>,
+    /// Host groups whose containers the Docker provider makes, with what
+    /// each asks for (`count` containers in all).
+    provided: BTreeMap<String, CreateHosts>,
 }
 
 /// Checks an instantiation completely and starts its command.
@@ -112,6 +119,9 @@ pub async fn instantiate(state: &Arc<AppState>, actor: &Actor, name: &str, req: 
     }
     actor.require(Permission::ConfigWrite, Scope::Cluster(&cluster))?;
     actor.require(Permission::CommandsRun, Scope::Cluster(&cluster))?;
+    if req.host_groups.values().any(|h| matches!(h, HostGroupHosts::Provider { .. })) {
+        providers::Actor::authorize(actor)?;
+    }
     let template = super::load(state, name, req.version).await?;
     if !template.document.parcels.is_empty() {
         actor.require(Permission::ParcelsWrite, Scope::Cluster(&cluster))?;
@@ -137,9 +147,13 @@ async fn check(
     req: &Instantiate,
 ) -> Result<Plan> {
     let (mut concrete, mut problems) = substitute(&template.document, &req.variables);
-    let hosts = resolve_hosts(state, &concrete, cluster, exists, &req.host_groups, &mut problems).await?;
+    let mut hosts = resolve_hosts(state, &concrete, cluster, exists, &req.host_groups, &mut problems).await?;
+    let (provided, engine) = provided_groups(state, &concrete, cluster, &req.host_groups, &mut problems).await;
     for hg in &mut concrete.host_groups {
-        if let Some(h) = hosts.get(&hg.name) {
+        if let Some(p) = provided.get(&hg.name) {
+            hg.cardinality = p.count;
+            hosts.insert(hg.name.clone(), Vec::new());
+        } else if let Some(h) = hosts.get(&hg.name) {
             hg.cardinality = h.len() as u32;
         }
     }
@@ -163,6 +177,9 @@ async fn check(
     if !problems.is_empty() {
         return Err(invalid(&template.name, &problems));
     }
+    if let Some(e) = engine {
+        return Err(DomainError::Unavailable(e));
+    }
     let mut all_hosts: Vec<String> = Vec::new();
     for hg in &concrete.host_groups {
         for h in hosts.get(&hg.name).into_iter().flatten() {
@@ -173,7 +190,89 @@ async fn check(
     }
     let hostnames =
         state.store.host_addresses(&all_hosts).await?.into_iter().map(|(id, (hostname, _))| (id, hostname)).collect();
-    Ok(Plan { template, concrete, cluster: cluster.to_owned(), hosts, all_hosts, hostnames })
+    Ok(Plan { template, concrete, cluster: cluster.to_owned(), hosts, all_hosts, hostnames, provided })
+}
+
+/// What each host group the Docker provider makes asks for, checked: the
+/// count, the limits, the image on the engine. The containers are labelled
+/// with the cluster, the group and the group selector's `k=v` terms, so they
+/// match the selector and a later run finds them. Also answers why the
+/// engine could not be asked, if it could not (a 503 unless the request has
+/// problems of its own).
+async fn provided_groups(
+    state: &AppState,
+    t: &Template,
+    cluster: &str,
+    choices: &BTreeMap<String, HostGroupHosts>,
+    problems: &mut Vec<Problem>,
+) -> (BTreeMap<String, CreateHosts>, Option<String>) {
+    let mut out = BTreeMap::new();
+    let mut images: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for hg in &t.host_groups {
+        let Some(HostGroupHosts::Provider { provider: _, count, image, network, cpus, memory }) = choices.get(&hg.name)
+        else {
+            continue;
+        };
+        let path = format!("host_groups.{}", hg.name);
+        let count = count.unwrap_or(hg.cardinality);
+        if !(1..=providers::MAX_COUNT).contains(&count) {
+            problems.push(Problem {
+                path: format!("{path}.count"),
+                message: format!("must be between 1 and {}, got {count}", providers::MAX_COUNT),
+            });
+        }
+        let memory = match memory {
+            None => None,
+            Some(drover_api::providers::Memory::Bytes(b)) => Some(*b),
+            Some(drover_api::providers::Memory::Text(t)) => match providers::docker::parse_memory(t) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    problems.push(Problem { path: format!("{path}.memory"), message: e });
+                    None
+                }
+            },
+        };
+        let mut labels = crate::model::Labels::new();
+        if let Some(sel) = hg.selector.as_deref().and_then(|s| drover_proto::labels::parse_selector(s).ok()) {
+            labels.extend(sel.equalities().map(|(k, v)| (k.to_owned(), v.to_owned())));
+        }
+        labels.insert(HOST_LABEL_CLUSTER.into(), cluster.to_owned());
+        labels.insert(HOST_LABEL_GROUP.into(), hg.name.clone());
+        let image = image.clone().unwrap_or_else(|| providers::DEFAULT_IMAGE.to_owned());
+        images.entry(image.clone()).or_default().push(format!("{path}.image"));
+        out.insert(
+            hg.name.clone(),
+            CreateHosts {
+                count,
+                image,
+                network: network.clone().unwrap_or_else(|| "bridge".to_owned()),
+                labels,
+                cpus: *cpus,
+                memory,
+                name_prefix: name_prefix(cluster, &hg.name),
+                manager_url: None,
+            },
+        );
+    }
+    let mut engine = None;
+    for (image, paths) in images {
+        match providers::check_image(state, &image).await {
+            Ok(()) => {}
+            Err(providers::ProviderError::Engine(e)) => engine = Some(e),
+            Err(e) => problems.push(Problem { path: paths[0].clone(), message: e.to_string() }),
+        }
+    }
+    (out, engine)
+}
+
+/// `CLUSTER-GROUP-`, as a container name prefix (at most 40 characters).
+fn name_prefix(cluster: &str, group: &str) -> String {
+    let clean = |s: &str, n: usize| -> String {
+        let s: String =
+            s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).take(n).collect();
+        s.trim_matches('-').to_owned()
+    };
+    format!("{}-{}-", clean(cluster, 20), clean(group, 18))
 }
 
 /// The hosts of every host group: named ones as given (by id or hostname),
@@ -245,7 +344,7 @@ async fn resolve_hosts(
     let totals = state.store.role_counts_by_host().await?;
     for hg in &t.host_groups {
         let (selector, count) = match choices.get(&hg.name) {
-            Some(HostGroupHosts::Hosts { .. }) => continue,
+            Some(HostGroupHosts::Hosts { .. } | HostGroupHosts::Provider { .. }) => continue,
             Some(HostGroupHosts::Selector { selector, count }) => {
                 (selector.clone().or_else(|| hg.selector.clone()), count.unwrap_or(hg.cardinality))
             }
@@ -372,13 +471,35 @@ async fn cluster_as_it_is(
 /// A step of the command and what it does.
 #[derive(Debug, Clone)]
 enum Stage {
+    /// Containers of the provided host groups; then the steps of `slots`
+    /// learn their hosts, and so does the `Hosts` step.
+    Provision {
+        slots: Vec<Slot>,
+        hosts_step: u32,
+    },
     Cluster,
     Hosts,
-    Parcel { phase: Phase, name: String, version: String, seqs: Vec<u32> },
+    Parcel {
+        phase: Phase,
+        name: String,
+        version: String,
+        seqs: Vec<u32>,
+    },
     Service(usize),
     Config(usize),
     Roles(usize),
     Start(usize),
+}
+
+/// A parcel step planned for the `index`th container of a provided group.
+#[derive(Debug, Clone)]
+struct Slot {
+    seq: u32,
+    group: String,
+    index: usize,
+    phase: Phase,
+    parcel: String,
+    version: String,
 }
 
 async fn start(
@@ -397,19 +518,47 @@ async fn start(
         steps.push(StepRec::pending(seq, description, roles));
         seq
     }
+    let provision = (!plan.provided.is_empty()).then(|| {
+        let groups: Vec<String> = plan.provided.iter().map(|(g, p)| format!("{g} ({})", p.count)).collect();
+        let description =
+            format!("create Docker containers for host groups {} and wait for them to enroll", groups.join(", "));
+        step(&mut steps, description, Vec::new())
+    });
     let seq = step(&mut steps, format!("create cluster {cluster} unless it exists"), Vec::new());
     stages.push((seq, Stage::Cluster));
-    let names: Vec<String> =
-        plan.all_hosts.iter().map(|h| plan.hostnames.get(h).cloned().unwrap_or_else(|| h.clone())).collect();
-    let seq = step(&mut steps, format!("add hosts {} to cluster {cluster}", names.join(", ")), Vec::new());
+    let seq = step(&mut steps, hosts_step_description(&plan, false), Vec::new());
     stages.push((seq, Stage::Hosts));
+    let hosts_step = seq;
+    let mut slots = Vec::new();
+    let any_hosts = !plan.all_hosts.is_empty() || !plan.provided.is_empty();
     for phase in [Phase::Distribute, Phase::Activate] {
-        for p in t.parcels.iter().filter(|_| !plan.all_hosts.is_empty()) {
+        for p in t.parcels.iter().filter(|_| any_hosts) {
             let mut seqs = Vec::new();
             for h in &plan.all_hosts {
                 let hostname = plan.hostnames.get(h).map(String::as_str).unwrap_or(h);
                 let description = parcel_commands::step_description(phase, &p.name, &p.version, h, hostname);
                 seqs.push(step(&mut steps, description, vec![h.clone()]));
+            }
+            for (group, req) in &plan.provided {
+                for index in 0..req.count as usize {
+                    let description = format!(
+                        "{} parcel {} {} on container {} of host group {group}",
+                        phase.as_str(),
+                        p.name,
+                        p.version,
+                        index + 1
+                    );
+                    let seq = step(&mut steps, description, Vec::new());
+                    seqs.push(seq);
+                    slots.push(Slot {
+                        seq,
+                        group: group.clone(),
+                        index,
+                        phase,
+                        parcel: p.name.clone(),
+                        version: p.version.clone(),
+                    });
+                }
             }
             let stage = Stage::Parcel { phase, name: p.name.clone(), version: p.version.clone(), seqs: seqs.clone() };
             stages.push((seqs[0], stage));
@@ -449,6 +598,9 @@ async fn start(
         let seq = step(&mut steps, format!("start service {}", t.services[i].name), Vec::new());
         stages.push((seq, Stage::Start(i)));
     }
+    if let Some(seq) = provision {
+        stages.insert(0, (seq, Stage::Provision { slots, hosts_step }));
+    }
     let cmd = CommandRec {
         id: uuid::Uuid::new_v4().to_string(),
         cluster: cluster.clone(),
@@ -458,6 +610,7 @@ async fn start(
             "template": plan.template.name,
             "version": plan.template.version,
             "host_groups": plan.hosts,
+            "provided": plan.provided.iter().map(|(g, p)| (g.clone(), json!({"count": p.count, "image": p.image}))).collect::<BTreeMap<_, _>>(),
         }),
         state: "running".into(),
         message: String::new(),
@@ -480,13 +633,24 @@ async fn start(
     Ok(out)
 }
 
+/// "add hosts a, b and the containers of host groups g (3) to cluster c".
+fn hosts_step_description(plan: &Plan, provided_known: bool) -> String {
+    let mut names: Vec<String> =
+        plan.all_hosts.iter().map(|h| plan.hostnames.get(h).cloned().unwrap_or_else(|| h.clone())).collect();
+    if !plan.provided.is_empty() && !provided_known {
+        let groups: Vec<String> = plan.provided.iter().map(|(g, p)| format!("{g} ({})", p.count)).collect();
+        names.push(format!("the containers of host groups {}", groups.join(", ")));
+    }
+    format!("add hosts {} to cluster {}", names.join(", "), plan.cluster)
+}
+
 /// Runs the stages in order; spawned once per command.
 async fn execute(
     state: Arc<AppState>,
     actor: Actor,
-    plan: Plan,
+    mut plan: Plan,
     cmd: CommandRec,
-    steps: Vec<StepRec>,
+    mut steps: Vec<StepRec>,
     stages: Vec<(u32, Stage)>,
 ) {
     let abort = state.commands.flag(&cmd.id);
@@ -504,6 +668,21 @@ async fn execute(
                 parcel_commands::run_phase(&state, &cmd, *phase, name, version, &group, &abort)
                     .await
                     .map_err(|e| format!("{} {name} {version}: {e}", phase.as_str()))
+            }
+            Stage::Provision { slots, hosts_step } => {
+                let _ = state.store.update_step(&cmd.id, *seq, "running", "", Some(now_millis()), None).await;
+                match provision(&state, &actor, &mut plan, &cmd, *seq, &abort).await {
+                    Ok(msg) => {
+                        retarget(&state, &plan, &cmd, &mut steps, slots, *hosts_step).await;
+                        let _ =
+                            state.store.update_step(&cmd.id, *seq, "succeeded", &msg, None, Some(now_millis())).await;
+                        Ok(())
+                    }
+                    Err(msg) => {
+                        let _ = state.store.update_step(&cmd.id, *seq, "failed", &msg, None, Some(now_millis())).await;
+                        Err(format!("step {seq} (containers) failed: {msg}"))
+                    }
+                }
             }
             other => {
                 let _ = state.store.update_step(&cmd.id, *seq, "running", "", Some(now_millis()), None).await;
@@ -679,7 +858,134 @@ async fn run(
             Ok(done.join("; "))
         }
         Stage::Parcel { .. } => Err("a parcel phase runs on its host steps".into()),
+        Stage::Provision { .. } => Err("containers are made by the command's runner".into()),
     }
+}
+
+/// Makes the containers each provided host group still lacks and waits until
+/// every one has enrolled as a healthy host; then the plan knows their hosts.
+/// Containers of an earlier run are kept when they run and have enrolled (or
+/// were made by this run); the others (stopped, gone, never enrolled) are
+/// removed and replaced.
+async fn provision(
+    state: &Arc<AppState>,
+    actor: &Actor,
+    plan: &mut Plan,
+    cmd: &CommandRec,
+    seq: u32,
+    abort: &AtomicBool,
+) -> Result<String, String> {
+    let provider = providers::Actor::authorize(actor).map_err(|e| e.to_string())?;
+    let cluster = plan.cluster.clone();
+    let mut did = Vec::new();
+    for (group, req) in &plan.provided {
+        let recs = providers::cluster_hosts(state, &cluster, Some(group)).await.map_err(|e| e.to_string())?;
+        let views = providers::describe(state, recs.clone()).await.map_err(|e| e.to_string())?;
+        let (mut keep, mut stale) = (Vec::new(), Vec::new());
+        for (rec, view) in recs.into_iter().zip(views) {
+            let enrolled = view.host_id.is_some() && view.host_status != Some(HostStatus::Decommissioned);
+            let usable = view.container_status == "running" && (enrolled || rec.created_at >= cmd.created_at);
+            if usable && keep.len() < req.count as usize {
+                keep.push(rec)
+            } else if !usable {
+                stale.push(rec)
+            }
+        }
+        if !stale.is_empty() {
+            let names: Vec<String> = stale.iter().map(|r| r.name.clone()).collect();
+            providers::remove_hosts(state, provider, stale)
+                .await
+                .map_err(|e| format!("remove {}: {e}", names.join(", ")))?;
+            did.push(format!("replaced {} ({})", names.join(", "), group));
+        }
+        let missing = req.count as usize - keep.len();
+        if missing > 0 {
+            let ask = CreateHosts { count: missing as u32, ..req.clone() };
+            providers::create_docker_hosts(state, provider, ask)
+                .await
+                .map_err(|e| format!("host group {group}: {e}"))?;
+            did.push(format!("made {missing} for {group}"));
+        }
+    }
+    let deadline = tokio::time::Instant::now() + state.config.provision_timeout;
+    let mut shown = String::new();
+    loop {
+        let mut waiting = Vec::new();
+        let mut ready: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        let total: u32 = plan.provided.values().map(|p| p.count).sum();
+        for group in plan.provided.keys() {
+            let recs = providers::cluster_hosts(state, &cluster, Some(group)).await.map_err(|e| e.to_string())?;
+            for view in providers::describe(state, recs).await.map_err(|e| e.to_string())? {
+                match (&view.host_id, view.host_status) {
+                    (Some(id), Some(HostStatus::Healthy)) => ready
+                        .entry(group.clone())
+                        .or_default()
+                        .push((id.clone(), view.hostname.clone().unwrap_or_default())),
+                    (_, status) => waiting.push(format!(
+                        "{} ({}, {})",
+                        view.name,
+                        view.container_status,
+                        status.map_or("not enrolled", |s| s.as_str())
+                    )),
+                }
+            }
+        }
+        let n: usize = ready.values().map(Vec::len).sum();
+        if waiting.is_empty() && n as u32 >= total {
+            for (group, hosts) in ready {
+                for (id, hostname) in &hosts {
+                    plan.hostnames.insert(id.clone(), hostname.clone());
+                    if !plan.all_hosts.contains(id) {
+                        plan.all_hosts.push(id.clone());
+                    }
+                }
+                plan.hosts.insert(group, hosts.into_iter().map(|(id, _)| id).collect());
+            }
+            did.push(format!("{n} containers enrolled and healthy"));
+            return Ok(did.join("; "));
+        }
+        if abort.load(Ordering::SeqCst) {
+            return Err("aborted by user".into());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "{} did not enroll as healthy hosts within {} (--provision-timeout); run the instantiation again \
+                 to replace them",
+                waiting.join(", "),
+                humantime::format_duration(state.config.provision_timeout)
+            ));
+        }
+        let progress = format!("{n} of {total} containers enrolled and healthy");
+        if progress != shown {
+            let _ = state.store.update_step(&cmd.id, seq, "running", &progress, None, None).await;
+            shown = progress;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Once the containers are hosts: the parcel steps planned for them and the
+/// `Hosts` step name them.
+async fn retarget(
+    state: &AppState,
+    plan: &Plan,
+    cmd: &CommandRec,
+    steps: &mut [StepRec],
+    slots: &[Slot],
+    hosts_step: u32,
+) {
+    for slot in slots {
+        let Some(host) = plan.hosts.get(&slot.group).and_then(|hs| hs.get(slot.index)) else { continue };
+        let hostname = plan.hostnames.get(host).map(String::as_str).unwrap_or(host);
+        let description = parcel_commands::step_description(slot.phase, &slot.parcel, &slot.version, host, hostname);
+        if let Some(s) = steps.iter_mut().find(|s| s.seq == slot.seq) {
+            s.description = description.clone();
+            s.roles = vec![host.clone()];
+        }
+        let _ = state.store.set_step_target(&cmd.id, slot.seq, &description, std::slice::from_ref(host)).await;
+    }
+    let description = hosts_step_description(plan, true);
+    let _ = state.store.set_step_target(&cmd.id, hosts_step, &description, &[]).await;
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ mod clusters;
 mod commands;
 mod config;
 mod diagnostics;
+mod environments;
 mod health;
 mod history;
 mod home;
@@ -121,6 +122,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .merge(services::routes())
         .merge(logs::routes())
         .merge(diagnostics::routes())
+        .merge(environments::routes())
         .merge(config::routes())
         .merge(commands::routes())
         .merge(history::routes())
