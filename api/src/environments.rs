@@ -19,8 +19,13 @@ pub struct CreateEnvironment {
     /// The environment's name, also the name of its cluster.
     #[schema(schema_with = crate::names::name_schema)]
     pub name: String,
-    /// A stored template.
+    /// A stored template (or give `from_snapshot`).
+    #[serde(default)]
     pub template: String,
+    /// A snapshot to bring back (instead of `template`): its template, and
+    /// containers from its images with the roles' data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<String>,
     /// A stored version of it; absent: the newest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
@@ -144,4 +149,39 @@ pub struct Teardown {
     /// Hosts removed from the inventory.
     pub hosts: Vec<String>,
     pub seconds: f64,
+}
+
+/// `POST /api/v1/environments/{name}/snapshots`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSnapshot {
+    #[schema(schema_with = crate::names::name_schema)]
+    pub name: String,
+}
+
+/// One container of a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotHostView {
+    /// Its host group in the snapshot's template (one container each).
+    pub group: String,
+    /// The image it was committed to.
+    pub image: String,
+    /// `service/role_type` of each role whose data the image holds.
+    pub roles: Vec<String>,
+}
+
+/// A snapshot (`/api/v1/snapshots`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotView {
+    pub name: String,
+    /// The environment it was taken of (it may be gone since).
+    pub environment: String,
+    /// The stored template it comes back from (`snapshot-NAME`).
+    pub template: String,
+    pub hosts: Vec<SnapshotHostView>,
+    pub created_at: String,
+    pub created_by: String,
+    /// Anything that did not carry over (role-level values).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }

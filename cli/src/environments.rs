@@ -6,7 +6,9 @@ use std::path::Path;
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand};
 use drover_api::Items;
-use drover_api::environments::{CreateEnvironment, EnvHostGroup, EnvironmentDetail, EnvironmentView, Teardown};
+use drover_api::environments::{
+    CreateEnvironment, CreateSnapshot, EnvHostGroup, EnvironmentDetail, EnvironmentView, SnapshotView, Teardown,
+};
 use drover_api::providers::Memory;
 use drover_api::templates::StoredTemplate;
 use reqwest::Method;
@@ -28,13 +30,20 @@ Environments belong to an owner, count against the owner's host limit
 when their ttl runs out (default 8h; --ttl never for none).
 
 -f takes a template file (uploaded first, as the next version of its name)
-or the name of a stored template.
+or the name of a stored template. A snapshot keeps an environment's
+configuration and every container's data (nothing is stopped); up
+--from-snapshot brings the same scene back on new containers (sensitive
+values are given again with --var).
 
 Examples:
   drover env up alice-dev -f templates/stack.yaml --var cache_requirepass=s3cret
   drover env up bob-zk -f zookeeper-ensemble --ttl 2h --count servers=5
   drover env list
   drover env show alice-dev
+  drover env snapshot alice-dev before-upgrade
+  drover env up alice-copy --from-snapshot before-upgrade
+  drover env snapshots
+  drover env snapshot-delete before-upgrade
   drover env down alice-dev";
 
 #[derive(Debug, Subcommand)]
@@ -49,6 +58,21 @@ pub enum EnvCommand {
     /// Take an environment down: services, hosts, containers, volumes and
     /// tokens, leaving nothing on the engine.
     Down(NameArg),
+    /// Snapshot an environment: its configuration and each container with
+    /// its roles' data, as images (nothing is stopped).
+    Snapshot(SnapshotArgs),
+    /// Every snapshot with its images.
+    Snapshots,
+    /// Delete a snapshot: its images and its template.
+    SnapshotDelete(NameArg),
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// The environment.
+    pub name: String,
+    /// The snapshot's name.
+    pub snapshot: String,
 }
 
 #[derive(Debug, Args)]
@@ -61,8 +85,11 @@ pub struct UpArgs {
     /// The environment's name (also its cluster's).
     pub name: String,
     /// A template file (YAML or JSON), or a stored template's name.
-    #[arg(short = 'f', long = "template", value_name = "TEMPLATE")]
-    pub template: String,
+    #[arg(short = 'f', long = "template", value_name = "TEMPLATE", required_unless_present = "from_snapshot")]
+    pub template: Option<String>,
+    /// Bring a snapshot back instead: its configuration, roles and data.
+    #[arg(long, value_name = "SNAPSHOT", conflicts_with = "template")]
+    pub from_snapshot: Option<String>,
     /// A stored template's version (default: the newest).
     #[arg(long)]
     pub version: Option<u64>,
@@ -127,6 +154,53 @@ pub async fn env(ctx: &Context, command: EnvCommand) -> anyhow::Result<String> {
                 table.render()
             })
         }
+        EnvCommand::Snapshot(args) => {
+            eprintln!("snapshotting environment {} as {} (committing each container) ...", args.name, args.snapshot);
+            let body = CreateSnapshot { name: args.snapshot.clone() };
+            let value =
+                ctx.client.send_json(Method::POST, &["environments", &args.name, "snapshots"], Some(&body)).await?;
+            present(ctx, value, |s: &SnapshotView| {
+                let mut out = String::new();
+                for w in &s.warnings {
+                    out.push_str(&format!("warning: {w}\n"));
+                }
+                out.push_str(&format!(
+                    "snapshot {} of environment {}: {} containers as images, template {}; bring it back with \
+                     drover env up NEW --from-snapshot {}\n",
+                    s.name,
+                    s.environment,
+                    s.hosts.len(),
+                    s.template,
+                    s.name
+                ));
+                out
+            })
+        }
+        EnvCommand::Snapshots => {
+            let value = ctx.client.get(&["snapshots"], NO_QUERY).await?;
+            present(ctx, value, |list: &Items<SnapshotView>| {
+                if list.items.is_empty() {
+                    return "no snapshots\n".into();
+                }
+                let mut table = Table::new(&["NAME", "ENVIRONMENT", "CREATED", "BY", "CONTAINERS", "IMAGES"]);
+                for s in &list.items {
+                    let images: Vec<&str> = s.hosts.iter().map(|h| h.image.as_str()).collect();
+                    table.push(vec![
+                        s.name.clone(),
+                        s.environment.clone(),
+                        s.created_at.clone(),
+                        s.created_by.clone(),
+                        s.hosts.len().to_string(),
+                        images.join(" "),
+                    ]);
+                }
+                table.render()
+            })
+        }
+        EnvCommand::SnapshotDelete(args) => {
+            ctx.client.call(Method::DELETE, &["snapshots", &args.name], NO_QUERY, NO_BODY).await?;
+            Ok(format!("deleted snapshot {} with its images and template\n", args.name))
+        }
         EnvCommand::Show(args) => {
             let value = ctx.client.get(&["environments", &args.name], NO_QUERY).await?;
             present(ctx, value, summary)
@@ -175,7 +249,11 @@ async fn template(ctx: &Context, given: &str, version: Option<u64>) -> anyhow::R
 }
 
 async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<String> {
-    let (name, version) = template(ctx, &args.template, args.version).await?;
+    let (name, version) = match (&args.template, &args.from_snapshot) {
+        (Some(t), _) => template(ctx, t, args.version).await?,
+        (None, Some(snap)) => (format!("snapshot-{snap}"), args.version),
+        (None, None) => bail!("give -f TEMPLATE or --from-snapshot SNAPSHOT"),
+    };
     let memory = args.memory.map(Memory::Text);
     let mut host_groups = std::collections::BTreeMap::new();
     for (g, n) in &args.counts {
@@ -198,7 +276,8 @@ async fn up(ctx: &Context, args: UpArgs) -> anyhow::Result<String> {
     }
     let body = CreateEnvironment {
         name: args.name.clone(),
-        template: name.clone(),
+        template: if args.from_snapshot.is_some() { String::new() } else { name.clone() },
+        from_snapshot: args.from_snapshot.clone(),
         version,
         variables: args.vars.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
         owner: args.owner,

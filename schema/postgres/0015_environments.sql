@@ -17,3 +17,17 @@ CREATE TABLE environments (
     expires_at       BIGINT
 );
 CREATE INDEX environments_owner ON environments(owner);
+
+-- A snapshot of an environment (POST /api/v1/environments/{name}/snapshots):
+-- the stored template `snapshot-NAME` it comes back from (its services and
+-- configuration at that time, a host group per container with that
+-- container's roles), and per container the image it was committed to and
+-- the ids its roles had (their data is in the image, under those ids).
+CREATE TABLE environment_snapshots (
+    name        TEXT PRIMARY KEY,
+    environment TEXT NOT NULL,
+    -- JSON: [{"group", "image", "roles": [{"service", "role_type", "role_id"}]}]
+    hosts       TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    created_by  TEXT NOT NULL
+);

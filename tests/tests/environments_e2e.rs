@@ -10,6 +10,9 @@
 //! 2. An instantiation whose container never enrolls (the manager hands out a
 //!    URL nothing listens on) fails at its first step; run again by a manager
 //!    with the right URL, it replaces that container and completes.
+//! 3. A snapshot of an environment with Redis data, taken while it runs, is
+//!    brought up again as another environment: the data is there as it was at
+//!    the snapshot. Deleting the snapshot removes its images and template.
 //!
 //! Whatever happens, a guard removes every container and volume the
 //! managers made.
@@ -64,6 +67,15 @@ impl Drop for Leftovers {
                     }
                 }
                 let mut args = vec!["rm", "-f", "-v"];
+                args.extend(ids);
+                let _ = docker(&args);
+            }
+        }
+        let images = format!("reference=drover-snapshot/{}*", self.prefix);
+        if let Ok(ids) = docker(["images", "-q", "--filter", &images]) {
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rmi", "-f"];
                 args.extend(ids);
                 let _ = docker(&args);
             }
@@ -335,4 +347,76 @@ async fn an_instantiation_whose_container_never_enrolls_completes_when_run_again
     let primary: SocketAddr = format!("{ip}:6379").parse().unwrap();
     assert_eq!(resp::command_at(primary, &["PING"]).await.expect("PING"), Reply::Simple("PONG".into()));
     rest.ok(Method::DELETE, "/providers/docker/hosts?all=true", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_brings_an_environment_back_with_its_data() {
+    let s = setup("snap", &[]).await;
+    let rest = s.manager.rest();
+    upload_parcel(&rest, &build_parcel("redis", None)).await;
+    upload_template(&rest, SOLO.to_owned()).await;
+    let (orig, copy, snap) = (format!("{}orig", s.names), format!("{}copy", s.names), format!("{}s1", s.names));
+    let up = |name: &str, source: Value| {
+        let mut body = json!({"name": name, "image": s.image, "network": s.network, "ttl": "1h"});
+        body.as_object_mut().unwrap().extend(source.as_object().unwrap().clone());
+        body
+    };
+    let primary_of = |env: &Value| addr(endpoints(env, "cache", "primary")[0], "port");
+
+    let v = rest.ok(Method::POST, "/environments", Some(up(&orig, json!({"template": "solo"})))).await;
+    let cmd = wait_command(&rest, v["command_id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(cmd["state"], "succeeded", "{cmd:#}");
+    let env: Value = rest.get(&format!("/api/v1/environments/{orig}")).await.unwrap();
+    let primary = primary_of(&env);
+    assert_eq!(resp::command_at(primary, &["SET", "greeting", "hello"]).await.unwrap(), Reply::Simple("OK".into()));
+    // A snapshot takes files as they are on disk: Redis writes its dump first.
+    assert_eq!(resp::command_at(primary, &["SAVE"]).await.unwrap(), Reply::Simple("OK".into()));
+
+    let taken = Instant::now();
+    let (status, sv) = rest
+        .raw(Method::POST, &format!("/api/v1/environments/{orig}/snapshots"), Some(json!({"name": snap})))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{sv}");
+    eprintln!("== snapshot of {orig} in {:.1}s", taken.elapsed().as_secs_f64());
+    assert_eq!(sv["template"], format!("snapshot-{snap}"));
+    assert_eq!(sv["hosts"][0]["image"], format!("drover-snapshot/{snap}:primary-1"), "{sv:#}");
+    assert_eq!(sv["hosts"][0]["roles"], json!(["cache/primary"]));
+    // Nothing stopped: the original still answers, and changes after the snapshot stay its own.
+    assert_eq!(resp::command_at(primary, &["SET", "greeting", "changed"]).await.unwrap(), Reply::Simple("OK".into()));
+    let (status, dup) = rest
+        .raw(Method::POST, &format!("/api/v1/environments/{orig}/snapshots"), Some(json!({"name": snap})))
+        .await
+        .unwrap();
+    assert_eq!(status, 409, "{dup}");
+    let list: Value = rest.get("/api/v1/snapshots").await.unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list:#}");
+
+    let v = rest.ok(Method::POST, "/environments", Some(up(&copy, json!({"from_snapshot": snap})))).await;
+    assert_eq!(v["template"], format!("snapshot-{snap}"));
+    let cmd = wait_command(&rest, v["command_id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(cmd["state"], "succeeded", "{cmd:#}");
+    let restore = cmd["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["description"].as_str().unwrap_or_default().starts_with("put the snapshot's role data back"));
+    let restore = restore.unwrap_or_else(|| panic!("no restore step: {cmd:#}"));
+    assert_eq!(restore["message"], "role data of 1 roles put back", "{restore}");
+    let env: Value = rest.get(&format!("/api/v1/environments/{copy}")).await.unwrap();
+    let restored = primary_of(&env);
+    assert_ne!(restored, primary);
+    let got = resp::command_at(restored, &["GET", "greeting"]).await.unwrap();
+    assert_eq!(got.text().as_deref(), Some("hello"), "the data as it was at the snapshot");
+
+    for name in [&orig, &copy] {
+        rest.ok(Method::DELETE, &format!("/environments/{name}"), None).await;
+    }
+    let (status, _) = rest.raw(Method::DELETE, &format!("/api/v1/snapshots/{snap}"), None).await.unwrap();
+    assert_eq!(status, 204);
+    let images = docker(["images", "-q", &format!("drover-snapshot/{snap}")]).unwrap();
+    assert_eq!(images.trim(), "", "the snapshot's images are gone");
+    let (status, _) = rest.raw(Method::GET, &format!("/api/v1/templates/snapshot-{snap}"), None).await.unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(containers_named(&s.names[..20.min(s.names.len())]), Vec::<String>::new());
 }

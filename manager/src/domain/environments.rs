@@ -12,16 +12,17 @@ use std::time::{Duration, Instant};
 
 use drover_api::commands::CommandState;
 use drover_api::environments::{
-    CreateEnvironment, Endpoint, EnvironmentDetail, EnvironmentState, EnvironmentView, Teardown,
+    CreateEnvironment, CreateSnapshot, Endpoint, EnvironmentDetail, EnvironmentState, EnvironmentView,
+    SnapshotHostView, SnapshotView, Teardown,
 };
-use drover_api::templates::{HostGroupHosts, Instantiate, ProviderKind};
+use drover_api::templates::{HostGroup, HostGroupHosts, HostGroupRole, Instantiate, ProviderKind};
 
 use super::templates::{self, instantiate};
 use super::{Actor, DomainError, Permission, Result, Scope, clusters, roles, services, validate_name};
 use crate::AppState;
 use crate::model::{now_millis, rfc3339};
 use crate::providers::{self, ProviderError};
-use crate::store::{EnvironmentRec, NewEvent};
+use crate::store::{EnvironmentRec, NewEvent, SnapshotHost, SnapshotRec, SnapshotRole};
 
 /// The shortest and longest lifetime an environment may be given.
 const MIN_TTL: Duration = Duration::from_secs(60);
@@ -67,7 +68,16 @@ pub async fn create(state: &Arc<AppState>, actor: &Actor, req: CreateEnvironment
     }
     let ttl_text = req.ttl.clone().unwrap_or_else(|| state.config.env_default_ttl.clone());
     let ttl = parse_ttl(&ttl_text).map_err(DomainError::Invalid)?;
-    let template = templates::get(state, actor, &req.template, req.version).await?;
+    let snapshot = match (&req.from_snapshot, req.template.is_empty()) {
+        (Some(_), false) => {
+            return Err(DomainError::Invalid("give template or from_snapshot, not both".into()));
+        }
+        (None, true) => return Err(DomainError::Invalid("give template (or from_snapshot)".into())),
+        (Some(snap), true) => Some(load_snapshot(state, snap).await?),
+        (None, false) => None,
+    };
+    let template_name = snapshot.as_ref().map_or_else(|| req.template.clone(), |s| snapshot_template(&s.name));
+    let template = templates::get(state, actor, &template_name, req.version).await?;
     let doc = &template.document;
     for g in req.host_groups.keys() {
         if !doc.host_groups.iter().any(|hg| &hg.name == g) {
@@ -78,17 +88,35 @@ pub async fn create(state: &Arc<AppState>, actor: &Actor, req: CreateEnvironment
         }
     }
     let mut host_groups = BTreeMap::new();
+    let mut restore = instantiate::Restore::new();
     let mut wanted: u32 = 0;
     for hg in &doc.host_groups {
         let ask = req.host_groups.get(&hg.name).cloned().unwrap_or_default();
-        let count = ask.count.unwrap_or(hg.cardinality);
+        let mut count = ask.count.unwrap_or(hg.cardinality);
+        let mut image = ask.image.clone().or_else(|| req.image.clone());
+        if let Some(snap) = &snapshot {
+            // One container per group, from its own image, with its data.
+            let host = snap.hosts.iter().find(|h| h.group == hg.name).ok_or_else(|| {
+                DomainError::Internal(format!("snapshot {} has no container for host group {}", snap.name, hg.name))
+            })?;
+            if ask.count.is_some_and(|c| c != 1) || ask.image.is_some() {
+                return Err(DomainError::Invalid(format!(
+                    "host_groups.{}: a snapshot's host group is one container from its image; give only cpus or memory",
+                    hg.name
+                )));
+            }
+            count = 1;
+            image = Some(host.image.clone());
+            let roles = host.roles.iter().map(|r| (r.service.clone(), r.role_type.clone(), r.role_id.clone()));
+            restore.insert(hg.name.clone(), roles.collect());
+        }
         wanted = wanted.saturating_add(count);
         host_groups.insert(
             hg.name.clone(),
             HostGroupHosts::Provider {
                 provider: ProviderKind::Docker,
                 count: Some(count),
-                image: ask.image.or_else(|| req.image.clone()),
+                image,
                 network: req.network.clone(),
                 cpus: ask.cpus,
                 memory: ask.memory,
@@ -147,7 +175,7 @@ pub async fn create(state: &Arc<AppState>, actor: &Actor, req: CreateEnvironment
     if existing.is_none() {
         state.store.insert_environment(&rec).await?;
     }
-    let started = instantiate::instantiate(
+    let started = instantiate::instantiate_restoring(
         state,
         actor,
         &template.name,
@@ -157,6 +185,7 @@ pub async fn create(state: &Arc<AppState>, actor: &Actor, req: CreateEnvironment
             variables: req.variables.clone(),
             host_groups,
         },
+        restore,
     )
     .await;
     let cmd = match started {
@@ -362,6 +391,189 @@ async fn teardown(state: &AppState, actor: &Actor, env: &EnvironmentRec) -> Resu
         hosts,
         seconds: began.elapsed().as_secs_f64(),
     })
+}
+
+// ---------- snapshots ----------
+
+/// The stored template a snapshot comes back from.
+fn snapshot_template(snapshot: &str) -> String {
+    format!("snapshot-{snapshot}")
+}
+
+/// Docker image names allow no more than this: lowercase, digits, `.-_/`.
+fn snapshot_repo(snapshot: &str) -> String {
+    format!("drover-snapshot/{snapshot}")
+}
+
+async fn load_snapshot(state: &AppState, name: &str) -> Result<SnapshotRec> {
+    state.store.snapshot(name).await?.ok_or_else(|| DomainError::NotFound(format!("snapshot {name} not found")))
+}
+
+fn snapshot_view(s: SnapshotRec, warnings: Vec<String>) -> SnapshotView {
+    SnapshotView {
+        template: snapshot_template(&s.name),
+        name: s.name,
+        environment: s.environment,
+        hosts: s
+            .hosts
+            .into_iter()
+            .map(|h| SnapshotHostView {
+                group: h.group,
+                image: h.image,
+                roles: h.roles.into_iter().map(|r| format!("{}/{}", r.service, r.role_type)).collect(),
+            })
+            .collect(),
+        created_at: rfc3339(s.created_at),
+        created_by: s.created_by,
+        warnings,
+    }
+}
+
+/// Snapshots an environment without stopping anything: its configuration
+/// as the stored template `snapshot-NAME` (services and values as now, a
+/// host group per container with the roles it runs), and each container
+/// committed to an image with its roles' data. All or nothing: on a failure
+/// the images made are removed and nothing is recorded.
+pub async fn snapshot(state: &AppState, actor: &Actor, env: &str, req: CreateSnapshot) -> Result<SnapshotView> {
+    providers::Actor::authorize(actor)?;
+    validate_name("snapshot", &req.name)?;
+    let rec = load(state, env).await?;
+    if rec.owner != actor.username {
+        actor.require(Permission::ClustersWrite, Scope::Global)?;
+    }
+    if state.store.snapshot(&req.name).await?.is_some() {
+        return Err(DomainError::Conflict(format!("snapshot {} exists; delete it or choose another name", req.name)));
+    }
+    let export = templates::export(state, actor, env).await?;
+    let containers = providers::cluster_hosts(state, env, None).await.map_err(provider_error)?;
+    let views = providers::describe(state, containers.clone()).await.map_err(provider_error)?;
+    let mut roles = Vec::new();
+    for svc in state.store.list_services(env).await? {
+        roles.extend(state.store.roles_of_service(env, &svc.name).await?);
+    }
+    let mut hosts = Vec::new();
+    let mut groups = Vec::new();
+    let mut index: BTreeMap<String, usize> = BTreeMap::new();
+    for (c, v) in containers.iter().zip(&views) {
+        let host = v.host_id.clone().ok_or_else(|| {
+            DomainError::Conflict(format!(
+                "container {} has not enrolled yet; snapshot once the environment is ready",
+                c.name
+            ))
+        })?;
+        let label = c.labels.get(providers::HOST_LABEL_GROUP).cloned().unwrap_or_else(|| "host".into());
+        let n = index.entry(label.clone()).and_modify(|n| *n += 1).or_insert(1);
+        let group = format!("{label}-{n}");
+        let on: Vec<&crate::store::RoleRec> = roles.iter().filter(|r| r.host_id == host).collect();
+        groups.push(HostGroup {
+            name: group.clone(),
+            cardinality: 1,
+            selector: None,
+            roles: on
+                .iter()
+                .map(|r| HostGroupRole {
+                    service: r.service.clone(),
+                    role_type: r.role_type.clone(),
+                    group: (r.group != services::default_group(&r.role_type)).then(|| r.group.clone()),
+                })
+                .collect(),
+        });
+        hosts.push((
+            c.clone(),
+            group,
+            on.into_iter()
+                .map(|r| SnapshotRole {
+                    service: r.service.clone(),
+                    role_type: r.role_type.clone(),
+                    role_id: r.id.clone(),
+                })
+                .collect::<Vec<_>>(),
+        ));
+    }
+    let mut doc = export.template;
+    doc.name = snapshot_template(&req.name);
+    doc.description = format!("snapshot {} of environment {env}", req.name);
+    doc.host_groups = groups;
+    let repo = snapshot_repo(&req.name);
+    let mut made: Vec<SnapshotHost> = Vec::new();
+    for (c, group, roles) in hosts {
+        match providers::snapshot_container(state, &c, &repo, &group).await {
+            Ok(image) => made.push(SnapshotHost { group, image, roles }),
+            Err(e) => {
+                for h in &made {
+                    let _ = providers::remove_image(state, &h.image).await;
+                }
+                return Err(provider_error(e));
+            }
+        }
+    }
+    let stored = match templates::upload(state, actor, doc).await {
+        Ok(t) => t,
+        Err(e) => {
+            for h in &made {
+                let _ = providers::remove_image(state, &h.image).await;
+            }
+            return Err(e);
+        }
+    };
+    let snap = SnapshotRec {
+        name: req.name.clone(),
+        environment: env.to_owned(),
+        hosts: made,
+        created_at: now_millis(),
+        created_by: actor.username.clone(),
+    };
+    state.store.insert_snapshot(&snap).await?;
+    let granted = actor.require(Permission::FleetEnroll, Scope::Global)?;
+    state
+        .audit(granted.audit(
+            "environment.snapshot",
+            "snapshot",
+            &snap.name,
+            format!(
+                "snapshot of environment {env}: {} containers committed to {repo}, template {} version {}",
+                snap.hosts.len(),
+                stored.name,
+                stored.version
+            ),
+        ))
+        .await;
+    Ok(snapshot_view(snap, export.warnings))
+}
+
+/// Every snapshot.
+pub async fn snapshots(state: &AppState, actor: &Actor) -> Result<Vec<SnapshotView>> {
+    actor.require(Permission::Read, Scope::Any)?;
+    Ok(state.store.snapshots().await?.into_iter().map(|s| snapshot_view(s, Vec::new())).collect())
+}
+
+pub async fn get_snapshot(state: &AppState, actor: &Actor, name: &str) -> Result<SnapshotView> {
+    actor.require(Permission::Read, Scope::Any)?;
+    Ok(snapshot_view(load_snapshot(state, name).await?, Vec::new()))
+}
+
+/// Deletes a snapshot: its images and its template.
+pub async fn delete_snapshot(state: &AppState, actor: &Actor, name: &str) -> Result<()> {
+    providers::Actor::authorize(actor)?;
+    let snap = load_snapshot(state, name).await?;
+    for h in &snap.hosts {
+        providers::remove_image(state, &h.image).await.map_err(provider_error)?;
+    }
+    match templates::delete(state, actor, &snapshot_template(name), None).await {
+        Ok(()) | Err(DomainError::NotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    state.store.delete_snapshot(name).await?;
+    let granted = actor.require(Permission::FleetEnroll, Scope::Global)?;
+    state
+        .audit(granted.audit(
+            "environment.snapshot.delete",
+            "snapshot",
+            name,
+            format!("deleted snapshot of environment {} and its {} images", snap.environment, snap.hosts.len()),
+        ))
+        .await;
+    Ok(())
 }
 
 /// Tears down every expired environment, with an event for each; runs on the

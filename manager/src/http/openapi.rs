@@ -134,6 +134,10 @@ use super::api;
         super::environments::list,
         super::environments::show,
         super::environments::delete,
+        super::environments::create_snapshot,
+        super::environments::list_snapshots,
+        super::environments::show_snapshot,
+        super::environments::delete_snapshot,
     ),
     modifiers(&Security, &ExtractorErrors)
 )]

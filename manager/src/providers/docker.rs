@@ -268,6 +268,65 @@ impl DockerClient {
     }
 }
 
+impl DockerClient {
+    /// Runs `cmd` in a running container (`docker exec`, detached) and waits
+    /// at most `within` for it to end; an exit status other than 0 is an
+    /// error naming the command.
+    pub async fn exec(&self, id: &str, cmd: &[&str], within: Duration) -> Result<()> {
+        let body = json!({"Cmd": cmd, "AttachStdout": false, "AttachStderr": false});
+        let v = self.json(Method::POST, &format!("/containers/{id}/exec"), Some(body)).await?;
+        let exec = v["Id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| DockerError::Protocol { what: format!("exec in {id}"), message: format!("no Id in {v}") })?;
+        self.ok(Method::POST, &format!("/exec/{exec}/start"), Some(json!({"Detach": true}))).await?;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let v = self.json(Method::GET, &format!("/exec/{exec}/json"), None).await?;
+            if v["Running"].as_bool() == Some(false) {
+                return match v["ExitCode"].as_i64() {
+                    Some(0) => Ok(()),
+                    code => Err(DockerError::Api {
+                        status: 500,
+                        message: format!(
+                            "{} exited with {}",
+                            cmd.join(" "),
+                            code.map_or("?".into(), |c| c.to_string())
+                        ),
+                    }),
+                };
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(DockerError::Protocol {
+                    what: format!("exec in {id}"),
+                    message: format!("{} still runs after {}s", cmd.join(" "), within.as_secs()),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Commits a container's filesystem (not its volumes) to the image
+    /// `repo:tag` without pausing it (`docker commit --pause=false`); returns
+    /// the image id.
+    pub async fn commit(&self, id: &str, repo: &str, tag: &str) -> Result<String> {
+        let path = format!("/commit?container={id}&repo={repo}&tag={tag}&pause=false");
+        let v = self.json(Method::POST, &path, None).await?;
+        v["Id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| DockerError::Protocol { what: format!("commit {id}"), message: format!("no Id in {v}") })
+    }
+
+    /// Removes an image; one already gone is not an error.
+    pub async fn remove_image(&self, image: &str) -> Result<()> {
+        match self.ok(Method::DELETE, &format!("/images/{image}"), None).await {
+            Err(e) if !e.is_not_found() => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Parses a memory limit: bytes, or a number with `k`, `m`, `g` or `t`
 /// (powers of 1024, as `docker run --memory`), optionally followed by `b`.
 pub fn parse_memory(s: &str) -> std::result::Result<u64, String> {

@@ -543,3 +543,60 @@ async fn remove(
     }
     Ok(views)
 }
+
+/// Where a snapshot keeps the roles' data inside the container's own
+/// filesystem: the agent's data dir is a volume, which `docker commit` does
+/// not take.
+pub const SNAPSHOT_DIR: &str = "/var/lib/drover-snapshot";
+/// Longest a copy inside a container may take.
+const COPY_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Commits one of this manager's containers to the image `repo:tag` with its
+/// roles' data (copied from the agent's volume into [`SNAPSHOT_DIR`] first,
+/// removed again after), stopping nothing. Returns the image reference.
+pub async fn snapshot_container(
+    state: &AppState,
+    rec: &ProviderHostRec,
+    repo: &str,
+    tag: &str,
+) -> Result<String, ProviderError> {
+    let docker = client(state);
+    let what = |e: DockerError, step: &str| prefix(engine_error(e), &format!("{step} container {}", rec.name));
+    let copy = format!(
+        "rm -rf {SNAPSHOT_DIR} && mkdir -p {SNAPSHOT_DIR}/roles && \
+         if [ -d {AGENT_DATA_DIR}/roles ]; then cp -a {AGENT_DATA_DIR}/roles/. {SNAPSHOT_DIR}/roles/; fi"
+    );
+    docker.exec(&rec.id, &["sh", "-c", &copy], COPY_TIMEOUT).await.map_err(|e| what(e, "copy role data in"))?;
+    let committed = docker.commit(&rec.id, repo, tag).await.map_err(|e| what(e, "commit"));
+    let _ = docker.exec(&rec.id, &["rm", "-rf", SNAPSHOT_DIR], COPY_TIMEOUT).await;
+    committed?;
+    Ok(format!("{repo}:{tag}"))
+}
+
+/// Puts the data a snapshot image holds for role `old` (under
+/// [`SNAPSHOT_DIR`]) into the directory of role `new` in the container,
+/// keeping files already there (the configuration the agent rendered).
+pub async fn restore_role_data(
+    state: &AppState,
+    rec: &ProviderHostRec,
+    moves: &[(String, String)],
+) -> Result<(), ProviderError> {
+    let docker = client(state);
+    for (old, new) in moves {
+        // Role ids are UUIDs the manager made; nothing else goes into a path.
+        for id in [old, new] {
+            uuid::Uuid::parse_str(id).map_err(|_| ProviderError::Invalid(format!("role id {id:?} is not a UUID")))?;
+        }
+        let from = format!("{SNAPSHOT_DIR}/roles/{old}/.");
+        let to = format!("{AGENT_DATA_DIR}/roles/{new}/");
+        let what = |e: DockerError| prefix(engine_error(e), &format!("restore role data in container {}", rec.name));
+        docker.exec(&rec.id, &["mkdir", "-p", &to], COPY_TIMEOUT).await.map_err(what)?;
+        docker.exec(&rec.id, &["cp", "-a", "-n", &from, &to], COPY_TIMEOUT).await.map_err(what)?;
+    }
+    Ok(())
+}
+
+/// Removes a snapshot's image; one already gone is not an error.
+pub async fn remove_image(state: &AppState, image: &str) -> Result<(), ProviderError> {
+    client(state).remove_image(image).await.map_err(|e| prefix(engine_error(e), &format!("remove image {image}")))
+}

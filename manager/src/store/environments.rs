@@ -124,3 +124,79 @@ impl Store {
         Ok(true)
     }
 }
+
+/// A snapshot: per container, its host group in the snapshot's template, the
+/// image it was committed to and the roles whose data the image holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRec {
+    pub name: String,
+    pub environment: String,
+    pub hosts: Vec<SnapshotHost>,
+    pub created_at: UnixMillis,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotHost {
+    pub group: String,
+    pub image: String,
+    pub roles: Vec<SnapshotRole>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotRole {
+    pub service: String,
+    pub role_type: String,
+    pub role_id: String,
+}
+
+fn snapshot_from_row(row: &AnyRow) -> Result<SnapshotRec> {
+    Ok(SnapshotRec {
+        name: get(row, "name")?,
+        environment: get(row, "environment")?,
+        hosts: super::get_json(row, "hosts")?,
+        created_at: get(row, "created_at")?,
+        created_by: get(row, "created_by")?,
+    })
+}
+
+impl Store {
+    /// Records a snapshot; `Conflict` when the name is taken.
+    pub async fn insert_snapshot(&self, s: &SnapshotRec) -> Result<()> {
+        let done = sqlx::query(
+            "INSERT INTO environment_snapshots (name, environment, hosts, created_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&s.name)
+        .bind(&s.environment)
+        .bind(super::to_json(&s.hosts))
+        .bind(s.created_at)
+        .bind(&s.created_by)
+        .execute(&self.pool)
+        .await;
+        match done {
+            Ok(_) => Ok(()),
+            Err(err) if is_unique_violation(&err) => Err(StoreError::Conflict(format!("snapshot {}", s.name))),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    pub async fn snapshots(&self) -> Result<Vec<SnapshotRec>> {
+        let rows = sqlx::query("SELECT * FROM environment_snapshots ORDER BY name").fetch_all(&self.pool).await?;
+        rows.iter().map(snapshot_from_row).collect()
+    }
+
+    pub async fn snapshot(&self, name: &str) -> Result<Option<SnapshotRec>> {
+        let row = sqlx::query("SELECT * FROM environment_snapshots WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(snapshot_from_row).transpose()
+    }
+
+    pub async fn delete_snapshot(&self, name: &str) -> Result<bool> {
+        let done =
+            sqlx::query("DELETE FROM environment_snapshots WHERE name = $1").bind(name).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+}

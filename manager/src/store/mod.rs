@@ -37,7 +37,7 @@ use sqlx::{AnyPool, Row};
 
 pub use alerts::{AlertHistoryFilter, AlertHistoryRec, AlertRuleRec, MaintenanceRec, SilenceRec};
 pub use diagnostics::{DiagnosticsRec, RedactionRulesRec};
-pub use environments::EnvironmentRec;
+pub use environments::{EnvironmentRec, SnapshotHost, SnapshotRec, SnapshotRole};
 pub use hosts::{EnrollError, HeartbeatRow, HostFilter, HostPage, HostSort, NewHost};
 pub use metrics::{GroupStep, PointRec, PointTable, SeriesRec};
 pub use notifications::NotificationConfigRec;

@@ -103,10 +103,29 @@ struct Plan {
     /// Host groups whose containers the Docker provider makes, with what
     /// each asks for (`count` containers in all).
     provided: BTreeMap<String, CreateHosts>,
+    /// Role data to put back before the roles start (a snapshot's).
+    restore: Restore,
 }
+
+/// Per provided host group (one container each, from a snapshot's image):
+/// `(service, role type, role id)` of each role whose data the image holds
+/// under that id.
+pub type Restore = BTreeMap<String, Vec<(String, String, String)>>;
 
 /// Checks an instantiation completely and starts its command.
 pub async fn instantiate(state: &Arc<AppState>, actor: &Actor, name: &str, req: Instantiate) -> Result<CommandView> {
+    instantiate_restoring(state, actor, name, req, Restore::new()).await
+}
+
+/// [`instantiate`], putting a snapshot's role data back into the roles of
+/// the provided host groups of `restore` before they start.
+pub async fn instantiate_restoring(
+    state: &Arc<AppState>,
+    actor: &Actor,
+    name: &str,
+    req: Instantiate,
+    restore: Restore,
+) -> Result<CommandView> {
     let cluster = req.cluster.clone();
     // Hosts come from the fleet: adding them to a cluster needs hosts.write
     // globally, the widest of the permissions an instantiation needs.
@@ -134,7 +153,11 @@ pub async fn instantiate(state: &Arc<AppState>, actor: &Actor, name: &str, req: 
             running.id
         )));
     }
-    let plan = check(state, template, &cluster, exists, &req).await?;
+    let mut plan = check(state, template, &cluster, exists, &req).await?;
+    if let Some(g) = restore.keys().find(|g| !plan.provided.contains_key(*g)) {
+        return Err(DomainError::Invalid(format!("host group {g} has role data to restore but no new containers")));
+    }
+    plan.restore = restore;
     start(state, actor, granted, plan).await
 }
 
@@ -190,7 +213,16 @@ async fn check(
     }
     let hostnames =
         state.store.host_addresses(&all_hosts).await?.into_iter().map(|(id, (hostname, _))| (id, hostname)).collect();
-    Ok(Plan { template, concrete, cluster: cluster.to_owned(), hosts, all_hosts, hostnames, provided })
+    Ok(Plan {
+        template,
+        concrete,
+        cluster: cluster.to_owned(),
+        hosts,
+        all_hosts,
+        hostnames,
+        provided,
+        restore: Restore::new(),
+    })
 }
 
 /// What each host group the Docker provider makes asks for, checked: the
@@ -488,6 +520,8 @@ enum Stage {
     Service(usize),
     Config(usize),
     Roles(usize),
+    /// The snapshot's role data into the new roles' directories.
+    Restore,
     Start(usize),
 }
 
@@ -593,6 +627,12 @@ async fn start(
             Vec::new(),
         );
         stages.push((seq, Stage::Roles(i)));
+    }
+    if !plan.restore.is_empty() {
+        let groups: Vec<&str> = plan.restore.keys().map(String::as_str).collect();
+        let description = format!("put the snapshot's role data back on host groups {}", groups.join(", "));
+        let seq = step(&mut steps, description, Vec::new());
+        stages.push((seq, Stage::Restore));
     }
     for &i in &order {
         let seq = step(&mut steps, format!("start service {}", t.services[i].name), Vec::new());
@@ -859,6 +899,34 @@ async fn run(
         }
         Stage::Parcel { .. } => Err("a parcel phase runs on its host steps".into()),
         Stage::Provision { .. } => Err("containers are made by the command's runner".into()),
+        Stage::Restore => {
+            let mut moved = 0;
+            for (group, roles) in &plan.restore {
+                let host = plan
+                    .hosts
+                    .get(group)
+                    .and_then(|h| h.first())
+                    .ok_or_else(|| format!("host group {group} has no host"))?;
+                let recs = providers::cluster_hosts(state, cluster, Some(group)).await.map_err(|e| e.to_string())?;
+                let views = providers::describe(state, recs.clone()).await.map_err(|e| e.to_string())?;
+                let rec = recs
+                    .iter()
+                    .zip(&views)
+                    .find(|(_, v)| v.host_id.as_ref() == Some(host))
+                    .map(|(r, _)| r)
+                    .ok_or_else(|| format!("no container of host group {group} is host {host}"))?;
+                let mut moves = Vec::new();
+                for (service, role_type, old) in roles {
+                    let now = state.store.roles_of_service(cluster, service).await.map_err(|e| e.to_string())?;
+                    if let Some(r) = now.iter().find(|r| &r.host_id == host && &r.role_type == role_type) {
+                        moves.push((old.clone(), r.id.clone()));
+                    }
+                }
+                providers::restore_role_data(state, rec, &moves).await.map_err(|e| format!("{group}: {e}"))?;
+                moved += moves.len();
+            }
+            Ok(format!("role data of {moved} roles put back"))
+        }
     }
 }
 

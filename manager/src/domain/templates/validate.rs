@@ -685,6 +685,6 @@ host_groups:
             names.push(t.name);
         }
         names.sort();
-        assert_eq!(names, ["nginx-web-tier", "redis-replicated", "stack", "zookeeper-ensemble"]);
+        assert_eq!(names, ["nginx-web-tier", "redis-replicated", "stack", "zk-redis", "zookeeper-ensemble"]);
     }
 }

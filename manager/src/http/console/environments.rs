@@ -67,6 +67,7 @@ impl UpForm {
         Ok(CreateEnvironment {
             name: self.name.trim().to_owned(),
             template: self.template.trim().to_owned(),
+            from_snapshot: None,
             version: None,
             variables,
             owner: opt(&self.owner),
