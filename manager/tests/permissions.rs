@@ -484,6 +484,19 @@ fn table() -> Vec<Row> {
             Global(FleetEnroll),
             NotDenied,
         ),
+        with(
+            row(
+                post.clone(),
+                "/api/v1/environments/{name}/snapshots",
+                "/api/v1/environments/absent/snapshots",
+                Global(FleetEnroll),
+                NotDenied,
+            ),
+            json!({"name": "snap"}),
+        ),
+        row(get.clone(), "/api/v1/snapshots", "/api/v1/snapshots", Anywhere(Read), Ok),
+        row(get.clone(), "/api/v1/snapshots/{name}", "/api/v1/snapshots/absent", Anywhere(Read), NotDenied),
+        row(delete.clone(), "/api/v1/snapshots/{name}", "/api/v1/snapshots/absent", Global(FleetEnroll), NotDenied),
     ]
 }
 
