@@ -617,10 +617,10 @@ async fn start(
             .iter()
             .filter(|hg| hg.roles.iter().any(|r| r.service == s.name))
             .map(|hg| {
-                let n = plan.provided.get(&hg.name).map_or_else(
-                    || plan.hosts.get(&hg.name).map_or(0, Vec::len),
-                    |p| p.count as usize,
-                );
+                let n = plan
+                    .provided
+                    .get(&hg.name)
+                    .map_or_else(|| plan.hosts.get(&hg.name).map_or(0, Vec::len), |p| p.count as usize);
                 format!("{} ({n} host{})", hg.name, if n == 1 { "" } else { "s" })
             })
             .collect();
