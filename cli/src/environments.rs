@@ -210,14 +210,14 @@ pub async fn env(ctx: &Context, command: EnvCommand) -> anyhow::Result<String> {
             let value = ctx.client.call(Method::DELETE, &["environments", &args.name], NO_QUERY, NO_BODY).await?;
             let value = value.ok_or_else(|| anyhow!("the manager answered the teardown with no body"))?;
             present(ctx, value, |t: &Teardown| {
+                let n = |k: usize, what: &str| format!("{k} {what}{}", if k == 1 { "" } else { "s" });
                 format!(
-                    "took environment {} down in {:.1}s: {} services, {} containers with their volumes, {} hosts \
-                     removed\n",
+                    "took environment {} down in {:.1}s: {}, {} with their volumes, {} removed\n",
                     t.name,
                     t.seconds,
-                    t.services.len(),
-                    t.containers.len(),
-                    t.hosts.len()
+                    n(t.services.len(), "service"),
+                    n(t.containers.len(), "container"),
+                    n(t.hosts.len(), "host")
                 )
             })
         }

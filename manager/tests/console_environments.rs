@@ -36,6 +36,7 @@ async fn the_form_shows_refusals_and_keeps_what_was_typed() {
     t.ok(Method::POST, "/templates", Some(serde_json::from_str(SOLO).unwrap())).await;
     let page = c.get("/environments").await;
     assert!(page.html.contains("<option value=\"solo\">solo (v1)</option>"), "{}", page.html);
+    assert!(page.html.contains("id=\"no-snapshots\""), "{}", page.html);
     shot("environments", &page.html);
 
     let form = [("name", "dev"), ("template", "solo"), ("ttl", "2h"), ("variables", "oops")];
@@ -68,7 +69,34 @@ async fn the_form_shows_refusals_and_keeps_what_was_typed() {
     let page = c.get("/environments").await;
     assert!(page.html.contains("data-environment=\"alice-dev\""), "{}", page.html);
     assert!(page.html.contains("env-creating"), "{}", page.html);
+    // A snapshot of an environment not yet made is refused with why, nothing recorded.
+    let page = c.post("/environments/alice-dev/snapshot", &[("snapshot", "before")]).await;
+    assert_eq!(page.location.as_deref(), Some("/environments"));
+    assert!(page.flash.as_deref().unwrap_or_default().contains("has no cluster yet"), "{page:?}");
+    assert_eq!(t.ok(Method::GET, "/snapshots", None).await, json!({"items": []}));
+    // A snapshot is listed; deleting it is confirmed first and needs the engine.
+    let snap = drover_manager::store::SnapshotRec {
+        name: "before".into(),
+        environment: "alice-dev".into(),
+        hosts: vec![drover_manager::store::SnapshotHost {
+            group: "primary-1".into(),
+            image: "drover-snapshot/before:primary-1".into(),
+            roles: Vec::new(),
+        }],
+        created_at: now,
+        created_by: "admin".into(),
+    };
+    t.handle.state.store.insert_snapshot(&snap).await.unwrap();
+    let page = c.get("/environments").await;
+    assert!(page.html.contains("data-snapshot=\"before\""), "{}", page.html);
+    assert!(page.html.contains("<option value=\"snapshot:before\">"), "{}", page.html);
     shot("environments_list", &page.html);
+    let page = c.post("/snapshots/before/delete", &[]).await;
+    assert!(page.html.contains("Delete snapshot before of environment alice-dev"), "{}", page.html);
+    let page = c.post("/snapshots/before/delete", &[("confirmed", "yes")]).await;
+    assert!(page.flash.as_deref().unwrap_or_default().contains("no-docker.sock is not reachable"), "{page:?}");
+    assert_eq!(t.ok(Method::GET, "/snapshots", None).await["items"].as_array().unwrap().len(), 1);
+
     let page = c.post("/environments/alice-dev/down", &[]).await;
     assert_eq!(page.status, 200);
     assert!(page.html.contains("Take environment alice-dev of admin down?"), "{}", page.html);

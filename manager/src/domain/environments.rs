@@ -444,6 +444,11 @@ pub async fn snapshot(state: &AppState, actor: &Actor, env: &str, req: CreateSna
     if state.store.snapshot(&req.name).await?.is_some() {
         return Err(DomainError::Conflict(format!("snapshot {} exists; delete it or choose another name", req.name)));
     }
+    if state.store.cluster(env).await?.is_none() {
+        return Err(DomainError::Conflict(format!(
+            "environment {env} has no cluster yet; snapshot it once it is ready"
+        )));
+    }
     let export = templates::export(state, actor, env).await?;
     let containers = providers::cluster_hosts(state, env, None).await.map_err(provider_error)?;
     let views = providers::describe(state, containers.clone()).await.map_err(provider_error)?;

@@ -616,7 +616,13 @@ async fn start(
             .host_groups
             .iter()
             .filter(|hg| hg.roles.iter().any(|r| r.service == s.name))
-            .map(|hg| format!("{} ({} hosts)", hg.name, plan.hosts.get(&hg.name).map_or(0, Vec::len)))
+            .map(|hg| {
+                let n = plan
+                    .provided
+                    .get(&hg.name)
+                    .map_or_else(|| plan.hosts.get(&hg.name).map_or(0, Vec::len), |p| p.count as usize);
+                format!("{} ({n} host{})", hg.name, if n == 1 { "" } else { "s" })
+            })
             .collect();
         if placed.is_empty() {
             continue;

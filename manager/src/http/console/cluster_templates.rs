@@ -227,6 +227,30 @@ impl InstantiateForm {
                 .collect();
             let selector = self.field("selector", &g.name);
             let count = self.field("count", &g.name);
+            let docker = self.field("docker", &g.name);
+            if !docker.is_empty() {
+                if !hosts.is_empty() || !selector.is_empty() || !count.is_empty() {
+                    return Err(format!(
+                        "host group {}: give hosts, a selector and count, or new containers, not several",
+                        g.name
+                    ));
+                }
+                let n = docker.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    format!("host group {}: new containers must be a whole number, at least 1, not {docker:?}", g.name)
+                })?;
+                host_groups.insert(
+                    g.name.clone(),
+                    HostGroupHosts::Provider {
+                        provider: drover_api::templates::ProviderKind::Docker,
+                        count: Some(n),
+                        image: None,
+                        network: None,
+                        cpus: None,
+                        memory: None,
+                    },
+                );
+                continue;
+            }
             if !hosts.is_empty() {
                 if !selector.is_empty() || !count.is_empty() {
                     return Err(format!("host group {}: give either hosts or a selector and count, not both", g.name));
@@ -317,6 +341,8 @@ async fn template_page(
                 "hosts_field": format!("hosts.{}", g.name),
                 "selector_field": format!("selector.{}", g.name),
                 "count_field": format!("count.{}", g.name),
+                "docker_field": format!("docker.{}", g.name),
+                "docker": form.field("docker", &g.name),
                 "hosts": form.field("hosts", &g.name),
                 "selector_value": form.field("selector", &g.name),
                 "count": form.field("count", &g.name),
@@ -522,6 +548,14 @@ mod tests {
             .request(&template())
             .unwrap_err();
         assert!(e.contains("not both"), "{e}");
+        let r = form(&[("cluster", "dev"), ("docker.replicas", "3")]).request(&template()).unwrap();
+        assert!(matches!(r.host_groups["replicas"], HostGroupHosts::Provider { count: Some(3), .. }), "{r:?}");
+        let e = form(&[("cluster", "dev"), ("docker.replicas", "3"), ("count.replicas", "2")])
+            .request(&template())
+            .unwrap_err();
+        assert!(e.contains("not several"), "{e}");
+        let e = form(&[("cluster", "dev"), ("docker.replicas", "0")]).request(&template()).unwrap_err();
+        assert!(e.contains("at least 1"), "{e}");
     }
 
     #[test]
