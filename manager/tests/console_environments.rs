@@ -9,17 +9,9 @@
 //! linked from the source tree) for screenshots.
 mod common;
 
-use common::T;
+use common::{T, shot};
 use reqwest::Method;
 use serde_json::json;
-
-fn shot(name: &str, html: &str) {
-    let Ok(dir) = std::env::var("DROVER_CONSOLE_SHOTS") else { return };
-    let css = concat!(env!("CARGO_MANIFEST_DIR"), "/../web/static/drover.css");
-    let html = html.replace("/static/drover.css", &format!("file://{css}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(format!("{dir}/{name}.html"), html).unwrap();
-}
 
 const SOLO: &str = r#"{"name": "solo", "services": [{"name": "cache", "type": "redis"}],
   "host_groups": [{"name": "primary", "cardinality": 1, "roles": [{"service": "cache", "role_type": "primary"}]}]}"#;

@@ -9,18 +9,9 @@
 //! linked from the source tree) for screenshots.
 mod common;
 
-use common::{Console, PASSWORD, T};
+use common::{Console, PASSWORD, T, shot};
 use reqwest::Method;
 use serde_json::json;
-
-/// Saves a page for screenshots when `DROVER_CONSOLE_SHOTS` names a directory.
-fn shot(name: &str, html: &str) {
-    let Ok(dir) = std::env::var("DROVER_CONSOLE_SHOTS") else { return };
-    let css = concat!(env!("CARGO_MANIFEST_DIR"), "/../web/static/drover.css");
-    let html = html.replace("/static/drover.css", &format!("file://{css}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(format!("{dir}/{name}.html"), html).unwrap();
-}
 
 /// Cluster `prod`: Redis `cache` with a primary on node-1 and a replica on node-2, a password
 /// at the service level and a role-level override on the replica; node-3 and node-4 are free.

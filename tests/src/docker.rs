@@ -196,3 +196,38 @@ impl Drop for DockerEnv {
         }
     }
 }
+
+/// Containers, volumes and images a manager made (so no [`DockerEnv`] knows
+/// them), found by name prefix and removed on drop, even when the test fails
+/// half-way (printing the containers' logs then): containers and volumes
+/// named `PREFIX*`, images `drover-snapshot/PREFIX*`.
+#[derive(Debug)]
+pub struct ManagerLeftovers {
+    pub prefix: String,
+}
+
+impl Drop for ManagerLeftovers {
+    fn drop(&mut self) {
+        let listed = |args: &[&str]| -> Vec<String> {
+            docker(args).map(|out| out.split_whitespace().map(str::to_owned).collect()).unwrap_or_default()
+        };
+        let remove = |cmd: &[&str], ids: Vec<String>| {
+            if !ids.is_empty() {
+                let mut args: Vec<&str> = cmd.to_vec();
+                args.extend(ids.iter().map(String::as_str));
+                let _ = docker(&args);
+            }
+        };
+        let names = format!("name={}", self.prefix);
+        let containers = listed(&["ps", "-aq", "--filter", &names]);
+        if std::thread::panicking() {
+            for id in &containers {
+                eprintln!("---- docker logs {id} ----\n{}", docker(["logs", id]).unwrap_or_default());
+            }
+        }
+        remove(&["rm", "-f", "-v"], containers);
+        let images = format!("reference=drover-snapshot/{}*", self.prefix);
+        remove(&["rmi", "-f"], listed(&["images", "-q", "--filter", &images]));
+        remove(&["volume", "rm", "-f"], listed(&["volume", "ls", "-q", "--filter", &names]));
+    }
+}

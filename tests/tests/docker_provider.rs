@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use drover_tests::docker::{DockerEnv, TEST_TAG, docker, ensure_images};
+use drover_tests::docker::{DockerEnv, ManagerLeftovers, TEST_TAG, docker, ensure_images};
 use drover_tests::eventually;
 use drover_tests::procs::{ManagerProc, free_port};
 use reqwest::Method;
@@ -16,46 +16,12 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// Removes the containers and volumes the manager created (named with the
-/// test's prefix), even when the test fails half-way.
-struct ProviderLeftovers {
-    prefix: String,
-}
-
-impl Drop for ProviderLeftovers {
-    fn drop(&mut self) {
-        let filter = format!("name={}", self.prefix);
-        if let Ok(ids) = docker(["ps", "-aq", "--filter", &filter]) {
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            if !ids.is_empty() {
-                if std::thread::panicking() {
-                    for id in &ids {
-                        let logs = docker(["logs", id]).unwrap_or_default();
-                        eprintln!("---- docker logs {id} ----\n{logs}");
-                    }
-                }
-                let mut args = vec!["rm", "-f", "-v"];
-                args.extend(ids);
-                let _ = docker(&args);
-            }
-        }
-        if let Ok(vols) = docker(["volume", "ls", "-q", "--filter", &filter]) {
-            let vols: Vec<&str> = vols.split_whitespace().collect();
-            if !vols.is_empty() {
-                let mut args = vec!["volume", "rm", "-f"];
-                args.extend(vols);
-                let _ = docker(&args);
-            }
-        }
-    }
-}
-
 /// A manager on a test network's gateway, and the names the test's
 /// containers get. Fields drop in order: the manager stops, the containers it
 /// made go, then the network, then the data dir.
 struct Setup {
     manager: ManagerProc,
-    _leftovers: ProviderLeftovers,
+    _leftovers: ManagerLeftovers,
     _env: DockerEnv,
     _data: tempfile::TempDir,
     network: String,
@@ -82,7 +48,7 @@ async fn setup(test: &str) -> Setup {
     manager.wait_ready().await;
     Setup {
         manager,
-        _leftovers: ProviderLeftovers { prefix: prefix.clone() },
+        _leftovers: ManagerLeftovers { prefix: prefix.clone() },
         _env: env,
         _data: data,
         network,

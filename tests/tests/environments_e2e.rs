@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use drover_tests::docker::{DockerEnv, TEST_TAG, docker, ensure_images};
+use drover_tests::docker::{DockerEnv, ManagerLeftovers, TEST_TAG, docker, ensure_images};
 use drover_tests::parcels::{build_parcel, repo_root, upload_parcel, wait_command};
 use drover_tests::procs::{ManagerProc, free_port};
 use drover_tests::resp::{self, Reply};
@@ -49,53 +49,11 @@ host_groups:
       - {service: cache, role_type: primary}
 ";
 
-/// Removes the containers and volumes whose names start with `prefix`, even
-/// when the test fails half-way (printing their logs then).
-struct Leftovers {
-    prefix: String,
-}
-
-impl Drop for Leftovers {
-    fn drop(&mut self) {
-        let filter = format!("name={}", self.prefix);
-        if let Ok(ids) = docker(["ps", "-aq", "--filter", &filter]) {
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            if !ids.is_empty() {
-                if std::thread::panicking() {
-                    for id in &ids {
-                        eprintln!("---- docker logs {id} ----\n{}", docker(["logs", id]).unwrap_or_default());
-                    }
-                }
-                let mut args = vec!["rm", "-f", "-v"];
-                args.extend(ids);
-                let _ = docker(&args);
-            }
-        }
-        let images = format!("reference=drover-snapshot/{}*", self.prefix);
-        if let Ok(ids) = docker(["images", "-q", "--filter", &images]) {
-            let ids: Vec<&str> = ids.split_whitespace().collect();
-            if !ids.is_empty() {
-                let mut args = vec!["rmi", "-f"];
-                args.extend(ids);
-                let _ = docker(&args);
-            }
-        }
-        if let Ok(vols) = docker(["volume", "ls", "-q", "--filter", &filter]) {
-            let vols: Vec<&str> = vols.split_whitespace().collect();
-            if !vols.is_empty() {
-                let mut args = vec!["volume", "rm", "-f"];
-                args.extend(vols);
-                let _ = docker(&args);
-            }
-        }
-    }
-}
-
 /// Fields drop in order: the manager stops, the containers go, then the
 /// network, then the data dir.
 struct Setup {
     manager: ManagerProc,
-    _leftovers: Leftovers,
+    _leftovers: ManagerLeftovers,
     _env: DockerEnv,
     data: tempfile::TempDir,
     network: String,
@@ -124,7 +82,7 @@ async fn setup(test: &str, extra: &[&str]) -> Setup {
     Setup {
         manager: m,
         // Containers are named CLUSTER-GROUP-xxxxxx (the cluster cut to 20).
-        _leftovers: Leftovers { prefix: names.chars().take(20).collect() },
+        _leftovers: ManagerLeftovers { prefix: names.chars().take(20).collect() },
         _env: env,
         data,
         network,

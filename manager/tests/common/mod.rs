@@ -13,6 +13,16 @@ use reqwest::Method;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
+/// Saves a console page as `DIR/NAME.html` (its stylesheet linked from the
+/// source tree) when `DROVER_CONSOLE_SHOTS=DIR`, for screenshots.
+pub fn shot(name: &str, html: &str) {
+    let Ok(dir) = std::env::var("DROVER_CONSOLE_SHOTS") else { return };
+    let css = concat!(env!("CARGO_MANIFEST_DIR"), "/../web/static/drover.css");
+    let html = html.replace("/static/drover.css", &format!("file://{css}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(format!("{dir}/{name}.html"), html).unwrap();
+}
+
 /// The `admin` password of every test manager.
 pub const PASSWORD: &str = "rest-test-admin-password";
 
