@@ -65,9 +65,6 @@ pub const DESIRED_ROLES_FILE: &str = "desired-roles.pb";
 pub const ROLES_STATE_FILE: &str = "roles-state.json";
 /// Log lines reported with a crash loop.
 const LOG_TAIL_LINES: usize = 20;
-/// How often a health check runs before its first success (at most its own
-/// interval).
-const STARTUP_PROBE: Duration = Duration::from_millis(500);
 /// Bytes read of each of a config check's stdout and stderr (the rest is discarded).
 const CHECK_READ_BYTES: u64 = 16 * 1024;
 /// Characters of a config check's output kept in the role's last error.
@@ -716,32 +713,19 @@ impl Driver {
             let dir = dir.clone();
             let journal = self.journal.clone();
             handles.push(self.tasks.spawn(async move {
-                // Until the first success the check runs every STARTUP_PROBE (a
-                // start waiting for health learns it at once, not an interval
-                // later), but a failure is reported only at the check's own
-                // cadence, so a slow starter is not counted bad sooner.
-                let fast = STARTUP_PROBE.min(hc.interval);
-                let mut seen_ok = false;
-                let mut next = Instant::now() + fast;
-                let mut report_failure_at = Instant::now() + hc.interval;
+                let mut ticker = tokio::time::interval_at(Instant::now() + hc.interval, hc.interval);
+                ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 loop {
-                    tokio::time::sleep_until(next).await;
+                    ticker.tick().await;
                     let result = health::run(&hc.probe, hc.timeout, &dir).await;
                     journal.checked(&role, check, collect::unix_ms_now(), &result);
-                    let now = Instant::now();
-                    let ok = result.is_ok();
                     if let Err(reason) = &result {
                         debug!(role = %role, check, reason = %reason, "health check failed");
                     }
-                    let report = ok || seen_ok || now >= report_failure_at;
-                    if !ok && report {
-                        report_failure_at = now + hc.interval;
-                    }
-                    seen_ok |= ok;
-                    if report && events.send(Event::HealthResult { role: role.clone(), check, ok }).is_err() {
+                    let ok = result.is_ok();
+                    if events.send(Event::HealthResult { role: role.clone(), check, ok }).is_err() {
                         return;
                     }
-                    next = now + if seen_ok { hc.interval } else { fast };
                 }
             }));
         }
