@@ -58,6 +58,16 @@ for i in $(seq 1 "$RUNS"); do
   t1=$(now)
   until all_healthy "$name" zk && all_healthy "$name" cache; do sleep 0.2; done
   t2=$(now)
+  # Where the time went: the instantiation's slowest steps.
+  cmd=$(curl -fsS -u admin:bench-password "http://$HTTP/api/v1/environments/$name" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["command_id"])')
+  curl -fsS -u admin:bench-password "http://$HTTP/api/v1/commands/$cmd" | python3 -c '
+import json, sys
+from datetime import datetime
+t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+steps = [(t(s["finished_at"]) - t(s["started_at"]), s["description"]) for s in json.load(sys.stdin)["steps"]
+         if s.get("started_at") and s.get("finished_at")]
+print("  slowest steps: " + "; ".join(f"{d:.1f} s {desc[:60]}" for d, desc in sorted(steps, reverse=True)[:4]))'
   "$BIN/drover" env down "$name" >&2
   t3=$(now)
   left=$(docker ps -aq --filter "name=$name-" | wc -l)
