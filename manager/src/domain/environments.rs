@@ -214,7 +214,8 @@ pub async fn create(state: &Arc<AppState>, actor: &Actor, req: CreateEnvironment
     detail(state, actor, &req.name).await
 }
 
-async fn view(state: &AppState, env: EnvironmentRec) -> Result<EnvironmentView> {
+/// `hosts`: how many containers it has (the caller has the provider's records).
+async fn view(state: &AppState, env: EnvironmentRec, hosts: u32) -> Result<EnvironmentView> {
     let command_state = match state.store.command(&env.command_id).await? {
         Some((c, _)) => CommandState::parse(&c.state),
         None => CommandState::Running,
@@ -224,7 +225,6 @@ async fn view(state: &AppState, env: EnvironmentRec) -> Result<EnvironmentView> 
         CommandState::Succeeded => EnvironmentState::Ready,
         CommandState::Failed | CommandState::Aborted => EnvironmentState::Failed,
     };
-    let hosts = providers::cluster_hosts(state, &env.name, None).await.map_err(provider_error)?.len() as u32;
     let health = state.alerts.health().clusters.get(&env.name).map(|h| super::health::status(h.status));
     Ok(EnvironmentView {
         cluster: env.name.clone(),
@@ -247,10 +247,15 @@ async fn view(state: &AppState, env: EnvironmentRec) -> Result<EnvironmentView> 
 pub async fn list(state: &AppState, actor: &Actor) -> Result<Vec<EnvironmentView>> {
     actor.require(Permission::Read, Scope::Any)?;
     let visible = actor.visible();
+    // One read of the provider's records for the whole list.
+    let containers = state.store.provider_hosts(providers::DOCKER).await?;
     let mut out = Vec::new();
     for env in state.store.environments().await? {
         if visible.contains(&env.name) {
-            out.push(view(state, env).await?);
+            let hosts =
+                containers.iter().filter(|r| r.labels.get(providers::HOST_LABEL_CLUSTER) == Some(&env.name)).count()
+                    as u32;
+            out.push(view(state, env, hosts).await?);
         }
     }
     Ok(out)
@@ -266,7 +271,7 @@ pub async fn detail(state: &AppState, actor: &Actor, name: &str) -> Result<Envir
     let env = load(state, name).await?;
     let recs = providers::cluster_hosts(state, name, None).await.map_err(provider_error)?;
     let containers = providers::describe(state, recs).await.map_err(provider_error)?;
-    let environment = view(state, env).await?;
+    let environment = view(state, env, containers.len() as u32).await?;
     let endpoints = endpoints(state, name).await?;
     Ok(EnvironmentDetail { environment, containers, endpoints })
 }

@@ -922,8 +922,14 @@ async fn run(
                     .map(|(r, _)| r)
                     .ok_or_else(|| format!("no container of host group {group} is host {host}"))?;
                 let mut moves = Vec::new();
+                // Roles of each service read once, not once per role.
+                let mut by_service: BTreeMap<&str, Vec<crate::store::RoleRec>> = BTreeMap::new();
                 for (service, role_type, old) in roles {
-                    let now = state.store.roles_of_service(cluster, service).await.map_err(|e| e.to_string())?;
+                    if !by_service.contains_key(service.as_str()) {
+                        let now = state.store.roles_of_service(cluster, service).await.map_err(|e| e.to_string())?;
+                        by_service.insert(service, now);
+                    }
+                    let now = &by_service[service.as_str()];
                     if let Some(r) = now.iter().find(|r| &r.host_id == host && &r.role_type == role_type) {
                         moves.push((old.clone(), r.id.clone()));
                     }
