@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use promql_parser::label::Matcher;
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::expr::{Cmp, Condition, EachWindow, ExprError, Labels, SeriesSource};
@@ -311,25 +312,36 @@ struct Verdicts {
     roles: Vec<Option<Status>>,
 }
 
+/// A fast hash map for the cycle's borrowed keys (foldhash, not SipHash: tens of thousands of
+/// lookups a cycle).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The health of everything: the fleet's state tests, then the metric tests, rolled up.
 pub fn health(fleet: &Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource, now: i64) -> HealthSnapshot {
-    evaluate(fleet, tests, src, now, &mut Vec::new()).0
+    judge(fleet, tests, src).snapshot(fleet, now, &mut Vec::new())
 }
 
-/// As [`health`], with the verdicts by position. Hosts and roles are kept by their position
-/// in the fleet, found by borrowed names; the snapshot's owned keys are made once, at the end.
-/// `role_order` holds the positions of the roles in key order from the previous cycle: while
-/// the fleet's roles keep their keys and positions (the usual case) it is checked (one
-/// comparison per role), not sorted again; otherwise it is made anew.
-fn evaluate(
-    fleet: &Fleet,
-    tests: &[HealthTestDef],
-    src: &dyn SeriesSource,
-    now: i64,
-    role_order: &mut Vec<usize>,
-) -> (HealthSnapshot, Verdicts) {
+/// One cycle's health by position in the fleet, before the snapshot's owned keys are made:
+/// what the rules over health series need, and the rest of the snapshot, which is made while
+/// those rules run.
+struct Judged<'f> {
+    /// By position in the fleet's hosts (`None` once taken into the snapshot); a hostname
+    /// given twice is the last one's, as in a map.
+    hosts: Vec<Option<EntityHealth>>,
+    host_at: FastMap<&'f str, usize>,
+    roles: Vec<Option<EntityHealth>>,
+    /// Whether no role key is given twice (then every role is its key's).
+    unique_roles: bool,
+    services: BTreeMap<(String, String), EntityHealth>,
+    clusters: BTreeMap<String, EntityHealth>,
+    verdicts: Verdicts,
+}
+
+/// Judges every host, role, service and cluster. Hosts and roles are kept by their position
+/// in the fleet, found by borrowed names.
+fn judge<'f>(fleet: &'f Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource) -> Judged<'f> {
     // A hostname or role key given twice is the last one's, as in a map.
-    let mut host_at: HashMap<&str, usize> = HashMap::with_capacity(fleet.hosts.len());
+    let mut host_at: FastMap<&str, usize> = FastMap::with_capacity_and_hasher(fleet.hosts.len(), Default::default());
     let mut host_tests: Vec<Vec<TestResult>> = Vec::with_capacity(fleet.hosts.len());
     for (i, h) in fleet.hosts.iter().enumerate() {
         host_at.insert(h.hostname.as_str(), i);
@@ -345,16 +357,19 @@ fn evaluate(
         };
         host_tests.push(vec![agent]);
     }
-    let mut role_at: HashMap<(&str, &str, &str), usize> = HashMap::with_capacity(fleet.roles.len());
+    let mut role_at: FastMap<(&str, &str, &str), usize> =
+        FastMap::with_capacity_and_hasher(fleet.roles.len(), Default::default());
     let mut role_tests: Vec<Vec<TestResult>> = Vec::with_capacity(fleet.roles.len());
     for (i, r) in fleet.roles.iter().enumerate() {
         role_at.insert((r.cluster.as_str(), r.service.as_str(), r.name.as_str()), i);
         role_tests.push(state_tests(r));
     }
-    // Service-level results, with their labels (which the services' map borrows).
+    // Service-level results, with their labels (which the services' map borrows). The tests
+    // run side by side; their results are taken in the tests' order.
     let (mut service_labels, mut service_tests): (Vec<Arc<Labels>>, Vec<TestResult>) = (Vec::new(), Vec::new());
-    for def in tests {
-        for (labels, result) in def.test.run_shared(src) {
+    let results: Vec<_> = tests.par_iter().map(|def| def.test.run_shared(src)).collect();
+    for (def, results) in tests.iter().zip(results) {
+        for (labels, result) in results {
             let get = |k: &str| labels.get(k).map(String::as_str).unwrap_or("");
             match def.level {
                 Level::Host => {
@@ -377,8 +392,11 @@ fn evaluate(
             }
         }
     }
-    let mut hosts: Vec<Option<EntityHealth>> = host_tests.into_iter().map(|t| Some(EntityHealth::of(t))).collect();
-    let mut roles: Vec<Option<EntityHealth>> = role_tests.into_iter().map(|t| Some(EntityHealth::of(t))).collect();
+    let hosts: Vec<Option<EntityHealth>> = host_tests.into_iter().map(|t| Some(EntityHealth::of(t))).collect();
+    let roles: Vec<Option<EntityHealth>> = role_tests.into_iter().map(|t| Some(EntityHealth::of(t))).collect();
+    let unique_roles = role_at.len() == fleet.roles.len();
+    // Whether the role at `i` is its key's (the last one given).
+    let wins = |i: usize, r: &FleetRole| unique_roles || role_at.get(&(&*r.cluster, &*r.service, &*r.name)) == Some(&i);
     let host_status = |i: usize| hosts[i].as_ref().map_or(Status::Good, |h| h.status);
     let verdicts = Verdicts {
         hosts: fleet
@@ -387,12 +405,20 @@ fn evaluate(
             .map(|h| host_status(host_at.get(h.hostname.as_str()).copied().unwrap_or(0)))
             .collect(),
         roles: {
-            let unique = role_at.len() == fleet.roles.len();
-            let winner = |i: usize, r: &FleetRole| {
-                if unique { Some(i) } else { role_at.get(&(&*r.cluster, &*r.service, &*r.name)).copied() }
-            };
             let judged = |i: usize| roles[i].as_ref().filter(|h| !h.tests.is_empty()).map(|h| h.status);
-            fleet.roles.iter().enumerate().map(|(i, r)| winner(i, r).and_then(judged)).collect()
+            fleet
+                .roles
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let winner = if unique_roles {
+                        Some(i)
+                    } else {
+                        role_at.get(&(&*r.cluster, &*r.service, &*r.name)).copied()
+                    };
+                    winner.and_then(judged)
+                })
+                .collect()
         },
     };
     // Services: their own tests, then one line per role that is not good, in role-key order.
@@ -407,25 +433,18 @@ fn evaluate(
             t.push(test);
         }
     }
-    // The positions of the roles (the last of each key) in key order.
+    // The roles that are not good (usually few), in key order.
+    let mut not_good: Vec<usize> = (0..fleet.roles.len())
+        .filter(|&i| roles[i].as_ref().is_some_and(|h| h.status != Status::Good) && wins(i, &fleet.roles[i]))
+        .collect();
     let key = |i: usize| {
         let r = &fleet.roles[i];
         (r.cluster.as_str(), r.service.as_str(), r.name.as_str())
     };
-    let n = fleet.roles.len();
-    // Strictly increasing keys at n valid positions, n distinct keys: every role, in order.
-    let still_sorted = role_at.len() == n
-        && role_order.len() == n
-        && role_order.iter().all(|&i| i < n)
-        && role_order.windows(2).all(|w| key(w[0]) < key(w[1]));
-    if !still_sorted {
-        role_order.clear();
-        role_order.extend(role_at.values().copied());
-        role_order.sort_unstable_by(|&a, &b| key(a).cmp(&key(b)));
-    }
-    for &i in role_order.iter() {
+    not_good.sort_unstable_by(|&a, &b| key(a).cmp(&key(b)));
+    for i in not_good {
         let (cluster, service, role) = key(i);
-        let Some(h) = roles[i].as_ref().filter(|h| h.status != Status::Good) else { continue };
+        let Some(h) = roles[i].as_ref() else { continue };
         if let Some(t) = services.get_mut(&(cluster, service)) {
             let worst = h.tests.iter().filter(|t| t.status == h.status).map(|t| &*t.summary).collect::<Vec<_>>();
             t.push(TestResult {
@@ -464,23 +483,52 @@ fn evaluate(
         }
     }
     let clusters = clusters.into_iter().map(|(k, t)| (k.to_owned(), EntityHealth::of(t))).collect();
-    // The owned keys, in order (a map collects sorted input without sorting it again).
-    let mut host_order: Vec<(&str, usize)> = host_at.into_iter().collect();
-    host_order.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let snap = HealthSnapshot {
-        at: now,
-        hosts: host_order.into_iter().filter_map(|(k, i)| Some((k.to_owned(), hosts[i].take()?))).collect(),
-        roles: role_order
-            .iter()
-            .filter_map(|&i| {
-                let (c, s, r) = key(i);
-                Some(((c.to_owned(), s.to_owned(), r.to_owned()), roles[i].take()?))
-            })
-            .collect(),
-        services,
-        clusters,
-    };
-    (snap, verdicts)
+    Judged { hosts, host_at, roles, unique_roles, services, clusters, verdicts }
+}
+
+impl Judged<'_> {
+    /// The snapshot, with its owned keys. `role_order` holds the positions of the roles in
+    /// key order from the previous cycle: while the fleet's roles keep their keys and
+    /// positions (the usual case) it is checked (one comparison per role), not sorted again;
+    /// otherwise it is made anew.
+    fn snapshot(mut self, fleet: &Fleet, now: i64, role_order: &mut Vec<usize>) -> HealthSnapshot {
+        let key = |i: usize| {
+            let r = &fleet.roles[i];
+            (r.cluster.as_str(), r.service.as_str(), r.name.as_str())
+        };
+        let n = fleet.roles.len();
+        // Strictly increasing keys at n valid positions, n distinct keys: every role, in order.
+        let still_sorted = self.unique_roles
+            && role_order.len() == n
+            && role_order.iter().all(|&i| i < n)
+            && role_order.windows(2).all(|w| key(w[0]) < key(w[1]));
+        if !still_sorted {
+            // The last role of each key, in key order.
+            let mut at: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
+            for i in 0..n {
+                at.insert(key(i), i);
+            }
+            role_order.clear();
+            role_order.extend(at.into_values());
+        }
+        let mut host_order: Vec<(&str, usize)> = self.host_at.iter().map(|(k, i)| (*k, *i)).collect();
+        host_order.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let (hosts, roles) = (&mut self.hosts, &mut self.roles);
+        HealthSnapshot {
+            at: now,
+            // A map collects sorted input without sorting it again.
+            hosts: host_order.into_iter().filter_map(|(k, i)| Some((k.to_owned(), hosts[i].take()?))).collect(),
+            roles: role_order
+                .iter()
+                .filter_map(|&i| {
+                    let (c, s, r) = key(i);
+                    Some(((c.to_owned(), s.to_owned(), r.to_owned()), roles[i].take()?))
+                })
+                .collect(),
+            services: self.services,
+            clusters: self.clusters,
+        }
+    }
 }
 
 /// The label maps of the health series of the previous cycle, by position in its fleet: a
@@ -495,10 +543,10 @@ struct SeriesLabels {
 /// by its series and kept from the previous cycle when they did not change.
 fn health_series(
     fleet: &Fleet,
-    snap: &HealthSnapshot,
-    verdicts: &Verdicts,
+    judged: &Judged<'_>,
     kept: &mut SeriesLabels,
 ) -> HashMap<&'static str, Vec<(Arc<Labels>, f64)>> {
+    let verdicts = &judged.verdicts;
     let mut out: HashMap<&'static str, Vec<(Arc<Labels>, f64)>> =
         HEALTH_METRICS.iter().map(|n| (*n, Vec::new())).collect();
     let one = |k: &str, v: &str| -> Arc<Labels> { Arc::new([(k.to_owned(), v.to_owned())].into()) };
@@ -543,11 +591,11 @@ fn health_series(
     out.insert("host_up", host_up);
     out.insert("role_health_status", role_status);
     out.insert("role_config_stale_seconds", role_stale);
-    for ((cluster, service), h) in &snap.services {
+    for ((cluster, service), h) in &judged.services {
         let labels: Labels = [("cluster".to_owned(), cluster.clone()), ("service".to_owned(), service.clone())].into();
         out.get_mut("service_health_status").expect("listed").push((Arc::new(labels), h.status.level()));
     }
-    for (cluster, h) in &snap.clusters {
+    for (cluster, h) in &judged.clusters {
         out.get_mut("cluster_health_status").expect("listed").push((one("cluster", cluster), h.status.level()));
     }
     for (name, labels, value) in &fleet.state_series {
@@ -671,13 +719,37 @@ impl Evaluator {
         metrics: &dyn SeriesSource,
         now: i64,
     ) -> Cycle {
-        let (health, verdicts) = evaluate(fleet, tests, metrics, now, &mut self.role_order);
-        let overlay =
-            Overlay { base: metrics, extra: health_series(fleet, &health, &verdicts, &mut self.series_labels) };
+        // The rules are evaluated side by side (a source is shared by threads), those over
+        // metrics alone while the health is worked out, then those over the health series;
+        // their alerts' states then step in the rules' order.
+        let over_health =
+            |rule: &CompiledRule| rule.condition.metrics().iter().any(|(m, _)| HEALTH_METRICS.contains(&m.as_str()));
+        let (judged, mut holdings) = rayon::join(
+            || judge(fleet, tests, metrics),
+            || {
+                rules
+                    .par_iter()
+                    .map(|rule| (!over_health(rule)).then(|| rule.condition.eval_shared(metrics)))
+                    .collect::<Vec<_>>()
+            },
+        );
+        let overlay = Overlay { base: metrics, extra: health_series(fleet, &judged, &mut self.series_labels) };
+        // The snapshot's owned keys are made while the rules over health series run.
+        let role_order = &mut self.role_order;
+        let (health, ()) = rayon::join(
+            || judged.snapshot(fleet, now, role_order),
+            || {
+                holdings.par_iter_mut().zip(rules).for_each(|(holding, rule)| {
+                    if holding.is_none() {
+                        *holding = Some(rule.condition.eval_shared(&overlay));
+                    }
+                })
+            },
+        );
         let mut transitions = Vec::new();
-        for rule in rules {
-            let holding: Vec<(Labels, f64)> =
-                rule.condition.eval_shared(&overlay).into_iter().map(|(l, v)| (Arc::unwrap_or_clone(l), v)).collect();
+        for (rule, holding) in rules.iter().zip(holdings) {
+            let holding = holding.unwrap_or_default();
+            let holding: Vec<(Labels, f64)> = holding.into_iter().map(|(l, v)| (Arc::unwrap_or_clone(l), v)).collect();
             let state = self.states.entry(rule.name.clone()).or_default();
             transitions.extend(state.step(rule.timing, holding, now).into_iter().map(|t| (rule.name.clone(), t)));
         }
@@ -867,7 +939,7 @@ mod tests {
         twice.roles.push(redis_role("r1", "b", true));
         let mut order = Vec::new();
         for f in [f.clone(), f.clone(), reversed, renamed, more, twice, f] {
-            let kept = evaluate(&f, &tests, &none, 0, &mut order).0;
+            let kept = judge(&f, &tests, &none).snapshot(&f, 0, &mut order);
             let fresh = health(&f, &tests, &none, 0);
             assert_eq!(format!("{:?}", kept.roles), format!("{:?}", fresh.roles));
             assert_eq!(format!("{:?}", kept.services), format!("{:?}", fresh.services));

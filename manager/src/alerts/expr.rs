@@ -28,8 +28,9 @@ pub type EachWindow<'a> = dyn FnMut(&Arc<Labels>, &[(i64, f64)]) + 'a;
 
 /// Where an expression reads values: the manager's in-memory latest values and recent windows.
 /// Series are handed to a callback by reference to their shared labels, so that a cycle over
-/// hundreds of thousands of series copies the labels of the few that hold only.
-pub trait SeriesSource {
+/// hundreds of thousands of series copies the labels of the few that hold only. A source is
+/// read by several threads at once: a cycle evaluates its rules in parallel.
+pub trait SeriesSource: Sync {
     /// Calls `each` with the latest value of every series named `name` whose labels match all
     /// `matchers`.
     fn instant(&self, name: &str, matchers: &[Matcher], each: &mut dyn FnMut(&Arc<Labels>, f64));
@@ -364,21 +365,25 @@ fn eval(v: &Vector, src: &dyn SeriesSource, keep: &dyn Fn(f64) -> bool) -> Vec<(
         }
         Vector::Aggregate { op, grouping, inner } => {
             let series = eval(inner, src, &|_| true);
-            let mut groups: Vec<(Vec<(&str, &str)>, Acc)> = group(&series, grouping);
-            // In the order of the groups' label maps, as a map keyed by them would give.
-            groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            for (key, (sum, min, max, n)) in groups {
-                let v = match op {
-                    AggOp::Sum => sum,
-                    AggOp::Avg => sum / n as f64,
-                    AggOp::Min => min,
-                    AggOp::Max => max,
-                    AggOp::Count => n as f64,
-                };
-                if keep(v) {
-                    let labels: Labels = key.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-                    out.push((Arc::new(labels), v));
-                }
+            let mut kept: Vec<(Vec<(&str, &str)>, f64)> = group(&series, grouping)
+                .into_iter()
+                .filter_map(|(key, (sum, min, max, n))| {
+                    let v = match op {
+                        AggOp::Sum => sum,
+                        AggOp::Avg => sum / n as f64,
+                        AggOp::Min => min,
+                        AggOp::Max => max,
+                        AggOp::Count => n as f64,
+                    };
+                    keep(v).then_some((key, v))
+                })
+                .collect();
+            // In the order of the groups' label maps, as a map keyed by them would give (only
+            // the groups that hold are sorted: usually few of many).
+            kept.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (key, v) in kept {
+                let labels: Labels = key.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+                out.push((Arc::new(labels), v));
             }
         }
     }
@@ -400,7 +405,8 @@ fn group<'a>(series: &'a [(Arc<Labels>, f64)], grouping: &'a Grouping) -> Vec<(V
         }
         Grouping::Without(_) => Vec::new(),
     };
-    let mut at: HashMap<Vec<(&str, &str)>, usize> = HashMap::new();
+    // foldhash, not SipHash: hashing the keys was a fifth of an aggregation over 10,000 hosts.
+    let mut at: HashMap<Vec<(&str, &str)>, usize, foldhash::fast::RandomState> = HashMap::default();
     let mut accs: Vec<Acc> = Vec::new();
     let mut key: Vec<(&str, &str)> = Vec::new();
     for (labels, value) in series {

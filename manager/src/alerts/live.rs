@@ -4,13 +4,12 @@
 //! console, every transition becomes an event, and firing and resolved alerts go to the
 //! notifier.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::rc::Rc;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use promql_parser::label::{MatchOp, Matcher};
+use rayon::prelude::*;
 
 use super::engine::{
     CompiledRule, Evaluator, Fleet, FleetHost, FleetRole, HEALTH_METRICS, HealthSnapshot, HealthTestDef, builtin_rules,
@@ -71,6 +70,8 @@ struct Inner {
     windows: Windows,
     /// Counts cycles, to tell the windows seen in this one.
     cycles: u64,
+    /// Label indexes kept from one cycle to the next (see [`Source::index`]).
+    indexes: Mutex<KeptIndexes>,
     /// When each role was first seen running an older configuration.
     stale_since: HashMap<String, i64>,
     /// The rules of the latest cycle.
@@ -213,19 +214,25 @@ impl Alerts {
         let src = Source {
             metrics,
             windows: &inner.windows,
+            kept: &inner.indexes,
+            cycle: cycle_no,
             now,
-            latest: RefCell::default(),
-            selections: RefCell::default(),
+            latest: Memo::default(),
+            selections: Memo::default(),
         };
         let cycle = inner.evaluator.cycle(fleet, &self.tests, &inner.rules, &src, now);
-        *self.health.write().expect("health lock") = Arc::new(cycle.health);
+        let Source { latest, selections, .. } = src;
+        // Indexes no rule used in this cycle go.
+        inner.indexes.get_mut().unwrap_or_else(|e| e.into_inner()).retain(|_, (_, _, used)| *used == cycle_no);
+        let previous = std::mem::replace(&mut *self.health.write().expect("health lock"), Arc::new(cycle.health));
+        // Freeing the previous snapshot (and the cycle's copies of the latest values) is work
+        // no one waits for.
+        rayon::spawn(move || drop((previous, latest, selections)));
         let rules: HashMap<&str, &CompiledRule> = inner.rules.iter().map(|r| (r.name.as_str(), r)).collect();
         let annotator = Annotator::new(&inner.rules);
-        let mut active: Vec<AlertView> = inner
-            .evaluator
-            .active()
-            .filter_map(|(name, i)| rules.get(name).map(|r| view(r, i, None, mutes, &annotator)))
-            .collect();
+        let active: Vec<_> = inner.evaluator.active().filter_map(|(name, i)| Some((*rules.get(name)?, i))).collect();
+        let mut active: Vec<AlertView> =
+            active.into_par_iter().map(|(r, i)| view(r, i, None, mutes, &annotator)).collect();
         active.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.active_since.cmp(&b.active_since)));
         *self.active.write().expect("alerts lock") = Arc::new(active);
         cycle
@@ -245,27 +252,58 @@ impl Alerts {
     }
 }
 
+/// Values worked out once a cycle by key, shared by the threads that evaluate the rules: the
+/// first to ask computes, the others asking for the same key wait for it.
+struct Memo<T>(Mutex<HashMap<String, Arc<OnceLock<Arc<T>>>>>);
+
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Memo(Mutex::default())
+    }
+}
+
+impl<T> Memo<T> {
+    fn get(&self, key: &str, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
+        let cell = {
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            match map.get(key) {
+                Some(cell) => cell.clone(),
+                None => map.entry(key.to_owned()).or_default().clone(),
+            }
+        };
+        cell.get_or_init(make).clone()
+    }
+}
+
 /// The latest values from memory and the windows the engine keeps.
 struct Source<'a> {
     metrics: &'a LiveMetrics,
     windows: &'a Windows,
+    /// Label indexes of the previous cycles, used again while their metric's series are the
+    /// same (see [`Source::index`]).
+    kept: &'a Mutex<KeptIndexes>,
+    cycle: u64,
     now: i64,
     /// The latest values of each metric read in this cycle, read once.
-    latest: RefCell<HashMap<String, Rc<Latest>>>,
-    /// The series (and values) each distinct instant selector picked in this cycle: rules
-    /// over the same selector with other thresholds, and health tests, match labels once.
-    selections: RefCell<HashMap<String, Rc<Selection>>>,
+    latest: Memo<Latest>,
+    /// The series each distinct instant selector picked in this cycle: rules over the same
+    /// selector with other thresholds, and health tests, match labels once.
+    selections: Memo<Selection>,
 }
 
-/// The live, matching series of one selector, in the metric's order.
-type Selection = Vec<(Arc<Labels>, f64)>;
+/// The live, matching series of one selector, as positions in its metric's [`Latest`], in
+/// the metric's order: no label map is touched again to hand them out.
+struct Selection {
+    latest: Arc<Latest>,
+    at: Vec<u32>,
+}
 
 /// One metric's latest values, and indexes of them by a label's value, made as rules ask.
 struct Latest {
     series: Vec<(Arc<Labels>, i64, f64)>,
     /// By label name: the series (their positions) by the label's value (missing: the empty
     /// string, as matchers see it).
-    by_label: RefCell<HashMap<String, Rc<ValueIndex>>>,
+    by_label: Memo<ValueIndex>,
 }
 
 /// Positions of series by a label's value, in the metric's order. Keyed by the value itself
@@ -273,26 +311,9 @@ struct Latest {
 /// equals it and that matcher need not be checked again.
 type ValueIndex = HashMap<String, Vec<u32>>;
 
-impl Latest {
-    fn index(&self, label: &str) -> Rc<ValueIndex> {
-        if let Some(i) = self.by_label.borrow().get(label) {
-            return i.clone();
-        }
-        let mut index = ValueIndex::new();
-        for (i, (labels, _, _)) in self.series.iter().enumerate() {
-            let value = label_value(labels, label);
-            match index.get_mut(value) {
-                Some(positions) => positions.push(i as u32),
-                None => {
-                    index.insert(value.to_owned(), vec![i as u32]);
-                }
-            }
-        }
-        let index = Rc::new(index);
-        self.by_label.borrow_mut().insert(label.to_owned(), index.clone());
-        index
-    }
-}
+/// Label indexes by (metric, label name), with the series they were made of (held, so that
+/// no other label map takes their address) and the cycle that last used them.
+type KeptIndexes = HashMap<(String, String), (Vec<Arc<Labels>>, Arc<ValueIndex>, u64)>;
 
 /// A label's value as matchers see it: missing is the empty string.
 fn label_value<'a>(labels: &'a Labels, name: &str) -> &'a str {
@@ -303,59 +324,87 @@ fn label_value<'a>(labels: &'a Labels, name: &str) -> &'a str {
 const STALE_MS: i64 = 5 * 60 * 1000;
 
 impl Source<'_> {
-    fn latest(&self, name: &str) -> Rc<Latest> {
-        if let Some(l) = self.latest.borrow().get(name) {
-            return l.clone();
-        }
-        let l = Rc::new(Latest { series: self.metrics.latest(name), by_label: RefCell::default() });
-        self.latest.borrow_mut().insert(name.to_owned(), l.clone());
-        l
+    fn latest(&self, name: &str) -> Arc<Latest> {
+        self.latest.get(name, || Arc::new(Latest { series: self.metrics.latest(name), by_label: Memo::default() }))
+    }
+
+    /// The index of `latest` (metric `name`) by `label`. A metric's series rarely change
+    /// from one cycle to the next: while they are the same label maps in the same order
+    /// (one pointer comparison each), the index of an earlier cycle is used again instead of
+    /// reading the label of every series.
+    fn index(&self, latest: &Latest, name: &str, label: &str) -> Arc<ValueIndex> {
+        latest.by_label.get(label, || {
+            let key = (name.to_owned(), label.to_owned());
+            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((series, index, used)) = kept.get_mut(&key)
+                && series.len() == latest.series.len()
+                && series.iter().zip(&latest.series).all(|(a, b)| Arc::ptr_eq(a, &b.0))
+            {
+                *used = self.cycle;
+                return index.clone();
+            }
+            drop(kept);
+            let mut index = ValueIndex::new();
+            for (i, (labels, _, _)) in latest.series.iter().enumerate() {
+                let value = label_value(labels, label);
+                match index.get_mut(value) {
+                    Some(positions) => positions.push(i as u32),
+                    None => {
+                        index.insert(value.to_owned(), vec![i as u32]);
+                    }
+                }
+            }
+            let index = Arc::new(index);
+            let series = latest.series.iter().map(|s| s.0.clone()).collect();
+            self.kept.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (series, index.clone(), self.cycle));
+            index
+        })
     }
 
     /// The series `name{matchers}` picks now, worked out once a cycle.
-    fn selection(&self, name: &str, matchers: &[Matcher]) -> Rc<Selection> {
+    fn selection(&self, name: &str, matchers: &[Matcher]) -> Arc<Selection> {
         let mut key = name.to_owned();
         for m in matchers {
             key.push('\u{1f}');
             key.push_str(&m.to_string());
         }
-        if let Some(s) = self.selections.borrow().get(&key) {
-            return s.clone();
-        }
+        self.selections.get(&key, || Arc::new(self.select(name, matchers)))
+    }
+
+    fn select(&self, name: &str, matchers: &[Matcher]) -> Selection {
         let latest = self.latest(name);
-        let mut out = Selection::new();
+        let mut at = Vec::new();
         // With an equality matcher only the series with that value are looked at (in the
-        // same order), through an index made once a cycle; the other matchers are checked.
+        // same order), through an index; the other matchers are checked.
         let equal = matchers.iter().position(|m| m.op == MatchOp::Equal);
-        let mut visit = |(labels, at, value): &(Arc<Labels>, i64, f64)| {
-            let fresh = self.now - at <= STALE_MS;
+        let mut visit = |i: u32| {
+            let (labels, t, _) = &latest.series[i as usize];
+            let fresh = self.now - t <= STALE_MS;
             if fresh
                 && matchers
                     .iter()
                     .enumerate()
                     .all(|(j, m)| Some(j) == equal || m.is_match(label_value(labels, &m.name)))
             {
-                out.push((labels.clone(), *value));
+                at.push(i);
             }
         };
         match equal.map(|j| &matchers[j]) {
             Some(m) => {
-                let index = latest.index(&m.name);
-                for i in index.get(m.value.as_str()).into_iter().flatten() {
-                    visit(&latest.series[*i as usize]);
-                }
+                let index = self.index(&latest, name, &m.name);
+                index.get(m.value.as_str()).into_iter().flatten().for_each(|i| visit(*i));
             }
-            None => latest.series.iter().for_each(visit),
+            None => (0..latest.series.len() as u32).for_each(visit),
         }
-        let out = Rc::new(out);
-        self.selections.borrow_mut().insert(key, out.clone());
-        out
+        Selection { latest, at }
     }
 }
 
 impl SeriesSource for Source<'_> {
     fn instant(&self, name: &str, matchers: &[Matcher], each: &mut dyn FnMut(&Arc<Labels>, f64)) {
-        for (labels, value) in self.selection(name, matchers).iter() {
+        let selection = self.selection(name, matchers);
+        for &i in &selection.at {
+            let (labels, _, value) = &selection.latest.series[i as usize];
             each(labels, *value);
         }
     }
