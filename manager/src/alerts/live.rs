@@ -731,3 +731,84 @@ pub async fn run(state: Arc<AppState>, interval: Duration, mut stop: tokio::sync
 pub fn is_health_metric(name: &str) -> bool {
     HEALTH_METRICS.contains(&name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::expr::Condition;
+    use crate::alerts::state::Timing;
+    use crate::model::HostMetrics;
+
+    fn heartbeat(metrics: &LiveMetrics, host: &str, at: i64, cpu: f64) {
+        let m = HostMetrics {
+            at: String::new(),
+            cpu_percent: cpu,
+            memory_used_bytes: 1,
+            memory_total_bytes: 2,
+            load1: 0.0,
+            load5: 0.0,
+            load15: 0.0,
+            disks: Vec::new(),
+            network_rx_bytes: 0,
+            network_tx_bytes: 0,
+            uptime_seconds: 1,
+        };
+        metrics.record(&format!("id-{host}"), host, at, &m, &[]);
+    }
+
+    fn rule(name: &str, expr: &str) -> CompiledRule {
+        CompiledRule {
+            name: name.to_owned(),
+            condition: Condition::compile(expr, &|_| true).expect("compile"),
+            timing: Timing::default(),
+            severity: Severity::Warning,
+            labels: Labels::new(),
+            annotations: [("summary".to_owned(), "{{labels.host}} at {{value}}".to_owned())].into(),
+            builtin: false,
+        }
+    }
+
+    /// (rule, state, host, value) of each transition, sorted.
+    fn cycle(alerts: &Alerts, metrics: &LiveMetrics, now: i64) -> Vec<(String, String, String, f64)> {
+        let rules = vec![
+            rule("h2-hot", r#"host_cpu_percent{host="h2"} > 50"#),
+            rule("h0-hot", r#"host_cpu_percent{host="h0"} > 50"#),
+            rule("busiest", "max(host_cpu_percent) > 75"),
+        ];
+        let mut out: Vec<_> = alerts
+            .cycle(&Fleet::default(), metrics, rules, &Mutes::default(), now)
+            .into_iter()
+            .map(|(_, v)| (v.rule, format!("{:?}", v.state), v.labels.get("host").cloned().unwrap_or_default(), v.value))
+            .collect();
+        out.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+        out
+    }
+
+    #[test]
+    fn label_indexes_kept_across_cycles_follow_new_series_and_new_values() {
+        let (alerts, metrics) = (Alerts::new(None).expect("alerts"), LiveMetrics::default());
+        let t = 1_700_000_000_000;
+        heartbeat(&metrics, "h1", t, 10.0);
+        heartbeat(&metrics, "h2", t, 60.0);
+        let fired = |rule: &str, host: &str, v: f64| (rule.to_owned(), "Firing".to_owned(), host.to_owned(), v);
+        let resolved = |rule: &str, host: &str, v: f64| (rule.to_owned(), "Resolved".to_owned(), host.to_owned(), v);
+        assert_eq!(cycle(&alerts, &metrics, t), [fired("h2-hot", "h2", 60.0)]);
+        // The same series with new values: the index of the last cycle is used again.
+        heartbeat(&metrics, "h2", t + 10_000, 20.0);
+        assert_eq!(cycle(&alerts, &metrics, t + 10_000), [resolved("h2-hot", "h2", 60.0)]);
+        // A new series: the index is made again and finds it, and the old ones still.
+        heartbeat(&metrics, "h0", t + 20_000, 90.0);
+        heartbeat(&metrics, "h2", t + 20_000, 70.0);
+        assert_eq!(
+            cycle(&alerts, &metrics, t + 20_000),
+            [fired("busiest", "", 90.0), fired("h0-hot", "h0", 90.0), fired("h2-hot", "h2", 70.0)]
+        );
+        heartbeat(&metrics, "h0", t + 30_000, 10.0);
+        heartbeat(&metrics, "h2", t + 30_000, 80.0);
+        // Still firing (no transition) at the new values; h0 resolves.
+        assert_eq!(cycle(&alerts, &metrics, t + 30_000), [resolved("h0-hot", "h0", 90.0)]);
+        let active = alerts.active();
+        let value = |rule: &str| active.iter().find(|a| a.rule == rule).map(|a| a.value);
+        assert_eq!((value("h2-hot"), value("busiest"), value("h0-hot")), (Some(80.0), Some(80.0), None));
+    }
+}
