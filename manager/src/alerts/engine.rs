@@ -11,7 +11,7 @@ use promql_parser::label::Matcher;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::expr::{Cmp, Condition, EachWindow, ExprError, Labels, SeriesSource};
+use super::expr::{Cmp, Condition, EachWindow, ExprError, Grouping, Groups, Labels, SeriesSource, grouped};
 use super::health::{Status, TestResult, Text, ThresholdTest, roll_up};
 use super::state::{RuleState, Timing, Transition};
 
@@ -234,6 +234,16 @@ impl SeriesSource for Overlay<'_> {
 
     fn range(&self, name: &str, matchers: &[Matcher], range: Duration, each: &mut EachWindow<'_>) {
         self.base.range(name, matchers, range, each)
+    }
+
+    fn aggregate(&self, name: &str, matchers: &[Matcher], grouping: &Grouping) -> Groups {
+        match self.extra.get(name) {
+            Some(series) => {
+                let series: Vec<_> = series.iter().filter(|(l, _)| matches(l, matchers)).cloned().collect();
+                grouped(&series, grouping)
+            }
+            None => self.base.aggregate(name, matchers, grouping),
+        }
     }
 }
 
@@ -571,15 +581,26 @@ fn health_series(
     let mut role_status = Vec::with_capacity(fleet.roles.len());
     let mut role_stale = Vec::with_capacity(fleet.roles.len());
     kept.roles.resize(fleet.roles.len(), None);
-    for ((r, verdict), slot) in fleet.roles.iter().zip(&verdicts.roles).zip(&mut kept.roles) {
-        // No verdict for a role on a lost host: `host_up` speaks for it.
-        if verdict.is_none() && !r.host_up {
-            continue;
-        }
-        let labels = match slot {
-            Some(l) if are_role_labels(l, r) => l.clone(),
-            _ => slot.insert(Arc::new(role_labels(r))).clone(),
-        };
+    // Checking that each role's kept labels are still its own reads every role's label map:
+    // done side by side.
+    let labels: Vec<Option<Arc<Labels>>> = fleet
+        .roles
+        .par_iter()
+        .zip(&verdicts.roles)
+        .zip(&mut kept.roles)
+        .map(|((r, verdict), slot)| {
+            // No verdict for a role on a lost host: `host_up` speaks for it.
+            if verdict.is_none() && !r.host_up {
+                return None;
+            }
+            Some(match slot {
+                Some(l) if are_role_labels(l, r) => l.clone(),
+                _ => slot.insert(Arc::new(role_labels(r))).clone(),
+            })
+        })
+        .collect();
+    for ((r, verdict), labels) in fleet.roles.iter().zip(&verdicts.roles).zip(labels) {
+        let Some(labels) = labels else { continue };
         if let Some(status) = verdict {
             role_status.push((labels.clone(), status.level()));
         }

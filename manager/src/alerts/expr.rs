@@ -37,6 +37,43 @@ pub trait SeriesSource: Sync {
     /// Calls `each` with the points (unix ms, value), oldest first, of every matching series
     /// within `range` before now.
     fn range(&self, name: &str, matchers: &[Matcher], range: Duration, each: &mut EachWindow<'_>);
+
+    /// The latest values of `name{matchers}` accumulated by `grouping`, the groups in the
+    /// order of their labels. A source may keep the grouping of series it has seen before;
+    /// by default the series are grouped anew.
+    fn aggregate(&self, name: &str, matchers: &[Matcher], grouping: &Grouping) -> Groups {
+        let mut series = Vec::new();
+        self.instant(name, matchers, &mut |labels, value| series.push((labels.clone(), value)));
+        grouped(&series, grouping)
+    }
+}
+
+fn owned(key: Vec<(&str, &str)>) -> Labels {
+    key.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+/// An aggregation's groups: their labels, in order, and what each accumulated.
+#[derive(Debug, Clone)]
+pub struct Groups {
+    pub labels: Arc<Vec<Arc<Labels>>>,
+    pub accs: Vec<Acc>,
+}
+
+impl Groups {
+    /// The values of series accumulated into the groups `of` gives, by position.
+    pub fn accumulate(labels: Arc<Vec<Arc<Labels>>>, of: &[u32], values: impl Iterator<Item = f64>) -> Groups {
+        let mut accs = vec![EMPTY_ACC; labels.len()];
+        for (g, v) in of.iter().zip(values) {
+            accumulate(&mut accs[*g as usize], v);
+        }
+        Groups { labels, accs }
+    }
+}
+
+/// `series` accumulated by `grouping`.
+pub fn grouped(series: &[(Arc<Labels>, f64)], grouping: &Grouping) -> Groups {
+    let (of, keys) = group(series.iter().map(|(l, _)| &**l), grouping);
+    Groups::accumulate(Arc::new(keys.into_iter().map(Arc::new).collect()), &of, series.iter().map(|(_, v)| *v))
 }
 
 /// A metric name and the label matchers that pick its series.
@@ -343,7 +380,18 @@ fn vector(e: Expr, known: &dyn Fn(&str) -> bool) -> Result<Vector, ExprError> {
 }
 
 /// An aggregation's running sum, min, max and count.
-type Acc = (f64, f64, f64, usize);
+pub type Acc = (f64, f64, f64, usize);
+
+/// An empty group's accumulator.
+const EMPTY_ACC: Acc = (0.0, f64::INFINITY, f64::NEG_INFINITY, 0);
+
+/// Adds `value` to a group.
+fn accumulate(g: &mut Acc, value: f64) {
+    g.0 += value;
+    g.1 = g.1.min(value);
+    g.2 = g.2.max(value);
+    g.3 += 1;
+}
 
 /// The vector's series whose value `keep` accepts.
 fn eval(v: &Vector, src: &dyn SeriesSource, keep: &dyn Fn(f64) -> bool) -> Vec<(Arc<Labels>, f64)> {
@@ -364,38 +412,35 @@ fn eval(v: &Vector, src: &dyn SeriesSource, keep: &dyn Fn(f64) -> bool) -> Vec<(
             })
         }
         Vector::Aggregate { op, grouping, inner } => {
-            let series = eval(inner, src, &|_| true);
-            let mut kept: Vec<(Vec<(&str, &str)>, f64)> = group(&series, grouping)
-                .into_iter()
-                .filter_map(|(key, (sum, min, max, n))| {
-                    let v = match op {
-                        AggOp::Sum => sum,
-                        AggOp::Avg => sum / n as f64,
-                        AggOp::Min => min,
-                        AggOp::Max => max,
-                        AggOp::Count => n as f64,
-                    };
-                    keep(v).then_some((key, v))
-                })
-                .collect();
-            // In the order of the groups' label maps, as a map keyed by them would give (only
-            // the groups that hold are sorted: usually few of many).
-            kept.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            for (key, v) in kept {
-                let labels: Labels = key.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-                out.push((Arc::new(labels), v));
+            let value = |(sum, min, max, n): Acc| match op {
+                AggOp::Sum => sum,
+                AggOp::Avg => sum / n as f64,
+                AggOp::Min => min,
+                AggOp::Max => max,
+                AggOp::Count => n as f64,
+            };
+            // In the order of the groups' label maps, as a map keyed by them would give.
+            let groups = match &**inner {
+                Vector::Select(s) => src.aggregate(&s.name, &s.matchers, grouping),
+                inner => grouped(&eval(inner, src, &|_| true), grouping),
+            };
+            for (labels, acc) in groups.labels.iter().zip(groups.accs) {
+                let v = value(acc);
+                if keep(v) {
+                    out.push((labels.clone(), v));
+                }
             }
         }
     }
     out
 }
 
-/// The series' values accumulated by their kept labels (borrowed, in the label maps' order),
-/// in no particular order. Each series' key is built in one reused buffer and found by its
-/// hash; only a new group's key is copied. `by` looks up each kept name (a series lacking one
-/// has no such label in its group's key, as in PromQL) instead of comparing every label of
-/// every series with the list.
-fn group<'a>(series: &'a [(Arc<Labels>, f64)], grouping: &'a Grouping) -> Vec<(Vec<(&'a str, &'a str)>, Acc)> {
+/// The group of each series (by position) and the groups' labels, in the order of the
+/// labels. A group's labels are the series' labels that `grouping` keeps (borrowed while
+/// grouping; a series lacking a `by` label has no such label in its group's, as in PromQL).
+/// Each series' key is built in one reused buffer and found by its hash; only a new group's
+/// key is copied.
+pub fn group<'a>(series: impl Iterator<Item = &'a Labels>, grouping: &Grouping) -> (Vec<u32>, Vec<Labels>) {
     let by: Vec<&str> = match grouping {
         Grouping::By(keep) => {
             let mut names: Vec<&str> = keep.iter().map(String::as_str).collect();
@@ -406,12 +451,13 @@ fn group<'a>(series: &'a [(Arc<Labels>, f64)], grouping: &'a Grouping) -> Vec<(V
         Grouping::Without(_) => Vec::new(),
     };
     // foldhash, not SipHash: hashing the keys was a fifth of an aggregation over 10,000 hosts.
-    let mut at: HashMap<Vec<(&str, &str)>, usize, foldhash::fast::RandomState> = HashMap::default();
-    let mut accs: Vec<Acc> = Vec::new();
+    let mut at: HashMap<Vec<(&str, &str)>, u32, foldhash::fast::RandomState> = HashMap::default();
+    let mut of = Vec::new();
     let mut key: Vec<(&str, &str)> = Vec::new();
-    for (labels, value) in series {
+    for labels in series {
         key.clear();
         match grouping {
+            // `by` looks up each kept name instead of comparing every label with the list.
             Grouping::By(_) => key.extend(
                 by.iter().filter_map(|name| labels.get_key_value(*name)).map(|(k, v)| (k.as_str(), v.as_str())),
             ),
@@ -419,21 +465,25 @@ fn group<'a>(series: &'a [(Arc<Labels>, f64)], grouping: &'a Grouping) -> Vec<(V
                 key.extend(labels.iter().filter(|(k, _)| !drop.contains(k)).map(|(k, v)| (k.as_str(), v.as_str())))
             }
         }
-        let i = match at.get(key.as_slice()) {
-            Some(&i) => i,
+        let g = match at.get(key.as_slice()) {
+            Some(&g) => g,
             None => {
-                at.insert(key.clone(), accs.len());
-                accs.push((0.0, f64::INFINITY, f64::NEG_INFINITY, 0));
-                accs.len() - 1
+                let g = at.len() as u32;
+                at.insert(key.clone(), g);
+                g
             }
         };
-        let (value, g) = (*value, &mut accs[i]);
-        g.0 += value;
-        g.1 = g.1.min(value);
-        g.2 = g.2.max(value);
-        g.3 += 1;
+        of.push(g);
     }
-    at.into_iter().map(|(key, i)| (key, accs[i])).collect()
+    // Renumbered in the order of the keys.
+    let mut keys: Vec<(Vec<(&str, &str)>, u32)> = at.into_iter().collect();
+    keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut rank = vec![0u32; keys.len()];
+    for (r, (_, g)) in keys.iter().enumerate() {
+        rank[*g as usize] = r as u32;
+    }
+    of.iter_mut().for_each(|g| *g = rank[*g as usize]);
+    (of, keys.into_iter().map(|(k, _)| owned(k)).collect())
 }
 
 /// Parses a duration as rules write them (`5m`, `1h30m`, `90s`), refusing 0 where `nonzero`.
@@ -550,20 +600,27 @@ mod tests {
             }
             m.into_iter().collect()
         };
-        let owned = |mut g: Vec<(Vec<(&str, &str)>, Acc)>| -> Vec<(Labels, Acc)> {
-            g.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            g.into_iter()
-                .map(|(k, a)| (k.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(), a))
-                .collect()
-        };
+        let owned =
+            |g: Groups| -> Vec<(Labels, Acc)> { g.labels.iter().map(|l| Labels::clone(l)).zip(g.accs).collect() };
         let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         let by = Grouping::By(names(&["service", "host", "host"]));
-        assert_eq!(owned(group(&series, &by)), reference(&|k| k == "service" || k == "host"));
+        assert_eq!(owned(grouped(&series, &by)), reference(&|k| k == "service" || k == "host"));
         let without = Grouping::Without(names(&["role"]));
-        assert_eq!(owned(group(&series, &without)), reference(&|k| k != "role"));
+        assert_eq!(owned(grouped(&series, &without)), reference(&|k| k != "role"));
         let all = Grouping::By(Vec::new());
-        assert_eq!(owned(group(&series, &all)), reference(&|_| false));
-        assert_eq!(owned(group(&series, &all)), [(Labels::new(), (31.0, 1.0, 16.0, 5))]);
+        assert_eq!(owned(grouped(&series, &all)), reference(&|_| false));
+        assert_eq!(owned(grouped(&series, &all)), [(Labels::new(), (31.0, 1.0, 16.0, 5))]);
+        // Each series' group, by position.
+        let (of, keys) = group(series.iter().map(|(l, _)| &**l), &by);
+        let want = reference(&|k| k == "service" || k == "host");
+        assert_eq!(keys, want.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>());
+        for ((labels, _), g) in series.iter().zip(&of) {
+            assert!(
+                keys[*g as usize].iter().all(|(k, v)| labels.get(k) == Some(v)),
+                "{labels:?} in {:?}",
+                keys[*g as usize]
+            );
+        }
     }
 
     #[test]

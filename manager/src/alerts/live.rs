@@ -15,7 +15,7 @@ use super::engine::{
     CompiledRule, Evaluator, Fleet, FleetHost, FleetRole, HEALTH_METRICS, HealthSnapshot, HealthTestDef, builtin_rules,
     builtin_tests, matches,
 };
-use super::expr::{EachWindow, Labels, SeriesSource};
+use super::expr::{EachWindow, Grouping, Groups, Labels, SeriesSource, group};
 use super::state::{Instance, Phase, Transition};
 use crate::AppState;
 use crate::domain::metrics::LiveMetrics;
@@ -51,8 +51,8 @@ type Windows = HashMap<String, NameWindows>;
 /// anew) is found by its labels and keeps its window.
 #[derive(Default)]
 struct NameWindows {
-    by_ptr: HashMap<usize, Window>,
-    by_labels: HashMap<Arc<Labels>, usize>,
+    by_ptr: HashMap<usize, Window, foldhash::fast::RandomState>,
+    by_labels: HashMap<Arc<Labels>, usize, foldhash::fast::RandomState>,
 }
 
 struct Window {
@@ -72,6 +72,8 @@ struct Inner {
     cycles: u64,
     /// Label indexes kept from one cycle to the next (see [`Source::index`]).
     indexes: Mutex<KeptIndexes>,
+    /// Groupings kept from one cycle to the next (see [`Source::aggregate`]).
+    groupings: Mutex<KeptGroupings>,
     /// When each role was first seen running an older configuration.
     stale_since: HashMap<String, i64>,
     /// The rules of the latest cycle.
@@ -215,6 +217,7 @@ impl Alerts {
             metrics,
             windows: &inner.windows,
             kept: &inner.indexes,
+            kept_groups: &inner.groupings,
             cycle: cycle_no,
             now,
             latest: Memo::default(),
@@ -224,6 +227,7 @@ impl Alerts {
         let Source { latest, selections, .. } = src;
         // Indexes no rule used in this cycle go.
         inner.indexes.get_mut().unwrap_or_else(|e| e.into_inner()).retain(|_, (_, _, used)| *used == cycle_no);
+        inner.groupings.get_mut().unwrap_or_else(|e| e.into_inner()).retain(|_, (_, used)| *used == cycle_no);
         let previous = std::mem::replace(&mut *self.health.write().expect("health lock"), Arc::new(cycle.health));
         // Freeing the previous snapshot (and the cycle's copies of the latest values) is work
         // no one waits for.
@@ -282,6 +286,8 @@ struct Source<'a> {
     /// Label indexes of the previous cycles, used again while their metric's series are the
     /// same (see [`Source::index`]).
     kept: &'a Mutex<KeptIndexes>,
+    /// Groupings of the previous cycles (see [`Source::aggregate`]).
+    kept_groups: &'a Mutex<KeptGroupings>,
     cycle: u64,
     now: i64,
     /// The latest values of each metric read in this cycle, read once.
@@ -310,6 +316,17 @@ struct Latest {
 /// (a label has few distinct values), so a bucket holds exactly the series whose label
 /// equals it and that matcher need not be checked again.
 type ValueIndex = HashMap<String, Vec<u32>>;
+
+/// How one selection's series group (see [`Source::aggregate`]): the series (held, so that no
+/// other label map takes their address), each one's group and the groups' labels.
+struct KeptGrouping {
+    series: Vec<Arc<Labels>>,
+    of: Vec<u32>,
+    labels: Arc<Vec<Arc<Labels>>>,
+}
+
+/// Groupings by selector and grouping, with the cycle that last used them.
+type KeptGroupings = HashMap<String, (Arc<KeptGrouping>, u64)>;
 
 /// Label indexes by (metric, label name), with the series they were made of (held, so that
 /// no other label map takes their address) and the cycle that last used them.
@@ -361,14 +378,15 @@ impl Source<'_> {
         })
     }
 
-    /// The series `name{matchers}` picks now, worked out once a cycle.
-    fn selection(&self, name: &str, matchers: &[Matcher]) -> Arc<Selection> {
+    /// The series `name{matchers}` picks now, worked out once a cycle, and its key.
+    fn selection(&self, name: &str, matchers: &[Matcher]) -> (String, Arc<Selection>) {
         let mut key = name.to_owned();
         for m in matchers {
             key.push('\u{1f}');
             key.push_str(&m.to_string());
         }
-        self.selections.get(&key, || Arc::new(self.select(name, matchers)))
+        let selection = self.selections.get(&key, || Arc::new(self.select(name, matchers)));
+        (key, selection)
     }
 
     fn select(&self, name: &str, matchers: &[Matcher]) -> Selection {
@@ -402,7 +420,7 @@ impl Source<'_> {
 
 impl SeriesSource for Source<'_> {
     fn instant(&self, name: &str, matchers: &[Matcher], each: &mut dyn FnMut(&Arc<Labels>, f64)) {
-        let selection = self.selection(name, matchers);
+        let (_, selection) = self.selection(name, matchers);
         for &i in &selection.at {
             let (labels, _, value) = &selection.latest.series[i as usize];
             each(labels, *value);
@@ -420,6 +438,39 @@ impl SeriesSource for Source<'_> {
                 each(&w.labels, &points);
             }
         }
+    }
+    /// The grouping of a selection's series is kept across cycles while they are the same
+    /// label maps in the same order (one pointer comparison each): an aggregation then reads
+    /// no label, only values.
+    fn aggregate(&self, name: &str, matchers: &[Matcher], grouping: &Grouping) -> Groups {
+        let (key, sel) = self.selection(name, matchers);
+        let key = format!("{key}\u{1e}{grouping:?}");
+        let series = || sel.at.iter().map(|&i| &sel.latest.series[i as usize].0);
+        let values = sel.at.iter().map(|&i| sel.latest.series[i as usize].2);
+        let same = |held: &[Arc<Labels>]| {
+            held.len() == sel.at.len() && held.iter().zip(series()).all(|(a, b)| Arc::ptr_eq(a, b))
+        };
+        let found = {
+            let mut kept = self.kept_groups.lock().unwrap_or_else(|e| e.into_inner());
+            match kept.get_mut(&key) {
+                Some((grouped, used)) if same(&grouped.series) => {
+                    *used = self.cycle;
+                    Some(grouped.clone())
+                }
+                _ => None,
+            }
+        };
+        let grouped = found.unwrap_or_else(|| {
+            let (of, labels) = group(series().map(|l| &**l), grouping);
+            let grouped = Arc::new(KeptGrouping {
+                series: series().cloned().collect(),
+                of,
+                labels: Arc::new(labels.into_iter().map(Arc::new).collect()),
+            });
+            self.kept_groups.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (grouped.clone(), self.cycle));
+            grouped
+        });
+        Groups::accumulate(grouped.labels.clone(), &grouped.of, values)
     }
 }
 
@@ -774,18 +825,21 @@ mod tests {
             rule("h2-hot", r#"host_cpu_percent{host="h2"} > 50"#),
             rule("h0-hot", r#"host_cpu_percent{host="h0"} > 50"#),
             rule("busiest", "max(host_cpu_percent) > 75"),
+            rule("hot-host", "max by (host) (host_cpu_percent) > 85"),
         ];
         let mut out: Vec<_> = alerts
             .cycle(&Fleet::default(), metrics, rules, &Mutes::default(), now)
             .into_iter()
-            .map(|(_, v)| (v.rule, format!("{:?}", v.state), v.labels.get("host").cloned().unwrap_or_default(), v.value))
+            .map(|(_, v)| {
+                (v.rule, format!("{:?}", v.state), v.labels.get("host").cloned().unwrap_or_default(), v.value)
+            })
             .collect();
         out.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
         out
     }
 
     #[test]
-    fn label_indexes_kept_across_cycles_follow_new_series_and_new_values() {
+    fn indexes_and_groupings_kept_across_cycles_follow_new_series_and_new_values() {
         let (alerts, metrics) = (Alerts::new(None).expect("alerts"), LiveMetrics::default());
         let t = 1_700_000_000_000;
         heartbeat(&metrics, "h1", t, 10.0);
@@ -801,14 +855,25 @@ mod tests {
         heartbeat(&metrics, "h2", t + 20_000, 70.0);
         assert_eq!(
             cycle(&alerts, &metrics, t + 20_000),
-            [fired("busiest", "", 90.0), fired("h0-hot", "h0", 90.0), fired("h2-hot", "h2", 70.0)]
+            [
+                fired("busiest", "", 90.0),
+                fired("h0-hot", "h0", 90.0),
+                fired("h2-hot", "h2", 70.0),
+                fired("hot-host", "h0", 90.0)
+            ]
         );
         heartbeat(&metrics, "h0", t + 30_000, 10.0);
         heartbeat(&metrics, "h2", t + 30_000, 80.0);
         // Still firing (no transition) at the new values; h0 resolves.
-        assert_eq!(cycle(&alerts, &metrics, t + 30_000), [resolved("h0-hot", "h0", 90.0)]);
+        assert_eq!(
+            cycle(&alerts, &metrics, t + 30_000),
+            [resolved("h0-hot", "h0", 90.0), resolved("hot-host", "h0", 90.0)]
+        );
         let active = alerts.active();
         let value = |rule: &str| active.iter().find(|a| a.rule == rule).map(|a| a.value);
         assert_eq!((value("h2-hot"), value("busiest"), value("h0-hot")), (Some(80.0), Some(80.0), None));
+        // The groups kept from the last cycle, with new values.
+        heartbeat(&metrics, "h1", t + 40_000, 95.0);
+        assert_eq!(cycle(&alerts, &metrics, t + 40_000), [fired("hot-host", "h1", 95.0)]);
     }
 }
