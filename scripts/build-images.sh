@@ -22,8 +22,9 @@ parent first if that is missing).
 
   --rebuild         rebuild even when an image is up to date (a new debootstrap too)
   --agent-bin PATH  the drover-agent binary to put in drover/agent
-                    (env DROVER_AGENT_BIN; default target/release/drover-agent,
-                    or under CARGO_TARGET_DIR; built with cargo if missing)
+                    (env DROVER_AGENT_BIN; default target/agent/drover-agent, the
+                    size-optimised `agent` profile, or under CARGO_TARGET_DIR;
+                    built with cargo if missing)
   --tag TAG         image tag (env DROVER_IMAGE_TAG; default latest)
   --base-tag TAG    the drover/base tag the other images build on (default:
                     --tag); lets tests put their own agent on the usual base
@@ -153,13 +154,13 @@ ensure_base() {
 build_agent() {
   local name=drover/agent:$tag hash ctx bin
   ensure_base
-  bin=${agent_bin:-${CARGO_TARGET_DIR:-target}/release/drover-agent}
+  bin=${agent_bin:-${CARGO_TARGET_DIR:-target}/agent/drover-agent}
   if [ ! -x "$bin" ]; then
     if [ -n "$agent_bin" ]; then
       die "agent binary $bin not found or not executable"
     fi
-    log "$name: $bin missing; cargo build --release -p drover-agent"
-    cargo build --release --locked -p drover-agent
+    log "$name: $bin missing; cargo build --profile agent -p drover-agent"
+    cargo build --profile agent --locked -p drover-agent
   fi
   hash=$( { cat images/agent/Dockerfile; sha < "$bin"; image_id "drover/base:$base_tag"; } | sha)
   stale "$name" "$hash" || return 0
