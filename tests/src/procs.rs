@@ -34,6 +34,21 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// `(VmRSS, VmHWM)` in MiB of process `pid` (a number, or `self`), from `/proc/PID/status`;
+/// 0 for what cannot be read.
+pub fn memory_mib(pid: &str) -> (f64, f64) {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")

@@ -30,16 +30,8 @@ const WAIT: Duration = Duration::from_secs(180);
 
 /// `VmRSS` and `VmHWM` of `pid` in MiB.
 fn memory(pid: u32) -> anyhow::Result<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map(|kb| kb / 1024.0)
-    };
-    Ok((field("VmRSS:").unwrap_or(0.0), field("VmHWM:").unwrap_or(0.0)))
+    anyhow::ensure!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "the agent (pid {pid}) is gone");
+    Ok(drover_tests::procs::memory_mib(&pid.to_string()))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -94,16 +94,7 @@ fn cpu_seconds(who: UsageWho) -> f64 {
 
 /// `(VmRSS, VmHWM)` of this process in MiB.
 fn memory_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    drover_tests::procs::memory_mib("self")
 }
 
 /// A value in `[0, 1)` that changes with host, series and round.
