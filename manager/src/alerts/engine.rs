@@ -11,6 +11,7 @@ use promql_parser::label::Matcher;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::FastMap;
 use super::expr::{Cmp, Condition, EachWindow, ExprError, Grouping, Groups, Labels, SeriesSource, grouped};
 use super::health::{Status, TestResult, Text, ThresholdTest, roll_up};
 use super::state::{RuleState, Timing, Transition};
@@ -322,10 +323,6 @@ struct Verdicts {
     roles: Vec<Option<Status>>,
 }
 
-/// A fast hash map for the cycle's borrowed keys (foldhash, not SipHash: tens of thousands of
-/// lookups a cycle).
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
 /// The health of everything: the fleet's state tests, then the metric tests, rolled up.
 pub fn health(fleet: &Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource, now: i64) -> HealthSnapshot {
     judge(fleet, tests, src).snapshot(fleet, now, &mut Vec::new())
@@ -405,8 +402,10 @@ fn judge<'f>(fleet: &'f Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource) 
     let hosts: Vec<Option<EntityHealth>> = host_tests.into_iter().map(|t| Some(EntityHealth::of(t))).collect();
     let roles: Vec<Option<EntityHealth>> = role_tests.into_iter().map(|t| Some(EntityHealth::of(t))).collect();
     let unique_roles = role_at.len() == fleet.roles.len();
-    // Whether the role at `i` is its key's (the last one given).
-    let wins = |i: usize, r: &FleetRole| unique_roles || role_at.get(&(&*r.cluster, &*r.service, &*r.name)) == Some(&i);
+    // The position of the role that is `r`'s key's (the last one given).
+    let winner = |i: usize, r: &FleetRole| {
+        if unique_roles { Some(i) } else { role_at.get(&(&*r.cluster, &*r.service, &*r.name)).copied() }
+    };
     let host_status = |i: usize| hosts[i].as_ref().map_or(Status::Good, |h| h.status);
     let verdicts = Verdicts {
         hosts: fleet
@@ -416,19 +415,7 @@ fn judge<'f>(fleet: &'f Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource) 
             .collect(),
         roles: {
             let judged = |i: usize| roles[i].as_ref().filter(|h| !h.tests.is_empty()).map(|h| h.status);
-            fleet
-                .roles
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    let winner = if unique_roles {
-                        Some(i)
-                    } else {
-                        role_at.get(&(&*r.cluster, &*r.service, &*r.name)).copied()
-                    };
-                    winner.and_then(judged)
-                })
-                .collect()
+            fleet.roles.iter().enumerate().map(|(i, r)| winner(i, r).and_then(judged)).collect()
         },
     };
     // Services: their own tests, then one line per role that is not good, in role-key order.
@@ -445,7 +432,9 @@ fn judge<'f>(fleet: &'f Fleet, tests: &[HealthTestDef], src: &dyn SeriesSource) 
     }
     // The roles that are not good (usually few), in key order.
     let mut not_good: Vec<usize> = (0..fleet.roles.len())
-        .filter(|&i| roles[i].as_ref().is_some_and(|h| h.status != Status::Good) && wins(i, &fleet.roles[i]))
+        .filter(|&i| {
+            roles[i].as_ref().is_some_and(|h| h.status != Status::Good) && winner(i, &fleet.roles[i]) == Some(i)
+        })
         .collect();
     let key = |i: usize| {
         let r = &fleet.roles[i];

@@ -11,6 +11,7 @@ use std::time::Duration;
 use promql_parser::label::{MatchOp, Matcher};
 use rayon::prelude::*;
 
+use super::FastMap;
 use super::engine::{
     CompiledRule, Evaluator, Fleet, FleetHost, FleetRole, HEALTH_METRICS, HealthSnapshot, HealthTestDef, builtin_rules,
     builtin_tests, matches,
@@ -51,8 +52,8 @@ type Windows = HashMap<String, NameWindows>;
 /// anew) is found by its labels and keeps its window.
 #[derive(Default)]
 struct NameWindows {
-    by_ptr: HashMap<usize, Window, foldhash::fast::RandomState>,
-    by_labels: HashMap<Arc<Labels>, usize, foldhash::fast::RandomState>,
+    by_ptr: FastMap<usize, Window>,
+    by_labels: FastMap<Arc<Labels>, usize>,
 }
 
 struct Window {
@@ -71,9 +72,9 @@ struct Inner {
     /// Counts cycles, to tell the windows seen in this one.
     cycles: u64,
     /// Label indexes kept from one cycle to the next (see [`Source::index`]).
-    indexes: Mutex<KeptIndexes>,
+    indexes: Kept<ValueIndex>,
     /// Groupings kept from one cycle to the next (see [`Source::aggregate`]).
-    groupings: Mutex<KeptGroupings>,
+    groupings: Kept<Grouped>,
     /// When each role was first seen running an older configuration.
     stale_since: HashMap<String, i64>,
     /// The rules of the latest cycle.
@@ -225,9 +226,9 @@ impl Alerts {
         };
         let cycle = inner.evaluator.cycle(fleet, &self.tests, &inner.rules, &src, now);
         let Source { latest, selections, .. } = src;
-        // Indexes no rule used in this cycle go.
-        inner.indexes.get_mut().unwrap_or_else(|e| e.into_inner()).retain(|_, (_, _, used)| *used == cycle_no);
-        inner.groupings.get_mut().unwrap_or_else(|e| e.into_inner()).retain(|_, (_, used)| *used == cycle_no);
+        // Indexes and groupings no rule used in this cycle go.
+        inner.indexes.keep_used(cycle_no);
+        inner.groupings.keep_used(cycle_no);
         let previous = std::mem::replace(&mut *self.health.write().expect("health lock"), Arc::new(cycle.health));
         // Freeing the previous snapshot (and the cycle's copies of the latest values) is work
         // no one waits for.
@@ -285,9 +286,9 @@ struct Source<'a> {
     windows: &'a Windows,
     /// Label indexes of the previous cycles, used again while their metric's series are the
     /// same (see [`Source::index`]).
-    kept: &'a Mutex<KeptIndexes>,
+    kept: &'a Kept<ValueIndex>,
     /// Groupings of the previous cycles (see [`Source::aggregate`]).
-    kept_groups: &'a Mutex<KeptGroupings>,
+    kept_groups: &'a Kept<Grouped>,
     cycle: u64,
     now: i64,
     /// The latest values of each metric read in this cycle, read once.
@@ -317,20 +318,61 @@ struct Latest {
 /// equals it and that matcher need not be checked again.
 type ValueIndex = HashMap<String, Vec<u32>>;
 
-/// How one selection's series group (see [`Source::aggregate`]): the series (held, so that no
-/// other label map takes their address), each one's group and the groups' labels.
-struct KeptGrouping {
-    series: Vec<Arc<Labels>>,
+/// How one selection's series group (see [`Source::aggregate`]): each one's group and the
+/// groups' labels.
+struct Grouped {
     of: Vec<u32>,
     labels: Arc<Vec<Arc<Labels>>>,
 }
 
-/// Groupings by selector and grouping, with the cycle that last used them.
-type KeptGroupings = HashMap<String, (Arc<KeptGrouping>, u64)>;
+/// What was worked out from a list of series, by key, kept from one cycle to the next while
+/// the list is the same label maps in the same order (one pointer comparison each). An entry
+/// holds its maps, so no other map takes their address; one no cycle used goes.
+struct Kept<T>(Mutex<HashMap<String, KeptEntry<T>>>);
 
-/// Label indexes by (metric, label name), with the series they were made of (held, so that
-/// no other label map takes their address) and the cycle that last used them.
-type KeptIndexes = HashMap<(String, String), (Vec<Arc<Labels>>, Arc<ValueIndex>, u64)>;
+struct KeptEntry<T> {
+    series: Vec<Arc<Labels>>,
+    value: Arc<T>,
+    /// The cycle that last used it.
+    used: u64,
+}
+
+impl<T> Default for Kept<T> {
+    fn default() -> Self {
+        Kept(Mutex::default())
+    }
+}
+
+impl<T> Kept<T> {
+    /// The value kept for `key` if it was made of `series`, else `make`'s (kept from now on).
+    fn get<'s>(
+        &self,
+        key: String,
+        series: impl Iterator<Item = &'s Arc<Labels>> + Clone,
+        cycle: u64,
+        make: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        {
+            let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(e) = kept.get_mut(&key)
+                && e.series.len() == series.clone().count()
+                && e.series.iter().zip(series.clone()).all(|(a, b)| Arc::ptr_eq(a, b))
+            {
+                e.used = cycle;
+                return e.value.clone();
+            }
+        }
+        let value = Arc::new(make());
+        let entry = KeptEntry { series: series.cloned().collect(), value: value.clone(), used: cycle };
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(key, entry);
+        value
+    }
+
+    /// Drops what `cycle` did not use.
+    fn keep_used(&mut self, cycle: u64) {
+        self.0.get_mut().unwrap_or_else(|e| e.into_inner()).retain(|_, e| e.used == cycle);
+    }
+}
 
 /// A label's value as matchers see it: missing is the empty string.
 fn label_value<'a>(labels: &'a Labels, name: &str) -> &'a str {
@@ -351,30 +393,20 @@ impl Source<'_> {
     /// reading the label of every series.
     fn index(&self, latest: &Latest, name: &str, label: &str) -> Arc<ValueIndex> {
         latest.by_label.get(label, || {
-            let key = (name.to_owned(), label.to_owned());
-            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((series, index, used)) = kept.get_mut(&key)
-                && series.len() == latest.series.len()
-                && series.iter().zip(&latest.series).all(|(a, b)| Arc::ptr_eq(a, &b.0))
-            {
-                *used = self.cycle;
-                return index.clone();
-            }
-            drop(kept);
-            let mut index = ValueIndex::new();
-            for (i, (labels, _, _)) in latest.series.iter().enumerate() {
-                let value = label_value(labels, label);
-                match index.get_mut(value) {
-                    Some(positions) => positions.push(i as u32),
-                    None => {
-                        index.insert(value.to_owned(), vec![i as u32]);
+            let series = latest.series.iter().map(|s| &s.0);
+            self.kept.get(format!("{name}\u{1f}{label}"), series, self.cycle, || {
+                let mut index = ValueIndex::new();
+                for (i, (labels, _, _)) in latest.series.iter().enumerate() {
+                    let value = label_value(labels, label);
+                    match index.get_mut(value) {
+                        Some(positions) => positions.push(i as u32),
+                        None => {
+                            index.insert(value.to_owned(), vec![i as u32]);
+                        }
                     }
                 }
-            }
-            let index = Arc::new(index);
-            let series = latest.series.iter().map(|s| s.0.clone()).collect();
-            self.kept.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (series, index.clone(), self.cycle));
-            index
+                index
+            })
         })
     }
 
@@ -439,37 +471,18 @@ impl SeriesSource for Source<'_> {
             }
         }
     }
+
     /// The grouping of a selection's series is kept across cycles while they are the same
     /// label maps in the same order (one pointer comparison each): an aggregation then reads
     /// no label, only values.
     fn aggregate(&self, name: &str, matchers: &[Matcher], grouping: &Grouping) -> Groups {
         let (key, sel) = self.selection(name, matchers);
-        let key = format!("{key}\u{1e}{grouping:?}");
-        let series = || sel.at.iter().map(|&i| &sel.latest.series[i as usize].0);
-        let values = sel.at.iter().map(|&i| sel.latest.series[i as usize].2);
-        let same = |held: &[Arc<Labels>]| {
-            held.len() == sel.at.len() && held.iter().zip(series()).all(|(a, b)| Arc::ptr_eq(a, b))
-        };
-        let found = {
-            let mut kept = self.kept_groups.lock().unwrap_or_else(|e| e.into_inner());
-            match kept.get_mut(&key) {
-                Some((grouped, used)) if same(&grouped.series) => {
-                    *used = self.cycle;
-                    Some(grouped.clone())
-                }
-                _ => None,
-            }
-        };
-        let grouped = found.unwrap_or_else(|| {
-            let (of, labels) = group(series().map(|l| &**l), grouping);
-            let grouped = Arc::new(KeptGrouping {
-                series: series().cloned().collect(),
-                of,
-                labels: Arc::new(labels.into_iter().map(Arc::new).collect()),
-            });
-            self.kept_groups.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (grouped.clone(), self.cycle));
-            grouped
+        let series = sel.at.iter().map(|&i| &sel.latest.series[i as usize].0);
+        let grouped = self.kept_groups.get(format!("{key}\u{1e}{grouping:?}"), series.clone(), self.cycle, || {
+            let (of, labels) = group(series.map(|l| &**l), grouping);
+            Grouped { of, labels: Arc::new(labels.into_iter().map(Arc::new).collect()) }
         });
+        let values = sel.at.iter().map(|&i| sel.latest.series[i as usize].2);
         Groups::accumulate(grouped.labels.clone(), &grouped.of, values)
     }
 }

@@ -252,9 +252,7 @@ pub async fn list(state: &AppState, actor: &Actor) -> Result<Vec<EnvironmentView
     let mut out = Vec::new();
     for env in state.store.environments().await? {
         if visible.contains(&env.name) {
-            let hosts =
-                containers.iter().filter(|r| r.labels.get(providers::HOST_LABEL_CLUSTER) == Some(&env.name)).count()
-                    as u32;
+            let hosts = containers.iter().filter(|r| providers::of_cluster(r, &env.name, None)).count() as u32;
             out.push(view(state, env, hosts).await?);
         }
     }

@@ -421,11 +421,14 @@ pub async fn cluster_hosts(
     group: Option<&str>,
 ) -> Result<Vec<ProviderHostRec>, ProviderError> {
     let mut recs = state.store.provider_hosts(DOCKER).await?;
-    recs.retain(|r| {
-        r.labels.get(HOST_LABEL_CLUSTER).map(String::as_str) == Some(cluster)
-            && group.is_none_or(|g| r.labels.get(HOST_LABEL_GROUP).map(String::as_str) == Some(g))
-    });
+    recs.retain(|r| of_cluster(r, cluster, group));
     Ok(recs)
+}
+
+/// Whether a container was made for `cluster` (and host group `group`, if given).
+pub fn of_cluster(r: &ProviderHostRec, cluster: &str, group: Option<&str>) -> bool {
+    r.labels.get(HOST_LABEL_CLUSTER).map(String::as_str) == Some(cluster)
+        && group.is_none_or(|g| r.labels.get(HOST_LABEL_GROUP).map(String::as_str) == Some(g))
 }
 
 /// The containers of `recs` with their status and hosts.
