@@ -20,7 +20,7 @@ use drover_manager::store::{AlertHistoryFilter, AlertHistoryRec, AlertRuleRec, M
 use drover_manager::store::{
     ApiTokenRecord, AppliedRec, AppliedRevision, AuditFilter, Backend, ClusterRec, CommandRec, EnrollError,
     EnrollmentTokenRecord, EventFilter, HeartbeatRow, HostFilter, NewAudit, NewEvent, NewHost, RevisionRec, RoleRec,
-    RoleStatusRec, ServiceRec, StepRec, Store, StoreError, UserRecord,
+    RoleStatusRec, ServiceRec, ServiceRoles, StepRec, Store, StoreError, UserRecord,
 };
 use drover_manager::store::{CommandFilter, PointRec, PointTable, SeriesRec, UserChange};
 use drover_manager::users::{Grant, Role};
@@ -207,6 +207,7 @@ store_suite! {
     events_filters_and_order => with_store(case_events);
     audit_filters_and_order => with_store(case_audit);
     services_roles_revisions_and_status => with_store(case_services);
+    service_roles_are_kept_until_a_write_changes_them => with_store(case_service_roles_cache);
     commands_and_steps => with_store(case_commands);
     cluster_hosts_and_parcels => with_store(case_cluster_parcels);
     metric_series_are_created_once_and_refreshed => with_store(case_metric_series);
@@ -1376,6 +1377,56 @@ fn role_rec(id: &str, role_type: &str, host: &str) -> RoleRec {
         restart_nonce: 0,
         created_at: T0,
     }
+}
+
+/// `service_roles` (what rendering reads) is kept between reads and read
+/// again after every write that changes a service's roles or their hosts.
+async fn case_service_roles_cache(store: Store) {
+    add_host(&store, "h1", "web-1", Labels::new()).await;
+    add_host(&store, "h2", "web-2", Labels::new()).await;
+    store
+        .create_cluster(&ClusterRec { name: "prod".into(), created_at: T0, created_by: "alice".into() })
+        .await
+        .unwrap();
+    let svc = ServiceRec {
+        cluster: "prod".into(),
+        name: "cache".into(),
+        service_type: "redis".into(),
+        revision: 1,
+        created_at: T0,
+        created_by: "alice".into(),
+    };
+    store.create_service(&svc, &revision(1, "created")).await.unwrap();
+    store.insert_role(&role_rec("a", "replica", "h1")).await.unwrap();
+    let read = || async { store.service_roles("prod", "cache").await.unwrap() };
+    let ids = |s: &ServiceRoles| s.roles.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+
+    let first = read().await;
+    assert_eq!(ids(&first), ["a"]);
+    assert_eq!(first.hosts["h1"].0, "web-1");
+    assert!(std::sync::Arc::ptr_eq(&first, &read().await), "kept while nothing is written");
+    // Writes elsewhere (a revision, heartbeats) keep it.
+    assert!(store.insert_revision(&revision(2, "cap"), 1, None).await.unwrap());
+    assert!(std::sync::Arc::ptr_eq(&first, &read().await), "a revision does not change roles");
+
+    // A host's new name and addresses.
+    let mut moved = facts("web-1b");
+    moved.addresses = vec!["10.9.9.9".into()];
+    store.update_host_facts("h1", &moved, "1.0").await.unwrap();
+    assert_eq!(read().await.hosts["h1"], ("web-1b".to_owned(), vec!["10.9.9.9".to_owned()]));
+    // A role added, its run state and restart nonce, a role removed.
+    store.insert_role(&role_rec("b", "replica", "h2")).await.unwrap();
+    assert_eq!(ids(&*read().await), ["a", "b"]);
+    assert_eq!(read().await.hosts["h2"].0, "web-2");
+    store.set_run_state(&["a".into()], "stopped").await.unwrap();
+    assert_eq!(read().await.roles[0].run_state, "stopped");
+    store.bump_restart_nonce(&["a".into()]).await.unwrap();
+    assert_eq!((read().await.roles[0].run_state.as_str(), read().await.roles[0].restart_nonce), ("running", 1));
+    assert!(store.delete_role("b").await.unwrap());
+    assert_eq!(ids(&*read().await), ["a"]);
+    // The service gone, its roles with it.
+    assert!(store.delete_service("prod", "cache").await.unwrap());
+    assert!(read().await.roles.is_empty());
 }
 
 async fn case_services(store: Store) {

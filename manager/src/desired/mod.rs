@@ -34,7 +34,7 @@ mod owner;
 pub use owner::{Desired, DesiredHealth, FailingRefresh, ServiceGuard};
 
 use crate::AppState;
-use crate::store::{RoleRec, ServiceRec, StoreError};
+use crate::store::{RoleRec, ServiceRec, ServiceRoles, StoreError};
 
 /// One role as its host must run it.
 #[derive(Debug, Clone)]
@@ -179,22 +179,23 @@ pub async fn load_with_values(
         .get(&svc.service_type)
         .cloned()
         .ok_or_else(|| DesiredError::UnknownType(svc.service_type.clone()))?;
-    let roles = state.store.roles_of_service(&svc.cluster, &svc.name).await?;
-    let own = instances(state, &roles).await?;
+    let own = state.store.service_roles(&svc.cluster, &svc.name).await?;
+    let roles = own.roles.clone();
+    let own = instances(&own);
     let mut dependencies = BTreeMap::new();
     for required in &service_type.requires {
         // The first service of the required type in the same cluster.
         let candidates = state.store.list_services(&svc.cluster).await?;
         if let Some(dep) = candidates.into_iter().find(|s| &s.service_type == required) {
             let dep_values = revision_values(state, &dep, dep.revision).await?;
-            let dep_roles = state.store.roles_of_service(&dep.cluster, &dep.name).await?;
+            let dep_roles = state.store.service_roles(&dep.cluster, &dep.name).await?;
             let Some(dep_type) = state.catalog.get(&dep.service_type).cloned() else { continue };
             dependencies.insert(
                 required.clone(),
                 DependencyTopology {
                     service: dep.name.clone(),
                     service_type: dep_type,
-                    roles: instances(state, &dep_roles).await?,
+                    roles: instances(&dep_roles),
                     values: dep_values,
                 },
             );
@@ -210,13 +211,13 @@ pub async fn load_with_values(
         let Some(other) = state.store.service(&svc.cluster, &r.service).await? else { continue };
         let Some(other_type) = state.catalog.get(&other.service_type).cloned() else { continue };
         let other_values = revision_values(state, &other, other.revision).await?;
-        let other_roles = state.store.roles_of_service(&other.cluster, &other.name).await?;
+        let other_roles = state.store.service_roles(&other.cluster, &other.name).await?;
         references.insert(
             r.service.clone(),
             DependencyTopology {
                 service: other.name.clone(),
                 service_type: other_type,
-                roles: instances(state, &other_roles).await?,
+                roles: instances(&other_roles),
                 values: other_values,
             },
         );
@@ -317,16 +318,15 @@ pub async fn referrers(state: &AppState, cluster: &str, service: &str) -> Result
     Ok(out)
 }
 
-async fn instances(state: &AppState, roles: &[RoleRec]) -> Result<Vec<RoleInstance>, DesiredError> {
-    let mut ids: Vec<String> = roles.iter().map(|r| r.host_id.clone()).collect();
-    ids.sort();
-    ids.dedup();
-    let hosts = state.store.host_addresses(&ids).await?;
-    Ok(roles
+fn instances(service: &ServiceRoles) -> Vec<RoleInstance> {
+    service
+        .roles
         .iter()
         .map(|r| {
-            let (hostname, addresses) = hosts.get(&r.host_id).cloned().unwrap_or_default();
-            let address = addresses.first().cloned().unwrap_or_else(|| hostname.clone());
+            let (hostname, address) = match service.hosts.get(&r.host_id) {
+                Some((name, addresses)) => (name.clone(), addresses.first().unwrap_or(name).clone()),
+                None => (String::new(), String::new()),
+            };
             RoleInstance {
                 role_id: r.id.clone(),
                 name: r.name.clone(),
@@ -338,7 +338,7 @@ async fn instances(state: &AppState, roles: &[RoleRec]) -> Result<Vec<RoleInstan
                 index: r.index,
             }
         })
-        .collect())
+        .collect()
 }
 
 impl ServiceContext {

@@ -121,6 +121,7 @@ impl Store {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        self.topology_changed();
         Ok(true)
     }
 }

@@ -257,6 +257,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        self.topology_changed();
         self.host(&host.id)
             .await?
             .ok_or_else(|| EnrollError::Store(StoreError::corrupt("hosts", "enrolled host vanished")))
@@ -455,6 +456,7 @@ impl Store {
         .bind(&f.capacity_evidence)
         .execute(&self.pool)
         .await?;
+        self.topology_changed();
         Ok(())
     }
 
@@ -483,6 +485,7 @@ impl Store {
         .bind(by)
         .execute(&self.pool)
         .await?;
+        self.topology_changed();
         Ok(Some(before))
     }
 

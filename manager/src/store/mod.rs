@@ -29,6 +29,7 @@ mod services;
 mod templates;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
@@ -50,7 +51,7 @@ pub use records::{
 pub use records::{AuditSearch, EventSearch, MAX_SEARCH_OFFSET};
 pub use services::{
     AppliedRec, AppliedRevision, ClusterRec, CommandFilter, CommandRec, RevisionRec, RoleRec, RoleStatusRec,
-    ServiceRec, StepRec,
+    ServiceRec, ServiceRoles, StepRec,
 };
 pub use templates::TemplateRec;
 
@@ -90,6 +91,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Services' roles and their hosts' addresses, kept between renders.
+    topology: Arc<services::TopologyCache>,
 }
 
 impl Store {
@@ -132,7 +135,7 @@ impl Store {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(Store { pool, backend })
+        Ok(Store { pool, backend, topology: Arc::default() })
     }
 
     pub fn backend(&self) -> Backend {
@@ -241,10 +244,10 @@ mod tests {
             .await
             .expect("compile options");
         assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "SQLite built with {options:?}");
-        let pragmas: Vec<(String, i64)> = vec![
+        let pragmas: Vec<(&str, i64)> = vec![
             ("cache_size", sqlx::query_scalar("PRAGMA cache_size").fetch_one(&store.pool).await.expect("cache_size")),
             ("temp_store", sqlx::query_scalar("PRAGMA temp_store").fetch_one(&store.pool).await.expect("temp_store")),
         ];
-        assert_eq!(pragmas, [("cache_size".to_owned(), -16384), ("temp_store".to_owned(), 2)]);
+        assert_eq!(pragmas, [("cache_size", -16384), ("temp_store", 2)]);
     }
 }

@@ -7,6 +7,8 @@
 //! A role's index is the next free one within its role type.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sqlx::any::AnyRow;
 
@@ -28,6 +30,23 @@ pub struct ServiceRec {
     pub revision: u64,
     pub created_at: UnixMillis,
     pub created_by: String,
+}
+
+/// A service's roles (ordered by role type and index) with the host name and
+/// addresses of each host they run on, by host id.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceRoles {
+    pub roles: Vec<RoleRec>,
+    pub hosts: HashMap<String, (String, Vec<String>)>,
+}
+
+/// What [`Store::service_roles`] keeps: each entry with the epoch it was read
+/// at. Every write of roles, hosts, services or clusters moves the epoch on
+/// and empties the map.
+#[derive(Debug, Default)]
+pub(super) struct TopologyCache {
+    epoch: AtomicU64,
+    services: Mutex<HashMap<(String, String), (u64, Arc<ServiceRoles>)>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -275,6 +294,7 @@ impl Store {
 
     pub async fn delete_cluster(&self, name: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM clusters WHERE name = $1").bind(name).execute(&self.pool).await?;
+        self.topology_changed();
         Ok(done.rows_affected() > 0)
     }
 
@@ -336,6 +356,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.topology_changed();
         Ok(done.rows_affected() > 0)
     }
 
@@ -433,7 +454,39 @@ impl Store {
             out.push(role);
         }
         tx.commit().await?;
+        self.topology_changed();
         Ok(out)
+    }
+
+    /// The roles of a service with the name and addresses of their hosts, as
+    /// rendering reads them. Kept from one call to the next until the store
+    /// writes a role, a host or a service (`TopologyCache`): a change to a
+    /// 10,000-role service's configuration reads none of it again.
+    pub async fn service_roles(&self, cluster: &str, service: &str) -> Result<Arc<ServiceRoles>> {
+        let key = (cluster.to_owned(), service.to_owned());
+        // Read before loading: a write that lands meanwhile moves the epoch on
+        // and the entry kept below is never used.
+        let epoch = self.topology.epoch.load(Ordering::Acquire);
+        if let Some((at, kept)) = self.topology.services.lock().expect("topology cache").get(&key)
+            && *at == epoch
+        {
+            return Ok(kept.clone());
+        }
+        let roles = self.roles_of_service(cluster, service).await?;
+        let mut ids: Vec<String> = roles.iter().map(|r| r.host_id.clone()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let hosts = self.host_addresses(&ids).await?;
+        let loaded = Arc::new(ServiceRoles { roles, hosts });
+        self.topology.services.lock().expect("topology cache").insert(key, (epoch, loaded.clone()));
+        Ok(loaded)
+    }
+
+    /// Forgets every kept [`Store::service_roles`]; called after each write
+    /// of roles, hosts' names or addresses, services or clusters.
+    pub(super) fn topology_changed(&self) {
+        self.topology.epoch.fetch_add(1, Ordering::AcqRel);
+        self.topology.services.lock().expect("topology cache").clear();
     }
 
     pub async fn roles_of_service(&self, cluster: &str, service: &str) -> Result<Vec<RoleRec>> {
@@ -467,6 +520,7 @@ impl Store {
 
     pub async fn delete_role(&self, id: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM roles WHERE id = $1").bind(id).execute(&self.pool).await?;
+        self.topology_changed();
         Ok(done.rows_affected() > 0)
     }
 
@@ -481,6 +535,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        self.topology_changed();
         Ok(())
     }
 
@@ -501,6 +556,7 @@ impl Store {
             }
         }
         tx.commit().await?;
+        self.topology_changed();
         Ok(out)
     }
 
