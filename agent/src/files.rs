@@ -103,6 +103,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn ensure_dir(dir: &Path) -> Result<(), FilesError> {
+    // Nearly always there already: one stat instead of a refused mkdir and a stat.
+    if dir.is_dir() {
+        return Ok(());
+    }
     DirBuilder::new().recursive(true).mode(0o750).create(dir).map_err(io_err("create directory", dir))
 }
 

@@ -498,43 +498,33 @@ impl Registry {
             std::mem::take(&mut *self.pending_generations.lock().expect("pending lock")).into_iter().collect();
         let desired: Vec<(String, u64)> =
             std::mem::take(&mut *self.pending_desired.lock().expect("pending lock")).into_iter().collect();
-        if let Err(e) = self.store.set_desired_generations(&desired).await {
-            let mut pending = self.pending_desired.lock().expect("pending lock");
-            for (host, generation) in desired {
-                pending.entry(host).or_insert(generation);
-            }
-            drop(pending);
-            tracing::warn!(error = %e, "could not store desired generations; retrying with the next flush");
-        }
-        if let Err(e) = self.store.set_applied_generations(&generations).await {
-            let mut pending = self.pending_generations.lock().expect("pending lock");
-            for (host, generation) in generations {
-                pending.entry(host).or_insert(generation);
-            }
-            drop(pending);
-            tracing::warn!(error = %e, "could not store applied generations; retrying with the next flush");
-        }
-        let requeue_roles = |roles: Vec<RoleStatusRec>, applied: Vec<AppliedRevision>| {
-            let mut pending = self.pending_roles.lock().expect("pending lock");
-            for r in roles {
-                pending.entry(r.role_id.clone()).or_insert(r);
-            }
-            drop(pending);
-            self.queue_applied(applied);
-        };
         if let Err(e) = self.metrics.flush(&self.store).await {
             tracing::warn!(error = %e, "could not store metric points; retrying with the next flush");
         }
-        match self.store.flush(&rows, &events).await {
-            Ok(()) => {
-                if let Err(e) = self.store.flush_roles(&roles, &applied).await {
-                    requeue_roles(roles, applied);
-                    return Err(e);
-                }
-                Ok(rows.len())
-            }
+        let batch = crate::store::FlushBatch {
+            heartbeats: &rows,
+            events: &events,
+            desired_generations: &desired,
+            applied_generations: &generations,
+            statuses: &roles,
+            applied: &applied,
+        };
+        match self.store.flush_batch(batch).await {
+            Ok(()) => Ok(rows.len()),
             Err(e) => {
-                requeue_roles(roles, applied);
+                // Nothing was written: all of it goes back, behind anything newer.
+                for (queue, items) in [(&self.pending_desired, desired), (&self.pending_generations, generations)] {
+                    let mut pending = queue.lock().expect("pending lock");
+                    for (host, generation) in items {
+                        pending.entry(host).or_insert(generation);
+                    }
+                }
+                let mut pending = self.pending_roles.lock().expect("pending lock");
+                for r in roles {
+                    pending.entry(r.role_id.clone()).or_insert(r);
+                }
+                drop(pending);
+                self.queue_applied(applied);
                 self.dirty.lock().expect("dirty lock").extend(dirty);
                 let mut ev = self.events.lock().expect("events lock");
                 if ev.len() + events.len() <= MAX_PENDING {

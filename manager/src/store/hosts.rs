@@ -149,6 +149,29 @@ pub struct HeartbeatRow {
     pub metrics: Option<HostMetrics>,
 }
 
+/// One flush of the registry: live host state, events, generations and role
+/// reports ([`Store::flush_batch`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FlushBatch<'a> {
+    pub heartbeats: &'a [HeartbeatRow],
+    pub events: &'a [NewEvent],
+    pub desired_generations: &'a [(String, u64)],
+    pub applied_generations: &'a [(String, u64)],
+    pub statuses: &'a [super::RoleStatusRec],
+    pub applied: &'a [super::AppliedRevision],
+}
+
+impl FlushBatch<'_> {
+    fn is_empty(&self) -> bool {
+        self.heartbeats.is_empty()
+            && self.events.is_empty()
+            && self.desired_generations.is_empty()
+            && self.applied_generations.is_empty()
+            && self.statuses.is_empty()
+            && self.applied.is_empty()
+    }
+}
+
 const HOST_COLUMNS: &str = "id, hostname, addresses, kind, kind_evidence, os, kernel, arch, cpu_cores, memory_bytes, \
     disks, agent_version, status, cert_serial, enrolled_at, last_heartbeat_at, latest_metrics, applied_generation, \
     decommissioned_at, fqdn, container_id, machine_cpu_cores, machine_memory_bytes, capacity_evidence";
@@ -492,10 +515,23 @@ impl Store {
     /// Writes the registry's batch of live host state and events in one
     /// transaction.
     pub async fn flush(&self, heartbeats: &[HeartbeatRow], events: &[NewEvent]) -> Result<()> {
-        if heartbeats.is_empty() && events.is_empty() {
+        self.flush_batch(FlushBatch { heartbeats, events, ..FlushBatch::default() }).await
+    }
+
+    /// Writes everything the registry's flusher gathered in one transaction:
+    /// a host row that a heartbeat, a new desired generation and an applied
+    /// generation all touch is written to the log once, not three times.
+    pub async fn flush_batch(&self, b: FlushBatch<'_>) -> Result<()> {
+        if b.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
+        super::services::host_generations_in(&mut tx, self.backend, "desired_generation", b.desired_generations)
+            .await?;
+        super::services::host_generations_in(&mut tx, self.backend, "applied_generation", b.applied_generations)
+            .await?;
+        super::services::role_statuses_in(&mut tx, self.backend, b.statuses, b.applied).await?;
+        let (heartbeats, events) = (b.heartbeats, b.events);
         for chunk in heartbeats.chunks(super::BATCH_ROWS) {
             // Never resurrect a host decommissioned while the batch was queued.
             let sql = format!(

@@ -39,7 +39,7 @@ use sqlx::{AnyPool, Row};
 pub use alerts::{AlertHistoryFilter, AlertHistoryRec, AlertRuleRec, MaintenanceRec, SilenceRec};
 pub use diagnostics::{DiagnosticsRec, RedactionRulesRec};
 pub use environments::{EnvironmentRec, SnapshotHost, SnapshotRec, SnapshotRole};
-pub use hosts::{EnrollError, HeartbeatRow, HostFilter, HostPage, HostSort, NewHost};
+pub use hosts::{EnrollError, FlushBatch, HeartbeatRow, HostFilter, HostPage, HostSort, NewHost};
 pub use metrics::{GroupStep, PointRec, PointTable, SeriesRec};
 pub use notifications::NotificationConfigRec;
 pub use parcels::ClusterParcelRec;
@@ -116,10 +116,12 @@ impl Store {
                     // A 16 MiB page cache (SQLite's default is 2 MiB) holds the role
                     // status, applied and host rows a 10,000-host change rewrites, and
                     // statement journals stay in memory: both were reads and writes of
-                    // the database and temporary files on every flush.
+                    // the database and temporary files on every flush. The write-ahead
+                    // log is copied back every 8,192 pages (32 MiB) instead of 1,000:
+                    // a page rewritten by every flush (the hosts' rows) is copied once.
                     conn.execute(
                         "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; \
-                         PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;",
+                         PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 8192;",
                     )
                     .await?;
                     Ok(())
@@ -247,7 +249,14 @@ mod tests {
         let pragmas: Vec<(&str, i64)> = vec![
             ("cache_size", sqlx::query_scalar("PRAGMA cache_size").fetch_one(&store.pool).await.expect("cache_size")),
             ("temp_store", sqlx::query_scalar("PRAGMA temp_store").fetch_one(&store.pool).await.expect("temp_store")),
+            (
+                "wal_autocheckpoint",
+                sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+                    .fetch_one(&store.pool)
+                    .await
+                    .expect("wal_autocheckpoint"),
+            ),
         ];
-        assert_eq!(pragmas, [("cache_size", -16384), ("temp_store", 2)]);
+        assert_eq!(pragmas, [("cache_size", -16384), ("temp_store", 2), ("wal_autocheckpoint", 8192)]);
     }
 }

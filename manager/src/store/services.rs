@@ -46,8 +46,11 @@ pub struct ServiceRoles {
 #[derive(Debug, Default)]
 pub(super) struct TopologyCache {
     epoch: AtomicU64,
-    services: Mutex<HashMap<(String, String), (u64, Arc<ServiceRoles>)>>,
+    services: Mutex<HashMap<ServiceKey, (u64, Arc<ServiceRoles>)>>,
 }
+
+/// `(cluster, service)`.
+type ServiceKey = (String, String);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoleRec {
@@ -611,18 +614,7 @@ impl Store {
 
     /// Writes reported role states and first-applied records in one transaction.
     pub async fn flush_roles(&self, statuses: &[RoleStatusRec], applied: &[AppliedRevision]) -> Result<()> {
-        if statuses.is_empty() && applied.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        for chunk in statuses.chunks(super::BATCH_ROWS) {
-            upsert_role_statuses_in(&mut tx, self.backend, chunk).await?;
-        }
-        for chunk in applied.chunks(super::BATCH_ROWS) {
-            record_applied_in(&mut tx, self.backend, chunk).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.flush_batch(super::FlushBatch { statuses, applied, ..Default::default() }).await
     }
 
     pub async fn role_statuses(&self, cluster: &str, service: &str) -> Result<HashMap<String, RoleStatusRec>> {
@@ -679,23 +671,12 @@ impl Store {
     /// Sets `column` (a generation column of `hosts`) of many hosts, a
     /// batch of rows per statement, in one transaction.
     pub(super) async fn set_host_generations(&self, column: &'static str, generations: &[(String, u64)]) -> Result<()> {
-        if generations.is_empty() {
-            return Ok(());
+        let mut batch = super::FlushBatch::default();
+        match column {
+            "desired_generation" => batch.desired_generations = generations,
+            _ => batch.applied_generations = generations,
         }
-        let mut tx = self.pool.begin().await?;
-        for chunk in generations.chunks(super::BATCH_ROWS) {
-            let sql = format!(
-                "UPDATE hosts SET {column} = v.column2 FROM (VALUES {}) AS v WHERE hosts.id = v.column1",
-                super::values_placeholders(self.backend, chunk.len(), 2)
-            );
-            let mut q = sqlx::query(&sql);
-            for (host, generation) in chunk {
-                q = q.bind(host).bind(i64_of(*generation));
-            }
-            q.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.flush_batch(batch).await
     }
 
     pub async fn desired_generations(&self) -> Result<HashMap<String, u64>> {
@@ -882,6 +863,44 @@ async fn insert_revision_row(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rev: &Re
 /// skipped rather than failing the batch forever.
 /// Upserts the statuses of roles that still exist, many rows per statement
 /// (role ids unique within `rows`: they come from a map).
+/// Sets `column` (a generation column of `hosts`) of many hosts, a batch of
+/// rows per statement.
+pub(super) async fn host_generations_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: super::Backend,
+    column: &'static str,
+    generations: &[(String, u64)],
+) -> Result<()> {
+    for chunk in generations.chunks(super::BATCH_ROWS) {
+        let sql = format!(
+            "UPDATE hosts SET {column} = v.column2 FROM (VALUES {}) AS v WHERE hosts.id = v.column1",
+            super::values_placeholders(backend, chunk.len(), 2)
+        );
+        let mut q = sqlx::query(&sql);
+        for (host, generation) in chunk {
+            q = q.bind(host).bind(i64_of(*generation));
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Role reports (of roles that still exist) and first-applied records.
+pub(super) async fn role_statuses_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: super::Backend,
+    statuses: &[RoleStatusRec],
+    applied: &[AppliedRevision],
+) -> Result<()> {
+    for chunk in statuses.chunks(super::BATCH_ROWS) {
+        upsert_role_statuses_in(tx, backend, chunk).await?;
+    }
+    for chunk in applied.chunks(super::BATCH_ROWS) {
+        record_applied_in(tx, backend, chunk).await?;
+    }
+    Ok(())
+}
+
 async fn upsert_role_statuses_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: super::Backend,
