@@ -1363,6 +1363,18 @@ fn revision(n: u64, message: &str) -> RevisionRec {
     }
 }
 
+/// Service `prod/cache` (Redis) at revision 1, created by alice.
+fn cache_service() -> ServiceRec {
+    ServiceRec {
+        cluster: "prod".into(),
+        name: "cache".into(),
+        service_type: "redis".into(),
+        revision: 1,
+        created_at: T0,
+        created_by: "alice".into(),
+    }
+}
+
 fn role_rec(id: &str, role_type: &str, host: &str) -> RoleRec {
     RoleRec {
         id: id.into(),
@@ -1388,14 +1400,7 @@ async fn case_service_roles_cache(store: Store) {
         .create_cluster(&ClusterRec { name: "prod".into(), created_at: T0, created_by: "alice".into() })
         .await
         .unwrap();
-    let svc = ServiceRec {
-        cluster: "prod".into(),
-        name: "cache".into(),
-        service_type: "redis".into(),
-        revision: 1,
-        created_at: T0,
-        created_by: "alice".into(),
-    };
+    let svc = cache_service();
     store.create_service(&svc, &revision(1, "created")).await.unwrap();
     store.insert_role(&role_rec("a", "replica", "h1")).await.unwrap();
     let read = || async { store.service_roles("prod", "cache").await.unwrap() };
@@ -1440,14 +1445,7 @@ async fn case_services(store: Store) {
         store.create_cluster(&ClusterRec { name: "prod".into(), created_at: T0, created_by: "bob".into() }).await,
         Err(StoreError::Conflict(_))
     ));
-    let svc = ServiceRec {
-        cluster: "prod".into(),
-        name: "cache".into(),
-        service_type: "redis".into(),
-        revision: 1,
-        created_at: T0,
-        created_by: "alice".into(),
-    };
+    let svc = cache_service();
     store.create_service(&svc, &revision(1, "created")).await.unwrap();
     assert_eq!(store.service("prod", "cache").await.unwrap(), Some(svc.clone()));
 
