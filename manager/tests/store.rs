@@ -1363,6 +1363,16 @@ fn revision(n: u64, message: &str) -> RevisionRec {
     }
 }
 
+/// Hosts h1 (web-1) and h2 (web-2), and cluster `prod` created by alice.
+async fn two_hosts_in_prod(store: &Store) {
+    add_host(store, "h1", "web-1", Labels::new()).await;
+    add_host(store, "h2", "web-2", Labels::new()).await;
+    store
+        .create_cluster(&ClusterRec { name: "prod".into(), created_at: T0, created_by: "alice".into() })
+        .await
+        .unwrap();
+}
+
 /// Service `prod/cache` (Redis) at revision 1, created by alice.
 fn cache_service() -> ServiceRec {
     ServiceRec {
@@ -1394,12 +1404,7 @@ fn role_rec(id: &str, role_type: &str, host: &str) -> RoleRec {
 /// `service_roles` (what rendering reads) is kept between reads and read
 /// again after every write that changes a service's roles or their hosts.
 async fn case_service_roles_cache(store: Store) {
-    add_host(&store, "h1", "web-1", Labels::new()).await;
-    add_host(&store, "h2", "web-2", Labels::new()).await;
-    store
-        .create_cluster(&ClusterRec { name: "prod".into(), created_at: T0, created_by: "alice".into() })
-        .await
-        .unwrap();
+    two_hosts_in_prod(&store).await;
     let svc = cache_service();
     store.create_service(&svc, &revision(1, "created")).await.unwrap();
     store.insert_role(&role_rec("a", "replica", "h1")).await.unwrap();
@@ -1435,12 +1440,7 @@ async fn case_service_roles_cache(store: Store) {
 }
 
 async fn case_services(store: Store) {
-    add_host(&store, "h1", "web-1", Labels::new()).await;
-    add_host(&store, "h2", "web-2", Labels::new()).await;
-    store
-        .create_cluster(&ClusterRec { name: "prod".into(), created_at: T0, created_by: "alice".into() })
-        .await
-        .unwrap();
+    two_hosts_in_prod(&store).await;
     assert!(matches!(
         store.create_cluster(&ClusterRec { name: "prod".into(), created_at: T0, created_by: "bob".into() }).await,
         Err(StoreError::Conflict(_))
