@@ -179,9 +179,9 @@ pub async fn load_with_values(
         .get(&svc.service_type)
         .cloned()
         .ok_or_else(|| DesiredError::UnknownType(svc.service_type.clone()))?;
-    let own = state.store.service_roles(&svc.cluster, &svc.name).await?;
-    let roles = own.roles.clone();
-    let own = instances(&own);
+    let service_roles = state.store.service_roles(&svc.cluster, &svc.name).await?;
+    let roles = service_roles.roles.clone();
+    let own = instances(&service_roles);
     let mut dependencies = BTreeMap::new();
     for required in &service_type.requires {
         // The first service of the required type in the same cluster.

@@ -483,14 +483,11 @@ impl Store {
         Ok(())
     }
 
+    /// Sets the generation a host last reported applied (the registry's
+    /// flusher writes them in batches with [`Store::flush_batch`]).
     pub async fn set_applied_generation(&self, id: &str, generation: u64) -> Result<()> {
-        self.set_applied_generations(&[(id.to_owned(), generation)]).await
-    }
-
-    /// Sets the generation each host last reported applied, in one transaction
-    /// (the registry's flusher batches them).
-    pub async fn set_applied_generations(&self, generations: &[(String, u64)]) -> Result<()> {
-        self.set_host_generations("applied_generation", generations).await
+        let generations = [(id.to_owned(), generation)];
+        self.flush_batch(FlushBatch { applied_generations: &generations, ..FlushBatch::default() }).await
     }
 
     /// Marks a host decommissioned and its certificate revoked. Returns the

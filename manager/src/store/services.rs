@@ -663,22 +663,6 @@ impl Store {
         Ok(())
     }
 
-    /// Sets the desired generation of many hosts in one transaction.
-    pub async fn set_desired_generations(&self, generations: &[(String, u64)]) -> Result<()> {
-        self.set_host_generations("desired_generation", generations).await
-    }
-
-    /// Sets `column` (a generation column of `hosts`) of many hosts, a
-    /// batch of rows per statement, in one transaction.
-    pub(super) async fn set_host_generations(&self, column: &'static str, generations: &[(String, u64)]) -> Result<()> {
-        let mut batch = super::FlushBatch::default();
-        match column {
-            "desired_generation" => batch.desired_generations = generations,
-            _ => batch.applied_generations = generations,
-        }
-        self.flush_batch(batch).await
-    }
-
     pub async fn desired_generations(&self) -> Result<HashMap<String, u64>> {
         let rows = sqlx::query("SELECT id, desired_generation FROM hosts").fetch_all(&self.pool).await?;
         rows.iter().map(|r| Ok((get(r, "id")?, u64_of(get(r, "desired_generation")?)))).collect()
@@ -859,10 +843,6 @@ async fn insert_revision_row(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rev: &Re
     Ok(())
 }
 
-/// Upserts a role's status; a role deleted since its agent reported is
-/// skipped rather than failing the batch forever.
-/// Upserts the statuses of roles that still exist, many rows per statement
-/// (role ids unique within `rows`: they come from a map).
 /// Sets `column` (a generation column of `hosts`) of many hosts, a batch of
 /// rows per statement.
 pub(super) async fn host_generations_in(
@@ -901,6 +881,10 @@ pub(super) async fn role_statuses_in(
     Ok(())
 }
 
+/// Upserts a role's status; a role deleted since its agent reported is
+/// skipped rather than failing the batch forever.
+/// Upserts the statuses of roles that still exist, many rows per statement
+/// (role ids unique within `rows`: they come from a map).
 async fn upsert_role_statuses_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: super::Backend,
