@@ -197,7 +197,7 @@ impl Registry {
     pub async fn load(store: Store, config: RegistryConfig) -> crate::store::Result<Registry> {
         let now = Instant::now();
         let generations = store.desired_generations().await?;
-        let metrics = crate::domain::metrics::LiveMetrics::load(store.all_series().await?);
+        let metrics = crate::domain::metrics::LiveMetrics::load_from(&store).await?;
         let mut hosts = HashMap::new();
         for h in store.all_hosts().await? {
             // Never below what the agent applied: a desired generation the

@@ -84,7 +84,7 @@ async fn a_search_labels_matches_and_names_the_host_that_cannot_answer() {
         let requests = requests.clone();
         let primary_id = primary_id.clone();
         async move {
-            let (id, request) = session.recv().await.expect("a request for h1");
+            let (id, request) = *session.recv().await.expect("a request for h1");
             let AgentRequest::Logs(q) = request else { panic!("a log request") };
             assert_eq!(
                 (q.role_ids.as_slice(), q.pattern.as_str(), q.limit),
@@ -169,7 +169,7 @@ async fn the_agent_log_needs_fleet_read_and_a_role_tail_reads_the_role() {
     let answering = tokio::spawn({
         let requests = requests.clone();
         async move {
-            let (id, request) = session.recv().await.expect("a request for h1");
+            let (id, request) = *session.recv().await.expect("a request for h1");
             let AgentRequest::Logs(q) = request else { panic!("a log request") };
             assert!(q.agent_log && q.role_ids.is_empty() && q.tail == 5, "{q:?}");
             let tx = requests.reply_to("h1", &id).unwrap();

@@ -79,7 +79,8 @@ fn lines(role_id: &str) -> Vec<LogLine> {
 fn scripted_agent(state: std::sync::Arc<AppState>, role_id: String) {
     let mut requests = state.agent_requests.attach("h1", 1, true);
     tokio::spawn(async move {
-        while let Some((id, request)) = requests.recv().await {
+        while let Some(queued) = requests.recv().await {
+            let (id, request) = *queued;
             let Ok(tx) = state.agent_requests.reply_to("h1", &id) else { continue };
             let role_id = role_id.clone();
             tokio::spawn(async move {

@@ -732,7 +732,7 @@ mod tests {
         };
         let mut rx = search_events(&requests, plan);
         for (n, (h, session)) in sessions.iter_mut().enumerate() {
-            let (id, request) = session.recv().await.unwrap();
+            let (id, request) = *session.recv().await.unwrap();
             let AgentRequest::Logs(q) = request else { panic!("a log request") };
             assert_eq!((q.role_ids.clone(), q.pattern.as_str()), (vec![format!("r-{h}")], "boom"));
             let tx = requests.reply_to(h, &id).unwrap();

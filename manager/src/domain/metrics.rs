@@ -369,26 +369,39 @@ pub struct LiveMetrics {
 }
 
 impl LiveMetrics {
-    /// The index of the series already stored.
-    pub fn load(rows: Vec<SeriesRec>) -> LiveMetrics {
-        let mut inner = Inner::default();
-        for r in rows {
-            let Some(kind) = ["host", "role"].into_iter().find(|k| *k == r.entity_kind) else { continue };
-            let extra: LabelMap = serde_json::from_str(&r.labels).unwrap_or_default();
-            let info = || EntityInfo {
-                kind,
-                id: r.entity_id.clone(),
-                host_id: r.host_id.clone(),
-                cluster: r.cluster.clone(),
-                service: r.service.clone(),
-                role: r.role.clone(),
-                role_type: r.role_type.clone(),
-                host: r.host.clone(),
-            };
-            let i = inner.series_index(info, kind, &r.entity_id, &r.name, &extra, Some(&r.labels));
-            inner.series[i as usize].id = Some(r.id);
-        }
-        LiveMetrics { inner: Mutex::new(inner), ..Default::default() }
+    /// The index of `rows`, as if read from the store.
+    #[cfg(test)]
+    fn load(rows: Vec<SeriesRec>) -> LiveMetrics {
+        let metrics = LiveMetrics::default();
+        rows.into_iter().for_each(|r| metrics.add_stored(r));
+        metrics
+    }
+
+    /// The index of the series in `store`, read one row at a time.
+    pub async fn load_from(store: &Store) -> crate::store::Result<LiveMetrics> {
+        let metrics = LiveMetrics::default();
+        store.each_series(|r| metrics.add_stored(r)).await?;
+        Ok(metrics)
+    }
+
+    /// Adds a stored series to the index.
+    fn add_stored(&self, r: SeriesRec) {
+        let mut guard = self.inner.lock().expect("metrics lock");
+        let inner: &mut Inner = &mut guard;
+        let Some(kind) = ["host", "role"].into_iter().find(|k| *k == r.entity_kind) else { return };
+        let extra: LabelMap = serde_json::from_str(&r.labels).unwrap_or_default();
+        let info = || EntityInfo {
+            kind,
+            id: r.entity_id.clone(),
+            host_id: r.host_id.clone(),
+            cluster: r.cluster.clone(),
+            service: r.service.clone(),
+            role: r.role.clone(),
+            role_type: r.role_type.clone(),
+            host: r.host.clone(),
+        };
+        let i = inner.series_index(info, kind, &r.entity_id, &r.name, &extra, Some(&r.labels));
+        inner.series[i as usize].id = Some(r.id);
     }
 
     /// Records a heartbeat's host metrics and role reports (with each

@@ -150,8 +150,8 @@ fn finite(v: f64) -> f64 {
     if v.is_finite() && v >= 0.0 { v } else { 0.0 }
 }
 
-fn msg(kind: manager_message::Kind) -> ManagerMessage {
-    ManagerMessage { kind: Some(kind) }
+fn msg(kind: manager_message::Kind) -> Outgoing {
+    Ok(Box::new(ManagerMessage { kind: Some(kind) }))
 }
 
 fn refusal_status(r: Refusal) -> Status {
@@ -257,7 +257,7 @@ impl v1::agent_service_server::AgentService for AgentGrpc {
             state.registry.close_session(&host_id, session_id);
             state.telemetry.session_closed();
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(|m| m.map(|b| *b)))))
     }
 
     async fn reply(&self, request: Request<Streaming<v1::ReplyChunk>>) -> Result<Response<v1::ReplyAck>, Status> {
@@ -304,7 +304,11 @@ fn client_identity<T>(request: &Request<T>, what: &str) -> Result<drover_proto::
 /// that thousands of concurrent downloads hold little memory.
 const PARCEL_CHUNK: usize = 256 * 1024;
 
-type Outbound = mpsc::Sender<Result<ManagerMessage, Status>>;
+/// A message on its way to an agent. Boxed so that each session's channel
+/// holds a block of pointers (tokio allocates 32 slots per channel up
+/// front), not of messages: 10,000 sessions kept 50 MiB of empty slots.
+type Outgoing = Result<Box<ManagerMessage>, Status>;
+type Outbound = mpsc::Sender<Outgoing>;
 
 /// Agents that announce this capability receive roles in `DesiredState`.
 pub const CAPABILITY_ROLES: &str = "roles.v1";
@@ -453,17 +457,16 @@ async fn record_role_status(state: &AppState, host_id: &str, roles: Vec<v1::Role
     state.registry.queue_applied(applied);
 }
 
-/// Drives one agent session until either side ends it.
-async fn run_session(
+/// Reads the agent's hello, stores its facts and sends the welcome and the
+/// host's desired state.
+async fn greet(
     state: &AppState,
     host_id: &str,
-    opened: crate::registry::OpenedSession,
-    mut inbound: Streaming<AgentMessage>,
+    session_id: u64,
+    inbound: &mut Streaming<AgentMessage>,
+    desired_rx: &mut tokio::sync::watch::Receiver<Arc<HostDesired>>,
     tx: &Outbound,
-) -> Result<(), String> {
-    let mut kill = opened.kill;
-    let host_id_owned = host_id.to_owned();
-    let host_id = host_id_owned.as_str();
+) -> Result<Greeted, String> {
     // The first message must be a hello; say why when it is not.
     let refuse = |status: Status| async move {
         let reason = status.message().to_owned();
@@ -507,16 +510,42 @@ async fn run_session(
         parcels: hello.capabilities.iter().any(|c| c == CAPABILITY_PARCELS),
         logs: hello.capabilities.iter().any(|c| c == CAPABILITY_LOGS),
     };
-    let mut agent_requests = state.agent_requests.attach(host_id, opened.session_id, caps.logs);
-    let mut desired_rx = opened.desired;
+    let agent_requests = state.agent_requests.attach(host_id, session_id, caps.logs);
     let current = desired_rx.borrow_and_update().clone();
     let desired = desired_message(&current, caps);
     for m in [welcome, desired] {
-        tx.send(Ok(msg(m))).await.map_err(|_| "agent went away".to_owned())?;
+        tx.send(msg(m)).await.map_err(|_| "agent went away".to_owned())?;
     }
     state.telemetry.pushed(PushTrigger::SessionOpen, None);
     tracing::info!(host = %host_id, hostname = %facts.hostname, agent_version = %hello.agent_version, "agent session open");
+    Ok(Greeted { caps, interval, agent_requests })
+}
 
+/// What a session runs on once its agent said hello.
+struct Greeted {
+    caps: Capabilities,
+    interval: Duration,
+    agent_requests: mpsc::Receiver<crate::agent_requests::Queued>,
+}
+
+/// Drives one agent session until either side ends it.
+///
+/// The hello is handled in its own boxed future: its store calls would
+/// otherwise make the state of every session's task as large as theirs for
+/// the session's whole life (6 KiB each, 60 MiB at 10,000 sessions).
+async fn run_session(
+    state: &AppState,
+    host_id: &str,
+    opened: crate::registry::OpenedSession,
+    mut inbound: Streaming<AgentMessage>,
+    tx: &Outbound,
+) -> Result<(), String> {
+    let mut kill = opened.kill;
+    let mut desired_rx = opened.desired;
+    let host_id_owned = host_id.to_owned();
+    let host_id = host_id_owned.as_str();
+    let greeted = Box::pin(greet(state, host_id, opened.session_id, &mut inbound, &mut desired_rx, tx)).await?;
+    let Greeted { caps, interval, mut agent_requests } = greeted;
     // Ping when the agent has been silent for three heartbeat intervals.
     let mut ping = tokio::time::interval(interval * 3);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -550,7 +579,7 @@ async fn run_session(
                             return Err("host no longer admitted".into());
                         }
                         // Never block on a slow reader: an ack can be dropped.
-                        let _ = tx.try_send(Ok(msg(manager_message::Kind::HeartbeatAck(v1::HeartbeatAck { seq: hb.seq }))));
+                        let _ = tx.try_send(msg(manager_message::Kind::HeartbeatAck(v1::HeartbeatAck { seq: hb.seq })));
                     }
                     Some(agent_message::Kind::Status(report)) => {
                         state.registry.touch(host_id);
@@ -558,7 +587,8 @@ async fn run_session(
                             tracing::warn!(host = %host_id, generation = report.applied_generation, error = %report.error, "agent could not apply desired state");
                         }
                         if !report.roles.is_empty() {
-                            record_role_status(state, host_id, report.roles).await;
+                            // Boxed: see `run_session`.
+                            Box::pin(record_role_status(state, host_id, report.roles)).await;
                         }
                         if caps.parcels {
                             state.registry.set_parcel_status(host_id, report.parcels.into_iter().map(parcel_status).collect());
@@ -574,23 +604,24 @@ async fn run_session(
                     None => {}
                 }
             }
-            Some((id, request)) = agent_requests.recv() => {
+            Some(queued) = agent_requests.recv() => {
+                let (id, request) = *queued;
                 let m = msg(requests::request_message(id, request));
-                tx.send(Ok(m)).await.map_err(|_| "agent went away".to_owned())?;
+                tx.send(m).await.map_err(|_| "agent went away".to_owned())?;
             }
             changed = desired_rx.changed() => {
                 if changed.is_err() {
                     return Err("host removed".into());
                 }
                 let current = desired_rx.borrow_and_update().clone();
-                tx.send(Ok(msg(desired_message(&current, caps)))).await.map_err(|_| "agent went away".to_owned())?;
+                tx.send(msg(desired_message(&current, caps))).await.map_err(|_| "agent went away".to_owned())?;
                 let latency = state.registry.desired_published_at(host_id).map(|at| at.elapsed());
                 state.telemetry.pushed(PushTrigger::Change, latency);
                 tracing::debug!(host = %host_id, generation = current.generation, roles = current.roles.len(), "desired state pushed");
             }
             _ = ping.tick() => {
                 nonce += 1;
-                if tx.try_send(Ok(msg(manager_message::Kind::Ping(v1::Ping { nonce })))).is_err() && tx.is_closed() {
+                if tx.try_send(msg(manager_message::Kind::Ping(v1::Ping { nonce }))).is_err() && tx.is_closed() {
                     return Err("agent went away".into());
                 }
             }

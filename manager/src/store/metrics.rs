@@ -109,12 +109,24 @@ fn series_from_row(r: &sqlx::any::AnyRow) -> Result<SeriesRec> {
 const IDS_PER_STATEMENT: usize = 500;
 
 impl Store {
-    /// Every series (the registry loads them at start-up).
+    /// Every series.
     pub async fn all_series(&self) -> Result<Vec<SeriesRec>> {
-        let rows = sqlx::query(&format!("SELECT {SERIES_COLUMNS} FROM metric_series ORDER BY id"))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(series_from_row).collect()
+        let mut all = Vec::new();
+        self.each_series(|r| all.push(r)).await?;
+        Ok(all)
+    }
+
+    /// Hands every series to `each`, in id order, one row at a time: the
+    /// registry builds its index at start-up from 100,000s of series
+    /// without holding them all as rows and records first.
+    pub async fn each_series(&self, mut each: impl FnMut(SeriesRec)) -> Result<()> {
+        use futures::TryStreamExt;
+        let sql = format!("SELECT {SERIES_COLUMNS} FROM metric_series ORDER BY id");
+        let mut rows = sqlx::query(&sql).fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            each(series_from_row(&row)?);
+        }
+        Ok(())
     }
 
     /// Creates the series that do not exist yet and refreshes the attributes
