@@ -146,10 +146,9 @@ pub enum ReplyError {
     WrongHost(String),
 }
 
-/// A request on its way to a session: its id and what it asks. Boxed so
-/// that each session's idle channel holds a block of pointers (tokio
-/// allocates 32 slots per channel up front), not of requests: 10,000
-/// sessions kept 50 MiB of empty slots.
+/// A request on its way to a session: its id and what it asks. Boxed for the
+/// reason the session's outbound messages are (`grpc::Outgoing`): every
+/// session holds one of these channels, mostly empty.
 pub type Queued = Box<(String, AgentRequest)>;
 
 struct Session {

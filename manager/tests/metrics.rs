@@ -454,6 +454,38 @@ async fn points_wait_for_the_database_and_are_written_later() {
     assert_eq!((stats.series, stats.points, stats.points_written, stats.points_dropped), (12, 24, 24, 0));
 }
 
+/// A manager started again reads the stored series into its index, row by
+/// row, with their ids: the same series reported again are not created
+/// twice and their points go to the stored ids.
+#[tokio::test]
+async fn a_restarted_index_has_the_stored_series_and_their_ids() {
+    use drover_manager::domain::metrics::LiveMetrics;
+    use drover_manager::store::{PointTable, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display());
+    let store = Store::open(&url).await.unwrap();
+    let now = now_millis();
+    let before = LiveMetrics::default();
+    for (i, host) in ["h1", "h2", "h3"].into_iter().enumerate() {
+        before.record(host, &format!("{host}.example"), now - 1000, &host_metrics(i as f64), &[]);
+    }
+    assert_eq!(before.flush(&store).await.unwrap(), 36);
+    let stored = store.all_series().await.unwrap();
+    assert_eq!(stored.len(), 36);
+
+    let again = LiveMetrics::load_from(&store).await.unwrap();
+    assert_eq!(again.stats().series, 36, "every stored series is in the index");
+    assert!(again.has_name("host_cpu_percent"));
+    for (i, host) in ["h1", "h2", "h3"].into_iter().enumerate() {
+        again.record(host, &format!("{host}.example"), now, &host_metrics(i as f64 + 1.0), &[]);
+    }
+    assert_eq!(again.stats().series, 36, "reported again, not added");
+    assert_eq!(again.flush(&store).await.unwrap(), 36);
+    let after = store.all_series().await.unwrap();
+    assert_eq!(after.iter().map(|s| s.id).collect::<Vec<_>>(), stored.iter().map(|s| s.id).collect::<Vec<_>>());
+    assert_eq!(store.point_count(PointTable::Raw).await.unwrap(), 72);
+}
+
 /// Each rollup run reads the last minutes only, and rolls an hour up once it
 /// is over (minutes 5 and 6 of the next one).
 #[tokio::test]

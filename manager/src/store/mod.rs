@@ -114,10 +114,10 @@ impl Store {
                 Box::pin(async move {
                     use sqlx::Executor;
                     // A 4 MiB page cache per connection (SQLite's default is 2 MiB)
-                    // holds the pages a 10,000-host change rewrites (16 MiB bought no measurable
-                    // speed and cost 23 MiB of RSS), and statement journals stay in
-                    // memory: both were reads and writes of the database and
-                    // temporary files on every flush. The write-ahead
+                    // holds the pages a 10,000-host change rewrites (16 MiB bought
+                    // no measurable speed and cost 23 MiB of RSS), and statement
+                    // journals stay in memory: both were reads and writes of the
+                    // database and temporary files on every flush. The write-ahead
                     // log is copied back every 8,192 pages (32 MiB) instead of 1,000:
                     // a page rewritten by every flush (the hosts' rows) is copied once.
                     conn.execute(
