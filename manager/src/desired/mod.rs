@@ -135,7 +135,9 @@ pub struct ServiceContext {
     pub service: ServiceRec,
     pub service_type: ServiceType,
     pub values: ConfigValues,
-    pub roles: Vec<RoleRec>,
+    /// The service's roles and their hosts, as the store keeps them between
+    /// renders (shared, not copied, per change).
+    pub service_roles: Arc<ServiceRoles>,
     pub topology: Topology,
 }
 
@@ -180,7 +182,6 @@ pub async fn load_with_values(
         .cloned()
         .ok_or_else(|| DesiredError::UnknownType(svc.service_type.clone()))?;
     let service_roles = state.store.service_roles(&svc.cluster, &svc.name).await?;
-    let roles = service_roles.roles.clone();
     let own = instances(&service_roles);
     let mut dependencies = BTreeMap::new();
     for required in &service_type.requires {
@@ -224,7 +225,7 @@ pub async fn load_with_values(
     }
     let topology =
         Topology { cluster: svc.cluster.clone(), service: svc.name.clone(), roles: own, dependencies, references };
-    Ok(ServiceContext { service: svc, service_type, values, roles, topology })
+    Ok(ServiceContext { service: svc, service_type, values, service_roles, topology })
 }
 
 /// A `service` parameter that names a service it cannot refer to.
@@ -342,6 +343,11 @@ fn instances(service: &ServiceRoles) -> Vec<RoleInstance> {
 }
 
 impl ServiceContext {
+    /// The service's roles.
+    pub fn roles(&self) -> &[RoleRec] {
+        &self.service_roles.roles
+    }
+
     /// [`ServiceContext::render_all`] on the blocking pool: rendering thousands
     /// of roles must not hold up the async workers that serve agent sessions.
     pub async fn render_all_blocking(self) -> Result<(Self, Vec<DesiredRole>), DesiredError> {
@@ -359,14 +365,14 @@ impl ServiceContext {
     pub fn render_all(&self) -> Result<Vec<DesiredRole>, DesiredError> {
         const MIN_CHUNK: usize = 256;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let chunk = self.roles.len().div_ceil(threads).max(MIN_CHUNK);
-        if self.roles.len() <= chunk {
-            return self.render_roles(&self.roles);
+        let chunk = self.roles().len().div_ceil(threads).max(MIN_CHUNK);
+        if self.roles().len() <= chunk {
+            return self.render_roles(self.roles());
         }
         std::thread::scope(|scope| {
             let parts: Vec<_> =
-                self.roles.chunks(chunk).map(|roles| scope.spawn(move || self.render_roles(roles))).collect();
-            let mut out = Vec::with_capacity(self.roles.len());
+                self.roles().chunks(chunk).map(|roles| scope.spawn(move || self.render_roles(roles))).collect();
+            let mut out = Vec::with_capacity(self.roles().len());
             for part in parts {
                 out.extend(part.join().map_err(|_| DesiredError::Internal("a rendering thread panicked".into()))??);
             }

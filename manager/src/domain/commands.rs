@@ -104,7 +104,7 @@ pub async fn create_with_batch_size(
     check_dependencies(state, &ctx, name).await?;
     if name != CommandName::Stop {
         for rt in &ctx.service_type.role_types {
-            let n = ctx.roles.iter().filter(|r| r.role_type == rt.name).count() as u32;
+            let n = ctx.roles().iter().filter(|r| r.role_type == rt.name).count() as u32;
             if n < rt.min_instances {
                 return Err(DomainError::Conflict(format!(
                     "role type {} needs at least {} instances and service {service} has {n}; add roles first",
@@ -114,12 +114,12 @@ pub async fn create_with_batch_size(
         }
     }
     let mut selected: Vec<RoleRec> = match &req.roles {
-        None => ctx.roles.clone(),
+        None => ctx.roles().to_vec(),
         Some(names) => {
             let mut out = Vec::new();
             for n in names {
                 let r =
-                    ctx.roles.iter().find(|r| &r.id == n || &r.name == n).ok_or_else(|| {
+                    ctx.roles().iter().find(|r| &r.id == n || &r.name == n).ok_or_else(|| {
                         DomainError::NotFound(format!("role {n:?} is not a role of service {service}"))
                     })?;
                 out.push(r.clone());

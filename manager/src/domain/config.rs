@@ -48,7 +48,7 @@ pub async fn get(state: &AppState, actor: &Actor, cluster: &str, service: &str) 
     let ctx = load_context(state, cluster, service).await?;
     let st = &ctx.service_type;
     let mut roles = BTreeMap::new();
-    for r in &ctx.roles {
+    for r in ctx.roles() {
         let eff = config::effective(st, &ctx.values, &r.role_type, &r.group, &r.id);
         let values = eff
             .into_iter()
@@ -200,13 +200,13 @@ async fn commit_revision(
             DomainError::Conflict(message)
         });
     }
-    check_ports(state, &cluster, &service, &st, &values, &ctx.roles).await?;
+    check_ports(state, &cluster, &service, &st, &values, ctx.roles()).await?;
     let checked = started.elapsed();
     let revision = ctx.service.revision + 1;
-    let mut keys_by_role = Vec::with_capacity(ctx.roles.len());
+    let mut keys_by_role = Vec::with_capacity(ctx.roles().len());
     // Roles without role-level overrides share the result of their group.
     let mut by_group: HashMap<(&str, &str), (Vec<String>, bool)> = HashMap::new();
-    for r in &ctx.roles {
+    for r in ctx.roles() {
         let own = ctx.values.roles.contains_key(&r.id) || values.roles.contains_key(&r.id);
         let (keys, restart) = match by_group.get(&(r.role_type.as_str(), r.group.as_str())) {
             Some(done) if !own => done.clone(),
@@ -409,7 +409,7 @@ pub async fn revision(
         .ok_or_else(|| DomainError::NotFound(format!("revision {revision} of service {service} not found")))?;
     let values: ConfigValues =
         state.secrets.open_values(r.config.clone()).map_err(|e| DomainError::Internal(e.to_string()))?;
-    let names: HashMap<&str, &str> = ctx.roles.iter().map(|r| (r.id.as_str(), r.name.as_str())).collect();
+    let names: HashMap<&str, &str> = ctx.roles().iter().map(|r| (r.id.as_str(), r.name.as_str())).collect();
     let hostnames: HashMap<&str, &str> =
         ctx.topology.roles.iter().map(|i| (i.role_id.as_str(), i.hostname.as_str())).collect();
     let applied = state
@@ -484,7 +484,7 @@ pub async fn diff(
     let hostnames: HashMap<&str, &str> =
         ctx.topology.roles.iter().map(|i| (i.role_id.as_str(), i.hostname.as_str())).collect();
     let mut roles = Vec::new();
-    for r in &ctx.roles {
+    for r in ctx.roles() {
         let eff_a = config::effective(st, &a, &r.role_type, &r.group, &r.id);
         let eff_b = config::effective(st, &b, &r.role_type, &r.group, &r.id);
         let mut changes = Vec::new();

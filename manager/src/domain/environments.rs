@@ -282,9 +282,9 @@ async fn endpoints(state: &AppState, cluster: &str) -> Result<Vec<Endpoint>> {
     let mut out = Vec::new();
     for svc in state.store.list_services(cluster).await? {
         let ctx = super::load_context(state, cluster, &svc.name).await?;
-        let ids: Vec<String> = ctx.roles.iter().map(|r| r.host_id.clone()).collect();
+        let ids: Vec<String> = ctx.roles().iter().map(|r| r.host_id.clone()).collect();
         let addresses = state.store.host_addresses(&ids).await?;
-        for r in &ctx.roles {
+        for r in ctx.roles() {
             let (hostname, addrs) = addresses.get(&r.host_id).cloned().unwrap_or_default();
             out.push(Endpoint {
                 service: svc.name.clone(),

@@ -427,7 +427,7 @@ pub async fn plan_search(state: &AppState, actor: &Actor, q: &LogSearchQuery) ->
         };
         for svc in services {
             let ctx = load_context(state, cluster, &svc).await?;
-            for r in &ctx.roles {
+            for r in ctx.roles() {
                 let hostname = ctx
                     .topology
                     .roles

@@ -209,8 +209,11 @@ pub async fn upgrade_or_rollback(
     stages.push(Stage::Hosts { phase: Phase::Distribute, name: parcel.clone(), version: target.clone(), seqs });
     let seqs = host_steps(state, &hosts, Phase::Activate, &parcel, &target, &mut steps).await?;
     stages.push(Stage::Hosts { phase: Phase::Activate, name: parcel.clone(), version: target.clone(), seqs });
-    let ordered: Vec<_> =
-        ctx.roles.iter().map(|r| (r.clone(), st.role_type(&r.role_type).map(|t| t.start_order).unwrap_or(0))).collect();
+    let ordered: Vec<_> = ctx
+        .roles()
+        .iter()
+        .map(|r| (r.clone(), st.role_type(&r.role_type).map(|t| t.start_order).unwrap_or(0)))
+        .collect();
     for (description, roles) in plan(CommandName::RollingRestart, &ordered, st.rolling_restart.batch_size) {
         let seq = steps.len() as u32 + 1;
         steps.push(StepRec::pending(seq, description, roles));

@@ -112,14 +112,14 @@ fn host_down(liveness: Option<(HostStatus, UnixMillis)>, hostname: &str, host_id
 pub async fn role_views(state: &AppState, ctx: &ServiceContext) -> Result<Vec<RoleView>> {
     let stored = state.store.role_statuses(&ctx.service.cluster, &ctx.service.name).await?;
     let statuses: Vec<Option<RoleStatusRec>> =
-        ctx.roles.iter().map(|r| state.registry.role_status(&r.id).or_else(|| stored.get(&r.id).cloned())).collect();
+        ctx.roles().iter().map(|r| state.registry.role_status(&r.id).or_else(|| stored.get(&r.id).cloned())).collect();
     let values = values_by_revision(state, ctx, &statuses).await?;
     let mut rendered_cache: HashMap<u64, HashMap<String, DesiredRole>> = HashMap::new();
     let mut current: Option<HashMap<String, DesiredRole>> = None;
     let hostnames: HashMap<&str, &str> =
         ctx.topology.roles.iter().map(|i| (i.role_id.as_str(), i.hostname.as_str())).collect();
     let mut out = Vec::new();
-    for (r, s) in ctx.roles.iter().zip(&statuses) {
+    for (r, s) in ctx.roles().iter().zip(&statuses) {
         let (mut stale, mut stale_keys) = staleness(&ctx.service_type, r, s.as_ref(), ctx.service.revision, &values);
         if !stale
             && stale_keys.is_empty()
@@ -212,7 +212,7 @@ pub async fn list(state: &AppState, actor: &Actor, cluster: &str, service: &str)
 }
 
 pub(crate) fn find_role<'a>(ctx: &'a ServiceContext, role: &str) -> Result<&'a RoleRec> {
-    ctx.roles
+    ctx.roles()
         .iter()
         .find(|r| r.id == role || r.name == role)
         .ok_or_else(|| DomainError::NotFound(format!("role {role} not found in service {}", ctx.service.name)))
@@ -290,13 +290,13 @@ pub async fn create(
     let hosts = state.store.host_addresses(&host_ids).await?;
     let mut counts: HashMap<String, u32> = HashMap::new();
     let mut next: HashMap<String, u32> = HashMap::new();
-    for r in &ctx.roles {
+    for r in ctx.roles() {
         *counts.entry(r.role_type.clone()).or_default() += 1;
         let n = next.entry(r.role_type.clone()).or_default();
         *n = (*n).max(r.index + 1);
     }
     let groups = state.store.role_groups(cluster, service).await?;
-    let mut names: HashSet<String> = ctx.roles.iter().map(|r| r.name.clone()).collect();
+    let mut names: HashSet<String> = ctx.roles().iter().map(|r| r.name.clone()).collect();
     let mut new_roles = Vec::with_capacity(requests.len());
     for req in &requests {
         let which = &req.which;
@@ -347,7 +347,7 @@ pub async fn create(
             created_at: now_millis(),
         });
     }
-    let mut all: Vec<RoleRec> = ctx.roles.clone();
+    let mut all: Vec<RoleRec> = ctx.roles().to_vec();
     all.extend(new_roles.iter().cloned());
     check_ports(state, &ctx.service.cluster, &ctx.service.name, &ctx.service_type, &ctx.values, &all).await?;
     let created = state.store.insert_roles(&new_roles).await?;
@@ -474,7 +474,7 @@ async fn place_by_selector(
 /// Every host with its live status, labels and role counts, for placement.
 async fn candidates(state: &AppState, ctx: &ServiceContext) -> Result<Placement> {
     let mut of_service: HashMap<&str, u32> = HashMap::new();
-    for r in &ctx.roles {
+    for r in ctx.roles() {
         *of_service.entry(r.host_id.as_str()).or_default() += 1;
     }
     candidates_among(state, state.store.all_hosts().await?, &of_service).await
@@ -588,7 +588,7 @@ pub async fn delete(state: &AppState, actor: &Actor, cluster: &str, service: &st
     let ctx = load_context(state, cluster, service).await?;
     let r = find_role(&ctx, role)?.clone();
     let rt = ctx.service_type.role_type(&r.role_type);
-    let count = ctx.roles.iter().filter(|x| x.role_type == r.role_type).count() as u32;
+    let count = ctx.roles().iter().filter(|x| x.role_type == r.role_type).count() as u32;
     if let Some(rt) = rt
         && count <= rt.min_instances
     {
@@ -867,7 +867,7 @@ pub async fn started_at(
     let ctx = load_context(state, cluster, service).await?;
     let mut stored = state.store.role_statuses(cluster, service).await?;
     Ok(ctx
-        .roles
+        .roles()
         .iter()
         .filter_map(|r| {
             let s = state.registry.role_status(&r.id).or_else(|| stored.remove(&r.id))?;

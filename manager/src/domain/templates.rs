@@ -257,7 +257,7 @@ pub async fn export(state: &AppState, actor: &Actor, cluster: &str) -> Result<Te
                 groups.push(TemplateGroup { role_type: rt.name.clone(), name: g, config: gconfig });
             }
         }
-        for r in &ctx.roles {
+        for r in ctx.roles() {
             if let Some(values) = ctx.values.roles.get(&r.id).filter(|v| !v.is_empty()) {
                 let hostname = hosts.get(&r.host_id).map(|h| h.hostname.as_str()).unwrap_or(r.host_id.as_str());
                 let keys: Vec<&str> = values.keys().map(String::as_str).collect();

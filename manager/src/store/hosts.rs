@@ -523,10 +523,8 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        super::services::host_generations_in(&mut tx, self.backend, "desired_generation", b.desired_generations)
-            .await?;
-        super::services::host_generations_in(&mut tx, self.backend, "applied_generation", b.applied_generations)
-            .await?;
+        host_generations_in(&mut tx, self.backend, "desired_generation", b.desired_generations).await?;
+        host_generations_in(&mut tx, self.backend, "applied_generation", b.applied_generations).await?;
         super::services::role_statuses_in(&mut tx, self.backend, b.statuses, b.applied).await?;
         let (heartbeats, events) = (b.heartbeats, b.events);
         for chunk in heartbeats.chunks(super::BATCH_ROWS) {
@@ -673,4 +671,26 @@ impl HostPoint {
             disks,
         }
     }
+}
+
+/// Sets `column` (a generation column of `hosts`) of many hosts, a batch of
+/// rows per statement.
+async fn host_generations_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: super::Backend,
+    column: &'static str,
+    generations: &[(String, u64)],
+) -> Result<()> {
+    for chunk in generations.chunks(super::BATCH_ROWS) {
+        let sql = format!(
+            "UPDATE hosts SET {column} = v.column2 FROM (VALUES {}) AS v WHERE hosts.id = v.column1",
+            super::values_placeholders(backend, chunk.len(), 2)
+        );
+        let mut q = sqlx::query(&sql);
+        for (host, generation) in chunk {
+            q = q.bind(host).bind(super::services::i64_of(*generation));
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }

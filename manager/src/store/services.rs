@@ -181,7 +181,7 @@ fn u64_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn i64_of(v: u64) -> i64 {
+pub(super) fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -840,28 +840,6 @@ async fn insert_revision_row(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rev: &Re
     .bind(rev.created_at)
     .execute(&mut **tx)
     .await?;
-    Ok(())
-}
-
-/// Sets `column` (a generation column of `hosts`) of many hosts, a batch of
-/// rows per statement.
-pub(super) async fn host_generations_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    backend: super::Backend,
-    column: &'static str,
-    generations: &[(String, u64)],
-) -> Result<()> {
-    for chunk in generations.chunks(super::BATCH_ROWS) {
-        let sql = format!(
-            "UPDATE hosts SET {column} = v.column2 FROM (VALUES {}) AS v WHERE hosts.id = v.column1",
-            super::values_placeholders(backend, chunk.len(), 2)
-        );
-        let mut q = sqlx::query(&sql);
-        for (host, generation) in chunk {
-            q = q.bind(host).bind(i64_of(*generation));
-        }
-        q.execute(&mut **tx).await?;
-    }
     Ok(())
 }
 
