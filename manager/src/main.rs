@@ -15,7 +15,25 @@ use tokio::net::TcpListener;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's own statistics, refreshed (`epoch`) at each read; exported at
+/// `/metrics` as `drover_heap_*`.
+#[cfg(feature = "jemalloc")]
+fn jemalloc_stats() -> Option<drover_manager::telemetry::HeapStats> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    let read = |v: Result<usize, tikv_jemalloc_ctl::Error>| v.ok().map(|b| b as u64);
+    Some(drover_manager::telemetry::HeapStats {
+        allocated: read(stats::allocated::read())?,
+        active: read(stats::active::read())?,
+        resident: read(stats::resident::read())?,
+        metadata: read(stats::metadata::read())?,
+        retained: read(stats::retained::read())?,
+    })
+}
+
 fn main() -> std::process::ExitCode {
+    #[cfg(feature = "jemalloc")]
+    drover_manager::telemetry::set_heap_stats(jemalloc_stats);
     let config = ManagerConfig::parse();
     init_tracing(&config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -109,4 +127,22 @@ async fn rotate_secrets_key(config: &ManagerConfig) -> anyhow::Result<()> {
         r.revisions, r.rewritten, r.reencrypted, r.encrypted_plain
     );
     Ok(())
+}
+
+#[cfg(all(test, feature = "jemalloc"))]
+mod tests {
+    /// The test binary runs on jemalloc too (the global allocator above).
+    #[test]
+    fn the_allocators_statistics_count_a_live_allocation() {
+        const BLOCK: u64 = 64 << 20;
+        let before = super::jemalloc_stats().expect("jemalloc statistics");
+        let block = std::hint::black_box(vec![1u8; BLOCK as usize]);
+        let during = super::jemalloc_stats().unwrap();
+        assert!(during.allocated >= before.allocated + BLOCK - (1 << 20), "{before:?} then {during:?}");
+        assert!(during.resident >= during.active && during.active >= during.allocated, "{during:?}");
+        assert!(during.metadata > 0, "{during:?}");
+        drop(block);
+        let after = super::jemalloc_stats().unwrap();
+        assert!(after.allocated + BLOCK - (1 << 20) <= during.allocated, "{during:?} then {after:?}");
+    }
 }

@@ -400,6 +400,19 @@ impl Collector for ProcessCollector {
         }
         let threads = ConstGauge::new(s.threads);
         threads.encode(encoder.encode_descriptor("process_threads", "OS threads", None, threads.metric_type())?)?;
+        if let Some(h) = heap_stats() {
+            let heap: [(&str, &str, u64); 5] = [
+                ("drover_heap_allocated", "Bytes in live heap allocations (the allocator's statistics)", h.allocated),
+                ("drover_heap_active", "Bytes in the allocator's pages that hold live allocations", h.active),
+                ("drover_heap_resident", "Bytes of the allocator's pages in memory, freed ones not yet returned included", h.resident),
+                ("drover_heap_metadata", "Bytes of the allocator's own bookkeeping", h.metadata),
+                ("drover_heap_retained", "Bytes of address space the allocator keeps mapped after returning its pages", h.retained),
+            ];
+            for (name, help, value) in heap {
+                let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+                g.encode(encoder.encode_descriptor(name, help, Some(&Unit::Bytes), g.metric_type())?)?;
+            }
+        }
         let start = ConstGauge::new(s.start_time_seconds);
         start.encode(encoder.encode_descriptor(
             "process_start_time",
@@ -409,6 +422,33 @@ impl Collector for ProcessCollector {
         )?)?;
         Ok(())
     }
+}
+
+/// What the memory allocator holds, from its own statistics: live data
+/// (`allocated`) against the pages it takes (`active`, `resident`) tells
+/// growth of what the manager keeps from fragmentation and freed pages not yet
+/// returned. The binary installs the reader ([`set_heap_stats`]) when it runs
+/// on jemalloc; without one nothing is exported.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HeapStats {
+    pub allocated: u64,
+    pub active: u64,
+    pub resident: u64,
+    pub metadata: u64,
+    pub retained: u64,
+}
+
+static HEAP_STATS: std::sync::OnceLock<fn() -> Option<HeapStats>> = std::sync::OnceLock::new();
+
+/// Installs the reader of the allocator's statistics (once; later calls are
+/// ignored).
+pub fn set_heap_stats(read: fn() -> Option<HeapStats>) {
+    let _ = HEAP_STATS.set(read);
+}
+
+/// The allocator's statistics now, when a reader is installed.
+pub fn heap_stats() -> Option<HeapStats> {
+    HEAP_STATS.get().and_then(|read| read())
 }
 
 #[cfg(test)]
@@ -435,6 +475,35 @@ mod tests {
         assert!(s.open_fds > 2 && s.max_fds >= s.open_fds, "{s:?}");
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
         assert!(s.start_time_seconds <= now + 1.0 && s.start_time_seconds > now - 86_400.0 * 365.0, "{s:?}");
+    }
+
+    #[test]
+    fn exports_the_allocators_figures_once_a_reader_is_installed() {
+        fn fixed() -> Option<HeapStats> {
+            Some(HeapStats { allocated: 100 << 20, active: 110 << 20, resident: 130 << 20, metadata: 5 << 20, retained: 7 })
+        }
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(ProcessCollector));
+        let encode = |registry: &Registry| {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+            text
+        };
+        // Only this test installs a reader.
+        let text = encode(&registry);
+        assert!(text.contains("process_resident_memory_bytes ") && !text.contains("drover_heap_"), "{text}");
+        set_heap_stats(fixed);
+        let text = encode(&registry);
+        for line in [
+            "drover_heap_allocated_bytes 104857600",
+            "drover_heap_active_bytes 115343360",
+            "drover_heap_resident_bytes 136314880",
+            "drover_heap_metadata_bytes 5242880",
+            "drover_heap_retained_bytes 7",
+            "# TYPE drover_heap_resident_bytes gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
     }
 
     #[test]

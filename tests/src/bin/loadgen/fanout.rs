@@ -577,7 +577,30 @@ async fn measure_change(
         ms(last.saturating_sub(t_response)),
         ms(last.saturating_sub(t_request)),
     );
+    if let Some(heap) = heap_figures(rest).await {
+        println!("fanout.change {change} of {} heap: {heap}", svc.name);
+    }
     Ok(())
+}
+
+/// The manager's allocator statistics from its `/metrics` (`drover_heap_*`,
+/// in MiB), with its resident memory: live data against pages held. `None`
+/// when the manager does not export them (not on jemalloc).
+async fn heap_figures(rest: &Rest) -> Option<String> {
+    let text = rest.request(reqwest::Method::GET, "/metrics").send().await.ok()?.text().await.ok()?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+            .map(|b| b / 1048576.0)
+    };
+    let figures = [
+        ("allocated", value("drover_heap_allocated_bytes")?),
+        ("active", value("drover_heap_active_bytes")?),
+        ("resident", value("drover_heap_resident_bytes")?),
+        ("metadata", value("drover_heap_metadata_bytes")?),
+        ("process_rss", value("process_resident_memory_bytes")?),
+    ];
+    Some(figures.iter().map(|(k, v)| format!("{k} {v:.1}")).collect::<Vec<_>>().join(", "))
 }
 
 /// Brings every role of `svc` to one applied revision: waits for the
