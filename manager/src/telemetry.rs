@@ -404,9 +404,17 @@ impl Collector for ProcessCollector {
             let heap: [(&str, &str, u64); 5] = [
                 ("drover_heap_allocated", "Bytes in live heap allocations (the allocator's statistics)", h.allocated),
                 ("drover_heap_active", "Bytes in the allocator's pages that hold live allocations", h.active),
-                ("drover_heap_resident", "Bytes of the allocator's pages in memory, freed ones not yet returned included", h.resident),
+                (
+                    "drover_heap_resident",
+                    "Bytes of the allocator's pages in memory, freed ones not yet returned included",
+                    h.resident,
+                ),
                 ("drover_heap_metadata", "Bytes of the allocator's own bookkeeping", h.metadata),
-                ("drover_heap_retained", "Bytes of address space the allocator keeps mapped after returning its pages", h.retained),
+                (
+                    "drover_heap_retained",
+                    "Bytes of address space the allocator keeps mapped after returning its pages",
+                    h.retained,
+                ),
             ];
             for (name, help, value) in heap {
                 let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
@@ -480,7 +488,13 @@ mod tests {
     #[test]
     fn exports_the_allocators_figures_once_a_reader_is_installed() {
         fn fixed() -> Option<HeapStats> {
-            Some(HeapStats { allocated: 100 << 20, active: 110 << 20, resident: 130 << 20, metadata: 5 << 20, retained: 7 })
+            Some(HeapStats {
+                allocated: 100 << 20,
+                active: 110 << 20,
+                resident: 130 << 20,
+                metadata: 5 << 20,
+                retained: 7,
+            })
         }
         let mut registry = Registry::default();
         registry.register_collector(Box::new(ProcessCollector));
