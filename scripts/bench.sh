@@ -102,7 +102,7 @@ sleep 60
 awk '/VmRSS|VmHWM/ {printf "agent.%s %.1f MiB\n", $1, $2/1024}' "/proc/$agent_pid/status"
 kill -TERM "$agent_pid"; wait "$agent_pid" || true
 stop_manager
-echo "## where the manager's memory goes: heaptrack over $AGENTS connected agents and $AGENTS roles, one change"
+echo "## where the manager's memory goes: heaptrack over $AGENTS connected agents and $AGENTS roles, 3 changes"
 # heaptrack follows the system malloc, not jemalloc: a manager built without
 # it, in its own target dir so the release binaries above stay as they are.
 command -v heaptrack >/dev/null || sudo apt-get install -y heaptrack >&2
@@ -113,11 +113,19 @@ heaptrack -o "$WORK/heaptrack.manager" "$HEAP_BIN" --data-dir "$WORK/manager" --
   --grpc-addr $GRPC --heartbeat-interval 10s --host-lost-after 60s >"$WORK/manager.log" 2>&1 &
 for _ in $(seq 1 300); do curl -fsS "http://$HTTP/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 mgr_pid=$(pgrep -n -f "^$HEAP_BIN --data-dir $WORK/manager")
-LG fanout --identities "$WORK/ids.jsonl" --count "$AGENTS" --changes 1 --cluster fanout-heap \
-  --files-dir "$FILES/heap" --apply-timeout 600s --manager-pid "$mgr_pid" --keep | grep -E 'rss|applied_from_request_p99|setup_seconds'
-kill -TERM "$mgr_pid"; wait || true  # heaptrack writes its file as the manager exits
-heaptrack_print -f "$WORK"/heaptrack.manager*.zst --print-peaks 1 --print-allocators 0 --print-temporary 0 \
-  --print-leaks 0 --peak-limit 12 --sub-peak-limit 4 2>/dev/null | tee "$WORK/heap-report.txt" | \
-  grep -E '^(peak heap memory|peak RSS|total runtime)'
-echo "heap profile: $WORK/heap-report.txt (heaptrack_gui $WORK/heaptrack.manager*.zst for the flame graph)"
+rm -f "$WORK/heap-ready"
+LG fanout --identities "$WORK/ids.jsonl" --count "$AGENTS" --changes 3 --cluster fanout-heap \
+  --files-dir "$FILES/heap" --apply-timeout 600s --manager-pid "$mgr_pid" --keep \
+  --restart-ready-file "$WORK/heap-ready" --restart-pid-file "$WORK/heap-pid" >"$WORK/heap-fanout.txt" 2>&1 &
+lg_pid=$!
+while [ ! -e "$WORK/heap-ready" ] && kill -0 "$lg_pid" 2>/dev/null; do sleep 0.2; done
+# Killed while every session is still open: what heaptrack then counts as
+# leaked is the live heap of a manager serving them all.
+sleep 3
+kill -KILL "$mgr_pid"; sleep 10; kill "$lg_pid" 2>/dev/null; wait || true
+grep -E 'rss|applied_from_request_p99|setup_seconds' "$WORK/heap-fanout.txt"
+heaptrack_print -f "$WORK"/heaptrack.manager*.zst --print-peaks 0 --print-allocators 0 --print-temporary 0 \
+  --print-leaks 1 --peak-limit 40 --sub-peak-limit 20 2>/dev/null | tee "$WORK/heap-report.txt" | \
+  grep -E '^(peak heap memory|peak RSS|total memory leaked)'
+echo "live heap by call site: $WORK/heap-report.txt (heaptrack_gui $WORK/heaptrack.manager*.zst for the flame graph)"
 echo "(work dir: $WORK)"
