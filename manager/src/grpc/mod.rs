@@ -526,10 +526,10 @@ struct Greeted {
     agent_requests: mpsc::Receiver<crate::agent_requests::Queued>,
 }
 
-/// One agent session, moved whole into its task. The task holds each part
-/// once: an `async move` block that handed them to a session function held
-/// the stream, the channels and the identity twice (2.4 KiB a task, 23 MiB
-/// at 10,000 sessions).
+/// One agent session, moved whole into its task, which then holds each part
+/// once. An `async move` block that handed them to a session function held
+/// the stream, the channels and the identity twice: a session's task was
+/// 2.4 KiB, and 10,000 sessions held about 6 MiB more than now.
 struct Session {
     state: Arc<AppState>,
     host_id: String,
