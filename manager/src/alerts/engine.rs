@@ -29,6 +29,7 @@ pub struct FleetHost {
 /// A role as the engine sees it.
 #[derive(Debug, Clone)]
 pub struct FleetRole {
+    pub id: String,
     pub cluster: String,
     pub service: String,
     pub service_type: String,
@@ -235,6 +236,10 @@ impl SeriesSource for Overlay<'_> {
 
     fn range(&self, name: &str, matchers: &[Matcher], range: Duration, each: &mut EachWindow<'_>) {
         self.base.range(name, matchers, range, each)
+    }
+
+    fn entity_labels(&self, kind: &str, id: &str) -> Option<Arc<Labels>> {
+        self.base.entity_labels(kind, id)
     }
 
     fn aggregate(&self, name: &str, matchers: &[Matcher], grouping: &Grouping) -> Groups {
@@ -539,10 +544,13 @@ struct SeriesLabels {
 }
 
 /// The health states as series (see [`HEALTH_METRICS`]), each host's and role's labels shared
-/// by its series and kept from the previous cycle when they did not change.
+/// by its series: the source's own for the entity when they are the same (10,000 hosts and
+/// roles kept a second copy of each, 10 MiB), else kept from the previous cycle when they did
+/// not change.
 fn health_series(
     fleet: &Fleet,
     judged: &Judged<'_>,
+    src: &dyn SeriesSource,
     kept: &mut SeriesLabels,
 ) -> HashMap<&'static str, Vec<(Arc<Labels>, f64)>> {
     let verdicts = &judged.verdicts;
@@ -553,17 +561,18 @@ fn health_series(
     let mut host_status = Vec::with_capacity(fleet.hosts.len());
     kept.hosts.truncate(fleet.hosts.len());
     for (i, (h, status)) in fleet.hosts.iter().zip(&verdicts.hosts).enumerate() {
-        let labels = match kept.hosts.get(i) {
-            Some(l) if l.len() == 1 && l.get("host") == Some(&h.hostname) => l.clone(),
-            _ => {
-                let l = one("host", &h.hostname);
-                match kept.hosts.get_mut(i) {
-                    Some(slot) => *slot = l.clone(),
-                    None => kept.hosts.push(l.clone()),
-                }
-                l
-            }
+        let own = |l: &Arc<Labels>| l.len() == 1 && l.get("host") == Some(&h.hostname);
+        let labels = match src.entity_labels("host", &h.id).filter(own) {
+            Some(shared) => shared,
+            None => match kept.hosts.get(i) {
+                Some(l) if own(l) => l.clone(),
+                _ => one("host", &h.hostname),
+            },
         };
+        match kept.hosts.get_mut(i) {
+            Some(slot) => *slot = labels.clone(),
+            None => kept.hosts.push(labels.clone()),
+        }
         host_status.push((labels.clone(), status.level()));
         host_up.push((labels, if h.up { 1.0 } else { 0.0 }));
     }
@@ -582,10 +591,14 @@ fn health_series(
             if verdict.is_none() && !r.host_up {
                 return None;
             }
-            Some(match slot {
-                Some(l) if are_role_labels(l, r) => l.clone(),
-                _ => slot.insert(Arc::new(role_labels(r))).clone(),
-            })
+            let labels = match src.entity_labels("role", &r.id).filter(|l| are_role_labels(l, r)) {
+                Some(shared) => shared,
+                None => match slot {
+                    Some(l) if are_role_labels(l, r) => l.clone(),
+                    _ => Arc::new(role_labels(r)),
+                },
+            };
+            Some(slot.insert(labels).clone())
         })
         .collect();
     for ((r, verdict), labels) in fleet.roles.iter().zip(&verdicts.roles).zip(labels) {
@@ -743,7 +756,7 @@ impl Evaluator {
                     .collect::<Vec<_>>()
             },
         );
-        let overlay = Overlay { base: metrics, extra: health_series(fleet, &judged, &mut self.series_labels) };
+        let overlay = Overlay { base: metrics, extra: health_series(fleet, &judged, metrics, &mut self.series_labels) };
         // The snapshot's owned keys are made while the rules over health series run.
         let role_order = &mut self.role_order;
         let (health, ()) = rayon::join(
@@ -801,6 +814,7 @@ mod tests {
 
     fn redis_role(name: &str, host: &str, host_up: bool) -> FleetRole {
         FleetRole {
+            id: format!("id-{name}"),
             cluster: "prod".into(),
             service: "cache".into(),
             service_type: "redis".into(),
@@ -929,6 +943,55 @@ mod tests {
             .collect();
         fired.sort();
         assert_eq!(fired, ["command_failed c1", "host_certificate_expiring a", "parcel_distribution_failed b"]);
+    }
+
+    /// A source that keeps its hosts' and roles' own label maps, as `LiveMetrics` does.
+    struct WithEntities(Vec<(&'static str, &'static str, Arc<Labels>)>);
+
+    impl SeriesSource for WithEntities {
+        fn instant(&self, _: &str, _: &[Matcher], _: &mut dyn FnMut(&Arc<Labels>, f64)) {}
+        fn range(&self, _: &str, _: &[Matcher], _: Duration, _: &mut EachWindow<'_>) {}
+        fn entity_labels(&self, kind: &str, id: &str) -> Option<Arc<Labels>> {
+            self.0.iter().find(|(k, i, _)| *k == kind && *i == id).map(|(_, _, l)| l.clone())
+        }
+    }
+
+    #[test]
+    fn health_series_share_the_sources_label_maps_of_hosts_and_roles_when_they_are_the_same() {
+        let tests = builtin_tests(&known).expect("tests");
+        let f = fleet(true);
+        let role = |name: &str, host: &str| {
+            Arc::new(labels(&[
+                ("cluster", "prod"),
+                ("service", "cache"),
+                ("role", name),
+                ("role_type", "primary"),
+                ("host", host),
+            ]))
+        };
+        let host_a = Arc::new(labels(&[("host", "a")]));
+        let r1 = role("r1", "a");
+        // r2's map in the source names the host it had before: not its labels now.
+        let r2_before = role("r2", "old-name");
+        let src = WithEntities(vec![
+            ("host", "1", host_a.clone()),
+            ("role", "id-r1", r1.clone()),
+            ("role", "id-r2", r2_before.clone()),
+        ]);
+        let mut kept = SeriesLabels::default();
+        for _ in 0..2 {
+            let series = health_series(&f, &judge(&f, &tests, &src), &src, &mut kept);
+            let find = |metric: &str, key: &str, value: &str| {
+                let found = series[metric].iter().find(|(l, _)| l.get(key).map(String::as_str) == Some(value));
+                found.map(|(l, _)| l.clone()).unwrap_or_else(|| panic!("{metric} of {value}"))
+            };
+            assert!(Arc::ptr_eq(&find("host_up", "host", "a"), &host_a));
+            assert_eq!(*find("host_up", "host", "b"), labels(&[("host", "b")]));
+            assert!(Arc::ptr_eq(&find("role_health_status", "role", "r1"), &r1));
+            let r2 = find("role_health_status", "role", "r2");
+            assert!(!Arc::ptr_eq(&r2, &r2_before));
+            assert_eq!(r2, role("r2", "a"));
+        }
     }
 
     #[test]

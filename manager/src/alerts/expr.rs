@@ -38,6 +38,13 @@ pub trait SeriesSource: Sync {
     /// within `range` before now.
     fn range(&self, name: &str, matchers: &[Matcher], range: Duration, each: &mut EachWindow<'_>);
 
+    /// The labels the source keeps for an entity's own series (`kind` `host` or `role`, by
+    /// id, without extra labels), for the health series to share rather than copy; `None`
+    /// when it keeps none.
+    fn entity_labels(&self, _kind: &str, _id: &str) -> Option<Arc<Labels>> {
+        None
+    }
+
     /// The latest values of `name{matchers}` accumulated by `grouping`, the groups in the
     /// order of their labels. A source may keep the grouping of series it has seen before;
     /// by default the series are grouped anew.

@@ -451,6 +451,10 @@ impl Source<'_> {
 }
 
 impl SeriesSource for Source<'_> {
+    fn entity_labels(&self, kind: &str, id: &str) -> Option<Arc<Labels>> {
+        self.metrics.entity_labels(kind, id)
+    }
+
     fn instant(&self, name: &str, matchers: &[Matcher], each: &mut dyn FnMut(&Arc<Labels>, f64)) {
         let (_, selection) = self.selection(name, matchers);
         for &i in &selection.at {
@@ -613,6 +617,7 @@ pub async fn gather(state: &AppState, alerts: &Alerts, now: i64) -> crate::store
                 0.0
             };
             fleet.roles.push(FleetRole {
+                id: r.role_id.clone(),
                 cluster: cluster.to_owned(),
                 service: service.to_owned(),
                 service_type: types.get(&r.service).cloned().unwrap_or_default(),

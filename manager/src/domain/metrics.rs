@@ -382,6 +382,14 @@ impl LiveMetrics {
         metrics
     }
 
+    /// The labels of an entity's own series (`kind` `host` or `role`, no extra labels), the
+    /// map every such series shares; `None` before the entity's first point.
+    pub fn entity_labels(&self, kind: &str, id: &str) -> Option<Arc<LabelMap>> {
+        let inner = self.inner.lock().expect("metrics lock");
+        let entities = if kind == "host" { &inner.hosts } else { &inner.roles };
+        entities.get(id)?.sets.iter().find(|s| &*s.extra_json == "{}").map(|s| s.labels.clone())
+    }
+
     /// The index of the series in `store`, read one row at a time.
     pub async fn load_from(store: &Store) -> crate::store::Result<LiveMetrics> {
         let metrics = LiveMetrics::default();
@@ -1220,6 +1228,9 @@ mod tests {
         assert_eq!((cpu[0].1, cpu[0].2), (now + 10_000, 7.0));
         let load = live.latest("host_load1");
         assert!(Arc::ptr_eq(&cpu[0].0, &load[0].0), "one label map for the entity's series");
+        let own = live.entity_labels("host", "h1").expect("the host's own labels");
+        assert!(Arc::ptr_eq(&own, &cpu[0].0), "the map its series share");
+        assert!(live.entity_labels("host", "h2").is_none() && live.entity_labels("role", "h1").is_none());
         let ratio = live.latest("host_disk_used_ratio");
         assert_eq!(ratio[0].0.get("mount").map(String::as_str), Some("/"));
         assert_eq!(ratio[0].2, 0.25);
