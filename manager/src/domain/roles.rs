@@ -347,9 +347,8 @@ pub async fn create(
             created_at: now_millis(),
         });
     }
-    let mut all: Vec<RoleRec> = ctx.roles().to_vec();
-    all.extend(new_roles.iter().cloned());
-    check_ports(state, &ctx.service.cluster, &ctx.service.name, &ctx.service_type, &ctx.values, &all).await?;
+    let all = ctx.roles().iter().chain(&new_roles);
+    check_ports(state, &ctx.service.cluster, &ctx.service.name, &ctx.service_type, &ctx.values, all).await?;
     let created = state.store.insert_roles(&new_roles).await?;
     // A host running a role of the cluster is a host of the cluster.
     let mut role_hosts: Vec<String> = created.iter().map(|r| r.host_id.clone()).collect();
@@ -642,7 +641,7 @@ pub(crate) async fn check_ports(
     service: &str,
     st: &ServiceType,
     values: &ConfigValues,
-    roles: &[RoleRec],
+    roles: impl IntoIterator<Item = &RoleRec>,
 ) -> Result<()> {
     let key = format!("{cluster}/{service}");
     // (host, port) -> listeners of this service.
