@@ -268,7 +268,7 @@ impl Store {
                  suppressed) VALUES {}",
                 values_placeholders(self.backend, chunk.len(), COLS)
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = super::batch_query(&sql, chunk.len());
             for e in chunk {
                 q = q
                     .bind(e.at)

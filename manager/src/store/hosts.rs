@@ -306,12 +306,12 @@ impl Store {
 
     async fn labels_of(&self, ids: &[String]) -> Result<HashMap<String, Labels>> {
         let mut out: HashMap<String, Labels> = HashMap::new();
-        for chunk in ids.chunks(500) {
+        for chunk in ids.chunks(super::BATCH_ROWS) {
             let sql = format!(
                 "SELECT host_id, key, value FROM host_labels WHERE host_id IN ({})",
                 super::list_placeholders(self.backend, chunk.len())
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = super::batch_query(&sql, chunk.len());
             for id in chunk {
                 q = q.bind(id.as_str());
             }
@@ -338,12 +338,12 @@ impl Store {
     /// (for rendering topologies).
     pub async fn host_addresses(&self, ids: &[String]) -> Result<HashMap<String, (String, Vec<String>)>> {
         let mut out = HashMap::new();
-        for chunk in ids.chunks(500) {
+        for chunk in ids.chunks(super::BATCH_ROWS) {
             let sql = format!(
                 "SELECT id, hostname, addresses FROM hosts WHERE id IN ({})",
                 super::list_placeholders(self.backend, chunk.len())
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = super::batch_query(&sql, chunk.len());
             for id in chunk {
                 q = q.bind(id.as_str());
             }
@@ -535,7 +535,7 @@ impl Store {
                  WHERE hosts.id = v.column1 AND hosts.status <> 'decommissioned'",
                 super::values_placeholders(self.backend, chunk.len(), 4)
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = super::batch_query(&sql, chunk.len());
             for hb in chunk {
                 q = q
                     .bind(&hb.host_id)
@@ -686,7 +686,7 @@ async fn host_generations_in(
             "UPDATE hosts SET {column} = v.column2 FROM (VALUES {}) AS v WHERE hosts.id = v.column1",
             super::values_placeholders(backend, chunk.len(), 2)
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = super::batch_query(&sql, chunk.len());
         for (host, generation) in chunk {
             q = q.bind(host).bind(super::services::i64_of(*generation));
         }

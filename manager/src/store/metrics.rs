@@ -106,7 +106,7 @@ fn series_from_row(r: &sqlx::any::AnyRow) -> Result<SeriesRec> {
 }
 
 /// Series ids per `IN (...)` list.
-const IDS_PER_STATEMENT: usize = 500;
+const IDS_PER_STATEMENT: usize = super::BATCH_ROWS;
 
 impl Store {
     /// Every series.
@@ -157,7 +157,7 @@ impl Store {
                  RETURNING id, name, entity_kind, entity_id, labels",
                 super::values_placeholders(self.backend, rows.len(), 11)
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = super::batch_query(&sql, rows.len());
             for s in &rows {
                 q = q
                     .bind(&s.name)
@@ -218,7 +218,7 @@ impl Store {
                  ON CONFLICT (series_id, t) DO UPDATE SET value = excluded.value",
                 super::values_placeholders(self.backend, chunk.len(), 3)
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = super::batch_query(&sql, chunk.len());
             for (id, t, v) in chunk {
                 q = q.bind(*id).bind(*t).bind(*v);
             }
@@ -239,7 +239,7 @@ impl Store {
                 table.name(),
                 super::values_placeholders(self.backend, chunk.len(), 7)
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = super::batch_query(&sql, chunk.len());
             for p in chunk {
                 q = q.bind(p.series_id).bind(p.t).bind(p.min).bind(p.max).bind(p.sum).bind(p.count).bind(p.last);
             }
@@ -297,7 +297,7 @@ impl Store {
         let mut written = 0;
         for chunk in ids.chunks(IDS_PER_STATEMENT) {
             let sql = sql(&format!("series_id IN ({})", super::list_placeholders(self.backend, chunk.len())));
-            let mut q = sqlx::query(&sql);
+            let mut q = super::batch_query(&sql, chunk.len());
             for id in chunk {
                 q = q.bind(*id);
             }
@@ -326,7 +326,7 @@ impl Store {
                 table.name(),
                 super::list_placeholders(self.backend, chunk.len())
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = super::batch_query(&sql, chunk.len());
             for id in chunk {
                 q = q.bind(*id);
             }
@@ -352,7 +352,7 @@ impl Store {
                 table.name(),
                 super::list_placeholders(self.backend, chunk.len())
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = super::batch_query(&sql, chunk.len());
             for id in chunk {
                 q = q.bind(*id);
             }
@@ -392,7 +392,7 @@ impl Store {
         for chunk in series.chunks(IDS_PER_STATEMENT) {
             let filter = format!("p.series_id IN ({})", super::list_placeholders(self.backend, chunk.len()));
             let sql = format!("{} ORDER BY sid, b", per_step_sql(table, &filter, from, to, step, stat));
-            let mut q = sqlx::query(&sql);
+            let mut q = super::batch_query(&sql, chunk.len());
             for id in chunk {
                 q = q.bind(*id);
             }
@@ -425,7 +425,7 @@ impl Store {
                  FROM ({inner}) AS i JOIN g ON g.sid = i.sid GROUP BY g.grp, i.b",
                 super::values_placeholders(self.backend, chunk.len(), 2)
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = super::batch_query(&sql, chunk.len());
             for (id, group) in chunk {
                 q = q.bind(*id).bind(i64::from(*group));
             }

@@ -168,6 +168,16 @@ impl Store {
 /// parameter limits (SQLite 32,766, PostgreSQL 65,535).
 const BATCH_ROWS: usize = 500;
 
+/// The statement of a batch of `rows` rows (a multi-row `VALUES` list or an
+/// `IN` list of that many values). Only a full batch ([`BATCH_ROWS`]) stays
+/// prepared on its connection: a shorter one's text changes with its length,
+/// so caching it filled every connection's statement cache (100 statements)
+/// with programs of thousands of parameters each run once, about 40 MiB of
+/// SQLite's memory in a manager of 10,000 hosts (docs/benchmarks.md).
+fn batch_query(sql: &str, rows: usize) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(sql).persistent(rows == BATCH_ROWS)
+}
+
 /// `($1, $2), ($3, $4)`: the placeholders of `rows` rows of `cols` values,
 /// for a multi-row `VALUES` list. Both backends name its columns `column1`,
 /// `column2`, ... when it is used as a table (`FROM (VALUES ...) AS v`).
@@ -259,5 +269,27 @@ mod tests {
             ),
         ];
         assert_eq!(pragmas, [("cache_size", -4096), ("temp_store", 2), ("wal_autocheckpoint", 8192)]);
+    }
+
+    /// A short batch's statement is not kept prepared on its connection (its
+    /// text is new at every length); a full batch's is, and is reused.
+    #[tokio::test]
+    async fn only_full_batches_stay_prepared() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&format!("sqlite://{}/t.db?mode=rwc", dir.path().display())).await.expect("store");
+        let mut conn = store.pool.acquire().await.expect("connection");
+        let before = conn.cached_statements_size();
+        for rows in [1, 2, 3, BATCH_ROWS, BATCH_ROWS] {
+            let sql = format!("SELECT * FROM (VALUES {}) AS v", values_placeholders(store.backend, rows, 1));
+            let mut q = batch_query(&sql, rows);
+            for i in 0..rows {
+                q = q.bind(i as i64);
+            }
+            let got = q.fetch_all(&mut *conn).await.expect("batch");
+            assert_eq!(got.len(), rows);
+            let cached = conn.cached_statements_size() - before;
+            assert_eq!(cached, usize::from(rows == BATCH_ROWS), "statements kept after a batch of {rows} rows");
+        }
     }
 }

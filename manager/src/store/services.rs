@@ -882,7 +882,7 @@ async fn upsert_role_statuses_in(
          last_log_lines = excluded.last_log_lines, started_at = excluded.started_at, updated_at = excluded.updated_at",
         super::values_placeholders(backend, rows.len(), 14)
     );
-    let mut q = sqlx::query(&sql);
+    let mut q = super::batch_query(&sql, rows.len());
     for s in rows {
         q = q
             .bind(&s.role_id)
@@ -914,7 +914,7 @@ async fn record_applied_in(
          ON CONFLICT (cluster, service, revision, role_id) DO NOTHING",
         super::values_placeholders(backend, rows.len(), 6)
     );
-    let mut q = sqlx::query(&sql);
+    let mut q = super::batch_query(&sql, rows.len());
     for a in rows {
         q = q
             .bind(&a.cluster)

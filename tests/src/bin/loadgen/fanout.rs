@@ -521,6 +521,7 @@ impl ChangeStats {
 /// One measured change of `svc`: PATCH `maxmemory`, then wait for every
 /// agent of the service to receive it (seen by the session observers) and
 /// every role to report it applied (the manager's record, same clock as ours).
+/// Returns when its request left and when the last role applied it (Unix µs).
 async fn measure_change(
     rest: &Rest,
     operator: &Operator,
@@ -529,7 +530,7 @@ async fn measure_change(
     change: usize,
     within: Duration,
     stats: &mut ChangeStats,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(u64, u64)> {
     let n = svc.role_ids.len();
     svc.value_mb += 1;
     let before = agents.generations(svc.slots.clone());
@@ -580,7 +581,7 @@ async fn measure_change(
     if let Some(heap) = heap_figures(rest).await {
         println!("fanout.change {change} of {} heap: {heap}", svc.name);
     }
-    Ok(())
+    Ok((t_request, last.max(t_request)))
 }
 
 /// The manager's allocator statistics from its `/metrics` (`drover_heap_*`,
@@ -661,24 +662,45 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: FanoutOptions) -> anyho
     // services) all of them at the same moment.
     let cpu_before = opts.setup.manager_pid.and_then(|p| proc_sample(p).ok());
     let changes_started = Instant::now();
+    let sampler = CpuSampler::start();
     let mut lone = ChangeStats::new()?;
+    let mut lone_cpu = MachineCpu::default();
     for change in 1..=opts.changes {
-        measure_change(&rest, &operator, &mut services[0], &agents, change, opts.apply_timeout, &mut lone).await?;
+        let window =
+            measure_change(&rest, &operator, &mut services[0], &agents, change, opts.apply_timeout, &mut lone).await?;
+        lone_cpu.add(&sampler, window);
     }
     println!("fanout.changes                {}", opts.changes);
     lone.print("fanout");
+    lone_cpu.print("fanout");
     let mut missing = lone.missing;
     if k > 1 {
         let mut parallel: Vec<ChangeStats> = (0..k).map(|_| ChangeStats::new()).collect::<anyhow::Result<_>>()?;
+        let mut parallel_cpu = MachineCpu::default();
         for change in 1..=opts.changes {
             let rounds = services
                 .iter_mut()
                 .zip(parallel.iter_mut())
                 .map(|(svc, stats)| measure_change(&rest, &operator, svc, &agents, change, opts.apply_timeout, stats));
+            let mut window = (u64::MAX, 0);
             for r in futures::future::join_all(rounds).await {
-                r?;
+                let (from, to) = r?;
+                window = (window.0.min(from), window.1.max(to));
             }
+            parallel_cpu.add(&sampler, window);
         }
+        parallel_cpu.print("fanout.parallel");
+        // The earliest the changes at once could end if the machine did
+        // nothing else: their CPU spread over every core, against the time
+        // of a lone change (from its request to its last applied report).
+        println!(
+            "{:<40} {:.2} (the changes at once need {:.2} s of all {} cores, a lone change takes {:.2} s)",
+            "fanout.parallel.cpu_floor_ratio",
+            parallel_cpu.floor_seconds() / lone_cpu.wall_seconds().max(1e-3),
+            parallel_cpu.floor_seconds(),
+            MachineCpu::cores(),
+            lone_cpu.wall_seconds(),
+        );
         let alone = lone.p99_since_request_ms();
         for (svc, stats) in services.iter().zip(&parallel) {
             stats.print(&format!("fanout.parallel.{}", svc.name));
@@ -718,6 +740,104 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: FanoutOptions) -> anyho
         );
     }
     Ok(())
+}
+
+/// The whole machine's CPU time (every process: the manager, these agents
+/// and anything else) over a phase's changes, each from its request to its
+/// last applied report: whether the changes were bound by the cores rather
+/// than by waiting.
+#[derive(Default)]
+struct MachineCpu {
+    rounds: u32,
+    busy_seconds: f64,
+    wall_seconds: f64,
+}
+
+impl MachineCpu {
+    /// Adds the round that ran over `window` (Unix µs).
+    fn add(&mut self, sampler: &CpuSampler, window: (u64, u64)) {
+        let Some((busy, wall)) = sampler.between(window.0, window.1) else { return };
+        self.rounds += 1;
+        self.busy_seconds += busy;
+        self.wall_seconds += wall;
+    }
+
+    fn cores() -> usize {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    }
+
+    /// Mean seconds of a round.
+    fn wall_seconds(&self) -> f64 {
+        self.wall_seconds / f64::from(self.rounds.max(1))
+    }
+
+    /// Mean CPU-seconds of a round spread over every core: no round could end sooner.
+    fn floor_seconds(&self) -> f64 {
+        self.busy_seconds / f64::from(self.rounds.max(1)) / Self::cores() as f64
+    }
+
+    fn print(&self, prefix: &str) {
+        if self.rounds == 0 {
+            return;
+        }
+        let round = self.busy_seconds / f64::from(self.rounds);
+        println!(
+            "{:<40} {round:.2} CPU-s a change over {:.2} s from the request to the last report: {:.2} of {} cores busy",
+            format!("{prefix}.machine_cpu"),
+            self.wall_seconds(),
+            round / self.wall_seconds().max(1e-3),
+            Self::cores(),
+        );
+    }
+}
+
+/// Samples the machine's busy CPU ticks every 10 ms on a thread of its own
+/// while it lives, so that a change's CPU is known once its last report's
+/// time is.
+struct CpuSampler {
+    samples: Arc<Mutex<Vec<(u64, u64)>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CpuSampler {
+    fn start() -> CpuSampler {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (into, stopped) = (samples.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                if let Some(ticks) = busy_ticks() {
+                    into.lock().expect("cpu samples").push((unix_us(), ticks));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        CpuSampler { samples, stop }
+    }
+
+    /// Busy CPU-seconds and wall seconds between the last sample at or
+    /// before `from` and the first at or after `to` (Unix µs).
+    fn between(&self, from: u64, to: u64) -> Option<(f64, f64)> {
+        let samples = self.samples.lock().expect("cpu samples");
+        let start = samples.iter().rev().find(|(t, _)| *t <= from).or(samples.first())?;
+        let end = samples.iter().find(|(t, _)| *t >= to).or(samples.last())?;
+        (end.0 > start.0).then(|| (end.1.saturating_sub(start.1) as f64 / 100.0, (end.0 - start.0) as f64 / 1e6))
+    }
+}
+
+impl Drop for CpuSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Busy clock ticks (USER_HZ, 100 a second) of every CPU since boot: the
+/// first line of `/proc/stat` less idle and iowait.
+fn busy_ticks() -> Option<u64> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    Some(fields.iter().take(8).sum::<u64>() - fields.get(3)? - fields.get(4)?)
 }
 
 /// Hosts whose role file holds their service's last `maxmemory`.
