@@ -696,10 +696,10 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: FanoutOptions) -> anyho
         println!(
             "{:<40} {:.2} (the changes at once need {:.2} s of all {} cores, a lone change takes {:.2} s)",
             "fanout.parallel.cpu_floor_ratio",
-            parallel_cpu.floor_seconds() / lone_cpu.wall_seconds().max(1e-3),
+            parallel_cpu.floor_seconds() / lone_cpu.mean_wall_seconds().max(1e-3),
             parallel_cpu.floor_seconds(),
             MachineCpu::cores(),
-            lone_cpu.wall_seconds(),
+            lone_cpu.mean_wall_seconds(),
         );
         let alone = lone.p99_since_request_ms();
         for (svc, stats) in services.iter().zip(&parallel) {
@@ -749,8 +749,8 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: FanoutOptions) -> anyho
 #[derive(Default)]
 struct MachineCpu {
     rounds: u32,
-    busy_seconds: f64,
-    wall_seconds: f64,
+    total_busy_seconds: f64,
+    total_wall_seconds: f64,
 }
 
 impl MachineCpu {
@@ -758,8 +758,8 @@ impl MachineCpu {
     fn add(&mut self, sampler: &CpuSampler, window: (u64, u64)) {
         let Some((busy, wall)) = sampler.between(window.0, window.1) else { return };
         self.rounds += 1;
-        self.busy_seconds += busy;
-        self.wall_seconds += wall;
+        self.total_busy_seconds += busy;
+        self.total_wall_seconds += wall;
     }
 
     fn cores() -> usize {
@@ -767,25 +767,30 @@ impl MachineCpu {
     }
 
     /// Mean seconds of a round.
-    fn wall_seconds(&self) -> f64 {
-        self.wall_seconds / f64::from(self.rounds.max(1))
+    fn mean_wall_seconds(&self) -> f64 {
+        self.total_wall_seconds / f64::from(self.rounds.max(1))
     }
 
-    /// Mean CPU-seconds of a round spread over every core: no round could end sooner.
+    /// Mean CPU-seconds of a round.
+    fn mean_busy_seconds(&self) -> f64 {
+        self.total_busy_seconds / f64::from(self.rounds.max(1))
+    }
+
+    /// A round's mean CPU spread over every core: no round could end sooner.
     fn floor_seconds(&self) -> f64 {
-        self.busy_seconds / f64::from(self.rounds.max(1)) / Self::cores() as f64
+        self.mean_busy_seconds() / Self::cores() as f64
     }
 
     fn print(&self, prefix: &str) {
         if self.rounds == 0 {
             return;
         }
-        let round = self.busy_seconds / f64::from(self.rounds);
+        let round = self.mean_busy_seconds();
         println!(
             "{:<40} {round:.2} CPU-s a change over {:.2} s from the request to the last report: {:.2} of {} cores busy",
             format!("{prefix}.machine_cpu"),
-            self.wall_seconds(),
-            round / self.wall_seconds().max(1e-3),
+            self.mean_wall_seconds(),
+            round / self.mean_wall_seconds().max(1e-3),
             Self::cores(),
         );
     }
