@@ -143,7 +143,7 @@ async fn commands_against_a_real_manager() {
     };
     let heartbeat = HeartbeatRow {
         host_id: web.into(),
-        status: HostStatus::Healthy,
+        status: Some(HostStatus::Healthy),
         last_heartbeat_at: now_millis(),
         metrics: Some(metrics),
     };

@@ -126,6 +126,10 @@ struct HostLive {
     last_seen: Instant,
     last_heartbeat_at: UnixMillis,
     metrics: Option<HostMetrics>,
+    /// The status last given to the flusher (`None`: not known to be stored).
+    saved_status: Option<HostStatus>,
+    /// Whether `metrics` changed since they were last given to the flusher.
+    metrics_unsaved: bool,
     session: Option<SessionSlot>,
     applied_generation: u64,
     /// Desired roles by service (`cluster/service`): the host's intent.
@@ -368,6 +372,7 @@ impl Registry {
         }
         self.seen(host_id, &mut h);
         h.metrics = Some(metrics);
+        h.metrics_unsaved = true;
         self.heartbeats.fetch_add(1, Ordering::Relaxed);
         true
     }
@@ -477,20 +482,7 @@ impl Registry {
     pub async fn flush(&self) -> crate::store::Result<usize> {
         let dirty: Vec<String> = std::mem::take(&mut *self.dirty.lock().expect("dirty lock")).into_iter().collect();
         let events = std::mem::take(&mut *self.events.lock().expect("events lock"));
-        let mut rows = Vec::with_capacity(dirty.len());
-        for id in &dirty {
-            let Some(entry) = self.entry(id) else { continue };
-            let h = entry.lock().expect("host lock");
-            if h.status == HostStatus::Decommissioned {
-                continue;
-            }
-            rows.push(HeartbeatRow {
-                host_id: id.clone(),
-                status: h.status,
-                last_heartbeat_at: h.last_heartbeat_at,
-                metrics: h.metrics.clone(),
-            });
-        }
+        let rows = self.live_rows(&dirty);
         let roles: Vec<RoleStatusRec> =
             std::mem::take(&mut *self.pending_roles.lock().expect("pending lock")).into_values().collect();
         let applied = std::mem::take(&mut *self.pending_applied.lock().expect("pending lock"));
@@ -513,6 +505,7 @@ impl Registry {
             Ok(()) => Ok(rows.len()),
             Err(e) => {
                 // Nothing was written: all of it goes back, behind anything newer.
+                self.unsave(&rows);
                 for (queue, items) in [(&self.pending_desired, desired), (&self.pending_generations, generations)] {
                     let mut pending = queue.lock().expect("pending lock");
                     for (host, generation) in items {
@@ -531,6 +524,37 @@ impl Registry {
                     ev.extend(events);
                 }
                 Err(e)
+            }
+        }
+    }
+
+    /// The live state of hosts `ids` to write (decommissioned ones left out):
+    /// each row's status and metrics only when they changed since the last
+    /// rows taken; they count as saved from now on.
+    fn live_rows(&self, ids: &[String]) -> Vec<HeartbeatRow> {
+        let mut rows = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(entry) = self.entry(id) else { continue };
+            let mut h = entry.lock().expect("host lock");
+            if h.status == HostStatus::Decommissioned {
+                continue;
+            }
+            let status = (h.saved_status != Some(h.status)).then_some(h.status);
+            h.saved_status = Some(h.status);
+            let metrics = if std::mem::take(&mut h.metrics_unsaved) { h.metrics.clone() } else { None };
+            rows.push(HeartbeatRow { host_id: id.clone(), status, last_heartbeat_at: h.last_heartbeat_at, metrics });
+        }
+        rows
+    }
+
+    /// `rows` were not written: their hosts' status and metrics go out again
+    /// with the next rows taken.
+    fn unsave(&self, rows: &[HeartbeatRow]) {
+        for row in rows {
+            if let Some(entry) = self.entry(&row.host_id) {
+                let mut h = entry.lock().expect("host lock");
+                h.saved_status = None;
+                h.metrics_unsaved |= row.metrics.is_some();
             }
         }
     }
@@ -700,28 +724,27 @@ impl Registry {
         h.roles.values().flatten().find(|r| r.role_id == role_id).cloned()
     }
 
-    /// Records reported role states; returns those that changed.
-    pub fn update_role_status(&self, reports: Vec<RoleStatusRec>) -> Vec<RoleStatusRec> {
+    /// Records reported role states; returns those that changed, each with the
+    /// report it replaced (none before the role's first report since start).
+    pub fn update_role_status(&self, reports: Vec<RoleStatusRec>) -> Vec<(Option<RoleStatusRec>, RoleStatusRec)> {
         let mut changed = Vec::new();
         {
             let mut all = self.role_status.lock().expect("role status lock");
             for r in reports {
-                let same = all
-                    .get(&r.role_id)
-                    .is_some_and(|old| RoleStatusRec { updated_at: r.updated_at, ..old.clone() } == r);
-                if !same {
-                    all.insert(r.role_id.clone(), r.clone());
-                    changed.push(r);
+                if all.get(&r.role_id).is_some_and(|old| old.same_report(&r)) {
+                    continue;
                 }
+                let before = all.insert(r.role_id.clone(), r.clone());
+                changed.push((before, r));
             }
         }
         if !changed.is_empty() {
             let mut pending = self.pending_roles.lock().expect("pending lock");
-            for r in &changed {
+            for (_, r) in &changed {
                 pending.insert(r.role_id.clone(), r.clone());
             }
             drop(pending);
-            for r in &changed {
+            for (_, r) in &changed {
                 self.wake(&WatchKey::Role(r.role_id.clone()));
             }
         }
@@ -830,6 +853,8 @@ fn live_from(h: &Host, now: Instant, generation: u64) -> HostLive {
             .map(|t| t.timestamp_millis())
             .unwrap_or(0),
         metrics: h.metrics.clone(),
+        saved_status: Some(h.status),
+        metrics_unsaved: false,
         session: None,
         applied_generation: h.applied_generation,
         roles: HashMap::new(),
@@ -937,6 +962,51 @@ mod tests {
         registry.touch("h1");
         assert_eq!(registry.host_status("h1"), Some(HostStatus::Healthy));
         tokio::time::timeout(Duration::from_secs(1), watch.changed()).await.expect("the watcher was woken");
+    }
+
+    /// Status and metrics go to the store when they changed, not with every
+    /// sign of life; rows that failed to be written send them again.
+    #[tokio::test]
+    async fn live_rows_carry_status_and_metrics_only_when_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = testing::registry(dir.path(), &["h1"], Duration::from_secs(30)).await;
+        tokio::time::pause();
+        let ids = ["h1".to_owned()];
+        let row = |rows: Vec<HeartbeatRow>| {
+            let r = rows.into_iter().next().expect("a row for h1");
+            (r.status, r.metrics.map(|m| m.cpu_percent))
+        };
+        // Enrolled healthy: the status is what the store holds.
+        assert_eq!(row(registry.live_rows(&ids)), (None, None));
+        let metrics = |cpu_percent| HostMetrics {
+            at: String::new(),
+            cpu_percent,
+            memory_used_bytes: 0,
+            memory_total_bytes: 0,
+            load1: 0.0,
+            load5: 0.0,
+            load15: 0.0,
+            disks: Vec::new(),
+            network_rx_bytes: 0,
+            network_tx_bytes: 0,
+            uptime_seconds: 0,
+        };
+        assert!(registry.heartbeat("h1", metrics(12.0)));
+        assert_eq!(row(registry.live_rows(&ids)), (None, Some(12.0)));
+        registry.touch("h1");
+        assert_eq!(row(registry.live_rows(&ids)), (None, None));
+
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert_eq!(registry.check_lost(), 1);
+        let lost = registry.live_rows(&ids);
+        assert_eq!(row(lost.clone()), (Some(HostStatus::Lost), None));
+        assert_eq!(row(registry.live_rows(&ids)), (None, None));
+
+        assert!(registry.heartbeat("h1", metrics(40.0)));
+        let rows = registry.live_rows(&ids);
+        assert_eq!(row(rows.clone()), (Some(HostStatus::Healthy), Some(40.0)));
+        registry.unsave(&rows);
+        assert_eq!(row(registry.live_rows(&ids)), (Some(HostStatus::Healthy), Some(40.0)));
     }
 
     #[tokio::test]

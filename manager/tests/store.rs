@@ -203,6 +203,7 @@ store_suite! {
     decommission_host => with_store(case_decommission_host);
     flush_writes_heartbeats_and_events => with_store(case_flush);
     flush_never_resurrects_a_decommissioned_host => with_store(case_flush_never_resurrects);
+    flush_batch_writes_each_host_once => with_store(case_flush_batch_per_host);
     host_metrics_from_the_series_rollups => with_store(case_host_metrics_range);
     events_filters_and_order => with_store(case_events);
     audit_filters_and_order => with_store(case_audit);
@@ -851,7 +852,7 @@ async fn case_list_hosts_filters(store: Store) {
     add_host(&store, "h4", "cache-1", labels(&[("env", "prod")])).await;
     store
         .flush(
-            &[HeartbeatRow { host_id: "h2".into(), status: HostStatus::Lost, last_heartbeat_at: T0, metrics: None }],
+            &[HeartbeatRow { host_id: "h2".into(), status: Some(HostStatus::Lost), last_heartbeat_at: T0, metrics: None }],
             &[],
         )
         .await
@@ -1030,20 +1031,20 @@ async fn case_flush(store: Store) {
             &[
                 HeartbeatRow {
                     host_id: "h1".into(),
-                    status: HostStatus::Healthy,
+                    status: Some(HostStatus::Healthy),
                     last_heartbeat_at: T0 + 10 * SECOND,
                     metrics: Some(m.clone()),
                 },
                 HeartbeatRow {
                     host_id: "h2".into(),
-                    status: HostStatus::Lost,
+                    status: Some(HostStatus::Lost),
                     last_heartbeat_at: T0 + 5 * SECOND,
                     metrics: None,
                 },
                 // Rows for hosts that do not exist are ignored.
                 HeartbeatRow {
                     host_id: "ghost".into(),
-                    status: HostStatus::Healthy,
+                    status: Some(HostStatus::Healthy),
                     last_heartbeat_at: T0,
                     metrics: None,
                 },
@@ -1078,7 +1079,7 @@ async fn case_flush(store: Store) {
         .flush(
             &[HeartbeatRow {
                 host_id: "h1".into(),
-                status: HostStatus::Lost,
+                status: Some(HostStatus::Lost),
                 last_heartbeat_at: T0 + MINUTE,
                 metrics: None,
             }],
@@ -1107,7 +1108,7 @@ async fn case_flush_never_resurrects(store: Store) {
         .flush(
             &[HeartbeatRow {
                 host_id: "h1".into(),
-                status: HostStatus::Healthy,
+                status: Some(HostStatus::Healthy),
                 last_heartbeat_at: T0 + 2 * MINUTE,
                 metrics: Some(host_metrics(50.0)),
             }],
@@ -1123,6 +1124,57 @@ async fn case_flush_never_resurrects(store: Store) {
             ..enrolled("h1", "web-1", Labels::new())
         }
     );
+}
+
+/// One batch touching hosts in different ways: each row gets exactly what
+/// was given for it, and a live-state row without status or metrics keeps the
+/// stored ones.
+async fn case_flush_batch_per_host(store: Store) {
+    for (id, name) in [("h1", "web-1"), ("h2", "web-2"), ("h3", "web-3"), ("h4", "web-4")] {
+        add_host(&store, id, name, Labels::new()).await;
+    }
+    let m = host_metrics(20.0);
+    let live = |id: &str, status: Option<HostStatus>, at: i64, metrics: Option<HostMetrics>| HeartbeatRow {
+        host_id: id.into(),
+        status,
+        last_heartbeat_at: at,
+        metrics,
+    };
+    store
+        .flush(&[live("h1", Some(HostStatus::Lost), T0, Some(m.clone())), live("h4", None, T0, None)], &[])
+        .await
+        .unwrap();
+    store.decommission_host("h4", "alice", T0 + MINUTE).await.unwrap();
+
+    let heartbeats = [
+        // Status and metrics as stored: neither is sent again.
+        live("h1", None, T0 + 2 * MINUTE, None),
+        live("h2", Some(HostStatus::Lost), T0 + 3 * MINUTE, None),
+        live("h4", Some(HostStatus::Healthy), T0 + 2 * MINUTE, Some(m.clone())),
+    ];
+    let desired = [("h1".to_owned(), 5), ("h3".to_owned(), 6), ("h4".to_owned(), 8)];
+    let applied = [("h1".to_owned(), 4), ("h2".to_owned(), 2), ("ghost".to_owned(), 9)];
+    let batch = drover_manager::store::FlushBatch {
+        heartbeats: &heartbeats,
+        desired_generations: &desired,
+        applied_generations: &applied,
+        ..Default::default()
+    };
+    store.flush_batch(batch).await.unwrap();
+
+    let host = |h: Host| (h.status, h.last_heartbeat_at, h.metrics, h.applied_generation);
+    assert_eq!(
+        host(store.host("h1").await.unwrap().unwrap()),
+        (HostStatus::Lost, Some(rfc3339(T0 + 2 * MINUTE)), Some(m.clone()), 4)
+    );
+    assert_eq!(host(store.host("h2").await.unwrap().unwrap()), (HostStatus::Lost, Some(rfc3339(T0 + 3 * MINUTE)), None, 2));
+    assert_eq!(host(store.host("h3").await.unwrap().unwrap()), (HostStatus::Healthy, None, None, 0));
+    // Decommissioned while queued: its live state is dropped, its generation kept.
+    assert_eq!(host(store.host("h4").await.unwrap().unwrap()), (HostStatus::Decommissioned, Some(rfc3339(T0)), None, 0));
+    let generations = store.desired_generations().await.unwrap();
+    let wanted = [("h1", 5), ("h2", 1), ("h3", 6), ("h4", 8)];
+    assert_eq!(wanted.map(|(h, _)| generations.get(h).copied()), wanted.map(|(_, g)| Some(g)));
+    assert_eq!(store.host("ghost").await.unwrap(), None);
 }
 
 fn mount(mount_point: &str, used_bytes: u64, total_bytes: u64) -> drover_manager::model::MountUsage {

@@ -402,11 +402,11 @@ fn role_health_name(h: i32) -> &'static str {
 /// first applied each revision.
 async fn record_role_status(state: &AppState, host_id: &str, roles: Vec<v1::RoleStatus>) {
     let now = now_millis();
-    let reports: Vec<RoleStatusRec> = roles
+    // Only roles this host is meant to run; anything else is stale news.
+    let (desired, reports): (Vec<_>, Vec<_>) = roles
         .into_iter()
-        // Only roles this host is meant to run; anything else is stale news.
-        .filter(|r| state.registry.desired_role(host_id, &r.role_id).is_some())
-        .map(|r| RoleStatusRec {
+        .filter_map(|r| Some((state.registry.desired_role(host_id, &r.role_id)?, r)))
+        .map(|(d, r)| (d, RoleStatusRec {
             role_id: r.role_id,
             state: role_state_name(r.state).to_owned(),
             health: role_health_name(r.health).to_owned(),
@@ -423,27 +423,23 @@ async fn record_role_status(state: &AppState, host_id: &str, roles: Vec<v1::Role
             reload_count: r.reload_count,
             reloaded_at: (r.reloaded_at_unix_ms > 0).then_some(r.reloaded_at_unix_ms),
             updated_at: now,
-        })
-        .collect();
-    let before: std::collections::HashMap<String, RoleStatusRec> = reports
-        .iter()
-        .filter_map(|r| state.registry.role_status(&r.role_id).map(|old| (r.role_id.clone(), old)))
-        .collect();
+        }))
+        .unzip();
     // Written to the store by the registry's flusher, in batches.
     let mut applied = Vec::new();
-    for s in state.registry.update_role_status(reports) {
-        if let Some(desired) = state.registry.desired_role(host_id, &s.role_id) {
+    for (before, s) in state.registry.update_role_status(reports) {
+        let Some(desired) = desired.iter().find(|d| d.role_id == s.role_id) else { continue };
+        let transitions = crate::registry::role_transitions(before.as_ref(), &s);
+        if !transitions.is_empty() {
             let object_id = format!("{}/{}", desired.service, desired.name);
-            for (severity, kind, message) in crate::registry::role_transitions(before.get(&s.role_id), &s) {
+            for (severity, kind, message) in transitions {
                 state.registry.push_role_event(severity, kind, &object_id, message);
             }
         }
         if s.applied_revision == 0 {
             continue;
         }
-        if let Some(desired) = state.registry.desired_role(host_id, &s.role_id)
-            && let Some((cluster, service)) = desired.service.split_once('/')
-        {
+        if let Some((cluster, service)) = desired.service.split_once('/') {
             applied.push(AppliedRevision {
                 cluster: cluster.to_owned(),
                 service: service.to_owned(),

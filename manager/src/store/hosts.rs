@@ -5,7 +5,7 @@
 //! matches it says why (unknown, revoked, expired, used up). The flusher's
 //! batched update never touches a `decommissioned` row.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::any::AnyRow;
 
@@ -144,9 +144,39 @@ pub struct HostPage {
 #[derive(Debug, Clone)]
 pub struct HeartbeatRow {
     pub host_id: String,
-    pub status: HostStatus,
+    /// `None`: the status is what was last written (most rows: writing it
+    /// again would also rewrite the row's entry in the status index).
+    pub status: Option<HostStatus>,
     pub last_heartbeat_at: UnixMillis,
+    /// `None`: the stored latest metrics stay.
     pub metrics: Option<HostMetrics>,
+}
+
+/// What one flush changes in one host's row: its live state, its desired
+/// generation, its applied generation, any of them. A host that a heartbeat, a
+/// push and an agent's report all touch between two flushes is written once.
+struct HostWrite<'a> {
+    live: Option<&'a HeartbeatRow>,
+    desired: Option<u64>,
+    applied: Option<u64>,
+}
+
+/// The rows of `b` by host, in host id order.
+fn host_writes<'a>(b: &FlushBatch<'a>) -> Vec<(&'a str, HostWrite<'a>)> {
+    fn row<'m, 'a>(m: &'m mut BTreeMap<&'a str, HostWrite<'a>>, host: &'a str) -> &'m mut HostWrite<'a> {
+        m.entry(host).or_insert(HostWrite { live: None, desired: None, applied: None })
+    }
+    let mut by_host = BTreeMap::new();
+    for hb in b.heartbeats {
+        row(&mut by_host, &hb.host_id).live = Some(hb);
+    }
+    for (host, generation) in b.desired_generations {
+        row(&mut by_host, host).desired = Some(*generation);
+    }
+    for (host, generation) in b.applied_generations {
+        row(&mut by_host, host).applied = Some(*generation);
+    }
+    by_host.into_iter().collect()
 }
 
 /// One flush of the registry: live host state, events, generations and role
@@ -517,35 +547,57 @@ impl Store {
 
     /// Writes everything the registry's flusher gathered in one transaction:
     /// a host row that a heartbeat, a new desired generation and an applied
-    /// generation all touch is written to the log once, not three times.
+    /// generation all touch is updated once, not three times, and its status
+    /// (an indexed column) only when the row says it changed.
     pub async fn flush_batch(&self, b: FlushBatch<'_>) -> Result<()> {
         if b.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        host_generations_in(&mut tx, self.backend, "desired_generation", b.desired_generations).await?;
-        host_generations_in(&mut tx, self.backend, "applied_generation", b.applied_generations).await?;
-        super::services::role_statuses_in(&mut tx, self.backend, b.statuses, b.applied).await?;
-        let (heartbeats, events) = (b.heartbeats, b.events);
-        for chunk in heartbeats.chunks(super::BATCH_ROWS) {
-            // Never resurrect a host decommissioned while the batch was queued.
+        let writes = host_writes(&b);
+        // Live state never resurrects a host decommissioned while the batch was
+        // queued; its generations are written all the same.
+        for chunk in writes.chunks(super::BATCH_ROWS) {
             let sql = format!(
-                "UPDATE hosts SET status = v.column2, last_heartbeat_at = v.column3, \
-                 latest_metrics = COALESCE(v.column4, hosts.latest_metrics) FROM (VALUES {}) AS v \
-                 WHERE hosts.id = v.column1 AND hosts.status <> 'decommissioned'",
-                super::values_placeholders(self.backend, chunk.len(), 4)
+                "UPDATE hosts SET \
+                 last_heartbeat_at = CASE WHEN v.column2 IS NULL OR hosts.status = 'decommissioned' \
+                 THEN hosts.last_heartbeat_at ELSE v.column2 END, \
+                 latest_metrics = CASE WHEN v.column3 IS NULL OR hosts.status = 'decommissioned' \
+                 THEN hosts.latest_metrics ELSE v.column3 END, \
+                 desired_generation = COALESCE(v.column4, hosts.desired_generation), \
+                 applied_generation = COALESCE(v.column5, hosts.applied_generation) \
+                 FROM (VALUES {}) AS v WHERE hosts.id = v.column1",
+                super::values_placeholders(self.backend, chunk.len(), 5)
             );
             let mut q = super::batch_query(&sql, chunk.len());
-            for hb in chunk {
+            for (host, w) in chunk {
                 q = q
-                    .bind(&hb.host_id)
-                    .bind(hb.status.as_str())
-                    .bind(hb.last_heartbeat_at)
-                    .bind(hb.metrics.as_ref().map(to_json));
+                    .bind(*host)
+                    .bind(w.live.map(|hb| hb.last_heartbeat_at))
+                    .bind(w.live.and_then(|hb| hb.metrics.as_ref()).map(to_json))
+                    .bind(w.desired.map(super::services::i64_of))
+                    .bind(w.applied.map(super::services::i64_of));
             }
             q.execute(&mut *tx).await?;
         }
-        for e in events {
+        // A status changes seldom (a host lost or back): its own statement, so
+        // the other rows leave the status index alone.
+        let statuses: Vec<(&str, HostStatus)> =
+            b.heartbeats.iter().filter_map(|hb| Some((hb.host_id.as_str(), hb.status?))).collect();
+        for chunk in statuses.chunks(super::BATCH_ROWS) {
+            let sql = format!(
+                "UPDATE hosts SET status = v.column2 FROM (VALUES {}) AS v \
+                 WHERE hosts.id = v.column1 AND hosts.status <> 'decommissioned'",
+                super::values_placeholders(self.backend, chunk.len(), 2)
+            );
+            let mut q = super::batch_query(&sql, chunk.len());
+            for (host, status) in chunk {
+                q = q.bind(*host).bind(status.as_str());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        super::services::role_statuses_in(&mut tx, self.backend, b.statuses, b.applied).await?;
+        for e in b.events {
             Store::insert_event_in(&mut tx, e).await?;
         }
         tx.commit().await?;
@@ -673,24 +725,3 @@ impl HostPoint {
     }
 }
 
-/// Sets `column` (a generation column of `hosts`) of many hosts, a batch of
-/// rows per statement.
-async fn host_generations_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    backend: super::Backend,
-    column: &'static str,
-    generations: &[(String, u64)],
-) -> Result<()> {
-    for chunk in generations.chunks(super::BATCH_ROWS) {
-        let sql = format!(
-            "UPDATE hosts SET {column} = v.column2 FROM (VALUES {}) AS v WHERE hosts.id = v.column1",
-            super::values_placeholders(backend, chunk.len(), 2)
-        );
-        let mut q = super::batch_query(&sql, chunk.len());
-        for (host, generation) in chunk {
-            q = q.bind(host).bind(super::services::i64_of(*generation));
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
