@@ -17,7 +17,9 @@
 //! parcels, with a generation bumped only when their digest changes, published
 //! on a `watch` channel the session pushes from) and what its agent last
 //! reported about roles and parcels. Role states, first-applied records and
-//! desired and applied generations reach the store through the same flusher.
+//! desired and applied generations reach the store through the same flusher;
+//! a host's row is updated once per flush whatever touched it, its status and
+//! metrics only when they changed since they were last written.
 //! `watch(roles, hosts)` wakes only the waiters of those roles and hosts, so a
 //! command waiting on three roles is not woken by a fleet's reports. Time is
 //! the tokio clock (`tokio::time::Instant`), so tests pause and advance it.
