@@ -901,6 +901,23 @@ pub(crate) mod testing {
     use super::*;
     use crate::model::HostKind;
 
+    /// A heartbeat's host metrics with `cpu_percent`, the rest small constants.
+    pub(crate) fn host_metrics(cpu_percent: f64) -> HostMetrics {
+        HostMetrics {
+            at: String::new(),
+            cpu_percent,
+            memory_used_bytes: 1,
+            memory_total_bytes: 2,
+            load1: 0.0,
+            load5: 0.0,
+            load15: 0.0,
+            disks: Vec::new(),
+            network_rx_bytes: 0,
+            network_tx_bytes: 0,
+            uptime_seconds: 1,
+        }
+    }
+
     pub(crate) async fn registry(dir: &std::path::Path, ids: &[&str], host_lost_after: Duration) -> Registry {
         let store = Store::open(&format!("sqlite://{}/t.db?mode=rwc", dir.display())).await.expect("store");
         let config = RegistryConfig { heartbeat_interval: host_lost_after / 4, host_lost_after };
@@ -980,19 +997,7 @@ mod tests {
         };
         // Enrolled healthy: the status is what the store holds.
         assert_eq!(row(registry.live_rows(&ids)), (None, None));
-        let metrics = |cpu_percent| HostMetrics {
-            at: String::new(),
-            cpu_percent,
-            memory_used_bytes: 0,
-            memory_total_bytes: 0,
-            load1: 0.0,
-            load5: 0.0,
-            load15: 0.0,
-            disks: Vec::new(),
-            network_rx_bytes: 0,
-            network_tx_bytes: 0,
-            uptime_seconds: 0,
-        };
+        let metrics = testing::host_metrics;
         assert!(registry.heartbeat("h1", metrics(12.0)));
         assert_eq!(row(registry.live_rows(&ids)), (None, Some(12.0)));
         registry.touch("h1");

@@ -806,22 +806,9 @@ mod tests {
     use super::*;
     use crate::alerts::expr::Condition;
     use crate::alerts::state::Timing;
-    use crate::model::HostMetrics;
 
     fn heartbeat(metrics: &LiveMetrics, host: &str, at: i64, cpu: f64) {
-        let m = HostMetrics {
-            at: String::new(),
-            cpu_percent: cpu,
-            memory_used_bytes: 1,
-            memory_total_bytes: 2,
-            load1: 0.0,
-            load5: 0.0,
-            load15: 0.0,
-            disks: Vec::new(),
-            network_rx_bytes: 0,
-            network_tx_bytes: 0,
-            uptime_seconds: 1,
-        };
+        let m = crate::registry::testing::host_metrics(cpu);
         metrics.record(&format!("id-{host}"), host, at, &m, &[]);
     }
 
