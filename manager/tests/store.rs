@@ -852,7 +852,12 @@ async fn case_list_hosts_filters(store: Store) {
     add_host(&store, "h4", "cache-1", labels(&[("env", "prod")])).await;
     store
         .flush(
-            &[HeartbeatRow { host_id: "h2".into(), status: Some(HostStatus::Lost), last_heartbeat_at: T0, metrics: None }],
+            &[HeartbeatRow {
+                host_id: "h2".into(),
+                status: Some(HostStatus::Lost),
+                last_heartbeat_at: T0,
+                metrics: None,
+            }],
             &[],
         )
         .await
@@ -1167,10 +1172,16 @@ async fn case_flush_batch_per_host(store: Store) {
         host(store.host("h1").await.unwrap().unwrap()),
         (HostStatus::Lost, Some(rfc3339(T0 + 2 * MINUTE)), Some(m.clone()), 4)
     );
-    assert_eq!(host(store.host("h2").await.unwrap().unwrap()), (HostStatus::Lost, Some(rfc3339(T0 + 3 * MINUTE)), None, 2));
+    assert_eq!(
+        host(store.host("h2").await.unwrap().unwrap()),
+        (HostStatus::Lost, Some(rfc3339(T0 + 3 * MINUTE)), None, 2)
+    );
     assert_eq!(host(store.host("h3").await.unwrap().unwrap()), (HostStatus::Healthy, None, None, 0));
     // Decommissioned while queued: its live state is dropped, its generation kept.
-    assert_eq!(host(store.host("h4").await.unwrap().unwrap()), (HostStatus::Decommissioned, Some(rfc3339(T0)), None, 0));
+    assert_eq!(
+        host(store.host("h4").await.unwrap().unwrap()),
+        (HostStatus::Decommissioned, Some(rfc3339(T0)), None, 0)
+    );
     let generations = store.desired_generations().await.unwrap();
     let wanted = [("h1", 5), ("h2", 1), ("h3", 6), ("h4", 8)];
     assert_eq!(wanted.map(|(h, _)| generations.get(h).copied()), wanted.map(|(_, g)| Some(g)));

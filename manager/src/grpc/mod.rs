@@ -31,7 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::AppState;
 use crate::auth::sha256_hex;
 use crate::desired::{DesiredParcel, DesiredRole, HostDesired, ParcelStatusRec};
-use crate::model::{Disk, DiskUsage, HostFacts, HostKind, HostMetrics, now_millis, rfc3339};
+use crate::model::{Disk, DiskUsage, HostFacts, HostKind, HostMetrics, UnixMillis, now_millis, rfc3339};
 use crate::registry::{Kill, Refusal};
 use crate::store::{AppliedRec, AppliedRevision, EnrollError, NewAudit, NewHost, RoleStatusRec};
 use crate::telemetry::PushTrigger;
@@ -398,6 +398,28 @@ fn role_health_name(h: i32) -> &'static str {
     }
 }
 
+/// A role's report as the registry keeps it, received at `now`.
+fn role_status_rec(r: v1::RoleStatus, now: UnixMillis) -> RoleStatusRec {
+    RoleStatusRec {
+        role_id: r.role_id,
+        state: role_state_name(r.state).to_owned(),
+        health: role_health_name(r.health).to_owned(),
+        pid: r.pid,
+        last_exit_status: r.last_exit_status,
+        restart_count: r.restart_count,
+        applied_revision: r.applied_revision,
+        running_revision: r.running_revision,
+        restart_nonce: r.restart_nonce,
+        file_hashes: r.file_hashes.into_iter().collect(),
+        last_error: r.last_error,
+        last_log_lines: r.last_log_lines,
+        started_at: (r.started_at_unix_ms > 0).then_some(r.started_at_unix_ms),
+        reload_count: r.reload_count,
+        reloaded_at: (r.reloaded_at_unix_ms > 0).then_some(r.reloaded_at_unix_ms),
+        updated_at: now,
+    }
+}
+
 /// Stores what an agent reports about its roles and records when each role
 /// first applied each revision.
 async fn record_role_status(state: &AppState, host_id: &str, roles: Vec<v1::RoleStatus>) {
@@ -405,25 +427,7 @@ async fn record_role_status(state: &AppState, host_id: &str, roles: Vec<v1::Role
     // Only roles this host is meant to run; anything else is stale news.
     let (desired, reports): (Vec<_>, Vec<_>) = roles
         .into_iter()
-        .filter_map(|r| Some((state.registry.desired_role(host_id, &r.role_id)?, r)))
-        .map(|(d, r)| (d, RoleStatusRec {
-            role_id: r.role_id,
-            state: role_state_name(r.state).to_owned(),
-            health: role_health_name(r.health).to_owned(),
-            pid: r.pid,
-            last_exit_status: r.last_exit_status,
-            restart_count: r.restart_count,
-            applied_revision: r.applied_revision,
-            running_revision: r.running_revision,
-            restart_nonce: r.restart_nonce,
-            file_hashes: r.file_hashes.into_iter().collect(),
-            last_error: r.last_error,
-            last_log_lines: r.last_log_lines,
-            started_at: (r.started_at_unix_ms > 0).then_some(r.started_at_unix_ms),
-            reload_count: r.reload_count,
-            reloaded_at: (r.reloaded_at_unix_ms > 0).then_some(r.reloaded_at_unix_ms),
-            updated_at: now,
-        }))
+        .filter_map(|r| Some((state.registry.desired_role(host_id, &r.role_id)?, role_status_rec(r, now))))
         .unzip();
     // Written to the store by the registry's flusher, in batches.
     let mut applied = Vec::new();
