@@ -3,7 +3,8 @@
 //! `enroll_host` is one transaction that consumes a token use only if the
 //! token is valid and has uses left, then inserts the host; when nothing
 //! matches it says why (unknown, revoked, expired, used up). The flusher's
-//! batched update never touches a `decommissioned` row.
+//! batched update never changes the status, last heartbeat or metrics of a
+//! `decommissioned` row (its generations are still recorded).
 
 use std::collections::{BTreeMap, HashMap};
 
