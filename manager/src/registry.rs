@@ -732,9 +732,15 @@ impl Registry {
         let mut changed = Vec::new();
         {
             let mut all = self.role_status.lock().expect("role status lock");
-            for r in reports {
-                if all.get(&r.role_id).is_some_and(|old| old.same_report(&r)) {
-                    continue;
+            for mut r in reports {
+                if let Some(old) = all.get(&r.role_id) {
+                    // The same report received again: compared as it is,
+                    // whenever it arrived, without copying either.
+                    let at = std::mem::replace(&mut r.updated_at, old.updated_at);
+                    if *old == r {
+                        continue;
+                    }
+                    r.updated_at = at;
                 }
                 let before = all.insert(r.role_id.clone(), r.clone());
                 changed.push((before, r));

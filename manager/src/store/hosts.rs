@@ -156,6 +156,7 @@ pub struct HeartbeatRow {
 /// What one flush changes in one host's row: its live state, its desired
 /// generation, its applied generation, any of them. A host that a heartbeat, a
 /// push and an agent's report all touch between two flushes is written once.
+#[derive(Default)]
 struct HostWrite<'a> {
     live: Option<&'a HeartbeatRow>,
     desired: Option<u64>,
@@ -164,18 +165,15 @@ struct HostWrite<'a> {
 
 /// The rows of `b` by host, in host id order.
 fn host_writes<'a>(b: &FlushBatch<'a>) -> Vec<(&'a str, HostWrite<'a>)> {
-    fn row<'m, 'a>(m: &'m mut BTreeMap<&'a str, HostWrite<'a>>, host: &'a str) -> &'m mut HostWrite<'a> {
-        m.entry(host).or_insert(HostWrite { live: None, desired: None, applied: None })
-    }
-    let mut by_host = BTreeMap::new();
+    let mut by_host: BTreeMap<&str, HostWrite> = BTreeMap::new();
     for hb in b.heartbeats {
-        row(&mut by_host, &hb.host_id).live = Some(hb);
+        by_host.entry(&hb.host_id).or_default().live = Some(hb);
     }
     for (host, generation) in b.desired_generations {
-        row(&mut by_host, host).desired = Some(*generation);
+        by_host.entry(host).or_default().desired = Some(*generation);
     }
     for (host, generation) in b.applied_generations {
-        row(&mut by_host, host).applied = Some(*generation);
+        by_host.entry(host).or_default().applied = Some(*generation);
     }
     by_host.into_iter().collect()
 }

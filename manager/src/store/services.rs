@@ -108,47 +108,6 @@ pub struct RoleStatusRec {
     pub updated_at: UnixMillis,
 }
 
-impl RoleStatusRec {
-    /// Whether `other` says the same as this report, whenever each was received
-    /// (`updated_at` aside): compared without copying either.
-    pub fn same_report(&self, other: &RoleStatusRec) -> bool {
-        // Destructured so that a new field is compared or said to be left out.
-        let RoleStatusRec {
-            role_id,
-            state,
-            health,
-            pid,
-            last_exit_status,
-            restart_count,
-            applied_revision,
-            running_revision,
-            restart_nonce,
-            file_hashes,
-            last_error,
-            last_log_lines,
-            started_at,
-            reload_count,
-            reloaded_at,
-            updated_at: _,
-        } = self;
-        *role_id == other.role_id
-            && *state == other.state
-            && *health == other.health
-            && *pid == other.pid
-            && *last_exit_status == other.last_exit_status
-            && *restart_count == other.restart_count
-            && *applied_revision == other.applied_revision
-            && *running_revision == other.running_revision
-            && *restart_nonce == other.restart_nonce
-            && *file_hashes == other.file_hashes
-            && *last_error == other.last_error
-            && *last_log_lines == other.last_log_lines
-            && *started_at == other.started_at
-            && *reload_count == other.reload_count
-            && *reloaded_at == other.reloaded_at
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppliedRec {
     pub role_id: String,
