@@ -10,7 +10,11 @@
 //! - after `Welcome` it sends a `Heartbeat` at once and then every heartbeat
 //!   interval the manager announced, numbering them 1, 2, 3, ...;
 //! - `Ping` is answered with `Pong`, `HeartbeatAck` gives a round-trip time,
-//!   `DesiredState` is recorded as applied and answered with `StatusReport`;
+//!   `DesiredState` is recorded as applied and answered with `StatusReport`:
+//!   at once by an agent without a supervisor; by one with a supervisor, once
+//!   the supervisor has taken it in (the driver's `RolesChanged`), so that one
+//!   report carries both the generation and what it did to the roles, instead
+//!   of one report before the files are written and another after;
 //! - a change of the roles' observed state (driver event `RolesChanged`) is
 //!   reported with a `StatusReport` once the session is established;
 //! - messages the agent does not understand are ignored, but any message proves
@@ -112,6 +116,8 @@ pub(crate) struct Protocol {
     /// When the session is declared dead unless a message arrives.
     liveness_deadline: Instant,
     applied_generation: u64,
+    /// `DesiredState` is answered by the driver's `RolesChanged`, not at once.
+    answer_later: bool,
     seq: u64,
     in_flight: VecDeque<(u64, Instant)>,
     closed: bool,
@@ -125,13 +131,22 @@ struct Established {
 }
 
 impl Protocol {
-    /// Starts a session at `now`; the effects send the `Hello`.
-    pub(crate) fn new(now: Instant, applied_generation: u64, welcome_timeout: Duration) -> (Self, Vec<Effect>) {
+    /// Starts a session at `now`; the effects send the `Hello`. With
+    /// `answer_later` (an agent that supervises roles) a `DesiredState` is not
+    /// answered at once: the driver sends `RolesChanged` once the supervisor
+    /// has taken it in.
+    pub(crate) fn new(
+        now: Instant,
+        applied_generation: u64,
+        welcome_timeout: Duration,
+        answer_later: bool,
+    ) -> (Self, Vec<Effect>) {
         let protocol = Protocol {
             welcome_timeout,
             established: None,
             liveness_deadline: now + welcome_timeout,
             applied_generation,
+            answer_later,
             seq: 0,
             in_flight: VecDeque::new(),
             closed: false,
@@ -190,10 +205,11 @@ impl Protocol {
             Inbound::DesiredState { generation, roles, parcels } => {
                 let changed = generation != self.applied_generation;
                 self.applied_generation = generation;
-                vec![
-                    Effect::Applied { generation, changed, roles, parcels },
-                    Effect::Send(Outbound::Status { applied_generation: generation }),
-                ]
+                let mut effects = vec![Effect::Applied { generation, changed, roles, parcels }];
+                if !self.answer_later {
+                    effects.push(Effect::Send(Outbound::Status { applied_generation: generation }));
+                }
+                effects
             }
             Inbound::Unknown => Vec::new(),
         }
@@ -285,14 +301,14 @@ mod tests {
     }
 
     fn established(t0: Instant, interval_ms: u64) -> Protocol {
-        let (mut p, _) = Protocol::new(t0, 0, WELCOME_TIMEOUT);
+        let (mut p, _) = Protocol::new(t0, 0, WELCOME_TIMEOUT, false);
         p.handle(t0, welcome(interval_ms));
         p
     }
 
     #[test]
     fn opens_with_hello_carrying_the_applied_generation() {
-        let (p, effects) = Protocol::new(Instant::now(), 7, WELCOME_TIMEOUT);
+        let (p, effects) = Protocol::new(Instant::now(), 7, WELCOME_TIMEOUT, false);
         assert_eq!(effects, vec![Effect::Send(Outbound::Hello { applied_generation: 7 })]);
         assert_eq!(p.applied_generation(), 7);
         assert_eq!(p.established_at(), None);
@@ -301,7 +317,7 @@ mod tests {
     #[test]
     fn gives_up_without_welcome() {
         let t0 = Instant::now();
-        let (mut p, _) = Protocol::new(t0, 0, WELCOME_TIMEOUT);
+        let (mut p, _) = Protocol::new(t0, 0, WELCOME_TIMEOUT, false);
         assert_eq!(p.deadline(), t0 + WELCOME_TIMEOUT);
         assert!(p.handle(t0 + 29 * SEC, Event::Tick).is_empty());
         // Messages before the welcome do not postpone it.
@@ -314,7 +330,7 @@ mod tests {
     #[test]
     fn welcome_starts_heartbeats_at_once_then_every_interval() {
         let t0 = Instant::now();
-        let (mut p, _) = Protocol::new(t0, 0, WELCOME_TIMEOUT);
+        let (mut p, _) = Protocol::new(t0, 0, WELCOME_TIMEOUT, false);
         let t1 = t0 + SEC;
         let effects = p.handle(t1, welcome(5_000));
         assert!(
@@ -414,9 +430,24 @@ mod tests {
     }
 
     #[test]
+    fn a_supervising_agent_answers_desired_state_with_its_role_report() {
+        let t0 = Instant::now();
+        let (mut p, _) = Protocol::new(t0, 0, WELCOME_TIMEOUT, true);
+        p.handle(t0, welcome(1_000));
+        let desired = Inbound::DesiredState { generation: 5, roles: Vec::new(), parcels: Vec::new() };
+        assert_eq!(
+            p.handle(t0, Event::Received(desired)),
+            vec![Effect::Applied { generation: 5, changed: true, roles: Vec::new(), parcels: Vec::new() }],
+            "nothing sent before the supervisor took it in"
+        );
+        // The driver's next role report carries the new generation.
+        assert_eq!(p.handle(t0, Event::RolesChanged), vec![Effect::Send(Outbound::Status { applied_generation: 5 })]);
+    }
+
+    #[test]
     fn role_changes_are_reported_once_established() {
         let t0 = Instant::now();
-        let (mut p, _) = Protocol::new(t0, 3, WELCOME_TIMEOUT);
+        let (mut p, _) = Protocol::new(t0, 3, WELCOME_TIMEOUT, false);
         assert!(p.handle(t0, Event::RolesChanged).is_empty(), "not before the welcome");
         p.handle(t0, welcome(1_000));
         assert_eq!(p.handle(t0, Event::RolesChanged), vec![Effect::Send(Outbound::Status { applied_generation: 3 })]);

@@ -40,7 +40,7 @@ use crate::error::{AgentError, Rpc, classify};
 use crate::facts::HostFacts;
 use crate::metrics::Metrics;
 use crate::parcels::{self, FetchFuture, ParcelFetcher, ParcelStatus, Parcels, ParcelsConfig, ParcelsView};
-use crate::protocol::{Effect, Event, Protocol};
+use crate::protocol::{Effect, Event, Outbound, Protocol};
 use crate::requests::{self, Requests};
 use crate::roles::{self, RoleStatus};
 use crate::supervisor::{Supervisor, SupervisorConfig};
@@ -55,6 +55,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5);
 /// Role status reports are coalesced to at most one per this interval.
 const ROLES_REPORT_INTERVAL: Duration = Duration::from_millis(100);
+/// A desired state is answered once the supervisor has taken it in, or after
+/// this long regardless (with the roles as they are).
+const ANSWER_WAIT: Duration = Duration::from_secs(1);
 
 /// What a session does with the roles the manager assigns to the host.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -147,9 +150,16 @@ pub trait SessionObserver: Send + Sync {
     fn disconnected(&self, reason: &str) {
         let _ = reason;
     }
-    /// Desired state `generation` was recorded as applied and reported.
+    /// Desired state `generation` was recorded as applied and handed to the
+    /// supervisor, if any.
     fn desired_state(&self, generation: u64) {
         let _ = generation;
+    }
+    /// A status report carrying `applied_generation` was queued for the
+    /// manager. With a supervisor, the first one after a desired state answers
+    /// it with what it did to the roles (files written, processes started).
+    fn reported(&self, applied_generation: u64) {
+        let _ = applied_generation;
     }
 }
 
@@ -286,6 +296,16 @@ fn parcel_statuses(rx: &Option<watch::Receiver<Arc<ParcelsView>>>) -> Option<Arc
     rx.as_ref().map(|rx| Arc::new(rx.borrow().statuses.clone()))
 }
 
+/// Completes when the supervisor has taken in the unanswered desired state
+/// (or a later one), at its deadline, or at once without a supervisor; never
+/// when nothing is unanswered.
+async fn taken_in(rx: &mut Option<watch::Receiver<u64>>, unanswered: Option<(u64, Instant)>) {
+    let Some((generation, deadline)) = unanswered else { return std::future::pending().await };
+    if let Some(rx) = rx {
+        let _ = tokio::time::timeout_at(deadline, rx.wait_for(|taken| *taken >= generation)).await;
+    }
+}
+
 /// Completes when the role statuses change; never without a supervisor.
 async fn roles_changed(rx: &mut Option<watch::Receiver<Arc<Vec<RoleStatus>>>>) {
     if let Some(rx) = rx
@@ -303,7 +323,8 @@ impl Attempt<'_> {
         S: Future<Output = ()> + ?Sized,
     {
         let config = self.config;
-        let (mut protocol, effects) = Protocol::new(Instant::now(), *applied, config.welcome_timeout);
+        let supervised = self.supervisor.is_some();
+        let (mut protocol, effects) = Protocol::new(Instant::now(), *applied, config.welcome_timeout, supervised);
         let failed = |error: AgentError, protocol: &Protocol| Ended::Failed {
             error,
             up_for: protocol.established_at().map_or(Duration::ZERO, |at| at.elapsed()),
@@ -327,10 +348,14 @@ impl Attempt<'_> {
             capabilities.push(requests::CAPABILITY);
         }
         let mut roles_rx = self.supervisor.map(Supervisor::statuses);
+        let mut taken_rx = self.supervisor.map(Supervisor::taken);
         let mut parcels_rx = self.parcels.map(Parcels::view);
         // Report the roles once the session is up, then on every change.
         let mut roles_pending = roles_rx.is_some();
         let mut roles_not_before = Instant::now();
+        // A desired state handed to the supervisor and not answered yet, and
+        // when to answer it regardless.
+        let mut unanswered: Option<(u64, Instant)> = None;
         let mut ctx = OutboundContext {
             facts: self.facts,
             agent_version: &config.agent_version,
@@ -392,6 +417,17 @@ impl Attempt<'_> {
                     Err(status) => return failed(classify(Rpc::Session, &status), &protocol),
                 },
                 () = tokio::time::sleep_until(protocol.deadline()) => protocol.handle(Instant::now(), Event::Tick),
+                () = taken_in(&mut taken_rx, unanswered), if unanswered.is_some() => {
+                    // One report answers the desired state with what it did to
+                    // the roles; the change it made to them is reported with it.
+                    unanswered = None;
+                    roles_pending = false;
+                    roles_not_before = Instant::now() + ROLES_REPORT_INTERVAL;
+                    if let Some(rx) = &mut roles_rx {
+                        rx.borrow_and_update();
+                    }
+                    protocol.handle(Instant::now(), Event::RolesChanged)
+                }
                 () = roles_changed(&mut roles_rx), if !roles_pending => {
                     roles_pending = true;
                     Vec::new()
@@ -400,7 +436,8 @@ impl Attempt<'_> {
                     roles_pending = true;
                     Vec::new()
                 }
-                () = tokio::time::sleep_until(roles_not_before), if roles_pending && protocol.established_at().is_some() => {
+                () = tokio::time::sleep_until(roles_not_before),
+                    if roles_pending && unanswered.is_none() && protocol.established_at().is_some() => {
                     roles_pending = false;
                     roles_not_before = Instant::now() + ROLES_REPORT_INTERVAL;
                     protocol.handle(Instant::now(), Event::RolesChanged)
@@ -408,8 +445,10 @@ impl Attempt<'_> {
             };
             ctx.roles = roles_rx.as_ref().map(|rx| rx.borrow().clone());
             ctx.parcels = parcel_statuses(&parcels_rx);
-            if let Err(e) = self.perform(effects, &tx, &mut ctx, applied) {
-                return failed(e, &protocol);
+            match self.perform(effects, &tx, &mut ctx, applied) {
+                Err(e) => return failed(e, &protocol),
+                Ok(Some(generation)) if supervised => unanswered = Some((generation, Instant::now() + ANSWER_WAIT)),
+                Ok(_) => {}
             }
         }
     }
@@ -428,18 +467,24 @@ impl Attempt<'_> {
         }
     }
 
-    /// Carries out what the protocol decided.
+    /// Carries out what the protocol decided; returns the generation of the
+    /// desired state it applied, if it did.
     fn perform<M: FnMut() -> Metrics>(
         &self,
         effects: Vec<Effect>,
         tx: &mpsc::Sender<v1::AgentMessage>,
         ctx: &mut OutboundContext<'_, M>,
         applied: &mut u64,
-    ) -> Result<(), AgentError> {
+    ) -> Result<Option<u64>, AgentError> {
         let host = self.config.identity.host_id.as_str();
+        let mut desired = None;
         for effect in effects {
             match effect {
                 Effect::Send(msg) => {
+                    let reported = match msg {
+                        Outbound::Status { applied_generation } => Some(applied_generation),
+                        _ => None,
+                    };
                     tx.try_send(wire::outbound(msg, ctx)).map_err(|e| match e {
                         mpsc::error::TrySendError::Full(_) => AgentError::Disconnected(format!(
                             "the manager is not reading the session stream ({OUTBOUND_QUEUE} messages queued)"
@@ -448,6 +493,9 @@ impl Attempt<'_> {
                             AgentError::Disconnected("the session stream was closed".into())
                         }
                     })?;
+                    if let Some(generation) = reported {
+                        self.observer.reported(generation);
+                    }
                 }
                 Effect::Established { welcome, heartbeat_interval } => {
                     info!(
@@ -492,11 +540,12 @@ impl Attempt<'_> {
                         }
                     }
                     self.observer.desired_state(generation);
+                    desired = Some(generation);
                 }
                 Effect::Close(reason) => return Err(AgentError::Disconnected(reason)),
             }
         }
-        Ok(())
+        Ok(desired)
     }
 }
 

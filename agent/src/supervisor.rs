@@ -124,6 +124,7 @@ impl SupervisorConfig {
 pub struct Supervisor {
     desired: watch::Sender<Option<(u64, Arc<Vec<RoleSpec>>)>>,
     statuses: watch::Receiver<Arc<Vec<RoleStatus>>>,
+    taken: watch::Receiver<u64>,
     metrics: Arc<MetricsHub>,
     journal: Arc<Journal>,
     roles: watch::Receiver<Arc<Vec<RoleSpec>>>,
@@ -166,6 +167,8 @@ impl Supervisor {
         let status_tx = watch::Sender::new(Arc::new(Vec::new()));
         let roles_tx = watch::Sender::new(Arc::new(Vec::new()));
         let roles = roles_tx.subscribe();
+        let taken_tx = watch::Sender::new(0);
+        let taken = taken_tx.subscribe();
         let data_dir = config.data_dir.clone();
         let metrics = Arc::new(MetricsHub::new(status_tx.subscribe()));
         let journal = Arc::new(Journal::default());
@@ -184,6 +187,7 @@ impl Supervisor {
             events_rx,
             status_tx,
             roles_tx,
+            taken_tx,
             parcels,
             checks: 0,
             config,
@@ -196,7 +200,7 @@ impl Supervisor {
         let statuses = driver.status_tx.subscribe();
         let (desired, desired_rx) = watch::channel(None);
         let task = tokio::spawn(driver.run(desired_rx));
-        Ok(Supervisor { desired, statuses, metrics, journal, roles, data_dir, task })
+        Ok(Supervisor { desired, statuses, taken, metrics, journal, roles, data_dir, task })
     }
 
     /// Hands over a new desired state; the latest one wins.
@@ -207,6 +211,15 @@ impl Supervisor {
     /// The observed state of every role, updated on every change.
     pub fn statuses(&self) -> watch::Receiver<Arc<Vec<RoleStatus>>> {
         self.statuses.clone()
+    }
+
+    /// The generation of the last desired state the supervisor took in: when
+    /// it changes, [`Supervisor::statuses`] already shows what that desired
+    /// state did at once (files written or refused, processes started,
+    /// reloaded or stopped), though not what follows later (a config check's
+    /// verdict, a process's exit, health).
+    pub fn taken(&self) -> watch::Receiver<u64> {
+        self.taken.clone()
     }
 
     /// The roles' process figures and collected service metrics, for
@@ -299,6 +312,9 @@ struct Driver {
     status_tx: watch::Sender<Arc<Vec<RoleStatus>>>,
     /// The desired roles, as the last `DesiredRoles` event gave them.
     roles_tx: watch::Sender<Arc<Vec<RoleSpec>>>,
+    /// The generation of the last desired state taken in, sent once the
+    /// statuses it led to are in `status_tx`.
+    taken_tx: watch::Sender<u64>,
     parcels: Option<watch::Receiver<Arc<ParcelsView>>>,
     /// Config checks started, naming their staging directories.
     checks: u64,
@@ -387,12 +403,19 @@ impl Driver {
         let mut poll = tokio::time::interval(self.config.poll_interval);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            let mut taken = None;
             while let Some(event) = self.queue.pop_front() {
-                if let Event::DesiredRoles { roles, .. } = &event {
+                if let Event::DesiredRoles { generation, roles } = &event {
                     self.roles_tx.send_replace(Arc::new(roles.clone()));
+                    taken = Some(*generation);
                 }
                 let effects = self.reconciler.handle(Instant::now(), event);
                 self.perform(effects);
+            }
+            // After the events its effects queued (files written, ...): the
+            // statuses now show what the desired state did.
+            if let Some(generation) = taken {
+                self.taken_tx.send_replace(generation);
             }
             while self.tasks.try_join_next().is_some() {}
             self.save_records();

@@ -6,6 +6,7 @@
 //! password is wrong. A second test runs the real `drover-agent` binary with
 //! three such roles and measures its resident memory. A third answers a log
 //! and a diagnostics request on `Reply` calls (a shell role; no Redis needed).
+//! A fourth counts the status reports that answer a desired state (files only).
 //!
 //! Skipped when redis-server is not installed, unless DROVER_REQUIRE_SERVICES=1.
 
@@ -651,4 +652,85 @@ async fn log_and_diagnostics_requests_are_answered_on_reply_calls() {
 
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(WAIT, agent).await;
+}
+
+/// A role of one config file at `revision`, written only (no process).
+fn file_role(revision: u64) -> v1::RoleSpec {
+    let content = format!("revision {revision}\n").into_bytes();
+    v1::RoleSpec {
+        role_id: "files-1".into(),
+        name: "files-1".into(),
+        config_revision: revision,
+        run_state: v1::RunState::Running as i32,
+        files: vec![v1::ConfigFile {
+            path: "app.conf".into(),
+            sha256: drover_agent::files::sha256_hex(&content),
+            content,
+            mode: 0o644,
+        }],
+        ..Default::default()
+    }
+}
+
+/// The status reports the agent sends within `window` of the first one.
+async fn reports_within(rx: &mut mpsc::UnboundedReceiver<v1::AgentMessage>, window: Duration) -> Vec<v1::StatusReport> {
+    let mut reports = Vec::new();
+    let mut deadline = Instant::now() + WAIT;
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        if let Some(agent_message::Kind::Status(report)) = msg.kind {
+            if reports.is_empty() {
+                deadline = Instant::now() + window;
+            }
+            reports.push(report);
+        }
+    }
+    reports
+}
+
+/// An agent with a supervisor answers each desired state with one status
+/// report, sent once the files are written: the generation and the role's
+/// applied revision arrive together, not in a report before the write and
+/// another after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desired_state_is_answered_by_one_report_showing_what_it_did() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (received, mut rx) = mpsc::unbounded_channel();
+    let manager = Arc::new(FakeManager {
+        roles: Mutex::new(vec![file_role(1)]),
+        generation: Mutex::new(1),
+        heartbeat_ms: 60_000,
+        received,
+        push: Mutex::new(None),
+        replies: None,
+    });
+    let (identity, addr) = serve(manager.clone()).await;
+    let mut config = SessionConfig::new(
+        format!("https://{addr}").parse().expect("addr"),
+        identity,
+        facts::collect(Some("metrics-host")),
+    );
+    config.roles = RolesMode::FilesOnly { dir: tmp.path().to_path_buf() };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(session::run(config, Metrics::default, Arc::new(NoopObserver), async move {
+        let _ = stop_rx.await;
+    }));
+    let applied = |r: &v1::StatusReport| (r.applied_generation, r.roles.iter().map(|s| s.applied_revision).collect());
+    let window = Duration::from_millis(500);
+
+    // The session may report its (empty) roles as soon as it is up, before
+    // the first desired state arrives: that report carries generation 0.
+    let first = reports_within(&mut rx, window).await;
+    let seen: Vec<(u64, Vec<u64>)> = first.iter().map(applied).filter(|(g, _)| *g == 1).collect();
+    assert_eq!(seen, vec![(1, vec![1])], "one report of generation 1, with revision 1 applied");
+
+    manager.set_roles(vec![file_role(2)]);
+    let second = reports_within(&mut rx, window).await;
+    let seen: Vec<(u64, Vec<u64>)> = second.iter().map(applied).collect();
+    assert_eq!(seen, vec![(2, vec![2])], "one report, generation 2 with revision 2 applied");
+    let written = std::fs::read_to_string(tmp.path().join("roles/files-1/app.conf")).expect("role file");
+    assert_eq!(written, "revision 2\n");
+
+    let _ = stop_tx.send(());
+    let ended = tokio::time::timeout(WAIT, agent).await;
+    assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
 }

@@ -112,6 +112,8 @@ pub(super) struct FanoutAgents {
     generation: Vec<AtomicU64>,
     /// When (Unix µs) that generation arrived.
     received_us: Vec<AtomicU64>,
+    /// Latest generation each agent reported back to the manager.
+    reported: Vec<AtomicU64>,
     /// Sessions established per agent, counting reconnections.
     connects: Vec<AtomicU64>,
     /// When (Unix µs) the latest session was established.
@@ -138,6 +140,9 @@ impl SessionObserver for AgentProbe {
     fn disconnected(&self, _reason: &str) {
         self.all.disconnects.fetch_add(1, Ordering::Relaxed);
     }
+    fn reported(&self, applied_generation: u64) {
+        self.all.reported[self.slot].fetch_max(applied_generation, Ordering::AcqRel);
+    }
     fn desired_state(&self, generation: u64) {
         let now = unix_us();
         let current = &self.all.generation[self.slot];
@@ -161,6 +166,7 @@ impl FanoutAgents {
             disconnects: AtomicU64::new(0),
             generation: zeros(),
             received_us: zeros(),
+            reported: zeros(),
             connects: zeros(),
             connected_us: zeros(),
             desired_epoch: zeros(),
@@ -182,6 +188,15 @@ impl FanoutAgents {
             .filter(|((g, old), _)| g.load(Ordering::Acquire) > **old)
             .map(|(_, at)| at.load(Ordering::Relaxed))
             .collect()
+    }
+
+    /// Agents of `slots` that reported back the generation they last received.
+    fn reported(&self, slots: Range<usize>) -> usize {
+        self.generation[slots.clone()]
+            .iter()
+            .zip(&self.reported[slots])
+            .filter(|(g, r)| r.load(Ordering::Acquire) >= g.load(Ordering::Acquire))
+            .count()
     }
 
     fn connects(&self) -> Vec<u64> {
@@ -550,6 +565,12 @@ async fn measure_change(
     }
     for at in &received {
         stats.received.record(at.saturating_sub(t_request)).ok();
+    }
+    // The manager is asked for its record only once every agent has sent its
+    // report: polling it sooner would load the machine inside the tail being
+    // measured.
+    while agents.reported(svc.slots.clone()) < received.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(10));
     let applied = wait_applied(rest, &svc.base, revision, n, remaining).await?;
