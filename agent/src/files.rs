@@ -130,7 +130,7 @@ pub fn write_files_with(
     for f in files {
         let content = substitute_bytes(&f.content, dir, parcels_root);
         let path = dir.join(&f.path);
-        if let Some(parent) = path.parent() {
+        if let Some(parent) = path.parent().filter(|p| *p != dir) {
             ensure_dir(parent)?;
         }
         let mode = file_mode(f);
