@@ -199,6 +199,27 @@ async fn serve(manager: Arc<FakeManager>) -> (Identity, SocketAddr) {
     (identity, addr)
 }
 
+/// A running agent session against the fake manager; `stop` ends it.
+struct Agent {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), drover_agent::error::AgentError>>,
+}
+
+/// Starts an agent session with `roles` against the fake manager at `addr`.
+fn start_agent(addr: SocketAddr, identity: Identity, roles: RolesMode) -> Agent {
+    let mut config = SessionConfig::new(
+        format!("https://{addr}").parse().expect("addr"),
+        identity,
+        facts::collect(Some("metrics-host")),
+    );
+    config.roles = roles;
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(session::run(config, Metrics::default, Arc::new(NoopObserver), async move {
+        let _ = stop_rx.await;
+    }));
+    Agent { stop, task }
+}
+
 /// A role running redis-server on `port` with `maxmemory 4mb` and a
 /// password, and a Redis metric source collected every 200 ms with
 /// `source_password`.
@@ -282,20 +303,12 @@ async fn heartbeats_carry_process_figures_and_redis_samples_of_a_supervised_role
     });
     let (identity, addr) = serve(manager.clone()).await;
     let _reaper = RoleReaper(tmp.path().to_path_buf());
-    let mut config = SessionConfig::new(
-        format!("https://{addr}").parse().expect("addr"),
-        identity,
-        facts::collect(Some("metrics-host")),
-    );
-    config.roles = RolesMode::Custom(Box::new(SupervisorConfig {
+    let roles = RolesMode::Custom(Box::new(SupervisorConfig {
         policy: Policy { initial_backoff: Duration::from_millis(50), ..Policy::default() },
         poll_interval: Duration::from_millis(100),
         ..SupervisorConfig::supervise(tmp.path().to_path_buf())
     }));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(session::run(config, Metrics::default, Arc::new(NoopObserver), async move {
-        let _ = stop_rx.await;
-    }));
+    let agent = start_agent(addr, identity, roles);
 
     // Hello announces the capability.
     let hello = loop {
@@ -341,8 +354,8 @@ async fn heartbeats_carry_process_figures_and_redis_samples_of_a_supervised_role
     let r = heartbeat_with(&mut rx, "a stopped role", |r| r.process.is_none() && r.collect_error.is_empty()).await;
     assert_eq!(r.role_id, "redis-1");
 
-    let _ = stop_tx.send(());
-    let ended = tokio::time::timeout(Duration::from_secs(10), agent).await;
+    let _ = agent.stop.send(());
+    let ended = tokio::time::timeout(Duration::from_secs(10), agent.task).await;
     assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
 }
 
@@ -550,16 +563,7 @@ async fn log_and_diagnostics_requests_are_answered_on_reply_calls() {
     });
     let (identity, addr) = serve(manager.clone()).await;
     let _reaper = RoleReaper(tmp.path().to_path_buf());
-    let mut config = SessionConfig::new(
-        format!("https://{addr}").parse().expect("addr"),
-        identity,
-        facts::collect(Some("metrics-host")),
-    );
-    config.roles = RolesMode::Supervise { data_dir: tmp.path().to_path_buf() };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(session::run(config, Metrics::default, Arc::new(NoopObserver), async move {
-        let _ = stop_rx.await;
-    }));
+    let agent = start_agent(addr, identity, RolesMode::Supervise { data_dir: tmp.path().to_path_buf() });
     let hello = loop {
         match tokio::time::timeout(WAIT, rx.recv()).await {
             Ok(Some(v1::AgentMessage { kind: Some(agent_message::Kind::Hello(h)) })) => break h,
@@ -650,8 +654,8 @@ async fn log_and_diagnostics_requests_are_answered_on_reply_calls() {
     let manifest: serde_json::Value = serde_json::from_str(&end.manifest_json).expect("manifest");
     assert_eq!(manifest["redactions"]["secret-values"], 1, "{manifest}");
 
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(WAIT, agent).await;
+    let _ = agent.stop.send(());
+    let _ = tokio::time::timeout(WAIT, agent.task).await;
 }
 
 /// A role of one config file at `revision`, written only (no process).
@@ -704,16 +708,7 @@ async fn a_desired_state_is_answered_by_one_report_showing_what_it_did() {
         replies: None,
     });
     let (identity, addr) = serve(manager.clone()).await;
-    let mut config = SessionConfig::new(
-        format!("https://{addr}").parse().expect("addr"),
-        identity,
-        facts::collect(Some("metrics-host")),
-    );
-    config.roles = RolesMode::FilesOnly { dir: tmp.path().to_path_buf() };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(session::run(config, Metrics::default, Arc::new(NoopObserver), async move {
-        let _ = stop_rx.await;
-    }));
+    let agent = start_agent(addr, identity, RolesMode::FilesOnly { dir: tmp.path().to_path_buf() });
     let applied = |r: &v1::StatusReport| (r.applied_generation, r.roles.iter().map(|s| s.applied_revision).collect());
     let window = Duration::from_millis(500);
 
@@ -730,7 +725,7 @@ async fn a_desired_state_is_answered_by_one_report_showing_what_it_did() {
     let written = std::fs::read_to_string(tmp.path().join("roles/files-1/app.conf")).expect("role file");
     assert_eq!(written, "revision 2\n");
 
-    let _ = stop_tx.send(());
-    let ended = tokio::time::timeout(WAIT, agent).await;
+    let _ = agent.stop.send(());
+    let ended = tokio::time::timeout(WAIT, agent.task).await;
     assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
 }
