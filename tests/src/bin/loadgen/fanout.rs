@@ -190,12 +190,17 @@ impl FanoutAgents {
             .collect()
     }
 
-    /// Agents of `slots` that reported back the generation they last received.
-    fn reported(&self, slots: Range<usize>) -> usize {
+    /// Agents of `slots` whose generation moved past `before` (same order as
+    /// `slots`) and that reported the one they last received back.
+    fn reported_since(&self, before: &[u64], slots: Range<usize>) -> usize {
         self.generation[slots.clone()]
             .iter()
+            .zip(before)
             .zip(&self.reported[slots])
-            .filter(|(g, r)| r.load(Ordering::Acquire) >= g.load(Ordering::Acquire))
+            .filter(|((g, old), r)| {
+                let g = g.load(Ordering::Acquire);
+                g > **old && r.load(Ordering::Acquire) >= g
+            })
             .count()
     }
 
@@ -569,7 +574,7 @@ async fn measure_change(
     // The manager is asked for its record only once every agent has sent its
     // report: polling it sooner would load the machine inside the tail being
     // measured.
-    while agents.reported(svc.slots.clone()) < received.len() && Instant::now() < deadline {
+    while agents.reported_since(&before, svc.slots.clone()) < received.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(10));
