@@ -373,6 +373,9 @@ pub async fn rotate(store: &Store, catalog: &Catalog, path: &Path, create: bool)
             anyhow::anyhow!("re-encrypt the notification configuration (the old key is in the .old file): {e}")
         })?;
     }
+    store.purge_overwritten().await.context(
+        "remove the overwritten values from the database file (the secrets are re-encrypted; run the rotation again)",
+    )?;
     std::fs::remove_file(&old_file).with_context(|| format!("remove {}", old_file.display()))?;
     Ok(Rotation {
         old_key_id: before.key_id().to_owned(),

@@ -46,4 +46,18 @@ impl Store {
         tx.commit().await.map_err(StoreError::from)?;
         Ok(rewritten)
     }
+
+    /// SQLite: rebuilds the database file (`VACUUM`) and empties its write-ahead
+    /// log, so that no freed page, free space left in a page or stale log frame
+    /// still holds what was overwritten (a password once stored in clear, a
+    /// value sealed with a retired key). PostgreSQL: nothing; see docs/secrets.md.
+    pub async fn purge_overwritten(&self) -> Result<(), StoreError> {
+        if self.backend != super::Backend::Sqlite {
+            return Ok(());
+        }
+        let mut conn = self.pool.acquire().await?;
+        sqlx::raw_sql("VACUUM").execute(&mut *conn).await?;
+        sqlx::raw_sql("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut *conn).await?;
+        Ok(())
+    }
 }
