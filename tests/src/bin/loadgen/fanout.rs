@@ -178,30 +178,24 @@ impl FanoutAgents {
         self.generation[slots].iter().map(|g| g.load(Ordering::Acquire)).collect()
     }
 
-    /// Agents of `slots` whose generation moved past `before` (same order as
-    /// `slots`), with when it arrived.
-    fn received_since(&self, before: &[u64], slots: Range<usize>) -> Vec<u64> {
-        self.generation[slots.clone()]
-            .iter()
-            .zip(before)
-            .zip(&self.received_us[slots])
-            .filter(|((g, old), _)| g.load(Ordering::Acquire) > **old)
-            .map(|(_, at)| at.load(Ordering::Relaxed))
-            .collect()
+    /// The agents (slot numbers) of `slots` whose generation moved past
+    /// `before` (same order as `slots`), with the generation each has now.
+    fn moved_since<'a>(&'a self, before: &'a [u64], slots: Range<usize>) -> impl Iterator<Item = (usize, u64)> + 'a {
+        slots.zip(before).filter_map(|(slot, old)| {
+            let g = self.generation[slot].load(Ordering::Acquire);
+            (g > *old).then_some((slot, g))
+        })
     }
 
-    /// Agents of `slots` whose generation moved past `before` (same order as
-    /// `slots`) and that reported the one they last received back.
+    /// When each agent that moved past `before` received its generation.
+    fn received_since(&self, before: &[u64], slots: Range<usize>) -> Vec<u64> {
+        self.moved_since(before, slots).map(|(slot, _)| self.received_us[slot].load(Ordering::Relaxed)).collect()
+    }
+
+    /// How many agents that moved past `before` reported the generation they
+    /// last received back.
     fn reported_since(&self, before: &[u64], slots: Range<usize>) -> usize {
-        self.generation[slots.clone()]
-            .iter()
-            .zip(before)
-            .zip(&self.reported[slots])
-            .filter(|((g, old), r)| {
-                let g = g.load(Ordering::Acquire);
-                g > **old && r.load(Ordering::Acquire) >= g
-            })
-            .count()
+        self.moved_since(before, slots).filter(|(slot, g)| self.reported[*slot].load(Ordering::Acquire) >= *g).count()
     }
 
     fn connects(&self) -> Vec<u64> {
