@@ -204,6 +204,7 @@ store_suite! {
     flush_writes_heartbeats_and_events => with_store(case_flush);
     flush_never_resurrects_a_decommissioned_host => with_store(case_flush_never_resurrects);
     flush_batch_writes_each_host_once => with_store(case_flush_batch_per_host);
+    host_live_migration_keeps_each_hosts_live_state => with_url(case_host_live_migration);
     host_metrics_from_the_series_rollups => with_store(case_host_metrics_range);
     events_filters_and_order => with_store(case_events);
     audit_filters_and_order => with_store(case_audit);
@@ -1186,6 +1187,50 @@ async fn case_flush_batch_per_host(store: Store) {
     let wanted = [("h1", 5), ("h2", 1), ("h3", 6), ("h4", 8)];
     assert_eq!(wanted.map(|(h, _)| generations.get(h).copied()), wanted.map(|(_, g)| Some(g)));
     assert_eq!(store.host("ghost").await.unwrap(), None);
+}
+
+/// A database an earlier release made keeps every host's live state (last
+/// heartbeat, desired and applied generation) when migration 0016 moves it
+/// out of `hosts` into `host_live`; hosts enrolled after it get their row.
+async fn case_host_live_migration(url: String) {
+    use sqlx::{Connection, Executor};
+    let schema = if url.starts_with("sqlite:") { "sqlite" } else { "postgres" };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema").join(schema);
+    let mut before = sqlx::migrate::Migrator::new(dir).await.expect("read the migrations");
+    before.migrations = before.migrations.iter().filter(|m| m.version < 16).cloned().collect();
+    assert_eq!(before.migrations.len(), 15);
+    let old_hosts = "INSERT INTO hosts (id, hostname, kind, status, cert_serial, enrolled_at, last_heartbeat_at, \
+        desired_generation, applied_generation) VALUES \
+        ('h1', 'web-1', 'vm', 'healthy', 'c1', 1699999200000, 1699999260000, 7, 6), \
+        ('h2', 'web-2', 'vm', 'lost', 'c2', 1699999200000, NULL, 1, 0)";
+    if schema == "sqlite" {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("connect");
+        before.run(&mut conn).await.expect("migrations 1 to 15");
+        conn.execute(old_hosts).await.expect("hosts as 0015 stores them");
+        conn.close().await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+        before.run(&mut conn).await.expect("migrations 1 to 15");
+        conn.execute(old_hosts).await.expect("hosts as 0015 stores them");
+        conn.close().await.unwrap();
+    }
+
+    let store = Store::open(&url).await.expect("open applies 0016");
+    let host = |h: Host| (h.hostname, h.status, h.last_heartbeat_at, h.applied_generation);
+    assert_eq!(
+        host(store.host("h1").await.unwrap().unwrap()),
+        ("web-1".to_owned(), HostStatus::Healthy, Some(rfc3339(T0 + MINUTE)), 6)
+    );
+    assert_eq!(host(store.host("h2").await.unwrap().unwrap()), ("web-2".to_owned(), HostStatus::Lost, None, 0));
+    let generations = store.desired_generations().await.unwrap();
+    assert_eq!((generations.get("h1"), generations.get("h2")), (Some(&7), Some(&1)));
+
+    add_host(&store, "h3", "web-3", Labels::new()).await;
+    store.set_desired_generation("h3", 3).await.unwrap();
+    store.set_applied_generation("h3", 2).await.unwrap();
+    assert_eq!(store.desired_generations().await.unwrap().get("h3"), Some(&3));
+    assert_eq!(store.host("h3").await.unwrap().unwrap().applied_generation, 2);
+    store.close().await;
 }
 
 fn mount(mount_point: &str, used_bytes: u64, total_bytes: u64) -> drover_manager::model::MountUsage {

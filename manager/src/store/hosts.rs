@@ -2,9 +2,15 @@
 //!
 //! `enroll_host` is one transaction that consumes a token use only if the
 //! token is valid and has uses left, then inserts the host; when nothing
-//! matches it says why (unknown, revoked, expired, used up). The flusher's
-//! batched update never changes the status, last heartbeat or metrics of a
-//! `decommissioned` row (its generations are still recorded).
+//! matches it says why (unknown, revoked, expired, used up), and inserts the
+//! host's `host_live` row with it. The flusher's batched update never changes
+//! the status, last heartbeat or metrics of a `decommissioned` host (its
+//! generations are still recorded).
+//!
+//! A host is two rows: `hosts` (facts, disks, status, latest metrics: the
+//! wide row, written on a hello and for new metrics) and `host_live` (last
+//! heartbeat, desired and applied generation: narrow, written by nearly every
+//! flush). Readers join them ([`HOSTS_FROM`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -153,21 +159,22 @@ pub struct HeartbeatRow {
     pub metrics: Option<HostMetrics>,
 }
 
-/// What one flush changes in one host's row: its live state, its desired
-/// generation, its applied generation, any of them. A host that a heartbeat, a
-/// push and an agent's report all touch between two flushes is written once.
+/// What one flush changes in one host's `host_live` row: when it was last
+/// seen, its desired generation, its applied generation, any of them. A host
+/// that a heartbeat, a push and an agent's report all touch between two
+/// flushes is written once.
 #[derive(Default)]
-struct HostWrite<'a> {
-    live: Option<&'a HeartbeatRow>,
+struct HostWrite {
+    seen: Option<UnixMillis>,
     desired: Option<u64>,
     applied: Option<u64>,
 }
 
-/// The rows of `b` by host, in host id order.
-fn host_writes<'a>(b: &FlushBatch<'a>) -> Vec<(&'a str, HostWrite<'a>)> {
+/// The `host_live` rows of `b` by host, in host id order.
+fn host_writes<'a>(b: &FlushBatch<'a>) -> Vec<(&'a str, HostWrite)> {
     let mut by_host: BTreeMap<&str, HostWrite> = BTreeMap::new();
     for hb in b.heartbeats {
-        by_host.entry(&hb.host_id).or_default().live = Some(hb);
+        by_host.entry(&hb.host_id).or_default().seen = Some(hb.last_heartbeat_at);
     }
     for (host, generation) in b.desired_generations {
         by_host.entry(host).or_default().desired = Some(*generation);
@@ -202,8 +209,13 @@ impl FlushBatch<'_> {
 }
 
 const HOST_COLUMNS: &str = "id, hostname, addresses, kind, kind_evidence, os, kernel, arch, cpu_cores, memory_bytes, \
-    disks, agent_version, status, cert_serial, enrolled_at, last_heartbeat_at, latest_metrics, applied_generation, \
+    disks, agent_version, status, cert_serial, enrolled_at, host_live.last_heartbeat_at AS last_heartbeat_at, \
+    latest_metrics, COALESCE(host_live.applied_generation, 0) AS applied_generation, \
     decommissioned_at, fqdn, container_id, machine_cpu_cores, machine_memory_bytes, capacity_evidence";
+
+/// Where [`HOST_COLUMNS`] come from: a host's facts and its live row
+/// (migration 0016: the columns every flush writes, kept narrow).
+const HOSTS_FROM: &str = "hosts LEFT JOIN host_live ON host_live.host_id = hosts.id";
 
 fn host_from_row(row: &AnyRow, labels: Labels) -> Result<Host> {
     let status: String = get(row, "status")?;
@@ -300,6 +312,7 @@ impl Store {
         .bind(&f.capacity_evidence)
         .execute(&mut *tx)
         .await?;
+        sqlx::query("INSERT INTO host_live (host_id) VALUES ($1)").bind(&host.id).execute(&mut *tx).await?;
         for (k, v) in &labels {
             sqlx::query("INSERT INTO host_labels (host_id, key, value) VALUES ($1, $2, $3)")
                 .bind(&host.id)
@@ -358,7 +371,7 @@ impl Store {
     }
 
     pub async fn host(&self, id: &str) -> Result<Option<Host>> {
-        let sql = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = $1");
+        let sql = format!("SELECT {HOST_COLUMNS} FROM {HOSTS_FROM} WHERE id = $1");
         let rows = sqlx::query(&sql).bind(id).fetch_all(&self.pool).await?;
         Ok(self.hosts_from_rows(rows).await?.pop())
     }
@@ -385,7 +398,7 @@ impl Store {
 
     /// Every host, for the registry to load at start-up.
     pub async fn all_hosts(&self) -> Result<Vec<Host>> {
-        let sql = format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY id");
+        let sql = format!("SELECT {HOST_COLUMNS} FROM {HOSTS_FROM} ORDER BY id");
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
         self.hosts_from_rows(rows).await
     }
@@ -449,7 +462,7 @@ impl Store {
         let count_sql = format!("SELECT COUNT(*) AS n FROM hosts{cond}");
         let total: i64 = get(&bind_all(sqlx::query(&count_sql), &args).fetch_one(&self.pool).await?, "n")?;
         let sql = format!(
-            "SELECT {HOST_COLUMNS} FROM hosts{cond} ORDER BY {} {}, hostname, id LIMIT {} OFFSET {}",
+            "SELECT {HOST_COLUMNS} FROM {HOSTS_FROM}{cond} ORDER BY {} {}, hostname, id LIMIT {} OFFSET {}",
             f.sort.column(),
             if f.descending { "DESC" } else { "ASC" },
             f.limit.clamp(1, 1000),
@@ -545,9 +558,10 @@ impl Store {
     }
 
     /// Writes everything the registry's flusher gathered in one transaction:
-    /// a host row that a heartbeat, a new desired generation and an applied
-    /// generation all touch is updated once, not three times, and its status
-    /// (an indexed column) only when the row says it changed.
+    /// a host's `host_live` row that a heartbeat, a new desired generation and
+    /// an applied generation all touch is updated once, not three times; its
+    /// wide `hosts` row only for new metrics, and its status (an indexed
+    /// column) only when the row says it changed.
     pub async fn flush_batch(&self, b: FlushBatch<'_>) -> Result<()> {
         if b.is_empty() {
             return Ok(());
@@ -558,24 +572,37 @@ impl Store {
         // queued; its generations are written all the same.
         for chunk in writes.chunks(super::BATCH_ROWS) {
             let sql = format!(
-                "UPDATE hosts SET \
-                 last_heartbeat_at = CASE WHEN v.column2 IS NULL OR hosts.status = 'decommissioned' \
-                 THEN hosts.last_heartbeat_at ELSE v.column2 END, \
-                 latest_metrics = CASE WHEN v.column3 IS NULL OR hosts.status = 'decommissioned' \
-                 THEN hosts.latest_metrics ELSE v.column3 END, \
-                 desired_generation = COALESCE(v.column4, hosts.desired_generation), \
-                 applied_generation = COALESCE(v.column5, hosts.applied_generation) \
-                 FROM (VALUES {}) AS v WHERE hosts.id = v.column1",
-                super::values_placeholders(self.backend, chunk.len(), 5)
+                "UPDATE host_live SET \
+                 last_heartbeat_at = CASE WHEN v.column2 IS NULL OR EXISTS (SELECT 1 FROM hosts \
+                 WHERE hosts.id = v.column1 AND hosts.status = 'decommissioned') \
+                 THEN host_live.last_heartbeat_at ELSE v.column2 END, \
+                 desired_generation = COALESCE(v.column3, host_live.desired_generation), \
+                 applied_generation = COALESCE(v.column4, host_live.applied_generation) \
+                 FROM (VALUES {}) AS v WHERE host_live.host_id = v.column1",
+                super::values_placeholders(self.backend, chunk.len(), 4)
             );
             let mut q = super::batch_query(&sql, chunk.len());
             for (host, w) in chunk {
                 q = q
                     .bind(*host)
-                    .bind(w.live.map(|hb| hb.last_heartbeat_at))
-                    .bind(w.live.and_then(|hb| hb.metrics.as_ref()).map(to_json))
+                    .bind(w.seen)
                     .bind(w.desired.map(super::services::i64_of))
                     .bind(w.applied.map(super::services::i64_of));
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let mut metrics: Vec<(&str, String)> =
+            b.heartbeats.iter().filter_map(|hb| Some((hb.host_id.as_str(), to_json(hb.metrics.as_ref()?)))).collect();
+        metrics.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for chunk in metrics.chunks(super::BATCH_ROWS) {
+            let sql = format!(
+                "UPDATE hosts SET latest_metrics = v.column2 FROM (VALUES {}) AS v \
+                 WHERE hosts.id = v.column1 AND hosts.status <> 'decommissioned'",
+                super::values_placeholders(self.backend, chunk.len(), 2)
+            );
+            let mut q = super::batch_query(&sql, chunk.len());
+            for (host, m) in chunk {
+                q = q.bind(*host).bind(m.as_str());
             }
             q.execute(&mut *tx).await?;
         }

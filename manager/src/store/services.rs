@@ -655,7 +655,7 @@ impl Store {
     }
 
     pub async fn set_desired_generation(&self, host_id: &str, generation: u64) -> Result<()> {
-        sqlx::query("UPDATE hosts SET desired_generation = $2 WHERE id = $1")
+        sqlx::query("UPDATE host_live SET desired_generation = $2 WHERE host_id = $1")
             .bind(host_id)
             .bind(i64_of(generation))
             .execute(&self.pool)
@@ -664,8 +664,8 @@ impl Store {
     }
 
     pub async fn desired_generations(&self) -> Result<HashMap<String, u64>> {
-        let rows = sqlx::query("SELECT id, desired_generation FROM hosts").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((get(r, "id")?, u64_of(get(r, "desired_generation")?)))).collect()
+        let rows = sqlx::query("SELECT host_id, desired_generation FROM host_live").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((get(r, "host_id")?, u64_of(get(r, "desired_generation")?)))).collect()
     }
 
     pub async fn insert_command(&self, c: &CommandRec, steps: &[StepRec]) -> Result<()> {
