@@ -18,8 +18,10 @@
 //! on a `watch` channel the session pushes from) and what its agent last
 //! reported about roles and parcels. Role states, first-applied records and
 //! desired and applied generations reach the store through the same flusher;
-//! a host's row is updated once per flush whatever touched it, its status and
-//! metrics only when they changed since they were last written.
+//! a host's `host_live` row is updated once per flush whatever touched it, its
+//! status and metrics only when they changed since they were last written.
+//! First-applied records stay readable here until their flush commits
+//! (`unstored_applied`), so a revision's applied list never lags the reports.
 //! `watch(roles, hosts)` wakes only the waiters of those roles and hosts, so a
 //! command waiting on three roles is not woken by a fleet's reports. Time is
 //! the tokio clock (`tokio::time::Instant`), so tests pause and advance it.
@@ -38,7 +40,7 @@ use tokio::sync::{Notify, oneshot, watch};
 use crate::desired::{DesiredParcel, DesiredRole, HostDesired, ParcelStatusRec};
 
 use crate::model::{Host, HostMetrics, HostStatus, UnixMillis, now_millis, rfc3339};
-use crate::store::{AppliedRevision, HeartbeatRow, NewEvent, RoleStatusRec, Store};
+use crate::store::{AppliedRec, AppliedRevision, HeartbeatRow, NewEvent, RoleStatusRec, Store};
 
 /// The events a role's new report makes against its previous one (`None`:
 /// the first since the manager started): a process started, restarted after
@@ -165,6 +167,40 @@ pub struct FleetSummary {
     pub connected_sessions: usize,
 }
 
+/// First-applied records on their way to the store.
+#[derive(Default)]
+struct UnstoredApplied {
+    /// Waiting for the next flush.
+    queued: Vec<AppliedRevision>,
+    /// Taken by a flush that has not committed yet.
+    writing: Vec<Arc<Vec<AppliedRevision>>>,
+}
+
+impl UnstoredApplied {
+    fn queue(&mut self, applied: Vec<AppliedRevision>) {
+        if self.queued.len() + applied.len() <= MAX_PENDING {
+            self.queued.extend(applied);
+        }
+    }
+
+    /// Everything queued, to write; it stays visible until [`Self::written`].
+    fn take_for_writing(&mut self) -> Arc<Vec<AppliedRevision>> {
+        let batch = Arc::new(std::mem::take(&mut self.queued));
+        if !batch.is_empty() {
+            self.writing.push(batch.clone());
+        }
+        batch
+    }
+
+    /// `batch` was stored, or (`stored` false) goes back in the queue.
+    fn written(&mut self, batch: &Arc<Vec<AppliedRevision>>, stored: bool) {
+        self.writing.retain(|b| !Arc::ptr_eq(b, batch));
+        if !stored {
+            self.queue(batch.to_vec());
+        }
+    }
+}
+
 pub struct Registry {
     config: RegistryConfig,
     store: Store,
@@ -179,9 +215,10 @@ pub struct Registry {
     /// Tasks (commands) waiting on some roles or hosts, by [`WatchKey`]:
     /// a report wakes only those waiting on what it is about.
     waiters: Mutex<HashMap<WatchKey, Vec<Arc<Notify>>>>,
-    /// Role states and first-applied records waiting for the flusher.
+    /// Role states waiting for the flusher.
     pending_roles: Mutex<HashMap<String, RoleStatusRec>>,
-    pending_applied: Mutex<Vec<AppliedRevision>>,
+    /// First-applied records not in the store yet (see [`Registry::unstored_applied`]).
+    unstored_applied: Mutex<UnstoredApplied>,
     /// Generations agents reported applied, waiting for the flusher.
     pending_generations: Mutex<HashMap<String, u64>>,
     /// Desired generations published, waiting for the flusher: a change
@@ -223,7 +260,7 @@ impl Registry {
             role_status: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             pending_roles: Mutex::new(HashMap::new()),
-            pending_applied: Mutex::new(Vec::new()),
+            unstored_applied: Mutex::new(UnstoredApplied::default()),
             pending_generations: Mutex::new(HashMap::new()),
             pending_desired: Mutex::new(HashMap::new()),
             metrics,
@@ -487,7 +524,7 @@ impl Registry {
         let rows = self.live_rows(&dirty);
         let roles: Vec<RoleStatusRec> =
             std::mem::take(&mut *self.pending_roles.lock().expect("pending lock")).into_values().collect();
-        let applied = std::mem::take(&mut *self.pending_applied.lock().expect("pending lock"));
+        let applied = self.unstored_applied.lock().expect("applied lock").take_for_writing();
         let generations: Vec<(String, u64)> =
             std::mem::take(&mut *self.pending_generations.lock().expect("pending lock")).into_iter().collect();
         let desired: Vec<(String, u64)> =
@@ -503,7 +540,11 @@ impl Registry {
             statuses: &roles,
             applied: &applied,
         };
-        match self.store.flush_batch(batch).await {
+        let written = self.store.flush_batch(batch).await;
+        // Until here a reader finds the records among those being written;
+        // from here in the store, or (on failure) queued again.
+        self.unstored_applied.lock().expect("applied lock").written(&applied, written.is_ok());
+        match written {
             Ok(()) => Ok(rows.len()),
             Err(e) => {
                 // Nothing was written: all of it goes back, behind anything newer.
@@ -519,7 +560,6 @@ impl Registry {
                     pending.entry(r.role_id.clone()).or_insert(r);
                 }
                 drop(pending);
-                self.queue_applied(applied);
                 self.dirty.lock().expect("dirty lock").extend(dirty);
                 let mut ev = self.events.lock().expect("events lock");
                 if ev.len() + events.len() <= MAX_PENDING {
@@ -761,10 +801,23 @@ impl Registry {
 
     /// Queues first-applied records for the flusher.
     pub fn queue_applied(&self, applied: Vec<AppliedRevision>) {
-        let mut pending = self.pending_applied.lock().expect("pending lock");
-        if pending.len() + applied.len() <= MAX_PENDING {
-            pending.extend(applied);
-        }
+        self.unstored_applied.lock().expect("applied lock").queue(applied);
+    }
+
+    /// The first-applied records of one revision that are not in the store
+    /// yet: queued for the flusher or being written by it. Read before the
+    /// store's, they make a revision's applied list current (a record leaves
+    /// here only once its flush committed).
+    pub fn unstored_applied(&self, cluster: &str, service: &str, revision: u64) -> Vec<AppliedRec> {
+        let unstored = self.unstored_applied.lock().expect("applied lock");
+        unstored
+            .writing
+            .iter()
+            .flat_map(|batch| batch.iter())
+            .chain(&unstored.queued)
+            .filter(|a| a.revision == revision && a.service == service && a.cluster == cluster)
+            .map(|a| a.applied.clone())
+            .collect()
     }
 
     /// Last reported state of a role, if any since the manager started.
@@ -1020,6 +1073,34 @@ mod tests {
         assert_eq!(row(rows.clone()), (Some(HostStatus::Healthy), Some(40.0)));
         registry.unsave(&rows);
         assert_eq!(row(registry.live_rows(&ids)), (Some(HostStatus::Healthy), Some(40.0)));
+    }
+
+    #[tokio::test]
+    async fn first_applied_records_stay_readable_until_stored_even_when_a_flush_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = testing::registry(dir.path(), &["h1"], Duration::from_secs(30)).await;
+        let rec = |role: &str, revision: u64| AppliedRevision {
+            cluster: "c".into(),
+            service: "s".into(),
+            revision,
+            applied: AppliedRec { role_id: role.into(), host_id: "h1".into(), applied_at: 1 },
+        };
+        let roles = |v: Vec<AppliedRec>| v.into_iter().map(|a| a.role_id).collect::<Vec<_>>();
+        registry.queue_applied(vec![rec("r1", 2), rec("r2", 3)]);
+        assert_eq!(roles(registry.unstored_applied("c", "s", 2)), ["r1"]);
+        assert!(registry.unstored_applied("c", "other", 2).is_empty());
+        // Taken by a flush that has not committed: still there.
+        let batch = registry.unstored_applied.lock().unwrap().take_for_writing();
+        assert_eq!(roles(registry.unstored_applied("c", "s", 3)), ["r2"]);
+        registry.unstored_applied.lock().unwrap().written(&batch, true);
+        assert!(registry.unstored_applied("c", "s", 3).is_empty());
+
+        // A flush that fails queues them again.
+        registry.queue_applied(vec![rec("r3", 2)]);
+        registry.store.close().await;
+        assert!(registry.flush().await.is_err());
+        assert_eq!(roles(registry.unstored_applied("c", "s", 2)), ["r3"]);
+        assert!(registry.unstored_applied.lock().unwrap().writing.is_empty());
     }
 
     #[tokio::test]

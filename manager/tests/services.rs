@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use drover_testkit::{eventually, eventually_true};
 
-use drover_manager::model::{HostStatus, now_millis};
-use drover_manager::store::RoleStatusRec;
+use drover_manager::model::{HostStatus, now_millis, rfc3339};
+use drover_manager::store::{AppliedRec, AppliedRevision, RoleStatusRec};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -87,6 +87,51 @@ async fn service_types_are_listed_with_parameters() {
     }
     let msg = t.err(Method::GET, "/service-types/kafka", None, 404).await;
     assert_eq!(msg, "service type kafka not found");
+    t.handle.shutdown().await;
+}
+
+/// A revision's applied list is current: a role's report shows in it before
+/// the flusher has stored it, each role once with its first report, and the
+/// same after the flush.
+#[tokio::test]
+async fn a_revision_shows_where_it_is_applied_before_the_flusher_stores_it() {
+    let t = T::start_configured(|_| {}, |c| c.flush_interval = Duration::from_secs(3600)).await;
+    redis_setup(&t).await;
+    let roles = t.ok(Method::GET, "/clusters/prod/services/cache/roles", None).await;
+    let id = |name: &str| -> String {
+        let items = roles["items"].as_array().unwrap();
+        items.iter().find(|r| r["name"] == name).unwrap()["id"].as_str().unwrap().to_owned()
+    };
+    let (primary, replica) = (id("cache-primary-1"), id("cache-replica-1"));
+    let report = |role_id: &str, host_id: &str, revision: u64, applied_at: i64| AppliedRevision {
+        cluster: "prod".into(),
+        service: "cache".into(),
+        revision,
+        applied: AppliedRec { role_id: role_id.to_owned(), host_id: host_id.to_owned(), applied_at },
+    };
+    let applied = || async {
+        let rev = t.ok(Method::GET, "/clusters/prod/services/cache/config/revisions/1", None).await;
+        let items = rev["applied"].as_array().unwrap().clone();
+        items
+            .iter()
+            .map(|a| (a["role"].as_str().unwrap().to_owned(), a["hostname"].clone(), a["applied_at"].clone()))
+            .collect::<Vec<_>>()
+    };
+    let (registry, store) = (&t.handle.state.registry, &t.handle.state.store);
+    let t0 = now_millis();
+    registry.queue_applied(vec![report(&primary, "h1", 1, t0), report(&replica, "h2", 2, t0)]);
+    assert!(store.applied_for_revision("prod", "cache", 1).await.unwrap().is_empty(), "not stored yet");
+    let primary_at = ("cache-primary-1".to_owned(), json!("node-1"), json!(rfc3339(t0)));
+    assert_eq!(applied().await, vec![primary_at.clone()]);
+
+    // Stored; the primary's later report does not move its first time.
+    registry.flush().await.unwrap();
+    registry.queue_applied(vec![report(&primary, "h1", 1, t0 + 5_000), report(&replica, "h2", 1, t0 + 1_000)]);
+    let replica_at = ("cache-replica-1".to_owned(), json!("node-2"), json!(rfc3339(t0 + 1_000)));
+    assert_eq!(applied().await, vec![primary_at.clone(), replica_at.clone()]);
+    registry.flush().await.unwrap();
+    assert_eq!(store.applied_for_revision("prod", "cache", 1).await.unwrap().len(), 2);
+    assert_eq!(applied().await, vec![primary_at, replica_at]);
     t.handle.shutdown().await;
 }
 

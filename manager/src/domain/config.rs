@@ -21,7 +21,7 @@ use super::{Actor, DomainError, Granted, Permission, Result, Scope, load_context
 use crate::AppState;
 use crate::desired::{self, DesiredRole, ServiceContext, ServiceGuard};
 use crate::model::{now_millis, rfc3339};
-use crate::store::RevisionRec;
+use crate::store::{AppliedRec, RevisionRec};
 pub use drover_api::config::{
     AppliedOn, ConfigChange, ConfigDiff, ConfigPatch, ConfigView, EffectiveValue, FileDiff, GroupRef, RevisionDetail,
     RevisionSummary, RoleConfig, RoleDiff, ServiceValue, ValueChange, ValuesView,
@@ -412,10 +412,11 @@ pub async fn revision(
     let names: HashMap<&str, &str> = ctx.roles().iter().map(|r| (r.id.as_str(), r.name.as_str())).collect();
     let hostnames: HashMap<&str, &str> =
         ctx.topology.roles.iter().map(|i| (i.role_id.as_str(), i.hostname.as_str())).collect();
-    let applied = state
-        .store
-        .applied_for_revision(cluster, service, revision)
-        .await?
+    // The registry's records first: one that the flusher stores meanwhile is
+    // then in the store's answer.
+    let unstored = state.registry.unstored_applied(cluster, service, revision);
+    let stored = state.store.applied_for_revision(cluster, service, revision).await?;
+    let applied = first_applied(stored, unstored)
         .into_iter()
         .map(|a| {
             let hostname = hostnames.get(a.role_id.as_str()).map(|h| (*h).to_owned());
@@ -429,6 +430,24 @@ pub async fn revision(
         })
         .collect();
     Ok(RevisionDetail { summary: summary(&r), values: masked_values(&ctx.service_type, &values), applied })
+}
+
+/// Each role's first record of applying a revision, from the store and from
+/// those not stored yet, ordered as the store orders them (by time, then role).
+fn first_applied(stored: Vec<AppliedRec>, unstored: Vec<AppliedRec>) -> Vec<AppliedRec> {
+    let mut first: HashMap<String, AppliedRec> = HashMap::with_capacity(stored.len() + unstored.len());
+    for a in stored.into_iter().chain(unstored) {
+        match first.get_mut(&a.role_id) {
+            Some(earlier) if earlier.applied_at <= a.applied_at => {}
+            Some(later) => *later = a,
+            None => {
+                first.insert(a.role_id.clone(), a);
+            }
+        }
+    }
+    let mut out: Vec<AppliedRec> = first.into_values().collect();
+    out.sort_unstable_by(|a, b| (a.applied_at, &a.role_id).cmp(&(b.applied_at, &b.role_id)));
+    out
 }
 
 /// Value changes and unified diffs of the rendered files of every role
