@@ -131,6 +131,12 @@ enum Command {
         /// Give up waiting for one change to reach every agent after this long.
         #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
         apply_timeout: Duration,
+        /// Pause between one change's last applied report and the next
+        /// change's request, so each starts on a manager that has stored the
+        /// one before (its flusher runs every second), as an operator's
+        /// changes would; `0s` sends them back to back.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        settle: Duration,
         /// Leave the cluster and service in place at the end.
         #[arg(long)]
         keep: bool,
@@ -267,6 +273,7 @@ fn main() -> anyhow::Result<()> {
                 ref cluster,
                 setup_timeout,
                 apply_timeout,
+                settle,
                 keep,
                 manager_pid,
                 ref restart_ready_file,
@@ -292,6 +299,7 @@ fn main() -> anyhow::Result<()> {
                     connect_rate,
                     files_dir: files_dir.clone(),
                     apply_timeout,
+                    settle,
                     keep,
                     restart,
                 };

@@ -39,6 +39,8 @@ pub struct FanoutOptions {
     pub connect_rate: u64,
     pub files_dir: Option<PathBuf>,
     pub apply_timeout: Duration,
+    /// Pause between one change's end and the next change's request.
+    pub settle: Duration,
     pub keep: bool,
     pub restart: Option<RestartOptions>,
 }
@@ -686,6 +688,9 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: FanoutOptions) -> anyho
     let mut lone = ChangeStats::new()?;
     let mut lone_cpu = MachineCpu::default();
     for change in 1..=opts.changes {
+        if change > 1 {
+            tokio::time::sleep(opts.settle).await;
+        }
         let window =
             measure_change(&rest, &operator, &mut services[0], &agents, change, opts.apply_timeout, &mut lone).await?;
         lone_cpu.add(&sampler, window);
@@ -698,6 +703,7 @@ pub async fn run(cli: &Cli, ids: &[SavedIdentity], opts: FanoutOptions) -> anyho
         let mut parallel: Vec<ChangeStats> = (0..k).map(|_| ChangeStats::new()).collect::<anyhow::Result<_>>()?;
         let mut parallel_cpu = MachineCpu::default();
         for change in 1..=opts.changes {
+            tokio::time::sleep(opts.settle).await;
             let rounds = services
                 .iter_mut()
                 .zip(parallel.iter_mut())
