@@ -594,34 +594,13 @@ impl Store {
         let mut metrics: Vec<(&str, String)> =
             b.heartbeats.iter().filter_map(|hb| Some((hb.host_id.as_str(), to_json(hb.metrics.as_ref()?)))).collect();
         metrics.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        for chunk in metrics.chunks(super::BATCH_ROWS) {
-            let sql = format!(
-                "UPDATE hosts SET latest_metrics = v.column2 FROM (VALUES {}) AS v \
-                 WHERE hosts.id = v.column1 AND hosts.status <> 'decommissioned'",
-                super::values_placeholders(self.backend, chunk.len(), 2)
-            );
-            let mut q = super::batch_query(&sql, chunk.len());
-            for (host, m) in chunk {
-                q = q.bind(*host).bind(m.as_str());
-            }
-            q.execute(&mut *tx).await?;
-        }
+        let metrics: Vec<(&str, &str)> = metrics.iter().map(|(host, m)| (*host, m.as_str())).collect();
+        set_host_text(&mut tx, self.backend, "latest_metrics", &metrics).await?;
         // A status changes seldom (a host lost or back): its own statement, so
         // the other rows leave the status index alone.
-        let statuses: Vec<(&str, HostStatus)> =
-            b.heartbeats.iter().filter_map(|hb| Some((hb.host_id.as_str(), hb.status?))).collect();
-        for chunk in statuses.chunks(super::BATCH_ROWS) {
-            let sql = format!(
-                "UPDATE hosts SET status = v.column2 FROM (VALUES {}) AS v \
-                 WHERE hosts.id = v.column1 AND hosts.status <> 'decommissioned'",
-                super::values_placeholders(self.backend, chunk.len(), 2)
-            );
-            let mut q = super::batch_query(&sql, chunk.len());
-            for (host, status) in chunk {
-                q = q.bind(*host).bind(status.as_str());
-            }
-            q.execute(&mut *tx).await?;
-        }
+        let statuses: Vec<(&str, &str)> =
+            b.heartbeats.iter().filter_map(|hb| Some((hb.host_id.as_str(), hb.status?.as_str()))).collect();
+        set_host_text(&mut tx, self.backend, "status", &statuses).await?;
         super::services::role_statuses_in(&mut tx, self.backend, b.statuses, b.applied).await?;
         for e in b.events {
             Store::insert_event_in(&mut tx, e).await?;
@@ -691,6 +670,29 @@ impl Store {
         points.truncate(MAX_HOST_POINTS);
         Ok(points.into_iter().map(|(t, p)| p.view(t * 1000, resolution_s)).collect())
     }
+}
+
+/// Sets one text column of the `hosts` rows named by id, many rows per
+/// statement; a decommissioned host's row is left as it is.
+async fn set_host_text(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: super::Backend,
+    column: &'static str,
+    rows: &[(&str, &str)],
+) -> Result<()> {
+    for chunk in rows.chunks(super::BATCH_ROWS) {
+        let sql = format!(
+            "UPDATE hosts SET {column} = v.column2 FROM (VALUES {}) AS v \
+             WHERE hosts.id = v.column1 AND hosts.status <> 'decommissioned'",
+            super::values_placeholders(backend, chunk.len(), 2)
+        );
+        let mut q = super::batch_query(&sql, chunk.len());
+        for (host, value) in chunk {
+            q = q.bind(*host).bind(*value);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// The host series [`Store::host_metrics`] reads.
