@@ -594,7 +594,6 @@ impl Store {
         let mut metrics: Vec<(&str, String)> =
             b.heartbeats.iter().filter_map(|hb| Some((hb.host_id.as_str(), to_json(hb.metrics.as_ref()?)))).collect();
         metrics.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let metrics: Vec<(&str, &str)> = metrics.iter().map(|(host, m)| (*host, m.as_str())).collect();
         set_host_text(&mut tx, self.backend, "latest_metrics", &metrics).await?;
         // A status changes seldom (a host lost or back): its own statement, so
         // the other rows leave the status index alone.
@@ -678,7 +677,7 @@ async fn set_host_text(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: super::Backend,
     column: &'static str,
-    rows: &[(&str, &str)],
+    rows: &[(&str, impl AsRef<str>)],
 ) -> Result<()> {
     for chunk in rows.chunks(super::BATCH_ROWS) {
         let sql = format!(
@@ -688,7 +687,7 @@ async fn set_host_text(
         );
         let mut q = super::batch_query(&sql, chunk.len());
         for (host, value) in chunk {
-            q = q.bind(*host).bind(*value);
+            q = q.bind(*host).bind(value.as_ref());
         }
         q.execute(&mut **tx).await?;
     }
